@@ -1,0 +1,188 @@
+//! Project automation, run as `cargo xtask <command>`.
+#![allow(clippy::print_stderr)] // a build tool reports on stderr
+//!
+//! - `cargo xtask ci` runs what CI runs: formatting, clippy with warnings as errors on every
+//!   target, the test suite (nextest where installed), the docs with warnings as errors,
+//!   cargo-deny, and a short smoke run of every fuzz target.
+//! - `cargo xtask fuzz [--seconds N] [TARGET...]` runs the fuzz targets on the stable toolchain.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Tether project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Run every check CI runs.
+    Ci {
+        /// Seconds each fuzz target runs in the smoke test (0 skips fuzzing).
+        #[arg(long, default_value_t = 20)]
+        fuzz_seconds: u64,
+    },
+    /// Run the fuzz targets (cargo-fuzz on the stable toolchain).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Targets to run; all when empty.
+        targets: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root()?;
+    match cli.command {
+        Task::Ci { fuzz_seconds } => ci(&root, fuzz_seconds),
+        Task::Fuzz { seconds, targets } => fuzz(&root, seconds, &targets),
+    }
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask lives one level below the workspace root")
+}
+
+fn ci(root: &Path, fuzz_seconds: u64) -> Result<()> {
+    step(root, "format", cargo(&["fmt", "--all", "--", "--check"]))?;
+    step(
+        root,
+        "clippy",
+        cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    let tests = if has_cargo_subcommand("nextest") {
+        cargo(&[
+            "nextest",
+            "run",
+            "--workspace",
+            "--locked",
+            "--profile",
+            "ci",
+        ])
+    } else {
+        cargo(&["test", "--workspace", "--locked"])
+    };
+    step(root, "tests", tests)?;
+    // nextest does not run doctests.
+    step(
+        root,
+        "doctests",
+        cargo(&["test", "--workspace", "--doc", "--locked"]),
+    )?;
+    let mut doc = cargo(&["doc", "--workspace", "--no-deps", "--locked"]);
+    doc.env("RUSTDOCFLAGS", "-Dwarnings");
+    step(root, "docs", doc)?;
+    if has_cargo_subcommand("deny") {
+        step(root, "cargo-deny", cargo(&["deny", "--locked", "check"]))?;
+    } else {
+        bail!(
+            "cargo-deny is not installed: `cargo install cargo-deny --locked` (.ci/run does this)"
+        );
+    }
+    if fuzz_seconds > 0 {
+        fuzz(root, fuzz_seconds, &[])?;
+    }
+    eprintln!("xtask ci: every check passed");
+    Ok(())
+}
+
+/// Runs fuzz targets with cargo-fuzz.
+///
+/// cargo-fuzz passes nightly-only flags to rustc (`-Zsanitizer=...`). The machine has one
+/// stable toolchain, so we set `RUSTC_BOOTSTRAP=1`, which lets stable rustc accept them. This
+/// is for the fuzz build only; nothing we ship is built this way.
+fn fuzz(root: &Path, seconds: u64, targets: &[String]) -> Result<()> {
+    let fuzz_dir = root.join("fuzz");
+    if !has_cargo_subcommand("fuzz") {
+        bail!(
+            "cargo-fuzz is not installed: `cargo install cargo-fuzz --locked` (.ci/run does this)"
+        );
+    }
+    let targets = if targets.is_empty() {
+        fuzz_targets(&fuzz_dir)?
+    } else {
+        targets.to_vec()
+    };
+    for target in &targets {
+        let corpus = fuzz_dir.join("corpus").join(target);
+        let seeds = fuzz_dir.join("seeds").join(target);
+        std::fs::create_dir_all(&corpus)
+            .with_context(|| format!("creating {}", corpus.display()))?;
+        let mut run = Command::new("cargo");
+        run.current_dir(&fuzz_dir)
+            .env("RUSTC_BOOTSTRAP", "1")
+            .args(["fuzz", "run", "--sanitizer", "address", target])
+            .arg(&corpus);
+        if seeds.is_dir() {
+            run.arg(&seeds);
+        }
+        run.args([
+            "--".to_owned(),
+            format!("-max_total_time={seconds}"),
+            "-print_final_stats=1".to_owned(),
+        ]);
+        step(root, &format!("fuzz {target} ({seconds} s)"), run)?;
+    }
+    Ok(())
+}
+
+fn fuzz_targets(fuzz_dir: &Path) -> Result<Vec<String>> {
+    let dir = fuzz_dir.join("fuzz_targets");
+    let mut targets = Vec::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|ext| ext == "rs")
+            && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+        {
+            targets.push(stem.to_owned());
+        }
+    }
+    targets.sort();
+    Ok(targets)
+}
+
+fn cargo(args: &[&str]) -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.args(args);
+    command
+}
+
+fn has_cargo_subcommand(name: &str) -> bool {
+    Command::new("cargo")
+        .args([name, "--version"])
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+fn step(root: &Path, name: &str, mut command: Command) -> Result<()> {
+    if command.get_current_dir().is_none() {
+        command.current_dir(root);
+    }
+    eprintln!("xtask: == {name} ==");
+    let status = command
+        .status()
+        .with_context(|| format!("starting {name}"))?;
+    if !status.success() {
+        bail!("{name} failed ({status})");
+    }
+    Ok(())
+}
