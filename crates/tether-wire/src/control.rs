@@ -1,0 +1,235 @@
+//! The JSON control payload: a [`NetworkMessage`] with an optional request id.
+//!
+//! ```text
+//! {"id": 7, "type": "SyncRequest", "body": {"library_id": "…", "after": {…}}}
+//! ```
+//!
+//! Decoding reads the envelope first (`id`, `type`, and the body as an unparsed span), looks the
+//! type up, and only then parses the body as that kind's struct. So an unknown type is
+//! [`MessageError::UnknownMessage`] carrying its name, not an opaque serde error.
+
+use std::borrow::Cow;
+use std::io;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::error::{EncodeError, MessageError};
+use crate::limits::echo;
+use crate::message::{MessageKind, NetworkMessage};
+
+/// Correlates a response with its request: a request carries an id chosen by its sender, and the
+/// response (`Ack`, `Error` or the kind's answer) carries the same one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RequestId(pub u64);
+
+/// What a control frame carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ControlMessage {
+    /// Set on requests and on their responses; `None` on unsolicited messages such as a
+    /// `LibraryAnnounce` sent after a change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
+    /// The message.
+    #[serde(flatten)]
+    pub message: NetworkMessage,
+}
+
+/// The envelope, with the body left unparsed until the type is known.
+#[derive(Deserialize)]
+struct RawControl<'a> {
+    #[serde(default)]
+    id: Option<RequestId>,
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    body: Option<&'a RawValue>,
+}
+
+impl ControlMessage {
+    /// A message without a request id.
+    pub fn new(message: impl Into<NetworkMessage>) -> Self {
+        ControlMessage {
+            id: None,
+            message: message.into(),
+        }
+    }
+
+    /// A request or response carrying `id`.
+    pub fn with_id(id: RequestId, message: impl Into<NetworkMessage>) -> Self {
+        ControlMessage {
+            id: Some(id),
+            message: message.into(),
+        }
+    }
+
+    /// The JSON bytes, after checking the message against the [`limits`](crate::limits).
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out)?;
+        Ok(out)
+    }
+
+    /// Appends the JSON bytes to `out`; on error `out` is left as it was.
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        self.message.validate()?;
+        let start = out.len();
+        serde_json::to_writer(&mut *out, self).inspect_err(|_| out.truncate(start))?;
+        Ok(())
+    }
+
+    /// How many bytes [`encode`](Self::encode) produces, without allocating them.
+    pub fn encoded_len(&self) -> Result<usize, EncodeError> {
+        let mut counter = ByteCounter(0);
+        serde_json::to_writer(&mut counter, self)?;
+        Ok(counter.0)
+    }
+
+    /// Parses and validates a control payload.
+    ///
+    /// Unknown fields are ignored; an unknown `type` is [`MessageError::UnknownMessage`]; see the
+    /// crate docs for why.
+    pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
+        let raw: RawControl<'_> = serde_json::from_slice(bytes)?;
+        let Some(kind) = MessageKind::from_name(&raw.kind) else {
+            return Err(MessageError::UnknownMessage {
+                kind: echo(&raw.kind),
+            });
+        };
+        let body = raw.body;
+        let message = match kind {
+            MessageKind::LibraryAnnounce => NetworkMessage::LibraryAnnounce(parse(kind, body)?),
+            MessageKind::LibraryRequest => NetworkMessage::LibraryRequest(parse(kind, body)?),
+            MessageKind::SyncRequest => NetworkMessage::SyncRequest(parse(kind, body)?),
+            MessageKind::SyncResponse => NetworkMessage::SyncResponse(parse(kind, body)?),
+            MessageKind::FileRequest => NetworkMessage::FileRequest(parse(kind, body)?),
+            MessageKind::FileResponse => NetworkMessage::FileResponse(parse(kind, body)?),
+            MessageKind::Ping => NetworkMessage::Ping(parse(kind, body)?),
+            MessageKind::Pong => NetworkMessage::Pong(parse(kind, body)?),
+            // A body on Ack is an unknown field: ignored.
+            MessageKind::Ack => NetworkMessage::Ack,
+            MessageKind::Error => NetworkMessage::Error(parse(kind, body)?),
+        };
+        message.validate()?;
+        Ok(ControlMessage {
+            id: raw.id,
+            message,
+        })
+    }
+}
+
+fn parse<T: DeserializeOwned>(
+    kind: MessageKind,
+    body: Option<&RawValue>,
+) -> Result<T, MessageError> {
+    let body = body.ok_or(MessageError::MissingBody {
+        kind: kind.as_str(),
+    })?;
+    Ok(serde_json::from_str(body.get())?)
+}
+
+/// An `io::Write` that only counts.
+struct ByteCounter(usize);
+
+impl io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 = self.0.saturating_add(buf.len());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::LimitError;
+    use crate::message::{ErrorCode, ErrorReply, Ping};
+
+    #[test]
+    fn shape_with_and_without_id() {
+        let ping = ControlMessage::with_id(RequestId(7), Ping { timestamp_ms: 9 });
+        let json = String::from_utf8(ping.encode().unwrap()).unwrap();
+        assert_eq!(json, r#"{"id":7,"type":"Ping","body":{"timestamp_ms":9}}"#);
+        assert_eq!(ControlMessage::decode(json.as_bytes()).unwrap(), ping);
+
+        let ack = ControlMessage::new(NetworkMessage::Ack);
+        let json = String::from_utf8(ack.encode().unwrap()).unwrap();
+        assert_eq!(json, r#"{"type":"Ack"}"#);
+        assert_eq!(ControlMessage::decode(json.as_bytes()).unwrap(), ack);
+    }
+
+    #[test]
+    fn unknown_type_is_typed_and_cut_short() {
+        let err = ControlMessage::decode(br#"{"type":"Teleport","body":{}}"#).unwrap_err();
+        assert!(matches!(&err, MessageError::UnknownMessage { kind } if kind == "Teleport"));
+        assert_eq!(err.code(), ErrorCode::UnknownMessage);
+
+        let long = format!(r#"{{"type":"{}"}}"#, "x".repeat(10_000));
+        let err = ControlMessage::decode(long.as_bytes()).unwrap_err();
+        assert!(matches!(&err, MessageError::UnknownMessage { kind } if kind.len() == 64));
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_at_every_level() {
+        let json =
+            br#"{"v":2,"type":"Ping","id":1,"body":{"timestamp_ms":3,"extra":[1,{"a":null}]}}"#;
+        let message = ControlMessage::decode(json).unwrap();
+        assert_eq!(
+            message,
+            ControlMessage::with_id(RequestId(1), Ping { timestamp_ms: 3 })
+        );
+        let ack_with_body = br#"{"type":"Ack","body":{"future":true}}"#;
+        assert_eq!(
+            ControlMessage::decode(ack_with_body).unwrap().message,
+            NetworkMessage::Ack
+        );
+    }
+
+    #[test]
+    fn missing_or_duplicate_parts_are_errors() {
+        for json in [
+            &br#"{"body":{"timestamp_ms":3}}"#[..],
+            br#"{"type":"Ping"}"#,
+            br#"{"type":"Ping","body":null}"#,
+            br#"{"type":"Ping","body":{}}"#,
+            br#"{"type":"Ping","type":"Ping","body":{"timestamp_ms":3}}"#,
+            br#"{"type":"Ping","body":{"timestamp_ms":-1}}"#,
+            br#"{"type":"Ping","body":{"timestamp_ms":3}} trailing"#,
+            br#"[]"#,
+            b"",
+        ] {
+            assert!(
+                ControlMessage::decode(json).is_err(),
+                "{}",
+                String::from_utf8_lossy(json)
+            );
+        }
+    }
+
+    #[test]
+    fn encoding_refuses_what_the_peer_would_refuse() {
+        let reply = ErrorReply {
+            code: ErrorCode::Internal,
+            message: "x".repeat(crate::limits::MAX_ERROR_MESSAGE_LEN + 1),
+        };
+        let err = ControlMessage::new(reply).encode().unwrap_err();
+        assert!(matches!(
+            err,
+            EncodeError::Limit(LimitError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn encode_into_appends_and_encoded_len_matches() {
+        let message = ControlMessage::new(Ping { timestamp_ms: 1 });
+        let mut out = b"prefix".to_vec();
+        message.encode_into(&mut out).unwrap();
+        assert_eq!(&out[..6], b"prefix");
+        assert_eq!(out.len() - 6, message.encoded_len().unwrap());
+    }
+}

@@ -1,0 +1,121 @@
+//! Thin async helpers: one frame from an [`AsyncRead`], one frame to an [`AsyncWrite`].
+//!
+//! They use the same header check as [`FrameDecoder`](crate::FrameDecoder): the payload buffer is
+//! allocated only after the length has been checked against the kind's cap. iroh's QUIC streams
+//! implement both traits, as does `tokio::io::duplex` for tests.
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::error::{FrameError, ReadError};
+use crate::frame::{FRAME_HEADER_LEN, Frame, parse_header};
+
+/// Reads one frame. `Ok(None)` means the stream ended cleanly between frames; ending inside a
+/// frame is [`FrameError::Truncated`].
+///
+/// Not cancel-safe: if the future is dropped part-way, the stream is mid-frame and must be closed.
+pub async fn read_frame<R>(reader: &mut R) -> Result<Option<Frame>, ReadError>
+where
+    R: AsyncRead + Unpin + ?Sized,
+{
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    let mut filled = 0;
+    while filled < FRAME_HEADER_LEN {
+        let n = reader
+            .read(header.get_mut(filled..).unwrap_or_default())
+            .await?;
+        if n == 0 {
+            if filled == 0 {
+                return Ok(None);
+            }
+            return Err(FrameError::Truncated { received: filled }.into());
+        }
+        filled += n;
+    }
+    let (kind, len) = parse_header(header)?;
+    let mut payload = Vec::with_capacity(len);
+    let got = (&mut *reader)
+        .take(len as u64)
+        .read_to_end(&mut payload)
+        .await?;
+    if got < len {
+        return Err(FrameError::Truncated {
+            received: FRAME_HEADER_LEN + got,
+        }
+        .into());
+    }
+    Ok(Some(Frame::from_parts(kind, payload)))
+}
+
+/// Writes one frame (header, then payload). Does not flush.
+pub async fn write_frame<W>(writer: &mut W, frame: &Frame) -> std::io::Result<()>
+where
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    writer.write_all(&frame.header()).await?;
+    writer.write_all(frame.payload()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::FrameEncoder;
+    use crate::frame::FrameKind;
+
+    fn frames() -> Vec<Frame> {
+        vec![
+            Frame::new(FrameKind::Control, br#"{"type":"Ack"}"#.to_vec()).unwrap(),
+            Frame::new(FrameKind::Data, vec![1; 70_000]).unwrap(),
+            Frame::new(FrameKind::SealedData, vec![]).unwrap(),
+        ]
+    }
+
+    #[tokio::test]
+    async fn write_then_read_over_a_small_pipe() {
+        // A 64-byte pipe forces many partial reads and writes.
+        let (mut a, mut b) = tokio::io::duplex(64);
+        let sent = frames();
+        let writer = {
+            let sent = sent.clone();
+            async move {
+                for frame in &sent {
+                    write_frame(&mut a, frame).await.unwrap();
+                }
+                drop(a);
+            }
+        };
+        let reader = async move {
+            let mut got = Vec::new();
+            while let Some(frame) = read_frame(&mut b).await.unwrap() {
+                got.push(frame);
+            }
+            got
+        };
+        let ((), got) = tokio::join!(writer, reader);
+        assert_eq!(got, sent);
+    }
+
+    #[tokio::test]
+    async fn truncated_and_oversized_streams_are_errors() {
+        let mut encoder = FrameEncoder::new();
+        frames().iter().for_each(|frame| encoder.push(frame));
+        let bytes = encoder.take();
+
+        for cut in [2, FRAME_HEADER_LEN + 3, bytes.len() - 1] {
+            let mut input = &bytes[..cut];
+            let mut last = read_frame(&mut input).await;
+            while let Ok(Some(_)) = last {
+                last = read_frame(&mut input).await;
+            }
+            let err = last.unwrap_err();
+            assert!(err.is_peer_fault());
+            assert!(
+                matches!(err, ReadError::Frame(FrameError::Truncated { .. })),
+                "{err}"
+            );
+        }
+
+        let mut huge = &[0xff, 0xff, 0xff, 0xff, 0x01][..];
+        let err = read_frame(&mut huge).await.unwrap_err();
+        assert!(matches!(err, ReadError::Frame(FrameError::TooLarge { .. })));
+    }
+}
