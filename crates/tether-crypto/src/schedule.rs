@@ -1,0 +1,285 @@
+//! The session key schedule: from a key exchange to labelled keys.
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::kdf::{KEY_LEN, Prk};
+use crate::{EphemeralPublicKey, SessionKeys, SharedSecret};
+
+const TRANSCRIPT_LABEL: &[u8] = b"tether/v1/session/transcript";
+const I2R_LABEL: &[u8] = b"tether/v1/session/key/initiator-to-responder";
+const R2I_LABEL: &[u8] = b"tether/v1/session/key/responder-to-initiator";
+const EXPORTER_LABEL: &[u8] = b"tether/v1/session/exporter";
+const CONFIRM_INITIATOR_LABEL: &[u8] = b"tether/v1/session/confirm/initiator";
+const CONFIRM_RESPONDER_LABEL: &[u8] = b"tether/v1/session/confirm/responder";
+pub(crate) const REKEY_LABEL: &[u8] = b"tether/v1/session/rekey";
+const TRANSFER_I2R_LABEL: &[u8] = b"tether/v1/transfer/key/initiator-to-responder";
+const TRANSFER_R2I_LABEL: &[u8] = b"tether/v1/transfer/key/responder-to-initiator";
+const TRANSFER_EXPORTER_LABEL: &[u8] = b"tether/v1/transfer/exporter";
+
+/// Length in bytes of a transfer id.
+pub const TRANSFER_ID_LEN: usize = 16;
+
+/// The 32-byte secret two devices agreed on when they paired.
+///
+/// Every session key is salted with it. Wiped from memory on drop; `Debug` shows no bytes.
+#[derive(Clone)]
+pub struct PairingSecret([u8; KEY_LEN]);
+
+impl PairingSecret {
+    /// Length in bytes.
+    pub const LEN: usize = KEY_LEN;
+
+    /// Wraps the secret bytes (as stored by the registry, or output by pairing).
+    pub const fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
+        Self(bytes)
+    }
+
+    /// The secret bytes, for storage.
+    pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PairingSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PairingSecret(..)")
+    }
+}
+
+impl Drop for PairingSecret {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for PairingSecret {}
+
+/// Which end of a session a party is: the one that sent the first handshake message, or the
+/// one that answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Sent the first handshake message.
+    Initiator,
+    /// Answered it.
+    Responder,
+}
+
+/// What a session's keys are bound to: both parties and both ephemeral keys, in a fixed order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transcript {
+    /// The initiator's node id (its Ed25519 public key).
+    pub initiator_id: [u8; 32],
+    /// The responder's node id (its Ed25519 public key).
+    pub responder_id: [u8; 32],
+    /// The initiator's ephemeral X25519 public key.
+    pub initiator_ephemeral: EphemeralPublicKey,
+    /// The responder's ephemeral X25519 public key.
+    pub responder_ephemeral: EphemeralPublicKey,
+}
+
+impl Transcript {
+    /// The transcript hash `th`, which the handshake signatures cover and every key's `info`
+    /// ends with.
+    pub fn hash(&self) -> [u8; 32] {
+        Sha256::new()
+            .chain_update(TRANSCRIPT_LABEL)
+            .chain_update(self.initiator_id)
+            .chain_update(self.responder_id)
+            .chain_update(self.initiator_ephemeral.as_bytes())
+            .chain_update(self.responder_ephemeral.as_bytes())
+            .finalize()
+            .into()
+    }
+}
+
+/// Everything the key schedule derives for one session.
+///
+/// Turn it into usable keys with [`SessionSecrets::into_session_keys`]. Most callers never see
+/// this type: the [`crate::handshake`] derives it and checks the confirmation values.
+///
+/// # The key schedule
+///
+/// All values are 32 bytes; `||` is concatenation; every label is an ASCII string under
+/// `tether/v1/`, and no label is used twice.
+///
+/// ```text
+/// th        = SHA-256("tether/v1/session/transcript" || initiator_id || responder_id
+///                     || initiator_ephemeral || responder_ephemeral)
+/// prk       = HKDF-Extract(salt = pairing_secret, ikm = X25519(ephemeral secrets))
+/// i2r       = HKDF-Expand(prk, "tether/v1/session/key/initiator-to-responder" || th)
+/// r2i       = HKDF-Expand(prk, "tether/v1/session/key/responder-to-initiator" || th)
+/// exporter  = HKDF-Expand(prk, "tether/v1/session/exporter" || th)
+/// confirm_i = HKDF-Expand(prk, "tether/v1/session/confirm/initiator" || th)
+/// confirm_r = HKDF-Expand(prk, "tether/v1/session/confirm/responder" || th)
+/// ```
+///
+/// The ids are the two devices' node ids (Ed25519 public keys) and the ephemerals their X25519
+/// public keys for this session. Salting with the pairing secret means only devices that paired
+/// with each other can derive the keys; the fresh DH output gives forward secrecy; the
+/// transcript in every `info` binds the keys to who talked to whom with which ephemerals.
+///
+/// Keys evolve per epoch (see [`crate::SessionKeys`]), and per-transfer keys come from the
+/// exporter, for a 16-byte transfer id `t`:
+///
+/// ```text
+/// next key   = HKDF-Expand(PRK = key, "tether/v1/session/rekey")
+/// t.i2r      = HKDF-Expand(PRK = exporter, "tether/v1/transfer/key/initiator-to-responder" || t)
+/// t.r2i      = HKDF-Expand(PRK = exporter, "tether/v1/transfer/key/responder-to-initiator" || t)
+/// t.exporter = HKDF-Expand(PRK = exporter, "tether/v1/transfer/exporter" || t)
+/// ```
+pub struct SessionSecrets {
+    traffic: TrafficSecrets,
+    confirm_initiator: [u8; KEY_LEN],
+    confirm_responder: [u8; KEY_LEN],
+    transcript_hash: [u8; 32],
+}
+
+impl SessionSecrets {
+    /// Runs the key schedule (see [above](Self)).
+    ///
+    /// Consumes the shared secret so that one exchange gives one set of keys.
+    pub fn derive(
+        pairing_secret: &PairingSecret,
+        shared_secret: SharedSecret,
+        transcript: &Transcript,
+    ) -> Self {
+        let th = transcript.hash();
+        let prk = Prk::extract(pairing_secret.as_bytes(), shared_secret.as_bytes());
+        drop(shared_secret);
+        Self {
+            traffic: TrafficSecrets {
+                initiator_to_responder: prk.expand_key(&[I2R_LABEL, &th]),
+                responder_to_initiator: prk.expand_key(&[R2I_LABEL, &th]),
+                exporter: prk.expand_key(&[EXPORTER_LABEL, &th]),
+            },
+            confirm_initiator: prk.expand_key(&[CONFIRM_INITIATOR_LABEL, &th]),
+            confirm_responder: prk.expand_key(&[CONFIRM_RESPONDER_LABEL, &th]),
+            transcript_hash: th,
+        }
+    }
+
+    /// The transcript hash the secrets are bound to.
+    pub fn transcript_hash(&self) -> &[u8; 32] {
+        &self.transcript_hash
+    }
+
+    /// The key-confirmation value that `role` sends to prove it derived the same keys.
+    pub(crate) fn confirmation(&self, role: Role) -> &[u8; KEY_LEN] {
+        match role {
+            Role::Initiator => &self.confirm_initiator,
+            Role::Responder => &self.confirm_responder,
+        }
+    }
+
+    /// The session keys as seen by `role`.
+    pub fn into_session_keys(self, role: Role) -> SessionKeys {
+        SessionKeys::new(&self.traffic, role, crate::REKEY_INTERVAL_LOG2)
+    }
+
+    /// Like [`Self::into_session_keys`] with a rekey every `2^log2` messages instead of
+    /// `2^32`, so that tests can cross epochs. Both sides must use the same value.
+    #[doc(hidden)]
+    pub fn danger_into_session_keys_with_rekey_interval(
+        self,
+        role: Role,
+        log2: u32,
+    ) -> SessionKeys {
+        SessionKeys::new(&self.traffic, role, log2)
+    }
+
+    /// Every derived value by name, for golden test vectors only.
+    #[doc(hidden)]
+    pub fn danger_to_named_bytes(&self) -> Vec<(&'static str, [u8; 32])> {
+        vec![
+            ("transcript_hash", self.transcript_hash),
+            ("key_initiator_to_responder", self.traffic.initiator_to_responder),
+            ("key_responder_to_initiator", self.traffic.responder_to_initiator),
+            ("exporter", self.traffic.exporter),
+            ("confirm_initiator", self.confirm_initiator),
+            ("confirm_responder", self.confirm_responder),
+        ]
+    }
+}
+
+impl fmt::Debug for SessionSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionSecrets(..)")
+    }
+}
+
+impl Drop for SessionSecrets {
+    fn drop(&mut self) {
+        self.confirm_initiator.zeroize();
+        self.confirm_responder.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for SessionSecrets {}
+
+/// One key per direction plus an exporter: what a [`SessionKeys`] is built from.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub(crate) struct TrafficSecrets {
+    pub(crate) initiator_to_responder: [u8; KEY_LEN],
+    pub(crate) responder_to_initiator: [u8; KEY_LEN],
+    pub(crate) exporter: [u8; KEY_LEN],
+}
+
+impl TrafficSecrets {
+    /// The secrets of one transfer, derived from a session exporter.
+    pub(crate) fn for_transfer(exporter: &[u8; KEY_LEN], transfer_id: &[u8; TRANSFER_ID_LEN]) -> Self {
+        let prk = Prk::from_bytes(*exporter);
+        Self {
+            initiator_to_responder: prk.expand_key(&[TRANSFER_I2R_LABEL, transfer_id]),
+            responder_to_initiator: prk.expand_key(&[TRANSFER_R2I_LABEL, transfer_id]),
+            exporter: prk.expand_key(&[TRANSFER_EXPORTER_LABEL, transfer_id]),
+        }
+    }
+
+    /// (sending key, receiving key) for `role`.
+    pub(crate) fn directions(&self, role: Role) -> (&[u8; KEY_LEN], &[u8; KEY_LEN]) {
+        match role {
+            Role::Initiator => (&self.initiator_to_responder, &self.responder_to_initiator),
+            Role::Responder => (&self.responder_to_initiator, &self.initiator_to_responder),
+        }
+    }
+}
+
+/// The key of the next epoch: `HKDF-Expand(PRK = key, "tether/v1/session/rekey")`.
+pub(crate) fn next_epoch_key(key: &[u8; KEY_LEN]) -> [u8; KEY_LEN] {
+    Prk::from_bytes(*key).expand_key(&[REKEY_LABEL])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_distinct_and_namespaced() {
+        let labels = [
+            TRANSCRIPT_LABEL,
+            I2R_LABEL,
+            R2I_LABEL,
+            EXPORTER_LABEL,
+            CONFIRM_INITIATOR_LABEL,
+            CONFIRM_RESPONDER_LABEL,
+            REKEY_LABEL,
+            TRANSFER_I2R_LABEL,
+            TRANSFER_R2I_LABEL,
+            TRANSFER_EXPORTER_LABEL,
+        ];
+        for (i, a) in labels.iter().enumerate() {
+            assert!(a.starts_with(b"tether/v1/"));
+            for b in labels.iter().skip(i + 1) {
+                assert_ne!(a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        assert_eq!(format!("{:?}", PairingSecret::from_bytes([1; 32])), "PairingSecret(..)");
+    }
+}

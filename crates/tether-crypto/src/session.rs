@@ -1,0 +1,272 @@
+//! `SessionKeys`: sealing and opening frames of one session, both directions.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::mem;
+
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::aead::{EpochKey, TAG_LEN};
+use crate::kdf::KEY_LEN;
+use crate::replay::{REPLAY_WINDOW, ReplayWindow};
+use crate::schedule::{Role, TRANSFER_ID_LEN, TrafficSecrets};
+use crate::CryptoError;
+
+/// Keys are replaced every `2^REKEY_INTERVAL_LOG2` frames per direction.
+pub const REKEY_INTERVAL_LOG2: u32 = 32;
+
+/// The shortest rekey interval test hooks may ask for: one replay window (`2^11` = 2048), so
+/// that the window never spans more than two epochs.
+pub const MIN_REKEY_INTERVAL_LOG2: u32 = REPLAY_WINDOW.trailing_zeros();
+
+/// How many epochs ahead of the newest accepted frame a received counter may be. Each epoch
+/// ahead costs one HKDF step before the frame can be authenticated, so this bounds the work a
+/// forged counter can cause. A sender never skips an epoch unless a whole epoch of frames
+/// (`2^32`) was lost.
+pub const MAX_EPOCH_LOOKAHEAD: u64 = 4;
+
+/// After this many frames fail authentication, a session refuses to open any more
+/// (ChaCha20-Poly1305's integrity limit, as in RFC 9001 §6.6).
+pub const INTEGRITY_LIMIT: u64 = 1 << 36;
+
+/// The keys of one session (or one transfer): a ChaCha20-Poly1305 key per direction.
+///
+/// * Each sealed frame uses the next 64-bit counter as its nonce; the caller sends the counter
+///   with the frame (in its header) and passes it back to `open_*` on the other side.
+/// * A received counter is accepted once: duplicates and counters more than [`REPLAY_WINDOW`]
+///   below the newest are rejected, any order inside the window is fine. The window only moves
+///   when a frame authenticates.
+/// * Every `2^`[`REKEY_INTERVAL_LOG2`] frames, a direction's key is replaced by an HKDF step
+///   from it and the old key wiped; the receiver follows from the counters. Counters never
+///   repeat and `u64::MAX` is never used: sealing fails with
+///   [`CryptoError::CounterExhausted`] instead.
+///
+/// All key material is wiped on drop and never shown by `Debug`.
+pub struct SessionKeys {
+    role: Role,
+    rekey_interval_log2: u32,
+    send: EpochKey,
+    next_send: u64,
+    /// The key of the epoch of the newest accepted counter.
+    receive: EpochKey,
+    /// The key of the epoch before, kept while the replay window still reaches into it.
+    receive_previous: Option<EpochKey>,
+    window: ReplayWindow,
+    failed_opens: u64,
+    exporter: [u8; KEY_LEN],
+    transfer_ids: HashSet<[u8; TRANSFER_ID_LEN]>,
+}
+
+impl SessionKeys {
+    pub(crate) fn new(secrets: &TrafficSecrets, role: Role, rekey_interval_log2: u32) -> Self {
+        let (send, receive) = secrets.directions(role);
+        Self {
+            role,
+            rekey_interval_log2: rekey_interval_log2
+                .clamp(MIN_REKEY_INTERVAL_LOG2, REKEY_INTERVAL_LOG2),
+            send: EpochKey::new(0, *send),
+            next_send: 0,
+            receive: EpochKey::new(0, *receive),
+            receive_previous: None,
+            window: ReplayWindow::new(),
+            failed_opens: 0,
+            exporter: secrets.exporter,
+            transfer_ids: HashSet::new(),
+        }
+    }
+
+    /// Which end of the session these keys belong to.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Encrypts `buf` in place and appends the tag; returns the counter to send with it.
+    pub fn seal_in_place(&mut self, aad: &[u8], buf: &mut Vec<u8>) -> Result<u64, CryptoError> {
+        let (counter, tag) = self.seal_in_place_detached(aad, buf)?;
+        buf.extend_from_slice(&tag);
+        Ok(counter)
+    }
+
+    /// Checks and decrypts `buf` (ciphertext then tag) in place and removes the tag.
+    ///
+    /// On any error `buf` and the replay window are unchanged.
+    pub fn open_in_place(
+        &mut self,
+        counter: u64,
+        aad: &[u8],
+        buf: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
+        let len = buf.len();
+        let body_len = len
+            .checked_sub(TAG_LEN)
+            .ok_or(CryptoError::Truncated { len })?;
+        let (body, tag) = buf.split_at_mut(body_len);
+        let tag: [u8; TAG_LEN] = (&*tag)
+            .try_into()
+            .map_err(|_| CryptoError::Truncated { len })?;
+        self.open_in_place_detached(counter, aad, body, &tag)?;
+        buf.truncate(body_len);
+        Ok(())
+    }
+
+    /// Encrypts `buf` in place; returns the counter to send with it and the tag.
+    pub fn seal_in_place_detached(
+        &mut self,
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> Result<(u64, [u8; TAG_LEN]), CryptoError> {
+        let counter = self.next_send;
+        if counter == u64::MAX {
+            return Err(CryptoError::CounterExhausted);
+        }
+        let epoch = self.epoch_of(counter);
+        while self.send.epoch() < epoch {
+            self.send = self.send.next();
+        }
+        // The counter is spent even if sealing fails, so it can never be used twice.
+        self.next_send = counter + 1;
+        let tag = self.send.seal(counter, aad, buf)?;
+        Ok((counter, tag))
+    }
+
+    /// Checks and decrypts `buf` in place against a detached tag.
+    ///
+    /// On any error `buf` and the replay window are unchanged.
+    pub fn open_in_place_detached(
+        &mut self,
+        counter: u64,
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), CryptoError> {
+        if self.failed_opens >= INTEGRITY_LIMIT {
+            return Err(CryptoError::IntegrityLimit);
+        }
+        if counter == u64::MAX {
+            return Err(CryptoError::TooFarAhead { counter });
+        }
+        self.window.check(counter)?;
+        let epoch = self.epoch_of(counter);
+        let current = self.receive.epoch();
+        let result = if epoch == current {
+            self.receive.open(counter, aad, buf, tag)
+        } else if epoch < current {
+            // The window check above guarantees the previous epoch's key is still kept.
+            match (&self.receive_previous, epoch + 1 == current) {
+                (Some(previous), true) => previous.open(counter, aad, buf, tag),
+                _ => Err(CryptoError::TooOld { counter }),
+            }
+        } else {
+            return self.open_in_later_epoch(counter, aad, buf, tag);
+        };
+        self.finish_open(counter, result)
+    }
+
+    /// Opens a frame of a later epoch with keys derived on the side; they replace the current
+    /// ones only if the frame authenticates.
+    fn open_in_later_epoch(
+        &mut self,
+        counter: u64,
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), CryptoError> {
+        let epoch = self.epoch_of(counter);
+        if epoch - self.receive.epoch() > MAX_EPOCH_LOOKAHEAD {
+            return Err(CryptoError::TooFarAhead { counter });
+        }
+        let mut before = None;
+        let mut candidate = self.receive.next();
+        while candidate.epoch() < epoch {
+            let next = candidate.next();
+            before = Some(mem::replace(&mut candidate, next));
+        }
+        let result = candidate.open(counter, aad, buf, tag);
+        if result.is_ok() {
+            let old = mem::replace(&mut self.receive, candidate);
+            self.receive_previous = Some(before.unwrap_or(old));
+        }
+        self.finish_open(counter, result)
+    }
+
+    fn finish_open(&mut self, counter: u64, result: Result<(), CryptoError>) -> Result<(), CryptoError> {
+        match result {
+            Ok(()) => {
+                self.window.commit(counter);
+                self.forget_unneeded_previous_key();
+                Ok(())
+            }
+            Err(error) => {
+                self.failed_opens = self.failed_opens.saturating_add(1);
+                Err(error)
+            }
+        }
+    }
+
+    /// Drops (and so wipes) the previous epoch's key once the window no longer reaches it.
+    fn forget_unneeded_previous_key(&mut self) {
+        let Some(highest) = self.window.highest() else {
+            return;
+        };
+        let epoch_start = self.receive.epoch() << self.rekey_interval_log2;
+        // The previous epoch ends at `epoch_start - 1`; the window accepts counters down to
+        // `highest + 1 - REPLAY_WINDOW`.
+        if epoch_start.saturating_add(REPLAY_WINDOW) <= highest.saturating_add(1) {
+            self.receive_previous = None;
+        }
+    }
+
+    /// Keys for one transfer, derived from this session's exporter; both sides derive them
+    /// with the same id and get mirrored keys, like the session's own.
+    ///
+    /// Each id may be used once per session: deriving the same keys twice would restart their
+    /// counters and reuse nonces, so a second call with the same id fails with
+    /// [`CryptoError::TransferIdReused`]. Transfer keys rekey like session keys and have their
+    /// own exporter, so transfers can nest.
+    pub fn transfer_keys(
+        &mut self,
+        transfer_id: &[u8; TRANSFER_ID_LEN],
+    ) -> Result<SessionKeys, CryptoError> {
+        if !self.transfer_ids.insert(*transfer_id) {
+            return Err(CryptoError::TransferIdReused);
+        }
+        let secrets = TrafficSecrets::for_transfer(&self.exporter, transfer_id);
+        Ok(Self::new(&secrets, self.role, self.rekey_interval_log2))
+    }
+
+    /// Moves the sending counter, for tests of counter exhaustion only. The key is *not*
+    /// ratcheted to match, so the peer can no longer open what this side seals.
+    #[doc(hidden)]
+    pub fn danger_set_next_send_counter(&mut self, counter: u64) {
+        self.next_send = counter;
+        let epoch = self.epoch_of(counter);
+        if self.send.epoch() < epoch {
+            self.send = self.send.relabelled(epoch);
+        }
+    }
+
+    fn epoch_of(&self, counter: u64) -> u64 {
+        counter >> self.rekey_interval_log2
+    }
+}
+
+impl fmt::Debug for SessionKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionKeys")
+            .field("role", &self.role)
+            .field("next_send_counter", &self.next_send)
+            .field("send_epoch", &self.send.epoch())
+            .field("highest_received", &self.window.highest())
+            .field("receive_epoch", &self.receive.epoch())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for SessionKeys {
+    fn drop(&mut self) {
+        self.exporter.zeroize();
+    }
+}
+
+// `exporter` is wiped above; every `EpochKey` wipes itself on drop.
+impl ZeroizeOnDrop for SessionKeys {}
