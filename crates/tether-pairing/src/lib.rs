@@ -1,0 +1,1 @@
+//! Pairing (work in progress).
