@@ -1,5 +1,62 @@
-//! Tether's wire protocol.
-#![doc = "stub"]
+//! Tether's wire protocol: every byte two paired devices exchange, and a decoder a hostile peer
+//! cannot crash.
+//!
+//! * **Messages.** [`NetworkMessage`] (one payload struct per kind) inside a [`ControlMessage`]
+//!   that adds a [`RequestId`] for request/response correlation. Control messages are JSON.
+//!   [`Hlc`] timestamps order sync entries.
+//! * **Frames.** `u32` big-endian length, a [`FrameKind`] byte, the payload. Each kind has a cap
+//!   (1 MiB of JSON; a 256 KiB [`DataChunk`] of file bytes plus its header; either plus the seal
+//!   overhead), checked before anything is allocated. [`FrameDecoder`] and [`FrameEncoder`] are
+//!   sans-IO; [`read_frame`] and [`write_frame`] do the same over any tokio
+//!   `AsyncRead`/`AsyncWrite`, such as an iroh QUIC stream. File bytes never pass through JSON.
+//! * **Envelope.** [`Frame::seal`] and [`Frame::open`] encrypt a frame with
+//!   `tether_crypto::SessionKeys`, binding its header as associated data; see the `envelope`
+//!   section of the source for the layout.
+//!
+//! # Versions, unknown kinds and unknown fields
+//!
+//! The ALPN names the protocol version (`tether/sync/1`, ...). Within a version:
+//!
+//! * An **unknown message type** is [`MessageError::UnknownMessage`], carrying the type name (cut
+//!   to [`limits::MAX_KIND_ECHO_LEN`] bytes). The frame boundary is intact, so the service answers
+//!   with an [`ErrorReply`] of code [`ErrorCode::UnknownMessage`] and the same request id, and
+//!   carries on. A peer can thus probe for a feature and fall back.
+//! * **Unknown fields are ignored**, at every level. A newer peer may add an optional field
+//!   without a new ALPN; an older one simply does not see it. Anything that changes the meaning
+//!   of an existing field, or makes a new one mandatory, needs a new ALPN version. Missing or
+//!   mistyped known fields are errors. Ignoring costs nothing in safety: the frame cap bounds
+//!   what is skipped, and serde_json skips nested values without recursion.
+//! * An **unknown error code** decodes as [`ErrorCode::Other`].
+//! * An **unknown frame kind**, or unknown flag bits in a data frame, is an error that ends the
+//!   stream: binary layouts do not grow within a version.
+//!
+//! # Errors
+//!
+//! One type per operation, each `#[non_exhaustive]`, each saying whose fault it is:
+//! [`FrameError`] and [`MessageError`] are the peer's; [`EncodeError`] and [`SealError`] are the
+//! caller's; [`ReadError`] and [`OpenError`] are mostly the peer's and say so.
+//!
+//! # Example
+//!
+//! ```
+//! use tether_wire::{
+//!     ControlMessage, FrameDecoder, FrameEncoder, FrameKind, Ping, RequestId,
+//! };
+//!
+//! let mut encoder = FrameEncoder::new();
+//! let ping = ControlMessage::with_id(RequestId(1), Ping { timestamp_ms: 1_780_000_000_000 });
+//! encoder.push_control(&ping)?;
+//! let bytes = encoder.take();
+//!
+//! let mut decoder = FrameDecoder::new();
+//! let mut input = &bytes[..];
+//! while let Some(frame) = decoder.decode(&mut input)? {
+//!     assert_eq!(frame.kind(), FrameKind::Control);
+//!     assert_eq!(ControlMessage::decode(frame.payload())?, ping);
+//! }
+//! decoder.finish()?; // the stream may end here
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod codec;
 mod content_hash;
@@ -17,7 +74,7 @@ pub use codec::{FrameDecoder, FrameEncoder};
 pub use content_hash::ContentHash;
 pub use control::{ControlMessage, RequestId};
 pub use data::{DATA_HEADER_LEN, DataChunk};
-pub use envelope::{COUNTER_LEN, SEAL_OVERHEAD};
+pub use envelope::{COUNTER_LEN, OpenError, SEAL_OVERHEAD, SealError};
 pub use error::{EncodeError, FrameError, HlcError, LimitError, MessageError, ReadError};
 pub use frame::{FRAME_HEADER_LEN, Frame, FrameKind, MAX_PAYLOAD_LEN};
 pub use hlc::{Hlc, MAX_DRIFT_MS};
