@@ -191,7 +191,11 @@ mod tests {
         for point in low_order {
             let pair = EphemeralKeyPair::generate(&mut rng);
             let result = pair.diffie_hellman(&EphemeralPublicKey::from_bytes(point));
-            assert_eq!(result.unwrap_err(), CryptoError::NonContributory, "{point:02x?}");
+            assert_eq!(
+                result.unwrap_err(),
+                CryptoError::NonContributory,
+                "{point:02x?}"
+            );
         }
     }
 

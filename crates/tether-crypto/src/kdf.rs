@@ -59,9 +59,8 @@ impl Prk {
     /// Fails only if `okm` is longer than [`HKDF_MAX_OUTPUT`].
     pub fn expand(&self, info: &[&[u8]], okm: &mut [u8]) -> Result<(), CryptoError> {
         // `from_prk` only fails for a key shorter than 32 bytes, which ours never is.
-        let hkdf = Hkdf::<Sha256>::from_prk(&self.0).map_err(|_| CryptoError::HkdfLength {
-            len: okm.len(),
-        })?;
+        let hkdf = Hkdf::<Sha256>::from_prk(&self.0)
+            .map_err(|_| CryptoError::HkdfLength { len: okm.len() })?;
         hkdf.expand_multi_info(info, okm)
             .map_err(|_| CryptoError::HkdfLength { len: okm.len() })
     }

@@ -43,15 +43,14 @@ mod replay;
 mod schedule;
 mod session;
 
+pub use aead::{NONCE_LEN, TAG_LEN};
 #[doc(hidden)]
 pub use aead::{danger_open_with_nonce, danger_seal_with_nonce};
-pub use aead::{NONCE_LEN, TAG_LEN};
 pub use ecdh::{EphemeralKeyPair, EphemeralPublicKey, SharedSecret, X25519_LEN};
 pub use error::CryptoError;
 pub use kdf::{HKDF_MAX_OUTPUT, KEY_LEN, Prk};
 pub use replay::REPLAY_WINDOW;
 pub use schedule::{PairingSecret, Role, SessionSecrets, TRANSFER_ID_LEN, Transcript};
 pub use session::{
-    INTEGRITY_LIMIT, MAX_EPOCH_LOOKAHEAD, MIN_REKEY_INTERVAL_LOG2, REKEY_INTERVAL_LOG2,
-    SessionKeys,
+    INTEGRITY_LIMIT, MAX_EPOCH_LOOKAHEAD, MIN_REKEY_INTERVAL_LOG2, REKEY_INTERVAL_LOG2, SessionKeys,
 };

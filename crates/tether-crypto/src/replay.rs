@@ -177,7 +177,11 @@ mod tests {
             (u64::MAX - W, true),
         ];
         for (i, &(counter, ok)) in steps.iter().enumerate() {
-            assert_eq!(accept(&mut w, counter).is_ok(), ok, "step {i}: counter {counter}");
+            assert_eq!(
+                accept(&mut w, counter).is_ok(),
+                ok,
+                "step {i}: counter {counter}"
+            );
         }
     }
 
@@ -185,13 +189,21 @@ mod tests {
     fn errors_name_the_reason() {
         let mut w = ReplayWindow::new();
         accept(&mut w, 5000).unwrap();
-        assert_eq!(accept(&mut w, 5000), Err(CryptoError::Replayed { counter: 5000 }));
-        assert_eq!(accept(&mut w, 100), Err(CryptoError::TooOld { counter: 100 }));
+        assert_eq!(
+            accept(&mut w, 5000),
+            Err(CryptoError::Replayed { counter: 5000 })
+        );
+        assert_eq!(
+            accept(&mut w, 100),
+            Err(CryptoError::TooOld { counter: 100 })
+        );
         // The window is the `REPLAY_WINDOW` counters ending at the highest one received.
         let oldest = 5000 + 1 - REPLAY_WINDOW;
         assert_eq!(
             accept(&mut w, oldest - 1),
-            Err(CryptoError::TooOld { counter: oldest - 1 })
+            Err(CryptoError::TooOld {
+                counter: oldest - 1
+            })
         );
         accept(&mut w, oldest).unwrap();
     }

@@ -195,8 +195,14 @@ impl SessionSecrets {
     pub fn danger_to_named_bytes(&self) -> Vec<(&'static str, [u8; 32])> {
         vec![
             ("transcript_hash", self.transcript_hash),
-            ("key_initiator_to_responder", self.traffic.initiator_to_responder),
-            ("key_responder_to_initiator", self.traffic.responder_to_initiator),
+            (
+                "key_initiator_to_responder",
+                self.traffic.initiator_to_responder,
+            ),
+            (
+                "key_responder_to_initiator",
+                self.traffic.responder_to_initiator,
+            ),
             ("exporter", self.traffic.exporter),
             ("confirm_initiator", self.confirm_initiator),
             ("confirm_responder", self.confirm_responder),
@@ -229,7 +235,10 @@ pub(crate) struct TrafficSecrets {
 
 impl TrafficSecrets {
     /// The secrets of one transfer, derived from a session exporter.
-    pub(crate) fn for_transfer(exporter: &[u8; KEY_LEN], transfer_id: &[u8; TRANSFER_ID_LEN]) -> Self {
+    pub(crate) fn for_transfer(
+        exporter: &[u8; KEY_LEN],
+        transfer_id: &[u8; TRANSFER_ID_LEN],
+    ) -> Self {
         let prk = Prk::from_bytes(*exporter);
         Self {
             initiator_to_responder: prk.expand_key(&[TRANSFER_I2R_LABEL, transfer_id]),
@@ -280,6 +289,9 @@ mod tests {
 
     #[test]
     fn debug_shows_no_secret() {
-        assert_eq!(format!("{:?}", PairingSecret::from_bytes([1; 32])), "PairingSecret(..)");
+        assert_eq!(
+            format!("{:?}", PairingSecret::from_bytes([1; 32])),
+            "PairingSecret(..)"
+        );
     }
 }

@@ -6,11 +6,11 @@ use std::mem;
 
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+use crate::CryptoError;
 use crate::aead::{EpochKey, TAG_LEN};
 use crate::kdf::KEY_LEN;
 use crate::replay::{REPLAY_WINDOW, ReplayWindow};
 use crate::schedule::{Role, TRANSFER_ID_LEN, TrafficSecrets};
-use crate::CryptoError;
 
 /// Keys are replaced every `2^REKEY_INTERVAL_LOG2` frames per direction.
 pub const REKEY_INTERVAL_LOG2: u32 = 32;
@@ -189,7 +189,11 @@ impl SessionKeys {
         self.finish_open(counter, result)
     }
 
-    fn finish_open(&mut self, counter: u64, result: Result<(), CryptoError>) -> Result<(), CryptoError> {
+    fn finish_open(
+        &mut self,
+        counter: u64,
+        result: Result<(), CryptoError>,
+    ) -> Result<(), CryptoError> {
         match result {
             Ok(()) => {
                 self.window.commit(counter);

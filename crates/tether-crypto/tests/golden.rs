@@ -11,7 +11,12 @@
 //! TETHER_REGEN_VECTORS=1 cargo test -p tether-crypto --test golden
 //! ```
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -33,12 +38,19 @@ fn path() -> PathBuf {
 }
 
 fn get<const N: usize>(fields: &Fields, name: &str) -> [u8; N] {
-    let text = fields.get(name).unwrap_or_else(|| panic!("input {name} missing"));
+    let text = fields
+        .get(name)
+        .unwrap_or_else(|| panic!("input {name} missing"));
     hex::decode(text).unwrap().try_into().unwrap()
 }
 
 fn get_vec(fields: &Fields, name: &str) -> Vec<u8> {
-    hex::decode(fields.get(name).unwrap_or_else(|| panic!("input {name} missing"))).unwrap()
+    hex::decode(
+        fields
+            .get(name)
+            .unwrap_or_else(|| panic!("input {name} missing")),
+    )
+    .unwrap()
 }
 
 fn sealed_hex(keys: &mut SessionKeys, aad: &[u8], plaintext: &[u8], counter: u64) -> String {
@@ -51,8 +63,10 @@ fn sealed_hex(keys: &mut SessionKeys, aad: &[u8], plaintext: &[u8], counter: u64
 fn key_schedule_outputs(input: &Fields) -> Fields {
     let pairing = PairingSecret::from_bytes(get(input, "pairing_secret"));
     let secrets = |role: Role| {
-        let initiator = EphemeralKeyPair::danger_from_secret_bytes(get(input, "initiator_ephemeral_secret"));
-        let responder = EphemeralKeyPair::danger_from_secret_bytes(get(input, "responder_ephemeral_secret"));
+        let initiator =
+            EphemeralKeyPair::danger_from_secret_bytes(get(input, "initiator_ephemeral_secret"));
+        let responder =
+            EphemeralKeyPair::danger_from_secret_bytes(get(input, "responder_ephemeral_secret"));
         let transcript = Transcript {
             initiator_id: get(input, "initiator_id"),
             responder_id: get(input, "responder_id"),
@@ -64,30 +78,52 @@ fn key_schedule_outputs(input: &Fields) -> Fields {
             Role::Responder => responder.diffie_hellman(&transcript.initiator_ephemeral),
         }
         .unwrap();
-        (SessionSecrets::derive(&pairing, shared, &transcript), transcript)
+        (
+            SessionSecrets::derive(&pairing, shared, &transcript),
+            transcript,
+        )
     };
     let (aad, plaintext) = (get_vec(input, "aad"), get_vec(input, "plaintext"));
     let transfer_id: [u8; 16] = get(input, "transfer_id");
 
     let mut out = Fields::new();
     let (initiator_secrets, transcript) = secrets(Role::Initiator);
-    out.insert("initiator_ephemeral_public".into(), hex::encode(transcript.initiator_ephemeral.as_bytes()));
-    out.insert("responder_ephemeral_public".into(), hex::encode(transcript.responder_ephemeral.as_bytes()));
-    let shared = EphemeralKeyPair::danger_from_secret_bytes(get(input, "initiator_ephemeral_secret"))
-        .diffie_hellman(&transcript.responder_ephemeral)
-        .unwrap();
-    out.insert("shared_secret".into(), hex::encode(shared.danger_to_bytes()));
+    out.insert(
+        "initiator_ephemeral_public".into(),
+        hex::encode(transcript.initiator_ephemeral.as_bytes()),
+    );
+    out.insert(
+        "responder_ephemeral_public".into(),
+        hex::encode(transcript.responder_ephemeral.as_bytes()),
+    );
+    let shared =
+        EphemeralKeyPair::danger_from_secret_bytes(get(input, "initiator_ephemeral_secret"))
+            .diffie_hellman(&transcript.responder_ephemeral)
+            .unwrap();
+    out.insert(
+        "shared_secret".into(),
+        hex::encode(shared.danger_to_bytes()),
+    );
     for (name, bytes) in initiator_secrets.danger_to_named_bytes() {
         out.insert(name.into(), hex::encode(bytes));
     }
     // The responder derives the very same values.
     let (responder_secrets, _) = secrets(Role::Responder);
-    assert_eq!(responder_secrets.danger_to_named_bytes(), initiator_secrets.danger_to_named_bytes());
+    assert_eq!(
+        responder_secrets.danger_to_named_bytes(),
+        initiator_secrets.danger_to_named_bytes()
+    );
 
     let mut initiator = initiator_secrets.into_session_keys(Role::Initiator);
     let mut responder = responder_secrets.into_session_keys(Role::Responder);
-    out.insert("frame_initiator_counter_0".into(), sealed_hex(&mut initiator, &aad, &plaintext, 0));
-    out.insert("frame_responder_counter_0".into(), sealed_hex(&mut responder, &aad, &plaintext, 0));
+    out.insert(
+        "frame_initiator_counter_0".into(),
+        sealed_hex(&mut initiator, &aad, &plaintext, 0),
+    );
+    out.insert(
+        "frame_responder_counter_0".into(),
+        sealed_hex(&mut responder, &aad, &plaintext, 0),
+    );
     let mut transfer = initiator.transfer_keys(&transfer_id).unwrap();
     out.insert(
         "frame_transfer_initiator_counter_0".into(),
@@ -103,7 +139,11 @@ fn key_schedule_outputs(input: &Fields) -> Fields {
         rekeying.seal_in_place(b"", &mut Vec::new()).unwrap();
     }
     out.insert(
-        format!("frame_initiator_counter_{}_rekey_interval_{}", 1u64 << log2, 1u64 << log2),
+        format!(
+            "frame_initiator_counter_{}_rekey_interval_{}",
+            1u64 << log2,
+            1u64 << log2
+        ),
         sealed_hex(&mut rekeying, &aad, &plaintext, 1 << log2),
     );
     out
@@ -138,22 +178,38 @@ fn handshake_outputs(input: &Fields) -> Fields {
         .unwrap();
 
     let mut out = Fields::new();
-    out.insert("initiator_id".into(), hex::encode(alice.node_id().as_bytes()));
+    out.insert(
+        "initiator_id".into(),
+        hex::encode(alice.node_id().as_bytes()),
+    );
     out.insert("responder_id".into(), hex::encode(bob.node_id().as_bytes()));
     out.insert("init_message".into(), hex::encode(init));
     out.insert("response_message".into(), hex::encode(response));
     out.insert("finish_message".into(), hex::encode(finish));
-    out.insert("frame_initiator_counter_0".into(), sealed_hex(&mut alice_keys, &aad, &plaintext, 0));
-    out.insert("frame_responder_counter_0".into(), sealed_hex(&mut bob_keys, &aad, &plaintext, 0));
+    out.insert(
+        "frame_initiator_counter_0".into(),
+        sealed_hex(&mut alice_keys, &aad, &plaintext, 0),
+    );
+    out.insert(
+        "frame_responder_counter_0".into(),
+        sealed_hex(&mut bob_keys, &aad, &plaintext, 0),
+    );
     out
 }
 
 fn pattern(start: u8, len: usize) -> String {
-    hex::encode((0..len).map(|i| start.wrapping_add(i as u8)).collect::<Vec<_>>())
+    hex::encode(
+        (0..len)
+            .map(|i| start.wrapping_add(i as u8))
+            .collect::<Vec<_>>(),
+    )
 }
 
 fn fields(pairs: &[(&str, String)]) -> Fields {
-    pairs.iter().map(|(k, v)| ((*k).to_string(), v.clone())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), v.clone()))
+        .collect()
 }
 
 /// The inputs written when regenerating.
@@ -231,7 +287,9 @@ fn regenerate() {
 }
 
 fn check_cases(file: &Value, section: &str, compute: fn(&Fields) -> Fields) -> usize {
-    let cases = file[section].as_array().unwrap_or_else(|| panic!("no {section} section"));
+    let cases = file[section]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {section} section"));
     assert!(!cases.is_empty(), "{section} has no cases");
     for case in cases {
         let name = case["name"].as_str().unwrap();
@@ -295,14 +353,21 @@ fn the_file_is_independent_of_the_spec_in_the_docs() {
         &get::<32>(&output, "shared_secret"),
     );
     for (label, name) in [
-        ("tether/v1/session/key/initiator-to-responder", "key_initiator_to_responder"),
-        ("tether/v1/session/key/responder-to-initiator", "key_responder_to_initiator"),
+        (
+            "tether/v1/session/key/initiator-to-responder",
+            "key_initiator_to_responder",
+        ),
+        (
+            "tether/v1/session/key/responder-to-initiator",
+            "key_responder_to_initiator",
+        ),
         ("tether/v1/session/exporter", "exporter"),
         ("tether/v1/session/confirm/initiator", "confirm_initiator"),
         ("tether/v1/session/confirm/responder", "confirm_responder"),
     ] {
         let mut okm = [0u8; 32];
-        hkdf.expand_multi_info(&[label.as_bytes(), &th], &mut okm).unwrap();
+        hkdf.expand_multi_info(&[label.as_bytes(), &th], &mut okm)
+            .unwrap();
         assert_eq!(hex::encode(okm), output[name], "{name}");
     }
 }

@@ -10,8 +10,8 @@ use tether_crypto::handshake::{
     Initiator, Responder, ResponseMessage,
 };
 use tether_crypto::{
-    CryptoError, EphemeralKeyPair, EphemeralPublicKey, PairingSecret, SessionKeys,
-    SessionSecrets, Transcript,
+    CryptoError, EphemeralKeyPair, EphemeralPublicKey, PairingSecret, SessionKeys, SessionSecrets,
+    Transcript,
 };
 use tether_identity::NetworkIdentity;
 
@@ -90,7 +90,10 @@ fn different_pairing_secrets_fail() {
     let other_secret = PairingSecret::from_bytes([0xee; 32]);
     let (_, response) =
         Responder::respond(&mut d.rng, &d.bob, d.alice.node_id(), &other_secret, &init).unwrap();
-    assert_eq!(alice.receive(&response).err(), Some(CryptoError::KeyConfirmation));
+    assert_eq!(
+        alice.receive(&response).err(),
+        Some(CryptoError::KeyConfirmation)
+    );
 }
 
 /// What a hand-built last message would need: Alice's ephemeral secret (so the test can run
@@ -139,7 +142,11 @@ fn hand_built(seed: u64, alice_secret_for_keys: &PairingSecret) -> (HandBuilt, A
     (built, bob)
 }
 
-fn finish_message(confirmation: &[u8; 32], signer: &NetworkIdentity, transcript: &Transcript) -> FinishMessage {
+fn finish_message(
+    confirmation: &[u8; 32],
+    signer: &NetworkIdentity,
+    transcript: &Transcript,
+) -> FinishMessage {
     let signature = signer.sign(INITIATOR_SIGNING_CONTEXT, &transcript.hash());
     let mut bytes = vec![0x03];
     bytes.extend_from_slice(confirmation);
@@ -152,7 +159,11 @@ fn hand_built_finish_is_accepted_when_right() {
     // The control for the two tests below: with the right secret and signer Bob accepts.
     let secret = devices(20).secret;
     let (built, bob) = hand_built(20, &secret);
-    let finish = finish_message(&built.confirm_initiator, &built.devices.alice, &built.transcript);
+    let finish = finish_message(
+        &built.confirm_initiator,
+        &built.devices.alice,
+        &built.transcript,
+    );
     bob.receive(&finish).unwrap();
 }
 
@@ -160,8 +171,15 @@ fn hand_built_finish_is_accepted_when_right() {
 fn responder_refuses_an_initiator_with_another_pairing_secret() {
     // Alice signs honestly but derived her keys from another pairing secret.
     let (built, bob) = hand_built(21, &PairingSecret::from_bytes([0xee; 32]));
-    let finish = finish_message(&built.confirm_initiator, &built.devices.alice, &built.transcript);
-    assert_eq!(bob.receive(&finish).err(), Some(CryptoError::KeyConfirmation));
+    let finish = finish_message(
+        &built.confirm_initiator,
+        &built.devices.alice,
+        &built.transcript,
+    );
+    assert_eq!(
+        bob.receive(&finish).err(),
+        Some(CryptoError::KeyConfirmation)
+    );
 }
 
 #[test]
@@ -204,11 +222,13 @@ fn an_initiator_the_responder_does_not_expect_fails() {
     let mallory = NetworkIdentity::generate(&mut d.rng);
     // Mallory connects; Bob is told the peer is Alice. Bob signs a transcript naming Alice,
     // which is not the transcript Mallory has.
-    let (mallory_state, init) =
-        Initiator::start(&mut d.rng, &mallory, d.bob.node_id(), &d.secret);
+    let (mallory_state, init) = Initiator::start(&mut d.rng, &mallory, d.bob.node_id(), &d.secret);
     let (_, response) =
         Responder::respond(&mut d.rng, &d.bob, d.alice.node_id(), &d.secret, &init).unwrap();
-    assert_eq!(mallory_state.receive(&response).err(), Some(CryptoError::Signature));
+    assert_eq!(
+        mallory_state.receive(&response).err(),
+        Some(CryptoError::Signature)
+    );
 }
 
 #[test]
@@ -320,7 +340,11 @@ fn debug_output_shows_no_secret() {
     let secret_hex = hex::encode(d.secret.as_bytes());
     let alice_secret_hex = hex::encode(*d.alice.to_secret_bytes());
     let (alice, bob, response) = first_half(&mut d);
-    for text in [format!("{alice:?}"), format!("{bob:?}"), format!("{response:?}")] {
+    for text in [
+        format!("{alice:?}"),
+        format!("{bob:?}"),
+        format!("{response:?}"),
+    ] {
         assert!(!text.contains(&secret_hex), "{text}");
         assert!(!text.contains(&alice_secret_hex), "{text}");
     }

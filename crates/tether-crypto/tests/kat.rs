@@ -182,7 +182,12 @@ fn rfc5869_hkdf_sha256_cases_1_to_3() {
     for (index, case) in RFC5869_SHA256.iter().enumerate() {
         let unhex = |text: &str| hex::decode(text.replace(' ', "")).unwrap();
         let prk = Prk::extract(&unhex(case.salt), &unhex(case.ikm));
-        assert_eq!(hex::encode(prk.danger_to_bytes()), case.prk, "case {}", index + 1);
+        assert_eq!(
+            hex::encode(prk.danger_to_bytes()),
+            case.prk,
+            "case {}",
+            index + 1
+        );
 
         let expected = unhex(case.okm);
         let mut okm = vec![0u8; expected.len()];

@@ -6,9 +6,7 @@ mod common;
 
 use common::{Frame, SMALL_EPOCH, SMALL_REKEY_LOG2, open, seal, seal_many, session_pair};
 use proptest::prelude::*;
-use tether_crypto::{
-    CryptoError, MAX_EPOCH_LOOKAHEAD, REPLAY_WINDOW, Role, SessionKeys, TAG_LEN,
-};
+use tether_crypto::{CryptoError, MAX_EPOCH_LOOKAHEAD, REPLAY_WINDOW, Role, SessionKeys, TAG_LEN};
 
 fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {
@@ -240,10 +238,16 @@ fn forged_frame_far_ahead_does_not_move_the_window() {
 #[test]
 fn directions_use_different_keys() {
     let (mut alice, mut bob) = session_pair(12, None);
-    assert_eq!((alice.role(), bob.role()), (Role::Initiator, Role::Responder));
+    assert_eq!(
+        (alice.role(), bob.role()),
+        (Role::Initiator, Role::Responder)
+    );
     let from_alice = seal(&mut alice, b"", b"hello");
     // Alice cannot open her own frame: her receive key is Bob's send key.
-    assert_eq!(open(&mut alice, &from_alice), Err(CryptoError::Authentication));
+    assert_eq!(
+        open(&mut alice, &from_alice),
+        Err(CryptoError::Authentication)
+    );
     let from_bob = seal(&mut bob, b"", b"hello");
     assert_eq!(from_alice.counter, from_bob.counter);
     assert_ne!(from_alice.sealed, from_bob.sealed);
@@ -254,7 +258,10 @@ fn other_sessions_cannot_open() {
     let (mut alice, _) = session_pair(13, None);
     let (_, mut stranger) = session_pair(14, None);
     let frame = seal(&mut alice, b"", b"hello");
-    assert_eq!(open(&mut stranger, &frame), Err(CryptoError::Authentication));
+    assert_eq!(
+        open(&mut stranger, &frame),
+        Err(CryptoError::Authentication)
+    );
 }
 
 #[test]
@@ -287,7 +294,10 @@ fn counters_never_reach_u64_max() {
         alice.seal_in_place(b"", &mut buf),
         Err(CryptoError::CounterExhausted)
     );
-    assert_eq!(buf, b"one too many", "a refused seal leaves the buffer alone");
+    assert_eq!(
+        buf, b"one too many",
+        "a refused seal leaves the buffer alone"
+    );
     assert_eq!(
         alice.seal_in_place(b"", &mut buf),
         Err(CryptoError::CounterExhausted)
@@ -307,7 +317,10 @@ fn transfer_keys_pair_up_per_transfer_id() {
     let mut bob_other = bob.transfer_keys(&[2; 16]).unwrap();
 
     let frame = seal(&mut alice_transfer, b"chunk 0", b"file bytes");
-    assert_eq!(open(&mut bob_other, &frame), Err(CryptoError::Authentication));
+    assert_eq!(
+        open(&mut bob_other, &frame),
+        Err(CryptoError::Authentication)
+    );
     assert_eq!(open(&mut bob, &frame), Err(CryptoError::Authentication));
     assert_eq!(open(&mut bob_transfer, &frame).unwrap(), b"file bytes");
     let back = seal(&mut bob_transfer, b"ack", b"");
@@ -330,13 +343,20 @@ fn debug_shows_no_key_material() {
     let named = initiator.danger_to_named_bytes();
     let mut keys: SessionKeys = initiator.into_session_keys(Role::Initiator);
     let transfer = keys.transfer_keys(&[0; 16]).unwrap();
-    for text in [format!("{keys:?}"), format!("{keys:#?}"), format!("{transfer:?}")] {
+    for text in [
+        format!("{keys:?}"),
+        format!("{keys:#?}"),
+        format!("{transfer:?}"),
+    ] {
         for (name, bytes) in &named {
             if *name == "transcript_hash" {
                 continue;
             }
             assert!(!text.contains(&hex::encode(bytes)), "{name} in {text}");
-            assert!(!text.contains(&format!("{:?}", &bytes[..4])), "{name} in {text}");
+            assert!(
+                !text.contains(&format!("{:?}", &bytes[..4])),
+                "{name} in {text}"
+            );
         }
         assert!(text.starts_with("SessionKeys"), "{text}");
     }

@@ -160,13 +160,13 @@ impl<'a> Reader<'a> {
     }
 
     fn take<const N: usize>(&mut self) -> Result<[u8; N], CryptoError> {
-        let (head, tail) = self
-            .rest
-            .split_first_chunk::<N>()
-            .ok_or(CryptoError::MessageLength {
-                expected: self.expected_len,
-                actual: 0,
-            })?;
+        let (head, tail) =
+            self.rest
+                .split_first_chunk::<N>()
+                .ok_or(CryptoError::MessageLength {
+                    expected: self.expected_len,
+                    actual: 0,
+                })?;
         self.rest = tail;
         Ok(*head)
     }

@@ -77,7 +77,10 @@ pub(crate) fn seal(keys: &mut SessionKeys, aad: &[u8], plaintext: &[u8]) -> Fram
     }
 }
 
-pub(crate) fn open(keys: &mut SessionKeys, frame: &Frame) -> Result<Vec<u8>, tether_crypto::CryptoError> {
+pub(crate) fn open(
+    keys: &mut SessionKeys,
+    frame: &Frame,
+) -> Result<Vec<u8>, tether_crypto::CryptoError> {
     let mut buf = frame.sealed.clone();
     keys.open_in_place(frame.counter, &frame.aad, &mut buf)?;
     Ok(buf)
