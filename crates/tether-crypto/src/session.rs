@@ -274,3 +274,73 @@ impl Drop for SessionKeys {
 
 // `exporter` is wiped above; every `EpochKey` wipes itself on drop.
 impl ZeroizeOnDrop for SessionKeys {}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn pair(log2: u32) -> (SessionKeys, SessionKeys) {
+        let secrets = TrafficSecrets {
+            initiator_to_responder: [1; KEY_LEN],
+            responder_to_initiator: [2; KEY_LEN],
+            exporter: [3; KEY_LEN],
+        };
+        (
+            SessionKeys::new(&secrets, Role::Initiator, log2),
+            SessionKeys::new(&secrets, Role::Responder, log2),
+        )
+    }
+
+    fn send_and_receive(alice: &mut SessionKeys, bob: &mut SessionKeys) -> u64 {
+        let mut buf = vec![0u8; 8];
+        let counter = alice.seal_in_place(b"", &mut buf).unwrap();
+        bob.open_in_place(counter, b"", &mut buf).unwrap();
+        counter
+    }
+
+    #[test]
+    fn previous_epoch_key_is_kept_only_while_the_window_reaches_it() {
+        let (mut alice, mut bob) = pair(MIN_REKEY_INTERVAL_LOG2);
+        let epoch = 1u64 << MIN_REKEY_INTERVAL_LOG2;
+        while send_and_receive(&mut alice, &mut bob) < epoch {}
+        // Just crossed into epoch 1: the end of epoch 0 is still inside the window.
+        assert_eq!(bob.receive.epoch(), 1);
+        assert!(bob.receive_previous.is_some());
+        while send_and_receive(&mut alice, &mut bob) < epoch + REPLAY_WINDOW - 2 {}
+        assert!(
+            bob.receive_previous.is_some(),
+            "counter {} still in window",
+            epoch - 1
+        );
+        send_and_receive(&mut alice, &mut bob);
+        // Highest is now epoch + REPLAY_WINDOW - 1: counter epoch - 1 has left the window.
+        assert!(bob.receive_previous.is_none());
+        assert_eq!(alice.send.epoch(), 1);
+    }
+
+    #[test]
+    fn rekey_interval_is_clamped() {
+        let (alice, _) = pair(1);
+        assert_eq!(alice.rekey_interval_log2, MIN_REKEY_INTERVAL_LOG2);
+        let (alice, _) = pair(64);
+        assert_eq!(alice.rekey_interval_log2, REKEY_INTERVAL_LOG2);
+    }
+
+    #[test]
+    fn failed_opens_count_towards_the_integrity_limit() {
+        let (_, mut bob) = pair(REKEY_INTERVAL_LOG2);
+        let mut forged = vec![0u8; 32];
+        assert_eq!(
+            bob.open_in_place(0, b"", &mut forged),
+            Err(CryptoError::Authentication)
+        );
+        assert_eq!(bob.failed_opens, 1);
+        bob.failed_opens = INTEGRITY_LIMIT;
+        assert_eq!(
+            bob.open_in_place(0, b"", &mut forged),
+            Err(CryptoError::IntegrityLimit)
+        );
+    }
+}
