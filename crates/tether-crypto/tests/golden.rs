@@ -212,8 +212,13 @@ fn fields(pairs: &[(&str, String)]) -> Fields {
         .collect()
 }
 
-/// The inputs written when regenerating.
-fn default_inputs() -> (Vec<(String, Fields)>, Vec<(String, Fields)>) {
+/// The inputs written when regenerating, as (case name, inputs).
+struct DefaultInputs {
+    key_schedule: Vec<(String, Fields)>,
+    handshake: Vec<(String, Fields)>,
+}
+
+fn default_inputs() -> DefaultInputs {
     let schedule = vec![
         (
             "counting bytes".to_string(),
@@ -260,7 +265,10 @@ fn default_inputs() -> (Vec<(String, Fields)>, Vec<(String, Fields)>) {
             ("plaintext", hex::encode("first message of the session")),
         ]),
     )];
-    (schedule, handshake)
+    DefaultInputs {
+        key_schedule: schedule,
+        handshake,
+    }
 }
 
 fn case_json(name: &str, input: &Fields, output: &Fields) -> Value {
@@ -268,7 +276,10 @@ fn case_json(name: &str, input: &Fields, output: &Fields) -> Value {
 }
 
 fn regenerate() {
-    let (schedule, handshake) = default_inputs();
+    let DefaultInputs {
+        key_schedule: schedule,
+        handshake,
+    } = default_inputs();
     let file = json!({
         "description": "Golden vectors for tether-crypto's key schedule, frames and handshake. \
             All byte strings are hex. Checked by tests/golden.rs.",
