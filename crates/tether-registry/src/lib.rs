@@ -1,0 +1,62 @@
+//! What a Tether device knows, kept safe across restarts, crashes and stolen disks.
+//!
+//! - [`KeyManager`] loads this device's Ed25519 key and the [`StorageKey`] at start-up, from
+//!   the OS keychain where one works, else from the key file `device.key`, encrypted with an
+//!   Argon2id-derived key when the user gives a passphrase and, failing that, in the clear with
+//!   mode 0600 and a loud warning. [`KeyManager::storage_kind`] says which (for `doctor`). A
+//!   damaged key file, a wrong passphrase or a missing keychain entry stops start-up with a
+//!   [`KeyError`] that names the file and the way out; an identity is never silently made anew.
+//! - [`DeviceRegistry`] is the single source of truth for every known device: its
+//!   [`DeviceState`] (`Discovered → Pairing → Paired → Connected ↔ Disconnected`, every other
+//!   step refused with a typed error), its [`TrustLevel`], and, for paired devices, a record in
+//!   `secrets.redb` (device info, node id, pairing secret, time of pairing, trust, last known
+//!   addresses and relay) encrypted with ChaCha20-Poly1305 under the storage key. Unpairing
+//!   ([`DeviceRegistry::revoke`]) deletes the record and refuses the node from then on.
+//!   Lookups by node id and device id, concurrent readers, and a stream of [`RegistryEvent`]s.
+//!
+//! Files live in one data directory (mode 0700) and have mode 0600. The key file is written
+//! once, atomically; each registry change is one `fsync`ed redb transaction; a store or key
+//! file that fails a check is never modified or deleted.
+//!
+//! ```
+//! use std::time::SystemTime;
+//! use tether_registry::{DeviceRegistry, KeyManager, KeyOptions, KeychainPolicy};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let options = KeyOptions::default().keychain(KeychainPolicy::Never);
+//! let keys = KeyManager::open_or_create(dir.path(), &options)?;
+//! let registry = DeviceRegistry::open(dir.path(), keys.storage_key())?;
+//! assert!(registry.paired_devices().is_empty());
+//!
+//! // The same identity after a restart.
+//! let node_id = keys.node_id();
+//! drop((keys, registry));
+//! assert_eq!(KeyManager::open(dir.path(), &options)?.node_id(), node_id);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The file formats are described in the `key_file` and `store` modules' sources; the
+//! `secrets.redb` schema version is [`SCHEMA_VERSION`].
+
+mod error;
+mod key_file;
+mod key_manager;
+mod keychain;
+mod private_fs;
+mod record;
+mod registry;
+mod state;
+mod store;
+
+pub use error::{BoxedSource, KeyError, RegistryError, StoreError};
+pub use key_file::Argon2Params;
+pub use key_manager::{KEY_FILE, KeyManager, KeyOptions, KeyStorageKind, KeychainPolicy};
+pub use record::{
+    MAX_ADDRESSES, MAX_RELAY_URL_LEN, NewPairing, PairedDevice, StorageKey, TrustLevel,
+};
+pub use registry::{Device, DeviceRegistry, EVENT_CAPACITY, RegistryEvent};
+pub use state::{
+    ConnectionInfo, ConnectionPath, ConnectionRefused, DeviceState, DisconnectReason,
+    PairingSessionId, StateKind,
+};
+pub use store::{SCHEMA_VERSION, SECRETS_FILE};
