@@ -1,0 +1,179 @@
+//! The BIP39 English word list: looking a typed word up, and suggesting the closest words
+//! when it is not on the list.
+
+/// Words on the list: 2048, so each word carries exactly 11 bits.
+pub(crate) const WORD_COUNT: u16 = 2048;
+
+/// Bits of entropy in one uniformly chosen word.
+pub(crate) const BITS_PER_WORD: u32 = 11;
+
+/// Words longer than this are not on the list (the longest has 8 letters); we compare at
+/// most this many characters so a hostile input costs little.
+const MAX_COMPARED_CHARS: usize = 16;
+
+/// Suggestions farther than this edit distance are not shown: they would be guesses.
+const MAX_SUGGESTION_DISTANCE: usize = 2;
+
+/// At most this many suggestions per unknown word.
+pub(crate) const MAX_SUGGESTIONS: usize = 3;
+
+/// The English list, in its official (alphabetical) order.
+fn list() -> &'static [&'static str; 2048] {
+    bip39::Language::English.word_list()
+}
+
+/// The word at `index`, which callers keep below [`WORD_COUNT`].
+///
+/// An out-of-range index (a bug, never input) gives the empty string rather than a panic.
+pub(crate) fn word(index: u16) -> &'static str {
+    list().get(usize::from(index)).copied().unwrap_or("")
+}
+
+/// What a typed word turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    /// The word, or an unambiguous prefix of at least four letters, was found.
+    Found(u16),
+    /// Not on the list; these are the closest words (possibly none).
+    Unknown(Vec<&'static str>),
+}
+
+/// Looks up one already-lowercased word.
+///
+/// Accepts a whole word, or (as BIP39 intends) a prefix of four or more letters that only one
+/// word starts with: "harb" is "harbor". Anything else yields up to [`MAX_SUGGESTIONS`] words
+/// within a small edit distance, closest first.
+pub(crate) fn lookup(typed: &str) -> Lookup {
+    if let Some(index) = bip39::Language::English.find_word(typed) {
+        return Lookup::Found(index);
+    }
+    if typed.chars().count() >= 4 {
+        let mut matches = list()
+            .iter()
+            .enumerate()
+            .filter(|(_, word)| word.starts_with(typed));
+        if let (Some((index, _)), None) = (matches.next(), matches.next())
+            && let Ok(index) = u16::try_from(index)
+        {
+            return Lookup::Found(index);
+        }
+    }
+    Lookup::Unknown(suggestions(typed))
+}
+
+/// The closest listed words to `typed`, closest first, ties in list order.
+fn suggestions(typed: &str) -> Vec<&'static str> {
+    let typed: Vec<char> = typed.chars().take(MAX_COMPARED_CHARS).collect();
+    let mut scored: Vec<(usize, usize, &'static str)> = list()
+        .iter()
+        .enumerate()
+        .filter_map(|(index, word)| {
+            let candidate: Vec<char> = word.chars().collect();
+            let distance = edit_distance(&typed, &candidate);
+            (distance <= MAX_SUGGESTION_DISTANCE).then_some((distance, index, *word))
+        })
+        .collect();
+    scored.sort_unstable();
+    scored
+        .into_iter()
+        .take(MAX_SUGGESTIONS)
+        .map(|(_, _, word)| word)
+        .collect()
+}
+
+/// The optimal-string-alignment distance: insertions, deletions, substitutions and swaps of
+/// two neighbouring letters each cost one ("lino" → "lion" is 1).
+pub(crate) fn edit_distance(a: &[char], b: &[char]) -> usize {
+    // Three rolling rows of the classic dynamic programme; `at` reads a cell, treating a
+    // missing one as unreachable, so no index can panic.
+    fn at(row: &[usize], column: usize) -> usize {
+        row.get(column).copied().unwrap_or(usize::MAX)
+    }
+    let mut before_previous: Vec<usize> = Vec::new();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    let mut previous_char: Option<char> = None;
+    for (i, &char_a) in a.iter().enumerate() {
+        let mut current = Vec::with_capacity(b.len() + 1);
+        current.push(i + 1);
+        let mut previous_b: Option<char> = None;
+        for (j, &char_b) in b.iter().enumerate() {
+            let substitute = at(&previous, j).saturating_add(usize::from(char_a != char_b));
+            let delete = at(&previous, j + 1).saturating_add(1);
+            let insert = at(&current, j).saturating_add(1);
+            let mut best = substitute.min(delete).min(insert);
+            if previous_char == Some(char_b) && previous_b == Some(char_a) && j > 0 {
+                best = best.min(at(&before_previous, j - 1).saturating_add(1));
+            }
+            current.push(best);
+            previous_b = Some(char_b);
+        }
+        before_previous = previous;
+        previous = current;
+        previous_char = Some(char_a);
+    }
+    previous.last().copied().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn distance(a: &str, b: &str) -> usize {
+        let a: Vec<char> = a.chars().collect();
+        let b: Vec<char> = b.chars().collect();
+        edit_distance(&a, &b)
+    }
+
+    #[test]
+    fn the_list_is_the_bip39_english_list() {
+        assert_eq!(list().len(), usize::from(WORD_COUNT));
+        assert_eq!(word(0), "abandon");
+        assert_eq!(word(2047), "zoo");
+        assert_eq!(word(2048), "");
+        assert_eq!(1u32 << BITS_PER_WORD, u32::from(WORD_COUNT));
+    }
+
+    #[test]
+    fn four_letters_identify_a_word() {
+        // BIP39 promises this; the prefix rule relies on it.
+        let mut prefixes: Vec<String> =
+            list().iter().map(|w| w.chars().take(4).collect()).collect();
+        prefixes.sort();
+        prefixes.dedup();
+        assert_eq!(prefixes.len(), 2048);
+    }
+
+    #[test]
+    fn distances() {
+        assert_eq!(distance("lion", "lion"), 0);
+        assert_eq!(distance("lino", "lion"), 1);
+        assert_eq!(distance("lio", "lion"), 1);
+        assert_eq!(distance("lions", "lion"), 1);
+        assert_eq!(distance("loin", "lion"), 1);
+        assert_eq!(distance("xyz", "lion"), 4);
+        assert_eq!(distance("", "lion"), 4);
+        assert_eq!(distance("lion", ""), 4);
+        assert_eq!(distance("abcd", "badc"), 2);
+    }
+
+    #[test]
+    fn lookups() {
+        assert_eq!(
+            lookup("harbor"),
+            Lookup::Found(list().iter().position(|w| *w == "harbor").unwrap() as u16)
+        );
+        assert_eq!(lookup("harb"), lookup("harbor"));
+        assert_eq!(lookup("harbo"), lookup("harbor"));
+        // Three letters are not enough for a prefix, and "act" is itself a word.
+        assert!(matches!(lookup("act"), Lookup::Found(_)));
+        match lookup("sunsett") {
+            Lookup::Unknown(words) => assert_eq!(words.first(), Some(&"sunset")),
+            other => panic!("{other:?}"),
+        }
+        match lookup("lino") {
+            Lookup::Unknown(words) => assert!(words.contains(&"lion"), "{words:?}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(lookup("qqqqqqqq"), Lookup::Unknown(vec![]));
+    }
+}
