@@ -10,8 +10,21 @@
 //!   sans-IO; [`read_frame`] and [`write_frame`] do the same over any tokio
 //!   `AsyncRead`/`AsyncWrite`, such as an iroh QUIC stream. File bytes never pass through JSON.
 //! * **Envelope.** [`Frame::seal`] and [`Frame::open`] encrypt a frame with
-//!   `tether_crypto::SessionKeys`, binding its header as associated data; see the `envelope`
-//!   section of the source for the layout.
+//!   `tether_crypto::SessionKeys` (layout below).
+//!
+//! # Wire layout
+//!
+//! ```text
+//! frame         = length: u32 BE (kind byte + payload) | kind: u8 | payload
+//! kind          = 0x01 control | 0x02 data | 0x81 sealed control | 0x82 sealed data
+//! control       = JSON {"id": u64 (optional), "type": "<MessageKind>", "body": {...}}
+//! data          = entry_id: 16 B | offset: u64 BE | flags: u8 (bit 0: last) | bytes (<= 256 KiB)
+//! sealed        = ciphertext of the plain payload | tag: 16 B | counter: u64 BE
+//! ```
+//!
+//! A sealed frame's associated data is its own five-byte header, so cutting, padding or
+//! relabelling it fails authentication; its counter is the nonce, which the session keys accept
+//! once and only within their replay window. The counter comes last so sealing works in place.
 //!
 //! # Versions, unknown kinds and unknown fields
 //!

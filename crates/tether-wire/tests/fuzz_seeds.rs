@@ -34,7 +34,7 @@ fn seeds_dir(target: &str) -> PathBuf {
 }
 
 /// Writes (when blessing) or compares the whole seed directory of `target`.
-fn check(target: &str, seeds: BTreeMap<String, Vec<u8>>) {
+fn check(target: &str, seeds: &BTreeMap<String, Vec<u8>>) {
     let dir = seeds_dir(target);
     let bless = std::env::var_os("TETHER_BLESS").is_some_and(|v| v == "1");
     if bless {
@@ -42,7 +42,7 @@ fn check(target: &str, seeds: BTreeMap<String, Vec<u8>>) {
         for entry in fs::read_dir(&dir).unwrap() {
             fs::remove_file(entry.unwrap().path()).unwrap();
         }
-        for (name, bytes) in &seeds {
+        for (name, bytes) in seeds {
             fs::write(dir.join(name), bytes).unwrap();
         }
         return;
@@ -56,7 +56,7 @@ fn check(target: &str, seeds: BTreeMap<String, Vec<u8>>) {
         );
     }
     assert!(
-        found == seeds,
+        found == *seeds,
         "{} is stale; regenerate with TETHER_BLESS=1 cargo test -p tether-wire --test fuzz_seeds",
         dir.display()
     );
@@ -86,7 +86,7 @@ fn wire_decode_seeds_are_current() {
         let name = common::snake_name(kind);
         seeds.insert(
             format!("frame-{name}"),
-            [&[WHOLE][..], &stream(&[frame.clone()])].concat(),
+            [&[WHOLE][..], &stream(std::slice::from_ref(&frame))].concat(),
         );
         seeds.insert(
             format!("json-{name}"),
@@ -119,7 +119,7 @@ fn wire_decode_seeds_are_current() {
         "huge-length".into(),
         vec![WHOLE, 0xff, 0xff, 0xff, 0xff, 0x01],
     );
-    check("wire_decode", seeds);
+    check("wire_decode", &seeds);
 }
 
 #[test]
@@ -129,7 +129,7 @@ fn envelope_open_seeds_are_current() {
     let mut seeds = BTreeMap::new();
 
     let ping = seal(Frame::control(&common::sample(MessageKind::Ping)).unwrap());
-    seeds.insert("sealed-ping".into(), stream(&[ping.clone()]));
+    seeds.insert("sealed-ping".into(), stream(std::slice::from_ref(&ping)));
     let data = seal(data_frame());
     seeds.insert("sealed-data".into(), stream(&[data]));
     let all: Vec<Frame> = MessageKind::ALL
@@ -139,5 +139,5 @@ fn envelope_open_seeds_are_current() {
     seeds.insert("sealed-all-kinds".into(), stream(&all));
     // The first frame (counter 0) twice: the second is a replay.
     seeds.insert("replayed".into(), stream(&[ping.clone(), ping]));
-    check("envelope_open", seeds);
+    check("envelope_open", &seeds);
 }
