@@ -287,19 +287,12 @@ impl Initiator {
     ) -> Result<(), PairingError> {
         match self.status {
             CodeStatus::Open => Ok(()),
-            CodeStatus::Claimed => {
-                let claimed = self
-                    .sessions
-                    .iter()
-                    .any(|s| s.peer == *peer && s.id == session);
-                if claimed && kind == MessageKind::JoinerSignature {
-                    Ok(())
-                } else if claimed {
-                    Err(unexpected(kind))
-                } else {
-                    Err(PairingError::CodeUsed)
-                }
-            }
+            CodeStatus::Claimed => match self.sessions.iter().find(|s| s.peer == *peer) {
+                None => Err(PairingError::CodeUsed),
+                Some(claimed) if claimed.id != session => Err(Misbehavior::UnknownSession.into()),
+                Some(_) if kind != MessageKind::JoinerSignature => Err(unexpected(kind)),
+                Some(_) => Ok(()),
+            },
             CodeStatus::Paired | CodeStatus::Spent | CodeStatus::Cancelled => {
                 Err(PairingError::CodeUsed)
             }
