@@ -160,6 +160,19 @@ pub(crate) fn split_info_and_signature(
     Ok((info, signature))
 }
 
+/// An honest device for unit tests.
+#[cfg(test)]
+pub(crate) fn test_device<R: rand_core::CryptoRng>(rng: &mut R, name: &str) -> LocalDevice {
+    let identity = NetworkIdentity::generate(rng);
+    let info = DeviceInfo {
+        device_id: tether_identity::DeviceId::random(rng),
+        device_name: tether_identity::DeviceName::new(name).unwrap(),
+        device_type: tether_identity::DeviceType::Other,
+        public_key: identity.node_id(),
+    };
+    LocalDevice::new(identity, info).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use rand_chacha::ChaCha20Rng;

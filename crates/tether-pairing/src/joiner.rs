@@ -242,3 +242,65 @@ impl fmt::Debug for JoinerConfirming {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+    use tether_identity::NetworkIdentity;
+
+    use super::*;
+    use crate::device::test_device;
+    use crate::{CodeStatus, Initiator, InitiatorConfig, InitiatorStep, PairingCode, Timestamp};
+
+    #[test]
+    fn the_initiator_refuses_a_signature_by_another_key() {
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let (initiator_device, joiner_device) =
+            (test_device(&mut rng, "i"), test_device(&mut rng, "j"));
+        let joiner_id = joiner_device.node_id();
+        let code = PairingCode::generate(&mut rng);
+        let now = Timestamp::ZERO;
+        let mut initiator = Initiator::new(
+            &code,
+            initiator_device.clone(),
+            now,
+            InitiatorConfig::default(),
+        )
+        .unwrap();
+        let (joiner, hello) = Joiner::start(
+            &code,
+            joiner_device.clone(),
+            initiator_device.node_id(),
+            &mut rng,
+        )
+        .unwrap();
+        let InitiatorStep::Send(reply) =
+            initiator.handle(joiner_id, &hello, now, &mut rng).unwrap()
+        else {
+            panic!()
+        };
+        let (mut confirming, confirm) = joiner.handle_reply(&reply).unwrap();
+        let InitiatorStep::Send(back) = initiator
+            .handle(joiner_id, &confirm, now, &mut rng)
+            .unwrap()
+        else {
+            panic!()
+        };
+        // Same device info, same SPAKE2 keys, but the transcript is signed with another key.
+        confirming.device = LocalDevice::danger_new_unchecked(
+            NetworkIdentity::generate(&mut rng),
+            joiner_device.info().clone(),
+        )
+        .unwrap();
+        let (_, last) = confirming.handle_confirm(&back).unwrap();
+        let failure = initiator
+            .handle(joiner_id, &last, now, &mut rng)
+            .unwrap_err();
+        assert_eq!(
+            failure.error(),
+            &PairingError::PeerMisbehaved(Misbehavior::BadSignature)
+        );
+        assert_eq!(initiator.status(), CodeStatus::Spent);
+    }
+}

@@ -363,3 +363,95 @@ impl fmt::Debug for Initiator {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+    use tether_identity::NetworkIdentity;
+
+    use super::*;
+    use crate::device::test_device;
+    use crate::{Joiner, PairingCode};
+
+    #[test]
+    fn the_joiner_refuses_a_signature_by_another_key() {
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        let (initiator_device, joiner_device) =
+            (test_device(&mut rng, "i"), test_device(&mut rng, "j"));
+        let joiner_id = joiner_device.node_id();
+        let code = PairingCode::generate(&mut rng);
+        let now = Timestamp::ZERO;
+        let mut initiator = Initiator::new(
+            &code,
+            initiator_device.clone(),
+            now,
+            InitiatorConfig::default(),
+        )
+        .unwrap();
+        let (joiner, hello) =
+            Joiner::start(&code, joiner_device, initiator_device.node_id(), &mut rng).unwrap();
+        let InitiatorStep::Send(reply) =
+            initiator.handle(joiner_id, &hello, now, &mut rng).unwrap()
+        else {
+            panic!()
+        };
+        let (confirming, confirm) = joiner.handle_reply(&reply).unwrap();
+        // Same device info, but the initiator's transcript signature comes from another key.
+        initiator.device = LocalDevice::danger_new_unchecked(
+            NetworkIdentity::generate(&mut rng),
+            initiator_device.info().clone(),
+        )
+        .unwrap();
+        let InitiatorStep::Send(back) = initiator
+            .handle(joiner_id, &confirm, now, &mut rng)
+            .unwrap()
+        else {
+            panic!()
+        };
+        let failure = confirming.handle_confirm(&back).unwrap_err();
+        assert_eq!(
+            failure.error(),
+            &PairingError::PeerMisbehaved(Misbehavior::BadSignature)
+        );
+        let abort = PairingMessage::from_bytes(failure.message_for_peer().unwrap()).unwrap();
+        assert_eq!(abort.abort_reason(), Some(AbortReason::ProtocolError));
+    }
+
+    #[test]
+    fn cancelling_aborts_pending_handshakes() {
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let (initiator_device, joiner_device) =
+            (test_device(&mut rng, "i"), test_device(&mut rng, "j"));
+        let joiner_id = joiner_device.node_id();
+        let code = PairingCode::generate(&mut rng);
+        let now = Timestamp::ZERO;
+        let mut initiator = Initiator::new(
+            &code,
+            initiator_device.clone(),
+            now,
+            InitiatorConfig::default(),
+        )
+        .unwrap();
+        let (joiner, hello) =
+            Joiner::start(&code, joiner_device, initiator_device.node_id(), &mut rng).unwrap();
+        assert!(initiator.handle(joiner_id, &hello, now, &mut rng).is_ok());
+        let aborts = initiator.cancel();
+        assert_eq!(aborts.len(), 1);
+        assert_eq!(aborts[0].0, joiner_id);
+        let failure = joiner.handle_reply(&aborts[0].1).unwrap_err();
+        assert_eq!(
+            failure.error(),
+            &PairingError::PeerAborted(AbortReason::Cancelled)
+        );
+        assert_eq!(failure.message_for_peer(), None);
+        assert_eq!(initiator.status(), CodeStatus::Cancelled);
+        assert_eq!(
+            initiator
+                .handle(joiner_id, &hello, now, &mut rng)
+                .unwrap_err()
+                .error(),
+            &PairingError::CodeUsed
+        );
+    }
+}
