@@ -94,7 +94,8 @@ impl Argon2Params {
     fn derive(self, passphrase: &str, salt: &[u8]) -> Result<Zeroizing<[u8; 32]>, KeyError> {
         let params = argon2::Params::new(self.memory_kib, self.passes, self.lanes, Some(32))
             .map_err(KeyError::Argon2)?;
-        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let mut key = Zeroizing::new([0u8; 32]);
         argon
             .hash_password_into(passphrase.as_bytes(), salt, key.as_mut_slice())
@@ -198,7 +199,10 @@ impl KeyFile {
     }
 
     /// The bytes of a keychain reference file.
-    pub(crate) fn encode_keychain(node_id: &[u8; 32], account_id: &[u8; ACCOUNT_ID_LEN]) -> Vec<u8> {
+    pub(crate) fn encode_keychain(
+        node_id: &[u8; 32],
+        account_id: &[u8; ACCOUNT_ID_LEN],
+    ) -> Vec<u8> {
         let mut out = header(KIND_KEYCHAIN, node_id);
         out.extend_from_slice(account_id);
         finish(out)
@@ -349,8 +353,8 @@ mod tests {
 
     #[test]
     fn passphrase_round_trip_and_wrong_passphrase() {
-        let bytes = KeyFile::encode_passphrase(&[1; 32], &[2; 64], "hunter2", FAST, [7; 28])
-            .unwrap();
+        let bytes =
+            KeyFile::encode_passphrase(&[1; 32], &[2; 64], "hunter2", FAST, [7; 28]).unwrap();
         // The secrets do not appear in the file.
         assert!(!bytes.windows(64).any(|w| w == [2; 64]));
         let file = KeyFile::decode(path(), &bytes).unwrap();
@@ -425,15 +429,18 @@ mod tests {
             passes: 1,
             lanes: 1,
         };
-        let mut bytes = KeyFile::encode_passphrase(&[1; 32], &[2; 64], "pw", FAST, [7; 28])
-            .unwrap();
+        let mut bytes =
+            KeyFile::encode_passphrase(&[1; 32], &[2; 64], "pw", FAST, [7; 28]).unwrap();
         bytes[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&huge.memory_kib.to_le_bytes());
         let len = bytes.len();
         let checksum = Sha256::digest(&bytes[..len - 32]);
         bytes[len - 32..].copy_from_slice(&checksum);
         assert!(matches!(
             KeyFile::decode(path(), &bytes),
-            Err(KeyError::Corrupt { reason: "Argon2id parameters out of range", .. })
+            Err(KeyError::Corrupt {
+                reason: "Argon2id parameters out of range",
+                ..
+            })
         ));
     }
 

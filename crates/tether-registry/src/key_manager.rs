@@ -185,43 +185,44 @@ impl KeyManager {
 
     fn load(key_file: PathBuf, bytes: &[u8], options: &KeyOptions) -> Result<Self, KeyError> {
         let file = KeyFile::decode(&key_file, bytes)?;
-        private_fs::ensure_private_file(&key_file).map_err(io_error("set the mode of", &key_file))?;
-        let (secrets, kind) = match &file.body {
-            KeyFileBody::Keychain { account_id } => {
-                let account = keychain::account_name(account_id);
-                let secrets = load_from_keychain(&key_file, &account)?;
-                let kind = KeyStorageKind::OsKeychain {
-                    service: keychain::SERVICE.to_owned(),
-                    account,
-                };
-                (secrets, kind)
-            }
-            body @ KeyFileBody::Passphrase { .. } => {
-                let passphrase = options
-                    .passphrase
-                    .as_ref()
-                    .ok_or_else(|| KeyError::PassphraseRequired {
-                        path: key_file.clone(),
-                    })?;
-                let secrets = body.open_with_passphrase(passphrase)?.ok_or_else(|| {
-                    KeyError::WrongPassphrase {
-                        path: key_file.clone(),
-                    }
-                })?;
-                (secrets, KeyStorageKind::PassphraseFile)
-            }
-            KeyFileBody::Unprotected { secrets } => {
-                warn_unprotected(&key_file);
-                if options.passphrase.is_some() {
-                    tracing::warn!(
-                        path = %key_file.display(),
-                        "a passphrase was given, but this key file was created without one; \
-                         the passphrase is not used"
-                    );
+        private_fs::ensure_private_file(&key_file)
+            .map_err(io_error("set the mode of", &key_file))?;
+        let (secrets, kind) =
+            match &file.body {
+                KeyFileBody::Keychain { account_id } => {
+                    let account = keychain::account_name(account_id);
+                    let secrets = load_from_keychain(&key_file, &account)?;
+                    let kind = KeyStorageKind::OsKeychain {
+                        service: keychain::SERVICE.to_owned(),
+                        account,
+                    };
+                    (secrets, kind)
                 }
-                (secrets.clone(), KeyStorageKind::UnprotectedFile)
-            }
-        };
+                body @ KeyFileBody::Passphrase { .. } => {
+                    let passphrase = options.passphrase.as_ref().ok_or_else(|| {
+                        KeyError::PassphraseRequired {
+                            path: key_file.clone(),
+                        }
+                    })?;
+                    let secrets = body.open_with_passphrase(passphrase)?.ok_or_else(|| {
+                        KeyError::WrongPassphrase {
+                            path: key_file.clone(),
+                        }
+                    })?;
+                    (secrets, KeyStorageKind::PassphraseFile)
+                }
+                KeyFileBody::Unprotected { secrets } => {
+                    warn_unprotected(&key_file);
+                    if options.passphrase.is_some() {
+                        tracing::warn!(
+                            path = %key_file.display(),
+                            "a passphrase was given, but this key file was created without one; \
+                             the passphrase is not used"
+                        );
+                    }
+                    (secrets.clone(), KeyStorageKind::UnprotectedFile)
+                }
+            };
         let manager = Self::from_secrets(key_file, &secrets, kind);
         if manager.identity.node_id().as_bytes() != &file.node_id {
             return Err(match manager.kind {

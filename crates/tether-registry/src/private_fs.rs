@@ -88,7 +88,10 @@ pub(crate) fn remove_stale_temp_files(path: &Path) -> io::Result<()> {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if name.starts_with(&prefix) && name.ends_with(".tmp") {
-            tracing::debug!(file = name, "removing a temporary file left by an interrupted write");
+            tracing::debug!(
+                file = name,
+                "removing a temporary file left by an interrupted write"
+            );
             fs::remove_file(entry.path())?;
         }
     }

@@ -251,8 +251,9 @@ fn aad(node_id: &NodeId) -> Vec<u8> {
 
 /// Milliseconds since the Unix epoch; times before it count as the epoch.
 pub(crate) fn unix_millis(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+    time.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+    })
 }
 
 /// The inverse of [`unix_millis`].

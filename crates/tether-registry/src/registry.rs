@@ -289,7 +289,10 @@ impl DeviceRegistry {
         self.check_session(node_id, session, StateKind::Discovered)?;
         let seen_at = {
             let mut devices = self.write();
-            let seen_at = devices.by_node.get(&node_id).and_then(|entry| entry.seen_at);
+            let seen_at = devices
+                .by_node
+                .get(&node_id)
+                .and_then(|entry| entry.seen_at);
             match seen_at {
                 Some(addr) => {
                     if let Some(entry) = devices.by_node.get_mut(&node_id) {
@@ -378,9 +381,14 @@ impl DeviceRegistry {
         let store = self.lock_store();
         let (from, updated) = {
             let devices = self.read();
-            let stored = gate(&devices, &node_id)
-                .map_err(|reason| RegistryError::Refused { node: node_id, reason })?;
-            let from = devices.by_node.get(&node_id).map(|entry| entry.state.kind());
+            let stored = gate(&devices, &node_id).map_err(|reason| RegistryError::Refused {
+                node: node_id,
+                reason,
+            })?;
+            let from = devices
+                .by_node
+                .get(&node_id)
+                .map(|entry| entry.state.kind());
             if from == Some(StateKind::Connected) {
                 return Err(illegal(node_id, from, StateKind::Connected));
             }

@@ -113,7 +113,8 @@ impl SecretsStore {
         self.write(|txn| {
             txn.open_table(DEVICES)?
                 .insert(node.as_bytes().as_slice(), sealed.as_slice())?;
-            txn.open_table(REVOKED)?.remove(node.as_bytes().as_slice())?;
+            txn.open_table(REVOKED)?
+                .remove(node.as_bytes().as_slice())?;
             Ok(())
         })
     }
@@ -121,7 +122,8 @@ impl SecretsStore {
     /// Removes a device's record and remembers that its node id is revoked.
     pub(crate) fn revoke(&self, node: &NodeId, at: SystemTime) -> Result<(), StoreError> {
         self.write(|txn| {
-            txn.open_table(DEVICES)?.remove(node.as_bytes().as_slice())?;
+            txn.open_table(DEVICES)?
+                .remove(node.as_bytes().as_slice())?;
             txn.open_table(REVOKED)?
                 .insert(node.as_bytes().as_slice(), unix_millis(at))?;
             Ok(())
@@ -306,24 +308,29 @@ fn load(path: &Path, key: &StorageKey, db: &Database) -> Result<Contents, StoreE
         detail: format!("a {what} key is not a node id"),
     };
     let txn = db.begin_read().map_err(|error| failed(error.into()))?;
-    let devices_table = txn.open_table(DEVICES).map_err(|error| failed(error.into()))?;
+    let devices_table = txn
+        .open_table(DEVICES)
+        .map_err(|error| failed(error.into()))?;
     let mut devices = Vec::new();
     for entry in devices_table.iter().map_err(|error| failed(error.into()))? {
         let (node, value) = entry.map_err(|error| failed(error.into()))?;
         let node = NodeId::from_slice(node.value()).map_err(|_| bad_key("device"))?;
-        let record = StoredDevice::open(key, node, value.value()).map_err(|failure| match failure {
-            OpenFailure::Undecryptable => StoreError::Undecryptable {
-                path: path.to_owned(),
-                node: node.to_string(),
-            },
-            OpenFailure::Malformed => StoreError::Corrupt {
-                path: path.to_owned(),
-                detail: format!("the record of node {node} is malformed"),
-            },
-        })?;
+        let record =
+            StoredDevice::open(key, node, value.value()).map_err(|failure| match failure {
+                OpenFailure::Undecryptable => StoreError::Undecryptable {
+                    path: path.to_owned(),
+                    node: node.to_string(),
+                },
+                OpenFailure::Malformed => StoreError::Corrupt {
+                    path: path.to_owned(),
+                    detail: format!("the record of node {node} is malformed"),
+                },
+            })?;
         devices.push(record);
     }
-    let revoked_table = txn.open_table(REVOKED).map_err(|error| failed(error.into()))?;
+    let revoked_table = txn
+        .open_table(REVOKED)
+        .map_err(|error| failed(error.into()))?;
     let mut revoked = HashMap::new();
     for entry in revoked_table.iter().map_err(|error| failed(error.into()))? {
         let (node, at) = entry.map_err(|error| failed(error.into()))?;
