@@ -5,8 +5,8 @@
 //! real sealed frames the fuzzer can mutate), and what opens is decoded.
 //!
 //! Checks: no panic, and an opened frame is the plain kind with the overhead removed. Every
-//! input starts from fresh keys (rebuilt after any input that opened a frame, the only thing that
-//! moves their replay window), so runs are reproducible.
+//! input starts from fresh keys (rebuilt from the cached session secrets after any input that
+//! opened a frame, the only thing that moves their replay window), so runs are reproducible.
 
 #![no_main]
 
@@ -18,11 +18,16 @@ use tether_crypto::{
 };
 use tether_wire::{ControlMessage, DataChunk, FrameDecoder, FrameKind, SEAL_OVERHEAD};
 
+static SECRETS: Mutex<Option<SessionSecrets>> = Mutex::new(None);
 static KEYS: Mutex<Option<SessionKeys>> = Mutex::new(None);
 
 fuzz_target!(|data: &[u8]| {
+    let mut secrets = SECRETS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let secrets = secrets.get_or_insert_with(session_secrets);
     let mut keys = KEYS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let responder = keys.get_or_insert_with(responder_keys);
+    let responder = keys.get_or_insert_with(|| secrets.danger_session_keys(Role::Responder));
     let mut opened_any = false;
     let mut decoder = FrameDecoder::new();
     let mut input = data;
@@ -48,8 +53,8 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-/// The responder half of tether-wire's fixed test session (tests/common/mod.rs).
-fn responder_keys() -> SessionKeys {
+/// tether-wire's fixed test session (tests/common/mod.rs).
+fn session_secrets() -> SessionSecrets {
     let initiator = EphemeralKeyPair::danger_from_secret_bytes([0x11; 32]);
     let responder = EphemeralKeyPair::danger_from_secret_bytes([0x22; 32]);
     let transcript = Transcript {
@@ -62,5 +67,4 @@ fn responder_keys() -> SessionKeys {
         .diffie_hellman(&transcript.initiator_ephemeral)
         .expect("fixed keys are contributory");
     SessionSecrets::derive(&PairingSecret::from_bytes([0x55; 32]), shared, &transcript)
-        .into_session_keys(Role::Responder)
 }

@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::kdf::{KEY_LEN, Prk};
-use crate::{EphemeralPublicKey, SessionKeys, SharedSecret};
+use crate::{EphemeralPublicKey, REKEY_INTERVAL_LOG2, SessionKeys, SharedSecret};
 
 const TRANSCRIPT_LABEL: &[u8] = b"tether/v1/session/transcript";
 const I2R_LABEL: &[u8] = b"tether/v1/session/key/initiator-to-responder";
@@ -176,7 +176,7 @@ impl SessionSecrets {
 
     /// The session keys as seen by `role`.
     pub fn into_session_keys(self, role: Role) -> SessionKeys {
-        SessionKeys::new(&self.traffic, role, crate::REKEY_INTERVAL_LOG2)
+        SessionKeys::new(&self.traffic, role, REKEY_INTERVAL_LOG2)
     }
 
     /// Like [`Self::into_session_keys`] with a rekey every `2^log2` messages instead of
@@ -188,6 +188,14 @@ impl SessionSecrets {
         log2: u32,
     ) -> SessionKeys {
         SessionKeys::new(&self.traffic, role, log2)
+    }
+
+    /// Session keys for `role` without consuming the secrets, so a fuzz target can rebuild the
+    /// same keys cheaply for every input. Two live `SessionKeys` with the same keys would reuse
+    /// nonces; never use this outside tests and fuzzing.
+    #[doc(hidden)]
+    pub fn danger_session_keys(&self, role: Role) -> SessionKeys {
+        SessionKeys::new(&self.traffic, role, REKEY_INTERVAL_LOG2)
     }
 
     /// Every derived value by name, for golden test vectors only.

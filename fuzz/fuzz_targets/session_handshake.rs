@@ -1,0 +1,96 @@
+//! Tampering with the session handshake between two paired devices (tether-crypto).
+//!
+//! An honest initiator and responder (fixed identities, fixed pairing secret, seeded RNG) run
+//! the three-message handshake; the input replaces one message on its way. `data[0] % 3` picks
+//! the message (init, response, finish), `data[1]` the mode: even XORs the rest of the input
+//! onto the honest encoding (so an all-zero input is the honest message and short or long
+//! inputs truncate or extend it), odd replaces the message with the rest of the input.
+//!
+//! Checks: no panic; the handshake completes on both sides exactly when the delivered message
+//! equals the honest one, and then both sides hold matching keys.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use tether_crypto::PairingSecret;
+use tether_crypto::handshake::{FinishMessage, InitMessage, Initiator, Responder, ResponseMessage};
+use tether_identity::NetworkIdentity;
+
+fuzz_target!(|data: &[u8]| {
+    let [which, mode, rest @ ..] = data else {
+        return;
+    };
+    let which = which % 3;
+    let tamper = |honest: &[u8]| -> Vec<u8> {
+        if mode % 2 == 1 {
+            return rest.to_vec();
+        }
+        let mut out = honest.to_vec();
+        out.resize(rest.len(), 0);
+        for (byte, mask) in out.iter_mut().zip(rest) {
+            *byte ^= mask;
+        }
+        out
+    };
+
+    let mut rng = ChaCha20Rng::seed_from_u64(0x7e7e);
+    let alice = NetworkIdentity::from_secret_bytes(&[0xa1; 32]);
+    let bob = NetworkIdentity::from_secret_bytes(&[0xb0; 32]);
+    let secret = PairingSecret::from_bytes([0x5e; 32]);
+    let mut changed = false;
+
+    let (alice_state, init) = Initiator::start(&mut rng, &alice, bob.node_id(), &secret);
+    let init_bytes = deliver(which == 0, &init.to_bytes(), &tamper, &mut changed);
+    let Ok(init) = InitMessage::from_bytes(&init_bytes) else {
+        assert!(changed, "the honest init message must decode");
+        return;
+    };
+    let responded = Responder::respond(&mut rng, &bob, alice.node_id(), &secret, &init);
+    let Ok((bob_state, response)) = responded else {
+        assert!(changed, "the honest init message must be answered");
+        return;
+    };
+
+    let response_bytes = deliver(which == 1, &response.to_bytes(), &tamper, &mut changed);
+    let Ok(response) = ResponseMessage::from_bytes(&response_bytes) else {
+        assert!(changed, "the honest response must decode");
+        return;
+    };
+    let Ok((mut alice_keys, finish)) = alice_state.receive(&response) else {
+        assert!(changed, "the honest response must be accepted");
+        return;
+    };
+
+    let finish_bytes = deliver(which == 2, &finish.to_bytes(), &tamper, &mut changed);
+    let Ok(finish) = FinishMessage::from_bytes(&finish_bytes) else {
+        assert!(changed, "the honest finish must decode");
+        return;
+    };
+    let Ok(mut bob_keys) = bob_state.receive(&finish) else {
+        assert!(changed, "the honest finish must be accepted");
+        return;
+    };
+
+    assert!(!changed, "a tampered handshake completed on both sides");
+    let mut frame = b"probe".to_vec();
+    let counter = alice_keys.seal_in_place(b"aad", &mut frame).unwrap();
+    bob_keys.open_in_place(counter, b"aad", &mut frame).unwrap();
+    assert_eq!(frame, b"probe");
+});
+
+/// The bytes that arrive: the honest encoding, or the tampered one when `tampered` is set.
+fn deliver(
+    tampered: bool,
+    honest: &[u8],
+    tamper: &dyn Fn(&[u8]) -> Vec<u8>,
+    changed: &mut bool,
+) -> Vec<u8> {
+    if !tampered {
+        return honest.to_vec();
+    }
+    let delivered = tamper(honest);
+    *changed = delivered != honest;
+    delivered
+}
