@@ -166,8 +166,8 @@ fn nonce(counter: u8) -> [u8; 12] {
 mod tests {
     //! Known-answer tests against `tests/vectors/key_schedule.json`.
     //!
-    //! Set `TETHER_REGENERATE_VECTORS=1` to rewrite the file from this code instead of comparing
-    //! (then review the diff: a change means the wire protocol changed).
+    //! Run with `TETHER_BLESS=1` to rewrite the file from this code before comparing (then
+    //! review the diff: a change means the wire protocol changed).
 
     use std::path::PathBuf;
 
@@ -229,7 +229,7 @@ mod tests {
         let path =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/key_schedule.json");
         let computed: Vec<Vector> = [0u8, 1, 0x5a, 0xff].into_iter().map(compute).collect();
-        if std::env::var_os("TETHER_REGENERATE_VECTORS").is_some() {
+        if std::env::var_os("TETHER_BLESS").is_some_and(|v| v == "1") {
             std::fs::write(
                 &path,
                 serde_json::to_string_pretty(&computed).unwrap() + "\n",
