@@ -103,7 +103,12 @@ fn describe(error: &keyring::Error) -> String {
     match error {
         keyring::Error::PlatformFailure(inner) => format!("platform failure: {inner}"),
         keyring::Error::NoStorageAccess(inner) => format!("no access to storage: {inner}"),
-        keyring::Error::NoDefaultStore => "no credential store on this system".to_owned(),
+        keyring::Error::NoDefaultStore => match keyring::Entry::store_status() {
+            Err(keyring::Error::NoDefaultStore) | Ok(()) => {
+                "no credential store on this system".to_owned()
+            }
+            Err(why) => format!("no credential store on this system: {}", describe(why)),
+        },
         keyring::Error::BadEncoding(_) | keyring::Error::BadDataFormat(..) => {
             "the entry is not in the expected format".to_owned()
         }
