@@ -1,6 +1,11 @@
 //! The pairing handshake end to end, through the in-memory harness: what succeeds, and every
 //! way it must fail.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod harness;
 
