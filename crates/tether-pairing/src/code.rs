@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use rand_core::CryptoRng;
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::CodeError;
 use crate::words::{self, BITS_PER_WORD, Lookup, WORD_COUNT};
@@ -108,7 +108,8 @@ impl PairingCode {
 
     /// Builds a code from four words; see [`FromStr`] for the forgiving text form.
     pub fn from_words(words: [&str; Self::WORDS]) -> Result<Self, CodeError> {
-        let tokens: Vec<String> = words.iter().map(|w| w.to_lowercase()).collect();
+        let tokens: Zeroizing<Vec<String>> =
+            Zeroizing::new(words.iter().map(|w| w.to_lowercase()).collect());
         Self::from_tokens(&tokens)
     }
 
@@ -166,11 +167,12 @@ impl FromStr for PairingCode {
                 max: Self::MAX_TEXT_LEN,
             });
         }
-        let tokens: Vec<String> = text
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|token| !token.is_empty())
-            .map(str::to_lowercase)
-            .collect();
+        let tokens: Zeroizing<Vec<String>> = Zeroizing::new(
+            text.split(|c: char| !c.is_alphanumeric())
+                .filter(|token| !token.is_empty())
+                .map(str::to_lowercase)
+                .collect(),
+        );
         Self::from_tokens(&tokens)
     }
 }

@@ -91,6 +91,12 @@ impl From<&PairingTicket> for Credential {
     }
 }
 
+impl From<PairingTicket> for Credential {
+    fn from(ticket: PairingTicket) -> Self {
+        Self::from(&ticket)
+    }
+}
+
 impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credential")

@@ -133,12 +133,15 @@ impl PairingTicket {
 
     /// The binary form: version, node id, slot, secret, relay URL, addresses, checksum.
     fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
-        let mut out = Zeroizing::new(Vec::with_capacity(128));
+        let url = self.relay_url.as_deref().unwrap_or("");
+        // Exact capacity, so the buffer holding the secret is never reallocated (and the old
+        // copy left unwiped).
+        let len = 1 + 32 + 2 + SECRET_LEN + 1 + url.len() + 1 + 19 * self.direct_addresses.len();
+        let mut out = Zeroizing::new(Vec::with_capacity(len + CHECKSUM_LEN));
         out.push(VERSION);
         out.extend_from_slice(self.initiator.as_bytes());
         out.extend_from_slice(&self.slot.index().to_be_bytes());
         out.extend_from_slice(self.secret.as_slice());
-        let url = self.relay_url.as_deref().unwrap_or("");
         // `new` and `from_bytes` keep the URL within 255 bytes and the count within 16.
         out.push(u8::try_from(url.len()).unwrap_or(u8::MAX));
         out.extend_from_slice(url.as_bytes());
