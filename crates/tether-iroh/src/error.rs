@@ -1,0 +1,38 @@
+//! The transport's error type.
+
+/// What went wrong in the transport.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The endpoint could not bind its socket.
+    #[error("could not bind {addr}: {reason}")]
+    Bind {
+        /// The address it tried.
+        addr: std::net::SocketAddr,
+        /// iroh's explanation.
+        reason: String,
+    },
+    /// A relay URL in the configuration or an address is not a URL.
+    #[error("not a relay URL: {url:?}")]
+    InvalidRelayUrl {
+        /// The text given.
+        url: String,
+    },
+    /// A node id is not a valid iroh endpoint id.
+    #[error("not a valid endpoint id")]
+    InvalidNodeId,
+    /// A connection could not be made.
+    #[error("could not connect to {node}: {reason}")]
+    Connect {
+        /// The short id of the device.
+        node: String,
+        /// Why.
+        reason: String,
+    },
+    /// mDNS could not start (no usable network interface).
+    #[error("mDNS discovery could not start: {0}")]
+    Mdns(String),
+    /// The endpoint was closed.
+    #[error("the endpoint is closed")]
+    Closed,
+}

@@ -1,0 +1,246 @@
+//! `LoopbackDiscovery`: devices on this machine, found through a shared directory.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tether_identity::NodeId;
+use tether_protocol::{DiscoveredDevice, Discovery, DiscoveryEvent, DiscoveryStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+/// How often an announcement is refreshed and the directory scanned.
+const HEARTBEAT: Duration = Duration::from_millis(250);
+/// An announcement not refreshed for this long is gone.
+const STALE_AFTER: Duration = Duration::from_secs(3);
+/// Announcement files larger than this are ignored.
+const MAX_RECORD_LEN: u64 = 16 * 1024;
+
+/// Discovery without any network: each device writes a small record (id, loopback addresses,
+/// pairing slot, heartbeat) into a directory only this user can open, and reads the others'.
+///
+/// It finds devices running on this machine only, sends no packet, and is what local-only
+/// runs, the demo and tests use. Records are claims like any discovery's; the connection's
+/// handshake proves who answers.
+#[derive(Debug, Clone)]
+pub struct LoopbackDiscovery {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    announced: Mutex<Option<(NodeId, JoinHandle<()>)>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Record {
+    node_id: NodeId,
+    addrs: Vec<SocketAddr>,
+    relay_url: Option<String>,
+    pairing_slot: Option<String>,
+    heartbeat_ms: u64,
+}
+
+impl LoopbackDiscovery {
+    /// Uses `dir` (created with mode 0700 when missing) as the meeting place.
+    pub fn new(dir: impl Into<PathBuf>) -> io::Result<Self> {
+        let dir = dir.into();
+        create_private_dir(&dir)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                dir,
+                announced: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The per-user default directory: `$XDG_RUNTIME_DIR/tether-loopback`, else one in the
+    /// system's temporary directory named after the user.
+    pub fn default_dir() -> PathBuf {
+        match std::env::var_os("XDG_RUNTIME_DIR") {
+            Some(runtime) => PathBuf::from(runtime).join("tether-loopback"),
+            None => {
+                let user = std::env::var("USER").unwrap_or_else(|_| "user".to_owned());
+                std::env::temp_dir().join(format!("tether-loopback-{user}"))
+            }
+        }
+    }
+
+    /// The directory in use.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+}
+
+impl Discovery for LoopbackDiscovery {
+    fn name(&self) -> &'static str {
+        "loopback"
+    }
+
+    fn announce(&self, device: DiscoveredDevice) {
+        let path = record_path(&self.inner.dir, &device.node_id);
+        let mut record = Record {
+            node_id: device.node_id,
+            addrs: device
+                .addrs
+                .into_iter()
+                .filter(|a| a.ip().is_loopback())
+                .collect(),
+            relay_url: device.relay_url,
+            pairing_slot: device.pairing_slot,
+            heartbeat_ms: now_ms(),
+        };
+        if let Err(error) = write_record(&path, &record) {
+            warn!(path = %path.display(), %error, "loopback discovery: cannot write announcement");
+        }
+        let refresh = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HEARTBEAT).await;
+                record.heartbeat_ms = now_ms();
+                if let Err(error) = write_record(&path, &record) {
+                    debug!(%error, "loopback discovery: refresh failed");
+                }
+            }
+        });
+        let mut announced = self
+            .inner
+            .announced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, previous)) = announced.replace((device.node_id, refresh)) {
+            previous.abort();
+        }
+    }
+
+    fn subscribe(&self) -> DiscoveryStream {
+        let (sender, receiver) = mpsc::channel(64);
+        let inner = Arc::clone(&self.inner);
+        tokio::spawn(async move {
+            let mut known: HashMap<NodeId, Record> = HashMap::new();
+            loop {
+                let me = inner
+                    .announced
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .as_ref()
+                    .map(|(id, _)| *id);
+                let current = scan(&inner.dir, me).await;
+                for (id, record) in &current {
+                    let changed = known.get(id).is_none_or(|old| !same_claims(old, record));
+                    if changed
+                        && sender
+                            .send(DiscoveryEvent::Found(found(record)))
+                            .await
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+                for id in known.keys().filter(|id| !current.contains_key(id)) {
+                    if sender.send(DiscoveryEvent::Lost(*id)).await.is_err() {
+                        return;
+                    }
+                }
+                known = current;
+                tokio::time::sleep(HEARTBEAT).await;
+            }
+        });
+        Box::pin(n0_future::stream::unfold(
+            receiver,
+            |mut receiver| async move { receiver.recv().await.map(|event| (event, receiver)) },
+        ))
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let announced = self
+            .announced
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((id, refresh)) = announced.take() {
+            refresh.abort();
+            let _ = std::fs::remove_file(record_path(&self.dir, &id));
+        }
+    }
+}
+
+fn same_claims(a: &Record, b: &Record) -> bool {
+    a.addrs == b.addrs && a.relay_url == b.relay_url && a.pairing_slot == b.pairing_slot
+}
+
+fn found(record: &Record) -> DiscoveredDevice {
+    DiscoveredDevice {
+        node_id: record.node_id,
+        addrs: record.addrs.clone(),
+        relay_url: record.relay_url.clone(),
+        pairing_slot: record.pairing_slot.clone(),
+        source: "loopback",
+    }
+}
+
+async fn scan(dir: &Path, me: Option<NodeId>) -> HashMap<NodeId, Record> {
+    let mut records = HashMap::new();
+    let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
+        return records;
+    };
+    let now = now_ms();
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let path = entry.path();
+        if path.extension().is_none_or(|ext| ext != "json") {
+            continue;
+        }
+        let Ok(meta) = entry.metadata().await else {
+            continue;
+        };
+        if meta.len() > MAX_RECORD_LEN {
+            continue;
+        }
+        let Ok(bytes) = tokio::fs::read(&path).await else {
+            continue;
+        };
+        let Ok(record) = serde_json::from_slice::<Record>(&bytes) else {
+            continue;
+        };
+        let fresh = now.saturating_sub(record.heartbeat_ms) < STALE_AFTER.as_millis() as u64;
+        let named_right =
+            path.file_stem().and_then(|s| s.to_str()) == Some(record.node_id.to_string().as_str());
+        if fresh && named_right && Some(record.node_id) != me {
+            records.insert(record.node_id, record);
+        }
+    }
+    records
+}
+
+fn record_path(dir: &Path, node_id: &NodeId) -> PathBuf {
+    dir.join(format!("{node_id}.json"))
+}
+
+fn write_record(path: &Path, record: &Record) -> io::Result<()> {
+    let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,260 @@
+//! `Transport`: the device's iroh endpoint.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use iroh::endpoint::{AfterHandshakeOutcome, Connection, EndpointHooks, Side, presets};
+use iroh::{Endpoint, EndpointId, RelayMap, RelayMode, RelayUrl};
+use tether_identity::{NetworkIdentity, NodeId};
+use tracing::{debug, info, warn};
+
+use crate::{PeerAddr, RelayConfig, TransportConfig, TransportError};
+
+/// Decides, right after the TLS handshake and before any handler runs, whether an incoming
+/// connection may go on.
+///
+/// The service implements it: the pairing ALPN is open to anyone, every other ALPN only to
+/// paired, non-revoked devices. The peer's key has been proven by the handshake.
+pub trait ConnectionGate: Send + Sync + fmt::Debug + 'static {
+    /// `Ok(())` to admit, or the QUIC close code and reason to send.
+    fn admit(&self, peer: &NodeId, alpn: &[u8]) -> Result<(), Refusal>;
+}
+
+/// Why a connection was refused, sent to the peer in the QUIC close frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// The application close code.
+    pub code: u32,
+    /// A short reason, sent to the peer; never secret.
+    pub reason: &'static str,
+}
+
+/// Admits everything; for endpoints that only connect out.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AdmitAll;
+
+impl ConnectionGate for AdmitAll {
+    fn admit(&self, _peer: &NodeId, _alpn: &[u8]) -> Result<(), Refusal> {
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct GateHook(Arc<dyn ConnectionGate>);
+
+impl EndpointHooks for GateHook {
+    async fn after_handshake<'a>(&'a self, conn: &'a Connection) -> AfterHandshakeOutcome {
+        // Outgoing connections go to a device we chose; the gate is for who knocks.
+        if conn.side() == Side::Client {
+            return AfterHandshakeOutcome::accept();
+        }
+        let Ok(peer) = NodeId::from_bytes(conn.remote_id().as_bytes()) else {
+            return refuse(Refusal {
+                code: 1,
+                reason: "invalid peer key",
+            });
+        };
+        match self.0.admit(&peer, conn.alpn()) {
+            Ok(()) => AfterHandshakeOutcome::accept(),
+            Err(refusal) => {
+                debug!(peer = %peer.fmt_short(), code = refusal.code, "connection refused by the gate");
+                refuse(refusal)
+            }
+        }
+    }
+}
+
+fn refuse(refusal: Refusal) -> AfterHandshakeOutcome {
+    AfterHandshakeOutcome::Reject {
+        error_code: refusal.code.into(),
+        reason: refusal.reason.as_bytes().to_vec(),
+    }
+}
+
+/// The device's iroh endpoint: bound, keyed with the device identity, gated.
+#[derive(Debug, Clone)]
+pub struct Transport {
+    endpoint: Endpoint,
+    node_id: NodeId,
+    config: TransportConfig,
+    mdns: Option<iroh_mdns_address_lookup::MdnsAddressLookup>,
+}
+
+impl Transport {
+    /// Binds an endpoint for `identity` that accepts `alpns`, with `gate` deciding who may
+    /// connect.
+    pub async fn bind(
+        identity: &NetworkIdentity,
+        config: &TransportConfig,
+        alpns: Vec<Vec<u8>>,
+        gate: Arc<dyn ConnectionGate>,
+    ) -> Result<Self, TransportError> {
+        let config = config.effective();
+        let endpoint = match bind_once(identity, &config, config.bind_addr, &alpns, &gate).await {
+            Ok(endpoint) => endpoint,
+            Err(error) if config.fall_back_to_random_port && config.bind_addr.port() != 0 => {
+                let mut random = config.bind_addr;
+                random.set_port(0);
+                warn!(addr = %config.bind_addr, %error, "port taken; binding a random port");
+                bind_once(identity, &config, random, &alpns, &gate).await?
+            }
+            Err(error) => return Err(error),
+        };
+        let mdns = if config.mdns {
+            let mdns = iroh_mdns_address_lookup::MdnsAddressLookup::builder()
+                .service_name("tether")
+                .build(endpoint.id())
+                .map_err(|error| TransportError::Mdns(error.to_string()))?;
+            endpoint
+                .address_lookup()
+                .map_err(|_| TransportError::Closed)?
+                .add(mdns.clone());
+            Some(mdns)
+        } else {
+            None
+        };
+        let transport = Self {
+            node_id: identity.node_id(),
+            endpoint,
+            config,
+            mdns,
+        };
+        info!(
+            node = %transport.node_id.fmt_short(),
+            addrs = ?transport.bound_addrs(),
+            local_only = transport.config.local_only,
+            "endpoint bound"
+        );
+        Ok(transport)
+    }
+
+    /// This device's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The configuration in force (with local-only rules applied).
+    pub fn config(&self) -> &TransportConfig {
+        &self.config
+    }
+
+    /// The local socket addresses the endpoint is bound to.
+    pub fn bound_addrs(&self) -> Vec<SocketAddr> {
+        self.endpoint.bound_sockets()
+    }
+
+    /// Where other devices can reach this one now.
+    ///
+    /// Bound to a specific address (such as 127.0.0.1), that address is the one given; bound
+    /// to every interface, iroh's list of interface addresses is.
+    pub fn addr(&self) -> PeerAddr {
+        let mut addr = PeerAddr::from_iroh(&self.endpoint.addr())
+            .unwrap_or_else(|| PeerAddr::new(self.node_id));
+        for bound in self.bound_addrs() {
+            if !bound.ip().is_unspecified() && !addr.direct.contains(&bound) {
+                addr.direct.push(bound);
+            }
+        }
+        if self.config.local_only {
+            addr.direct.retain(|direct| direct.ip().is_loopback());
+        }
+        addr
+    }
+
+    /// Connects to `peer` on `alpn`. The TLS handshake proves the peer holds `peer.node_id`.
+    pub async fn connect(
+        &self,
+        peer: &PeerAddr,
+        alpn: &[u8],
+    ) -> Result<Connection, TransportError> {
+        let mut addr = peer.to_iroh()?;
+        if self.config.local_only {
+            let loopback: Vec<_> = addr
+                .ip_addrs()
+                .filter(|a| a.ip().is_loopback())
+                .copied()
+                .collect();
+            addr = iroh::EndpointAddr::new(addr.id).with_addrs(
+                loopback
+                    .into_iter()
+                    .map(iroh::TransportAddr::Ip)
+                    .chain(addr.relay_urls().cloned().map(iroh::TransportAddr::Relay)),
+            );
+        }
+        self.endpoint
+            .connect(addr, alpn)
+            .await
+            .map_err(|error| TransportError::Connect {
+                node: peer.node_id.fmt_short(),
+                reason: error.to_string(),
+            })
+    }
+
+    /// The underlying iroh endpoint, for accepting connections and for protocols.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The mDNS service, when enabled.
+    pub fn mdns(&self) -> Option<&iroh_mdns_address_lookup::MdnsAddressLookup> {
+        self.mdns.as_ref()
+    }
+
+    /// Closes every connection and the endpoint.
+    pub async fn close(&self) {
+        self.endpoint.close().await;
+    }
+}
+
+async fn bind_once(
+    identity: &NetworkIdentity,
+    config: &TransportConfig,
+    bind_addr: SocketAddr,
+    alpns: &[Vec<u8>],
+    gate: &Arc<dyn ConnectionGate>,
+) -> Result<Endpoint, TransportError> {
+    let bind_error = |reason: String| TransportError::Bind {
+        addr: bind_addr,
+        reason,
+    };
+    let secret = iroh::SecretKey::from_bytes(&identity.to_secret_bytes());
+    let builder = Endpoint::builder(presets::Minimal)
+        .secret_key(secret)
+        .alpns(alpns.to_vec())
+        .relay_mode(relay_mode(&config.relay)?)
+        .hooks(GateHook(Arc::clone(gate)))
+        .clear_ip_transports()
+        .bind_addr(bind_addr)
+        .map_err(|error| bind_error(error.to_string()))?;
+    builder
+        .bind()
+        .await
+        .map_err(|error| bind_error(format!("{error:#}")))
+}
+
+fn relay_mode(relay: &RelayConfig) -> Result<RelayMode, TransportError> {
+    Ok(match relay {
+        RelayConfig::Default => RelayMode::Default,
+        RelayConfig::Disabled => RelayMode::Disabled,
+        RelayConfig::Custom(urls) => {
+            let urls = urls
+                .iter()
+                .map(|url| {
+                    url.parse::<RelayUrl>()
+                        .map_err(|_| TransportError::InvalidRelayUrl { url: url.clone() })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            RelayMode::Custom(urls.into_iter().collect::<RelayMap>())
+        }
+    })
+}
+
+pub(crate) fn iroh_id(node_id: &NodeId) -> Result<EndpointId, TransportError> {
+    EndpointId::from_bytes(node_id.as_bytes()).map_err(|_| TransportError::InvalidNodeId)
+}
+
+/// The authenticated node id of a connection's peer.
+pub fn peer_node_id(connection: &Connection) -> Result<NodeId, TransportError> {
+    NodeId::from_bytes(connection.remote_id().as_bytes()).map_err(|_| TransportError::InvalidNodeId)
+}

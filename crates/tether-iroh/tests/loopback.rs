@@ -1,0 +1,249 @@
+//! Real iroh endpoints on 127.0.0.1: connecting, the gate, path info, loopback discovery.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use n0_future::StreamExt;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use tether_identity::{NetworkIdentity, NodeId};
+use tether_iroh::{
+    AdmitAll, ConnectionGate, ConnectionInfo, LoopbackDiscovery, PathKind, PeerAddr, Refusal,
+    Transport, TransportConfig,
+};
+use tether_protocol::{DiscoveredDevice, Discovery, DiscoveryEvent};
+
+const ALPN: &[u8] = b"tether-test/echo/1";
+
+fn identity(seed: u64) -> NetworkIdentity {
+    NetworkIdentity::generate(&mut ChaCha20Rng::seed_from_u64(seed))
+}
+
+#[derive(Debug)]
+struct OnlyThese {
+    allowed: Vec<NodeId>,
+    asked: AtomicUsize,
+}
+
+impl ConnectionGate for OnlyThese {
+    fn admit(&self, peer: &NodeId, _alpn: &[u8]) -> Result<(), Refusal> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        if self.allowed.contains(peer) {
+            Ok(())
+        } else {
+            Err(Refusal {
+                code: 403,
+                reason: "not paired",
+            })
+        }
+    }
+}
+
+async fn bind(seed: u64, gate: Arc<dyn ConnectionGate>) -> Transport {
+    Transport::bind(
+        &identity(seed),
+        &TransportConfig::local_only(),
+        vec![ALPN.to_vec()],
+        gate,
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_only_binds_loopback_and_endpoint_id_is_the_node_id() {
+    let transport = bind(1, Arc::new(AdmitAll)).await;
+    assert_eq!(transport.node_id(), identity(1).node_id());
+    assert_eq!(
+        transport.endpoint().id().as_bytes(),
+        identity(1).node_id().as_bytes()
+    );
+    let addr = transport.addr();
+    assert!(!addr.direct.is_empty());
+    assert!(addr.direct.iter().all(|a| a.ip().is_loopback()), "{addr:?}");
+    assert!(transport.bound_addrs().iter().all(|a| a.ip().is_loopback()));
+    assert_eq!(addr.relay_url, None);
+    transport.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_only_config_cannot_be_talked_into_the_public_internet() {
+    let mut config = TransportConfig::default();
+    config.local_only = true;
+    config.bind_addr = "0.0.0.0:0".parse().unwrap();
+    let transport = Transport::bind(&identity(9), &config, vec![], Arc::new(AdmitAll))
+        .await
+        .unwrap();
+    assert!(transport.bound_addrs().iter().all(|a| a.ip().is_loopback()));
+    assert_eq!(transport.config().relay, tether_iroh::RelayConfig::Disabled);
+    assert!(!transport.config().mdns);
+    assert!(transport.mdns().is_none());
+    transport.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admitted_peers_talk_and_the_path_is_direct() {
+    let client = bind(2, Arc::new(AdmitAll)).await;
+    let gate = Arc::new(OnlyThese {
+        allowed: vec![client.node_id()],
+        asked: AtomicUsize::new(0),
+    });
+    let server = bind(3, gate.clone()).await;
+
+    let server_ep = server.endpoint().clone();
+    let echo = tokio::spawn(async move {
+        let conn = server_ep.accept().await.unwrap().await.unwrap();
+        let peer = tether_iroh::peer_node_id(&conn).unwrap();
+        let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+        let bytes = recv.read_to_end(1024).await.unwrap();
+        send.write_all(&bytes).await.unwrap();
+        send.finish().unwrap();
+        conn.closed().await;
+        peer
+    });
+
+    let conn = client.connect(&server.addr(), ALPN).await.unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(b"hello").await.unwrap();
+    send.finish().unwrap();
+    assert_eq!(recv.read_to_end(1024).await.unwrap(), b"hello");
+
+    let info = ConnectionInfo::of(&conn);
+    assert_eq!(info.path, PathKind::Direct);
+    assert!(info.rtt.is_some());
+    assert!(info.bytes_sent > 0 && info.bytes_received > 0);
+    conn.close(0u32.into(), b"done");
+    assert_eq!(echo.await.unwrap(), client.node_id());
+    assert_eq!(gate.asked.load(Ordering::SeqCst), 1);
+    client.close().await;
+    server.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_refuses_before_any_stream_with_its_close_code() {
+    let gate = Arc::new(OnlyThese {
+        allowed: vec![],
+        asked: AtomicUsize::new(0),
+    });
+    let server = bind(4, gate.clone()).await;
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let server_ep = server.endpoint().clone();
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Some(incoming) = server_ep.accept().await {
+            if incoming.await.is_ok() {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+
+    let stranger = bind(5, Arc::new(AdmitAll)).await;
+    let result = stranger.connect(&server.addr(), ALPN).await;
+    match result {
+        Err(error) => assert!(
+            error.to_string().contains("403")
+                || error.to_string().contains("not paired")
+                || error.to_string().contains("closed"),
+            "{error}"
+        ),
+        Ok(conn) => {
+            let reason = conn.closed().await;
+            assert!(format!("{reason:?}").contains("403"), "{reason:?}");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        0,
+        "a refused connection reached accept()"
+    );
+    assert_eq!(gate.asked.load(Ordering::SeqCst), 1);
+    stranger.close().await;
+    server.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_port_falls_back_to_a_random_one_when_taken() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut config = TransportConfig::local_only();
+    config.bind_addr = taken.local_addr().unwrap();
+    let transport = Transport::bind(&identity(6), &config, vec![], Arc::new(AdmitAll))
+        .await
+        .unwrap();
+    assert!(
+        transport
+            .bound_addrs()
+            .iter()
+            .all(|a| a.port() != config.bind_addr.port())
+    );
+
+    config.fall_back_to_random_port = false;
+    let error = Transport::bind(&identity(7), &config, vec![], Arc::new(AdmitAll))
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains(&config.bind_addr.to_string()),
+        "{error}"
+    );
+    transport.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_discovery_finds_announced_devices_and_their_slot_and_loses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = LoopbackDiscovery::new(dir.path()).unwrap();
+    let b = LoopbackDiscovery::new(dir.path()).unwrap();
+    let a_id = identity(10).node_id();
+    let b_id = identity(11).node_id();
+    let addr: std::net::SocketAddr = "127.0.0.1:4242".parse().unwrap();
+    a.announce(DiscoveredDevice {
+        node_id: a_id,
+        addrs: vec![addr, "192.0.2.1:1".parse().unwrap()],
+        relay_url: None,
+        pairing_slot: Some("harbor".into()),
+        source: "loopback",
+    });
+    b.announce(DiscoveredDevice {
+        node_id: b_id,
+        addrs: vec![],
+        relay_url: None,
+        pairing_slot: None,
+        source: "loopback",
+    });
+    let mut events = b.subscribe();
+    let found = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let DiscoveryEvent::Found(device) = found else {
+        panic!("{found:?}")
+    };
+    assert_eq!(device.node_id, a_id, "a device never sees itself");
+    assert_eq!(
+        device.addrs,
+        vec![addr],
+        "only loopback addresses are announced"
+    );
+    assert_eq!(device.pairing_slot.as_deref(), Some("harbor"));
+
+    drop(a);
+    let lost = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lost, DiscoveryEvent::Lost(a_id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_only_address_keeps_the_relay_and_drops_direct_paths() {
+    let addr = PeerAddr {
+        node_id: identity(12).node_id(),
+        direct: vec!["127.0.0.1:1".parse().unwrap()],
+        relay_url: Some("https://relay.example./".into()),
+    };
+    let relay_only = addr.relay_only();
+    assert!(relay_only.direct.is_empty());
+    assert_eq!(relay_only.relay_url, addr.relay_url);
+}
