@@ -78,12 +78,28 @@ impl Argon2Params {
         passes: 3,
         lanes: 4,
     };
+    /// The least memory a new key file is sealed with: 19 MiB (OWASP's minimum for Argon2id).
+    pub const MIN_MEMORY_KIB: u32 = 19 * 1024;
+    /// The fewest passes a new key file is sealed with (OWASP's minimum with 19 MiB).
+    pub const MIN_PASSES: u32 = 2;
     /// The most memory a key file may ask for: 1 GiB.
     pub const MAX_MEMORY_KIB: u32 = 1024 * 1024;
     /// The most passes a key file may ask for.
     pub const MAX_PASSES: u32 = 64;
     /// The most lanes a key file may ask for.
     pub const MAX_LANES: u32 = 64;
+
+    /// These parameters, raised to [`Self::MIN_MEMORY_KIB`] and [`Self::MIN_PASSES`] where
+    /// they are below, and capped at the maxima: what a new file is sealed with.
+    pub fn clamped(self) -> Self {
+        Self {
+            memory_kib: self
+                .memory_kib
+                .clamp(Self::MIN_MEMORY_KIB, Self::MAX_MEMORY_KIB),
+            passes: self.passes.clamp(Self::MIN_PASSES, Self::MAX_PASSES),
+            lanes: self.lanes.clamp(1, Self::MAX_LANES),
+        }
+    }
 
     fn within_limits(self) -> bool {
         self.memory_kib <= Self::MAX_MEMORY_KIB

@@ -47,12 +47,15 @@ pub enum KeychainPolicy {
 #[non_exhaustive]
 pub struct KeyOptions {
     /// The passphrase for the key file, if the user gave one (the CLI reads `TETHER_PASSPHRASE`
-    /// or a flag). Needed to open a passphrase-protected file; when new keys go to a file,
-    /// they are sealed with it, and without it they are stored unprotected.
+    /// or a flag). Needed to open a passphrase-protected file. New keys go to the OS keychain
+    /// when the policy allows and one works (the passphrase is then not used); otherwise to the
+    /// key file, sealed with the passphrase, or, without one, unprotected.
     pub passphrase: Option<Zeroizing<String>>,
     /// Whether new keys may go to the OS keychain.
     pub keychain: KeychainPolicy,
-    /// Argon2id parameters for a new passphrase-protected file.
+    /// Argon2id parameters for a new passphrase-protected file, never below
+    /// [`Argon2Params::MIN_MEMORY_KIB`] and [`Argon2Params::MIN_PASSES`] (lower values are
+    /// raised; see [`Argon2Params::clamped`]).
     pub argon2: Argon2Params,
 }
 
@@ -272,7 +275,7 @@ impl KeyManager {
                         &node_id,
                         &secrets,
                         passphrase,
-                        options.argon2,
+                        options.argon2.clamped(),
                         random,
                     )?;
                     (Zeroizing::new(bytes), KeyStorageKind::PassphraseFile)

@@ -35,8 +35,31 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The file formats are described in the `key_file` and `store` modules' sources; the
-//! `secrets.redb` schema version is [`SCHEMA_VERSION`].
+//! # On disk
+//!
+//! ```text
+//! <data dir>/            mode 0700
+//!   device.key           mode 0600, written once (temp file, fsync, no-clobber rename, fsync dir)
+//!     "tether-device-key\n" | version 1 | kind | node id (32)
+//!       kind 1, OS keychain: account id (16); entry service "tether", account "device-key-<hex>"
+//!       kind 2, passphrase:  Argon2id memory KiB, passes, lanes (u32 LE each) | salt (16)
+//!                            | nonce (12) | ChaCha20-Poly1305(secrets) (64 + 16 tag),
+//!                            associated data = every byte before the ciphertext
+//!       kind 3, unprotected: secrets (64)
+//!     | SHA-256 of everything before (32)
+//!     secrets = device key (32) | storage key (32)
+//!   secrets.redb         mode 0600, redb 4, schema version [`SCHEMA_VERSION`]
+//!     tether_meta     "schema_version" -> u64
+//!     paired_devices  node id (32) -> format 1 | nonce (12) | ChaCha20-Poly1305 under the
+//!                     storage key of (pairing secret (32) | JSON {info, paired_at_ms, trust,
+//!                     addresses, relay_url}) | tag (16); associated data =
+//!                     "tether/v1/registry/paired-device" | format | node id
+//!     revoked_nodes   node id (32) -> revoked at, ms since the Unix epoch
+//! ```
+//!
+//! Argon2id defaults to RFC 9106's second recommended option ([`Argon2Params`]). A newer
+//! schema version is refused with [`StoreError::NewerSchema`]; older ones are upgraded in
+//! place, in one transaction, by the migration steps in `store.rs`.
 
 mod error;
 mod key_file;
@@ -54,9 +77,9 @@ pub use key_manager::{KEY_FILE, KeyManager, KeyOptions, KeyStorageKind, Keychain
 pub use record::{
     MAX_ADDRESSES, MAX_RELAY_URL_LEN, NewPairing, PairedDevice, StorageKey, TrustLevel,
 };
-pub use registry::{Device, DeviceRegistry, EVENT_CAPACITY, RegistryEvent};
+pub use registry::{DeviceRegistry, EVENT_CAPACITY};
 pub use state::{
-    ConnectionInfo, ConnectionPath, ConnectionRefused, DeviceState, DisconnectReason,
-    PairingSessionId, StateKind,
+    ConnectionInfo, ConnectionPath, ConnectionRefused, Device, DeviceState, DisconnectReason,
+    PairingSessionId, RegistryEvent, StateKind,
 };
 pub use store::{SCHEMA_VERSION, SECRETS_FILE};

@@ -20,7 +20,8 @@ use tokio::sync::broadcast;
 
 use crate::record::{MAX_ADDRESSES, MAX_RELAY_URL_LEN, StoredDevice};
 use crate::state::{
-    ConnectionInfo, ConnectionRefused, DeviceState, DisconnectReason, PairingSessionId, StateKind,
+    ConnectionInfo, ConnectionRefused, Device, DeviceState, DisconnectReason, PairingSessionId,
+    RegistryEvent, StateKind,
 };
 use crate::store::SecretsStore;
 use crate::{
@@ -31,57 +32,6 @@ use crate::{
 /// How many events a slow subscriber may fall behind before it sees
 /// [`broadcast::error::RecvError::Lagged`] (and should re-read [`DeviceRegistry::devices`]).
 pub const EVENT_CAPACITY: usize = 1024;
-
-/// A device as the registry knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Device {
-    /// Its node id.
-    pub node_id: NodeId,
-    /// Its state.
-    pub state: DeviceState,
-    /// Its stored record, if it is paired.
-    pub paired: Option<PairedDevice>,
-}
-
-/// A change in the registry, as published to [`DeviceRegistry::subscribe`]rs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum RegistryEvent {
-    /// A device changed state (`from` is `None` for a device the registry did not know).
-    StateChanged {
-        /// The device.
-        node_id: NodeId,
-        /// Its previous state.
-        from: Option<StateKind>,
-        /// Its new state.
-        to: DeviceState,
-    },
-    /// A failed pairing left nothing known about the device, so it left the registry.
-    Forgotten {
-        /// The device.
-        node_id: NodeId,
-    },
-    /// A paired device's trust level changed.
-    TrustChanged {
-        /// The device.
-        node_id: NodeId,
-        /// Its new trust level.
-        trust: TrustLevel,
-    },
-    /// A paired device was renamed.
-    Renamed {
-        /// The device.
-        node_id: NodeId,
-        /// Its new name.
-        name: DeviceName,
-    },
-    /// A device was unpaired; its connections must be closed and new ones are refused.
-    Revoked {
-        /// The device.
-        node_id: NodeId,
-    },
-}
 
 /// The single source of truth for known devices. Cheap to clone; clones share everything.
 #[derive(Clone)]

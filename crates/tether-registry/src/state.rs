@@ -1,4 +1,4 @@
-//! A device's connection state and the few types its states carry.
+//! A device's state, the few types its states carry, and the events that report changes.
 //!
 //! ```text
 //!   (unknown) ──discovered──► Discovered { addr } ──begin_pairing──► Pairing { session }
@@ -18,6 +18,10 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::SystemTime;
+
+use tether_identity::{DeviceName, NodeId};
+
+use crate::{PairedDevice, TrustLevel};
 
 /// Where a device is in its life with this one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,4 +195,55 @@ impl fmt::Display for ConnectionRefused {
             Self::Blocked => f.write_str("it is blocked"),
         }
     }
+}
+
+/// A device as the registry knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Device {
+    /// Its node id.
+    pub node_id: NodeId,
+    /// Its state.
+    pub state: DeviceState,
+    /// Its stored record, if it is paired.
+    pub paired: Option<PairedDevice>,
+}
+
+/// A change in the registry, as published to [`crate::DeviceRegistry::subscribe`]rs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RegistryEvent {
+    /// A device changed state (`from` is `None` for a device the registry did not know).
+    StateChanged {
+        /// The device.
+        node_id: NodeId,
+        /// Its previous state.
+        from: Option<StateKind>,
+        /// Its new state.
+        to: DeviceState,
+    },
+    /// A failed pairing left nothing known about the device, so it left the registry.
+    Forgotten {
+        /// The device.
+        node_id: NodeId,
+    },
+    /// A paired device's trust level changed.
+    TrustChanged {
+        /// The device.
+        node_id: NodeId,
+        /// Its new trust level.
+        trust: TrustLevel,
+    },
+    /// A paired device was renamed.
+    Renamed {
+        /// The device.
+        node_id: NodeId,
+        /// Its new name.
+        name: DeviceName,
+    },
+    /// A device was unpaired; its connections must be closed and new ones are refused.
+    Revoked {
+        /// The device.
+        node_id: NodeId,
+    },
 }

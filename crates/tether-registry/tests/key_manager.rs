@@ -23,10 +23,11 @@ use tether_registry::{
 };
 use zeroize::Zeroizing;
 
-/// Cheap Argon2id parameters so that most tests stay fast; one test uses the defaults.
+/// The cheapest parameters a new file may use, so that most tests stay fast; one test uses
+/// the defaults.
 const FAST: Argon2Params = Argon2Params {
-    memory_kib: 256,
-    passes: 1,
+    memory_kib: Argon2Params::MIN_MEMORY_KIB,
+    passes: Argon2Params::MIN_PASSES,
     lanes: 1,
 };
 
@@ -236,4 +237,19 @@ fn passphrase_for_an_unprotected_file_is_reported_unused() {
         logs.iter()
             .any(|(_, text)| text.contains("passphrase is not used"))
     );
+}
+
+#[test]
+fn weak_argon2_parameters_are_raised_to_the_minimum() {
+    let device = Device::new();
+    let weak = Argon2Params {
+        memory_kib: 8,
+        passes: 1,
+        lanes: 1,
+    };
+    let options = with_passphrase("pw").argon2(weak);
+    KeyManager::open_or_create(&device.dir, &options).unwrap();
+    let file = fs::read(device.key_path()).unwrap();
+    assert_eq!(&file[52..56], &Argon2Params::MIN_MEMORY_KIB.to_le_bytes());
+    assert_eq!(&file[56..60], &Argon2Params::MIN_PASSES.to_le_bytes());
 }
