@@ -61,7 +61,7 @@ pub enum KeyError {
     /// The key file is encrypted with a passphrase and none was given.
     #[error(
         "the key file {} is encrypted with a passphrase; give it with TETHER_PASSPHRASE (or \
-         the --passphrase option)",
+         the command line's passphrase option)",
         path.display()
     )]
     PassphraseRequired {

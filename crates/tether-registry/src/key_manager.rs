@@ -356,7 +356,7 @@ fn try_keychain(
             if policy == KeychainPolicy::Require {
                 return Err(KeyError::KeychainRequired { reason });
             }
-            tracing::info!(%reason, "no usable OS keychain; keeping the device key in the key file");
+            tracing::info!(%reason, "no usable OS keychain; the device key goes to the key file");
             Ok(None)
         }
     }
@@ -395,7 +395,8 @@ fn warn_unprotected(key_file: &Path) {
         "THE DEVICE KEY IS NOT ENCRYPTED AT REST: no OS keychain is available and no passphrase \
          was given, so it is stored in the clear, protected only by file mode 0600. Anyone who \
          can read this file (root, a backup, a stolen disk) can impersonate this device to all \
-         its paired peers. Set TETHER_PASSPHRASE before the first start to encrypt it"
+         its paired peers. Give TETHER_PASSPHRASE when a device is first set up to encrypt \
+         its key (an existing key file cannot be converted yet)"
     );
 }
 

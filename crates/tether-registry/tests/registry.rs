@@ -158,10 +158,13 @@ fn every_transition_from_every_state() {
                 refused => {
                     let error = result.expect_err(&case);
                     match refused {
-                        Outcome::Illegal => assert!(
-                            matches!(&error, RegistryError::IllegalTransition { node: n, .. } if *n == node),
-                            "{case}: {error}"
-                        ),
+                        Outcome::Illegal => {
+                            let RegistryError::IllegalTransition { node: named, .. } = &error
+                            else {
+                                panic!("{case}: {error}")
+                            };
+                            assert_eq!(named, &node, "{case}");
+                        }
                         _ => assert!(
                             matches!(
                                 error,
