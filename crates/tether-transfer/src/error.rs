@@ -1,0 +1,220 @@
+//! Errors, split by whose fault they are.
+//!
+//! * [`PeerError`]: the other side broke the protocol, sent something over a limit, refused, or
+//!   aborted. Its messages are never trusted text.
+//! * [`LocalError`]: this machine failed (disk, file system, a source that changed); IO errors
+//!   name the path.
+//! * [`UsageError`]: the caller asked for something impossible.
+//! * [`TransferError::Link`]: the stream broke. The transfer can be resumed.
+//! * [`TransferError::Cancelled`]: the caller's token fired. The transfer can be resumed.
+//! * [`TransferError::Declined`]: this side's consent policy said no.
+
+use std::io;
+use std::path::PathBuf;
+
+use uuid::Uuid;
+
+use crate::compress::DecodeError;
+use crate::manifest::ManifestError;
+use crate::protocol::AbortCode;
+
+/// Any failure of a transfer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransferError {
+    /// The peer's fault.
+    #[error("peer: {0}")]
+    Peer(#[from] PeerError),
+    /// This machine's fault.
+    #[error(transparent)]
+    Local(#[from] LocalError),
+    /// The caller's fault.
+    #[error("usage: {0}")]
+    Usage(#[from] UsageError),
+    /// The stream failed or ended early; partial files and resume records are kept.
+    #[error("link lost: {0}")]
+    Link(#[source] io::Error),
+    /// The cancel token fired; partial files and resume records are kept.
+    #[error("cancelled")]
+    Cancelled,
+    /// This side's consent policy declined the offer (the reason is the policy's).
+    #[error("declined: {0}")]
+    Declined(String),
+}
+
+impl TransferError {
+    /// Whether running the same transfer again can pick up where this one stopped.
+    pub fn is_resumable(&self) -> bool {
+        match self {
+            TransferError::Link(_) | TransferError::Cancelled => true,
+            TransferError::Peer(PeerError::Aborted { code, .. }) => {
+                matches!(code, AbortCode::Cancelled | AbortCode::Internal)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The peer broke the protocol, refused, or aborted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerError {
+    /// A frame could not be read (bad header, over the cap, cut short).
+    #[error("bad frame: {0}")]
+    Frame(String),
+    /// A control message could not be parsed.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// A message this side could not encode (never the peer's doing; kept here because it
+    /// surfaces at the same place). Only on a bug.
+    #[error("encode: {0}")]
+    Encode(String),
+    /// A message or frame arrived where the protocol does not allow it.
+    #[error("protocol violation: {0}")]
+    Protocol(&'static str),
+    /// The offer's version is not ours.
+    #[error("unsupported protocol version {0}")]
+    Version(u32),
+    /// The manifest was refused.
+    #[error("manifest refused: {0}")]
+    Manifest(#[from] ManifestError),
+    /// Chunk hashes do not add up to the file's hash, or are missing.
+    #[error("chunk hashes of {path:?} do not match its file hash")]
+    BadHashes {
+        /// The file's relative path.
+        path: String,
+    },
+    /// A chunk's bytes did not match its hash: the source changed or the data is corrupt.
+    #[error("chunk {index} of {path:?} failed verification")]
+    ChunkMismatch {
+        /// The file's relative path.
+        path: String,
+        /// The chunk index.
+        index: u64,
+    },
+    /// A chunk could not be decoded.
+    #[error("chunk {index} of {path:?}: {source}")]
+    ChunkEncoding {
+        /// The file's relative path.
+        path: String,
+        /// The chunk index.
+        index: u64,
+        /// What was wrong.
+        #[source]
+        source: DecodeError,
+    },
+    /// A data frame that was not asked for, or for an unknown entry or offset.
+    #[error("unsolicited chunk for entry {entry_id} at offset {offset}")]
+    Unsolicited {
+        /// The entry named.
+        entry_id: Uuid,
+        /// The offset named.
+        offset: u64,
+    },
+    /// A request for an entry the sender did not offer, or for chunks it does not have.
+    #[error("request for unknown entry {0} or chunks beyond its end")]
+    UnknownEntry(Uuid),
+    /// A sealed frame did not open (tampered, replayed, or wrong keys), or a plain frame arrived
+    /// in an encrypted transfer.
+    #[error("data frame failed authentication: {0}")]
+    Seal(String),
+    /// The receiver declined the offer.
+    #[error("declined ({code:?}): {message}")]
+    Declined {
+        /// Why, for programs.
+        code: AbortCode,
+        /// Why, for people (untrusted).
+        message: String,
+    },
+    /// The peer aborted the transfer.
+    #[error("aborted by peer ({code:?}): {message}")]
+    Aborted {
+        /// Why, for programs.
+        code: AbortCode,
+        /// Why, for people (untrusted).
+        message: String,
+    },
+}
+
+/// This machine failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LocalError {
+    /// A file-system operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Not enough room at the destination; nothing was written.
+    #[error("not enough space in {path}: {needed} bytes needed, {available} available")]
+    DiskFull {
+        /// The destination (or the file that could not grow).
+        path: PathBuf,
+        /// Bytes still needed.
+        needed: u64,
+        /// Bytes free.
+        available: u64,
+    },
+    /// A target exists with other contents and overwriting is off.
+    #[error("{0} exists and overwriting is off")]
+    TargetExists(PathBuf),
+    /// A target or one of its directories is (or is behind) a symlink or not a directory.
+    #[error("{0} is a symlink or not a directory; refusing to write through it")]
+    NotADirectory(PathBuf),
+    /// A target is being received by another transfer right now.
+    #[error("{0} is being received by another transfer")]
+    TargetBusy(PathBuf),
+    /// A source file changed (size or modification time) since it was offered.
+    #[error("source {0} changed during the transfer")]
+    SourceChanged(PathBuf),
+    /// A blocking task failed to run.
+    #[error("background task failed: {0}")]
+    Task(String),
+}
+
+impl LocalError {
+    /// An IO error on `path`, or [`LocalError::DiskFull`] when the OS says the disk is full.
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        let path = path.into();
+        if source.kind() == io::ErrorKind::StorageFull {
+            return LocalError::DiskFull {
+                path,
+                needed: 0,
+                available: 0,
+            };
+        }
+        LocalError::Io { op, path, source }
+    }
+}
+
+/// The caller asked for something impossible.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UsageError {
+    /// The resolver does not know (or does not allow) an entry.
+    #[error("entry {0} is not shared")]
+    NotShared(Uuid),
+    /// A shared path is neither a regular file nor a directory, or its name is not usable.
+    #[error("{path} cannot be sent: {reason}")]
+    BadSource {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// `encrypt` was asked for (or the peer's offer is encrypted) but no keys were given.
+    #[error("encryption needs per-transfer keys")]
+    KeysRequired,
+    /// An option is out of range.
+    #[error("bad option: {0}")]
+    BadOption(&'static str),
+    /// The offer or lane belongs to another transfer or peer.
+    #[error("no such transfer {0} from this peer")]
+    NoSuchTransfer(Uuid),
+}

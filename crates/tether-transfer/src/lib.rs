@@ -1,0 +1,114 @@
+//! Tether's transfer engine: files and directories from one device to another over any async
+//! byte stream, verified chunk by chunk, resumable after a cut link or a restart of either side,
+//! and never leaving a partial or mixed file at a target path.
+//!
+//! The engine knows nothing about iroh: the service opens a QUIC bidirectional stream (ALPN
+//! `tether/transfer/1`) and hands it over as any tokio `AsyncRead + AsyncWrite + Unpin + Send`
+//! ([`ByteStream`]). Tests use TCP on 127.0.0.1 between processes.
+//!
+//! # Using it
+//!
+//! **Sender.** The application maps its entry ids to paths with an [`EntryResolver`];
+//! [`OutgoingTransfer::prepare`] walks and hashes them; [`OutgoingTransfer::send`] runs the
+//! protocol over a control stream plus optional extra streams ("lanes").
+//!
+//! **Receiver.** One [`Receiver`] per destination directory, configured with a [`Consent`]
+//! policy and [`Limits`]. For every incoming stream, [`read_hello`] says whether it offers a
+//! transfer ([`Receiver::receive`] runs it) or is a lane of a running one ([`Receiver::attach`]).
+//!
+//! Both runs take a [`RunContext`]: per-transfer keys (from `SessionKeys::transfer_keys` with
+//! the transfer id) when encrypting, a channel for [`TransferEvent`]s, a cancellation token, and
+//! shared [`RateLimiter`]s for a global bandwidth limit. Both return a [`TransferReport`].
+//!
+//! ```no_run
+//! # async fn demo(control: tokio::net::TcpStream, peer_stream: tokio::net::TcpStream,
+//! #     peer: tether_identity::NodeId) -> Result<(), tether_transfer::TransferError> {
+//! use std::collections::HashMap;
+//! use tether_transfer::{
+//!     AcceptAll, Hello, OutgoingTransfer, Receiver, ReceiverConfig, RunContext, SendOptions,
+//! };
+//!
+//! // Sender: share one directory, unencrypted (the transport's TLS still protects it).
+//! let id = uuid::Uuid::new_v4();
+//! let shared: HashMap<_, _> = [(id, "/home/me/Photos".into())].into();
+//! let outgoing = OutgoingTransfer::prepare(&shared, &[id], SendOptions::default().encrypt(false)).await?;
+//! let report = outgoing.send(control, Vec::new(), RunContext::new()).await?;
+//!
+//! // Receiver: accept everything into ~/Downloads.
+//! let receiver = Receiver::new(ReceiverConfig::new("/home/me/Downloads").consent(AcceptAll));
+//! match tether_transfer::read_hello(peer_stream).await? {
+//!     Hello::Offer(offer) => { receiver.receive(offer, peer, RunContext::new()).await?; }
+//!     Hello::Lane(lane) => receiver.attach(lane, peer)?,
+//!     _ => {}
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Protocol `tether/transfer/1`
+//!
+//! Frames are tether-wire's: control messages as JSON in control frames, file bytes in data
+//! frames ([`tether_wire::DataChunk`]: entry id, offset, bytes), sealed per lane when encrypted.
+//!
+//! ```text
+//! sender                                           receiver
+//!   Offer {id, entries, bytes, chunk size, zstd?, encrypted?, lanes} ─►
+//!   Manifest {entries} ... (paged, ≤ 256 KiB each) ─►  check paths, limits, space; ask consent
+//!                                    ◄─ Accept | Decline {code}
+//!   ChunkHashes {entry, first, hex} ... ─►           check they add up to each file hash;
+//!                                                    verify kept partial chunks
+//!   (each extra stream) Lane {id, index} ─►
+//!                        ◄─ FileRequest {entry, resume_from} | Want {entry, chunk ranges} ...
+//!   FileResponse {entry, size, hash, chunk_size, offset} ─►  (answers a FileRequest)
+//!   data frames on every lane, in any order ─►       verify each chunk, write at its offset;
+//!                                                    fsync + rename each complete file
+//!                                    ◄─ Complete {files, bytes verified}
+//!   either side, any time after the offer: Abort {code, message}
+//! ```
+//!
+//! # Guarantees
+//!
+//! * **Integrity.** Each 256 KiB chunk ([`CHUNK_SIZE`]) is checked on arrival against its
+//!   BLAKE3 subtree hash; the hashes are checked up front to add up to the file's BLAKE3 hash,
+//!   so a file whose chunks all passed *is* the file the manifest names (see `tree.rs`).
+//! * **Atomicity.** Data goes to `.name.tether-partial` beside the target; a complete file is
+//!   fsynced, renamed over the target in one step, and the directory fsynced.
+//! * **Resume.** `.name.tether-resume` records the source's size, mtime and hash and which chunks
+//!   were written; on the next run the listed chunks are re-verified and only the rest (and any
+//!   that fail) are fetched. A changed source discards the partial file.
+//! * **Scope.** The receiver writes only inside its destination: hostile names ([`RelPath`]) and
+//!   symlinks on the way are refused. The sender reads only what its resolver returned.
+//! * **Bounded memory.** Every list a peer sends is capped ([`Limits`], the 1 MiB control frame).
+
+mod chunk;
+mod compress;
+mod consent;
+mod error;
+mod link;
+mod manifest;
+mod options;
+mod path;
+mod progress;
+mod protocol;
+mod receive;
+mod resume;
+mod send;
+mod source;
+mod throttle;
+mod tree;
+
+pub use chunk::CHUNK_SIZE;
+pub use compress::{Compression, DecodeError};
+pub use consent::{AcceptAll, Consent, Decision, DeclineAll, OfferSummary, TrustedPeers};
+pub use error::{LocalError, PeerError, TransferError, UsageError};
+pub use link::ByteStream;
+pub use manifest::{EntryKind, Limits, ManifestEntry, ManifestError};
+pub use options::{MAX_LANES, ReceiverConfig, RunContext, SendOptions};
+pub use path::{MAX_COMPONENT_LEN, MAX_DEPTH, MAX_PATH_LEN, PathError, RelPath};
+pub use progress::{
+    Direction, FileProgress, PathKind, Progress, TransferEvent, TransferReport,
+};
+pub use protocol::AbortCode;
+pub use receive::{Hello, IncomingLane, IncomingOffer, Receiver, read_hello};
+pub use source::{EntryResolver, OutgoingTransfer};
+pub use throttle::{RateLimiter, TokenBucket};
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,153 @@
+//! The byte streams a transfer runs over, and framed reads and writes with errors sorted by fault.
+//!
+//! A transfer uses one control stream and optionally more data-only streams ("lanes"), each any
+//! tokio `AsyncRead + AsyncWrite` (an iroh QUIC bidirectional stream in the service; TCP or a Unix
+//! socket in tests). Frames are tether-wire's; a stream that ends or fails is a
+//! [`TransferError::Link`] (resumable), a stream that breaks the framing is the peer's fault.
+
+use std::io;
+
+use tether_crypto::SessionKeys;
+use tether_wire::{Frame, FrameError, FrameKind, ReadError, read_frame, write_frame};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use std::sync::{Mutex, PoisonError};
+
+use crate::error::{PeerError, TransferError, UsageError};
+use crate::protocol::{Abort, AbortCode, Message, cut_message};
+
+/// A bidirectional byte stream a transfer can run over. Implemented for every type that has the
+/// bounds; iroh's QUIC streams joined with `tokio::io::join`, `TcpStream` and `UnixStream` all do.
+pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ByteStream for T {}
+
+/// Reads one frame; `Ok(None)` at a clean end of stream.
+pub(crate) async fn read_frame_from<R>(reader: &mut R) -> Result<Option<Frame>, TransferError>
+where
+    R: AsyncRead + Unpin + ?Sized,
+{
+    match read_frame(reader).await {
+        Ok(frame) => Ok(frame),
+        Err(ReadError::Io(e)) => Err(TransferError::Link(e)),
+        // A frame cut off by the end of the stream is a lost link, not a lie.
+        Err(ReadError::Frame(FrameError::Truncated { .. })) => Err(eof()),
+        Err(e) => Err(PeerError::Frame(e.to_string()).into()),
+    }
+}
+
+/// Reads one control message; the end of the stream is a lost link.
+pub(crate) async fn read_message<R>(reader: &mut R) -> Result<Message, TransferError>
+where
+    R: AsyncRead + Unpin + ?Sized,
+{
+    let frame = read_frame_from(reader).await?.ok_or_else(eof)?;
+    Ok(Message::from_frame(&frame)?)
+}
+
+/// Writes one frame and flushes.
+pub(crate) async fn send_frame<W>(writer: &mut W, frame: &Frame) -> Result<(), TransferError>
+where
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    write_frame(writer, frame)
+        .await
+        .map_err(TransferError::Link)?;
+    writer.flush().await.map_err(TransferError::Link)
+}
+
+/// Writes one control message and flushes.
+pub(crate) async fn send_message<W>(writer: &mut W, message: &Message) -> Result<(), TransferError>
+where
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    send_frame(writer, &message.to_frame()?).await
+}
+
+/// The [`Message::Abort`] that tells the peer why this side stops, if it should be told.
+pub(crate) fn abort_for(error: &TransferError) -> Option<Message> {
+    let code = match error {
+        TransferError::Link(_) => return None,
+        TransferError::Peer(PeerError::Aborted { .. } | PeerError::Declined { .. }) => return None,
+        TransferError::Cancelled => AbortCode::Cancelled,
+        TransferError::Declined(_) => AbortCode::Declined,
+        TransferError::Peer(_) => AbortCode::Protocol,
+        TransferError::Local(crate::LocalError::SourceChanged(_)) => AbortCode::SourceChanged,
+        TransferError::Local(crate::LocalError::DiskFull { .. }) => AbortCode::NoSpace,
+        TransferError::Local(_) | TransferError::Usage(_) => AbortCode::Internal,
+    };
+    // Local paths stay local: the peer learns the kind of failure, not our file system.
+    let message = match error {
+        TransferError::Local(_) => String::new(),
+        other => cut_message(&other.to_string()),
+    };
+    Some(Message::Abort(Abort { code, message }))
+}
+
+pub(crate) fn eof() -> TransferError {
+    TransferError::Link(io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "stream ended before the transfer finished",
+    ))
+}
+
+/// How one lane's data frames are protected: sealed with that lane's keys, or plain.
+///
+/// Each lane has its own keys, derived from the per-transfer keys with a lane label, so lanes
+/// never share a nonce counter and their frames can be opened independently.
+#[derive(Debug)]
+pub(crate) struct LaneCipher {
+    keys: Option<Mutex<SessionKeys>>,
+}
+
+impl LaneCipher {
+    /// The cipher of lane `index`: derived from `transfer` if the transfer is encrypted.
+    pub(crate) fn derive(
+        transfer: Option<&mut SessionKeys>,
+        index: u8,
+    ) -> Result<LaneCipher, TransferError> {
+        let keys = match transfer {
+            None => None,
+            Some(keys) => {
+                let mut label = *b"tether-lane-\0\0\0\0";
+                if let Some(last) = label.last_mut() {
+                    *last = index;
+                }
+                let lane = keys
+                    .transfer_keys(&label)
+                    .map_err(|_| UsageError::BadOption("transfer keys were used before"))?;
+                Some(Mutex::new(lane))
+            }
+        };
+        Ok(LaneCipher { keys })
+    }
+
+    /// Seals a plain data frame (or passes it through when the transfer is plain).
+    pub(crate) fn seal(&self, frame: Frame) -> Result<Frame, TransferError> {
+        match &self.keys {
+            None => Ok(frame),
+            Some(keys) => {
+                let mut keys = keys.lock().unwrap_or_else(PoisonError::into_inner);
+                frame
+                    .seal(&mut keys)
+                    .map_err(|e| UsageError::BadOption(seal_error(&e)).into())
+            }
+        }
+    }
+
+    /// Opens a data frame: sealed frames only when encrypted, plain ones only when not.
+    pub(crate) fn open(&self, frame: Frame) -> Result<Frame, PeerError> {
+        match (&self.keys, frame.kind()) {
+            (None, FrameKind::Data) => Ok(frame),
+            (Some(keys), FrameKind::SealedData) => {
+                let mut keys = keys.lock().unwrap_or_else(PoisonError::into_inner);
+                frame.open(&mut keys).map_err(|e| PeerError::Seal(e.to_string()))
+            }
+            (None, _) => Err(PeerError::Protocol("expected a plain data frame")),
+            (Some(_), _) => Err(PeerError::Seal("plain frame in an encrypted transfer".into())),
+        }
+    }
+}
+
+fn seal_error(_: &tether_wire::SealError) -> &'static str {
+    "sealing failed (counter exhausted)"
+}

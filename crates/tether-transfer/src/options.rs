@@ -1,0 +1,214 @@
+//! What the caller chooses: per-transfer options for senders, configuration for receivers, and
+//! the per-run context (keys, events, cancellation, shared limits).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tether_crypto::SessionKeys;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::consent::{Consent, DeclineAll};
+use crate::manifest::Limits;
+use crate::progress::TransferEvent;
+use crate::throttle::RateLimiter;
+
+/// Most streams one transfer may use.
+pub const MAX_LANES: u8 = 16;
+
+/// Default spacing of progress events.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How a sender sends (the seed's `TransferOptions`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SendOptions {
+    /// Compress chunks with zstd where it pays.
+    pub compress: bool,
+    /// Seal chunks with per-transfer keys on top of the transport's TLS (needs
+    /// [`RunContext::keys`]).
+    pub encrypt: bool,
+    /// This transfer's bandwidth limit in bytes per second.
+    pub rate_limit: Option<u64>,
+    /// Spacing of progress events.
+    pub progress_interval: Duration,
+}
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        SendOptions {
+            compress: false,
+            encrypt: true,
+            rate_limit: None,
+            progress_interval: PROGRESS_INTERVAL,
+        }
+    }
+}
+
+impl SendOptions {
+    /// Sets [`compress`](Self::compress).
+    pub fn compress(mut self, on: bool) -> Self {
+        self.compress = on;
+        self
+    }
+
+    /// Sets [`encrypt`](Self::encrypt).
+    pub fn encrypt(mut self, on: bool) -> Self {
+        self.encrypt = on;
+        self
+    }
+
+    /// Sets [`rate_limit`](Self::rate_limit).
+    pub fn rate_limit(mut self, bytes_per_second: Option<u64>) -> Self {
+        self.rate_limit = bytes_per_second;
+        self
+    }
+
+    /// Sets [`progress_interval`](Self::progress_interval).
+    pub fn progress_interval(mut self, interval: Duration) -> Self {
+        self.progress_interval = interval;
+        self
+    }
+}
+
+/// Everything one run of a transfer needs besides its streams; the same shape on both sides.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct RunContext {
+    /// Per-transfer keys (`SessionKeys::transfer_keys` with the transfer id), required when the
+    /// transfer is encrypted.
+    pub keys: Option<SessionKeys>,
+    /// Where progress events go (dropped when full).
+    pub events: Option<mpsc::Sender<TransferEvent>>,
+    /// Fires to stop the transfer; partial files are kept for a later resume.
+    pub cancel: CancellationToken,
+    /// Limits shared with other transfers (a global limit), on top of the transfer's own.
+    pub shared_limits: Vec<RateLimiter>,
+}
+
+impl RunContext {
+    /// An empty context: no keys, no events, a fresh token, no shared limits.
+    pub fn new() -> Self {
+        RunContext::default()
+    }
+
+    /// Sets [`keys`](Self::keys).
+    pub fn keys(mut self, keys: SessionKeys) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// Sets [`events`](Self::events).
+    pub fn events(mut self, events: mpsc::Sender<TransferEvent>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// Sets [`cancel`](Self::cancel).
+    pub fn cancel(mut self, token: CancellationToken) -> Self {
+        self.cancel = token;
+        self
+    }
+
+    /// Adds a shared limit.
+    pub fn shared_limit(mut self, limiter: RateLimiter) -> Self {
+        self.shared_limits.push(limiter);
+        self
+    }
+}
+
+/// How a receiver receives; one configuration serves every incoming transfer.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ReceiverConfig {
+    /// Everything is written inside this directory, nowhere else.
+    pub destination: PathBuf,
+    /// Who decides whether to accept an offer. Default: [`DeclineAll`].
+    pub consent: Arc<dyn Consent>,
+    /// Bounds on offers.
+    pub limits: Limits,
+    /// Replace existing files with other contents (atomically). Off by default: such a transfer
+    /// fails before any data moves.
+    pub overwrite: bool,
+    /// Refuse offers larger than the free space at the destination before accepting.
+    pub check_free_space: bool,
+    /// How often the resume records of files in progress are saved.
+    pub checkpoint_interval: Duration,
+    /// Each transfer's bandwidth limit in bytes per second.
+    pub rate_limit: Option<u64>,
+    /// Spacing of progress events.
+    pub progress_interval: Duration,
+}
+
+impl std::fmt::Debug for ReceiverConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiverConfig")
+            .field("destination", &self.destination)
+            .field("limits", &self.limits)
+            .field("overwrite", &self.overwrite)
+            .field("check_free_space", &self.check_free_space)
+            .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("rate_limit", &self.rate_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReceiverConfig {
+    /// Receives into `destination`, declining everything until a [`consent`](Self::consent)
+    /// policy is set.
+    pub fn new(destination: impl Into<PathBuf>) -> Self {
+        ReceiverConfig {
+            destination: destination.into(),
+            consent: Arc::new(DeclineAll),
+            limits: Limits::default(),
+            overwrite: false,
+            check_free_space: true,
+            checkpoint_interval: Duration::from_millis(500),
+            rate_limit: None,
+            progress_interval: PROGRESS_INTERVAL,
+        }
+    }
+
+    /// Sets [`consent`](Self::consent).
+    pub fn consent(mut self, consent: impl Consent + 'static) -> Self {
+        self.consent = Arc::new(consent);
+        self
+    }
+
+    /// Sets [`limits`](Self::limits).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets [`overwrite`](Self::overwrite).
+    pub fn overwrite(mut self, on: bool) -> Self {
+        self.overwrite = on;
+        self
+    }
+
+    /// Sets [`check_free_space`](Self::check_free_space).
+    pub fn check_free_space(mut self, on: bool) -> Self {
+        self.check_free_space = on;
+        self
+    }
+
+    /// Sets [`checkpoint_interval`](Self::checkpoint_interval).
+    pub fn checkpoint_interval(mut self, interval: Duration) -> Self {
+        self.checkpoint_interval = interval;
+        self
+    }
+
+    /// Sets [`rate_limit`](Self::rate_limit).
+    pub fn rate_limit(mut self, bytes_per_second: Option<u64>) -> Self {
+        self.rate_limit = bytes_per_second;
+        self
+    }
+
+    /// Sets [`progress_interval`](Self::progress_interval).
+    pub fn progress_interval(mut self, interval: Duration) -> Self {
+        self.progress_interval = interval;
+        self
+    }
+}

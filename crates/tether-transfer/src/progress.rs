@@ -1,0 +1,243 @@
+//! Progress events, the final report, and the arithmetic behind rate and ETA.
+//!
+//! Events go to a bounded channel the caller supplies, with `try_send`: a slow consumer loses
+//! progress updates but never slows the transfer; the [`TransferReport`] a run returns is the
+//! authoritative account.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+/// Which side of a transfer this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Direction {
+    /// This device sends.
+    Send,
+    /// This device receives.
+    Receive,
+}
+
+/// How the bytes travelled, as the service knows it (the engine only sees a byte stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum PathKind {
+    /// Not filled in.
+    #[default]
+    Unknown,
+    /// A direct (possibly hole-punched) path.
+    Direct,
+    /// Through a relay.
+    Relayed,
+}
+
+/// Where a transfer stands.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Progress {
+    /// The transfer.
+    pub transfer_id: Uuid,
+    /// This side's role.
+    pub direction: Direction,
+    /// File bytes done: sent (sender) or verified and written (receiver), resumed bytes included.
+    pub bytes_done: u64,
+    /// All file bytes of the transfer.
+    pub bytes_total: u64,
+    /// Recent rate of this run in bytes per second (resumed bytes excluded).
+    pub rate: f64,
+    /// Time left at the recent rate, once there is one.
+    pub eta: Option<Duration>,
+    /// The file the latest chunk belonged to.
+    pub file: Option<FileProgress>,
+}
+
+/// Progress within one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FileProgress {
+    /// The file's entry.
+    pub entry_id: Uuid,
+    /// Its path relative to the transfer root.
+    pub path: String,
+    /// Bytes done.
+    pub bytes_done: u64,
+    /// Its size.
+    pub size: u64,
+}
+
+/// Something that happened in a transfer.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum TransferEvent {
+    /// The data phase began: consent given, resume state known.
+    Started {
+        /// The transfer.
+        transfer_id: Uuid,
+        /// This side's role.
+        direction: Direction,
+        /// Files in the transfer.
+        files: u64,
+        /// All file bytes.
+        bytes_total: u64,
+        /// Bytes already in place or kept from an earlier attempt.
+        bytes_resumed: u64,
+    },
+    /// Periodic progress.
+    Progress(Progress),
+    /// A file is verified and in place (receiver), or fully sent (sender).
+    FileDone {
+        /// The transfer.
+        transfer_id: Uuid,
+        /// The file's entry.
+        entry_id: Uuid,
+        /// The path relative to the transfer root.
+        path: String,
+        /// Where it now lives (receiver only).
+        target: Option<PathBuf>,
+    },
+}
+
+/// The account of a finished run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TransferReport {
+    /// The transfer.
+    pub transfer_id: Uuid,
+    /// This side's role.
+    pub direction: Direction,
+    /// Files in the transfer.
+    pub files: u64,
+    /// All file bytes of the transfer.
+    pub bytes_total: u64,
+    /// File bytes that crossed the link in this run (before compression).
+    pub bytes_transferred: u64,
+    /// Bytes of data frames on the link in this run (after compression, with frame headers).
+    pub wire_bytes: u64,
+    /// Bytes not sent because the receiver already had them (kept partial chunks, files in place).
+    pub bytes_resumed: u64,
+    /// Bytes whose BLAKE3 hash was checked in this run: received chunks, kept chunks, files
+    /// found in place. On the sender, what the receiver reported.
+    pub bytes_verified: u64,
+    /// Kept chunks that failed verification and were fetched again.
+    pub chunks_refetched: u64,
+    /// Wall time of the run.
+    pub duration: Duration,
+    /// How the bytes travelled; the engine leaves [`PathKind::Unknown`] for the service to fill.
+    pub path: PathKind,
+}
+
+impl TransferReport {
+    pub(crate) fn new(transfer_id: Uuid, direction: Direction) -> Self {
+        TransferReport {
+            transfer_id,
+            direction,
+            files: 0,
+            bytes_total: 0,
+            bytes_transferred: 0,
+            wire_bytes: 0,
+            bytes_resumed: 0,
+            bytes_verified: 0,
+            chunks_refetched: 0,
+            duration: Duration::ZERO,
+            path: PathKind::Unknown,
+        }
+    }
+
+    /// Mean rate of this run in bytes per second (transferred bytes over the duration).
+    pub fn rate(&self) -> f64 {
+        let secs = self.duration.as_secs_f64();
+        if secs > 0.0 {
+            self.bytes_transferred as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Rate and ETA from samples, with time passed in.
+#[derive(Debug, Clone)]
+pub(crate) struct RateMeter {
+    window_start: Instant,
+    window_bytes: u64,
+    rate: f64,
+    have_rate: bool,
+}
+
+/// Length of one rate sample window.
+const WINDOW: Duration = Duration::from_millis(500);
+
+impl RateMeter {
+    pub(crate) fn new(now: Instant) -> Self {
+        RateMeter {
+            window_start: now,
+            window_bytes: 0,
+            rate: 0.0,
+            have_rate: false,
+        }
+    }
+
+    /// Counts `bytes` done at `now`.
+    pub(crate) fn record(&mut self, bytes: u64, now: Instant) {
+        self.window_bytes += bytes;
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed >= WINDOW {
+            let sample = self.window_bytes as f64 / elapsed.as_secs_f64();
+            // Exponential smoothing over a few windows.
+            self.rate = if self.have_rate {
+                0.6 * self.rate + 0.4 * sample
+            } else {
+                sample
+            };
+            self.have_rate = true;
+            self.window_start = now;
+            self.window_bytes = 0;
+        }
+    }
+
+    /// The smoothed rate, or the mean since `start` before the first window closed.
+    pub(crate) fn rate(&self, bytes_so_far: u64, start: Instant, now: Instant) -> f64 {
+        if self.have_rate {
+            return self.rate;
+        }
+        let secs = now.saturating_duration_since(start).as_secs_f64();
+        if secs > 0.0 { bytes_so_far as f64 / secs } else { 0.0 }
+    }
+}
+
+/// Time to move `remaining` bytes at `rate`.
+pub(crate) fn eta(remaining: u64, rate: f64) -> Option<Duration> {
+    (rate > 0.0).then(|| Duration::from_secs_f64(remaining as f64 / rate))
+}
+
+/// Sends an event if the channel has room; progress is lossy by design.
+pub(crate) fn emit(events: Option<&mpsc::Sender<TransferEvent>>, event: TransferEvent) {
+    if let Some(events) = events {
+        let _ = events.try_send(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_and_eta() {
+        let start = Instant::now();
+        let mut meter = RateMeter::new(start);
+        meter.record(100, start + Duration::from_millis(100));
+        assert_eq!(meter.rate(100, start, start + Duration::from_millis(100)), 1000.0);
+        meter.record(400, start + Duration::from_millis(500));
+        let rate = meter.rate(500, start, start + Duration::from_millis(500));
+        assert_eq!(rate, 1000.0);
+        meter.record(1000, start + Duration::from_millis(1000));
+        let rate = meter.rate(1500, start, start + Duration::from_millis(1000));
+        assert!((rate - 1400.0).abs() < 1e-9, "{rate}");
+        assert_eq!(eta(1400, rate), Some(Duration::from_secs(1)));
+        assert_eq!(eta(1, 0.0), None);
+    }
+}

@@ -1,0 +1,278 @@
+//! The `tether/transfer/1` control messages and how they travel.
+//!
+//! Control messages are JSON in tether-wire control frames (`{"type": ..., "body": ...}`, the same
+//! shape as [`tether_wire::ControlMessage`]); file bytes travel in tether-wire data frames
+//! ([`DataChunk`](tether_wire::DataChunk)), sealed when the transfer is encrypted. The wire crate's
+//! [`FileRequest`] and [`FileResponse`] are reused as they are, so a `FileRequest` encoded by
+//! tether-wire is a valid message here. See the crate docs for the sequence.
+//!
+//! Every list a peer sends is bounded here ([`MAX_HASHES_PER_PAGE`], [`MAX_RANGES_PER_WANT`],
+//! the 1 MiB control frame cap) and again by the receiver's [`Limits`](crate::Limits).
+
+use serde::{Deserialize, Serialize};
+use tether_wire::{FileRequest, FileResponse, Frame, FrameKind};
+use uuid::Uuid;
+
+use crate::compress::Compression;
+use crate::error::PeerError;
+use crate::manifest::ManifestEntry;
+
+/// The protocol version in an [`Offer`]; the ALPN `tether/transfer/1` names it too.
+pub(crate) const VERSION: u32 = 1;
+
+/// Most chunk hashes in one [`ChunkHashes`] message (256 KiB of hex JSON).
+pub(crate) const MAX_HASHES_PER_PAGE: usize = 4096;
+
+/// Most ranges in one [`Want`].
+pub(crate) const MAX_RANGES_PER_WANT: usize = 4096;
+
+/// Target size of one manifest page's JSON (well under the 1 MiB control frame cap).
+pub(crate) const MANIFEST_PAGE_BYTES: usize = 256 << 10;
+
+/// Longest [`Abort::message`], in bytes.
+pub(crate) const MAX_MESSAGE_LEN: usize = 1024;
+
+/// A control message of the transfer protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "body")]
+pub(crate) enum Message {
+    /// Sender → receiver, first on the control stream.
+    Offer(Offer),
+    /// Sender → receiver: the next entries of the manifest.
+    Manifest(ManifestPage),
+    /// Receiver → sender: consent given; send the chunk hashes.
+    Accept,
+    /// Receiver → sender: the transfer is refused.
+    Decline(Decline),
+    /// Sender → receiver: chunk hashes of one file.
+    ChunkHashes(ChunkHashes),
+    /// Receiver → sender: the chunks of `entry_id` from `resume_from` (a chunk boundary) on.
+    FileRequest(FileRequest),
+    /// Sender → receiver: answers a `FileRequest`; the chunks follow in data frames.
+    FileResponse(FileResponse),
+    /// Receiver → sender: these chunk ranges of one file.
+    Want(Want),
+    /// Receiver → sender: every file is verified and in place.
+    Complete(Complete),
+    /// First message on every extra stream (lane) of a transfer.
+    Lane(LaneHello),
+    /// Either way: the transfer stops.
+    Abort(Abort),
+}
+
+impl Message {
+    /// The control frame carrying this message.
+    pub(crate) fn to_frame(&self) -> Result<Frame, PeerError> {
+        let json = serde_json::to_vec(self).map_err(|e| PeerError::Encode(e.to_string()))?;
+        Frame::new(FrameKind::Control, json).map_err(|e| PeerError::Encode(e.to_string()))
+    }
+
+    /// Parses a control frame.
+    pub(crate) fn from_frame(frame: &Frame) -> Result<Message, PeerError> {
+        if frame.kind() != FrameKind::Control {
+            return Err(PeerError::Protocol("expected a control frame"));
+        }
+        serde_json::from_slice(frame.payload()).map_err(|e| PeerError::Malformed(e.to_string()))
+    }
+}
+
+/// Body of [`Message::Offer`]: what is coming and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Offer {
+    /// Must be [`VERSION`].
+    pub(crate) version: u32,
+    /// Names the transfer; per-transfer keys derive from it.
+    pub(crate) transfer_id: Uuid,
+    /// Entries in the manifest pages that follow.
+    pub(crate) entries: u64,
+    /// Sum of the file sizes.
+    pub(crate) total_bytes: u64,
+    /// Must be [`CHUNK_SIZE`](crate::CHUNK_SIZE).
+    pub(crate) chunk_size: u32,
+    /// How chunk bytes may be encoded.
+    pub(crate) compression: Compression,
+    /// Whether data frames are sealed with per-transfer keys.
+    pub(crate) encrypted: bool,
+    /// Streams the sender will use, this one included.
+    pub(crate) lanes: u8,
+}
+
+/// Body of [`Message::Manifest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ManifestPage {
+    /// The next entries.
+    pub(crate) entries: Vec<ManifestEntry>,
+}
+
+/// Body of [`Message::Decline`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Decline {
+    /// Why, for programs.
+    pub(crate) code: AbortCode,
+    /// Why, for people; untrusted text, at most [`MAX_MESSAGE_LEN`] bytes.
+    pub(crate) message: String,
+}
+
+/// Body of [`Message::ChunkHashes`]: the hashes of chunks `first..` of one file, as hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ChunkHashes {
+    /// The file.
+    pub(crate) entry_id: Uuid,
+    /// Index of the first chunk covered.
+    pub(crate) first: u64,
+    /// 64 hex digits per chunk, at most [`MAX_HASHES_PER_PAGE`] chunks.
+    pub(crate) hashes: String,
+}
+
+/// Body of [`Message::Want`]: chunk index ranges `[start, end)` of one file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Want {
+    /// The file.
+    pub(crate) entry_id: Uuid,
+    /// At most [`MAX_RANGES_PER_WANT`] ranges.
+    pub(crate) ranges: Vec<[u64; 2]>,
+}
+
+/// Body of [`Message::Complete`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Complete {
+    /// Files now in place (received, resumed or already there).
+    pub(crate) files: u64,
+    /// Bytes whose BLAKE3 the receiver checked in this run.
+    pub(crate) bytes_verified: u64,
+}
+
+/// Body of [`Message::Lane`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LaneHello {
+    /// The transfer this stream belongs to.
+    pub(crate) transfer_id: Uuid,
+    /// Its index, `1..lanes`.
+    pub(crate) index: u8,
+}
+
+/// Body of [`Message::Abort`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Abort {
+    /// Why, for programs.
+    pub(crate) code: AbortCode,
+    /// Why, for people; untrusted text, at most [`MAX_MESSAGE_LEN`] bytes.
+    pub(crate) message: String,
+}
+
+/// Why a transfer was declined or aborted. On the wire a `snake_case` string; a code this
+/// version does not know reads as [`AbortCode::Other`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AbortCode {
+    /// The user or policy refused the transfer.
+    Declined,
+    /// The transfer was cancelled.
+    Cancelled,
+    /// A source file changed while it was being sent.
+    SourceChanged,
+    /// The receiver has no room for the files.
+    NoSpace,
+    /// The offer is over the receiver's limits or not acceptable.
+    Refused,
+    /// The peer broke the protocol.
+    Protocol,
+    /// The side that aborted failed for its own reasons.
+    Internal,
+    /// A code this version does not know. Never sent.
+    #[serde(other)]
+    Other,
+}
+
+/// Cuts untrusted text to [`MAX_MESSAGE_LEN`] bytes on a character boundary.
+pub(crate) fn cut_message(text: &str) -> String {
+    let mut end = text.len().min(MAX_MESSAGE_LEN);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or_default().to_owned()
+}
+
+/// Hashes as hex, for a [`ChunkHashes`] page.
+pub(crate) fn encode_hashes(hashes: &[[u8; 32]]) -> String {
+    let mut out = String::with_capacity(hashes.len() * 64);
+    for hash in hashes {
+        out.push_str(&hex::encode(hash));
+    }
+    out
+}
+
+/// Reads a [`ChunkHashes`] page's hex; `None` unless it is whole hashes, at most a page.
+pub(crate) fn decode_hashes(hex_digits: &str) -> Option<Vec<[u8; 32]>> {
+    if !hex_digits.len().is_multiple_of(64) || hex_digits.len() / 64 > MAX_HASHES_PER_PAGE {
+        return None;
+    }
+    let mut bytes = vec![0u8; hex_digits.len() / 2];
+    hex::decode_to_slice(hex_digits, &mut bytes).ok()?;
+    Some(
+        bytes
+            .chunks_exact(32)
+            .filter_map(|c| <[u8; 32]>::try_from(c).ok())
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tether_wire::ControlMessage;
+
+    #[test]
+    fn wire_file_request_reads_as_ours() {
+        let request = FileRequest {
+            entry_id: Uuid::from_u128(7),
+            resume_from: 1 << 20,
+        };
+        let frame = Frame::control(&ControlMessage::new(request.clone())).unwrap();
+        assert_eq!(
+            Message::from_frame(&frame).unwrap(),
+            Message::FileRequest(request)
+        );
+    }
+
+    #[test]
+    fn round_trips_and_shapes() {
+        let accept = Message::Accept.to_frame().unwrap();
+        assert_eq!(accept.payload(), br#"{"type":"Accept"}"#);
+        let abort = Message::Abort(Abort {
+            code: AbortCode::SourceChanged,
+            message: "x".into(),
+        });
+        let back = Message::from_frame(&abort.to_frame().unwrap()).unwrap();
+        assert_eq!(back, abort);
+        let unknown = Frame::new(
+            FrameKind::Control,
+            br#"{"type":"Abort","body":{"code":"teapot","message":"","extra":1}}"#.to_vec(),
+        )
+        .unwrap();
+        assert!(matches!(
+            Message::from_frame(&unknown).unwrap(),
+            Message::Abort(Abort {
+                code: AbortCode::Other,
+                ..
+            })
+        ));
+        let bad = Frame::new(FrameKind::Control, br#"{"type":"Teleport"}"#.to_vec()).unwrap();
+        assert!(matches!(Message::from_frame(&bad), Err(PeerError::Malformed(_))));
+        let data = Frame::new(FrameKind::Data, vec![0; 30]).unwrap();
+        assert!(matches!(Message::from_frame(&data), Err(PeerError::Protocol(_))));
+    }
+
+    #[test]
+    fn hashes_hex() {
+        let hashes = vec![[1u8; 32], [0xab; 32]];
+        let hex = encode_hashes(&hashes);
+        assert_eq!(decode_hashes(&hex), Some(hashes));
+        assert_eq!(decode_hashes(&hex[..63]), None);
+        assert_eq!(decode_hashes(&"zz".repeat(32)), None);
+        assert_eq!(decode_hashes(&"00".repeat(32 * (MAX_HASHES_PER_PAGE + 1))), None);
+        assert_eq!(decode_hashes(""), Some(vec![]));
+        assert_eq!(cut_message(&"é".repeat(1000)).len(), MAX_MESSAGE_LEN);
+    }
+}

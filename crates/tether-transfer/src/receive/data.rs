@@ -1,0 +1,266 @@
+//! The receiver's data phase: chunks from every lane verified and written, files finalised as
+//! they complete, resume records saved on a timer.
+//!
+//! Each lane reads frames and hands each data frame to a blocking job (open the seal, check the
+//! chunk was asked for, decompress, verify its BLAKE3 chunk hash, write it at its offset), at most
+//! [`PIPELINE_DEPTH`] in flight, and reports outcomes in order to the session loop. A file whose
+//! last chunk is written is finalised (fsync, rename, directory fsync) on a blocking thread
+//! while the other files keep arriving.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tether_wire::{ContentHash, DataChunk, Frame, FrameKind};
+use tokio::io::{AsyncRead, ReadHalf};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::chunk::{ChunkSet, chunk_at, chunk_len};
+use crate::compress::{self, Compression};
+use crate::error::{LocalError, PeerError, TransferError};
+use crate::link::{ByteStream, LaneCipher, eof, read_frame_from};
+use crate::protocol::Message;
+use crate::receive::disk::{self, FilePaths};
+use crate::resume::ResumeRecord;
+use crate::throttle::{RateLimiter, acquire_all};
+use crate::tree::{ChunkHash, chunk_hash};
+
+/// Chunks being verified and written at once, per lane.
+pub(crate) const PIPELINE_DEPTH: usize = 4;
+
+/// One file being received.
+#[derive(Debug)]
+pub(crate) struct RecvFile {
+    pub(crate) id: Uuid,
+    pub(crate) rel: String,
+    pub(crate) size: u64,
+    pub(crate) mtime_ns: u64,
+    pub(crate) hash: ContentHash,
+    pub(crate) paths: FilePaths,
+    pub(crate) hashes: Vec<ChunkHash>,
+    /// The partial file; `None` if the target was already in place.
+    pub(crate) file: Option<Arc<File>>,
+    pub(crate) chunks: Mutex<Chunks>,
+    /// Held while the record is written or removed, so the two never interleave.
+    pub(crate) record_lock: Mutex<()>,
+}
+
+/// Which chunks of a file are written, and where the file stands.
+#[derive(Debug)]
+pub(crate) struct Chunks {
+    pub(crate) have: ChunkSet,
+    pub(crate) in_flight: ChunkSet,
+    pub(crate) dirty: bool,
+    pub(crate) finalized: bool,
+}
+
+/// What every lane of one incoming transfer shares.
+#[derive(Debug)]
+pub(crate) struct RecvShared {
+    pub(crate) files: Vec<RecvFile>,
+    pub(crate) by_id: HashMap<Uuid, usize>,
+    pub(crate) compression: Compression,
+    pub(crate) overwrite: bool,
+}
+
+/// A chunk verified and written.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChunkDone {
+    pub(crate) file: usize,
+    pub(crate) plain: u64,
+    pub(crate) wire: u64,
+    /// This was the file's last missing chunk.
+    pub(crate) completes: bool,
+}
+
+impl RecvShared {
+    /// Verifies and writes one data frame (blocking).
+    fn accept(&self, cipher: &LaneCipher, frame: Frame) -> Result<ChunkDone, TransferError> {
+        let wire = frame.encoded_len() as u64;
+        let frame = cipher.open(frame)?;
+        let chunk = DataChunk::decode(frame).map_err(|e| PeerError::Frame(e.to_string()))?;
+        let unsolicited = || PeerError::Unsolicited {
+            entry_id: chunk.entry_id(),
+            offset: chunk.offset(),
+        };
+        let index_file = self.by_id.get(&chunk.entry_id()).copied();
+        let Some((file_index, file)) = index_file.and_then(|i| Some((i, self.files.get(i)?))) else {
+            return Err(unsolicited().into());
+        };
+        let (Some(index), Some(partial)) = (chunk_at(file.size, chunk.offset()), file.file.as_ref())
+        else {
+            return Err(unsolicited().into());
+        };
+        {
+            let mut chunks = file.chunks.lock().unwrap_or_else(PoisonError::into_inner);
+            if chunks.have.contains(index) || !chunks.in_flight.insert(index) {
+                return Err(unsolicited().into());
+            }
+        }
+        let result = self.verify_and_write(file, partial, index, chunk.bytes());
+        let mut chunks = file.chunks.lock().unwrap_or_else(PoisonError::into_inner);
+        chunks.in_flight.remove(index);
+        let plain = result?;
+        chunks.have.insert(index);
+        chunks.dirty = true;
+        Ok(ChunkDone {
+            file: file_index,
+            plain,
+            wire,
+            completes: chunks.have.is_full(),
+        })
+    }
+
+    fn verify_and_write(
+        &self,
+        file: &RecvFile,
+        partial: &File,
+        index: u64,
+        bytes: &[u8],
+    ) -> Result<u64, TransferError> {
+        let expected = chunk_len(file.size, index).unwrap_or(0);
+        let decoded = compress::decode(self.compression, bytes, expected).map_err(|source| {
+            PeerError::ChunkEncoding {
+                path: file.rel.clone(),
+                index,
+                source,
+            }
+        })?;
+        let plain = decoded.as_deref().unwrap_or(bytes);
+        let ok = chunk_hash(file.size, index, plain).as_ref()
+            == file.hashes.get(usize::try_from(index).unwrap_or(usize::MAX));
+        if !ok {
+            return Err(PeerError::ChunkMismatch {
+                path: file.rel.clone(),
+                index,
+            }
+            .into());
+        }
+        partial
+            .write_all_at(plain, crate::chunk::chunk_offset(index))
+            .map_err(|e| LocalError::io("writing", &file.paths.partial, e))?;
+        Ok(plain.len() as u64)
+    }
+
+    /// Puts file `index` in place (blocking).
+    pub(crate) fn finalize(&self, index: usize) -> Result<usize, TransferError> {
+        let Some(file) = self.files.get(index) else {
+            return Err(LocalError::Task("finalising an unknown file".into()).into());
+        };
+        let Some(partial) = file.file.as_ref() else {
+            return Ok(index);
+        };
+        let _record = file.record_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        disk::finalize(partial, &file.paths, file.mtime_ns, self.overwrite)?;
+        file.chunks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .finalized = true;
+        tracing::debug!(path = %file.paths.target.display(), "verified and in place");
+        Ok(index)
+    }
+
+    /// Saves the resume record of every file with new chunks (blocking).
+    pub(crate) fn checkpoint(&self) -> Result<(), TransferError> {
+        for file in self.files.iter().filter(|f| f.file.is_some()) {
+            let _record = file.record_lock.lock().unwrap_or_else(PoisonError::into_inner);
+            let have = {
+                let mut chunks = file.chunks.lock().unwrap_or_else(PoisonError::into_inner);
+                if chunks.finalized || !chunks.dirty {
+                    continue;
+                }
+                chunks.dirty = false;
+                chunks.have.clone()
+            };
+            let entry = crate::manifest::ManifestEntry {
+                id: file.id,
+                path: file.rel.clone(),
+                kind: crate::manifest::EntryKind::File,
+                size: file.size,
+                mtime_ns: file.mtime_ns,
+                hash: Some(file.hash),
+            };
+            ResumeRecord::new(&entry, file.hash, &have)
+                .write(&file.paths.record, &file.paths.record_tmp)
+                .map_err(|e| LocalError::io("writing", &file.paths.record, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs one lane until its stream ends or fails: every chunk outcome goes to `done`.
+pub(crate) async fn run_lane<R>(
+    mut reader: ReadHalf<R>,
+    is_control: bool,
+    shared: Arc<RecvShared>,
+    cipher: Arc<LaneCipher>,
+    limiters: Vec<RateLimiter>,
+    done: mpsc::UnboundedSender<ChunkDone>,
+) -> Result<(), TransferError>
+where
+    R: AsyncRead + Send + 'static,
+    ReadHalf<R>: AsyncRead + Unpin,
+{
+    let (jobs_tx, mut jobs_rx) =
+        mpsc::channel::<JoinHandle<Result<ChunkDone, TransferError>>>(PIPELINE_DEPTH);
+    let read = async move {
+        loop {
+            let frame = read_frame_from(&mut reader).await?.ok_or_else(eof)?;
+            match frame.kind() {
+                FrameKind::Control if is_control => on_control(&shared, &frame)?,
+                FrameKind::Control | FrameKind::SealedControl => {
+                    return Err(PeerError::Protocol("control frame on a data lane").into());
+                }
+                _ => {
+                    acquire_all(&limiters, frame.encoded_len() as u64).await;
+                    let (shared, cipher) = (shared.clone(), cipher.clone());
+                    let job = tokio::task::spawn_blocking(move || shared.accept(&cipher, frame));
+                    if jobs_tx.send(job).await.is_err() {
+                        return Ok::<(), TransferError>(());
+                    }
+                }
+            }
+        }
+    };
+    let complete = async move {
+        while let Some(job) = jobs_rx.recv().await {
+            let outcome = job.await.map_err(|e| LocalError::Task(e.to_string()))??;
+            if done.send(outcome).is_err() {
+                break;
+            }
+        }
+        Ok::<(), TransferError>(())
+    };
+    tokio::try_join!(read, complete).map(|_| ())
+}
+
+/// A control message on the control lane during the data phase.
+fn on_control(shared: &RecvShared, frame: &Frame) -> Result<(), TransferError> {
+    match Message::from_frame(frame)? {
+        Message::Abort(abort) => Err(PeerError::Aborted {
+            code: abort.code,
+            message: abort.message,
+        }
+        .into()),
+        Message::FileResponse(response) => {
+            let file = shared
+                .by_id
+                .get(&response.entry_id)
+                .and_then(|&i| shared.files.get(i));
+            match file {
+                Some(f) if f.size == response.size && f.hash == response.hash => Ok(()),
+                _ => Err(PeerError::Protocol("FileResponse does not match the manifest").into()),
+            }
+        }
+        _ => Err(PeerError::Protocol("unexpected message during the data phase").into()),
+    }
+}
+
+/// The lane streams a receiving session gets, with their index.
+pub(crate) struct AttachedLane {
+    pub(crate) index: u8,
+    pub(crate) stream: Box<dyn ByteStream>,
+}

@@ -1,0 +1,214 @@
+//! Deciding, per file, what the receiver already has and what it must ask for.
+//!
+//! For each file of an accepted manifest (in a blocking task):
+//!
+//! 1. A target already in place with the right size and hash is kept as it is (stray partial
+//!    data removed). Another file at the target is refused unless overwriting is on.
+//! 2. A partial file whose resume record describes this exact source (size, modification time,
+//!    hash) keeps the chunks the record lists **that still verify** against their chunk hashes;
+//!    a chunk that fails is counted and asked for again. Any other partial file is discarded.
+//! 3. The partial file is opened (created and preallocated if new) and its record saved, so a
+//!    partial file never exists without a record saying what it is.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use tether_wire::ContentHash;
+use tokio_util::sync::CancellationToken;
+
+use crate::chunk::{ChunkSet, chunk_count, chunk_len, chunk_offset};
+use crate::error::{LocalError, TransferError};
+use crate::manifest::CheckedEntry;
+use crate::receive::disk::{self, Existing, FilePaths};
+use crate::resume::ResumeRecord;
+use crate::tree::{ChunkHash, chunk_hash};
+
+/// One file after planning.
+#[derive(Debug)]
+pub(crate) struct PlannedFile {
+    pub(crate) paths: FilePaths,
+    /// Chunks already verified on disk (kept from an earlier attempt).
+    pub(crate) have: ChunkSet,
+    /// The open partial file; `None` when the target is already in place.
+    pub(crate) file: Option<File>,
+    /// Bytes already in place or kept.
+    pub(crate) kept_bytes: u64,
+    /// Bytes whose hash was checked while planning.
+    pub(crate) verified_bytes: u64,
+    /// Kept chunks that failed verification.
+    pub(crate) corrupt_chunks: u64,
+}
+
+impl PlannedFile {
+    /// Whether the target already holds the file.
+    pub(crate) fn in_place(&self) -> bool {
+        self.file.is_none()
+    }
+}
+
+/// Plans `entry` (a file) under `root`; `hashes` are its verified chunk hashes.
+pub(crate) fn plan_file(
+    root: &Path,
+    entry: &CheckedEntry,
+    hash: ContentHash,
+    hashes: &[ChunkHash],
+    overwrite: bool,
+    cancel: &CancellationToken,
+) -> Result<PlannedFile, TransferError> {
+    let size = entry.entry.size;
+    let paths = FilePaths::new(root, &entry.path);
+    disk::check_dirs(root, &entry.path)?;
+    let chunks = chunk_count(size);
+    match disk::existing(&paths.target)? {
+        Existing::Absent => {}
+        Existing::File(len) if len == size && disk::hash_file(&paths.target)? == hash.0 => {
+            disk::remove_if_exists(&paths.partial)?;
+            disk::remove_if_exists(&paths.record)?;
+            disk::remove_if_exists(&paths.record_tmp)?;
+            return Ok(PlannedFile {
+                paths,
+                have: ChunkSet::full(chunks),
+                file: None,
+                kept_bytes: size,
+                verified_bytes: size,
+                corrupt_chunks: 0,
+            });
+        }
+        Existing::File(_) if overwrite => {}
+        Existing::File(_) | Existing::Other => {
+            return Err(LocalError::TargetExists(paths.target).into());
+        }
+    }
+
+    let record = ResumeRecord::read(&paths.record)
+        .map_err(|e| LocalError::io("reading", &paths.record, e))?;
+    let listed = record.and_then(|r| r.kept_chunks(&entry.entry, hash));
+    let partial_is_file = matches!(disk::existing(&paths.partial)?, Existing::File(_));
+    let mut have = ChunkSet::new(chunks);
+    let (mut kept_bytes, mut verified_bytes, mut corrupt_chunks) = (0, 0, 0);
+    let file = match listed {
+        Some(listed) if partial_is_file => {
+            let file = disk::open_partial(&paths.partial, size)?;
+            let mut buf = Vec::new();
+            for index in listed.iter() {
+                if cancel.is_cancelled() {
+                    return Err(TransferError::Cancelled);
+                }
+                let Some(len) = chunk_len(size, index) else { continue };
+                buf.resize(len, 0);
+                let ok = file.read_exact_at(&mut buf, chunk_offset(index)).is_ok()
+                    && chunk_hash(size, index, &buf).as_ref() == hashes.get(index_usize(index));
+                verified_bytes += len as u64;
+                if ok {
+                    have.insert(index);
+                    kept_bytes += len as u64;
+                } else {
+                    tracing::info!(path = %paths.partial.display(), index, "kept chunk failed verification; fetching it again");
+                    corrupt_chunks += 1;
+                }
+            }
+            file
+        }
+        _ => {
+            // Unknown, stale or foreign partial data: start over.
+            disk::remove_if_exists(&paths.partial)?;
+            disk::open_partial(&paths.partial, size)?
+        }
+    };
+    ResumeRecord::new(&entry.entry, hash, &have)
+        .write(&paths.record, &paths.record_tmp)
+        .map_err(|e| LocalError::io("writing", &paths.record, e))?;
+    Ok(PlannedFile {
+        paths,
+        have,
+        file: Some(file),
+        kept_bytes,
+        verified_bytes,
+        corrupt_chunks,
+    })
+}
+
+fn index_usize(index: u64) -> usize {
+    usize::try_from(index).unwrap_or(usize::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::CHUNK;
+    use crate::manifest::{EntryKind, ManifestEntry};
+    use crate::path::RelPath;
+    use crate::tree::root_hash;
+    use uuid::Uuid;
+
+    fn setup(data: &[u8]) -> (tempfile::TempDir, CheckedEntry, ContentHash, Vec<ChunkHash>) {
+        let size = data.len() as u64;
+        let hashes: Vec<ChunkHash> = data
+            .chunks(CHUNK as usize)
+            .enumerate()
+            .map(|(i, c)| chunk_hash(size, i as u64, c).unwrap())
+            .collect();
+        let hash = ContentHash(root_hash(&hashes));
+        let entry = CheckedEntry {
+            entry: ManifestEntry {
+                id: Uuid::nil(),
+                path: "f".into(),
+                kind: EntryKind::File,
+                size,
+                mtime_ns: 5,
+                hash: Some(hash),
+            },
+            path: RelPath::parse("f").unwrap(),
+        };
+        (tempfile::tempdir().unwrap(), entry, hash, hashes)
+    }
+
+    #[test]
+    fn fresh_resumed_corrupt_and_in_place() {
+        let data: Vec<u8> = (0..3 * CHUNK as usize + 10).map(|i| (i % 253) as u8).collect();
+        let (dir, entry, hash, hashes) = setup(&data);
+        let cancel = CancellationToken::new();
+        let plan = plan_file(dir.path(), &entry, hash, &hashes, false, &cancel).unwrap();
+        assert_eq!((plan.have.count(), plan.kept_bytes), (0, 0));
+        assert!(plan.paths.record.exists());
+
+        // Write chunks 0, 1 and 3, list them in the record, and corrupt chunk 1.
+        let file = plan.file.unwrap();
+        let mut have = ChunkSet::new(4);
+        for i in [0u64, 1, 3] {
+            let start = (i * CHUNK) as usize;
+            let end = (start + CHUNK as usize).min(data.len());
+            file.write_all_at(&data[start..end], i * CHUNK).unwrap();
+            have.insert(i);
+        }
+        file.write_all_at(&[0xff], CHUNK + 7).unwrap();
+        ResumeRecord::new(&entry.entry, hash, &have)
+            .write(&plan.paths.record, &plan.paths.record_tmp)
+            .unwrap();
+        let plan = plan_file(dir.path(), &entry, hash, &hashes, false, &cancel).unwrap();
+        assert_eq!(plan.have.iter().collect::<Vec<_>>(), vec![0, 3]);
+        assert_eq!(plan.corrupt_chunks, 1);
+        assert_eq!(plan.kept_bytes, CHUNK + 10);
+
+        // Another source version (mtime moved): everything is fetched again.
+        let mut touched = entry.clone();
+        touched.entry.mtime_ns = 6;
+        let plan = plan_file(dir.path(), &touched, hash, &hashes, false, &cancel).unwrap();
+        assert_eq!(plan.have.count(), 0);
+
+        // The file in place: nothing to do, stray partial removed.
+        std::fs::write(dir.path().join("f"), &data).unwrap();
+        let plan = plan_file(dir.path(), &entry, hash, &hashes, false, &cancel).unwrap();
+        assert!(plan.in_place());
+        assert!(!plan.paths.partial.exists() && !plan.paths.record.exists());
+
+        // Something else in place: refused unless overwriting.
+        std::fs::write(dir.path().join("f"), b"other").unwrap();
+        assert!(matches!(
+            plan_file(dir.path(), &entry, hash, &hashes, false, &cancel),
+            Err(TransferError::Local(LocalError::TargetExists(_)))
+        ));
+        assert!(plan_file(dir.path(), &entry, hash, &hashes, true, &cancel).is_ok());
+    }
+}

@@ -1,0 +1,228 @@
+//! One sending lane: a pipeline that reads, compresses and seals chunks on blocking threads while
+//! the lane's stream writes the previous ones.
+//!
+//! A producer task takes chunks from the shared [`WorkQueue`] and starts a blocking job for each,
+//! at most [`PIPELINE_DEPTH`] ahead; a writer task awaits the jobs in order, waits for the rate
+//! limiters, and writes the frames. With one lane this already keeps both cores busy (reading and
+//! sealing on one, the stream on the other).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tether_wire::{DataChunk, Frame};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::chunk::{chunk_count, chunk_len, chunk_offset};
+use crate::compress::{self, Compression, GIVE_UP_AFTER, PROBE_EVERY};
+use crate::error::{LocalError, TransferError};
+use crate::link::{LaneCipher, send_frame};
+use crate::send::queue::{Work, WorkQueue};
+use crate::source::SourceFile;
+use crate::throttle::{RateLimiter, acquire_all};
+
+/// Chunks prepared ahead of the writer, per lane.
+pub(crate) const PIPELINE_DEPTH: usize = 4;
+
+/// What every lane of one transfer shares.
+#[derive(Debug)]
+pub(crate) struct SendShared {
+    pub(crate) files: Vec<SourceFile>,
+    pub(crate) ids: Vec<Uuid>,
+    pub(crate) compression: Compression,
+    pub(crate) queue: WorkQueue,
+    pub(crate) limiters: Vec<RateLimiter>,
+    by_id: HashMap<Uuid, usize>,
+    open: Vec<Mutex<Option<Arc<File>>>>,
+    /// Chunks in a row that did not shrink, per file.
+    misses: Vec<AtomicU32>,
+}
+
+/// A chunk that went out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sent {
+    pub(crate) file: usize,
+    pub(crate) plain: u64,
+    pub(crate) wire: u64,
+}
+
+impl SendShared {
+    pub(crate) fn new(
+        files: Vec<SourceFile>,
+        ids: Vec<Uuid>,
+        compression: Compression,
+        limiters: Vec<RateLimiter>,
+    ) -> Self {
+        let open = files.iter().map(|_| Mutex::new(None)).collect();
+        let misses = files.iter().map(|_| AtomicU32::new(0)).collect();
+        let by_id = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        SendShared {
+            by_id,
+            files,
+            ids,
+            compression,
+            queue: WorkQueue::default(),
+            limiters,
+            open,
+            misses,
+        }
+    }
+
+    /// The index of the file with entry id `id`.
+    pub(crate) fn file_index(&self, id: Uuid) -> Option<usize> {
+        self.by_id.get(&id).copied()
+    }
+
+    /// The open source file, opened on first use and checked against what was hashed.
+    fn file(&self, index: usize) -> Result<(Arc<File>, &SourceFile), TransferError> {
+        let (Some(source), Some(slot)) = (self.files.get(index), self.open.get(index)) else {
+            return Err(LocalError::Task("chunk of an unknown file".into()).into());
+        };
+        let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(file) = slot.as_ref() {
+            return Ok((file.clone(), source));
+        }
+        let file = File::open(&source.path).map_err(|e| LocalError::io("opening", &source.path, e))?;
+        check_unchanged(&file, source)?;
+        let file = Arc::new(file);
+        *slot = Some(file.clone());
+        Ok((file, source))
+    }
+
+    /// Reads, encodes and seals one chunk (blocking).
+    fn prepare(&self, cipher: &LaneCipher, work: Work) -> Result<(Frame, Sent), TransferError> {
+        let (file, source) = self.file(work.file)?;
+        let changed = || TransferError::from(LocalError::SourceChanged(source.path.clone()));
+        let len = chunk_len(source.size, work.index).ok_or_else(changed)?;
+        let offset = chunk_offset(work.index);
+        let mut plain = vec![0u8; len];
+        file.read_exact_at(&mut plain, offset)
+            .map_err(|e| LocalError::io("reading", &source.path, e))?;
+        // After the read: a change before or during it has moved the modification time.
+        check_unchanged(&file, source)?;
+        let bytes = match self.compression {
+            Compression::Zstd if self.worth_trying(work) => {
+                let packed = compress::compress(&plain);
+                self.note_result(work.file, packed.is_some());
+                packed.unwrap_or(plain)
+            }
+            _ => plain,
+        };
+        let id = self.ids.get(work.file).copied().unwrap_or_default();
+        let last = work.index + 1 == chunk_count(source.size);
+        let chunk = DataChunk::new(id, offset, last, &bytes)
+            .map_err(|e| LocalError::Task(e.to_string()))?;
+        let frame = cipher.seal(chunk.into_frame())?;
+        let sent = Sent {
+            file: work.file,
+            plain: len as u64,
+            wire: frame.encoded_len() as u64,
+        };
+        Ok((frame, sent))
+    }
+
+    fn worth_trying(&self, work: Work) -> bool {
+        let misses = self
+            .misses
+            .get(work.file)
+            .map_or(0, |m| m.load(Ordering::Relaxed));
+        misses < GIVE_UP_AFTER || work.index.is_multiple_of(PROBE_EVERY)
+    }
+
+    fn note_result(&self, file: usize, shrank: bool) {
+        if let Some(misses) = self.misses.get(file) {
+            if shrank {
+                misses.store(0, Ordering::Relaxed);
+            } else {
+                misses.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The source must still be what was hashed: same size, same modification time.
+fn check_unchanged(file: &File, source: &SourceFile) -> Result<(), TransferError> {
+    let meta = file
+        .metadata()
+        .map_err(|e| LocalError::io("inspecting", &source.path, e))?;
+    if meta.len() != source.size || meta.modified().ok() != source.modified {
+        return Err(LocalError::SourceChanged(source.path.clone()).into());
+    }
+    Ok(())
+}
+
+/// Where a lane writes: its own stream, or the control stream shared with control messages.
+pub(crate) enum LaneWriter<W> {
+    /// A data-only lane.
+    Own(W),
+    /// Lane 0, shared with the session's control messages.
+    Shared(Arc<tokio::sync::Mutex<W>>),
+}
+
+/// Set while a frame is half written on the control stream, so the session knows whether it
+/// may still append an `Abort` there.
+#[derive(Debug, Default)]
+pub(crate) struct TornFlag(AtomicBool);
+
+impl TornFlag {
+    pub(crate) fn is_torn(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Runs one lane until the queue closes; reports every chunk sent on `sent`.
+pub(crate) async fn run_lane<W>(
+    shared: Arc<SendShared>,
+    cipher: Arc<LaneCipher>,
+    writer: LaneWriter<W>,
+    torn: Arc<TornFlag>,
+    sent: mpsc::UnboundedSender<Sent>,
+) -> Result<(), TransferError>
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (jobs_tx, mut jobs_rx) =
+        mpsc::channel::<JoinHandle<Result<(Frame, Sent), TransferError>>>(PIPELINE_DEPTH);
+    let producer = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            while let Some(work) = shared.queue.pop().await {
+                let (shared, cipher) = (shared.clone(), cipher.clone());
+                let job = tokio::task::spawn_blocking(move || shared.prepare(&cipher, work));
+                if jobs_tx.send(job).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let result = async {
+        let mut writer = writer;
+        while let Some(job) = jobs_rx.recv().await {
+            let (frame, chunk) = job.await.map_err(|e| LocalError::Task(e.to_string()))??;
+            acquire_all(&shared.limiters, chunk.wire).await;
+            match &mut writer {
+                LaneWriter::Own(w) => send_frame(w, &frame).await?,
+                LaneWriter::Shared(w) => {
+                    let mut w = w.lock().await;
+                    torn.0.store(true, Ordering::Release);
+                    send_frame(&mut *w, &frame).await?;
+                    torn.0.store(false, Ordering::Release);
+                }
+            }
+            let _ = sent.send(chunk);
+        }
+        if let LaneWriter::Own(w) = &mut writer {
+            // The queue closed after the receiver's `Complete`: end this lane's stream.
+            let _ = w.shutdown().await;
+        }
+        Ok(())
+    }
+    .await;
+    producer.abort();
+    result
+}

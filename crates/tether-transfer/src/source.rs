@@ -1,0 +1,319 @@
+//! The sender's side of scope: which files a peer may read, and preparing them for sending.
+//!
+//! The application maps its own entry ids to paths through an [`EntryResolver`]; the engine
+//! never reads a path the resolver did not give it, or a file inside a directory it gave. Inside
+//! a shared directory, symlinks and special files are skipped (never followed), so a link to
+//! `/etc` in a shared folder shares nothing. [`OutgoingTransfer::prepare`] walks and hashes the
+//! sources once; during the transfer the peer can only name entries of that manifest, and every
+//! file is checked to be unchanged (size and modification time) before each chunk is read.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tether_wire::ContentHash;
+use uuid::Uuid;
+
+use crate::error::{LocalError, TransferError, UsageError};
+use crate::manifest::{EntryKind, ManifestEntry};
+use crate::options::SendOptions;
+use crate::path::{MAX_DEPTH, RelPath};
+use crate::tree::{ChunkHash, FileHasher};
+
+/// Maps the application's entry ids to files or directories this peer may read.
+pub trait EntryResolver: Send + Sync {
+    /// The path behind `entry_id`, or `None` if it does not exist or may not be shared.
+    fn resolve(&self, entry_id: Uuid) -> Option<PathBuf>;
+}
+
+impl EntryResolver for HashMap<Uuid, PathBuf> {
+    fn resolve(&self, entry_id: Uuid) -> Option<PathBuf> {
+        self.get(&entry_id).cloned()
+    }
+}
+
+/// A file the transfer may read, as it was when hashed.
+#[derive(Debug)]
+pub(crate) struct SourceFile {
+    /// Its index in the manifest.
+    pub(crate) entry_index: usize,
+    pub(crate) path: PathBuf,
+    pub(crate) size: u64,
+    pub(crate) modified: Option<SystemTime>,
+    /// One per chunk; for a one-chunk file, the file hash.
+    pub(crate) hashes: Vec<ChunkHash>,
+}
+
+/// A transfer ready to send: every source walked and hashed, the manifest built.
+#[derive(Debug)]
+pub struct OutgoingTransfer {
+    pub(crate) transfer_id: Uuid,
+    pub(crate) options: SendOptions,
+    pub(crate) entries: Vec<ManifestEntry>,
+    pub(crate) files: Vec<SourceFile>,
+    skipped: Vec<PathBuf>,
+}
+
+impl OutgoingTransfer {
+    /// Resolves `entry_ids` through `resolver`, walks directories and hashes every file (on a
+    /// blocking thread). A directory is sent with its relative paths under its own name.
+    pub async fn prepare(
+        resolver: &dyn EntryResolver,
+        entry_ids: &[Uuid],
+        options: SendOptions,
+    ) -> Result<OutgoingTransfer, TransferError> {
+        let mut roots = Vec::with_capacity(entry_ids.len());
+        for &id in entry_ids {
+            let path = resolver.resolve(id).ok_or(UsageError::NotShared(id))?;
+            roots.push((id, path));
+        }
+        let walk = tokio::task::spawn_blocking(move || walk_and_hash(&roots))
+            .await
+            .map_err(|e| LocalError::Task(e.to_string()))??;
+        Ok(OutgoingTransfer {
+            transfer_id: Uuid::new_v4(),
+            options,
+            entries: walk.entries,
+            files: walk.files,
+            skipped: walk.skipped,
+        })
+    }
+
+    /// The transfer's id (random unless set with [`with_transfer_id`](Self::with_transfer_id)).
+    pub fn transfer_id(&self) -> Uuid {
+        self.transfer_id
+    }
+
+    /// Uses `id` as the transfer id, e.g. to offer the same transfer again after a restart.
+    pub fn with_transfer_id(mut self, id: Uuid) -> Self {
+        self.transfer_id = id;
+        self
+    }
+
+    /// The manifest the receiver will see.
+    pub fn manifest(&self) -> &[ManifestEntry] {
+        &self.entries
+    }
+
+    /// All file bytes.
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+
+    /// Paths inside shared directories that were left out: symlinks, special files, names that
+    /// are not valid UTF-8 or not portable.
+    pub fn skipped(&self) -> &[PathBuf] {
+        &self.skipped
+    }
+
+    /// The options it was prepared with.
+    pub fn options(&self) -> &SendOptions {
+        &self.options
+    }
+}
+
+fn walk_and_hash(roots: &[(Uuid, PathBuf)]) -> Result<Walk, TransferError> {
+    let mut walk = Walk::default();
+    let mut names = HashSet::new();
+    for (id, path) in roots {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| RelPath::parse(n).ok())
+            .ok_or_else(|| bad_source(path, "its name is not a portable UTF-8 name"))?;
+        if !names.insert(name.clone()) {
+            return Err(bad_source(path, "another shared entry has the same name").into());
+        }
+        // The application chose this path: follow it if it is a link.
+        let meta = fs::metadata(path).map_err(|e| LocalError::io("inspecting", path, e))?;
+        if meta.is_file() {
+            walk.add_file(*id, name.as_str().to_owned(), path)?;
+        } else if meta.is_dir() {
+            walk.add_dir(*id, name.as_str(), path, 1)?;
+        } else {
+            return Err(bad_source(path, "not a regular file or directory").into());
+        }
+    }
+    Ok(walk)
+}
+
+#[derive(Default)]
+struct Walk {
+    entries: Vec<ManifestEntry>,
+    files: Vec<SourceFile>,
+    skipped: Vec<PathBuf>,
+}
+
+impl Walk {
+    fn add_file(&mut self, id: Uuid, rel: String, path: &Path) -> Result<(), TransferError> {
+        let Hashed {
+            hashes,
+            root,
+            size,
+            modified,
+        } = hash_file(path)?;
+        self.files.push(SourceFile {
+            entry_index: self.entries.len(),
+            path: path.to_path_buf(),
+            size,
+            modified,
+            hashes,
+        });
+        self.entries.push(ManifestEntry {
+            id,
+            path: rel,
+            kind: EntryKind::File,
+            size,
+            mtime_ns: mtime_ns(modified),
+            hash: Some(ContentHash(root)),
+        });
+        Ok(())
+    }
+
+    fn add_dir(&mut self, id: Uuid, rel: &str, path: &Path, depth: usize) -> Result<(), TransferError> {
+        self.entries.push(ManifestEntry {
+            id,
+            path: rel.to_owned(),
+            kind: EntryKind::Dir,
+            size: 0,
+            mtime_ns: 0,
+            hash: None,
+        });
+        let mut children = Vec::new();
+        let listing = fs::read_dir(path).map_err(|e| LocalError::io("listing", path, e))?;
+        for child in listing {
+            let child = child.map_err(|e| LocalError::io("listing", path, e))?;
+            children.push(child.path());
+        }
+        children.sort();
+        for child in children {
+            let Some(name) = child.file_name().and_then(|n| n.to_str()) else {
+                self.skip(child, "name is not UTF-8");
+                continue;
+            };
+            let child_rel = format!("{rel}/{name}");
+            if RelPath::parse(&child_rel).is_err() || depth >= MAX_DEPTH {
+                self.skip(child, "name or depth not portable");
+                continue;
+            }
+            // Never follow links inside a shared directory.
+            let meta = fs::symlink_metadata(&child).map_err(|e| LocalError::io("inspecting", &child, e))?;
+            let child_id = child_entry_id(id, name);
+            if meta.is_file() {
+                self.add_file(child_id, child_rel, &child)?;
+            } else if meta.is_dir() {
+                self.add_dir(child_id, &child_rel, &child, depth + 1)?;
+            } else {
+                self.skip(child, "symlink or special file");
+            }
+        }
+        Ok(())
+    }
+
+    fn skip(&mut self, path: PathBuf, why: &str) {
+        tracing::warn!(path = %path.display(), why, "not sending");
+        self.skipped.push(path);
+    }
+}
+
+/// A stable id for a directory's child, so a restarted sender offers the same ids.
+fn child_entry_id(parent: Uuid, name: &str) -> Uuid {
+    let mut hasher = blake3::Hasher::new_derive_key("tether-transfer 2026 child entry id");
+    hasher.update(parent.as_bytes());
+    hasher.update(name.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(hasher.finalize().as_bytes().get(..16).unwrap_or(&[0; 16]));
+    Uuid::from_bytes(bytes)
+}
+
+/// A file's chunk hashes, hash, size and modification time, read consistently.
+struct Hashed {
+    hashes: Vec<ChunkHash>,
+    root: [u8; 32],
+    size: u64,
+    modified: Option<SystemTime>,
+}
+
+/// Hashes `path` chunk by chunk; retries if it changes while being read.
+fn hash_file(path: &Path) -> Result<Hashed, TransferError> {
+    for _ in 0..3 {
+        let mut file = File::open(path).map_err(|e| LocalError::io("opening", path, e))?;
+        let before = file.metadata().map_err(|e| LocalError::io("inspecting", path, e))?;
+        let size = before.len();
+        let mut hasher = FileHasher::new(size);
+        let mut buf = vec![0u8; crate::tree::CHUNK_USIZE];
+        while let Some(len) = hasher.next_len() {
+            let chunk = buf.get_mut(..len).unwrap_or_default();
+            file.read_exact(chunk).map_err(|e| LocalError::io("reading", path, e))?;
+            hasher.update(chunk).ok_or(LocalError::SourceChanged(path.to_path_buf()))?;
+        }
+        let after = file.metadata().map_err(|e| LocalError::io("inspecting", path, e))?;
+        if after.len() == size && after.modified().ok() == before.modified().ok() {
+            let (hashes, root) = hasher
+                .finish()
+                .ok_or(LocalError::SourceChanged(path.to_path_buf()))?;
+            return Ok(Hashed {
+                hashes,
+                root,
+                size,
+                modified: before.modified().ok(),
+            });
+        }
+        tracing::debug!(path = %path.display(), "changed while hashing; again");
+    }
+    Err(LocalError::SourceChanged(path.to_path_buf()).into())
+}
+
+/// Nanoseconds since the Unix epoch, 0 if unknown or earlier.
+pub(crate) fn mtime_ns(modified: Option<SystemTime>) -> u64 {
+    modified
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn bad_source(path: &Path, reason: &str) -> UsageError {
+    UsageError::BadSource {
+        path: path.to_path_buf(),
+        reason: reason.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn walks_a_tree_skipping_links_and_hashes_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("share");
+        fs::create_dir_all(root.join("sub/empty")).unwrap();
+        fs::write(root.join("a.txt"), b"hello").unwrap();
+        fs::write(root.join("sub/b.bin"), vec![7u8; 300_000]).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("link")).unwrap();
+        let id = Uuid::from_u128(1);
+        let resolver: HashMap<Uuid, PathBuf> = [(id, root.clone())].into();
+        let out = OutgoingTransfer::prepare(&resolver, &[id], SendOptions::default())
+            .await
+            .unwrap();
+        let paths: Vec<_> = out.manifest().iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec!["share", "share/a.txt", "share/sub", "share/sub/b.bin", "share/sub/empty"]
+        );
+        assert_eq!(out.skipped(), &[root.join("link")]);
+        let b = &out.manifest()[3];
+        assert_eq!(b.hash, Some(ContentHash(*blake3::hash(&vec![7u8; 300_000]).as_bytes())));
+        assert_eq!(out.total_bytes(), 300_005);
+        assert_eq!(out.files.len(), 2);
+        assert_eq!(out.files[1].hashes.len(), 2);
+
+        let unknown = Uuid::from_u128(2);
+        assert!(matches!(
+            OutgoingTransfer::prepare(&resolver, &[unknown], SendOptions::default()).await,
+            Err(TransferError::Usage(UsageError::NotShared(_)))
+        ));
+    }
+}

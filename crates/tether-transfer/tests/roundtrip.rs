@@ -1,0 +1,155 @@
+//! Round trips over TCP on 127.0.0.1: a directory tree in one process pair, a 64 MiB file
+//! between two processes (1 GiB in an ignored test), repeat runs, and existing targets.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
+
+mod common;
+
+use std::fs;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{
+    ChildProc, Setup, hash_file, leftovers, listen, random_file, send_to, serve_one, tree_hashes,
+};
+use tether_transfer::{LocalError, PeerError, Receiver, TransferError};
+
+#[test]
+fn child() {
+    common::child_entry();
+}
+
+/// A tree with nested and empty directories, empty, tiny, one-chunk and many-chunk files.
+fn sample_tree(root: &std::path::Path) {
+    fs::create_dir_all(root.join("docs/deep/er")).unwrap();
+    fs::create_dir_all(root.join("empty dir")).unwrap();
+    fs::write(root.join("empty.txt"), b"").unwrap();
+    fs::write(root.join("docs/hello.txt"), b"hello, tether").unwrap();
+    fs::write(root.join("docs/deep/er/text.log"), "line of text\n".repeat(60_000)).unwrap();
+    random_file(&root.join("docs/deep/blob.bin"), 3 * (256 << 10) + 12_345, 7);
+    random_file(&root.join("one-chunk.bin"), 256 << 10, 8);
+}
+
+async fn round_trip(setup: Setup) {
+    let src = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let root = src.path().join("share");
+    sample_tree(&root);
+    let (listener, port) = listen().await;
+    let receiver = Receiver::new(setup.receiver_config(dest.path()));
+    let server = tokio::spawn(serve_one(listener, receiver, setup.clone(), Arc::new(|_| {})));
+    let sent = send_to(port, &root, &setup).await.unwrap();
+    let received = server.await.unwrap().unwrap();
+    assert_eq!(tree_hashes(&root), tree_hashes(&dest.path().join("share")));
+    assert!(leftovers(dest.path()).is_empty(), "{:?}", leftovers(dest.path()));
+    let total = sent.bytes_total;
+    assert_eq!(received.bytes_total, total);
+    assert_eq!(received.bytes_transferred, total);
+    assert_eq!(received.bytes_verified, total);
+    assert_eq!(sent.bytes_transferred, total);
+    assert_eq!(sent.bytes_verified, total);
+    assert_eq!((sent.files, received.files), (5, 5));
+    if setup.compress {
+        assert!(received.wire_bytes < total, "text should compress: {received:?}");
+    }
+
+    // Again: everything is in place, nothing moves.
+    let (listener, port) = listen().await;
+    let receiver = Receiver::new(setup.receiver_config(dest.path()));
+    let server = tokio::spawn(serve_one(listener, receiver, setup.clone(), Arc::new(|_| {})));
+    let sent = send_to(port, &root, &setup).await.unwrap();
+    let received = server.await.unwrap().unwrap();
+    assert_eq!(received.bytes_transferred, 0);
+    assert_eq!(received.bytes_resumed, total);
+    assert_eq!(sent.bytes_resumed, total);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_round_trip_plain() {
+    round_trip(Setup::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_round_trip_encrypted_compressed_three_lanes() {
+    round_trip(Setup {
+        key_seed: Some(5),
+        compress: true,
+        lanes: 3,
+        ..Setup::default()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_different_target_is_refused_before_any_data() {
+    let src = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let file = src.path().join("a.bin");
+    random_file(&file, 100_000, 1);
+    fs::write(dest.path().join("a.bin"), b"mine, not yours").unwrap();
+    let setup = Setup::default();
+    let (listener, port) = listen().await;
+    let receiver = Receiver::new(setup.receiver_config(dest.path()));
+    let server = tokio::spawn(serve_one(listener, receiver, setup.clone(), Arc::new(|_| {})));
+    let sent = send_to(port, &file, &setup).await;
+    assert!(matches!(sent, Err(TransferError::Peer(PeerError::Declined { .. }))), "{sent:?}");
+    let received = server.await.unwrap();
+    assert!(matches!(received, Err(TransferError::Local(LocalError::TargetExists(_)))));
+    assert_eq!(fs::read(dest.path().join("a.bin")).unwrap(), b"mine, not yours");
+    assert!(leftovers(dest.path()).is_empty());
+
+    let setup = Setup {
+        overwrite: true,
+        ..Setup::default()
+    };
+    let (listener, port) = listen().await;
+    let receiver = Receiver::new(setup.receiver_config(dest.path()));
+    let server = tokio::spawn(serve_one(listener, receiver, setup.clone(), Arc::new(|_| {})));
+    send_to(port, &file, &setup).await.unwrap();
+    server.await.unwrap().unwrap();
+    assert_eq!(hash_file(&dest.path().join("a.bin")), hash_file(&file));
+}
+
+fn cross_process(size: u64, setup: &Setup, timeout: Duration) {
+    let src = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let file = src.path().join("big.bin");
+    random_file(&file, size, 42);
+    let child = ChildProc::start(
+        "child",
+        "receive",
+        &[("TETHER_T_DEST", dest.path().display().to_string())],
+        setup,
+    );
+    let port: u16 = child.wait_for("port", Duration::from_secs(30)).unwrap().parse().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let sent = runtime.block_on(send_to(port, &file, setup)).unwrap();
+    let received = child.outcome(timeout).unwrap();
+    child.wait();
+    assert_eq!(hash_file(&dest.path().join("big.bin")), hash_file(&file));
+    assert!(leftovers(dest.path()).is_empty());
+    assert_eq!(received.bytes_transferred, size);
+    assert_eq!(sent.bytes_verified, size);
+    eprintln!(
+        "{} MiB between processes: sender {:.0} MiB/s, receiver {:.0} MiB/s",
+        size >> 20,
+        sent.rate() / 1048576.0,
+        received.rate() / 1048576.0
+    );
+}
+
+#[test]
+fn file_64mib_between_processes_encrypted() {
+    if std::env::var(common::ROLE).is_ok() {
+        return;
+    }
+    cross_process(64 << 20, &Setup { key_seed: Some(9), ..Setup::default() }, Duration::from_secs(120));
+}
+
+#[test]
+#[ignore = "1 GiB: run with --ignored (about a minute in a debug build)"]
+fn file_1gib_between_processes() {
+    if std::env::var(common::ROLE).is_ok() {
+        return;
+    }
+    cross_process(1 << 30, &Setup { key_seed: Some(9), lanes: 2, ..Setup::default() }, Duration::from_secs(900));
+}
