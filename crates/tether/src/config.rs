@@ -1,0 +1,83 @@
+//! `NetworkingConfig`: everything the service needs to start.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tether_identity::{DeviceName, DeviceType};
+use tether_iroh::{LoopbackDiscovery, TransportConfig};
+use tether_pairing::InitiatorConfig;
+use tether_registry::{KeyOptions, KeychainPolicy};
+
+/// How a [`crate::NetworkingService`] runs.
+///
+/// [`NetworkingConfig::new`] gives the real-world defaults (every interface, UDP 11204, iroh's
+/// public relays, mDNS on the LAN, the key in the OS keychain). [`NetworkingConfig::local_only`]
+/// keeps everything on this machine: loopback only, no relays, no mDNS, discovery through a
+/// shared directory ([`LoopbackDiscovery`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NetworkingConfig {
+    /// Where keys, the registry and the profile live (created with mode 0700).
+    pub data_dir: PathBuf,
+    /// This device's name (kept in the profile; the host name by default).
+    pub device_name: Option<DeviceName>,
+    /// This device's kind.
+    pub device_type: Option<DeviceType>,
+    /// The endpoint's bind address, relays and mDNS.
+    pub transport: TransportConfig,
+    /// Where the device key is kept.
+    pub keys: KeyOptions,
+    /// A directory for [`LoopbackDiscovery`], or `None` to not use it.
+    pub loopback_discovery: Option<PathBuf>,
+    /// Code lifetime and the initiator's limits.
+    pub pairing: InitiatorConfig,
+    /// A connection silent for this long gets a `Ping`.
+    pub keepalive_interval: Duration,
+    /// How long a request waits for its answer. A peer that misses a keep-alive `Ping` for
+    /// this long is dead: a dead peer is noticed within `keepalive_interval +
+    /// request_timeout` of its last word.
+    pub request_timeout: Duration,
+    /// How long `join_pairing` looks for the device showing the code.
+    pub discovery_timeout: Duration,
+}
+
+impl NetworkingConfig {
+    /// The real-world defaults, with data in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            device_name: None,
+            device_type: None,
+            transport: TransportConfig::default(),
+            keys: KeyOptions::default(),
+            loopback_discovery: None,
+            pairing: InitiatorConfig::default(),
+            keepalive_interval: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(10),
+            discovery_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Everything on this machine (see the type's docs). The key file is used rather than the
+    /// OS keychain, so tests and demos leave nothing in the user's keychain.
+    pub fn local_only(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            transport: TransportConfig::local_only(),
+            keys: KeyOptions::default().keychain(KeychainPolicy::Never),
+            loopback_discovery: Some(LoopbackDiscovery::default_dir()),
+            ..Self::new(data_dir)
+        }
+    }
+
+    /// Sets the device name.
+    pub fn with_device_name(mut self, name: DeviceName) -> Self {
+        self.device_name = Some(name);
+        self
+    }
+
+    /// Sets the loopback discovery directory.
+    pub fn with_loopback_discovery(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.loopback_discovery = Some(dir.into());
+        self
+    }
+}

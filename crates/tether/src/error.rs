@@ -1,0 +1,112 @@
+//! `NetworkError`: everything the service can report.
+
+use tether_identity::NodeId;
+
+/// What went wrong in the networking service.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetworkError {
+    /// A connection could not be made.
+    #[error("connection to {node} failed: {reason}")]
+    ConnectionFailed {
+        /// The short id of the device.
+        node: String,
+        /// Why.
+        reason: String,
+    },
+    /// A request got no answer in time.
+    #[error("{what} timed out after {after:?}")]
+    TimedOut {
+        /// What timed out.
+        what: &'static str,
+        /// How long we waited.
+        after: std::time::Duration,
+    },
+    /// The peer does not speak the protocol asked for.
+    #[error("unknown protocol {alpn:?}")]
+    UnknownProtocol {
+        /// The ALPN.
+        alpn: String,
+    },
+    /// The peer broke the protocol.
+    #[error("protocol violation by {node}: {reason}")]
+    ProtocolViolation {
+        /// The short id of the device.
+        node: String,
+        /// What it did.
+        reason: String,
+    },
+    /// A signature or key confirmation did not verify.
+    #[error("invalid signature from {node}")]
+    InvalidSignature {
+        /// The short id of the device.
+        node: String,
+    },
+    /// A sealed frame did not open.
+    #[error("decryption failed on the connection to {node}")]
+    DecryptionFailed {
+        /// The short id of the device.
+        node: String,
+    },
+    /// The device is not paired with this one (or was unpaired).
+    #[error("device {0} is not paired")]
+    DeviceNotPaired(String),
+    /// The device cannot be reached now.
+    #[error("device {0} is offline (no known address answered)")]
+    DeviceOffline(String),
+    /// Pairing failed.
+    #[error("pairing failed: {0}")]
+    Pairing(#[from] tether_pairing::PairingError),
+    /// The pairing code was typed wrong (nothing was sent; fix it and try again).
+    #[error("{0}")]
+    Code(#[from] tether_pairing::CodeError),
+    /// The pairing ticket could not be read.
+    #[error("{0}")]
+    Ticket(#[from] tether_pairing::TicketError),
+    /// No device on the network is waiting with this code.
+    #[error(
+        "no device is waiting for pairing code slot {slot:?} (is `tether pair` running on the other device?)"
+    )]
+    NoPairingPeer {
+        /// The code's public word.
+        slot: String,
+    },
+    /// More than one device claims the code's public word; pick one by node id.
+    #[error("{count} devices are waiting with the word {slot:?}; ask for a new code")]
+    AmbiguousPairingPeer {
+        /// The code's public word.
+        slot: String,
+        /// How many claim it.
+        count: usize,
+    },
+    /// The device key or its storage failed.
+    #[error(transparent)]
+    Keys(#[from] tether_registry::KeyError),
+    /// The device registry failed.
+    #[error(transparent)]
+    Store(#[from] tether_registry::StoreError),
+    /// A registry operation was refused.
+    #[error(transparent)]
+    Registry(#[from] tether_registry::RegistryError),
+    /// The transport failed.
+    #[error(transparent)]
+    Transport(#[from] tether_iroh::TransportError),
+    /// A local file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The caller used the API wrongly.
+    #[error("{0}")]
+    Usage(String),
+    /// The service has shut down.
+    #[error("the service is shut down")]
+    Shutdown,
+}
+
+pub(crate) fn short(node: &NodeId) -> String {
+    node.fmt_short()
+}

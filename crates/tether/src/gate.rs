@@ -1,0 +1,65 @@
+//! The gate: who may connect on which ALPN, decided before any handler runs.
+
+use std::collections::HashSet;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use tether_identity::NodeId;
+use tether_iroh::{ConnectionGate, Refusal};
+use tether_registry::{ConnectionRefused, DeviceRegistry};
+
+use crate::link::SYNC_ALPN;
+use crate::pairing::PAIRING_ALPN;
+
+/// QUIC close code: the peer is not paired with this device.
+pub const CLOSE_NOT_PAIRED: u32 = 0x7002;
+/// QUIC close code: the peer was unpaired (revoked).
+pub const CLOSE_REVOKED: u32 = crate::link::CLOSE_REVOKED;
+/// QUIC close code: the peer is paired but blocked.
+pub const CLOSE_BLOCKED: u32 = 0x7005;
+/// QUIC close code: the ALPN is not served here.
+pub const CLOSE_UNKNOWN_ALPN: u32 = 0x7006;
+
+/// Pairing is open to anyone (the PAKE is the check); every other ALPN only to paired,
+/// trusted, non-revoked devices.
+#[derive(Debug)]
+pub(crate) struct RegistryGate {
+    pub(crate) registry: DeviceRegistry,
+    pub(crate) protocols: Arc<RwLock<HashSet<Vec<u8>>>>,
+}
+
+impl ConnectionGate for RegistryGate {
+    fn admit(&self, peer: &NodeId, alpn: &[u8]) -> Result<(), Refusal> {
+        if alpn == PAIRING_ALPN {
+            return Ok(());
+        }
+        let known = alpn == SYNC_ALPN
+            || self
+                .protocols
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(alpn);
+        if !known {
+            return Err(Refusal {
+                code: CLOSE_UNKNOWN_ALPN,
+                reason: "unknown protocol",
+            });
+        }
+        self.registry
+            .check_connection(peer)
+            .map(drop)
+            .map_err(|refused| match refused {
+                ConnectionRefused::Revoked { .. } => Refusal {
+                    code: CLOSE_REVOKED,
+                    reason: "revoked",
+                },
+                ConnectionRefused::Blocked => Refusal {
+                    code: CLOSE_BLOCKED,
+                    reason: "blocked",
+                },
+                _ => Refusal {
+                    code: CLOSE_NOT_PAIRED,
+                    reason: "not paired",
+                },
+            })
+    }
+}

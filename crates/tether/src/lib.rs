@@ -1,0 +1,69 @@
+//! Tether: pair your devices once with a short word code, then talk directly.
+//!
+//! This facade is all an application needs. [`NetworkingService`] composes the lower crates:
+//! the device key and paired devices on disk (tether-registry), an iroh endpoint whose id is
+//! the device key (tether-iroh), pairing by word code or ticket (tether-pairing), and encrypted
+//! messages (tether-crypto session keys, tether-wire frames).
+//!
+//! * **Pairing.** One device calls [`NetworkingService::start_pairing_as_initiator`] and shows
+//!   the code; the other calls [`NetworkingService::join_pairing`] with it. The code's first
+//!   word is announced for discovery; the rest is proved with a PAKE and never leaves either
+//!   device. Both sides then show the same verification code.
+//! * **The gate.** A connection on any ALPN but `tether/pairing/1` is closed right after its
+//!   TLS handshake, before any handler runs, unless the peer's proven key belongs to a paired,
+//!   trusted, non-revoked device (close codes in [`gate`]).
+//! * **Messages.** Each connection to a paired device runs a session handshake (fresh X25519
+//!   keys, both identities' signatures, the pairing secret) and seals every message; requests
+//!   are answered (`Pong`, `Ack`, ...) and time out. One pooled connection per device,
+//!   keep-alive pings, dead-peer detection, reconnection when a paired device reappears.
+//! * **Extensions.** [`NetworkingService::register_protocol`] serves a third party's
+//!   [`NetworkProtocol`] on its own ALPN to paired devices only.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), tether::NetworkError> {
+//! use tether::{NetworkingConfig, NetworkingService, NetworkMessage, Ping};
+//!
+//! let laptop = NetworkingService::start(NetworkingConfig::local_only("/tmp/laptop")).await?;
+//! let phone = NetworkingService::start(NetworkingConfig::local_only("/tmp/phone")).await?;
+//!
+//! let mut invite = laptop.start_pairing_as_initiator()?;
+//! let joined = phone.join_pairing(&invite.code).await?;
+//! let paired = invite.paired().await?;
+//! assert_eq!(joined.verification_code, paired.verification_code);
+//!
+//! let reply = phone
+//!     .device(laptop.node_id())?
+//!     .send_message(NetworkMessage::Ping(Ping { timestamp_ms: 1 }))
+//!     .await?;
+//! # let _ = reply;
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod error;
+mod event;
+pub mod gate;
+mod link;
+mod pairing;
+mod profile;
+mod protocol;
+mod service;
+
+pub use config::NetworkingConfig;
+pub use error::NetworkError;
+pub use event::NetworkEvent;
+pub use link::SYNC_ALPN;
+pub use pairing::{PAIRING_ALPN, PairedDevice};
+pub use service::{DeviceHandle, NetworkingService, PairingInvite};
+
+pub use tether_identity::{DeviceId, DeviceInfo, DeviceName, DeviceType, NodeId};
+pub use tether_iroh::{ConnectionInfo, PathKind, PeerAddr, RelayConfig, TransportConfig};
+pub use tether_pairing::{CodeError, InitiatorConfig, PairingCode, PairingError, TicketError};
+pub use tether_protocol::{
+    Connection, DiscoveredDevice, Discovery, NetworkProtocol, PairedPeer, ProtocolError,
+    RecvStream, SendStream,
+};
+pub use tether_registry::{
+    Device, DeviceState, KeyOptions, KeyStorageKind, KeychainPolicy, TrustLevel,
+};
+pub use tether_wire::{ErrorCode, ErrorReply, NetworkMessage, Ping, Pong};

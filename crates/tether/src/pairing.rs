@@ -1,0 +1,233 @@
+//! Pairing over `tether/pairing/1`: the network side of tether-pairing's state machines.
+//!
+//! Each pairing message travels on one bidirectional stream as `u16` big-endian length +
+//! message (at most [`MAX_MESSAGE_LEN`] bytes). The joiner dials, sends its messages and, after
+//! its last one, waits for the initiator to close the stream cleanly: only then has the
+//! initiator accepted the pairing too, and only then does the joiner store it.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use iroh::endpoint::{Connection, RecvStream, SendStream};
+use rand_core::UnwrapErr;
+use tether_identity::{DeviceInfo, NodeId};
+use tether_pairing::{
+    Credential, Failure, Initiator, InitiatorStep, Joiner, LocalDevice, MAX_MESSAGE_LEN, Paired,
+    PairingError, Timestamp,
+};
+use tether_registry::{DeviceRegistry, NewPairing, PairingSessionId};
+use tokio::io::AsyncReadExt;
+use tracing::{info, warn};
+
+use crate::NetworkError;
+use crate::error::short;
+
+/// The ALPN of Tether's pairing protocol, open to devices that are not paired yet.
+pub const PAIRING_ALPN: &[u8] = b"tether/pairing/1";
+
+/// How long one pairing message may take to arrive.
+const MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A pairing that completed, as both sides show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairedDevice {
+    /// The other device.
+    pub device: DeviceInfo,
+    /// The six-digit code both screens show, e.g. `"042 917"`; compare it if in doubt.
+    pub verification_code: String,
+}
+
+pub(crate) fn now() -> Timestamp {
+    Timestamp::from_duration(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
+}
+
+/// Initiator side: serves one joiner's stream with the shared `initiator`.
+///
+/// Returns the completed pairing (already stored), or why this joiner failed.
+pub(crate) async fn serve_joiner(
+    connection: &Connection,
+    peer: NodeId,
+    initiator: &std::sync::Mutex<Option<Initiator>>,
+    registry: &DeviceRegistry,
+) -> Result<PairedDevice, NetworkError> {
+    let (mut send, mut recv) = connection.accept_bi().await.map_err(|e| failed(&peer, e))?;
+    loop {
+        let bytes = read_message(&mut recv, &peer).await?;
+        let step = {
+            let mut guard = initiator
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let Some(initiator) = guard.as_mut() else {
+                return Err(NetworkError::Usage("no pairing code is active".to_owned()));
+            };
+            initiator.handle(peer, &bytes, now(), &mut UnwrapErr(getrandom::SysRng))
+        };
+        match step {
+            Ok(InitiatorStep::Send(reply)) => write_message(&mut send, &reply, &peer).await?,
+            Ok(InitiatorStep::Paired(paired)) => {
+                let addresses = crate::service::remote_ip(connection);
+                let device = store(registry, *paired, addresses)?;
+                // A clean end of the stream tells the joiner we accepted.
+                let _ = send.finish();
+                let _ = tokio::time::timeout(MESSAGE_TIMEOUT, connection.closed()).await;
+                return Ok(device);
+            }
+            Err(failure) => return Err(abort(connection, &mut send, failure).await),
+        }
+    }
+}
+
+/// Joiner side: runs the whole handshake on `connection` and stores the pairing.
+pub(crate) async fn join(
+    connection: Connection,
+    credential: Credential,
+    local: LocalDevice,
+    initiator: NodeId,
+    registry: &DeviceRegistry,
+) -> Result<PairedDevice, NetworkError> {
+    let (mut send, mut recv) = connection
+        .open_bi()
+        .await
+        .map_err(|e| failed(&initiator, e))?;
+    let mut rng = UnwrapErr(getrandom::SysRng);
+    let (joiner, hello) = Joiner::start(credential, local, initiator, &mut rng)?;
+    write_message(&mut send, &hello, &initiator).await?;
+
+    let reply = read_message(&mut recv, &initiator).await?;
+    let (confirming, confirm) = match joiner.handle_reply(&reply) {
+        Ok(next) => next,
+        Err(failure) => return Err(abort(&connection, &mut send, failure).await),
+    };
+    write_message(&mut send, &confirm, &initiator).await?;
+
+    let initiator_confirm = read_message(&mut recv, &initiator).await?;
+    let (paired, signature) = match confirming.handle_confirm(&initiator_confirm) {
+        Ok(next) => next,
+        Err(failure) => return Err(abort(&connection, &mut send, failure).await),
+    };
+    write_message(&mut send, &signature, &initiator).await?;
+    let _ = send.finish();
+
+    // The initiator closes its side cleanly once it has checked our signature; an abort
+    // message instead means it refused.
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(
+        MESSAGE_TIMEOUT,
+        (&mut recv).take(4096).read_to_end(&mut rest),
+    )
+    .await;
+    match ended {
+        Ok(Ok(_)) if rest.is_empty() => {}
+        Ok(Ok(_)) => {
+            return Err(NetworkError::ProtocolViolation {
+                node: short(&initiator),
+                reason: "the initiator refused the final signature".to_owned(),
+            });
+        }
+        Ok(Err(error)) => return Err(failed(&initiator, error)),
+        Err(_) => {
+            return Err(NetworkError::TimedOut {
+                what: "pairing",
+                after: MESSAGE_TIMEOUT,
+            });
+        }
+    }
+    let addresses = crate::service::remote_ip(&connection);
+    let device = store(registry, paired, addresses)?;
+    connection.close(0u32.into(), b"paired");
+    Ok(device)
+}
+
+fn store(
+    registry: &DeviceRegistry,
+    paired: Paired,
+    addresses: Vec<std::net::SocketAddr>,
+) -> Result<PairedDevice, NetworkError> {
+    let verification_code = paired.verification_code().to_string();
+    let (node_id, info, secret, _) = paired.into_parts();
+    let session = PairingSessionId(u64::from_be_bytes(
+        node_id
+            .as_bytes()
+            .first_chunk::<8>()
+            .copied()
+            .unwrap_or_default(),
+    ));
+    registry.begin_pairing(node_id, session)?;
+    let pairing =
+        NewPairing::new(info.clone(), node_id, secret, SystemTime::now()).with_addresses(addresses);
+    if let Err(error) = registry.complete_pairing(session, pairing) {
+        let _ = registry.pairing_failed(node_id, session);
+        return Err(error.into());
+    }
+    info!(peer = %short(&node_id), name = %info.device_name, "paired");
+    Ok(PairedDevice {
+        device: info,
+        verification_code,
+    })
+}
+
+/// Sends the state machine's abort message, if any, and waits (briefly) for the peer to read
+/// it and hang up, so that it learns why rather than seeing a lost connection.
+async fn abort(connection: &Connection, send: &mut SendStream, failure: Failure) -> NetworkError {
+    if let Some(message) = failure.message_for_peer() {
+        let _ = send.write_all(&u16_len(message.len()).to_be_bytes()).await;
+        let _ = send.write_all(message).await;
+    }
+    let _ = send.finish();
+    let _ = tokio::time::timeout(Duration::from_secs(2), connection.closed()).await;
+    let error: PairingError = failure.into_error();
+    warn!(%error, "pairing failed");
+    NetworkError::Pairing(error)
+}
+
+async fn read_message(recv: &mut RecvStream, peer: &NodeId) -> Result<Vec<u8>, NetworkError> {
+    let read = async {
+        let mut len = [0u8; 2];
+        recv.read_exact(&mut len)
+            .await
+            .map_err(|e| failed(peer, e))?;
+        let len = usize::from(u16::from_be_bytes(len));
+        if len > MAX_MESSAGE_LEN {
+            return Err(NetworkError::ProtocolViolation {
+                node: short(peer),
+                reason: format!("pairing message of {len} bytes (at most {MAX_MESSAGE_LEN})"),
+            });
+        }
+        let mut message = vec![0u8; len];
+        recv.read_exact(&mut message)
+            .await
+            .map_err(|e| failed(peer, e))?;
+        Ok(message)
+    };
+    tokio::time::timeout(MESSAGE_TIMEOUT, read)
+        .await
+        .unwrap_or(Err(NetworkError::TimedOut {
+            what: "pairing message",
+            after: MESSAGE_TIMEOUT,
+        }))
+}
+
+async fn write_message(
+    send: &mut SendStream,
+    message: &[u8],
+    peer: &NodeId,
+) -> Result<(), NetworkError> {
+    send.write_all(&u16_len(message.len()).to_be_bytes())
+        .await
+        .map_err(|e| failed(peer, e))?;
+    send.write_all(message).await.map_err(|e| failed(peer, e))
+}
+
+fn u16_len(len: usize) -> u16 {
+    u16::try_from(len).unwrap_or(u16::MAX)
+}
+
+fn failed(peer: &NodeId, error: impl std::fmt::Display) -> NetworkError {
+    NetworkError::ConnectionFailed {
+        node: short(peer),
+        reason: error.to_string(),
+    }
+}

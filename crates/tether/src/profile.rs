@@ -1,0 +1,70 @@
+//! `device.json`: this device's id, name and type, kept in the data directory.
+
+use std::path::Path;
+
+use rand_core::UnwrapErr;
+use serde::{Deserialize, Serialize};
+use tether_identity::{DeviceId, DeviceName, DeviceType};
+
+use crate::NetworkError;
+
+/// The profile file's name.
+pub(crate) const PROFILE_FILE: &str = "device.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Profile {
+    pub(crate) device_id: DeviceId,
+    pub(crate) device_name: DeviceName,
+    pub(crate) device_type: DeviceType,
+}
+
+impl Profile {
+    /// Loads the profile, or writes a new one (with a fresh device id) on first start. A given
+    /// name or type replaces the stored one.
+    pub(crate) fn load_or_create(
+        data_dir: &Path,
+        name: Option<&DeviceName>,
+        device_type: Option<DeviceType>,
+    ) -> Result<Self, NetworkError> {
+        let path = data_dir.join(PROFILE_FILE);
+        let io = |source| NetworkError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut profile = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<Self>(&bytes)
+                .map_err(|error| io(std::io::Error::new(std::io::ErrorKind::InvalidData, error)))?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                let default_name = DeviceName::new(default_device_name())
+                    .or_else(|_| DeviceName::new("tether device"))
+                    .map_err(|e| NetworkError::Usage(e.to_string()))?;
+                Self {
+                    device_id: DeviceId::random(&mut UnwrapErr(getrandom::SysRng)),
+                    device_name: default_name,
+                    device_type: DeviceType::Desktop,
+                }
+            }
+            Err(error) => return Err(io(error)),
+        };
+        if let Some(name) = name {
+            profile.device_name = name.clone();
+        }
+        if let Some(device_type) = device_type {
+            profile.device_type = device_type;
+        }
+        let bytes = serde_json::to_vec_pretty(&profile)
+            .map_err(|error| io(std::io::Error::other(error)))?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, bytes).map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        Ok(profile)
+    }
+}
+
+fn default_device_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "tether device".to_owned())
+}

@@ -1,0 +1,962 @@
+//! `NetworkingService`: the composed system.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
+
+use iroh::endpoint::Connection;
+use n0_future::StreamExt;
+use rand_core::UnwrapErr;
+use tether_identity::{DeviceInfo, NodeId};
+use tether_iroh::{
+    ConnectionInfo, LoopbackDiscovery, MdnsDiscovery, PathKind, PeerAddr, Transport,
+};
+use tether_pairing::{Credential, Initiator, LocalDevice, PairingCode, PairingTicket};
+use tether_protocol::{DiscoveredDevice, Discovery, DiscoveryEvent, NetworkProtocol, PairedPeer};
+use tether_registry::{
+    ConnectionInfo as RegistryConnection, Device, DeviceRegistry, DisconnectReason, KeyManager,
+    KeyStorageKind, PairedDevice as StoredDevice,
+};
+use tether_wire::{NetworkMessage, Ping};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::error::short;
+use crate::gate::{CLOSE_REVOKED, RegistryGate};
+use crate::link::{CLOSE_DEAD, CLOSE_NORMAL, Incoming, Link, SYNC_ALPN};
+use crate::pairing::{self, PAIRING_ALPN, PairedDevice};
+use crate::profile::Profile;
+use crate::protocol::DynProtocol;
+use crate::{NetworkError, NetworkEvent, NetworkingConfig};
+
+/// How many connection attempts a send makes before it reports the device offline.
+const CONNECT_ATTEMPTS: u32 = 3;
+/// The first retry's delay; each retry doubles it, plus up to 50% jitter.
+const RETRY_BASE: Duration = Duration::from_millis(150);
+
+/// The networking service of one device: pairing, connections to paired devices, messages,
+/// third-party protocols, discovery, events.
+///
+/// Cheap to clone; clones share one service. Dropping the last clone does not stop the
+/// background tasks: call [`NetworkingService::shutdown`].
+#[derive(Debug, Clone)]
+pub struct NetworkingService {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: NetworkingConfig,
+    keys: KeyManager,
+    profile: Profile,
+    registry: DeviceRegistry,
+    transport: Transport,
+    discoveries: Vec<Arc<dyn Discovery>>,
+    discovered: Mutex<HashMap<NodeId, DiscoveredDevice>>,
+    discovered_tx: broadcast::Sender<DiscoveredDevice>,
+    links: Mutex<HashMap<NodeId, Arc<Link>>>,
+    connections: Mutex<HashMap<NodeId, Vec<Connection>>>,
+    initiator: Mutex<Option<Initiator>>,
+    pairing_results: broadcast::Sender<Result<PairedDevice, String>>,
+    protocol_alpns: Arc<RwLock<HashSet<Vec<u8>>>>,
+    protocols: RwLock<HashMap<Vec<u8>, Arc<dyn DynProtocol>>>,
+    events: broadcast::Sender<NetworkEvent>,
+    incoming: mpsc::Sender<Incoming>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A pairing code (or ticket) this device is showing, and the way to wait for its outcome.
+#[derive(Debug)]
+pub struct PairingInvite {
+    /// What the user types on the other device: the word code, or the ticket text.
+    pub code: String,
+    /// When the code stops working.
+    pub expires_in: Duration,
+    results: broadcast::Receiver<Result<PairedDevice, String>>,
+}
+
+impl PairingInvite {
+    /// Waits until a device pairs with this code, or a pairing attempt fails.
+    pub async fn paired(&mut self) -> Result<PairedDevice, NetworkError> {
+        loop {
+            match self.results.recv().await {
+                Ok(Ok(device)) => return Ok(device),
+                Ok(Err(reason)) => {
+                    return Err(NetworkError::ProtocolViolation {
+                        node: "joiner".into(),
+                        reason,
+                    });
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return Err(NetworkError::Shutdown),
+            }
+        }
+    }
+}
+
+impl NetworkingService {
+    /// Opens (or creates) the device's keys, profile and registry in the data directory,
+    /// binds the endpoint and starts the background tasks.
+    pub async fn start(config: NetworkingConfig) -> Result<Self, NetworkError> {
+        let data_dir = config.data_dir.clone();
+        create_private_dir(&data_dir)?;
+        let keys = KeyManager::open_or_create(&data_dir, &config.keys)?;
+        let profile =
+            Profile::load_or_create(&data_dir, config.device_name.as_ref(), config.device_type)?;
+        let registry = DeviceRegistry::open(&data_dir, keys.storage_key())?;
+        let protocol_alpns = Arc::new(RwLock::new(HashSet::new()));
+        let gate = Arc::new(RegistryGate {
+            registry: registry.clone(),
+            protocols: Arc::clone(&protocol_alpns),
+        });
+        let alpns = vec![SYNC_ALPN.to_vec(), PAIRING_ALPN.to_vec()];
+        let transport = Transport::bind(keys.identity(), &config.transport, alpns, gate).await?;
+
+        let mut discoveries: Vec<Arc<dyn Discovery>> = Vec::new();
+        if let Some(dir) = &config.loopback_discovery {
+            let loopback = LoopbackDiscovery::new(dir).map_err(|source| NetworkError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            discoveries.push(Arc::new(loopback));
+        }
+        if let Some(mdns) = MdnsDiscovery::of(&transport) {
+            discoveries.push(Arc::new(mdns));
+        }
+
+        let (incoming, incoming_rx) = mpsc::channel(256);
+        let service = Self {
+            inner: Arc::new(Inner {
+                config,
+                keys,
+                profile,
+                registry,
+                transport,
+                discoveries,
+                discovered: Mutex::default(),
+                discovered_tx: broadcast::channel(64).0,
+                links: Mutex::default(),
+                connections: Mutex::default(),
+                initiator: Mutex::new(None),
+                pairing_results: broadcast::channel(16).0,
+                protocol_alpns,
+                protocols: RwLock::default(),
+                events: broadcast::channel(1024).0,
+                incoming,
+                tasks: Mutex::default(),
+            }),
+        };
+        service.announce(None);
+        service.spawn_event_loop(incoming_rx);
+        info!(
+            node = %service.node_id().fmt_short(),
+            name = %service.inner.profile.device_name,
+            addrs = ?service.inner.transport.bound_addrs(),
+            "networking service started"
+        );
+        Ok(service)
+    }
+
+    /// This device's node id.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.keys.node_id()
+    }
+
+    /// What this device tells its peers about itself.
+    pub fn device_info(&self) -> DeviceInfo {
+        DeviceInfo {
+            device_id: self.inner.profile.device_id,
+            device_name: self.inner.profile.device_name.clone(),
+            device_type: self.inner.profile.device_type,
+            public_key: self.node_id(),
+        }
+    }
+
+    /// Where this device can be reached now.
+    pub fn addr(&self) -> PeerAddr {
+        self.inner.transport.addr()
+    }
+
+    /// Where the device key is kept.
+    pub fn key_storage(&self) -> &KeyStorageKind {
+        self.inner.keys.storage_kind()
+    }
+
+    /// Events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<NetworkEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Every device the registry knows, with its state.
+    pub fn devices(&self) -> Vec<Device> {
+        self.inner.registry.devices()
+    }
+
+    /// The paired devices.
+    pub fn paired_devices(&self) -> Vec<StoredDevice> {
+        self.inner.registry.paired_devices()
+    }
+
+    /// A paired device, to send it messages.
+    pub fn device(&self, node_id: NodeId) -> Result<DeviceHandle, NetworkError> {
+        self.inner
+            .registry
+            .check_connection(&node_id)
+            .map_err(|_| NetworkError::DeviceNotPaired(short(&node_id)))?;
+        Ok(DeviceHandle {
+            service: self.clone(),
+            node_id,
+        })
+    }
+
+    /// Shows a new word code for another device to join with (replacing any code shown
+    /// before). The public first word is announced for discovery; the rest never leaves.
+    pub fn start_pairing_as_initiator(&self) -> Result<PairingInvite, NetworkError> {
+        let code = PairingCode::generate(&mut UnwrapErr(getrandom::SysRng));
+        let text = code.to_string();
+        self.start_initiator(Credential::from(code), text)
+    }
+
+    /// Like [`Self::start_pairing_as_initiator`] with a ticket: the address and a full-entropy
+    /// secret in one string, for pairing across networks or by QR code.
+    pub fn start_pairing_with_ticket(&self) -> Result<PairingInvite, NetworkError> {
+        let addr = self.addr();
+        let ticket = PairingTicket::new(
+            self.node_id(),
+            addr.relay_url.clone(),
+            addr.direct.clone(),
+            &mut UnwrapErr(getrandom::SysRng),
+        )?;
+        let text = ticket.to_string();
+        self.start_initiator(Credential::from(ticket), text)
+    }
+
+    fn start_initiator(
+        &self,
+        credential: Credential,
+        text: String,
+    ) -> Result<PairingInvite, NetworkError> {
+        let local = self.local_device()?;
+        let now = pairing::now();
+        let initiator = Initiator::new(credential, local, now, self.inner.config.pairing.clone())
+            .map_err(|e| NetworkError::Usage(e.to_string()))?;
+        let slot = initiator.slot().word().to_owned();
+        let expires_in = initiator
+            .expires_at()
+            .since_epoch()
+            .saturating_sub(now.since_epoch());
+        let results = self.inner.pairing_results.subscribe();
+        *self
+            .inner
+            .initiator
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(initiator);
+        self.announce(Some(slot));
+        Ok(PairingInvite {
+            code: text,
+            expires_in,
+            results,
+        })
+    }
+
+    /// Stops showing the current code.
+    pub fn cancel_pairing(&self) {
+        self.inner
+            .initiator
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        self.announce(None);
+    }
+
+    /// Joins the device showing `code` (a word code, found through discovery, or a ticket).
+    pub async fn join_pairing(&self, code: &str) -> Result<PairedDevice, NetworkError> {
+        let code = code.trim();
+        let (credential, target) = if code.to_ascii_lowercase().starts_with("tether1") {
+            let ticket: PairingTicket = code.parse()?;
+            let target = PeerAddr {
+                node_id: ticket.initiator(),
+                direct: ticket.direct_addresses().to_vec(),
+                relay_url: ticket.relay_url().map(str::to_owned),
+            };
+            (Credential::from(ticket), target)
+        } else {
+            let code: PairingCode = code.parse()?;
+            let slot = code.slot().word().to_owned();
+            let target = self.find_slot(&slot).await?;
+            (Credential::from(code), target)
+        };
+        let connection = self.inner.transport.connect(&target, PAIRING_ALPN).await?;
+        let result = pairing::join(
+            connection,
+            credential,
+            self.local_device()?,
+            target.node_id,
+            &self.inner.registry,
+        )
+        .await;
+        self.report_pairing(&result);
+        result
+    }
+
+    /// Sends `message` to a paired device and waits for its answer.
+    pub async fn send_message(
+        &self,
+        node_id: NodeId,
+        message: NetworkMessage,
+    ) -> Result<NetworkMessage, NetworkError> {
+        let link = self.link(node_id).await?;
+        link.request(message, self.inner.config.request_timeout)
+            .await
+    }
+
+    /// Adds a third-party protocol on its own ALPN; only paired devices reach it.
+    pub fn register_protocol<P: NetworkProtocol>(&self, protocol: P) -> Result<(), NetworkError> {
+        let alpn = protocol.alpn().to_vec();
+        if alpn.starts_with(b"tether/") {
+            return Err(NetworkError::Usage(
+                "ALPNs starting with tether/ are reserved".to_owned(),
+            ));
+        }
+        self.inner
+            .protocols
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(alpn.clone(), Arc::new(protocol));
+        let mut alpns = self
+            .inner
+            .protocol_alpns
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        alpns.insert(alpn);
+        let mut all = vec![SYNC_ALPN.to_vec(), PAIRING_ALPN.to_vec()];
+        all.extend(alpns.iter().cloned());
+        self.inner.transport.endpoint().set_alpns(all);
+        Ok(())
+    }
+
+    /// Opens a connection to a paired device on a third-party protocol's ALPN.
+    pub async fn connect_protocol(
+        &self,
+        node_id: NodeId,
+        alpn: &[u8],
+    ) -> Result<Connection, NetworkError> {
+        self.device(node_id)?;
+        let connection = self.dial(node_id, alpn).await?;
+        self.track(node_id, &connection);
+        Ok(connection)
+    }
+
+    /// Unpairs a device: forgets its secret, refuses it from now on, and closes its live
+    /// connections.
+    pub fn unpair(&self, node_id: NodeId) -> Result<(), NetworkError> {
+        self.inner.registry.revoke(node_id)?;
+        self.inner
+            .links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&node_id);
+        let connections = self
+            .inner
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&node_id);
+        for connection in connections.unwrap_or_default() {
+            connection.close(CLOSE_REVOKED.into(), b"unpaired");
+        }
+        let _ = self.inner.events.send(NetworkEvent::Unpaired { node_id });
+        Ok(())
+    }
+
+    /// The live connection's path and round trip, if connected.
+    pub fn connection_info(&self, node_id: NodeId) -> Option<ConnectionInfo> {
+        let links = self
+            .inner
+            .links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        links
+            .get(&node_id)
+            .filter(|l| l.is_open())
+            .map(|l| ConnectionInfo::of(&l.connection))
+    }
+
+    /// Stops every task and closes the endpoint.
+    pub async fn shutdown(&self) {
+        for task in self
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            task.abort();
+        }
+        let links: Vec<_> = self
+            .inner
+            .links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .collect();
+        for (node_id, link) in links {
+            link.connection.close(CLOSE_NORMAL.into(), b"shutdown");
+            let _ = self
+                .inner
+                .registry
+                .disconnected(node_id, DisconnectReason::LocalShutdown);
+        }
+        self.inner.transport.close().await;
+        info!("networking service stopped");
+    }
+
+    fn local_device(&self) -> Result<LocalDevice, NetworkError> {
+        LocalDevice::new(self.inner.keys.identity().clone(), self.device_info())
+            .map_err(|e| NetworkError::Usage(e.to_string()))
+    }
+
+    fn announce(&self, pairing_slot: Option<String>) {
+        let addr = self.addr();
+        for discovery in &self.inner.discoveries {
+            discovery.announce(DiscoveredDevice {
+                node_id: addr.node_id,
+                addrs: addr.direct.clone(),
+                relay_url: addr.relay_url.clone(),
+                pairing_slot: pairing_slot.clone(),
+                source: discovery.name(),
+            });
+        }
+    }
+
+    fn report_pairing(&self, result: &Result<PairedDevice, NetworkError>) {
+        let event = match result {
+            Ok(paired) => NetworkEvent::Paired {
+                device: paired.device.clone(),
+                verification_code: paired.verification_code.clone(),
+            },
+            Err(error) => NetworkEvent::PairingFailed {
+                reason: error.to_string(),
+            },
+        };
+        let _ = self.inner.events.send(event);
+    }
+
+    async fn find_slot(&self, slot: &str) -> Result<PeerAddr, NetworkError> {
+        let mut updates = self.inner.discovered_tx.subscribe();
+        let deadline = tokio::time::Instant::now() + self.inner.config.discovery_timeout;
+        loop {
+            let claims: Vec<DiscoveredDevice> = self
+                .inner
+                .discovered
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .values()
+                .filter(|d| d.pairing_slot.as_deref() == Some(slot))
+                .cloned()
+                .collect();
+            match claims.as_slice() {
+                [one] => {
+                    return Ok(PeerAddr {
+                        node_id: one.node_id,
+                        direct: one.addrs.clone(),
+                        relay_url: one.relay_url.clone(),
+                    });
+                }
+                [] => {}
+                many => {
+                    return Err(NetworkError::AmbiguousPairingPeer {
+                        slot: slot.to_owned(),
+                        count: many.len(),
+                    });
+                }
+            }
+            match tokio::time::timeout_at(deadline, updates.recv()).await {
+                Ok(_) => {}
+                Err(_) => {
+                    return Err(NetworkError::NoPairingPeer {
+                        slot: slot.to_owned(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The live link to a paired device, dialling (with retries) when there is none.
+    async fn link(&self, node_id: NodeId) -> Result<Arc<Link>, NetworkError> {
+        if let Some(link) = self.live_link(&node_id) {
+            return Ok(link);
+        }
+        let secret = self
+            .inner
+            .registry
+            .check_connection(&node_id)
+            .map_err(|_| NetworkError::DeviceNotPaired(short(&node_id)))?;
+        let connection = self.dial(node_id, SYNC_ALPN).await?;
+        let link = Link::dial(
+            connection,
+            self.inner.keys.identity(),
+            node_id,
+            &secret,
+            self.inner.incoming.clone(),
+        )
+        .await?;
+        Ok(self.adopt(link))
+    }
+
+    fn live_link(&self, node_id: &NodeId) -> Option<Arc<Link>> {
+        let links = self
+            .inner
+            .links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        links.get(node_id).filter(|link| link.is_open()).cloned()
+    }
+
+    /// Dials a paired device on `alpn`, trying its known addresses with exponential backoff.
+    async fn dial(&self, node_id: NodeId, alpn: &[u8]) -> Result<Connection, NetworkError> {
+        let mut last_error = None;
+        for attempt in 0..CONNECT_ATTEMPTS {
+            if attempt > 0 {
+                let base = RETRY_BASE * 2u32.pow(attempt - 1);
+                let jitter = base.mul_f64(
+                    f64::from(rand_core::Rng::next_u32(&mut UnwrapErr(getrandom::SysRng)))
+                        / f64::from(u32::MAX)
+                        / 2.0,
+                );
+                tokio::time::sleep(base + jitter).await;
+            }
+            let addr = self.known_addr(node_id);
+            if addr.direct.is_empty() && addr.relay_url.is_none() {
+                last_error = Some(NetworkError::DeviceOffline(short(&node_id)));
+                continue;
+            }
+            match self.inner.transport.connect(&addr, alpn).await {
+                Ok(connection) => return Ok(connection),
+                Err(error) => {
+                    debug!(peer = %short(&node_id), attempt, %error, "connect failed");
+                    last_error = Some(error.into());
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| NetworkError::DeviceOffline(short(&node_id))))
+    }
+
+    fn known_addr(&self, node_id: NodeId) -> PeerAddr {
+        let mut addr = PeerAddr::new(node_id);
+        if let Some(found) = self
+            .inner
+            .discovered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&node_id)
+        {
+            addr.direct.extend(found.addrs.iter().copied());
+            addr.relay_url.clone_from(&found.relay_url);
+        }
+        if let Some(device) = self.inner.registry.device(&node_id).and_then(|d| d.paired) {
+            for stored in device.addresses {
+                if !addr.direct.contains(&stored) {
+                    addr.direct.push(stored);
+                }
+            }
+            if addr.relay_url.is_none() {
+                addr.relay_url = device.relay_url;
+            }
+        }
+        addr
+    }
+
+    /// Puts a new link in the pool, records the connection, and watches for its end.
+    fn adopt(&self, link: Arc<Link>) -> Arc<Link> {
+        let node_id = link.node_id;
+        self.inner
+            .links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(node_id, Arc::clone(&link));
+        self.track(node_id, &link.connection);
+        let info = ConnectionInfo::of(&link.connection);
+        let registry_info = match remote_ip(&link.connection).first() {
+            Some(addr) => RegistryConnection::direct(*addr, SystemTime::now()),
+            None => RegistryConnection::relayed(
+                info.remote.clone().unwrap_or_default(),
+                SystemTime::now(),
+            ),
+        };
+        if let Err(error) = self.inner.registry.connected(node_id, registry_info) {
+            debug!(%error, "registry: connected");
+        }
+        let _ = self.inner.events.send(NetworkEvent::Connected {
+            node_id,
+            path: info.path,
+        });
+        info!(peer = %short(&node_id), path = %info.path, rtt = ?info.rtt, "connected");
+        let service = self.clone();
+        let watched = Arc::clone(&link);
+        self.spawn(async move {
+            let reason = watched.connection.closed().await;
+            let removed = {
+                let mut links = service
+                    .inner
+                    .links
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                match links.get(&node_id) {
+                    Some(current) if Arc::ptr_eq(current, &watched) => {
+                        links.remove(&node_id).is_some()
+                    }
+                    _ => false,
+                }
+            };
+            if removed {
+                let _ = service
+                    .inner
+                    .registry
+                    .disconnected(node_id, DisconnectReason::Error(reason.to_string()));
+                let _ = service.inner.events.send(NetworkEvent::Disconnected {
+                    node_id,
+                    reason: reason.to_string(),
+                });
+                info!(peer = %short(&node_id), %reason, "disconnected");
+            }
+        });
+        link
+    }
+
+    fn track(&self, node_id: NodeId, connection: &Connection) {
+        let mut connections = self
+            .inner
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let list = connections.entry(node_id).or_default();
+        list.retain(|c| c.close_reason().is_none());
+        list.push(connection.clone());
+    }
+
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let handle = tokio::spawn(task);
+        let mut tasks = self
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(handle);
+    }
+
+    fn spawn_event_loop(&self, mut incoming_rx: mpsc::Receiver<Incoming>) {
+        let service = self.clone();
+        self.spawn(async move { service.accept_loop().await });
+
+        let events = self.inner.events.clone();
+        self.spawn(async move {
+            while let Some(Incoming { from, message }) = incoming_rx.recv().await {
+                let _ = events.send(NetworkEvent::MessageReceived { from, message });
+            }
+        });
+
+        for discovery in self.inner.discoveries.clone() {
+            let service = self.clone();
+            self.spawn(async move { service.discovery_loop(discovery).await });
+        }
+
+        let service = self.clone();
+        self.spawn(async move { service.keepalive_loop().await });
+
+        let service = self.clone();
+        self.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let expired = {
+                    let mut guard = service
+                        .inner
+                        .initiator
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    match guard.as_mut() {
+                        Some(initiator) => {
+                            initiator.handle_timeout(pairing::now());
+                            initiator.status() != tether_pairing::CodeStatus::Open
+                        }
+                        None => false,
+                    }
+                };
+                if expired {
+                    service
+                        .inner
+                        .initiator
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .take();
+                    service.announce(None);
+                }
+            }
+        });
+    }
+
+    async fn accept_loop(&self) {
+        let endpoint = self.inner.transport.endpoint().clone();
+        while let Some(incoming) = endpoint.accept().await {
+            let service = self.clone();
+            tokio::spawn(async move {
+                // The gate has already run, right after the TLS handshake.
+                let connection = match incoming.await {
+                    Ok(connection) => connection,
+                    Err(error) => {
+                        debug!(%error, "incoming connection failed");
+                        return;
+                    }
+                };
+                if let Err(error) = service.serve(connection).await {
+                    debug!(%error, "connection ended with an error");
+                }
+            });
+        }
+    }
+
+    async fn serve(&self, connection: Connection) -> Result<(), NetworkError> {
+        let peer = tether_iroh::peer_node_id(&connection)?;
+        let alpn = connection.alpn().to_vec();
+        if alpn == PAIRING_ALPN {
+            let result = pairing::serve_joiner(
+                &connection,
+                peer,
+                &self.inner.initiator,
+                &self.inner.registry,
+            )
+            .await;
+            let outcome = match &result {
+                Ok(device) => Ok(device.clone()),
+                Err(error) => Err(error.to_string()),
+            };
+            let _ = self.inner.pairing_results.send(outcome);
+            self.report_pairing(&result);
+            if result.is_ok() {
+                self.cancel_pairing();
+            }
+            return result.map(drop);
+        }
+        // Every other ALPN passed the gate: the peer is paired.
+        let secret = self
+            .inner
+            .registry
+            .check_connection(&peer)
+            .map_err(|_| NetworkError::DeviceNotPaired(short(&peer)))?;
+        if alpn == SYNC_ALPN {
+            let link = Link::accept(
+                connection,
+                self.inner.keys.identity(),
+                peer,
+                &secret,
+                self.inner.incoming.clone(),
+            )
+            .await?;
+            self.adopt(link);
+            return Ok(());
+        }
+        let protocol = self
+            .inner
+            .protocols
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&alpn)
+            .cloned();
+        let Some(protocol) = protocol else {
+            connection.close(crate::gate::CLOSE_UNKNOWN_ALPN.into(), b"unknown protocol");
+            return Err(NetworkError::UnknownProtocol {
+                alpn: String::from_utf8_lossy(&alpn).into_owned(),
+            });
+        };
+        let device = self
+            .inner
+            .registry
+            .device(&peer)
+            .and_then(|d| d.paired)
+            .ok_or_else(|| NetworkError::DeviceNotPaired(short(&peer)))?;
+        self.track(peer, &connection);
+        protocol
+            .accept(
+                connection,
+                PairedPeer {
+                    node_id: peer,
+                    device: device.info,
+                },
+            )
+            .await
+            .map_err(|error| NetworkError::ProtocolViolation {
+                node: short(&peer),
+                reason: error.to_string(),
+            })
+    }
+
+    async fn discovery_loop(&self, discovery: Arc<dyn Discovery>) {
+        let mut events = discovery.subscribe();
+        while let Some(event) = events.next().await {
+            match event {
+                DiscoveryEvent::Found(device) => {
+                    let node_id = device.node_id;
+                    let is_new = self
+                        .inner
+                        .discovered
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(node_id, device.clone())
+                        .is_none();
+                    if let Some(addr) = device.addrs.first() {
+                        let _ = self.inner.registry.discovered(node_id, *addr);
+                    }
+                    if is_new {
+                        let _ = self.inner.events.send(NetworkEvent::DeviceDiscovered {
+                            node_id,
+                            source: device.source,
+                        });
+                    }
+                    let _ = self.inner.discovered_tx.send(device);
+                    // A paired device came back (or moved): reconnect.
+                    if self.inner.registry.check_connection(&node_id).is_ok()
+                        && self.live_link(&node_id).is_none()
+                    {
+                        let service = self.clone();
+                        tokio::spawn(async move {
+                            if let Err(error) = service.link(node_id).await {
+                                debug!(peer = %short(&node_id), %error, "reconnect failed");
+                            }
+                        });
+                    }
+                }
+                DiscoveryEvent::Lost(node_id) => {
+                    self.inner
+                        .discovered
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&node_id);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn keepalive_loop(&self) {
+        let interval = self.inner.config.keepalive_interval;
+        let mut tick = tokio::time::interval((interval / 2).max(Duration::from_millis(100)));
+        loop {
+            tick.tick().await;
+            let idle: Vec<Arc<Link>> = self
+                .inner
+                .links
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .values()
+                .filter(|link| link.is_open() && link.idle_for() >= interval)
+                .cloned()
+                .collect();
+            for link in idle {
+                let wait = self.inner.config.request_timeout;
+                tokio::spawn(async move {
+                    let ping = NetworkMessage::Ping(Ping {
+                        timestamp_ms: now_ms(),
+                    });
+                    if link.request(ping, wait).await.is_err() {
+                        warn!(peer = %short(&link.node_id), "no answer to keep-alive; closing");
+                        link.connection
+                            .close(CLOSE_DEAD.into(), b"keep-alive timed out");
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// A paired device, for sending it messages.
+#[derive(Debug, Clone)]
+pub struct DeviceHandle {
+    service: NetworkingService,
+    node_id: NodeId,
+}
+
+impl DeviceHandle {
+    /// The device's node id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// Sends a message and waits for the answer (`Ack`, `Pong`, an `Error` reply, ...).
+    pub async fn send_message(
+        &self,
+        message: NetworkMessage,
+    ) -> Result<NetworkMessage, NetworkError> {
+        self.service.send_message(self.node_id, message).await
+    }
+
+    /// Measures a round trip of an encrypted `Ping`.
+    pub async fn ping(&self) -> Result<Duration, NetworkError> {
+        let started = std::time::Instant::now();
+        match self
+            .send_message(NetworkMessage::Ping(Ping {
+                timestamp_ms: now_ms(),
+            }))
+            .await?
+        {
+            NetworkMessage::Pong(_) => Ok(started.elapsed()),
+            other => Err(NetworkError::ProtocolViolation {
+                node: short(&self.node_id),
+                reason: format!("answered a ping with {other:?}"),
+            }),
+        }
+    }
+
+    /// The connection's path and round trip, if connected.
+    pub fn connection_info(&self) -> Option<ConnectionInfo> {
+        self.service.connection_info(self.node_id)
+    }
+
+    /// Whether the device's connection uses a direct path.
+    pub fn is_direct(&self) -> bool {
+        self.connection_info()
+            .is_some_and(|info| info.path == PathKind::Direct)
+    }
+}
+
+/// The peer's direct address on this connection, if the selected path is direct.
+pub(crate) fn remote_ip(connection: &Connection) -> Vec<SocketAddr> {
+    let mut addrs = Vec::new();
+    for path in connection.paths().iter() {
+        if let iroh::TransportAddr::Ip(addr) = path.remote_addr() {
+            if path.is_selected() {
+                addrs.insert(0, *addr);
+            } else {
+                addrs.push(*addr);
+            }
+        }
+    }
+    addrs
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn create_private_dir(dir: &std::path::Path) -> Result<(), NetworkError> {
+    std::fs::create_dir_all(dir).map_err(|source| NetworkError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(
+            |source| NetworkError::Io {
+                path: dir.to_owned(),
+                source,
+            },
+        )?;
+    }
+    Ok(())
+}

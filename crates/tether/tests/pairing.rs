@@ -1,0 +1,168 @@
+//! Pairing two real services on loopback: by word code (found through discovery), by
+//! ticket, with a wrong code, and across restarts.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Lab, pair};
+use tether::{NetworkError, NetworkMessage, Ping};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pair_by_word_code_then_message_both_ways() {
+    let lab = Lab::new();
+    let laptop = lab.start("laptop").await;
+    let phone = lab.start("phone").await;
+
+    let (on_laptop, on_phone) = pair(&laptop, &phone).await;
+    assert_eq!(on_laptop.device.public_key, phone.node_id());
+    assert_eq!(on_phone.device.public_key, laptop.node_id());
+    assert_eq!(on_laptop.device.device_name.as_str(), "phone");
+    assert_eq!(on_laptop.verification_code, on_phone.verification_code);
+    assert_eq!(laptop.paired_devices().len(), 1);
+    assert_eq!(phone.paired_devices().len(), 1);
+
+    let rtt = phone
+        .device(laptop.node_id())
+        .unwrap()
+        .ping()
+        .await
+        .unwrap();
+    assert!(rtt < Duration::from_secs(5));
+    let back = laptop
+        .device(phone.node_id())
+        .unwrap()
+        .ping()
+        .await
+        .unwrap();
+    assert!(back < Duration::from_secs(5));
+    let info = laptop.connection_info(phone.node_id()).unwrap();
+    assert_eq!(info.path, tether::PathKind::Direct);
+
+    laptop.shutdown().await;
+    phone.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pair_by_ticket_needs_no_discovery() {
+    let lab = Lab::new();
+    let mut desk_config = lab.config("desk");
+    desk_config.loopback_discovery = None;
+    let desk = tether::NetworkingService::start(desk_config).await.unwrap();
+    let mut tab_config = lab.config("tablet");
+    tab_config.loopback_discovery = None;
+    let tablet = tether::NetworkingService::start(tab_config).await.unwrap();
+
+    let mut invite = desk.start_pairing_with_ticket().unwrap();
+    assert!(invite.code.starts_with("tether1"));
+    let joined = tablet.join_pairing(&invite.code).await.unwrap();
+    let accepted = invite.paired().await.unwrap();
+    assert_eq!(joined.verification_code, accepted.verification_code);
+    tablet.device(desk.node_id()).unwrap().ping().await.unwrap();
+    desk.shutdown().await;
+    tablet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_code_fails_on_both_sides_and_pairs_nothing() {
+    let lab = Lab::new();
+    let a = lab.start("a").await;
+    let b = lab.start("b").await;
+    let mut invite = a.start_pairing_as_initiator().unwrap();
+    // Same public word (so discovery finds `a`), different secret words.
+    let mut words: Vec<String> = invite.code.split('-').map(str::to_owned).collect();
+    for word in words.iter_mut().skip(1) {
+        *word = if word == "abandon" {
+            "ability".to_owned()
+        } else {
+            "abandon".to_owned()
+        };
+    }
+    let wrong = words.join("-");
+
+    let joined = b.join_pairing(&wrong).await;
+    assert!(
+        matches!(
+            joined,
+            Err(NetworkError::Pairing(tether::PairingError::WrongCode))
+        ),
+        "{joined:?}"
+    );
+    let accepted = tokio::time::timeout(Duration::from_secs(10), invite.paired())
+        .await
+        .unwrap();
+    assert!(accepted.is_err(), "{accepted:?}");
+    assert!(a.paired_devices().is_empty());
+    assert!(b.paired_devices().is_empty());
+    // The code is burned: even the right one no longer works.
+    let again = b.join_pairing(&invite.code).await;
+    assert!(again.is_err(), "{again:?}");
+    assert!(a.paired_devices().is_empty());
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mistyped_word_is_caught_before_anything_is_sent() {
+    let lab = Lab::new();
+    let b = lab.start("b").await;
+    let error = b
+        .join_pairing("harbor-brave-lionn-sunset")
+        .await
+        .unwrap_err();
+    let text = error.to_string();
+    assert!(matches!(error, NetworkError::Code(_)), "{error:?}");
+    assert!(text.contains("lion"), "{text}");
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_device_with_the_slot_is_a_clear_error() {
+    let lab = Lab::new();
+    let b = lab.start("b").await;
+    let error = b
+        .join_pairing("harbor-brave-lion-sunset")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, NetworkError::NoPairingPeer { .. }),
+        "{error:?}"
+    );
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_both_are_still_paired_and_reconnect() {
+    let lab = Lab::new();
+    let (laptop_id, phone_id) = {
+        let laptop = lab.start("laptop").await;
+        let phone = lab.start("phone").await;
+        pair(&laptop, &phone).await;
+        let ids = (laptop.node_id(), phone.node_id());
+        laptop.shutdown().await;
+        phone.shutdown().await;
+        ids
+    };
+    let laptop = lab.start("laptop").await;
+    let phone = lab.start("phone").await;
+    assert_eq!(
+        laptop.node_id(),
+        laptop_id,
+        "the identity survives a restart"
+    );
+    assert_eq!(phone.node_id(), phone_id);
+    assert_eq!(laptop.paired_devices().len(), 1);
+    let reply = phone
+        .device(laptop_id)
+        .unwrap()
+        .send_message(NetworkMessage::Ping(Ping { timestamp_ms: 7 }))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply,
+        NetworkMessage::Pong(tether::Pong { timestamp_ms: 7 })
+    );
+    laptop.shutdown().await;
+    phone.shutdown().await;
+}
