@@ -245,7 +245,10 @@ mod tests {
         let mut stray = bytes.clone();
         stray[8] |= 0x80; // index 71, beyond the length
         assert_eq!(ChunkSet::from_bytes(70, &stray), None);
-        assert_eq!(ChunkSet::from_bytes(71, &bytes), Some(ChunkSet::from_bytes(71, &bytes).unwrap()));
+        assert_eq!(
+            ChunkSet::from_bytes(71, &bytes),
+            Some(ChunkSet::from_bytes(71, &bytes).unwrap())
+        );
         assert_eq!(ChunkSet::from_bytes(80, &bytes), None);
     }
 }

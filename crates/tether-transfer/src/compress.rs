@@ -108,7 +108,9 @@ pub(crate) fn decode(
     let written = DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
-            *slot = Some(zstd::bulk::Decompressor::new().map_err(|e| DecodeError::Zstd(e.to_string()))?);
+            *slot = Some(
+                zstd::bulk::Decompressor::new().map_err(|e| DecodeError::Zstd(e.to_string()))?,
+            );
         }
         match slot.as_mut() {
             Some(d) => d
@@ -138,7 +140,10 @@ mod tests {
             decode(Compression::Zstd, &packed, plain.len()).unwrap(),
             Some(plain.clone())
         );
-        assert_eq!(decode(Compression::Zstd, &plain, plain.len()).unwrap(), None);
+        assert_eq!(
+            decode(Compression::Zstd, &plain, plain.len()).unwrap(),
+            None
+        );
     }
 
     #[test]

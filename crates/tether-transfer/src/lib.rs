@@ -104,9 +104,7 @@ pub use link::ByteStream;
 pub use manifest::{EntryKind, Limits, ManifestEntry, ManifestError};
 pub use options::{MAX_LANES, ReceiverConfig, RunContext, SendOptions};
 pub use path::{MAX_COMPONENT_LEN, MAX_DEPTH, MAX_PATH_LEN, PathError, RelPath};
-pub use progress::{
-    Direction, FileProgress, PathKind, Progress, TransferEvent, TransferReport,
-};
+pub use progress::{Direction, FileProgress, PathKind, Progress, TransferEvent, TransferReport};
 pub use protocol::AbortCode;
 pub use receive::{Hello, IncomingLane, IncomingOffer, Receiver, read_hello};
 pub use source::{EntryResolver, OutgoingTransfer};

@@ -7,10 +7,10 @@
 
 use std::io;
 
+use std::sync::{Mutex, PoisonError};
 use tether_crypto::SessionKeys;
 use tether_wire::{Frame, FrameError, FrameKind, ReadError, read_frame, write_frame};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use std::sync::{Mutex, PoisonError};
 
 use crate::error::{PeerError, TransferError, UsageError};
 use crate::protocol::{Abort, AbortCode, Message, cut_message};
@@ -140,10 +140,14 @@ impl LaneCipher {
             (None, FrameKind::Data) => Ok(frame),
             (Some(keys), FrameKind::SealedData) => {
                 let mut keys = keys.lock().unwrap_or_else(PoisonError::into_inner);
-                frame.open(&mut keys).map_err(|e| PeerError::Seal(e.to_string()))
+                frame
+                    .open(&mut keys)
+                    .map_err(|e| PeerError::Seal(e.to_string()))
             }
             (None, _) => Err(PeerError::Protocol("expected a plain data frame")),
-            (Some(_), _) => Err(PeerError::Seal("plain frame in an encrypted transfer".into())),
+            (Some(_), _) => Err(PeerError::Seal(
+                "plain frame in an encrypted transfer".into(),
+            )),
         }
     }
 }

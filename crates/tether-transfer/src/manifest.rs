@@ -142,7 +142,11 @@ pub(crate) struct ManifestBuilder {
 impl ManifestBuilder {
     /// Starts a manifest the offer announced as `entries` entries holding `total_bytes`; refuses
     /// the announcement itself if it is over the limits.
-    pub(crate) fn new(limits: Limits, entries: u64, total_bytes: u64) -> Result<Self, ManifestError> {
+    pub(crate) fn new(
+        limits: Limits,
+        entries: u64,
+        total_bytes: u64,
+    ) -> Result<Self, ManifestError> {
         limit("entries", entries, limits.max_entries)?;
         limit("total bytes", total_bytes, limits.max_total_bytes)?;
         Ok(ManifestBuilder {
@@ -161,7 +165,11 @@ impl ManifestBuilder {
     /// Accounts for one page of `bytes` bytes of JSON.
     pub(crate) fn page_bytes(&mut self, bytes: usize) -> Result<(), ManifestError> {
         self.manifest_bytes = self.manifest_bytes.saturating_add(bytes as u64);
-        limit("manifest bytes", self.manifest_bytes, self.limits.max_manifest_bytes)
+        limit(
+            "manifest bytes",
+            self.manifest_bytes,
+            self.limits.max_manifest_bytes,
+        )
     }
 
     /// Checks and adds one entry.
@@ -192,7 +200,9 @@ impl ManifestBuilder {
             return Err(ManifestError::Inconsistent("more bytes than announced"));
         }
         if !self.ids.insert(entry.id) {
-            return Err(ManifestError::Conflict { path: cut(&entry.path) });
+            return Err(ManifestError::Conflict {
+                path: cut(&entry.path),
+            });
         }
         self.claim_path(&path, entry.kind == EntryKind::Dir)?;
         self.entries.push(CheckedEntry { entry, path });
@@ -202,7 +212,9 @@ impl ManifestBuilder {
     /// Records `path` and its ancestors, refusing a file where a directory is needed or twice the
     /// same path.
     fn claim_path(&mut self, path: &RelPath, is_dir: bool) -> Result<(), ManifestError> {
-        let conflict = || ManifestError::Conflict { path: cut(path.as_str()) };
+        let conflict = || ManifestError::Conflict {
+            path: cut(path.as_str()),
+        };
         let mut ancestor = path.parent();
         while let Some(dir) = ancestor {
             match self.paths.get(&dir) {
@@ -232,7 +244,9 @@ impl ManifestBuilder {
     /// The checked entries, once complete.
     pub(crate) fn finish(self) -> Result<Vec<CheckedEntry>, ManifestError> {
         if !self.is_complete() || self.total_bytes != self.announced_bytes {
-            return Err(ManifestError::Inconsistent("fewer entries or bytes than announced"));
+            return Err(ManifestError::Inconsistent(
+                "fewer entries or bytes than announced",
+            ));
         }
         Ok(self.entries)
     }
@@ -291,9 +305,21 @@ mod tests {
     #[test]
     fn announcements_over_limits_refused_before_anything_is_allocated() {
         let err = ManifestBuilder::new(Limits::default(), 1_000_000, 0).unwrap_err();
-        assert!(matches!(err, ManifestError::Limit { what: "entries", .. }));
+        assert!(matches!(
+            err,
+            ManifestError::Limit {
+                what: "entries",
+                ..
+            }
+        ));
         let err = ManifestBuilder::new(Limits::default(), 1, u64::MAX).unwrap_err();
-        assert!(matches!(err, ManifestError::Limit { what: "total bytes", .. }));
+        assert!(matches!(
+            err,
+            ManifestError::Limit {
+                what: "total bytes",
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -301,29 +327,53 @@ mod tests {
         let new = || ManifestBuilder::new(Limits::default(), 2, 100).unwrap();
         let mut b = new();
         b.push(file(1, "a", 10)).unwrap();
-        assert!(matches!(b.push(file(1, "b", 10)), Err(ManifestError::Conflict { .. })));
+        assert!(matches!(
+            b.push(file(1, "b", 10)),
+            Err(ManifestError::Conflict { .. })
+        ));
         let mut b = new();
         b.push(file(1, "a", 10)).unwrap();
-        assert!(matches!(b.push(file(2, "a", 10)), Err(ManifestError::Conflict { .. })));
+        assert!(matches!(
+            b.push(file(2, "a", 10)),
+            Err(ManifestError::Conflict { .. })
+        ));
         let mut b = new();
         b.push(file(1, "a", 10)).unwrap();
-        assert!(matches!(b.push(file(2, "a/b", 10)), Err(ManifestError::Conflict { .. })));
+        assert!(matches!(
+            b.push(file(2, "a/b", 10)),
+            Err(ManifestError::Conflict { .. })
+        ));
         let mut b = new();
         b.push(file(1, "a/b", 10)).unwrap();
-        assert!(matches!(b.push(file(2, "a", 10)), Err(ManifestError::Conflict { .. })));
+        assert!(matches!(
+            b.push(file(2, "a", 10)),
+            Err(ManifestError::Conflict { .. })
+        ));
         let mut b = new();
-        assert!(matches!(b.push(file(1, "a", 101)), Err(ManifestError::Inconsistent(_))));
+        assert!(matches!(
+            b.push(file(1, "a", 101)),
+            Err(ManifestError::Inconsistent(_))
+        ));
         let mut b = new();
         b.push(file(1, "a", 10)).unwrap();
         b.push(file(2, "b", 10)).unwrap();
-        assert!(matches!(b.push(file(3, "c", 0)), Err(ManifestError::Inconsistent(_))));
+        assert!(matches!(
+            b.push(file(3, "c", 0)),
+            Err(ManifestError::Inconsistent(_))
+        ));
         assert!(matches!(b.finish(), Err(ManifestError::Inconsistent(_))));
         let mut b = new();
-        assert!(matches!(b.push(file(1, "../x", 1)), Err(ManifestError::Path { .. })));
+        assert!(matches!(
+            b.push(file(1, "../x", 1)),
+            Err(ManifestError::Path { .. })
+        ));
         let mut b = new();
         let mut no_hash = file(1, "a", 1);
         no_hash.hash = None;
-        assert!(matches!(b.push(no_hash), Err(ManifestError::Inconsistent(_))));
+        assert!(matches!(
+            b.push(no_hash),
+            Err(ManifestError::Inconsistent(_))
+        ));
         let mut b = new();
         assert!(matches!(
             b.push(file(1, "a", u64::MAX)),

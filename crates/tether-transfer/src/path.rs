@@ -220,8 +220,17 @@ mod tests {
             assert_eq!(RelPath::parse(path).unwrap_err(), *want, "{path:?}");
         }
         for device in [
-            "CON", "con", "nul.txt", "Nul .tar.gz", "dir/AUX", "COM1", "lpt9.log", "COM²",
-            "CONIN$", "conout$.x", "prn",
+            "CON",
+            "con",
+            "nul.txt",
+            "Nul .tar.gz",
+            "dir/AUX",
+            "COM1",
+            "lpt9.log",
+            "COM²",
+            "CONIN$",
+            "conout$.x",
+            "prn",
         ] {
             assert!(
                 matches!(RelPath::parse(device), Err(PathError::DeviceName(_))),

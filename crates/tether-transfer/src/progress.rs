@@ -205,7 +205,11 @@ impl RateMeter {
             return self.rate;
         }
         let secs = now.saturating_duration_since(start).as_secs_f64();
-        if secs > 0.0 { bytes_so_far as f64 / secs } else { 0.0 }
+        if secs > 0.0 {
+            bytes_so_far as f64 / secs
+        } else {
+            0.0
+        }
     }
 }
 
@@ -230,7 +234,10 @@ mod tests {
         let start = Instant::now();
         let mut meter = RateMeter::new(start);
         meter.record(100, start + Duration::from_millis(100));
-        assert_eq!(meter.rate(100, start, start + Duration::from_millis(100)), 1000.0);
+        assert_eq!(
+            meter.rate(100, start, start + Duration::from_millis(100)),
+            1000.0
+        );
         meter.record(400, start + Duration::from_millis(500));
         let rate = meter.rate(500, start, start + Duration::from_millis(500));
         assert_eq!(rate, 1000.0);

@@ -259,9 +259,15 @@ mod tests {
             })
         ));
         let bad = Frame::new(FrameKind::Control, br#"{"type":"Teleport"}"#.to_vec()).unwrap();
-        assert!(matches!(Message::from_frame(&bad), Err(PeerError::Malformed(_))));
+        assert!(matches!(
+            Message::from_frame(&bad),
+            Err(PeerError::Malformed(_))
+        ));
         let data = Frame::new(FrameKind::Data, vec![0; 30]).unwrap();
-        assert!(matches!(Message::from_frame(&data), Err(PeerError::Protocol(_))));
+        assert!(matches!(
+            Message::from_frame(&data),
+            Err(PeerError::Protocol(_))
+        ));
     }
 
     #[test]
@@ -271,7 +277,10 @@ mod tests {
         assert_eq!(decode_hashes(&hex), Some(hashes));
         assert_eq!(decode_hashes(&hex[..63]), None);
         assert_eq!(decode_hashes(&"zz".repeat(32)), None);
-        assert_eq!(decode_hashes(&"00".repeat(32 * (MAX_HASHES_PER_PAGE + 1))), None);
+        assert_eq!(
+            decode_hashes(&"00".repeat(32 * (MAX_HASHES_PER_PAGE + 1))),
+            None
+        );
         assert_eq!(decode_hashes(""), Some(vec![]));
         assert_eq!(cut_message(&"é".repeat(1000)).len(), MAX_MESSAGE_LEN);
     }

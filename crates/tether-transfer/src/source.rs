@@ -172,7 +172,13 @@ impl Walk {
         Ok(())
     }
 
-    fn add_dir(&mut self, id: Uuid, rel: &str, path: &Path, depth: usize) -> Result<(), TransferError> {
+    fn add_dir(
+        &mut self,
+        id: Uuid,
+        rel: &str,
+        path: &Path,
+        depth: usize,
+    ) -> Result<(), TransferError> {
         self.entries.push(ManifestEntry {
             id,
             path: rel.to_owned(),
@@ -199,7 +205,8 @@ impl Walk {
                 continue;
             }
             // Never follow links inside a shared directory.
-            let meta = fs::symlink_metadata(&child).map_err(|e| LocalError::io("inspecting", &child, e))?;
+            let meta = fs::symlink_metadata(&child)
+                .map_err(|e| LocalError::io("inspecting", &child, e))?;
             let child_id = child_entry_id(id, name);
             if meta.is_file() {
                 self.add_file(child_id, child_rel, &child)?;
@@ -240,16 +247,23 @@ struct Hashed {
 fn hash_file(path: &Path) -> Result<Hashed, TransferError> {
     for _ in 0..3 {
         let mut file = File::open(path).map_err(|e| LocalError::io("opening", path, e))?;
-        let before = file.metadata().map_err(|e| LocalError::io("inspecting", path, e))?;
+        let before = file
+            .metadata()
+            .map_err(|e| LocalError::io("inspecting", path, e))?;
         let size = before.len();
         let mut hasher = FileHasher::new(size);
         let mut buf = vec![0u8; crate::tree::CHUNK_USIZE];
         while let Some(len) = hasher.next_len() {
             let chunk = buf.get_mut(..len).unwrap_or_default();
-            file.read_exact(chunk).map_err(|e| LocalError::io("reading", path, e))?;
-            hasher.update(chunk).ok_or(LocalError::SourceChanged(path.to_path_buf()))?;
+            file.read_exact(chunk)
+                .map_err(|e| LocalError::io("reading", path, e))?;
+            hasher
+                .update(chunk)
+                .ok_or(LocalError::SourceChanged(path.to_path_buf()))?;
         }
-        let after = file.metadata().map_err(|e| LocalError::io("inspecting", path, e))?;
+        let after = file
+            .metadata()
+            .map_err(|e| LocalError::io("inspecting", path, e))?;
         if after.len() == size && after.modified().ok() == before.modified().ok() {
             let (hashes, root) = hasher
                 .finish()
@@ -301,11 +315,20 @@ mod tests {
         let paths: Vec<_> = out.manifest().iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,
-            vec!["share", "share/a.txt", "share/sub", "share/sub/b.bin", "share/sub/empty"]
+            vec![
+                "share",
+                "share/a.txt",
+                "share/sub",
+                "share/sub/b.bin",
+                "share/sub/empty"
+            ]
         );
         assert_eq!(out.skipped(), &[root.join("link")]);
         let b = &out.manifest()[3];
-        assert_eq!(b.hash, Some(ContentHash(*blake3::hash(&vec![7u8; 300_000]).as_bytes())));
+        assert_eq!(
+            b.hash,
+            Some(ContentHash(*blake3::hash(&vec![7u8; 300_000]).as_bytes()))
+        );
         assert_eq!(out.total_bytes(), 300_005);
         assert_eq!(out.files.len(), 2);
         assert_eq!(out.files[1].hashes.len(), 2);

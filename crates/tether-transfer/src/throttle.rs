@@ -7,7 +7,7 @@
 //!
 //! The bucket lets a caller take more than it holds (a whole 256 KiB frame at once) and then
 //! waits the debt off, so the long-run rate is exact whatever the frame size; the burst allowance
-//! (a tenth of a second's worth, at least two frames) only shapes the very start.
+//! (a twentieth of a second's worth, at least two frames) only shapes the very start.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -62,7 +62,7 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// A limit of `bytes_per_second`.
     pub fn new(bytes_per_second: u64) -> Self {
-        let burst = (bytes_per_second / 10).max(2 * u64::from(crate::CHUNK_SIZE));
+        let burst = (bytes_per_second / 20).max(2 * u64::from(crate::CHUNK_SIZE));
         RateLimiter {
             bucket: Arc::new(Mutex::new(TokenBucket::new(
                 bytes_per_second,

@@ -1,6 +1,14 @@
 //! Round trips over TCP on 127.0.0.1: a directory tree in one process pair, a 64 MiB file
 //! between two processes (1 GiB in an ignored test), repeat runs, and existing targets.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs,
+    clippy::panic,
+    clippy::needless_pass_by_value,
+    clippy::print_stderr
+)]
 
 mod common;
 
@@ -24,8 +32,16 @@ fn sample_tree(root: &std::path::Path) {
     fs::create_dir_all(root.join("empty dir")).unwrap();
     fs::write(root.join("empty.txt"), b"").unwrap();
     fs::write(root.join("docs/hello.txt"), b"hello, tether").unwrap();
-    fs::write(root.join("docs/deep/er/text.log"), "line of text\n".repeat(60_000)).unwrap();
-    random_file(&root.join("docs/deep/blob.bin"), 3 * (256 << 10) + 12_345, 7);
+    fs::write(
+        root.join("docs/deep/er/text.log"),
+        "line of text\n".repeat(60_000),
+    )
+    .unwrap();
+    random_file(
+        &root.join("docs/deep/blob.bin"),
+        3 * (256 << 10) + 12_345,
+        7,
+    );
     random_file(&root.join("one-chunk.bin"), 256 << 10, 8);
 }
 
@@ -36,11 +52,20 @@ async fn round_trip(setup: Setup) {
     sample_tree(&root);
     let (listener, port) = listen().await;
     let receiver = Receiver::new(setup.receiver_config(dest.path()));
-    let server = tokio::spawn(serve_one(listener, receiver, setup.clone(), Arc::new(|_| {})));
+    let server = tokio::spawn(serve_one(
+        listener,
+        receiver,
+        setup.clone(),
+        Arc::new(|_| {}),
+    ));
     let sent = send_to(port, &root, &setup).await.unwrap();
     let received = server.await.unwrap().unwrap();
     assert_eq!(tree_hashes(&root), tree_hashes(&dest.path().join("share")));
-    assert!(leftovers(dest.path()).is_empty(), "{:?}", leftovers(dest.path()));
+    assert!(
+        leftovers(dest.path()).is_empty(),
+        "{:?}",
+        leftovers(dest.path())
+    );
     let total = sent.bytes_total;
     assert_eq!(received.bytes_total, total);
     assert_eq!(received.bytes_transferred, total);
@@ -49,13 +74,21 @@ async fn round_trip(setup: Setup) {
     assert_eq!(sent.bytes_verified, total);
     assert_eq!((sent.files, received.files), (5, 5));
     if setup.compress {
-        assert!(received.wire_bytes < total, "text should compress: {received:?}");
+        assert!(
+            received.wire_bytes < total,
+            "text should compress: {received:?}"
+        );
     }
 
     // Again: everything is in place, nothing moves.
     let (listener, port) = listen().await;
     let receiver = Receiver::new(setup.receiver_config(dest.path()));
-    let server = tokio::spawn(serve_one(listener, receiver, setup.clone(), Arc::new(|_| {})));
+    let server = tokio::spawn(serve_one(
+        listener,
+        receiver,
+        setup.clone(),
+        Arc::new(|_| {}),
+    ));
     let sent = send_to(port, &root, &setup).await.unwrap();
     let received = server.await.unwrap().unwrap();
     assert_eq!(received.bytes_transferred, 0);
@@ -89,12 +122,26 @@ async fn existing_different_target_is_refused_before_any_data() {
     let setup = Setup::default();
     let (listener, port) = listen().await;
     let receiver = Receiver::new(setup.receiver_config(dest.path()));
-    let server = tokio::spawn(serve_one(listener, receiver, setup.clone(), Arc::new(|_| {})));
+    let server = tokio::spawn(serve_one(
+        listener,
+        receiver,
+        setup.clone(),
+        Arc::new(|_| {}),
+    ));
     let sent = send_to(port, &file, &setup).await;
-    assert!(matches!(sent, Err(TransferError::Peer(PeerError::Declined { .. }))), "{sent:?}");
+    assert!(
+        matches!(sent, Err(TransferError::Peer(PeerError::Declined { .. }))),
+        "{sent:?}"
+    );
     let received = server.await.unwrap();
-    assert!(matches!(received, Err(TransferError::Local(LocalError::TargetExists(_)))));
-    assert_eq!(fs::read(dest.path().join("a.bin")).unwrap(), b"mine, not yours");
+    assert!(matches!(
+        received,
+        Err(TransferError::Local(LocalError::TargetExists(_)))
+    ));
+    assert_eq!(
+        fs::read(dest.path().join("a.bin")).unwrap(),
+        b"mine, not yours"
+    );
     assert!(leftovers(dest.path()).is_empty());
 
     let setup = Setup {
@@ -103,7 +150,12 @@ async fn existing_different_target_is_refused_before_any_data() {
     };
     let (listener, port) = listen().await;
     let receiver = Receiver::new(setup.receiver_config(dest.path()));
-    let server = tokio::spawn(serve_one(listener, receiver, setup.clone(), Arc::new(|_| {})));
+    let server = tokio::spawn(serve_one(
+        listener,
+        receiver,
+        setup.clone(),
+        Arc::new(|_| {}),
+    ));
     send_to(port, &file, &setup).await.unwrap();
     server.await.unwrap().unwrap();
     assert_eq!(hash_file(&dest.path().join("a.bin")), hash_file(&file));
@@ -120,7 +172,11 @@ fn cross_process(size: u64, setup: &Setup, timeout: Duration) {
         &[("TETHER_T_DEST", dest.path().display().to_string())],
         setup,
     );
-    let port: u16 = child.wait_for("port", Duration::from_secs(30)).unwrap().parse().unwrap();
+    let port: u16 = child
+        .wait_for("port", Duration::from_secs(30))
+        .unwrap()
+        .parse()
+        .unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let sent = runtime.block_on(send_to(port, &file, setup)).unwrap();
     let received = child.outcome(timeout).unwrap();
@@ -142,7 +198,14 @@ fn file_64mib_between_processes_encrypted() {
     if std::env::var(common::ROLE).is_ok() {
         return;
     }
-    cross_process(64 << 20, &Setup { key_seed: Some(9), ..Setup::default() }, Duration::from_secs(120));
+    cross_process(
+        64 << 20,
+        &Setup {
+            key_seed: Some(9),
+            ..Setup::default()
+        },
+        Duration::from_secs(120),
+    );
 }
 
 #[test]
@@ -151,5 +214,13 @@ fn file_1gib_between_processes() {
     if std::env::var(common::ROLE).is_ok() {
         return;
     }
-    cross_process(1 << 30, &Setup { key_seed: Some(9), lanes: 2, ..Setup::default() }, Duration::from_secs(900));
+    cross_process(
+        1 << 30,
+        &Setup {
+            key_seed: Some(9),
+            lanes: 2,
+            ..Setup::default()
+        },
+        Duration::from_secs(900),
+    );
 }

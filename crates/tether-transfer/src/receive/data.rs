@@ -87,10 +87,12 @@ impl RecvShared {
             offset: chunk.offset(),
         };
         let index_file = self.by_id.get(&chunk.entry_id()).copied();
-        let Some((file_index, file)) = index_file.and_then(|i| Some((i, self.files.get(i)?))) else {
+        let Some((file_index, file)) = index_file.and_then(|i| Some((i, self.files.get(i)?)))
+        else {
             return Err(unsolicited().into());
         };
-        let (Some(index), Some(partial)) = (chunk_at(file.size, chunk.offset()), file.file.as_ref())
+        let (Some(index), Some(partial)) =
+            (chunk_at(file.size, chunk.offset()), file.file.as_ref())
         else {
             return Err(unsolicited().into());
         };
@@ -131,7 +133,9 @@ impl RecvShared {
         })?;
         let plain = decoded.as_deref().unwrap_or(bytes);
         let ok = chunk_hash(file.size, index, plain).as_ref()
-            == file.hashes.get(usize::try_from(index).unwrap_or(usize::MAX));
+            == file
+                .hashes
+                .get(usize::try_from(index).unwrap_or(usize::MAX));
         if !ok {
             return Err(PeerError::ChunkMismatch {
                 path: file.rel.clone(),
@@ -153,7 +157,10 @@ impl RecvShared {
         let Some(partial) = file.file.as_ref() else {
             return Ok(index);
         };
-        let _record = file.record_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _record = file
+            .record_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         disk::finalize(partial, &file.paths, file.mtime_ns, self.overwrite)?;
         file.chunks
             .lock()
@@ -166,7 +173,10 @@ impl RecvShared {
     /// Saves the resume record of every file with new chunks (blocking).
     pub(crate) fn checkpoint(&self) -> Result<(), TransferError> {
         for file in self.files.iter().filter(|f| f.file.is_some()) {
-            let _record = file.record_lock.lock().unwrap_or_else(PoisonError::into_inner);
+            let _record = file
+                .record_lock
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             let have = {
                 let mut chunks = file.chunks.lock().unwrap_or_else(PoisonError::into_inner);
                 if chunks.finalized || !chunks.dirty {

@@ -36,7 +36,9 @@ impl FilePaths {
     /// The paths for `rel` under `root`.
     pub(crate) fn new(root: &Path, rel: &RelPath) -> Self {
         let target = rel.under(root);
-        let dir = target.parent().map_or_else(|| root.to_path_buf(), Path::to_path_buf);
+        let dir = target
+            .parent()
+            .map_or_else(|| root.to_path_buf(), Path::to_path_buf);
         let name = rel.file_name();
         FilePaths {
             partial: dir.join(format!(".{name}{PARTIAL_SUFFIX}")),
@@ -82,7 +84,8 @@ pub(crate) fn ensure_dir(
     Ok(())
 }
 
-/// Checks that every directory from `root` down to `path`'s parent is a real directory.
+/// Checks that every directory from `root` down to `rel`'s parent that exists is a real
+/// directory (not a symlink or a file); missing ones will be created later.
 pub(crate) fn check_dirs(root: &Path, rel: &RelPath) -> Result<(), LocalError> {
     let mut path = root.to_path_buf();
     if let Some(parent) = rel.parent() {
@@ -91,11 +94,22 @@ pub(crate) fn check_dirs(root: &Path, rel: &RelPath) -> Result<(), LocalError> {
             match fs::symlink_metadata(&path) {
                 Ok(meta) if meta.is_dir() => {}
                 Ok(_) => return Err(LocalError::NotADirectory(path)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
                 Err(e) => return Err(LocalError::io("inspecting", &path, e)),
             }
         }
     }
     Ok(())
+}
+
+/// Checks that `path` is a real directory or does not exist.
+pub(crate) fn check_dir_or_absent(path: &Path) -> Result<(), LocalError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(LocalError::NotADirectory(path.to_path_buf())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(LocalError::io("inspecting", path, e)),
+    }
 }
 
 /// What is at a target path now.
@@ -239,7 +253,10 @@ mod tests {
         let mut created = Vec::new();
         ensure_dir(root, &RelPath::parse("a/b/c").unwrap(), &mut created).unwrap();
         assert!(root.join("a/b/c").is_dir());
-        assert_eq!(created, vec![root.join("a"), root.join("a/b"), root.join("a/b/c")]);
+        assert_eq!(
+            created,
+            vec![root.join("a"), root.join("a/b"), root.join("a/b/c")]
+        );
         let outside = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), root.join("link")).unwrap();
         let err = ensure_dir(root, &RelPath::parse("link/x").unwrap(), &mut created).unwrap_err();
@@ -267,7 +284,10 @@ mod tests {
         assert_eq!(fs::read(&paths.target).unwrap(), b"data");
         assert!(!paths.partial.exists() && !paths.record.exists());
         let modified = fs::metadata(&paths.target).unwrap().modified().unwrap();
-        assert_eq!(modified, UNIX_EPOCH + Duration::from_nanos(1_700_000_000_000_000_000));
+        assert_eq!(
+            modified,
+            UNIX_EPOCH + Duration::from_nanos(1_700_000_000_000_000_000)
+        );
         // A second file for the same target is refused unless overwriting.
         let file = open_partial(&paths.partial, 3).unwrap();
         assert!(matches!(

@@ -123,7 +123,9 @@ struct LaneSlot {
 
 impl std::fmt::Debug for AttachedLane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AttachedLane").field("index", &self.index).finish_non_exhaustive()
+        f.debug_struct("AttachedLane")
+            .field("index", &self.index)
+            .finish_non_exhaustive()
     }
 }
 
@@ -165,7 +167,11 @@ impl Receiver {
         peer: NodeId,
     ) -> Result<(), TransferError> {
         let LaneHello { transfer_id, index } = lane.hello;
-        let mut lanes = self.inner.lanes.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut lanes = self
+            .inner
+            .lanes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let refused = || TransferError::from(UsageError::NoSuchTransfer(transfer_id));
         let slot = lanes.get_mut(&transfer_id).ok_or_else(refused)?;
         if slot.peer != peer || index == 0 || index >= slot.lanes || !slot.seen.insert(index) {
@@ -180,7 +186,12 @@ impl Receiver {
     }
 
     /// Registers a running transfer's lane slot; the guard removes it.
-    fn open_lanes(&self, transfer_id: Uuid, peer: NodeId, lanes: u8) -> (LaneGuard, mpsc::Receiver<AttachedLane>) {
+    fn open_lanes(
+        &self,
+        transfer_id: Uuid,
+        peer: NodeId,
+        lanes: u8,
+    ) -> (LaneGuard, mpsc::Receiver<AttachedLane>) {
         let (tx, rx) = mpsc::channel(usize::from(lanes.max(1)));
         let slot = LaneSlot {
             peer,
@@ -204,7 +215,11 @@ impl Receiver {
 
     /// Claims `targets` for one transfer; fails if another running transfer writes one of them.
     fn claim_targets(&self, targets: Vec<PathBuf>) -> Result<BusyGuard, TransferError> {
-        let mut busy = self.inner.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut busy = self
+            .inner
+            .busy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(taken) = targets.iter().find(|t| busy.contains(*t)) {
             return Err(crate::LocalError::TargetBusy(taken.clone()).into());
         }
@@ -240,7 +255,11 @@ struct BusyGuard {
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
-        let mut busy = self.inner.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut busy = self
+            .inner
+            .busy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         for target in &self.targets {
             busy.remove(target);
         }

@@ -95,7 +95,9 @@ pub(crate) fn plan_file(
                 if cancel.is_cancelled() {
                     return Err(TransferError::Cancelled);
                 }
-                let Some(len) = chunk_len(size, index) else { continue };
+                let Some(len) = chunk_len(size, index) else {
+                    continue;
+                };
                 buf.resize(len, 0);
                 let ok = file.read_exact_at(&mut buf, chunk_offset(index)).is_ok()
                     && chunk_hash(size, index, &buf).as_ref() == hashes.get(index_usize(index));
@@ -166,7 +168,9 @@ mod tests {
 
     #[test]
     fn fresh_resumed_corrupt_and_in_place() {
-        let data: Vec<u8> = (0..3 * CHUNK as usize + 10).map(|i| (i % 253) as u8).collect();
+        let data: Vec<u8> = (0..3 * CHUNK as usize + 10)
+            .map(|i| (i % 253) as u8)
+            .collect();
         let (dir, entry, hash, hashes) = setup(&data);
         let cancel = CancellationToken::new();
         let plan = plan_file(dir.path(), &entry, hash, &hashes, false, &cancel).unwrap();

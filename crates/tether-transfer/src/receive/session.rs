@@ -22,15 +22,15 @@ use crate::chunk::{CHUNK, CHUNK_SIZE, chunk_count};
 use crate::compress::Compression;
 use crate::consent::{Decision, OfferSummary};
 use crate::error::{LocalError, PeerError, TransferError, UsageError};
-use crate::link::{ByteStream, LaneCipher, abort_for, read_frame_from, eof, send_message};
+use crate::link::{ByteStream, LaneCipher, abort_for, eof, read_frame_from, send_message};
 use crate::manifest::{CheckedEntry, EntryKind, ManifestBuilder};
 use crate::options::{MAX_LANES, ReceiverConfig, RunContext};
 use crate::progress::{
     Direction, FileProgress, Progress, RateMeter, TransferEvent, TransferReport, emit, eta,
 };
 use crate::protocol::{
-    AbortCode, Complete, Decline, MAX_RANGES_PER_WANT, Message, Offer, VERSION, Want,
-    cut_message, decode_hashes,
+    AbortCode, Complete, Decline, MAX_RANGES_PER_WANT, Message, Offer, VERSION, Want, cut_message,
+    decode_hashes,
 };
 use crate::receive::data::{AttachedLane, ChunkDone, Chunks, RecvFile, RecvShared, run_lane};
 use crate::receive::disk::{self, Existing, FilePaths};
@@ -101,7 +101,9 @@ pub(super) async fn run<S: ByteStream>(
         created_dirs: Vec::new(),
         file_entries: Vec::new(),
     };
-    let result = run.after_accept(accepted, reader, &writer, &mut report).await;
+    let result = run
+        .after_accept(accepted, reader, &writer, &mut report)
+        .await;
     report.duration = started.elapsed();
     match result {
         Ok(complete) => {
@@ -141,7 +143,9 @@ async fn before_accept(
         || offer.lanes == 0
         || offer.lanes > MAX_LANES
     {
-        return Err(PeerError::Protocol("unsupported chunk size, compression or lane count").into());
+        return Err(
+            PeerError::Protocol("unsupported chunk size, compression or lane count").into(),
+        );
     }
     let mut keys = match (offer.encrypted, keys) {
         (true, None) => return Err(UsageError::KeysRequired.into()),
@@ -152,7 +156,9 @@ async fn before_accept(
         .map_err(PeerError::from)?;
     while !builder.is_complete() {
         let frame = read_frame_from(reader).await?.ok_or_else(eof)?;
-        builder.page_bytes(frame.payload().len()).map_err(PeerError::from)?;
+        builder
+            .page_bytes(frame.payload().len())
+            .map_err(PeerError::from)?;
         match Message::from_frame(&frame)? {
             Message::Manifest(page) => {
                 for entry in page.entries {
@@ -188,7 +194,10 @@ async fn before_accept(
         transfer_id: offer.transfer_id,
         peer,
         entries: &manifest,
-        files: manifest.iter().filter(|e| e.kind == EntryKind::File).count() as u64,
+        files: manifest
+            .iter()
+            .filter(|e| e.kind == EntryKind::File)
+            .count() as u64,
         total_bytes: offer.total_bytes,
         encrypted: offer.encrypted,
     };
@@ -199,7 +208,8 @@ async fn before_accept(
     for index in 0..offer.lanes {
         ciphers.push(Arc::new(LaneCipher::derive(keys.as_mut(), index)?));
     }
-    let lanes = (offer.lanes > 1).then(|| receiver.open_lanes(offer.transfer_id, peer, offer.lanes));
+    let lanes =
+        (offer.lanes > 1).then(|| receiver.open_lanes(offer.transfer_id, peer, offer.lanes));
     send_message(&mut *writer.lock().await, &Message::Accept).await?;
     Ok(Accepted {
         entries,
@@ -218,7 +228,12 @@ fn survey(
 ) -> Result<(Vec<PathBuf>, u64), TransferError> {
     let mut targets = Vec::new();
     let mut needed = 0u64;
-    for entry in entries.iter().filter(|e| e.entry.kind == EntryKind::File) {
+    for entry in entries {
+        disk::check_dirs(root, &entry.path)?;
+        if entry.entry.kind == EntryKind::Dir {
+            disk::check_dir_or_absent(&entry.path.under(root))?;
+            continue;
+        }
         let paths = FilePaths::new(root, &entry.path);
         let size = entry.entry.size;
         match disk::existing(&paths.target)? {
@@ -266,8 +281,9 @@ impl Run<'_> {
             lanes,
             ciphers,
         } = accepted;
-        let (dirs, files): (Vec<_>, Vec<_>) =
-            entries.into_iter().partition(|e| e.entry.kind == EntryKind::Dir);
+        let (dirs, files): (Vec<_>, Vec<_>) = entries
+            .into_iter()
+            .partition(|e| e.entry.kind == EntryKind::Dir);
         self.file_entries = files.clone();
         let cancel = self.cancel.clone();
         let hashes = tokio::select! {
@@ -280,14 +296,28 @@ impl Run<'_> {
         let plan_input = (files.clone(), hashes.clone());
         let (created, planned) = blocking(move || {
             let mut created = Vec::new();
-            let result = plan_all(&root, &dirs, &plan_input.0, &plan_input.1, overwrite, &cancel, &mut created);
+            let result = plan_all(
+                &root,
+                &dirs,
+                &plan_input.0,
+                &plan_input.1,
+                overwrite,
+                &cancel,
+                &mut created,
+            );
             (created, result)
         })
         .await?;
         self.created_dirs = created;
         let planned = planned?;
 
-        let shared = Arc::new(shared_state(&files, hashes, planned.as_slice(), self.offer, overwrite));
+        let shared = Arc::new(shared_state(
+            &files,
+            hashes,
+            planned.as_slice(),
+            self.offer,
+            overwrite,
+        ));
         for (index, plan) in planned.iter().enumerate() {
             report.bytes_resumed += plan.kept_bytes;
             report.bytes_verified += plan.verified_bytes;
@@ -318,7 +348,9 @@ impl Run<'_> {
         for index in in_place {
             self.file_done(&shared, index);
         }
-        let result = self.data_phase(&shared, reader, lanes, ciphers, report).await;
+        let result = self
+            .data_phase(&shared, reader, lanes, ciphers, report)
+            .await;
         if result.is_err() {
             let shared = shared.clone();
             if let Ok(Err(error)) = blocking(move || shared.checkpoint()).await {
@@ -459,15 +491,13 @@ impl Run<'_> {
         let done = (report.bytes_resumed + received).min(report.bytes_total);
         let rate = meter.rate(received, self.started, now);
         let file = shared.files.get(file).map(|f| {
-            let kept = f
-                .chunks
-                .lock()
-                .map(|c| c.have.count())
-                .unwrap_or(0);
+            let kept = f.chunks.lock().map(|c| c.have.count()).unwrap_or(0);
             FileProgress {
                 entry_id: f.id,
                 path: f.rel.clone(),
-                bytes_done: (kept * CHUNK).min(f.size).max(per_file.get(&file).copied().unwrap_or(0)),
+                bytes_done: (kept * CHUNK)
+                    .min(f.size)
+                    .max(per_file.get(&file).copied().unwrap_or(0)),
                 size: f.size,
             }
         });
@@ -533,12 +563,18 @@ async fn read_hashes(
         let hash = entry.entry.hash.unwrap_or(ContentHash([0; 32]));
         let chunks = chunk_count(entry.entry.size);
         if chunks < 2 {
-            all.push(if chunks == 1 { vec![hash.0] } else { Vec::new() });
+            all.push(if chunks == 1 {
+                vec![hash.0]
+            } else {
+                Vec::new()
+            });
             continue;
         }
-        let bad = || TransferError::from(PeerError::BadHashes {
-            path: entry.entry.path.clone(),
-        });
+        let bad = || {
+            TransferError::from(PeerError::BadHashes {
+                path: entry.entry.path.clone(),
+            })
+        };
         let mut hashes: Vec<ChunkHash> = Vec::new();
         while (hashes.len() as u64) < chunks {
             match read_message(reader).await? {
@@ -602,7 +638,11 @@ fn shared_state(
 ) -> RecvShared {
     let mut recv_files = Vec::with_capacity(files.len());
     for ((entry, hashes), plan) in files.iter().zip(hashes).zip(planned) {
-        let file = plan.file.as_ref().and_then(|f| f.try_clone().ok()).map(Arc::new);
+        let file = plan
+            .file
+            .as_ref()
+            .and_then(|f| f.try_clone().ok())
+            .map(Arc::new);
         recv_files.push(RecvFile {
             id: entry.entry.id,
             rel: entry.entry.path.clone(),
@@ -621,7 +661,11 @@ fn shared_state(
             record_lock: Mutex::new(()),
         });
     }
-    let by_id = recv_files.iter().enumerate().map(|(i, f)| (f.id, i)).collect();
+    let by_id = recv_files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.id, i))
+        .collect();
     RecvShared {
         files: recv_files,
         by_id,
@@ -673,7 +717,11 @@ async fn decline(writer: &Writer, error: &TransferError) {
         _ => String::new(),
     };
     let send = async {
-        send_message(&mut *writer.lock().await, &Message::Decline(Decline { code, message })).await
+        send_message(
+            &mut *writer.lock().await,
+            &Message::Decline(Decline { code, message }),
+        )
+        .await
     };
     let _ = tokio::time::timeout(Duration::from_millis(500), send).await;
 }

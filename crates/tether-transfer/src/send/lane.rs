@@ -87,7 +87,8 @@ impl SendShared {
         if let Some(file) = slot.as_ref() {
             return Ok((file.clone(), source));
         }
-        let file = File::open(&source.path).map_err(|e| LocalError::io("opening", &source.path, e))?;
+        let file =
+            File::open(&source.path).map_err(|e| LocalError::io("opening", &source.path, e))?;
         check_unchanged(&file, source)?;
         let file = Arc::new(file);
         *slot = Some(file.clone());

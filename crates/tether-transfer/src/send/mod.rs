@@ -10,7 +10,7 @@ mod queue;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tether_wire::{FileRequest, FileResponse, ContentHash};
+use tether_wire::{ContentHash, FileRequest, FileResponse};
 use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{Mutex as AsyncMutex, mpsc};
 use tokio::task::JoinSet;
@@ -114,7 +114,15 @@ impl OutgoingTransfer {
             started,
         };
         session
-            .run(control_rx, control_tx, lane_writers, ciphers, limiters, cancel, report)
+            .run(
+                control_rx,
+                control_tx,
+                lane_writers,
+                ciphers,
+                limiters,
+                cancel,
+                report,
+            )
             .await
     }
 
@@ -156,7 +164,11 @@ impl OutgoingTransfer {
             page_bytes += len + 1;
         }
         if !page.is_empty() {
-            send_message(&mut *writer, &Message::Manifest(ManifestPage { entries: page })).await?;
+            send_message(
+                &mut *writer,
+                &Message::Manifest(ManifestPage { entries: page }),
+            )
+            .await?;
         }
         match read_message(control_rx).await? {
             Message::Accept => {}
@@ -177,7 +189,11 @@ impl OutgoingTransfer {
             _ => return Err(PeerError::Protocol("expected Accept or Decline").into()),
         }
         for file in self.files.iter().filter(|f| f.hashes.len() >= 2) {
-            let entry_id = self.entries.get(file.entry_index).map(|e| e.id).unwrap_or_default();
+            let entry_id = self
+                .entries
+                .get(file.entry_index)
+                .map(|e| e.id)
+                .unwrap_or_default();
             for (page, hashes) in file.hashes.chunks(MAX_HASHES_PER_PAGE).enumerate() {
                 let message = Message::ChunkHashes(ChunkHashes {
                     entry_id,
@@ -225,17 +241,35 @@ impl DataPhase {
         let ids = transfer
             .files
             .iter()
-            .map(|f| transfer.entries.get(f.entry_index).map(|e| e.id).unwrap_or_default())
+            .map(|f| {
+                transfer
+                    .entries
+                    .get(f.entry_index)
+                    .map(|e| e.id)
+                    .unwrap_or_default()
+            })
             .collect();
         let paths: Vec<String> = transfer
             .files
             .iter()
-            .map(|f| transfer.entries.get(f.entry_index).map(|e| e.path.clone()).unwrap_or_default())
+            .map(|f| {
+                transfer
+                    .entries
+                    .get(f.entry_index)
+                    .map(|e| e.path.clone())
+                    .unwrap_or_default()
+            })
             .collect();
         let hashes: Vec<ContentHash> = transfer
             .files
             .iter()
-            .map(|f| transfer.entries.get(f.entry_index).and_then(|e| e.hash).unwrap_or(ContentHash([0; 32])))
+            .map(|f| {
+                transfer
+                    .entries
+                    .get(f.entry_index)
+                    .and_then(|e| e.hash)
+                    .unwrap_or(ContentHash([0; 32]))
+            })
             .collect();
         let shared = Arc::new(SendShared::new(transfer.files, ids, compression, limiters));
         let torn = Arc::new(TornFlag::default());
@@ -435,7 +469,9 @@ async fn serve_requests(
             }
             _ => return Err(PeerError::Protocol("unexpected message from the receiver").into()),
         };
-        let mut requested = requested.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut requested = requested
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let size = shared.files.get(file).map_or(0, |f| f.size);
         for [start, end] in ranges {
             let Requested { sets, bytes } = &mut *requested;

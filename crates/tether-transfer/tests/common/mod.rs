@@ -9,7 +9,9 @@
     clippy::print_stdout,
     clippy::print_stderr,
     clippy::indexing_slicing,
-    missing_docs
+    missing_docs,
+    clippy::panic,
+    clippy::needless_pass_by_value
 )]
 
 use std::collections::HashMap;
@@ -24,7 +26,9 @@ use std::time::Duration;
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
-use tether_crypto::{EphemeralKeyPair, PairingSecret, Role, SessionKeys, SessionSecrets, Transcript};
+use tether_crypto::{
+    EphemeralKeyPair, PairingSecret, Role, SessionKeys, SessionSecrets, Transcript,
+};
 use tether_identity::{NetworkIdentity, NodeId};
 use tether_transfer::{
     AcceptAll, CancellationToken, Hello, OutgoingTransfer, Receiver, ReceiverConfig, RunContext,
@@ -63,7 +67,11 @@ pub fn tree_hashes(root: &Path) -> HashMap<String, [u8; 32]> {
     while let Some(dir) = stack.pop() {
         for entry in fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
-            let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             if path.is_dir() {
                 out.insert(format!("{rel}/"), [0; 32]);
                 stack.push(path);
@@ -80,7 +88,9 @@ pub fn leftovers(dir: &Path) -> Vec<String> {
     let mut found = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(listing) = fs::read_dir(&d) else { continue };
+        let Ok(listing) = fs::read_dir(&d) else {
+            continue;
+        };
         for entry in listing {
             let path = entry.unwrap().path();
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
@@ -117,8 +127,12 @@ pub fn session_keys(seed: u64) -> (SessionKeys, SessionKeys) {
         initiator_ephemeral: initiator.public_key(),
         responder_ephemeral: responder.public_key(),
     };
-    let a = initiator.diffie_hellman(&transcript.responder_ephemeral).unwrap();
-    let b = responder.diffie_hellman(&transcript.initiator_ephemeral).unwrap();
+    let a = initiator
+        .diffie_hellman(&transcript.responder_ephemeral)
+        .unwrap();
+    let b = responder
+        .diffie_hellman(&transcript.initiator_ephemeral)
+        .unwrap();
     (
         SessionSecrets::derive(&pairing, a, &transcript).into_session_keys(Role::Initiator),
         SessionSecrets::derive(&pairing, b, &transcript).into_session_keys(Role::Responder),
@@ -140,14 +154,14 @@ pub async fn listen() -> (TcpListener, u16) {
 }
 
 /// `n` connections to 127.0.0.1:`port`.
-pub async fn connect(port: u16, n: usize) -> Vec<TcpStream> {
+pub async fn connect(port: u16, n: usize) -> std::io::Result<Vec<TcpStream>> {
     let mut streams = Vec::new();
     for _ in 0..n {
-        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        stream.set_nodelay(true).unwrap();
+        let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        stream.set_nodelay(true)?;
         streams.push(stream);
     }
-    streams
+    Ok(streams)
 }
 
 /// How a test runs one side.
@@ -158,6 +172,7 @@ pub struct Setup {
     pub compress: bool,
     pub rate: Option<u64>,
     pub checkpoint_ms: Option<u64>,
+    pub progress_ms: Option<u64>,
     pub cancel_at: Option<u64>,
     pub transfer_id: Option<Uuid>,
     pub no_space_check: bool,
@@ -178,6 +193,9 @@ impl Setup {
         }
         if let Some(ms) = self.checkpoint_ms {
             cmd.env("TETHER_T_CHECKPOINT_MS", ms.to_string());
+        }
+        if let Some(ms) = self.progress_ms {
+            cmd.env("TETHER_T_PROGRESS_MS", ms.to_string());
         }
         if let Some(at) = self.cancel_at {
             cmd.env("TETHER_T_CANCEL_AT", at.to_string());
@@ -201,8 +219,11 @@ impl Setup {
             compress: env::var("TETHER_T_COMPRESS").is_ok(),
             rate: num("TETHER_T_RATE"),
             checkpoint_ms: num("TETHER_T_CHECKPOINT_MS"),
+            progress_ms: num("TETHER_T_PROGRESS_MS"),
             cancel_at: num("TETHER_T_CANCEL_AT"),
-            transfer_id: env::var("TETHER_T_TRANSFER_ID").ok().map(|v| v.parse().unwrap()),
+            transfer_id: env::var("TETHER_T_TRANSFER_ID")
+                .ok()
+                .map(|v| v.parse().unwrap()),
             no_space_check: env::var("TETHER_T_NO_SPACE_CHECK").is_ok(),
             overwrite: env::var("TETHER_T_OVERWRITE").is_ok(),
         }
@@ -216,6 +237,9 @@ impl Setup {
             .overwrite(self.overwrite);
         if let Some(ms) = self.checkpoint_ms {
             config = config.checkpoint_interval(Duration::from_millis(ms));
+        }
+        if let Some(ms) = self.progress_ms {
+            config = config.progress_interval(Duration::from_millis(ms));
         }
         config
     }
@@ -232,14 +256,20 @@ impl Setup {
 pub const ROOT_ENTRY: Uuid = Uuid::from_u128(0x7e7e_7e7e);
 
 /// Sends `source` (file or directory) to 127.0.0.1:`port` over `setup.lanes` connections.
-pub async fn send_to(port: u16, source: &Path, setup: &Setup) -> Result<TransferReport, TransferError> {
+pub async fn send_to(
+    port: u16,
+    source: &Path,
+    setup: &Setup,
+) -> Result<TransferReport, TransferError> {
     let resolver: HashMap<Uuid, PathBuf> = [(ROOT_ENTRY, source.to_path_buf())].into();
     let mut outgoing =
         OutgoingTransfer::prepare(&resolver, &[ROOT_ENTRY], setup.send_options()).await?;
     if let Some(id) = setup.transfer_id {
         outgoing = outgoing.with_transfer_id(id);
     }
-    let mut streams = connect(port, setup.lanes.max(1)).await;
+    let mut streams = connect(port, setup.lanes.max(1))
+        .await
+        .map_err(TransferError::Link)?;
     let control = streams.remove(0);
     let mut ctx = RunContext::new();
     if let Some(seed) = setup.key_seed {
@@ -264,37 +294,42 @@ pub async fn serve_one(
             accepted = listener.accept() => {
                 let (stream, _) = accepted.unwrap();
                 stream.set_nodelay(true).unwrap();
-                match tether_transfer::read_hello(stream).await {
-                    Ok(Hello::Offer(offer)) => {
-                        let (events_tx, mut events_rx) = tokio::sync::mpsc::channel(1024);
-                        let cancel = CancellationToken::new();
-                        let mut ctx = RunContext::new().events(events_tx).cancel(cancel.clone());
-                        if let Some(seed) = setup.key_seed {
-                            ctx = ctx.keys(transfer_keys(seed, false, offer.transfer_id()));
-                        }
-                        let cancel_at = setup.cancel_at;
-                        let progress = on_progress.clone();
-                        tokio::spawn(async move {
-                            while let Some(event) = events_rx.recv().await {
-                                if let TransferEvent::Progress(p) = event {
-                                    progress(p.bytes_done);
-                                    if cancel_at.is_some_and(|at| p.bytes_done >= at) {
-                                        cancel.cancel();
+                // Each stream on its own task, as the service does: a lane's hello may come
+                // only after its transfer was accepted on another stream.
+                let (receiver, setup, progress, result_tx) =
+                    (receiver.clone(), setup.clone(), on_progress.clone(), result_tx.clone());
+                tokio::spawn(async move {
+                    match tether_transfer::read_hello(stream).await {
+                        Ok(Hello::Offer(offer)) => {
+                            let (events_tx, mut events_rx) = tokio::sync::mpsc::channel(1024);
+                            let cancel = CancellationToken::new();
+                            let mut ctx =
+                                RunContext::new().events(events_tx).cancel(cancel.clone());
+                            if let Some(seed) = setup.key_seed {
+                                ctx = ctx.keys(transfer_keys(seed, false, offer.transfer_id()));
+                            }
+                            let cancel_at = setup.cancel_at;
+                            tokio::spawn(async move {
+                                while let Some(event) = events_rx.recv().await {
+                                    if let TransferEvent::Progress(p) = event {
+                                        progress(p.bytes_done);
+                                        if cancel_at.is_some_and(|at| p.bytes_done >= at) {
+                                            cancel.cancel();
+                                        }
                                     }
                                 }
-                            }
-                        });
-                        let receiver = receiver.clone();
-                        let result_tx = result_tx.clone();
-                        tokio::spawn(async move {
+                            });
                             let result = receiver.receive(offer, peer, ctx).await;
                             let _ = result_tx.send(result).await;
-                        });
+                        }
+                        // A lane that comes after its transfer ended is simply dropped.
+                        Ok(Hello::Lane(lane)) => drop(receiver.attach(lane, peer)),
+                        Ok(_) => panic!("unknown hello"),
+                        Err(error) => {
+                            let _ = result_tx.send(Err(error)).await;
+                        }
                     }
-                    Ok(Hello::Lane(lane)) => receiver.attach(lane, peer).unwrap(),
-                    Ok(_) => panic!("unknown hello"),
-                    Err(error) => return Err(error),
-                }
+                });
             }
         }
     }
@@ -317,8 +352,13 @@ pub fn child_entry() {
                 let (listener, port) = listen().await;
                 say(&format!("port {port}"));
                 let receiver = Receiver::new(setup.receiver_config(&dest));
-                serve_one(listener, receiver, setup, Arc::new(|done| say(&format!("progress {done}"))))
-                    .await
+                serve_one(
+                    listener,
+                    receiver,
+                    setup,
+                    Arc::new(|done| say(&format!("progress {done}"))),
+                )
+                .await
             }
             "send" => {
                 let src = PathBuf::from(env::var("TETHER_T_SRC").unwrap());
@@ -329,9 +369,13 @@ pub fn child_entry() {
         }
     });
     match result {
-        Ok(report) => say(&format!("report {}", serde_json::to_string(&report).unwrap())),
-        Err(error) => say(&format!("error {} {error}", error.is_resumable())),
+        Ok(report) => say(&format!(
+            "report {}",
+            serde_json::to_string(&report).unwrap()
+        )),
+        Err(error) => say(&format!("error {} {error} {error:?}", error.is_resumable())),
     }
+    say(&format!("rss {}", peak_rss_kib().unwrap_or(0)));
     std::process::exit(0);
 }
 
@@ -432,7 +476,10 @@ impl ChildProc {
 /// Peak resident memory of this process in KiB (Linux `VmHWM`).
 pub fn peak_rss_kib() -> Option<u64> {
     let mut status = String::new();
-    fs::File::open("/proc/self/status").ok()?.read_to_string(&mut status).ok()?;
+    fs::File::open("/proc/self/status")
+        .ok()?
+        .read_to_string(&mut status)
+        .ok()?;
     status
         .lines()
         .find(|l| l.starts_with("VmHWM:"))?
