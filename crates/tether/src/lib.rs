@@ -66,4 +66,9 @@ pub use tether_protocol::{
 pub use tether_registry::{
     Device, DeviceState, KeyOptions, KeyStorageKind, KeychainPolicy, TrustLevel,
 };
-pub use tether_wire::{ErrorCode, ErrorReply, NetworkMessage, Ping, Pong};
+pub use tether_wire::{
+    ErrorCode, ErrorReply, FileRequest, FileResponse, Hlc, LibraryAnnounce, LibraryInfo,
+    LibraryRequest, NetworkMessage, Ping, Pong, SyncEntry, SyncRequest, SyncResponse,
+};
+/// Ids of libraries and entries in messages.
+pub use uuid::Uuid;

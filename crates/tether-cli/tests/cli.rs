@@ -1,0 +1,210 @@
+//! The real `tether` binary, driven as a person would: the demo, and two nodes in separate
+//! processes and data directories pairing by word code and by ticket, then pinging.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::print_stderr)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+fn tether(runtime_dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
+    // The loopback discovery directory lives under XDG_RUNTIME_DIR: one per test.
+    command
+        .env("XDG_RUNTIME_DIR", runtime_dir)
+        .env_remove("TETHER_DATA_DIR");
+    command
+}
+
+fn json_lines(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+fn event<'a>(lines: &'a [Value], name: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|l| l["event"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {lines:?}"))
+}
+
+#[test]
+fn the_demo_pairs_and_talks_on_loopback() {
+    let runtime = tempfile::tempdir().unwrap();
+    let output = tether(runtime.path())
+        .args(["demo", "--json", "--pings", "5"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines = json_lines(&output.stdout);
+    let summary = event(&lines, "summary");
+    assert_eq!(summary["path"], "direct");
+    assert!(summary["pairing_ms"].as_f64().unwrap() > 0.0);
+    let paired = event(&lines, "paired");
+    assert_eq!(
+        paired["verification_code"].as_str().unwrap().len(),
+        7,
+        "{paired}"
+    );
+    assert!(
+        event(&lines, "message")["answer"]
+            .as_str()
+            .unwrap()
+            .contains("Ack")
+    );
+}
+
+/// Starts `tether pair` and returns the process and the code it shows.
+fn start_pair(runtime: &Path, data: &Path, ticket: bool) -> (Child, String) {
+    let mut command = tether(runtime);
+    command
+        .args(["pair", "--local-only", "--json", "--data-dir"])
+        .arg(data);
+    if ticket {
+        command.arg("--ticket");
+    }
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["event"], "code");
+    let code = first["code"].as_str().unwrap().to_owned();
+    // Keep reading the rest in the background so the pipe never fills.
+    std::thread::spawn(move || for _ in lines {});
+    (child, code)
+}
+
+fn wait(mut child: Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the process did not finish within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn pair_and_ping(ticket: bool) {
+    let runtime = tempfile::tempdir().unwrap();
+    let (a, b) = (runtime.path().join("a"), runtime.path().join("b"));
+    let init = tether(runtime.path())
+        .args(["init", "--local-only", "--name", "desk", "--data-dir"])
+        .arg(&a)
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+
+    let (pairing, code) = start_pair(runtime.path(), &a, ticket);
+    let join = tether(runtime.path())
+        .args(["join", &code, "--local-only", "--json", "--data-dir"])
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(
+        join.status.success(),
+        "{}",
+        String::from_utf8_lossy(&join.stderr)
+    );
+    let joined = json_lines(&join.stdout);
+    assert_eq!(event(&joined, "paired")["name"], "desk");
+    assert!(wait(pairing, Duration::from_secs(20)).success());
+
+    let devices = tether(runtime.path())
+        .args(["devices", "--json", "--data-dir"])
+        .arg(&a)
+        .output()
+        .unwrap();
+    assert!(devices.status.success());
+    assert_eq!(json_lines(&devices.stdout).len(), 1);
+
+    // `up` on one side, `ping` from the other.
+    let mut up = tether(runtime.path())
+        .args(["up", "--local-only", "--json", "--data-dir"])
+        .arg(&a)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut up_lines = BufReader::new(up.stdout.take().unwrap()).lines();
+    let ready: Value = serde_json::from_str(&up_lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(ready["event"], "up");
+    std::thread::spawn(move || for _ in up_lines {});
+    let ping = tether(runtime.path())
+        .args(["ping", "desk", "--local-only", "--json", "--data-dir"])
+        .arg(&b)
+        .output()
+        .unwrap();
+    up.kill().unwrap();
+    let _ = up.wait();
+    assert!(
+        ping.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ping.stderr)
+    );
+    let pongs = json_lines(&ping.stdout);
+    assert_eq!(pongs.iter().filter(|l| l["event"] == "pong").count(), 5);
+    assert_eq!(pongs[0]["path"], "direct");
+}
+
+#[test]
+fn two_processes_pair_by_word_code_and_ping() {
+    pair_and_ping(false);
+}
+
+#[test]
+fn two_processes_pair_by_ticket_and_ping() {
+    pair_and_ping(true);
+}
+
+#[test]
+fn a_mistyped_code_is_exit_code_3_with_suggestions() {
+    let runtime = tempfile::tempdir().unwrap();
+    let output = tether(runtime.path())
+        .args([
+            "join",
+            "harbor-brave-lionn-sunset",
+            "--local-only",
+            "--data-dir",
+        ])
+        .arg(runtime.path().join("x"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("lion"), "{stderr}");
+}
+
+#[test]
+fn pinging_an_unknown_device_is_exit_code_4() {
+    let runtime = tempfile::tempdir().unwrap();
+    let output = tether(runtime.path())
+        .args(["ping", "nobody", "--local-only", "--data-dir"])
+        .arg(runtime.path().join("x"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
