@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -20,7 +20,8 @@ use crate::error::{LocalError, TransferError, UsageError};
 use crate::manifest::{EntryKind, ManifestEntry};
 use crate::options::SendOptions;
 use crate::path::{MAX_DEPTH, RelPath};
-use crate::tree::{ChunkHash, FileHasher};
+use crate::chunk::{chunk_count, chunk_len, chunk_offset};
+use crate::tree::{CHUNK_USIZE, ChunkHash, chunk_hash, root_hash};
 
 /// Maps the application's entry ids to files or directories this peer may read.
 pub trait EntryResolver: Send + Sync {
@@ -243,34 +244,25 @@ struct Hashed {
     modified: Option<SystemTime>,
 }
 
+/// Files at least this large are hashed on several threads.
+const PARALLEL_HASH_MIN: u64 = 8 << 20;
+
 /// Hashes `path` chunk by chunk; retries if it changes while being read.
 fn hash_file(path: &Path) -> Result<Hashed, TransferError> {
     for _ in 0..3 {
-        let mut file = File::open(path).map_err(|e| LocalError::io("opening", path, e))?;
+        let file = File::open(path).map_err(|e| LocalError::io("opening", path, e))?;
         let before = file
             .metadata()
             .map_err(|e| LocalError::io("inspecting", path, e))?;
         let size = before.len();
-        let mut hasher = FileHasher::new(size);
-        let mut buf = vec![0u8; crate::tree::CHUNK_USIZE];
-        while let Some(len) = hasher.next_len() {
-            let chunk = buf.get_mut(..len).unwrap_or_default();
-            file.read_exact(chunk)
-                .map_err(|e| LocalError::io("reading", path, e))?;
-            hasher
-                .update(chunk)
-                .ok_or(LocalError::SourceChanged(path.to_path_buf()))?;
-        }
+        let hashes = hash_chunks(&file, path, size)?;
         let after = file
             .metadata()
             .map_err(|e| LocalError::io("inspecting", path, e))?;
         if after.len() == size && after.modified().ok() == before.modified().ok() {
-            let (hashes, root) = hasher
-                .finish()
-                .ok_or(LocalError::SourceChanged(path.to_path_buf()))?;
             return Ok(Hashed {
+                root: root_hash(&hashes),
                 hashes,
-                root,
                 size,
                 modified: before.modified().ok(),
             });
@@ -278,6 +270,50 @@ fn hash_file(path: &Path) -> Result<Hashed, TransferError> {
         tracing::debug!(path = %path.display(), "changed while hashing; again");
     }
     Err(LocalError::SourceChanged(path.to_path_buf()).into())
+}
+
+/// The chunk hashes of the first `size` bytes of `file`. Chunks are independent subtrees, so a
+/// large file is split into contiguous runs hashed on one thread each.
+fn hash_chunks(file: &File, path: &Path, size: u64) -> Result<Vec<ChunkHash>, TransferError> {
+    let chunks = chunk_count(size);
+    let threads = if size >= PARALLEL_HASH_MIN {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(4)) as u64
+    } else {
+        1
+    };
+    let per_thread = chunks.div_ceil(threads.max(1)).max(1);
+    let run = |range: std::ops::Range<u64>| -> Result<Vec<ChunkHash>, TransferError> {
+        let mut buf = vec![0u8; CHUNK_USIZE];
+        let mut hashes = Vec::with_capacity(usize::try_from(range.end - range.start).unwrap_or(0));
+        for index in range {
+            let len = chunk_len(size, index).ok_or(LocalError::SourceChanged(path.to_path_buf()))?;
+            let chunk = buf.get_mut(..len).unwrap_or_default();
+            file.read_exact_at(chunk, chunk_offset(index))
+                .map_err(|e| LocalError::io("reading", path, e))?;
+            hashes.push(
+                chunk_hash(size, index, chunk).ok_or(LocalError::SourceChanged(path.to_path_buf()))?,
+            );
+        }
+        Ok(hashes)
+    };
+    if threads <= 1 {
+        return run(0..chunks);
+    }
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..chunks)
+            .step_by(usize::try_from(per_thread).unwrap_or(usize::MAX))
+            .map(|start| scope.spawn(move || run(start..(start + per_thread).min(chunks))))
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err(LocalError::Task("hashing thread panicked".into()).into())))
+            .collect()
+    });
+    let mut hashes = Vec::with_capacity(usize::try_from(chunks).unwrap_or(0));
+    for part in results {
+        hashes.extend(part?);
+    }
+    Ok(hashes)
 }
 
 /// Nanoseconds since the Unix epoch, 0 if unknown or earlier.
@@ -298,6 +334,19 @@ fn bad_source(path: &Path, reason: &str) -> UsageError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn large_files_hash_on_several_threads_to_the_same_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        let data: Vec<u8> = (0..PARALLEL_HASH_MIN as usize + 777_777)
+            .map(|i| (i % 241) as u8)
+            .collect();
+        fs::write(&path, &data).unwrap();
+        let hashed = hash_file(&path).unwrap();
+        assert_eq!(hashed.root, *blake3::hash(&data).as_bytes());
+        assert_eq!(hashed.hashes.len() as u64, chunk_count(data.len() as u64));
+    }
 
     #[tokio::test]
     async fn walks_a_tree_skipping_links_and_hashes_files() {

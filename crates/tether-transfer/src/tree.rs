@@ -79,45 +79,7 @@ fn left_len(n: usize) -> usize {
     1usize << (usize::BITS - 1 - below.leading_zeros())
 }
 
-/// Hashes a whole file chunk by chunk as it is read, giving the chunk hashes and the file hash.
-#[derive(Debug, Default)]
-pub(crate) struct FileHasher {
-    size: u64,
-    hashes: Vec<ChunkHash>,
-}
-
-impl FileHasher {
-    /// A hasher for a file of `size` bytes.
-    pub(crate) fn new(size: u64) -> Self {
-        FileHasher {
-            size,
-            hashes: Vec::with_capacity(usize::try_from(chunk_count(size)).unwrap_or(0)),
-        }
-    }
-
-    /// The length of the next chunk to feed, or `None` when all have been fed.
-    pub(crate) fn next_len(&self) -> Option<usize> {
-        chunk_len(self.size, self.hashes.len() as u64)
-    }
-
-    /// Feeds the next chunk; `None` if it has the wrong length.
-    pub(crate) fn update(&mut self, data: &[u8]) -> Option<()> {
-        let hash = chunk_hash(self.size, self.hashes.len() as u64, data)?;
-        self.hashes.push(hash);
-        Some(())
-    }
-
-    /// The chunk hashes and the file hash, once every chunk has been fed.
-    pub(crate) fn finish(self) -> Option<(Vec<ChunkHash>, [u8; 32])> {
-        if self.hashes.len() as u64 != chunk_count(self.size) {
-            return None;
-        }
-        let root = root_hash(&self.hashes);
-        Some((self.hashes, root))
-    }
-}
-
-/// Offset helper for callers that keep whole chunks: `CHUNK` as a usize.
+/// [`CHUNK_SIZE`] as a `usize`, for buffers.
 pub(crate) const CHUNK_USIZE: usize = CHUNK as usize;
 
 #[cfg(test)]
@@ -164,14 +126,6 @@ mod tests {
                 *blake3::hash(&bytes).as_bytes(),
                 "len {len}"
             );
-            let mut hasher = FileHasher::new(len as u64);
-            for chunk in bytes.chunks(c) {
-                assert_eq!(hasher.next_len(), Some(chunk.len()));
-                hasher.update(chunk).unwrap();
-            }
-            assert_eq!(hasher.next_len(), None);
-            let (h, root) = hasher.finish().unwrap();
-            assert_eq!((h, root), (hashes, *blake3::hash(&bytes).as_bytes()));
         }
     }
 
@@ -194,9 +148,6 @@ mod tests {
         assert!(chunk_hash(size, 3, &[]).is_none());
         assert!(chunk_hash(0, 0, &[]).is_none());
         assert!(chunk_hash(size, u64::MAX, &[1]).is_none());
-        let mut hasher = FileHasher::new(size);
-        assert!(hasher.update(&data(5)).is_none());
-        assert!(FileHasher::new(size).finish().is_none());
     }
 
     #[test]

@@ -10,12 +10,12 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tether_wire::{ContentHash, DataChunk, Frame, FrameKind};
 use tokio::io::{AsyncRead, ReadHalf};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::chunk::{ChunkSet, chunk_at, chunk_len};
@@ -64,6 +64,10 @@ pub(crate) struct RecvShared {
     pub(crate) by_id: HashMap<Uuid, usize>,
     pub(crate) compression: Compression,
     pub(crate) overwrite: bool,
+    /// Plain bytes of chunks verified and written in this run.
+    pub(crate) received: AtomicU64,
+    /// Wire bytes of those chunks' frames.
+    pub(crate) wire: AtomicU64,
 }
 
 /// A chunk verified and written.
@@ -71,7 +75,6 @@ pub(crate) struct RecvShared {
 pub(crate) struct ChunkDone {
     pub(crate) file: usize,
     pub(crate) plain: u64,
-    pub(crate) wire: u64,
     /// This was the file's last missing chunk.
     pub(crate) completes: bool,
 }
@@ -108,10 +111,13 @@ impl RecvShared {
         let plain = result?;
         chunks.have.insert(index);
         chunks.dirty = true;
+        // Counted here, not where outcomes are collected: a file can complete (and the run end)
+        // through another lane before this outcome is reported.
+        self.received.fetch_add(plain, Ordering::Relaxed);
+        self.wire.fetch_add(wire, Ordering::Relaxed);
         Ok(ChunkDone {
             file: file_index,
             plain,
-            wire,
             completes: chunks.have.is_full(),
         })
     }
@@ -202,6 +208,9 @@ impl RecvShared {
 }
 
 /// Runs one lane until its stream ends or fails: every chunk outcome goes to `done`.
+///
+/// The reader stays on the runtime; verifying and writing run on one long-lived blocking
+/// thread fed through a bounded channel, so a busy lane costs no thread hand-off per chunk.
 pub(crate) async fn run_lane<R>(
     mut reader: ReadHalf<R>,
     is_control: bool,
@@ -212,10 +221,18 @@ pub(crate) async fn run_lane<R>(
 ) -> Result<(), TransferError>
 where
     R: AsyncRead + Send + 'static,
-    ReadHalf<R>: AsyncRead + Unpin,
 {
-    let (jobs_tx, mut jobs_rx) =
-        mpsc::channel::<JoinHandle<Result<ChunkDone, TransferError>>>(PIPELINE_DEPTH);
+    let (frames_tx, mut frames_rx) = mpsc::channel::<Frame>(PIPELINE_DEPTH);
+    let worker_shared = shared.clone();
+    let mut worker = tokio::task::spawn_blocking(move || {
+        while let Some(frame) = frames_rx.blocking_recv() {
+            let outcome = worker_shared.accept(&cipher, frame)?;
+            if done.send(outcome).is_err() {
+                break;
+            }
+        }
+        Ok::<(), TransferError>(())
+    });
     let read = async move {
         loop {
             let frame = read_frame_from(&mut reader).await?.ok_or_else(eof)?;
@@ -226,25 +243,22 @@ where
                 }
                 _ => {
                     acquire_all(&limiters, frame.encoded_len() as u64).await;
-                    let (shared, cipher) = (shared.clone(), cipher.clone());
-                    let job = tokio::task::spawn_blocking(move || shared.accept(&cipher, frame));
-                    if jobs_tx.send(job).await.is_err() {
+                    if frames_tx.send(frame).await.is_err() {
+                        // The worker stopped; its result says why.
                         return Ok::<(), TransferError>(());
                     }
                 }
             }
         }
     };
-    let complete = async move {
-        while let Some(job) = jobs_rx.recv().await {
-            let outcome = job.await.map_err(|e| LocalError::Task(e.to_string()))??;
-            if done.send(outcome).is_err() {
-                break;
-            }
+    let task_failed = |e: tokio::task::JoinError| TransferError::from(LocalError::Task(e.to_string()));
+    tokio::select! {
+        read = read => {
+            read?;
+            worker.await.map_err(task_failed)?
         }
-        Ok::<(), TransferError>(())
-    };
-    tokio::try_join!(read, complete).map(|_| ())
+        worked = &mut worker => worked.map_err(task_failed)?,
+    }
 }
 
 /// A control message on the control lane during the data phase.

@@ -434,9 +434,6 @@ impl Run<'_> {
                     }
                 }
                 Some(chunk) = done_rx.recv() => {
-                    report.bytes_transferred += chunk.plain;
-                    report.wire_bytes += chunk.wire;
-                    report.bytes_verified += chunk.plain;
                     received += chunk.plain;
                     let now = Instant::now();
                     meter.record(chunk.plain, now);
@@ -474,6 +471,10 @@ impl Run<'_> {
             }
         };
         lane_tasks.abort_all();
+        let received = shared.received.load(std::sync::atomic::Ordering::Relaxed);
+        report.bytes_transferred = received;
+        report.bytes_verified += received;
+        report.wire_bytes = shared.wire.load(std::sync::atomic::Ordering::Relaxed);
         result
     }
 
@@ -671,6 +672,8 @@ fn shared_state(
         by_id,
         compression: offer.compression,
         overwrite,
+        received: Default::default(),
+        wire: Default::default(),
     }
 }
 

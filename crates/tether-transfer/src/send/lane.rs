@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tether_wire::{DataChunk, Frame};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::chunk::{chunk_count, chunk_len, chunk_offset};
@@ -177,6 +176,10 @@ impl TornFlag {
 }
 
 /// Runs one lane until the queue closes; reports every chunk sent on `sent`.
+///
+/// Reading, compressing and sealing run on one long-lived blocking thread that takes chunks
+/// from the queue and hands frames to the writer through a bounded channel, so a busy lane
+/// costs no thread hand-off per chunk.
 pub(crate) async fn run_lane<W>(
     shared: Arc<SendShared>,
     cipher: Arc<LaneCipher>,
@@ -187,43 +190,37 @@ pub(crate) async fn run_lane<W>(
 where
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (jobs_tx, mut jobs_rx) =
-        mpsc::channel::<JoinHandle<Result<(Frame, Sent), TransferError>>>(PIPELINE_DEPTH);
-    let producer = {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            while let Some(work) = shared.queue.pop().await {
-                let (shared, cipher) = (shared.clone(), cipher.clone());
-                let job = tokio::task::spawn_blocking(move || shared.prepare(&cipher, work));
-                if jobs_tx.send(job).await.is_err() {
-                    break;
-                }
+    let (frames_tx, mut frames_rx) =
+        mpsc::channel::<Result<(Frame, Sent), TransferError>>(PIPELINE_DEPTH);
+    let runtime = tokio::runtime::Handle::current();
+    let worker_shared = shared.clone();
+    tokio::task::spawn_blocking(move || {
+        while let Some(work) = runtime.block_on(worker_shared.queue.pop()) {
+            let prepared = worker_shared.prepare(&cipher, work);
+            let failed = prepared.is_err();
+            if frames_tx.blocking_send(prepared).is_err() || failed {
+                break;
             }
-        })
-    };
-    let result = async {
-        let mut writer = writer;
-        while let Some(job) = jobs_rx.recv().await {
-            let (frame, chunk) = job.await.map_err(|e| LocalError::Task(e.to_string()))??;
-            acquire_all(&shared.limiters, chunk.wire).await;
-            match &mut writer {
-                LaneWriter::Own(w) => send_frame(w, &frame).await?,
-                LaneWriter::Shared(w) => {
-                    let mut w = w.lock().await;
-                    torn.0.store(true, Ordering::Release);
-                    send_frame(&mut *w, &frame).await?;
-                    torn.0.store(false, Ordering::Release);
-                }
+        }
+    });
+    let mut writer = writer;
+    while let Some(prepared) = frames_rx.recv().await {
+        let (frame, chunk) = prepared?;
+        acquire_all(&shared.limiters, chunk.wire).await;
+        match &mut writer {
+            LaneWriter::Own(w) => send_frame(w, &frame).await?,
+            LaneWriter::Shared(w) => {
+                let mut w = w.lock().await;
+                torn.0.store(true, Ordering::Release);
+                send_frame(&mut *w, &frame).await?;
+                torn.0.store(false, Ordering::Release);
             }
-            let _ = sent.send(chunk);
         }
-        if let LaneWriter::Own(w) = &mut writer {
-            // The queue closed after the receiver's `Complete`: end this lane's stream.
-            let _ = w.shutdown().await;
-        }
-        Ok(())
+        let _ = sent.send(chunk);
     }
-    .await;
-    producer.abort();
-    result
+    if let LaneWriter::Own(w) = &mut writer {
+        // The queue closed after the receiver's `Complete`: end this lane's stream.
+        let _ = w.shutdown().await;
+    }
+    Ok(())
 }

@@ -1,0 +1,255 @@
+//! tether-transfer end to end over loopback TCP: a 256 MiB file from a sender to a receiver in
+//! the same process (both ends share the machine's cores, as two processes would), against a
+//! plain `tokio::io::copy` of the same file over the same kind of connection in the same run.
+//!
+//! `cargo bench -p tether-benches --bench transfer`
+//!
+//! Files live in `TETHER_BENCH_DIR`, else `/dev/shm` (tmpfs, so the figures are the engine's and
+//! not the disk's: the receiver's fsync is then free), else the system temp directory. Each
+//! engine iteration includes everything a user waits for: hashing the source (`prepare`), the
+//! protocol, verification, the fsync and the rename. The copy baselines write with one fsync
+//! at the end too.
+
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::print_stderr
+)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+use tether_crypto::{EphemeralKeyPair, PairingSecret, Role, SessionKeys, SessionSecrets, Transcript};
+use tether_transfer::{
+    AcceptAll, Hello, OutgoingTransfer, Receiver, ReceiverConfig, RunContext, SendOptions,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use uuid::Uuid;
+
+const SIZE: u64 = 256 << 20;
+
+fn bench_dir() -> tempfile::TempDir {
+    let base = std::env::var_os("TETHER_BENCH_DIR")
+        .map(PathBuf::from)
+        .or_else(|| Path::new("/dev/shm").is_dir().then(|| PathBuf::from("/dev/shm")));
+    match base {
+        Some(base) => tempfile::tempdir_in(base).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    }
+}
+
+fn random_file(path: &Path, size: u64) {
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut file = std::fs::File::create(path).unwrap();
+    let mut left = size;
+    while left > 0 {
+        rng.fill_bytes(&mut buf);
+        let n = left.min(buf.len() as u64) as usize;
+        std::io::Write::write_all(&mut file, &buf[..n]).unwrap();
+        left -= n as u64;
+    }
+}
+
+/// Both ends of one session (`sender`, `receiver`), as a handshake would leave them.
+fn session_keys() -> (SessionKeys, SessionKeys) {
+    let mut rng = ChaCha20Rng::seed_from_u64(2);
+    let mut random = || {
+        let mut bytes = [0u8; 32];
+        rng.fill_bytes(&mut bytes);
+        bytes
+    };
+    let pairing = PairingSecret::from_bytes(random());
+    let (initiator_id, responder_id) = (random(), random());
+    let a = EphemeralKeyPair::danger_from_secret_bytes(random());
+    let b = EphemeralKeyPair::danger_from_secret_bytes(random());
+    let transcript = Transcript {
+        initiator_id,
+        responder_id,
+        initiator_ephemeral: a.public_key(),
+        responder_ephemeral: b.public_key(),
+    };
+    let sa = a.diffie_hellman(&transcript.responder_ephemeral).unwrap();
+    let sb = b.diffie_hellman(&transcript.initiator_ephemeral).unwrap();
+    (
+        SessionSecrets::derive(&pairing, sa, &transcript).into_session_keys(Role::Initiator),
+        SessionSecrets::derive(&pairing, sb, &transcript).into_session_keys(Role::Responder),
+    )
+}
+
+async fn tcp_pairs(n: usize) -> (Vec<TcpStream>, Vec<TcpStream>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let (client, server) = tokio::join!(TcpStream::connect(("127.0.0.1", port)), listener.accept());
+        let client = client.unwrap();
+        let server = server.unwrap().0;
+        client.set_nodelay(true).unwrap();
+        server.set_nodelay(true).unwrap();
+        a.push(client);
+        b.push(server);
+    }
+    (a, b)
+}
+
+/// One engine transfer of `source` into `dest` (emptied first).
+async fn engine_once(source: &Path, dest: &Path, encrypt: bool, compress: bool, lanes: usize) {
+    let _ = std::fs::remove_file(dest.join(source.file_name().unwrap()));
+    let (mut out, inc) = tcp_pairs(lanes).await;
+    let id = Uuid::from_u128(1);
+    let resolver: HashMap<Uuid, PathBuf> = [(id, source.to_path_buf())].into();
+    let options = SendOptions::default().encrypt(encrypt).compress(compress);
+    let peer = tether_identity::NetworkIdentity::generate(&mut ChaCha20Rng::seed_from_u64(3)).node_id();
+    let receiver = Receiver::new(ReceiverConfig::new(dest).consent(AcceptAll));
+    let send = async {
+        let outgoing = OutgoingTransfer::prepare(&resolver, &[id], options).await.unwrap();
+        let mut ctx = RunContext::new();
+        if encrypt {
+            let (mut keys, _) = session_keys();
+            ctx = ctx.keys(keys.transfer_keys(outgoing.transfer_id().as_bytes()).unwrap());
+        }
+        let control = out.remove(0);
+        outgoing.send(control, out, ctx).await.unwrap()
+    };
+    let receive = async {
+        let mut lanes = Vec::new();
+        let mut report = None;
+        for stream in inc {
+            lanes.push(tokio::spawn({
+                let receiver = receiver.clone();
+                async move {
+                    match tether_transfer::read_hello(stream).await.unwrap() {
+                        Hello::Offer(offer) => {
+                            let mut ctx = RunContext::new();
+                            if offer.encrypted() {
+                                let (_, mut keys) = session_keys();
+                                ctx = ctx.keys(keys.transfer_keys(offer.transfer_id().as_bytes()).unwrap());
+                            }
+                            Some(receiver.receive(offer, peer, ctx).await.unwrap())
+                        }
+                        Hello::Lane(lane) => {
+                            receiver.attach(lane, peer).unwrap();
+                            None
+                        }
+                        _ => None,
+                    }
+                }
+            }));
+        }
+        for lane in lanes {
+            if let Some(r) = lane.await.unwrap() {
+                report = Some(r);
+            }
+        }
+        report.unwrap()
+    };
+    let (sent, received) = tokio::join!(send, receive);
+    assert_eq!(sent.bytes_verified, SIZE);
+    assert_eq!(received.bytes_transferred, SIZE);
+}
+
+/// `tokio::io::copy` of the file over one TCP connection into a file, with one fsync at the end.
+async fn copy_file_once(source: &Path, dest: &Path) {
+    let (mut out, mut inc) = tcp_pairs(1).await;
+    let (mut client, mut server) = (out.remove(0), inc.remove(0));
+    let target = dest.join("copy.bin");
+    let send = async {
+        let file = tokio::fs::File::open(source).await.unwrap();
+        let mut reader = tokio::io::BufReader::with_capacity(1 << 20, file);
+        tokio::io::copy_buf(&mut reader, &mut client).await.unwrap();
+        client.shutdown().await.unwrap();
+    };
+    let receive = async {
+        let file = tokio::fs::File::create(&target).await.unwrap();
+        let mut writer = tokio::io::BufWriter::with_capacity(1 << 20, file);
+        let n = tokio::io::copy(&mut server, &mut writer).await.unwrap();
+        writer.flush().await.unwrap();
+        writer.into_inner().sync_all().await.unwrap();
+        assert_eq!(n, SIZE);
+    };
+    tokio::join!(send, receive);
+}
+
+/// `tokio::io::copy` of the same bytes from memory to a sink: the connection alone.
+async fn copy_memory_once(bytes: &'static [u8]) {
+    let (mut out, mut inc) = tcp_pairs(1).await;
+    let (mut client, mut server) = (out.remove(0), inc.remove(0));
+    let send = async {
+        let mut reader = bytes;
+        tokio::io::copy(&mut reader, &mut client).await.unwrap();
+        client.shutdown().await.unwrap();
+    };
+    let receive = async {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = server.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        assert_eq!(total, SIZE);
+    };
+    tokio::join!(send, receive);
+}
+
+fn transfer(c: &mut Criterion) {
+    let dir = bench_dir();
+    eprintln!("bench files in {}", dir.path().display());
+    let source = dir.path().join("source.bin");
+    random_file(&source, SIZE);
+    let dest = dir.path().join("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    let bytes: &'static [u8] = std::fs::read(&source).unwrap().leak();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+
+    let mut group = c.benchmark_group("transfer_256MiB");
+    group.throughput(Throughput::Bytes(SIZE));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(20));
+    group.warm_up_time(Duration::from_secs(2));
+    group.bench_function("tokio_io_copy/memory_to_sink", |b| {
+        b.iter(|| runtime.block_on(copy_memory_once(bytes)));
+    });
+    group.bench_function("tokio_io_copy/file_to_file", |b| {
+        b.iter(|| runtime.block_on(copy_file_once(&source, &dest)));
+    });
+    for (name, encrypt, compress, lanes) in [
+        ("engine/plain", false, false, 1),
+        ("engine/encrypted", true, false, 1),
+        ("engine/plain_2_lanes", false, false, 2),
+        ("engine/encrypted_2_lanes", true, false, 2),
+        ("engine/encrypted_4_lanes", true, false, 4),
+        ("engine/plain_zstd_incompressible", false, true, 1),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| runtime.block_on(engine_once(&source, &dest, encrypt, compress, lanes)));
+        });
+    }
+    group.bench_function("prepare_only (hash 256 MiB)", |b| {
+        let id = Uuid::from_u128(1);
+        let resolver: HashMap<Uuid, PathBuf> = [(id, source.clone())].into();
+        b.iter(|| {
+            runtime
+                .block_on(OutgoingTransfer::prepare(&resolver, &[id], SendOptions::default()))
+                .unwrap()
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, transfer);
+criterion_main!(benches);
