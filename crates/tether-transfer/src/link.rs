@@ -6,11 +6,14 @@
 //! [`TransferError::Link`] (resumable), a stream that breaks the framing is the peer's fault.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use std::sync::{Mutex, PoisonError};
 use tether_crypto::SessionKeys;
 use tether_wire::{Frame, FrameError, FrameKind, ReadError, read_frame, write_frame};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::Mutex as AsyncMutex;
 
 use crate::error::{PeerError, TransferError, UsageError};
 use crate::protocol::{Abort, AbortCode, Message, cut_message};
@@ -20,6 +23,64 @@ use crate::protocol::{Abort, AbortCode, Message, cut_message};
 pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ByteStream for T {}
+
+/// Splits a stream into halves, boxed so that streams of any type fit one session.
+#[allow(clippy::type_complexity)] // two halves of one boxed stream; a name would hide them
+pub(crate) fn split<S: ByteStream>(
+    stream: S,
+) -> (
+    ReadHalf<Box<dyn ByteStream>>,
+    WriteHalf<Box<dyn ByteStream>>,
+) {
+    tokio::io::split(Box::new(stream) as Box<dyn ByteStream>)
+}
+
+/// The write half of a transfer's control stream, shared by the session's control messages
+/// and lane 0's data frames. Remembers whether a frame was cut off half-written, after which
+/// nothing more may be appended.
+#[derive(Clone)]
+pub(crate) struct ControlWriter {
+    half: Arc<AsyncMutex<WriteHalf<Box<dyn ByteStream>>>>,
+    torn: Arc<AtomicBool>,
+}
+
+impl ControlWriter {
+    pub(crate) fn new(half: WriteHalf<Box<dyn ByteStream>>) -> Self {
+        ControlWriter {
+            half: Arc::new(AsyncMutex::new(half)),
+            torn: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Writes one frame and flushes.
+    pub(crate) async fn send_frame(&self, frame: &Frame) -> Result<(), TransferError> {
+        let mut half = self.half.lock().await;
+        if self.torn.load(Ordering::Acquire) {
+            return Err(TransferError::Link(io::Error::other("a frame was cut off")));
+        }
+        // Stays set if this future is dropped mid-frame.
+        self.torn.store(true, Ordering::Release);
+        send_frame(&mut *half, frame).await?;
+        self.torn.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// Writes one control message and flushes.
+    pub(crate) async fn send(&self, message: &Message) -> Result<(), TransferError> {
+        self.send_frame(&message.to_frame()?).await
+    }
+
+    /// Best effort, bounded in time: sends `last` (if any) and ends the stream.
+    pub(crate) async fn close(&self, last: Option<&Message>) {
+        let close = async {
+            if let Some(message) = last {
+                let _ = self.send(message).await;
+            }
+            let _ = self.half.lock().await.shutdown().await;
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(500), close).await;
+    }
+}
 
 /// Reads one frame; `Ok(None)` at a clean end of stream.
 pub(crate) async fn read_frame_from<R>(reader: &mut R) -> Result<Option<Frame>, TransferError>

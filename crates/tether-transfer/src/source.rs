@@ -16,11 +16,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tether_wire::ContentHash;
 use uuid::Uuid;
 
+use crate::chunk::{chunk_count, chunk_len, chunk_offset};
 use crate::error::{LocalError, TransferError, UsageError};
 use crate::manifest::{EntryKind, ManifestEntry};
 use crate::options::SendOptions;
 use crate::path::{MAX_DEPTH, RelPath};
-use crate::chunk::{chunk_count, chunk_len, chunk_offset};
 use crate::tree::{CHUNK_USIZE, ChunkHash, chunk_hash, root_hash};
 
 /// Maps the application's entry ids to files or directories this peer may read.
@@ -286,12 +286,14 @@ fn hash_chunks(file: &File, path: &Path, size: u64) -> Result<Vec<ChunkHash>, Tr
         let mut buf = vec![0u8; CHUNK_USIZE];
         let mut hashes = Vec::with_capacity(usize::try_from(range.end - range.start).unwrap_or(0));
         for index in range {
-            let len = chunk_len(size, index).ok_or(LocalError::SourceChanged(path.to_path_buf()))?;
+            let len =
+                chunk_len(size, index).ok_or(LocalError::SourceChanged(path.to_path_buf()))?;
             let chunk = buf.get_mut(..len).unwrap_or_default();
             file.read_exact_at(chunk, chunk_offset(index))
                 .map_err(|e| LocalError::io("reading", path, e))?;
             hashes.push(
-                chunk_hash(size, index, chunk).ok_or(LocalError::SourceChanged(path.to_path_buf()))?,
+                chunk_hash(size, index, chunk)
+                    .ok_or(LocalError::SourceChanged(path.to_path_buf()))?,
             );
         }
         Ok(hashes)
@@ -306,7 +308,11 @@ fn hash_chunks(file: &File, path: &Path, size: u64) -> Result<Vec<ChunkHash>, Tr
             .collect();
         workers
             .into_iter()
-            .map(|w| w.join().unwrap_or_else(|_| Err(LocalError::Task("hashing thread panicked".into()).into())))
+            .map(|w| {
+                w.join().unwrap_or_else(|_| {
+                    Err(LocalError::Task("hashing thread panicked".into()).into())
+                })
+            })
             .collect()
     });
     let mut hashes = Vec::with_capacity(usize::try_from(chunks).unwrap_or(0));

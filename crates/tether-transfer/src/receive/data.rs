@@ -251,7 +251,8 @@ where
             }
         }
     };
-    let task_failed = |e: tokio::task::JoinError| TransferError::from(LocalError::Task(e.to_string()));
+    let task_failed =
+        |e: tokio::task::JoinError| TransferError::from(LocalError::Task(e.to_string()));
     tokio::select! {
         read = read => {
             read?;

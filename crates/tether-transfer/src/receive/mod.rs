@@ -8,8 +8,10 @@
 
 mod data;
 mod disk;
+mod offer;
 mod plan;
 mod session;
+mod setup;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -19,7 +21,7 @@ use tether_identity::NodeId;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::error::{PeerError, TransferError, UsageError};
+use crate::error::{LocalError, PeerError, TransferError, UsageError};
 use crate::link::{ByteStream, read_message};
 use crate::options::{ReceiverConfig, RunContext};
 use crate::progress::TransferReport;
@@ -221,7 +223,7 @@ impl Receiver {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(taken) = targets.iter().find(|t| busy.contains(*t)) {
-            return Err(crate::LocalError::TargetBusy(taken.clone()).into());
+            return Err(LocalError::TargetBusy(taken.clone()).into());
         }
         busy.extend(targets.iter().cloned());
         Ok(BusyGuard {
@@ -264,4 +266,21 @@ impl Drop for BusyGuard {
             busy.remove(target);
         }
     }
+}
+
+pub(crate) fn aborted(abort: crate::protocol::Abort) -> TransferError {
+    PeerError::Aborted {
+        code: abort.code,
+        message: abort.message,
+    }
+    .into()
+}
+
+/// Runs `f` on the blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, TransferError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| LocalError::Task(e.to_string()).into())
 }

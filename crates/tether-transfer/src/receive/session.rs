@@ -1,54 +1,34 @@
-//! One incoming transfer from offer to `Complete`.
-//!
-//! Before `Accept`: the offer and manifest are checked against the limits, the targets against
-//! the destination (free space, existing files), and consent is asked; any failure is answered
-//! with a `Decline`. After `Accept`: chunk hashes in, resume planning, requests out, data phase;
-//! a failure is answered with an `Abort`, resume records are saved, and on a full disk the
-//! transfer's partial files and new directories are removed so the destination is as it was.
+//! One incoming transfer from offer to `Complete`: the checks and consent (`offer.rs`), the
+//! setup after `Accept` (`setup.rs`), then the data phase here. A failure after `Accept` is
+//! answered with an `Abort`; resume records are saved; on a full disk the transfer's partial
+//! files and new directories are removed so the destination is as it was.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use tether_identity::NodeId;
-use tether_wire::{ContentHash, FileRequest};
-use tokio::io::{ReadHalf, WriteHalf};
-use tokio::sync::{Mutex as AsyncMutex, mpsc};
+use tokio::io::ReadHalf;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::chunk::{CHUNK, CHUNK_SIZE, chunk_count};
-use crate::compress::Compression;
-use crate::consent::{Decision, OfferSummary};
-use crate::error::{LocalError, PeerError, TransferError, UsageError};
-use crate::link::{ByteStream, LaneCipher, abort_for, eof, read_frame_from, send_message};
-use crate::manifest::{CheckedEntry, EntryKind, ManifestBuilder};
-use crate::options::{MAX_LANES, ReceiverConfig, RunContext};
+use crate::chunk::CHUNK;
+use crate::error::{LocalError, TransferError};
+use crate::link::{ByteStream, ControlWriter, LaneCipher, abort_for, eof, split};
+use crate::manifest::{CheckedEntry, EntryKind};
+use crate::options::{ReceiverConfig, RunContext};
 use crate::progress::{
     Direction, FileProgress, Progress, RateMeter, TransferEvent, TransferReport, emit, eta,
 };
-use crate::protocol::{
-    AbortCode, Complete, Decline, MAX_RANGES_PER_WANT, Message, Offer, VERSION, Want, cut_message,
-    decode_hashes,
-};
-use crate::receive::data::{AttachedLane, ChunkDone, Chunks, RecvFile, RecvShared, run_lane};
-use crate::receive::disk::{self, Existing, FilePaths};
-use crate::receive::plan::{PlannedFile, plan_file};
-use crate::receive::{BusyGuard, LaneGuard, Receiver};
+use crate::protocol::{Complete, Message, Offer};
+use crate::receive::data::{AttachedLane, ChunkDone, RecvShared, run_lane};
+use crate::receive::disk::{self, FilePaths};
+use crate::receive::offer::{Accepted, before_accept, decline};
+use crate::receive::setup::{plan_all, read_hashes, send_wants, shared_state};
+use crate::receive::{LaneGuard, Receiver, blocking};
 use crate::throttle::RateLimiter;
-use crate::tree::{ChunkHash, root_hash};
-
-type Reader = ReadHalf<Box<dyn ByteStream>>;
-type Writer = Arc<AsyncMutex<WriteHalf<Box<dyn ByteStream>>>>;
-
-/// What consent produced.
-struct Accepted {
-    entries: Vec<CheckedEntry>,
-    _busy: BusyGuard,
-    lanes: Option<(LaneGuard, mpsc::Receiver<AttachedLane>)>,
-    ciphers: Vec<Arc<LaneCipher>>,
-}
 
 pub(super) async fn run<S: ByteStream>(
     receiver: &Receiver,
@@ -65,8 +45,8 @@ pub(super) async fn run<S: ByteStream>(
         shared_limits,
     } = ctx;
     let config = &receiver.inner.config;
-    let (mut reader, writer) = tokio::io::split(Box::new(stream) as Box<dyn ByteStream>);
-    let writer: Writer = Arc::new(AsyncMutex::new(writer));
+    let (mut reader, writer) = split(stream);
+    let writer = ControlWriter::new(writer);
     let mut report = TransferReport::new(offer.transfer_id, Direction::Receive);
     report.bytes_total = offer.total_bytes;
 
@@ -107,7 +87,7 @@ pub(super) async fn run<S: ByteStream>(
     report.duration = started.elapsed();
     match result {
         Ok(complete) => {
-            let _ = send_message(&mut *writer.lock().await, &Message::Complete(complete)).await;
+            writer.close(Some(&Message::Complete(complete))).await;
             tracing::info!(transfer = %offer.transfer_id, bytes = report.bytes_transferred,
                 secs = report.duration.as_secs_f64(), "received");
             Ok(report)
@@ -116,143 +96,10 @@ pub(super) async fn run<S: ByteStream>(
             if matches!(error, TransferError::Local(LocalError::DiskFull { .. })) {
                 run.remove_traces();
             }
-            if let Some(message) = abort_for(&error) {
-                let send = async { send_message(&mut *writer.lock().await, &message).await };
-                let _ = tokio::time::timeout(Duration::from_millis(500), send).await;
-            }
+            writer.close(abort_for(&error).as_ref()).await;
             Err(error)
         }
     }
-}
-
-/// Checks the offer and manifest, the destination, and consent; sends `Accept`.
-async fn before_accept(
-    receiver: &Receiver,
-    reader: &mut Reader,
-    writer: &Writer,
-    offer: &Offer,
-    peer: NodeId,
-    keys: Option<tether_crypto::SessionKeys>,
-) -> Result<Accepted, TransferError> {
-    let config = &receiver.inner.config;
-    if offer.version != VERSION {
-        return Err(PeerError::Version(offer.version).into());
-    }
-    if offer.chunk_size != CHUNK_SIZE
-        || offer.compression == Compression::Unknown
-        || offer.lanes == 0
-        || offer.lanes > MAX_LANES
-    {
-        return Err(
-            PeerError::Protocol("unsupported chunk size, compression or lane count").into(),
-        );
-    }
-    let mut keys = match (offer.encrypted, keys) {
-        (true, None) => return Err(UsageError::KeysRequired.into()),
-        (true, keys) => keys,
-        (false, _) => None,
-    };
-    let mut builder = ManifestBuilder::new(config.limits, offer.entries, offer.total_bytes)
-        .map_err(PeerError::from)?;
-    while !builder.is_complete() {
-        let frame = read_frame_from(reader).await?.ok_or_else(eof)?;
-        builder
-            .page_bytes(frame.payload().len())
-            .map_err(PeerError::from)?;
-        match Message::from_frame(&frame)? {
-            Message::Manifest(page) => {
-                for entry in page.entries {
-                    builder.push(entry).map_err(PeerError::from)?;
-                }
-            }
-            Message::Abort(abort) => return Err(aborted(abort)),
-            _ => return Err(PeerError::Protocol("expected the manifest").into()),
-        }
-    }
-    let entries = builder.finish().map_err(PeerError::from)?;
-
-    let root = config.destination.clone();
-    let (targets, needed) = {
-        let entries = entries.clone();
-        let overwrite = config.overwrite;
-        blocking(move || survey(&root, &entries, overwrite)).await??
-    };
-    if config.check_free_space {
-        let available = disk::free_space(&config.destination)?;
-        if needed > available {
-            return Err(LocalError::DiskFull {
-                path: config.destination.clone(),
-                needed,
-                available,
-            }
-            .into());
-        }
-    }
-    let busy = receiver.claim_targets(targets)?;
-    let manifest: Vec<_> = entries.iter().map(|e| e.entry.clone()).collect();
-    let summary = OfferSummary {
-        transfer_id: offer.transfer_id,
-        peer,
-        entries: &manifest,
-        files: manifest
-            .iter()
-            .filter(|e| e.kind == EntryKind::File)
-            .count() as u64,
-        total_bytes: offer.total_bytes,
-        encrypted: offer.encrypted,
-    };
-    if let Decision::Decline(reason) = config.consent.decide(&summary).await {
-        return Err(TransferError::Declined(reason));
-    }
-    let mut ciphers = Vec::with_capacity(usize::from(offer.lanes));
-    for index in 0..offer.lanes {
-        ciphers.push(Arc::new(LaneCipher::derive(keys.as_mut(), index)?));
-    }
-    let lanes =
-        (offer.lanes > 1).then(|| receiver.open_lanes(offer.transfer_id, peer, offer.lanes));
-    send_message(&mut *writer.lock().await, &Message::Accept).await?;
-    Ok(Accepted {
-        entries,
-        _busy: busy,
-        lanes,
-        ciphers,
-    })
-}
-
-/// Every file's target, and the bytes the transfer may still need on disk. Refuses targets that
-/// exist with other contents (unless overwriting) or pass through a symlink.
-fn survey(
-    root: &std::path::Path,
-    entries: &[CheckedEntry],
-    overwrite: bool,
-) -> Result<(Vec<PathBuf>, u64), TransferError> {
-    let mut targets = Vec::new();
-    let mut needed = 0u64;
-    for entry in entries {
-        disk::check_dirs(root, &entry.path)?;
-        if entry.entry.kind == EntryKind::Dir {
-            disk::check_dir_or_absent(&entry.path.under(root))?;
-            continue;
-        }
-        let paths = FilePaths::new(root, &entry.path);
-        let size = entry.entry.size;
-        match disk::existing(&paths.target)? {
-            Existing::Absent => {}
-            Existing::File(len) if len == size => {
-                targets.push(paths.target);
-                continue; // probably in place already; planning checks its hash
-            }
-            Existing::File(_) if overwrite => {}
-            Existing::File(_) | Existing::Other => {
-                return Err(LocalError::TargetExists(paths.target).into());
-            }
-        }
-        if !matches!(disk::existing(&paths.partial)?, Existing::File(_)) {
-            needed = needed.saturating_add(size);
-        }
-        targets.push(paths.target);
-    }
-    Ok((targets, needed))
 }
 
 /// State of a run after `Accept`.
@@ -271,13 +118,13 @@ impl Run<'_> {
     async fn after_accept(
         &mut self,
         accepted: Accepted,
-        mut reader: Reader,
-        writer: &Writer,
+        mut reader: ReadHalf<Box<dyn ByteStream>>,
+        writer: &ControlWriter,
         report: &mut TransferReport,
     ) -> Result<Complete, TransferError> {
         let Accepted {
             entries,
-            _busy,
+            busy: _busy,
             lanes,
             ciphers,
         } = accepted;
@@ -368,7 +215,7 @@ impl Run<'_> {
     async fn data_phase(
         &self,
         shared: &Arc<RecvShared>,
-        control: Reader,
+        control: ReadHalf<Box<dyn ByteStream>>,
         lanes: Option<(LaneGuard, mpsc::Receiver<AttachedLane>)>,
         ciphers: Vec<Arc<LaneCipher>>,
         report: &mut TransferReport,
@@ -551,197 +398,4 @@ async fn recv_lane(rx: &mut Option<mpsc::Receiver<AttachedLane>>) -> Option<Atta
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
-}
-
-/// Reads the chunk hashes of every file with two or more chunks, in manifest order, and checks
-/// each list against the file hash.
-async fn read_hashes(
-    reader: &mut Reader,
-    files: &[CheckedEntry],
-) -> Result<Vec<Vec<ChunkHash>>, TransferError> {
-    let mut all = Vec::with_capacity(files.len());
-    for entry in files {
-        let hash = entry.entry.hash.unwrap_or(ContentHash([0; 32]));
-        let chunks = chunk_count(entry.entry.size);
-        if chunks < 2 {
-            all.push(if chunks == 1 {
-                vec![hash.0]
-            } else {
-                Vec::new()
-            });
-            continue;
-        }
-        let bad = || {
-            TransferError::from(PeerError::BadHashes {
-                path: entry.entry.path.clone(),
-            })
-        };
-        let mut hashes: Vec<ChunkHash> = Vec::new();
-        while (hashes.len() as u64) < chunks {
-            match read_message(reader).await? {
-                Message::ChunkHashes(page) => {
-                    let page_hashes = decode_hashes(&page.hashes).ok_or_else(bad)?;
-                    if page.entry_id != entry.entry.id
-                        || page.first != hashes.len() as u64
-                        || page_hashes.is_empty()
-                        || hashes.len() as u64 + page_hashes.len() as u64 > chunks
-                    {
-                        return Err(bad());
-                    }
-                    hashes.extend(page_hashes);
-                }
-                Message::Abort(abort) => return Err(aborted(abort)),
-                _ => return Err(PeerError::Protocol("expected chunk hashes").into()),
-            }
-        }
-        if root_hash(&hashes) != hash.0 {
-            return Err(bad());
-        }
-        all.push(hashes);
-    }
-    Ok(all)
-}
-
-async fn read_message(reader: &mut Reader) -> Result<Message, TransferError> {
-    crate::link::read_message(reader).await
-}
-
-/// Creates the directories and plans every file (blocking).
-fn plan_all(
-    root: &std::path::Path,
-    dirs: &[CheckedEntry],
-    files: &[CheckedEntry],
-    hashes: &[Vec<ChunkHash>],
-    overwrite: bool,
-    cancel: &CancellationToken,
-    created: &mut Vec<PathBuf>,
-) -> Result<Vec<PlannedFile>, TransferError> {
-    for dir in dirs {
-        disk::ensure_dir(root, &dir.path, created)?;
-    }
-    let mut planned = Vec::with_capacity(files.len());
-    for (entry, hashes) in files.iter().zip(hashes) {
-        if let Some(parent) = entry.path.parent() {
-            disk::ensure_dir(root, &parent, created)?;
-        }
-        let hash = entry.entry.hash.unwrap_or(ContentHash([0; 32]));
-        planned.push(plan_file(root, entry, hash, hashes, overwrite, cancel)?);
-    }
-    Ok(planned)
-}
-
-fn shared_state(
-    files: &[CheckedEntry],
-    hashes: Vec<Vec<ChunkHash>>,
-    planned: &[PlannedFile],
-    offer: &Offer,
-    overwrite: bool,
-) -> RecvShared {
-    let mut recv_files = Vec::with_capacity(files.len());
-    for ((entry, hashes), plan) in files.iter().zip(hashes).zip(planned) {
-        let file = plan
-            .file
-            .as_ref()
-            .and_then(|f| f.try_clone().ok())
-            .map(Arc::new);
-        recv_files.push(RecvFile {
-            id: entry.entry.id,
-            rel: entry.entry.path.clone(),
-            size: entry.entry.size,
-            mtime_ns: entry.entry.mtime_ns,
-            hash: entry.entry.hash.unwrap_or(ContentHash([0; 32])),
-            paths: plan.paths.clone(),
-            hashes,
-            file,
-            chunks: Mutex::new(Chunks {
-                have: plan.have.clone(),
-                in_flight: crate::chunk::ChunkSet::new(plan.have.len()),
-                dirty: false,
-                finalized: plan.in_place(),
-            }),
-            record_lock: Mutex::new(()),
-        });
-    }
-    let by_id = recv_files
-        .iter()
-        .enumerate()
-        .map(|(i, f)| (f.id, i))
-        .collect();
-    RecvShared {
-        files: recv_files,
-        by_id,
-        compression: offer.compression,
-        overwrite,
-        received: Default::default(),
-        wire: Default::default(),
-    }
-}
-
-/// Asks for the chunks of one file that `have` lacks: a `FileRequest` when they are one run to
-/// the end of the file (the common resume), `Want` ranges otherwise.
-async fn send_wants(
-    writer: &Writer,
-    entry_id: uuid::Uuid,
-    have: &crate::chunk::ChunkSet,
-) -> Result<(), TransferError> {
-    let missing = have.missing_ranges();
-    let mut writer = writer.lock().await;
-    if let [only] = missing.as_slice()
-        && only.end == have.len()
-    {
-        let request = Message::FileRequest(FileRequest {
-            entry_id,
-            resume_from: only.start * CHUNK,
-        });
-        return send_message(&mut *writer, &request).await;
-    }
-    for ranges in missing.chunks(MAX_RANGES_PER_WANT) {
-        let want = Message::Want(Want {
-            entry_id,
-            ranges: ranges.iter().map(|r| [r.start, r.end]).collect(),
-        });
-        send_message(&mut *writer, &want).await?;
-    }
-    Ok(())
-}
-
-/// Answers an offer this side will not take.
-async fn decline(writer: &Writer, error: &TransferError) {
-    let code = match error {
-        TransferError::Link(_) | TransferError::Peer(PeerError::Aborted { .. }) => return,
-        TransferError::Declined(_) => AbortCode::Declined,
-        TransferError::Cancelled => AbortCode::Cancelled,
-        TransferError::Local(LocalError::DiskFull { .. }) => AbortCode::NoSpace,
-        TransferError::Peer(_) | TransferError::Local(_) => AbortCode::Refused,
-        TransferError::Usage(_) => AbortCode::Internal,
-    };
-    let message = match error {
-        TransferError::Peer(error) => cut_message(&error.to_string()),
-        _ => String::new(),
-    };
-    let send = async {
-        send_message(
-            &mut *writer.lock().await,
-            &Message::Decline(Decline { code, message }),
-        )
-        .await
-    };
-    let _ = tokio::time::timeout(Duration::from_millis(500), send).await;
-}
-
-fn aborted(abort: crate::protocol::Abort) -> TransferError {
-    PeerError::Aborted {
-        code: abort.code,
-        message: abort.message,
-    }
-    .into()
-}
-
-/// Runs `f` on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, TransferError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| LocalError::Task(e.to_string()).into())
 }

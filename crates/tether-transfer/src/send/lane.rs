@@ -1,18 +1,18 @@
-//! One sending lane: a pipeline that reads, compresses and seals chunks on blocking threads while
-//! the lane's stream writes the previous ones.
+//! One sending lane: a blocking worker that reads, compresses and seals chunks while the lane's
+//! stream writes the previous ones.
 //!
-//! A producer task takes chunks from the shared [`WorkQueue`] and starts a blocking job for each,
-//! at most [`PIPELINE_DEPTH`] ahead; a writer task awaits the jobs in order, waits for the rate
-//! limiters, and writes the frames. With one lane this already keeps both cores busy (reading and
-//! sealing on one, the stream on the other).
+//! The worker (one long-lived thread of tokio's blocking pool) takes chunks from the shared
+//! [`WorkQueue`] and hands frames to the writer through a channel of [`PIPELINE_DEPTH`]; the
+//! writer waits for the rate limiters and writes. A busy lane thus costs no thread hand-off per
+//! chunk (a blocking task per chunk cost a third of the plain throughput; see BENCHMARKS.md).
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tether_wire::{DataChunk, Frame};
+use tether_wire::{ContentHash, DataChunk, Frame};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -20,7 +20,8 @@ use uuid::Uuid;
 use crate::chunk::{chunk_count, chunk_len, chunk_offset};
 use crate::compress::{self, Compression, GIVE_UP_AFTER, PROBE_EVERY};
 use crate::error::{LocalError, TransferError};
-use crate::link::{LaneCipher, send_frame};
+use crate::link::{ControlWriter, LaneCipher, send_frame};
+use crate::manifest::ManifestEntry;
 use crate::send::queue::{Work, WorkQueue};
 use crate::source::SourceFile;
 use crate::throttle::{RateLimiter, acquire_all};
@@ -32,7 +33,10 @@ pub(crate) const PIPELINE_DEPTH: usize = 4;
 #[derive(Debug)]
 pub(crate) struct SendShared {
     pub(crate) files: Vec<SourceFile>,
+    /// Per file: entry id, manifest path, hash.
     pub(crate) ids: Vec<Uuid>,
+    pub(crate) paths: Vec<String>,
+    pub(crate) hashes: Vec<ContentHash>,
     pub(crate) compression: Compression,
     pub(crate) queue: WorkQueue,
     pub(crate) limiters: Vec<RateLimiter>,
@@ -53,10 +57,27 @@ pub(crate) struct Sent {
 impl SendShared {
     pub(crate) fn new(
         files: Vec<SourceFile>,
-        ids: Vec<Uuid>,
+        entries: &[ManifestEntry],
         compression: Compression,
         limiters: Vec<RateLimiter>,
     ) -> Self {
+        let entry = |f: &SourceFile| entries.get(f.entry_index);
+        let ids: Vec<Uuid> = files
+            .iter()
+            .map(|f| entry(f).map(|e| e.id).unwrap_or_default())
+            .collect();
+        let paths = files
+            .iter()
+            .map(|f| entry(f).map(|e| e.path.clone()).unwrap_or_default())
+            .collect();
+        let hashes = files
+            .iter()
+            .map(|f| {
+                entry(f)
+                    .and_then(|e| e.hash)
+                    .unwrap_or(ContentHash([0; 32]))
+            })
+            .collect();
         let open = files.iter().map(|_| Mutex::new(None)).collect();
         let misses = files.iter().map(|_| AtomicU32::new(0)).collect();
         let by_id = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
@@ -64,6 +85,8 @@ impl SendShared {
             by_id,
             files,
             ids,
+            paths,
+            hashes,
             compression,
             queue: WorkQueue::default(),
             limiters,
@@ -161,30 +184,14 @@ pub(crate) enum LaneWriter<W> {
     /// A data-only lane.
     Own(W),
     /// Lane 0, shared with the session's control messages.
-    Shared(Arc<tokio::sync::Mutex<W>>),
-}
-
-/// Set while a frame is half written on the control stream, so the session knows whether it
-/// may still append an `Abort` there.
-#[derive(Debug, Default)]
-pub(crate) struct TornFlag(AtomicBool);
-
-impl TornFlag {
-    pub(crate) fn is_torn(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
+    Control(ControlWriter),
 }
 
 /// Runs one lane until the queue closes; reports every chunk sent on `sent`.
-///
-/// Reading, compressing and sealing run on one long-lived blocking thread that takes chunks
-/// from the queue and hands frames to the writer through a bounded channel, so a busy lane
-/// costs no thread hand-off per chunk.
 pub(crate) async fn run_lane<W>(
     shared: Arc<SendShared>,
     cipher: Arc<LaneCipher>,
     writer: LaneWriter<W>,
-    torn: Arc<TornFlag>,
     sent: mpsc::UnboundedSender<Sent>,
 ) -> Result<(), TransferError>
 where
@@ -209,12 +216,7 @@ where
         acquire_all(&shared.limiters, chunk.wire).await;
         match &mut writer {
             LaneWriter::Own(w) => send_frame(w, &frame).await?,
-            LaneWriter::Shared(w) => {
-                let mut w = w.lock().await;
-                torn.0.store(true, Ordering::Release);
-                send_frame(&mut *w, &frame).await?;
-                torn.0.store(false, Ordering::Release);
-            }
+            LaneWriter::Control(w) => w.send_frame(&frame).await?,
         }
         let _ = sent.send(chunk);
     }

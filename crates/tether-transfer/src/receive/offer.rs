@@ -1,0 +1,180 @@
+//! Before `Accept`: the offer and manifest checked against the limits, the targets against the
+//! destination (symlinks, existing files, free space), then consent. Any failure is answered
+//! with a `Decline`, and nothing has been written.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tether_crypto::SessionKeys;
+use tether_identity::NodeId;
+use tokio::io::ReadHalf;
+use tokio::sync::mpsc;
+
+use crate::chunk::CHUNK_SIZE;
+use crate::compress::Compression;
+use crate::consent::{Decision, OfferSummary};
+use crate::error::{LocalError, PeerError, TransferError, UsageError};
+use crate::link::{ByteStream, ControlWriter, LaneCipher, eof, read_frame_from};
+use crate::manifest::{CheckedEntry, EntryKind, ManifestBuilder};
+use crate::options::MAX_LANES;
+use crate::protocol::{AbortCode, Decline, Message, Offer, VERSION, cut_message};
+use crate::receive::data::AttachedLane;
+use crate::receive::disk::{self, Existing, FilePaths};
+use crate::receive::{BusyGuard, LaneGuard, Receiver, aborted, blocking};
+
+/// What consent produced.
+pub(super) struct Accepted {
+    pub(super) entries: Vec<CheckedEntry>,
+    pub(super) busy: BusyGuard,
+    pub(super) lanes: Option<(LaneGuard, mpsc::Receiver<AttachedLane>)>,
+    pub(super) ciphers: Vec<Arc<LaneCipher>>,
+}
+
+/// Checks the offer and manifest, the destination, and consent; sends `Accept`.
+pub(super) async fn before_accept(
+    receiver: &Receiver,
+    reader: &mut ReadHalf<Box<dyn ByteStream>>,
+    writer: &ControlWriter,
+    offer: &Offer,
+    peer: NodeId,
+    keys: Option<SessionKeys>,
+) -> Result<Accepted, TransferError> {
+    let config = &receiver.inner.config;
+    if offer.version != VERSION {
+        return Err(PeerError::Version(offer.version).into());
+    }
+    if offer.chunk_size != CHUNK_SIZE
+        || offer.compression == Compression::Unknown
+        || offer.lanes == 0
+        || offer.lanes > MAX_LANES
+    {
+        return Err(
+            PeerError::Protocol("unsupported chunk size, compression or lane count").into(),
+        );
+    }
+    let mut keys = match (offer.encrypted, keys) {
+        (true, None) => return Err(UsageError::KeysRequired.into()),
+        (true, keys) => keys,
+        (false, _) => None,
+    };
+    let mut builder = ManifestBuilder::new(config.limits, offer.entries, offer.total_bytes)
+        .map_err(PeerError::from)?;
+    while !builder.is_complete() {
+        let frame = read_frame_from(reader).await?.ok_or_else(eof)?;
+        builder
+            .page_bytes(frame.payload().len())
+            .map_err(PeerError::from)?;
+        match Message::from_frame(&frame)? {
+            Message::Manifest(page) => {
+                for entry in page.entries {
+                    builder.push(entry).map_err(PeerError::from)?;
+                }
+            }
+            Message::Abort(abort) => return Err(aborted(abort)),
+            _ => return Err(PeerError::Protocol("expected the manifest").into()),
+        }
+    }
+    let entries = builder.finish().map_err(PeerError::from)?;
+
+    let root = config.destination.clone();
+    let (targets, needed) = {
+        let entries = entries.clone();
+        let overwrite = config.overwrite;
+        blocking(move || survey(&root, &entries, overwrite)).await??
+    };
+    if config.check_free_space {
+        let available = disk::free_space(&config.destination)?;
+        if needed > available {
+            return Err(LocalError::DiskFull {
+                path: config.destination.clone(),
+                needed,
+                available,
+            }
+            .into());
+        }
+    }
+    let busy = receiver.claim_targets(targets)?;
+    let manifest: Vec<_> = entries.iter().map(|e| e.entry.clone()).collect();
+    let summary = OfferSummary {
+        transfer_id: offer.transfer_id,
+        peer,
+        entries: &manifest,
+        files: manifest
+            .iter()
+            .filter(|e| e.kind == EntryKind::File)
+            .count() as u64,
+        total_bytes: offer.total_bytes,
+        encrypted: offer.encrypted,
+    };
+    if let Decision::Decline(reason) = config.consent.decide(&summary).await {
+        return Err(TransferError::Declined(reason));
+    }
+    let mut ciphers = Vec::with_capacity(usize::from(offer.lanes));
+    for index in 0..offer.lanes {
+        ciphers.push(Arc::new(LaneCipher::derive(keys.as_mut(), index)?));
+    }
+    let lanes =
+        (offer.lanes > 1).then(|| receiver.open_lanes(offer.transfer_id, peer, offer.lanes));
+    writer.send(&Message::Accept).await?;
+    Ok(Accepted {
+        entries,
+        busy,
+        lanes,
+        ciphers,
+    })
+}
+
+/// Every file's target, and the bytes the transfer may still need on disk. Refuses targets that
+/// exist with other contents (unless overwriting) or pass through a symlink.
+fn survey(
+    root: &Path,
+    entries: &[CheckedEntry],
+    overwrite: bool,
+) -> Result<(Vec<PathBuf>, u64), TransferError> {
+    let mut targets = Vec::new();
+    let mut needed = 0u64;
+    for entry in entries {
+        disk::check_dirs(root, &entry.path)?;
+        if entry.entry.kind == EntryKind::Dir {
+            disk::check_dir_or_absent(&entry.path.under(root))?;
+            continue;
+        }
+        let paths = FilePaths::new(root, &entry.path);
+        let size = entry.entry.size;
+        match disk::existing(&paths.target)? {
+            Existing::Absent => {}
+            Existing::File(len) if len == size => {
+                targets.push(paths.target);
+                continue; // probably in place already; planning checks its hash
+            }
+            Existing::File(_) if overwrite => {}
+            Existing::File(_) | Existing::Other => {
+                return Err(LocalError::TargetExists(paths.target).into());
+            }
+        }
+        if !matches!(disk::existing(&paths.partial)?, Existing::File(_)) {
+            needed = needed.saturating_add(size);
+        }
+        targets.push(paths.target);
+    }
+    Ok((targets, needed))
+}
+
+/// Answers an offer this side will not take.
+pub(super) async fn decline(writer: &ControlWriter, error: &TransferError) {
+    let code = match error {
+        TransferError::Link(_) | TransferError::Peer(PeerError::Aborted { .. }) => return,
+        TransferError::Declined(_) => AbortCode::Declined,
+        TransferError::Cancelled => AbortCode::Cancelled,
+        TransferError::Local(LocalError::DiskFull { .. }) => AbortCode::NoSpace,
+        TransferError::Peer(_) | TransferError::Local(_) => AbortCode::Refused,
+        TransferError::Usage(_) => AbortCode::Internal,
+    };
+    let message = match error {
+        TransferError::Peer(error) => cut_message(&error.to_string()),
+        _ => String::new(),
+    };
+    writer
+        .close(Some(&Message::Decline(Decline { code, message })))
+        .await;
+}

@@ -1,0 +1,167 @@
+//! After `Accept`, before data: chunk hashes in and checked, directories created, every file
+//! planned (what is in place, what partial data still verifies), requests out.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tether_wire::{ContentHash, FileRequest};
+use tokio::io::ReadHalf;
+use tokio_util::sync::CancellationToken;
+
+use crate::chunk::{CHUNK, ChunkSet, chunk_count};
+use crate::error::{PeerError, TransferError};
+use crate::link::{ByteStream, ControlWriter, read_message};
+use crate::manifest::CheckedEntry;
+use crate::protocol::{MAX_RANGES_PER_WANT, Message, Offer, Want, decode_hashes};
+use crate::receive::aborted;
+use crate::receive::data::{Chunks, RecvFile, RecvShared};
+use crate::receive::disk;
+use crate::receive::plan::{PlannedFile, plan_file};
+use crate::tree::{ChunkHash, root_hash};
+
+/// Reads the chunk hashes of every file with two or more chunks, in manifest order, and checks
+/// each list against the file hash.
+pub(super) async fn read_hashes(
+    reader: &mut ReadHalf<Box<dyn ByteStream>>,
+    files: &[CheckedEntry],
+) -> Result<Vec<Vec<ChunkHash>>, TransferError> {
+    let mut all = Vec::with_capacity(files.len());
+    for entry in files {
+        let hash = entry.entry.hash.unwrap_or(ContentHash([0; 32]));
+        let chunks = chunk_count(entry.entry.size);
+        if chunks < 2 {
+            all.push(if chunks == 1 {
+                vec![hash.0]
+            } else {
+                Vec::new()
+            });
+            continue;
+        }
+        let bad = || {
+            TransferError::from(PeerError::BadHashes {
+                path: entry.entry.path.clone(),
+            })
+        };
+        let mut hashes: Vec<ChunkHash> = Vec::new();
+        while (hashes.len() as u64) < chunks {
+            match read_message(reader).await? {
+                Message::ChunkHashes(page) => {
+                    let page_hashes = decode_hashes(&page.hashes).ok_or_else(bad)?;
+                    if page.entry_id != entry.entry.id
+                        || page.first != hashes.len() as u64
+                        || page_hashes.is_empty()
+                        || hashes.len() as u64 + page_hashes.len() as u64 > chunks
+                    {
+                        return Err(bad());
+                    }
+                    hashes.extend(page_hashes);
+                }
+                Message::Abort(abort) => return Err(aborted(abort)),
+                _ => return Err(PeerError::Protocol("expected chunk hashes").into()),
+            }
+        }
+        if root_hash(&hashes) != hash.0 {
+            return Err(bad());
+        }
+        all.push(hashes);
+    }
+    Ok(all)
+}
+
+/// Creates the directories and plans every file (blocking).
+pub(super) fn plan_all(
+    root: &Path,
+    dirs: &[CheckedEntry],
+    files: &[CheckedEntry],
+    hashes: &[Vec<ChunkHash>],
+    overwrite: bool,
+    cancel: &CancellationToken,
+    created: &mut Vec<PathBuf>,
+) -> Result<Vec<PlannedFile>, TransferError> {
+    for dir in dirs {
+        disk::ensure_dir(root, &dir.path, created)?;
+    }
+    let mut planned = Vec::with_capacity(files.len());
+    for (entry, hashes) in files.iter().zip(hashes) {
+        if let Some(parent) = entry.path.parent() {
+            disk::ensure_dir(root, &parent, created)?;
+        }
+        let hash = entry.entry.hash.unwrap_or(ContentHash([0; 32]));
+        planned.push(plan_file(root, entry, hash, hashes, overwrite, cancel)?);
+    }
+    Ok(planned)
+}
+
+pub(super) fn shared_state(
+    files: &[CheckedEntry],
+    hashes: Vec<Vec<ChunkHash>>,
+    planned: &[PlannedFile],
+    offer: &Offer,
+    overwrite: bool,
+) -> RecvShared {
+    let mut recv_files = Vec::with_capacity(files.len());
+    for ((entry, hashes), plan) in files.iter().zip(hashes).zip(planned) {
+        let file = plan
+            .file
+            .as_ref()
+            .and_then(|f| f.try_clone().ok())
+            .map(Arc::new);
+        recv_files.push(RecvFile {
+            id: entry.entry.id,
+            rel: entry.entry.path.clone(),
+            size: entry.entry.size,
+            mtime_ns: entry.entry.mtime_ns,
+            hash: entry.entry.hash.unwrap_or(ContentHash([0; 32])),
+            paths: plan.paths.clone(),
+            hashes,
+            file,
+            chunks: Mutex::new(Chunks {
+                have: plan.have.clone(),
+                in_flight: ChunkSet::new(plan.have.len()),
+                dirty: false,
+                finalized: plan.in_place(),
+            }),
+            record_lock: Mutex::new(()),
+        });
+    }
+    let by_id = recv_files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.id, i))
+        .collect();
+    RecvShared {
+        files: recv_files,
+        by_id,
+        compression: offer.compression,
+        overwrite,
+        received: Default::default(),
+        wire: Default::default(),
+    }
+}
+
+/// Asks for the chunks of one file that `have` lacks: a `FileRequest` when they are one run to
+/// the end of the file (the common resume), `Want` ranges otherwise.
+pub(super) async fn send_wants(
+    writer: &ControlWriter,
+    entry_id: uuid::Uuid,
+    have: &ChunkSet,
+) -> Result<(), TransferError> {
+    let missing = have.missing_ranges();
+    if let [only] = missing.as_slice()
+        && only.end == have.len()
+    {
+        let request = Message::FileRequest(FileRequest {
+            entry_id,
+            resume_from: only.start * CHUNK,
+        });
+        return writer.send(&request).await;
+    }
+    for ranges in missing.chunks(MAX_RANGES_PER_WANT) {
+        let want = Message::Want(Want {
+            entry_id,
+            ranges: ranges.iter().map(|r| [r.start, r.end]).collect(),
+        });
+        writer.send(&want).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,283 @@
+//! The sender's data phase: requests in, chunks out on every lane, until `Complete`.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tether_wire::{FileRequest, FileResponse};
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::chunk::{CHUNK, CHUNK_SIZE, ChunkSet, chunk_count, chunk_len};
+use crate::compress::Compression;
+use crate::error::{LocalError, PeerError, TransferError};
+use crate::link::{ByteStream, ControlWriter, LaneCipher, abort_for, read_message};
+use crate::progress::{
+    Direction, FileProgress, Progress, RateMeter, TransferEvent, TransferReport, emit, eta,
+};
+use crate::protocol::{Complete, MAX_RANGES_PER_WANT, Message, Want};
+use crate::send::lane::{LaneWriter, SendShared, Sent, run_lane};
+use crate::source::OutgoingTransfer;
+use crate::throttle::RateLimiter;
+
+/// What the data phase reports into.
+pub(super) struct DataPhase {
+    pub(super) events: Option<mpsc::Sender<TransferEvent>>,
+    pub(super) started: Instant,
+    pub(super) cancel: CancellationToken,
+    pub(super) report: TransferReport,
+}
+
+/// Which chunks the receiver has asked for so far, and their bytes.
+#[derive(Debug)]
+struct Requested {
+    sets: Vec<ChunkSet>,
+    bytes: u64,
+}
+
+impl DataPhase {
+    pub(super) async fn run(
+        mut self,
+        transfer: OutgoingTransfer,
+        control_rx: ReadHalf<Box<dyn ByteStream>>,
+        control_tx: ControlWriter,
+        lane_writers: Vec<WriteHalf<Box<dyn ByteStream>>>,
+        ciphers: Vec<Arc<LaneCipher>>,
+        limiters: Vec<RateLimiter>,
+    ) -> Result<TransferReport, TransferError> {
+        let interval = transfer.options.progress_interval;
+        let compression = if transfer.options.compress {
+            Compression::Zstd
+        } else {
+            Compression::None
+        };
+        let shared = Arc::new(SendShared::new(
+            transfer.files,
+            &transfer.entries,
+            compression,
+            limiters,
+        ));
+        let (sent_tx, mut sent_rx) = mpsc::unbounded_channel::<Sent>();
+        let mut lanes = JoinSet::new();
+        let mut ciphers = ciphers.into_iter();
+        if let Some(cipher) = ciphers.next() {
+            let writer = LaneWriter::<WriteHalf<Box<dyn ByteStream>>>::Control(control_tx.clone());
+            lanes.spawn(run_lane(shared.clone(), cipher, writer, sent_tx.clone()));
+        }
+        for (writer, cipher) in lane_writers.into_iter().zip(ciphers) {
+            let writer = LaneWriter::Own(writer);
+            lanes.spawn(run_lane(shared.clone(), cipher, writer, sent_tx.clone()));
+        }
+        drop(sent_tx);
+        let requested = Arc::new(Mutex::new(Requested {
+            sets: shared
+                .files
+                .iter()
+                .map(|f| ChunkSet::new(chunk_count(f.size)))
+                .collect(),
+            bytes: 0,
+        }));
+        let mut control = tokio::spawn(serve_requests(
+            control_rx,
+            control_tx.clone(),
+            shared.clone(),
+            requested.clone(),
+        ));
+
+        let mut meter = RateMeter::new(self.started);
+        let mut last_event = Instant::now();
+        let mut per_file = vec![0u64; shared.files.len()];
+        let outcome = loop {
+            tokio::select! {
+                () = self.cancel.cancelled() => break Err(TransferError::Cancelled),
+                joined = &mut control => {
+                    break joined.unwrap_or_else(|e| Err(LocalError::Task(e.to_string()).into()));
+                }
+                Some(joined) = lanes.join_next() => match joined {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => break Err(error),
+                    Err(e) => break Err(LocalError::Task(e.to_string()).into()),
+                },
+                Some(chunk) = sent_rx.recv() => {
+                    self.count(chunk);
+                    let now = Instant::now();
+                    meter.record(chunk.plain, now);
+                    if let Some(done) = per_file.get_mut(chunk.file) {
+                        *done += chunk.plain;
+                    }
+                    if now.duration_since(last_event) >= interval {
+                        last_event = now;
+                        let file_done = per_file.get(chunk.file).copied().unwrap_or(0);
+                        self.progress(&shared, &requested, &meter, chunk.file, file_done, now);
+                    }
+                }
+            }
+        };
+        shared.queue.close();
+        control.abort();
+        // The lanes drain what they prepared (at most a few frames) and end their streams.
+        let drained = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(joined) = lanes.join_next().await {
+                if let Ok(Err(error)) = joined {
+                    tracing::debug!(%error, "lane ended with an error after the transfer ended");
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            lanes.abort_all();
+        }
+        while let Ok(chunk) = sent_rx.try_recv() {
+            self.count(chunk);
+        }
+        let mut report = self.report;
+        report.duration = self.started.elapsed();
+        match outcome {
+            Ok(complete) => {
+                control_tx.close(None).await;
+                report.bytes_verified = complete.bytes_verified;
+                report.bytes_resumed = report
+                    .bytes_total
+                    .saturating_sub(requested_bytes(&requested));
+                tracing::info!(
+                    transfer = %report.transfer_id,
+                    bytes = report.bytes_transferred,
+                    secs = report.duration.as_secs_f64(),
+                    "sent"
+                );
+                Ok(report)
+            }
+            Err(error) => {
+                control_tx.close(abort_for(&error).as_ref()).await;
+                Err(error)
+            }
+        }
+    }
+
+    fn count(&mut self, chunk: Sent) {
+        self.report.bytes_transferred += chunk.plain;
+        self.report.wire_bytes += chunk.wire;
+    }
+
+    fn progress(
+        &self,
+        shared: &SendShared,
+        requested: &Mutex<Requested>,
+        meter: &RateMeter,
+        file: usize,
+        file_done: u64,
+        now: Instant,
+    ) {
+        let total = self.report.bytes_total;
+        let sent = self.report.bytes_transferred;
+        let done = (total.saturating_sub(requested_bytes(requested)) + sent).min(total);
+        let rate = meter.rate(sent, self.started, now);
+        let file = shared.files.get(file).map(|f| FileProgress {
+            entry_id: shared.ids.get(file).copied().unwrap_or_default(),
+            path: shared.paths.get(file).cloned().unwrap_or_default(),
+            bytes_done: file_done,
+            size: f.size,
+        });
+        emit(
+            self.events.as_ref(),
+            TransferEvent::Progress(Progress {
+                transfer_id: self.report.transfer_id,
+                direction: Direction::Send,
+                bytes_done: done,
+                bytes_total: total,
+                rate,
+                eta: eta(total.saturating_sub(done), rate),
+                file,
+            }),
+        );
+    }
+}
+
+/// Bytes of all chunks the receiver has asked for so far.
+fn requested_bytes(requested: &Mutex<Requested>) -> u64 {
+    requested
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .bytes
+}
+
+/// Reads the receiver's requests until it reports `Complete`. Only entries of the manifest can
+/// be named, only chunks they have.
+async fn serve_requests(
+    mut control_rx: ReadHalf<Box<dyn ByteStream>>,
+    control_tx: ControlWriter,
+    shared: Arc<SendShared>,
+    requested: Arc<Mutex<Requested>>,
+) -> Result<Complete, TransferError> {
+    loop {
+        let (file, ranges) = match read_message(&mut control_rx).await? {
+            Message::Want(Want { entry_id, ranges }) => {
+                let file = file_of(&shared, entry_id)?;
+                let chunks = chunk_count(shared.files.get(file).map_or(0, |f| f.size));
+                if ranges.len() > MAX_RANGES_PER_WANT
+                    || ranges.iter().any(|[s, e]| s >= e || *e > chunks)
+                {
+                    return Err(PeerError::UnknownEntry(entry_id).into());
+                }
+                (file, ranges)
+            }
+            Message::FileRequest(FileRequest {
+                entry_id,
+                resume_from,
+            }) => {
+                let file = file_of(&shared, entry_id)?;
+                let size = shared.files.get(file).map_or(0, |f| f.size);
+                if resume_from > size {
+                    return Err(PeerError::UnknownEntry(entry_id).into());
+                }
+                // Resume at the chunk holding `resume_from`: chunks are the unit of verification.
+                let first = resume_from / CHUNK;
+                let response = Message::FileResponse(FileResponse {
+                    entry_id,
+                    size,
+                    hash: shared
+                        .hashes
+                        .get(file)
+                        .copied()
+                        .unwrap_or(tether_wire::ContentHash([0; 32])),
+                    chunk_size: CHUNK_SIZE,
+                    offset: first * CHUNK,
+                });
+                control_tx.send(&response).await?;
+                (file, vec![[first, chunk_count(size)]])
+            }
+            Message::Complete(complete) => return Ok(complete),
+            Message::Abort(abort) => {
+                return Err(PeerError::Aborted {
+                    code: abort.code,
+                    message: abort.message,
+                }
+                .into());
+            }
+            _ => return Err(PeerError::Protocol("unexpected message from the receiver").into()),
+        };
+        let mut requested = requested.lock().unwrap_or_else(PoisonError::into_inner);
+        let size = shared.files.get(file).map_or(0, |f| f.size);
+        for [start, end] in ranges {
+            let Requested { sets, bytes } = &mut *requested;
+            if let Some(set) = sets.get_mut(file) {
+                for index in start..end {
+                    if set.insert(index) {
+                        *bytes += chunk_len(size, index).map_or(0, |l| l as u64);
+                    }
+                }
+            }
+            if !shared.queue.push(file, start, end) {
+                return Err(PeerError::Protocol("too many outstanding requests").into());
+            }
+        }
+    }
+}
+
+fn file_of(shared: &SendShared, entry_id: Uuid) -> Result<usize, TransferError> {
+    shared
+        .file_index(entry_id)
+        .ok_or_else(|| PeerError::UnknownEntry(entry_id).into())
+}
