@@ -29,6 +29,15 @@ pub enum TransportError {
         /// Why.
         reason: String,
     },
+    /// The device does not serve the protocol asked for: the TLS handshake found no
+    /// application protocol (ALPN) both sides speak. Trying again will not help.
+    #[error("{node} does not serve the protocol {alpn:?}")]
+    AlpnNotServed {
+        /// The short id of the device.
+        node: String,
+        /// The ALPN asked for, as text.
+        alpn: String,
+    },
     /// mDNS could not start (no usable network interface).
     #[error("mDNS discovery could not start: {0}")]
     Mdns(String),

@@ -120,17 +120,26 @@ impl Discovery for LoopbackDiscovery {
 
     fn subscribe(&self) -> DiscoveryStream {
         let (sender, receiver) = mpsc::channel(64);
-        let inner = Arc::clone(&self.inner);
+        // Only a weak handle: the scan must not keep the announcement (and its heartbeat)
+        // alive after the last `LoopbackDiscovery` is dropped.
+        let weak = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
             let mut known: HashMap<NodeId, Record> = HashMap::new();
             loop {
-                let me = inner
-                    .announced
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .as_ref()
-                    .map(|(id, _)| *id);
-                let current = scan(&inner.dir, me).await;
+                if sender.is_closed() {
+                    return;
+                }
+                let (dir, me) = {
+                    let Some(inner) = weak.upgrade() else { return };
+                    let me = inner
+                        .announced
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .as_ref()
+                        .map(|(id, _)| *id);
+                    (inner.dir.clone(), me)
+                };
+                let current = scan(&dir, me).await;
                 for (id, record) in &current {
                     let changed = known.get(id).is_none_or(|old| !same_claims(old, record));
                     if changed

@@ -4,7 +4,10 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use iroh::endpoint::{AfterHandshakeOutcome, Connection, EndpointHooks, Side, presets};
+use iroh::endpoint::{
+    AfterHandshakeOutcome, ConnectError, ConnectingError, Connection, ConnectionError,
+    EndpointHooks, Side, TransportErrorCode, presets,
+};
 use iroh::{Endpoint, EndpointId, RelayMap, RelayMode, RelayUrl};
 use tether_identity::{NetworkIdentity, NodeId};
 use tracing::{debug, info, warn};
@@ -185,10 +188,7 @@ impl Transport {
         self.endpoint
             .connect(addr, alpn)
             .await
-            .map_err(|error| TransportError::Connect {
-                node: peer.node_id.fmt_short(),
-                reason: error.to_string(),
-            })
+            .map_err(|error| connect_error(&peer.node_id, alpn, &error))
     }
 
     /// The underlying iroh endpoint, for accepting connections and for protocols.
@@ -248,6 +248,34 @@ fn relay_mode(relay: &RelayConfig) -> Result<RelayMode, TransportError> {
             RelayMode::Custom(urls.into_iter().collect::<RelayMap>())
         }
     })
+}
+
+/// TLS alert 120, `no_application_protocol`, as a QUIC transport error code.
+const NO_APPLICATION_PROTOCOL: u8 = 120;
+
+/// Sorts a failed connect into what the caller can act on: a protocol the peer does not
+/// serve (permanent), or anything else (worth another try).
+fn connect_error(node: &NodeId, alpn: &[u8], error: &ConnectError) -> TransportError {
+    let closed = match error {
+        ConnectError::Connection { source, .. }
+        | ConnectError::Connecting {
+            source: ConnectingError::ConnectionError { source, .. },
+            ..
+        } => Some(source),
+        _ => None,
+    };
+    if let Some(ConnectionError::ConnectionClosed(close)) = closed
+        && close.error_code == TransportErrorCode::crypto(NO_APPLICATION_PROTOCOL)
+    {
+        return TransportError::AlpnNotServed {
+            node: node.fmt_short(),
+            alpn: String::from_utf8_lossy(alpn).into_owned(),
+        };
+    }
+    TransportError::Connect {
+        node: node.fmt_short(),
+        reason: error.to_string(),
+    }
 }
 
 pub(crate) fn iroh_id(node_id: &NodeId) -> Result<EndpointId, TransportError> {

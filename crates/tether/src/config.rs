@@ -31,12 +31,15 @@ pub struct NetworkingConfig {
     pub loopback_discovery: Option<PathBuf>,
     /// Code lifetime and the initiator's limits.
     pub pairing: InitiatorConfig,
-    /// A connection silent for this long gets a `Ping`.
+    /// A connection the peer has been silent on for this long gets a `Ping`.
     pub keepalive_interval: Duration,
-    /// How long a request waits for its answer. A peer that misses a keep-alive `Ping` for
-    /// this long is dead: a dead peer is noticed within `keepalive_interval +
-    /// request_timeout` of its last word.
+    /// How long a request waits for its answer. A peer that leaves a keep-alive `Ping`
+    /// unanswered this long is dead: a dead peer is noticed within `1.25 ×
+    /// keepalive_interval + request_timeout` of its last word.
     pub request_timeout: Duration,
+    /// How long one connection attempt may take (a send makes up to three, with backoff;
+    /// an attempt starts over at once when discovery reports a new address).
+    pub connect_timeout: Duration,
     /// How long `join_pairing` looks for the device showing the code.
     pub discovery_timeout: Duration,
 }
@@ -54,6 +57,7 @@ impl NetworkingConfig {
             pairing: InitiatorConfig::default(),
             keepalive_interval: Duration::from_secs(30),
             request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
             discovery_timeout: Duration::from_secs(10),
         }
     }

@@ -51,6 +51,17 @@ pub enum NetworkError {
     /// The device is not paired with this one (or was unpaired).
     #[error("device {0} is not paired")]
     DeviceNotPaired(String),
+    /// The device turned the connection away: it does not count this device as paired (any
+    /// more), or it blocked it. `code` is one of the close codes in [`crate::gate`].
+    #[error("device {node} refused the connection: {reason}")]
+    Refused {
+        /// The short id of the device.
+        node: String,
+        /// The QUIC close code it sent.
+        code: u32,
+        /// Its reason, as it sent it.
+        reason: String,
+    },
     /// The device cannot be reached now.
     #[error("device {0} is offline (no known address answered)")]
     DeviceOffline(String),

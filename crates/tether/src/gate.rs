@@ -3,10 +3,13 @@
 use std::collections::HashSet;
 use std::sync::{Arc, PoisonError, RwLock};
 
+use iroh::endpoint::{Connection, ConnectionError};
 use tether_identity::NodeId;
 use tether_iroh::{ConnectionGate, Refusal};
 use tether_registry::{ConnectionRefused, DeviceRegistry};
 
+use crate::NetworkError;
+use crate::error::short;
 use crate::link::SYNC_ALPN;
 use crate::pairing::PAIRING_ALPN;
 
@@ -62,4 +65,24 @@ impl ConnectionGate for RegistryGate {
                 },
             })
     }
+}
+
+/// The refusal, if the peer closed `connection` with one of the gate's close codes.
+pub(crate) fn refusal(connection: &Connection, peer: &NodeId) -> Option<NetworkError> {
+    let Some(ConnectionError::ApplicationClosed(close)) = connection.close_reason() else {
+        return None;
+    };
+    let code = u32::try_from(close.error_code.into_inner()).ok()?;
+    [
+        CLOSE_NOT_PAIRED,
+        CLOSE_REVOKED,
+        CLOSE_BLOCKED,
+        CLOSE_UNKNOWN_ALPN,
+    ]
+    .contains(&code)
+    .then(|| NetworkError::Refused {
+        node: short(peer),
+        code,
+        reason: String::from_utf8_lossy(&close.reason).into_owned(),
+    })
 }

@@ -7,11 +7,11 @@
 //! `FileResponse`) carries the same id and completes the waiting request.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use iroh::endpoint::{Connection, RecvStream, SendStream};
+use iroh::endpoint::{Connection, ConnectionError, RecvStream, SendStream, Side};
 use rand_core::UnwrapErr;
 use tether_crypto::handshake::{FinishMessage, InitMessage, Initiator, Responder, ResponseMessage};
 use tether_crypto::{PairingSecret, SessionKeys};
@@ -53,6 +53,12 @@ pub(crate) struct Link {
     pending: Pending,
     next_id: AtomicU64,
     last_heard: Mutex<Instant>,
+    /// When the session handshake finished.
+    established: Instant,
+    /// Why this side closed the connection, if it did.
+    local_close: Mutex<Option<&'static str>>,
+    /// A keep-alive ping is in flight.
+    probing: AtomicBool,
 }
 
 /// What the reader hands to the service: messages that are not answers.
@@ -92,8 +98,12 @@ impl Link {
                 .map_err(|e| failed(&peer, e))?;
             Ok::<_, NetworkError>((send, recv, keys))
         };
-        let (send, recv, keys) = timeout("session handshake", handshake).await?;
-        Ok(Self::start(connection, peer, send, recv, keys, incoming))
+        match timeout("session handshake", handshake).await {
+            Ok((send, recv, keys)) => Ok(Self::start(connection, peer, send, recv, keys, incoming)),
+            // The gate closes a refused connection right after the TLS handshake, so the
+            // refusal shows up here, on the first read.
+            Err(error) => Err(crate::gate::refusal(&connection, &peer).unwrap_or(error)),
+        }
     }
 
     /// Accepting side: runs the handshake as responder on the first stream.
@@ -154,6 +164,9 @@ impl Link {
             pending: Arc::default(),
             next_id: AtomicU64::new(1),
             last_heard: Mutex::new(Instant::now()),
+            established: Instant::now(),
+            local_close: Mutex::new(None),
+            probing: AtomicBool::new(false),
         });
         tokio::spawn(write_loop(
             send,
@@ -211,6 +224,47 @@ impl Link {
         self.connection.close_reason().is_none()
     }
 
+    /// Closes the connection, remembering why for [`Self::end_reason`].
+    pub(crate) fn close(&self, code: u32, reason: &'static str) {
+        self.local_close
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(reason);
+        self.connection.close(code.into(), reason.as_bytes());
+    }
+
+    /// Why the connection ended, for people: this side's own reason when it closed it.
+    pub(crate) fn end_reason(&self, error: &ConnectionError) -> String {
+        let local = *self
+            .local_close
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match (error, local) {
+            (ConnectionError::LocallyClosed, Some(reason)) => format!("closed here: {reason}"),
+            _ => error.to_string(),
+        }
+    }
+
+    /// Whether this side dialled the connection.
+    pub(crate) fn dialled_here(&self) -> bool {
+        self.connection.side() == Side::Client
+    }
+
+    /// How long ago the session was established.
+    pub(crate) fn age(&self) -> Duration {
+        self.established.elapsed()
+    }
+
+    /// Claims the right to send the next keep-alive ping; `false` while one is in flight.
+    pub(crate) fn start_probe(&self) -> bool {
+        !self.probing.swap(true, Ordering::AcqRel)
+    }
+
+    /// The keep-alive ping in flight got its answer (or gave up).
+    pub(crate) fn end_probe(&self) {
+        self.probing.store(false, Ordering::Release);
+    }
+
     fn forget(&self, id: u64) {
         self.pending
             .lock()
@@ -219,6 +273,9 @@ impl Link {
     }
 
     fn gone(&self) -> NetworkError {
+        if let Some(refused) = crate::gate::refusal(&self.connection, &self.node_id) {
+            return refused;
+        }
         NetworkError::ConnectionFailed {
             node: short(&self.node_id),
             reason: self
@@ -285,8 +342,7 @@ async fn read_loop(
             Ok(plain) if plain.kind() == FrameKind::Control => plain,
             Ok(_) | Err(_) => {
                 warn!(peer = %short(&link.node_id), "a frame did not open; closing the connection");
-                link.connection
-                    .close(CLOSE_PROTOCOL.into(), b"frame did not authenticate");
+                link.close(CLOSE_PROTOCOL, "frame did not authenticate");
                 break;
             }
         };

@@ -10,7 +10,7 @@ use n0_future::StreamExt;
 use rand_core::UnwrapErr;
 use tether_identity::{DeviceInfo, NodeId};
 use tether_iroh::{
-    ConnectionInfo, LoopbackDiscovery, MdnsDiscovery, PathKind, PeerAddr, Transport,
+    ConnectionInfo, LoopbackDiscovery, MdnsDiscovery, PathKind, PeerAddr, Transport, TransportError,
 };
 use tether_pairing::{Credential, Initiator, LocalDevice, PairingCode, PairingTicket};
 use tether_protocol::{DiscoveredDevice, Discovery, DiscoveryEvent, NetworkProtocol, PairedPeer};
@@ -35,6 +35,11 @@ use crate::{NetworkError, NetworkEvent, NetworkingConfig};
 const CONNECT_ATTEMPTS: u32 = 3;
 /// The first retry's delay; each retry doubles it, plus up to 50% jitter.
 const RETRY_BASE: Duration = Duration::from_millis(150);
+/// Two links to one device set up within this time of each other, one dialled by each side,
+/// were dialled at the same time (both saw the other come online).
+const SIMULTANEOUS_OPEN: Duration = Duration::from_secs(5);
+/// How often one dial starts over because discovery reported a new address.
+const MAX_REDIALS: u32 = 8;
 
 /// The networking service of one device: pairing, connections to paired devices, messages,
 /// third-party protocols, discovery, events.
@@ -53,10 +58,15 @@ struct Inner {
     profile: Profile,
     registry: DeviceRegistry,
     transport: Transport,
-    discoveries: Vec<Arc<dyn Discovery>>,
+    /// Emptied by `shutdown`, which ends the announcements.
+    discoveries: Mutex<Vec<Arc<dyn Discovery>>>,
     discovered: Mutex<HashMap<NodeId, DiscoveredDevice>>,
     discovered_tx: broadcast::Sender<DiscoveredDevice>,
+    /// The pool: the one link per device that messages go over.
     links: Mutex<HashMap<NodeId, Arc<Link>>>,
+    /// One dial per device at a time; concurrent senders wait for it and share its link.
+    dialing: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Every live connection per device (links and third-party protocols), for `unpair`.
     connections: Mutex<HashMap<NodeId, Vec<Connection>>>,
     initiator: Mutex<Option<Initiator>>,
     pairing_results: broadcast::Sender<Result<PairedDevice, String>>,
@@ -134,10 +144,11 @@ impl NetworkingService {
                 profile,
                 registry,
                 transport,
-                discoveries,
+                discoveries: Mutex::new(discoveries),
                 discovered: Mutex::default(),
                 discovered_tx: broadcast::channel(64).0,
                 links: Mutex::default(),
+                dialing: Mutex::default(),
                 connections: Mutex::default(),
                 initiator: Mutex::new(None),
                 pairing_results: broadcast::channel(16).0,
@@ -240,7 +251,7 @@ impl NetworkingService {
     ) -> Result<PairingInvite, NetworkError> {
         let local = self.local_device()?;
         let now = pairing::now();
-        let initiator = Initiator::new(credential, local, now, self.inner.config.pairing.clone())
+        let initiator = Initiator::new(credential, local, now, self.inner.config.pairing)
             .map_err(|e| NetworkError::Usage(e.to_string()))?;
         let slot = initiator.slot().word().to_owned();
         let expires_in = initiator
@@ -253,7 +264,7 @@ impl NetworkingService {
             .initiator
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(initiator);
-        self.announce(Some(slot));
+        self.announce(Some(&slot));
         Ok(PairingInvite {
             code: text,
             expires_in,
@@ -345,19 +356,25 @@ impl NetworkingService {
     ) -> Result<Connection, NetworkError> {
         self.device(node_id)?;
         let connection = self.dial(node_id, alpn).await?;
-        self.track(node_id, &connection);
+        self.track(node_id, &connection)?;
         Ok(connection)
     }
 
     /// Unpairs a device: forgets its secret, refuses it from now on, and closes its live
     /// connections.
     pub fn unpair(&self, node_id: NodeId) -> Result<(), NetworkError> {
+        // Revoke first, then empty the pool: `adopt` and `track` check the registry under the
+        // same locks, so a connection set up meanwhile is either refused there or closed here.
         self.inner.registry.revoke(node_id)?;
-        self.inner
+        let link = self
+            .inner
             .links
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&node_id);
+        if let Some(link) = link {
+            link.close(CLOSE_REVOKED, "unpaired");
+        }
         let connections = self
             .inner
             .connections
@@ -384,8 +401,14 @@ impl NetworkingService {
             .map(|l| ConnectionInfo::of(&l.connection))
     }
 
-    /// Stops every task and closes the endpoint.
+    /// Stops every task, withdraws this device's announcements and closes the endpoint.
     pub async fn shutdown(&self) {
+        // Dropping the discoveries (their loops are aborted below) ends their announcements.
+        self.inner
+            .discoveries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         for task in self
             .inner
             .tasks
@@ -403,7 +426,7 @@ impl NetworkingService {
             .drain()
             .collect();
         for (node_id, link) in links {
-            link.connection.close(CLOSE_NORMAL.into(), b"shutdown");
+            link.close(CLOSE_NORMAL, "shutdown");
             let _ = self
                 .inner
                 .registry
@@ -418,14 +441,20 @@ impl NetworkingService {
             .map_err(|e| NetworkError::Usage(e.to_string()))
     }
 
-    fn announce(&self, pairing_slot: Option<String>) {
+    fn announce(&self, pairing_slot: Option<&str>) {
         let addr = self.addr();
-        for discovery in &self.inner.discoveries {
+        let discoveries = self
+            .inner
+            .discoveries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for discovery in discoveries {
             discovery.announce(DiscoveredDevice {
                 node_id: addr.node_id,
                 addrs: addr.direct.clone(),
                 relay_url: addr.relay_url.clone(),
-                pairing_slot: pairing_slot.clone(),
+                pairing_slot: pairing_slot.map(str::to_owned),
                 source: discovery.name(),
             });
         }
@@ -489,6 +518,19 @@ impl NetworkingService {
         if let Some(link) = self.live_link(&node_id) {
             return Ok(link);
         }
+        let turn = Arc::clone(
+            self.inner
+                .dialing
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(node_id)
+                .or_default(),
+        );
+        let _turn = turn.lock().await;
+        // Someone else's dial (or the peer's) may have finished while we waited.
+        if let Some(link) = self.live_link(&node_id) {
+            return Ok(link);
+        }
         let secret = self
             .inner
             .registry
@@ -503,7 +545,7 @@ impl NetworkingService {
             self.inner.incoming.clone(),
         )
         .await?;
-        Ok(self.adopt(link))
+        self.adopt(&link)
     }
 
     fn live_link(&self, node_id: &NodeId) -> Option<Arc<Link>> {
@@ -516,9 +558,17 @@ impl NetworkingService {
     }
 
     /// Dials a paired device on `alpn`, trying its known addresses with exponential backoff.
+    ///
+    /// Each attempt waits at most `connect_timeout`. When discovery reports an address for the
+    /// device that the attempt is not trying (it moved, or restarted on a new port), the
+    /// attempt is dropped and a new one tries the new address at once.
     async fn dial(&self, node_id: NodeId, alpn: &[u8]) -> Result<Connection, NetworkError> {
+        let mut updates = self.inner.discovered_tx.subscribe();
+        let connect_timeout = self.inner.config.connect_timeout;
         let mut last_error = None;
-        for attempt in 0..CONNECT_ATTEMPTS {
+        let mut attempt = 0;
+        let mut redials = 0;
+        while attempt < CONNECT_ATTEMPTS {
             if attempt > 0 {
                 let base = RETRY_BASE * 2u32.pow(attempt - 1);
                 let jitter = base.mul_f64(
@@ -531,15 +581,36 @@ impl NetworkingService {
             let addr = self.known_addr(node_id);
             if addr.direct.is_empty() && addr.relay_url.is_none() {
                 last_error = Some(NetworkError::DeviceOffline(short(&node_id)));
+                attempt += 1;
                 continue;
             }
-            match self.inner.transport.connect(&addr, alpn).await {
-                Ok(connection) => return Ok(connection),
-                Err(error) => {
-                    debug!(peer = %short(&node_id), attempt, %error, "connect failed");
-                    last_error = Some(error.into());
+            let connect =
+                tokio::time::timeout(connect_timeout, self.inner.transport.connect(&addr, alpn));
+            tokio::select! {
+                result = connect => match result {
+                    Ok(Ok(connection)) => return Ok(connection),
+                    Ok(Err(TransportError::AlpnNotServed { alpn, .. })) => {
+                        return Err(NetworkError::UnknownProtocol { alpn });
+                    }
+                    Ok(Err(error)) => {
+                        debug!(peer = %short(&node_id), attempt, %error, "connect failed");
+                        last_error = Some(error.into());
+                    }
+                    Err(_) => {
+                        debug!(peer = %short(&node_id), attempt, "connect timed out");
+                        last_error = Some(NetworkError::TimedOut {
+                            what: "connect",
+                            after: connect_timeout,
+                        });
+                    }
+                },
+                () = moved(&mut updates, &addr), if redials < MAX_REDIALS => {
+                    debug!(peer = %short(&node_id), "a new address; dialling it");
+                    redials += 1;
+                    continue;
                 }
             }
+            attempt += 1;
         }
         Err(last_error.unwrap_or_else(|| NetworkError::DeviceOffline(short(&node_id))))
     }
@@ -569,15 +640,56 @@ impl NetworkingService {
         addr
     }
 
-    /// Puts a new link in the pool, records the connection, and watches for its end.
-    fn adopt(&self, link: Arc<Link>) -> Arc<Link> {
+    /// Puts a new link in the pool, records the connection, and watches for its end. Returns
+    /// the link messages to the device should use now.
+    ///
+    /// A second open link to the same device (both sides dialled at once, or the peer dialled
+    /// again after a restart) does not make two pooled connections: [`keep_older`] picks one,
+    /// the same one on both devices, and the other is closed once requests already on it
+    /// have had their time.
+    fn adopt(&self, link: &Arc<Link>) -> Result<Arc<Link>, NetworkError> {
         let node_id = link.node_id;
-        self.inner
-            .links
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(node_id, Arc::clone(&link));
-        self.track(node_id, &link.connection);
+        let (pooled, retired) = {
+            let mut links = self
+                .inner
+                .links
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            // Checked under the pool's lock (see `unpair`).
+            if self.inner.registry.check_connection(&node_id).is_err() {
+                drop(links);
+                link.close(CLOSE_REVOKED, "not paired");
+                return Err(NetworkError::DeviceNotPaired(short(&node_id)));
+            }
+            match links.get(&node_id).filter(|old| old.is_open()).cloned() {
+                Some(old) if keep_older(&old, link, self.node_id()) => {
+                    (old, Some(Arc::clone(link)))
+                }
+                old => {
+                    links.insert(node_id, Arc::clone(link));
+                    (Arc::clone(link), old)
+                }
+            }
+        };
+        self.track(node_id, &link.connection)?;
+        self.watch(Arc::clone(link));
+        match retired {
+            Some(retired) => {
+                debug!(peer = %short(&node_id), "two connections to one device; retiring one");
+                let grace = self.inner.config.request_timeout;
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    retired.close(CLOSE_NORMAL, "a newer connection replaced this one");
+                });
+            }
+            None => self.report_connected(link),
+        }
+        Ok(pooled)
+    }
+
+    /// Records and announces that a device is connected (it was not a moment ago).
+    fn report_connected(&self, link: &Link) {
+        let node_id = link.node_id;
         let info = ConnectionInfo::of(&link.connection);
         let registry_info = match remote_ip(&link.connection).first() {
             Some(addr) => RegistryConnection::direct(*addr, SystemTime::now()),
@@ -594,10 +706,14 @@ impl NetworkingService {
             path: info.path,
         });
         info!(peer = %short(&node_id), path = %info.path, rtt = ?info.rtt, "connected");
+    }
+
+    /// Waits for the link's end; when it was the pooled one, the device is disconnected.
+    fn watch(&self, link: Arc<Link>) {
         let service = self.clone();
-        let watched = Arc::clone(&link);
+        let node_id = link.node_id;
         self.spawn(async move {
-            let reason = watched.connection.closed().await;
+            let error = link.connection.closed().await;
             let removed = {
                 let mut links = service
                     .inner
@@ -605,36 +721,44 @@ impl NetworkingService {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
                 match links.get(&node_id) {
-                    Some(current) if Arc::ptr_eq(current, &watched) => {
+                    Some(current) if Arc::ptr_eq(current, &link) => {
                         links.remove(&node_id).is_some()
                     }
                     _ => false,
                 }
             };
             if removed {
+                let reason = link.end_reason(&error);
                 let _ = service
                     .inner
                     .registry
-                    .disconnected(node_id, DisconnectReason::Error(reason.to_string()));
-                let _ = service.inner.events.send(NetworkEvent::Disconnected {
-                    node_id,
-                    reason: reason.to_string(),
-                });
+                    .disconnected(node_id, DisconnectReason::Error(reason.clone()));
                 info!(peer = %short(&node_id), %reason, "disconnected");
+                let _ = service
+                    .inner
+                    .events
+                    .send(NetworkEvent::Disconnected { node_id, reason });
             }
         });
-        link
     }
 
-    fn track(&self, node_id: NodeId, connection: &Connection) {
+    /// Records a live connection with a paired device, for `unpair` to close; refuses (and
+    /// closes) it when the device is no longer paired.
+    fn track(&self, node_id: NodeId, connection: &Connection) -> Result<(), NetworkError> {
         let mut connections = self
             .inner
             .connections
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        // Checked under the lock `unpair` takes after revoking.
+        if self.inner.registry.check_connection(&node_id).is_err() {
+            connection.close(CLOSE_REVOKED.into(), b"not paired");
+            return Err(NetworkError::DeviceNotPaired(short(&node_id)));
+        }
         let list = connections.entry(node_id).or_default();
         list.retain(|c| c.close_reason().is_none());
         list.push(connection.clone());
+        Ok(())
     }
 
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
@@ -659,7 +783,13 @@ impl NetworkingService {
             }
         });
 
-        for discovery in self.inner.discoveries.clone() {
+        let discoveries = self
+            .inner
+            .discoveries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for discovery in discoveries {
             let service = self.clone();
             self.spawn(async move { service.discovery_loop(discovery).await });
         }
@@ -756,8 +886,7 @@ impl NetworkingService {
                 self.inner.incoming.clone(),
             )
             .await?;
-            self.adopt(link);
-            return Ok(());
+            return self.adopt(&link).map(drop);
         }
         let protocol = self
             .inner
@@ -778,7 +907,7 @@ impl NetworkingService {
             .device(&peer)
             .and_then(|d| d.paired)
             .ok_or_else(|| NetworkError::DeviceNotPaired(short(&peer)))?;
-        self.track(peer, &connection);
+        self.track(peer, &connection)?;
         protocol
             .accept(
                 connection,
@@ -822,7 +951,7 @@ impl NetworkingService {
                         && self.live_link(&node_id).is_none()
                     {
                         let service = self.clone();
-                        tokio::spawn(async move {
+                        self.spawn(async move {
                             if let Err(error) = service.link(node_id).await {
                                 debug!(peer = %short(&node_id), %error, "reconnect failed");
                             }
@@ -841,9 +970,14 @@ impl NetworkingService {
         }
     }
 
+    /// Pings every pooled link the peer has been silent on for `keepalive_interval`, and
+    /// closes it when the ping gets no answer within `request_timeout`. The check runs four
+    /// times per interval, so a dead peer is noticed within `1.25 × keepalive_interval +
+    /// request_timeout` of its last word.
     async fn keepalive_loop(&self) {
         let interval = self.inner.config.keepalive_interval;
-        let mut tick = tokio::time::interval((interval / 2).max(Duration::from_millis(100)));
+        let mut tick = tokio::time::interval((interval / 4).max(Duration::from_millis(25)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             let idle: Vec<Arc<Link>> = self
@@ -856,20 +990,57 @@ impl NetworkingService {
                 .cloned()
                 .collect();
             for link in idle {
+                if !link.start_probe() {
+                    continue;
+                }
                 let wait = self.inner.config.request_timeout;
                 tokio::spawn(async move {
                     let ping = NetworkMessage::Ping(Ping {
                         timestamp_ms: now_ms(),
                     });
-                    if link.request(ping, wait).await.is_err() {
+                    let answer = link.request(ping, wait).await;
+                    link.end_probe();
+                    if let Err(NetworkError::TimedOut { .. }) = answer {
                         warn!(peer = %short(&link.node_id), "no answer to keep-alive; closing");
-                        link.connection
-                            .close(CLOSE_DEAD.into(), b"keep-alive timed out");
+                        link.close(CLOSE_DEAD, "no answer to a keep-alive ping");
                     }
                 });
             }
         }
     }
+}
+
+/// Returns when discovery reports an address for `addr.node_id` that `addr` lacks.
+async fn moved(updates: &mut broadcast::Receiver<DiscoveredDevice>, addr: &PeerAddr) {
+    loop {
+        match updates.recv().await {
+            Ok(found) if found.node_id == addr.node_id => {
+                if found.addrs.iter().any(|a| !addr.direct.contains(a)) {
+                    return;
+                }
+            }
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+}
+
+/// Whether to keep `old` rather than `new`, two open links to the same device. Both devices
+/// must come to the same answer for the same pair of connections.
+///
+/// * Both dialled by the same side: the newer. That side dialled again, so it has given up
+///   on the older one (one dial per device at a time, and only without a live link).
+/// * One dialled by each side, within [`SIMULTANEOUS_OPEN`]: the one the lower node id
+///   dialled. Both saw the other come online and dialled at once.
+/// * One dialled by each side, later: the newer. The peer dialled although we had a link, so
+///   its side of that link is gone (it restarted, say) and ours has not noticed yet.
+fn keep_older(old: &Link, new: &Link, me: NodeId) -> bool {
+    if old.dialled_here() == new.dialled_here() || old.age() > SIMULTANEOUS_OPEN {
+        return false;
+    }
+    // `old` was dialled by the lower id exactly when it was dialled here and we are lower,
+    // or dialled there and the peer is lower.
+    old.dialled_here() == (me < old.node_id)
 }
 
 /// A paired device, for sending it messages.

@@ -1,0 +1,178 @@
+//! Encrypted messages between two paired services: both ways with replies, events on the
+//! receiving side, one pooled connection for many concurrent requests, and the figures
+//! (pairing time, connect time, round trip) printed with `--nocapture`.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::print_stdout)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Lab, connected_to, event_within, next_event, pair, pair_by_ticket};
+use tether::{Hlc, LibraryAnnounce, LibraryInfo, NetworkEvent, NetworkMessage, NodeId, Ping, Pong};
+
+fn announce(name: &str) -> NetworkMessage {
+    NetworkMessage::LibraryAnnounce(LibraryAnnounce {
+        libraries: vec![LibraryInfo {
+            id: uuid_from(name),
+            name: name.to_owned(),
+            entry_count: 42,
+            updated: Hlc::default(),
+        }],
+    })
+}
+
+fn uuid_from(name: &str) -> tether::Uuid {
+    let mut bytes = [0u8; 16];
+    for (byte, source) in bytes.iter_mut().zip(name.bytes()) {
+        *byte = source;
+    }
+    tether::Uuid::from_bytes(bytes)
+}
+
+async fn received_from(
+    events: &mut tokio::sync::broadcast::Receiver<NetworkEvent>,
+    sender: NodeId,
+) -> NetworkMessage {
+    match next_event(
+        events,
+        |e| matches!(e, NetworkEvent::MessageReceived { from, .. } if *from == sender),
+    )
+    .await
+    {
+        NetworkEvent::MessageReceived { message, .. } => message,
+        other => unreachable!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_both_ways_arrive_as_events_and_are_acknowledged() {
+    let lab = Lab::new();
+    let laptop = lab.start("laptop").await;
+    let phone = lab.start("phone").await;
+    pair(&laptop, &phone).await;
+    let mut laptop_events = laptop.subscribe();
+    let mut phone_events = phone.subscribe();
+
+    let reply = phone
+        .device(laptop.node_id())
+        .unwrap()
+        .send_message(announce("photos"))
+        .await
+        .unwrap();
+    assert_eq!(reply, NetworkMessage::Ack);
+    assert_eq!(
+        received_from(&mut laptop_events, phone.node_id()).await,
+        announce("photos")
+    );
+
+    let reply = laptop
+        .device(phone.node_id())
+        .unwrap()
+        .send_message(announce("music"))
+        .await
+        .unwrap();
+    assert_eq!(reply, NetworkMessage::Ack);
+    assert_eq!(
+        received_from(&mut phone_events, laptop.node_id()).await,
+        announce("music")
+    );
+
+    // A ping is answered by the service itself, echoing the timestamp; no event.
+    let reply = laptop
+        .device(phone.node_id())
+        .unwrap()
+        .send_message(NetworkMessage::Ping(Ping { timestamp_ms: 99 }))
+        .await
+        .unwrap();
+    assert_eq!(reply, NetworkMessage::Pong(Pong { timestamp_ms: 99 }));
+
+    laptop.shutdown().await;
+    phone.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_messages_share_one_connection() {
+    let lab = Lab::new();
+    let laptop = lab.start_undiscovered("laptop").await;
+    let phone = lab.start_undiscovered("phone").await;
+    pair_by_ticket(&laptop, &phone).await;
+    let mut laptop_events = laptop.subscribe();
+    let mut phone_events = phone.subscribe();
+
+    let device = phone.device(laptop.node_id()).unwrap();
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let device = device.clone();
+        sends.spawn(async move { device.send_message(announce(&format!("lib{i}"))).await });
+    }
+    while let Some(reply) = sends.join_next().await {
+        assert_eq!(reply.unwrap().unwrap(), NetworkMessage::Ack);
+    }
+    next_event(&mut phone_events, connected_to(laptop.node_id())).await;
+    next_event(&mut laptop_events, connected_to(phone.node_id())).await;
+    // One dial, one connection: no second `Connected` on either side.
+    let again = event_within(
+        &mut laptop_events,
+        Duration::from_millis(100),
+        connected_to(phone.node_id()),
+    )
+    .await;
+    assert!(again.is_none(), "{again:?}");
+    assert!(
+        phone_events
+            .try_recv()
+            .map_or(true, |e| !connected_to(laptop.node_id())(&e))
+    );
+    laptop.shutdown().await;
+    phone.shutdown().await;
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// Not a benchmark (debug build, both ends in one process on 2 cores): the order of magnitude
+/// of what a user waits for. Run with `--nocapture` to see the figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn figures() {
+    let lab = Lab::new();
+    let laptop = lab.start("laptop").await;
+    let phone = lab.start("phone").await;
+
+    let started = Instant::now();
+    pair(&laptop, &phone).await;
+    let pairing = started.elapsed();
+
+    let device = phone.device(laptop.node_id()).unwrap();
+    let started = Instant::now();
+    device.ping().await.unwrap();
+    let first = started.elapsed();
+
+    let mut rtts = Vec::new();
+    for _ in 0..50 {
+        rtts.push(device.ping().await.unwrap());
+    }
+    let rtt = median(rtts);
+
+    let mut connects = Vec::new();
+    for _ in 0..10 {
+        let started = Instant::now();
+        let connection = phone
+            .connect_protocol(laptop.node_id(), tether::SYNC_ALPN)
+            .await
+            .unwrap();
+        connects.push(started.elapsed());
+        connection.close(0u32.into(), b"measured");
+    }
+    let connect = median(connects);
+
+    println!(
+        "figures: pairing by word code {pairing:?}; first message (connect + session \
+         handshake + ping) {first:?}; ping round trip median {rtt:?}; QUIC connect median \
+         {connect:?}"
+    );
+    assert!(rtt < Duration::from_secs(1));
+    laptop.shutdown().await;
+    phone.shutdown().await;
+}
