@@ -42,6 +42,8 @@ pub struct NetworkingConfig {
     pub connect_timeout: Duration,
     /// How long `join_pairing` looks for the device showing the code.
     pub discovery_timeout: Duration,
+    /// Where transfers from paired devices are written; `None` refuses every transfer.
+    pub receive_dir: Option<PathBuf>,
 }
 
 impl NetworkingConfig {
@@ -59,6 +61,7 @@ impl NetworkingConfig {
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             discovery_timeout: Duration::from_secs(10),
+            receive_dir: None,
         }
     }
 
@@ -76,6 +79,12 @@ impl NetworkingConfig {
     /// Sets the device name.
     pub fn with_device_name(mut self, name: DeviceName) -> Self {
         self.device_name = Some(name);
+        self
+    }
+
+    /// Receives transfers from paired devices into `dir`.
+    pub fn with_receive_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.receive_dir = Some(dir.into());
         self
     }
 

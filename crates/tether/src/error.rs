@@ -113,6 +113,9 @@ pub enum NetworkError {
     /// The caller used the API wrongly.
     #[error("{0}")]
     Usage(String),
+    /// A transfer failed (the receiver keeps what it verified, for a resume).
+    #[error("transfer failed: {0}")]
+    Transfer(#[from] tether_transfer::TransferError),
     /// The service has shut down.
     #[error("the service is shut down")]
     Shutdown,

@@ -49,6 +49,13 @@ pub enum NetworkEvent {
         /// What.
         message: NetworkMessage,
     },
+    /// A transfer from a paired device finished; every file is verified and in place.
+    TransferReceived {
+        /// Who sent it.
+        from: NodeId,
+        /// The receiver's account of it.
+        report: tether_transfer::TransferReport,
+    },
     /// A device was unpaired.
     Unpaired {
         /// Who.

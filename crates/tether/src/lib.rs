@@ -48,6 +48,7 @@ mod pairing;
 mod profile;
 mod protocol;
 mod service;
+mod transfer;
 
 pub use config::NetworkingConfig;
 pub use error::NetworkError;
@@ -55,6 +56,8 @@ pub use event::NetworkEvent;
 pub use link::SYNC_ALPN;
 pub use pairing::{PAIRING_ALPN, PairedDevice};
 pub use service::{DeviceHandle, NetworkingService, PairingInvite};
+pub use tether_transfer::{PathKind as TransferPathKind, Progress, TransferEvent, TransferReport};
+pub use transfer::{TransferHandle, TransferOptions};
 
 pub use tether_identity::{DeviceId, DeviceInfo, DeviceName, DeviceType, NodeId};
 pub use tether_iroh::{ConnectionInfo, PathKind, PeerAddr, RelayConfig, TransportConfig};

@@ -59,6 +59,8 @@ pub(crate) struct Link {
     local_close: Mutex<Option<&'static str>>,
     /// A keep-alive ping is in flight.
     probing: AtomicBool,
+    /// The session's keys, shared with the reader and writer tasks; transfers derive theirs.
+    keys: Arc<Mutex<SessionKeys>>,
 }
 
 /// What the reader hands to the service: messages that are not answers.
@@ -102,7 +104,7 @@ impl Link {
             Ok((send, recv, keys)) => Ok(Self::start(connection, peer, send, recv, keys, incoming)),
             // The gate closes a refused connection right after the TLS handshake, so the
             // refusal shows up here, on the first read.
-            Err(error) => Err(crate::gate::refusal(&connection, &peer).unwrap_or(error)),
+            Err(error) => Err(crate::gate::refusal(&connection).unwrap_or(error)),
         }
     }
 
@@ -167,6 +169,7 @@ impl Link {
             established: Instant::now(),
             local_close: Mutex::new(None),
             probing: AtomicBool::new(false),
+            keys: Arc::clone(&keys),
         });
         tokio::spawn(write_loop(
             send,
@@ -176,6 +179,22 @@ impl Link {
         ));
         tokio::spawn(read_loop(recv, keys, Arc::downgrade(&link), incoming));
         link
+    }
+
+    /// Keys for one transfer, derived from this connection's session; the peer derives the
+    /// same ones from its side of the session with the same id.
+    pub(crate) fn transfer_keys(
+        &self,
+        transfer_id: uuid::Uuid,
+    ) -> Result<SessionKeys, NetworkError> {
+        self.keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .transfer_keys(transfer_id.as_bytes())
+            .map_err(|error| NetworkError::ProtocolViolation {
+                node: short(&self.node_id),
+                reason: format!("transfer keys: {error}"),
+            })
     }
 
     /// Sends a request and waits for its answer.
@@ -273,7 +292,7 @@ impl Link {
     }
 
     fn gone(&self) -> NetworkError {
-        if let Some(refused) = crate::gate::refusal(&self.connection, &self.node_id) {
+        if let Some(refused) = crate::gate::refusal(&self.connection) {
             return refused;
         }
         NetworkError::ConnectionFailed {
@@ -403,7 +422,7 @@ async fn dispatch(link: &Link, message: ControlMessage, incoming: &mpsc::Sender<
         })),
         NetworkMessage::FileRequest(_) => Some(NetworkMessage::Error(ErrorReply {
             code: ErrorCode::Unsupported,
-            message: "file requests go over tether/transfer/1".to_owned(),
+            message: "file requests belong to a transfer stream".to_owned(),
         })),
         _ => {
             let delivered = incoming

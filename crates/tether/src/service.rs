@@ -74,6 +74,8 @@ struct Inner {
     protocols: RwLock<HashMap<Vec<u8>, Arc<dyn DynProtocol>>>,
     events: broadcast::Sender<NetworkEvent>,
     incoming: mpsc::Sender<Incoming>,
+    /// Receives transfers into `config.receive_dir`; `None` refuses them.
+    receiver: Option<tether_transfer::Receiver>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -124,6 +126,13 @@ impl NetworkingService {
         let alpns = vec![SYNC_ALPN.to_vec(), PAIRING_ALPN.to_vec()];
         let transport = Transport::bind(keys.identity(), &config.transport, alpns, gate).await?;
 
+        // Paired devices pass the gate; the receive directory is the consent to receive.
+        let receiver = config.receive_dir.as_ref().map(|dir| {
+            tether_transfer::Receiver::new(
+                tether_transfer::ReceiverConfig::new(dir).consent(tether_transfer::AcceptAll),
+            )
+        });
+
         let mut discoveries: Vec<Arc<dyn Discovery>> = Vec::new();
         if let Some(dir) = &config.loopback_discovery {
             let loopback = LoopbackDiscovery::new(dir).map_err(|source| NetworkError::Io {
@@ -156,6 +165,7 @@ impl NetworkingService {
                 protocols: RwLock::default(),
                 events: broadcast::channel(1024).0,
                 incoming,
+                receiver,
                 tasks: Mutex::default(),
             }),
         };
@@ -310,6 +320,22 @@ impl NetworkingService {
         .await;
         self.report_pairing(&result);
         result
+    }
+
+    /// Sends files and directories (relative paths kept) to a paired device over its pooled
+    /// connection; the handle streams progress and ends with the receiver's verified report.
+    /// Sending the same paths again after an interruption resumes: only what the receiver does
+    /// not hold verified is sent.
+    pub async fn share_with_device(
+        &self,
+        node_id: NodeId,
+        paths: &[std::path::PathBuf],
+        options: crate::TransferOptions,
+    ) -> Result<crate::TransferHandle, NetworkError> {
+        let link = self.link(node_id).await?;
+        let mut handle = crate::transfer::send(&link, paths, &options).await?;
+        handle.path = ConnectionInfo::of(&link.connection).path;
+        Ok(handle)
     }
 
     /// Sends `message` to a paired device and waits for its answer.
@@ -673,6 +699,7 @@ impl NetworkingService {
         };
         self.track(node_id, &link.connection)?;
         self.watch(Arc::clone(link));
+        self.serve_streams(Arc::clone(link));
         match retired {
             Some(retired) => {
                 debug!(peer = %short(&node_id), "two connections to one device; retiring one");
@@ -709,6 +736,33 @@ impl NetworkingService {
     }
 
     /// Waits for the link's end; when it was the pooled one, the device is disconnected.
+    /// Serves the streams the peer opens on a link after its handshake: transfers and lanes.
+    fn serve_streams(&self, link: Arc<Link>) {
+        let service = self.clone();
+        self.spawn(async move {
+            while let Ok((send, recv)) = link.connection.accept_bi().await {
+                let service = service.clone();
+                let link = Arc::clone(&link);
+                tokio::spawn(async move {
+                    let receiver = service.inner.receiver.as_ref();
+                    match crate::transfer::serve_stream(&link, receiver, send, recv).await {
+                        Ok(Some(report)) => {
+                            info!(peer = %short(&link.node_id), bytes = report.bytes_total, "received a transfer");
+                            let _ = service.inner.events.send(NetworkEvent::TransferReceived {
+                                from: link.node_id,
+                                report,
+                            });
+                        }
+                        Ok(None) => {}
+                        Err(error) => {
+                            warn!(peer = %short(&link.node_id), %error, "incoming transfer failed");
+                        }
+                    }
+                });
+            }
+        });
+    }
+
     fn watch(&self, link: Arc<Link>) {
         let service = self.clone();
         let node_id = link.node_id;

@@ -1,0 +1,213 @@
+//! File transfer between paired devices, on the pooled connection.
+//!
+//! A transfer runs on new bidirectional streams of the device's live `tether/sync/1`
+//! connection (one control stream plus optional lanes), speaking tether-transfer's protocol.
+//! Running on the pooled connection means the per-transfer keys derive from that connection's
+//! session (`SessionKeys::transfer_keys` with the transfer id), on both sides, unambiguously.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use iroh::endpoint::{RecvStream, SendStream};
+use tether_identity::NodeId;
+use tether_transfer::{
+    CancellationToken, Hello, OutgoingTransfer, Receiver, RunContext, SendOptions, TransferError,
+    TransferEvent, TransferReport,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::NetworkError;
+use crate::error::short;
+use crate::link::Link;
+
+/// How a transfer is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TransferOptions {
+    /// Compress chunks with zstd (skipped per chunk when it does not pay).
+    pub compress: bool,
+    /// Seal chunks with per-transfer keys on top of QUIC's TLS.
+    pub encrypt: bool,
+    /// Bytes per second, for this transfer.
+    pub rate_limit: Option<u64>,
+    /// Extra streams beside the control stream (0 to 7).
+    pub lanes: u8,
+}
+
+impl Default for TransferOptions {
+    fn default() -> Self {
+        Self {
+            compress: false,
+            encrypt: true,
+            rate_limit: None,
+            lanes: 0,
+        }
+    }
+}
+
+impl TransferOptions {
+    /// Turns compression on or off.
+    pub fn compress(mut self, on: bool) -> Self {
+        self.compress = on;
+        self
+    }
+
+    /// Turns the extra encryption layer on or off.
+    pub fn encrypt(mut self, on: bool) -> Self {
+        self.encrypt = on;
+        self
+    }
+
+    /// Limits this transfer's rate.
+    pub fn rate_limit(mut self, bytes_per_second: Option<u64>) -> Self {
+        self.rate_limit = bytes_per_second;
+        self
+    }
+
+    /// Sets the number of extra streams.
+    pub fn lanes(mut self, lanes: u8) -> Self {
+        self.lanes = lanes;
+        self
+    }
+}
+
+/// A running outgoing transfer: its progress events, a way to cancel it, and its outcome.
+#[derive(Debug)]
+pub struct TransferHandle {
+    /// Progress (bytes done, rate, ETA, per file) and per-file completion.
+    pub events: mpsc::Receiver<TransferEvent>,
+    cancel: CancellationToken,
+    task: JoinHandle<Result<TransferReport, TransferError>>,
+    node_id: NodeId,
+    pub(crate) path: tether_iroh::PathKind,
+}
+
+impl TransferHandle {
+    /// Stops the transfer; what the receiver has verified stays for a later resume.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Waits for the end: the report once the receiver has verified everything.
+    pub async fn finish(self) -> Result<TransferReport, NetworkError> {
+        match self.task.await {
+            Ok(Ok(mut report)) => {
+                report.path = match self.path {
+                    tether_iroh::PathKind::Direct => tether_transfer::PathKind::Direct,
+                    tether_iroh::PathKind::Relayed => tether_transfer::PathKind::Relayed,
+                    _ => tether_transfer::PathKind::Unknown,
+                };
+                Ok(report)
+            }
+            Ok(Err(error)) => Err(NetworkError::Transfer(error)),
+            Err(error) => Err(NetworkError::ConnectionFailed {
+                node: short(&self.node_id),
+                reason: format!("the transfer task failed: {error}"),
+            }),
+        }
+    }
+}
+
+/// Starts sending `paths` (files or directories) over `link`.
+pub(crate) async fn send(
+    link: &Link,
+    paths: &[PathBuf],
+    options: &TransferOptions,
+) -> Result<TransferHandle, NetworkError> {
+    // Entry ids derive from the paths, so a resumed send names the same entries.
+    let shared: HashMap<Uuid, PathBuf> = paths
+        .iter()
+        .map(|path| {
+            let hash = blake3::hash(path.as_os_str().as_encoded_bytes());
+            let bytes = hash
+                .as_bytes()
+                .first_chunk::<16>()
+                .copied()
+                .unwrap_or_default();
+            (Uuid::from_bytes(bytes), path.clone())
+        })
+        .collect();
+    let ids: Vec<Uuid> = shared.keys().copied().collect();
+    let send_options = SendOptions::default()
+        .compress(options.compress)
+        .encrypt(options.encrypt)
+        .rate_limit(options.rate_limit);
+    let outgoing = OutgoingTransfer::prepare(&shared, &ids, send_options)
+        .await
+        .map_err(NetworkError::Transfer)?;
+    let (events_tx, events) = mpsc::channel(256);
+    let cancel = CancellationToken::new();
+    let mut context = RunContext::new().events(events_tx).cancel(cancel.clone());
+    if options.encrypt {
+        context = context.keys(link.transfer_keys(outgoing.transfer_id())?);
+    }
+    let control = open_stream(link).await?;
+    let mut lanes = Vec::with_capacity(usize::from(options.lanes));
+    for _ in 0..options.lanes {
+        lanes.push(open_stream(link).await?);
+    }
+    info!(peer = %short(&link.node_id), files = outgoing.manifest().len(), bytes = outgoing.total_bytes(), "sending");
+    let task = tokio::spawn(outgoing.send(control, lanes, context));
+    Ok(TransferHandle {
+        events,
+        cancel,
+        task,
+        node_id: link.node_id,
+        path: tether_iroh::PathKind::Unknown,
+    })
+}
+
+async fn open_stream(link: &Link) -> Result<tokio::io::Join<RecvStream, SendStream>, NetworkError> {
+    let (send, recv) =
+        link.connection
+            .open_bi()
+            .await
+            .map_err(|error| NetworkError::ConnectionFailed {
+                node: short(&link.node_id),
+                reason: error.to_string(),
+            })?;
+    Ok(tokio::io::join(recv, send))
+}
+
+/// Serves a stream the peer opened on the pooled connection: a transfer offer or a lane.
+pub(crate) async fn serve_stream(
+    link: &Link,
+    receiver: Option<&Receiver>,
+    send: SendStream,
+    recv: RecvStream,
+) -> Result<Option<TransferReport>, NetworkError> {
+    let Some(receiver) = receiver else {
+        debug!(peer = %short(&link.node_id), "a transfer was offered but receiving is off");
+        drop((send, recv));
+        return Ok(None);
+    };
+    match tether_transfer::read_hello(tokio::io::join(recv, send))
+        .await
+        .map_err(NetworkError::Transfer)?
+    {
+        Hello::Offer(offer) => {
+            let mut context = RunContext::new();
+            if offer.encrypted() {
+                context = context.keys(link.transfer_keys(offer.transfer_id())?);
+            }
+            let report = receiver
+                .receive(offer, link.node_id, context)
+                .await
+                .map_err(NetworkError::Transfer)?;
+            Ok(Some(report))
+        }
+        Hello::Lane(lane) => {
+            receiver
+                .attach(lane, link.node_id)
+                .map_err(NetworkError::Transfer)?;
+            Ok(None)
+        }
+        _ => {
+            warn!(peer = %short(&link.node_id), "an unknown stream greeting");
+            Ok(None)
+        }
+    }
+}

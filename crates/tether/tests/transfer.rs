@@ -1,0 +1,155 @@
+//! Files between two paired services over the pooled connection: a directory, encrypted and
+//! not, verified byte for byte, and a resumed send after a cancel.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Lab, next_event, pair};
+use tether::{NetworkEvent, NetworkingService, TransferOptions};
+
+fn write_tree(root: &Path) {
+    std::fs::create_dir_all(root.join("photos/2026")).unwrap();
+    std::fs::write(root.join("notes.txt"), b"hello from the laptop\n").unwrap();
+    std::fs::write(root.join("photos/2026/empty.bin"), b"").unwrap();
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(root.join("photos/2026/big.bin"), big).unwrap();
+}
+
+fn same_tree(a: &Path, b: &Path) {
+    for rel in ["notes.txt", "photos/2026/empty.bin", "photos/2026/big.bin"] {
+        let left = std::fs::read(a.join(rel)).unwrap();
+        let right = std::fs::read(b.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        assert_eq!(blake3::hash(&left), blake3::hash(&right), "{rel} differs");
+    }
+}
+
+async fn two(lab: &Lab) -> (NetworkingService, NetworkingService, std::path::PathBuf) {
+    let inbox = lab.root.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let sender = lab.start("laptop").await;
+    let receiver = NetworkingService::start(lab.config("phone").with_receive_dir(&inbox))
+        .await
+        .unwrap();
+    pair(&sender, &receiver).await;
+    (sender, receiver, inbox)
+}
+
+async fn send_tree(encrypt: bool) {
+    let lab = Lab::new();
+    let (sender, receiver, inbox) = two(&lab).await;
+    let source = lab.root.path().join("outbox");
+    write_tree(&source);
+
+    let mut events = receiver.subscribe();
+    let handle = sender
+        .share_with_device(
+            receiver.node_id(),
+            &[source.clone()],
+            TransferOptions::default().encrypt(encrypt),
+        )
+        .await
+        .unwrap();
+    let report = handle.finish().await.unwrap();
+    assert_eq!(report.files, 3);
+    assert_eq!(report.bytes_total, 3_000_000 + 22);
+    assert_eq!(report.bytes_verified, report.bytes_total);
+    assert_eq!(report.path, tether_transfer_path_direct());
+
+    let received = next_event(&mut events, |e| {
+        matches!(e, NetworkEvent::TransferReceived { .. })
+    })
+    .await;
+    let NetworkEvent::TransferReceived { from, report } = received else {
+        unreachable!()
+    };
+    assert_eq!(from, sender.node_id());
+    assert_eq!(report.bytes_verified, 3_000_022);
+    same_tree(&source, &inbox.join("outbox"));
+    sender.shutdown().await;
+    receiver.shutdown().await;
+}
+
+fn tether_transfer_path_direct() -> tether::TransferPathKind {
+    tether::TransferPathKind::Direct
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_arrives_verified_with_encryption() {
+    send_tree(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_arrives_verified_without_the_extra_layer() {
+    send_tree(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_without_a_receive_directory_refuses_transfers() {
+    let lab = Lab::new();
+    let a = lab.start("a").await;
+    let b = lab.start("b").await;
+    pair(&a, &b).await;
+    let source = lab.root.path().join("outbox");
+    write_tree(&source);
+    let handle = a
+        .share_with_device(b.node_id(), &[source], TransferOptions::default())
+        .await
+        .unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(20), handle.finish())
+        .await
+        .unwrap();
+    assert!(result.is_err(), "{result:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_send_resumes_from_what_was_verified() {
+    let lab = Lab::new();
+    let (sender, receiver, inbox) = two(&lab).await;
+    let source = lab.root.path().join("big");
+    let data: Vec<u8> = (0..24_000_000u32)
+        .map(|i| (i.wrapping_mul(2_246_822_519) >> 11) as u8)
+        .collect();
+    std::fs::write(&source, &data).unwrap();
+
+    // Slow enough to cancel half way.
+    let options = TransferOptions::default().rate_limit(Some(8 * 1024 * 1024));
+    let mut handle = sender
+        .share_with_device(receiver.node_id(), &[source.clone()], options)
+        .await
+        .unwrap();
+    while let Some(event) = handle.events.recv().await {
+        if let tether::TransferEvent::Progress(progress) = event
+            && progress.bytes_done > 6_000_000
+        {
+            handle.cancel();
+            break;
+        }
+    }
+    assert!(handle.finish().await.is_err());
+    assert!(!inbox.join("big").exists(), "no partial file at the target");
+
+    let handle = sender
+        .share_with_device(
+            receiver.node_id(),
+            &[source.clone()],
+            TransferOptions::default(),
+        )
+        .await
+        .unwrap();
+    let report = handle.finish().await.unwrap();
+    assert!(report.bytes_resumed > 0, "{report:?}");
+    assert!(report.bytes_transferred < 24_000_000, "{report:?}");
+    assert_eq!(
+        blake3::hash(&std::fs::read(inbox.join("big")).unwrap()),
+        blake3::hash(&data)
+    );
+    sender.shutdown().await;
+    receiver.shutdown().await;
+}
