@@ -67,12 +67,21 @@ impl ConnectionGate for RegistryGate {
     }
 }
 
-/// The refusal, if the peer closed `connection` with one of the gate's close codes.
-pub(crate) fn refusal(connection: &Connection, peer: &NodeId) -> Option<NetworkError> {
+/// The refusal, if the peer closed `connection` with one of the gate's close codes: a
+/// [`NetworkError::Refused`] saying which.
+///
+/// The gate closes a connection right after its TLS handshake, so a client learns of a
+/// refusal on its first read or write; a third-party protocol's client (over
+/// [`crate::NetworkingService::connect_protocol`]) can call this when a stream fails to tell
+/// "refused" from other failures.
+pub fn refusal(connection: &Connection) -> Option<NetworkError> {
     let Some(ConnectionError::ApplicationClosed(close)) = connection.close_reason() else {
         return None;
     };
     let code = u32::try_from(close.error_code.into_inner()).ok()?;
+    let node = tether_iroh::peer_node_id(connection)
+        .map(|node| short(&node))
+        .unwrap_or_default();
     [
         CLOSE_NOT_PAIRED,
         CLOSE_REVOKED,
@@ -81,7 +90,7 @@ pub(crate) fn refusal(connection: &Connection, peer: &NodeId) -> Option<NetworkE
     ]
     .contains(&code)
     .then(|| NetworkError::Refused {
-        node: short(peer),
+        node,
         code,
         reason: String::from_utf8_lossy(&close.reason).into_owned(),
     })
