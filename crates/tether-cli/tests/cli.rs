@@ -36,7 +36,7 @@ fn event<'a>(lines: &'a [Value], name: &str) -> &'a Value {
 fn the_demo_pairs_and_talks_on_loopback() {
     let runtime = tempfile::tempdir().unwrap();
     let output = tether(runtime.path())
-        .args(["demo", "--json", "--pings", "5"])
+        .args(["demo", "--json", "--pings", "5", "--size", "8"])
         .output()
         .unwrap();
     assert!(
