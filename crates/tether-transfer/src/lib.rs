@@ -70,14 +70,32 @@
 //! * **Integrity.** Each 256 KiB chunk ([`CHUNK_SIZE`]) is checked on arrival against its
 //!   BLAKE3 subtree hash; the hashes are checked up front to add up to the file's BLAKE3 hash,
 //!   so a file whose chunks all passed *is* the file the manifest names (see `tree.rs`).
-//! * **Atomicity.** Data goes to `.name.tether-partial` beside the target; a complete file is
-//!   fsynced, renamed over the target in one step, and the directory fsynced.
+//! * **Atomicity.** Data goes to `.name.tether-partial` beside the target, preallocated; a
+//!   complete file is fsynced, renamed over the target in one step (never over an existing file
+//!   unless [`ReceiverConfig::overwrite`]), and the directory fsynced.
 //! * **Resume.** `.name.tether-resume` records the source's size, mtime and hash and which chunks
-//!   were written; on the next run the listed chunks are re-verified and only the rest (and any
-//!   that fail) are fetched. A changed source discards the partial file.
-//! * **Scope.** The receiver writes only inside its destination: hostile names ([`RelPath`]) and
-//!   symlinks on the way are refused. The sender reads only what its resolver returned.
-//! * **Bounded memory.** Every list a peer sends is capped ([`Limits`], the 1 MiB control frame).
+//!   were written (saved every [`ReceiverConfig::checkpoint_interval`] and on every clean stop).
+//!   On the next run (after a cut link, a cancel, or a SIGKILL of either side) the listed chunks
+//!   are re-verified and only the rest, and any that fail, are fetched; `FileRequest { entry_id,
+//!   resume_from }` asks for a file's tail, `Want` for scattered chunks. A source that changed
+//!   (size, mtime or hash) discards the partial file. A sender notices its own source changing
+//!   mid-transfer and aborts; nothing is finalised.
+//! * **Scope.** The receiver writes only inside its destination: hostile names ([`RelPath`]),
+//!   symlinks or files on the way, existing targets, and offers larger than the free space are
+//!   refused before `Accept`. The sender reads only what its [`EntryResolver`] returned, never
+//!   follows links inside shared directories, and serves only the entries of its manifest.
+//! * **Bounded memory.** Every list a peer sends is capped ([`Limits`], the 1 MiB control frame);
+//!   a receiver keeps 32 bytes per chunk (1/8192 of the data) plus a few chunks per lane.
+//!
+//! # Performance
+//!
+//! Each lane runs its chunk work (read, compress, seal; open, verify, write) on one long-lived
+//! blocking thread, pipelined with its stream. On this 2-core machine, loopback TCP, 256 MiB
+//! (see BENCHMARKS.md): about 0.9x a plain `tokio::io::copy` file to file without encryption,
+//! and ChaCha20-Poly1305 sealing costs about half of that. Extra lanes help only when a side
+//! has cores to spare; the service can open one or two for large transfers.
+//!
+//! Linux (and other Unix) only: positional IO, `O_NOFOLLOW`, `fallocate`, `renameat2`.
 
 mod chunk;
 mod compress;

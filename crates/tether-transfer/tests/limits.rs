@@ -338,18 +338,30 @@ async fn two_transfers_to_one_target_do_not_mix() {
     let (a, b) = (src.path().join("a"), src.path().join("b"));
     fs::create_dir_all(&a).unwrap();
     fs::create_dir_all(&b).unwrap();
-    random_file(&a.join("same.bin"), 4 << 20, 7);
-    random_file(&b.join("same.bin"), 4 << 20, 8);
+    random_file(&a.join("same.bin"), 8 << 20, 7);
+    random_file(&b.join("same.bin"), 8 << 20, 8);
     let receiver = Receiver::new(Setup::default().receiver_config(dest.path()));
     let slow = Setup {
-        rate: Some(8 << 20),
+        rate: Some(4 << 20),
         ..Setup::default()
     };
     let (file_a, file_b) = (a.join("same.bin"), b.join("same.bin"));
-    let (first, second) = tokio::join!(transfer(&file_a, receiver.clone(), &slow), async {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        transfer(&file_b, receiver.clone(), &slow).await
+    // The second starts once the first is receiving data (its targets are claimed by then).
+    let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (listener, port) = listen().await;
+    let server = tokio::spawn(serve_one(listener, receiver.clone(), slow.clone(), {
+        let progress = progress.clone();
+        Arc::new(move |done| progress.store(done, std::sync::atomic::Ordering::Relaxed))
+    }));
+    let first_send = tokio::spawn({
+        let slow = slow.clone();
+        async move { send_to(port, &file_a, &slow).await }
     });
+    while progress.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let second = transfer(&file_b, receiver.clone(), &slow).await;
+    let first = (first_send.await.unwrap(), server.await.unwrap());
     first.1.unwrap();
     assert!(
         matches!(

@@ -180,17 +180,25 @@ fn cross_process(size: u64, setup: &Setup, timeout: Duration) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let sent = runtime.block_on(send_to(port, &file, setup)).unwrap();
     let received = child.outcome(timeout).unwrap();
+    let rss_kib: u64 = child
+        .wait_for("rss", Duration::from_secs(10))
+        .unwrap()
+        .parse()
+        .unwrap();
     child.wait();
     assert_eq!(hash_file(&dest.path().join("big.bin")), hash_file(&file));
     assert!(leftovers(dest.path()).is_empty());
     assert_eq!(received.bytes_transferred, size);
     assert_eq!(sent.bytes_verified, size);
     eprintln!(
-        "{} MiB between processes: sender {:.0} MiB/s, receiver {:.0} MiB/s",
+        "{} MiB between processes: sender {:.0} MiB/s, receiver {:.0} MiB/s, receiver peak RSS {} MiB",
         size >> 20,
         sent.rate() / 1048576.0,
-        received.rate() / 1048576.0
+        received.rate() / 1048576.0,
+        rss_kib >> 10
     );
+    // The receiver holds a few chunks per lane, not the file.
+    assert!(rss_kib < 64 << 10, "receiver peak RSS {rss_kib} KiB");
 }
 
 #[test]

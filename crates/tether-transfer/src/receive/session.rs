@@ -140,23 +140,30 @@ impl Run<'_> {
 
         let root = self.config.destination.clone();
         let overwrite = self.config.overwrite;
-        let plan_input = (files.clone(), hashes.clone());
-        let (created, planned) = blocking(move || {
-            let mut created = Vec::new();
-            let result = plan_all(
-                &root,
-                &dirs,
-                &plan_input.0,
-                &plan_input.1,
-                overwrite,
-                &cancel,
-                &mut created,
-            );
-            (created, result)
+        // Shared with the planning thread, not copied: the hashes are 1/8192 of the data.
+        let plan_input = Arc::new((files, hashes));
+        let (created, planned) = blocking({
+            let plan_input = plan_input.clone();
+            move || {
+                let mut created = Vec::new();
+                let (files, hashes) = &*plan_input;
+                let result = plan_all(
+                    &root,
+                    &dirs,
+                    files,
+                    hashes,
+                    overwrite,
+                    &cancel,
+                    &mut created,
+                );
+                (created, result)
+            }
         })
         .await?;
         self.created_dirs = created;
         let planned = planned?;
+        let (files, hashes) =
+            Arc::try_unwrap(plan_input).unwrap_or_else(|shared| (*shared).clone());
 
         let shared = Arc::new(shared_state(
             &files,
