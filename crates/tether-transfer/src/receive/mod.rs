@@ -187,13 +187,14 @@ impl Receiver {
             .map_err(|_| refused())
     }
 
-    /// Registers a running transfer's lane slot; the guard removes it.
+    /// Registers a running transfer's lane slot; the guard removes it. Refused while another
+    /// transfer with the same id runs.
     fn open_lanes(
         &self,
         transfer_id: Uuid,
         peer: NodeId,
         lanes: u8,
-    ) -> (LaneGuard, mpsc::Receiver<AttachedLane>) {
+    ) -> Result<(LaneGuard, mpsc::Receiver<AttachedLane>), TransferError> {
         let (tx, rx) = mpsc::channel(usize::from(lanes.max(1)));
         let slot = LaneSlot {
             peer,
@@ -201,18 +202,22 @@ impl Receiver {
             seen: HashSet::new(),
             tx,
         };
-        self.inner
+        let mut slots = self
+            .inner
             .lanes
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(transfer_id, slot);
-        (
+            .unwrap_or_else(PoisonError::into_inner);
+        if slots.contains_key(&transfer_id) {
+            return Err(PeerError::Protocol("a transfer with this id is already running").into());
+        }
+        slots.insert(transfer_id, slot);
+        Ok((
             LaneGuard {
                 inner: self.inner.clone(),
                 transfer_id,
             },
             rx,
-        )
+        ))
     }
 
     /// Claims `targets` for one transfer; fails if another running transfer writes one of them.

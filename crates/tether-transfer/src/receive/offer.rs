@@ -113,8 +113,11 @@ pub(super) async fn before_accept(
     for index in 0..offer.lanes {
         ciphers.push(Arc::new(LaneCipher::derive(keys.as_mut(), index)?));
     }
-    let lanes =
-        (offer.lanes > 1).then(|| receiver.open_lanes(offer.transfer_id, peer, offer.lanes));
+    let lanes = if offer.lanes > 1 {
+        Some(receiver.open_lanes(offer.transfer_id, peer, offer.lanes)?)
+    } else {
+        None
+    };
     writer.send(&Message::Accept).await?;
     Ok(Accepted {
         entries,

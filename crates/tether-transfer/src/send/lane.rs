@@ -124,8 +124,11 @@ impl SendShared {
         let len = chunk_len(source.size, work.index).ok_or_else(changed)?;
         let offset = chunk_offset(work.index);
         let mut plain = vec![0u8; len];
-        file.read_exact_at(&mut plain, offset)
-            .map_err(|e| LocalError::io("reading", &source.path, e))?;
+        if let Err(error) = file.read_exact_at(&mut plain, offset) {
+            // A file that shrank under us is a changed source, not a broken disk.
+            check_unchanged(&file, source)?;
+            return Err(LocalError::io("reading", &source.path, error).into());
+        }
         // After the read: a change before or during it has moved the modification time.
         check_unchanged(&file, source)?;
         let bytes = match self.compression {
