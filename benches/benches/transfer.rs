@@ -25,7 +25,9 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
-use tether_crypto::{EphemeralKeyPair, PairingSecret, Role, SessionKeys, SessionSecrets, Transcript};
+use tether_crypto::{
+    EphemeralKeyPair, PairingSecret, Role, SessionKeys, SessionSecrets, Transcript,
+};
 use tether_transfer::{
     AcceptAll, Hello, OutgoingTransfer, Receiver, ReceiverConfig, RunContext, SendOptions,
 };
@@ -38,7 +40,11 @@ const SIZE: u64 = 256 << 20;
 fn bench_dir() -> tempfile::TempDir {
     let base = std::env::var_os("TETHER_BENCH_DIR")
         .map(PathBuf::from)
-        .or_else(|| Path::new("/dev/shm").is_dir().then(|| PathBuf::from("/dev/shm")));
+        .or_else(|| {
+            Path::new("/dev/shm")
+                .is_dir()
+                .then(|| PathBuf::from("/dev/shm"))
+        });
     match base {
         Some(base) => tempfile::tempdir_in(base).unwrap(),
         None => tempfile::tempdir().unwrap(),
@@ -89,7 +95,8 @@ async fn tcp_pairs(n: usize) -> (Vec<TcpStream>, Vec<TcpStream>) {
     let port = listener.local_addr().unwrap().port();
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for _ in 0..n {
-        let (client, server) = tokio::join!(TcpStream::connect(("127.0.0.1", port)), listener.accept());
+        let (client, server) =
+            tokio::join!(TcpStream::connect(("127.0.0.1", port)), listener.accept());
         let client = client.unwrap();
         let server = server.unwrap().0;
         client.set_nodelay(true).unwrap();
@@ -107,14 +114,20 @@ async fn engine_once(source: &Path, dest: &Path, encrypt: bool, compress: bool, 
     let id = Uuid::from_u128(1);
     let resolver: HashMap<Uuid, PathBuf> = [(id, source.to_path_buf())].into();
     let options = SendOptions::default().encrypt(encrypt).compress(compress);
-    let peer = tether_identity::NetworkIdentity::generate(&mut ChaCha20Rng::seed_from_u64(3)).node_id();
+    let peer =
+        tether_identity::NetworkIdentity::generate(&mut ChaCha20Rng::seed_from_u64(3)).node_id();
     let receiver = Receiver::new(ReceiverConfig::new(dest).consent(AcceptAll));
     let send = async {
-        let outgoing = OutgoingTransfer::prepare(&resolver, &[id], options).await.unwrap();
+        let outgoing = OutgoingTransfer::prepare(&resolver, &[id], options)
+            .await
+            .unwrap();
         let mut ctx = RunContext::new();
         if encrypt {
             let (mut keys, _) = session_keys();
-            ctx = ctx.keys(keys.transfer_keys(outgoing.transfer_id().as_bytes()).unwrap());
+            ctx = ctx.keys(
+                keys.transfer_keys(outgoing.transfer_id().as_bytes())
+                    .unwrap(),
+            );
         }
         let control = out.remove(0);
         outgoing.send(control, out, ctx).await.unwrap()
@@ -131,7 +144,9 @@ async fn engine_once(source: &Path, dest: &Path, encrypt: bool, compress: bool, 
                             let mut ctx = RunContext::new();
                             if offer.encrypted() {
                                 let (_, mut keys) = session_keys();
-                                ctx = ctx.keys(keys.transfer_keys(offer.transfer_id().as_bytes()).unwrap());
+                                ctx = ctx.keys(
+                                    keys.transfer_keys(offer.transfer_id().as_bytes()).unwrap(),
+                                );
                             }
                             Some(receiver.receive(offer, peer, ctx).await.unwrap())
                         }
@@ -244,7 +259,11 @@ fn transfer(c: &mut Criterion) {
         let resolver: HashMap<Uuid, PathBuf> = [(id, source.clone())].into();
         b.iter(|| {
             runtime
-                .block_on(OutgoingTransfer::prepare(&resolver, &[id], SendOptions::default()))
+                .block_on(OutgoingTransfer::prepare(
+                    &resolver,
+                    &[id],
+                    SendOptions::default(),
+                ))
                 .unwrap()
         });
     });
