@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -12,7 +13,7 @@ use tether_identity::{DeviceInfo, NodeId};
 use tether_iroh::{
     ConnectionInfo, LoopbackDiscovery, MdnsDiscovery, PathKind, PeerAddr, Transport, TransportError,
 };
-use tether_pairing::{Credential, Initiator, LocalDevice, PairingCode, PairingTicket};
+use tether_pairing::{CodeStatus, Credential, Initiator, LocalDevice, PairingCode, PairingTicket};
 use tether_protocol::{DiscoveredDevice, Discovery, DiscoveryEvent, NetworkProtocol, PairedPeer};
 use tether_registry::{
     ConnectionInfo as RegistryConnection, Device, DeviceRegistry, DisconnectReason, KeyManager,
@@ -68,8 +69,13 @@ struct Inner {
     dialing: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
     /// Every live connection per device (links and third-party protocols), for `unpair`.
     connections: Mutex<HashMap<NodeId, Vec<Connection>>>,
+    /// The code being shown, if any.
     initiator: Mutex<Option<Initiator>>,
-    pairing_results: broadcast::Sender<Result<PairedDevice, String>>,
+    /// The number of the latest code shown (each new code gets the next; changed only under
+    /// the `initiator` lock).
+    code_number: AtomicU64,
+    /// How each code ended, by number: paired, or why not.
+    pairing_results: broadcast::Sender<(u64, Result<PairedDevice, String>)>,
     protocol_alpns: Arc<RwLock<HashSet<Vec<u8>>>>,
     protocols: RwLock<HashMap<Vec<u8>, Arc<dyn DynProtocol>>>,
     events: broadcast::Sender<NetworkEvent>,
@@ -86,16 +92,20 @@ pub struct PairingInvite {
     pub code: String,
     /// When the code stops working.
     pub expires_in: Duration,
-    results: broadcast::Receiver<Result<PairedDevice, String>>,
+    number: u64,
+    results: broadcast::Receiver<(u64, Result<PairedDevice, String>)>,
 }
 
 impl PairingInvite {
-    /// Waits until a device pairs with this code, or a pairing attempt fails.
+    /// Waits until a device pairs with this code, or the code ends without a pairing (a
+    /// wrong guess burned it, it expired, it was cancelled or replaced by a new code). A
+    /// connection that makes no guess (a stranger, a joiner that hung up) does not end it.
     pub async fn paired(&mut self) -> Result<PairedDevice, NetworkError> {
         loop {
             match self.results.recv().await {
-                Ok(Ok(device)) => return Ok(device),
-                Ok(Err(reason)) => {
+                Ok((number, _)) if number != self.number => {}
+                Ok((_, Ok(device))) => return Ok(device),
+                Ok((_, Err(reason))) => {
                     return Err(NetworkError::ProtocolViolation {
                         node: "joiner".into(),
                         reason,
@@ -160,6 +170,7 @@ impl NetworkingService {
                 dialing: Mutex::default(),
                 connections: Mutex::default(),
                 initiator: Mutex::new(None),
+                code_number: AtomicU64::new(0),
                 pairing_results: broadcast::channel(16).0,
                 protocol_alpns,
                 protocols: RwLock::default(),
@@ -269,27 +280,74 @@ impl NetworkingService {
             .since_epoch()
             .saturating_sub(now.since_epoch());
         let results = self.inner.pairing_results.subscribe();
-        *self
-            .inner
-            .initiator
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(initiator);
+        let (number, replaced) = {
+            let mut shown = self
+                .inner
+                .initiator
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let previous = self.inner.code_number.fetch_add(1, Ordering::AcqRel);
+            (previous + 1, shown.replace(initiator).map(|_| previous))
+        };
+        if let Some(previous) = replaced {
+            self.end_code(previous, Err("replaced by a new code".to_owned()));
+        }
         self.announce(Some(&slot));
         Ok(PairingInvite {
             code: text,
             expires_in,
+            number,
             results,
         })
     }
 
     /// Stops showing the current code.
     pub fn cancel_pairing(&self) {
-        self.inner
-            .initiator
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let cancelled = {
+            let mut shown = self
+                .inner
+                .initiator
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            shown
+                .take()
+                .map(|_| self.inner.code_number.load(Ordering::Acquire))
+        };
+        if let Some(number) = cancelled {
+            self.end_code(number, Err("cancelled".to_owned()));
+        }
         self.announce(None);
+    }
+
+    /// Stops showing the current code if its status is one `ended` accepts, and reports
+    /// `outcome` to its invite.
+    fn withdraw_code(
+        &self,
+        ended: impl FnOnce(CodeStatus) -> bool,
+        outcome: impl FnOnce() -> Result<PairedDevice, String>,
+    ) {
+        let spent = {
+            let mut shown = self
+                .inner
+                .initiator
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let over = shown.as_mut().is_some_and(|initiator| {
+                initiator.handle_timeout(pairing::now());
+                ended(initiator.status())
+            });
+            shown
+                .take_if(|_| over)
+                .map(|_| self.inner.code_number.load(Ordering::Acquire))
+        };
+        if let Some(number) = spent {
+            self.end_code(number, outcome());
+        }
+    }
+
+    fn end_code(&self, number: u64, outcome: Result<PairedDevice, String>) {
+        self.announce(None);
+        let _ = self.inner.pairing_results.send((number, outcome));
     }
 
     /// Joins the device showing `code` (a word code, found through discovery, or a ticket).
@@ -428,6 +486,9 @@ impl NetworkingService {
     }
 
     /// Stops every task, withdraws this device's announcements and closes the endpoint.
+    ///
+    /// When it returns, no task of the service holds its data directory any more: a new
+    /// service may open it at once (a restart in the same process).
     pub async fn shutdown(&self) {
         // Dropping the discoveries (their loops are aborted below) ends their announcements.
         self.inner
@@ -435,13 +496,18 @@ impl NetworkingService {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
-        for task in self
+        // Called from one of the service's own tasks (a protocol handler, say), that task
+        // must neither cancel nor wait for itself.
+        let current = tokio::task::try_id();
+        let tasks: Vec<JoinHandle<()>> = self
             .inner
             .tasks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .drain(..)
-        {
+            .filter(|task| Some(task.id()) != current)
+            .collect();
+        for task in &tasks {
             task.abort();
         }
         let links: Vec<_> = self
@@ -459,6 +525,11 @@ impl NetworkingService {
                 .disconnected(node_id, DisconnectReason::LocalShutdown);
         }
         self.inner.transport.close().await;
+        // An aborted task lets go of the service (and the registry's open database) only
+        // when the runtime next drops it; wait for that.
+        for task in tasks {
+            let _ = task.await;
+        }
         info!("networking service stopped");
     }
 
@@ -735,15 +806,15 @@ impl NetworkingService {
         info!(peer = %short(&node_id), path = %info.path, rtt = ?info.rtt, "connected");
     }
 
-    /// Waits for the link's end; when it was the pooled one, the device is disconnected.
     /// Serves the streams the peer opens on a link after its handshake: transfers and lanes.
     fn serve_streams(&self, link: Arc<Link>) {
         let service = self.clone();
         self.spawn(async move {
             while let Ok((send, recv)) = link.connection.accept_bi().await {
-                let service = service.clone();
+                let task_service = service.clone();
                 let link = Arc::clone(&link);
-                tokio::spawn(async move {
+                service.spawn(async move {
+                    let service = task_service;
                     let receiver = service.inner.receiver.as_ref();
                     match crate::transfer::serve_stream(&link, receiver, send, recv).await {
                         Ok(Some(report)) => {
@@ -763,6 +834,7 @@ impl NetworkingService {
         });
     }
 
+    /// Waits for the link's end; when it was the pooled one, the device is disconnected.
     fn watch(&self, link: Arc<Link>) {
         let service = self.clone();
         let node_id = link.node_id;
@@ -856,29 +928,12 @@ impl NetworkingService {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                let expired = {
-                    let mut guard = service
-                        .inner
-                        .initiator
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner);
-                    match guard.as_mut() {
-                        Some(initiator) => {
-                            initiator.handle_timeout(pairing::now());
-                            initiator.status() != tether_pairing::CodeStatus::Open
-                        }
-                        None => false,
-                    }
-                };
-                if expired {
-                    service
-                        .inner
-                        .initiator
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .take();
-                    service.announce(None);
-                }
+                // Only expiry: a code that paired or was burned is withdrawn by the
+                // connection that did it, which knows the outcome.
+                service.withdraw_code(
+                    |status| status == CodeStatus::Expired,
+                    || Err("the code expired".to_owned()),
+                );
             }
         });
     }
@@ -887,7 +942,7 @@ impl NetworkingService {
         let endpoint = self.inner.transport.endpoint().clone();
         while let Some(incoming) = endpoint.accept().await {
             let service = self.clone();
-            tokio::spawn(async move {
+            self.spawn(async move {
                 // The gate has already run, right after the TLS handshake.
                 let connection = match incoming.await {
                     Ok(connection) => connection,
@@ -914,15 +969,16 @@ impl NetworkingService {
                 &self.inner.registry,
             )
             .await;
-            let outcome = match &result {
-                Ok(device) => Ok(device.clone()),
-                Err(error) => Err(error.to_string()),
-            };
-            let _ = self.inner.pairing_results.send(outcome);
+            // The invite hears of it only when this ended the code (paired, burned, spent);
+            // a connection that made no guess leaves it open, as does one mid-handshake.
+            self.withdraw_code(
+                |status| !matches!(status, CodeStatus::Open | CodeStatus::Claimed),
+                || match &result {
+                    Ok(device) => Ok(device.clone()),
+                    Err(error) => Err(error.to_string()),
+                },
+            );
             self.report_pairing(&result);
-            if result.is_ok() {
-                self.cancel_pairing();
-            }
             return result.map(drop);
         }
         // Every other ALPN passed the gate: the peer is paired.

@@ -1,8 +1,9 @@
 //! A service's life: what it leaves behind when it shuts down.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::Lab;
@@ -27,4 +28,60 @@ async fn a_shut_down_service_stops_announcing_itself() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A protocol whose handler shuts its own service down, then says so.
+#[derive(Debug, Default, Clone)]
+struct ShutsDown {
+    service: Arc<Mutex<Option<tether::NetworkingService>>>,
+    done: Arc<Mutex<Option<tokio::sync::oneshot::Sender<()>>>>,
+}
+
+impl tether::NetworkProtocol for ShutsDown {
+    fn alpn(&self) -> &'static [u8] {
+        b"test/shutdown/1"
+    }
+
+    async fn accept(
+        &self,
+        _connection: tether::Connection,
+        _peer: tether::PairedPeer,
+    ) -> Result<(), tether::ProtocolError> {
+        // Taken, not cloned: the service must not keep itself alive through its protocol.
+        let service = self.service.lock().unwrap().take();
+        if let Some(service) = service {
+            service.shutdown().await;
+        }
+        if let Some(done) = self.done.lock().unwrap().take() {
+            let _ = done.send(());
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_may_shut_its_own_service_down() {
+    let lab = Lab::new();
+    let server = lab.start_undiscovered("server").await;
+    let client = lab.start_undiscovered("client").await;
+    common::pair_by_ticket(&server, &client).await;
+    let protocol = ShutsDown::default();
+    let (done, stopped) = tokio::sync::oneshot::channel();
+    *protocol.service.lock().unwrap() = Some(server.clone());
+    *protocol.done.lock().unwrap() = Some(done);
+    server.register_protocol(protocol.clone()).unwrap();
+
+    let connection = client
+        .connect_protocol(server.node_id(), b"test/shutdown/1")
+        .await
+        .unwrap();
+    // The handler's own task is neither cancelled nor waited for by the shutdown it calls.
+    tokio::time::timeout(Duration::from_secs(10), stopped)
+        .await
+        .expect("the handler's shutdown did not return")
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), connection.closed())
+        .await
+        .expect("the server's endpoint is still open");
+    client.shutdown().await;
 }

@@ -6,8 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Lab, pair};
-use tether::{NetworkError, NetworkMessage, Ping};
+use common::{Lab, iroh_addr, next_event, pair, raw_client};
+use tether::{InitiatorConfig, NetworkError, NetworkEvent, NetworkMessage, Ping};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pair_by_word_code_then_message_both_ways() {
@@ -165,4 +165,79 @@ async fn after_a_restart_both_are_still_paired_and_reconnect() {
     );
     laptop.shutdown().await;
     phone.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_makes_no_guess_leaves_the_code_open() {
+    let lab = Lab::new();
+    let a = lab.start_undiscovered("a").await;
+    let b = lab.start_undiscovered("b").await;
+    let mut events = a.subscribe();
+    let mut invite = a.start_pairing_with_ticket().unwrap();
+
+    // A stranger knocks on the pairing ALPN (open to anyone), starts a message and hangs up.
+    let stranger = raw_client().await;
+    let connection = stranger
+        .connect(iroh_addr(&a), tether::PAIRING_ALPN)
+        .await
+        .unwrap();
+    let (mut send, _recv) = connection.open_bi().await.unwrap();
+    send.write_all(&[0, 200]).await.unwrap();
+    connection.close(0u32.into(), b"bye");
+    next_event(&mut events, |e| {
+        matches!(e, NetworkEvent::PairingFailed { .. })
+    })
+    .await;
+    // The service has dealt with it (the event comes after the code's fate is decided), and
+    // the invite heard nothing: the code still works.
+    let early = tokio::time::timeout(Duration::from_millis(1), invite.paired()).await;
+    assert!(early.is_err(), "{early:?}");
+    b.join_pairing(&invite.code).await.unwrap();
+    invite.paired().await.unwrap();
+    stranger.close().await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codes_shown_one_after_another_each_end_on_their_own() {
+    let lab = Lab::new();
+    let hub = lab.start_undiscovered("hub").await;
+    let b = lab.start_undiscovered("b").await;
+    let c = lab.start_undiscovered("c").await;
+
+    let mut first = hub.start_pairing_with_ticket().unwrap();
+    let mut second = hub.start_pairing_with_ticket().unwrap();
+    let replaced = tokio::time::timeout(Duration::from_secs(5), first.paired())
+        .await
+        .unwrap();
+    assert!(replaced.is_err(), "{replaced:?}");
+
+    b.join_pairing(&second.code).await.unwrap();
+    second.paired().await.unwrap();
+    // At once the next code: the connection that paired `b` must not withdraw it.
+    let mut third = hub.start_pairing_with_ticket().unwrap();
+    c.join_pairing(&third.code).await.unwrap();
+    third.paired().await.unwrap();
+    assert_eq!(hub.paired_devices().len(), 2);
+    hub.shutdown().await;
+    b.shutdown().await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_code_ends_its_invite() {
+    let lab = Lab::new();
+    let mut config = lab.config("a");
+    config.pairing = InitiatorConfig::default().with_lifetime(Duration::from_millis(500));
+    let a = tether::NetworkingService::start(config).await.unwrap();
+    let mut invite = a.start_pairing_as_initiator().unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(5), invite.paired())
+        .await
+        .expect("the invite still waits after its code expired");
+    match ended {
+        Err(error) => assert!(error.to_string().contains("expired"), "{error}"),
+        Ok(device) => panic!("paired with {device:?}"),
+    }
+    a.shutdown().await;
 }
