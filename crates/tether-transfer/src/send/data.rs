@@ -79,7 +79,9 @@ impl DataPhase {
                 .collect(),
             bytes: 0,
         }));
-        let mut control = tokio::spawn(serve_requests(
+        // If this future is dropped half way, the guard still stops the lanes' workers.
+        let _close = CloseQueueOnDrop(shared.clone());
+        let mut control = Box::pin(serve_requests(
             control_rx,
             control_tx.clone(),
             shared.clone(),
@@ -92,9 +94,7 @@ impl DataPhase {
         let outcome = loop {
             tokio::select! {
                 () = self.cancel.cancelled() => break Err(TransferError::Cancelled),
-                joined = &mut control => {
-                    break joined.unwrap_or_else(|e| Err(LocalError::Task(e.to_string()).into()));
-                }
+                served = &mut control => break served,
                 Some(joined) = lanes.join_next() => match joined {
                     Ok(Ok(())) => {}
                     Ok(Err(error)) => break Err(error),
@@ -116,7 +116,7 @@ impl DataPhase {
             }
         };
         shared.queue.close();
-        control.abort();
+        drop(control);
         // The lanes drain what they prepared (at most a few frames) and end their streams.
         let drained = tokio::time::timeout(Duration::from_secs(2), async {
             while let Some(joined) = lanes.join_next().await {
@@ -192,6 +192,15 @@ impl DataPhase {
                 file,
             }),
         );
+    }
+}
+
+/// Closes the work queue when dropped, so the lanes' blocking workers always end.
+struct CloseQueueOnDrop(Arc<SendShared>);
+
+impl Drop for CloseQueueOnDrop {
+    fn drop(&mut self) {
+        self.0.queue.close();
     }
 }
 
