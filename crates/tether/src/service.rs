@@ -433,11 +433,21 @@ impl NetworkingService {
     }
 
     /// Opens a connection to a paired device on a third-party protocol's ALPN.
+    ///
+    /// The device's gate decides right after the TLS handshake; a refused connection is then
+    /// closed, which the first read or write shows ([`crate::gate::refusal`] says whether
+    /// that was a refusal). An ALPN the device does not serve fails here with
+    /// [`NetworkError::UnknownProtocol`]; the `tether/` ALPNs are not for this.
     pub async fn connect_protocol(
         &self,
         node_id: NodeId,
         alpn: &[u8],
     ) -> Result<Connection, NetworkError> {
+        if alpn.starts_with(b"tether/") {
+            return Err(NetworkError::Usage(
+                "ALPNs starting with tether/ are reserved".to_owned(),
+            ));
+        }
         self.device(node_id)?;
         let connection = self.dial(node_id, alpn).await?;
         self.track(node_id, &connection)?;

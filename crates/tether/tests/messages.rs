@@ -127,6 +127,78 @@ async fn concurrent_first_messages_share_one_connection() {
     phone.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_sides_dialling_at_once_keep_the_same_connection() {
+    let lab = Lab::new();
+    let start = |name: &'static str| {
+        let mut config = lab.config(name);
+        config.loopback_discovery = None;
+        // The retired duplicate closes after this grace period.
+        config.request_timeout = Duration::from_millis(300);
+        tether::NetworkingService::start(config)
+    };
+    let laptop = start("laptop").await.unwrap();
+    let phone = start("phone").await.unwrap();
+    pair_by_ticket(&laptop, &phone).await;
+    let mut laptop_events = laptop.subscribe();
+    let mut phone_events = phone.subscribe();
+
+    // Both send first, so both dial: two connections, one dialled by each side.
+    let to_phone = laptop.device(phone.node_id()).unwrap();
+    let to_laptop = phone.device(laptop.node_id()).unwrap();
+    let (a, b) = tokio::join!(
+        to_phone.send_message(announce("a")),
+        to_laptop.send_message(announce("b"))
+    );
+    assert_eq!(a.unwrap(), NetworkMessage::Ack);
+    assert_eq!(b.unwrap(), NetworkMessage::Ack);
+
+    // Both devices retire the same one: had they kept different ones, both connections would
+    // close after the grace period and each side would see its pooled link go.
+    for (events, peer) in [
+        (&mut laptop_events, phone.node_id()),
+        (&mut phone_events, laptop.node_id()),
+    ] {
+        let lost = event_within(
+            events,
+            Duration::from_secs(1),
+            |e| matches!(e, NetworkEvent::Disconnected { node_id, .. } if *node_id == peer),
+        )
+        .await;
+        assert!(lost.is_none(), "{lost:?}");
+    }
+    assert_eq!(
+        to_phone.send_message(announce("c")).await.unwrap(),
+        NetworkMessage::Ack
+    );
+    assert_eq!(
+        to_laptop.send_message(announce("d")).await.unwrap(),
+        NetworkMessage::Ack
+    );
+    laptop.shutdown().await;
+    phone.shutdown().await;
+}
+
+const HANGS_ALPN: &[u8] = b"test/hangs-up/1";
+
+/// Serves nothing: the figures only time the connect (QUIC + TLS + the gate).
+#[derive(Debug)]
+struct Hangs;
+
+impl tether::NetworkProtocol for Hangs {
+    fn alpn(&self) -> &'static [u8] {
+        HANGS_ALPN
+    }
+
+    async fn accept(
+        &self,
+        _connection: tether::Connection,
+        _peer: tether::PairedPeer,
+    ) -> Result<(), tether::ProtocolError> {
+        Ok(())
+    }
+}
+
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
@@ -155,11 +227,12 @@ async fn figures() {
     }
     let rtt = median(rtts);
 
+    laptop.register_protocol(Hangs).unwrap();
     let mut connects = Vec::new();
     for _ in 0..10 {
         let started = Instant::now();
         let connection = phone
-            .connect_protocol(laptop.node_id(), tether::SYNC_ALPN)
+            .connect_protocol(laptop.node_id(), HANGS_ALPN)
             .await
             .unwrap();
         connects.push(started.elapsed());
@@ -169,8 +242,8 @@ async fn figures() {
 
     println!(
         "figures: pairing by word code {pairing:?}; first message (connect + session \
-         handshake + ping) {first:?}; ping round trip median {rtt:?}; QUIC connect median \
-         {connect:?}"
+         handshake + ping) {first:?}; ping round trip median {rtt:?}; connect on a \
+         third-party ALPN median {connect:?}"
     );
     assert!(rtt < Duration::from_secs(1));
     laptop.shutdown().await;
