@@ -70,9 +70,11 @@ async fn local_only_binds_loopback_and_endpoint_id_is_the_node_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_only_config_cannot_be_talked_into_the_public_internet() {
-    let mut config = TransportConfig::default();
-    config.local_only = true;
-    config.bind_addr = "0.0.0.0:0".parse().unwrap();
+    let config = TransportConfig {
+        local_only: true,
+        bind_addr: "0.0.0.0:0".parse().unwrap(),
+        ..TransportConfig::default()
+    };
     let transport = Transport::bind(&identity(9), &config, vec![], Arc::new(AdmitAll))
         .await
         .unwrap();
