@@ -9,6 +9,13 @@
 //! engine iteration includes everything a user waits for: hashing the source (`prepare`), the
 //! protocol, verification, the fsync and the rename. The copy baselines write with one fsync
 //! at the end too.
+//!
+//! On a machine shared with other work, criterion's one-benchmark-after-another order lets the
+//! load drift between the baseline and the engine. `TETHER_BENCH_INTERLEAVED=<rounds>` instead
+//! runs every variant once per round, in rotating order, and prints medians and ratios to the
+//! file-to-file copy measured in the same rounds:
+//!
+//! `TETHER_BENCH_INTERLEAVED=9 cargo bench -p tether-benches --bench transfer`
 
 #![allow(
     missing_docs,
@@ -20,9 +27,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use tether_crypto::{
@@ -217,7 +224,25 @@ async fn copy_memory_once(bytes: &'static [u8]) {
     tokio::join!(send, receive);
 }
 
-fn transfer(c: &mut Criterion) {
+/// The variants measured, engine ones as (name, encrypt, compress, lanes).
+const ENGINE: [(&str, bool, bool, usize); 6] = [
+    ("engine/plain", false, false, 1),
+    ("engine/encrypted", true, false, 1),
+    ("engine/plain_2_lanes", false, false, 2),
+    ("engine/encrypted_2_lanes", true, false, 2),
+    ("engine/encrypted_4_lanes", true, false, 4),
+    ("engine/plain_zstd_incompressible", false, true, 1),
+];
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    source: PathBuf,
+    dest: PathBuf,
+    bytes: &'static [u8],
+    runtime: tokio::runtime::Runtime,
+}
+
+fn fixture() -> Fixture {
     let dir = bench_dir();
     eprintln!("bench files in {}", dir.path().display());
     let source = dir.path().join("source.bin");
@@ -230,7 +255,23 @@ fn transfer(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
+    Fixture {
+        _dir: dir,
+        source,
+        dest,
+        bytes,
+        runtime,
+    }
+}
 
+fn transfer(c: &mut Criterion) {
+    let Fixture {
+        _dir,
+        source,
+        dest,
+        bytes,
+        runtime,
+    } = fixture();
     let mut group = c.benchmark_group("transfer_256MiB");
     group.throughput(Throughput::Bytes(SIZE));
     group.sample_size(10);
@@ -242,14 +283,7 @@ fn transfer(c: &mut Criterion) {
     group.bench_function("tokio_io_copy/file_to_file", |b| {
         b.iter(|| runtime.block_on(copy_file_once(&source, &dest)));
     });
-    for (name, encrypt, compress, lanes) in [
-        ("engine/plain", false, false, 1),
-        ("engine/encrypted", true, false, 1),
-        ("engine/plain_2_lanes", false, false, 2),
-        ("engine/encrypted_2_lanes", true, false, 2),
-        ("engine/encrypted_4_lanes", true, false, 4),
-        ("engine/plain_zstd_incompressible", false, true, 1),
-    ] {
+    for (name, encrypt, compress, lanes) in ENGINE {
         group.bench_function(name, |b| {
             b.iter(|| runtime.block_on(engine_once(&source, &dest, encrypt, compress, lanes)));
         });
@@ -270,5 +304,57 @@ fn transfer(c: &mut Criterion) {
     group.finish();
 }
 
+/// Every variant once per round, rotating the order; medians and ratios to the file copy.
+fn interleaved(rounds: usize) {
+    let f = fixture();
+    let mut names = vec!["tokio_io_copy/memory_to_sink", "tokio_io_copy/file_to_file"];
+    names.extend(ENGINE.iter().map(|e| e.0));
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    for round in 0..rounds {
+        for k in 0..names.len() {
+            let i = (k + round) % names.len();
+            let start = Instant::now();
+            match i {
+                0 => f.runtime.block_on(copy_memory_once(f.bytes)),
+                1 => f.runtime.block_on(copy_file_once(&f.source, &f.dest)),
+                _ => {
+                    let (_, encrypt, compress, lanes) = ENGINE[i - 2];
+                    f.runtime
+                        .block_on(engine_once(&f.source, &f.dest, encrypt, compress, lanes));
+                }
+            }
+            times[i].push(start.elapsed().as_secs_f64());
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let medians: Vec<f64> = times.iter_mut().map(median).collect();
+    let mib = SIZE as f64 / 1048576.0;
+    eprintln!(
+        "{rounds} interleaved rounds, 256 MiB each; median time, rate, ratio to file_to_file:"
+    );
+    for (name, t) in names.iter().zip(&medians) {
+        eprintln!(
+            "{name:40} {:8.1} ms {:7.0} MiB/s {:5.2}x",
+            t * 1000.0,
+            mib / t,
+            medians[1] / t
+        );
+    }
+}
+
 criterion_group!(benches, transfer);
-criterion_main!(benches);
+
+fn main() {
+    if let Some(rounds) = std::env::var("TETHER_BENCH_INTERLEAVED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        interleaved(rounds);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
