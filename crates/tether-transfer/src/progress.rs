@@ -89,7 +89,7 @@ pub enum TransferEvent {
     },
     /// Periodic progress.
     Progress(Progress),
-    /// A file is verified and in place (receiver), or fully sent (sender).
+    /// A file is verified and in place (receiver only; the sender learns it from the report).
     FileDone {
         /// The transfer.
         transfer_id: Uuid,
@@ -97,7 +97,7 @@ pub enum TransferEvent {
         entry_id: Uuid,
         /// The path relative to the transfer root.
         path: String,
-        /// Where it now lives (receiver only).
+        /// Where it now lives.
         target: Option<PathBuf>,
     },
 }

@@ -232,3 +232,80 @@ fn file_1gib_between_processes() {
         Duration::from_secs(900),
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_report_progress_and_every_file() {
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+    use tether_transfer::{
+        Hello, OutgoingTransfer, RunContext, SendOptions, TransferEvent, read_hello,
+    };
+    use uuid::Uuid;
+
+    let src = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let root = src.path().join("share");
+    sample_tree(&root);
+    random_file(&root.join("slow.bin"), 3 << 20, 9);
+    let id = Uuid::from_u128(1);
+    let resolver: HashMap<Uuid, PathBuf> = [(id, root.clone())].into();
+    let options = SendOptions::default()
+        .encrypt(false)
+        .rate_limit(Some(8 << 20))
+        .progress_interval(Duration::from_millis(20));
+    let outgoing = OutgoingTransfer::prepare(&resolver, &[id], options)
+        .await
+        .unwrap();
+    let (listener, port) = listen().await;
+    let config = Setup::default()
+        .receiver_config(dest.path())
+        .progress_interval(Duration::from_millis(20));
+    let receiver = Receiver::new(config);
+    let (send_events, mut sent_rx) = tokio::sync::mpsc::channel(4096);
+    let (receive_events, mut received_rx) = tokio::sync::mpsc::channel(4096);
+    let server = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let Ok(Hello::Offer(offer)) = read_hello(stream).await else {
+            panic!("no offer")
+        };
+        let ctx = RunContext::new().events(receive_events);
+        receiver.receive(offer, common::node_id(1), ctx).await
+    });
+    let stream = common::connect(port, 1).await.unwrap().remove(0);
+    let sent = outgoing
+        .send(stream, Vec::new(), RunContext::new().events(send_events))
+        .await
+        .unwrap();
+    let received = server.await.unwrap().unwrap();
+    for (events, report) in [(&mut sent_rx, &sent), (&mut received_rx, &received)] {
+        let mut last = 0;
+        let (mut started, mut progress, mut files_done, mut with_eta) = (0, 0, 0, 0);
+        while let Ok(event) = events.try_recv() {
+            match event {
+                TransferEvent::Started { bytes_total, .. } => {
+                    started += 1;
+                    assert_eq!(bytes_total, report.bytes_total);
+                }
+                TransferEvent::Progress(p) => {
+                    progress += 1;
+                    assert!(
+                        p.bytes_done >= last && p.bytes_done <= p.bytes_total,
+                        "{p:?}"
+                    );
+                    last = p.bytes_done;
+                    with_eta += usize::from(p.eta.is_some() && p.rate > 0.0);
+                    let file = p.file.expect("the file of the latest chunk");
+                    assert!(file.bytes_done <= file.size);
+                }
+                TransferEvent::FileDone { .. } => files_done += 1,
+                _ => {}
+            }
+        }
+        assert_eq!(started, 1, "{:?}", report.direction);
+        assert!(progress >= 5, "{progress} progress events");
+        assert!(with_eta > 0);
+        if report.direction == tether_transfer::Direction::Receive {
+            assert_eq!(files_done, 6);
+        }
+    }
+}

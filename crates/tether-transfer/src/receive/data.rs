@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tether_wire::{ContentHash, DataChunk, Frame, FrameKind};
@@ -68,13 +68,14 @@ pub(crate) struct RecvShared {
     pub(crate) received: AtomicU64,
     /// Wire bytes of those chunks' frames.
     pub(crate) wire: AtomicU64,
+    /// The file of the latest chunk, for progress.
+    pub(crate) last_file: AtomicUsize,
 }
 
 /// A chunk verified and written.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ChunkDone {
     pub(crate) file: usize,
-    pub(crate) plain: u64,
     /// This was the file's last missing chunk.
     pub(crate) completes: bool,
 }
@@ -115,9 +116,9 @@ impl RecvShared {
         // through another lane before this outcome is reported.
         self.received.fetch_add(plain, Ordering::Relaxed);
         self.wire.fetch_add(wire, Ordering::Relaxed);
+        self.last_file.store(file_index, Ordering::Relaxed);
         Ok(ChunkDone {
             file: file_index,
-            plain,
             completes: chunks.have.is_full(),
         })
     }
@@ -207,7 +208,7 @@ impl RecvShared {
     }
 }
 
-/// Runs one lane until its stream ends or fails: every chunk outcome goes to `done`.
+/// Runs one lane until its stream ends or fails; a file whose last chunk it wrote goes to `done`.
 ///
 /// The reader stays on the runtime; verifying and writing run on one long-lived blocking
 /// thread fed through a bounded channel, so a busy lane costs no thread hand-off per chunk.
@@ -217,7 +218,7 @@ pub(crate) async fn run_lane<R>(
     shared: Arc<RecvShared>,
     cipher: Arc<LaneCipher>,
     limiters: Vec<RateLimiter>,
-    done: mpsc::UnboundedSender<ChunkDone>,
+    done: mpsc::UnboundedSender<usize>,
 ) -> Result<(), TransferError>
 where
     R: AsyncRead + Send + 'static,
@@ -227,7 +228,7 @@ where
     let mut worker = tokio::task::spawn_blocking(move || {
         while let Some(frame) = frames_rx.blocking_recv() {
             let outcome = worker_shared.accept(&cipher, frame)?;
-            if done.send(outcome).is_err() {
+            if outcome.completes && done.send(outcome.file).is_err() {
                 break;
             }
         }

@@ -3,9 +3,9 @@
 //! answered with an `Abort`; resume records are saved; on a full disk the transfer's partial
 //! files and new directories are removed so the destination is as it was.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use tether_identity::NodeId;
@@ -23,7 +23,7 @@ use crate::progress::{
     Direction, FileProgress, Progress, RateMeter, TransferEvent, TransferReport, emit, eta,
 };
 use crate::protocol::{Complete, Message, Offer};
-use crate::receive::data::{AttachedLane, ChunkDone, RecvShared, run_lane};
+use crate::receive::data::{AttachedLane, RecvShared, run_lane};
 use crate::receive::disk::{self, FilePaths};
 use crate::receive::offer::{Accepted, before_accept, decline};
 use crate::receive::setup::{plan_all, read_hashes, send_wants, shared_state};
@@ -243,7 +243,8 @@ impl Run<'_> {
                 }
             }
         }
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<ChunkDone>();
+        // The lanes report files whose last chunk is written; bytes are counted in `shared`.
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<usize>();
         let mut lane_tasks = JoinSet::new();
         let cipher = |index: u8| ciphers.get(usize::from(index)).cloned();
         if remaining > 0
@@ -265,9 +266,9 @@ impl Run<'_> {
         let mut checkpoints = tokio::time::interval(self.config.checkpoint_interval);
         checkpoints.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut meter = RateMeter::new(self.started);
-        let mut last_event = Instant::now();
-        let mut received = 0u64;
-        let mut per_file: HashMap<usize, u64> = HashMap::new();
+        let mut ticks = tokio::time::interval(self.config.progress_interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut counted = 0u64;
         let result = loop {
             if remaining == 0 {
                 break Ok(());
@@ -287,18 +288,17 @@ impl Run<'_> {
                         ));
                     }
                 }
-                Some(chunk) = done_rx.recv() => {
-                    received += chunk.plain;
+                Some(file) = done_rx.recv() => {
+                    let shared = shared.clone();
+                    finalizers.spawn_blocking(move || shared.finalize(file));
+                }
+                _ = ticks.tick() => {
                     let now = Instant::now();
-                    meter.record(chunk.plain, now);
-                    *per_file.entry(chunk.file).or_default() += chunk.plain;
-                    if chunk.completes {
-                        let shared = shared.clone();
-                        finalizers.spawn_blocking(move || shared.finalize(chunk.file));
-                    }
-                    if now.duration_since(last_event) >= self.config.progress_interval {
-                        last_event = now;
-                        self.progress(shared, report, received, &meter, chunk.file, &per_file, now);
+                    let received = shared.received.load(Ordering::Relaxed);
+                    meter.record(received - counted, now);
+                    counted = received;
+                    if received > 0 {
+                        self.progress(shared, report, received, &meter, now);
                     }
                 }
                 Some(joined) = finalizers.join_next() => {
@@ -325,34 +325,30 @@ impl Run<'_> {
             }
         };
         lane_tasks.abort_all();
-        let received = shared.received.load(std::sync::atomic::Ordering::Relaxed);
+        let received = shared.received.load(Ordering::Relaxed);
         report.bytes_transferred = received;
         report.bytes_verified += received;
-        report.wire_bytes = shared.wire.load(std::sync::atomic::Ordering::Relaxed);
+        report.wire_bytes = shared.wire.load(Ordering::Relaxed);
         result
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn progress(
         &self,
         shared: &RecvShared,
         report: &TransferReport,
         received: u64,
         meter: &RateMeter,
-        file: usize,
-        per_file: &HashMap<usize, u64>,
         now: Instant,
     ) {
         let done = (report.bytes_resumed + received).min(report.bytes_total);
         let rate = meter.rate(received, self.started, now);
-        let file = shared.files.get(file).map(|f| {
-            let kept = f.chunks.lock().map(|c| c.have.count()).unwrap_or(0);
+        let last = shared.last_file.load(Ordering::Relaxed);
+        let file = shared.files.get(last).map(|f| {
+            let have = f.chunks.lock().map(|c| c.have.count()).unwrap_or(0);
             FileProgress {
                 entry_id: f.id,
                 path: f.rel.clone(),
-                bytes_done: (kept * CHUNK)
-                    .min(f.size)
-                    .max(per_file.get(&file).copied().unwrap_or(0)),
+                bytes_done: (have * CHUNK).min(f.size),
                 size: f.size,
             }
         });

@@ -136,6 +136,7 @@ pub(super) fn shared_state(
         overwrite,
         received: Default::default(),
         wire: Default::default(),
+        last_file: Default::default(),
     }
 }
 

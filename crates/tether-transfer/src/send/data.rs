@@ -1,5 +1,6 @@
 //! The sender's data phase: requests in, chunks out on every lane, until `Complete`.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,7 @@ use crate::progress::{
     Direction, FileProgress, Progress, RateMeter, TransferEvent, TransferReport, emit, eta,
 };
 use crate::protocol::{Complete, MAX_RANGES_PER_WANT, Message, Want};
-use crate::send::lane::{LaneWriter, SendShared, Sent, run_lane};
+use crate::send::lane::{LaneWriter, SendShared, run_lane};
 use crate::source::OutgoingTransfer;
 use crate::throttle::RateLimiter;
 
@@ -39,7 +40,7 @@ struct Requested {
 
 impl DataPhase {
     pub(super) async fn run(
-        mut self,
+        self,
         transfer: OutgoingTransfer,
         control_rx: ReadHalf<Box<dyn ByteStream>>,
         control_tx: ControlWriter,
@@ -59,18 +60,15 @@ impl DataPhase {
             compression,
             limiters,
         ));
-        let (sent_tx, mut sent_rx) = mpsc::unbounded_channel::<Sent>();
         let mut lanes = JoinSet::new();
         let mut ciphers = ciphers.into_iter();
         if let Some(cipher) = ciphers.next() {
             let writer = LaneWriter::<WriteHalf<Box<dyn ByteStream>>>::Control(control_tx.clone());
-            lanes.spawn(run_lane(shared.clone(), cipher, writer, sent_tx.clone()));
+            lanes.spawn(run_lane(shared.clone(), cipher, writer));
         }
         for (writer, cipher) in lane_writers.into_iter().zip(ciphers) {
-            let writer = LaneWriter::Own(writer);
-            lanes.spawn(run_lane(shared.clone(), cipher, writer, sent_tx.clone()));
+            lanes.spawn(run_lane(shared.clone(), cipher, LaneWriter::Own(writer)));
         }
-        drop(sent_tx);
         let requested = Arc::new(Mutex::new(Requested {
             sets: shared
                 .files
@@ -89,8 +87,9 @@ impl DataPhase {
         ));
 
         let mut meter = RateMeter::new(self.started);
-        let mut last_event = Instant::now();
-        let mut per_file = vec![0u64; shared.files.len()];
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut counted = 0u64;
         let outcome = loop {
             tokio::select! {
                 () = self.cancel.cancelled() => break Err(TransferError::Cancelled),
@@ -100,17 +99,13 @@ impl DataPhase {
                     Ok(Err(error)) => break Err(error),
                     Err(e) => break Err(LocalError::Task(e.to_string()).into()),
                 },
-                Some(chunk) = sent_rx.recv() => {
-                    self.count(chunk);
+                _ = ticks.tick() => {
                     let now = Instant::now();
-                    meter.record(chunk.plain, now);
-                    if let Some(done) = per_file.get_mut(chunk.file) {
-                        *done += chunk.plain;
-                    }
-                    if now.duration_since(last_event) >= interval {
-                        last_event = now;
-                        let file_done = per_file.get(chunk.file).copied().unwrap_or(0);
-                        self.progress(&shared, &requested, &meter, chunk.file, file_done, now);
+                    let sent = shared.counters.plain.load(Ordering::Relaxed);
+                    meter.record(sent - counted, now);
+                    counted = sent;
+                    if sent > 0 {
+                        self.progress(&shared, &requested, &meter, sent, now);
                     }
                 }
             }
@@ -129,10 +124,9 @@ impl DataPhase {
         if drained.is_err() {
             lanes.abort_all();
         }
-        while let Ok(chunk) = sent_rx.try_recv() {
-            self.count(chunk);
-        }
         let mut report = self.report;
+        report.bytes_transferred = shared.counters.plain.load(Ordering::Relaxed);
+        report.wire_bytes = shared.counters.wire.load(Ordering::Relaxed);
         report.duration = self.started.elapsed();
         match outcome {
             Ok(complete) => {
@@ -156,28 +150,26 @@ impl DataPhase {
         }
     }
 
-    fn count(&mut self, chunk: Sent) {
-        self.report.bytes_transferred += chunk.plain;
-        self.report.wire_bytes += chunk.wire;
-    }
-
     fn progress(
         &self,
         shared: &SendShared,
         requested: &Mutex<Requested>,
         meter: &RateMeter,
-        file: usize,
-        file_done: u64,
+        sent: u64,
         now: Instant,
     ) {
         let total = self.report.bytes_total;
-        let sent = self.report.bytes_transferred;
         let done = (total.saturating_sub(requested_bytes(requested)) + sent).min(total);
         let rate = meter.rate(sent, self.started, now);
+        let file = shared.counters.last_file.load(Ordering::Relaxed);
         let file = shared.files.get(file).map(|f| FileProgress {
             entry_id: shared.ids.get(file).copied().unwrap_or_default(),
             path: shared.paths.get(file).cloned().unwrap_or_default(),
-            bytes_done: file_done,
+            bytes_done: shared
+                .counters
+                .per_file
+                .get(file)
+                .map_or(0, |b| b.load(Ordering::Relaxed)),
             size: f.size,
         });
         emit(

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tether_wire::{ContentHash, DataChunk, Frame};
@@ -44,9 +44,24 @@ pub(crate) struct SendShared {
     open: Vec<Mutex<Option<Arc<File>>>>,
     /// Chunks in a row that did not shrink, per file.
     misses: Vec<AtomicU32>,
+    /// What went out, for the report and progress (read on a timer, not per chunk).
+    pub(crate) counters: SentCounters,
 }
 
-/// A chunk that went out.
+/// Bytes sent so far, updated by the lanes as frames go out.
+#[derive(Debug, Default)]
+pub(crate) struct SentCounters {
+    /// File bytes (before compression).
+    pub(crate) plain: AtomicU64,
+    /// Frame bytes on the wire.
+    pub(crate) wire: AtomicU64,
+    /// Per file, file bytes.
+    pub(crate) per_file: Vec<AtomicU64>,
+    /// The file of the latest chunk.
+    pub(crate) last_file: AtomicUsize,
+}
+
+/// A chunk ready to go out.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Sent {
     pub(crate) file: usize,
@@ -80,6 +95,10 @@ impl SendShared {
             .collect();
         let open = files.iter().map(|_| Mutex::new(None)).collect();
         let misses = files.iter().map(|_| AtomicU32::new(0)).collect();
+        let counters = SentCounters {
+            per_file: files.iter().map(|_| AtomicU64::new(0)).collect(),
+            ..SentCounters::default()
+        };
         let by_id = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
         SendShared {
             by_id,
@@ -92,6 +111,7 @@ impl SendShared {
             limiters,
             open,
             misses,
+            counters,
         }
     }
 
@@ -190,12 +210,11 @@ pub(crate) enum LaneWriter<W> {
     Control(ControlWriter),
 }
 
-/// Runs one lane until the queue closes; reports every chunk sent on `sent`.
+/// Runs one lane until the queue closes; counts what it sent in [`SendShared::counters`].
 pub(crate) async fn run_lane<W>(
     shared: Arc<SendShared>,
     cipher: Arc<LaneCipher>,
     writer: LaneWriter<W>,
-    sent: mpsc::UnboundedSender<Sent>,
 ) -> Result<(), TransferError>
 where
     W: AsyncWrite + Unpin + Send + 'static,
@@ -221,7 +240,13 @@ where
             LaneWriter::Own(w) => send_frame(w, &frame).await?,
             LaneWriter::Control(w) => w.send_frame(&frame).await?,
         }
-        let _ = sent.send(chunk);
+        let counters = &shared.counters;
+        counters.plain.fetch_add(chunk.plain, Ordering::Relaxed);
+        counters.wire.fetch_add(chunk.wire, Ordering::Relaxed);
+        if let Some(file) = counters.per_file.get(chunk.file) {
+            file.fetch_add(chunk.plain, Ordering::Relaxed);
+        }
+        counters.last_file.store(chunk.file, Ordering::Relaxed);
     }
     if let LaneWriter::Own(w) = &mut writer {
         // The queue closed after the receiver's `Complete`: end this lane's stream.
