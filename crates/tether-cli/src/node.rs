@@ -139,15 +139,16 @@ pub(crate) async fn pair(settings: &Settings, args: PairArgs, out: &Output) -> R
         ),
         json!({ "code": invite.code, "expires_in_s": invite.expires_in.as_secs() }),
     );
-    if args.ticket && !out.is_json() {
-        if let Ok(qr) = qrcode::QrCode::new(invite.code.to_ascii_uppercase()) {
-            out.text(
-                &qr.render::<char>()
-                    .quiet_zone(true)
-                    .module_dimensions(2, 1)
-                    .build(),
-            );
-        }
+    if args.ticket
+        && !out.is_json()
+        && let Ok(qr) = qrcode::QrCode::new(invite.code.to_ascii_uppercase())
+    {
+        out.text(
+            &qr.render::<char>()
+                .quiet_zone(true)
+                .module_dimensions(2, 1)
+                .build(),
+        );
     }
     let expires_in = invite.expires_in;
     let result = tokio::select! {
