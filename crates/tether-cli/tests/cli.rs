@@ -1,6 +1,11 @@
 //! The real `tether` binary, driven as a person would: the demo, and two nodes in separate
 //! processes and data directories pairing by word code and by ticket, then pinging.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::print_stderr, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::print_stderr,
+    clippy::panic
+)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
