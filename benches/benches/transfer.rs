@@ -304,16 +304,34 @@ fn transfer(c: &mut Criterion) {
     group.finish();
 }
 
-/// Every variant once per round, rotating the order; medians and ratios to the file copy.
+/// CPU time this process has used (user + system), from `/proc/self/stat`, in seconds.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which ends with ')'): utime and stime are the 12th and 13th.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Every variant once per round, rotating the order; medians and ratios to the file copy, and
+/// the CPU time both ends used (less sensitive to other load than wall time).
 fn interleaved(rounds: usize) {
     let f = fixture();
     let mut names = vec!["tokio_io_copy/memory_to_sink", "tokio_io_copy/file_to_file"];
     names.extend(ENGINE.iter().map(|e| e.0));
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    let mut cpu: Vec<f64> = vec![0.0; names.len()];
     for round in 0..rounds {
         for k in 0..names.len() {
             let i = (k + round) % names.len();
             let start = Instant::now();
+            let cpu_start = cpu_seconds();
             match i {
                 0 => f.runtime.block_on(copy_memory_once(f.bytes)),
                 1 => f.runtime.block_on(copy_file_once(&f.source, &f.dest)),
@@ -324,6 +342,7 @@ fn interleaved(rounds: usize) {
                 }
             }
             times[i].push(start.elapsed().as_secs_f64());
+            cpu[i] += cpu_seconds() - cpu_start;
         }
     }
     let median = |v: &mut Vec<f64>| {
@@ -333,14 +352,19 @@ fn interleaved(rounds: usize) {
     let medians: Vec<f64> = times.iter_mut().map(median).collect();
     let mib = SIZE as f64 / 1048576.0;
     eprintln!(
-        "{rounds} interleaved rounds, 256 MiB each; median time, rate, ratio to file_to_file:"
+        "{rounds} interleaved rounds, 256 MiB each: median wall time, rate, ratio to file_to_file; \
+         mean CPU time of both ends, ratio to file_to_file"
     );
-    for (name, t) in names.iter().zip(&medians) {
+    let copy_cpu = cpu[1] / rounds as f64;
+    for ((name, t), c) in names.iter().zip(&medians).zip(&cpu) {
+        let c = c / rounds as f64;
         eprintln!(
-            "{name:40} {:8.1} ms {:7.0} MiB/s {:5.2}x",
+            "{name:40} {:8.1} ms {:7.0} MiB/s {:5.2}x | cpu {:6.0} ms {:5.2}x",
             t * 1000.0,
             mib / t,
-            medians[1] / t
+            medians[1] / t,
+            c * 1000.0,
+            c / copy_cpu
         );
     }
 }

@@ -137,32 +137,40 @@ impl SendShared {
         Ok((file, source))
     }
 
-    /// Reads, encodes and seals one chunk (blocking).
-    fn prepare(&self, cipher: &LaneCipher, work: Work) -> Result<(Frame, Sent), TransferError> {
+    /// Reads, encodes and seals one chunk (blocking). `buf` is the worker's read buffer, reused
+    /// from chunk to chunk (the frame gets its own copy of the bytes).
+    fn prepare(
+        &self,
+        cipher: &LaneCipher,
+        work: Work,
+        buf: &mut Vec<u8>,
+    ) -> Result<(Frame, Sent), TransferError> {
         let (file, source) = self.file(work.file)?;
         let changed = || TransferError::from(LocalError::SourceChanged(source.path.clone()));
         let len = chunk_len(source.size, work.index).ok_or_else(changed)?;
         let offset = chunk_offset(work.index);
-        let mut plain = vec![0u8; len];
-        if let Err(error) = file.read_exact_at(&mut plain, offset) {
+        buf.resize(len, 0);
+        let plain = buf.as_mut_slice();
+        if let Err(error) = file.read_exact_at(plain, offset) {
             // A file that shrank under us is a changed source, not a broken disk.
             check_unchanged(&file, source)?;
             return Err(LocalError::io("reading", &source.path, error).into());
         }
         // After the read: a change before or during it has moved the modification time.
         check_unchanged(&file, source)?;
-        let bytes = match self.compression {
+        let packed = match self.compression {
             Compression::Zstd if self.worth_trying(work) => {
-                let packed = compress::compress(&plain);
+                let packed = compress::compress(plain);
                 self.note_result(work.file, packed.is_some());
-                packed.unwrap_or(plain)
+                packed
             }
-            _ => plain,
+            _ => None,
         };
+        let bytes = packed.as_deref().unwrap_or(plain);
         let id = self.ids.get(work.file).copied().unwrap_or_default();
         let last = work.index + 1 == chunk_count(source.size);
-        let chunk = DataChunk::new(id, offset, last, &bytes)
-            .map_err(|e| LocalError::Task(e.to_string()))?;
+        let chunk =
+            DataChunk::new(id, offset, last, bytes).map_err(|e| LocalError::Task(e.to_string()))?;
         let frame = cipher.seal(chunk.into_frame())?;
         let sent = Sent {
             file: work.file,
@@ -224,8 +232,9 @@ where
     let runtime = tokio::runtime::Handle::current();
     let worker_shared = shared.clone();
     tokio::task::spawn_blocking(move || {
+        let mut buf = Vec::with_capacity(crate::tree::CHUNK_USIZE);
         while let Some(work) = runtime.block_on(worker_shared.queue.pop()) {
-            let prepared = worker_shared.prepare(&cipher, work);
+            let prepared = worker_shared.prepare(&cipher, work, &mut buf);
             let failed = prepared.is_err();
             if frames_tx.blocking_send(prepared).is_err() || failed {
                 break;
