@@ -256,8 +256,11 @@ where
         |e: tokio::task::JoinError| TransferError::from(LocalError::Task(e.to_string()));
     tokio::select! {
         read = read => {
-            read?;
-            worker.await.map_err(task_failed)?
+            // The reader is done (and its end of the channel gone): the worker finishes the
+            // frames it was given before the lane ends, so nothing outlives the lane. Its
+            // error, if any, says more than the reader's.
+            worker.await.map_err(task_failed)??;
+            read
         }
         worked = &mut worker => worked.map_err(task_failed)?,
     }

@@ -325,6 +325,11 @@ impl Run<'_> {
             }
         };
         lane_tasks.abort_all();
+        if result.is_err() {
+            // Files being put in place finish (they cannot be stopped half way) before the
+            // run reports, so nothing of this transfer runs after it returns.
+            while finalizers.join_next().await.is_some() {}
+        }
         let received = shared.received.load(Ordering::Relaxed);
         report.bytes_transferred = received;
         report.bytes_verified += received;
