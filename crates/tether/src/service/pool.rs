@@ -1,0 +1,333 @@
+//! The pool: one live link per paired device, dialled on demand and watched until it ends.
+
+use super::*;
+
+/// How many connection attempts a send makes before it reports the device offline.
+const CONNECT_ATTEMPTS: u32 = 3;
+/// The first retry's delay; each retry doubles it, plus up to 50% jitter.
+const RETRY_BASE: Duration = Duration::from_millis(150);
+/// Two links to one device set up within this time of each other, one dialled by each side,
+/// were dialled at the same time (both saw the other come online).
+const SIMULTANEOUS_OPEN: Duration = Duration::from_secs(5);
+/// How often one dial starts over because discovery reported a new address.
+const MAX_REDIALS: u32 = 8;
+
+impl NetworkingService {
+    /// The live link to a paired device, dialling (with retries) when there is none.
+    pub(super) async fn link(&self, node_id: NodeId) -> Result<Arc<Link>, NetworkError> {
+        if let Some(link) = self.live_link(&node_id) {
+            return Ok(link);
+        }
+        let turn = Arc::clone(
+            self.inner
+                .dialing
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(node_id)
+                .or_default(),
+        );
+        let _turn = turn.lock().await;
+        // Someone else's dial (or the peer's) may have finished while we waited.
+        if let Some(link) = self.live_link(&node_id) {
+            return Ok(link);
+        }
+        let secret = self
+            .inner
+            .registry
+            .check_connection(&node_id)
+            .map_err(|_| NetworkError::DeviceNotPaired(short(&node_id)))?;
+        let connection = self.dial(node_id, SYNC_ALPN).await?;
+        let link = Link::dial(
+            connection,
+            self.inner.keys.identity(),
+            node_id,
+            &secret,
+            self.inner.incoming.clone(),
+        )
+        .await?;
+        self.adopt(&link)
+    }
+
+    pub(super) fn live_link(&self, node_id: &NodeId) -> Option<Arc<Link>> {
+        let links = self
+            .inner
+            .links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        links.get(node_id).filter(|link| link.is_open()).cloned()
+    }
+
+    /// Dials a paired device on `alpn`, trying its known addresses with exponential backoff.
+    ///
+    /// Each attempt waits at most `connect_timeout`. When discovery reports an address for the
+    /// device that the attempt is not trying (it moved, or restarted on a new port), the
+    /// attempt is dropped and a new one tries the new address at once.
+    pub(super) async fn dial(
+        &self,
+        node_id: NodeId,
+        alpn: &[u8],
+    ) -> Result<Connection, NetworkError> {
+        let mut updates = self.inner.discovered_tx.subscribe();
+        let connect_timeout = self.inner.config.connect_timeout;
+        let mut last_error = None;
+        let mut attempt = 0;
+        let mut redials = 0;
+        while attempt < CONNECT_ATTEMPTS {
+            if attempt > 0 {
+                let base = RETRY_BASE * 2u32.pow(attempt - 1);
+                let jitter = base.mul_f64(
+                    f64::from(rand_core::Rng::next_u32(&mut UnwrapErr(getrandom::SysRng)))
+                        / f64::from(u32::MAX)
+                        / 2.0,
+                );
+                tokio::time::sleep(base + jitter).await;
+            }
+            let addr = self.known_addr(node_id);
+            if addr.direct.is_empty() && addr.relay_url.is_none() {
+                last_error = Some(NetworkError::DeviceOffline(short(&node_id)));
+                attempt += 1;
+                continue;
+            }
+            let connect =
+                tokio::time::timeout(connect_timeout, self.inner.transport.connect(&addr, alpn));
+            tokio::select! {
+                result = connect => match result {
+                    Ok(Ok(connection)) => return Ok(connection),
+                    Ok(Err(TransportError::AlpnNotServed { alpn, .. })) => {
+                        return Err(NetworkError::UnknownProtocol { alpn });
+                    }
+                    Ok(Err(error)) => {
+                        debug!(peer = %short(&node_id), attempt, %error, "connect failed");
+                        last_error = Some(error.into());
+                    }
+                    Err(_) => {
+                        debug!(peer = %short(&node_id), attempt, "connect timed out");
+                        last_error = Some(NetworkError::TimedOut {
+                            what: "connect",
+                            after: connect_timeout,
+                        });
+                    }
+                },
+                () = moved(&mut updates, &addr), if redials < MAX_REDIALS => {
+                    debug!(peer = %short(&node_id), "a new address; dialling it");
+                    redials += 1;
+                    continue;
+                }
+            }
+            attempt += 1;
+        }
+        Err(last_error.unwrap_or_else(|| NetworkError::DeviceOffline(short(&node_id))))
+    }
+
+    pub(super) fn known_addr(&self, node_id: NodeId) -> PeerAddr {
+        let mut addr = PeerAddr::new(node_id);
+        if let Some(found) = self
+            .inner
+            .discovered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&node_id)
+        {
+            addr.direct.extend(found.addrs.iter().copied());
+            addr.relay_url.clone_from(&found.relay_url);
+        }
+        if let Some(device) = self.inner.registry.device(&node_id).and_then(|d| d.paired) {
+            for stored in device.addresses {
+                if !addr.direct.contains(&stored) {
+                    addr.direct.push(stored);
+                }
+            }
+            if addr.relay_url.is_none() {
+                addr.relay_url = device.relay_url;
+            }
+        }
+        addr
+    }
+
+    /// Puts a new link in the pool, records the connection, and watches for its end. Returns
+    /// the link messages to the device should use now.
+    ///
+    /// A second open link to the same device (both sides dialled at once, or the peer dialled
+    /// again after a restart) does not make two pooled connections: [`keep_older`] picks one,
+    /// the same one on both devices, and the other is closed once requests already on it
+    /// have had their time.
+    pub(super) fn adopt(&self, link: &Arc<Link>) -> Result<Arc<Link>, NetworkError> {
+        let node_id = link.node_id;
+        let (pooled, retired) = {
+            let mut links = self
+                .inner
+                .links
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            // Checked under the pool's lock (see `unpair`).
+            if self.inner.registry.check_connection(&node_id).is_err() {
+                drop(links);
+                link.close(CLOSE_REVOKED, "not paired");
+                return Err(NetworkError::DeviceNotPaired(short(&node_id)));
+            }
+            match links.get(&node_id).filter(|old| old.is_open()).cloned() {
+                Some(old) if keep_older(&old, link, self.node_id()) => {
+                    (old, Some(Arc::clone(link)))
+                }
+                old => {
+                    links.insert(node_id, Arc::clone(link));
+                    (Arc::clone(link), old)
+                }
+            }
+        };
+        self.track(node_id, &link.connection)?;
+        self.watch(Arc::clone(link));
+        self.serve_streams(Arc::clone(link));
+        match retired {
+            Some(retired) => {
+                debug!(peer = %short(&node_id), "two connections to one device; retiring one");
+                let grace = self.inner.config.request_timeout;
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    retired.close(CLOSE_NORMAL, "a newer connection replaced this one");
+                });
+            }
+            None => self.report_connected(link),
+        }
+        Ok(pooled)
+    }
+
+    /// Records and announces that a device is connected (it was not a moment ago).
+    pub(super) fn report_connected(&self, link: &Link) {
+        let node_id = link.node_id;
+        let info = ConnectionInfo::of(&link.connection);
+        let registry_info = match remote_ip(&link.connection).first() {
+            Some(addr) => RegistryConnection::direct(*addr, SystemTime::now()),
+            None => RegistryConnection::relayed(
+                info.remote.clone().unwrap_or_default(),
+                SystemTime::now(),
+            ),
+        };
+        if let Err(error) = self.inner.registry.connected(node_id, registry_info) {
+            debug!(%error, "registry: connected");
+        }
+        let _ = self.inner.events.send(NetworkEvent::Connected {
+            node_id,
+            path: info.path,
+        });
+        info!(peer = %short(&node_id), path = %info.path, rtt = ?info.rtt, "connected");
+    }
+
+    /// Serves the streams the peer opens on a link after its handshake: transfers and lanes.
+    pub(super) fn serve_streams(&self, link: Arc<Link>) {
+        let service = self.clone();
+        self.spawn(async move {
+            while let Ok((send, recv)) = link.connection.accept_bi().await {
+                let task_service = service.clone();
+                let link = Arc::clone(&link);
+                service.spawn(async move {
+                    let service = task_service;
+                    let receiver = service.inner.receiver.as_ref();
+                    match crate::transfer::serve_stream(&link, receiver, send, recv).await {
+                        Ok(Some(report)) => {
+                            info!(peer = %short(&link.node_id), bytes = report.bytes_total, "received a transfer");
+                            let _ = service.inner.events.send(NetworkEvent::TransferReceived {
+                                from: link.node_id,
+                                report,
+                            });
+                        }
+                        Ok(None) => {}
+                        Err(error) => {
+                            warn!(peer = %short(&link.node_id), %error, "incoming transfer failed");
+                        }
+                    }
+                });
+            }
+        });
+    }
+
+    /// Waits for the link's end; when it was the pooled one, the device is disconnected.
+    pub(super) fn watch(&self, link: Arc<Link>) {
+        let service = self.clone();
+        let node_id = link.node_id;
+        self.spawn(async move {
+            let error = link.connection.closed().await;
+            let removed = {
+                let mut links = service
+                    .inner
+                    .links
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                match links.get(&node_id) {
+                    Some(current) if Arc::ptr_eq(current, &link) => {
+                        links.remove(&node_id).is_some()
+                    }
+                    _ => false,
+                }
+            };
+            if removed {
+                let reason = link.end_reason(&error);
+                let _ = service
+                    .inner
+                    .registry
+                    .disconnected(node_id, DisconnectReason::Error(reason.clone()));
+                info!(peer = %short(&node_id), %reason, "disconnected");
+                let _ = service
+                    .inner
+                    .events
+                    .send(NetworkEvent::Disconnected { node_id, reason });
+            }
+        });
+    }
+
+    /// Records a live connection with a paired device, for `unpair` to close; refuses (and
+    /// closes) it when the device is no longer paired.
+    pub(super) fn track(
+        &self,
+        node_id: NodeId,
+        connection: &Connection,
+    ) -> Result<(), NetworkError> {
+        let mut connections = self
+            .inner
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Checked under the lock `unpair` takes after revoking.
+        if self.inner.registry.check_connection(&node_id).is_err() {
+            connection.close(CLOSE_REVOKED.into(), b"not paired");
+            return Err(NetworkError::DeviceNotPaired(short(&node_id)));
+        }
+        let list = connections.entry(node_id).or_default();
+        list.retain(|c| c.close_reason().is_none());
+        list.push(connection.clone());
+        Ok(())
+    }
+}
+
+/// Returns when discovery reports an address for `addr.node_id` that `addr` lacks.
+async fn moved(updates: &mut broadcast::Receiver<DiscoveredDevice>, addr: &PeerAddr) {
+    loop {
+        match updates.recv().await {
+            Ok(found) if found.node_id == addr.node_id => {
+                if found.addrs.iter().any(|a| !addr.direct.contains(a)) {
+                    return;
+                }
+            }
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+}
+
+/// Whether to keep `old` rather than `new`, two open links to the same device. Both devices
+/// must come to the same answer for the same pair of connections.
+///
+/// * Both dialled by the same side: the newer. That side dialled again, so it has given up
+///   on the older one (one dial per device at a time, and only without a live link).
+/// * One dialled by each side, within [`SIMULTANEOUS_OPEN`]: the one the lower node id
+///   dialled. Both saw the other come online and dialled at once.
+/// * One dialled by each side, later: the newer. The peer dialled although we had a link, so
+///   its side of that link is gone (it restarted, say) and ours has not noticed yet.
+fn keep_older(old: &Link, new: &Link, me: NodeId) -> bool {
+    if old.dialled_here() == new.dialled_here() || old.age() > SIMULTANEOUS_OPEN {
+        return false;
+    }
+    // `old` was dialled by the lower id exactly when it was dialled here and we are lower,
+    // or dialled there and the peer is lower.
+    old.dialled_here() == (me < old.node_id)
+}

@@ -1,0 +1,237 @@
+//! The service's background tasks: accepting connections, discovery, keep-alive.
+
+use super::*;
+
+impl NetworkingService {
+    pub(super) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let handle = tokio::spawn(task);
+        let mut tasks = self
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(handle);
+    }
+
+    pub(super) fn spawn_event_loop(&self, mut incoming_rx: mpsc::Receiver<Incoming>) {
+        let service = self.clone();
+        self.spawn(async move { service.accept_loop().await });
+
+        let events = self.inner.events.clone();
+        self.spawn(async move {
+            while let Some(Incoming { from, message }) = incoming_rx.recv().await {
+                let _ = events.send(NetworkEvent::MessageReceived { from, message });
+            }
+        });
+
+        let discoveries = self
+            .inner
+            .discoveries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for discovery in discoveries {
+            let service = self.clone();
+            self.spawn(async move { service.discovery_loop(discovery).await });
+        }
+
+        let service = self.clone();
+        self.spawn(async move { service.keepalive_loop().await });
+
+        let service = self.clone();
+        self.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                // Only expiry: a code that paired or was burned is withdrawn by the
+                // connection that did it, which knows the outcome.
+                service.withdraw_code(
+                    |status| status == CodeStatus::Expired,
+                    || Err("the code expired".to_owned()),
+                );
+            }
+        });
+    }
+
+    pub(super) async fn accept_loop(&self) {
+        let endpoint = self.inner.transport.endpoint().clone();
+        while let Some(incoming) = endpoint.accept().await {
+            let service = self.clone();
+            self.spawn(async move {
+                // The gate has already run, right after the TLS handshake.
+                let connection = match incoming.await {
+                    Ok(connection) => connection,
+                    Err(error) => {
+                        debug!(%error, "incoming connection failed");
+                        return;
+                    }
+                };
+                if let Err(error) = service.serve(connection).await {
+                    debug!(%error, "connection ended with an error");
+                }
+            });
+        }
+    }
+
+    pub(super) async fn serve(&self, connection: Connection) -> Result<(), NetworkError> {
+        let peer = tether_iroh::peer_node_id(&connection)?;
+        let alpn = connection.alpn().to_vec();
+        if alpn == PAIRING_ALPN {
+            let result = pairing::serve_joiner(
+                &connection,
+                peer,
+                &self.inner.initiator,
+                &self.inner.registry,
+            )
+            .await;
+            // The invite hears of it only when this ended the code (paired, burned, spent);
+            // a connection that made no guess leaves it open, as does one mid-handshake.
+            self.withdraw_code(
+                |status| !matches!(status, CodeStatus::Open | CodeStatus::Claimed),
+                || match &result {
+                    Ok(device) => Ok(device.clone()),
+                    Err(error) => Err(error.to_string()),
+                },
+            );
+            self.report_pairing(&result);
+            return result.map(drop);
+        }
+        // Every other ALPN passed the gate: the peer is paired.
+        let secret = self
+            .inner
+            .registry
+            .check_connection(&peer)
+            .map_err(|_| NetworkError::DeviceNotPaired(short(&peer)))?;
+        if alpn == SYNC_ALPN {
+            let link = Link::accept(
+                connection,
+                self.inner.keys.identity(),
+                peer,
+                &secret,
+                self.inner.incoming.clone(),
+            )
+            .await?;
+            return self.adopt(&link).map(drop);
+        }
+        let protocol = self
+            .inner
+            .protocols
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&alpn)
+            .cloned();
+        let Some(protocol) = protocol else {
+            connection.close(crate::gate::CLOSE_UNKNOWN_ALPN.into(), b"unknown protocol");
+            return Err(NetworkError::UnknownProtocol {
+                alpn: String::from_utf8_lossy(&alpn).into_owned(),
+            });
+        };
+        let device = self
+            .inner
+            .registry
+            .device(&peer)
+            .and_then(|d| d.paired)
+            .ok_or_else(|| NetworkError::DeviceNotPaired(short(&peer)))?;
+        self.track(peer, &connection)?;
+        protocol
+            .accept(
+                connection,
+                PairedPeer {
+                    node_id: peer,
+                    device: device.info,
+                },
+            )
+            .await
+            .map_err(|error| NetworkError::ProtocolViolation {
+                node: short(&peer),
+                reason: error.to_string(),
+            })
+    }
+
+    pub(super) async fn discovery_loop(&self, discovery: Arc<dyn Discovery>) {
+        let mut events = discovery.subscribe();
+        while let Some(event) = events.next().await {
+            match event {
+                DiscoveryEvent::Found(device) => {
+                    let node_id = device.node_id;
+                    let is_new = self
+                        .inner
+                        .discovered
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(node_id, device.clone())
+                        .is_none();
+                    if let Some(addr) = device.addrs.first() {
+                        let _ = self.inner.registry.discovered(node_id, *addr);
+                    }
+                    if is_new {
+                        let _ = self.inner.events.send(NetworkEvent::DeviceDiscovered {
+                            node_id,
+                            source: device.source,
+                        });
+                    }
+                    let _ = self.inner.discovered_tx.send(device);
+                    // A paired device came back (or moved): reconnect.
+                    if self.inner.registry.check_connection(&node_id).is_ok()
+                        && self.live_link(&node_id).is_none()
+                    {
+                        let service = self.clone();
+                        self.spawn(async move {
+                            if let Err(error) = service.link(node_id).await {
+                                debug!(peer = %short(&node_id), %error, "reconnect failed");
+                            }
+                        });
+                    }
+                }
+                DiscoveryEvent::Lost(node_id) => {
+                    self.inner
+                        .discovered
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&node_id);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Pings every pooled link the peer has been silent on for `keepalive_interval`, and
+    /// closes it when the ping gets no answer within `request_timeout`. The check runs four
+    /// times per interval, so a dead peer is noticed within `1.25 × keepalive_interval +
+    /// request_timeout` of its last word.
+    pub(super) async fn keepalive_loop(&self) {
+        let interval = self.inner.config.keepalive_interval;
+        let mut tick = tokio::time::interval((interval / 4).max(Duration::from_millis(25)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let idle: Vec<Arc<Link>> = self
+                .inner
+                .links
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .values()
+                .filter(|link| link.is_open() && link.idle_for() >= interval)
+                .cloned()
+                .collect();
+            for link in idle {
+                if !link.start_probe() {
+                    continue;
+                }
+                let wait = self.inner.config.request_timeout;
+                tokio::spawn(async move {
+                    let ping = NetworkMessage::Ping(Ping {
+                        timestamp_ms: now_ms(),
+                    });
+                    let answer = link.request(ping, wait).await;
+                    link.end_probe();
+                    if let Err(NetworkError::TimedOut { .. }) = answer {
+                        warn!(peer = %short(&link.node_id), "no answer to keep-alive; closing");
+                        link.close(CLOSE_DEAD, "no answer to a keep-alive ping");
+                    }
+                });
+            }
+        }
+    }
+}
