@@ -198,6 +198,37 @@ impl SessionSecrets {
         SessionKeys::new(&self.traffic, role, REKEY_INTERVAL_LOG2)
     }
 
+    /// Both ends of a made-up session, `[initiator, responder]`, derived deterministically from
+    /// `seed` through the real key exchange and schedule: every input (pairing secret, node ids,
+    /// ephemeral secrets) is `SHA-256("tether/test/session-pair" ‖ seed ‖ i)`. Different seeds
+    /// give unrelated sessions; the same seed gives the same keys, so two such pairs reuse
+    /// nonces. For tests, benches and fuzzing only.
+    #[doc(hidden)]
+    pub fn danger_pair_from_seed(seed: u64) -> Result<[Self; 2], crate::CryptoError> {
+        let input = |index: u8| -> [u8; KEY_LEN] {
+            let mut hash = Sha256::new();
+            hash.update(b"tether/test/session-pair");
+            hash.update(seed.to_le_bytes());
+            hash.update([index]);
+            hash.finalize().into()
+        };
+        let pairing = PairingSecret::from_bytes(input(0));
+        let initiator = crate::EphemeralKeyPair::danger_from_secret_bytes(input(1));
+        let responder = crate::EphemeralKeyPair::danger_from_secret_bytes(input(2));
+        let transcript = Transcript {
+            initiator_id: input(3),
+            responder_id: input(4),
+            initiator_ephemeral: initiator.public_key(),
+            responder_ephemeral: responder.public_key(),
+        };
+        let initiator_shared = initiator.diffie_hellman(&transcript.responder_ephemeral)?;
+        let responder_shared = responder.diffie_hellman(&transcript.initiator_ephemeral)?;
+        Ok([
+            Self::derive(&pairing, initiator_shared, &transcript),
+            Self::derive(&pairing, responder_shared, &transcript),
+        ])
+    }
+
     /// Every derived value by name, for golden test vectors only.
     #[doc(hidden)]
     pub fn danger_to_named_bytes(&self) -> Vec<(&'static str, [u8; 32])> {

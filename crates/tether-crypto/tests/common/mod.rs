@@ -2,11 +2,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use rand_chacha::ChaCha20Rng;
-use rand_core::{Rng, SeedableRng};
-use tether_crypto::{
-    EphemeralKeyPair, PairingSecret, Role, SessionKeys, SessionSecrets, Transcript,
-};
+use tether_crypto::{Role, SessionKeys, SessionSecrets};
 
 /// The smallest rekey interval the test hook allows: 2^11 = 2048 frames per epoch.
 pub(crate) const SMALL_REKEY_LOG2: u32 = 11;
@@ -31,32 +27,7 @@ pub(crate) fn session_pair(seed: u64, rekey_log2: Option<u32>) -> (SessionKeys, 
 
 /// The key schedule output of both ends of one session, derived from a seed.
 pub(crate) fn session_secrets(seed: u64) -> [SessionSecrets; 2] {
-    let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let mut random = || {
-        let mut bytes = [0u8; 32];
-        rng.fill_bytes(&mut bytes);
-        bytes
-    };
-    let pairing = PairingSecret::from_bytes(random());
-    let (initiator_id, responder_id) = (random(), random());
-    let initiator = EphemeralKeyPair::danger_from_secret_bytes(random());
-    let responder = EphemeralKeyPair::danger_from_secret_bytes(random());
-    let transcript = Transcript {
-        initiator_id,
-        responder_id,
-        initiator_ephemeral: initiator.public_key(),
-        responder_ephemeral: responder.public_key(),
-    };
-    let initiator_shared = initiator
-        .diffie_hellman(&transcript.responder_ephemeral)
-        .unwrap();
-    let responder_shared = responder
-        .diffie_hellman(&transcript.initiator_ephemeral)
-        .unwrap();
-    [
-        SessionSecrets::derive(&pairing, initiator_shared, &transcript),
-        SessionSecrets::derive(&pairing, responder_shared, &transcript),
-    ]
+    SessionSecrets::danger_pair_from_seed(seed).unwrap()
 }
 
 /// A sealed frame as the wire would carry it.

@@ -26,9 +26,7 @@ use std::time::Duration;
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
-use tether_crypto::{
-    EphemeralKeyPair, PairingSecret, Role, SessionKeys, SessionSecrets, Transcript,
-};
+use tether_crypto::{Role, SessionKeys, SessionSecrets};
 use tether_identity::{NetworkIdentity, NodeId};
 use tether_transfer::{
     AcceptAll, CancellationToken, Hello, OutgoingTransfer, Receiver, ReceiverConfig, RunContext,
@@ -111,31 +109,10 @@ pub fn node_id(seed: u64) -> NodeId {
 
 /// Both ends of one session, derived from `seed`: `(sender's, receiver's)`.
 pub fn session_keys(seed: u64) -> (SessionKeys, SessionKeys) {
-    let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let mut random = || {
-        let mut bytes = [0u8; 32];
-        rng.fill_bytes(&mut bytes);
-        bytes
-    };
-    let pairing = PairingSecret::from_bytes(random());
-    let (initiator_id, responder_id) = (random(), random());
-    let initiator = EphemeralKeyPair::danger_from_secret_bytes(random());
-    let responder = EphemeralKeyPair::danger_from_secret_bytes(random());
-    let transcript = Transcript {
-        initiator_id,
-        responder_id,
-        initiator_ephemeral: initiator.public_key(),
-        responder_ephemeral: responder.public_key(),
-    };
-    let a = initiator
-        .diffie_hellman(&transcript.responder_ephemeral)
-        .unwrap();
-    let b = responder
-        .diffie_hellman(&transcript.initiator_ephemeral)
-        .unwrap();
+    let [sender, receiver] = SessionSecrets::danger_pair_from_seed(seed).unwrap();
     (
-        SessionSecrets::derive(&pairing, a, &transcript).into_session_keys(Role::Initiator),
-        SessionSecrets::derive(&pairing, b, &transcript).into_session_keys(Role::Responder),
+        sender.into_session_keys(Role::Initiator),
+        receiver.into_session_keys(Role::Responder),
     )
 }
 
