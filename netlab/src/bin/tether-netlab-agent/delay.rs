@@ -1,0 +1,185 @@
+//! A userspace delay line: holds every packet of an NFQUEUE queue for a fixed time, then
+//! lets it go (this kernel has no netem). Raw nfnetlink over a netlink socket.
+//!
+//! The lab sends packets here with `iptables -j NFQUEUE --queue-num N --queue-bypass` (the
+//! bypass lets packets through unharmed if this process is gone). With one fixed delay the
+//! release order is the arrival order, so a FIFO and one sleeping thread do.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketType, netlink};
+use serde_json::json;
+
+use crate::emit;
+
+/// The queue and the delay.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DelayArgs {
+    /// The NFQUEUE queue number.
+    #[arg(long)]
+    queue: u16,
+    /// Milliseconds each packet is held.
+    #[arg(long)]
+    ms: u64,
+}
+
+const NFNL_SUBSYS_QUEUE: u16 = 3;
+const NFQNL_MSG_PACKET: u16 = 0;
+const NFQNL_MSG_VERDICT: u16 = 1;
+const NFQNL_MSG_CONFIG: u16 = 2;
+const NFQA_PACKET_HDR: u16 = 1;
+const NFQA_VERDICT_HDR: u16 = 2;
+const NFQA_CFG_CMD: u16 = 1;
+const NFQA_CFG_PARAMS: u16 = 2;
+const NFQA_CFG_QUEUE_MAXLEN: u16 = 3;
+const NFQA_CFG_MASK: u16 = 4;
+const NFQA_CFG_FLAGS: u16 = 5;
+const NFQNL_CFG_CMD_BIND: u8 = 1;
+const NFQNL_COPY_META: u8 = 1;
+const NFQA_CFG_F_FAIL_OPEN: u32 = 1;
+const NLM_F_REQUEST: u16 = 1;
+const NLMSG_ERROR: u16 = 2;
+const NF_ACCEPT: u32 = 1;
+const AF_INET: u16 = 2;
+
+fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
+    let len = 4 + payload.len();
+    let mut out = Vec::with_capacity(len + 3);
+    out.extend_from_slice(&u16::try_from(len).unwrap_or(u16::MAX).to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(payload);
+    out.resize(len.next_multiple_of(4), 0);
+    out
+}
+
+fn message(kind: u16, queue: u16, attrs: &[u8]) -> Vec<u8> {
+    let len = 16 + 4 + attrs.len();
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_ne_bytes());
+    out.extend_from_slice(&((NFNL_SUBSYS_QUEUE << 8) | kind).to_ne_bytes());
+    out.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    out.extend_from_slice(&0u32.to_ne_bytes()); // sequence
+    out.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel
+    out.extend_from_slice(&[0, 0]); // AF_UNSPEC, version 0
+    out.extend_from_slice(&queue.to_be_bytes());
+    out.extend_from_slice(attrs);
+    out
+}
+
+fn verdict(queue: u16, packet_id: u32) -> Vec<u8> {
+    let mut hdr = NF_ACCEPT.to_be_bytes().to_vec();
+    hdr.extend_from_slice(&packet_id.to_be_bytes());
+    message(NFQNL_MSG_VERDICT, queue, &attr(NFQA_VERDICT_HDR, &hdr))
+}
+
+/// The packet ids in one buffer of netlink messages; errors the kernel reports are returned
+/// as negative errno values.
+fn packet_ids(buf: &[u8], ids: &mut Vec<u32>) -> Option<i32> {
+    let mut error = None;
+    let mut off = 0usize;
+    while let Some(header) = buf.get(off..off + 16) {
+        let len = u32::from_ne_bytes(header.get(0..4)?.try_into().ok()?) as usize;
+        let kind = u16::from_ne_bytes(header.get(4..6)?.try_into().ok()?);
+        if len < 16 {
+            break;
+        }
+        let body = buf.get(off + 16..off + len).unwrap_or(&[]);
+        if kind == (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET {
+            let mut a = 4usize; // after nfgenmsg
+            while let Some(ah) = body.get(a..a + 4) {
+                let alen = usize::from(u16::from_ne_bytes([
+                    ah.first().copied()?,
+                    ah.get(1).copied()?,
+                ]));
+                let akind = u16::from_ne_bytes([ah.get(2).copied()?, ah.get(3).copied()?]) & 0x7fff;
+                if alen < 4 {
+                    break;
+                }
+                if akind == NFQA_PACKET_HDR
+                    && let Some(id) = body.get(a + 4..a + 8)
+                {
+                    ids.push(u32::from_be_bytes(id.try_into().ok()?));
+                }
+                a += alen.next_multiple_of(4);
+            }
+        } else if kind == NLMSG_ERROR {
+            let code = i32::from_ne_bytes(body.get(0..4)?.try_into().ok()?);
+            if code != 0 {
+                error = Some(code);
+            }
+        }
+        off += len.next_multiple_of(4);
+    }
+    error
+}
+
+pub(crate) fn run(args: &DelayArgs) -> Result<()> {
+    let delay = Duration::from_millis(args.ms);
+    let queue = args.queue;
+    let fd: Arc<OwnedFd> = Arc::new(
+        rustix::net::socket(
+            AddressFamily::NETLINK,
+            SocketType::RAW,
+            Some(netlink::NETFILTER),
+        )
+        .context("a netfilter netlink socket")?,
+    );
+    rustix::net::bind(&fd, &netlink::SocketAddrNetlink::new(0, 0)).context("binding netlink")?;
+    let _ = rustix::net::sockopt::set_socket_recv_buffer_size_force(&fd, 16 << 20);
+    let mut cmd = vec![NFQNL_CFG_CMD_BIND, 0];
+    cmd.extend_from_slice(&AF_INET.to_be_bytes());
+    rustix::net::send(
+        &fd,
+        &message(NFQNL_MSG_CONFIG, queue, &attr(NFQA_CFG_CMD, &cmd)),
+        SendFlags::empty(),
+    )
+    .context("binding the queue")?;
+    let mut params = 0u32.to_be_bytes().to_vec();
+    params.push(NFQNL_COPY_META);
+    let mut attrs = attr(NFQA_CFG_PARAMS, &params);
+    attrs.extend(attr(NFQA_CFG_QUEUE_MAXLEN, &16384u32.to_be_bytes()));
+    attrs.extend(attr(NFQA_CFG_MASK, &NFQA_CFG_F_FAIL_OPEN.to_be_bytes()));
+    attrs.extend(attr(NFQA_CFG_FLAGS, &NFQA_CFG_F_FAIL_OPEN.to_be_bytes()));
+    rustix::net::send(
+        &fd,
+        &message(NFQNL_MSG_CONFIG, queue, &attrs),
+        SendFlags::empty(),
+    )
+    .context("configuring the queue")?;
+
+    let (tx, rx) = mpsc::channel::<(Instant, u32)>();
+    let release_fd = Arc::clone(&fd);
+    std::thread::spawn(move || {
+        for (at, id) in rx {
+            if let Some(wait) = at.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let _ = rustix::net::send(&release_fd, &verdict(queue, id), SendFlags::empty());
+        }
+    });
+    emit(&json!({"event": "ready", "queue": queue, "ms": args.ms}));
+    let mut buf = vec![0u8; 1 << 20];
+    let mut ids = Vec::new();
+    loop {
+        let n = match rustix::net::recv(&fd, &mut buf[..], RecvFlags::empty()) {
+            Ok((n, _)) => n,
+            // The kernel dropped messages for a full socket buffer: those packets fail open.
+            Err(rustix::io::Errno::NOBUFS | rustix::io::Errno::INTR) => continue,
+            Err(error) => return Err(error).context("reading the queue"),
+        };
+        let now = Instant::now();
+        ids.clear();
+        if let Some(code) = packet_ids(buf.get(..n).unwrap_or(&[]), &mut ids) {
+            tracing::warn!(code, "netlink reported an error");
+        }
+        for id in ids.drain(..) {
+            if tx.send((now + delay, id)).is_err() {
+                anyhow::bail!("the release thread ended");
+            }
+        }
+    }
+}
