@@ -1,6 +1,12 @@
 //! How the endpoint binds, which relays it uses and what it may reach.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::Path;
+
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+use crate::TransportError;
 
 /// The UDP port Tether tries first (the seed design's port); a random one is used when it is
 /// taken.
@@ -13,7 +19,9 @@ pub enum RelayConfig {
     /// iroh's public relays (n0's servers). The real-world default.
     #[default]
     Default,
-    /// The user's own `iroh-relay` servers.
+    /// The user's own `iroh-relay` servers, by URL (`https://relay.example.org`). A server
+    /// whose certificate is not signed by a public CA needs its root in
+    /// [`TransportConfig::relay_roots`].
     Custom(Vec<String>),
     /// No relays: direct paths only.
     Disabled,
@@ -33,6 +41,15 @@ pub struct TransportConfig {
     pub fall_back_to_random_port: bool,
     /// Relay servers.
     pub relay: RelayConfig,
+    /// Root certificates trusted for relay (and pkarr) servers' TLS, on top of the public web
+    /// PKI roots: the CA of the user's own relay, or a test relay's self-signed certificate.
+    /// Certificates are always verified; there is no way to turn that off here.
+    pub relay_roots: Vec<TrustedRoot>,
+    /// Troubleshooting: no direct UDP socket at all, so every connection goes through the
+    /// relay (the seed's "force relay path" switch). Clearing the direct addresses of the
+    /// dialled peer alone is not enough: iroh hole-punches to a direct path within
+    /// milliseconds when one exists. Needs a relay (`relay` not `Disabled`).
+    pub force_relay: bool,
     /// Announce and look up devices with mDNS on the local network.
     pub mdns: bool,
     /// Keep every packet on loopback (see the type's docs).
@@ -45,6 +62,8 @@ impl Default for TransportConfig {
             bind_addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, DEFAULT_PORT)),
             fall_back_to_random_port: true,
             relay: RelayConfig::Default,
+            relay_roots: Vec::new(),
+            force_relay: false,
             mdns: true,
             local_only: false,
         }
@@ -58,25 +77,172 @@ impl TransportConfig {
             bind_addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)),
             fall_back_to_random_port: true,
             relay: RelayConfig::Disabled,
+            relay_roots: Vec::new(),
+            force_relay: false,
             mdns: false,
             local_only: true,
         }
     }
 
+    /// Uses the given relay servers (see [`RelayConfig::Custom`]).
+    pub fn with_relays(mut self, urls: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.relay = RelayConfig::Custom(urls.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Trusts `roots` for relay servers' TLS as well (see [`TransportConfig::relay_roots`]).
+    pub fn with_relay_roots(mut self, roots: impl IntoIterator<Item = TrustedRoot>) -> Self {
+        self.relay_roots.extend(roots);
+        self
+    }
+
     /// The configuration with local-only rules enforced: a non-loopback bind address becomes
-    /// 127.0.0.1 and public relays are turned off (relays the caller listed explicitly, such as
-    /// one a test started on 127.0.0.1, are kept).
+    /// 127.0.0.1, public relays are turned off and so are listed relays that are not on this
+    /// machine (a relay a test started on 127.0.0.1 is kept).
     pub(crate) fn effective(&self) -> Self {
         let mut config = self.clone();
         if config.local_only {
             if !config.bind_addr.ip().is_loopback() {
                 config.bind_addr.set_ip(Ipv4Addr::LOCALHOST.into());
             }
-            if config.relay == RelayConfig::Default {
-                config.relay = RelayConfig::Disabled;
-            }
+            config.relay = match config.relay {
+                RelayConfig::Custom(urls) => {
+                    let local: Vec<String> = urls
+                        .into_iter()
+                        .filter(|url| is_loopback_url(url))
+                        .collect();
+                    if local.is_empty() {
+                        RelayConfig::Disabled
+                    } else {
+                        RelayConfig::Custom(local)
+                    }
+                }
+                RelayConfig::Default | RelayConfig::Disabled => RelayConfig::Disabled,
+            };
             config.mdns = false;
         }
         config
+    }
+}
+
+/// Whether a URL's host is this machine: `localhost` or a loopback IP literal.
+pub(crate) fn is_loopback_url(url: &str) -> bool {
+    let Some((_, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let host = if let Some(bracketed) = host.strip_prefix('[') {
+        bracketed.split(']').next().unwrap_or_default()
+    } else {
+        host.split(':').next().unwrap_or_default()
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A root certificate (DER) trusted for relay servers' TLS.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TrustedRoot(Vec<u8>);
+
+impl TrustedRoot {
+    /// A certificate in DER form (such as a test relay's self-signed certificate).
+    pub fn from_der(der: impl Into<Vec<u8>>) -> Self {
+        Self(der.into())
+    }
+
+    /// Every certificate in a PEM file (the CA certificate of one's own relay).
+    pub fn load_pem(path: &Path) -> Result<Vec<Self>, TransportError> {
+        let error = |reason: String| TransportError::Certificates {
+            path: path.to_owned(),
+            reason,
+        };
+        let roots = CertificateDer::pem_file_iter(path)
+            .map_err(|e| error(e.to_string()))?
+            .map(|cert| cert.map(|cert| Self(cert.to_vec())))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| error(e.to_string()))?;
+        if roots.is_empty() {
+            return Err(error("no CERTIFICATE section in the file".to_owned()));
+        }
+        Ok(roots)
+    }
+
+    /// The certificate, DER encoded.
+    pub fn der(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for TrustedRoot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TrustedRoot({} bytes)", self.0.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_urls() {
+        for url in [
+            "https://127.0.0.1:4433",
+            "https://127.8.0.1",
+            "https://localhost:1234/",
+            "http://[::1]:80/relay",
+            "https://user@LOCALHOST",
+        ] {
+            assert!(is_loopback_url(url), "{url}");
+        }
+        for url in [
+            "https://relay.example.org",
+            "https://10.0.0.1:443",
+            "https://[2001:db8::1]",
+            "localhost",
+            "https://localhost.example.org",
+        ] {
+            assert!(!is_loopback_url(url), "{url}");
+        }
+    }
+
+    #[test]
+    fn local_only_keeps_only_local_relays() {
+        let config = TransportConfig::local_only()
+            .with_relays(["https://127.0.0.1:1234", "https://relay.example.org"]);
+        assert_eq!(
+            config.effective().relay,
+            RelayConfig::Custom(vec!["https://127.0.0.1:1234".to_owned()])
+        );
+        let config = TransportConfig::local_only().with_relays(["https://relay.example.org"]);
+        assert_eq!(config.effective().relay, RelayConfig::Disabled);
+        let mut config = TransportConfig::local_only();
+        config.relay = RelayConfig::Default;
+        assert_eq!(config.effective().relay, RelayConfig::Disabled);
+    }
+
+    #[test]
+    fn pem_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = TrustedRoot::load_pem(&dir.path().join("missing.pem")).unwrap_err();
+        assert!(matches!(missing, TransportError::Certificates { .. }));
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "nothing here\n").unwrap();
+        let error = TrustedRoot::load_pem(&empty).unwrap_err();
+        assert!(error.to_string().contains("no CERTIFICATE"), "{error}");
+        let (certs, _) = iroh_relay::server::testing::self_signed_tls_certs_and_config();
+        let der = certs[0].to_vec();
+        let pem = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            data_encoding::BASE64.encode(&der)
+        );
+        let file = dir.path().join("ca.pem");
+        std::fs::write(&file, pem).unwrap();
+        assert_eq!(
+            TrustedRoot::load_pem(&file).unwrap(),
+            vec![TrustedRoot::from_der(der)]
+        );
     }
 }

@@ -18,6 +18,14 @@ pub enum TransportError {
         /// The text given.
         url: String,
     },
+    /// A certificate file could not be read or holds no certificate.
+    #[error("could not read certificates from {}: {reason}", path.display())]
+    Certificates {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A node id is not a valid iroh endpoint id.
     #[error("not a valid endpoint id")]
     InvalidNodeId,

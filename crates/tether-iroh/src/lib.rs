@@ -25,7 +25,7 @@ mod mdns;
 mod transport;
 
 pub use addr::PeerAddr;
-pub use config::{DEFAULT_PORT, RelayConfig, TransportConfig};
+pub use config::{DEFAULT_PORT, RelayConfig, TransportConfig, TrustedRoot};
 pub use error::TransportError;
 pub use info::{ConnectionInfo, PathKind};
 pub use loopback::LoopbackDiscovery;

@@ -8,7 +8,9 @@ use iroh::endpoint::{
     AfterHandshakeOutcome, ConnectError, ConnectingError, Connection, ConnectionError,
     EndpointHooks, Side, TransportErrorCode, presets,
 };
-use iroh::{Endpoint, EndpointId, RelayMap, RelayMode, RelayUrl};
+use iroh::tls::CaTlsConfig;
+use iroh::{Endpoint, EndpointId, RelayMap, RelayMode, RelayUrl, Watcher};
+use rustls_pki_types::CertificateDer;
 use tether_identity::{NetworkIdentity, NodeId};
 use tracing::{debug, info, warn};
 
@@ -165,13 +167,41 @@ impl Transport {
         addr
     }
 
+    /// The relay this endpoint is reachable through now (its home relay), if connected to one.
+    pub fn home_relay(&self) -> Option<String> {
+        self.endpoint
+            .home_relay_status()
+            .get()
+            .into_iter()
+            .find(|status| status.is_connected())
+            .map(|status| status.url().to_string())
+    }
+
+    /// Waits until the endpoint is connected to a home relay and returns its URL. Never
+    /// returns when no relay is configured or none can be reached: wrap it in a timeout.
+    pub async fn home_relay_connected(&self) -> String {
+        let mut watcher = self.endpoint.home_relay_status();
+        loop {
+            if let Some(status) = watcher.get().into_iter().find(|s| s.is_connected()) {
+                return status.url().to_string();
+            }
+            if watcher.updated().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     /// Connects to `peer` on `alpn`. The TLS handshake proves the peer holds `peer.node_id`.
     pub async fn connect(
         &self,
         peer: &PeerAddr,
         alpn: &[u8],
     ) -> Result<Connection, TransportError> {
-        let mut addr = peer.to_iroh()?;
+        let mut addr = if self.config.force_relay {
+            peer.relay_only().to_iroh()?
+        } else {
+            peer.to_iroh()?
+        };
         if self.config.local_only {
             let loopback: Vec<_> = addr
                 .ip_addrs()
@@ -219,14 +249,33 @@ async fn bind_once(
         reason,
     };
     let secret = iroh::SecretKey::from_bytes(&identity.to_secret_bytes());
-    let builder = Endpoint::builder(presets::Minimal)
+    let mut builder = Endpoint::builder(presets::Minimal)
         .secret_key(secret)
         .alpns(alpns.to_vec())
         .relay_mode(relay_mode(&config.relay)?)
         .hooks(GateHook(Arc::clone(gate)))
-        .clear_ip_transports()
-        .bind_addr(bind_addr)
-        .map_err(|error| bind_error(error.to_string()))?;
+        .clear_ip_transports();
+    if config.force_relay {
+        if config.relay == RelayConfig::Disabled {
+            return Err(bind_error(
+                "force_relay needs a relay, and relays are disabled".to_owned(),
+            ));
+        }
+        // No IP transport: the relay is the only way in or out.
+        debug!("no direct socket: every connection goes through the relay");
+    } else {
+        builder = builder
+            .bind_addr(bind_addr)
+            .map_err(|error| bind_error(error.to_string()))?;
+    }
+    if !config.relay_roots.is_empty() {
+        // The public web PKI roots plus the caller's: always verified.
+        let roots = config
+            .relay_roots
+            .iter()
+            .map(|root| CertificateDer::from(root.der().to_vec()));
+        builder = builder.ca_tls_config(CaTlsConfig::embedded().with_extra_roots(roots));
+    }
     builder
         .bind()
         .await
