@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use tether::{
-    DeviceName, KeyOptions, KeychainPolicy, LibraryRequest, NetworkEvent, NetworkMessage,
-    NetworkingConfig, NetworkingService, NodeId, PathKind, RelayConfig, TransferEvent,
-    TransferOptions, TransportConfig, Uuid,
+    DeviceName, Hlc, KeyOptions, KeychainPolicy, LibraryAnnounce, LibraryInfo, NetworkEvent,
+    NetworkMessage, NetworkingConfig, NetworkingService, NodeId, PathKind, RelayConfig,
+    TransferEvent, TransferOptions, TransportConfig, Uuid,
 };
 use tether_netlab::protocol::{Command, Request};
 use tokio::io::AsyncBufReadExt;
@@ -170,16 +170,17 @@ async fn watch_events(state: Arc<State>) {
                 );
             }
             NetworkEvent::MessageReceived {
-                message: NetworkMessage::LibraryRequest(request),
+                message: NetworkMessage::LibraryAnnounce(announce),
                 ..
             } => {
-                let number = u64::try_from(request.library_id.as_u128()).unwrap_or(u64::MAX);
-                *state
+                let mut received = state
                     .received
                     .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .entry(number)
-                    .or_default() += 1;
+                    .unwrap_or_else(PoisonError::into_inner);
+                for library in announce.libraries {
+                    let number = u64::try_from(library.id.as_u128()).unwrap_or(u64::MAX);
+                    *received.entry(number).or_default() += 1;
+                }
             }
             NetworkEvent::TransferReceived { from, report } => {
                 emit(&json!({
@@ -241,8 +242,14 @@ async fn handle(state: &State, id: u64, command: Command) -> Result<Value> {
             let started = Instant::now();
             let mut failed = Vec::new();
             for number in start..start.saturating_add(count) {
-                let message = NetworkMessage::LibraryRequest(LibraryRequest {
-                    library_id: Uuid::from_u128(u128::from(number)),
+                // Announcements are acknowledged by the service once delivered to the app.
+                let message = NetworkMessage::LibraryAnnounce(LibraryAnnounce {
+                    libraries: vec![LibraryInfo {
+                        id: Uuid::from_u128(u128::from(number)),
+                        name: "netlab".to_owned(),
+                        entry_count: number,
+                        updated: Hlc::ZERO,
+                    }],
                 });
                 match service.send_message(to, message).await {
                     Ok(NetworkMessage::Ack) => {}
