@@ -5,6 +5,10 @@
 //!   target, the test suite (nextest where installed), the docs with warnings as errors,
 //!   cargo-deny, and a short smoke run of every fuzz target.
 //! - `cargo xtask fuzz [--seconds N] [TARGET...]` runs the fuzz targets on the stable toolchain.
+//! - `cargo xtask bench [--quick]` runs the end-to-end harness and the criterion benches and
+//!   rewrites the generated part of BENCHMARKS.md.
+
+mod bench;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -38,6 +42,12 @@ enum Task {
         /// Targets to run; all when empty.
         targets: Vec<String>,
     },
+    /// Run the benchmarks (release build) and rewrite BENCHMARKS.md's generated part.
+    Bench {
+        /// The short smoke version: fewer repetitions, smaller sizes.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -49,6 +59,7 @@ fn main() -> Result<()> {
             skip_tests,
         } => ci(&root, fuzz_seconds, skip_tests),
         Task::Fuzz { seconds, targets } => fuzz(&root, seconds, &targets),
+        Task::Bench { quick } => bench::bench(&root, quick),
     }
 }
 

@@ -191,6 +191,25 @@ impl Transport {
         }
     }
 
+    /// Waits until the connected home relay differs from `last` and returns it (`None`: no
+    /// longer connected to any). Never returns when no relay is configured.
+    pub async fn home_relay_changed(&self, last: Option<&str>) -> Option<String> {
+        let mut watcher = self.endpoint.home_relay_status();
+        loop {
+            let now = watcher
+                .get()
+                .into_iter()
+                .find(|status| status.is_connected())
+                .map(|status| status.url().to_string());
+            if now.as_deref() != last {
+                return now;
+            }
+            if watcher.updated().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     /// Connects to `peer` on `alpn`. The TLS handshake proves the peer holds `peer.node_id`.
     pub async fn connect(
         &self,

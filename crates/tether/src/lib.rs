@@ -60,7 +60,9 @@ pub use tether_transfer::{PathKind as TransferPathKind, Progress, TransferEvent,
 pub use transfer::{TransferHandle, TransferOptions};
 
 pub use tether_identity::{DeviceId, DeviceInfo, DeviceName, DeviceType, NodeId};
-pub use tether_iroh::{ConnectionInfo, PathKind, PeerAddr, RelayConfig, TransportConfig};
+pub use tether_iroh::{
+    ConnectionInfo, PathKind, PeerAddr, RelayConfig, TransportConfig, TrustedRoot,
+};
 pub use tether_pairing::{CodeError, InitiatorConfig, PairingCode, PairingError, TicketError};
 pub use tether_protocol::{
     Connection, DiscoveredDevice, Discovery, NetworkProtocol, PairedPeer, ProtocolError,

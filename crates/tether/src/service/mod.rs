@@ -550,6 +550,21 @@ impl NetworkingService {
             .map_err(|e| NetworkError::Usage(e.to_string()))
     }
 
+    /// The public slot of the code being shown, if any.
+    fn shown_slot(&self) -> Option<String> {
+        self.inner
+            .initiator
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|initiator| initiator.slot().word().to_owned())
+    }
+
+    /// The relay this device is reachable through now, if connected to one.
+    pub fn home_relay(&self) -> Option<String> {
+        self.inner.transport.home_relay()
+    }
+
     fn announce(&self, pairing_slot: Option<&str>) {
         let addr = self.addr();
         let discoveries = self

@@ -40,6 +40,9 @@ impl NetworkingService {
         self.spawn(async move { service.keepalive_loop().await });
 
         let service = self.clone();
+        self.spawn(async move { service.home_relay_loop().await });
+
+        let service = self.clone();
         self.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
@@ -147,6 +150,22 @@ impl NetworkingService {
                 node: short(&peer),
                 reason: error.to_string(),
             })
+    }
+
+    /// Announces this device again whenever its home relay changes, so peers (and devices that
+    /// can only use the relay) learn where to reach it. Never ends when no relay is configured.
+    pub(super) async fn home_relay_loop(&self) {
+        let mut last = None;
+        loop {
+            let now = self
+                .inner
+                .transport
+                .home_relay_changed(last.as_deref())
+                .await;
+            debug!(relay = ?now, "home relay changed; announcing again");
+            self.announce(self.shown_slot().as_deref());
+            last = now;
+        }
     }
 
     pub(super) async fn discovery_loop(&self, discovery: Arc<dyn Discovery>) {
