@@ -1,33 +1,51 @@
-//! `tether`: pair this device with your others, then message them — from a terminal.
+//! `tether`: pair this device with your others, then message them and send them files — from a
+//! terminal.
 //!
-//! Exit codes: 0 success; 1 an error (one sentence on stderr says what and the way out);
-//! 2 bad usage; 3 pairing failed (wrong, expired or used code); 4 the device is not paired or
-//! offline.
+//! Commands that need the node (`devices`, `send`, `ping`, ...) talk to a running `tether up`
+//! for the same data directory through its control socket, or run a short-lived node
+//! themselves when none is running. Exit codes are in [`failure`].
 
+mod commands;
+mod control;
 mod demo;
+mod doctor;
+mod failure;
 mod node;
 mod output;
+mod progress;
+mod send;
+mod settings;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
+use crate::commands::Request;
+use crate::failure::{EXIT_CODES, Failure};
 use crate::output::Output;
+use crate::send::SendRequest;
 
 /// Pair your devices once with a short word code, then talk directly.
 #[derive(Debug, Parser)]
-#[command(name = "tether", version, about, long_about = None)]
+#[command(name = "tether", version, about, long_about = None, after_help = EXIT_CODES)]
 struct Cli {
-    /// Where this device's keys and paired devices live.
-    #[arg(long, global = true, env = "TETHER_DATA_DIR")]
+    /// Where this device's keys and paired devices live [default: ~/.local/share/tether].
+    #[arg(long, global = true, env = "TETHER_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Print one JSON object per line instead of text.
     #[arg(long, global = true)]
     json: bool,
     /// Stay on this machine: bind 127.0.0.1, no relays, no mDNS, no internet discovery.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, conflicts_with = "lan")]
     local_only: bool,
+    /// LAN mode: bind every interface, find devices with mDNS; no relays (unless --relay),
+    /// no internet discovery, no port mapping.
+    #[arg(long, global = true)]
+    lan: bool,
+    /// Use your own iroh-relay server at URL (repeatable) instead of the public relays.
+    #[arg(long = "relay", value_name = "URL", global = true)]
+    relays: Vec<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,18 +58,88 @@ enum Command {
     Init(node::InitArgs),
     /// Show this device's identity: name, device id, node id, where the key is kept.
     Id,
-    /// Show a word code and a ticket, and wait for another device to join with it.
-    Pair(node::PairArgs),
+    /// Show a word code (or a ticket) and wait for another device to join with it.
+    Pair(PairArgs),
     /// Join the device showing CODE (a word code or a tether1... ticket).
-    Join(node::JoinArgs),
-    /// Run this device's node in the foreground, serving paired devices, until Ctrl-C.
-    Up,
-    /// List paired devices and their state.
+    Join(JoinArgs),
+    /// Run this device's node in the foreground: serve paired devices, receive files.
+    Up(node::UpArgs),
+    /// List paired and discovered devices: state, path, round trip, last seen.
     Devices,
-    /// Measure the round trip of an encrypted ping to a paired device (which must be up).
-    Ping(node::DeviceArgs),
+    /// Send files and directories to a paired device; run it again to resume.
+    Send(SendArgs),
+    /// Measure the round trip of encrypted pings to a paired device (which must be up).
+    Ping(PingArgs),
     /// Unpair a device: forget its secret and refuse it from now on.
-    Unpair(node::DeviceArgs),
+    Unpair(DeviceArgs),
+    /// Rename this device (or, with --device, how a paired device is shown here).
+    Rename(RenameArgs),
+    /// Check the set-up: addresses, relays, discovery, key storage, clock, a device's path.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+struct PairArgs {
+    /// Show a ticket (address + full-entropy secret, for pairing across networks or by QR
+    /// code) instead of a word code.
+    #[arg(long)]
+    ticket: bool,
+}
+
+#[derive(Debug, Args)]
+struct JoinArgs {
+    /// The word code (e.g. harbor-brave-lion-sunset) or ticket (tether1...) the other device
+    /// shows.
+    code: String,
+}
+
+#[derive(Debug, Args)]
+struct DeviceArgs {
+    /// The device: its name, device id or the start of its node id.
+    device: String,
+}
+
+#[derive(Debug, Args)]
+struct PingArgs {
+    /// The device: its name, device id or the start of its node id.
+    device: String,
+    /// How many pings.
+    #[arg(long, short = 'c', default_value_t = 5)]
+    count: u32,
+}
+
+#[derive(Debug, Args)]
+struct SendArgs {
+    /// The device: its name, device id or the start of its node id.
+    device: String,
+    /// Files and directories to send.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// At most RATE bytes per second: 10M, 500KiB, 2MB/s (k, M, G = 1000^n; KiB, MiB, GiB =
+    /// 1024^n).
+    #[arg(long, value_name = "RATE", value_parser = progress::parse_rate)]
+    limit: Option<u64>,
+    /// Compress with zstd (skipped per chunk when it does not pay).
+    #[arg(long)]
+    compress: bool,
+    /// No per-transfer encryption on top of QUIC's TLS (faster; still encrypted in transit).
+    #[arg(long)]
+    no_encrypt: bool,
+}
+
+#[derive(Debug, Args)]
+struct RenameArgs {
+    /// The new name.
+    name: String,
+    /// Rename how this paired device is shown here, instead of this device.
+    #[arg(long, value_name = "DEVICE")]
+    device: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct DoctorArgs {
+    /// Also check whether this paired device is reachable, directly or only via a relay.
+    device: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -70,46 +158,69 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(cli, &out));
+    let result = runtime.block_on(run(cli, out));
+    // Tasks still running (a control client, say) must not hold the process.
+    runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             out.error(&format!("{error:#}"));
-            ExitCode::from(exit_code(&error))
+            ExitCode::from(failure::exit_code(&error))
         }
     }
 }
 
-async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
-    let settings = node::Settings {
-        data_dir: cli.data_dir,
-        local_only: cli.local_only,
+async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
+    let network = if cli.local_only {
+        settings::Network::LocalOnly
+    } else if cli.lan {
+        settings::Network::Lan
+    } else {
+        settings::Network::Internet
     };
-    match cli.command {
-        Command::Demo(args) => demo::run(args, out).await,
-        Command::Init(args) => node::init(&settings, args, out).await,
-        Command::Id => node::id(&settings, out).await,
-        Command::Pair(args) => node::pair(&settings, args, out).await,
-        Command::Join(args) => node::join(&settings, args, out).await,
-        Command::Up => node::up(&settings, out).await,
-        Command::Devices => node::devices(&settings, out).await,
-        Command::Ping(args) => node::ping(&settings, args, out).await,
-        Command::Unpair(args) => node::unpair(&settings, args, out).await,
-    }
-}
-
-fn exit_code(error: &anyhow::Error) -> u8 {
-    match error.downcast_ref::<tether::NetworkError>() {
-        Some(
-            tether::NetworkError::Pairing(_)
-            | tether::NetworkError::Code(_)
-            | tether::NetworkError::Ticket(_),
-        ) => 3,
-        Some(tether::NetworkError::DeviceNotPaired(_) | tether::NetworkError::DeviceOffline(_)) => {
-            4
+    let settings = settings::Settings {
+        data_dir: cli.data_dir,
+        network,
+        relays: cli.relays,
+    };
+    let request = match cli.command {
+        Command::Demo(args) => return demo::run(args, &out).await,
+        Command::Init(args) => return node::init(&settings, args, out).await,
+        Command::Up(args) => return node::up(&settings, args, out).await,
+        Command::Id => Request::Id,
+        Command::Pair(args) => Request::Pair {
+            ticket: args.ticket,
+        },
+        Command::Join(args) => Request::Join { code: args.code },
+        Command::Devices => Request::Devices,
+        Command::Ping(args) => Request::Ping {
+            device: args.device,
+            count: args.count,
+        },
+        Command::Unpair(args) => Request::Unpair {
+            device: args.device,
+        },
+        Command::Rename(args) => Request::Rename {
+            name: args.name,
+            device: args.device,
+        },
+        Command::Doctor(args) => Request::Doctor {
+            device: args.device,
+        },
+        Command::Send(args) => {
+            if args.paths.is_empty() {
+                return Err(Failure::usage("nothing to send: give one or more paths").into());
+            }
+            Request::Send(SendRequest {
+                device: args.device,
+                paths: commands::absolute_paths(&args.paths)?,
+                compress: args.compress,
+                encrypt: !args.no_encrypt,
+                limit: args.limit,
+            })
         }
-        _ => 1,
-    }
+    };
+    node::dispatch(&settings, request, out).await
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default: warnings).

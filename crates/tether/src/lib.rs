@@ -55,7 +55,9 @@ pub use error::NetworkError;
 pub use event::NetworkEvent;
 pub use link::SYNC_ALPN;
 pub use pairing::{PAIRING_ALPN, PairedDevice};
-pub use service::{DeviceHandle, NetworkingService, PairingInvite};
+pub use service::{
+    DeviceHandle, DeviceStatus, Diagnostics, NetworkingService, PairingInvite, RelayState,
+};
 pub use tether_transfer::{PathKind as TransferPathKind, Progress, TransferEvent, TransferReport};
 pub use transfer::{TransferHandle, TransferOptions};
 

@@ -4,10 +4,12 @@
 //! (dialling, adopting, watching); `tasks.rs` the background tasks (accept loop, discovery,
 //! keep-alive); `device.rs` the per-device handle.
 
+mod admin;
 mod device;
 mod pool;
 mod tasks;
 
+pub use admin::{DeviceStatus, Diagnostics, RelayState};
 pub use device::DeviceHandle;
 pub(crate) use device::remote_ip;
 use device::{create_private_dir, now_ms};

@@ -1,0 +1,393 @@
+//! What each command does with a node, whichever process runs that node: this one (a
+//! short-lived node) or a running `tether up` (through the control socket).
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tether::{DeviceName, NetworkError, NetworkingService, NodeId, PairedDevice};
+use tokio_util::sync::CancellationToken;
+
+use crate::doctor;
+use crate::failure::{Failure, offline};
+use crate::output::Sink;
+use crate::send::{self, SendRequest};
+use crate::settings::Network;
+
+/// A command for a node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub(crate) enum Request {
+    Id,
+    Devices,
+    Ping {
+        device: String,
+        count: u32,
+    },
+    Unpair {
+        device: String,
+    },
+    Rename {
+        name: String,
+        device: Option<String>,
+    },
+    Doctor {
+        device: Option<String>,
+    },
+    Pair {
+        ticket: bool,
+    },
+    Join {
+        code: String,
+    },
+    Send(SendRequest),
+}
+
+impl Request {
+    /// Whether a short-lived node for this command needs no more than loopback.
+    pub(crate) fn offline(&self) -> bool {
+        matches!(
+            self,
+            Self::Id | Self::Devices | Self::Unpair { .. } | Self::Rename { .. }
+        )
+    }
+}
+
+/// How the node running a command was started.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeContext {
+    pub(crate) network: Network,
+    /// A `tether up` node (not a short-lived one).
+    pub(crate) running: bool,
+}
+
+/// Runs `request` on `node`, reporting into `sink`, until done or `cancel`.
+pub(crate) async fn execute(
+    node: &NetworkingService,
+    request: Request,
+    sink: &Sink,
+    cancel: &CancellationToken,
+    context: &NodeContext,
+) -> Result<()> {
+    match request {
+        Request::Id => {
+            show_identity(node, &node.device_info(), sink);
+            Ok(())
+        }
+        Request::Devices => {
+            devices(node, sink);
+            Ok(())
+        }
+        Request::Ping { device, count } => ping(node, &device, count, sink, cancel).await,
+        Request::Unpair { device } => unpair(node, &device, sink),
+        Request::Rename { name, device } => rename(node, &name, device.as_deref(), sink, context),
+        Request::Doctor { device } => doctor::run(node, device.as_deref(), sink, context).await,
+        Request::Pair { ticket } => pair(node, ticket, sink, cancel).await,
+        Request::Join { code } => join(node, &code, sink, cancel).await,
+        Request::Send(request) => send::run(node, request, sink, cancel).await,
+    }
+}
+
+pub(crate) fn show_identity(node: &NetworkingService, info: &tether::DeviceInfo, sink: &Sink) {
+    let storage = node.key_storage().to_string();
+    sink.line(
+        "identity",
+        format!(
+            "name:      {}\ntype:      {}\ndevice id: {}\nnode id:   {}\nkey kept:  {}",
+            info.device_name, info.device_type, info.device_id, info.public_key, storage
+        ),
+        json!({
+            "name": info.device_name.as_str(),
+            "type": info.device_type.as_str(),
+            "device_id": info.device_id.to_string(),
+            "node_id": info.public_key.to_string(),
+            "key_storage": storage,
+        }),
+    );
+}
+
+fn devices(node: &NetworkingService, sink: &Sink) {
+    let statuses = node.device_statuses();
+    if statuses.is_empty() {
+        sink.text(
+            "No paired devices yet: run `tether pair` here and `tether join CODE` on the other device.",
+        );
+        return;
+    }
+    sink.text(format!(
+        "{:<20} {:<10} {:<12} {:<8} {:>8}  {}",
+        "NAME", "NODE", "STATE", "PATH", "RTT", "LAST SEEN"
+    ));
+    for status in statuses {
+        let name = status
+            .info
+            .as_ref()
+            .map_or_else(|| "(not paired)".to_owned(), |i| i.device_name.to_string());
+        let path = status
+            .connection
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), |c| c.path.to_string());
+        let rtt_ms = status
+            .connection
+            .as_ref()
+            .and_then(|c| c.rtt)
+            .map(|rtt| rtt.as_secs_f64() * 1e3);
+        let seen_ago = status
+            .last_seen
+            .map(|at| SystemTime::now().duration_since(at).unwrap_or_default());
+        sink.line(
+            "device",
+            format!(
+                "{:<20} {:<10} {:<12} {:<8} {:>8}  {}",
+                clip(&name, 20),
+                status.node_id.fmt_short(),
+                status.state,
+                path,
+                rtt_ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1}ms")),
+                seen_ago.map_or_else(|| "-".to_owned(), ago_text),
+            ),
+            json!({
+                "name": status.info.as_ref().map(|i| i.device_name.as_str()),
+                "type": status.info.as_ref().map(|i| i.device_type.as_str()),
+                "device_id": status.info.as_ref().map(|i| i.device_id.to_string()),
+                "node_id": status.node_id.to_string(),
+                "paired": status.info.is_some(),
+                "state": status.state,
+                "path": status.connection.as_ref().map(|c| c.path.to_string()),
+                "remote": status.connection.as_ref().and_then(|c| c.remote.clone()),
+                "rtt_ms": rtt_ms,
+                "last_seen_s_ago": seen_ago.map(|ago| ago.as_secs_f64()),
+                "discovered_by": status.discovered_by,
+            }),
+        );
+    }
+}
+
+fn ago_text(ago: Duration) -> String {
+    let s = ago.as_secs();
+    match s {
+        0..=4 => "now".to_owned(),
+        5..=119 => format!("{s}s ago"),
+        120..=7199 => format!("{}m ago", s / 60),
+        _ => format!("{}h ago", s / 3600),
+    }
+}
+
+fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        let kept: String = text.chars().take(max - 1).collect();
+        format!("{kept}…")
+    }
+}
+
+async fn ping(
+    node: &NetworkingService,
+    device: &str,
+    count: u32,
+    sink: &Sink,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let target = resolve(node, device)?;
+    let handle = node.device(target)?;
+    for seq in 0..count {
+        let rtt = tokio::select! {
+            rtt = handle.ping() => rtt.map_err(|error| offline(device, error))?,
+            () = cancel.cancelled() => return Err(Failure::interrupted("ping stopped").into()),
+        };
+        let path = handle
+            .connection_info()
+            .map_or_else(|| "unknown".to_owned(), |i| i.path.to_string());
+        sink.line(
+            "pong",
+            format!(
+                "pong from {}: {:.2} ms ({path})",
+                target.fmt_short(),
+                rtt.as_secs_f64() * 1e3
+            ),
+            json!({ "seq": seq, "rtt_ms": rtt.as_secs_f64() * 1e3, "path": path }),
+        );
+        if seq + 1 < count {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+fn unpair(node: &NetworkingService, device: &str, sink: &Sink) -> Result<()> {
+    let target = resolve(node, device)?;
+    node.unpair(target)?;
+    sink.line(
+        "unpaired",
+        format!(
+            "unpaired {}; it will be refused from now on",
+            target.fmt_short()
+        ),
+        json!({ "node_id": target.to_string() }),
+    );
+    Ok(())
+}
+
+fn rename(
+    node: &NetworkingService,
+    name: &str,
+    device: Option<&str>,
+    sink: &Sink,
+    context: &NodeContext,
+) -> Result<()> {
+    let new_name = DeviceName::new(name).map_err(|error| {
+        Failure::usage(format!(
+            "invalid device name {name:?}: {error}; pick a shorter, printable name"
+        ))
+    })?;
+    match device {
+        Some(device) => {
+            let target = resolve(node, device)?;
+            node.rename_device(target, new_name)?;
+            sink.line(
+                "renamed",
+                format!("this device now shows {} as {name:?}", target.fmt_short()),
+                json!({ "node_id": target.to_string(), "name": name }),
+            );
+        }
+        None => {
+            let info = node.rename_self(&new_name)?;
+            let note = if context.running {
+                "; restart `tether up` for devices that pair from now on to see it"
+            } else {
+                ""
+            };
+            sink.line(
+                "renamed",
+                format!("this device is now {name:?}{note}"),
+                json!({ "node_id": info.public_key.to_string(), "name": name, "restart_needed": context.running }),
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn pair(
+    node: &NetworkingService,
+    ticket: bool,
+    sink: &Sink,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let mut invite = if ticket {
+        node.start_pairing_with_ticket()?
+    } else {
+        node.start_pairing_as_initiator()?
+    };
+    let minutes = invite.expires_in.as_secs().div_ceil(60);
+    sink.line(
+        "code",
+        format!(
+            "On the other device run:\n\n    tether join {}\n\nThe code works once, for {minutes} minutes. Waiting...",
+            invite.code
+        ),
+        json!({ "code": invite.code, "expires_in_s": invite.expires_in.as_secs() }),
+    );
+    if ticket && let Ok(qr) = qrcode::QrCode::new(invite.code.to_ascii_uppercase()) {
+        sink.text(
+            qr.render::<char>()
+                .quiet_zone(true)
+                .module_dimensions(2, 1)
+                .build(),
+        );
+    }
+    let expires_in = invite.expires_in;
+    let result = tokio::select! {
+        result = invite.paired() => result.map_err(anyhow::Error::from),
+        () = tokio::time::sleep(expires_in) => Err(NetworkError::Pairing(tether::PairingError::Expired))
+            .context("nobody joined in time; run `tether pair` again for a new code"),
+        () = cancel.cancelled() => Err(Failure::interrupted("pairing cancelled").into()),
+    };
+    if result.is_err() {
+        node.cancel_pairing();
+    }
+    show_paired(&result?, sink);
+    Ok(())
+}
+
+async fn join(
+    node: &NetworkingService,
+    code: &str,
+    sink: &Sink,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let device = tokio::select! {
+        result = node.join_pairing(code) => result?,
+        () = cancel.cancelled() => bail!(Failure::interrupted("joining cancelled")),
+    };
+    show_paired(&device, sink);
+    Ok(())
+}
+
+fn show_paired(device: &PairedDevice, sink: &Sink) {
+    sink.line(
+        "paired",
+        format!(
+            "Paired with \"{}\" ({}, node {}).\nVerification code: {} (both screens show the same one)",
+            device.device.device_name,
+            device.device.device_type,
+            device.device.public_key.fmt_short(),
+            device.verification_code
+        ),
+        json!({
+            "name": device.device.device_name.as_str(),
+            "node_id": device.device.public_key.to_string(),
+            "device_id": device.device.device_id.to_string(),
+            "verification_code": device.verification_code,
+        }),
+    );
+}
+
+/// Finds a paired device by name, device id or node-id prefix (at least 4 characters).
+pub(crate) fn resolve(node: &NetworkingService, wanted: &str) -> Result<NodeId> {
+    let paired = node.paired_devices();
+    let lower = wanted.to_ascii_lowercase();
+    let mut matches: Vec<NodeId> = paired
+        .iter()
+        .filter(|d| d.info.device_name.as_str() == wanted)
+        .map(|d| d.node_id)
+        .collect();
+    if matches.is_empty() {
+        matches = paired
+            .iter()
+            .filter(|d| {
+                lower.len() >= 4
+                    && (d.node_id.to_string().starts_with(&lower)
+                        || d.info.device_id.to_string().starts_with(&lower))
+            })
+            .map(|d| d.node_id)
+            .collect();
+    }
+    match matches.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(anyhow!(NetworkError::DeviceNotPaired(wanted.to_owned())))
+            .context("see `tether devices` for the paired devices"),
+        _ => Err(Failure::usage(format!(
+            "{wanted:?} matches {} paired devices; use more of its node id (see `tether devices`)",
+            matches.len()
+        ))
+        .into()),
+    }
+}
+
+/// Paths as the running node will see them: absolute, existing.
+pub(crate) fn absolute_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    paths
+        .iter()
+        .map(|path| {
+            std::fs::canonicalize(path).map_err(|error| {
+                anyhow!(Failure::usage(format!(
+                    "cannot send {}: {error}; check the path",
+                    path.display()
+                )))
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,202 @@
+//! The control socket: how commands reach a running `tether up`.
+//!
+//! `DATA_DIR/control.sock` is a Unix socket in the 0700 data directory, itself mode 0600, so
+//! only the same user can open it. A client writes one JSON request line and reads JSON reply
+//! lines: the command's output lines, then `done` or `failed` with the exit code. Closing its
+//! end (Ctrl-C) stops the command; a send keeps what the receiver verified.
+
+use std::io::ErrorKind;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow};
+use serde::{Deserialize, Serialize};
+use tether::NetworkingService;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::commands::{self, NodeContext, Request};
+use crate::failure::{ERROR, Failure, exit_code};
+use crate::output::{Line, Output, Renderer, Sink};
+
+/// The socket's name in the data directory.
+pub(crate) const SOCKET: &str = "control.sock";
+
+/// The longest request line accepted.
+const MAX_REQUEST: u64 = 1 << 20;
+
+/// One reply line.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+enum Reply {
+    Line(Line),
+    Done,
+    Failed { code: u8, message: String },
+}
+
+pub(crate) fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(SOCKET)
+}
+
+/// The running node's control socket for `data_dir`, if a node answers there.
+pub(crate) async fn connect(data_dir: &Path) -> Option<UnixStream> {
+    UnixStream::connect(socket_path(data_dir)).await.ok()
+}
+
+/// Binds the control socket of `data_dir` for `tether up`: refuses when a live node holds it,
+/// removes one left behind by a node that was killed.
+pub(crate) fn bind(data_dir: &Path) -> Result<UnixListener> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make {} private", data_dir.display()))?;
+    let path = socket_path(data_dir);
+    if let Ok(meta) = std::fs::symlink_metadata(&path) {
+        if !meta.file_type().is_socket() {
+            return Err(anyhow!(
+                "{} exists and is not a socket; move it away and start again",
+                path.display()
+            ));
+        }
+        match std::os::unix::net::UnixStream::connect(&path) {
+            Ok(_) => {
+                return Err(Failure::new(
+                    ERROR,
+                    format!(
+                        "a node is already running for {}; stop it first, or use another --data-dir",
+                        data_dir.display()
+                    ),
+                )
+                .into());
+            }
+            Err(error) if error.kind() == ErrorKind::ConnectionRefused => {
+                debug!(path = %path.display(), "removing a stale control socket");
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("cannot remove the stale {}", path.display()))?;
+            }
+            Err(error) if error.kind() == ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(anyhow!(
+                    "cannot check {} ({error}); remove it if no node is running",
+                    path.display()
+                ));
+            }
+        }
+    }
+    let listener = UnixListener::bind(&path).with_context(|| {
+        format!(
+            "cannot listen on {} (a path must be under 108 bytes)",
+            path.display()
+        )
+    })?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot make {} private", path.display()))?;
+    Ok(listener)
+}
+
+/// Serves one client of the control socket.
+pub(crate) async fn serve(stream: UnixStream, node: NetworkingService, context: NodeContext) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut first = String::new();
+    let request = match (&mut reader).take(MAX_REQUEST).read_line(&mut first).await {
+        Ok(_) => serde_json::from_str::<Request>(&first)
+            .map_err(|error| format!("a request this node does not understand: {error}")),
+        Err(error) => Err(format!("cannot read the request: {error}")),
+    };
+    let request = match request {
+        Ok(request) => request,
+        Err(message) => {
+            let _ = write_reply(&mut write, &Reply::Failed { code: 2, message }).await;
+            return;
+        }
+    };
+    debug!(?request, "control request");
+    let cancel = CancellationToken::new();
+    // The client closing its end (Ctrl-C) stops the command.
+    let watcher = tokio::spawn({
+        let cancel = cancel.clone();
+        async move {
+            let mut buf = [0u8; 64];
+            loop {
+                match reader.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            cancel.cancel();
+        }
+    });
+    let (sink, mut lines) = Sink::channel();
+    let work = commands::execute(&node, request, &sink, &cancel, &context);
+    tokio::pin!(work);
+    let result = loop {
+        tokio::select! {
+            Some(line) = lines.recv() => {
+                if write_reply(&mut write, &Reply::Line(line)).await.is_err() {
+                    cancel.cancel();
+                }
+            }
+            result = &mut work => break result,
+        }
+    };
+    while let Ok(line) = lines.try_recv() {
+        let _ = write_reply(&mut write, &Reply::Line(line)).await;
+    }
+    let reply = match result {
+        Ok(()) => Reply::Done,
+        Err(error) => Reply::Failed {
+            code: exit_code(&error),
+            message: format!("{error:#}"),
+        },
+    };
+    if let Err(error) = write_reply(&mut write, &reply).await {
+        warn!(%error, "the control client left before the reply");
+    }
+    watcher.abort();
+}
+
+async fn write_reply(write: &mut (impl AsyncWriteExt + Unpin), reply: &Reply) -> Result<()> {
+    let mut line = serde_json::to_vec(reply)?;
+    line.push(b'\n');
+    write.write_all(&line).await?;
+    Ok(())
+}
+
+/// Sends `request` to the running node and shows its replies; Ctrl-C stops the command there.
+pub(crate) async fn request(stream: UnixStream, request: &Request, out: Output) -> Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_vec(request)?;
+    line.push(b'\n');
+    write
+        .write_all(&line)
+        .await
+        .context("cannot talk to the running node")?;
+    let mut lines = BufReader::new(read).lines();
+    let mut view = Renderer::new(out);
+    let mut interrupted = false;
+    let result = loop {
+        tokio::select! {
+            next = lines.next_line() => match next {
+                Ok(Some(text)) => match serde_json::from_str::<Reply>(&text) {
+                    Ok(Reply::Line(line)) => view.show(&line),
+                    Ok(Reply::Done) => break Ok(()),
+                    Ok(Reply::Failed { code, message }) => break Err(Failure::new(code, message).into()),
+                    Err(error) => break Err(anyhow!("the running node sent something unexpected: {error}")),
+                },
+                Ok(None) | Err(_) => break Err(anyhow!(
+                    "the running node closed the control socket before answering (did it stop?)"
+                )),
+            },
+            _ = tokio::signal::ctrl_c(), if !interrupted => {
+                // Closing our end tells the node to stop; it still reports how it ended.
+                interrupted = true;
+                let _ = write.shutdown().await;
+            }
+        }
+    };
+    view.finish();
+    result
+}

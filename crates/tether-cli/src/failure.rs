@@ -1,0 +1,117 @@
+//! Errors with their exit code. The codes are documented in `--help` and the README.
+
+use std::fmt;
+
+use tether::NetworkError;
+
+/// Any other error (one sentence on stderr says what and the way out).
+pub(crate) const ERROR: u8 = 1;
+/// Bad usage: a wrong flag, path, rate or name.
+pub(crate) const USAGE: u8 = 2;
+/// Pairing failed: a wrong, expired or used code, or nobody waiting with it.
+pub(crate) const PAIRING: u8 = 3;
+/// The device is not paired, or offline / unreachable.
+pub(crate) const DEVICE: u8 = 4;
+/// A transfer did not complete; run the same send again to resume.
+pub(crate) const TRANSFER: u8 = 5;
+/// Stopped with Ctrl-C (a send keeps what the receiver verified, for a resume).
+pub(crate) const INTERRUPTED: u8 = 130;
+
+/// What `--help` says about exit codes.
+pub(crate) const EXIT_CODES: &str = "Exit codes: 0 success; 1 error; 2 bad usage; 3 pairing failed (wrong, expired or \
+used code); 4 device not paired, offline or unreachable; 5 transfer incomplete (run the same \
+send again to resume); 130 stopped with Ctrl-C.";
+
+/// An error that carries its exit code.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    pub(crate) message: String,
+}
+
+impl Failure {
+    pub(crate) fn new(code: u8, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Self::new(USAGE, message)
+    }
+
+    pub(crate) fn interrupted(message: impl Into<String>) -> Self {
+        Self::new(INTERRUPTED, message)
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// A failure to reach `device`, as the one sentence a person needs.
+pub(crate) fn offline(device: &str, error: NetworkError) -> anyhow::Error {
+    match error {
+        NetworkError::DeviceOffline(_)
+        | NetworkError::ConnectionFailed { .. }
+        | NetworkError::TimedOut { .. }
+        | NetworkError::Transport(_) => Failure::new(
+            DEVICE,
+            format!(
+                "{device} is offline or unreachable ({error}); run `tether up` on it and try again"
+            ),
+        )
+        .into(),
+        NetworkError::Refused { .. } => Failure::new(
+            DEVICE,
+            format!("{error}; pair the devices again (`tether pair` / `tether join`)"),
+        )
+        .into(),
+        other => other.into(),
+    }
+}
+
+/// The exit code for `error`.
+pub(crate) fn exit_code(error: &anyhow::Error) -> u8 {
+    for cause in error.chain() {
+        if let Some(failure) = cause.downcast_ref::<Failure>() {
+            return failure.code;
+        }
+        if let Some(error) = cause.downcast_ref::<NetworkError>() {
+            return match error {
+                NetworkError::Pairing(_)
+                | NetworkError::Code(_)
+                | NetworkError::Ticket(_)
+                | NetworkError::NoPairingPeer { .. }
+                | NetworkError::AmbiguousPairingPeer { .. } => PAIRING,
+                NetworkError::DeviceNotPaired(_) | NetworkError::DeviceOffline(_) => DEVICE,
+                NetworkError::Transfer(_) => TRANSFER,
+                _ => ERROR,
+            };
+        }
+    }
+    ERROR
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_distinct_and_found_through_context() {
+        let codes = [0, ERROR, USAGE, PAIRING, DEVICE, TRANSFER, INTERRUPTED];
+        for (i, a) in codes.iter().enumerate() {
+            assert!(codes.iter().skip(i + 1).all(|b| a != b));
+        }
+        let error = anyhow::Error::from(NetworkError::DeviceNotPaired("x".into())).context("see");
+        assert_eq!(exit_code(&error), DEVICE);
+        let error = anyhow::Error::from(Failure::usage("bad")).context("outer");
+        assert_eq!(exit_code(&error), USAGE);
+        assert_eq!(exit_code(&anyhow::anyhow!("other")), ERROR);
+    }
+}

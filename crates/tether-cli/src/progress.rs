@@ -1,0 +1,214 @@
+//! A send's progress on the terminal: two bars (overall and the current file) with rate and
+//! ETA on a terminal; a plain line every few seconds when stdout is not one; JSON lines with
+//! `--json`.
+#![allow(clippy::print_stdout)] // a command-line tool prints
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::Value;
+
+use crate::output::Output;
+
+/// How often a plain or JSON progress line is printed.
+const PLAIN_EVERY: Duration = Duration::from_secs(2);
+const JSON_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug)]
+pub(crate) struct ProgressView {
+    out: Output,
+    bars: Option<(MultiProgress, ProgressBar, ProgressBar)>,
+    last_line: Option<Instant>,
+}
+
+impl ProgressView {
+    /// Starts showing a transfer described by a `started` record.
+    pub(crate) fn new(out: Output, started: &Value) -> Self {
+        let total = started["bytes_total"].as_u64().unwrap_or(0);
+        let resumed = started["bytes_resumed"].as_u64().unwrap_or(0);
+        let bars = (!out.is_json() && std::io::stderr().is_terminal()).then(|| {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let overall = multi.add(ProgressBar::new(total));
+            overall.set_style(style(
+                "{prefix:<5} [{bar:24}] {bytes:>9}/{total_bytes:<9} {msg}",
+            ));
+            overall.set_prefix("total");
+            overall.set_position(resumed);
+            let file = multi.add(ProgressBar::new(0));
+            file.set_style(style(
+                "{prefix:<5} [{bar:24}] {bytes:>9}/{total_bytes:<9} {wide_msg}",
+            ));
+            file.set_prefix("file");
+            (multi, overall, file)
+        });
+        Self {
+            out,
+            bars,
+            last_line: None,
+        }
+    }
+
+    /// Shows a `progress` record.
+    pub(crate) fn update(&mut self, progress: &Value) {
+        let done = progress["bytes_done"].as_u64().unwrap_or(0);
+        let total = progress["bytes_total"].as_u64().unwrap_or(0);
+        let rate = progress["rate"].as_f64().unwrap_or(0.0);
+        let eta = progress["eta_s"].as_f64();
+        let summary = format!(
+            "{}/s ETA {}",
+            bytes(rate.max(0.0) as u64),
+            eta.map_or_else(|| "-".to_owned(), |s| duration(s.max(0.0))),
+        );
+        if let Some((_, overall, file)) = &self.bars {
+            overall.set_length(total);
+            overall.set_position(done);
+            overall.set_message(summary);
+            if let Some(path) = progress["file"].as_str() {
+                file.set_length(progress["file_size"].as_u64().unwrap_or(0));
+                file.set_position(progress["file_done"].as_u64().unwrap_or(0));
+                file.set_message(tail(path, 30));
+            }
+            return;
+        }
+        let every = if self.out.is_json() {
+            JSON_EVERY
+        } else {
+            PLAIN_EVERY
+        };
+        if self.last_line.is_some_and(|last| last.elapsed() < every) {
+            return;
+        }
+        self.last_line = Some(Instant::now());
+        let percent = if total == 0 {
+            100.0
+        } else {
+            done as f64 * 100.0 / total as f64
+        };
+        self.out.line(
+            "progress",
+            &format!(
+                "{percent:5.1}%  {} of {}  {summary}",
+                bytes(done),
+                bytes(total)
+            ),
+            progress.clone(),
+        );
+    }
+
+    pub(crate) fn finish(self) {
+        if let Some((multi, overall, file)) = self.bars {
+            file.finish_and_clear();
+            overall.finish_and_clear();
+            let _ = multi.clear();
+        }
+    }
+}
+
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
+/// The last `max` characters of `path`, with an ellipsis when cut.
+fn tail(path: &str, max: usize) -> String {
+    let count = path.chars().count();
+    if count <= max {
+        return path.to_owned();
+    }
+    let kept: String = path.chars().skip(count - max + 1).collect();
+    format!("…{kept}")
+}
+
+/// Bytes for people: `1.5 MiB`.
+pub(crate) fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    let name = UNITS.get(unit).copied().unwrap_or("B");
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {name}")
+    }
+}
+
+/// Seconds for people: `42s`, `3m05s`, `1h02m`.
+pub(crate) fn duration(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    if s < 60 {
+        format!("{s}s")
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    }
+}
+
+/// Parses a rate: a number with an optional unit (`k`, `M`, `G` are powers of 1000; `KiB`,
+/// `MiB`, `GiB` powers of 1024; a trailing `B` and `/s` are optional): `10M`, `500KiB`,
+/// `2MB/s`, `750000`.
+pub(crate) fn parse_rate(text: &str) -> Result<u64, String> {
+    let bad = || {
+        format!(
+            "invalid rate {text:?}: give bytes per second with an optional unit, e.g. 10M, 500KiB or 2MB/s"
+        )
+    };
+    let trimmed = text.trim();
+    let trimmed = trimmed.strip_suffix("/s").unwrap_or(trimmed).trim_end();
+    let split = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let multiplier: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "ki" | "kib" => 1024.0,
+        "mi" | "mib" => 1024.0 * 1024.0,
+        "gi" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(bad()),
+    };
+    let rate = value * multiplier;
+    if !rate.is_finite() || rate < 1.0 || rate > u64::MAX as f64 {
+        return Err(format!(
+            "invalid rate {text:?}: it must be at least 1 byte per second"
+        ));
+    }
+    Ok(rate as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse_with_and_without_units() {
+        assert_eq!(parse_rate("10M"), Ok(10_000_000));
+        assert_eq!(parse_rate("500KiB"), Ok(512_000));
+        assert_eq!(parse_rate("2MB/s"), Ok(2_000_000));
+        assert_eq!(parse_rate("1.5k"), Ok(1500));
+        assert_eq!(parse_rate("750000"), Ok(750_000));
+        assert_eq!(parse_rate(" 1 GiB/s "), Ok(1 << 30));
+        for bad in ["", "fast", "10X", "-5M", "0", "M", "1..2M"] {
+            let error = parse_rate(bad).unwrap_err();
+            assert!(error.contains("rate"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn sizes_and_durations_read_well() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(duration(42.0), "42s");
+        assert_eq!(duration(185.0), "3m05s");
+        assert_eq!(tail("abcdefgh", 5), "…efgh");
+    }
+}

@@ -1,0 +1,174 @@
+//! `tether send DEVICE PATH...`: files and directories to a paired device, resumable.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tether::{NetworkError, NetworkingService, TransferEvent, TransferOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::commands::resolve;
+use crate::failure::{Failure, TRANSFER, offline};
+use crate::output::Sink;
+use crate::progress::{bytes, duration};
+
+/// What to send, and how.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SendRequest {
+    pub(crate) device: String,
+    /// Absolute paths (the running node has its own working directory).
+    pub(crate) paths: Vec<PathBuf>,
+    pub(crate) compress: bool,
+    pub(crate) encrypt: bool,
+    /// Bytes per second.
+    pub(crate) limit: Option<u64>,
+}
+
+pub(crate) async fn run(
+    node: &NetworkingService,
+    request: SendRequest,
+    sink: &Sink,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let target = resolve(node, &request.device)?;
+    let name = node
+        .paired_devices()
+        .into_iter()
+        .find(|d| d.node_id == target)
+        .map_or_else(|| target.fmt_short(), |d| d.info.device_name.to_string());
+    let options = TransferOptions::default()
+        .compress(request.compress)
+        .encrypt(request.encrypt)
+        .rate_limit(request.limit);
+    let mut handle = tokio::select! {
+        handle = node.share_with_device(target, &request.paths, options) => match handle {
+            Ok(handle) => handle,
+            Err(NetworkError::Transfer(error)) => {
+                return Err(Failure::usage(format!("cannot send: {error}")).into());
+            }
+            Err(error) => return Err(offline(&name, error)),
+        },
+        () = cancel.cancelled() => return Err(Failure::interrupted("the send was stopped before it started").into()),
+    };
+    let mut stopped = false;
+    loop {
+        tokio::select! {
+            event = handle.events.recv() => match event {
+                Some(event) => show(&event, &name, sink),
+                None => break,
+            },
+            () = cancel.cancelled(), if !stopped => stopped = true,
+        }
+        if stopped {
+            handle.cancel();
+        }
+    }
+    match handle.finish().await {
+        Ok(report) => {
+            let seconds = report.duration.as_secs_f64();
+            let rate = if seconds > 0.0 {
+                report.bytes_transferred as f64 / seconds
+            } else {
+                0.0
+            };
+            sink.line(
+                "sent",
+                format!(
+                    "sent {} file{} ({}) to {name} in {}: {}/s, {} resumed, {} verified by the receiver, path {}",
+                    report.files,
+                    if report.files == 1 { "" } else { "s" },
+                    bytes(report.bytes_total),
+                    duration(seconds),
+                    bytes(rate as u64),
+                    bytes(report.bytes_resumed),
+                    bytes(report.bytes_verified),
+                    path_name(report.path),
+                ),
+                json!({
+                    "transfer_id": report.transfer_id.to_string(),
+                    "node_id": target.to_string(),
+                    "files": report.files,
+                    "bytes_total": report.bytes_total,
+                    "bytes_transferred": report.bytes_transferred,
+                    "bytes_resumed": report.bytes_resumed,
+                    "bytes_verified": report.bytes_verified,
+                    "wire_bytes": report.wire_bytes,
+                    "duration_s": seconds,
+                    "rate_bytes_per_s": rate,
+                    "path": path_name(report.path),
+                }),
+            );
+            Ok(())
+        }
+        Err(_) if stopped => Err(Failure::interrupted(
+            "the send was stopped; what the receiver verified is kept: run the same command again to resume",
+        )
+        .into()),
+        Err(NetworkError::Transfer(error)) => {
+            let text = error.to_string();
+            let message = if text.contains("No space left") || text.contains("disk full") {
+                format!(
+                    "{name}'s disk is full ({text}); free space there and run the same send again to resume"
+                )
+            } else {
+                format!(
+                    "the transfer to {name} did not complete ({text}); run the same send again to resume"
+                )
+            };
+            Err(Failure::new(TRANSFER, message).into())
+        }
+        Err(error) => Err(offline(&name, error)),
+    }
+}
+
+fn show(event: &TransferEvent, name: &str, sink: &Sink) {
+    match event {
+        TransferEvent::Started {
+            files,
+            bytes_total,
+            bytes_resumed,
+            ..
+        } => {
+            let resumed = if *bytes_resumed > 0 {
+                format!(", resuming: {} already there", bytes(*bytes_resumed))
+            } else {
+                String::new()
+            };
+            sink.line(
+                "started",
+                format!(
+                    "sending {files} file{} ({}) to {name}{resumed}",
+                    if *files == 1 { "" } else { "s" },
+                    bytes(*bytes_total)
+                ),
+                json!({ "files": files, "bytes_total": bytes_total, "bytes_resumed": bytes_resumed }),
+            );
+        }
+        TransferEvent::Progress(progress) => {
+            let file = progress.file.as_ref();
+            sink.line(
+                "progress",
+                String::new(),
+                json!({
+                    "bytes_done": progress.bytes_done,
+                    "bytes_total": progress.bytes_total,
+                    "rate": progress.rate,
+                    "eta_s": progress.eta.map(|eta| eta.as_secs_f64()),
+                    "file": file.map(|f| f.path.clone()),
+                    "file_done": file.map(|f| f.bytes_done),
+                    "file_size": file.map(|f| f.size),
+                }),
+            );
+        }
+        _ => {}
+    }
+}
+
+fn path_name(path: tether::TransferPathKind) -> &'static str {
+    match path {
+        tether::TransferPathKind::Direct => "direct",
+        tether::TransferPathKind::Relayed => "relayed",
+        _ => "unknown",
+    }
+}

@@ -1,0 +1,82 @@
+//! Options every command shares: the data directory and the network mode.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use tether::{NetworkingConfig, NetworkingService, RelayConfig, TransportConfig};
+
+/// Which networks the node may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Network {
+    /// The real-world defaults: every interface, iroh's public relays (or the user's own),
+    /// mDNS.
+    Internet,
+    /// This machine only: 127.0.0.1, no relays unless listed, no mDNS, loopback discovery.
+    LocalOnly,
+    /// The local network: every interface, mDNS, no relays unless listed, no internet
+    /// discovery, no port mapping.
+    Lan,
+}
+
+/// Options every command shares.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) network: Network,
+    /// The user's own relay servers (`--relay URL`, repeatable).
+    pub(crate) relays: Vec<String>,
+}
+
+impl Settings {
+    pub(crate) fn data_dir(&self) -> Result<PathBuf> {
+        if let Some(dir) = &self.data_dir {
+            return Ok(dir.clone());
+        }
+        let base = std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share"))
+            })
+            .context("no data directory: pass --data-dir DIR or set TETHER_DATA_DIR")?;
+        Ok(base.join("tether"))
+    }
+
+    /// The node's configuration. `offline` commands (identity, the device list) never need
+    /// more than loopback, so they get the local-only transport whatever the flags say.
+    pub(crate) fn config(&self, offline: bool) -> Result<NetworkingConfig> {
+        let dir = self.data_dir()?;
+        let mut config = match self.network {
+            Network::LocalOnly => NetworkingConfig::local_only(dir),
+            Network::Internet => NetworkingConfig::new(dir),
+            Network::Lan => {
+                let mut config = NetworkingConfig::new(dir);
+                config.transport.bind_addr =
+                    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, tether_port()));
+                config.transport.relay = RelayConfig::Disabled;
+                config.transport.mdns = true;
+                config
+            }
+        };
+        if !self.relays.is_empty() {
+            config.transport.relay = RelayConfig::Custom(self.relays.clone());
+        }
+        if offline {
+            config.transport = TransportConfig::local_only();
+        }
+        Ok(config)
+    }
+
+    pub(crate) async fn start(&self, offline: bool) -> Result<NetworkingService> {
+        let config = self.config(offline)?;
+        let dir = config.data_dir.clone();
+        NetworkingService::start(config)
+            .await
+            .with_context(|| format!("cannot start the node for {}", dir.display()))
+    }
+}
+
+/// The UDP port tried first.
+fn tether_port() -> u16 {
+    TransportConfig::default().bind_addr.port()
+}

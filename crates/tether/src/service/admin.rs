@@ -1,0 +1,177 @@
+//! What a troubleshooting user (the CLI's `doctor` and `devices`) needs to see, and renaming.
+
+use std::path::PathBuf;
+
+use iroh::Watcher as _;
+use tether_identity::DeviceName;
+use tether_iroh::RelayConfig;
+
+use super::*;
+
+/// This node's set-up and state, for `tether doctor`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Diagnostics {
+    /// The local sockets the endpoint is bound to.
+    pub bound_addrs: Vec<SocketAddr>,
+    /// The addresses other devices are told.
+    pub addr: PeerAddr,
+    /// Whether every packet stays on loopback.
+    pub local_only: bool,
+    /// The relays configured (after local-only rules).
+    pub relay: RelayConfig,
+    /// The home relays' connection state (empty with relays off, or before one is chosen).
+    pub relays: Vec<RelayState>,
+    /// Whether mDNS runs on the LAN.
+    pub mdns: bool,
+    /// The loopback discovery directory, if that discovery runs.
+    pub loopback_discovery: Option<PathBuf>,
+    /// Devices discovery has seen, by the service that saw them.
+    pub discovered: Vec<(NodeId, &'static str)>,
+    /// Where the device key is kept.
+    pub key_storage: KeyStorageKind,
+    /// Where received transfers go (`None`: receiving is off).
+    pub receive_dir: Option<PathBuf>,
+    /// The data directory.
+    pub data_dir: PathBuf,
+}
+
+/// A home relay's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RelayState {
+    /// Its URL.
+    pub url: String,
+    /// Whether the endpoint holds a connection to it.
+    pub connected: bool,
+    /// The latest error connecting to it.
+    pub error: Option<String>,
+}
+
+/// One device as this node sees it now, for `tether devices`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DeviceStatus {
+    /// Its node id.
+    pub node_id: NodeId,
+    /// What it said about itself when it paired (its name may be renamed here).
+    pub info: Option<DeviceInfo>,
+    /// `discovered`, `pairing`, `paired`, `connected` or `disconnected`.
+    pub state: String,
+    /// The live connection's path, round trip and remote address.
+    pub connection: Option<ConnectionInfo>,
+    /// When it was last heard: now for a live connection, else when its last connection
+    /// was set up (this run), if known.
+    pub last_seen: Option<SystemTime>,
+    /// The discovery service that sees it now, if any.
+    pub discovered_by: Option<&'static str>,
+}
+
+impl NetworkingService {
+    /// This node's set-up and state.
+    pub fn diagnostics(&self) -> Diagnostics {
+        let transport = self.inner.transport.config();
+        let relays = self
+            .inner
+            .transport
+            .endpoint()
+            .home_relay_status()
+            .get()
+            .into_iter()
+            .map(|status| RelayState {
+                url: status.url().to_string(),
+                connected: status.is_connected(),
+                error: status.last_error().map(ToString::to_string),
+            })
+            .collect();
+        let discovered = self
+            .inner
+            .discovered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(|d| (d.node_id, d.source))
+            .collect();
+        Diagnostics {
+            bound_addrs: self.inner.transport.bound_addrs(),
+            addr: self.addr(),
+            local_only: transport.local_only,
+            relay: transport.relay.clone(),
+            relays,
+            mdns: self.inner.transport.mdns().is_some(),
+            loopback_discovery: self.inner.config.loopback_discovery.clone(),
+            discovered,
+            key_storage: self.inner.keys.storage_kind().clone(),
+            receive_dir: self.inner.config.receive_dir.clone(),
+            data_dir: self.inner.config.data_dir.clone(),
+        }
+    }
+
+    /// Every device the registry knows or discovery sees, with its state and connection.
+    pub fn device_statuses(&self) -> Vec<DeviceStatus> {
+        let discovered: HashMap<NodeId, &'static str> = self
+            .inner
+            .discovered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(|d| (d.node_id, d.source))
+            .collect();
+        let mut statuses: Vec<DeviceStatus> = self
+            .devices()
+            .into_iter()
+            .map(|device| {
+                let connection = self.connection_info(device.node_id);
+                let last_seen = if connection.is_some() {
+                    Some(SystemTime::now())
+                } else if let tether_registry::DeviceState::Connected { connection } = &device.state
+                {
+                    Some(connection.connected_at)
+                } else {
+                    None
+                };
+                DeviceStatus {
+                    node_id: device.node_id,
+                    info: device.paired.as_ref().map(|p| p.info.clone()),
+                    state: device.state.kind().to_string(),
+                    connection,
+                    last_seen,
+                    discovered_by: discovered.get(&device.node_id).copied(),
+                }
+            })
+            .collect();
+        for (node_id, source) in discovered {
+            if node_id != self.node_id() && !statuses.iter().any(|s| s.node_id == node_id) {
+                statuses.push(DeviceStatus {
+                    node_id,
+                    info: None,
+                    state: "discovered".to_owned(),
+                    connection: None,
+                    last_seen: None,
+                    discovered_by: Some(source),
+                });
+            }
+        }
+        statuses
+    }
+
+    /// Renames this device in its profile (`device.json`). Devices that pair from now on
+    /// are told the new name once the service restarts with it; returns the stored profile.
+    pub fn rename_self(&self, name: &DeviceName) -> Result<DeviceInfo, NetworkError> {
+        let profile = Profile::load_or_create(&self.inner.config.data_dir, Some(name), None)?;
+        Ok(DeviceInfo {
+            device_id: profile.device_id,
+            device_name: profile.device_name,
+            device_type: profile.device_type,
+            public_key: self.node_id(),
+        })
+    }
+
+    /// Renames a paired device: the name this device shows for it.
+    pub fn rename_device(&self, node_id: NodeId, name: DeviceName) -> Result<(), NetworkError> {
+        self.inner
+            .registry
+            .rename(node_id, name)
+            .map_err(|_| NetworkError::DeviceNotPaired(short(&node_id)))
+    }
+}
