@@ -8,6 +8,10 @@ use tether_iroh::{LoopbackDiscovery, TransportConfig};
 use tether_pairing::InitiatorConfig;
 use tether_registry::{KeyOptions, KeychainPolicy};
 
+/// The default [`NetworkingConfig::idle_timeout`]: long enough that an app talking to a
+/// device now and then keeps its connection, short enough that a forgotten one goes.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
 /// How a [`crate::NetworkingService`] runs.
 ///
 /// [`NetworkingConfig::new`] gives the real-world defaults (every interface, UDP 11204, iroh's
@@ -37,6 +41,18 @@ pub struct NetworkingConfig {
     /// unanswered this long is dead: a dead peer is noticed within `1.25 ×
     /// keepalive_interval + request_timeout` of its last word.
     pub request_timeout: Duration,
+    /// How long a connection to a paired device may go without application traffic before
+    /// it is closed (with the close code [`crate::gate::CLOSE_IDLE`]); `None` keeps it open
+    /// until keep-alive, the peer, unpairing or shutdown ends it. Default: 5 minutes.
+    ///
+    /// Application traffic is what an app does: a message sent or received (and its answer),
+    /// a request the app's handler is answering, a transfer running over the connection, an
+    /// open connection of a third-party protocol to the device. Keep-alive pings are not:
+    /// they would otherwise keep every connection open for ever. The clock starts when the
+    /// last use ends, so a long transfer is never cut. An idle close is not a failure: the
+    /// device stays paired, is not redialled when discovery sees it again, and the next
+    /// message or transfer dials it at once.
+    pub idle_timeout: Option<Duration>,
     /// How long one connection attempt may take (a send makes up to three, with backoff;
     /// an attempt starts over at once when discovery reports a new address).
     pub connect_timeout: Duration,
@@ -59,6 +75,7 @@ impl NetworkingConfig {
             pairing: InitiatorConfig::default(),
             keepalive_interval: Duration::from_secs(30),
             request_timeout: Duration::from_secs(10),
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             connect_timeout: Duration::from_secs(10),
             discovery_timeout: Duration::from_secs(10),
             receive_dir: None,
@@ -85,6 +102,12 @@ impl NetworkingConfig {
     /// Receives transfers from paired devices into `dir`.
     pub fn with_receive_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.receive_dir = Some(dir.into());
+        self
+    }
+
+    /// Sets the idle timeout (`None`: never close a connection for being idle).
+    pub fn with_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
         self
     }
 

@@ -62,6 +62,18 @@ pub enum NetworkError {
         /// Its reason, as it sent it.
         reason: String,
     },
+    /// The device answered the request with an `Error` reply (it has no handler for the
+    /// request, the library does not exist, it is busy, ...). `message` is the device's own
+    /// text: show it as the peer's words, not as trusted text.
+    #[error("device {node} answered with an error ({code:?}): {message:?}")]
+    Rejected {
+        /// The short id of the device.
+        node: String,
+        /// What went wrong, for programs.
+        code: tether_wire::ErrorCode,
+        /// What went wrong, in the device's words.
+        message: String,
+    },
     /// The device cannot be reached now.
     #[error("device {0} is offline (no known address answered)")]
     DeviceOffline(String),

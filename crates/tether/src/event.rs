@@ -61,4 +61,60 @@ pub enum NetworkEvent {
         /// Who.
         node_id: NodeId,
     },
+    /// A paired device's connection moved to a new [`ConnectionState`]. Sent when a dial
+    /// starts (`Connecting`), when a connection is set up (`Connected`, beside
+    /// [`NetworkEvent::Connected`]), when this side starts closing it (`Closing`), and when it
+    /// has ended (`Closed`, beside [`NetworkEvent::Disconnected`]; also when a dial fails).
+    /// The flips between `Connected` and `Idle` that every request makes are not sent; ask
+    /// [`crate::DeviceHandle::connection_state`].
+    ConnectionStateChanged {
+        /// Who.
+        node_id: NodeId,
+        /// The new state.
+        state: ConnectionState,
+    },
+    /// A connection was closed because it carried no application traffic for the idle
+    /// timeout (see [`crate::NetworkingConfig::idle_timeout`]). Not a failure: the device is
+    /// still paired and reachable, and the next message dials again. A
+    /// [`NetworkEvent::Disconnected`] follows.
+    IdleClosed {
+        /// Who.
+        node_id: NodeId,
+        /// `true` when the peer's idle timeout closed it, `false` when this device's did.
+        by_peer: bool,
+    },
+}
+
+/// The state of the connection to one paired device.
+///
+/// "In use" means application traffic: a request waiting for its answer, a request of the
+/// peer's that the app's [`crate::RequestHandler`] is answering, a transfer running over the
+/// connection, or a connection of a third-party protocol to the device being open. Keep-alive
+/// pings and their answers are not application traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnectionState {
+    /// A dial to the device is under way and no connection is open.
+    Connecting,
+    /// A connection is open and in use.
+    Connected,
+    /// A connection is open and nothing uses it. After
+    /// [`crate::NetworkingConfig::idle_timeout`] in this state it is closed.
+    Idle,
+    /// This side has closed the connection; it is finishing.
+    Closing,
+    /// No connection (none was made yet, or the last one ended).
+    Closed,
+}
+
+impl std::fmt::Display for ConnectionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Connecting => "connecting",
+            Self::Connected => "connected",
+            Self::Idle => "idle",
+            Self::Closing => "closing",
+            Self::Closed => "closed",
+        })
+    }
 }

@@ -21,6 +21,10 @@ pub const CLOSE_REVOKED: u32 = crate::link::CLOSE_REVOKED;
 pub const CLOSE_BLOCKED: u32 = 0x7005;
 /// QUIC close code: the ALPN is not served here.
 pub const CLOSE_UNKNOWN_ALPN: u32 = 0x7006;
+/// QUIC close code: the connection carried no application traffic for the idle timeout
+/// ([`crate::NetworkingConfig::idle_timeout`]). Not a refusal and not a failure: the next
+/// message dials again.
+pub const CLOSE_IDLE: u32 = crate::link::CLOSE_IDLE;
 
 /// Pairing is open to anyone (the PAKE is the check); every other ALPN only to paired,
 /// trusted, non-revoked devices.

@@ -47,14 +47,16 @@ mod link;
 mod pairing;
 mod profile;
 mod protocol;
+mod request;
 mod service;
 mod transfer;
 
-pub use config::NetworkingConfig;
+pub use config::{DEFAULT_IDLE_TIMEOUT, NetworkingConfig};
 pub use error::NetworkError;
-pub use event::NetworkEvent;
+pub use event::{ConnectionState, NetworkEvent};
 pub use link::SYNC_ALPN;
 pub use pairing::{PAIRING_ALPN, PairedDevice};
+pub use request::RequestHandler;
 pub use service::{
     DeviceHandle, DeviceStatus, Diagnostics, NetworkingService, PairingInvite, RelayState,
 };
@@ -75,7 +77,7 @@ pub use tether_registry::{
 };
 pub use tether_wire::{
     ErrorCode, ErrorReply, FileRequest, FileResponse, Hlc, LibraryAnnounce, LibraryInfo,
-    LibraryRequest, NetworkMessage, Ping, Pong, SyncEntry, SyncRequest, SyncResponse,
+    LibraryRequest, MessageKind, NetworkMessage, Ping, Pong, SyncEntry, SyncRequest, SyncResponse,
 };
 /// Ids of libraries and entries in messages.
 pub use uuid::Uuid;

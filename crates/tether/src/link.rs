@@ -3,11 +3,18 @@
 //! The side that dials opens one bidirectional stream and runs the tether-crypto session
 //! handshake on it (fresh X25519 keys, both identities' signatures, the pairing secret mixed
 //! in); afterwards every control message on that stream is a sealed tether-wire frame.
-//! Requests carry a [`RequestId`]; the answer (`Pong`, `Ack`, `Error`, `SyncResponse`,
-//! `FileResponse`) carries the same id and completes the waiting request.
+//! Requests carry a [`RequestId`]; the answer carries the same id and completes the waiting
+//! request. The side that dialled numbers its requests 1, 3, 5, ... and the side that accepted
+//! 2, 4, 6, ..., so a message whose id has this side's parity is an answer to one of its own
+//! requests (whatever its kind: a `LibraryAnnounce` answers a `LibraryRequest`), and any other
+//! message is the peer's.
+//!
+//! The link also keeps what the service needs to tell a link in use from an idle one: how many
+//! things use it now (requests waiting for answers, transfers, requests the app is answering)
+//! and when the last of them ended. Keep-alive pings and their pongs do not count.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -16,16 +23,18 @@ use rand_core::UnwrapErr;
 use tether_crypto::handshake::{FinishMessage, InitMessage, Initiator, Responder, ResponseMessage};
 use tether_crypto::{PairingSecret, SessionKeys};
 use tether_identity::{NetworkIdentity, NodeId};
+use tether_protocol::PairedPeer;
 use tether_wire::{
-    ControlMessage, ErrorCode, ErrorReply, Frame, FrameKind, NetworkMessage, Pong, RequestId,
+    ControlMessage, ErrorCode, ErrorReply, Frame, FrameKind, NetworkMessage, Ping, Pong, RequestId,
     read_frame, write_frame,
 };
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::NetworkError;
 use crate::error::short;
+use crate::request::{self, HandlerSlot};
 
 /// The ALPN of Tether's messaging protocol.
 pub const SYNC_ALPN: &[u8] = b"tether/sync/1";
@@ -38,11 +47,84 @@ pub(crate) const CLOSE_PROTOCOL: u32 = 0x7001;
 pub(crate) const CLOSE_REVOKED: u32 = 0x7003;
 /// QUIC close code: the peer stopped answering keep-alive pings.
 pub(crate) const CLOSE_DEAD: u32 = 0x7004;
+/// QUIC close code: the connection carried no application traffic for the idle timeout. Not a
+/// failure: the next message dials again.
+pub(crate) const CLOSE_IDLE: u32 = 0x7007;
+
+/// How many of the peer's requests the app's handler may be answering at once on one link;
+/// more are answered `Busy`.
+const MAX_ANSWERING: usize = 64;
 
 /// How long the session handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<NetworkMessage>>>>;
+
+/// What uses a link now, and since when nothing has.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    in_use: AtomicUsize,
+    last_used: Mutex<Instant>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            in_use: AtomicUsize::new(0),
+            last_used: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Marks the link in use until the guard is dropped.
+    pub(crate) fn use_it(self: &Arc<Self>) -> InUse {
+        self.in_use.fetch_add(1, Ordering::AcqRel);
+        InUse(Arc::clone(self))
+    }
+
+    /// Application traffic just passed.
+    fn touch(&self) {
+        *self
+            .last_used
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+    }
+
+    /// How long nothing has used the link; `None` while something does.
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_use.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        Some(
+            self.last_used
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .elapsed(),
+        )
+    }
+}
+
+/// Keeps a link in use (a request, a transfer, an answer being made); the end of the use
+/// counts as application traffic.
+#[derive(Debug)]
+pub(crate) struct InUse(Arc<Activity>);
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_use.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Where a link delivers what the peer sends that is not an answer.
+#[derive(Debug, Clone)]
+pub(crate) struct Inbox {
+    /// Messages for the app's event stream.
+    pub(crate) events: mpsc::Sender<Incoming>,
+    /// The app's request handler, if it registered one.
+    pub(crate) handler: HandlerSlot,
+    /// Who the peer is (authenticated, paired), for the handler.
+    pub(crate) peer: PairedPeer,
+}
 
 /// One authenticated, encrypted connection to a paired device.
 #[derive(Debug)]
@@ -51,12 +133,15 @@ pub(crate) struct Link {
     pub(crate) connection: Connection,
     outgoing: mpsc::Sender<ControlMessage>,
     pending: Pending,
+    /// This side's next request id (odd when it dialled, even when it accepted; steps by 2).
     next_id: AtomicU64,
     last_heard: Mutex<Instant>,
+    /// What uses the link now, for the idle rule.
+    activity: Arc<Activity>,
     /// When the session handshake finished.
     established: Instant,
-    /// Why this side closed the connection, if it did.
-    local_close: Mutex<Option<&'static str>>,
+    /// Why this side closed the connection (close code and reason), if it did.
+    local_close: Mutex<Option<(u32, &'static str)>>,
     /// A keep-alive ping is in flight.
     probing: AtomicBool,
     /// The session's keys, shared with the reader and writer tasks; transfers derive theirs.
@@ -77,7 +162,7 @@ impl Link {
         identity: &NetworkIdentity,
         peer: NodeId,
         secret: &PairingSecret,
-        incoming: mpsc::Sender<Incoming>,
+        inbox: Inbox,
     ) -> Result<Arc<Self>, NetworkError> {
         let handshake = async {
             let (mut send, mut recv) = connection.open_bi().await.map_err(|e| failed(&peer, e))?;
@@ -101,7 +186,7 @@ impl Link {
             Ok::<_, NetworkError>((send, recv, keys))
         };
         match timeout("session handshake", handshake).await {
-            Ok((send, recv, keys)) => Ok(Self::start(connection, peer, send, recv, keys, incoming)),
+            Ok((send, recv, keys)) => Ok(Self::start(connection, peer, send, recv, keys, inbox)),
             // The gate closes a refused connection right after the TLS handshake, so the
             // refusal shows up here, on the first read.
             Err(error) => Err(crate::gate::refusal(&connection).unwrap_or(error)),
@@ -114,7 +199,7 @@ impl Link {
         identity: &NetworkIdentity,
         peer: NodeId,
         secret: &PairingSecret,
-        incoming: mpsc::Sender<Incoming>,
+        inbox: Inbox,
     ) -> Result<Arc<Self>, NetworkError> {
         let handshake = async {
             let (mut send, mut recv) =
@@ -141,7 +226,7 @@ impl Link {
             Ok::<_, NetworkError>((send, recv, keys))
         };
         match timeout("session handshake", handshake).await {
-            Ok((send, recv, keys)) => Ok(Self::start(connection, peer, send, recv, keys, incoming)),
+            Ok((send, recv, keys)) => Ok(Self::start(connection, peer, send, recv, keys, inbox)),
             Err(error) => {
                 connection.close(CLOSE_PROTOCOL.into(), b"session handshake failed");
                 Err(error)
@@ -155,17 +240,23 @@ impl Link {
         send: SendStream,
         recv: RecvStream,
         keys: SessionKeys,
-        incoming: mpsc::Sender<Incoming>,
+        inbox: Inbox,
     ) -> Arc<Self> {
         let keys = Arc::new(Mutex::new(keys));
         let (outgoing, queue) = mpsc::channel(256);
+        let first_id = if connection.side() == Side::Client {
+            1
+        } else {
+            2
+        };
         let link = Arc::new(Self {
             node_id,
             connection,
             outgoing,
             pending: Arc::default(),
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new(first_id),
             last_heard: Mutex::new(Instant::now()),
+            activity: Arc::new(Activity::new()),
             established: Instant::now(),
             local_close: Mutex::new(None),
             probing: AtomicBool::new(false),
@@ -177,7 +268,7 @@ impl Link {
             Arc::clone(&keys),
             link.connection.clone(),
         ));
-        tokio::spawn(read_loop(recv, keys, Arc::downgrade(&link), incoming));
+        tokio::spawn(read_loop(recv, keys, Arc::downgrade(&link), inbox));
         link
     }
 
@@ -197,13 +288,36 @@ impl Link {
             })
     }
 
-    /// Sends a request and waits for its answer.
+    /// Sends an application request and waits for its answer. The link counts as in use
+    /// until then. An `Error` reply is [`NetworkError::Rejected`]; an answer of the wrong kind
+    /// is a [`NetworkError::ProtocolViolation`].
     pub(crate) async fn request(
         &self,
         message: NetworkMessage,
         wait: Duration,
     ) -> Result<NetworkMessage, NetworkError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let _in_use = self.activity.use_it();
+        self.exchange(message, wait).await
+    }
+
+    /// Sends a keep-alive `Ping` and waits for its `Pong`; not application traffic.
+    pub(crate) async fn probe(
+        &self,
+        timestamp_ms: u64,
+        wait: Duration,
+    ) -> Result<(), NetworkError> {
+        self.exchange(NetworkMessage::Ping(Ping { timestamp_ms }), wait)
+            .await
+            .map(drop)
+    }
+
+    async fn exchange(
+        &self,
+        message: NetworkMessage,
+        wait: Duration,
+    ) -> Result<NetworkMessage, NetworkError> {
+        let kind = message.kind();
+        let id = self.next_id.fetch_add(2, Ordering::Relaxed);
         let (answer, answered) = oneshot::channel();
         self.pending
             .lock()
@@ -217,21 +331,71 @@ impl Link {
             self.forget(id);
             return Err(self.gone());
         }
-        match tokio::time::timeout(wait, answered).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(_)) => Err(self.gone()),
+        let reply = match tokio::time::timeout(wait, answered).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => return Err(self.gone()),
             Err(_) => {
                 self.forget(id);
-                Err(NetworkError::TimedOut {
+                return Err(NetworkError::TimedOut {
                     what: "request",
                     after: wait,
-                })
+                });
             }
+        };
+        match reply {
+            NetworkMessage::Error(ErrorReply { code, message }) => Err(NetworkError::Rejected {
+                node: short(&self.node_id),
+                code,
+                message,
+            }),
+            reply if request::answers(kind, reply.kind()) => Ok(reply),
+            reply => Err(NetworkError::ProtocolViolation {
+                node: short(&self.node_id),
+                reason: format!(
+                    "answered a {} with a {}",
+                    kind.as_str(),
+                    reply.kind().as_str()
+                ),
+            }),
         }
     }
 
-    /// Time since the peer last sent anything.
-    pub(crate) fn idle_for(&self) -> Duration {
+    /// How long no application traffic has used the link; `None` while something does.
+    pub(crate) fn idle_for(&self) -> Option<Duration> {
+        self.activity.idle_for()
+    }
+
+    /// Marks the link in use (a transfer on it, say) until the guard is dropped.
+    pub(crate) fn use_it(&self) -> InUse {
+        self.activity.use_it()
+    }
+
+    /// Whether the connection ended because either side found it idle.
+    pub(crate) fn closed_idle(&self) -> bool {
+        match self.connection.close_reason() {
+            Some(ConnectionError::ApplicationClosed(close)) => {
+                close.error_code.into_inner() == u64::from(CLOSE_IDLE)
+            }
+            Some(ConnectionError::LocallyClosed) => self.local_close_code() == Some(CLOSE_IDLE),
+            _ => false,
+        }
+    }
+
+    /// The close code this side used, if it closed the connection.
+    pub(crate) fn local_close_code(&self) -> Option<u32> {
+        self.local_close
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map(|(code, _)| code)
+    }
+
+    /// Whether a request id is one of this side's own (an answer carries it back).
+    fn is_own(&self, RequestId(id): RequestId) -> bool {
+        id % 2 == u64::from(self.connection.side() == Side::Client)
+    }
+
+    /// Time since the peer last sent anything (keep-alive pongs included).
+    pub(crate) fn silent_for(&self) -> Duration {
         self.last_heard
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -248,7 +412,7 @@ impl Link {
         self.local_close
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get_or_insert(reason);
+            .get_or_insert((code, reason));
         self.connection.close(code.into(), reason.as_bytes());
     }
 
@@ -259,7 +423,7 @@ impl Link {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         match (error, local) {
-            (ConnectionError::LocallyClosed, Some(reason)) => format!("closed here: {reason}"),
+            (ConnectionError::LocallyClosed, Some((_, reason))) => format!("closed here: {reason}"),
             _ => error.to_string(),
         }
     }
@@ -337,8 +501,9 @@ async fn read_loop(
     mut recv: RecvStream,
     keys: Arc<Mutex<SessionKeys>>,
     link: std::sync::Weak<Link>,
-    incoming: mpsc::Sender<Incoming>,
+    inbox: Inbox,
 ) {
+    let answering = Arc::new(Semaphore::new(MAX_ANSWERING));
     loop {
         let frame = match read_frame(&mut recv).await {
             Ok(Some(frame)) => frame,
@@ -380,7 +545,7 @@ async fn read_loop(
                 continue;
             }
         };
-        dispatch(&link, message, &incoming).await;
+        dispatch(&link, message, &inbox, &answering).await;
     }
     if let Some(link) = link.upgrade() {
         // Fail every request still waiting.
@@ -391,23 +556,14 @@ async fn read_loop(
     }
 }
 
-async fn dispatch(link: &Link, message: ControlMessage, incoming: &mpsc::Sender<Incoming>) {
+async fn dispatch(link: &Link, message: ControlMessage, inbox: &Inbox, answering: &Arc<Semaphore>) {
     let ControlMessage { id, message } = message;
-    let is_answer = matches!(
-        message,
-        NetworkMessage::Pong(_)
-            | NetworkMessage::Ack
-            | NetworkMessage::Error(_)
-            | NetworkMessage::SyncResponse(_)
-            | NetworkMessage::FileResponse(_)
-    );
-    if is_answer {
-        let waiter = id.and_then(|RequestId(id)| {
-            link.pending
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&id)
-        });
+    if let Some(id) = id.filter(|id| link.is_own(*id)) {
+        let waiter = link
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id.0);
         match waiter {
             Some(waiter) => {
                 let _ = waiter.send(message);
@@ -416,34 +572,80 @@ async fn dispatch(link: &Link, message: ControlMessage, incoming: &mpsc::Sender<
         }
         return;
     }
-    let reply = match &message {
-        NetworkMessage::Ping(ping) => Some(NetworkMessage::Pong(Pong {
-            timestamp_ms: ping.timestamp_ms,
-        })),
-        NetworkMessage::FileRequest(_) => Some(NetworkMessage::Error(ErrorReply {
+    let kind = message.kind();
+    if let NetworkMessage::Ping(ping) = &message {
+        // Keep-alive: answered here, and not application traffic.
+        if let Some(id) = id {
+            let pong = NetworkMessage::Pong(Pong {
+                timestamp_ms: ping.timestamp_ms,
+            });
+            let _ = link.outgoing.send(ControlMessage::with_id(id, pong)).await;
+        }
+        return;
+    }
+    link.activity.touch();
+    let reply = if request::needs_app(kind) {
+        let Some(id) = id else {
+            debug!(peer = %short(&link.node_id), request = kind.as_str(), "a request without an id; nobody to answer");
+            return;
+        };
+        let Ok(permit) = Arc::clone(answering).try_acquire_owned() else {
+            return send_reply(link, id, busy()).await;
+        };
+        // The app may take its time: answer on a task of its own, so the link keeps reading.
+        let in_use = link.use_it();
+        let outgoing = link.outgoing.clone();
+        let handler = inbox.handler.clone();
+        let peer = inbox.peer.clone();
+        tokio::spawn(async move {
+            let reply = request::answer(&handler, peer, message).await;
+            let _ = outgoing.send(ControlMessage::with_id(id, reply)).await;
+            drop((permit, in_use));
+        });
+        return;
+    } else if request::expected_answer(kind).is_none() {
+        // An answer kind that answers none of our requests.
+        debug!(peer = %short(&link.node_id), kind = kind.as_str(), "an unsolicited answer");
+        NetworkMessage::Error(ErrorReply {
+            code: ErrorCode::Unsupported,
+            message: format!("{} answers a request; it is not one", kind.as_str()),
+        })
+    } else if kind == tether_wire::MessageKind::FileRequest {
+        NetworkMessage::Error(ErrorReply {
             code: ErrorCode::Unsupported,
             message: "file requests belong to a transfer stream".to_owned(),
-        })),
-        _ => {
-            let delivered = incoming
-                .send(Incoming {
-                    from: link.node_id,
-                    message: message.clone(),
-                })
-                .await;
-            Some(if delivered.is_ok() {
-                NetworkMessage::Ack
-            } else {
-                NetworkMessage::Error(ErrorReply {
-                    code: ErrorCode::Busy,
-                    message: "the device is shutting down".to_owned(),
-                })
+        })
+    } else {
+        let delivered = inbox
+            .events
+            .send(Incoming {
+                from: link.node_id,
+                message,
+            })
+            .await;
+        if delivered.is_ok() {
+            NetworkMessage::Ack
+        } else {
+            NetworkMessage::Error(ErrorReply {
+                code: ErrorCode::Busy,
+                message: "the device is shutting down".to_owned(),
             })
         }
     };
-    if let (Some(id), Some(reply)) = (id, reply) {
-        let _ = link.outgoing.send(ControlMessage::with_id(id, reply)).await;
+    if let Some(id) = id {
+        send_reply(link, id, reply).await;
     }
+}
+
+fn busy() -> NetworkMessage {
+    NetworkMessage::Error(ErrorReply {
+        code: ErrorCode::Busy,
+        message: "too many requests at once".to_owned(),
+    })
+}
+
+async fn send_reply(link: &Link, id: RequestId, reply: NetworkMessage) {
+    let _ = link.outgoing.send(ControlMessage::with_id(id, reply)).await;
 }
 
 async fn timeout<T>(

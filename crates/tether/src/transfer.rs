@@ -150,7 +150,13 @@ pub(crate) async fn send(
         lanes.push(open_stream(link).await?);
     }
     info!(peer = %short(&link.node_id), files = outgoing.manifest().len(), bytes = outgoing.total_bytes(), "sending");
-    let task = tokio::spawn(outgoing.send(control, lanes, context));
+    // The transfer keeps the link in use (not idle) until it ends.
+    let in_use = link.use_it();
+    let task = tokio::spawn(async move {
+        let result = outgoing.send(control, lanes, context).await;
+        drop(in_use);
+        result
+    });
     Ok(TransferHandle {
         events,
         cancel,

@@ -40,6 +40,12 @@ impl DeviceHandle {
         }
     }
 
+    /// The state of the connection to the device: connecting, connected (in use), idle,
+    /// closing or closed.
+    pub fn connection_state(&self) -> ConnectionState {
+        self.service.connection_state(self.node_id)
+    }
+
     /// The connection's path and round trip, if connected.
     pub fn connection_info(&self) -> Option<ConnectionInfo> {
         self.service.connection_info(self.node_id)

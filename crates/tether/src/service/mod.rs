@@ -40,11 +40,12 @@ use tracing::{debug, info, warn};
 
 use crate::error::short;
 use crate::gate::{CLOSE_REVOKED, RegistryGate};
-use crate::link::{CLOSE_DEAD, CLOSE_NORMAL, Incoming, Link, SYNC_ALPN};
+use crate::link::{CLOSE_DEAD, CLOSE_IDLE, CLOSE_NORMAL, Inbox, Incoming, Link, SYNC_ALPN};
 use crate::pairing::{self, PAIRING_ALPN, PairedDevice};
 use crate::profile::Profile;
 use crate::protocol::DynProtocol;
-use crate::{NetworkError, NetworkEvent, NetworkingConfig};
+use crate::request::{self, HandlerSlot, RequestHandler};
+use crate::{ConnectionState, NetworkError, NetworkEvent, NetworkingConfig};
 
 /// The networking service of one device: pairing, connections to paired devices, messages,
 /// third-party protocols, discovery, events.
@@ -60,6 +61,7 @@ pub struct NetworkingService {
 struct Inner {
     config: NetworkingConfig,
     keys: KeyManager,
+    /// This device's id, name and type (the name can change: `rename_self`).
     profile: Profile,
     registry: DeviceRegistry,
     transport: Transport,
@@ -73,6 +75,11 @@ struct Inner {
     dialing: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
     /// Every live connection per device (links and third-party protocols), for `unpair`.
     connections: Mutex<HashMap<NodeId, Vec<Connection>>>,
+    /// Devices whose last link was closed for being idle: discovery does not redial them
+    /// (the next send does).
+    idle_closed: Mutex<HashSet<NodeId>>,
+    /// The app's answers to requests.
+    handler: HandlerSlot,
     /// The code being shown, if any.
     initiator: Mutex<Option<Initiator>>,
     /// The number of the latest code shown (each new code gets the next; changed only under
@@ -173,6 +180,8 @@ impl NetworkingService {
                 links: Mutex::default(),
                 dialing: Mutex::default(),
                 connections: Mutex::default(),
+                idle_closed: Mutex::default(),
+                handler: HandlerSlot::default(),
                 initiator: Mutex::new(None),
                 code_number: AtomicU64::new(0),
                 pairing_results: broadcast::channel(16).0,
@@ -400,15 +409,97 @@ impl NetworkingService {
         Ok(handle)
     }
 
-    /// Sends `message` to a paired device and waits for its answer.
+    /// Sends `message` to a paired device and waits for its answer: `Pong` for a `Ping`,
+    /// `Ack` for a `LibraryAnnounce`, what the device's [`RequestHandler`] returns for a
+    /// `SyncRequest` (`SyncResponse`) or `LibraryRequest` (`LibraryAnnounce`). An `Error`
+    /// reply is [`NetworkError::Rejected`]; no answer within `request_timeout` is
+    /// [`NetworkError::TimedOut`]. Answers (`Ack`, `Pong`, `SyncResponse`, ...) cannot be sent
+    /// as requests ([`NetworkError::Usage`]).
+    ///
+    /// When the pooled connection was just closed for being idle (by either side, racing this
+    /// send), the message is sent once more on a new connection.
     pub async fn send_message(
         &self,
         node_id: NodeId,
         message: NetworkMessage,
     ) -> Result<NetworkMessage, NetworkError> {
+        let kind = message.kind();
+        if request::expected_answer(kind).is_none() {
+            return Err(NetworkError::Usage(format!(
+                "{} answers a request; it cannot be sent as one",
+                kind.as_str()
+            )));
+        }
+        let wait = self.inner.config.request_timeout;
         let link = self.link(node_id).await?;
-        link.request(message, self.inner.config.request_timeout)
-            .await
+        match link.request(message.clone(), wait).await {
+            Err(NetworkError::ConnectionFailed { .. }) if link.closed_idle() => {
+                debug!(peer = %short(&node_id), "the connection was closed as idle; sending again");
+                self.link(node_id).await?.request(message, wait).await
+            }
+            result => result,
+        }
+    }
+
+    /// Registers the application's answers to `SyncRequest` and `LibraryRequest` from paired
+    /// devices, replacing any handler registered before. Without one, such requests are
+    /// answered with an `Error` reply ([`crate::ErrorCode::Unsupported`]).
+    pub fn set_request_handler<H: RequestHandler>(&self, handler: H) {
+        *self
+            .inner
+            .handler
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(handler));
+    }
+
+    /// Removes the request handler: requests are answered `Unsupported` again.
+    pub fn clear_request_handler(&self) {
+        *self
+            .inner
+            .handler
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// The state of the connection to a device (see [`ConnectionState`] for what counts as
+    /// in use).
+    pub fn connection_state(&self, node_id: NodeId) -> ConnectionState {
+        let link = self
+            .inner
+            .links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&node_id)
+            .cloned();
+        if let Some(link) = link {
+            return if !link.is_open() {
+                ConnectionState::Closing
+            } else if link.idle_for().is_none() || self.protocol_connection_open(node_id) {
+                ConnectionState::Connected
+            } else {
+                ConnectionState::Idle
+            };
+        }
+        let dialing = self
+            .inner
+            .dialing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&node_id)
+            .is_some_and(|turn| turn.try_lock().is_err());
+        if dialing {
+            ConnectionState::Connecting
+        } else {
+            ConnectionState::Closed
+        }
+    }
+
+    /// Every paired device's connection state.
+    pub fn connection_states(&self) -> Vec<(NodeId, ConnectionState)> {
+        self.paired_devices()
+            .into_iter()
+            .map(|device| (device.node_id, self.connection_state(device.node_id)))
+            .collect()
     }
 
     /// Adds a third-party protocol on its own ALPN; only paired devices reach it.
@@ -471,7 +562,7 @@ impl NetworkingService {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&node_id);
         if let Some(link) = link {
-            link.close(CLOSE_REVOKED, "unpaired");
+            self.close_link(&link, CLOSE_REVOKED, "unpaired");
         }
         let connections = self
             .inner

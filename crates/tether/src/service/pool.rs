@@ -36,16 +36,69 @@ impl NetworkingService {
             .registry
             .check_connection(&node_id)
             .map_err(|_| NetworkError::DeviceNotPaired(short(&node_id)))?;
-        let connection = self.dial(node_id, SYNC_ALPN).await?;
-        let link = Link::dial(
-            connection,
-            self.inner.keys.identity(),
-            node_id,
-            &secret,
-            self.inner.incoming.clone(),
-        )
-        .await?;
-        self.adopt(&link)
+        let inbox = self.inbox(node_id)?;
+        self.report_state(node_id, ConnectionState::Connecting);
+        let linked = async {
+            let connection = self.dial(node_id, SYNC_ALPN).await?;
+            let link = Link::dial(
+                connection,
+                self.inner.keys.identity(),
+                node_id,
+                &secret,
+                inbox,
+            )
+            .await?;
+            self.adopt(&link)
+        }
+        .await;
+        if linked.is_err() && self.live_link(&node_id).is_none() {
+            self.report_state(node_id, ConnectionState::Closed);
+        }
+        linked
+    }
+
+    /// Where a link to `node_id` delivers the peer's messages and requests.
+    pub(super) fn inbox(&self, node_id: NodeId) -> Result<Inbox, NetworkError> {
+        let device = self
+            .inner
+            .registry
+            .device(&node_id)
+            .and_then(|d| d.paired)
+            .ok_or_else(|| NetworkError::DeviceNotPaired(short(&node_id)))?;
+        Ok(Inbox {
+            events: self.inner.incoming.clone(),
+            handler: Arc::clone(&self.inner.handler),
+            peer: PairedPeer {
+                node_id,
+                device: device.info,
+            },
+        })
+    }
+
+    pub(super) fn report_state(&self, node_id: NodeId, state: ConnectionState) {
+        let _ = self
+            .inner
+            .events
+            .send(NetworkEvent::ConnectionStateChanged { node_id, state });
+    }
+
+    /// Closes a pooled link from this side, saying so.
+    pub(super) fn close_link(&self, link: &Link, code: u32, reason: &'static str) {
+        close_link(&self.inner.events, link, code, reason);
+    }
+
+    /// Whether a third-party protocol's connection to the device is open (it keeps the
+    /// device's link in use).
+    pub(super) fn protocol_connection_open(&self, node_id: NodeId) -> bool {
+        self.inner
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&node_id)
+            .is_some_and(|list| {
+                list.iter()
+                    .any(|c| c.close_reason().is_none() && c.alpn() != SYNC_ALPN)
+            })
     }
 
     pub(super) fn live_link(&self, node_id: &NodeId) -> Option<Arc<Link>> {
@@ -176,6 +229,11 @@ impl NetworkingService {
             }
         };
         self.track(node_id, &link.connection)?;
+        self.inner
+            .idle_closed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&node_id);
         self.watch(Arc::clone(link));
         self.serve_streams(Arc::clone(link));
         match retired {
@@ -210,6 +268,7 @@ impl NetworkingService {
             node_id,
             path: info.path,
         });
+        self.report_state(node_id, ConnectionState::Connected);
         info!(peer = %short(&node_id), path = %info.path, rtt = ?info.rtt, "connected");
     }
 
@@ -223,7 +282,11 @@ impl NetworkingService {
                 service.spawn(async move {
                     let service = task_service;
                     let receiver = service.inner.receiver.as_ref();
-                    match crate::transfer::serve_stream(&link, receiver, send, recv).await {
+                    // A transfer (or lane) keeps the link in use until it ends.
+                    let in_use = link.use_it();
+                    let served = crate::transfer::serve_stream(&link, receiver, send, recv).await;
+                    drop(in_use);
+                    match served {
                         Ok(Some(report)) => {
                             info!(peer = %short(&link.node_id), bytes = report.bytes_total, "received a transfer");
                             let _ = service.inner.events.send(NetworkEvent::TransferReceived {
@@ -262,15 +325,40 @@ impl NetworkingService {
             };
             if removed {
                 let reason = link.end_reason(&error);
+                let idle = link.closed_idle();
+                let registry_reason = if idle {
+                    DisconnectReason::Closed
+                } else if link.local_close_code() == Some(CLOSE_DEAD) {
+                    DisconnectReason::TimedOut
+                } else {
+                    DisconnectReason::Error(reason.clone())
+                };
                 let _ = service
                     .inner
                     .registry
-                    .disconnected(node_id, DisconnectReason::Error(reason.clone()));
-                info!(peer = %short(&node_id), %reason, "disconnected");
+                    .disconnected(node_id, registry_reason);
+                if idle {
+                    // Not a failure: the next send dials; discovery leaves it be.
+                    service
+                        .inner
+                        .idle_closed
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(node_id);
+                    let by_peer = link.local_close_code().is_none();
+                    info!(peer = %short(&node_id), by_peer, "closed an idle connection");
+                    let _ = service
+                        .inner
+                        .events
+                        .send(NetworkEvent::IdleClosed { node_id, by_peer });
+                } else {
+                    info!(peer = %short(&node_id), %reason, "disconnected");
+                }
                 let _ = service
                     .inner
                     .events
                     .send(NetworkEvent::Disconnected { node_id, reason });
+                service.report_state(node_id, ConnectionState::Closed);
             }
         });
     }
@@ -297,6 +385,23 @@ impl NetworkingService {
         list.push(connection.clone());
         Ok(())
     }
+}
+
+/// Closes a pooled link from this side, saying so on `events` (a task that must not keep
+/// the service alive after its shutdown calls this rather than the method).
+pub(super) fn close_link(
+    events: &broadcast::Sender<NetworkEvent>,
+    link: &Link,
+    code: u32,
+    reason: &'static str,
+) {
+    if link.is_open() {
+        let _ = events.send(NetworkEvent::ConnectionStateChanged {
+            node_id: link.node_id,
+            state: ConnectionState::Closing,
+        });
+    }
+    link.close(code, reason);
 }
 
 /// Returns when discovery reports an address for `addr.node_id` that `addr` lacks.

@@ -112,7 +112,7 @@ impl NetworkingService {
                 self.inner.keys.identity(),
                 peer,
                 &secret,
-                self.inner.incoming.clone(),
+                self.inbox(peer)?,
             )
             .await?;
             return self.adopt(&link).map(drop);
@@ -191,8 +191,16 @@ impl NetworkingService {
                         });
                     }
                     let _ = self.inner.discovered_tx.send(device);
-                    // A paired device came back (or moved): reconnect.
-                    if self.inner.registry.check_connection(&node_id).is_ok()
+                    // A paired device came back (or moved): reconnect, unless its last link
+                    // was closed for being idle (the next send dials it).
+                    let idle_closed = self
+                        .inner
+                        .idle_closed
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .contains(&node_id);
+                    if !idle_closed
+                        && self.inner.registry.check_connection(&node_id).is_ok()
                         && self.live_link(&node_id).is_none()
                     {
                         let service = self.clone();
@@ -219,35 +227,53 @@ impl NetworkingService {
     /// closes it when the ping gets no answer within `request_timeout`. The check runs four
     /// times per interval, so a dead peer is noticed within `1.25 × keepalive_interval +
     /// request_timeout` of its last word.
+    ///
+    /// Closes links that carried no application traffic for `idle_timeout` (checked four
+    /// times per timeout too, so one closes within 1.25 × `idle_timeout` of its last use).
+    /// Pings are not application traffic.
     pub(super) async fn keepalive_loop(&self) {
         let interval = self.inner.config.keepalive_interval;
-        let mut tick = tokio::time::interval((interval / 4).max(Duration::from_millis(25)));
+        let idle_timeout = self.inner.config.idle_timeout;
+        let period = idle_timeout.map_or(interval, |idle| idle.min(interval));
+        let mut tick = tokio::time::interval((period / 4).max(Duration::from_millis(25)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let idle: Vec<Arc<Link>> = self
+            let open: Vec<Arc<Link>> = self
                 .inner
                 .links
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .values()
-                .filter(|link| link.is_open() && link.idle_for() >= interval)
+                .filter(|link| link.is_open())
                 .cloned()
                 .collect();
-            for link in idle {
-                if !link.start_probe() {
+            for link in open {
+                if let Some(timeout) = idle_timeout
+                    && link.idle_for().is_some_and(|idle| idle >= timeout)
+                    && !self.protocol_connection_open(link.node_id)
+                {
+                    debug!(peer = %short(&link.node_id), ?timeout, "idle; closing");
+                    self.close_link(&link, CLOSE_IDLE, "idle");
+                    continue;
+                }
+                if link.silent_for() < interval || !link.start_probe() {
                     continue;
                 }
                 let wait = self.inner.config.request_timeout;
+                // Not the service: a probe in flight must not keep it alive after shutdown.
+                let events = self.inner.events.clone();
                 tokio::spawn(async move {
-                    let ping = NetworkMessage::Ping(Ping {
-                        timestamp_ms: now_ms(),
-                    });
-                    let answer = link.request(ping, wait).await;
+                    let answer = link.probe(now_ms(), wait).await;
                     link.end_probe();
                     if let Err(NetworkError::TimedOut { .. }) = answer {
                         warn!(peer = %short(&link.node_id), "no answer to keep-alive; closing");
-                        link.close(CLOSE_DEAD, "no answer to a keep-alive ping");
+                        pool::close_link(
+                            &events,
+                            &link,
+                            CLOSE_DEAD,
+                            "no answer to a keep-alive ping",
+                        );
                     }
                 });
             }
