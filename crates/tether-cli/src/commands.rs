@@ -82,7 +82,7 @@ pub(crate) async fn execute(
         }
         Request::Ping { device, count } => ping(node, &device, count, sink, cancel).await,
         Request::Unpair { device } => unpair(node, &device, sink),
-        Request::Rename { name, device } => rename(node, &name, device.as_deref(), sink, context),
+        Request::Rename { name, device } => rename(node, &name, device.as_deref(), sink),
         Request::Doctor { device } => doctor::run(node, device.as_deref(), sink, context).await,
         Request::Pair { ticket } => pair(node, ticket, sink, cancel).await,
         Request::Join { code } => join(node, &code, sink, cancel).await,
@@ -231,13 +231,7 @@ fn unpair(node: &NetworkingService, device: &str, sink: &Sink) -> Result<()> {
     Ok(())
 }
 
-fn rename(
-    node: &NetworkingService,
-    name: &str,
-    device: Option<&str>,
-    sink: &Sink,
-    context: &NodeContext,
-) -> Result<()> {
+fn rename(node: &NetworkingService, name: &str, device: Option<&str>, sink: &Sink) -> Result<()> {
     let new_name = DeviceName::new(name).map_err(|error| {
         Failure::usage(format!(
             "invalid device name {name:?}: {error}; pick a shorter, printable name"
@@ -255,15 +249,12 @@ fn rename(
         }
         None => {
             let info = node.rename_self(&new_name)?;
-            let note = if context.running {
-                "; restart `tether up` for devices that pair from now on to see it"
-            } else {
-                ""
-            };
             sink.line(
                 "renamed",
-                format!("this device is now {name:?}{note}"),
-                json!({ "node_id": info.public_key.to_string(), "name": name, "restart_needed": context.running }),
+                format!(
+                    "this device is now {name:?}\npaired devices keep the old name; on each: tether rename --device OLD NEW"
+                ),
+                json!({ "node_id": info.public_key.to_string(), "name": name }),
             );
         }
     }

@@ -6,6 +6,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tether::{NetworkError, NetworkingService, TransferEvent, TransferOptions};
+use tether_transfer::{AbortCode, LocalError, PeerError, TransferError};
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::resolve;
@@ -106,19 +107,46 @@ pub(crate) async fn run(
         )
         .into()),
         Err(NetworkError::Transfer(error)) => {
-            let text = error.to_string();
-            let message = if text.contains("No space left") || text.contains("disk full") {
-                format!(
-                    "{name}'s disk is full ({text}); free space there and run the same send again to resume"
-                )
-            } else {
-                format!(
-                    "the transfer to {name} did not complete ({text}); run the same send again to resume"
-                )
-            };
-            Err(Failure::new(TRANSFER, message).into())
+            Err(Failure::new(TRANSFER, transfer_failure(&name, &error)).into())
         }
         Err(error) => Err(offline(&name, error)),
+    }
+}
+
+/// The one sentence for a transfer that did not complete, with the way out.
+fn transfer_failure(name: &str, error: &TransferError) -> String {
+    let again = "run the same send again to resume";
+    match error {
+        TransferError::Peer(
+            PeerError::Declined { code, message } | PeerError::Aborted { code, message },
+        ) => {
+            let detail = if message.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", message.chars().take(120).collect::<String>())
+            };
+            match code {
+                AbortCode::NoSpace => {
+                    format!("{name}'s disk is full{detail}; free space there and {again}")
+                }
+                AbortCode::Refused => format!(
+                    "{name} refused the transfer{detail}: a file with the same name and other \
+                     contents may be in its receive directory; move it away there and try again"
+                ),
+                AbortCode::Declined => format!("{name} declined the transfer{detail}"),
+                AbortCode::SourceChanged => {
+                    format!("a file changed while it was being sent{detail}; {again}")
+                }
+                _ => format!("{name} stopped the transfer{detail}; {again}"),
+            }
+        }
+        TransferError::Link(error) => {
+            format!("the connection to {name} was lost ({error}); {again}")
+        }
+        TransferError::Local(LocalError::DiskFull { .. }) => {
+            format!("this device's disk is full ({error}); free space and {again}")
+        }
+        other => format!("the transfer to {name} did not complete ({other}); {again}"),
     }
 }
 

@@ -155,16 +155,18 @@ impl NetworkingService {
         statuses
     }
 
-    /// Renames this device in its profile (`device.json`). Devices that pair from now on
-    /// are told the new name once the service restarts with it; returns the stored profile.
+    /// Renames this device: the profile (`device.json`) and what this device tells others
+    /// from now on (devices that pair with it later; devices already paired keep the name they
+    /// were told at pairing, and can rename it on their side). Returns the new identity.
     pub fn rename_self(&self, name: &DeviceName) -> Result<DeviceInfo, NetworkError> {
-        let profile = Profile::load_or_create(&self.inner.config.data_dir, Some(name), None)?;
-        Ok(DeviceInfo {
-            device_id: profile.device_id,
-            device_name: profile.device_name,
-            device_type: profile.device_type,
-            public_key: self.node_id(),
-        })
+        let mut profile = self
+            .inner
+            .profile
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        *profile = Profile::load_or_create(&self.inner.config.data_dir, Some(name), None)?;
+        drop(profile);
+        Ok(self.device_info())
     }
 
     /// Renames a paired device: the name this device shows for it.

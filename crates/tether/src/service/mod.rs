@@ -62,7 +62,7 @@ struct Inner {
     config: NetworkingConfig,
     keys: KeyManager,
     /// This device's id, name and type (the name can change: `rename_self`).
-    profile: Profile,
+    profile: RwLock<Profile>,
     registry: DeviceRegistry,
     transport: Transport,
     /// Emptied by `shutdown`, which ends the announcements.
@@ -171,7 +171,7 @@ impl NetworkingService {
             inner: Arc::new(Inner {
                 config,
                 keys,
-                profile,
+                profile: RwLock::new(profile),
                 registry,
                 transport,
                 discoveries: Mutex::new(discoveries),
@@ -197,7 +197,7 @@ impl NetworkingService {
         service.spawn_event_loop(incoming_rx);
         info!(
             node = %service.node_id().fmt_short(),
-            name = %service.inner.profile.device_name,
+            name = %service.device_info().device_name,
             addrs = ?service.inner.transport.bound_addrs(),
             "networking service started"
         );
@@ -211,10 +211,15 @@ impl NetworkingService {
 
     /// What this device tells its peers about itself.
     pub fn device_info(&self) -> DeviceInfo {
+        let profile = self
+            .inner
+            .profile
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         DeviceInfo {
-            device_id: self.inner.profile.device_id,
-            device_name: self.inner.profile.device_name.clone(),
-            device_type: self.inner.profile.device_type,
+            device_id: profile.device_id,
+            device_name: profile.device_name.clone(),
+            device_type: profile.device_type,
             public_key: self.node_id(),
         }
     }
