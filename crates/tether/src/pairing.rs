@@ -69,7 +69,8 @@ pub(crate) async fn serve_joiner(
             Ok(InitiatorStep::Send(reply)) => write_message(&mut send, &reply, &peer).await?,
             Ok(InitiatorStep::Paired(paired)) => {
                 let addresses = crate::service::remote_ip(connection);
-                let device = store(registry, *paired, addresses)?;
+                let relay = remote_relay(connection);
+                let device = store(registry, *paired, addresses, relay)?;
                 // A clean end of the stream tells the joiner we accepted.
                 let _ = send.finish();
                 let _ = tokio::time::timeout(MESSAGE_TIMEOUT, connection.closed()).await;
@@ -136,15 +137,29 @@ pub(crate) async fn join(
         }
     }
     let addresses = crate::service::remote_ip(&connection);
-    let device = store(registry, paired, addresses)?;
+    let relay = remote_relay(&connection);
+    let device = store(registry, paired, addresses, relay)?;
     connection.close(0u32.into(), b"paired");
     Ok(device)
+}
+
+/// The relay the peer was reached through on this connection, if any: kept with the pairing,
+/// so a device behind a NAT that hole punching cannot pass (symmetric) stays reachable.
+fn remote_relay(connection: &Connection) -> Option<String> {
+    connection
+        .paths()
+        .iter()
+        .find_map(|path| match path.remote_addr() {
+            iroh::TransportAddr::Relay(url) => Some(url.to_string()),
+            _ => None,
+        })
 }
 
 fn store(
     registry: &DeviceRegistry,
     paired: Paired,
     addresses: Vec<std::net::SocketAddr>,
+    relay: Option<String>,
 ) -> Result<PairedDevice, NetworkError> {
     let verification_code = paired.verification_code().to_string();
     let (node_id, info, secret, _) = paired.into_parts();
@@ -156,8 +171,11 @@ fn store(
             .unwrap_or_default(),
     ));
     registry.begin_pairing(node_id, session)?;
-    let pairing =
+    let mut pairing =
         NewPairing::new(info.clone(), node_id, secret, SystemTime::now()).with_addresses(addresses);
+    if let Some(relay) = relay {
+        pairing = pairing.with_relay_url(relay);
+    }
     if let Err(error) = registry.complete_pairing(session, pairing) {
         let _ = registry.pairing_failed(node_id, session);
         return Err(error.into());

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tether::{
     DeviceName, Hlc, KeyOptions, KeychainPolicy, LibraryAnnounce, LibraryInfo, NetworkEvent,
     NetworkMessage, NetworkingConfig, NetworkingService, NodeId, PathKind, RelayConfig,
-    TransferEvent, TransferOptions, TransportConfig, Uuid,
+    TransferEvent, TransferOptions, TransportConfig, TrustedRoot, Uuid,
 };
 use tether_netlab::protocol::{Command, Request};
 use tokio::io::AsyncBufReadExt;
@@ -77,8 +77,8 @@ pub(crate) async fn run(args: DeviceArgs) -> Result<()> {
     } else {
         RelayConfig::Custom(args.relay.clone())
     };
-    if args.relay_cert.is_some() {
-        bail!("this build cannot trust a relay's own certificate yet");
+    if let Some(cert) = &args.relay_cert {
+        transport = transport.with_relay_roots(TrustedRoot::load_pem(cert)?);
     }
     let mut config = NetworkingConfig::new(&args.data_dir);
     config.transport = transport;
@@ -89,6 +89,16 @@ pub(crate) async fn run(args: DeviceArgs) -> Result<()> {
     let service = NetworkingService::start(config)
         .await
         .context("starting the service")?;
+    // With a relay, wait until it is this device's home relay, so tickets carry its URL.
+    if !args.relay.is_empty() {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while service.addr().relay_url.is_none() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if service.addr().relay_url.is_none() {
+            warn!("no home relay after 20 s");
+        }
+    }
     emit(&json!({
         "event": "ready",
         "node_id": service.node_id().to_string(),

@@ -60,7 +60,10 @@ impl Agent {
         if let Some((url, cert)) = spec.relay {
             command.args(["--relay", url]).arg("--relay-cert").arg(cert);
         }
-        let log = std::fs::File::create(dir.join(format!("{}.log", spec.name)))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{}.log", spec.name)))?;
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -157,14 +160,6 @@ impl Agent {
                 Err(RecvTimeoutError::Disconnected) => bail!("{}: the agent exited", self.name),
             }
         }
-    }
-
-    /// Events seen so far that match `pred` (without waiting).
-    pub(crate) fn seen(&mut self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
-        while let Ok(value) = self.lines.try_recv() {
-            self.pending.push(value);
-        }
-        self.pending.iter().filter(|v| pred(v)).cloned().collect()
     }
 }
 

@@ -164,7 +164,6 @@ pub(crate) fn remove_all() -> usize {
 pub(crate) struct Lab {
     /// Where agents keep their data and received files, and the relay its certificate.
     pub(crate) dir: PathBuf,
-    pub(crate) nat: Nat,
     /// Relays and delay lines started, to stop with the lab.
     children: Vec<std::process::Child>,
 }
@@ -232,7 +231,6 @@ impl Lab {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let lab = Self {
             dir: dir.to_path_buf(),
-            nat,
             children: Vec::new(),
         };
         for node in NODES {

@@ -134,7 +134,7 @@ fn run(cli: &Cli) -> Result<bool> {
         dir: dir.clone(),
         mib: cli.mib,
         long_cut: Duration::from_secs(cli.long_cut_secs),
-        relay_trust: false,
+        relay_trust: true,
     };
     let selected: Vec<_> = ALL
         .iter()

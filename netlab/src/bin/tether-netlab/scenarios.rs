@@ -227,6 +227,29 @@ fn lan_mdns(ctx: &Ctx) -> Result<Outcome> {
     Ok(out)
 }
 
+/// Pairs two devices by ticket, then restarts both: fresh endpoints on new ports, with
+/// nothing but what pairing stored, as when paired devices meet again another day.
+fn pair_and_restart(
+    ctx: &Ctx,
+    lab: &Lab,
+    first: &DeviceSpec<'_>,
+    second: &DeviceSpec<'_>,
+    out: &mut Outcome,
+) -> Result<(Agent, Agent)> {
+    let mut a = Agent::start(&ctx.agent, &lab.dir, first)?;
+    let mut b = Agent::start(&ctx.agent, &lab.dir, second)?;
+    let joined = pair(&mut a, &mut b, true)?;
+    out.note(format!(
+        "paired by ticket across the NATs in {:.0} ms",
+        f(&joined["ms"])
+    ));
+    drop((a, b));
+    let a = Agent::start(&ctx.agent, &lab.dir, first)?;
+    let b = Agent::start(&ctx.agent, &lab.dir, second)?;
+    out.note("both devices restarted (new ports)".into());
+    Ok((a, b))
+}
+
 fn cone_direct(ctx: &Ctx) -> Result<Outcome> {
     if !ctx.relay_trust {
         bail!("skipped: devices cannot yet trust the lab relay's certificate");
@@ -238,13 +261,13 @@ fn cone_direct(ctx: &Ctx) -> Result<Outcome> {
         relay: Some((url.as_str(), cert.as_path())),
         ..device(name, host)
     };
-    let mut a = Agent::start(&ctx.agent, &lab.dir, &spec("a", Host::A))?;
-    let mut b = Agent::start(&ctx.agent, &lab.dir, &spec("b", Host::B))?;
-    let joined = pair(&mut a, &mut b, true)?;
-    out.note(format!(
-        "paired by ticket across the NATs in {:.0} ms",
-        f(&joined["ms"])
-    ));
+    let (a, mut b) = pair_and_restart(
+        ctx,
+        &lab,
+        &spec("a", Host::A),
+        &spec("b", Host::B),
+        &mut out,
+    )?;
     // A fresh connection (pairing's has ended): time from dialling to a direct path.
     let direct = b.call(
         Command::WaitDirect {
@@ -280,13 +303,13 @@ fn symmetric_relay(ctx: &Ctx) -> Result<Outcome> {
         relay: Some((url.as_str(), cert.as_path())),
         ..device(name, host)
     };
-    let mut a = Agent::start(&ctx.agent, &lab.dir, &spec("a", Host::A))?;
-    let mut b = Agent::start(&ctx.agent, &lab.dir, &spec("b", Host::B))?;
-    let joined = pair(&mut a, &mut b, true)?;
-    out.note(format!(
-        "paired by ticket across the NATs in {:.0} ms",
-        f(&joined["ms"])
-    ));
+    let (a, mut b) = pair_and_restart(
+        ctx,
+        &lab,
+        &spec("a", Host::A),
+        &spec("b", Host::B),
+        &mut out,
+    )?;
     let ping = b.call(
         Command::Ping {
             to: a.node_id.clone(),
@@ -486,7 +509,7 @@ fn loss(ctx: &Ctx) -> Result<Outcome> {
 fn cuts(ctx: &Ctx) -> Result<Outcome> {
     let lab = Lab::up(&ctx.dir.join("s6"), Nat::Cone)?;
     let mut out = Outcome::new();
-    let (mut a, mut a2) = lan_pair(ctx, &lab)?;
+    let (mut a, a2) = lan_pair(ctx, &lab)?;
     lab.rate(Host::A, "50mbit", "64kb")?;
     let base = lab.dir.join("payload.bin");
     let expected = make_file(&base, ctx.mib, "s6")?;
@@ -577,7 +600,7 @@ fn cuts(ctx: &Ctx) -> Result<Outcome> {
 fn rates(ctx: &Ctx) -> Result<Outcome> {
     let mut lab = Lab::up(&ctx.dir.join("s7"), Nat::Cone)?;
     let mut out = Outcome::new();
-    let (mut a, mut a2) = lan_pair(ctx, &lab)?;
+    let (mut a, a2) = lan_pair(ctx, &lab)?;
     let base = lab.dir.join("payload.bin");
     let expected = make_file(&base, 4 * ctx.mib, "s7")?;
 
