@@ -1,0 +1,444 @@
+//! Two `tether up` nodes in separate processes and data directories on loopback
+//! (`--local-only`), driven through the real binary as a person would: pairing through the
+//! running nodes' control sockets by word code and by ticket, `send` of a directory with the
+//! hashes checked, a receiver killed with SIGKILL mid-transfer and restarted (its stale control
+//! socket is removed) and the same `send` resuming, a send to an offline device, rename,
+//! doctor, and a second `up` for the same data directory refused.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::print_stderr,
+    clippy::panic
+)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Generous bounds, only so that a broken build fails instead of hanging.
+const START: Duration = Duration::from_secs(30);
+const FINISH: Duration = Duration::from_secs(120);
+
+/// `tether --local-only --json --data-dir DATA ARGS...`, with the loopback discovery
+/// directory under the test's own runtime directory.
+fn tether(runtime: &Path, data: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
+    command
+        .args(["--local-only", "--json", "--data-dir"])
+        .arg(data)
+        .args(args)
+        .env("XDG_RUNTIME_DIR", runtime)
+        .env_remove("TETHER_DATA_DIR")
+        .stdin(Stdio::null());
+    command
+}
+
+fn json_lines(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+fn event<'a>(lines: &'a [Value], name: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|l| l["event"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {lines:?}"))
+}
+
+fn check(output: &Output, what: &str) -> Vec<Value> {
+    assert!(
+        output.status.success(),
+        "{what}: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    json_lines(&output.stdout)
+}
+
+/// A running process whose stdout JSON lines arrive on a channel; killed when dropped.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<Value>,
+}
+
+impl Running {
+    fn spawn(mut command: Command) -> Self {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                    let _ = tx.send(value);
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The next line whose `event` is `name` (others are skipped).
+    fn wait_for(&self, name: &str) -> Value {
+        let deadline = Instant::now() + START;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line["event"] == name => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no {name} line within {START:?}"),
+            }
+        }
+    }
+
+    fn wait(mut self, within: Duration) -> (std::process::ExitStatus, Vec<Value>) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // The reader thread ends with the pipe; collect what it read.
+                std::thread::sleep(Duration::from_millis(100));
+                let lines = self.lines.try_iter().collect();
+                return (status, lines);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the process did not finish within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `tether up` for `data`, once it says it is up.
+fn up(runtime: &Path, data: &Path) -> Running {
+    let node = Running::spawn(tether(runtime, data, &["up"]));
+    let ready = node.wait_for("up");
+    assert!(
+        ready["control_socket"]
+            .as_str()
+            .unwrap()
+            .ends_with("control.sock")
+    );
+    node
+}
+
+fn init(runtime: &Path, data: &Path, name: &str) {
+    check(
+        &tether(runtime, data, &["init", "--name", name])
+            .output()
+            .unwrap(),
+        "init",
+    );
+}
+
+/// Pairs the devices of `a` and `b` (each with its `up` running): `pair` on a, `join` on b,
+/// both through the running nodes. Returns the verification codes both sides showed.
+fn pair(runtime: &Path, a: &Path, b: &Path, ticket: bool) -> (String, String) {
+    let mut args = vec!["pair"];
+    if ticket {
+        args.push("--ticket");
+    }
+    let pairing = Running::spawn(tether(runtime, a, &args));
+    let code = pairing.wait_for("code")["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let joined = check(
+        &tether(runtime, b, &["join", &code]).output().unwrap(),
+        "join",
+    );
+    let (status, lines) = pairing.wait(FINISH);
+    assert!(status.success(), "pair: {status}");
+    (
+        event(&joined, "paired")["verification_code"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        event(&lines, "paired")["verification_code"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    )
+}
+
+/// Every file under `root`, by relative path, with its BLAKE3 hash.
+fn hashes(root: &Path) -> BTreeMap<PathBuf, String> {
+    let mut found = BTreeMap::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let hash = blake3::hash(&std::fs::read(&path).unwrap());
+                found.insert(
+                    path.strip_prefix(root).unwrap().to_owned(),
+                    hash.to_hex().to_string(),
+                );
+            }
+        }
+    }
+    found
+}
+
+/// A directory of random files: `big.bin` of `big` bytes, and a subdirectory of small ones.
+fn source(root: &Path, big: usize) -> PathBuf {
+    let dir = root.join("photos");
+    std::fs::create_dir_all(dir.join("2026/trip")).unwrap();
+    let mut state = 0x1234_5678_9abc_def0_u64;
+    let mut random = |len: usize| -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state.to_le_bytes()[0]
+            })
+            .collect()
+    };
+    std::fs::write(dir.join("big.bin"), random(big)).unwrap();
+    std::fs::write(dir.join("2026/trip/a.jpg"), random(70_000)).unwrap();
+    std::fs::write(dir.join("2026/trip/b.jpg"), random(1_500)).unwrap();
+    std::fs::write(dir.join("2026/notes.txt"), b"hello from the laptop\n").unwrap();
+    std::fs::write(dir.join("empty"), b"").unwrap();
+    dir
+}
+
+struct Pair {
+    runtime: tempfile::TempDir,
+    desk: PathBuf,
+    laptop: PathBuf,
+}
+
+fn two_devices() -> Pair {
+    let runtime = tempfile::tempdir().unwrap();
+    let (desk, laptop) = (runtime.path().join("desk"), runtime.path().join("laptop"));
+    init(runtime.path(), &desk, "desk");
+    init(runtime.path(), &laptop, "laptop");
+    Pair {
+        runtime,
+        desk,
+        laptop,
+    }
+}
+
+fn pair_running_nodes_and_send(ticket: bool) {
+    let Pair {
+        runtime,
+        desk,
+        laptop,
+    } = two_devices();
+    let rt = runtime.path();
+    let desk_up = up(rt, &desk);
+    let laptop_up = up(rt, &laptop);
+    let (joiner_code, initiator_code) = pair(rt, &desk, &laptop, ticket);
+    assert_eq!(joiner_code, initiator_code);
+    assert_eq!(desk_up.wait_for("paired")["name"], "laptop");
+
+    // `send` goes through the laptop's running node (its control socket).
+    let src = source(rt, 3 << 20);
+    let sent = check(
+        &tether(rt, &laptop, &["send", "desk"])
+            .arg(&src)
+            .output()
+            .unwrap(),
+        "send",
+    );
+    let report = event(&sent, "sent");
+    eprintln!("send: {report}");
+    assert_eq!(report["files"], 5);
+    assert_eq!(report["path"], "direct");
+    assert_eq!(
+        report["bytes_verified"].as_u64(),
+        report["bytes_total"].as_u64()
+    );
+    assert_eq!(hashes(&src), hashes(&desk.join("received/photos")));
+    assert_eq!(desk_up.wait_for("received")["files"], 5);
+
+    // The devices list shows the live connection.
+    let devices = check(
+        &tether(rt, &laptop, &["devices"]).output().unwrap(),
+        "devices",
+    );
+    let row = event(&devices, "device");
+    assert_eq!(row["name"], "desk");
+    assert_eq!(row["state"], "connected");
+    assert_eq!(row["path"], "direct");
+    assert!(row["rtt_ms"].as_f64().unwrap() > 0.0, "{row}");
+    drop(laptop_up);
+}
+
+#[test]
+fn running_nodes_pair_by_word_code_and_send_a_directory() {
+    pair_running_nodes_and_send(false);
+}
+
+#[test]
+fn running_nodes_pair_by_ticket_and_send_a_directory() {
+    pair_running_nodes_and_send(true);
+}
+
+#[test]
+fn a_receiver_killed_mid_transfer_is_resumed_by_the_same_send() {
+    let Pair {
+        runtime,
+        desk,
+        laptop,
+    } = two_devices();
+    let rt = runtime.path();
+    let mut desk_up = up(rt, &desk);
+    let _laptop_up = up(rt, &laptop);
+    pair(rt, &desk, &laptop, false);
+    let src = source(rt, 6 << 20);
+
+    // 1 MB/s: the kill comes while the big file is on its way.
+    let mut first = tether(rt, &laptop, &["send", "desk", "--limit", "1M"]);
+    first.arg(&src);
+    let sending = Running::spawn(first);
+    loop {
+        let progress = sending.wait_for("progress");
+        if progress["bytes_done"].as_u64().unwrap() >= 1 << 20 {
+            break;
+        }
+    }
+    desk_up.child.kill().unwrap(); // SIGKILL: no clean-up, the socket file stays
+    desk_up.child.wait().unwrap();
+    assert!(desk.join("control.sock").exists());
+    let (status, lines) = sending.wait(FINISH);
+    assert_eq!(status.code(), Some(5), "{lines:?}");
+
+    let desk_up = up(rt, &desk);
+    let resumed = check(
+        &tether(rt, &laptop, &["send", "desk"])
+            .arg(&src)
+            .output()
+            .unwrap(),
+        "second send",
+    );
+    let report = event(&resumed, "sent");
+    eprintln!("resumed send: {report}");
+    let bytes_resumed = report["bytes_resumed"].as_u64().unwrap();
+    assert!(bytes_resumed > 0, "{report}");
+    assert!(
+        report["bytes_transferred"].as_u64().unwrap() < report["bytes_total"].as_u64().unwrap()
+    );
+    assert_eq!(hashes(&src), hashes(&desk.join("received/photos")));
+    drop(desk_up);
+}
+
+#[test]
+fn sending_to_an_offline_device_is_exit_code_4() {
+    let Pair {
+        runtime,
+        desk,
+        laptop,
+    } = two_devices();
+    let rt = runtime.path();
+    {
+        let _desk_up = up(rt, &desk);
+        let _laptop_up = up(rt, &laptop);
+        pair(rt, &desk, &laptop, false);
+    }
+    // No node is running for either: `send` starts a short-lived one, and the desk is off.
+    let file = rt.join("note.txt");
+    std::fs::write(&file, b"are you there?").unwrap();
+    let output = tether(rt, &laptop, &["send", "desk"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("offline or unreachable"), "{stderr}");
+    assert!(stderr.contains("tether up"), "{stderr}");
+}
+
+#[test]
+fn rename_doctor_and_a_second_up() {
+    let Pair {
+        runtime,
+        desk,
+        laptop,
+    } = two_devices();
+    let rt = runtime.path();
+    let desk_up = up(rt, &desk);
+    let _laptop_up = up(rt, &laptop);
+    pair(rt, &desk, &laptop, true);
+
+    // A second node for the same data directory is refused while the first runs.
+    let second = tether(rt, &desk, &["up"]).output().unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("already running"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+
+    // Renaming the running node shows in its `id` at once; the laptop names the desk its way.
+    check(
+        &tether(rt, &desk, &["rename", "studio"]).output().unwrap(),
+        "rename",
+    );
+    let id = check(&tether(rt, &desk, &["id"]).output().unwrap(), "id");
+    assert_eq!(event(&id, "identity")["name"], "studio");
+    check(
+        &tether(rt, &laptop, &["rename", "--device", "desk", "the studio"])
+            .output()
+            .unwrap(),
+        "rename --device",
+    );
+    let devices = check(
+        &tether(rt, &laptop, &["devices"]).output().unwrap(),
+        "devices",
+    );
+    assert_eq!(event(&devices, "device")["name"], "the studio");
+
+    // The doctor reports key storage, local-only state and how the desk is reached.
+    let doctor = check(
+        &tether(rt, &laptop, &["doctor", "the studio"])
+            .output()
+            .unwrap(),
+        "doctor",
+    );
+    assert_eq!(event(&doctor, "keys")["key_storage"], "unprotected_file");
+    assert_eq!(event(&doctor, "network")["mode"], "local_only");
+    assert_eq!(event(&doctor, "network")["local_only"], true);
+    assert_eq!(event(&doctor, "relay")["relays"], "off");
+    assert_eq!(event(&doctor, "node")["running"], true);
+    let reach = event(&doctor, "reach");
+    assert_eq!(reach["reachable"], true, "{reach}");
+    assert_eq!(reach["path"], "direct");
+    assert!(
+        event(&doctor, "discovery")["services"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("loopback")
+    );
+
+    // A bad rate is a usage error with the way out.
+    let bad = tether(rt, &laptop, &["send", "desk", "--limit", "fast"])
+        .arg(rt)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("10M"));
+    drop(desk_up);
+}
