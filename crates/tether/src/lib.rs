@@ -13,9 +13,18 @@
 //!   TLS handshake, before any handler runs, unless the peer's proven key belongs to a paired,
 //!   trusted, non-revoked device (close codes in [`gate`]).
 //! * **Messages.** Each connection to a paired device runs a session handshake (fresh X25519
-//!   keys, both identities' signatures, the pairing secret) and seals every message; requests
-//!   are answered (`Pong`, `Ack`, ...) and time out. One pooled connection per device,
-//!   keep-alive pings, dead-peer detection, reconnection when a paired device reappears.
+//!   keys, both identities' signatures, the pairing secret) and seals every message. Every
+//!   [`DeviceHandle::send_message`] is a request that gets its answer or a typed error
+//!   ([`NetworkError::Rejected`] for an `Error` reply, [`NetworkError::TimedOut`]): the
+//!   service answers `Ping` itself, acknowledges a `LibraryAnnounce` (and hands it to the app
+//!   as [`NetworkEvent::MessageReceived`]), and passes a `SyncRequest` or `LibraryRequest` to
+//!   the app's [`RequestHandler`] (without one the answer is an `Unsupported` error).
+//! * **Connections.** One pooled connection per device, dialled on demand, with keep-alive
+//!   pings, dead-peer detection, and reconnection when a paired device reappears. Its
+//!   [`ConnectionState`] (connecting, connected, idle, closing, closed) is on the
+//!   [`DeviceHandle`] and in [`NetworkEvent::ConnectionStateChanged`]; a connection without
+//!   application traffic for [`NetworkingConfig::idle_timeout`] is closed (keep-alive pings do
+//!   not count) and the next message dials again.
 //! * **Extensions.** [`NetworkingService::register_protocol`] serves a third party's
 //!   [`NetworkProtocol`] on its own ALPN to paired devices only.
 //!
@@ -65,12 +74,12 @@ pub use transfer::{TransferHandle, TransferOptions};
 
 pub use tether_identity::{DeviceId, DeviceInfo, DeviceName, DeviceType, NodeId};
 pub use tether_iroh::{
-    ConnectionInfo, PathKind, PeerAddr, RelayConfig, TransportConfig, TrustedRoot,
+    ConnectionInfo, LowestLatency, PathKind, PeerAddr, RelayConfig, TransportConfig, TrustedRoot,
 };
 pub use tether_pairing::{CodeError, InitiatorConfig, PairingCode, PairingError, TicketError};
 pub use tether_protocol::{
     Connection, DiscoveredDevice, Discovery, NetworkProtocol, PairedPeer, ProtocolError,
-    RecvStream, SendStream,
+    RecvStream, RelayCandidate, RelaySelector, SendStream,
 };
 pub use tether_registry::{
     Device, DeviceState, KeyOptions, KeyStorageKind, KeychainPolicy, TrustLevel,
