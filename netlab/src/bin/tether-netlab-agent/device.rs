@@ -232,7 +232,7 @@ async fn handle(state: &State, id: u64, command: Command) -> Result<Value> {
                         "verification": device.verification_code,
                     })),
                     Err(error) => {
-                        emit(&json!({"event": "pairing_failed", "reason": error.to_string()}))
+                        emit(&json!({"event": "pairing_failed", "reason": error.to_string()}));
                     }
                 }
             });

@@ -663,13 +663,14 @@ fn roaming(ctx: &Ctx) -> Result<Outcome> {
     )?;
     pair(&mut a, &mut m, true)?;
     let before = m.call_ok(
-        Command::Ping {
+        Command::WaitDirect {
             to: a.node_id.clone(),
+            timeout_ms: 10_000,
         },
         MIN,
     )?;
     out.note(format!(
-        "before: ping over {} ({:.2} ms)",
+        "before: {} path on the LAN ({:.2} ms)",
         before["path"].as_str().unwrap_or("?"),
         f(&before["rtt_ms"])
     ));
@@ -678,6 +679,7 @@ fn roaming(ctx: &Ctx) -> Result<Outcome> {
     out.note("hA2 moved from home A (10.0.1.3) to home B (10.0.2.3)".into());
     let mut last = Value::Null;
     while moved.elapsed() < Duration::from_secs(60) {
+        let attempt = Instant::now();
         last = m.call(
             Command::Ping {
                 to: a.node_id.clone(),
@@ -687,6 +689,12 @@ fn roaming(ctx: &Ctx) -> Result<Outcome> {
         if last["ok"] == true {
             break;
         }
+        out.note(format!(
+            "ping at {:.1} s failed after {:.1} s: {}",
+            attempt.duration_since(moved).as_secs_f64(),
+            attempt.elapsed().as_secs_f64(),
+            last["error"].as_str().unwrap_or("?")
+        ));
     }
     out.check(
         last["ok"] == true,
