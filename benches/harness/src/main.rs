@@ -12,11 +12,11 @@
 mod blobs;
 mod child;
 mod raw;
+mod relay;
 mod run;
 mod stats;
 mod tether_side;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -53,6 +53,14 @@ pub(crate) enum ServeKind {
         /// Where received streams are written.
         #[arg(long)]
         dir: PathBuf,
+        #[command(flatten)]
+        relay: RelayArgs,
+    },
+    /// An iroh-relay server on 127.0.0.1 (self-signed); prints `ready <url> <cert file>`.
+    Relay {
+        /// Where the certificate (DER) is written for the clients to trust.
+        #[arg(long)]
+        cert: PathBuf,
     },
     /// An iroh-blobs provider with an `FsStore` in `dir`.
     Blobs {
@@ -76,7 +84,20 @@ pub(crate) enum ServeKind {
         /// on its own and a measured connect is the only one).
         #[arg(long)]
         port: u16,
+        #[command(flatten)]
+        relay: RelayArgs,
     },
+}
+
+/// Only through this relay (no direct socket), trusting its certificate.
+#[derive(clap::Args, Clone, Default)]
+pub(crate) struct RelayArgs {
+    /// The relay's URL (on 127.0.0.1).
+    #[arg(long, requires = "relay_cert")]
+    pub(crate) relay: Option<String>,
+    /// Its certificate, DER.
+    #[arg(long)]
+    pub(crate) relay_cert: Option<PathBuf>,
 }
 
 /// Where a raw or blobs server listens.
@@ -85,9 +106,11 @@ pub(crate) struct RawPeer {
     /// The server's endpoint id (hex).
     #[arg(long)]
     pub(crate) id: String,
-    /// The server's socket address on 127.0.0.1.
+    /// The server's socket address on 127.0.0.1, or `relay` to reach it through the relay.
     #[arg(long)]
-    pub(crate) addr: SocketAddr,
+    pub(crate) addr: String,
+    #[command(flatten)]
+    pub(crate) relay: RelayArgs,
 }
 
 /// A Tether client's service.
@@ -100,6 +123,8 @@ pub(crate) struct TetherClient {
     /// other operations reach the server at the address their registry holds).
     #[arg(long)]
     pub(crate) discovery: PathBuf,
+    #[command(flatten)]
+    pub(crate) relay: RelayArgs,
 }
 
 /// The client processes.
@@ -248,14 +273,16 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 async fn serve(kind: ServeKind) -> Result<()> {
     match kind {
-        ServeKind::Raw { dir } => raw::serve(dir).await,
+        ServeKind::Raw { dir, relay } => raw::serve(dir, &relay).await,
+        ServeKind::Relay { cert } => relay::serve(&cert).await,
         ServeKind::Blobs { dir } => blobs::serve(dir).await,
         ServeKind::Tether {
             dir,
             discovery,
             receive,
             port,
-        } => tether_side::serve(dir, discovery, receive, port).await,
+            relay,
+        } => tether_side::serve(dir, discovery, receive, port, &relay).await,
     }
 }
 

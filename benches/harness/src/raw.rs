@@ -1,6 +1,7 @@
 //! The raw iroh baseline: the same endpoint settings Tether's `TransportConfig::local_only`
 //! uses (`presets::Minimal`, relays off, IP transport on 127.0.0.1 only), no Tether on top.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,12 +10,13 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use iroh::endpoint::{Connection, presets};
 use iroh::protocol::{AcceptError, ProtocolHandler, Router};
-use iroh::{Endpoint, EndpointAddr, EndpointId, RelayMode};
+use iroh::tls::CaTlsConfig;
+use iroh::{Endpoint, EndpointAddr, EndpointId, RelayMap, RelayMode, RelayUrl};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
-use crate::RawPeer;
 use crate::stats::summary;
+use crate::{RawPeer, RelayArgs};
 
 /// The raw protocol's ALPN.
 pub(crate) const ALPN: &[u8] = b"tether-bench/raw/1";
@@ -37,6 +39,42 @@ pub(crate) async fn endpoint(alpns: Vec<Vec<u8>>) -> Result<Endpoint> {
         .await?)
 }
 
+/// An endpoint with no IP transport at all, only the relay (on 127.0.0.1), trusting its
+/// certificate: the same settings as Tether's `force_relay` with that relay.
+pub(crate) async fn relay_endpoint(alpns: Vec<Vec<u8>>, relay: &RelayArgs) -> Result<Endpoint> {
+    let (Some(url), Some(cert)) = (&relay.relay, &relay.relay_cert) else {
+        return endpoint(alpns).await;
+    };
+    let url: RelayUrl = url.parse().context("relay URL")?;
+    if !url
+        .host_str()
+        .is_some_and(|h| h == "127.0.0.1" || h == "localhost")
+    {
+        bail!("the relay must be on this machine: {url}");
+    }
+    let der = std::fs::read(cert)?;
+    let roots = [rustls_pki_types::CertificateDer::from(der)];
+    Ok(Endpoint::builder(presets::Minimal)
+        .alpns(alpns)
+        .relay_mode(RelayMode::Custom([url].into_iter().collect::<RelayMap>()))
+        .clear_ip_transports()
+        .ca_tls_config(CaTlsConfig::embedded().with_extra_roots(roots))
+        .bind()
+        .await?)
+}
+
+/// The first line a server prints: its id and loopback address (or `relay`).
+pub(crate) async fn announce_relayed(endpoint: &Endpoint, relay: &RelayArgs) -> Result<()> {
+    if relay.relay.is_none() {
+        return announce(endpoint);
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(30), endpoint.online())
+        .await
+        .context("not connected to the relay within 30 s")?;
+    println!("ready {} relay", endpoint.id());
+    Ok(())
+}
+
 /// The first line a server prints: its id and loopback address.
 pub(crate) fn announce(endpoint: &Endpoint) -> Result<()> {
     let addr = endpoint
@@ -50,10 +88,21 @@ pub(crate) fn announce(endpoint: &Endpoint) -> Result<()> {
 
 pub(crate) fn endpoint_addr(peer: &RawPeer) -> Result<EndpointAddr> {
     let id: EndpointId = peer.id.parse().context("endpoint id")?;
-    if !peer.addr.ip().is_loopback() {
-        bail!("{} is not a loopback address", peer.addr);
+    if peer.addr == "relay" {
+        let url: RelayUrl = peer
+            .relay
+            .relay
+            .as_deref()
+            .context("`--addr relay` needs `--relay`")?
+            .parse()
+            .context("relay URL")?;
+        return Ok(EndpointAddr::new(id).with_relay_url(url));
     }
-    Ok(EndpointAddr::new(id).with_ip_addr(peer.addr))
+    let addr: SocketAddr = peer.addr.parse().context("socket address")?;
+    if !addr.ip().is_loopback() {
+        bail!("{addr} is not a loopback address");
+    }
+    Ok(EndpointAddr::new(id).with_ip_addr(addr))
 }
 
 #[derive(Debug, Clone)]
@@ -112,9 +161,9 @@ impl RawHandler {
 }
 
 /// Serves until stdin closes or says `quit`.
-pub(crate) async fn serve(dir: PathBuf) -> Result<()> {
+pub(crate) async fn serve(dir: PathBuf, relay: &RelayArgs) -> Result<()> {
     tokio::fs::create_dir_all(&dir).await?;
-    let endpoint = endpoint(vec![ALPN.to_vec()]).await?;
+    let endpoint = relay_endpoint(vec![ALPN.to_vec()], relay).await?;
     let handler = RawHandler {
         dir,
         files: Arc::default(),
@@ -122,7 +171,7 @@ pub(crate) async fn serve(dir: PathBuf) -> Result<()> {
     let router = Router::builder(endpoint.clone())
         .accept(ALPN, handler)
         .spawn();
-    announce(&endpoint)?;
+    announce_relayed(&endpoint, relay).await?;
     wait_for_quit().await;
     router.shutdown().await?;
     Ok(())
@@ -141,10 +190,14 @@ pub(crate) async fn wait_for_quit() {
 /// One file on one stream, acknowledged after the server's fsync.
 pub(crate) async fn send(peer: &RawPeer, file: &Path) -> Result<serde_json::Value> {
     let addr = endpoint_addr(peer)?;
-    let endpoint = endpoint(Vec::new()).await?;
+    let endpoint = relay_endpoint(Vec::new(), &peer.relay).await?;
     let mut source = tokio::fs::File::open(file).await?;
     let started = Instant::now();
     let connection = endpoint.connect(addr, ALPN).await?;
+    let relayed = connection
+        .paths()
+        .iter()
+        .any(|p| p.is_selected() && p.is_relay());
     let (mut send, mut recv) = connection.open_bi().await?;
     send.write_all(&[OP_FILE]).await?;
     let mut buf = vec![0u8; BUFFER];
@@ -164,7 +217,7 @@ pub(crate) async fn send(peer: &RawPeer, file: &Path) -> Result<serde_json::Valu
     let seconds = started.elapsed().as_secs_f64();
     connection.close(0u32.into(), b"done");
     endpoint.close().await;
-    Ok(json!({ "seconds": seconds, "bytes": bytes }))
+    Ok(json!({ "seconds": seconds, "bytes": bytes, "relayed": relayed }))
 }
 
 async fn echo_once(

@@ -81,23 +81,33 @@ impl Lab {
     }
 
     fn tether_server(&mut self) -> Result<Server> {
-        let dir = self.work.join("server");
+        self.tether_server_at("server", Vec::new())
+    }
+
+    fn tether_server_at(&mut self, name: &str, extra: Vec<OsString>) -> Result<Server> {
+        let dir = self.work.join(name);
         let receive = self.work.join("received");
         let discovery = self.discovery.clone();
-        self.server(
-            "tether-server",
-            vec![
-                "tether".into(),
-                "--dir".into(),
-                dir.into(),
-                "--discovery".into(),
-                discovery.into(),
-                "--receive".into(),
-                receive.into(),
-                "--port".into(),
-                self.tether_port.to_string().into(),
-            ],
-        )
+        let port = if extra.is_empty() {
+            self.tether_port
+        } else {
+            std::net::UdpSocket::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port()
+        };
+        let mut argv: Vec<OsString> = vec![
+            "tether".into(),
+            "--dir".into(),
+            dir.into(),
+            "--discovery".into(),
+            discovery.into(),
+            "--receive".into(),
+            receive.into(),
+            "--port".into(),
+            port.to_string().into(),
+        ];
+        argv.extend(extra);
+        self.server("tether-server", argv)
     }
 
     fn raw_server(&mut self) -> Result<Server> {
@@ -140,8 +150,20 @@ impl Lab {
 
     /// Tether sends `paths`; seconds.
     fn tether_send(&mut self, server: &Server, paths: &[&Path], plain: bool) -> Result<f64> {
+        self.tether_send_from("client", Vec::new(), server, paths, plain)
+    }
+
+    fn tether_send_from(
+        &mut self,
+        client: &str,
+        extra: Vec<OsString>,
+        server: &Server,
+        paths: &[&Path],
+        plain: bool,
+    ) -> Result<f64> {
         let mut argv = args(&["send"]);
-        argv.extend(self.tether_client_args("client"));
+        argv.extend(self.tether_client_args(client));
+        argv.extend(extra);
         argv.extend(args(&["--peer", &server.id]));
         for path in paths {
             argv.push("--path".into());
@@ -163,8 +185,13 @@ impl Lab {
     }
 
     fn raw_send(&mut self, server: &Server, file: &Path) -> Result<f64> {
+        self.raw_send_with(server, Vec::new(), file)
+    }
+
+    fn raw_send_with(&mut self, server: &Server, extra: Vec<OsString>, file: &Path) -> Result<f64> {
         let mut argv = args(&["raw-send"]);
         argv.extend(server.peer_args());
+        argv.extend(extra);
         argv.extend(["--file".into(), file.into()]);
         seconds(&self.client("raw-send", argv)?, "seconds")
     }
@@ -775,11 +802,84 @@ pub(crate) fn run(opts: &RunArgs) -> Result<()> {
         }
     }
 
-    notes.push(
-        "transfer via a local iroh-relay vs raw iroh via the same relay: pending (the service's \
-         custom-relay and certificate-trust configuration is not in yet)"
-            .into(),
-    );
+    if wants("relay") {
+        let size = if quick { 16 * MIB } else { 256 * MIB };
+        let cert = work.join("relay-cert.der");
+        let relay = lab.server(
+            "relay",
+            vec!["relay".into(), "--cert".into(), cert.clone().into()],
+        )?;
+        let relay_args: Vec<OsString> = vec![
+            "--relay".into(),
+            relay.id.clone().into(),
+            "--relay-cert".into(),
+            cert.into(),
+        ];
+        let mut raw_argv = vec!["raw".into(), "--dir".into(), work.join("raw-relay").into()];
+        raw_argv.extend(relay_args.clone());
+        let raw_relayed = lab.server("raw-relay-server", raw_argv)?;
+        let mut relayed = lab.tether_server_at("relay-server", relay_args.clone())?;
+        let reply = relayed.process.ask("ticket", Duration::from_secs(30))?;
+        let ticket = reply
+            .strip_prefix("code ")
+            .context("ticket reply")?
+            .to_owned();
+        let mut argv = args(&["pair", "--code", &ticket]);
+        argv.extend(lab.tether_client_args("relay-client"));
+        argv.extend(relay_args.clone());
+        lab.client("tether-pair-relay", argv)?;
+        std::thread::sleep(Duration::from_millis(200));
+        let file = work.join("relay.bin");
+        make_file(&file, size, 3)?;
+        let (mut t, mut r) = (Vec::new(), Vec::new());
+        for rep in 0..reps {
+            for k in 0..2 {
+                if (rep + k) % 2 == 0 {
+                    let secs = lab.tether_send_from(
+                        "relay-client",
+                        relay_args.clone(),
+                        &relayed,
+                        &[&file],
+                        false,
+                    )?;
+                    t.push(mib_s(size, secs));
+                } else {
+                    let secs = lab.raw_send_with(&raw_relayed, relay_args.clone(), &file)?;
+                    r.push(mib_s(size, secs));
+                }
+            }
+        }
+        let all_relayed = lab
+            .raw_json
+            .iter()
+            .rev()
+            .take(2 * reps)
+            .all(|(_, v)| v.get("relayed").and_then(Value::as_bool) == Some(true));
+        std::fs::remove_file(&file)?;
+        relayed.stop()?;
+        raw_relayed.stop()?;
+        relay.stop()?;
+        let ratio = Spread::of(&ratios(&t, &r));
+        rows.push(Row {
+            figure: format!(
+                "transfer {} via a local iroh-relay only, encrypt on{}",
+                size_name(size),
+                if all_relayed {
+                    ""
+                } else {
+                    " (**a run did not report a relayed path**)"
+                }
+            ),
+            candidate: Spread::of(&t).show(rate),
+            baseline: format!(
+                "raw iroh stream via the same relay: {}",
+                Spread::of(&r).show(rate)
+            ),
+            ratio: Some(ratio),
+            target: "≥ 0.9×".into(),
+            met: Some(ratio.median >= 0.9),
+        });
+    }
 
     raw.stop()?;
     tether.stop()?;

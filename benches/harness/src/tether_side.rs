@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::json;
-use tether::{NetworkingConfig, NetworkingService, NodeId, TransferOptions};
+use tether::{NetworkingConfig, NetworkingService, NodeId, TransferOptions, TrustedRoot};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
-use crate::TetherClient;
 use crate::raw::wait_for_quit;
 use crate::stats::summary;
+use crate::{RelayArgs, TetherClient};
 
 fn config(dir: &Path, discovery: &Path) -> NetworkingConfig {
     let mut config =
@@ -31,8 +31,43 @@ fn quiet_config(dir: &Path, discovery: &Path) -> NetworkingConfig {
     config
 }
 
+/// Only through `relay` (no direct socket), trusting its certificate; no change without one.
+fn with_relay(mut config: NetworkingConfig, relay: &RelayArgs) -> Result<NetworkingConfig> {
+    if let (Some(url), Some(cert)) = (&relay.relay, &relay.relay_cert) {
+        let root = TrustedRoot::from_der(std::fs::read(cert)?);
+        config.transport = config
+            .transport
+            .with_relays([url.clone()])
+            .with_relay_roots([root]);
+        config.transport.force_relay = true;
+    }
+    Ok(config)
+}
+
+/// Starts a service; with a relay, waits until it is reachable through it.
+async fn start_service(config: NetworkingConfig, relay: &RelayArgs) -> Result<NetworkingService> {
+    let service = NetworkingService::start(with_relay(config, relay)?).await?;
+    if relay.relay.is_some() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while service.home_relay().is_none() {
+            if Instant::now() > deadline {
+                bail!("no home relay after 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(service)
+}
+
+/// A client's service: quiet (see [`quiet_config`]) on loopback; through a relay, with
+/// discovery, which tells it the server's relay URL.
 async fn start(client: &TetherClient) -> Result<NetworkingService> {
-    Ok(NetworkingService::start(quiet_config(&client.dir, &client.discovery)).await?)
+    let config = if client.relay.relay.is_some() {
+        config(&client.dir, &client.discovery)
+    } else {
+        quiet_config(&client.dir, &client.discovery)
+    };
+    start_service(config, &client.relay).await
 }
 
 fn node(peer: &str) -> Result<NodeId> {
@@ -46,12 +81,13 @@ pub(crate) async fn serve(
     discovery: PathBuf,
     receive: PathBuf,
     port: u16,
+    relay: &RelayArgs,
 ) -> Result<()> {
     tokio::fs::create_dir_all(&receive).await?;
     let mut config = config(&dir, &discovery).with_receive_dir(receive);
     config.transport.bind_addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     config.transport.fall_back_to_random_port = false;
-    let service = NetworkingService::start(config).await?;
+    let service = start_service(config, relay).await?;
     println!("ready {} -", service.node_id());
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut stdout = tokio::io::stdout();
@@ -79,7 +115,7 @@ pub(crate) async fn serve(
 /// Joins by code; the time is `join_pairing` (discovery of the code's slot, connect, SPAKE2,
 /// confirmation, registry write with fsync).
 pub(crate) async fn pair(client: &TetherClient, code: &str) -> Result<serde_json::Value> {
-    let service = NetworkingService::start(config(&client.dir, &client.discovery)).await?;
+    let service = start_service(config(&client.dir, &client.discovery), &client.relay).await?;
     let started = Instant::now();
     service.join_pairing(code).await?;
     let seconds = started.elapsed().as_secs_f64();
@@ -126,6 +162,7 @@ pub(crate) async fn send(
         .finish()
         .await?;
     let seconds = started.elapsed().as_secs_f64();
+    let relayed = report.path == tether::TransferPathKind::Relayed;
     if report.bytes_transferred != report.bytes_total {
         bail!(
             "only {} of {} bytes crossed the link (the receiver kept the rest)",
@@ -139,6 +176,7 @@ pub(crate) async fn send(
         "bytes": report.bytes_total,
         "files": report.files,
         "verified": report.bytes_verified,
+        "relayed": relayed,
     }))
 }
 

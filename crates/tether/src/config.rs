@@ -1,11 +1,13 @@
 //! `NetworkingConfig`: everything the service needs to start.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tether_identity::{DeviceName, DeviceType};
-use tether_iroh::{LoopbackDiscovery, TransportConfig};
+use tether_iroh::{LoopbackDiscovery, LowestLatency, TransportConfig};
 use tether_pairing::InitiatorConfig;
+use tether_protocol::RelaySelector;
 use tether_registry::{KeyOptions, KeychainPolicy};
 
 /// The default [`NetworkingConfig::idle_timeout`]: long enough that an app talking to a
@@ -29,6 +31,13 @@ pub struct NetworkingConfig {
     pub device_type: Option<DeviceType>,
     /// The endpoint's bind address, relays and mDNS.
     pub transport: TransportConfig,
+    /// Chooses among the relays listed in `transport.relay` ([`tether_iroh::RelayConfig::Custom`]):
+    /// the endpoint uses only the chosen one and switches when it goes away. The default,
+    /// [`LowestLatency`], measures each relay with real probes; `None` leaves the choice to
+    /// iroh. iroh's default relays are always chosen by iroh.
+    pub relay_selector: Option<Arc<dyn RelaySelector>>,
+    /// How often the relays are measured again (and at once when the chosen one is lost).
+    pub relay_probe_interval: Duration,
     /// Where the device key is kept.
     pub keys: KeyOptions,
     /// A directory for [`LoopbackDiscovery`], or `None` to not use it.
@@ -70,6 +79,8 @@ impl NetworkingConfig {
             device_name: None,
             device_type: None,
             transport: TransportConfig::default(),
+            relay_selector: Some(Arc::new(LowestLatency)),
+            relay_probe_interval: Duration::from_secs(300),
             keys: KeyOptions::default(),
             loopback_discovery: None,
             pairing: InitiatorConfig::default(),

@@ -42,6 +42,12 @@ impl NetworkingService {
         let service = self.clone();
         self.spawn(async move { service.home_relay_loop().await });
 
+        if let Some(selector) = self.inner.config.relay_selector.clone() {
+            let transport = self.inner.transport.clone();
+            let every = self.inner.config.relay_probe_interval;
+            self.spawn(async move { transport.select_relays(selector, every).await });
+        }
+
         let service = self.clone();
         self.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
