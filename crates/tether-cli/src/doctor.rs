@@ -12,6 +12,8 @@ use crate::settings::Network;
 
 /// How long a relay gets to answer a TCP connect.
 const RELAY_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a short-lived node listens to discovery before reporting it.
+const DISCOVERY_SETTLE: Duration = Duration::from_millis(1500);
 
 pub(crate) async fn run(
     node: &NetworkingService,
@@ -19,6 +21,10 @@ pub(crate) async fn run(
     sink: &Sink,
     context: &NodeContext,
 ) -> Result<()> {
+    if !context.running {
+        // A node that just started has not heard its discovery services yet.
+        tokio::time::sleep(DISCOVERY_SETTLE).await;
+    }
     let diag = node.diagnostics();
     let info = node.device_info();
     sink.line(

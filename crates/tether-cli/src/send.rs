@@ -76,15 +76,15 @@ pub(crate) async fn run(
             sink.line(
                 "sent",
                 format!(
-                    "sent {} file{} ({}) to {name} in {}: {}/s, {} resumed, {} verified by the receiver, path {}",
+                    "sent {} file{} ({}) to {name} in {}, {}/s, path {}\n{} verified by the receiver, {} resumed",
                     report.files,
                     if report.files == 1 { "" } else { "s" },
                     bytes(report.bytes_total),
                     duration(seconds),
                     bytes(rate as u64),
-                    bytes(report.bytes_resumed),
-                    bytes(report.bytes_verified),
                     path_name(report.path),
+                    bytes(report.bytes_verified),
+                    bytes(report.bytes_resumed),
                 ),
                 json!({
                     "transfer_id": report.transfer_id.to_string(),

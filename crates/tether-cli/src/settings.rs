@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use tether::{NetworkingConfig, NetworkingService, RelayConfig, TransportConfig};
 
+/// The environment variable holding the key file's passphrase.
+pub(crate) const PASSPHRASE_VAR: &str = "TETHER_PASSPHRASE";
+
 /// Which networks the node may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Network {
@@ -63,6 +66,15 @@ impl Settings {
         }
         if offline {
             config.transport = TransportConfig::local_only();
+        }
+        // The passphrase that seals a new key file, and opens a sealed one.
+        if let Some(passphrase) = std::env::var_os(PASSPHRASE_VAR) {
+            let passphrase = passphrase
+                .into_string()
+                .map_err(|_| anyhow::anyhow!("{PASSPHRASE_VAR} is not valid UTF-8"))?;
+            if !passphrase.is_empty() {
+                config.keys.passphrase = Some(zeroize::Zeroizing::new(passphrase));
+            }
         }
         Ok(config)
     }

@@ -442,3 +442,29 @@ fn rename_doctor_and_a_second_up() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("10M"));
     drop(desk_up);
 }
+
+#[test]
+fn a_key_sealed_with_a_passphrase_is_reported_and_needed() {
+    let runtime = tempfile::tempdir().unwrap();
+    let rt = runtime.path();
+    let data = rt.join("sealed");
+    check(
+        &tether(rt, &data, &["init", "--name", "sealed"])
+            .env("TETHER_PASSPHRASE", "correct horse battery staple")
+            .output()
+            .unwrap(),
+        "init",
+    );
+    let doctor = check(
+        &tether(rt, &data, &["doctor"])
+            .env("TETHER_PASSPHRASE", "correct horse battery staple")
+            .output()
+            .unwrap(),
+        "doctor",
+    );
+    assert_eq!(event(&doctor, "keys")["key_storage"], "passphrase_file");
+    assert_eq!(event(&doctor, "node")["running"], false);
+    let without = tether(rt, &data, &["id"]).output().unwrap();
+    assert_eq!(without.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&without.stderr).contains("TETHER_PASSPHRASE"));
+}
