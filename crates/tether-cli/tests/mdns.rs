@@ -1,0 +1,192 @@
+//! The real `tether` binary on a LAN made of two network namespaces (a veth pair with
+//! multicast on) that the test creates: `tether pair` in one, `tether join CODE` in the other
+//! finds it by mDNS (`--lan`: every interface, mDNS, no relays), then `tether up` and
+//! `tether ping`. Only processes inside the namespaces multicast; without root (or `ip`) the
+//! test says so and skips.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::panic
+)]
+
+#[path = "../../tether/tests/common/netns.rs"]
+mod netns;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use netns::{Netns, Side};
+use serde_json::Value;
+
+/// `tether --lan --json --data-dir DATA ARGS...` inside `side`'s namespace.
+fn tether_in(netns: &Netns, side: Side, runtime: &Path, data: &Path, args: &[&str]) -> Command {
+    let mut command = netns.command(side, env!("CARGO_BIN_EXE_tether"), runtime);
+    command
+        .args(["--lan", "--json", "--data-dir"])
+        .arg(data)
+        .args(args)
+        .env("XDG_RUNTIME_DIR", runtime)
+        .env_remove("TETHER_DATA_DIR")
+        .stdin(Stdio::null());
+    command
+}
+
+fn json_lines(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+fn event<'a>(lines: &'a [Value], name: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|l| l["event"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {lines:?}"))
+}
+
+fn check(output: &Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what}: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A process in a namespace whose stdout JSON lines arrive on a channel.
+struct Running {
+    index: usize,
+    lines: mpsc::Receiver<Value>,
+}
+
+impl Running {
+    fn spawn(netns: &Netns, mut command: Command) -> Self {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let index = netns.adopt(child);
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                    let _ = tx.send(value);
+                }
+            }
+        });
+        Self { index, lines }
+    }
+
+    /// The next line whose `event` is `name` (others are skipped).
+    fn wait_for(&self, name: &str) -> Value {
+        let deadline = Instant::now() + STEP;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line["event"] == name => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no {name} line within {STEP:?}"),
+            }
+        }
+    }
+}
+
+/// Generous, only so that a broken build fails instead of hanging.
+const STEP: Duration = Duration::from_secs(60);
+
+#[test]
+fn two_lan_nodes_up_in_namespaces_pair_by_word_code_over_mdns_and_ping() {
+    let netns = match Netns::create() {
+        Ok(netns) => netns,
+        Err(reason) => {
+            eprintln!(
+                "skipped: the CLI's mDNS test runs only inside network namespaces it makes; {reason}"
+            );
+            return;
+        }
+    };
+    let runtime = tempfile::tempdir().unwrap();
+    let (desk, phone) = (runtime.path().join("desk"), runtime.path().join("phone"));
+    for (dir, name) in [(&desk, "desk"), (&phone, "phone")] {
+        // The identity is made offline (a key file, never the OS keychain).
+        let init = Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(["init", "--local-only", "--name", name, "--data-dir"])
+            .arg(dir)
+            .env("XDG_RUNTIME_DIR", runtime.path())
+            .env_remove("TETHER_DATA_DIR")
+            .output()
+            .unwrap();
+        check(&init, "init");
+    }
+
+    // A `tether up --lan` node in each namespace.
+    let desk_up = Running::spawn(
+        &netns,
+        tether_in(&netns, Side::A, runtime.path(), &desk, &["up"]),
+    );
+    let phone_up = Running::spawn(
+        &netns,
+        tether_in(&netns, Side::B, runtime.path(), &phone, &["up"]),
+    );
+    desk_up.wait_for("up");
+    phone_up.wait_for("up");
+
+    // `tether pair` on the desk (through its running node) prints a word code...
+    let pairing = Running::spawn(
+        &netns,
+        tether_in(&netns, Side::A, runtime.path(), &desk, &["pair"]),
+    );
+    let code = pairing.wait_for("code")["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(code.split('-').count(), 4, "a word code: {code}");
+
+    // ...and `tether join CODE` on the phone finds the desk by mDNS alone.
+    let started = Instant::now();
+    let join = tether_in(&netns, Side::B, runtime.path(), &phone, &["join", &code])
+        .output()
+        .unwrap();
+    let join_time = started.elapsed();
+    check(&join, "join");
+    let joined = json_lines(&join.stdout);
+    let paired = event(&joined, "paired");
+    assert_eq!(paired["name"], "desk");
+    assert_eq!(
+        pairing.wait_for("paired")["verification_code"],
+        paired["verification_code"]
+    );
+    assert!(
+        netns.wait(pairing.index, STEP).unwrap().success(),
+        "pair did not end well"
+    );
+
+    // `tether ping desk` from the phone.
+    let ping = tether_in(&netns, Side::B, runtime.path(), &phone, &["ping", "desk"])
+        .output()
+        .unwrap();
+    check(&ping, "ping");
+    let pongs: Vec<Value> = json_lines(&ping.stdout)
+        .into_iter()
+        .filter(|l| l["event"] == "pong")
+        .collect();
+    assert!(!pongs.is_empty(), "no pong");
+    assert_eq!(pongs[0]["path"], "direct", "{}", pongs[0]);
+    println!(
+        "tether join over mDNS between two up nodes (namespaces, veth): {:.0} ms for the command; \
+         first ping: {}",
+        join_time.as_secs_f64() * 1000.0,
+        pongs[0]
+    );
+    // Dropping `netns` kills both nodes and deletes the namespaces.
+}
