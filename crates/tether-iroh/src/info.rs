@@ -35,6 +35,8 @@ pub struct ConnectionInfo {
     pub path: PathKind,
     /// The selected path's remote address (a socket address or a relay URL).
     pub remote: Option<String>,
+    /// The relay server carrying the connection, when the selected path is relayed.
+    pub relay_url: Option<String>,
     /// The selected path's smoothed round-trip time.
     pub rtt: Option<Duration>,
     /// The selected path's congestion window, in bytes.
@@ -54,6 +56,7 @@ impl ConnectionInfo {
         let mut info = Self {
             path: PathKind::Unknown,
             remote: None,
+            relay_url: None,
             rtt: None,
             congestion_window: None,
             bytes_sent: stats.udp_tx.bytes,
@@ -71,6 +74,9 @@ impl ConnectionInfo {
                 PathKind::Direct
             };
             info.remote = Some(format!("{:?}", path.remote_addr()));
+            if let iroh::TransportAddr::Relay(url) = path.remote_addr() {
+                info.relay_url = Some(url.to_string());
+            }
             info.rtt = Some(path_stats.rtt);
             info.congestion_window = Some(path_stats.cwnd);
         }

@@ -22,6 +22,7 @@ mod error;
 mod info;
 mod loopback;
 mod mdns;
+mod relay_select;
 mod transport;
 
 pub use addr::PeerAddr;
@@ -30,4 +31,5 @@ pub use error::TransportError;
 pub use info::{ConnectionInfo, PathKind};
 pub use loopback::LoopbackDiscovery;
 pub use mdns::MdnsDiscovery;
+pub use relay_select::{LowestLatency, probe_relay};
 pub use transport::{AdmitAll, ConnectionGate, Refusal, Transport, peer_node_id};

@@ -84,6 +84,8 @@ pub struct Transport {
     node_id: NodeId,
     config: TransportConfig,
     mdns: Option<iroh_mdns_address_lookup::MdnsAddressLookup>,
+    /// The relay [`Transport::select_relays`] chose last.
+    pub(crate) chosen_relay: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Transport {
@@ -124,6 +126,7 @@ impl Transport {
             endpoint,
             config,
             mdns,
+            chosen_relay: Arc::default(),
         };
         info!(
             node = %transport.node_id.fmt_short(),
@@ -175,6 +178,16 @@ impl Transport {
             .into_iter()
             .find(|status| status.is_connected())
             .map(|status| status.url().to_string())
+    }
+
+    /// The relay servers the configuration lists ([`RelayConfig::Custom`], with local-only
+    /// rules applied); empty for iroh's default relays (iroh chooses among those itself) and
+    /// when relays are disabled.
+    pub fn relay_urls(&self) -> Vec<String> {
+        match &self.config.relay {
+            RelayConfig::Custom(urls) => urls.clone(),
+            _ => Vec::new(),
+        }
     }
 
     /// Waits until the endpoint is connected to a home relay and returns its URL. Never

@@ -1,6 +1,11 @@
 //! Real iroh endpoints and a real `iroh-relay` server, all on 127.0.0.1: custom relays with a
 //! trusted root certificate, the relay path forced by clearing direct addresses.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::print_stderr
+)]
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -10,7 +15,10 @@ use iroh_relay::server::{CertConfig, RelayConfig, Server, ServerConfig, TlsConfi
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use tether_identity::NetworkIdentity;
-use tether_iroh::{AdmitAll, ConnectionInfo, PathKind, Transport, TransportConfig, TrustedRoot};
+use tether_iroh::{
+    AdmitAll, ConnectionInfo, LowestLatency, PathKind, Transport, TransportConfig, TrustedRoot,
+};
+use tether_protocol::{RelayCandidate, RelaySelector};
 
 const ALPN: &[u8] = b"tether-test/echo/1";
 
@@ -178,4 +186,161 @@ async fn force_relay_without_relay_is_a_bind_error() {
         .await
         .unwrap_err();
     assert!(error.to_string().contains("force_relay"), "{error}");
+}
+
+async fn wait_home_relay(transport: &Transport, want: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let home = transport.home_relay();
+        if home.as_deref().map(|h| h.trim_end_matches('/')) == Some(want.trim_end_matches('/')) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "home relay {home:?}, wanted {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An application's own policy: the last reachable relay in the list.
+#[derive(Debug)]
+struct LastReachable;
+
+impl RelaySelector for LastReachable {
+    fn choose(&self, candidates: &[RelayCandidate]) -> Option<usize> {
+        candidates.iter().rposition(|c| c.latency.is_some())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lowest_latency_relay_is_chosen_and_replaced_when_it_goes_away() {
+    let (relay_a, url_a, root_a) = start_relay().await;
+    let (relay_b, url_b, root_b) = start_relay().await;
+    let config = TransportConfig::local_only()
+        .with_relays([url_a.clone(), url_b.clone()])
+        .with_relay_roots([root_a, root_b]);
+    let server = Transport::bind(
+        &identity(7),
+        &config,
+        vec![ALPN.to_vec()],
+        Arc::new(AdmitAll),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(echo_server(server.clone()));
+
+    let measured = server.measure_relays().await;
+    eprintln!("measured: {measured:?}");
+    assert_eq!(measured.len(), 2);
+    assert!(measured.iter().all(|c| c.latency.is_some()), "{measured:?}");
+    let preferred = LowestLatency.choose(&measured).unwrap();
+
+    let selection = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            server
+                .select_relays(Arc::new(LowestLatency), Duration::from_secs(3600))
+                .await;
+        })
+    };
+    // Which relay measures lower on one machine is noise; the test follows the choice.
+    let chosen = chosen_and_home(&server).await;
+    let (stop, other) = if chosen == url_a {
+        (relay_a, (url_b, relay_b))
+    } else {
+        (relay_b, (url_a, relay_a))
+    };
+    eprintln!(
+        "lowest of the first measurement: {}; chosen and home: {chosen}",
+        measured[preferred].url
+    );
+    let started = std::time::Instant::now();
+    stop.shutdown().await.unwrap();
+    wait_home_relay(&server, &other.0).await;
+    assert_eq!(server.chosen_relay().as_deref(), Some(other.0.as_str()));
+    eprintln!(
+        "home relay moved after the preferred one stopped: {:?}",
+        started.elapsed()
+    );
+
+    // A peer that can only use relays reaches it through the remaining one.
+    let mut forced = config.clone();
+    forced.force_relay = true;
+    forced.relay = tether_iroh::RelayConfig::Custom(vec![other.0.clone()]);
+    let client = Transport::bind(&identity(8), &forced, vec![], Arc::new(AdmitAll))
+        .await
+        .unwrap();
+    let addr = server.addr();
+    assert_eq!(
+        addr.relay_url.as_deref().map(|u| u.trim_end_matches('/')),
+        Some(other.0.trim_end_matches('/'))
+    );
+    let connection = tokio::time::timeout(Duration::from_secs(20), client.connect(&addr, ALPN))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        round_trip(&connection, b"after the switch").await,
+        b"after the switch"
+    );
+    assert_eq!(ConnectionInfo::of(&connection).path, PathKind::Relayed);
+    selection.abort();
+    drop(other.1);
+}
+
+/// Waits until the selection has chosen a relay and the endpoint's home relay is that one.
+async fn chosen_and_home(transport: &Transport) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(chosen) = transport.chosen_relay() {
+            wait_home_relay(transport, &chosen).await;
+            return chosen;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nothing chosen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_selector_decides_the_home_relay() {
+    let (_relay_a, url_a, root_a) = start_relay().await;
+    let (_relay_b, url_b, root_b) = start_relay().await;
+    for (order, want) in [([&url_a, &url_b], &url_b), ([&url_b, &url_a], &url_a)] {
+        let config = TransportConfig::local_only()
+            .with_relays(order.map(|u| u.clone()))
+            .with_relay_roots([root_a.clone(), root_b.clone()]);
+        let transport = Transport::bind(&identity(9), &config, vec![], Arc::new(AdmitAll))
+            .await
+            .unwrap();
+        let selection = {
+            let transport = transport.clone();
+            tokio::spawn(async move {
+                transport
+                    .select_relays(Arc::new(LastReachable), Duration::from_secs(3600))
+                    .await;
+            })
+        };
+        assert_eq!(chosen_and_home(&transport).await, *want);
+        selection.abort();
+        transport.close().await;
+    }
+}
+
+#[test]
+fn lowest_latency_skips_unreachable_relays() {
+    let candidate = |url: &str, ms: Option<u64>| RelayCandidate {
+        url: url.to_owned(),
+        latency: ms.map(Duration::from_millis),
+    };
+    let candidates = [
+        candidate("https://a", None),
+        candidate("https://b", Some(40)),
+        candidate("https://c", Some(12)),
+        candidate("https://d", Some(90)),
+    ];
+    assert_eq!(LowestLatency.choose(&candidates), Some(2));
+    assert_eq!(LowestLatency.choose(&candidates[..2]), Some(1));
+    assert_eq!(LowestLatency.choose(&candidates[..1]), None);
+    assert_eq!(LowestLatency.choose(&[]), None);
 }

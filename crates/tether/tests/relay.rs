@@ -109,9 +109,10 @@ async fn forced_relay_path_carries_pairing_messages_and_a_transfer() {
         ("desk", desk.connection_info(phone.node_id()).unwrap()),
     ] {
         assert_eq!(info.path, PathKind::Relayed, "{side}: {info:?}");
-        assert!(
-            info.remote.as_deref().unwrap().contains("127.0.0.1"),
-            "{info:?}"
+        assert_eq!(
+            info.relay_url.as_deref().map(|u| u.trim_end_matches('/')),
+            Some(url.trim_end_matches('/')),
+            "{side}: {info:?}"
         );
     }
 
@@ -166,6 +167,75 @@ async fn with_a_relay_configured_the_normal_path_is_direct() {
     assert_eq!(
         desk.connection_info(phone.node_id()).unwrap().path,
         PathKind::Direct
+    );
+    desk.shutdown().await;
+    phone.shutdown().await;
+}
+
+/// Both devices list two relays; the one the desk uses stops; the desk (and the phone, which
+/// can only use relays) move to the other, and messages flow again through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_move_to_the_other_relay_when_theirs_stops() {
+    let lab = Lab::new();
+    let (relay_a, url_a, root_a) = start_relay().await;
+    let (relay_b, url_b, root_b) = start_relay().await;
+    let two_relays = |config: NetworkingConfig| {
+        let mut config = with_relay(config, &url_a, &root_a);
+        config.transport = config
+            .transport
+            .with_relays([url_a.clone(), url_b.clone()])
+            .with_relay_roots([root_b.clone()]);
+        config
+    };
+    let desk = start_on_relay(two_relays(lab.config("desk"))).await;
+    let mut forced = two_relays(lab.config("phone"));
+    forced.transport.force_relay = true;
+    let phone = start_on_relay(forced).await;
+    pair(&desk, &phone).await;
+    median_round_trip(&phone, &desk, 3).await;
+
+    let home = desk.home_relay().unwrap();
+    let (stopped, remaining, _keep) = if home.trim_end_matches('/') == url_a {
+        (relay_a, url_b.clone(), relay_b)
+    } else {
+        (relay_b, url_a.clone(), relay_a)
+    };
+    let started = Instant::now();
+    stopped.shutdown().await.unwrap();
+    for service in [&desk, &phone] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while service
+            .home_relay()
+            .as_deref()
+            .map(|u| u.trim_end_matches('/'))
+            != Some(remaining.as_str())
+        {
+            assert!(Instant::now() < deadline, "{:?}", service.home_relay());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    eprintln!(
+        "both devices on the remaining relay {:?} after the first stopped",
+        started.elapsed()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let reply = phone
+            .device(desk.node_id())
+            .unwrap()
+            .send_message(NetworkMessage::Ping(Ping { timestamp_ms: 1 }))
+            .await;
+        if matches!(reply, Ok(NetworkMessage::Pong(_))) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{reply:?}");
+    }
+    eprintln!("messages flow again {:?} after the stop", started.elapsed());
+    let info = phone.connection_info(desk.node_id()).unwrap();
+    assert_eq!(info.path, PathKind::Relayed);
+    assert_eq!(
+        info.relay_url.as_deref().map(|u| u.trim_end_matches('/')),
+        Some(remaining.as_str())
     );
     desk.shutdown().await;
     phone.shutdown().await;
