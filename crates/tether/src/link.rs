@@ -146,6 +146,8 @@ pub(crate) struct Link {
     probing: AtomicBool,
     /// The session's keys, shared with the reader and writer tasks; transfers derive theirs.
     keys: Arc<Mutex<SessionKeys>>,
+    /// The message stream and where its messages go, until [`Link::start_reading`].
+    reader: Mutex<Option<(RecvStream, Inbox)>>,
 }
 
 /// What the reader hands to the service: messages that are not answers.
@@ -261,6 +263,7 @@ impl Link {
             local_close: Mutex::new(None),
             probing: AtomicBool::new(false),
             keys: Arc::clone(&keys),
+            reader: Mutex::new(Some((recv, inbox))),
         });
         tokio::spawn(write_loop(
             send,
@@ -268,8 +271,25 @@ impl Link {
             Arc::clone(&keys),
             link.connection.clone(),
         ));
-        tokio::spawn(read_loop(recv, keys, Arc::downgrade(&link), inbox));
         link
+    }
+
+    /// Starts reading the peer's messages. The service calls it once the link is in the pool
+    /// and announced, so an app hears `Connected` before the first message on it.
+    pub(crate) fn start_reading(self: &Arc<Self>) {
+        let reader = self
+            .reader
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some((recv, inbox)) = reader {
+            tokio::spawn(read_loop(
+                recv,
+                Arc::clone(&self.keys),
+                Arc::downgrade(self),
+                inbox,
+            ));
+        }
     }
 
     /// Keys for one transfer, derived from this connection's session; the peer derives the

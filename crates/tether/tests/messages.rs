@@ -249,3 +249,42 @@ async fn figures() {
     laptop.shutdown().await;
     phone.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connected_is_announced_before_the_first_message_on_the_connection() {
+    let lab = Lab::new();
+    // A short idle timeout: every round below gets a fresh connection.
+    let mut config = lab
+        .config("laptop")
+        .with_idle_timeout(Some(Duration::from_millis(200)));
+    config.loopback_discovery = None;
+    let laptop = tether::NetworkingService::start(config).await.unwrap();
+    let phone = lab.start_undiscovered("phone").await;
+    pair_by_ticket(&laptop, &phone).await;
+    for _ in 0..3 {
+        let mut laptop_events = laptop.subscribe();
+        let reply = phone
+            .device(laptop.node_id())
+            .unwrap()
+            .send_message(announce("first"))
+            .await
+            .unwrap();
+        assert_eq!(reply, NetworkMessage::Ack);
+        // The laptop accepted the connection and got the message on it at once; an app that
+        // waits for `Connected` before listening for messages must not miss it.
+        let first = next_event(&mut laptop_events, |e| {
+            matches!(
+                e,
+                NetworkEvent::Connected { .. } | NetworkEvent::MessageReceived { .. }
+            )
+        })
+        .await;
+        assert!(matches!(first, NetworkEvent::Connected { .. }), "{first:?}");
+        next_event(&mut laptop_events, |e| {
+            matches!(e, NetworkEvent::IdleClosed { .. })
+        })
+        .await;
+    }
+    laptop.shutdown().await;
+    phone.shutdown().await;
+}

@@ -121,6 +121,16 @@ impl NetworkingService {
         alpn: &[u8],
     ) -> Result<Connection, NetworkError> {
         let mut updates = self.inner.discovered_tx.subscribe();
+        // Discoveries that resolve by id (DNS) look the device up; answers come as updates.
+        let discoveries = self
+            .inner
+            .discoveries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for discovery in discoveries {
+            discovery.resolve(node_id);
+        }
         let connect_timeout = self.inner.config.connect_timeout;
         let mut last_error = None;
         let mut attempt = 0;
@@ -247,6 +257,8 @@ impl NetworkingService {
             }
             None => self.report_connected(link),
         }
+        // Only now: `Connected` goes out before anything the peer sends on the link.
+        link.start_reading();
         Ok(pooled)
     }
 
