@@ -237,3 +237,60 @@ async fn a_running_transfer_is_not_idle() {
     laptop.shutdown().await;
     phone.shutdown().await;
 }
+
+const HOLD_ALPN: &[u8] = b"test/hold/1";
+
+/// Keeps each connection until the client closes it.
+#[derive(Debug)]
+struct Hold;
+
+impl tether::NetworkProtocol for Hold {
+    fn alpn(&self) -> &'static [u8] {
+        HOLD_ALPN
+    }
+
+    async fn accept(
+        &self,
+        connection: tether::Connection,
+        _peer: tether::PairedPeer,
+    ) -> Result<(), tether::ProtocolError> {
+        connection.closed().await;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_third_party_connection_keeps_the_device_in_use() {
+    let lab = Lab::new();
+    let (laptop, phone) = two(&lab, Some(Duration::from_millis(300))).await;
+    laptop.register_protocol(Hold).unwrap();
+    let mut laptop_events = laptop.subscribe();
+    let to_laptop = phone.device(laptop.node_id()).unwrap();
+    let held = phone
+        .connect_protocol(laptop.node_id(), HOLD_ALPN)
+        .await
+        .unwrap();
+    to_laptop.ping().await.unwrap();
+    // The laptop sees the protocol's connection and counts the device as in use.
+    let to_phone = laptop.device(phone.node_id()).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while to_phone.connection_state() != ConnectionState::Connected {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            to_phone.connection_state()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Several idle timeouts pass with only pings on the message link: it stays.
+    let closed = common::event_within(&mut laptop_events, Duration::from_millis(1500), |e| {
+        matches!(e, NetworkEvent::IdleClosed { .. })
+    })
+    .await;
+    assert!(closed.is_none(), "{closed:?}");
+    // Once the protocol's connection is gone, nothing uses the device: the link goes.
+    held.close(0u32.into(), b"done");
+    next_event(&mut laptop_events, idle_closed(phone.node_id(), false)).await;
+    laptop.shutdown().await;
+    phone.shutdown().await;
+}
