@@ -178,7 +178,14 @@ impl Estimate {
                     format!("{:.1} MiB/s", per_s / (1u64 << 20) as f64)
                 }
             }
-            Some((_, n)) => format!("{:.3} M/s", n / (self.median * 1e-9) / 1e6),
+            Some((_, n)) => {
+                let per_s = n / (self.median * 1e-9);
+                if per_s >= 1e6 {
+                    format!("{:.2} M/s", per_s / 1e6)
+                } else {
+                    format!("{:.1} k/s", per_s / 1e3)
+                }
+            }
             None => "—".into(),
         }
     }

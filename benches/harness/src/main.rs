@@ -254,6 +254,12 @@ pub(crate) enum ClientOp {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    // Logs to stderr (the orchestrator keeps each process's in its log directory), off unless
+    // `RUST_LOG` asks: `RUST_LOG=tether=debug` shows where a connect spends its time.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     match cli.command {
         Command::Run(args) => run::run(&args),
         Command::Serve { kind } => runtime()?.block_on(serve(kind)),

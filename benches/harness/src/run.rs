@@ -653,9 +653,14 @@ pub(crate) fn run(opts: &RunArgs) -> Result<()> {
         let _ = writeln!(
             extra,
             "\n**Cost growth** (Tether, encrypted, file→file; one file per size, {} runs \
-             each, 1 for 4 GiB):\n\n| size | time median [min, max] | rate | time per GiB vs \
+             each{}):\n\n| size | time median [min, max] | rate | time per GiB vs \
              the smallest |\n|---|---|---|---|",
-            reps.min(3)
+            reps.min(3),
+            if sizes.contains(&(4 * GIB)) {
+                ", 1 for 4 GiB"
+            } else {
+                ""
+            }
         );
         let mut first_per_gib = None;
         for size in sizes {

@@ -74,7 +74,8 @@ pub use transfer::{TransferHandle, TransferOptions};
 
 pub use tether_identity::{DeviceId, DeviceInfo, DeviceName, DeviceType, NodeId};
 pub use tether_iroh::{
-    ConnectionInfo, LowestLatency, PathKind, PeerAddr, RelayConfig, TransportConfig, TrustedRoot,
+    ConnectionInfo, GlobalDiscovery, GlobalDiscoveryConfig, LowestLatency, PathKind, PeerAddr,
+    RelayConfig, TransportConfig, TrustedRoot,
 };
 pub use tether_pairing::{CodeError, InitiatorConfig, PairingCode, PairingError, TicketError};
 pub use tether_protocol::{

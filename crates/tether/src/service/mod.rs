@@ -165,6 +165,9 @@ impl NetworkingService {
         if let Some(mdns) = MdnsDiscovery::of(&transport) {
             discoveries.push(Arc::new(mdns));
         }
+        if let Some(global) = tether_iroh::GlobalDiscovery::of(&transport) {
+            discoveries.push(Arc::new(global));
+        }
 
         let (incoming, incoming_rx) = mpsc::channel(256);
         let service = Self {
