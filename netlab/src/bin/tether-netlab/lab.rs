@@ -302,47 +302,65 @@ impl Lab {
         self.attach(host, to_router, ip)
     }
 
-    /// Drops `percent` % of the packets in each direction of `host`'s link.
-    pub(crate) fn loss(&self, host: Host, percent: f64) -> Result<()> {
+    /// Makes `hosts` put single datagrams on the wire: a UDP GSO buffer (up to 64 datagrams
+    /// in one packet, which a veth carries whole) is split in software before it leaves. Real
+    /// links carry datagrams, and the loss rules then drop datagrams, not bursts of them.
+    pub(crate) fn segment(&self, hosts: &[Host]) -> Result<()> {
+        for host in hosts {
+            x(
+                host.short(),
+                &["ip", "link", "set", "eth0", "gso_max_segs", "1"],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Drops `percent` % of the packets arriving at each of `hosts` (on two hosts of one
+    /// link: `percent` each way).
+    ///
+    /// The drop is on input, after the sender split its GSO buffers ([`Lab::segment`]): on
+    /// output a GSO buffer of many datagrams would be one packet, and a drop a burst.
+    pub(crate) fn loss(&self, hosts: &[Host], percent: f64) -> Result<()> {
         let threshold = (percent * 100.0).round() as u32; // out of 10000
-        let _ = x(
-            host.short(),
-            &["nft", "delete", "table", "inet", "tnl_loss"],
-        );
-        nft(
-            host.short(),
-            &format!(
-                r#"table inet tnl_loss {{
-  chain loss_out {{
-    type filter hook output priority -200; policy accept;
-    oifname "eth0" numgen random mod 10000 < {threshold} counter drop
-  }}
+        for host in hosts {
+            let _ = x(
+                host.short(),
+                &["nft", "delete", "table", "inet", "tnl_loss"],
+            );
+            nft(
+                host.short(),
+                &format!(
+                    r#"table inet tnl_loss {{
   chain loss_in {{
     type filter hook input priority -200; policy accept;
-    iifname "eth0" numgen random mod 10000 < {threshold} counter drop
+    iifname "eth0" counter numgen random mod 10000 < {threshold} counter drop
   }}
 }}
 "#
-            ),
-        )
+                ),
+            )?;
+        }
+        Ok(())
     }
 
-    /// Removes the loss rules on `host`.
-    pub(crate) fn clear_loss(&self, host: Host) -> Result<()> {
-        x(
-            host.short(),
-            &["nft", "delete", "table", "inet", "tnl_loss"],
-        )
-        .map(drop)
+    /// Removes the loss rules on `hosts`.
+    pub(crate) fn clear_loss(&self, hosts: &[Host]) -> Result<()> {
+        for host in hosts {
+            x(
+                host.short(),
+                &["nft", "delete", "table", "inet", "tnl_loss"],
+            )?;
+        }
+        Ok(())
     }
 
-    /// Packets counted as dropped by the loss rules (out, in).
+    /// Packets that arrived at `host` and how many of them the loss rule dropped.
     pub(crate) fn loss_counters(&self, host: Host) -> (u64, u64) {
         let text =
             x(host.short(), &["nft", "list", "table", "inet", "tnl_loss"]).unwrap_or_default();
         let mut counts = text
-            .lines()
-            .filter_map(|line| line.split("packets ").nth(1))
+            .split("packets ")
+            .skip(1)
             .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok());
         (counts.next().unwrap_or(0), counts.next().unwrap_or(0))
     }

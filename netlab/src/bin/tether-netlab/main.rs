@@ -5,7 +5,8 @@
 //! scenarios, pass/fail and figures. Everything it makes is named `tnl-*` and taken down when
 //! a scenario ends, fails or panics; leftovers of a killed run are removed at the start.
 //! Not root, or no netns/nft/tc/iptables: it says "skipped: <why>" and exits 0.
-#![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool reports on stdout
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+// a command-line tool reports on stdout
 // `serde_json::Value[&str]` gives `Null` for a missing key or a non-object; it never panics.
 #![allow(clippy::indexing_slicing)]
 

@@ -439,6 +439,7 @@ fn loss(ctx: &Ctx) -> Result<Outcome> {
     let mut out = Outcome::new();
     let (mut a, mut a2) = lan_pair(ctx, &lab)?;
     lab.rate(Host::A, "100mbit", "64kb")?;
+    lab.segment(&[Host::A, Host::A2])?;
     let base = lab.dir.join("payload.bin");
     let expected = make_file(&base, ctx.mib, "s5")?;
     let mut clean = f64::NAN;
@@ -447,7 +448,7 @@ fn loss(ctx: &Ctx) -> Result<Outcome> {
         .enumerate()
     {
         if percent > 0.0 {
-            lab.loss(Host::A, percent)?;
+            lab.loss(&[Host::A, Host::A2], percent)?;
         }
         let start = round as u64 * 1000;
         let count = 200;
@@ -480,27 +481,39 @@ fn loss(ctx: &Ctx) -> Result<Outcome> {
             &base,
             &format!("payload-{}.bin", label.trim_end_matches('%')),
         )?;
+        let lost = |agent: &mut Agent, to: &str| -> Result<f64> {
+            let conn = agent.call_ok(Command::Conn { to: to.to_owned() }, MIN)?;
+            Ok(f(&conn["lost_packets"]))
+        };
+        let lost_before = lost(&mut a, &a2.node_id)?;
         let (answer, same) = transfer(&mut a, &a2, &file, &expected)?;
+        let lost_during = lost(&mut a, &a2.node_id)? - lost_before;
         let goodput = f(&answer["goodput_mbit"]);
         if percent == 0.0 {
             clean = goodput;
         }
-        let (dropped_out, dropped_in) = lab.loss_counters(Host::A);
+        let (seen_a2, dropped_a2) = lab.loss_counters(Host::A2);
+        let (seen_a, dropped_a) = lab.loss_counters(Host::A);
+        let share = |dropped: u64, seen: u64| 100.0 * dropped as f64 / seen.max(1) as f64;
         out.check(
             same,
             format!(
-                "{label}: {}; hashes match: {same}; goodput {:.2} × clean{}",
+                "{label}: {}; hashes match: {same}; goodput {:.2} × clean; the sender's QUIC counted {lost_during:.0} packets lost{}",
                 figure_transfer(&answer),
                 goodput / clean,
                 if percent > 0.0 {
-                    format!("; dropped {dropped_out} out, {dropped_in} in")
+                    format!(
+                        " (dropped {dropped_a2} of {seen_a2} packets to hA2 = {:.2} %, {dropped_a} of {seen_a} to hA = {:.2} %)",
+                        share(dropped_a2, seen_a2),
+                        share(dropped_a, seen_a)
+                    )
                 } else {
                     String::new()
                 }
             ),
         );
         if percent > 0.0 {
-            lab.clear_loss(Host::A)?;
+            lab.clear_loss(&[Host::A, Host::A2])?;
         }
     }
     Ok(out)
