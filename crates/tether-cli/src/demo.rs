@@ -17,10 +17,10 @@ pub(crate) struct DemoArgs {
     /// How many encrypted pings to time.
     #[arg(long, default_value_t = 50)]
     pings: u32,
-    /// Size of the generated file to transfer, in MiB.
+    /// Size of the generated file, in MiB.
     #[arg(long, default_value_t = 256)]
     size: u64,
-    /// Send the file without the extra per-transfer encryption (QUIC's TLS still protects it).
+    /// No per-transfer encryption (TLS still applies).
     #[arg(long)]
     no_encrypt: bool,
 }

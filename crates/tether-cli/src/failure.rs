@@ -18,9 +18,14 @@ pub(crate) const TRANSFER: u8 = 5;
 pub(crate) const INTERRUPTED: u8 = 130;
 
 /// What `--help` says about exit codes.
-pub(crate) const EXIT_CODES: &str = "Exit codes: 0 success; 1 error; 2 bad usage; 3 pairing failed (wrong, expired or \
-used code); 4 device not paired, offline or unreachable; 5 transfer incomplete (run the same \
-send again to resume); 130 stopped with Ctrl-C.";
+pub(crate) const EXIT_CODES: &str = "Exit codes:
+  0    success (send: the receiver verified everything)
+  1    an error; one sentence on stderr says what and the way out
+  2    bad usage: a wrong flag, path, rate or name
+  3    pairing failed: a wrong, expired or used code
+  4    the device is not paired, or offline / unreachable
+  5    a transfer did not complete; run the same send again to resume
+  130  stopped with Ctrl-C (a send keeps what was verified)";
 
 /// An error that carries its exit code.
 #[derive(Debug, Clone)]

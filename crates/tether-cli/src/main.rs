@@ -28,23 +28,34 @@ use crate::send::SendRequest;
 
 /// Pair your devices once with a short word code, then talk directly.
 #[derive(Debug, Parser)]
-#[command(name = "tether", version, about, long_about = None, after_help = EXIT_CODES)]
+#[command(
+    name = "tether",
+    version,
+    about = "Pair your devices once with a short word code, then talk directly.",
+    long_about = None,
+    after_help = EXIT_CODES
+)]
 struct Cli {
-    /// Where this device's keys and paired devices live [default: ~/.local/share/tether].
-    #[arg(long, global = true, env = "TETHER_DATA_DIR", value_name = "DIR")]
+    /// Data directory (env TETHER_DATA_DIR; see README)
+    #[arg(
+        long,
+        global = true,
+        env = "TETHER_DATA_DIR",
+        hide_env = true,
+        value_name = "DIR"
+    )]
     data_dir: Option<PathBuf>,
     /// Print one JSON object per line instead of text.
     #[arg(long, global = true)]
     json: bool,
-    /// Stay on this machine: bind 127.0.0.1, no relays, no mDNS, no internet discovery.
+    /// This machine only: 127.0.0.1, no relays, no mDNS.
     #[arg(long, global = true, conflicts_with = "lan")]
     local_only: bool,
-    /// LAN mode: bind every interface, find devices with mDNS; no relays (unless --relay),
-    /// no internet discovery, no port mapping.
+    /// LAN only: all interfaces, mDNS, no relays.
     #[arg(long, global = true)]
     lan: bool,
-    /// Use your own iroh-relay server at URL (repeatable) instead of the public relays.
-    #[arg(long = "relay", value_name = "URL", global = true)]
+    /// Your own iroh-relay server (repeatable).
+    #[arg(long = "relay", value_name = "URL", global = true, value_parser = settings::parse_relay)]
     relays: Vec<String>,
     #[command(subcommand)]
     command: Command,
@@ -52,44 +63,42 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Two devices in one process pair by word code and exchange messages, on loopback only.
+    /// Two devices in one process, on loopback: pair, talk, send a file.
     Demo(demo::DemoArgs),
     /// Create this device's identity (or show the existing one).
     Init(node::InitArgs),
-    /// Show this device's identity: name, device id, node id, where the key is kept.
+    /// Show this device's name, device id, node id and key storage.
     Id,
-    /// Show a word code (or a ticket) and wait for another device to join with it.
+    /// Show a word code (or --ticket) and wait for the other device.
     Pair(PairArgs),
     /// Join the device showing CODE (a word code or a tether1... ticket).
     Join(JoinArgs),
-    /// Run this device's node in the foreground: serve paired devices, receive files.
+    /// Run the node in the foreground: serve devices, receive files.
     Up(node::UpArgs),
-    /// List paired and discovered devices: state, path, round trip, last seen.
+    /// List devices: state, path, round trip, last seen.
     Devices,
-    /// Send files and directories to a paired device; run it again to resume.
+    /// Send files and directories to a device; run again to resume.
     Send(SendArgs),
-    /// Measure the round trip of encrypted pings to a paired device (which must be up).
+    /// Time encrypted pings to a paired device (which must be up).
     Ping(PingArgs),
     /// Unpair a device: forget its secret and refuse it from now on.
     Unpair(DeviceArgs),
-    /// Rename this device (or, with --device, how a paired device is shown here).
+    /// Rename this device (or, with --device, a paired one, here).
     Rename(RenameArgs),
-    /// Check the set-up: addresses, relays, discovery, key storage, clock, a device's path.
+    /// Check addresses, relays, discovery, keys, clock, a device's path.
     Doctor(DoctorArgs),
 }
 
 #[derive(Debug, Args)]
 struct PairArgs {
-    /// Show a ticket (address + full-entropy secret, for pairing across networks or by QR
-    /// code) instead of a word code.
+    /// Show a ticket (and QR code) instead of a word code.
     #[arg(long)]
     ticket: bool,
 }
 
 #[derive(Debug, Args)]
 struct JoinArgs {
-    /// The word code (e.g. harbor-brave-lion-sunset) or ticket (tether1...) the other device
-    /// shows.
+    /// The word code or tether1... ticket the other device shows.
     code: String,
 }
 
@@ -115,14 +124,13 @@ struct SendArgs {
     /// Files and directories to send.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
-    /// At most RATE bytes per second: 10M, 500KiB, 2MB/s (k, M, G = 1000^n; KiB, MiB, GiB =
-    /// 1024^n).
+    /// At most RATE bytes/s: 10M, 500KiB, 2MB/s.
     #[arg(long, value_name = "RATE", value_parser = progress::parse_rate)]
     limit: Option<u64>,
-    /// Compress with zstd (skipped per chunk when it does not pay).
+    /// Compress with zstd (per chunk, where it pays).
     #[arg(long)]
     compress: bool,
-    /// No per-transfer encryption on top of QUIC's TLS (faster; still encrypted in transit).
+    /// No per-transfer encryption (QUIC's TLS still applies).
     #[arg(long)]
     no_encrypt: bool,
 }
@@ -131,14 +139,14 @@ struct SendArgs {
 struct RenameArgs {
     /// The new name.
     name: String,
-    /// Rename how this paired device is shown here, instead of this device.
+    /// Rename this paired device here, not this device.
     #[arg(long, value_name = "DEVICE")]
     device: Option<String>,
 }
 
 #[derive(Debug, Args)]
 struct DoctorArgs {
-    /// Also check whether this paired device is reachable, directly or only via a relay.
+    /// Also check how this paired device is reached.
     device: Option<String>,
 }
 

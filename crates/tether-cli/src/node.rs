@@ -18,7 +18,7 @@ use crate::settings::Settings;
 
 #[derive(Debug, Args)]
 pub(crate) struct InitArgs {
-    /// This device's name, as your other devices will show it.
+    /// This device's name, as other devices show it.
     #[arg(long)]
     name: Option<String>,
     /// desktop, laptop, phone, tablet, server or other.
@@ -28,7 +28,7 @@ pub(crate) struct InitArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct UpArgs {
-    /// Where files sent from paired devices are written [default: DATA_DIR/received].
+    /// Where received files go [default: DATA_DIR/received]
     #[arg(long, value_name = "DIR")]
     receive_dir: Option<PathBuf>,
 }

@@ -88,6 +88,20 @@ impl Settings {
     }
 }
 
+/// Checks a `--relay` URL: `http://` or `https://` and a host.
+pub(crate) fn parse_relay(url: &str) -> Result<String, String> {
+    let host = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .map(|rest| rest.split('/').next().unwrap_or_default());
+    match host {
+        Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => Ok(url.to_owned()),
+        _ => Err(format!(
+            "invalid relay URL {url:?}: give your iroh-relay server as https://HOST[:PORT]"
+        )),
+    }
+}
+
 /// The UDP port tried first.
 fn tether_port() -> u16 {
     TransportConfig::default().bind_addr.port()

@@ -213,3 +213,46 @@ fn pinging_an_unknown_device_is_exit_code_4() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn help_fits_80_columns_and_lists_exit_codes() {
+    let runtime = tempfile::tempdir().unwrap();
+    for command in [
+        "", "demo", "init", "id", "pair", "join", "up", "devices", "send", "ping", "unpair",
+        "rename", "doctor",
+    ] {
+        let mut tether = tether(runtime.path());
+        if !command.is_empty() {
+            tether.arg(command);
+        }
+        let output = tether.arg("--help").output().unwrap();
+        assert!(output.status.success());
+        let text = String::from_utf8_lossy(&output.stdout);
+        for line in text.lines() {
+            assert!(
+                line.chars().count() <= 80,
+                "tether {command} --help: {line:?}"
+            );
+        }
+        if command.is_empty() {
+            for code in ["0 ", "1 ", "2 ", "3 ", "4 ", "5 ", "130"] {
+                assert!(
+                    text.contains(&format!("  {code}")),
+                    "exit code {code} in {text}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_relay_that_is_not_a_url_is_a_usage_error() {
+    let runtime = tempfile::tempdir().unwrap();
+    let output = tether(runtime.path())
+        .args(["--relay", "relay.example", "id", "--data-dir"])
+        .arg(runtime.path().join("x"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("https://"));
+}
