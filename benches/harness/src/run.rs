@@ -34,6 +34,9 @@ pub(crate) struct RunArgs {
     /// Write every measurement as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Keep the work directory (files, data directories, every process's log).
+    #[arg(long)]
+    keep: bool,
     /// Only these parts (transfer, small, connect, rtt, flood, growth, devices, pairing).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -319,7 +322,12 @@ pub(crate) fn run(opts: &RunArgs) -> Result<()> {
     let work_dir = tempfile::Builder::new()
         .prefix("tether-bench-")
         .tempdir_in(&base)?;
-    let work = work_dir.path().to_owned();
+    // Dropping the guard removes the work directory; `--keep` leaves it.
+    let (work, _guard) = if opts.keep {
+        (work_dir.keep(), None)
+    } else {
+        (work_dir.path().to_owned(), Some(work_dir))
+    };
     let mut lab = Lab {
         logs: work.join("logs"),
         discovery: work.join("discovery"),
