@@ -567,7 +567,15 @@ fn cuts(ctx: &Ctx) -> Result<Outcome> {
         std::thread::sleep(left);
     }
     lab.restore(Host::A)?;
-    out.note(format!("long cut: {} s", ctx.long_cut.as_secs()));
+    out.note(format!(
+        "long cut: {} s{}",
+        ctx.long_cut.as_secs(),
+        if ctx.long_cut < Duration::from_secs(120) {
+            " (shortened from the issue's 120 s by --long-cut-secs)"
+        } else {
+            ""
+        }
+    ));
     match failed {
         Some(answer) if answer["ok"] != true => {
             out.check(
