@@ -6,7 +6,7 @@ use std::path::Path;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
-use crate::TransportError;
+use crate::{GlobalDiscoveryConfig, TransportError};
 
 /// The UDP port Tether tries first (the seed design's port); a random one is used when it is
 /// taken.
@@ -52,6 +52,11 @@ pub struct TransportConfig {
     pub force_relay: bool,
     /// Announce and look up devices with mDNS on the local network.
     pub mdns: bool,
+    /// Publish this device's addresses and find paired devices by node id through pkarr and
+    /// DNS ([`GlobalDiscoveryConfig`]). The real-world default is n0's public servers
+    /// ([`GlobalDiscoveryConfig::n0`]); local-only runs have it off unless every server listed
+    /// is on this machine.
+    pub global_discovery: Option<GlobalDiscoveryConfig>,
     /// Keep every packet on loopback (see the type's docs).
     pub local_only: bool,
 }
@@ -65,6 +70,7 @@ impl Default for TransportConfig {
             relay_roots: Vec::new(),
             force_relay: false,
             mdns: true,
+            global_discovery: Some(GlobalDiscoveryConfig::n0()),
             local_only: false,
         }
     }
@@ -80,6 +86,7 @@ impl TransportConfig {
             relay_roots: Vec::new(),
             force_relay: false,
             mdns: false,
+            global_discovery: None,
             local_only: true,
         }
     }
@@ -120,6 +127,13 @@ impl TransportConfig {
                 RelayConfig::Default | RelayConfig::Disabled => RelayConfig::Disabled,
             };
             config.mdns = false;
+            if !config
+                .global_discovery
+                .as_ref()
+                .is_some_and(GlobalDiscoveryConfig::is_local)
+            {
+                config.global_discovery = None;
+            }
         }
         config
     }
@@ -221,6 +235,28 @@ mod tests {
         let mut config = TransportConfig::local_only();
         config.relay = RelayConfig::Default;
         assert_eq!(config.effective().relay, RelayConfig::Disabled);
+    }
+
+    #[test]
+    fn local_only_keeps_only_local_global_discovery() {
+        let mut config = TransportConfig::local_only();
+        config.global_discovery = Some(GlobalDiscoveryConfig::n0());
+        assert_eq!(config.effective().global_discovery, None);
+        let local = GlobalDiscoveryConfig::custom(
+            "http://127.0.0.1:8080/pkarr",
+            "dns.tether.test",
+            "127.0.0.1:5300".parse().unwrap(),
+        );
+        config.global_discovery = Some(local.clone());
+        assert_eq!(config.effective().global_discovery, Some(local.clone()));
+        let mut remote_dns = local;
+        remote_dns.nameserver = Some("192.0.2.1:53".parse().unwrap());
+        config.global_discovery = Some(remote_dns);
+        assert_eq!(config.effective().global_discovery, None);
+        assert_eq!(
+            TransportConfig::default().global_discovery,
+            Some(GlobalDiscoveryConfig::n0())
+        );
     }
 
     #[test]

@@ -18,6 +18,12 @@ pub enum TransportError {
         /// The text given.
         url: String,
     },
+    /// A URL in the configuration is not a URL.
+    #[error("not a URL: {url:?}")]
+    InvalidUrl {
+        /// The text given.
+        url: String,
+    },
     /// A certificate file could not be read or holds no certificate.
     #[error("could not read certificates from {}: {reason}", path.display())]
     Certificates {

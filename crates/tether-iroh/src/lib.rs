@@ -19,6 +19,7 @@
 mod addr;
 mod config;
 mod error;
+mod global;
 mod info;
 mod loopback;
 mod mdns;
@@ -28,6 +29,7 @@ mod transport;
 pub use addr::PeerAddr;
 pub use config::{DEFAULT_PORT, RelayConfig, TransportConfig, TrustedRoot};
 pub use error::TransportError;
+pub use global::{GlobalDiscovery, GlobalDiscoveryConfig, N0_ORIGIN_DOMAIN, N0_PKARR_RELAY};
 pub use info::{ConnectionInfo, PathKind};
 pub use loopback::LoopbackDiscovery;
 pub use mdns::MdnsDiscovery;

@@ -84,6 +84,8 @@ pub struct Transport {
     node_id: NodeId,
     config: TransportConfig,
     mdns: Option<iroh_mdns_address_lookup::MdnsAddressLookup>,
+    /// Global discovery's configuration and resolver, when on.
+    global: Option<(crate::GlobalDiscoveryConfig, iroh::dns::DnsResolver)>,
     /// The relay [`Transport::select_relays`] chose last.
     pub(crate) chosen_relay: Arc<std::sync::Mutex<Option<String>>>,
 }
@@ -121,7 +123,12 @@ impl Transport {
         } else {
             None
         };
+        let global = match &config.global_discovery {
+            Some(global) => Some((global.clone(), crate::global::attach(&endpoint, global)?)),
+            None => None,
+        };
         let transport = Self {
+            global,
             node_id: identity.node_id(),
             endpoint,
             config,
@@ -256,6 +263,13 @@ impl Transport {
     /// The underlying iroh endpoint, for accepting connections and for protocols.
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
+    }
+
+    /// Global discovery's configuration and resolver, when on.
+    pub(crate) fn global(&self) -> Option<(&crate::GlobalDiscoveryConfig, iroh::dns::DnsResolver)> {
+        self.global
+            .as_ref()
+            .map(|(config, resolver)| (config, resolver.clone()))
     }
 
     /// The mDNS service, when enabled.

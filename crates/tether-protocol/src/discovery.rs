@@ -51,4 +51,11 @@ pub trait Discovery: Send + Sync + std::fmt::Debug + 'static {
 
     /// Events from now on (a new subscriber also receives what is currently known).
     fn subscribe(&self) -> DiscoveryStream;
+
+    /// Asks for a device's current addresses, to be reported through [`Self::subscribe`]'s
+    /// stream. The service calls it before dialling a paired device. Discoveries that resolve
+    /// by id (DNS) look it up; those that only listen (mDNS, loopback) need not do anything.
+    fn resolve(&self, node_id: NodeId) {
+        let _ = node_id;
+    }
 }

@@ -11,6 +11,8 @@ const RETRY_BASE: Duration = Duration::from_millis(150);
 const SIMULTANEOUS_OPEN: Duration = Duration::from_secs(5);
 /// How often one dial starts over because discovery reported a new address.
 const MAX_REDIALS: u32 = 8;
+/// How often a dial asks discoveries that resolve by id (DNS) for the device again.
+const RESOLVE_EVERY: Duration = Duration::from_secs(1);
 
 impl NetworkingService {
     /// The live link to a paired device, dialling (with retries) when there is none.
@@ -121,16 +123,24 @@ impl NetworkingService {
         alpn: &[u8],
     ) -> Result<Connection, NetworkError> {
         let mut updates = self.inner.discovered_tx.subscribe();
-        // Discoveries that resolve by id (DNS) look the device up; answers come as updates.
+        // Discoveries that resolve by id (DNS) look the device up now and every second while
+        // this dial lasts (a record may still hold the address the device just left); answers
+        // come as updates, and a new address starts the attempt over.
         let discoveries = self
             .inner
             .discoveries
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        for discovery in discoveries {
-            discovery.resolve(node_id);
-        }
+        let _resolving = n0_future::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RESOLVE_EVERY);
+            loop {
+                tick.tick().await;
+                for discovery in &discoveries {
+                    discovery.resolve(node_id);
+                }
+            }
+        }));
         let connect_timeout = self.inner.config.connect_timeout;
         let mut last_error = None;
         let mut attempt = 0;

@@ -1,0 +1,131 @@
+//! Global discovery against a real `iroh-dns-server` (pkarr relay + DNS) the test starts on
+//! 127.0.0.1: two paired devices with no LAN discovery and no loopback discovery find each
+//! other again by node id alone after one restarts on a new port. The time to re-find is
+//! printed with `--nocapture`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::print_stderr
+)]
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Lab, pair_by_ticket};
+use tether::{GlobalDiscoveryConfig, NetworkMessage, NetworkingConfig, NetworkingService, Ping};
+
+const ORIGIN: &str = "dns.tether.test";
+
+/// An `iroh-dns-server` on 127.0.0.1 (HTTP pkarr relay and DNS on random ports, no HTTPS, no
+/// metrics, no mainline DHT), and the configuration that uses it.
+async fn start_dns_server(dir: &Path) -> (iroh_dns_server::Server, GlobalDiscoveryConfig) {
+    std::fs::create_dir_all(dir).unwrap();
+    let config_file = dir.join("config.toml");
+    std::fs::write(
+        &config_file,
+        format!(
+            r#"
+pkarr_put_rate_limit = "disabled"
+data_dir = "{}"
+
+[http]
+port = 0
+bind_addr = "127.0.0.1"
+
+[dns]
+port = 0
+bind_addr = "127.0.0.1"
+default_soa = "ns1.{ORIGIN} hostmaster.{ORIGIN} 0 10800 3600 604800 3600"
+default_ttl = 30
+origins = ["{ORIGIN}.", "."]
+rr_a = "127.0.0.1"
+rr_ns = "ns1.{ORIGIN}."
+
+[metrics]
+disabled = true
+
+[mainline]
+enabled = false
+"#,
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let config = iroh_dns_server::config::Config::load(&config_file)
+        .await
+        .unwrap();
+    let server = iroh_dns_server::Server::bind(config).await.unwrap();
+    let pkarr = format!("http://{}/pkarr", server.http_addr().unwrap());
+    let mut global = GlobalDiscoveryConfig::custom(pkarr, ORIGIN, server.dns_addr());
+    global.publish_ip_addrs = true;
+    (server, global)
+}
+
+fn global_only(lab: &Lab, name: &str, global: &GlobalDiscoveryConfig) -> NetworkingConfig {
+    let mut config = lab.config(name);
+    config.loopback_discovery = None;
+    config.transport.global_discovery = Some(global.clone());
+    config
+}
+
+async fn ping(
+    from: &NetworkingService,
+    to: &NetworkingService,
+) -> Result<(), tether::NetworkError> {
+    let reply = from
+        .device(to.node_id())
+        .unwrap()
+        .send_message(NetworkMessage::Ping(Ping { timestamp_ms: 1 }))
+        .await?;
+    assert!(matches!(reply, NetworkMessage::Pong(_)), "{reply:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paired_devices_refind_each_other_by_node_id_after_a_restart() {
+    let lab = Lab::new();
+    let (_dns, global) = start_dns_server(&lab.root.path().join("dns")).await;
+
+    let desk = NetworkingService::start(global_only(&lab, "desk", &global))
+        .await
+        .unwrap();
+    let phone = NetworkingService::start(global_only(&lab, "phone", &global))
+        .await
+        .unwrap();
+    pair_by_ticket(&desk, &phone).await;
+    ping(&phone, &desk).await.unwrap();
+
+    // The desk goes away and comes back on another port; nothing but DNS says where.
+    let old = desk.addr();
+    desk.shutdown().await;
+    drop(desk);
+    let desk = NetworkingService::start(global_only(&lab, "desk", &global))
+        .await
+        .unwrap();
+    let new = desk.addr();
+    assert_eq!(old.node_id, new.node_id);
+    assert_ne!(old.direct, new.direct, "the restart kept the port");
+
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(60);
+    loop {
+        match ping(&phone, &desk).await {
+            Ok(()) => break,
+            Err(error) => assert!(Instant::now() < deadline, "never re-found: {error}"),
+        }
+    }
+    eprintln!(
+        "phone re-found the restarted desk through DNS in {:?}",
+        started.elapsed()
+    );
+    // And the other way: the restarted desk finds the phone by node id.
+    let started = Instant::now();
+    ping(&desk, &phone).await.unwrap();
+    eprintln!("desk reached the phone in {:?}", started.elapsed());
+    desk.shutdown().await;
+    phone.shutdown().await;
+}
