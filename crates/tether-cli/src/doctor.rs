@@ -22,8 +22,13 @@ pub(crate) async fn run(
     context: &NodeContext,
 ) -> Result<()> {
     if !context.running {
-        // A node that just started has not heard its discovery services yet.
-        tokio::time::sleep(DISCOVERY_SETTLE).await;
+        // A node that just started has not heard its discovery services, nor reached its
+        // relay, yet.
+        let settle = tokio::time::sleep(DISCOVERY_SETTLE);
+        if matches!(node.diagnostics().relay, RelayConfig::Custom(_)) {
+            let _ = node.wait_for_home_relay(RELAY_PROBE_TIMEOUT).await;
+        }
+        settle.await;
     }
     let diag = node.diagnostics();
     let info = node.device_info();

@@ -57,6 +57,9 @@ struct Cli {
     /// Your own iroh-relay server (repeatable).
     #[arg(long = "relay", value_name = "URL", global = true, value_parser = settings::parse_relay)]
     relays: Vec<String>,
+    /// Trust this CA certificate (PEM or DER) for --relay.
+    #[arg(long = "relay-ca", value_name = "FILE", global = true)]
+    relay_cas: Vec<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -190,6 +193,7 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
         data_dir: cli.data_dir,
         network,
         relays: cli.relays,
+        relay_cas: cli.relay_cas,
     };
     let request = match cli.command {
         Command::Demo(args) => return demo::run(args, &out).await,

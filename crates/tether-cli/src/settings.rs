@@ -4,7 +4,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use tether::{NetworkingConfig, NetworkingService, RelayConfig, TransportConfig};
+use tether::{NetworkingConfig, NetworkingService, RelayConfig, TransportConfig, TrustedRoot};
 
 /// The environment variable holding the key file's passphrase.
 pub(crate) const PASSPHRASE_VAR: &str = "TETHER_PASSPHRASE";
@@ -29,6 +29,8 @@ pub(crate) struct Settings {
     pub(crate) network: Network,
     /// The user's own relay servers (`--relay URL`, repeatable).
     pub(crate) relays: Vec<String>,
+    /// Certificates to trust for those relays' TLS (`--relay-ca FILE`, PEM or DER).
+    pub(crate) relay_cas: Vec<PathBuf>,
 }
 
 impl Settings {
@@ -64,6 +66,9 @@ impl Settings {
         if !self.relays.is_empty() {
             config.transport.relay = RelayConfig::Custom(self.relays.clone());
         }
+        for file in &self.relay_cas {
+            config.transport.relay_roots.push(read_certificate(file)?);
+        }
         if offline {
             config.transport = TransportConfig::local_only();
         }
@@ -85,6 +90,29 @@ impl Settings {
         NetworkingService::start(config)
             .await
             .with_context(|| format!("cannot start the node for {}", dir.display()))
+    }
+}
+
+/// Reads a certificate to trust for relays: PEM (`-----BEGIN CERTIFICATE-----`) or DER.
+fn read_certificate(file: &std::path::Path) -> Result<TrustedRoot> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let bytes = std::fs::read(file).map_err(|error| {
+        crate::failure::Failure::usage(format!(
+            "cannot read the relay certificate {}: {error}",
+            file.display()
+        ))
+    })?;
+    if bytes.starts_with(b"-----BEGIN") {
+        let der = CertificateDer::from_pem_slice(&bytes).map_err(|error| {
+            crate::failure::Failure::usage(format!(
+                "{} is not a PEM certificate ({error}); give the relay's CA certificate",
+                file.display()
+            ))
+        })?;
+        Ok(TrustedRoot::from_der(der.to_vec()))
+    } else {
+        Ok(TrustedRoot::from_der(bytes))
     }
 }
 

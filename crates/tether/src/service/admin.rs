@@ -107,6 +107,14 @@ impl NetworkingService {
         }
     }
 
+    /// Waits up to `within` for the endpoint to connect to a home relay; its URL, or `None`
+    /// (no relay configured, or none reachable in time).
+    pub async fn wait_for_home_relay(&self, within: Duration) -> Option<String> {
+        tokio::time::timeout(within, self.inner.transport.home_relay_connected())
+            .await
+            .ok()
+    }
+
     /// Every device the registry knows or discovery sees, with its state and connection.
     pub fn device_statuses(&self) -> Vec<DeviceStatus> {
         let discovered: HashMap<NodeId, &'static str> = self
