@@ -221,6 +221,15 @@ pub enum StoreError {
         /// The store.
         path: PathBuf,
     },
+    /// The registry was closed (its service shut down); nothing more can be stored.
+    #[error(
+        "the device store {} is closed: the service using it has shut down",
+        path.display()
+    )]
+    Closed {
+        /// The store.
+        path: PathBuf,
+    },
     /// The database failed while working (an IO error inside redb, a full disk, ...).
     #[error("the device store {} failed: {source}", path.display())]
     Database {

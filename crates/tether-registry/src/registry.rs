@@ -41,8 +41,9 @@ pub struct DeviceRegistry {
 
 struct Shared {
     devices: RwLock<Devices>,
-    /// Held for the whole of every change, so changes apply in order.
-    store: Mutex<SecretsStore>,
+    /// Held for the whole of every change, so changes apply in order. `None` once
+    /// [`DeviceRegistry::close`] has released the file.
+    store: Mutex<Option<SecretsStore>>,
     store_path: PathBuf,
     events: broadcast::Sender<RegistryEvent>,
 }
@@ -110,7 +111,7 @@ impl DeviceRegistry {
             shared: Arc::new(Shared {
                 devices: RwLock::new(devices),
                 store_path: store.path().to_owned(),
-                store: Mutex::new(store),
+                store: Mutex::new(Some(store)),
                 events,
             }),
         })
@@ -299,7 +300,7 @@ impl DeviceRegistry {
             },
             secret: pairing.secret,
         };
-        store.put(&stored)?;
+        self.opened(&store)?.put(&stored)?;
         let device = stored.device.clone();
         {
             let mut devices = self.write();
@@ -345,7 +346,7 @@ impl DeviceRegistry {
             (from, with_connection(stored, &connection))
         };
         if let Some(updated) = &updated {
-            store.put(updated)?;
+            self.opened(&store)?.put(updated)?;
         }
         let to = DeviceState::Connected { connection };
         if let Some(entry) = self.write().by_node.get_mut(&node_id) {
@@ -383,7 +384,7 @@ impl DeviceRegistry {
         let store = self.lock_store();
         let mut updated = self.stored(&node_id)?;
         updated.device.trust = trust;
-        store.put(&updated)?;
+        self.opened(&store)?.put(&updated)?;
         let disconnected = {
             let mut devices = self.write();
             let mut disconnected = false;
@@ -416,7 +417,7 @@ impl DeviceRegistry {
         let store = self.lock_store();
         let mut updated = self.stored(&node_id)?;
         updated.device.info.device_name = name.clone();
-        store.put(&updated)?;
+        self.opened(&store)?.put(&updated)?;
         if let Some(entry) = self.write().by_node.get_mut(&node_id) {
             entry.stored = Some(updated);
         }
@@ -430,7 +431,7 @@ impl DeviceRegistry {
         let store = self.lock_store();
         let removed = self.stored(&node_id)?.device;
         let at = SystemTime::now();
-        store.revoke(&node_id, at)?;
+        self.opened(&store)?.revoke(&node_id, at)?;
         {
             let mut devices = self.write();
             devices.by_node.remove(&node_id);
@@ -499,11 +500,31 @@ impl DeviceRegistry {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn lock_store(&self) -> MutexGuard<'_, SecretsStore> {
+    fn lock_store(&self) -> MutexGuard<'_, Option<SecretsStore>> {
         self.shared
             .store
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The open store, or [`StoreError::Closed`].
+    fn opened<'a>(
+        &self,
+        store: &'a MutexGuard<'_, Option<SecretsStore>>,
+    ) -> Result<&'a SecretsStore, StoreError> {
+        store.as_ref().ok_or_else(|| StoreError::Closed {
+            path: self.shared.store_path.clone(),
+        })
+    }
+
+    /// Releases `secrets.redb` and the data directory's lock, so another registry (this
+    /// process restarting its service, or another process) can open them, even while clones
+    /// of this one are still alive. Afterwards the clones still answer from memory, but every
+    /// change fails with [`StoreError::Closed`]. Closing twice is harmless.
+    pub fn close(&self) {
+        if self.lock_store().take().is_some() {
+            tracing::debug!(path = %self.shared.store_path.display(), "closed the device registry");
+        }
     }
 }
 

@@ -257,6 +257,30 @@ fn second_open_is_refused_while_in_use() {
     DeviceRegistry::open(&device.dir, keys.storage_key()).unwrap();
 }
 
+#[test]
+fn close_releases_the_store_while_clones_live() {
+    let (device, _) = with_devices(2);
+    let keys = KeyManager::open(&device.dir, &common::file_only()).unwrap();
+    let first = DeviceRegistry::open(&device.dir, keys.storage_key()).unwrap();
+    let clone = first.clone();
+    first.close();
+    first.close();
+    // The clone still answers from memory but can no longer store anything.
+    assert_eq!(clone.paired_devices().len(), 2);
+    let node = clone.paired_devices()[0].node_id;
+    let error = clone.set_trust(node, TrustLevel::Blocked).unwrap_err();
+    assert!(error.to_string().contains("is closed"), "{error}");
+    // The same data directory opens again at once, with nothing lost.
+    let second = DeviceRegistry::open(&device.dir, keys.storage_key()).unwrap();
+    assert_eq!(second.paired_devices().len(), 2);
+    assert!(
+        second
+            .paired_devices()
+            .iter()
+            .all(|device| device.trust == TrustLevel::Trusted)
+    );
+}
+
 /// Flips a byte every 97 bytes across a whole store, one at a time. Each open must either
 /// fail with a typed error leaving the file as it was, or succeed with every device intact
 /// (the byte was in free space): never a panic, never a silently shorter list.

@@ -30,6 +30,27 @@ async fn a_shut_down_service_stops_announcing_itself() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shut_down_service_lets_its_data_directory_open_again_while_handles_live() {
+    let lab = Lab::new();
+    let laptop = lab.start("laptop").await;
+    let phone = lab.start("phone").await;
+    common::pair(&laptop, &phone).await;
+    // An app keeps a clone and a device handle around across the restart.
+    let kept = laptop.clone();
+    let handle = laptop.device(phone.node_id()).unwrap();
+    laptop.shutdown().await;
+
+    let again = tether::NetworkingService::start(lab.config("laptop"))
+        .await
+        .expect("the data directory opens again after shutdown");
+    assert_eq!(again.node_id(), kept.node_id());
+    assert_eq!(again.paired_devices().len(), 1, "still paired");
+    drop(handle);
+    again.shutdown().await;
+    phone.shutdown().await;
+}
+
 /// A protocol whose handler shuts its own service down, then says so.
 #[derive(Debug, Default, Clone)]
 struct ShutsDown {

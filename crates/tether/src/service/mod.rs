@@ -643,6 +643,9 @@ impl NetworkingService {
         for task in tasks {
             let _ = task.await;
         }
+        // Let go of `secrets.redb` and the data directory's lock now, not when the last clone
+        // (a `DeviceHandle`, say) is dropped, so the same data directory can be opened again.
+        self.inner.registry.close();
         info!("networking service stopped");
     }
 
@@ -664,6 +667,12 @@ impl NetworkingService {
     /// The relay this device is reachable through now, if connected to one.
     pub fn home_relay(&self) -> Option<String> {
         self.inner.transport.home_relay()
+    }
+
+    /// The relay the [`crate::NetworkingConfig::relay_selector`] chose last among the listed
+    /// ones (`None` before its first choice, with iroh's default relays, or with no selector).
+    pub fn chosen_relay(&self) -> Option<String> {
+        self.inner.transport.chosen_relay()
     }
 
     fn announce(&self, pairing_slot: Option<&str>) {
