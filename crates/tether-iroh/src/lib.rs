@@ -5,16 +5,27 @@
 //!   decides right after each incoming TLS handshake — before any protocol handler runs —
 //!   whether the peer may go on.
 //! * [`PeerAddr`] says where a device is; [`ConnectionInfo`] what a connection's path looks like
-//!   (direct or relayed, round trip, congestion window, bytes).
-//! * [`MdnsDiscovery`] finds devices on the LAN with iroh's mDNS address lookup;
+//!   (direct or relayed and through which relay, round trip, congestion window, bytes).
+//! * Relays are `iroh-relay` servers: iroh's public ones ([`RelayConfig::Default`]) or the
+//!   user's own ([`RelayConfig::Custom`]), whose certificate may be signed by the user's own CA
+//!   ([`TrustedRoot::load_pem`] into [`TransportConfig::relay_roots`]; certificates are always
+//!   verified). Among listed relays, [`Transport::select_relays`] keeps the endpoint on the one
+//!   a [`RelaySelector`] chooses — [`LowestLatency`] measures each with real relay connections
+//!   and pings — and switches when it goes away. [`TransportConfig::force_relay`] binds no
+//!   direct socket, so every connection goes through the relay (for troubleshooting).
+//! * Discovery: [`MdnsDiscovery`] finds devices on the LAN with iroh's mDNS address lookup;
 //!   [`LoopbackDiscovery`] finds devices on this machine through a shared directory, with no
-//!   multicast at all (for local-only runs, tests and the demo).
+//!   multicast at all (for local-only runs, tests and the demo); [`GlobalDiscovery`] publishes
+//!   the endpoint's addresses through pkarr and finds paired devices by node id through DNS
+//!   (an `iroh-dns-server`; n0's by default, see [`GlobalDiscoveryConfig`]).
 //!
-//! [`TransportConfig::local_only`] keeps every packet on this machine. The real-world default
-//! ([`TransportConfig::default`]) binds every interface on UDP 11204, uses iroh's public relays
-//! and mDNS; the port mapper is never compiled in.
+//! [`TransportConfig::local_only`] keeps every packet on this machine: loopback bind, no public
+//! relays or DNS (servers listed explicitly on loopback, such as a test's, are kept), no mDNS.
+//! The real-world default ([`TransportConfig::default`]) binds every interface on UDP 11204,
+//! uses iroh's public relays, mDNS and n0's pkarr/DNS; the port mapper is never compiled in.
 //!
 //! [`NodeId`]: tether_identity::NodeId
+//! [`RelaySelector`]: tether_protocol::RelaySelector
 
 mod addr;
 mod config;
