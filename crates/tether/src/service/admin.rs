@@ -60,8 +60,8 @@ pub struct DeviceStatus {
     pub state: String,
     /// The live connection's path, round trip and remote address.
     pub connection: Option<ConnectionInfo>,
-    /// When it was last heard: now for a live connection, else when its last connection
-    /// was set up (this run), if known.
+    /// When it was last heard: on a live connection, when the device last sent anything
+    /// (keep-alive pongs included); else when its last connection was set up, if known.
     pub last_seen: Option<SystemTime>,
     /// The discovery service that sees it now, if any.
     pub discovered_by: Option<&'static str>,
@@ -130,8 +130,16 @@ impl NetworkingService {
             .into_iter()
             .map(|device| {
                 let connection = self.connection_info(device.node_id);
-                let last_seen = if connection.is_some() {
-                    Some(SystemTime::now())
+                let heard = self
+                    .inner
+                    .links
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&device.node_id)
+                    .filter(|link| link.is_open())
+                    .map(|link| link.silent_for());
+                let last_seen = if let Some(silent) = heard {
+                    SystemTime::now().checked_sub(silent)
                 } else if let tether_registry::DeviceState::Connected { connection } = &device.state
                 {
                     Some(connection.connected_at)
