@@ -710,6 +710,24 @@ impl NetworkingService {
     async fn find_slot(&self, slot: &str) -> Result<PeerAddr, NetworkError> {
         let mut updates = self.inner.discovered_tx.subscribe();
         let deadline = tokio::time::Instant::now() + self.inner.config.discovery_timeout;
+        // A global rendezvous is asked now and every second while the search lasts; what it
+        // finds arrives as updates, like what LAN discoveries hear.
+        let discoveries = self
+            .inner
+            .discoveries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let asked_slot = slot.to_owned();
+        let _asking = n0_future::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                for discovery in &discoveries {
+                    discovery.find_slot(&asked_slot);
+                }
+            }
+        }));
         loop {
             let claims: Vec<DiscoveredDevice> = self
                 .inner
