@@ -257,6 +257,7 @@ mod tests {
             TransportConfig::default().global_discovery,
             Some(GlobalDiscoveryConfig::n0())
         );
+        assert!(!GlobalDiscoveryConfig::n0().pairing_rendezvous);
     }
 
     #[test]

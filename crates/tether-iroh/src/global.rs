@@ -5,12 +5,17 @@
 //! `iroh-dns-server`), which serves it as DNS TXT records under
 //! `_iroh.<z32 node id>.<origin domain>`. [`GlobalDiscovery`] resolves a paired device's node
 //! id through DNS when the service dials it, and reports what it found like any discovery.
-//! Nothing but the endpoint's own addresses is published: never a pairing slot.
+//! Besides the endpoint's own addresses, only the pairing rendezvous record is published (see
+//! [`GlobalDiscovery`]), and it holds nothing derived from a code's secret words.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use iroh::address_lookup::{AddrFilter, DnsAddressLookup, PkarrPublisher};
+use iroh::address_lookup::{AddrFilter, DnsAddressLookup, PkarrPublisher, PkarrRelayClient};
 use iroh::dns::DnsResolver;
+use iroh::endpoint_info::{EndpointInfo, UserData};
+use iroh::{EndpointId, RelayUrl, SecretKey};
 use tether_identity::NodeId;
 use tether_protocol::{DiscoveredDevice, Discovery, DiscoveryEvent, DiscoveryStream};
 use tokio::sync::broadcast;
@@ -35,6 +40,10 @@ pub struct GlobalDiscoveryConfig {
     /// Publish direct IP addresses as well as the relay. Off by default (as in iroh): a
     /// public record then reveals no IP address, and the relay gets a connection started.
     pub publish_ip_addrs: bool,
+    /// Use the server as the rendezvous for pairing by word code across networks (see
+    /// [`GlobalDiscovery`]). Off for n0's shared server: its 11-bit public slot space is
+    /// shared by everyone pairing there at once (docs/pairing.md); on for one's own server.
+    pub pairing_rendezvous: bool,
 }
 
 impl GlobalDiscoveryConfig {
@@ -46,6 +55,7 @@ impl GlobalDiscoveryConfig {
             origin_domain: N0_ORIGIN_DOMAIN.to_owned(),
             nameserver: None,
             publish_ip_addrs: false,
+            pairing_rendezvous: false,
         }
     }
 
@@ -60,6 +70,7 @@ impl GlobalDiscoveryConfig {
             origin_domain: origin_domain.into(),
             nameserver: Some(nameserver),
             publish_ip_addrs: false,
+            pairing_rendezvous: true,
         }
     }
 
@@ -108,24 +119,149 @@ pub(crate) fn attach(
     Ok(resolver)
 }
 
+/// Rendezvous records are keyed by the slot and a window of this many seconds.
+const RENDEZVOUS_EPOCH_SECS: u64 = 600;
+/// The TTL of a rendezvous record, in seconds.
+const RENDEZVOUS_TTL: u32 = 30;
+/// The `user_data` prefix that names the initiator in a rendezvous record.
+const INITIATOR_PREFIX: &str = "tether-initiator:";
+
 /// Finds paired devices by node id through DNS ([`GlobalDiscoveryConfig`]); see the module
 /// docs. Its name is `"dns"`.
+///
+/// It is also the global rendezvous for pairing by word code (docs/pairing.md, "Pairing
+/// across networks"): while a code is shown, [`Discovery::announce`] with a pairing slot
+/// publishes a record under a key derived from the public slot and the time window only,
+/// holding the initiator's node id and addresses and nothing derived from the secret words;
+/// [`Discovery::find_slot`] looks that record up.
 #[derive(Debug, Clone)]
 pub struct GlobalDiscovery {
     resolver: DnsResolver,
     origin_domain: String,
+    pkarr: PkarrRelayClient,
+    publish_ip_addrs: bool,
+    pairing_rendezvous: bool,
+    /// The slot whose rendezvous record is published, to withdraw it.
+    published_slot: Arc<Mutex<Option<String>>>,
     found: broadcast::Sender<DiscoveryEvent>,
+}
+
+/// The rendezvous key of `slot` in time window `epoch`: derivable by anyone, from public
+/// values only.
+fn rendezvous_key(origin_domain: &str, slot: &str, epoch: u64) -> SecretKey {
+    let mut material = Vec::with_capacity(origin_domain.len() + slot.len() + 10);
+    material.extend_from_slice(origin_domain.as_bytes());
+    material.push(0);
+    material.extend_from_slice(slot.to_ascii_lowercase().as_bytes());
+    material.push(0);
+    material.extend_from_slice(&epoch.to_le_bytes());
+    SecretKey::from_bytes(&blake3::derive_key(
+        "tether v1 pairing rendezvous key",
+        &material,
+    ))
+}
+
+fn epoch_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs() / RENDEZVOUS_EPOCH_SECS)
 }
 
 impl GlobalDiscovery {
     /// Global discovery for `transport`, when its configuration has it on.
     pub fn of(transport: &Transport) -> Option<Self> {
         let (config, resolver) = transport.global()?;
+        let pkarr_url = config.pkarr_relay.parse().ok()?;
+        let pkarr = PkarrRelayClient::new(
+            pkarr_url,
+            transport.endpoint().tls_config().clone(),
+            resolver.clone(),
+        );
         Some(Self {
             resolver,
             origin_domain: config.origin_domain.clone(),
+            pkarr,
+            publish_ip_addrs: config.publish_ip_addrs,
+            pairing_rendezvous: config.pairing_rendezvous,
+            published_slot: Arc::default(),
             found: broadcast::channel(64).0,
         })
+    }
+
+    /// Publishes the rendezvous record for `slot` (current window), or an empty one when
+    /// `device` is `None` (withdrawal).
+    async fn publish_rendezvous(&self, slot: &str, device: Option<&DiscoveredDevice>) {
+        let key = rendezvous_key(&self.origin_domain, slot, epoch_now());
+        let mut info = EndpointInfo::new(key.public());
+        if let Some(device) = device {
+            let Ok(initiator) = crate::transport::iroh_id(&device.node_id) else {
+                return;
+            };
+            if let Some(url) = device
+                .relay_url
+                .as_deref()
+                .and_then(|u| u.parse::<RelayUrl>().ok())
+            {
+                info = info.with_relay_url(url);
+            }
+            if self.publish_ip_addrs {
+                info = info.with_ip_addrs(device.addrs.clone());
+            }
+            let Ok(user_data) = format!("{INITIATOR_PREFIX}{initiator}").parse::<UserData>() else {
+                return;
+            };
+            info = info.with_user_data(Some(user_data));
+        }
+        let packet = match info.to_pkarr_signed_packet(&key, RENDEZVOUS_TTL) {
+            Ok(packet) => packet,
+            Err(error) => {
+                debug!(%error, "could not build the rendezvous record");
+                return;
+            }
+        };
+        if let Err(error) = self.pkarr.publish(&packet).await {
+            debug!(%error, "could not publish the rendezvous record");
+        }
+    }
+
+    /// Looks up the rendezvous record of `slot` (this window and the previous one).
+    pub async fn lookup_slot(&self, slot: &str) -> Option<DiscoveredDevice> {
+        let epoch = epoch_now();
+        for epoch in [epoch, epoch.saturating_sub(1)] {
+            let key = rendezvous_key(&self.origin_domain, slot, epoch).public();
+            self.resolver.clear_cache();
+            let Ok(info) = self
+                .resolver
+                .lookup_endpoint_by_id(&key, &self.origin_domain)
+                .await
+            else {
+                continue;
+            };
+            let Some(initiator) = info
+                .user_data()
+                .and_then(|data| {
+                    data.to_string()
+                        .strip_prefix(INITIATOR_PREFIX)
+                        .map(str::to_owned)
+                })
+                .and_then(|id| id.parse::<EndpointId>().ok())
+                .and_then(|id| NodeId::from_bytes(id.as_bytes()).ok())
+            else {
+                continue;
+            };
+            let addr =
+                EndpointInfo::from_parts(crate::transport::iroh_id(&initiator).ok()?, info.data)
+                    .into_endpoint_addr();
+            let addr = PeerAddr::from_iroh(&addr)?;
+            return Some(DiscoveredDevice {
+                node_id: initiator,
+                addrs: addr.direct,
+                relay_url: addr.relay_url,
+                pairing_slot: Some(slot.to_owned()),
+                source: "dns",
+            });
+        }
+        None
     }
 
     /// Looks `node_id` up now and waits for the answer.
@@ -161,9 +297,43 @@ impl Discovery for GlobalDiscovery {
         "dns"
     }
 
-    /// The endpoint publishes its own addresses (iroh's pkarr publisher, on every change);
-    /// the pairing slot is never published globally.
-    fn announce(&self, _device: DiscoveredDevice) {}
+    /// The endpoint publishes its own addresses (iroh's pkarr publisher, on every change).
+    /// With a pairing slot, the rendezvous record for it is published (see the type's docs);
+    /// without, a rendezvous record published before is withdrawn.
+    fn announce(&self, device: DiscoveredDevice) {
+        if !self.pairing_rendezvous {
+            return;
+        }
+        let previous = {
+            let mut published = self
+                .published_slot
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            std::mem::replace(&mut *published, device.pairing_slot.clone())
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Some(previous) = previous.filter(|p| Some(p) != device.pairing_slot.as_ref()) {
+                this.publish_rendezvous(&previous, None).await;
+            }
+            if let Some(slot) = &device.pairing_slot {
+                this.publish_rendezvous(slot, Some(&device)).await;
+            }
+        });
+    }
+
+    fn find_slot(&self, slot: &str) {
+        if !self.pairing_rendezvous {
+            return;
+        }
+        let this = self.clone();
+        let slot = slot.to_owned();
+        tokio::spawn(async move {
+            if let Some(device) = this.lookup_slot(&slot).await {
+                let _ = this.found.send(DiscoveryEvent::Found(device));
+            }
+        });
+    }
 
     fn resolve(&self, node_id: NodeId) {
         let this = self.clone();
@@ -187,5 +357,32 @@ impl Discovery for GlobalDiscovery {
                 }
             },
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rendezvous_key_depends_on_public_values_only() {
+        let key =
+            |origin: &str, slot: &str, epoch: u64| rendezvous_key(origin, slot, epoch).public();
+        assert_eq!(
+            key("dns.example", "harbor", 7),
+            key("dns.example", "HARBOR", 7)
+        );
+        assert_ne!(
+            key("dns.example", "harbor", 7),
+            key("dns.example", "brave", 7)
+        );
+        assert_ne!(
+            key("dns.example", "harbor", 7),
+            key("dns.example", "harbor", 8)
+        );
+        assert_ne!(
+            key("dns.example", "harbor", 7),
+            key("dns.other", "harbor", 7)
+        );
     }
 }

@@ -58,4 +58,12 @@ pub trait Discovery: Send + Sync + std::fmt::Debug + 'static {
     fn resolve(&self, node_id: NodeId) {
         let _ = node_id;
     }
+
+    /// Asks for the device showing a pairing code with this public slot, to be reported
+    /// through [`Self::subscribe`]'s stream with `pairing_slot` set. The service calls it while
+    /// a joiner looks for the initiator. Discoveries that only listen need not do anything;
+    /// a global rendezvous looks its record up.
+    fn find_slot(&self, slot: &str) {
+        let _ = slot;
+    }
 }

@@ -129,3 +129,52 @@ async fn paired_devices_refind_each_other_by_node_id_after_a_restart() {
     desk.shutdown().await;
     phone.shutdown().await;
 }
+
+/// Pairing by word code with no LAN in common: the initiator's rendezvous record on the DNS
+/// server (under a key derived from the public slot only) leads the joiner to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairing_by_word_code_through_the_global_rendezvous() {
+    let lab = Lab::new();
+    let (_dns, global) = start_dns_server(&lab.root.path().join("dns")).await;
+    let desk = NetworkingService::start(global_only(&lab, "desk", &global))
+        .await
+        .unwrap();
+    let phone = NetworkingService::start(global_only(&lab, "phone", &global))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    common::pair(&desk, &phone).await;
+    eprintln!(
+        "paired by word code through the rendezvous in {:?}",
+        started.elapsed()
+    );
+    ping(&phone, &desk).await.unwrap();
+    desk.shutdown().await;
+    phone.shutdown().await;
+}
+
+/// A cancelled code's rendezvous record is withdrawn: a joiner then finds no device for the
+/// slot (and the code's secret words were never given to the discovery at all: `announce`
+/// receives only the public slot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_code_is_withdrawn_from_the_rendezvous() {
+    let lab = Lab::new();
+    let (_dns, global) = start_dns_server(&lab.root.path().join("dns")).await;
+    let desk = NetworkingService::start(global_only(&lab, "desk", &global))
+        .await
+        .unwrap();
+    let phone = NetworkingService::start(global_only(&lab, "phone", &global))
+        .await
+        .unwrap();
+    let invite = desk.start_pairing_as_initiator().unwrap();
+    desk.cancel_pairing();
+    // Generous: the withdrawal is one HTTP PUT on loopback.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let error = phone.join_pairing(&invite.code).await.unwrap_err();
+    assert!(
+        matches!(error, tether::NetworkError::NoPairingPeer { .. }),
+        "{error:?}"
+    );
+    desk.shutdown().await;
+    phone.shutdown().await;
+}
