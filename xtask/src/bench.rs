@@ -269,3 +269,31 @@ fn shell(command: &str) -> String {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "?".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splice_replaces_only_the_generated_part() {
+        let generated = format!("{START}\nnew figures\n{END}\n");
+        let first = splice(
+            "# Benchmarks\n\nIntro.\n\n## Network lab\n\nlab figures\n",
+            &generated,
+        );
+        assert_eq!(
+            first,
+            format!("# Benchmarks\n\nIntro.\n\n{generated}\n## Network lab\n\nlab figures\n")
+        );
+        let again = splice(&first, &format!("{START}\nnewer\n{END}\n"));
+        assert!(again.contains("newer") && !again.contains("new figures"));
+        assert!(again.contains("## Network lab\n\nlab figures\n"));
+        assert!(again.starts_with("# Benchmarks\n\nIntro.\n\n"));
+    }
+
+    #[test]
+    fn splice_into_an_empty_file_adds_a_title() {
+        let out = splice("", &format!("{START}\nx\n{END}\n"));
+        assert!(out.starts_with("# Benchmarks\n\n<!--"));
+    }
+}

@@ -55,3 +55,19 @@ impl Spread {
         format!("{} [{}, {}]", f(self.median), f(self.min), f(self.max))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_by_nearest_rank() {
+        let samples = [5.0, 1.0, 4.0, 2.0, 3.0];
+        assert_eq!(quantile(&samples, 0.0), 1.0);
+        assert_eq!(median(&samples), 3.0);
+        assert_eq!(quantile(&samples, 1.0), 5.0);
+        assert!(median(&[]).is_nan());
+        let spread = Spread::of(&[2.0, 1.0, 3.0]);
+        assert_eq!(spread.show(|x| format!("{x:.0}")), "2 [1, 3]");
+    }
+}
