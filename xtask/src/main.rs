@@ -7,7 +7,7 @@
 //! - `cargo xtask fuzz [--seconds N] [TARGET...]` runs the fuzz targets on the stable toolchain.
 //! - `cargo xtask bench [--quick]` runs the end-to-end harness and the criterion benches and
 //!   rewrites the generated part of BENCHMARKS.md.
-//! - `cargo xtask netlab [--release] [SCENARIO...]` runs the network lab (root only).
+//! - `cargo xtask netlab [--debug] [SCENARIO...]` runs the network lab (root only).
 
 mod bench;
 mod netlab;
@@ -52,9 +52,9 @@ enum Task {
     },
     /// Run the network lab (namespaces, NAT, relay, loss, cuts; needs root).
     Netlab {
-        /// Build the lab in release mode.
+        /// Build the lab in debug mode (faster to build; release is the default).
         #[arg(long)]
-        release: bool,
+        debug: bool,
         /// Scenarios (1-8) and the lab's options (`--long-cut-secs`, `--mib`); all when empty.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -71,7 +71,7 @@ fn main() -> Result<()> {
         } => ci(&root, fuzz_seconds, skip_tests),
         Task::Fuzz { seconds, targets } => fuzz(&root, seconds, &targets),
         Task::Bench { quick } => bench::bench(&root, quick),
-        Task::Netlab { release, args } => netlab::netlab(&root, release, &args),
+        Task::Netlab { debug, args } => netlab::netlab(&root, debug, &args),
     }
 }
 

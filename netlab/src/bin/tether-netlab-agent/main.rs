@@ -5,6 +5,7 @@
 mod delay;
 mod device;
 mod relay;
+mod tcp;
 
 use std::io::Write;
 
@@ -26,6 +27,8 @@ enum Mode {
     Relay(relay::RelayArgs),
     /// Hold every packet of an NFQUEUE queue for a fixed time.
     Delay(delay::DelayArgs),
+    /// Plain TCP through the same links, for reference.
+    Tcp(tcp::TcpArgs),
 }
 
 /// Prints one JSON line on stdout.
@@ -60,8 +63,10 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    if let Mode::Delay(args) = &cli.mode {
-        return delay::run(args);
+    match &cli.mode {
+        Mode::Delay(args) => return delay::run(args),
+        Mode::Tcp(args) => return tcp::run(args),
+        _ => {}
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -71,7 +76,7 @@ fn main() -> Result<()> {
         match cli.mode {
             Mode::Device(args) => device::run(args).await,
             Mode::Relay(args) => relay::run(args).await,
-            Mode::Delay(_) => Ok(()),
+            Mode::Delay(_) | Mode::Tcp(_) => Ok(()),
         }
     })
 }

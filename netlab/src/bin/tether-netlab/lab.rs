@@ -464,6 +464,41 @@ impl Lab {
         Ok((url, cert))
     }
 
+    /// Plain TCP goodput from `from` to `to` (Mbit/s), for reference on a shaped link.
+    pub(crate) fn tcp_goodput(&self, agent: &Path, from: Host, to: Host, mib: u64) -> Result<f64> {
+        let sink_addr = format!("{}:5201", to.ip());
+        let mut sink = Command::new("ip")
+            .args(["netns", "exec", &to.ns()])
+            .arg(agent)
+            .args(["tcp", "--listen", &sink_addr])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the TCP sink")?;
+        let stdout = sink.stdout.take().context("the sink's stdout")?;
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+        let ready = lines.next().transpose()?.unwrap_or_default();
+        if !ready.contains("ready") {
+            let _ = sink.kill();
+            bail!("the TCP sink did not start: {ready}");
+        }
+        let sent = Command::new("ip")
+            .args(["netns", "exec", &from.ns()])
+            .arg(agent)
+            .args(["tcp", "--to", &sink_addr, "--mib", &mib.to_string()])
+            .status();
+        let result = lines.next().transpose()?.unwrap_or_default();
+        let _ = sink.kill();
+        let _ = sink.wait();
+        if !sent.is_ok_and(|status| status.success()) {
+            bail!("the TCP reference send failed");
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(&result).with_context(|| format!("the sink said: {result}"))?;
+        value["mbit"].as_f64().context("no rate from the sink")
+    }
+
     /// Cuts `host`'s link: every packet in or out of its interface is dropped.
     pub(crate) fn cut(&self, host: Host) -> Result<()> {
         nft(

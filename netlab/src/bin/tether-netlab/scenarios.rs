@@ -626,6 +626,11 @@ fn rates(ctx: &Ctx) -> Result<Outcome> {
     let expected = make_file(&base, 4 * ctx.mib, "s7")?;
 
     lab.rate(Host::A, "1gbit", "1mb")?;
+    let tcp = lab.tcp_goodput(&ctx.agent, Host::A, Host::A2, 4 * ctx.mib)?;
+    out.note(format!(
+        "1 Gbit/s: plain TCP through the same shaping {tcp:.1} Mbit/s ({:.2} × line rate)",
+        tcp / 1000.0
+    ));
     let file = alias(&base, "payload-1g.bin")?;
     let (answer, same) = transfer(&mut a, &a2, &file, &expected)?;
     let ratio = f(&answer["goodput_mbit"]) / 1000.0;
