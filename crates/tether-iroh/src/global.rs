@@ -9,7 +9,6 @@
 //! [`GlobalDiscovery`]), and it holds nothing derived from a code's secret words.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use iroh::address_lookup::{AddrFilter, DnsAddressLookup, PkarrPublisher, PkarrRelayClient};
@@ -18,7 +17,7 @@ use iroh::endpoint_info::{EndpointInfo, UserData};
 use iroh::{EndpointId, RelayUrl, SecretKey};
 use tether_identity::NodeId;
 use tether_protocol::{DiscoveredDevice, Discovery, DiscoveryEvent, DiscoveryStream};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use tracing::debug;
 
 use crate::{PeerAddr, Transport, TransportError};
@@ -138,12 +137,21 @@ const INITIATOR_PREFIX: &str = "tether-initiator:";
 pub struct GlobalDiscovery {
     resolver: DnsResolver,
     origin_domain: String,
+    pairing_rendezvous: bool,
+    /// Announcements for the rendezvous publisher task, which handles them in order (so a
+    /// withdrawal never lands before the record it withdraws).
+    rendezvous: mpsc::UnboundedSender<DiscoveredDevice>,
+    found: broadcast::Sender<DiscoveryEvent>,
+}
+
+/// Publishes rendezvous records, one announcement after another.
+#[derive(Debug)]
+struct RendezvousPublisher {
+    origin_domain: String,
     pkarr: PkarrRelayClient,
     publish_ip_addrs: bool,
-    pairing_rendezvous: bool,
-    /// The slot whose rendezvous record is published, to withdraw it.
-    published_slot: Arc<Mutex<Option<String>>>,
-    found: broadcast::Sender<DiscoveryEvent>,
+    /// The slot whose record is published, to withdraw it.
+    published: Option<String>,
 }
 
 /// The rendezvous key of `slot` in time window `epoch`: derivable by anyone, from public
@@ -177,51 +185,28 @@ impl GlobalDiscovery {
             transport.endpoint().tls_config().clone(),
             resolver.clone(),
         );
-        Some(Self {
-            resolver,
+        let (rendezvous, mut announcements) = mpsc::unbounded_channel::<DiscoveredDevice>();
+        let mut publisher = RendezvousPublisher {
             origin_domain: config.origin_domain.clone(),
             pkarr,
             publish_ip_addrs: config.publish_ip_addrs,
+            published: None,
+        };
+        if config.pairing_rendezvous {
+            // Ends when the last `GlobalDiscovery` is dropped.
+            tokio::spawn(async move {
+                while let Some(device) = announcements.recv().await {
+                    publisher.announce(device).await;
+                }
+            });
+        }
+        Some(Self {
+            resolver,
+            origin_domain: config.origin_domain.clone(),
             pairing_rendezvous: config.pairing_rendezvous,
-            published_slot: Arc::default(),
+            rendezvous,
             found: broadcast::channel(64).0,
         })
-    }
-
-    /// Publishes the rendezvous record for `slot` (current window), or an empty one when
-    /// `device` is `None` (withdrawal).
-    async fn publish_rendezvous(&self, slot: &str, device: Option<&DiscoveredDevice>) {
-        let key = rendezvous_key(&self.origin_domain, slot, epoch_now());
-        let mut info = EndpointInfo::new(key.public());
-        if let Some(device) = device {
-            let Ok(initiator) = crate::transport::iroh_id(&device.node_id) else {
-                return;
-            };
-            if let Some(url) = device
-                .relay_url
-                .as_deref()
-                .and_then(|u| u.parse::<RelayUrl>().ok())
-            {
-                info = info.with_relay_url(url);
-            }
-            if self.publish_ip_addrs {
-                info = info.with_ip_addrs(device.addrs.clone());
-            }
-            let Ok(user_data) = format!("{INITIATOR_PREFIX}{initiator}").parse::<UserData>() else {
-                return;
-            };
-            info = info.with_user_data(Some(user_data));
-        }
-        let packet = match info.to_pkarr_signed_packet(&key, RENDEZVOUS_TTL) {
-            Ok(packet) => packet,
-            Err(error) => {
-                debug!(%error, "could not build the rendezvous record");
-                return;
-            }
-        };
-        if let Err(error) = self.pkarr.publish(&packet).await {
-            debug!(%error, "could not publish the rendezvous record");
-        }
     }
 
     /// Looks up the rendezvous record of `slot` (this window and the previous one).
@@ -292,6 +277,60 @@ impl GlobalDiscovery {
     }
 }
 
+impl RendezvousPublisher {
+    /// Publishes the record for the announced slot, after withdrawing the one published for
+    /// another slot before (an empty record under its key).
+    async fn announce(&mut self, device: DiscoveredDevice) {
+        if let Some(previous) = self
+            .published
+            .take()
+            .filter(|p| Some(p) != device.pairing_slot.as_ref())
+        {
+            self.publish(&previous, None).await;
+        }
+        if let Some(slot) = &device.pairing_slot {
+            self.publish(slot, Some(&device)).await;
+        }
+        self.published.clone_from(&device.pairing_slot);
+    }
+
+    /// Publishes the rendezvous record for `slot` (current window), or an empty one when
+    /// `device` is `None` (withdrawal).
+    async fn publish(&self, slot: &str, device: Option<&DiscoveredDevice>) {
+        let key = rendezvous_key(&self.origin_domain, slot, epoch_now());
+        let mut info = EndpointInfo::new(key.public());
+        if let Some(device) = device {
+            let Ok(initiator) = crate::transport::iroh_id(&device.node_id) else {
+                return;
+            };
+            if let Some(url) = device
+                .relay_url
+                .as_deref()
+                .and_then(|u| u.parse::<RelayUrl>().ok())
+            {
+                info = info.with_relay_url(url);
+            }
+            if self.publish_ip_addrs {
+                info = info.with_ip_addrs(device.addrs.clone());
+            }
+            let Ok(user_data) = format!("{INITIATOR_PREFIX}{initiator}").parse::<UserData>() else {
+                return;
+            };
+            info = info.with_user_data(Some(user_data));
+        }
+        let packet = match info.to_pkarr_signed_packet(&key, RENDEZVOUS_TTL) {
+            Ok(packet) => packet,
+            Err(error) => {
+                debug!(%error, "could not build the rendezvous record");
+                return;
+            }
+        };
+        if let Err(error) = self.pkarr.publish(&packet).await {
+            debug!(%error, "could not publish the rendezvous record");
+        }
+    }
+}
+
 impl Discovery for GlobalDiscovery {
     fn name(&self) -> &'static str {
         "dns"
@@ -304,22 +343,7 @@ impl Discovery for GlobalDiscovery {
         if !self.pairing_rendezvous {
             return;
         }
-        let previous = {
-            let mut published = self
-                .published_slot
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            std::mem::replace(&mut *published, device.pairing_slot.clone())
-        };
-        let this = self.clone();
-        tokio::spawn(async move {
-            if let Some(previous) = previous.filter(|p| Some(p) != device.pairing_slot.as_ref()) {
-                this.publish_rendezvous(&previous, None).await;
-            }
-            if let Some(slot) = &device.pairing_slot {
-                this.publish_rendezvous(slot, Some(&device)).await;
-            }
-        });
+        let _ = self.rendezvous.send(device);
     }
 
     fn find_slot(&self, slot: &str) {
