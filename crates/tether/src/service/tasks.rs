@@ -196,6 +196,7 @@ impl NetworkingService {
                             source: device.source,
                         });
                     }
+                    self.check_link_if_relay_moved(&device);
                     let _ = self.inner.discovered_tx.send(device);
                     // A paired device came back (or moved): reconnect, unless its last link
                     // was closed for being idle (the next send dials it).
@@ -266,23 +267,48 @@ impl NetworkingService {
                 if link.silent_for() < interval || !link.start_probe() {
                     continue;
                 }
-                let wait = self.inner.config.request_timeout;
-                // Not the service: a probe in flight must not keep it alive after shutdown.
-                let events = self.inner.events.clone();
-                tokio::spawn(async move {
-                    let answer = link.probe(now_ms(), wait).await;
-                    link.end_probe();
-                    if let Err(NetworkError::TimedOut { .. }) = answer {
-                        warn!(peer = %short(&link.node_id), "no answer to keep-alive; closing");
-                        pool::close_link(
-                            &events,
-                            &link,
-                            CLOSE_DEAD,
-                            "no answer to a keep-alive ping",
-                        );
-                    }
-                });
+                self.spawn_probe(link);
             }
+        }
+    }
+
+    /// Pings `link` (whose probe the caller started) and closes it when the ping gets no
+    /// answer within `request_timeout`.
+    fn spawn_probe(&self, link: Arc<Link>) {
+        let wait = self.inner.config.request_timeout;
+        // Not the service: a probe in flight must not keep it alive after shutdown.
+        let events = self.inner.events.clone();
+        tokio::spawn(async move {
+            let answer = link.probe(now_ms(), wait).await;
+            link.end_probe();
+            if let Err(NetworkError::TimedOut { .. }) = answer {
+                warn!(peer = %short(&link.node_id), "no answer to keep-alive; closing");
+                pool::close_link(&events, &link, CLOSE_DEAD, "no answer to a keep-alive ping");
+            }
+        });
+    }
+
+    /// A device announced a relay other than the one our link to it runs through: that relay
+    /// may be gone, so ping the link now rather than at the next keep-alive; a dead link is
+    /// then closed within `request_timeout` and the next send dials the new relay.
+    fn check_link_if_relay_moved(&self, device: &DiscoveredDevice) {
+        let Some(announced) = device.relay_url.as_deref() else {
+            return;
+        };
+        let Some(link) = self.live_link(&device.node_id) else {
+            return;
+        };
+        let info = ConnectionInfo::of(&link.connection);
+        let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
+        if info.path == PathKind::Relayed
+            && info
+                .relay_url
+                .as_deref()
+                .is_some_and(|url| !same(url, announced))
+            && link.start_probe()
+        {
+            debug!(peer = %short(&device.node_id), relay = announced, "moved to another relay; checking the link");
+            self.spawn_probe(link);
         }
     }
 }
