@@ -60,6 +60,8 @@ impl Settings {
                     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, tether_port()));
                 config.transport.relay = RelayConfig::Disabled;
                 config.transport.mdns = true;
+                // LAN only: no pkarr/DNS publishing or lookups on the internet.
+                config.transport.global_discovery = None;
                 config
             }
         };
@@ -133,4 +135,35 @@ pub(crate) fn parse_relay(url: &str) -> Result<String, String> {
 /// The UDP port tried first.
 fn tether_port() -> u16 {
     TransportConfig::default().bind_addr.port()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(network: Network) -> Settings {
+        Settings {
+            data_dir: Some(PathBuf::from("/nonexistent/tether-test")),
+            network,
+            relays: Vec::new(),
+            relay_cas: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn lan_mode_reaches_nothing_beyond_the_local_network() {
+        let config = settings(Network::Lan).config(false).unwrap();
+        assert!(config.transport.mdns);
+        assert_eq!(config.transport.relay, RelayConfig::Disabled);
+        assert_eq!(config.transport.global_discovery, None);
+        assert!(config.loopback_discovery.is_none());
+    }
+
+    #[test]
+    fn local_only_mode_stays_on_loopback() {
+        let config = settings(Network::LocalOnly).config(false).unwrap();
+        assert!(config.transport.local_only);
+        assert!(config.transport.bind_addr.ip().is_loopback());
+        assert_eq!(config.transport.relay, RelayConfig::Disabled);
+    }
 }
