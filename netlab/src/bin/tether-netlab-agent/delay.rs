@@ -183,3 +183,56 @@ pub(crate) fn run(args: &DelayArgs) -> Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::*;
+
+    /// A packet message as the kernel sends it: nfgenmsg, then a PACKET_HDR attribute (id,
+    /// hw protocol, hook) among others.
+    fn packet(queue: u16, id: u32) -> Vec<u8> {
+        let mut hdr = id.to_be_bytes().to_vec();
+        hdr.extend_from_slice(&0x0800u16.to_be_bytes());
+        hdr.push(3); // hook
+        let mut attrs = attr(9, &[1, 2, 3, 4, 5]); // some other attribute first
+        attrs.extend(attr(NFQA_PACKET_HDR, &hdr));
+        message(NFQNL_MSG_PACKET, queue, &attrs)
+    }
+
+    #[test]
+    fn packet_ids_are_read_from_every_message_in_a_buffer() {
+        let mut buf = packet(1, 7);
+        buf.extend(packet(1, 0xdead_beef));
+        let mut ids = Vec::new();
+        assert_eq!(packet_ids(&buf, &mut ids), None);
+        assert_eq!(ids, vec![7, 0xdead_beef]);
+    }
+
+    #[test]
+    fn kernel_errors_are_reported_and_truncated_input_is_ignored() {
+        let mut error = Vec::new();
+        error.extend_from_slice(&20u32.to_ne_bytes());
+        error.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        error.extend_from_slice(&[0; 10]);
+        error.extend_from_slice(&(-1i32).to_ne_bytes());
+        let mut ids = Vec::new();
+        assert_eq!(packet_ids(&error, &mut ids), Some(-1));
+        let whole = packet(1, 9);
+        for cut in 0..whole.len() {
+            ids.clear();
+            let _ = packet_ids(&whole[..cut], &mut ids);
+            assert!(ids.is_empty() || ids == vec![9]);
+        }
+    }
+
+    #[test]
+    fn a_verdict_accepts_the_packet_by_id() {
+        let verdict = verdict(3, 42);
+        assert_eq!(verdict.len(), 16 + 4 + 12);
+        assert_eq!(&verdict[18..20], &3u16.to_be_bytes());
+        assert_eq!(&verdict[24..28], &NF_ACCEPT.to_be_bytes());
+        assert_eq!(&verdict[28..32], &42u32.to_be_bytes());
+    }
+}
