@@ -117,8 +117,8 @@ fn devices(node: &NetworkingService, sink: &Sink) {
         return;
     }
     sink.text(format!(
-        "{:<20} {:<10} {:<12} {:<8} {:>8}  {}",
-        "NAME", "NODE", "STATE", "PATH", "RTT", "LAST SEEN"
+        "{:<18} {:<10} {:<12} {:<7} {:>7}  {:<8} {}",
+        "NAME", "NODE", "STATE", "PATH", "RTT", "FOUND BY", "LAST SEEN"
     ));
     for status in statuses {
         let name = status
@@ -140,12 +140,13 @@ fn devices(node: &NetworkingService, sink: &Sink) {
         sink.line(
             "device",
             format!(
-                "{:<20} {:<10} {:<12} {:<8} {:>8}  {}",
-                clip(&name, 20),
+                "{:<18} {:<10} {:<12} {:<7} {:>7}  {:<8} {}",
+                clip(&name, 18),
                 status.node_id.fmt_short(),
                 status.state,
                 path,
                 rtt_ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1}ms")),
+                status.discovered_by.unwrap_or("-"),
                 seen_ago.map_or_else(|| "-".to_owned(), ago_text),
             ),
             json!({
@@ -156,6 +157,7 @@ fn devices(node: &NetworkingService, sink: &Sink) {
                 "paired": status.info.is_some(),
                 "state": status.state,
                 "path": status.connection.as_ref().map(|c| c.path.to_string()),
+                "relay_url": status.connection.as_ref().and_then(|c| c.relay_url.clone()),
                 "remote": status.connection.as_ref().and_then(|c| c.remote.clone()),
                 "rtt_ms": rtt_ms,
                 "last_seen_s_ago": seen_ago.map(|ago| ago.as_secs_f64()),

@@ -152,6 +152,18 @@ async fn relays(diag: &tether::Diagnostics, context: &NodeContext, sink: &Sink) 
                         _ => "not (yet) the node's home relay".to_owned(),
                     }
                 );
+                let chosen = diag
+                    .chosen_relay
+                    .as_deref()
+                    .is_some_and(|chosen| same_url(chosen, url));
+                let text = if chosen {
+                    format!(
+                        "{text}
+           chosen: the lowest latency of those listed"
+                    )
+                } else {
+                    text
+                };
                 sink.line(
                     "relay",
                     text,
@@ -162,6 +174,7 @@ async fn relays(diag: &tether::Diagnostics, context: &NodeContext, sink: &Sink) 
                         "error": probe.as_ref().err(),
                         "connected": connected,
                         "node_error": status.and_then(|s| s.error.clone()),
+                        "chosen": chosen,
                     }),
                 );
             }
@@ -242,6 +255,9 @@ fn discovery(diag: &tether::Diagnostics, sink: &Sink) {
     if diag.mdns {
         services.push("mDNS".to_owned());
     }
+    if let Some(global) = &diag.global_discovery {
+        services.push(format!("DNS ({})", global.origin_domain));
+    }
     let seen = diag.discovered.len();
     let state = if services.is_empty() {
         "off: devices are reached at their stored addresses only".to_owned()
@@ -264,6 +280,12 @@ fn discovery(diag: &tether::Diagnostics, sink: &Sink) {
             "services": services,
             "mdns": diag.mdns,
             "loopback_dir": diag.loopback_discovery,
+            "global": diag.global_discovery.as_ref().map(|g| json!({
+                "pkarr_relay": g.pkarr_relay,
+                "origin_domain": g.origin_domain,
+                "publish_ip_addrs": g.publish_ip_addrs,
+                "pairing_rendezvous": g.pairing_rendezvous,
+            })),
             "seen": diag
                 .discovered
                 .iter()

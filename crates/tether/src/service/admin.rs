@@ -22,8 +22,12 @@ pub struct Diagnostics {
     pub relay: RelayConfig,
     /// The home relays' connection state (empty with relays off, or before one is chosen).
     pub relays: Vec<RelayState>,
+    /// The relay the relay selector chose among the listed ones, if it has chosen.
+    pub chosen_relay: Option<String>,
     /// Whether mDNS runs on the LAN.
     pub mdns: bool,
+    /// Global discovery (pkarr publishing and DNS lookups), if on (after local-only rules).
+    pub global_discovery: Option<tether_iroh::GlobalDiscoveryConfig>,
     /// The loopback discovery directory, if that discovery runs.
     pub loopback_discovery: Option<PathBuf>,
     /// Devices discovery has seen, by the service that saw them.
@@ -98,7 +102,9 @@ impl NetworkingService {
             local_only: transport.local_only,
             relay: transport.relay.clone(),
             relays,
+            chosen_relay: self.chosen_relay(),
             mdns: self.inner.transport.mdns().is_some(),
+            global_discovery: transport.global_discovery.clone(),
             loopback_discovery: self.inner.config.loopback_discovery.clone(),
             discovered,
             key_storage: self.inner.keys.storage_kind().clone(),
