@@ -157,7 +157,11 @@ fn run(cli: &Cli) -> Result<bool> {
         let row = match outcome {
             Ok(Ok(outcome)) => (
                 *number,
-                if outcome.pass { "pass" } else { "FAIL" },
+                match (outcome.pass, outcome.target_missed) {
+                    (false, _) => "FAIL",
+                    (true, false) => "pass",
+                    (true, true) => "pass, speed target missed",
+                },
                 outcome.figures.join("; "),
             ),
             Ok(Err(error)) => {
