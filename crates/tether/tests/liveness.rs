@@ -139,10 +139,28 @@ async fn a_request_to_a_hung_peer_times_out() {
     );
 
     child.freeze().await;
+    let mut events = survivor.subscribe();
+    let timed = std::time::Instant::now();
     let answer = device.send_message(announce()).await;
     assert!(
         matches!(answer, Err(NetworkError::TimedOut { after, .. }) if after == Duration::from_millis(300)),
         "{answer:?}"
+    );
+    // The timeout makes the survivor ping the link at once; unanswered, the link is closed
+    // long before the next keep-alive (60 s) would have looked, so the next send redials.
+    let event = event_within(
+        &mut events,
+        Duration::from_secs(20),
+        disconnected_from(child.node_id),
+    )
+    .await;
+    assert!(
+        event.is_some(),
+        "a link whose request timed out and whose probe went unanswered stays open"
+    );
+    println!(
+        "figures: a hung peer's link closed {:?} after the request was sent (request timeout 300 ms)",
+        timed.elapsed()
     );
     child.process.kill().await.unwrap();
     survivor.shutdown().await;

@@ -291,6 +291,7 @@ async fn a_slow_handler_times_the_request_out_and_the_link_carries_on() {
     let lab = Lab::new();
     let (laptop, phone) = two(&lab, Duration::from_millis(400)).await;
     laptop.set_request_handler(Slow);
+    let mut events = phone.subscribe();
     let device = phone.device(laptop.node_id()).unwrap();
     let answer = device.send_message(sync_request(Hlc::ZERO)).await;
     assert!(
@@ -298,6 +299,16 @@ async fn a_slow_handler_times_the_request_out_and_the_link_carries_on() {
         "{answer:?}"
     );
     // The handler runs on its own task: the link still answers at once meanwhile.
+    device.ping().await.unwrap();
+    // The timeout made the requester probe the link; the peer answered, so the link stays
+    // (a probe left unanswered for the request timeout would have closed it by now).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(event, NetworkEvent::Disconnected { .. }),
+            "a slow answer is not a dead link: {event:?}"
+        );
+    }
     device.ping().await.unwrap();
     laptop.shutdown().await;
     phone.shutdown().await;

@@ -445,6 +445,16 @@ impl NetworkingService {
                 debug!(peer = %short(&node_id), "the connection was closed as idle; sending again");
                 self.link(node_id).await?.request(message, wait).await
             }
+            Err(error @ NetworkError::TimedOut { .. }) => {
+                // A slow answer, or a path that died (the device moved, its relay went away):
+                // ping the link now rather than at the next keep-alive. The peer answers pings
+                // at once, whatever its handler is doing; no answer closes the link, and the
+                // next send dials the device's current address.
+                if link.start_probe() {
+                    self.spawn_probe(Arc::clone(&link));
+                }
+                Err(error)
+            }
             result => result,
         }
     }

@@ -274,7 +274,7 @@ impl NetworkingService {
 
     /// Pings `link` (whose probe the caller started) and closes it when the ping gets no
     /// answer within `request_timeout`.
-    fn spawn_probe(&self, link: Arc<Link>) {
+    pub(super) fn spawn_probe(&self, link: Arc<Link>) {
         let wait = self.inner.config.request_timeout;
         // Not the service: a probe in flight must not keep it alive after shutdown.
         let events = self.inner.events.clone();
