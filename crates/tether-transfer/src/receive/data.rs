@@ -4,13 +4,15 @@
 //! Each lane reads frames and hands each data frame to a blocking job (open the seal, check the
 //! chunk was asked for, decompress, verify its BLAKE3 chunk hash, write it at its offset), at most
 //! [`PIPELINE_DEPTH`] in flight, and reports outcomes in order to the session loop. A file whose
-//! last chunk is written is finalised (fsync, rename, directory fsync) on a blocking thread
-//! while the other files keep arriving.
+//! last chunk is written goes to the transfer's one finaliser thread ([`run_finalizer`]), which
+//! puts completed files in place in batches (fsync each file, rename each, fsync each directory
+//! once, then report them) while the other files keep arriving.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tether_wire::{ContentHash, DataChunk, Frame, FrameKind};
@@ -30,6 +32,12 @@ use crate::tree::{ChunkHash, chunk_hash};
 
 /// Chunks being verified and written at once, per lane.
 pub(crate) const PIPELINE_DEPTH: usize = 4;
+
+/// Most completed files put in place as one batch (one directory sync per directory).
+pub(crate) const FINALIZE_BATCH: usize = 256;
+
+/// Threads syncing one batch's files at once.
+const SYNC_THREADS: usize = 4;
 
 /// One file being received.
 #[derive(Debug)]
@@ -156,25 +164,63 @@ impl RecvShared {
         Ok(plain.len() as u64)
     }
 
-    /// Puts file `index` in place (blocking).
-    pub(crate) fn finalize(&self, index: usize) -> Result<usize, TransferError> {
-        let Some(file) = self.files.get(index) else {
-            return Err(LocalError::Task("finalising an unknown file".into()).into());
-        };
-        let Some(partial) = file.file.as_ref() else {
-            return Ok(index);
-        };
-        let _record = file
-            .record_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        disk::finalize(partial, &file.paths, file.mtime_ns, self.overwrite)?;
-        file.chunks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .finalized = true;
-        tracing::debug!(path = %file.paths.target.display(), "verified and in place");
-        Ok(index)
+    /// Puts the files of `batch` in place (blocking): every partial file synced (by up to
+    /// [`SYNC_THREADS`] threads, so the file system can group the syncs), then every rename,
+    /// then each directory synced once, and only then their resume records removed and the
+    /// files added to `placed`. A file is never reported before its rename is durable. On an
+    /// error, the files renamed before it are still synced and reported, then the error returned.
+    pub(crate) fn finalize_batch(
+        &self,
+        batch: &[usize],
+        placed: &mut Vec<usize>,
+    ) -> Result<(), TransferError> {
+        let mut items: Vec<(usize, &RecvFile, &File)> = Vec::with_capacity(batch.len());
+        for &index in batch {
+            let Some(file) = self.files.get(index) else {
+                return Err(LocalError::Task("finalising an unknown file".into()).into());
+            };
+            match file.file.as_deref() {
+                Some(partial) => items.push((index, file, partial)),
+                // Already in place.
+                None => placed.push(index),
+            }
+        }
+        // Held until the records are gone, so a checkpoint never writes one back.
+        let _records: Vec<_> = items
+            .iter()
+            .map(|(_, file, _)| {
+                file.record_lock
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+            })
+            .collect();
+        let mut error = seal_all(&items).err();
+        let mut renamed = Vec::with_capacity(items.len());
+        if error.is_none() {
+            for item in &items {
+                match disk::place(&item.1.paths, self.overwrite) {
+                    Ok(()) => renamed.push(*item),
+                    Err(e) => {
+                        error = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        let dirs: BTreeSet<&Path> = renamed.iter().map(|(_, f, _)| f.paths.dir()).collect();
+        for dir in dirs {
+            disk::sync_dir(dir)?;
+        }
+        for (index, file, _) in renamed {
+            disk::drop_records(&file.paths)?;
+            file.chunks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .finalized = true;
+            tracing::debug!(path = %file.paths.target.display(), "verified and in place");
+            placed.push(index);
+        }
+        error.map_or(Ok(()), |e| Err(e.into()))
     }
 
     /// Saves the resume record of every file with new chunks (blocking).
@@ -205,6 +251,69 @@ impl RecvShared {
                 .map_err(|e| LocalError::io("writing", &file.paths.record, e))?;
         }
         Ok(())
+    }
+}
+
+/// Syncs the partial files of a batch, spread over up to [`SYNC_THREADS`] scoped threads.
+fn seal_all(items: &[(usize, &RecvFile, &File)]) -> Result<(), LocalError> {
+    let seal = |part: &[(usize, &RecvFile, &File)]| {
+        part.iter()
+            .try_for_each(|(_, file, partial)| disk::seal(partial, &file.paths, file.mtime_ns))
+    };
+    if items.len() <= 1 {
+        return seal(items);
+    }
+    let per_thread = items.len().div_ceil(SYNC_THREADS);
+    std::thread::scope(|scope| {
+        let mut parts = items.chunks(per_thread);
+        let first = parts.next().unwrap_or_default();
+        let others: Vec<_> = parts.map(|part| scope.spawn(move || seal(part))).collect();
+        let mut result = seal(first);
+        for handle in others {
+            let joined = handle
+                .join()
+                .unwrap_or_else(|_| Err(LocalError::Task("a sync thread panicked".into())));
+            result = result.and(joined);
+        }
+        result
+    })
+}
+
+/// Puts completed files in place until `todo` closes or `stop` is set (blocking; one thread
+/// per transfer, however many files). Takes whatever has queued up, up to
+/// [`FINALIZE_BATCH`] files, as one batch; reports each placed file, or the error that stopped
+/// it, to `placed`.
+pub(crate) fn run_finalizer(
+    shared: &RecvShared,
+    mut todo: mpsc::UnboundedReceiver<usize>,
+    placed: &mpsc::UnboundedSender<Result<usize, TransferError>>,
+    stop: &AtomicBool,
+) {
+    let mut batch = Vec::with_capacity(FINALIZE_BATCH);
+    let mut done = Vec::with_capacity(FINALIZE_BATCH);
+    while let Some(first) = todo.blocking_recv() {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        batch.clear();
+        batch.push(first);
+        while batch.len() < FINALIZE_BATCH {
+            match todo.try_recv() {
+                Ok(index) => batch.push(index),
+                Err(_) => break,
+            }
+        }
+        done.clear();
+        let result = shared.finalize_batch(&batch, &mut done);
+        for &index in &done {
+            if placed.send(Ok(index)).is_err() {
+                return;
+            }
+        }
+        if let Err(error) = result {
+            let _ = placed.send(Err(error));
+            return;
+        }
     }
 }
 

@@ -4,9 +4,11 @@
 //!   directory (checked with `lstat`), so a symlink planted in the destination is never followed.
 //! * Partial files are opened with `O_NOFOLLOW` beside their target, preallocated to full size
 //!   (so a full disk shows up before data is accepted), and written at chunk offsets.
-//! * Finalising syncs the partial file, sets its modification time, renames it over the target
-//!   in one step (refusing to replace an existing file unless overwriting is on) and syncs the
-//!   directory, so the target path only ever holds nothing, the old file, or the whole new one.
+//! * Finalising sets the partial file's modification time and syncs it, renames it over the
+//!   target in one step (refusing to replace an existing file unless overwriting is on) and
+//!   syncs the directory before the file counts as in place, so the target path only ever holds
+//!   nothing, the old file, or the whole new one, and a file reported in place survives a crash.
+//!   Done in batches, each directory is synced once per batch after all of the batch's renames.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -192,13 +194,26 @@ pub(crate) fn remove_if_exists(path: &Path) -> Result<(), LocalError> {
     }
 }
 
-/// Puts a complete, verified partial file in place (see the module docs).
+/// Puts a complete, verified partial file in place (see the module docs): [`seal`], [`place`],
+/// then [`sync_dir`] and [`drop_records`]. The receiver runs these steps over batches of files
+/// (every file sealed, then every rename, then each directory synced once) so a batch of small
+/// files costs one directory sync per directory, not one per file.
+#[cfg(test)]
 pub(crate) fn finalize(
     file: &File,
     paths: &FilePaths,
     mtime_ns: u64,
     overwrite: bool,
 ) -> Result<(), LocalError> {
+    seal(file, paths, mtime_ns)?;
+    place(paths, overwrite)?;
+    sync_dir(paths.dir())?;
+    drop_records(paths)
+}
+
+/// Sets the partial file's modification time and makes its contents durable: after this a
+/// rename can never expose a partial file, even across a crash.
+pub(crate) fn seal(file: &File, paths: &FilePaths, mtime_ns: u64) -> Result<(), LocalError> {
     if mtime_ns > 0 {
         let modified = UNIX_EPOCH + Duration::from_nanos(mtime_ns);
         if let Err(e) = file.set_modified(modified) {
@@ -206,14 +221,22 @@ pub(crate) fn finalize(
         }
     }
     file.sync_all()
-        .map_err(|e| LocalError::io("syncing", &paths.partial, e))?;
+        .map_err(|e| LocalError::io("syncing", &paths.partial, e))
+}
+
+/// Renames a sealed partial file over its target in one step (refusing to replace an existing
+/// file unless `overwrite`). Durable only once its directory is synced.
+pub(crate) fn place(paths: &FilePaths, overwrite: bool) -> Result<(), LocalError> {
     if overwrite {
         fs::rename(&paths.partial, &paths.target)
-            .map_err(|e| LocalError::io("renaming into place", &paths.target, e))?;
+            .map_err(|e| LocalError::io("renaming into place", &paths.target, e))
     } else {
-        rename_noreplace(&paths.partial, &paths.target)?;
+        rename_noreplace(&paths.partial, &paths.target)
     }
-    sync_dir(paths.dir())?;
+}
+
+/// Removes a placed file's resume records (after its directory is synced).
+pub(crate) fn drop_records(paths: &FilePaths) -> Result<(), LocalError> {
     remove_if_exists(&paths.record)?;
     remove_if_exists(&paths.record_tmp)
 }

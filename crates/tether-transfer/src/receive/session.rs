@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use tether_identity::NodeId;
@@ -23,7 +23,7 @@ use crate::progress::{
     Direction, FileProgress, Progress, RateMeter, TransferEvent, TransferReport, emit, eta,
 };
 use crate::protocol::{Complete, Message, Offer};
-use crate::receive::data::{AttachedLane, RecvShared, run_lane};
+use crate::receive::data::{AttachedLane, RecvShared, run_finalizer, run_lane};
 use crate::receive::disk::{self, FilePaths};
 use crate::receive::offer::{Accepted, before_accept, decline};
 use crate::receive::setup::{plan_all, read_hashes, send_wants, shared_state};
@@ -228,7 +228,10 @@ impl Run<'_> {
         report: &mut TransferReport,
     ) -> Result<(), TransferError> {
         let mut remaining = 0usize;
-        let mut finalizers = JoinSet::new();
+        // One finaliser thread per transfer puts completed files in place in batches.
+        let (finalize_tx, finalize_rx) = mpsc::unbounded_channel::<usize>();
+        let (placed_tx, mut placed_rx) = mpsc::unbounded_channel();
+        let stop_finalizer = Arc::new(AtomicBool::new(false));
         for (index, file) in shared.files.iter().enumerate() {
             let complete = file
                 .chunks
@@ -238,11 +241,15 @@ impl Run<'_> {
             if file.file.is_some() {
                 remaining += 1;
                 if complete {
-                    let shared = shared.clone();
-                    finalizers.spawn_blocking(move || shared.finalize(index));
+                    let _ = finalize_tx.send(index);
                 }
             }
         }
+        let finalizer = tokio::task::spawn_blocking({
+            let shared = shared.clone();
+            let stop = stop_finalizer.clone();
+            move || run_finalizer(&shared, finalize_rx, &placed_tx, &stop)
+        });
         // The lanes report files whose last chunk is written; bytes are counted in `shared`.
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<usize>();
         let mut lane_tasks = JoinSet::new();
@@ -289,8 +296,7 @@ impl Run<'_> {
                     }
                 }
                 Some(file) = done_rx.recv() => {
-                    let shared = shared.clone();
-                    finalizers.spawn_blocking(move || shared.finalize(file));
+                    let _ = finalize_tx.send(file);
                 }
                 _ = ticks.tick() => {
                     let now = Instant::now();
@@ -301,14 +307,14 @@ impl Run<'_> {
                         self.progress(shared, report, received, &meter, now);
                     }
                 }
-                Some(joined) = finalizers.join_next() => {
-                    match joined {
-                        Ok(Ok(index)) => {
+                placed = placed_rx.recv() => {
+                    match placed {
+                        Some(Ok(index)) => {
                             remaining -= 1;
                             self.file_done(shared, index);
                         }
-                        Ok(Err(error)) => break Err(error),
-                        Err(e) => break Err(LocalError::Task(e.to_string()).into()),
+                        Some(Err(error)) => break Err(error),
+                        None => break Err(LocalError::Task("the finaliser stopped".into()).into()),
                     }
                 }
                 Some(joined) = lane_tasks.join_next() => {
@@ -325,11 +331,13 @@ impl Run<'_> {
             }
         };
         lane_tasks.abort_all();
-        if result.is_err() {
-            // Files being put in place finish (they cannot be stopped half way) before the
-            // run reports, so nothing of this transfer runs after it returns.
-            while finalizers.join_next().await.is_some() {}
-        }
+        // The batch being put in place finishes (it cannot be stopped half way) before the run
+        // reports, so nothing of this transfer runs after it returns; files still queued stay
+        // complete partial files that a resume puts in place.
+        stop_finalizer.store(true, Ordering::Relaxed);
+        drop(finalize_tx);
+        let finalized = finalizer.await;
+        let result = result.and(finalized.map_err(|e| LocalError::Task(e.to_string()).into()));
         let received = shared.received.load(Ordering::Relaxed);
         report.bytes_transferred = received;
         report.bytes_verified += received;
