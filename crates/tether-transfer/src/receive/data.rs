@@ -223,9 +223,22 @@ impl RecvShared {
         error.map_or(Ok(()), |e| Err(e.into()))
     }
 
-    /// Saves the resume record of every file with new chunks (blocking).
-    pub(crate) fn checkpoint(&self) -> Result<(), TransferError> {
+    /// Saves the resume record of every file with new chunks (blocking). With `all` off (the
+    /// periodic checkpoint), complete files are left out: they are queued to be put in place
+    /// within moments, and their record locks may be held by the finaliser meanwhile. The
+    /// checkpoint after a failed run saves them too, so a resume keeps their chunks.
+    pub(crate) fn checkpoint(&self, all: bool) -> Result<(), TransferError> {
         for file in self.files.iter().filter(|f| f.file.is_some()) {
+            if !all
+                && file
+                    .chunks
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .have
+                    .is_full()
+            {
+                continue;
+            }
             let _record = file
                 .record_lock
                 .lock()

@@ -207,7 +207,7 @@ impl Run<'_> {
             .await;
         if result.is_err() {
             let shared = shared.clone();
-            if let Ok(Err(error)) = blocking(move || shared.checkpoint()).await {
+            if let Ok(Err(error)) = blocking(move || shared.checkpoint(true)).await {
                 tracing::warn!(%error, "could not save resume records");
             }
         }
@@ -326,7 +326,7 @@ impl Run<'_> {
                 }
                 _ = checkpoints.tick() => {
                     let shared = shared.clone();
-                    blocking(move || shared.checkpoint()).await??;
+                    blocking(move || shared.checkpoint(false)).await??;
                 }
             }
         };
