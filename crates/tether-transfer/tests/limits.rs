@@ -377,3 +377,60 @@ async fn two_transfers_to_one_target_do_not_mix() {
     );
     assert!(leftovers(dest.path()).is_empty());
 }
+
+/// A file the user creates at a target path while its transfer runs is never replaced: that
+/// file fails with `TargetExists` (renames are no-replace), the user's bytes stay, and every
+/// other file is either in place and whole or not there at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_created_mid_transfer_is_not_replaced() {
+    let src = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let tree = src.path().join("album");
+    fs::create_dir_all(&tree).unwrap();
+    for i in 0..24u64 {
+        random_file(&tree.join(format!("f{i:02}.bin")), 256 << 10, 100 + i);
+    }
+    let receiver = Receiver::new(Setup::default().receiver_config(dest.path()));
+    // About 3 s in all, so the user's file lands while the transfer runs.
+    let slow = Setup {
+        rate: Some(2 << 20),
+        ..Setup::default()
+    };
+    let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (listener, port) = listen().await;
+    let server = tokio::spawn(serve_one(listener, receiver.clone(), slow.clone(), {
+        let progress = progress.clone();
+        Arc::new(move |done| progress.store(done, std::sync::atomic::Ordering::Relaxed))
+    }));
+    let send = tokio::spawn({
+        let (slow, tree) = (slow.clone(), tree.clone());
+        async move { send_to(port, &tree, &slow).await }
+    });
+    while progress.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let mine = dest.path().join("album").join("f23.bin");
+    fs::create_dir_all(mine.parent().unwrap()).unwrap();
+    fs::write(&mine, b"the user's own file").unwrap();
+
+    let received = server.await.unwrap();
+    let _ = send.await.unwrap();
+    assert!(
+        matches!(
+            received,
+            Err(TransferError::Local(LocalError::TargetExists(ref path))) if path == &mine
+        ),
+        "{received:?}"
+    );
+    assert_eq!(fs::read(&mine).unwrap(), b"the user's own file");
+    let mut placed = 0;
+    for i in 0..23u64 {
+        let name = format!("f{i:02}.bin");
+        let target = dest.path().join("album").join(&name);
+        if target.exists() {
+            assert_eq!(hash_file(&target), hash_file(&tree.join(&name)), "{name}");
+            placed += 1;
+        }
+    }
+    eprintln!("placed {placed} of 23 other files before the clash ended the transfer");
+}
