@@ -7,11 +7,14 @@
     clippy::panic
 )]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::{event, json_lines};
 use serde_json::Value;
 
 fn tether(runtime_dir: &Path) -> Command {
@@ -21,20 +24,6 @@ fn tether(runtime_dir: &Path) -> Command {
         .env("XDG_RUNTIME_DIR", runtime_dir)
         .env_remove("TETHER_DATA_DIR");
     command
-}
-
-fn json_lines(stdout: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect()
-}
-
-fn event<'a>(lines: &'a [Value], name: &str) -> &'a Value {
-    lines
-        .iter()
-        .find(|l| l["event"] == name)
-        .unwrap_or_else(|| panic!("no {name} in {lines:?}"))
 }
 
 #[test]

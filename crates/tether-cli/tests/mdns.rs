@@ -15,12 +15,15 @@
 #[path = "../../tether/tests/common/netns.rs"]
 mod netns;
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::{event, json_lines};
 use netns::{Netns, Side};
 use serde_json::Value;
 
@@ -35,20 +38,6 @@ fn tether_in(netns: &Netns, side: Side, runtime: &Path, data: &Path, args: &[&st
         .env_remove("TETHER_DATA_DIR")
         .stdin(Stdio::null());
     command
-}
-
-fn json_lines(stdout: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect()
-}
-
-fn event<'a>(lines: &'a [Value], name: &str) -> &'a Value {
-    lines
-        .iter()
-        .find(|l| l["event"] == name)
-        .unwrap_or_else(|| panic!("no {name} in {lines:?}"))
 }
 
 fn check(output: &Output, what: &str) {

@@ -12,6 +12,8 @@
     clippy::panic
 )]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -19,6 +21,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::{event, json_lines};
 use serde_json::Value;
 
 /// Generous bounds, only so that a broken build fails instead of hanging.
@@ -37,20 +40,6 @@ fn tether(runtime: &Path, data: &Path, args: &[&str]) -> Command {
         .env_remove("TETHER_DATA_DIR")
         .stdin(Stdio::null());
     command
-}
-
-fn json_lines(stdout: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect()
-}
-
-fn event<'a>(lines: &'a [Value], name: &str) -> &'a Value {
-    lines
-        .iter()
-        .find(|l| l["event"] == name)
-        .unwrap_or_else(|| panic!("no {name} in {lines:?}"))
 }
 
 fn check(output: &Output, what: &str) -> Vec<Value> {

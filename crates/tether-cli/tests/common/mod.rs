@@ -1,0 +1,20 @@
+//! Reading the `--json` output of the `tether` binary, for the end-to-end tests.
+#![allow(dead_code, clippy::panic)]
+
+use serde_json::Value;
+
+/// Every JSON line of a command's standard output (other lines are skipped).
+pub(crate) fn json_lines(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+/// The first line whose `event` is `name`.
+pub(crate) fn event<'a>(lines: &'a [Value], name: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|l| l["event"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {lines:?}"))
+}
