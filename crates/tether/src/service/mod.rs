@@ -1,11 +1,13 @@
 //! `NetworkingService`: the composed system.
 //!
-//! `mod.rs` holds the service's state and public API; `pool.rs` the one connection per device
-//! (dialling, adopting, watching); `tasks.rs` the background tasks (accept loop, discovery,
-//! keep-alive); `device.rs` the per-device handle.
+//! `mod.rs` holds the service's state and public API; `messages.rs` requests, the request
+//! handler and connection states; `pool.rs` the one connection per device (dialling, adopting,
+//! watching); `tasks.rs` the background tasks (accept loop, discovery, keep-alive); `device.rs`
+//! the per-device handle.
 
 mod admin;
 mod device;
+mod messages;
 mod pool;
 mod tasks;
 
@@ -417,109 +419,6 @@ impl NetworkingService {
         Ok(handle)
     }
 
-    /// Sends `message` to a paired device and waits for its answer: `Pong` for a `Ping`,
-    /// `Ack` for a `LibraryAnnounce`, what the device's [`RequestHandler`] returns for a
-    /// `SyncRequest` (`SyncResponse`) or `LibraryRequest` (`LibraryAnnounce`). An `Error`
-    /// reply is [`NetworkError::Rejected`]; no answer within `request_timeout` is
-    /// [`NetworkError::TimedOut`]. Answers (`Ack`, `Pong`, `SyncResponse`, ...) cannot be sent
-    /// as requests ([`NetworkError::Usage`]).
-    ///
-    /// When the pooled connection was just closed for being idle (by either side, racing this
-    /// send), the message is sent once more on a new connection.
-    pub async fn send_message(
-        &self,
-        node_id: NodeId,
-        message: NetworkMessage,
-    ) -> Result<NetworkMessage, NetworkError> {
-        let kind = message.kind();
-        if request::expected_answer(kind).is_none() {
-            return Err(NetworkError::Usage(format!(
-                "{} answers a request; it cannot be sent as one",
-                kind.as_str()
-            )));
-        }
-        let wait = self.inner.config.request_timeout;
-        let link = self.link(node_id).await?;
-        match link.request(message.clone(), wait).await {
-            Err(NetworkError::ConnectionFailed { .. }) if link.closed_idle() => {
-                debug!(peer = %short(&node_id), "the connection was closed as idle; sending again");
-                self.link(node_id).await?.request(message, wait).await
-            }
-            Err(error @ NetworkError::TimedOut { .. }) => {
-                // A slow answer, or a path that died (the device moved, its relay went away):
-                // ping the link now rather than at the next keep-alive. The peer answers pings
-                // at once, whatever its handler is doing; no answer closes the link, and the
-                // next send dials the device's current address.
-                if link.start_probe() {
-                    self.spawn_probe(Arc::clone(&link));
-                }
-                Err(error)
-            }
-            result => result,
-        }
-    }
-
-    /// Registers the application's answers to `SyncRequest` and `LibraryRequest` from paired
-    /// devices, replacing any handler registered before. Without one, such requests are
-    /// answered with an `Error` reply ([`crate::ErrorCode::Unsupported`]).
-    pub fn set_request_handler<H: RequestHandler>(&self, handler: H) {
-        *self
-            .inner
-            .handler
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(handler));
-    }
-
-    /// Removes the request handler: requests are answered `Unsupported` again.
-    pub fn clear_request_handler(&self) {
-        *self
-            .inner
-            .handler
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = None;
-    }
-
-    /// The state of the connection to a device (see [`ConnectionState`] for what counts as
-    /// in use).
-    pub fn connection_state(&self, node_id: NodeId) -> ConnectionState {
-        let link = self
-            .inner
-            .links
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&node_id)
-            .cloned();
-        if let Some(link) = link {
-            return if !link.is_open() {
-                ConnectionState::Closing
-            } else if link.idle_for().is_none() || self.protocol_connection_open(node_id) {
-                ConnectionState::Connected
-            } else {
-                ConnectionState::Idle
-            };
-        }
-        let dialing = self
-            .inner
-            .dialing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&node_id)
-            .is_some_and(|turn| turn.try_lock().is_err());
-        if dialing {
-            ConnectionState::Connecting
-        } else {
-            ConnectionState::Closed
-        }
-    }
-
-    /// Every paired device's connection state.
-    pub fn connection_states(&self) -> Vec<(NodeId, ConnectionState)> {
-        self.paired_devices()
-            .into_iter()
-            .map(|device| (device.node_id, self.connection_state(device.node_id)))
-            .collect()
-    }
-
     /// Adds a third-party protocol on its own ALPN; only paired devices reach it.
     pub fn register_protocol<P: NetworkProtocol>(&self, protocol: P) -> Result<(), NetworkError> {
         let alpn = protocol.alpn().to_vec();
@@ -593,19 +492,6 @@ impl NetworkingService {
         }
         let _ = self.inner.events.send(NetworkEvent::Unpaired { node_id });
         Ok(())
-    }
-
-    /// The live connection's path and round trip, if connected.
-    pub fn connection_info(&self, node_id: NodeId) -> Option<ConnectionInfo> {
-        let links = self
-            .inner
-            .links
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        links
-            .get(&node_id)
-            .filter(|l| l.is_open())
-            .map(|l| ConnectionInfo::of(&l.connection))
     }
 
     /// Stops every task, withdraws this device's announcements and closes the endpoint.
