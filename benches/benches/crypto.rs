@@ -1,7 +1,9 @@
 //! tether-crypto: sealing and opening frames, and the session handshake.
 //!
 //! The raw `chacha20poly1305` seal of the same sizes, in the same run, shows what the
-//! `SessionKeys` wrapper (counters, replay window, epochs) costs on top.
+//! `SessionKeys` wrapper (counters, replay window, epochs) costs on top. `transfer-<cipher>`
+//! seals and opens with per-transfer keys under each cipher a transfer can agree on (what
+//! tether-transfer's chunk layer does for every 256 KiB chunk).
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,6 +17,7 @@ use rand_core::SeedableRng;
 use tether_crypto::handshake::{FinishMessage, InitMessage, Initiator, Responder, ResponseMessage};
 use tether_crypto::{
     EphemeralKeyPair, PairingSecret, Role, SessionKeys, SessionSecrets, TAG_LEN, Transcript,
+    TransferCipher,
 };
 use tether_identity::NetworkIdentity;
 
@@ -42,12 +45,33 @@ fn session_pair() -> (SessionKeys, SessionKeys) {
     (keys(Role::Initiator), keys(Role::Responder))
 }
 
+/// Both ends of one transfer under `cipher`.
+fn transfer_pair(cipher: TransferCipher) -> (SessionKeys, SessionKeys) {
+    let (mut initiator, mut responder) = session_pair();
+    (
+        initiator.transfer_keys(&[5; 16], cipher).unwrap(),
+        responder.transfer_keys(&[5; 16], cipher).unwrap(),
+    )
+}
+
 fn seal(c: &mut Criterion) {
     let mut group = c.benchmark_group("seal");
     for (name, size) in SIZES {
         group.throughput(Throughput::Bytes(size as u64));
         let (mut sender, _) = session_pair();
         let mut buf = vec![0x5a; size];
+        for cipher in TransferCipher::ALL {
+            let (mut transfer, _) = transfer_pair(cipher);
+            group.bench_function(format!("transfer-{}/{name}", cipher.name()), |b| {
+                b.iter(|| {
+                    black_box(
+                        transfer
+                            .seal_in_place_detached(b"aad", black_box(&mut buf))
+                            .unwrap(),
+                    )
+                });
+            });
+        }
         group.bench_function(format!("session/{name}"), |b| {
             b.iter(|| {
                 black_box(
@@ -87,6 +111,24 @@ fn open(c: &mut Criterion) {
         } else {
             BatchSize::SmallInput
         };
+        for cipher in TransferCipher::ALL {
+            let (mut sender, mut receiver) = transfer_pair(cipher);
+            group.bench_function(format!("transfer-{}/{name}", cipher.name()), |b| {
+                b.iter_batched_ref(
+                    || {
+                        let mut buf = plaintext.clone();
+                        let sealed = sender.seal_in_place_detached(b"aad", &mut buf).unwrap();
+                        (sealed.0, buf, sealed.1)
+                    },
+                    |(counter, buf, tag): &mut (u64, Vec<u8>, [u8; TAG_LEN])| {
+                        receiver
+                            .open_in_place_detached(*counter, b"aad", buf, tag)
+                            .unwrap();
+                    },
+                    batch,
+                );
+            });
+        }
         // Sealing a fresh frame for each open is setup, not measured: the receiver's replay
         // window accepts each counter once.
         group.bench_function(format!("session/{name}"), |b| {

@@ -132,7 +132,7 @@ async fn engine_once(source: &Path, dest: &Path, encrypt: bool, compress: bool, 
         if encrypt {
             let (mut keys, _) = session_keys();
             ctx = ctx.keys(
-                keys.transfer_keys(outgoing.transfer_id().as_bytes())
+                keys.transfer_secret(outgoing.transfer_id().as_bytes())
                     .unwrap(),
             );
         }
@@ -152,7 +152,8 @@ async fn engine_once(source: &Path, dest: &Path, encrypt: bool, compress: bool, 
                             if offer.encrypted() {
                                 let (_, mut keys) = session_keys();
                                 ctx = ctx.keys(
-                                    keys.transfer_keys(offer.transfer_id().as_bytes()).unwrap(),
+                                    keys.transfer_secret(offer.transfer_id().as_bytes())
+                                        .unwrap(),
                                 );
                             }
                             Some(receiver.receive(offer, peer, ctx).await.unwrap())

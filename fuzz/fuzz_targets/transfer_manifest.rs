@@ -5,7 +5,10 @@
 //! destination survey, and never writes. Bit 0 set: the receiver accepts into a scratch
 //! directory with small limits (32 entries, 1 MiB), so the run also covers chunk hashes,
 //! resume planning, requests and data frames (decoding, decompression, verification, writes);
-//! the scratch directory is emptied after each run.
+//! the scratch directory is emptied after each run. An encrypted offer gets the transfer secret
+//! of a fixed test session (the responder's side of `SessionSecrets::danger_pair_from_seed`
+//! with [`SESSION_SEED`]), so the cipher list is checked and, for the recorded seeds, which
+//! were sealed with the initiator's side, the sealed chunks open.
 //!
 //! Checks: no panic, the run ends when the stream does (no hang), and a declined offer leaves the
 //! destination empty.
@@ -18,6 +21,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
+use tether_crypto::{Role, SessionSecrets};
 use tether_identity::{NetworkIdentity, NodeId};
 use tether_transfer::{AcceptAll, DeclineAll, Hello, Limits, Receiver, ReceiverConfig, RunContext};
 
@@ -39,6 +43,9 @@ fn scratch() -> &'static Path {
         dir
     })
 }
+
+/// The fixed session of the encrypted seeds (crates/tether-transfer/tests/fuzz_seeds.rs).
+const SESSION_SEED: u64 = 0xf022;
 
 fn peer() -> NodeId {
     static PEER: OnceLock<NodeId> = OnceLock::new();
@@ -67,7 +74,16 @@ fuzz_target!(|data: &[u8]| {
         let run = async {
             match tether_transfer::read_hello(input).await {
                 Ok(Hello::Offer(offer)) => {
-                    let _ = receiver.receive(offer, peer(), RunContext::new()).await;
+                    let mut ctx = RunContext::new();
+                    if offer.encrypted() {
+                        let [_, responder] = SessionSecrets::danger_pair_from_seed(SESSION_SEED)
+                            .expect("test session");
+                        let mut keys = responder.into_session_keys(Role::Responder);
+                        if let Ok(secret) = keys.transfer_secret(offer.transfer_id().as_bytes()) {
+                            ctx = ctx.keys(secret);
+                        }
+                    }
+                    let _ = receiver.receive(offer, peer(), ctx).await;
                 }
                 Ok(Hello::Lane(lane)) => assert!(receiver.attach(lane, peer()).is_err()),
                 Ok(_) | Err(_) => {}

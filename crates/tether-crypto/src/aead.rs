@@ -1,17 +1,20 @@
-//! ChaCha20-Poly1305 (RFC 8439) with counter nonces, and the per-epoch key ratchet.
+//! The AEADs (ChaCha20-Poly1305, RFC 8439; AES-256-GCM, SP 800-38D) with counter nonces, and
+//! the per-epoch key ratchet.
 
+use aes_gcm::Aes256Gcm;
 use chacha20poly1305::aead::AeadInOut;
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce, Tag};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::CryptoError;
+use crate::cipher::TransferCipher;
 use crate::kdf::KEY_LEN;
 use crate::schedule::next_epoch_key;
 
-/// Length in bytes of a ChaCha20-Poly1305 authentication tag.
+/// Length in bytes of an authentication tag (both ciphers).
 pub const TAG_LEN: usize = 16;
 
-/// Length in bytes of a ChaCha20-Poly1305 nonce.
+/// Length in bytes of a nonce (both ciphers).
 pub const NONCE_LEN: usize = 12;
 
 /// The nonce for a frame counter: four zero bytes, then the counter little-endian (as in
@@ -23,21 +26,70 @@ pub(crate) fn nonce_for(counter: u64) -> [u8; NONCE_LEN] {
     nonce
 }
 
+/// A keyed AEAD. Each holds its own copy of the key (expanded) and wipes it on drop
+/// (the `zeroize` features of `chacha20poly1305` and `aes-gcm`).
+enum Aead {
+    ChaCha(ChaCha20Poly1305),
+    // Boxed: the expanded AES key schedule and GHASH key are several hundred bytes.
+    Aes(Box<Aes256Gcm>),
+}
+
+impl Aead {
+    fn new(cipher: TransferCipher, key: &[u8; KEY_LEN]) -> Self {
+        match cipher {
+            TransferCipher::ChaCha20Poly1305 => Aead::ChaCha(ChaCha20Poly1305::new(&(*key).into())),
+            TransferCipher::Aes256Gcm => Aead::Aes(Box::new(Aes256Gcm::new(&(*key).into()))),
+        }
+    }
+
+    fn seal(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], CryptoError> {
+        let nonce = Nonce::from(*nonce);
+        let tag = match self {
+            Aead::ChaCha(cipher) => cipher.encrypt_inout_detached(&nonce, aad, buf.into()),
+            Aead::Aes(cipher) => cipher.encrypt_inout_detached(&nonce, aad, buf.into()),
+        }
+        .map_err(|_| CryptoError::MessageTooLong)?;
+        Ok(tag.into())
+    }
+
+    /// The tag is checked (in constant time) before anything is decrypted, so on failure `buf`
+    /// still holds the ciphertext.
+    fn open(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), CryptoError> {
+        let (nonce, tag) = (Nonce::from(*nonce), Tag::from(*tag));
+        match self {
+            Aead::ChaCha(cipher) => cipher.decrypt_inout_detached(&nonce, aad, buf.into(), &tag),
+            Aead::Aes(cipher) => cipher.decrypt_inout_detached(&nonce, aad, buf.into(), &tag),
+        }
+        .map_err(|_| CryptoError::Authentication)
+    }
+}
+
 /// The key of one direction in one epoch, ready to seal or open.
 pub(crate) struct EpochKey {
     epoch: u64,
+    cipher: TransferCipher,
     secret: [u8; KEY_LEN],
-    // Holds its own copy of the key and zeroizes it on drop (chacha20poly1305's `zeroize`).
-    cipher: ChaCha20Poly1305,
+    aead: Aead,
 }
 
 impl EpochKey {
-    pub(crate) fn new(epoch: u64, secret: [u8; KEY_LEN]) -> Self {
-        let cipher = ChaCha20Poly1305::new(&secret.into());
+    pub(crate) fn new(cipher: TransferCipher, epoch: u64, secret: [u8; KEY_LEN]) -> Self {
         Self {
             epoch,
-            secret,
             cipher,
+            aead: Aead::new(cipher, &secret),
+            secret,
         }
     }
 
@@ -49,14 +101,14 @@ impl EpochKey {
     /// longer needs it, which is what makes old epochs unrecoverable.
     pub(crate) fn next(&self) -> Self {
         let mut secret = next_epoch_key(&self.secret);
-        let next = Self::new(self.epoch.saturating_add(1), secret);
+        let next = Self::new(self.cipher, self.epoch.saturating_add(1), secret);
         secret.zeroize();
         next
     }
 
     /// The same key under another epoch number; only for [`crate::SessionKeys`]' test hook.
     pub(crate) fn relabelled(&self, epoch: u64) -> Self {
-        Self::new(epoch, self.secret)
+        Self::new(self.cipher, epoch, self.secret)
     }
 
     pub(crate) fn seal(
@@ -65,7 +117,7 @@ impl EpochKey {
         aad: &[u8],
         buf: &mut [u8],
     ) -> Result<[u8; TAG_LEN], CryptoError> {
-        seal_with_nonce(&self.cipher, &nonce_for(counter), aad, buf)
+        self.aead.seal(&nonce_for(counter), aad, buf)
     }
 
     pub(crate) fn open(
@@ -75,7 +127,7 @@ impl EpochKey {
         buf: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> Result<(), CryptoError> {
-        open_with_nonce(&self.cipher, &nonce_for(counter), aad, buf, tag)
+        self.aead.open(&nonce_for(counter), aad, buf, tag)
     }
 }
 
@@ -87,55 +139,31 @@ impl Drop for EpochKey {
 
 impl ZeroizeOnDrop for EpochKey {}
 
-fn seal_with_nonce(
-    cipher: &ChaCha20Poly1305,
-    nonce: &[u8; NONCE_LEN],
-    aad: &[u8],
-    buf: &mut [u8],
-) -> Result<[u8; TAG_LEN], CryptoError> {
-    let tag = cipher
-        .encrypt_inout_detached(&Nonce::from(*nonce), aad, buf.into())
-        .map_err(|_| CryptoError::MessageTooLong)?;
-    Ok(tag.into())
-}
-
-fn open_with_nonce(
-    cipher: &ChaCha20Poly1305,
-    nonce: &[u8; NONCE_LEN],
-    aad: &[u8],
-    buf: &mut [u8],
-    tag: &[u8; TAG_LEN],
-) -> Result<(), CryptoError> {
-    // The tag is checked (in constant time) before anything is decrypted, so on failure `buf`
-    // still holds the ciphertext.
-    cipher
-        .decrypt_inout_detached(&Nonce::from(*nonce), aad, buf.into(), &Tag::from(*tag))
-        .map_err(|_| CryptoError::Authentication)
-}
-
-/// Raw ChaCha20-Poly1305 seal with a caller-chosen nonce, for the RFC 8439 known-answer test
-/// and for benchmarks only. Choosing nonces by hand is how nonces get reused; use
+/// Raw seal with a caller-chosen nonce, for the RFC 8439 and NIST known-answer tests and for
+/// benchmarks only. Choosing nonces by hand is how nonces get reused; use
 /// [`crate::SessionKeys`].
 #[doc(hidden)]
 pub fn danger_seal_with_nonce(
+    cipher: TransferCipher,
     key: &[u8; KEY_LEN],
     nonce: &[u8; NONCE_LEN],
     aad: &[u8],
     buf: &mut [u8],
 ) -> Result<[u8; TAG_LEN], CryptoError> {
-    seal_with_nonce(&ChaCha20Poly1305::new(&(*key).into()), nonce, aad, buf)
+    Aead::new(cipher, key).seal(nonce, aad, buf)
 }
 
-/// Raw ChaCha20-Poly1305 open with a caller-chosen nonce, for known-answer tests only.
+/// Raw open with a caller-chosen nonce, for known-answer tests only.
 #[doc(hidden)]
 pub fn danger_open_with_nonce(
+    cipher: TransferCipher,
     key: &[u8; KEY_LEN],
     nonce: &[u8; NONCE_LEN],
     aad: &[u8],
     buf: &mut [u8],
     tag: &[u8; TAG_LEN],
 ) -> Result<(), CryptoError> {
-    open_with_nonce(&ChaCha20Poly1305::new(&(*key).into()), nonce, aad, buf, tag)
+    Aead::new(cipher, key).open(nonce, aad, buf, tag)
 }
 
 #[cfg(test)]
@@ -156,17 +184,24 @@ mod tests {
     #[test]
     fn epoch_key_seals_with_counter_nonce() {
         let key = [3u8; 32];
-        let epoch = EpochKey::new(0, key);
+        let epoch = EpochKey::new(TransferCipher::ChaCha20Poly1305, 0, key);
         let mut a = b"hello".to_vec();
         let tag_a = epoch.seal(5, b"aad", &mut a).unwrap();
         let mut b = b"hello".to_vec();
-        let tag_b = danger_seal_with_nonce(&key, &nonce_for(5), b"aad", &mut b).unwrap();
+        let tag_b = danger_seal_with_nonce(
+            TransferCipher::ChaCha20Poly1305,
+            &key,
+            &nonce_for(5),
+            b"aad",
+            &mut b,
+        )
+        .unwrap();
         assert_eq!((a, tag_a), (b, tag_b));
     }
 
     #[test]
     fn ratchet_changes_key_and_counts_epochs() {
-        let first = EpochKey::new(0, [3u8; 32]);
+        let first = EpochKey::new(TransferCipher::ChaCha20Poly1305, 0, [3u8; 32]);
         let second = first.next();
         assert_eq!(second.epoch(), 1);
         assert_ne!(second.secret, first.secret);
@@ -175,7 +210,13 @@ mod tests {
 
     #[test]
     fn failed_open_leaves_buffer_untouched() {
-        let key = EpochKey::new(0, [9u8; 32]);
+        for cipher in TransferCipher::ALL {
+            failed_open_leaves_buffer_untouched_with(cipher);
+        }
+    }
+
+    fn failed_open_leaves_buffer_untouched_with(cipher: TransferCipher) {
+        let key = EpochKey::new(cipher, 0, [9u8; 32]);
         let mut buf = b"secret message".to_vec();
         let tag = key.seal(1, b"", &mut buf).unwrap();
         let sealed = buf.clone();

@@ -95,8 +95,9 @@ pub enum CryptoError {
         len: usize,
     },
 
-    /// A message or its associated data is longer than ChaCha20-Poly1305 allows (256 GiB).
-    #[error("message too long for ChaCha20-Poly1305")]
+    /// A message and its associated data are longer than these keys seal or open
+    /// ([`crate::TransferCipher::max_message_len`]).
+    #[error("message too long for these keys")]
     MessageTooLong,
 
     // --- Local limits. ---

@@ -5,7 +5,8 @@
 //! device identities with Ed25519 signatures, and runs an HKDF-SHA256 key schedule
 //! ([`SessionSecrets`]) salted with the pairing secret. The result, [`SessionKeys`], seals and
 //! opens frames with ChaCha20-Poly1305: one key per direction, counters as nonces, a replay
-//! window, rekeying every `2^32` frames, and per-transfer keys.
+//! window, rekeying every `2^32` frames, and per-transfer keys ([`TransferSecret`]) under a
+//! [`TransferCipher`] the two devices agree on per transfer (ChaCha20-Poly1305 or AES-256-GCM).
 //!
 //! The crate does no IO and reads no clock; randomness is passed in. Every secret is wiped
 //! from memory on drop and no `Debug` output or error shows key material.
@@ -35,6 +36,7 @@
 //! ```
 
 mod aead;
+mod cipher;
 mod ecdh;
 mod error;
 pub mod handshake;
@@ -46,11 +48,14 @@ mod session;
 pub use aead::{NONCE_LEN, TAG_LEN};
 #[doc(hidden)]
 pub use aead::{danger_open_with_nonce, danger_seal_with_nonce};
+pub use cipher::TransferCipher;
 pub use ecdh::{EphemeralKeyPair, EphemeralPublicKey, SharedSecret, X25519_LEN};
 pub use error::CryptoError;
 pub use kdf::{HKDF_MAX_OUTPUT, KEY_LEN, Prk};
 pub use replay::REPLAY_WINDOW;
-pub use schedule::{PairingSecret, Role, SessionSecrets, TRANSFER_ID_LEN, Transcript};
+pub use schedule::{
+    PairingSecret, Role, SessionSecrets, TRANSFER_ID_LEN, Transcript, TransferSecret,
+};
 pub use session::{
     INTEGRITY_LIMIT, MAX_EPOCH_LOOKAHEAD, MIN_REKEY_INTERVAL_LOG2, REKEY_INTERVAL_LOG2, SessionKeys,
 };

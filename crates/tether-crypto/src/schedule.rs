@@ -5,6 +5,7 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+use crate::cipher::TransferCipher;
 use crate::kdf::{KEY_LEN, Prk};
 use crate::{EphemeralPublicKey, REKEY_INTERVAL_LOG2, SessionKeys, SharedSecret};
 
@@ -15,6 +16,9 @@ const EXPORTER_LABEL: &[u8] = b"tether/v1/session/exporter";
 const CONFIRM_INITIATOR_LABEL: &[u8] = b"tether/v1/session/confirm/initiator";
 const CONFIRM_RESPONDER_LABEL: &[u8] = b"tether/v1/session/confirm/responder";
 pub(crate) const REKEY_LABEL: &[u8] = b"tether/v1/session/rekey";
+const TRANSFER_SECRET_LABEL: &[u8] = b"tether/v1/transfer/secret";
+// Each of these is followed by "/" and the cipher's name, so keys for one transfer under two
+// ciphers are unrelated.
 const TRANSFER_I2R_LABEL: &[u8] = b"tether/v1/transfer/key/initiator-to-responder";
 const TRANSFER_R2I_LABEL: &[u8] = b"tether/v1/transfer/key/responder-to-initiator";
 const TRANSFER_EXPORTER_LABEL: &[u8] = b"tether/v1/transfer/exporter";
@@ -122,14 +126,19 @@ impl Transcript {
 /// transcript in every `info` binds the keys to who talked to whom with which ephemerals.
 ///
 /// Keys evolve per epoch (see [`crate::SessionKeys`]), and per-transfer keys come from the
-/// exporter, for a 16-byte transfer id `t`:
+/// exporter, for a 16-byte transfer id `t` and the transfer's cipher `c` (its
+/// [name](TransferCipher::name), e.g. `aes-256-gcm`):
 ///
 /// ```text
 /// next key   = HKDF-Expand(PRK = key, "tether/v1/session/rekey")
-/// t.i2r      = HKDF-Expand(PRK = exporter, "tether/v1/transfer/key/initiator-to-responder" || t)
-/// t.r2i      = HKDF-Expand(PRK = exporter, "tether/v1/transfer/key/responder-to-initiator" || t)
-/// t.exporter = HKDF-Expand(PRK = exporter, "tether/v1/transfer/exporter" || t)
+/// t.secret   = HKDF-Expand(PRK = exporter, "tether/v1/transfer/secret" || t)
+/// t.i2r      = HKDF-Expand(PRK = t.secret, "tether/v1/transfer/key/initiator-to-responder/" || c)
+/// t.r2i      = HKDF-Expand(PRK = t.secret, "tether/v1/transfer/key/responder-to-initiator/" || c)
+/// t.exporter = HKDF-Expand(PRK = t.secret, "tether/v1/transfer/exporter/" || c)
 /// ```
+///
+/// `t.secret` ([`TransferSecret`]) exists before the two devices have agreed on the cipher;
+/// the keys that seal anything exist only once they have, and name it.
 pub struct SessionSecrets {
     traffic: TrafficSecrets,
     confirm_initiator: [u8; KEY_LEN],
@@ -176,7 +185,12 @@ impl SessionSecrets {
 
     /// The session keys as seen by `role`.
     pub fn into_session_keys(self, role: Role) -> SessionKeys {
-        SessionKeys::new(&self.traffic, role, REKEY_INTERVAL_LOG2)
+        SessionKeys::new(
+            &self.traffic,
+            role,
+            REKEY_INTERVAL_LOG2,
+            TransferCipher::ChaCha20Poly1305,
+        )
     }
 
     /// Like [`Self::into_session_keys`] with a rekey every `2^log2` messages instead of
@@ -187,7 +201,7 @@ impl SessionSecrets {
         role: Role,
         log2: u32,
     ) -> SessionKeys {
-        SessionKeys::new(&self.traffic, role, log2)
+        SessionKeys::new(&self.traffic, role, log2, TransferCipher::ChaCha20Poly1305)
     }
 
     /// Session keys for `role` without consuming the secrets, so a fuzz target can rebuild the
@@ -195,7 +209,12 @@ impl SessionSecrets {
     /// nonces; never use this outside tests and fuzzing.
     #[doc(hidden)]
     pub fn danger_session_keys(&self, role: Role) -> SessionKeys {
-        SessionKeys::new(&self.traffic, role, REKEY_INTERVAL_LOG2)
+        SessionKeys::new(
+            &self.traffic,
+            role,
+            REKEY_INTERVAL_LOG2,
+            TransferCipher::ChaCha20Poly1305,
+        )
     }
 
     /// Both ends of a made-up session, `[initiator, responder]`, derived deterministically from
@@ -273,16 +292,14 @@ pub(crate) struct TrafficSecrets {
 }
 
 impl TrafficSecrets {
-    /// The secrets of one transfer, derived from a session exporter.
-    pub(crate) fn for_transfer(
-        exporter: &[u8; KEY_LEN],
-        transfer_id: &[u8; TRANSFER_ID_LEN],
-    ) -> Self {
-        let prk = Prk::from_bytes(*exporter);
+    /// The secrets of one transfer under `cipher`, from its [`TransferSecret`] bytes.
+    fn for_transfer(secret: &[u8; KEY_LEN], cipher: TransferCipher) -> Self {
+        let prk = Prk::from_bytes(*secret);
+        let name = cipher.name().as_bytes();
         Self {
-            initiator_to_responder: prk.expand_key(&[TRANSFER_I2R_LABEL, transfer_id]),
-            responder_to_initiator: prk.expand_key(&[TRANSFER_R2I_LABEL, transfer_id]),
-            exporter: prk.expand_key(&[TRANSFER_EXPORTER_LABEL, transfer_id]),
+            initiator_to_responder: prk.expand_key(&[TRANSFER_I2R_LABEL, b"/", name]),
+            responder_to_initiator: prk.expand_key(&[TRANSFER_R2I_LABEL, b"/", name]),
+            exporter: prk.expand_key(&[TRANSFER_EXPORTER_LABEL, b"/", name]),
         }
     }
 
@@ -294,6 +311,68 @@ impl TrafficSecrets {
         }
     }
 }
+
+/// One transfer's secret, derived from a session (or an enclosing transfer) with
+/// [`SessionKeys::transfer_secret`], before the devices agree on the transfer's cipher.
+///
+/// It seals nothing itself: [`TransferSecret::into_keys`] turns it into the transfer's keys
+/// under the agreed cipher, once. Wiped from memory on drop; `Debug` shows no bytes.
+pub struct TransferSecret {
+    secret: [u8; KEY_LEN],
+    role: Role,
+    rekey_interval_log2: u32,
+}
+
+impl TransferSecret {
+    /// `t.secret` for transfer id `t` from an exporter (see [`SessionSecrets`]).
+    pub(crate) fn derive(
+        exporter: &[u8; KEY_LEN],
+        transfer_id: &[u8; TRANSFER_ID_LEN],
+        role: Role,
+        rekey_interval_log2: u32,
+    ) -> Self {
+        let secret = Prk::from_bytes(*exporter).expand_key(&[TRANSFER_SECRET_LABEL, transfer_id]);
+        Self {
+            secret,
+            role,
+            rekey_interval_log2,
+        }
+    }
+
+    /// Which end of the session this side is (the transfer keys are mirrored the same way).
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The transfer's keys under `cipher`: the derivation labels name the cipher, so the same
+    /// transfer under another cipher would have unrelated keys.
+    pub fn into_keys(self, cipher: TransferCipher) -> SessionKeys {
+        let secrets = TrafficSecrets::for_transfer(&self.secret, cipher);
+        SessionKeys::new(&secrets, self.role, self.rekey_interval_log2, cipher)
+    }
+
+    /// The secret bytes, for golden test vectors only.
+    #[doc(hidden)]
+    pub fn danger_to_bytes(&self) -> [u8; KEY_LEN] {
+        self.secret
+    }
+}
+
+impl fmt::Debug for TransferSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransferSecret")
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for TransferSecret {
+    fn drop(&mut self) {
+        self.secret.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for TransferSecret {}
 
 /// The key of the next epoch: `HKDF-Expand(PRK = key, "tether/v1/session/rekey")`.
 pub(crate) fn next_epoch_key(key: &[u8; KEY_LEN]) -> [u8; KEY_LEN] {
@@ -314,6 +393,7 @@ mod tests {
             CONFIRM_INITIATOR_LABEL,
             CONFIRM_RESPONDER_LABEL,
             REKEY_LABEL,
+            TRANSFER_SECRET_LABEL,
             TRANSFER_I2R_LABEL,
             TRANSFER_R2I_LABEL,
             TRANSFER_EXPORTER_LABEL,

@@ -8,9 +8,10 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::CryptoError;
 use crate::aead::{EpochKey, TAG_LEN};
+use crate::cipher::TransferCipher;
 use crate::kdf::KEY_LEN;
 use crate::replay::{REPLAY_WINDOW, ReplayWindow};
-use crate::schedule::{Role, TRANSFER_ID_LEN, TrafficSecrets};
+use crate::schedule::{Role, TRANSFER_ID_LEN, TrafficSecrets, TransferSecret};
 
 /// Keys are replaced every `2^REKEY_INTERVAL_LOG2` frames per direction.
 pub const REKEY_INTERVAL_LOG2: u32 = 32;
@@ -26,24 +27,31 @@ pub const MIN_REKEY_INTERVAL_LOG2: u32 = REPLAY_WINDOW.trailing_zeros();
 pub const MAX_EPOCH_LOOKAHEAD: u64 = 4;
 
 /// After this many frames fail authentication, a session refuses to open any more
-/// (ChaCha20-Poly1305's integrity limit, as in RFC 9001 §6.6).
-pub const INTEGRITY_LIMIT: u64 = 1 << 36;
+/// (ChaCha20-Poly1305's integrity limit for frames up to 1 MiB; see [`TransferCipher`] for
+/// the derivation and AES-256-GCM's limit).
+pub const INTEGRITY_LIMIT: u64 = TransferCipher::ChaCha20Poly1305.integrity_limit();
 
-/// The keys of one session (or one transfer): a ChaCha20-Poly1305 key per direction.
+/// The keys of one session (or one transfer): one key per direction, ChaCha20-Poly1305 for a
+/// session, the agreed [`TransferCipher`] for a transfer.
 ///
 /// * Each sealed frame uses the next 64-bit counter as its nonce; the caller sends the counter
 ///   with the frame (in its header) and passes it back to `open_*` on the other side.
 /// * A received counter is accepted once: duplicates and counters more than [`REPLAY_WINDOW`]
 ///   below the newest are rejected, any order inside the window is fine. The window only moves
 ///   when a frame authenticates.
-/// * Every `2^`[`REKEY_INTERVAL_LOG2`] frames, a direction's key is replaced by an HKDF step
+/// * Every `2^`[`REKEY_INTERVAL_LOG2`] frames (`2^20` for AES-256-GCM, see
+///   [`TransferCipher::max_rekey_interval_log2`]), a direction's key is replaced by an HKDF step
 ///   from it and the old key wiped; the receiver follows from the counters. Counters never
 ///   repeat and `u64::MAX` is never used: sealing fails with
 ///   [`CryptoError::CounterExhausted`] instead.
+/// * A frame (plaintext plus associated data) longer than
+///   [`TransferCipher::max_message_len`] is refused with [`CryptoError::MessageTooLong`], and
+///   after [`TransferCipher::integrity_limit`] failed opens nothing more is opened.
 ///
 /// All key material is wiped on drop and never shown by `Debug`.
 pub struct SessionKeys {
     role: Role,
+    cipher: TransferCipher,
     rekey_interval_log2: u32,
     send: EpochKey,
     next_send: u64,
@@ -58,15 +66,23 @@ pub struct SessionKeys {
 }
 
 impl SessionKeys {
-    pub(crate) fn new(secrets: &TrafficSecrets, role: Role, rekey_interval_log2: u32) -> Self {
+    pub(crate) fn new(
+        secrets: &TrafficSecrets,
+        role: Role,
+        rekey_interval_log2: u32,
+        cipher: TransferCipher,
+    ) -> Self {
         let (send, receive) = secrets.directions(role);
         Self {
             role,
-            rekey_interval_log2: rekey_interval_log2
-                .clamp(MIN_REKEY_INTERVAL_LOG2, REKEY_INTERVAL_LOG2),
-            send: EpochKey::new(0, *send),
+            cipher,
+            rekey_interval_log2: rekey_interval_log2.clamp(
+                MIN_REKEY_INTERVAL_LOG2,
+                cipher.max_rekey_interval_log2().min(REKEY_INTERVAL_LOG2),
+            ),
+            send: EpochKey::new(cipher, 0, *send),
             next_send: 0,
-            receive: EpochKey::new(0, *receive),
+            receive: EpochKey::new(cipher, 0, *receive),
             receive_previous: None,
             window: ReplayWindow::new(),
             failed_opens: 0,
@@ -78,6 +94,18 @@ impl SessionKeys {
     /// Which end of the session these keys belong to.
     pub fn role(&self) -> Role {
         self.role
+    }
+
+    /// The AEAD these keys seal with.
+    pub fn cipher(&self) -> TransferCipher {
+        self.cipher
+    }
+
+    fn check_len(&self, aad: &[u8], buf: &[u8]) -> Result<(), CryptoError> {
+        if aad.len().saturating_add(buf.len()) > self.cipher.max_message_len() {
+            return Err(CryptoError::MessageTooLong);
+        }
+        Ok(())
     }
 
     /// Encrypts `buf` in place and appends the tag; returns the counter to send with it.
@@ -115,6 +143,7 @@ impl SessionKeys {
         aad: &[u8],
         buf: &mut [u8],
     ) -> Result<(u64, [u8; TAG_LEN]), CryptoError> {
+        self.check_len(aad, buf)?;
         let counter = self.next_send;
         if counter == u64::MAX {
             return Err(CryptoError::CounterExhausted);
@@ -139,9 +168,10 @@ impl SessionKeys {
         buf: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> Result<(), CryptoError> {
-        if self.failed_opens >= INTEGRITY_LIMIT {
+        if self.failed_opens >= self.cipher.integrity_limit() {
             return Err(CryptoError::IntegrityLimit);
         }
+        self.check_len(aad, buf)?;
         if counter == u64::MAX {
             return Err(CryptoError::TooFarAhead { counter });
         }
@@ -220,22 +250,38 @@ impl SessionKeys {
         }
     }
 
-    /// Keys for one transfer, derived from this session's exporter; both sides derive them
-    /// with the same id and get mirrored keys, like the session's own.
+    /// The secret of one transfer, derived from this session's exporter; both sides derive it
+    /// with the same id. Turn it into keys with [`TransferSecret::into_keys`] once the devices
+    /// have agreed on the cipher.
     ///
     /// Each id may be used once per session: deriving the same keys twice would restart their
     /// counters and reuse nonces, so a second call with the same id fails with
     /// [`CryptoError::TransferIdReused`]. Transfer keys rekey like session keys and have their
     /// own exporter, so transfers can nest.
-    pub fn transfer_keys(
+    pub fn transfer_secret(
         &mut self,
         transfer_id: &[u8; TRANSFER_ID_LEN],
-    ) -> Result<SessionKeys, CryptoError> {
+    ) -> Result<TransferSecret, CryptoError> {
         if !self.transfer_ids.insert(*transfer_id) {
             return Err(CryptoError::TransferIdReused);
         }
-        let secrets = TrafficSecrets::for_transfer(&self.exporter, transfer_id);
-        Ok(Self::new(&secrets, self.role, self.rekey_interval_log2))
+        Ok(TransferSecret::derive(
+            &self.exporter,
+            transfer_id,
+            self.role,
+            self.rekey_interval_log2,
+        ))
+    }
+
+    /// Keys for one transfer under `cipher`: [`Self::transfer_secret`] then
+    /// [`TransferSecret::into_keys`]. Both sides derive them with the same id and cipher and get
+    /// mirrored keys, like the session's own.
+    pub fn transfer_keys(
+        &mut self,
+        transfer_id: &[u8; TRANSFER_ID_LEN],
+        cipher: TransferCipher,
+    ) -> Result<SessionKeys, CryptoError> {
+        Ok(self.transfer_secret(transfer_id)?.into_keys(cipher))
     }
 
     /// Moves the sending counter, for tests of counter exhaustion only. The key is *not*
@@ -258,6 +304,7 @@ impl fmt::Debug for SessionKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionKeys")
             .field("role", &self.role)
+            .field("cipher", &self.cipher)
             .field("next_send_counter", &self.next_send)
             .field("send_epoch", &self.send.epoch())
             .field("highest_received", &self.window.highest())
@@ -288,8 +335,18 @@ mod tests {
             exporter: [3; KEY_LEN],
         };
         (
-            SessionKeys::new(&secrets, Role::Initiator, log2),
-            SessionKeys::new(&secrets, Role::Responder, log2),
+            SessionKeys::new(
+                &secrets,
+                Role::Initiator,
+                log2,
+                TransferCipher::ChaCha20Poly1305,
+            ),
+            SessionKeys::new(
+                &secrets,
+                Role::Responder,
+                log2,
+                TransferCipher::ChaCha20Poly1305,
+            ),
         )
     }
 

@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use tether_crypto::handshake::{FinishMessage, InitMessage, Initiator, Responder, ResponseMessage};
 use tether_crypto::{
     EphemeralKeyPair, MIN_REKEY_INTERVAL_LOG2, PairingSecret, Role, SessionKeys, SessionSecrets,
-    Transcript,
+    Transcript, TransferCipher,
 };
 use tether_identity::NetworkIdentity;
 
@@ -124,11 +124,46 @@ fn key_schedule_outputs(input: &Fields) -> Fields {
         "frame_responder_counter_0".into(),
         sealed_hex(&mut responder, &aad, &plaintext, 0),
     );
-    let mut transfer = initiator.transfer_keys(&transfer_id).unwrap();
+    // The transfer secret, then per cipher the first frame each way (mirrored keys) and the
+    // first frame of lane 1 (a nested transfer, as tether-transfer derives its lanes). Fresh
+    // session keys each time: a session derives a transfer id once.
+    let fresh = |role: Role| secrets(role).0.into_session_keys(role);
+    let secret = fresh(Role::Initiator)
+        .transfer_secret(&transfer_id)
+        .unwrap();
+    let responder_secret = fresh(Role::Responder)
+        .transfer_secret(&transfer_id)
+        .unwrap();
+    assert_eq!(secret.danger_to_bytes(), responder_secret.danger_to_bytes());
     out.insert(
-        "frame_transfer_initiator_counter_0".into(),
-        sealed_hex(&mut transfer, &aad, &plaintext, 0),
+        "transfer_secret".into(),
+        hex::encode(secret.danger_to_bytes()),
     );
+    for cipher in TransferCipher::ALL {
+        let name = cipher.name();
+        let mut mine = fresh(Role::Initiator)
+            .transfer_keys(&transfer_id, cipher)
+            .unwrap();
+        let mut theirs = fresh(Role::Responder)
+            .transfer_keys(&transfer_id, cipher)
+            .unwrap();
+        let sealed = sealed_hex(&mut mine, &aad, &plaintext, 0);
+        let mut buf = hex::decode(&sealed).unwrap();
+        theirs.open_in_place(0, &aad, &mut buf).unwrap();
+        assert_eq!(buf, plaintext);
+        out.insert(format!("frame_transfer_{name}_initiator_counter_0"), sealed);
+        out.insert(
+            format!("frame_transfer_{name}_responder_counter_0"),
+            sealed_hex(&mut theirs, &aad, &plaintext, 0),
+        );
+        let mut lane = mine
+            .transfer_keys(b"tether-lane-\0\0\0\x01", cipher)
+            .unwrap();
+        out.insert(
+            format!("frame_transfer_{name}_lane_1_initiator_counter_0"),
+            sealed_hex(&mut lane, &aad, &plaintext, 0),
+        );
+    }
 
     // The first frame after one rekey, with the smallest rekey interval (2^11 frames).
     let log2 = MIN_REKEY_INTERVAL_LOG2;
@@ -381,4 +416,37 @@ fn the_file_is_independent_of_the_spec_in_the_docs() {
             .unwrap();
         assert_eq!(hex::encode(okm), output[name], "{name}");
     }
+
+    // The transfer secret and the AES-256-GCM transfer key, then the first transfer frame
+    // sealed with the aes-gcm crate directly (nonce = counter 0 = twelve zero bytes).
+    let expand = |prk: &[u8; 32], info: &[&[u8]]| {
+        let mut okm = [0u8; 32];
+        Hkdf::<Sha256>::from_prk(prk)
+            .unwrap()
+            .expand_multi_info(info, &mut okm)
+            .unwrap();
+        okm
+    };
+    let exporter = get::<32>(&output, "exporter");
+    let transfer_id = get::<16>(&input, "transfer_id");
+    let secret = expand(&exporter, &[b"tether/v1/transfer/secret", &transfer_id]);
+    assert_eq!(hex::encode(secret), output["transfer_secret"]);
+    let key = expand(
+        &secret,
+        &[b"tether/v1/transfer/key/initiator-to-responder/aes-256-gcm"],
+    );
+    use aes_gcm::aead::{AeadInOut, KeyInit};
+    let mut buf = get_vec(&input, "plaintext");
+    let tag = aes_gcm::Aes256Gcm::new(&key.into())
+        .encrypt_inout_detached(
+            &[0u8; 12].into(),
+            &get_vec(&input, "aad"),
+            buf.as_mut_slice().into(),
+        )
+        .unwrap();
+    buf.extend_from_slice(&tag);
+    assert_eq!(
+        hex::encode(buf),
+        output["frame_transfer_aes-256-gcm_initiator_counter_0"]
+    );
 }

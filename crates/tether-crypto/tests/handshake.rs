@@ -11,7 +11,7 @@ use tether_crypto::handshake::{
 };
 use tether_crypto::{
     CryptoError, EphemeralKeyPair, EphemeralPublicKey, PairingSecret, SessionKeys, SessionSecrets,
-    Transcript,
+    Transcript, TransferCipher,
 };
 use tether_identity::NetworkIdentity;
 
@@ -65,9 +65,14 @@ fn both_sides_end_with_matching_keys() {
     let mut d = devices(1);
     let (mut alice, mut bob) = full_handshake(&mut d);
     assert_keys_match(&mut alice, &mut bob);
-    let mut alice_transfer = alice.transfer_keys(&[9; 16]).unwrap();
-    let mut bob_transfer = bob.transfer_keys(&[9; 16]).unwrap();
-    assert_keys_match(&mut alice_transfer, &mut bob_transfer);
+    for (id, cipher) in [
+        (9, TransferCipher::ChaCha20Poly1305),
+        (10, TransferCipher::Aes256Gcm),
+    ] {
+        let mut alice_transfer = alice.transfer_keys(&[id; 16], cipher).unwrap();
+        let mut bob_transfer = bob.transfer_keys(&[id; 16], cipher).unwrap();
+        assert_keys_match(&mut alice_transfer, &mut bob_transfer);
+    }
 }
 
 #[test]

@@ -7,9 +7,12 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use tether_crypto::{
-    CryptoError, EphemeralKeyPair, EphemeralPublicKey, Prk, danger_open_with_nonce,
+    CryptoError, EphemeralKeyPair, EphemeralPublicKey, Prk, TransferCipher, danger_open_with_nonce,
     danger_seal_with_nonce,
 };
+
+const CHACHA: TransferCipher = TransferCipher::ChaCha20Poly1305;
+const AES: TransferCipher = TransferCipher::Aes256Gcm;
 
 fn bytes<const N: usize>(text: &str) -> [u8; N] {
     hex::decode(text).unwrap().try_into().unwrap()
@@ -99,6 +102,7 @@ const RFC8439_TAG: &str = "1ae10b594f09e26a7e902ecbd0600691";
 fn rfc8439_section_2_8_2_aead_seal() {
     let mut buf = RFC8439_PLAINTEXT.to_vec();
     let tag = danger_seal_with_nonce(
+        CHACHA,
         &bytes(RFC8439_KEY),
         &bytes(RFC8439_NONCE),
         &hex::decode(RFC8439_AAD).unwrap(),
@@ -118,20 +122,89 @@ fn rfc8439_section_2_8_2_aead_open_and_reject_tampering() {
     let ciphertext = hex::decode(RFC8439_CIPHERTEXT).unwrap();
 
     let mut buf = ciphertext.clone();
-    danger_open_with_nonce(&key, &nonce, &aad, &mut buf, &tag).unwrap();
+    danger_open_with_nonce(CHACHA, &key, &nonce, &aad, &mut buf, &tag).unwrap();
     assert_eq!(buf, RFC8439_PLAINTEXT);
 
     let mut flipped = ciphertext.clone();
     flipped[0] ^= 0x80;
     assert_eq!(
-        danger_open_with_nonce(&key, &nonce, &aad, &mut flipped, &tag),
+        danger_open_with_nonce(CHACHA, &key, &nonce, &aad, &mut flipped, &tag),
         Err(CryptoError::Authentication)
     );
     let mut buf = ciphertext;
     assert_eq!(
-        danger_open_with_nonce(&key, &nonce, &aad[1..], &mut buf, &tag),
+        danger_open_with_nonce(CHACHA, &key, &nonce, &aad[1..], &mut buf, &tag),
         Err(CryptoError::Authentication)
     );
+}
+
+/// AES-256-GCM known answers, each `(key, nonce, aad, plaintext, ciphertext, tag)`: test
+/// case 16 of McGrew and Viega's GCM specification (the one NIST SP 800-38D's test vectors
+/// start from: AES-256, 96-bit IV, associated data, a partial last block), one case of NIST
+/// CAVP `gcmEncryptExtIV256.rsp`, and test cases 13 and 14 (all-zero key and nonce).
+const AES_256_GCM_VECTORS: [[&str; 6]; 4] = [
+    [
+        "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308",
+        "cafebabefacedbaddecaf888",
+        "feedfacedeadbeeffeedfacedeadbeefabaddad2",
+        "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
+        "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662",
+        "76fc6ece0f4e1768cddf8853bb2d551b",
+    ],
+    [
+        "92e11dcdaa866f5ce790fd24501f92509aacf4cb8b1339d50c9c1240935dd08b",
+        "ac93a1a6145299bde902f21a",
+        "1e0889016f67601c8ebea4943bc23ad6",
+        "2d71bcfa914e4ac045b2aa60955fad24",
+        "8995ae2e6df3dbf96fac7b7137bae67f",
+        "eca5aa77d51d4a0a14d9c51e1da474ab",
+    ],
+    [
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "000000000000000000000000",
+        "",
+        "",
+        "",
+        "530f8afbc74536b9a963b4f1c4cb738b",
+    ],
+    [
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "000000000000000000000000",
+        "",
+        "00000000000000000000000000000000",
+        "cea7403d4d606b6e074ec5d3baf39d18",
+        "d0d1c8a799996bf0265b98b5d48ab919",
+    ],
+];
+
+#[test]
+fn aes_256_gcm_known_answers_seal_and_open() {
+    for [key, nonce, aad, plaintext, ciphertext, tag] in AES_256_GCM_VECTORS {
+        let (key, nonce) = (bytes::<32>(key), bytes::<12>(nonce));
+        let aad = hex::decode(aad).unwrap();
+        let mut buf = hex::decode(plaintext).unwrap();
+        let sealed_tag = danger_seal_with_nonce(AES, &key, &nonce, &aad, &mut buf).unwrap();
+        assert_eq!(hex::encode(&buf), ciphertext);
+        assert_eq!(sealed_tag, bytes::<16>(tag));
+
+        danger_open_with_nonce(AES, &key, &nonce, &aad, &mut buf, &sealed_tag).unwrap();
+        assert_eq!(hex::encode(&buf), plaintext);
+
+        // Any flipped tag bit, and the same bytes under ChaCha20-Poly1305, fail.
+        let sealed = hex::decode(ciphertext).unwrap();
+        let mut bad_tag = sealed_tag;
+        bad_tag[15] ^= 1;
+        let mut copy = sealed.clone();
+        assert_eq!(
+            danger_open_with_nonce(AES, &key, &nonce, &aad, &mut copy, &bad_tag),
+            Err(CryptoError::Authentication)
+        );
+        assert_eq!(copy, sealed, "a failed open leaves the ciphertext");
+        assert_eq!(
+            danger_open_with_nonce(CHACHA, &key, &nonce, &aad, &mut copy, &sealed_tag),
+            Err(CryptoError::Authentication)
+        );
+    }
 }
 
 struct HkdfCase {

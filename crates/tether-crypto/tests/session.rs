@@ -4,9 +4,17 @@
 
 mod common;
 
-use common::{Frame, SMALL_EPOCH, SMALL_REKEY_LOG2, open, seal, seal_many, session_pair};
+use common::{
+    Frame, SMALL_EPOCH, SMALL_REKEY_LOG2, open, seal, seal_many, session_pair, transfer_pair,
+};
 use proptest::prelude::*;
-use tether_crypto::{CryptoError, MAX_EPOCH_LOOKAHEAD, REPLAY_WINDOW, Role, SessionKeys, TAG_LEN};
+use tether_crypto::{
+    CryptoError, MAX_EPOCH_LOOKAHEAD, REPLAY_WINDOW, Role, SessionKeys, TAG_LEN, TransferCipher,
+};
+
+fn any_cipher() -> impl Strategy<Value = TransferCipher> {
+    prop::sample::select(TransferCipher::ALL.to_vec())
+}
 
 fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {
@@ -17,6 +25,52 @@ fn config(cases: u32) -> ProptestConfig {
 
 proptest! {
     #![proptest_config(config(256))]
+
+    #[test]
+    fn transfer_keys_round_trip_under_each_cipher(
+        seed in any::<u64>(),
+        cipher in any_cipher(),
+        aad in proptest::collection::vec(any::<u8>(), 0..64),
+        plaintext in proptest::collection::vec(any::<u8>(), 0..4096),
+    ) {
+        let (mut alice, mut bob) = transfer_pair(seed, cipher);
+        prop_assert_eq!(alice.cipher(), cipher);
+        let frame = seal(&mut alice, &aad, &plaintext);
+        prop_assert_eq!(frame.sealed.len(), plaintext.len() + TAG_LEN);
+        prop_assert_eq!(open(&mut bob, &frame).unwrap(), plaintext.clone());
+        let back = seal(&mut bob, &aad, &plaintext);
+        prop_assert_eq!(open(&mut alice, &back).unwrap(), plaintext);
+    }
+
+    #[test]
+    fn transfer_frames_with_any_flipped_bit_fail_under_each_cipher(
+        seed in any::<u64>(),
+        cipher in any_cipher(),
+        plaintext in proptest::collection::vec(any::<u8>(), 0..512),
+        bit in any::<prop::sample::Index>(),
+    ) {
+        let (mut alice, mut bob) = transfer_pair(seed, cipher);
+        let frame = seal(&mut alice, b"header", &plaintext);
+        let mut forged = frame.clone();
+        let at = bit.index(forged.sealed.len() * 8);
+        forged.sealed[at / 8] ^= 1 << (at % 8);
+        prop_assert_eq!(open(&mut bob, &forged), Err(CryptoError::Authentication));
+        prop_assert_eq!(open(&mut bob, &frame).unwrap(), plaintext);
+    }
+
+    #[test]
+    fn a_frame_sealed_under_one_cipher_never_opens_under_the_other(
+        seed in any::<u64>(),
+        plaintext in proptest::collection::vec(any::<u8>(), 0..512),
+    ) {
+        let (mut aes, _) = transfer_pair(seed, TransferCipher::Aes256Gcm);
+        let (mut chacha_alice, mut chacha_bob) = transfer_pair(seed, TransferCipher::ChaCha20Poly1305);
+        let (_, mut aes_bob) = transfer_pair(seed, TransferCipher::Aes256Gcm);
+        let frame = seal(&mut aes, b"", &plaintext);
+        prop_assert_eq!(open(&mut chacha_bob, &frame), Err(CryptoError::Authentication));
+        let frame = seal(&mut chacha_alice, b"", &plaintext);
+        prop_assert_eq!(open(&mut aes_bob, &frame), Err(CryptoError::Authentication));
+    }
 
     #[test]
     fn seal_open_round_trip(
@@ -312,9 +366,10 @@ fn counters_never_reach_u64_max() {
 #[test]
 fn transfer_keys_pair_up_per_transfer_id() {
     let (mut alice, mut bob) = session_pair(18, None);
-    let mut alice_transfer = alice.transfer_keys(&[1; 16]).unwrap();
-    let mut bob_transfer = bob.transfer_keys(&[1; 16]).unwrap();
-    let mut bob_other = bob.transfer_keys(&[2; 16]).unwrap();
+    let chacha = TransferCipher::ChaCha20Poly1305;
+    let mut alice_transfer = alice.transfer_keys(&[1; 16], chacha).unwrap();
+    let mut bob_transfer = bob.transfer_keys(&[1; 16], chacha).unwrap();
+    let mut bob_other = bob.transfer_keys(&[2; 16], chacha).unwrap();
 
     let frame = seal(&mut alice_transfer, b"chunk 0", b"file bytes");
     assert_eq!(
@@ -326,13 +381,20 @@ fn transfer_keys_pair_up_per_transfer_id() {
     let back = seal(&mut bob_transfer, b"ack", b"");
     open(&mut alice_transfer, &back).unwrap();
 
+    // An id is used once, whatever the cipher: a second derivation would restart counters.
+    for cipher in TransferCipher::ALL {
+        assert_eq!(
+            alice.transfer_keys(&[1; 16], cipher).err(),
+            Some(CryptoError::TransferIdReused)
+        );
+    }
     assert_eq!(
-        alice.transfer_keys(&[1; 16]).err(),
+        alice.transfer_secret(&[1; 16]).err(),
         Some(CryptoError::TransferIdReused)
     );
     // Transfers nest.
-    let mut alice_nested = alice_transfer.transfer_keys(&[3; 16]).unwrap();
-    let mut bob_nested = bob_transfer.transfer_keys(&[3; 16]).unwrap();
+    let mut alice_nested = alice_transfer.transfer_keys(&[3; 16], chacha).unwrap();
+    let mut bob_nested = bob_transfer.transfer_keys(&[3; 16], chacha).unwrap();
     let frame = seal(&mut alice_nested, b"", b"nested");
     assert_eq!(open(&mut bob_nested, &frame).unwrap(), b"nested");
 }
@@ -342,7 +404,13 @@ fn debug_shows_no_key_material() {
     let [initiator, _] = common::session_secrets(19);
     let named = initiator.danger_to_named_bytes();
     let mut keys: SessionKeys = initiator.into_session_keys(Role::Initiator);
-    let transfer = keys.transfer_keys(&[0; 16]).unwrap();
+    let transfer = keys
+        .transfer_keys(&[0; 16], TransferCipher::Aes256Gcm)
+        .unwrap();
+    let secret = keys.transfer_secret(&[1; 16]).unwrap();
+    let secret_bytes = hex::encode(secret.danger_to_bytes());
+    assert!(!format!("{secret:?}").contains(&secret_bytes));
+    assert!(format!("{secret:?}").starts_with("TransferSecret"));
     for text in [
         format!("{keys:?}"),
         format!("{keys:#?}"),
@@ -366,9 +434,55 @@ fn debug_shows_no_key_material() {
 fn secrets_zeroize_on_drop() {
     fn assert_zeroize_on_drop<T: zeroize::ZeroizeOnDrop>() {}
     assert_zeroize_on_drop::<SessionKeys>();
+    assert_zeroize_on_drop::<tether_crypto::TransferSecret>();
     assert_zeroize_on_drop::<tether_crypto::SessionSecrets>();
     assert_zeroize_on_drop::<tether_crypto::PairingSecret>();
     assert_zeroize_on_drop::<tether_crypto::EphemeralKeyPair>();
     assert_zeroize_on_drop::<tether_crypto::SharedSecret>();
     assert_zeroize_on_drop::<tether_crypto::Prk>();
+}
+
+#[test]
+fn the_same_transfer_under_two_ciphers_has_unrelated_keys() {
+    let (mut alice, _) = session_pair(30, None);
+    let (mut alice_again, _) = session_pair(30, None);
+    // The same session twice (a test hook), so the same transfer id can be derived twice.
+    let secret_a = alice.transfer_secret(&[5; 16]).unwrap();
+    let secret_b = alice_again.transfer_secret(&[5; 16]).unwrap();
+    assert_eq!(secret_a.danger_to_bytes(), secret_b.danger_to_bytes());
+    let mut aes = secret_a.into_keys(TransferCipher::Aes256Gcm);
+    let mut chacha = secret_b.into_keys(TransferCipher::ChaCha20Poly1305);
+    // Same counter, same plaintext: unrelated keys give unrelated ciphertexts and tags.
+    let a = seal(&mut aes, b"", &[0u8; 64]);
+    let c = seal(&mut chacha, b"", &[0u8; 64]);
+    assert_eq!(a.counter, c.counter);
+    assert_ne!(a.sealed, c.sealed);
+}
+
+#[test]
+fn messages_longer_than_the_cipher_allows_are_refused() {
+    for cipher in TransferCipher::ALL {
+        let (mut alice, mut bob) = transfer_pair(31, cipher);
+        let max = cipher.max_message_len();
+        // Plaintext plus associated data at the limit seals and opens.
+        let frame = seal(&mut alice, b"12345", &vec![7u8; max - 5]);
+        assert_eq!(open(&mut bob, &frame).unwrap().len(), max - 5);
+        // One byte more: refused before any counter is spent.
+        let mut buf = vec![7u8; max - 4];
+        assert_eq!(
+            alice.seal_in_place(b"12345", &mut buf),
+            Err(CryptoError::MessageTooLong)
+        );
+        let next = seal(&mut alice, b"", b"after");
+        assert_eq!(next.counter, frame.counter + 1);
+        let mut long = vec![0u8; max + 1 + TAG_LEN];
+        assert_eq!(
+            bob.open_in_place(next.counter, b"", &mut long),
+            Err(CryptoError::MessageTooLong)
+        );
+        assert_eq!(open(&mut bob, &next).unwrap(), b"after");
+    }
+    // Session keys are ChaCha20-Poly1305's.
+    let (alice, _) = session_pair(32, None);
+    assert_eq!(alice.cipher(), TransferCipher::ChaCha20Poly1305);
 }

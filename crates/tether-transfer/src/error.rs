@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::compress::DecodeError;
 use crate::manifest::ManifestError;
+use crate::negotiate::CipherError;
 use crate::protocol::AbortCode;
 
 /// Any failure of a transfer.
@@ -75,6 +76,9 @@ pub enum PeerError {
     /// The offer's version is not ours.
     #[error("unsupported protocol version {0}")]
     Version(u32),
+    /// The offer's cipher list or the answer's cipher was refused.
+    #[error("cipher: {0}")]
+    Cipher(#[from] CipherError),
     /// The manifest was refused.
     #[error("manifest refused: {0}")]
     Manifest(#[from] ManifestError),

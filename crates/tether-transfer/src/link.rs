@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tether_crypto::SessionKeys;
+use tether_crypto::{SessionKeys, TransferCipher};
 use tether_wire::{Frame, FrameError, FrameKind, ReadError, read_frame, write_frame};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::Mutex as AsyncMutex;
@@ -153,8 +153,9 @@ pub(crate) fn eof() -> TransferError {
 
 /// How one lane's data frames are protected: sealed with that lane's keys, or plain.
 ///
-/// Each lane has its own keys, derived from the per-transfer keys with a lane label, so lanes
-/// never share a nonce counter and their frames can be opened independently.
+/// Each lane has its own keys, derived from the per-transfer keys with a lane label and the
+/// agreed cipher, so lanes never share a nonce counter and their frames can be opened
+/// independently.
 #[derive(Debug)]
 pub(crate) struct LaneCipher {
     keys: Option<Mutex<SessionKeys>>,
@@ -173,8 +174,9 @@ impl LaneCipher {
                 if let Some(last) = label.last_mut() {
                     *last = index;
                 }
+                let cipher: TransferCipher = keys.cipher();
                 let lane = keys
-                    .transfer_keys(&label)
+                    .transfer_keys(&label, cipher)
                     .map_err(|_| UsageError::BadOption("transfer keys were used before"))?;
                 Some(Mutex::new(lane))
             }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tether_crypto::SessionKeys;
+use tether_crypto::{TransferCipher, TransferSecret};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +29,10 @@ pub struct SendOptions {
     /// Seal chunks with per-transfer keys on top of the transport's TLS (needs
     /// [`RunContext::keys`]).
     pub encrypt: bool,
+    /// When encrypting: the ciphers this side accepts, most preferred first; the receiver
+    /// picks one. Default: AES-256-GCM first when this CPU has AES instructions
+    /// ([`TransferCipher::preference`]), else ChaCha20-Poly1305 first.
+    pub ciphers: Vec<TransferCipher>,
     /// This transfer's bandwidth limit in bytes per second.
     pub rate_limit: Option<u64>,
     /// Spacing of progress events.
@@ -40,6 +44,7 @@ impl Default for SendOptions {
         SendOptions {
             compress: false,
             encrypt: true,
+            ciphers: TransferCipher::preference(TransferCipher::aes_hardware()),
             rate_limit: None,
             progress_interval: PROGRESS_INTERVAL,
         }
@@ -56,6 +61,12 @@ impl SendOptions {
     /// Sets [`encrypt`](Self::encrypt).
     pub fn encrypt(mut self, on: bool) -> Self {
         self.encrypt = on;
+        self
+    }
+
+    /// Sets [`ciphers`](Self::ciphers).
+    pub fn ciphers(mut self, ciphers: impl Into<Vec<TransferCipher>>) -> Self {
+        self.ciphers = ciphers.into();
         self
     }
 
@@ -76,9 +87,9 @@ impl SendOptions {
 #[derive(Debug, Default)]
 #[non_exhaustive]
 pub struct RunContext {
-    /// Per-transfer keys (`SessionKeys::transfer_keys` with the transfer id), required when the
-    /// transfer is encrypted.
-    pub keys: Option<SessionKeys>,
+    /// The transfer's secret (`SessionKeys::transfer_secret` with the transfer id), required
+    /// when the transfer is encrypted; the keys are derived from it under the agreed cipher.
+    pub keys: Option<TransferSecret>,
     /// Where progress events go (dropped when full).
     pub events: Option<mpsc::Sender<TransferEvent>>,
     /// Fires to stop the transfer; partial files are kept for a later resume.
@@ -94,7 +105,7 @@ impl RunContext {
     }
 
     /// Sets [`keys`](Self::keys).
-    pub fn keys(mut self, keys: SessionKeys) -> Self {
+    pub fn keys(mut self, keys: TransferSecret) -> Self {
         self.keys = Some(keys);
         self
     }
@@ -139,6 +150,10 @@ pub struct ReceiverConfig {
     pub rate_limit: Option<u64>,
     /// Spacing of progress events.
     pub progress_interval: Duration,
+    /// The ciphers this side accepts for encrypted transfers. It takes the sender's most
+    /// preferred one among them, except that without AES instructions it takes
+    /// ChaCha20-Poly1305 when offered. Default: both.
+    pub ciphers: Vec<TransferCipher>,
 }
 
 impl std::fmt::Debug for ReceiverConfig {
@@ -150,6 +165,7 @@ impl std::fmt::Debug for ReceiverConfig {
             .field("check_free_space", &self.check_free_space)
             .field("checkpoint_interval", &self.checkpoint_interval)
             .field("rate_limit", &self.rate_limit)
+            .field("ciphers", &self.ciphers)
             .finish_non_exhaustive()
     }
 }
@@ -167,7 +183,14 @@ impl ReceiverConfig {
             checkpoint_interval: Duration::from_millis(500),
             rate_limit: None,
             progress_interval: PROGRESS_INTERVAL,
+            ciphers: TransferCipher::ALL.to_vec(),
         }
+    }
+
+    /// Sets [`ciphers`](Self::ciphers).
+    pub fn ciphers(mut self, ciphers: impl Into<Vec<TransferCipher>>) -> Self {
+        self.ciphers = ciphers.into();
+        self
     }
 
     /// Sets [`consent`](Self::consent).

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use tether_crypto::TransferCipher;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -129,6 +130,39 @@ pub struct TransferReport {
     pub duration: Duration,
     /// How the bytes travelled; the engine leaves [`PathKind::Unknown`] for the service to fill.
     pub path: PathKind,
+    /// The AEAD that sealed the chunks (on top of the transport's TLS); `None` when the
+    /// transfer was not encrypted. Serialized by name (`"aes-256-gcm"`).
+    #[serde(default, with = "cipher_name")]
+    pub cipher: Option<TransferCipher>,
+}
+
+/// (De)serializes an optional cipher by its name.
+mod cipher_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use tether_crypto::TransferCipher;
+
+    pub(super) fn serialize<S: Serializer>(
+        cipher: &Option<TransferCipher>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match cipher {
+            Some(cipher) => serializer.serialize_some(cipher.name()),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<TransferCipher>, D::Error> {
+        let Some(name) = Option::<String>::deserialize(deserializer)? else {
+            return Ok(None);
+        };
+        TransferCipher::ALL
+            .into_iter()
+            .find(|c| c.name() == name)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown cipher {name:?}")))
+    }
 }
 
 impl TransferReport {
@@ -145,6 +179,7 @@ impl TransferReport {
             chunks_refetched: 0,
             duration: Duration::ZERO,
             path: PathKind::Unknown,
+            cipher: None,
         }
     }
 

@@ -16,9 +16,11 @@ use uuid::Uuid;
 use crate::compress::Compression;
 use crate::error::PeerError;
 use crate::manifest::ManifestEntry;
+use crate::negotiate::OfferedCiphers;
 
-/// The protocol version in an [`Offer`]; the ALPN `tether/transfer/1` names it too.
-pub(crate) const VERSION: u32 = 1;
+/// The protocol version in an [`Offer`]. Version 2 added the cipher choice (`ciphers` in the
+/// offer, `cipher` in the accept).
+pub(crate) const VERSION: u32 = 2;
 
 /// Most chunk hashes in one [`ChunkHashes`] message (256 KiB of hex JSON).
 pub(crate) const MAX_HASHES_PER_PAGE: usize = 4096;
@@ -40,8 +42,8 @@ pub(crate) enum Message {
     Offer(Offer),
     /// Sender → receiver: the next entries of the manifest.
     Manifest(ManifestPage),
-    /// Receiver → sender: consent given; send the chunk hashes.
-    Accept,
+    /// Receiver → sender: consent given (and the cipher chosen); send the chunk hashes.
+    Accept(AcceptBody),
     /// Receiver → sender: the transfer is refused.
     Decline(Decline),
     /// Sender → receiver: chunk hashes of one file.
@@ -93,8 +95,19 @@ pub(crate) struct Offer {
     pub(crate) compression: Compression,
     /// Whether data frames are sealed with per-transfer keys.
     pub(crate) encrypted: bool,
+    /// When encrypted: the ciphers the sender accepts, by wire id, most preferred first.
+    #[serde(default, skip_serializing_if = "OfferedCiphers::is_empty")]
+    pub(crate) ciphers: OfferedCiphers,
     /// Streams the sender will use, this one included.
     pub(crate) lanes: u8,
+}
+
+/// Body of [`Message::Accept`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct AcceptBody {
+    /// When encrypted: the wire id of the cipher the receiver picked from the offer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) cipher: Option<u64>,
 }
 
 /// Body of [`Message::Manifest`].
@@ -238,8 +251,12 @@ mod tests {
 
     #[test]
     fn round_trips_and_shapes() {
-        let accept = Message::Accept.to_frame().unwrap();
-        assert_eq!(accept.payload(), br#"{"type":"Accept"}"#);
+        let accept = Message::Accept(AcceptBody::default()).to_frame().unwrap();
+        assert_eq!(accept.payload(), br#"{"type":"Accept","body":{}}"#);
+        let accept = Message::Accept(AcceptBody { cipher: Some(2) });
+        let frame = accept.to_frame().unwrap();
+        assert_eq!(frame.payload(), br#"{"type":"Accept","body":{"cipher":2}}"#);
+        assert_eq!(Message::from_frame(&frame).unwrap(), accept);
         let abort = Message::Abort(Abort {
             code: AbortCode::SourceChanged,
             message: "x".into(),

@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use tether_transfer::{CHUNK_SIZE, OutgoingTransfer, RunContext, SendOptions};
+use tether_crypto::{Role, SessionSecrets};
+use tether_transfer::{CHUNK_SIZE, OutgoingTransfer, RunContext, SendOptions, TransferCipher};
 use tether_wire::{Frame, FrameKind, read_frame, write_frame};
 use uuid::Uuid;
 
@@ -56,8 +57,15 @@ fn pin_mtimes(root: &Path) {
     }
 }
 
+/// The fuzz target's session (its `SESSION_SEED`): with keys from it the target can open the
+/// sealed chunks of the encrypted seeds.
+const SESSION_SEED: u64 = 0xf022;
+
 /// Everything the sender writes for `source`, with a scripted receiver asking for every file.
+/// An encrypted recording is sealed with the initiator's side of the fuzz target's session.
 async fn record(source: &Path, options: SendOptions) -> Vec<u8> {
+    let encrypted = options.encrypt;
+    let first_cipher = options.ciphers.first().copied();
     pin_mtimes(source);
     let id = Uuid::from_u128(0x5eed);
     let resolver: HashMap<Uuid, PathBuf> = [(id, source.to_path_buf())].into();
@@ -77,7 +85,18 @@ async fn record(source: &Path, options: SendOptions) -> Vec<u8> {
         .sum();
     let entries = outgoing.manifest().len();
     let (sender_side, mut receiver_side) = tokio::io::duplex(1 << 20);
-    let sending = tokio::spawn(outgoing.send(sender_side, Vec::new(), RunContext::new()));
+    let mut ctx = RunContext::new();
+    let mut answer = json!({});
+    if encrypted {
+        let [initiator, _] = SessionSecrets::danger_pair_from_seed(SESSION_SEED).unwrap();
+        let mut keys = initiator.into_session_keys(Role::Initiator);
+        ctx = ctx.keys(
+            keys.transfer_secret(outgoing.transfer_id().as_bytes())
+                .unwrap(),
+        );
+        answer = json!({"cipher": first_cipher.unwrap().wire_id()});
+    }
+    let sending = tokio::spawn(outgoing.send(sender_side, Vec::new(), ctx));
     let mut recorded = Vec::new();
     let (mut seen_entries, mut seen_chunks) = (0, 0);
     while let Some(frame) = read_frame(&mut receiver_side).await.unwrap() {
@@ -96,9 +115,12 @@ async fn record(source: &Path, options: SendOptions) -> Vec<u8> {
         if message["type"] == "Manifest" {
             seen_entries += message["body"]["entries"].as_array().unwrap().len();
             if seen_entries == entries {
-                write_frame(&mut receiver_side, &control(&json!({"type": "Accept"})))
-                    .await
-                    .unwrap();
+                write_frame(
+                    &mut receiver_side,
+                    &control(&json!({"type": "Accept", "body": answer})),
+                )
+                .await
+                .unwrap();
                 for (id, size) in &files {
                     if *size > 0 {
                         let request = json!({"type": "FileRequest", "body": {"entry_id": id, "resume_from": 0}});
@@ -137,13 +159,24 @@ async fn seeds() -> BTreeMap<String, Vec<u8>> {
 
     let plain = SendOptions::default().encrypt(false);
     let tree_stream = record(&tree, plain.clone()).await;
-    let big_stream = record(&big, plain.compress(true)).await;
+    let big_stream = record(&big, plain.clone().compress(true)).await;
+    let sealed = |cipher| SendOptions::default().encrypt(true).ciphers([cipher]);
+    let aes_stream = record(&big, sealed(TransferCipher::Aes256Gcm).compress(true)).await;
+    let chacha_stream = record(&tree, sealed(TransferCipher::ChaCha20Poly1305)).await;
     let mut seeds = BTreeMap::new();
     seeds.insert("declined_tree.bin".to_owned(), with_mode(0, &tree_stream));
     seeds.insert("accepted_tree.bin".to_owned(), with_mode(1, &tree_stream));
     seeds.insert(
         "accepted_zstd_two_chunks.bin".to_owned(),
         with_mode(1, &big_stream),
+    );
+    seeds.insert(
+        "accepted_aes_256_gcm_zstd_two_chunks.bin".to_owned(),
+        with_mode(1, &aes_stream),
+    );
+    seeds.insert(
+        "accepted_chacha20_poly1305_tree.bin".to_owned(),
+        with_mode(1, &chacha_stream),
     );
     let lane = control(
         &json!({"type": "Lane", "body": {"transfer_id": Uuid::from_u128(0x7a5f), "index": 1}}),

@@ -43,7 +43,7 @@ fn control(value: &Value) -> Frame {
 
 fn offer(entries: u64, total_bytes: u64) -> Frame {
     control(&json!({"type": "Offer", "body": {
-        "version": 1, "transfer_id": Uuid::from_u128(99), "entries": entries,
+        "version": 2, "transfer_id": Uuid::from_u128(99), "entries": entries,
         "total_bytes": total_bytes, "chunk_size": CHUNK_SIZE, "compression": "zstd",
         "encrypted": false, "lanes": 1
     }}))
@@ -343,7 +343,7 @@ async fn accepted_session(stream: &mut TcpStream, data: &[u8], hashes: Option<Ve
         .await
         .unwrap();
     let reply = read_frame(stream).await.unwrap().unwrap();
-    assert_eq!(reply.payload(), br#"{"type":"Accept"}"#);
+    assert_eq!(reply.payload(), br#"{"type":"Accept","body":{}}"#);
     if let Some(hashes) = hashes {
         let hex: String = hashes.iter().map(hex::encode).collect();
         let page = json!({"type": "ChunkHashes", "body": {"entry_id": Uuid::from_u128(1), "first": 0, "hashes": hex}});
@@ -514,9 +514,12 @@ async fn a_receiver_cannot_read_what_was_not_offered() {
         let (mut stream, _) = listener.accept().await.unwrap();
         let _offer = read_frame(&mut stream).await.unwrap().unwrap();
         let _manifest = read_frame(&mut stream).await.unwrap().unwrap();
-        write_frame(&mut stream, &control(&json!({"type": "Accept"})))
-            .await
-            .unwrap();
+        write_frame(
+            &mut stream,
+            &control(&json!({"type": "Accept", "body": {}})),
+        )
+        .await
+        .unwrap();
         write_frame(&mut stream, &control(&request)).await.unwrap();
         let result = sender.await.unwrap();
         assert!(
@@ -553,6 +556,7 @@ async fn plain_frames_are_refused_in_an_encrypted_transfer() {
     let size = data.len() as u64;
     let mut encrypted_offer: Value = serde_json::from_slice(offer(1, size).payload()).unwrap();
     encrypted_offer["body"]["encrypted"] = json!(true);
+    encrypted_offer["body"]["ciphers"] = json!([2, 1]);
     write_frame(&mut s, &control(&encrypted_offer))
         .await
         .unwrap();

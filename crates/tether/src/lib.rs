@@ -69,7 +69,9 @@ pub use request::RequestHandler;
 pub use service::{
     DeviceHandle, DeviceStatus, Diagnostics, NetworkingService, PairingInvite, RelayState,
 };
-pub use tether_transfer::{PathKind as TransferPathKind, Progress, TransferEvent, TransferReport};
+pub use tether_transfer::{
+    PathKind as TransferPathKind, Progress, TransferCipher, TransferEvent, TransferReport,
+};
 pub use transfer::{TransferHandle, TransferOptions};
 
 pub use tether_identity::{DeviceId, DeviceInfo, DeviceName, DeviceType, NodeId};

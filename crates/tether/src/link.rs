@@ -292,16 +292,17 @@ impl Link {
         }
     }
 
-    /// Keys for one transfer, derived from this connection's session; the peer derives the
-    /// same ones from its side of the session with the same id.
+    /// The secret of one transfer, derived from this connection's session; the peer derives
+    /// the same one from its side of the session with the same id. The transfer's keys come
+    /// from it under the cipher the two ends agree on.
     pub(crate) fn transfer_keys(
         &self,
         transfer_id: uuid::Uuid,
-    ) -> Result<SessionKeys, NetworkError> {
+    ) -> Result<tether_crypto::TransferSecret, NetworkError> {
         self.keys
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .transfer_keys(transfer_id.as_bytes())
+            .transfer_secret(transfer_id.as_bytes())
             .map_err(|error| NetworkError::ProtocolViolation {
                 node: short(&self.node_id),
                 reason: format!("transfer keys: {error}"),

@@ -3,7 +3,8 @@
 //! A transfer runs on new bidirectional streams of the device's live `tether/sync/1`
 //! connection (one control stream plus optional lanes), speaking tether-transfer's protocol.
 //! Running on the pooled connection means the per-transfer keys derive from that connection's
-//! session (`SessionKeys::transfer_keys` with the transfer id), on both sides, unambiguously.
+//! session (`SessionKeys::transfer_secret` with the transfer id, then the agreed cipher), on
+//! both sides, unambiguously.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,8 +12,8 @@ use std::path::PathBuf;
 use iroh::endpoint::{RecvStream, SendStream};
 use tether_identity::NodeId;
 use tether_transfer::{
-    CancellationToken, Hello, OutgoingTransfer, Receiver, RunContext, SendOptions, TransferError,
-    TransferEvent, TransferReport,
+    CancellationToken, Hello, OutgoingTransfer, Receiver, RunContext, SendOptions, TransferCipher,
+    TransferError, TransferEvent, TransferReport,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -31,6 +32,9 @@ pub struct TransferOptions {
     pub compress: bool,
     /// Seal chunks with per-transfer keys on top of QUIC's TLS.
     pub encrypt: bool,
+    /// The ciphers offered for that layer, most preferred first; the receiver picks one.
+    /// Default: AES-256-GCM first when this CPU has AES instructions, else ChaCha20-Poly1305.
+    pub ciphers: Vec<TransferCipher>,
     /// Bytes per second, for this transfer.
     pub rate_limit: Option<u64>,
     /// Extra streams beside the control stream (0 to 7).
@@ -42,6 +46,7 @@ impl Default for TransferOptions {
         Self {
             compress: false,
             encrypt: true,
+            ciphers: TransferCipher::preference(TransferCipher::aes_hardware()),
             rate_limit: None,
             lanes: 0,
         }
@@ -58,6 +63,12 @@ impl TransferOptions {
     /// Turns the extra encryption layer on or off.
     pub fn encrypt(mut self, on: bool) -> Self {
         self.encrypt = on;
+        self
+    }
+
+    /// Sets the ciphers offered for the extra layer, most preferred first.
+    pub fn ciphers(mut self, ciphers: impl Into<Vec<TransferCipher>>) -> Self {
+        self.ciphers = ciphers.into();
         self
     }
 
@@ -134,6 +145,7 @@ pub(crate) async fn send(
     let send_options = SendOptions::default()
         .compress(options.compress)
         .encrypt(options.encrypt)
+        .ciphers(options.ciphers.clone())
         .rate_limit(options.rate_limit);
     let outgoing = OutgoingTransfer::prepare(&shared, &ids, send_options)
         .await

@@ -2,7 +2,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use tether_crypto::{Role, SessionKeys, SessionSecrets};
+use tether_crypto::{Role, SessionKeys, SessionSecrets, TransferCipher};
 
 /// The smallest rekey interval the test hook allows: 2^11 = 2048 frames per epoch.
 pub(crate) const SMALL_REKEY_LOG2: u32 = 11;
@@ -23,6 +23,15 @@ pub(crate) fn session_pair(seed: u64, rekey_log2: Option<u32>) -> (SessionKeys, 
             responder.danger_into_session_keys_with_rekey_interval(Role::Responder, log2),
         ),
     }
+}
+
+/// Both ends of one transfer under `cipher` (id 7 of the session from `seed`).
+pub(crate) fn transfer_pair(seed: u64, cipher: TransferCipher) -> (SessionKeys, SessionKeys) {
+    let (mut initiator, mut responder) = session_pair(seed, None);
+    (
+        initiator.transfer_keys(&[7; 16], cipher).unwrap(),
+        responder.transfer_keys(&[7; 16], cipher).unwrap(),
+    )
 }
 
 /// The key schedule output of both ends of one session, derived from a seed.

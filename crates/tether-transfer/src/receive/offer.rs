@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tether_crypto::SessionKeys;
+use tether_crypto::{TransferCipher, TransferSecret};
 use tether_identity::NodeId;
 use tokio::io::ReadHalf;
 use tokio::sync::mpsc;
@@ -16,8 +16,9 @@ use crate::consent::{Decision, OfferSummary};
 use crate::error::{LocalError, PeerError, TransferError, UsageError};
 use crate::link::{ByteStream, ControlWriter, LaneCipher, eof, read_frame_from};
 use crate::manifest::{CheckedEntry, EntryKind, ManifestBuilder};
+use crate::negotiate::choose;
 use crate::options::MAX_LANES;
-use crate::protocol::{AbortCode, Decline, Message, Offer, VERSION, cut_message};
+use crate::protocol::{AbortCode, AcceptBody, Decline, Message, Offer, VERSION, cut_message};
 use crate::receive::data::AttachedLane;
 use crate::receive::disk::{self, Existing, FilePaths};
 use crate::receive::{BusyGuard, LaneGuard, Receiver, aborted, blocking};
@@ -28,6 +29,8 @@ pub(super) struct Accepted {
     pub(super) busy: BusyGuard,
     pub(super) lanes: Option<(LaneGuard, mpsc::Receiver<AttachedLane>)>,
     pub(super) ciphers: Vec<Arc<LaneCipher>>,
+    /// The cipher agreed on, when encrypted.
+    pub(super) cipher: Option<TransferCipher>,
 }
 
 /// Checks the offer and manifest, the destination, and consent; sends `Accept`.
@@ -37,7 +40,7 @@ pub(super) async fn before_accept(
     writer: &ControlWriter,
     offer: &Offer,
     peer: NodeId,
-    keys: Option<SessionKeys>,
+    keys: Option<TransferSecret>,
 ) -> Result<Accepted, TransferError> {
     let config = &receiver.inner.config;
     if offer.version != VERSION {
@@ -52,9 +55,9 @@ pub(super) async fn before_accept(
             PeerError::Protocol("unsupported chunk size, compression or lane count").into(),
         );
     }
-    let mut keys = match (offer.encrypted, keys) {
+    let secret = match (offer.encrypted, keys) {
         (true, None) => return Err(UsageError::KeysRequired.into()),
-        (true, keys) => keys,
+        (true, secret) => secret,
         (false, _) => None,
     };
     let mut builder = ManifestBuilder::new(config.limits, offer.entries, offer.total_bytes)
@@ -75,6 +78,17 @@ pub(super) async fn before_accept(
         }
     }
     let entries = builder.finish().map_err(PeerError::from)?;
+    // The cipher is chosen once the whole offer is read, so a sender refused for its cipher
+    // list is waiting for the answer and reads the `Decline`.
+    let cipher = if offer.encrypted {
+        let offered = offer.ciphers.ciphers().map_err(PeerError::from)?;
+        let aes_hardware = TransferCipher::aes_hardware();
+        Some(choose(&offered, &config.ciphers, aes_hardware).map_err(PeerError::from)?)
+    } else if !offer.ciphers.is_empty() {
+        return Err(PeerError::Protocol("a plain offer lists ciphers").into());
+    } else {
+        None
+    };
 
     let root = config.destination.clone();
     let (targets, needed) = {
@@ -109,6 +123,9 @@ pub(super) async fn before_accept(
     if let Decision::Decline(reason) = config.consent.decide(&summary).await {
         return Err(TransferError::Declined(reason));
     }
+    let mut keys = secret
+        .zip(cipher)
+        .map(|(secret, cipher)| secret.into_keys(cipher));
     let mut ciphers = Vec::with_capacity(usize::from(offer.lanes));
     for index in 0..offer.lanes {
         ciphers.push(Arc::new(LaneCipher::derive(keys.as_mut(), index)?));
@@ -118,12 +135,16 @@ pub(super) async fn before_accept(
     } else {
         None
     };
-    writer.send(&Message::Accept).await?;
+    let answer = AcceptBody {
+        cipher: cipher.map(|c| u64::from(c.wire_id())),
+    };
+    writer.send(&Message::Accept(answer)).await?;
     Ok(Accepted {
         entries,
         busy,
         lanes,
         ciphers,
+        cipher,
     })
 }
 

@@ -62,6 +62,7 @@ pub(super) async fn run<S: ByteStream>(
             return Err(error);
         }
     };
+    report.cipher = accepted.cipher;
     report.files = accepted
         .entries
         .iter()
@@ -127,6 +128,7 @@ impl Run<'_> {
             busy: _busy,
             lanes,
             ciphers,
+            ..
         } = accepted;
         let (dirs, files): (Vec<_>, Vec<_>) = entries
             .into_iter()

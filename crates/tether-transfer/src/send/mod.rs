@@ -11,6 +11,7 @@ mod queue;
 use std::sync::Arc;
 use std::time::Instant;
 
+use tether_crypto::{TransferCipher, TransferSecret};
 use tokio::io::ReadHalf;
 
 use crate::chunk::CHUNK_SIZE;
@@ -19,6 +20,7 @@ use crate::error::{PeerError, TransferError, UsageError};
 use crate::link::{
     ByteStream, ControlWriter, LaneCipher, abort_for, read_message, send_message, split,
 };
+use crate::negotiate::{CipherError, OfferedCiphers, check_answer};
 use crate::options::{MAX_LANES, RunContext};
 use crate::progress::{Direction, TransferEvent, TransferReport, emit};
 use crate::protocol::{
@@ -53,28 +55,28 @@ impl OutgoingTransfer {
             cancel,
             shared_limits,
         } = ctx;
-        let mut keys = match (self.options.encrypt, keys) {
+        let secret = match (self.options.encrypt, keys) {
             (true, None) => return Err(UsageError::KeysRequired.into()),
-            (true, keys) => keys,
+            (true, secret) => secret,
             (false, _) => None,
         };
-        let mut ciphers = Vec::with_capacity(lane_count);
-        for index in 0..lane_count {
-            let index = u8::try_from(index).unwrap_or(u8::MAX);
-            ciphers.push(Arc::new(LaneCipher::derive(keys.as_mut(), index)?));
-        }
+        let offered = self.offered_ciphers()?;
         let (mut control_rx, control_tx) = split(control);
         let control_tx = ControlWriter::new(control_tx);
 
-        let handshake = self.handshake(&mut control_rx, &control_tx, lane_count);
+        let handshake = self.handshake(&mut control_rx, &control_tx, lane_count, &offered);
         let handshake = tokio::select! {
             result = handshake => result,
             () = cancel.cancelled() => Err(TransferError::Cancelled),
         };
-        if let Err(error) = handshake {
-            control_tx.close(abort_for(&error).as_ref()).await;
-            return Err(error);
-        }
+        let ciphers = handshake.and_then(|cipher| lane_ciphers(secret, cipher, lane_count));
+        let (cipher, ciphers) = match ciphers {
+            Ok(ciphers) => ciphers,
+            Err(error) => {
+                control_tx.close(abort_for(&error).as_ref()).await;
+                return Err(error);
+            }
+        };
         let mut lane_writers = Vec::with_capacity(lanes.len());
         for (index, lane) in lanes.into_iter().enumerate() {
             let (_, mut writer) = split(lane);
@@ -90,6 +92,7 @@ impl OutgoingTransfer {
             limiters.push(RateLimiter::new(rate));
         }
         let mut report = TransferReport::new(self.transfer_id, Direction::Send);
+        report.cipher = cipher;
         report.files = self.files.len() as u64;
         report.bytes_total = self.total_bytes();
         emit(
@@ -119,13 +122,32 @@ impl OutgoingTransfer {
         .await
     }
 
-    /// Offer, manifest, the receiver's answer, chunk hashes.
+    /// The ciphers to offer: none for a plain transfer, else the options' list (checked).
+    fn offered_ciphers(&self) -> Result<Vec<TransferCipher>, TransferError> {
+        if !self.options.encrypt {
+            return Ok(Vec::new());
+        }
+        let ciphers = &self.options.ciphers;
+        let duplicated = ciphers
+            .iter()
+            .enumerate()
+            .any(|(i, c)| ciphers.iter().skip(i + 1).any(|d| d == c));
+        if ciphers.is_empty() || duplicated {
+            return Err(
+                UsageError::BadOption("ciphers must list each cipher once, at least one").into(),
+            );
+        }
+        Ok(ciphers.clone())
+    }
+
+    /// Offer, manifest, the receiver's answer (the cipher, when encrypted), chunk hashes.
     async fn handshake(
         &self,
         control_rx: &mut ReadHalf<Box<dyn ByteStream>>,
         control_tx: &ControlWriter,
         lanes: usize,
-    ) -> Result<(), TransferError> {
+        ciphers: &[TransferCipher],
+    ) -> Result<Option<TransferCipher>, TransferError> {
         let offer = Message::Offer(Offer {
             version: VERSION,
             transfer_id: self.transfer_id,
@@ -138,6 +160,7 @@ impl OutgoingTransfer {
                 Compression::None
             },
             encrypted: self.options.encrypt,
+            ciphers: OfferedCiphers::new(ciphers),
             lanes: u8::try_from(lanes).unwrap_or(MAX_LANES),
         });
         control_tx.send(&offer).await?;
@@ -160,8 +183,9 @@ impl OutgoingTransfer {
                 .send(&Message::Manifest(ManifestPage { entries: page }))
                 .await?;
         }
-        match read_message(control_rx).await? {
-            Message::Accept => {}
+        let cipher = match read_message(control_rx).await? {
+            Message::Accept(accept) => check_answer(ciphers, self.options.encrypt, accept.cipher)
+                .map_err(PeerError::from)?,
             Message::Decline(decline) => {
                 return Err(PeerError::Declined {
                     code: decline.code,
@@ -177,7 +201,7 @@ impl OutgoingTransfer {
                 .into());
             }
             _ => return Err(PeerError::Protocol("expected Accept or Decline").into()),
-        }
+        };
         for file in self.files.iter().filter(|f| f.hashes.len() >= 2) {
             let entry_id = self
                 .entries
@@ -193,6 +217,25 @@ impl OutgoingTransfer {
                 control_tx.send(&message).await?;
             }
         }
-        Ok(())
+        Ok(cipher)
     }
+}
+
+/// The transfer's keys under the agreed cipher, and each lane's cipher from them.
+fn lane_ciphers(
+    secret: Option<TransferSecret>,
+    cipher: Option<TransferCipher>,
+    lanes: usize,
+) -> Result<(Option<TransferCipher>, Vec<Arc<LaneCipher>>), TransferError> {
+    let mut keys = match (secret, cipher) {
+        (Some(secret), Some(cipher)) => Some(secret.into_keys(cipher)),
+        (None, None) => None,
+        _ => return Err(PeerError::Cipher(CipherError::Mismatch).into()),
+    };
+    let mut ciphers = Vec::with_capacity(lanes);
+    for index in 0..lanes {
+        let index = u8::try_from(index).unwrap_or(u8::MAX);
+        ciphers.push(Arc::new(LaneCipher::derive(keys.as_mut(), index)?));
+    }
+    Ok((cipher, ciphers))
 }

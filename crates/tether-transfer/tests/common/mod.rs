@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
-use tether_crypto::{Role, SessionKeys, SessionSecrets};
+use tether_crypto::{Role, SessionKeys, SessionSecrets, TransferCipher, TransferSecret};
 use tether_identity::{NetworkIdentity, NodeId};
 use tether_transfer::{
     AcceptAll, CancellationToken, Hello, OutgoingTransfer, Receiver, ReceiverConfig, RunContext,
@@ -116,11 +116,11 @@ pub fn session_keys(seed: u64) -> (SessionKeys, SessionKeys) {
     )
 }
 
-/// The per-transfer keys of one side, as the service would derive them.
-pub fn transfer_keys(seed: u64, sender: bool, transfer_id: Uuid) -> SessionKeys {
+/// The per-transfer secret of one side, as the service would derive it.
+pub fn transfer_keys(seed: u64, sender: bool, transfer_id: Uuid) -> TransferSecret {
     let (mut s, mut r) = session_keys(seed);
     let keys = if sender { &mut s } else { &mut r };
-    keys.transfer_keys(transfer_id.as_bytes()).unwrap()
+    keys.transfer_secret(transfer_id.as_bytes()).unwrap()
 }
 
 /// A listener on 127.0.0.1 and its port.
@@ -154,6 +154,8 @@ pub struct Setup {
     pub transfer_id: Option<Uuid>,
     pub no_space_check: bool,
     pub overwrite: bool,
+    /// The one cipher the sender offers (default: its usual preference list).
+    pub cipher: Option<TransferCipher>,
 }
 
 impl Setup {
@@ -186,6 +188,9 @@ impl Setup {
         if self.overwrite {
             cmd.env("TETHER_T_OVERWRITE", "1");
         }
+        if let Some(cipher) = self.cipher {
+            cmd.env("TETHER_T_CIPHER", cipher.wire_id().to_string());
+        }
     }
 
     fn from_env() -> Setup {
@@ -203,6 +208,8 @@ impl Setup {
                 .map(|v| v.parse().unwrap()),
             no_space_check: env::var("TETHER_T_NO_SPACE_CHECK").is_ok(),
             overwrite: env::var("TETHER_T_OVERWRITE").is_ok(),
+            cipher: num("TETHER_T_CIPHER")
+                .map(|id| TransferCipher::from_wire_id(u8::try_from(id).unwrap()).unwrap()),
         }
     }
 
@@ -222,7 +229,11 @@ impl Setup {
     }
 
     pub fn send_options(&self) -> SendOptions {
-        SendOptions::default()
+        let mut options = SendOptions::default();
+        if let Some(cipher) = self.cipher {
+            options = options.ciphers([cipher]);
+        }
+        options
             .encrypt(self.key_seed.is_some())
             .compress(self.compress)
             .rate_limit(self.rate)
