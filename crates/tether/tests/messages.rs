@@ -7,7 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Lab, connected_to, event_within, next_event, pair, pair_by_ticket};
+use common::{
+    Lab, connected_to, disconnected_from, event_within, next_event, pair, pair_by_ticket,
+};
 use tether::{Hlc, LibraryAnnounce, LibraryInfo, NetworkEvent, NetworkMessage, NodeId, Ping, Pong};
 
 fn announce(name: &str) -> NetworkMessage {
@@ -284,6 +286,73 @@ async fn connected_is_announced_before_the_first_message_on_the_connection() {
             matches!(e, NetworkEvent::IdleClosed { .. })
         })
         .await;
+    }
+    laptop.shutdown().await;
+    phone.shutdown().await;
+}
+
+/// A LibraryAnnounce of about 300 KB: many of them at once are more than the stream's flow
+/// control lets through, so senders wait part-way through their frames.
+fn big_announce(i: usize) -> NetworkMessage {
+    NetworkMessage::LibraryAnnounce(LibraryAnnounce {
+        libraries: (0..1024u64)
+            .map(|n| LibraryInfo {
+                id: uuid_from(&format!("{i}-{n}")),
+                name: "n".repeat(256),
+                entry_count: n,
+                updated: Hlc::default(),
+            })
+            .collect(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_given_up_mid_write_leave_the_connection_in_step() {
+    let lab = Lab::new();
+    let laptop = lab.start_undiscovered("laptop").await;
+    let phone = lab.start_undiscovered("phone").await;
+    pair_by_ticket(&laptop, &phone).await;
+    let device = phone.device(laptop.node_id()).unwrap();
+    device.ping().await.unwrap();
+    let mut laptop_events = laptop.subscribe();
+    let mut phone_events = phone.subscribe();
+
+    // 24 large requests at once (about 7 MB), each given up after a few milliseconds: some
+    // are dropped before their frame starts, some half-way through it, some are answered.
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let device = device.clone();
+        sends.spawn(async move {
+            tokio::time::timeout(
+                Duration::from_millis(1 + (i % 4) as u64),
+                device.send_message(big_announce(i)),
+            )
+            .await
+        });
+    }
+    let mut given_up = 0;
+    while let Some(outcome) = sends.join_next().await {
+        match outcome.unwrap() {
+            Ok(reply) => assert_eq!(reply.unwrap(), NetworkMessage::Ack),
+            Err(_) => given_up += 1,
+        }
+    }
+    println!("{given_up} of 24 requests given up");
+
+    // Every frame that reached the laptop opened, in order: the link is the same one and
+    // still answers (a frame cut short or out of order would have closed it).
+    for _ in 0..5 {
+        device.ping().await.unwrap();
+    }
+    let reply = device.send_message(announce("after")).await.unwrap();
+    assert_eq!(reply, NetworkMessage::Ack);
+    for (events, peer) in [
+        (&mut laptop_events, phone.node_id()),
+        (&mut phone_events, laptop.node_id()),
+    ] {
+        let dropped =
+            event_within(events, Duration::from_millis(200), disconnected_from(peer)).await;
+        assert!(dropped.is_none(), "{dropped:?}");
     }
     laptop.shutdown().await;
     phone.shutdown().await;

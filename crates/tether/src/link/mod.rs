@@ -9,6 +9,9 @@
 //! requests (whatever its kind: a `LibraryAnnounce` answers a `LibraryRequest`), and any other
 //! message is the peer's.
 //!
+//! Sending and receiving: [`outbox`] (whoever sends seals and writes, under one lock, in
+//! counter order) and [`reader`] (one task reads and dispatches; it answers `Ping` itself).
+//!
 //! The link also keeps what the service needs to tell a link in use from an idle one: how many
 //! things use it now (requests waiting for answers, transfers, requests the app is answering)
 //! and when the last of them ended. Keep-alive pings and their pongs do not count.
@@ -24,13 +27,13 @@ use tether_crypto::handshake::{FinishMessage, InitMessage, Initiator, Responder,
 use tether_crypto::{PairingSecret, SessionKeys};
 use tether_identity::{NetworkIdentity, NodeId};
 use tether_protocol::PairedPeer;
-use tether_wire::{
-    ControlMessage, ErrorCode, ErrorReply, Frame, FrameKind, NetworkMessage, Ping, Pong, RequestId,
-    read_frame, write_frame,
-};
+use tether_wire::{ControlMessage, ErrorReply, NetworkMessage, Ping, RequestId};
+use tokio::sync::{mpsc, oneshot};
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
-use tracing::{debug, warn};
+mod outbox;
+mod reader;
+
+use outbox::{Outbox, SendError};
 
 use crate::NetworkError;
 use crate::error::short;
@@ -131,7 +134,8 @@ pub(crate) struct Inbox {
 pub(crate) struct Link {
     pub(crate) node_id: NodeId,
     pub(crate) connection: Connection,
-    outgoing: mpsc::Sender<ControlMessage>,
+    /// The message stream's sending half; every task that sends writes through it.
+    outbox: Arc<Outbox<SendStream>>,
     pending: Pending,
     /// This side's next request id (odd when it dialled, even when it accepted; steps by 2).
     next_id: AtomicU64,
@@ -144,7 +148,7 @@ pub(crate) struct Link {
     local_close: Mutex<Option<(u32, &'static str)>>,
     /// A keep-alive ping is in flight.
     probing: AtomicBool,
-    /// The session's keys, shared with the reader and writer tasks; transfers derive theirs.
+    /// The session's keys, shared with the reader and the outbox; transfers derive theirs.
     keys: Arc<Mutex<SessionKeys>>,
     /// The message stream and where its messages go, until [`Link::start_reading`].
     reader: Mutex<Option<(RecvStream, Inbox)>>,
@@ -245,16 +249,15 @@ impl Link {
         inbox: Inbox,
     ) -> Arc<Self> {
         let keys = Arc::new(Mutex::new(keys));
-        let (outgoing, queue) = mpsc::channel(256);
         let first_id = if connection.side() == Side::Client {
             1
         } else {
             2
         };
-        let link = Arc::new(Self {
+        Arc::new(Self {
             node_id,
             connection,
-            outgoing,
+            outbox: Outbox::new(send, Arc::clone(&keys)),
             pending: Arc::default(),
             next_id: AtomicU64::new(first_id),
             last_heard: Mutex::new(Instant::now()),
@@ -262,16 +265,9 @@ impl Link {
             established: Instant::now(),
             local_close: Mutex::new(None),
             probing: AtomicBool::new(false),
-            keys: Arc::clone(&keys),
+            keys,
             reader: Mutex::new(Some((recv, inbox))),
-        });
-        tokio::spawn(write_loop(
-            send,
-            queue,
-            Arc::clone(&keys),
-            link.connection.clone(),
-        ));
-        link
+        })
     }
 
     /// Starts reading the peer's messages. The service calls it once the link is in the pool
@@ -283,7 +279,7 @@ impl Link {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some((recv, inbox)) = reader {
-            tokio::spawn(read_loop(
+            tokio::spawn(reader::read_loop(
                 recv,
                 Arc::clone(&self.keys),
                 Arc::downgrade(self),
@@ -344,19 +340,22 @@ impl Link {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id, answer);
-        let sent = self
-            .outgoing
-            .send(ControlMessage::with_id(RequestId(id), message))
-            .await;
-        if sent.is_err() {
-            self.forget(id);
-            return Err(self.gone());
-        }
-        let reply = match tokio::time::timeout(wait, answered).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(_)) => return Err(self.gone()),
+        // Dropped (the caller gave up) or timed out, the request is forgotten; its frame, if
+        // begun, is still finished on the wire (see `outbox`).
+        let forget = Forget { link: self, id };
+        let request = ControlMessage::with_id(RequestId(id), message);
+        let exchanged = tokio::time::timeout(wait, async {
+            match self.outbox.send(&request).await {
+                Ok(()) => answered.await.map_err(|_| self.gone()),
+                Err(SendError::Closed) => Err(self.gone()),
+                Err(error @ SendError::Message(_)) => Err(NetworkError::Usage(error.to_string())),
+            }
+        })
+        .await;
+        drop(forget);
+        let reply = match exchanged {
+            Ok(answer) => answer?,
             Err(_) => {
-                self.forget(id);
                 return Err(NetworkError::TimedOut {
                     what: "request",
                     after: wait,
@@ -469,13 +468,6 @@ impl Link {
         self.probing.store(false, Ordering::Release);
     }
 
-    fn forget(&self, id: u64) {
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
-    }
-
     fn gone(&self) -> NetworkError {
         if let Some(refused) = crate::gate::refusal(&self.connection) {
             return refused;
@@ -490,183 +482,20 @@ impl Link {
     }
 }
 
-async fn write_loop(
-    mut send: SendStream,
-    mut queue: mpsc::Receiver<ControlMessage>,
-    keys: Arc<Mutex<SessionKeys>>,
-    connection: Connection,
-) {
-    while let Some(message) = queue.recv().await {
-        let sealed = Frame::control(&message)
-            .map_err(|e| e.to_string())
-            .and_then(|frame| {
-                let mut keys = keys.lock().unwrap_or_else(PoisonError::into_inner);
-                frame.seal(&mut keys).map_err(|e| e.to_string())
-            });
-        let frame = match sealed {
-            Ok(frame) => frame,
-            Err(error) => {
-                warn!(%error, "cannot send a message; dropping it");
-                continue;
-            }
-        };
-        if write_frame(&mut send, &frame).await.is_err() {
-            break;
-        }
-    }
-    let _ = send.finish();
-    drop(connection);
+/// Removes a request's waiter when the request ends, however it ends.
+struct Forget<'a> {
+    link: &'a Link,
+    id: u64,
 }
 
-async fn read_loop(
-    mut recv: RecvStream,
-    keys: Arc<Mutex<SessionKeys>>,
-    link: std::sync::Weak<Link>,
-    inbox: Inbox,
-) {
-    let answering = Arc::new(Semaphore::new(MAX_ANSWERING));
-    loop {
-        let frame = match read_frame(&mut recv).await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => break,
-            Err(error) => {
-                debug!(%error, "message stream ended");
-                break;
-            }
-        };
-        let Some(link) = link.upgrade() else { break };
-        *link
-            .last_heard
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
-        let opened = {
-            let mut keys = keys.lock().unwrap_or_else(PoisonError::into_inner);
-            frame.open(&mut keys)
-        };
-        let plain = match opened {
-            Ok(plain) if plain.kind() == FrameKind::Control => plain,
-            Ok(_) | Err(_) => {
-                warn!(peer = %short(&link.node_id), "a frame did not open; closing the connection");
-                link.close(CLOSE_PROTOCOL, "frame did not authenticate");
-                break;
-            }
-        };
-        let message = match ControlMessage::decode(plain.payload()) {
-            Ok(message) => message,
-            Err(error) => {
-                // The frame authenticated, so the stream is in step: answer and go on.
-                let reply = ErrorReply {
-                    code: error.code(),
-                    message: error.to_string(),
-                };
-                let _ = link
-                    .outgoing
-                    .send(ControlMessage::new(NetworkMessage::Error(reply)))
-                    .await;
-                continue;
-            }
-        };
-        dispatch(&link, message, &inbox, &answering).await;
-    }
-    if let Some(link) = link.upgrade() {
-        // Fail every request still waiting.
-        link.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
-    }
-}
-
-async fn dispatch(link: &Link, message: ControlMessage, inbox: &Inbox, answering: &Arc<Semaphore>) {
-    let ControlMessage { id, message } = message;
-    if let Some(id) = id.filter(|id| link.is_own(*id)) {
-        let waiter = link
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.link
             .pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id.0);
-        match waiter {
-            Some(waiter) => {
-                let _ = waiter.send(message);
-            }
-            None => debug!(peer = %short(&link.node_id), "an answer nobody waits for"),
-        }
-        return;
+            .remove(&self.id);
     }
-    let kind = message.kind();
-    if let NetworkMessage::Ping(ping) = &message {
-        // Keep-alive: answered here, and not application traffic.
-        if let Some(id) = id {
-            let pong = NetworkMessage::Pong(Pong {
-                timestamp_ms: ping.timestamp_ms,
-            });
-            let _ = link.outgoing.send(ControlMessage::with_id(id, pong)).await;
-        }
-        return;
-    }
-    link.activity.touch();
-    let reply = if request::needs_app(kind) {
-        let Some(id) = id else {
-            debug!(peer = %short(&link.node_id), request = kind.as_str(), "a request without an id; nobody to answer");
-            return;
-        };
-        let Ok(permit) = Arc::clone(answering).try_acquire_owned() else {
-            return send_reply(link, id, busy()).await;
-        };
-        // The app may take its time: answer on a task of its own, so the link keeps reading.
-        let in_use = link.use_it();
-        let outgoing = link.outgoing.clone();
-        let handler = inbox.handler.clone();
-        let peer = inbox.peer.clone();
-        tokio::spawn(async move {
-            let reply = request::answer(&handler, peer, message).await;
-            let _ = outgoing.send(ControlMessage::with_id(id, reply)).await;
-            drop((permit, in_use));
-        });
-        return;
-    } else if request::expected_answer(kind).is_none() {
-        // An answer kind that answers none of our requests.
-        debug!(peer = %short(&link.node_id), kind = kind.as_str(), "an unsolicited answer");
-        NetworkMessage::Error(ErrorReply {
-            code: ErrorCode::Unsupported,
-            message: format!("{} answers a request; it is not one", kind.as_str()),
-        })
-    } else if kind == tether_wire::MessageKind::FileRequest {
-        NetworkMessage::Error(ErrorReply {
-            code: ErrorCode::Unsupported,
-            message: "file requests belong to a transfer stream".to_owned(),
-        })
-    } else {
-        let delivered = inbox
-            .events
-            .send(Incoming {
-                from: link.node_id,
-                message,
-            })
-            .await;
-        if delivered.is_ok() {
-            NetworkMessage::Ack
-        } else {
-            NetworkMessage::Error(ErrorReply {
-                code: ErrorCode::Busy,
-                message: "the device is shutting down".to_owned(),
-            })
-        }
-    };
-    if let Some(id) = id {
-        send_reply(link, id, reply).await;
-    }
-}
-
-fn busy() -> NetworkMessage {
-    NetworkMessage::Error(ErrorReply {
-        code: ErrorCode::Busy,
-        message: "too many requests at once".to_owned(),
-    })
-}
-
-async fn send_reply(link: &Link, id: RequestId, reply: NetworkMessage) {
-    let _ = link.outgoing.send(ControlMessage::with_id(id, reply)).await;
 }
 
 async fn timeout<T>(
