@@ -254,7 +254,7 @@ impl NetworkingService {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&node_id);
-        self.watch(Arc::clone(link));
+        self.watch(Arc::clone(link), retired.is_none());
         self.serve_streams(Arc::clone(link));
         match retired {
             Some(retired) => {
@@ -272,20 +272,11 @@ impl NetworkingService {
         Ok(pooled)
     }
 
-    /// Records and announces that a device is connected (it was not a moment ago).
+    /// Announces that a device is connected (it was not a moment ago). The registry hears of
+    /// it from [`Self::watch`].
     pub(super) fn report_connected(&self, link: &Link) {
         let node_id = link.node_id;
         let info = ConnectionInfo::of(&link.connection);
-        let registry_info = match remote_ip(&link.connection).first() {
-            Some(addr) => RegistryConnection::direct(*addr, SystemTime::now()),
-            None => RegistryConnection::relayed(
-                info.remote.clone().unwrap_or_default(),
-                SystemTime::now(),
-            ),
-        };
-        if let Err(error) = self.inner.registry.connected(node_id, registry_info) {
-            debug!(%error, "registry: connected");
-        }
         let _ = self.inner.events.send(NetworkEvent::Connected {
             node_id,
             path: info.path,
@@ -326,11 +317,26 @@ impl NetworkingService {
         });
     }
 
-    /// Waits for the link's end; when it was the pooled one, the device is disconnected.
-    pub(super) fn watch(&self, link: Arc<Link>) {
+    /// Records a newly pooled link (`connected`) in the registry, then waits for the link's
+    /// end; when it was the pooled one, the device is disconnected.
+    ///
+    /// The registry saves the link's address as the device's last known one, a disk write
+    /// with fsync when the address changed (a peer on a new port): done here, on a blocking
+    /// thread, so neither the link's first messages nor the runtime's workers wait for it,
+    /// and before `disconnected`, in the same task, so the registry sees the two in order.
+    pub(super) fn watch(&self, link: Arc<Link>, connected: bool) {
         let service = self.clone();
         let node_id = link.node_id;
         self.spawn(async move {
+            if connected {
+                let registry = service.inner.registry.clone();
+                let info = registry_connection(&link.connection);
+                let recorded =
+                    tokio::task::spawn_blocking(move || registry.connected(node_id, info)).await;
+                if let Ok(Err(error)) = recorded {
+                    debug!(%error, "registry: connected");
+                }
+            }
             let error = link.connection.closed().await;
             let removed = {
                 let mut links = service
@@ -406,6 +412,17 @@ impl NetworkingService {
         list.retain(|c| c.close_reason().is_none());
         list.push(connection.clone());
         Ok(())
+    }
+}
+
+/// What the registry records of a new connection: its direct address, or its relay.
+fn registry_connection(connection: &Connection) -> RegistryConnection {
+    match remote_ip(connection).first() {
+        Some(addr) => RegistryConnection::direct(*addr, SystemTime::now()),
+        None => RegistryConnection::relayed(
+            ConnectionInfo::of(connection).remote.unwrap_or_default(),
+            SystemTime::now(),
+        ),
     }
 }
 
