@@ -207,6 +207,7 @@ fn show_event(event: &NetworkEvent, out: Output) {
                 "bytes_total": report.bytes_total,
                 "bytes_resumed": report.bytes_resumed,
                 "bytes_verified": report.bytes_verified,
+                "cipher": report.cipher.map(|c| c.name()),
             }),
         ),
         NetworkEvent::MessageReceived { from, message } => (

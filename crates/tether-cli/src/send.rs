@@ -95,6 +95,7 @@ pub(crate) async fn run(
                     "bytes_resumed": report.bytes_resumed,
                     "bytes_verified": report.bytes_verified,
                     "wire_bytes": report.wire_bytes,
+                    "cipher": report.cipher.map(|c| c.name()),
                     "duration_s": seconds,
                     "rate_bytes_per_s": rate,
                     "path": path_name(report.path),

@@ -261,7 +261,17 @@ fn pair_running_nodes_and_send(ticket: bool) {
         report["bytes_total"].as_u64()
     );
     assert_eq!(hashes(&src), hashes(&desk.join("received/photos")));
-    assert_eq!(desk_up.wait_for("received")["files"], 5);
+    // Encrypted by default; both sides name the cipher they agreed on.
+    assert!(
+        matches!(
+            report["cipher"].as_str(),
+            Some("aes-256-gcm" | "chacha20-poly1305")
+        ),
+        "{report}"
+    );
+    let received = desk_up.wait_for("received");
+    assert_eq!(received["files"], 5);
+    assert_eq!(received["cipher"], report["cipher"]);
 
     // The devices list shows the live connection.
     let devices = check(

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{Lab, next_event, pair};
-use tether::{NetworkEvent, NetworkingService, TransferOptions};
+use tether::{NetworkEvent, NetworkingService, TransferCipher, TransferOptions};
 
 fn write_tree(root: &Path) {
     std::fs::create_dir_all(root.join("photos/2026")).unwrap();
@@ -44,7 +44,8 @@ async fn two(lab: &Lab) -> (NetworkingService, NetworkingService, std::path::Pat
     (sender, receiver, inbox)
 }
 
-async fn send_tree(encrypt: bool) {
+/// Sends a tree; `cipher` is `None` for a plain transfer, else the one cipher offered.
+async fn send_tree(cipher: Option<TransferCipher>) {
     let lab = Lab::new();
     let (sender, receiver, inbox) = two(&lab).await;
     let source = lab.root.path().join("outbox");
@@ -55,11 +56,14 @@ async fn send_tree(encrypt: bool) {
         .share_with_device(
             receiver.node_id(),
             std::slice::from_ref(&source),
-            TransferOptions::default().encrypt(encrypt),
+            TransferOptions::default()
+                .encrypt(cipher.is_some())
+                .ciphers(cipher.into_iter().collect::<Vec<_>>()),
         )
         .await
         .unwrap();
     let report = handle.finish().await.unwrap();
+    assert_eq!(report.cipher, cipher);
     assert_eq!(report.files, 3);
     assert_eq!(report.bytes_total, 3_000_000 + 22);
     assert_eq!(report.bytes_verified, report.bytes_total);
@@ -74,6 +78,7 @@ async fn send_tree(encrypt: bool) {
     };
     assert_eq!(from, sender.node_id());
     assert_eq!(report.bytes_verified, 3_000_022);
+    assert_eq!(report.cipher, cipher);
     same_tree(&source, &inbox.join("outbox"));
     sender.shutdown().await;
     receiver.shutdown().await;
@@ -85,12 +90,17 @@ fn tether_transfer_path_direct() -> tether::TransferPathKind {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_directory_arrives_verified_with_encryption() {
-    send_tree(true).await;
+    send_tree(Some(TransferCipher::Aes256Gcm)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_arrives_verified_under_chacha20_poly1305() {
+    send_tree(Some(TransferCipher::ChaCha20Poly1305)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_directory_arrives_verified_without_the_extra_layer() {
-    send_tree(false).await;
+    send_tree(None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
