@@ -415,12 +415,11 @@ async fn lying_hashes_bad_chunks_and_bombs_are_refused() {
             |_| {},
             |mut s| async move {
                 accepted_session(&mut s, &data, None).await;
+                // A one-chunk file is asked for with a `Want` of its only chunk.
                 let want = read_frame(&mut s).await.unwrap().unwrap();
-                assert!(
-                    std::str::from_utf8(want.payload())
-                        .unwrap()
-                        .contains("FileRequest")
-                );
+                let want: Value = serde_json::from_slice(want.payload()).unwrap();
+                assert_eq!(want["type"], "Want", "{want}");
+                assert_eq!(want["body"]["ranges"], json!([[0, 1]]), "{want}");
                 write_frame(&mut s, &chunk.into_frame()).await.unwrap();
                 s
             },

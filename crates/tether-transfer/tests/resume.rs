@@ -387,3 +387,110 @@ fn sender_killed_and_restarted_resumes() {
     assert!(report.bytes_resumed >= 8 << 20, "{report:?}");
     assert_eq!(report.bytes_resumed + report.bytes_transferred, SIZE);
 }
+
+/// Names of the files directly in `dir` that are not the engine's own.
+fn placed_files(dir: &Path) -> Vec<String> {
+    let Ok(listing) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    listing
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.contains(".tether-"))
+        .collect()
+}
+
+#[test]
+fn a_thousand_small_files_cut_midway_are_each_placed_once_and_whole() {
+    if is_child() {
+        return;
+    }
+    const FILES: u64 = 1000;
+    const SIZE: u64 = 4096;
+    let src = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let share = src.path().join("small");
+    fs::create_dir(&share).unwrap();
+    for i in 0..FILES {
+        random_file(&share.join(format!("f{i:04}.bin")), SIZE, 5000 + i);
+    }
+    let receiver_setup = Setup {
+        checkpoint_ms: Some(40),
+        progress_ms: Some(5),
+        ..Setup::default()
+    };
+    // Throttled so that the cut lands with part of the files in place.
+    let sender_setup = Setup {
+        rate: Some(1 << 20),
+        ..Setup::default()
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (child, port) = start_receiver(dest.path(), &receiver_setup);
+    let sending = runtime.spawn({
+        let share = share.clone();
+        async move { send_to(port, &share, &sender_setup).await }
+    });
+    let received = dest.path().join("small");
+    let start = Instant::now();
+    while placed_files(&received).len() < 100 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "only {} files placed",
+            placed_files(&received).len()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill();
+    let sent = runtime.block_on(sending).unwrap();
+    assert!(
+        matches!(&sent, Err(e) if e.is_resumable()),
+        "the cut did not land mid-transfer: {sent:?}"
+    );
+    // Every file at a target path is whole; none of a one-chunk file's resume records exist.
+    let before = placed_files(&received);
+    assert!(
+        before.len() > 50 && (before.len() as u64) < FILES,
+        "{}",
+        before.len()
+    );
+    for name in &before {
+        assert_eq!(
+            hash_file(&received.join(name)),
+            hash_file(&share.join(name)),
+            "{name}"
+        );
+    }
+    let records = fs::read_dir(&received)
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().contains(".tether-resume")
+        })
+        .count();
+    assert_eq!(records, 0, "one-chunk files keep no resume record");
+
+    // Resume: only the files not in place cross the link, each placed once.
+    let (child, port) = start_receiver(dest.path(), &receiver_setup);
+    let sent = runtime
+        .block_on(send_to(port, &share, &Setup::default()))
+        .unwrap();
+    let report = child.outcome(Duration::from_secs(120)).unwrap();
+    child.wait();
+    let kept = before.len() as u64 * SIZE;
+    assert_eq!(report.bytes_resumed, kept, "{report:?}");
+    assert_eq!(report.bytes_transferred, FILES * SIZE - kept, "{report:?}");
+    assert_eq!(sent.bytes_transferred, FILES * SIZE - kept, "{sent:?}");
+    assert_eq!(placed_files(&received).len() as u64, FILES);
+    for i in 0..FILES {
+        let name = format!("f{i:04}.bin");
+        assert_eq!(
+            hash_file(&received.join(&name)),
+            hash_file(&share.join(&name)),
+            "{name}"
+        );
+    }
+    assert!(
+        leftovers(dest.path()).is_empty(),
+        "{:?}",
+        leftovers(dest.path())
+    );
+}

@@ -36,8 +36,10 @@ pub(crate) const PIPELINE_DEPTH: usize = 4;
 /// Most completed files put in place as one batch (one directory sync per directory).
 pub(crate) const FINALIZE_BATCH: usize = 256;
 
-/// Threads syncing one batch's files at once.
-const SYNC_THREADS: usize = 4;
+/// Threads syncing one batch's files at once: the file system commits the syncs that wait
+/// together in one journal commit (1,000 fsyncs of 4 KiB files on this machine's ext4: about
+/// 60-200 ms on 4 threads, 40-60 ms on 16, 1.4 s on one).
+const SYNC_THREADS: usize = 16;
 
 /// One file being received.
 #[derive(Debug)]
@@ -49,8 +51,13 @@ pub(crate) struct RecvFile {
     pub(crate) hash: ContentHash,
     pub(crate) paths: FilePaths,
     pub(crate) hashes: Vec<ChunkHash>,
-    /// The partial file; `None` if the target was already in place.
+    /// The partial file opened while planning; `None` if the target was already in place or
+    /// the file is `deferred`.
     pub(crate) file: Option<Arc<File>>,
+    /// A one-chunk file whose partial file is created once its chunk verified.
+    pub(crate) deferred: bool,
+    /// That partial file, written and waiting for the finaliser, which takes (and closes) it.
+    pub(crate) written: Mutex<Option<File>>,
     pub(crate) chunks: Mutex<Chunks>,
     /// Held while the record is written or removed, so the two never interleave.
     pub(crate) record_lock: Mutex<()>,
@@ -88,6 +95,28 @@ pub(crate) struct ChunkDone {
     pub(crate) completes: bool,
 }
 
+impl RecvFile {
+    /// Whether this run still has to put the file in place.
+    pub(crate) fn to_place(&self) -> bool {
+        self.file.is_some() || self.deferred
+    }
+
+    /// Whether the file keeps a resume record (files of one chunk or none have nothing to
+    /// resume).
+    fn recorded(&self) -> bool {
+        self.hashes.len() >= 2
+    }
+}
+
+/// Where a verified chunk goes.
+#[derive(Clone, Copy)]
+enum WriteTo<'a> {
+    /// The partial file opened while planning.
+    Open(&'a File),
+    /// A deferred one-chunk file: created now.
+    Deferred,
+}
+
 impl RecvShared {
     /// Verifies and writes one data frame (blocking).
     fn accept(&self, cipher: &LaneCipher, frame: Frame) -> Result<ChunkDone, TransferError> {
@@ -103,9 +132,12 @@ impl RecvShared {
         else {
             return Err(unsolicited().into());
         };
-        let (Some(index), Some(partial)) =
-            (chunk_at(file.size, chunk.offset()), file.file.as_ref())
-        else {
+        let to = match (&file.file, file.deferred) {
+            (Some(partial), _) => WriteTo::Open(partial),
+            (None, true) => WriteTo::Deferred,
+            (None, false) => return Err(unsolicited().into()),
+        };
+        let Some(index) = chunk_at(file.size, chunk.offset()) else {
             return Err(unsolicited().into());
         };
         {
@@ -114,7 +146,7 @@ impl RecvShared {
                 return Err(unsolicited().into());
             }
         }
-        let result = self.verify_and_write(file, partial, index, chunk.bytes());
+        let result = self.verify_and_write(file, to, index, chunk.bytes());
         let mut chunks = file.chunks.lock().unwrap_or_else(PoisonError::into_inner);
         chunks.in_flight.remove(index);
         let plain = result?;
@@ -134,7 +166,7 @@ impl RecvShared {
     fn verify_and_write(
         &self,
         file: &RecvFile,
-        partial: &File,
+        to: WriteTo<'_>,
         index: u64,
         bytes: &[u8],
     ) -> Result<u64, TransferError> {
@@ -158,9 +190,19 @@ impl RecvShared {
             }
             .into());
         }
-        partial
-            .write_all_at(plain, crate::chunk::chunk_offset(index))
-            .map_err(|e| LocalError::io("writing", &file.paths.partial, e))?;
+        let write = |partial: &File| {
+            partial
+                .write_all_at(plain, crate::chunk::chunk_offset(index))
+                .map_err(|e| LocalError::io("writing", &file.paths.partial, e))
+        };
+        match to {
+            WriteTo::Open(partial) => write(partial)?,
+            WriteTo::Deferred => {
+                let partial = disk::create_partial(&file.paths.partial, file.size)?;
+                write(&partial)?;
+                *file.written.lock().unwrap_or_else(PoisonError::into_inner) = Some(partial);
+            }
+        }
         Ok(plain.len() as u64)
     }
 
@@ -174,13 +216,25 @@ impl RecvShared {
         batch: &[usize],
         placed: &mut Vec<usize>,
     ) -> Result<(), TransferError> {
-        let mut items: Vec<(usize, &RecvFile, &File)> = Vec::with_capacity(batch.len());
+        let mut items: Vec<(usize, &RecvFile, Arc<File>)> = Vec::with_capacity(batch.len());
         for &index in batch {
             let Some(file) = self.files.get(index) else {
                 return Err(LocalError::Task("finalising an unknown file".into()).into());
             };
-            match file.file.as_deref() {
-                Some(partial) => items.push((index, file, partial)),
+            if file.deferred {
+                let written = file
+                    .written
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                let Some(partial) = written else {
+                    return Err(LocalError::Task("finalising a file not written".into()).into());
+                };
+                items.push((index, file, Arc::new(partial)));
+                continue;
+            }
+            match &file.file {
+                Some(partial) => items.push((index, file, partial.clone())),
                 // Already in place.
                 None => placed.push(index),
             }
@@ -199,7 +253,7 @@ impl RecvShared {
         if error.is_none() {
             for item in &items {
                 match disk::place(&item.1.paths, self.overwrite) {
-                    Ok(()) => renamed.push(*item),
+                    Ok(()) => renamed.push((item.0, item.1)),
                     Err(e) => {
                         error = Some(e);
                         break;
@@ -207,12 +261,14 @@ impl RecvShared {
                 }
             }
         }
-        let dirs: BTreeSet<&Path> = renamed.iter().map(|(_, f, _)| f.paths.dir()).collect();
+        let dirs: BTreeSet<&Path> = renamed.iter().map(|(_, f)| f.paths.dir()).collect();
         for dir in dirs {
             disk::sync_dir(dir)?;
         }
-        for (index, file, _) in renamed {
-            disk::drop_records(&file.paths)?;
+        for (index, file) in renamed {
+            if file.recorded() {
+                disk::drop_records(&file.paths)?;
+            }
             file.chunks
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -228,7 +284,11 @@ impl RecvShared {
     /// within moments, and their record locks may be held by the finaliser meanwhile. The
     /// checkpoint after a failed run saves them too, so a resume keeps their chunks.
     pub(crate) fn checkpoint(&self, all: bool) -> Result<(), TransferError> {
-        for file in self.files.iter().filter(|f| f.file.is_some()) {
+        for file in self
+            .files
+            .iter()
+            .filter(|f| f.file.is_some() && f.recorded())
+        {
             if !all
                 && file
                     .chunks
@@ -268,8 +328,8 @@ impl RecvShared {
 }
 
 /// Syncs the partial files of a batch, spread over up to [`SYNC_THREADS`] scoped threads.
-fn seal_all(items: &[(usize, &RecvFile, &File)]) -> Result<(), LocalError> {
-    let seal = |part: &[(usize, &RecvFile, &File)]| {
+fn seal_all(items: &[(usize, &RecvFile, Arc<File>)]) -> Result<(), LocalError> {
+    let seal = |part: &[(usize, &RecvFile, Arc<File>)]| {
         part.iter()
             .try_for_each(|(_, file, partial)| disk::seal(partial, &file.paths, file.mtime_ns))
     };

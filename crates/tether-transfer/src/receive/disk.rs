@@ -159,6 +159,26 @@ pub(crate) fn open_nofollow(path: &Path, write: bool) -> io::Result<File> {
 /// Opens (creating if needed) the partial file and makes room for `size` bytes.
 pub(crate) fn open_partial(path: &Path, size: u64) -> Result<File, LocalError> {
     let file = open_nofollow(path, true).map_err(|e| LocalError::io("opening", path, e))?;
+    reserve(file, path, size)
+}
+
+/// Creates the partial file afresh (emptying whatever is there, never through a symlink) and
+/// makes room for `size` bytes: a one-chunk file's, once its chunk has verified.
+pub(crate) fn create_partial(path: &Path, size: u64) -> Result<File, LocalError> {
+    let flags = i32::try_from(OFlags::NOFOLLOW.bits()).unwrap_or(0);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(flags)
+        .open(path)
+        .map_err(|e| LocalError::io("creating", path, e))?;
+    reserve(file, path, size)
+}
+
+/// Preallocates `size` bytes, so a full disk shows up as [`LocalError::DiskFull`] before data.
+fn reserve(file: File, path: &Path, size: u64) -> Result<File, LocalError> {
     if size > 0 {
         match rustix::fs::fallocate(&file, FallocateFlags::empty(), 0, size) {
             Ok(()) => {}

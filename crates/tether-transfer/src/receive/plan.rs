@@ -9,6 +9,11 @@
 //!    a chunk that fails is counted and asked for again. Any other partial file is discarded.
 //! 3. The partial file is opened (created and preallocated if new) and its record saved, so a
 //!    partial file never exists without a record saying what it is.
+//!
+//! A file of one chunk (or none) has nothing inside it to resume: it gets no record, any partial
+//! data of an earlier attempt is dropped, and a one-chunk file's partial file is only created
+//! when its chunk has arrived and verified (see `data.rs`), so planning it costs no file
+//! creation and a cut costs at most refetching it.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -30,8 +35,11 @@ pub(crate) struct PlannedFile {
     pub(crate) paths: FilePaths,
     /// Chunks already verified on disk (kept from an earlier attempt).
     pub(crate) have: ChunkSet,
-    /// The open partial file; `None` when the target is already in place.
+    /// The open partial file; `None` when the target is already in place or the file is
+    /// `deferred`.
     pub(crate) file: Option<File>,
+    /// A one-chunk file whose partial file is created when its chunk arrives.
+    pub(crate) deferred: bool,
     /// Bytes already in place or kept.
     pub(crate) kept_bytes: u64,
     /// Bytes whose hash was checked while planning.
@@ -43,7 +51,7 @@ pub(crate) struct PlannedFile {
 impl PlannedFile {
     /// Whether the target already holds the file.
     pub(crate) fn in_place(&self) -> bool {
-        self.file.is_none()
+        self.file.is_none() && !self.deferred
     }
 }
 
@@ -70,6 +78,7 @@ pub(crate) fn plan_file(
                 paths,
                 have: ChunkSet::full(chunks),
                 file: None,
+                deferred: false,
                 kept_bytes: size,
                 verified_bytes: size,
                 corrupt_chunks: 0,
@@ -81,6 +90,9 @@ pub(crate) fn plan_file(
         }
     }
 
+    if chunks <= 1 {
+        return plan_unresumable(paths, size);
+    }
     let record = ResumeRecord::read(&paths.record)
         .map_err(|e| LocalError::io("reading", &paths.record, e))?;
     let listed = record.and_then(|r| r.kept_chunks(&entry.entry, hash));
@@ -125,9 +137,34 @@ pub(crate) fn plan_file(
         paths,
         have,
         file: Some(file),
+        deferred: false,
         kept_bytes,
         verified_bytes,
         corrupt_chunks,
+    })
+}
+
+/// Plans a file of one chunk or none: whatever an earlier attempt left is dropped; an empty
+/// file's partial file is created now, a one-chunk file's when its chunk arrives.
+fn plan_unresumable(paths: FilePaths, size: u64) -> Result<PlannedFile, TransferError> {
+    if disk::existing(&paths.partial)? != Existing::Absent {
+        disk::remove_if_exists(&paths.partial)?;
+        disk::drop_records(&paths)?;
+    }
+    let chunks = chunk_count(size);
+    let file = if chunks == 0 {
+        Some(disk::open_partial(&paths.partial, size)?)
+    } else {
+        None
+    };
+    Ok(PlannedFile {
+        paths,
+        have: ChunkSet::new(chunks),
+        deferred: file.is_none(),
+        file,
+        kept_bytes: 0,
+        verified_bytes: 0,
+        corrupt_chunks: 0,
     })
 }
 
@@ -214,5 +251,28 @@ mod tests {
             Err(TransferError::Local(LocalError::TargetExists(_)))
         ));
         assert!(plan_file(dir.path(), &entry, hash, &hashes, true, &cancel).is_ok());
+    }
+
+    #[test]
+    fn one_chunk_files_are_deferred_without_records() {
+        let data = vec![9u8; 4096];
+        let (dir, entry, hash, hashes) = setup(&data);
+        let cancel = CancellationToken::new();
+        // What an earlier attempt (or an older version) left is dropped.
+        let paths = FilePaths::new(dir.path(), &entry.path);
+        std::fs::write(&paths.partial, b"stale").unwrap();
+        std::fs::write(&paths.record, b"{}").unwrap();
+        let plan = plan_file(dir.path(), &entry, hash, &hashes, false, &cancel).unwrap();
+        assert!(plan.deferred && plan.file.is_none() && !plan.in_place());
+        assert_eq!((plan.have.len(), plan.have.count()), (1, 0));
+        assert!(!paths.partial.exists() && !paths.record.exists());
+        // Planning created nothing.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+
+        // An empty file is opened now, still without a record.
+        let (dir, entry, hash, hashes) = setup(&[]);
+        let plan = plan_file(dir.path(), &entry, hash, &hashes, false, &cancel).unwrap();
+        assert!(!plan.deferred && plan.file.is_some() && plan.have.is_full());
+        assert!(plan.paths.partial.exists() && !plan.paths.record.exists());
     }
 }

@@ -240,7 +240,7 @@ impl Run<'_> {
                 .lock()
                 .map(|c| c.have.is_full())
                 .unwrap_or(false);
-            if file.file.is_some() {
+            if file.to_place() {
                 remaining += 1;
                 if complete {
                     let _ = finalize_tx.send(index);

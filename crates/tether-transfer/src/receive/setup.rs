@@ -115,6 +115,8 @@ pub(super) fn shared_state(
             paths: plan.paths.clone(),
             hashes,
             file,
+            deferred: plan.deferred,
+            written: Mutex::new(None),
             chunks: Mutex::new(Chunks {
                 have: plan.have.clone(),
                 in_flight: ChunkSet::new(plan.have.len()),
@@ -141,7 +143,8 @@ pub(super) fn shared_state(
 }
 
 /// Asks for the chunks of one file that `have` lacks: a `FileRequest` when they are one run to
-/// the end of the file (the common resume), `Want` ranges otherwise.
+/// the end of a file of several chunks (the common resume), `Want` ranges otherwise (a one-chunk
+/// file's `Want` needs no `FileResponse` back).
 pub(super) async fn send_wants(
     writer: &ControlWriter,
     entry_id: uuid::Uuid,
@@ -150,6 +153,7 @@ pub(super) async fn send_wants(
     let missing = have.missing_ranges();
     if let [only] = missing.as_slice()
         && only.end == have.len()
+        && have.len() > 1
     {
         let request = Message::FileRequest(FileRequest {
             entry_id,

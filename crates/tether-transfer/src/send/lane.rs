@@ -120,20 +120,28 @@ impl SendShared {
         self.by_id.get(&id).copied()
     }
 
-    /// The open source file, opened on first use and checked against what was hashed.
-    fn file(&self, index: usize) -> Result<(Arc<File>, &SourceFile), TransferError> {
+    /// The open source file, opened on first use (each read is then checked against what was
+    /// hashed). `last` (the file's last chunk is being read) closes the shared handle after
+    /// this use, so a transfer of many files holds only the files being sent open; a file asked
+    /// for again is opened again.
+    fn file(&self, index: usize, last: bool) -> Result<(Arc<File>, &SourceFile), TransferError> {
         let (Some(source), Some(slot)) = (self.files.get(index), self.open.get(index)) else {
             return Err(LocalError::Task("chunk of an unknown file".into()).into());
         };
         let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(file) = slot.as_ref() {
-            return Ok((file.clone(), source));
+            let file = file.clone();
+            if last {
+                *slot = None;
+            }
+            return Ok((file, source));
         }
         let file =
             File::open(&source.path).map_err(|e| LocalError::io("opening", &source.path, e))?;
-        check_unchanged(&file, source)?;
         let file = Arc::new(file);
-        *slot = Some(file.clone());
+        if !last {
+            *slot = Some(file.clone());
+        }
         Ok((file, source))
     }
 
@@ -145,7 +153,9 @@ impl SendShared {
         work: Work,
         buf: &mut Vec<u8>,
     ) -> Result<(Frame, Sent), TransferError> {
-        let (file, source) = self.file(work.file)?;
+        let size = self.files.get(work.file).map_or(0, |f| f.size);
+        let last = work.index + 1 >= chunk_count(size);
+        let (file, source) = self.file(work.file, last)?;
         let changed = || TransferError::from(LocalError::SourceChanged(source.path.clone()));
         let len = chunk_len(source.size, work.index).ok_or_else(changed)?;
         let offset = chunk_offset(work.index);
@@ -168,7 +178,6 @@ impl SendShared {
         };
         let bytes = packed.as_deref().unwrap_or(plain);
         let id = self.ids.get(work.file).copied().unwrap_or_default();
-        let last = work.index + 1 == chunk_count(source.size);
         let chunk =
             DataChunk::new(id, offset, last, bytes).map_err(|e| LocalError::Task(e.to_string()))?;
         let frame = cipher.seal(chunk.into_frame())?;
