@@ -1,28 +1,35 @@
 //! The sending half of a link's message stream.
 //!
 //! Whoever has a message to send (a caller's request, the reader answering a `Ping`, a
-//! handler's answer) seals and writes it itself, on its own task, under one lock: no hand-off
-//! to a writer task, so a request costs no extra wake-up. Under the lock a frame is sealed
-//! (taking the next counter) and appended to the bytes not yet written, and those bytes go to
-//! the stream in order, so frames reach the wire whole, one after another, in counter order,
-//! as the peer's replay window expects.
+//! handler's answer) seals it and queues its bytes, and then, if nobody is writing, writes the
+//! queue out itself, on its own task: no hand-off to a writer task, so a lone request costs no
+//! extra wake-up. When several send at once, the one writing takes everything queued meanwhile
+//! in one go (flat combining): the others return at once instead of waiting their turn for the
+//! stream. Frames are sealed under the queue's lock, so their counters follow their order in
+//! the queue, which is their order on the wire, as the peer's replay window expects; they are
+//! queued whole, so they reach the wire whole.
 //!
-//! **Cancellation.** A sender dropped while its frame is half written (a request that timed
-//! out while the stream was flow-controlled) must not leave half a frame on the wire for the
-//! next frame to land in. The stream's `write` is cancel-safe (if it does not complete, nothing
-//! was written), and the count of written bytes is kept beside the bytes, under the lock, so
-//! the rest of an interrupted frame is never lost: the next sender writes it before its own
-//! frame, and a task started when the interrupted sender is dropped writes it if nobody sends.
+//! **Cancellation.** A writer dropped while a frame is half written (a request that timed out
+//! while the stream was flow-controlled) must not leave half a frame on the wire for the next
+//! frame to land in. The stream's `write` is cancel-safe (if it does not complete, nothing was
+//! written), and the count of written bytes is kept beside the bytes, under the stream's lock,
+//! so the rest is never lost: the next writer writes it before anything else, and a task
+//! started when the interrupted writer is dropped writes it if nobody sends again. A frame
+//! once queued is always written (unless the stream fails).
 //!
-//! **Backpressure.** Senders wait for the lock in turn (tokio's mutex is fair) and then for
-//! the stream's flow control: a peer that does not read slows every sender down, as the
-//! bounded queue to the writer task did before.
+//! **Backpressure.** While more than [`QUEUE_LIMIT`] bytes wait, senders wait for the writer
+//! to take them; the writer waits for the stream's flow control. A peer that does not read
+//! slows every sender down, as the bounded queue to the writer task did before.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tether_crypto::SessionKeys;
 use tether_wire::{ControlMessage, Frame};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+
+/// How many queued bytes make senders wait for the writer.
+const QUEUE_LIMIT: usize = 1 << 20;
 
 /// Why a message was not sent.
 #[derive(Debug, thiserror::Error)]
@@ -40,82 +47,149 @@ pub(crate) enum SendError {
 pub(crate) struct Outbox<W> {
     /// The session's keys, shared with the reader (which opens with the other half).
     keys: Arc<Mutex<SessionKeys>>,
-    state: tokio::sync::Mutex<Unsent<W>>,
+    /// Sealed frames no writer has taken yet, in counter order.
+    queue: Mutex<Queue>,
+    /// The stream; whoever holds it writes the queue out.
+    stream: tokio::sync::Mutex<Unsent<W>>,
+    /// Woken when a writer takes the queue, or the stream fails.
+    taken: Notify,
 }
 
-/// The stream and what is still to be written to it.
+#[derive(Debug, Default)]
+struct Queue {
+    bytes: Vec<u8>,
+    /// The stream failed: nothing more is queued.
+    failed: bool,
+}
+
+/// The stream and the bytes a writer took from the queue.
 #[derive(Debug)]
 struct Unsent<W> {
     stream: W,
     /// Sealed frames, whole, of which the first `written` bytes are on the stream.
     bytes: Vec<u8>,
     written: usize,
-    /// A write failed: the stream is unusable.
-    failed: bool,
 }
 
 impl<W: AsyncWrite + Unpin + Send + 'static> Outbox<W> {
     pub(crate) fn new(stream: W, keys: Arc<Mutex<SessionKeys>>) -> Arc<Self> {
         Arc::new(Self {
             keys,
-            state: tokio::sync::Mutex::new(Unsent {
+            queue: Mutex::default(),
+            stream: tokio::sync::Mutex::new(Unsent {
                 stream,
                 bytes: Vec::new(),
                 written: 0,
-                failed: false,
             }),
+            taken: Notify::new(),
         })
     }
 
-    /// Seals `message` and writes it to the stream. Returns when the stream has taken the
-    /// whole frame (it may still be in QUIC's send buffer).
+    /// Seals `message` and queues it; writes the queue out unless another task is writing
+    /// (which then writes this frame too). Returns once the frame is queued and either written
+    /// or in the hands of the task writing.
     ///
     /// Cancel-safe in the sense above: dropping the future never leaves a partial frame
     /// behind for good, and never reorders frames.
     pub(crate) async fn send(self: &Arc<Self>, message: &ControlMessage) -> Result<(), SendError> {
         let frame = Frame::control(message).map_err(|e| SendError::Message(e.to_string()))?;
-        let mut unsent = self.state.lock().await;
-        if unsent.failed {
-            return Err(SendError::Closed);
+        let mut frame = Some(frame);
+        while let Some(plain) = frame.take() {
+            let taken = self.taken.notified();
+            {
+                let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                if queue.failed {
+                    return Err(SendError::Closed);
+                }
+                if queue.bytes.len() < QUEUE_LIMIT {
+                    // Sealed under the queue's lock: counters follow the order on the wire.
+                    let sealed = {
+                        let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+                        plain.seal(&mut keys)
+                    }
+                    .map_err(|e| SendError::Message(e.to_string()))?;
+                    sealed.encode_into(&mut queue.bytes);
+                    break;
+                }
+            }
+            // Full: wait for the writer to take the queue, then try again.
+            frame = Some(plain);
+            taken.await;
         }
-        // Sealed under the stream's lock, so counters follow the order on the wire.
-        let sealed = {
-            let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
-            frame.seal(&mut keys)
+        self.write_queue().await
+    }
+
+    /// Writes the queue out until it is empty, unless another task is writing.
+    async fn write_queue(self: &Arc<Self>) -> Result<(), SendError> {
+        loop {
+            let Ok(mut unsent) = self.stream.try_lock() else {
+                // The task writing takes what was queued before it lets go of the stream, or
+                // looks again after (below).
+                return Ok(());
+            };
+            let mut finishing = FinishOnDrop { outbox: Some(self) };
+            let written = self.drain(&mut unsent).await;
+            finishing.outbox = None;
+            written?;
+            drop(unsent);
+            // Anything queued after the last take, by a sender that found the stream held?
+            if self
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .bytes
+                .is_empty()
+            {
+                return Ok(());
+            }
         }
-        .map_err(|e| SendError::Message(e.to_string()))?;
-        sealed.encode_into(&mut unsent.bytes);
-        let mut finishing = FinishOnDrop { outbox: Some(self) };
-        let written = unsent.write_out().await;
-        finishing.outbox = None;
-        written
+    }
+
+    /// Writes what is left of an interrupted write, then the queue, until both are empty.
+    async fn drain(&self, unsent: &mut Unsent<W>) -> Result<(), SendError> {
+        loop {
+            if unsent.written == unsent.bytes.len() {
+                unsent.bytes.clear();
+                unsent.written = 0;
+                let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                if queue.bytes.is_empty() {
+                    return Ok(());
+                }
+                std::mem::swap(&mut unsent.bytes, &mut queue.bytes);
+                drop(queue);
+                self.taken.notify_waiters();
+            }
+            if unsent.write_some().await.is_err() {
+                let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                queue.failed = true;
+                queue.bytes = Vec::new();
+                drop(queue);
+                unsent.bytes = Vec::new();
+                unsent.written = 0;
+                self.taken.notify_waiters();
+                return Err(SendError::Closed);
+            }
+        }
     }
 }
 
 impl<W: AsyncWrite + Unpin> Unsent<W> {
-    /// Writes every byte not yet written; each step records its progress before the next, so
-    /// being dropped between steps loses nothing.
-    async fn write_out(&mut self) -> Result<(), SendError> {
-        while self.written < self.bytes.len() {
-            let rest = self.bytes.get(self.written..).unwrap_or_default();
-            match self.stream.write(rest).await {
-                Ok(0) | Err(_) => {
-                    self.failed = true;
-                    self.bytes.clear();
-                    self.written = 0;
-                    return Err(SendError::Closed);
-                }
-                Ok(n) => self.written += n,
+    /// One write of the bytes not yet written; the progress is recorded before the next, so
+    /// being dropped between writes loses nothing.
+    async fn write_some(&mut self) -> Result<(), ()> {
+        let rest = self.bytes.get(self.written..).unwrap_or_default();
+        match self.stream.write(rest).await {
+            Ok(0) | Err(_) => Err(()),
+            Ok(n) => {
+                self.written += n;
+                Ok(())
             }
         }
-        self.bytes.clear();
-        self.written = 0;
-        Ok(())
     }
 }
 
-/// Dropped with `outbox` still set when a sender was cancelled mid-frame: writes the rest of
-/// the frame on a task of its own, so it reaches the wire even if nobody sends again.
+/// Dropped with `outbox` still set when a writer was cancelled mid-write: writes the rest on
+/// a task of its own, so it reaches the wire even if nobody sends again.
 struct FinishOnDrop<'a, W: AsyncWrite + Unpin + Send + 'static> {
     outbox: Option<&'a Arc<Outbox<W>>>,
 }
@@ -131,9 +205,11 @@ impl<W: AsyncWrite + Unpin + Send + 'static> Drop for FinishOnDrop<'_, W> {
         };
         let outbox = Arc::clone(outbox);
         runtime.spawn(async move {
-            let mut unsent = outbox.state.lock().await;
-            if !unsent.failed {
-                let _ = unsent.write_out().await;
+            let mut unsent = outbox.stream.lock().await;
+            if outbox.drain(&mut unsent).await.is_ok() {
+                drop(unsent);
+                // As in `write_queue`: a sender may have queued while this task held the stream.
+                let _ = outbox.write_queue().await;
             }
         });
     }
@@ -209,7 +285,7 @@ mod tests {
         let mut cx = Context::from_waker(Waker::noop());
         assert!(send.as_mut().poll(&mut cx).is_pending());
         assert!(
-            outbox.state.try_lock().is_err(),
+            outbox.stream.try_lock().is_err(),
             "the sender holds the stream mid-frame"
         );
     }
@@ -271,6 +347,61 @@ mod tests {
         for id in (0..60u64).filter(|id| id % 7 != 0) {
             assert!(got.contains(&id), "{id} missing from {got:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn senders_wait_while_the_queue_is_full() {
+        let [ours, theirs] = SessionSecrets::danger_pair_from_seed(7).unwrap();
+        let (writer, mut reader) = tokio::io::duplex(4096);
+        let outbox = Outbox::new(
+            writer,
+            Arc::new(Mutex::new(ours.into_session_keys(Role::Initiator))),
+        );
+        // Nobody reads: the first sender writes until the pipe is full and waits there (its
+        // task holds the stream); the others queue until the queue is over its limit.
+        let frame_len = Frame::control(&big(0)).unwrap().encoded_len();
+        let fill = QUEUE_LIMIT / frame_len + 2;
+        let mut senders = tokio::task::JoinSet::new();
+        for id in 0..fill as u64 {
+            let outbox = Arc::clone(&outbox);
+            senders.spawn(async move { outbox.send(&big(id)).await });
+            tokio::task::yield_now().await;
+        }
+        let late = {
+            let outbox = Arc::clone(&outbox);
+            tokio::spawn(async move { outbox.send(&ping(1_000_000)).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(
+            !late.is_finished(),
+            "a sender waits while the queue is full"
+        );
+        assert!(outbox.queue.lock().unwrap().bytes.len() >= QUEUE_LIMIT);
+
+        // Reading makes room: every sender finishes and every frame arrives, in order.
+        let mut keys = theirs.into_session_keys(Role::Responder);
+        let reading = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(frame) = read_frame(&mut reader).await.unwrap() {
+                let plain = frame.open(&mut keys).expect("every frame opens, in order");
+                got.push(
+                    ControlMessage::decode(plain.payload())
+                        .unwrap()
+                        .id
+                        .unwrap()
+                        .0,
+                );
+            }
+            got
+        });
+        while let Some(sent) = senders.join_next().await {
+            sent.unwrap().unwrap();
+        }
+        late.await.unwrap().unwrap();
+        drop(outbox);
+        let got = reading.await.unwrap();
+        assert_eq!(got.len(), fill + 1);
+        assert!(got.contains(&1_000_000));
     }
 
     #[tokio::test]
