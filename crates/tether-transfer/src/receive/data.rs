@@ -41,6 +41,9 @@ pub(crate) const FINALIZE_BATCH: usize = 256;
 /// 60-200 ms on 4 threads, 40-60 ms on 16, 1.4 s on one).
 const SYNC_THREADS: usize = 16;
 
+/// Fewest files a sync thread takes.
+const MIN_SYNCS_PER_THREAD: usize = 4;
+
 /// One file being received.
 #[derive(Debug)]
 pub(crate) struct RecvFile {
@@ -336,7 +339,9 @@ fn seal_all(items: &[(usize, &RecvFile, Arc<File>)]) -> Result<(), LocalError> {
     if items.len() <= 1 {
         return seal(items);
     }
-    let per_thread = items.len().div_ceil(SYNC_THREADS);
+    // At least a few files per thread: on a file system where a sync costs little (tmpfs), a
+    // batch is small and a thread per file would cost more than its syncs.
+    let per_thread = items.len().div_ceil(SYNC_THREADS).max(MIN_SYNCS_PER_THREAD);
     std::thread::scope(|scope| {
         let mut parts = items.chunks(per_thread);
         let first = parts.next().unwrap_or_default();

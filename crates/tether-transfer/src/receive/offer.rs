@@ -2,6 +2,7 @@
 //! destination (symlinks, existing files, free space), then consent. Any failure is answered
 //! with a `Decline`, and nothing has been written.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -157,8 +158,13 @@ fn survey(
 ) -> Result<(Vec<PathBuf>, u64), TransferError> {
     let mut targets = Vec::new();
     let mut needed = 0u64;
+    // Each parent directory is checked once, not once per file in it.
+    let mut checked_parents = HashSet::new();
     for entry in entries {
-        disk::check_dirs(root, &entry.path)?;
+        let parent = entry.path.parent().map(|p| p.as_str().to_owned());
+        if checked_parents.insert(parent) {
+            disk::check_dirs(root, &entry.path)?;
+        }
         if entry.entry.kind == EntryKind::Dir {
             disk::check_dir_or_absent(&entry.path.under(root))?;
             continue;

@@ -55,7 +55,8 @@ impl PlannedFile {
     }
 }
 
-/// Plans `entry` (a file) under `root`; `hashes` are its verified chunk hashes.
+/// Plans `entry` (a file) under `root`; `hashes` are its verified chunk hashes. The caller has
+/// made its parent directories (`disk::ensure_dir`, which refuses anything but real ones).
 pub(crate) fn plan_file(
     root: &Path,
     entry: &CheckedEntry,
@@ -66,7 +67,6 @@ pub(crate) fn plan_file(
 ) -> Result<PlannedFile, TransferError> {
     let size = entry.entry.size;
     let paths = FilePaths::new(root, &entry.path);
-    disk::check_dirs(root, &entry.path)?;
     let chunks = chunk_count(size);
     match disk::existing(&paths.target)? {
         Existing::Absent => {}

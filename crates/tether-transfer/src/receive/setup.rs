@@ -1,6 +1,7 @@
 //! After `Accept`, before data: chunk hashes in and checked, directories created, every file
 //! planned (what is in place, what partial data still verifies), requests out.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -82,8 +83,12 @@ pub(super) fn plan_all(
         disk::ensure_dir(root, &dir.path, created)?;
     }
     let mut planned = Vec::with_capacity(files.len());
+    // Each parent directory is made (or checked) once, not once per file in it.
+    let mut ensured = HashSet::new();
     for (entry, hashes) in files.iter().zip(hashes) {
-        if let Some(parent) = entry.path.parent() {
+        if let Some(parent) = entry.path.parent()
+            && ensured.insert(parent.as_str().to_owned())
+        {
             disk::ensure_dir(root, &parent, created)?;
         }
         let hash = entry.entry.hash.unwrap_or(ContentHash([0; 32]));
