@@ -57,6 +57,49 @@ impl DataChunk {
         })
     }
 
+    /// A chunk of `len` bytes (at most [`MAX_CHUNK_LEN`]) built in `buf`, a buffer to reuse
+    /// (e.g. a sent frame's [payload](Frame::into_payload)), with its header written: the caller
+    /// then writes the bytes in place through [`bytes_mut`](Self::bytes_mut), so a chunk read
+    /// from a file is never copied. Until then the bytes are whatever `buf` held (zeros where it
+    /// grew); a chunk whose bytes were not all written must not be sent.
+    pub fn with_buffer(
+        entry_id: Uuid,
+        offset: u64,
+        last: bool,
+        len: usize,
+        mut buf: Vec<u8>,
+    ) -> Result<Self, EncodeError> {
+        if len > MAX_CHUNK_LEN {
+            return Err(EncodeError::TooLarge {
+                kind: FrameKind::Data,
+                len: DATA_HEADER_LEN + len,
+                cap: FrameKind::Data.max_payload_len(),
+            });
+        }
+        let total = DATA_HEADER_LEN + len;
+        buf.reserve((total + SEAL_OVERHEAD).saturating_sub(buf.len()));
+        // Only what grows is zeroed: a reused buffer of the same size costs no pass over it.
+        buf.resize(total, 0);
+        if let Some(header) = buf.first_chunk_mut::<DATA_HEADER_LEN>() {
+            let (id, rest) = header.split_at_mut(16);
+            id.copy_from_slice(entry_id.as_bytes());
+            let (at, flags) = rest.split_at_mut(8);
+            at.copy_from_slice(&offset.to_be_bytes());
+            flags.fill(if last { FLAG_LAST } else { 0 });
+        }
+        Ok(DataChunk {
+            entry_id,
+            offset,
+            last,
+            payload: buf,
+        })
+    }
+
+    /// The file bytes, to write in place (see [`with_buffer`](Self::with_buffer)).
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        self.payload.get_mut(DATA_HEADER_LEN..).unwrap_or_default()
+    }
+
     /// Reads a data frame. Fails on another kind of frame (a sealed one must be
     /// [opened](Frame::open) first) or a malformed header.
     pub fn decode(frame: Frame) -> Result<Self, MessageError> {
@@ -128,6 +171,25 @@ impl std::fmt::Debug for DataChunk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chunk_written_in_place_equals_one_copied() {
+        let id = Uuid::from_u128(0x99);
+        // A reused buffer, longer than the new chunk and full of old bytes.
+        let old = vec![0xAB; DATA_HEADER_LEN + 300];
+        let mut chunk = DataChunk::with_buffer(id, 4096, true, 5, old).unwrap();
+        chunk.bytes_mut().copy_from_slice(b"hello");
+        let copied = DataChunk::new(id, 4096, true, b"hello").unwrap();
+        assert_eq!(chunk, copied);
+        assert_eq!(chunk.clone().into_frame(), copied.clone().into_frame());
+        assert_eq!(DataChunk::decode(chunk.into_frame()).unwrap(), copied);
+        // A fresh buffer grows, with room for a seal.
+        let mut grown = DataChunk::with_buffer(id, 0, false, 1000, Vec::new()).unwrap();
+        assert_eq!(grown.bytes_mut().len(), 1000);
+        let payload = grown.into_frame().into_payload();
+        assert!(payload.capacity() >= DATA_HEADER_LEN + 1000 + SEAL_OVERHEAD);
+        assert!(DataChunk::with_buffer(id, 0, false, MAX_CHUNK_LEN + 1, Vec::new()).is_err());
+    }
 
     #[test]
     fn round_trip_through_a_frame() {

@@ -145,13 +145,13 @@ impl SendShared {
         Ok((file, source))
     }
 
-    /// Reads, encodes and seals one chunk (blocking). `buf` is the worker's read buffer, reused
-    /// from chunk to chunk (the frame gets its own copy of the bytes).
+    /// Reads, encodes and seals one chunk (blocking). The file is read straight into the
+    /// frame's payload, built in `buf` (a sent frame's payload, reused; empty for a new one).
     fn prepare(
         &self,
         cipher: &LaneCipher,
         work: Work,
-        buf: &mut Vec<u8>,
+        buf: Vec<u8>,
     ) -> Result<(Frame, Sent), TransferError> {
         let size = self.files.get(work.file).map_or(0, |f| f.size);
         let last = work.index + 1 >= chunk_count(size);
@@ -159,9 +159,11 @@ impl SendShared {
         let changed = || TransferError::from(LocalError::SourceChanged(source.path.clone()));
         let len = chunk_len(source.size, work.index).ok_or_else(changed)?;
         let offset = chunk_offset(work.index);
-        buf.resize(len, 0);
-        let plain = buf.as_mut_slice();
-        if let Err(error) = file.read_exact_at(plain, offset) {
+        let id = self.ids.get(work.file).copied().unwrap_or_default();
+        let mut chunk = DataChunk::with_buffer(id, offset, last, len, buf)
+            .map_err(|e| LocalError::Task(e.to_string()))?;
+        // The chunk is sent only if this read filled all its bytes.
+        if let Err(error) = file.read_exact_at(chunk.bytes_mut(), offset) {
             // A file that shrank under us is a changed source, not a broken disk.
             check_unchanged(&file, source)?;
             return Err(LocalError::io("reading", &source.path, error).into());
@@ -170,16 +172,16 @@ impl SendShared {
         check_unchanged(&file, source)?;
         let packed = match self.compression {
             Compression::Zstd if self.worth_trying(work) => {
-                let packed = compress::compress(plain);
+                let packed = compress::compress(chunk.bytes());
                 self.note_result(work.file, packed.is_some());
                 packed
             }
             _ => None,
         };
-        let bytes = packed.as_deref().unwrap_or(plain);
-        let id = self.ids.get(work.file).copied().unwrap_or_default();
-        let chunk =
-            DataChunk::new(id, offset, last, bytes).map_err(|e| LocalError::Task(e.to_string()))?;
+        if let Some(packed) = packed {
+            chunk = DataChunk::new(id, offset, last, &packed)
+                .map_err(|e| LocalError::Task(e.to_string()))?;
+        }
         let frame = cipher.seal(chunk.into_frame())?;
         let sent = Sent {
             file: work.file,
@@ -238,12 +240,15 @@ where
 {
     let (frames_tx, mut frames_rx) =
         mpsc::channel::<Result<(Frame, Sent), TransferError>>(PIPELINE_DEPTH);
+    // Sent frames' payloads go back to the worker, which reads the next chunks into them: a
+    // busy lane reuses a handful of buffers instead of allocating one per chunk.
+    let (spare_tx, spare_rx) = std::sync::mpsc::channel::<Vec<u8>>();
     let runtime = tokio::runtime::Handle::current();
     let worker_shared = shared.clone();
     tokio::task::spawn_blocking(move || {
-        let mut buf = Vec::with_capacity(crate::tree::CHUNK_USIZE);
         while let Some(work) = runtime.block_on(worker_shared.queue.pop()) {
-            let prepared = worker_shared.prepare(&cipher, work, &mut buf);
+            let buf = spare_rx.try_recv().unwrap_or_default();
+            let prepared = worker_shared.prepare(&cipher, work, buf);
             let failed = prepared.is_err();
             if frames_tx.blocking_send(prepared).is_err() || failed {
                 break;
@@ -258,6 +263,8 @@ where
             LaneWriter::Own(w) => send_frame(w, &frame).await?,
             LaneWriter::Control(w) => w.send_frame(&frame).await?,
         }
+        // The worker may have stopped; then the buffer is simply dropped.
+        let _ = spare_tx.send(frame.into_payload());
         let counters = &shared.counters;
         counters.plain.fetch_add(chunk.plain, Ordering::Relaxed);
         counters.wire.fetch_add(chunk.wire, Ordering::Relaxed);
