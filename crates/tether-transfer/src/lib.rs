@@ -90,7 +90,11 @@
 //!   are re-verified and only the rest, and any that fail, are fetched; `FileRequest { entry_id,
 //!   resume_from }` asks for a file's tail, `Want` for scattered chunks. A source that changed
 //!   (size, mtime or hash) discards the partial file. A sender notices its own source changing
-//!   mid-transfer and aborts; nothing is finalised.
+//!   mid-transfer and aborts; nothing is finalised. A file of one chunk (or none) has nothing
+//!   to resume inside it: it keeps no record, its partial file is created only once its chunk
+//!   verified, and a cut refetches it whole; files already in place are never fetched again.
+//!   Completed files are put in place in batches (their syncs on several threads, then the
+//!   renames, then one sync per directory) before any of them is reported.
 //! * **Scope.** The receiver writes only inside its destination: hostile names ([`RelPath`]),
 //!   symlinks or files on the way, existing targets, and offers larger than the free space are
 //!   refused before `Accept`. The sender reads only what its [`EntryResolver`] returned, never
