@@ -252,8 +252,9 @@ impl Run<'_> {
             let stop = stop_finalizer.clone();
             move || run_finalizer(&shared, finalize_rx, &placed_tx, &stop)
         });
-        // The lanes report files whose last chunk is written; bytes are counted in `shared`.
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<usize>();
+        // The lanes hand files whose last chunk is written straight to the finaliser (no hop
+        // through this loop); bytes are counted in `shared`.
+        let done_tx = finalize_tx.clone();
         let mut lane_tasks = JoinSet::new();
         let cipher = |index: u8| ciphers.get(usize::from(index)).cloned();
         if remaining > 0
@@ -297,9 +298,6 @@ impl Run<'_> {
                         ));
                     }
                 }
-                Some(file) = done_rx.recv() => {
-                    let _ = finalize_tx.send(file);
-                }
                 _ = ticks.tick() => {
                     let now = Instant::now();
                     let received = shared.received.load(Ordering::Relaxed);
@@ -338,6 +336,7 @@ impl Run<'_> {
         // complete partial files that a resume puts in place.
         stop_finalizer.store(true, Ordering::Relaxed);
         drop(finalize_tx);
+        drop(done_tx);
         let finalized = finalizer.await;
         let result = result.and(finalized.map_err(|e| LocalError::Task(e.to_string()).into()));
         let received = shared.received.load(Ordering::Relaxed);
