@@ -119,8 +119,32 @@ impl<W: AsyncWrite + Unpin + Send + 'static> Outbox<W> {
         self.write_queue().await
     }
 
+    /// Seals `message` and queues it without writing, for a sender that will call
+    /// [`Self::write_queue`] soon (the reader, once it has dispatched what one read brought:
+    /// the answers to a burst of pings go out in one write). Over half the queue's limit, it
+    /// writes now instead, so a queue only this sender would write never fills up.
+    pub(crate) async fn queue(self: &Arc<Self>, message: &ControlMessage) -> Result<(), SendError> {
+        let frame = Frame::control(message).map_err(|e| SendError::Message(e.to_string()))?;
+        {
+            let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            if queue.failed {
+                return Err(SendError::Closed);
+            }
+            if queue.bytes.len() < QUEUE_LIMIT / 2 {
+                let sealed = {
+                    let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+                    frame.seal(&mut keys)
+                }
+                .map_err(|e| SendError::Message(e.to_string()))?;
+                sealed.encode_into(&mut queue.bytes);
+                return Ok(());
+            }
+        }
+        self.send(message).await
+    }
+
     /// Writes the queue out until it is empty, unless another task is writing.
-    async fn write_queue(self: &Arc<Self>) -> Result<(), SendError> {
+    pub(crate) async fn write_queue(self: &Arc<Self>) -> Result<(), SendError> {
         loop {
             let Ok(mut unsent) = self.stream.try_lock() else {
                 // The task writing takes what was queued before it lets go of the stream, or

@@ -2,8 +2,11 @@
 //! dispatches every frame the peer sends.
 //!
 //! Answers to this side's requests go straight to the waiting caller (a oneshot); a `Ping` is
-//! answered from this task, written through the [`Outbox`](super::outbox::Outbox) with no
-//! further hand-off; requests for the app run on tasks of their own, so the link keeps reading.
+//! answered from this task, through the [`Outbox`](super::outbox::Outbox) with no further
+//! hand-off; requests for the app run on tasks of their own, so the link keeps reading. The
+//! task reads what the stream has (up to 64 KiB), dispatches every frame in it, queuing the
+//! answers, and writes them out in one go before reading again: one ping gets its pong at
+//! once, a burst of them gets its pongs in one write.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -11,7 +14,7 @@ use std::time::Instant;
 use iroh::endpoint::RecvStream;
 use tether_crypto::SessionKeys;
 use tether_wire::{
-    ControlMessage, ErrorCode, ErrorReply, FrameKind, NetworkMessage, Pong, RequestId, read_frame,
+    ControlMessage, ErrorCode, ErrorReply, FrameDecoder, FrameKind, NetworkMessage, Pong, RequestId,
 };
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
@@ -20,6 +23,9 @@ use super::{CLOSE_PROTOCOL, Inbox, Incoming, Link, MAX_ANSWERING};
 use crate::error::short;
 use crate::request;
 
+/// How much one read takes from the stream at most.
+const READ_CHUNK: usize = 64 * 1024;
+
 pub(super) async fn read_loop(
     mut recv: RecvStream,
     keys: Arc<Mutex<SessionKeys>>,
@@ -27,10 +33,18 @@ pub(super) async fn read_loop(
     inbox: Inbox,
 ) {
     let answering = Arc::new(Semaphore::new(MAX_ANSWERING));
-    loop {
-        let frame = match read_frame(&mut recv).await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => break,
+    let mut decoder = FrameDecoder::new();
+    let mut buffer = vec![0u8; READ_CHUNK];
+    'reading: loop {
+        // A read is cancel-safe and the decoder keeps a frame split across reads.
+        let read = match recv.read(&mut buffer).await {
+            Ok(Some(read)) => read,
+            Ok(None) => {
+                if let Err(error) = decoder.finish() {
+                    debug!(%error, "message stream ended inside a frame");
+                }
+                break;
+            }
             Err(error) => {
                 debug!(%error, "message stream ended");
                 break;
@@ -41,34 +55,45 @@ pub(super) async fn read_loop(
             .last_heard
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Instant::now();
-        let opened = {
-            let mut keys = keys.lock().unwrap_or_else(PoisonError::into_inner);
-            frame.open(&mut keys)
-        };
-        let plain = match opened {
-            Ok(plain) if plain.kind() == FrameKind::Control => plain,
-            Ok(_) | Err(_) => {
-                warn!(peer = %short(&link.node_id), "a frame did not open; closing the connection");
-                link.close(CLOSE_PROTOCOL, "frame did not authenticate");
-                break;
+        let mut input = buffer.get(..read).unwrap_or_default();
+        loop {
+            let frame = match decoder.decode(&mut input) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(error) => {
+                    debug!(%error, "message stream ended");
+                    break 'reading;
+                }
+            };
+            let opened = {
+                let mut keys = keys.lock().unwrap_or_else(PoisonError::into_inner);
+                frame.open(&mut keys)
+            };
+            let plain = match opened {
+                Ok(plain) if plain.kind() == FrameKind::Control => plain,
+                Ok(_) | Err(_) => {
+                    warn!(peer = %short(&link.node_id), "a frame did not open; closing the connection");
+                    link.close(CLOSE_PROTOCOL, "frame did not authenticate");
+                    break 'reading;
+                }
+            };
+            match ControlMessage::decode(plain.payload()) {
+                Ok(message) => dispatch(&link, message, &inbox, &answering).await,
+                Err(error) => {
+                    // The frame authenticated, so the stream is in step: answer and go on.
+                    let reply = ErrorReply {
+                        code: error.code(),
+                        message: error.to_string(),
+                    };
+                    let _ = link
+                        .outbox
+                        .queue(&ControlMessage::new(NetworkMessage::Error(reply)))
+                        .await;
+                }
             }
-        };
-        let message = match ControlMessage::decode(plain.payload()) {
-            Ok(message) => message,
-            Err(error) => {
-                // The frame authenticated, so the stream is in step: answer and go on.
-                let reply = ErrorReply {
-                    code: error.code(),
-                    message: error.to_string(),
-                };
-                let _ = link
-                    .outbox
-                    .send(&ControlMessage::new(NetworkMessage::Error(reply)))
-                    .await;
-                continue;
-            }
-        };
-        dispatch(&link, message, &inbox, &answering).await;
+        }
+        // The answers to everything this read brought, in one write.
+        let _ = link.outbox.write_queue().await;
     }
     if let Some(link) = link.upgrade() {
         // Fail every request still waiting.
@@ -102,7 +127,7 @@ async fn dispatch(link: &Link, message: ControlMessage, inbox: &Inbox, answering
             let pong = NetworkMessage::Pong(Pong {
                 timestamp_ms: ping.timestamp_ms,
             });
-            let _ = link.outbox.send(&ControlMessage::with_id(id, pong)).await;
+            let _ = link.outbox.queue(&ControlMessage::with_id(id, pong)).await;
         }
         return;
     }
@@ -167,6 +192,7 @@ fn busy() -> NetworkMessage {
     })
 }
 
+/// Queues an answer; the reader writes it out with the rest once the read is dispatched.
 async fn send_reply(link: &Link, id: RequestId, reply: NetworkMessage) {
-    let _ = link.outbox.send(&ControlMessage::with_id(id, reply)).await;
+    let _ = link.outbox.queue(&ControlMessage::with_id(id, reply)).await;
 }
