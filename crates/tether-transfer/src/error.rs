@@ -180,6 +180,22 @@ pub enum LocalError {
     /// A blocking task failed to run.
     #[error("background task failed: {0}")]
     Task(String),
+    /// The process (or the system) has as many files open as it may. Partial files and resume
+    /// records are kept, so the transfer resumes once descriptors are free again.
+    #[error(
+        "{op} {path}: too many open files (the process's or the system's descriptor limit, \
+         `ulimit -n`, is reached); partial data is kept for a resume"
+    )]
+    TooManyOpenFiles {
+        /// What was being done.
+        op: &'static str,
+        /// On what.
+        path: PathBuf,
+    },
+    /// A partial file was replaced, moved or swapped for a link while the transfer ran; it is
+    /// never written through.
+    #[error("partial file {0} was replaced during the transfer; refusing to write to it")]
+    PartialReplaced(PathBuf),
 }
 
 impl LocalError {
@@ -192,6 +208,11 @@ impl LocalError {
                 needed: 0,
                 available: 0,
             };
+        }
+        let emfile = rustix::io::Errno::MFILE.raw_os_error();
+        let enfile = rustix::io::Errno::NFILE.raw_os_error();
+        if matches!(source.raw_os_error(), Some(code) if code == emfile || code == enfile) {
+            return LocalError::TooManyOpenFiles { op, path };
         }
         LocalError::Io { op, path, source }
     }
@@ -221,4 +242,25 @@ pub enum UsageError {
     /// The offer or lane belongs to another transfer or peer.
     #[error("no such transfer {0} from this peer")]
     NoSuchTransfer(Uuid),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptor_exhaustion_is_its_own_error() {
+        for errno in [rustix::io::Errno::MFILE, rustix::io::Errno::NFILE] {
+            let source = io::Error::from_raw_os_error(errno.raw_os_error());
+            let error = LocalError::io("opening", "/d/.f.tether-partial", source);
+            assert!(
+                matches!(&error, LocalError::TooManyOpenFiles { op: "opening", path }
+                    if path.as_os_str() == "/d/.f.tether-partial"),
+                "{error:?}"
+            );
+            assert!(error.to_string().contains("too many open files"));
+        }
+        let other = LocalError::io("opening", "/x", io::Error::from(io::ErrorKind::NotFound));
+        assert!(matches!(other, LocalError::Io { .. }));
+    }
 }

@@ -7,8 +7,16 @@
 //! last chunk is written goes to the transfer's one finaliser thread ([`run_finalizer`]), which
 //! puts completed files in place in batches (fsync each file, rename each, fsync each directory
 //! once, then report them) while the other files keep arriving.
+//!
+//! Open descriptors are bounded, however many files the transfer has: partial files are kept
+//! open in one small cache of at most [`MAX_OPEN_PARTIALS`] handles (least recently used closed
+//! first), opened again when needed through [`disk::reopen_partial`] (same `O_NOFOLLOW` open,
+//! same inode or refused). A complete file's handle stays in the cache for the finaliser, which
+//! takes it (or opens the file again), syncs it and closes it; fsync makes the inode's data
+//! durable whichever descriptor it is called on. So at most the cache, one handle per lane
+//! worker and one per sync thread are open at once.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -25,7 +33,7 @@ use crate::compress::{self, Compression};
 use crate::error::{LocalError, PeerError, TransferError};
 use crate::link::{ByteStream, LaneCipher, eof, read_frame_from};
 use crate::protocol::Message;
-use crate::receive::disk::{self, FilePaths};
+use crate::receive::disk::{self, FilePaths, PartialId};
 use crate::resume::ResumeRecord;
 use crate::throttle::{RateLimiter, acquire_all};
 use crate::tree::{ChunkHash, chunk_hash};
@@ -44,6 +52,11 @@ const SYNC_THREADS: usize = 16;
 /// Fewest files a sync thread takes.
 const MIN_SYNCS_PER_THREAD: usize = 4;
 
+/// Most partial files a transfer keeps open between uses. With chunks sent in order on each
+/// lane, only a few files per lane are in progress at once; the rest of the cache holds
+/// complete files waiting for the finaliser, which opens them again once evicted.
+pub(crate) const MAX_OPEN_PARTIALS: usize = 64;
+
 /// One file being received.
 #[derive(Debug)]
 pub(crate) struct RecvFile {
@@ -54,13 +67,13 @@ pub(crate) struct RecvFile {
     pub(crate) hash: ContentHash,
     pub(crate) paths: FilePaths,
     pub(crate) hashes: Vec<ChunkHash>,
-    /// The partial file opened while planning; `None` if the target was already in place or
-    /// the file is `deferred`.
-    pub(crate) file: Option<Arc<File>>,
+    /// The partial file created (or kept) while planning; `None` if the target was already in
+    /// place or the file is `deferred`.
+    pub(crate) partial: Option<PartialId>,
     /// A one-chunk file whose partial file is created once its chunk verified.
     pub(crate) deferred: bool,
-    /// That partial file, written and waiting for the finaliser, which takes (and closes) it.
-    pub(crate) written: Mutex<Option<File>>,
+    /// That partial file, written and waiting for the finaliser, which takes it.
+    pub(crate) written: Mutex<Option<PartialId>>,
     pub(crate) chunks: Mutex<Chunks>,
     /// Held while the record is written or removed, so the two never interleave.
     pub(crate) record_lock: Mutex<()>,
@@ -88,6 +101,61 @@ pub(crate) struct RecvShared {
     pub(crate) wire: AtomicU64,
     /// The file of the latest chunk, for progress.
     pub(crate) last_file: AtomicUsize,
+    /// Partial files open between uses (at most [`MAX_OPEN_PARTIALS`]).
+    pub(crate) open: OpenPartials,
+}
+
+/// The partial files kept open, by file index, least recently used first.
+#[derive(Debug, Default)]
+pub(crate) struct OpenPartials {
+    handles: Mutex<VecDeque<(usize, Arc<File>)>>,
+}
+
+impl OpenPartials {
+    /// The handle of file `index`, if open (it becomes the most recently used).
+    fn get(&self, index: usize) -> Option<Arc<File>> {
+        let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+        let at = handles.iter().position(|(i, _)| *i == index)?;
+        let entry = handles.remove(at)?;
+        let file = entry.1.clone();
+        handles.push_back(entry);
+        Some(file)
+    }
+
+    /// Keeps `file` open as file `index`'s handle, closing the least recently used beyond the
+    /// bound (a handle still in use elsewhere closes when that use ends).
+    fn put(&self, index: usize, file: Arc<File>) {
+        let evicted = {
+            let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+            if handles.iter().any(|(i, _)| *i == index) {
+                return;
+            }
+            handles.push_back((index, file));
+            if handles.len() > MAX_OPEN_PARTIALS {
+                handles.pop_front()
+            } else {
+                None
+            }
+        };
+        // Closed outside the lock.
+        drop(evicted);
+    }
+
+    /// Takes file `index`'s handle out of the cache.
+    fn take(&self, index: usize) -> Option<Arc<File>> {
+        let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+        let at = handles.iter().position(|(i, _)| *i == index)?;
+        handles.remove(at).map(|(_, file)| file)
+    }
+
+    /// How many handles are kept.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.handles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
 }
 
 /// A chunk verified and written.
@@ -101,7 +169,7 @@ pub(crate) struct ChunkDone {
 impl RecvFile {
     /// Whether this run still has to put the file in place.
     pub(crate) fn to_place(&self) -> bool {
-        self.file.is_some() || self.deferred
+        self.partial.is_some() || self.deferred
     }
 
     /// Whether the file keeps a resume record (files of one chunk or none have nothing to
@@ -113,9 +181,9 @@ impl RecvFile {
 
 /// Where a verified chunk goes.
 #[derive(Clone, Copy)]
-enum WriteTo<'a> {
-    /// The partial file opened while planning.
-    Open(&'a File),
+enum WriteTo {
+    /// The partial file created while planning.
+    Planned(PartialId),
     /// A deferred one-chunk file: created now.
     Deferred,
 }
@@ -135,8 +203,8 @@ impl RecvShared {
         else {
             return Err(unsolicited().into());
         };
-        let to = match (&file.file, file.deferred) {
-            (Some(partial), _) => WriteTo::Open(partial),
+        let to = match (file.partial, file.deferred) {
+            (Some(partial), _) => WriteTo::Planned(partial),
             (None, true) => WriteTo::Deferred,
             (None, false) => return Err(unsolicited().into()),
         };
@@ -149,7 +217,7 @@ impl RecvShared {
                 return Err(unsolicited().into());
             }
         }
-        let result = self.verify_and_write(file, to, index, chunk.bytes());
+        let result = self.verify_and_write(file_index, file, to, index, chunk.bytes());
         let mut chunks = file.chunks.lock().unwrap_or_else(PoisonError::into_inner);
         chunks.in_flight.remove(index);
         let plain = result?;
@@ -168,8 +236,9 @@ impl RecvShared {
 
     fn verify_and_write(
         &self,
+        file_index: usize,
         file: &RecvFile,
-        to: WriteTo<'_>,
+        to: WriteTo,
         index: u64,
         bytes: &[u8],
     ) -> Result<u64, TransferError> {
@@ -199,14 +268,50 @@ impl RecvShared {
                 .map_err(|e| LocalError::io("writing", &file.paths.partial, e))
         };
         match to {
-            WriteTo::Open(partial) => write(partial)?,
+            WriteTo::Planned(id) => {
+                let partial = self.partial_handle(file_index, file, id)?;
+                write(&partial)?;
+            }
             WriteTo::Deferred => {
                 let partial = disk::create_partial(&file.paths.partial, file.size)?;
                 write(&partial)?;
-                *file.written.lock().unwrap_or_else(PoisonError::into_inner) = Some(partial);
+                let id = disk::partial_id(&partial, &file.paths.partial)?;
+                *file.written.lock().unwrap_or_else(PoisonError::into_inner) = Some(id);
+                // Kept open for the finaliser while there is room.
+                self.open.put(file_index, Arc::new(partial));
             }
         }
         Ok(plain.len() as u64)
+    }
+
+    /// File `index`'s partial file: the cached handle, or the file opened again (checked to be
+    /// the inode `id`) and cached.
+    fn partial_handle(
+        &self,
+        index: usize,
+        file: &RecvFile,
+        id: PartialId,
+    ) -> Result<Arc<File>, LocalError> {
+        if let Some(handle) = self.open.get(index) {
+            return Ok(handle);
+        }
+        let handle = Arc::new(disk::reopen_partial(&file.paths.partial, id)?);
+        self.open.put(index, handle.clone());
+        Ok(handle)
+    }
+
+    /// The handle the finaliser syncs file `index` through: taken out of the cache (so it is
+    /// closed once synced), or the file opened again.
+    fn handle_to_seal(
+        &self,
+        index: usize,
+        file: &RecvFile,
+        id: PartialId,
+    ) -> Result<Arc<File>, LocalError> {
+        match self.open.take(index) {
+            Some(handle) => Ok(handle),
+            None => Ok(Arc::new(disk::reopen_partial(&file.paths.partial, id)?)),
+        }
     }
 
     /// Puts the files of `batch` in place (blocking): every partial file synced (by up to
@@ -219,7 +324,7 @@ impl RecvShared {
         batch: &[usize],
         placed: &mut Vec<usize>,
     ) -> Result<(), TransferError> {
-        let mut items: Vec<(usize, &RecvFile, Arc<File>)> = Vec::with_capacity(batch.len());
+        let mut items: Vec<(usize, &RecvFile, PartialId)> = Vec::with_capacity(batch.len());
         for &index in batch {
             let Some(file) = self.files.get(index) else {
                 return Err(LocalError::Task("finalising an unknown file".into()).into());
@@ -233,11 +338,11 @@ impl RecvShared {
                 let Some(partial) = written else {
                     return Err(LocalError::Task("finalising a file not written".into()).into());
                 };
-                items.push((index, file, Arc::new(partial)));
+                items.push((index, file, partial));
                 continue;
             }
-            match &file.file {
-                Some(partial) => items.push((index, file, partial.clone())),
+            match file.partial {
+                Some(partial) => items.push((index, file, partial)),
                 // Already in place.
                 None => placed.push(index),
             }
@@ -251,7 +356,7 @@ impl RecvShared {
                     .unwrap_or_else(PoisonError::into_inner)
             })
             .collect();
-        let mut error = seal_all(&items).err();
+        let mut error = self.seal_all(&items).err();
         let mut renamed = Vec::with_capacity(items.len());
         if error.is_none() {
             for item in &items {
@@ -290,7 +395,7 @@ impl RecvShared {
         for file in self
             .files
             .iter()
-            .filter(|f| f.file.is_some() && f.recorded())
+            .filter(|f| f.partial.is_some() && f.recorded())
         {
             if !all
                 && file
@@ -328,33 +433,36 @@ impl RecvShared {
         }
         Ok(())
     }
-}
 
-/// Syncs the partial files of a batch, spread over up to [`SYNC_THREADS`] scoped threads.
-fn seal_all(items: &[(usize, &RecvFile, Arc<File>)]) -> Result<(), LocalError> {
-    let seal = |part: &[(usize, &RecvFile, Arc<File>)]| {
-        part.iter()
-            .try_for_each(|(_, file, partial)| disk::seal(partial, &file.paths, file.mtime_ns))
-    };
-    if items.len() <= 1 {
-        return seal(items);
-    }
-    // At least a few files per thread: on a file system where a sync costs little (tmpfs), a
-    // batch is small and a thread per file would cost more than its syncs.
-    let per_thread = items.len().div_ceil(SYNC_THREADS).max(MIN_SYNCS_PER_THREAD);
-    std::thread::scope(|scope| {
-        let mut parts = items.chunks(per_thread);
-        let first = parts.next().unwrap_or_default();
-        let others: Vec<_> = parts.map(|part| scope.spawn(move || seal(part))).collect();
-        let mut result = seal(first);
-        for handle in others {
-            let joined = handle
-                .join()
-                .unwrap_or_else(|_| Err(LocalError::Task("a sync thread panicked".into())));
-            result = result.and(joined);
+    /// Syncs the partial files of a batch, spread over up to [`SYNC_THREADS`] scoped threads;
+    /// each thread holds one file open at a time.
+    fn seal_all(&self, items: &[(usize, &RecvFile, PartialId)]) -> Result<(), LocalError> {
+        let seal = |part: &[(usize, &RecvFile, PartialId)]| {
+            part.iter().try_for_each(|&(index, file, id)| {
+                let partial = self.handle_to_seal(index, file, id)?;
+                disk::seal(&partial, &file.paths, file.mtime_ns)
+            })
+        };
+        if items.len() <= 1 {
+            return seal(items);
         }
-        result
-    })
+        // At least a few files per thread: on a file system where a sync costs little (tmpfs), a
+        // batch is small and a thread per file would cost more than its syncs.
+        let per_thread = items.len().div_ceil(SYNC_THREADS).max(MIN_SYNCS_PER_THREAD);
+        std::thread::scope(|scope| {
+            let mut parts = items.chunks(per_thread);
+            let first = parts.next().unwrap_or_default();
+            let others: Vec<_> = parts.map(|part| scope.spawn(move || seal(part))).collect();
+            let mut result = seal(first);
+            for handle in others {
+                let joined = handle
+                    .join()
+                    .unwrap_or_else(|_| Err(LocalError::Task("a sync thread panicked".into())));
+                result = result.and(joined);
+            }
+            result
+        })
+    }
 }
 
 /// Puts completed files in place until `todo` closes or `stop` is set (blocking; one thread
@@ -479,4 +587,33 @@ fn on_control(shared: &RecvShared, frame: &Frame) -> Result<(), TransferError> {
 pub(crate) struct AttachedLane {
     pub(crate) index: u8,
     pub(crate) stream: Box<dyn ByteStream>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_partials_keep_at_most_the_bound_closing_the_least_recently_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = OpenPartials::default();
+        let handle = |i: usize| Arc::new(File::create(dir.path().join(format!("{i}"))).unwrap());
+        for i in 0..MAX_OPEN_PARTIALS {
+            open.put(i, handle(i));
+        }
+        // File 0 used again: file 1 is now the least recently used.
+        assert!(open.get(0).is_some());
+        open.put(MAX_OPEN_PARTIALS, handle(MAX_OPEN_PARTIALS));
+        assert_eq!(open.len(), MAX_OPEN_PARTIALS);
+        assert!(open.get(1).is_none() && open.get(0).is_some());
+        // A handle in use elsewhere stays open after eviction; taking removes it.
+        let in_use = open.get(2).unwrap();
+        for i in 100..100 + MAX_OPEN_PARTIALS {
+            open.put(i, handle(i));
+        }
+        assert!(open.get(2).is_none());
+        assert!(in_use.metadata().is_ok());
+        assert!(open.take(100).is_some() && open.take(100).is_none());
+        assert_eq!(open.len(), MAX_OPEN_PARTIALS - 1);
+    }
 }

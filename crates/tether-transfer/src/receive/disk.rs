@@ -3,7 +3,11 @@
 //! * Directories are created one component at a time; an existing component must be a real
 //!   directory (checked with `lstat`), so a symlink planted in the destination is never followed.
 //! * Partial files are opened with `O_NOFOLLOW` beside their target, preallocated to full size
-//!   (so a full disk shows up before data is accepted), and written at chunk offsets.
+//!   (so a full disk shows up before data is accepted), and written at chunk offsets. Their
+//!   descriptors are not kept for the whole transfer: each partial file's identity (device and
+//!   inode) is noted when it is created, and a file opened again later ([`reopen_partial`]) goes
+//!   through the same `O_NOFOLLOW` open, without creating anything, and must be that same inode,
+//!   so a file or link swapped in meanwhile is refused, never written through.
 //! * Finalising sets the partial file's modification time and syncs it, renames it over the
 //!   target in one step (refusing to replace an existing file unless overwriting is on) and
 //!   syncs the directory before the file counts as in place, so the target path only ever holds
@@ -12,7 +16,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -154,6 +158,53 @@ pub(crate) fn open_nofollow(path: &Path, write: bool) -> io::Result<File> {
     }
     let flags = i32::try_from(OFlags::NOFOLLOW.bits()).unwrap_or(0);
     options.custom_flags(flags).open(path)
+}
+
+/// Which inode a partial file is: noted when it is created, checked whenever it is opened again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PartialId {
+    dev: u64,
+    ino: u64,
+}
+
+/// The identity of the open partial file at `path`.
+pub(crate) fn partial_id(file: &File, path: &Path) -> Result<PartialId, LocalError> {
+    let meta = file
+        .metadata()
+        .map_err(|e| LocalError::io("inspecting", path, e))?;
+    Ok(PartialId {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    })
+}
+
+/// Opens an existing partial file again for reading and writing: never through a symlink,
+/// never creating one, and only if it is still the inode `id` (a regular file).
+pub(crate) fn reopen_partial(path: &Path, id: PartialId) -> Result<File, LocalError> {
+    let flags = i32::try_from(OFlags::NOFOLLOW.bits()).unwrap_or(0);
+    let file = match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(flags)
+        .open(path)
+    {
+        Ok(file) => file,
+        // Gone, or a symlink now (ELOOP under O_NOFOLLOW): someone else moved it.
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) =>
+        {
+            return Err(LocalError::PartialReplaced(path.to_path_buf()));
+        }
+        Err(e) => return Err(LocalError::io("opening", path, e)),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| LocalError::io("inspecting", path, e))?;
+    if !meta.is_file() || meta.dev() != id.dev || meta.ino() != id.ino {
+        return Err(LocalError::PartialReplaced(path.to_path_buf()));
+    }
+    Ok(file)
 }
 
 /// Opens (creating if needed) the partial file and makes room for `size` bytes.
@@ -340,5 +391,43 @@ mod tests {
         finalize(&file, &paths, 0, true).unwrap();
         assert_eq!(fs::read(&paths.target).unwrap(), vec![0; 3]);
         assert!(free_space(dir.path()).unwrap() > 0);
+    }
+
+    #[test]
+    fn reopening_a_partial_file_needs_the_same_inode_and_no_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = FilePaths::new(dir.path(), &RelPath::parse("f").unwrap());
+        let file = open_partial(&paths.partial, 4).unwrap();
+        let id = partial_id(&file, &paths.partial).unwrap();
+        drop(file);
+        let again = reopen_partial(&paths.partial, id).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&again, b"ab", 1).unwrap();
+        assert_eq!(fs::read(&paths.partial).unwrap(), b"\0ab\0");
+        drop(again);
+
+        // Swapped for another file: refused, and left alone.
+        let elsewhere = dir.path().join("elsewhere");
+        fs::write(&elsewhere, b"mine").unwrap();
+        fs::rename(&paths.partial, dir.path().join("moved")).unwrap();
+        fs::hard_link(&elsewhere, &paths.partial).unwrap();
+        assert!(matches!(
+            reopen_partial(&paths.partial, id),
+            Err(LocalError::PartialReplaced(_))
+        ));
+        // Swapped for a symlink to the original: refused without following it.
+        fs::remove_file(&paths.partial).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("moved"), &paths.partial).unwrap();
+        assert!(matches!(
+            reopen_partial(&paths.partial, id),
+            Err(LocalError::PartialReplaced(_))
+        ));
+        // Gone: refused, nothing created.
+        fs::remove_file(&paths.partial).unwrap();
+        assert!(matches!(
+            reopen_partial(&paths.partial, id),
+            Err(LocalError::PartialReplaced(_))
+        ));
+        assert!(!paths.partial.exists());
+        assert_eq!(fs::read(&elsewhere).unwrap(), b"mine");
     }
 }

@@ -8,14 +8,16 @@
 //!    hash) keeps the chunks the record lists **that still verify** against their chunk hashes;
 //!    a chunk that fails is counted and asked for again. Any other partial file is discarded.
 //! 3. The partial file is opened (created and preallocated if new) and its record saved, so a
-//!    partial file never exists without a record saying what it is.
+//!    partial file never exists without a record saying what it is. It is then closed again:
+//!    planning keeps only its identity (device and inode), and the data phase opens it again,
+//!    checked against that identity, while chunks arrive (see `data.rs`), so a directory of many
+//!    files never has them all open at once.
 //!
 //! A file of one chunk (or none) has nothing inside it to resume: it gets no record, any partial
 //! data of an earlier attempt is dropped, and a one-chunk file's partial file is only created
 //! when its chunk has arrived and verified (see `data.rs`), so planning it costs no file
 //! creation and a cut costs at most refetching it.
 
-use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -25,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::chunk::{ChunkSet, chunk_count, chunk_len, chunk_offset};
 use crate::error::{LocalError, TransferError};
 use crate::manifest::CheckedEntry;
-use crate::receive::disk::{self, Existing, FilePaths};
+use crate::receive::disk::{self, Existing, FilePaths, PartialId};
 use crate::resume::ResumeRecord;
 use crate::tree::{ChunkHash, chunk_hash};
 
@@ -35,9 +37,9 @@ pub(crate) struct PlannedFile {
     pub(crate) paths: FilePaths,
     /// Chunks already verified on disk (kept from an earlier attempt).
     pub(crate) have: ChunkSet,
-    /// The open partial file; `None` when the target is already in place or the file is
-    /// `deferred`.
-    pub(crate) file: Option<File>,
+    /// The partial file created or kept (closed again); `None` when the target is already in
+    /// place or the file is `deferred`.
+    pub(crate) partial: Option<PartialId>,
     /// A one-chunk file whose partial file is created when its chunk arrives.
     pub(crate) deferred: bool,
     /// Bytes already in place or kept.
@@ -51,7 +53,7 @@ pub(crate) struct PlannedFile {
 impl PlannedFile {
     /// Whether the target already holds the file.
     pub(crate) fn in_place(&self) -> bool {
-        self.file.is_none() && !self.deferred
+        self.partial.is_none() && !self.deferred
     }
 }
 
@@ -77,7 +79,7 @@ pub(crate) fn plan_file(
             return Ok(PlannedFile {
                 paths,
                 have: ChunkSet::full(chunks),
-                file: None,
+                partial: None,
                 deferred: false,
                 kept_bytes: size,
                 verified_bytes: size,
@@ -130,13 +132,15 @@ pub(crate) fn plan_file(
             disk::open_partial(&paths.partial, size)?
         }
     };
+    let partial = disk::partial_id(&file, &paths.partial)?;
+    drop(file);
     ResumeRecord::new(&entry.entry, hash, &have)
         .write(&paths.record, &paths.record_tmp)
         .map_err(|e| LocalError::io("writing", &paths.record, e))?;
     Ok(PlannedFile {
         paths,
         have,
-        file: Some(file),
+        partial: Some(partial),
         deferred: false,
         kept_bytes,
         verified_bytes,
@@ -152,16 +156,17 @@ fn plan_unresumable(paths: FilePaths, size: u64) -> Result<PlannedFile, Transfer
         disk::drop_records(&paths)?;
     }
     let chunks = chunk_count(size);
-    let file = if chunks == 0 {
-        Some(disk::open_partial(&paths.partial, size)?)
+    let partial = if chunks == 0 {
+        let file = disk::open_partial(&paths.partial, size)?;
+        Some(disk::partial_id(&file, &paths.partial)?)
     } else {
         None
     };
     Ok(PlannedFile {
         paths,
         have: ChunkSet::new(chunks),
-        deferred: file.is_none(),
-        file,
+        deferred: partial.is_none(),
+        partial,
         kept_bytes: 0,
         verified_bytes: 0,
         corrupt_chunks: 0,
@@ -215,7 +220,7 @@ mod tests {
         assert!(plan.paths.record.exists());
 
         // Write chunks 0, 1 and 3, list them in the record, and corrupt chunk 1.
-        let file = plan.file.unwrap();
+        let file = disk::reopen_partial(&plan.paths.partial, plan.partial.unwrap()).unwrap();
         let mut have = ChunkSet::new(4);
         for i in [0u64, 1, 3] {
             let start = (i * CHUNK) as usize;
@@ -263,7 +268,7 @@ mod tests {
         std::fs::write(&paths.partial, b"stale").unwrap();
         std::fs::write(&paths.record, b"{}").unwrap();
         let plan = plan_file(dir.path(), &entry, hash, &hashes, false, &cancel).unwrap();
-        assert!(plan.deferred && plan.file.is_none() && !plan.in_place());
+        assert!(plan.deferred && plan.partial.is_none() && !plan.in_place());
         assert_eq!((plan.have.len(), plan.have.count()), (1, 0));
         assert!(!paths.partial.exists() && !paths.record.exists());
         // Planning created nothing.
@@ -272,7 +277,7 @@ mod tests {
         // An empty file is opened now, still without a record.
         let (dir, entry, hash, hashes) = setup(&[]);
         let plan = plan_file(dir.path(), &entry, hash, &hashes, false, &cancel).unwrap();
-        assert!(!plan.deferred && plan.file.is_some() && plan.have.is_full());
+        assert!(!plan.deferred && plan.partial.is_some() && plan.have.is_full());
         assert!(plan.paths.partial.exists() && !plan.paths.record.exists());
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use tether_wire::{ContentHash, FileRequest};
 use tokio::io::ReadHalf;
@@ -106,11 +106,6 @@ pub(super) fn shared_state(
 ) -> RecvShared {
     let mut recv_files = Vec::with_capacity(files.len());
     for ((entry, hashes), plan) in files.iter().zip(hashes).zip(planned) {
-        let file = plan
-            .file
-            .as_ref()
-            .and_then(|f| f.try_clone().ok())
-            .map(Arc::new);
         recv_files.push(RecvFile {
             id: entry.entry.id,
             rel: entry.entry.path.clone(),
@@ -119,7 +114,7 @@ pub(super) fn shared_state(
             hash: entry.entry.hash.unwrap_or(ContentHash([0; 32])),
             paths: plan.paths.clone(),
             hashes,
-            file,
+            partial: plan.partial,
             deferred: plan.deferred,
             written: Mutex::new(None),
             chunks: Mutex::new(Chunks {
@@ -144,6 +139,7 @@ pub(super) fn shared_state(
         received: Default::default(),
         wire: Default::default(),
         last_file: Default::default(),
+        open: Default::default(),
     }
 }
 

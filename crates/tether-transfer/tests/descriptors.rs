@@ -1,0 +1,149 @@
+//! Open-file bounds: a directory of many multi-chunk files received, and sent, by a child
+//! process whose soft `RLIMIT_NOFILE` is far below the number of files. The engine must keep only
+//! a bounded number of files open, whatever the directory's size.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::print_stderr,
+    missing_docs,
+    clippy::panic,
+    clippy::needless_pass_by_value
+)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{ChildProc, Setup, leftovers, listen, random_file, send_to, serve_one, tree_hashes};
+use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+use tether_transfer::{CHUNK_SIZE, Receiver};
+
+/// The soft descriptor limit the child runs under.
+const LOW_LIMIT: u64 = 128;
+/// Files in the directory: over twice the limit.
+const FILES: u64 = 300;
+/// Each file is two chunks (256 KiB + 44 KiB).
+const FILE_SIZE: u64 = 300 << 10;
+
+const NOFILE_VAR: &str = "TETHER_T_NOFILE";
+
+#[test]
+fn child() {
+    if let Ok(limit) = std::env::var(NOFILE_VAR) {
+        let hard = getrlimit(Resource::Nofile).maximum;
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(limit.parse().unwrap()),
+                maximum: hard,
+            },
+        )
+        .unwrap();
+    }
+    common::child_entry();
+}
+
+fn is_child() -> bool {
+    std::env::var(common::ROLE).is_ok()
+}
+
+/// `FILES` files of `FILE_SIZE` bytes in `dir/tree`.
+fn many_files(dir: &Path) -> std::path::PathBuf {
+    assert!(FILE_SIZE > CHUNK_SIZE as u64 && FILE_SIZE <= 2 * CHUNK_SIZE as u64);
+    let tree = dir.join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    for i in 0..FILES {
+        random_file(&tree.join(format!("f{i:03}.bin")), FILE_SIZE, 500 + i);
+    }
+    tree
+}
+
+#[test]
+fn receiver_under_a_low_descriptor_limit_receives_hundreds_of_two_chunk_files() {
+    if is_child() {
+        return;
+    }
+    let src = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let tree = many_files(src.path());
+    let setup = Setup {
+        lanes: 4,
+        ..Setup::default()
+    };
+    let child = ChildProc::start(
+        "child",
+        "receive",
+        &[
+            ("TETHER_T_DEST", dest.path().display().to_string()),
+            (NOFILE_VAR, LOW_LIMIT.to_string()),
+        ],
+        &setup,
+    );
+    let port: u16 = child
+        .wait_for("port", Duration::from_secs(60))
+        .expect("child receiver did not start")
+        .parse()
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let sent = runtime.block_on(send_to(port, &tree, &setup));
+    let received = child.outcome(Duration::from_secs(120));
+    child.wait();
+    let report = received.unwrap_or_else(|e| panic!("receiver failed: {e}; sender: {sent:?}"));
+    sent.unwrap();
+    assert_eq!(report.files, FILES);
+    assert_eq!(tree_hashes(&tree), tree_hashes(&dest.path().join("tree")));
+    assert!(
+        leftovers(dest.path()).is_empty(),
+        "{:?}",
+        leftovers(dest.path())
+    );
+}
+
+#[test]
+fn sender_under_a_low_descriptor_limit_sends_hundreds_of_two_chunk_files() {
+    if is_child() {
+        return;
+    }
+    let src = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let tree = many_files(src.path());
+    let setup = Setup {
+        lanes: 4,
+        ..Setup::default()
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (listener, port) = runtime.block_on(listen());
+    let receiver = Receiver::new(setup.receiver_config(dest.path()));
+    let serving = runtime.spawn(serve_one(
+        listener,
+        receiver,
+        setup.clone(),
+        Arc::new(|_| {}),
+    ));
+    let sender = ChildProc::start(
+        "child",
+        "send",
+        &[
+            ("TETHER_T_SRC", tree.display().to_string()),
+            ("TETHER_T_PORT", port.to_string()),
+            (NOFILE_VAR, LOW_LIMIT.to_string()),
+        ],
+        &setup,
+    );
+    let sent = sender.outcome(Duration::from_secs(120));
+    sender.wait();
+    let received = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(60), serving)
+            .await
+            .expect("receiver hung")
+            .unwrap()
+    });
+    let report = sent.unwrap_or_else(|e| panic!("sender failed: {e}; receiver: {received:?}"));
+    received.unwrap();
+    assert_eq!(report.files, FILES);
+    assert_eq!(tree_hashes(&tree), tree_hashes(&dest.path().join("tree")));
+    assert!(leftovers(dest.path()).is_empty());
+}
