@@ -270,6 +270,8 @@ async fn serve_requests(
                     }
                 }
             }
+            // Counted before queued, so the lane taking the last of them closes the file.
+            shared.asked(file, end.saturating_sub(start));
             if !shared.queue.push(file, start, end) {
                 return Err(PeerError::Protocol("too many outstanding requests").into());
             }

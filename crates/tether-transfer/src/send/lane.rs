@@ -42,6 +42,9 @@ pub(crate) struct SendShared {
     pub(crate) limiters: Vec<RateLimiter>,
     by_id: HashMap<Uuid, usize>,
     open: Vec<Mutex<Option<Arc<File>>>>,
+    /// Per file, chunks asked for and not yet taken by a lane: the shared handle is closed
+    /// when this reaches zero.
+    pending: Vec<AtomicU64>,
     /// Chunks in a row that did not shrink, per file.
     misses: Vec<AtomicU32>,
     /// What went out, for the report and progress (read on a timer, not per chunk).
@@ -94,6 +97,7 @@ impl SendShared {
             })
             .collect();
         let open = files.iter().map(|_| Mutex::new(None)).collect();
+        let pending = files.iter().map(|_| AtomicU64::new(0)).collect();
         let misses = files.iter().map(|_| AtomicU32::new(0)).collect();
         let counters = SentCounters {
             per_file: files.iter().map(|_| AtomicU64::new(0)).collect(),
@@ -110,6 +114,7 @@ impl SendShared {
             queue: WorkQueue::default(),
             limiters,
             open,
+            pending,
             misses,
             counters,
         }
@@ -120,29 +125,53 @@ impl SendShared {
         self.by_id.get(&id).copied()
     }
 
-    /// The open source file, opened on first use (each read is then checked against what was
-    /// hashed). `last` (the file's last chunk is being read) closes the shared handle after
-    /// this use, so a transfer of many files holds only the files being sent open; a file asked
-    /// for again is opened again.
-    fn file(&self, index: usize, last: bool) -> Result<(Arc<File>, &SourceFile), TransferError> {
-        let (Some(source), Some(slot)) = (self.files.get(index), self.open.get(index)) else {
+    /// Notes that `count` chunks of file `index` were asked for (before they are queued).
+    pub(crate) fn asked(&self, index: usize, count: u64) {
+        if let Some(pending) = self.pending.get(index) {
+            pending.fetch_add(count, Ordering::Relaxed);
+        }
+    }
+
+    /// The open source file for one chunk asked for, opened on first use (each read is then
+    /// checked against what was hashed). The shared handle is closed once no chunk of the file
+    /// is left to take (whichever lane takes the last one, in whatever order the lanes get to
+    /// their reads), so a transfer of many files holds only the files being sent open; a file
+    /// asked for again is opened again.
+    fn file(&self, index: usize) -> Result<(Arc<File>, &SourceFile), TransferError> {
+        let (Some(source), Some(slot), Some(pending)) = (
+            self.files.get(index),
+            self.open.get(index),
+            self.pending.get(index),
+        ) else {
             return Err(LocalError::Task("chunk of an unknown file".into()).into());
         };
         let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(file) = slot.as_ref() {
-            let file = file.clone();
-            if last {
-                *slot = None;
+        let file = match slot.as_ref() {
+            Some(file) => file.clone(),
+            None => {
+                let file = File::open(&source.path)
+                    .map_err(|e| LocalError::io("opening", &source.path, e))?;
+                Arc::new(file)
             }
-            return Ok((file, source));
-        }
-        let file =
-            File::open(&source.path).map_err(|e| LocalError::io("opening", &source.path, e))?;
-        let file = Arc::new(file);
-        if !last {
-            *slot = Some(file.clone());
-        }
+        };
+        // Taken under the slot's lock, so a handle is never left behind by lanes racing.
+        let left = pending
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            })
+            .map_or(0, |n| n.saturating_sub(1));
+        *slot = (left > 0).then(|| file.clone());
         Ok((file, source))
+    }
+
+    /// Whether file `index`'s handle is kept open.
+    #[cfg(test)]
+    fn is_open(&self, index: usize) -> bool {
+        self.open.get(index).is_some_and(|slot| {
+            slot.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_some()
+        })
     }
 
     /// Reads, encodes and seals one chunk (blocking). The file is read straight into the
@@ -155,7 +184,7 @@ impl SendShared {
     ) -> Result<(Frame, Sent), TransferError> {
         let size = self.files.get(work.file).map_or(0, |f| f.size);
         let last = work.index + 1 >= chunk_count(size);
-        let (file, source) = self.file(work.file, last)?;
+        let (file, source) = self.file(work.file)?;
         let changed = || TransferError::from(LocalError::SourceChanged(source.path.clone()));
         let len = chunk_len(source.size, work.index).ok_or_else(changed)?;
         let offset = chunk_offset(work.index);
@@ -278,4 +307,37 @@ where
         let _ = w.shutdown().await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::SourceFile;
+
+    #[test]
+    fn a_file_is_closed_by_whichever_lane_takes_its_last_asked_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![7u8; 3 * 256 * 1024]).unwrap();
+        let source = SourceFile {
+            entry_index: 0,
+            path,
+            size: 3 * 256 * 1024,
+            modified: None,
+            hashes: Vec::new(),
+        };
+        let shared = SendShared::new(vec![source], &[], Compression::None, Vec::new());
+        // Chunks 0..3 asked for; lanes take the last chunk first, then the others.
+        shared.asked(0, 3);
+        let (last, _) = shared.file(0).unwrap();
+        assert!(shared.is_open(0));
+        let (first, _) = shared.file(0).unwrap();
+        assert!(Arc::ptr_eq(&last, &first), "one shared handle");
+        let _ = shared.file(0).unwrap();
+        assert!(!shared.is_open(0), "closed once every asked chunk is taken");
+        // Asked for again (a chunk in the middle): opened again, and closed after it.
+        shared.asked(0, 1);
+        let _ = shared.file(0).unwrap();
+        assert!(!shared.is_open(0));
+    }
 }
