@@ -83,7 +83,7 @@ impl Process {
 
     /// Closes stdin and waits (at most `timeout`, then kills) for the exit; the last stdout
     /// line.
-    pub(crate) fn finish(mut self, timeout: Duration) -> Result<Option<String>> {
+    pub(crate) fn finish(&mut self, timeout: Duration) -> Result<Option<String>> {
         drop(self.stdin.take());
         let deadline = Instant::now() + timeout;
         let status = loop {
@@ -150,7 +150,7 @@ impl Server {
         args(&["--id", &self.id, "--addr", &self.addr])
     }
 
-    pub(crate) fn stop(mut self) -> Result<()> {
+    pub(crate) fn stop(&mut self) -> Result<()> {
         let _ = self.process.say("quit");
         self.process.finish(Duration::from_secs(60)).map(drop)
     }
@@ -158,7 +158,7 @@ impl Server {
 
 /// Runs a client to completion and parses its last stdout line as JSON.
 pub(crate) fn client(name: &str, args: &[OsString], log: &Path) -> Result<serde_json::Value> {
-    let process = Process::spawn(name, args, log)?;
+    let mut process = Process::spawn(name, args, log)?;
     let last = process
         .finish(Duration::from_secs(900))?
         .with_context(|| format!("{name} printed nothing"))?;
