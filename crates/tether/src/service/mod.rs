@@ -66,6 +66,10 @@ struct Inner {
     /// This device's id, name and type (the name can change: `rename_self`).
     profile: RwLock<Profile>,
     registry: DeviceRegistry,
+    /// One registry write from a link's watch task at a time: redb commits one write at a
+    /// time anyway, and many links connecting at once would otherwise hold a blocking thread
+    /// each while they wait for it.
+    registry_writes: tokio::sync::Semaphore,
     transport: Transport,
     /// Emptied by `shutdown`, which ends the announcements.
     discoveries: Mutex<Vec<Arc<dyn Discovery>>>,
@@ -178,6 +182,7 @@ impl NetworkingService {
                 keys,
                 profile: RwLock::new(profile),
                 registry,
+                registry_writes: tokio::sync::Semaphore::new(1),
                 transport,
                 discoveries: Mutex::new(discoveries),
                 discovered: Mutex::default(),

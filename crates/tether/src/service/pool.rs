@@ -331,6 +331,8 @@ impl NetworkingService {
             if connected {
                 let registry = service.inner.registry.clone();
                 let info = registry_connection(&link.connection);
+                // Never closed, so the permit always comes.
+                let _one_at_a_time = service.inner.registry_writes.acquire().await;
                 let recorded =
                     tokio::task::spawn_blocking(move || registry.connected(node_id, info)).await;
                 if let Ok(Err(error)) = recorded {
