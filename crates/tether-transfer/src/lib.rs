@@ -52,14 +52,16 @@
 //!
 //! ```text
 //! sender                                           receiver
-//!   Offer {version 2, id, entries, bytes, chunk size, zstd?, encrypted?, ciphers, lanes} ─►
+//!   Offer {version 2, id, entries, bytes, chunk size, zstd?, encrypted?, ciphers, lanes,
+//!          wants?} ─►
 //!   Manifest {entries} ... (paged, ≤ 256 KiB each) ─►  check paths, limits, space, ciphers;
 //!                                                    ask consent
 //!                                    ◄─ Accept {cipher} | Decline {code}
 //!   ChunkHashes {entry, first, hex} ... ─►           check they add up to each file hash;
 //!                                                    verify kept partial chunks
 //!   (each extra stream) Lane {id, index} ─►
-//!                        ◄─ FileRequest {entry, resume_from} | Want {entry, chunk ranges} ...
+//!                        ◄─ FileRequest {entry, resume_from} | Want {entry, chunk ranges}
+//!                           | Wants {[Want; ≤ 1024], ≤ 4096 ranges in all} ...
 //!   FileResponse {entry, size, hash, chunk_size, offset} ─►  (answers a FileRequest)
 //!   data frames on every lane, in any order ─►       verify each chunk, write at its offset;
 //!                                                    fsync + rename each complete file
@@ -88,7 +90,9 @@
 //!   were written (saved every [`ReceiverConfig::checkpoint_interval`] and on every clean stop).
 //!   On the next run (after a cut link, a cancel, or a SIGKILL of either side) the listed chunks
 //!   are re-verified and only the rest, and any that fail, are fetched; `FileRequest { entry_id,
-//!   resume_from }` asks for a file's tail, `Want` for scattered chunks. A source that changed
+//!   resume_from }` asks for a file's tail, `Want` for scattered chunks (and for a file of one
+//!   chunk); a sender whose offer says `wants: true` is sent the `Want`s of up to 1,024 files
+//!   in one `Wants` message (a sender without it, one `Want` per file). A source that changed
 //!   (size, mtime or hash) discards the partial file. A sender notices its own source changing
 //!   mid-transfer and aborts; nothing is finalised. A file of one chunk (or none) has nothing
 //!   to resume inside it: it keeps no record, its partial file is created only once its chunk

@@ -25,8 +25,11 @@ pub(crate) const VERSION: u32 = 2;
 /// Most chunk hashes in one [`ChunkHashes`] message (256 KiB of hex JSON).
 pub(crate) const MAX_HASHES_PER_PAGE: usize = 4096;
 
-/// Most ranges in one [`Want`].
+/// Most ranges in one [`Want`], and in all the files of one [`Wants`] together.
 pub(crate) const MAX_RANGES_PER_WANT: usize = 4096;
+
+/// Most files named in one [`Wants`] (about 60 KiB of JSON for one range each).
+pub(crate) const MAX_FILES_PER_WANTS: usize = 1024;
 
 /// Target size of one manifest page's JSON (well under the 1 MiB control frame cap).
 pub(crate) const MANIFEST_PAGE_BYTES: usize = 256 << 10;
@@ -54,6 +57,9 @@ pub(crate) enum Message {
     FileResponse(FileResponse),
     /// Receiver → sender: these chunk ranges of one file.
     Want(Want),
+    /// Receiver → sender: chunk ranges of several files, in one message; sent only to a sender
+    /// whose [`Offer::wants`] says it reads them.
+    Wants(Wants),
     /// Receiver → sender: every file is verified and in place.
     Complete(Complete),
     /// First message on every extra stream (lane) of a transfer.
@@ -100,6 +106,10 @@ pub(crate) struct Offer {
     pub(crate) ciphers: OfferedCiphers,
     /// Streams the sender will use, this one included.
     pub(crate) lanes: u8,
+    /// The sender reads [`Message::Wants`]; absent (false) from senders that do not, which are
+    /// then asked one file per [`Message::Want`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) wants: bool,
 }
 
 /// Body of [`Message::Accept`].
@@ -144,6 +154,14 @@ pub(crate) struct Want {
     pub(crate) entry_id: Uuid,
     /// At most [`MAX_RANGES_PER_WANT`] ranges.
     pub(crate) ranges: Vec<[u64; 2]>,
+}
+
+/// Body of [`Message::Wants`]: chunk ranges of several files, at most [`MAX_FILES_PER_WANTS`]
+/// files and [`MAX_RANGES_PER_WANT`] ranges in all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Wants {
+    /// One entry per file, in the order they are asked for.
+    pub(crate) files: Vec<Want>,
 }
 
 /// Body of [`Message::Complete`].
@@ -247,6 +265,20 @@ mod tests {
             Message::from_frame(&frame).unwrap(),
             Message::FileRequest(request)
         );
+    }
+
+    #[test]
+    fn the_largest_wants_fits_a_control_frame() {
+        let files: Vec<Want> = (0..MAX_FILES_PER_WANTS)
+            .map(|i| Want {
+                entry_id: Uuid::from_u128(u128::MAX - i as u128),
+                ranges: vec![[u64::MAX - 1, u64::MAX]; MAX_RANGES_PER_WANT / MAX_FILES_PER_WANTS],
+            })
+            .collect();
+        let wants = Message::Wants(Wants { files });
+        let frame = wants.to_frame().unwrap();
+        assert!(frame.payload().len() < 1 << 20, "{}", frame.payload().len());
+        assert_eq!(Message::from_frame(&frame).unwrap(), wants);
     }
 
     #[test]

@@ -540,6 +540,71 @@ async fn a_receiver_cannot_read_what_was_not_offered() {
     ));
 }
 
+/// A `Wants` naming several files is checked whole before anything is sent: an unknown entry
+/// among known ones, too many files, too many ranges in all each stop the sender with a typed
+/// error and no data frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_wants_is_refused_before_any_data() {
+    let src = tempfile::tempdir().unwrap();
+    let shared = src.path().join("shared.bin");
+    random_file(&shared, 1000, 1);
+    let id = Uuid::from_u128(5);
+    let resolver: HashMap<Uuid, PathBuf> = [(id, shared)].into();
+    let one = json!({"entry_id": id, "ranges": [[0, 1]]});
+    let stranger = json!({"entry_id": Uuid::from_u128(6), "ranges": [[0, 1]]});
+    let many_files: Vec<Value> = (0..1025).map(|_| one.clone()).collect();
+    let many_ranges = json!({"entry_id": id, "ranges": vec![[0, 1]; 2049]});
+    type Expected = fn(&TransferError) -> bool;
+    let cases: [(Value, Expected); 4] = [
+        (json!([one.clone(), stranger]), |e| {
+            matches!(e, TransferError::Peer(PeerError::UnknownEntry(_)))
+        }),
+        (
+            json!([one.clone(), {"entry_id": id, "ranges": [[1, 2]]}]),
+            |e| matches!(e, TransferError::Peer(PeerError::UnknownEntry(_))),
+        ),
+        (json!(many_files), |e| {
+            matches!(e, TransferError::Peer(PeerError::Protocol(_)))
+        }),
+        (json!([many_ranges.clone(), many_ranges]), |e| {
+            matches!(e, TransferError::Peer(PeerError::Protocol(_)))
+        }),
+    ];
+    for (files, expected) in cases {
+        let outgoing =
+            OutgoingTransfer::prepare(&resolver, &[id], SendOptions::default().encrypt(false))
+                .await
+                .unwrap();
+        let (listener, port) = listen().await;
+        let sender = tokio::spawn(async move {
+            let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            outgoing.send(stream, Vec::new(), RunContext::new()).await
+        });
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let offer = read_frame(&mut stream).await.unwrap().unwrap();
+        let offer: Value = serde_json::from_slice(offer.payload()).unwrap();
+        assert_eq!(offer["body"]["wants"], json!(true), "{offer}");
+        let _manifest = read_frame(&mut stream).await.unwrap().unwrap();
+        write_frame(
+            &mut stream,
+            &control(&json!({"type": "Accept", "body": {}})),
+        )
+        .await
+        .unwrap();
+        let request = json!({"type": "Wants", "body": {"files": files}});
+        write_frame(&mut stream, &control(&request)).await.unwrap();
+        let result = sender.await.unwrap();
+        assert!(result.as_ref().is_err_and(expected), "{result:?}");
+        let mut data_frames = 0;
+        while let Ok(Some(frame)) = read_frame(&mut stream).await {
+            if frame.kind() != FrameKind::Control {
+                data_frames += 1;
+            }
+        }
+        assert_eq!(data_frames, 0);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_frames_are_refused_in_an_encrypted_transfer() {
     let data = one_chunk_file();

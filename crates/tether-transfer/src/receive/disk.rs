@@ -91,8 +91,9 @@ pub(crate) fn ensure_dir(
 }
 
 /// Checks that every directory from `root` down to `rel`'s parent that exists is a real
-/// directory (not a symlink or a file); missing ones will be created later.
-pub(crate) fn check_dirs(root: &Path, rel: &RelPath) -> Result<(), LocalError> {
+/// directory (not a symlink or a file); missing ones will be created later. Returns whether the
+/// parent exists (when it does not, nothing under it does either).
+pub(crate) fn check_dirs(root: &Path, rel: &RelPath) -> Result<bool, LocalError> {
     let mut path = root.to_path_buf();
     if let Some(parent) = rel.parent() {
         for component in parent.components() {
@@ -100,12 +101,12 @@ pub(crate) fn check_dirs(root: &Path, rel: &RelPath) -> Result<(), LocalError> {
             match fs::symlink_metadata(&path) {
                 Ok(meta) if meta.is_dir() => {}
                 Ok(_) => return Err(LocalError::NotADirectory(path)),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
                 Err(e) => return Err(LocalError::io("inspecting", &path, e)),
             }
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Checks that `path` is a real directory or does not exist.
@@ -359,7 +360,8 @@ mod tests {
         fs::write(root.join("file"), b"").unwrap();
         assert!(ensure_dir(root, &RelPath::parse("file/x").unwrap(), &mut created).is_err());
         assert!(check_dirs(root, &RelPath::parse("link/f").unwrap()).is_err());
-        assert!(check_dirs(root, &RelPath::parse("a/b/f").unwrap()).is_ok());
+        assert!(check_dirs(root, &RelPath::parse("a/b/f").unwrap()).unwrap());
+        assert!(!check_dirs(root, &RelPath::parse("a/new/f").unwrap()).unwrap());
     }
 
     #[test]

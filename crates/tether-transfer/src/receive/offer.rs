@@ -2,7 +2,7 @@
 //! destination (symlinks, existing files, free space), then consent. Any failure is answered
 //! with a `Decline`, and nothing has been written.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -158,19 +158,32 @@ fn survey(
 ) -> Result<(Vec<PathBuf>, u64), TransferError> {
     let mut targets = Vec::new();
     let mut needed = 0u64;
-    // Each parent directory is checked once, not once per file in it.
-    let mut checked_parents = HashSet::new();
+    // Each parent directory is checked once, not once per file in it; nothing under a parent
+    // that does not exist is looked for (a new folder costs no lookup per file).
+    let mut checked_parents = HashMap::new();
     for entry in entries {
         let parent = entry.path.parent().map(|p| p.as_str().to_owned());
-        if checked_parents.insert(parent) {
-            disk::check_dirs(root, &entry.path)?;
-        }
+        let parent_exists = match checked_parents.get(&parent) {
+            Some(exists) => *exists,
+            None => {
+                let exists = disk::check_dirs(root, &entry.path)?;
+                checked_parents.insert(parent, exists);
+                exists
+            }
+        };
+        let size = entry.entry.size;
         if entry.entry.kind == EntryKind::Dir {
-            disk::check_dir_or_absent(&entry.path.under(root))?;
+            if parent_exists {
+                disk::check_dir_or_absent(&entry.path.under(root))?;
+            }
             continue;
         }
         let paths = FilePaths::new(root, &entry.path);
-        let size = entry.entry.size;
+        if !parent_exists {
+            needed = needed.saturating_add(size);
+            targets.push(paths.target);
+            continue;
+        }
         match disk::existing(&paths.target)? {
             Existing::Absent => {}
             Existing::File(len) if len == size => {

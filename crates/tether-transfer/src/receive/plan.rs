@@ -65,11 +65,16 @@ pub(crate) fn plan_file(
     hash: ContentHash,
     hashes: &[ChunkHash],
     overwrite: bool,
+    in_new_dir: bool,
     cancel: &CancellationToken,
 ) -> Result<PlannedFile, TransferError> {
     let size = entry.entry.size;
     let paths = FilePaths::new(root, &entry.path);
     let chunks = chunk_count(size);
+    if in_new_dir && chunks <= 1 {
+        // A directory planning has just made holds neither a target nor a partial file.
+        return plan_unresumable(paths, size, false);
+    }
     match disk::existing(&paths.target)? {
         Existing::Absent => {}
         Existing::File(len) if len == size && disk::hash_file(&paths.target)? == hash.0 => {
@@ -93,7 +98,7 @@ pub(crate) fn plan_file(
     }
 
     if chunks <= 1 {
-        return plan_unresumable(paths, size);
+        return plan_unresumable(paths, size, true);
     }
     let record = ResumeRecord::read(&paths.record)
         .map_err(|e| LocalError::io("reading", &paths.record, e))?;
@@ -149,9 +154,10 @@ pub(crate) fn plan_file(
 }
 
 /// Plans a file of one chunk or none: whatever an earlier attempt left is dropped; an empty
-/// file's partial file is created now, a one-chunk file's when its chunk arrives.
-fn plan_unresumable(paths: FilePaths, size: u64) -> Result<PlannedFile, TransferError> {
-    if disk::existing(&paths.partial)? != Existing::Absent {
+/// file's partial file is created now, a one-chunk file's when its chunk arrives. `look`: whether
+/// an earlier attempt may have left something (not in a directory planning has just made).
+fn plan_unresumable(paths: FilePaths, size: u64, look: bool) -> Result<PlannedFile, TransferError> {
+    if look && disk::existing(&paths.partial)? != Existing::Absent {
         disk::remove_if_exists(&paths.partial)?;
         disk::drop_records(&paths)?;
     }
@@ -215,7 +221,7 @@ mod tests {
             .collect();
         let (dir, entry, hash, hashes) = setup(&data);
         let cancel = CancellationToken::new();
-        let plan = plan_file(dir.path(), &entry, hash, &hashes, false, &cancel).unwrap();
+        let plan = plan_file(dir.path(), &entry, hash, &hashes, false, false, &cancel).unwrap();
         assert_eq!((plan.have.count(), plan.kept_bytes), (0, 0));
         assert!(plan.paths.record.exists());
 
@@ -232,7 +238,7 @@ mod tests {
         ResumeRecord::new(&entry.entry, hash, &have)
             .write(&plan.paths.record, &plan.paths.record_tmp)
             .unwrap();
-        let plan = plan_file(dir.path(), &entry, hash, &hashes, false, &cancel).unwrap();
+        let plan = plan_file(dir.path(), &entry, hash, &hashes, false, false, &cancel).unwrap();
         assert_eq!(plan.have.iter().collect::<Vec<_>>(), vec![0, 3]);
         assert_eq!(plan.corrupt_chunks, 1);
         assert_eq!(plan.kept_bytes, CHUNK + 10);
@@ -240,22 +246,22 @@ mod tests {
         // Another source version (mtime moved): everything is fetched again.
         let mut touched = entry.clone();
         touched.entry.mtime_ns = 6;
-        let plan = plan_file(dir.path(), &touched, hash, &hashes, false, &cancel).unwrap();
+        let plan = plan_file(dir.path(), &touched, hash, &hashes, false, false, &cancel).unwrap();
         assert_eq!(plan.have.count(), 0);
 
         // The file in place: nothing to do, stray partial removed.
         std::fs::write(dir.path().join("f"), &data).unwrap();
-        let plan = plan_file(dir.path(), &entry, hash, &hashes, false, &cancel).unwrap();
+        let plan = plan_file(dir.path(), &entry, hash, &hashes, false, false, &cancel).unwrap();
         assert!(plan.in_place());
         assert!(!plan.paths.partial.exists() && !plan.paths.record.exists());
 
         // Something else in place: refused unless overwriting.
         std::fs::write(dir.path().join("f"), b"other").unwrap();
         assert!(matches!(
-            plan_file(dir.path(), &entry, hash, &hashes, false, &cancel),
+            plan_file(dir.path(), &entry, hash, &hashes, false, false, &cancel),
             Err(TransferError::Local(LocalError::TargetExists(_)))
         ));
-        assert!(plan_file(dir.path(), &entry, hash, &hashes, true, &cancel).is_ok());
+        assert!(plan_file(dir.path(), &entry, hash, &hashes, true, false, &cancel).is_ok());
     }
 
     #[test]
@@ -267,7 +273,7 @@ mod tests {
         let paths = FilePaths::new(dir.path(), &entry.path);
         std::fs::write(&paths.partial, b"stale").unwrap();
         std::fs::write(&paths.record, b"{}").unwrap();
-        let plan = plan_file(dir.path(), &entry, hash, &hashes, false, &cancel).unwrap();
+        let plan = plan_file(dir.path(), &entry, hash, &hashes, false, false, &cancel).unwrap();
         assert!(plan.deferred && plan.partial.is_none() && !plan.in_place());
         assert_eq!((plan.have.len(), plan.have.count()), (1, 0));
         assert!(!paths.partial.exists() && !paths.record.exists());
@@ -276,7 +282,7 @@ mod tests {
 
         // An empty file is opened now, still without a record.
         let (dir, entry, hash, hashes) = setup(&[]);
-        let plan = plan_file(dir.path(), &entry, hash, &hashes, false, &cancel).unwrap();
+        let plan = plan_file(dir.path(), &entry, hash, &hashes, false, false, &cancel).unwrap();
         assert!(!plan.deferred && plan.partial.is_some() && plan.have.is_full());
         assert!(plan.paths.partial.exists() && !plan.paths.record.exists());
     }

@@ -26,7 +26,7 @@ use crate::protocol::{Complete, Message, Offer};
 use crate::receive::data::{AttachedLane, RecvShared, run_finalizer, run_lane};
 use crate::receive::disk::{self, FilePaths};
 use crate::receive::offer::{Accepted, before_accept, decline};
-use crate::receive::setup::{plan_all, read_hashes, send_wants, shared_state};
+use crate::receive::setup::{Requests, plan_all, read_hashes, shared_state};
 use crate::receive::{LaneGuard, Receiver, blocking};
 use crate::throttle::RateLimiter;
 
@@ -174,6 +174,7 @@ impl Run<'_> {
             self.offer,
             overwrite,
         ));
+        let mut requests = Requests::new(writer, self.offer.wants);
         for (index, plan) in planned.iter().enumerate() {
             report.bytes_resumed += plan.kept_bytes;
             report.bytes_verified += plan.verified_bytes;
@@ -182,8 +183,9 @@ impl Run<'_> {
                 continue;
             }
             let entry_id = shared.files.get(index).map(|f| f.id).unwrap_or_default();
-            send_wants(writer, entry_id, &plan.have).await?;
+            requests.ask(entry_id, &plan.have).await?;
         }
+        requests.flush().await?;
         emit(
             self.events.as_ref(),
             TransferEvent::Started {

@@ -1,7 +1,7 @@
 //! After `Accept`, before data: chunk hashes in and checked, directories created, every file
 //! planned (what is in place, what partial data still verifies), requests out.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -13,7 +13,9 @@ use crate::chunk::{CHUNK, ChunkSet, chunk_count};
 use crate::error::{PeerError, TransferError};
 use crate::link::{ByteStream, ControlWriter, read_message};
 use crate::manifest::CheckedEntry;
-use crate::protocol::{MAX_RANGES_PER_WANT, Message, Offer, Want, decode_hashes};
+use crate::protocol::{
+    MAX_FILES_PER_WANTS, MAX_RANGES_PER_WANT, Message, Offer, Want, Wants, decode_hashes,
+};
 use crate::receive::aborted;
 use crate::receive::data::{Chunks, RecvFile, RecvShared};
 use crate::receive::disk;
@@ -83,16 +85,30 @@ pub(super) fn plan_all(
         disk::ensure_dir(root, &dir.path, created)?;
     }
     let mut planned = Vec::with_capacity(files.len());
-    // Each parent directory is made (or checked) once, not once per file in it.
-    let mut ensured = HashSet::new();
+    // Each parent directory is made (or checked) once, not once per file in it. In one this
+    // planning has just made, nothing is looked for (placing never replaces a file anyway).
+    let mut ensured = HashMap::new();
+    let mut made: HashSet<PathBuf> = created.iter().cloned().collect();
     for (entry, hashes) in files.iter().zip(hashes) {
-        if let Some(parent) = entry.path.parent()
-            && ensured.insert(parent.as_str().to_owned())
-        {
-            disk::ensure_dir(root, &parent, created)?;
-        }
+        let fresh = match entry.path.parent() {
+            None => false,
+            Some(parent) => match ensured.get(parent.as_str()) {
+                Some(fresh) => *fresh,
+                None => {
+                    let before = created.len();
+                    disk::ensure_dir(root, &parent, created)?;
+                    made.extend(created.get(before..).unwrap_or_default().iter().cloned());
+                    // Made by this planning (as a directory entry or as a file's parent).
+                    let fresh = made.contains(&parent.under(root));
+                    ensured.insert(parent.as_str().to_owned(), fresh);
+                    fresh
+                }
+            },
+        };
         let hash = entry.entry.hash.unwrap_or(ContentHash([0; 32]));
-        planned.push(plan_file(root, entry, hash, hashes, overwrite, cancel)?);
+        planned.push(plan_file(
+            root, entry, hash, hashes, overwrite, fresh, cancel,
+        )?);
     }
     Ok(planned)
 }
@@ -143,31 +159,82 @@ pub(super) fn shared_state(
     }
 }
 
-/// Asks for the chunks of one file that `have` lacks: a `FileRequest` when they are one run to
-/// the end of a file of several chunks (the common resume), `Want` ranges otherwise (a one-chunk
-/// file's `Want` needs no `FileResponse` back).
-pub(super) async fn send_wants(
-    writer: &ControlWriter,
-    entry_id: uuid::Uuid,
-    have: &ChunkSet,
-) -> Result<(), TransferError> {
-    let missing = have.missing_ranges();
-    if let [only] = missing.as_slice()
-        && only.end == have.len()
-        && have.len() > 1
-    {
-        let request = Message::FileRequest(FileRequest {
-            entry_id,
-            resume_from: only.start * CHUNK,
-        });
-        return writer.send(&request).await;
+/// The receiver's requests for missing chunks, in the order files are asked for. For each file:
+/// a `FileRequest` when its missing chunks are one run to the end of a file of several chunks
+/// (the common resume), `Want` ranges otherwise (a one-chunk file's `Want` needs no
+/// `FileResponse` back). `Want`s are gathered into one `Wants` message of up to
+/// [`MAX_FILES_PER_WANTS`] files when the sender reads them (1,000 small files: one control
+/// frame, not 1,000).
+pub(super) struct Requests<'a> {
+    writer: &'a ControlWriter,
+    batch: bool,
+    pending: Vec<Want>,
+    pending_ranges: usize,
+}
+
+impl<'a> Requests<'a> {
+    /// `batch`: the sender's offer says it reads `Wants`.
+    pub(super) fn new(writer: &'a ControlWriter, batch: bool) -> Self {
+        Requests {
+            writer,
+            batch,
+            pending: Vec::new(),
+            pending_ranges: 0,
+        }
     }
-    for ranges in missing.chunks(MAX_RANGES_PER_WANT) {
-        let want = Message::Want(Want {
-            entry_id,
-            ranges: ranges.iter().map(|r| [r.start, r.end]).collect(),
-        });
-        writer.send(&want).await?;
+
+    /// Asks for the chunks of one file that `have` lacks.
+    pub(super) async fn ask(
+        &mut self,
+        entry_id: uuid::Uuid,
+        have: &ChunkSet,
+    ) -> Result<(), TransferError> {
+        let missing = have.missing_ranges();
+        if let [only] = missing.as_slice()
+            && only.end == have.len()
+            && have.len() > 1
+        {
+            // Keeps the order asked: what was gathered goes first.
+            self.flush().await?;
+            let request = Message::FileRequest(FileRequest {
+                entry_id,
+                resume_from: only.start * CHUNK,
+            });
+            return self.writer.send(&request).await;
+        }
+        for ranges in missing.chunks(MAX_RANGES_PER_WANT) {
+            let want = Want {
+                entry_id,
+                ranges: ranges.iter().map(|r| [r.start, r.end]).collect(),
+            };
+            if !self.batch {
+                self.writer.send(&Message::Want(want)).await?;
+                continue;
+            }
+            if self.pending.len() >= MAX_FILES_PER_WANTS
+                || self.pending_ranges + want.ranges.len() > MAX_RANGES_PER_WANT
+            {
+                self.flush().await?;
+            }
+            self.pending_ranges += want.ranges.len();
+            self.pending.push(want);
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Sends what was gathered (one `Want` alone as a `Want`).
+    pub(super) async fn flush(&mut self) -> Result<(), TransferError> {
+        self.pending_ranges = 0;
+        let message = match self.pending.len() {
+            0 => return Ok(()),
+            1 => match self.pending.pop() {
+                Some(want) => Message::Want(want),
+                None => return Ok(()),
+            },
+            _ => Message::Wants(Wants {
+                files: std::mem::take(&mut self.pending),
+            }),
+        };
+        self.writer.send(&message).await
+    }
 }

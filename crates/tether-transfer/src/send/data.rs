@@ -18,7 +18,7 @@ use crate::link::{ByteStream, ControlWriter, LaneCipher, abort_for, read_message
 use crate::progress::{
     Direction, FileProgress, Progress, RateMeter, TransferEvent, TransferReport, emit, eta,
 };
-use crate::protocol::{Complete, MAX_RANGES_PER_WANT, Message, Want};
+use crate::protocol::{Complete, MAX_FILES_PER_WANTS, MAX_RANGES_PER_WANT, Message, Want, Wants};
 use crate::send::lane::{LaneWriter, SendShared, run_lane};
 use crate::source::OutgoingTransfer;
 use crate::throttle::RateLimiter;
@@ -213,16 +213,20 @@ async fn serve_requests(
     requested: Arc<Mutex<Requested>>,
 ) -> Result<Complete, TransferError> {
     loop {
-        let (file, ranges) = match read_message(&mut control_rx).await? {
-            Message::Want(Want { entry_id, ranges }) => {
-                let file = file_of(&shared, entry_id)?;
-                let chunks = chunk_count(shared.files.get(file).map_or(0, |f| f.size));
-                if ranges.len() > MAX_RANGES_PER_WANT
-                    || ranges.iter().any(|[s, e]| s >= e || *e > chunks)
-                {
-                    return Err(PeerError::UnknownEntry(entry_id).into());
+        let asked: Vec<(usize, Vec<[u64; 2]>)> = match read_message(&mut control_rx).await? {
+            Message::Want(want) => vec![checked_want(&shared, want)?],
+            Message::Wants(Wants { files }) => {
+                if files.len() > MAX_FILES_PER_WANTS {
+                    return Err(PeerError::Protocol("too many files in one Wants").into());
                 }
-                (file, ranges)
+                let ranges: usize = files.iter().map(|w| w.ranges.len()).sum();
+                if ranges > MAX_RANGES_PER_WANT {
+                    return Err(PeerError::Protocol("too many ranges in one Wants").into());
+                }
+                files
+                    .into_iter()
+                    .map(|want| checked_want(&shared, want))
+                    .collect::<Result<_, _>>()?
             }
             Message::FileRequest(FileRequest {
                 entry_id,
@@ -247,7 +251,7 @@ async fn serve_requests(
                     offset: first * CHUNK,
                 });
                 control_tx.send(&response).await?;
-                (file, vec![[first, chunk_count(size)]])
+                vec![(file, vec![[first, chunk_count(size)]])]
             }
             Message::Complete(complete) => return Ok(complete),
             Message::Abort(abort) => {
@@ -260,23 +264,39 @@ async fn serve_requests(
             _ => return Err(PeerError::Protocol("unexpected message from the receiver").into()),
         };
         let mut requested = requested.lock().unwrap_or_else(PoisonError::into_inner);
-        let size = shared.files.get(file).map_or(0, |f| f.size);
-        for [start, end] in ranges {
-            let Requested { sets, bytes } = &mut *requested;
-            if let Some(set) = sets.get_mut(file) {
-                for index in start..end {
-                    if set.insert(index) {
-                        *bytes += chunk_len(size, index).map_or(0, |l| l as u64);
+        for (file, ranges) in asked {
+            let size = shared.files.get(file).map_or(0, |f| f.size);
+            for [start, end] in ranges {
+                let Requested { sets, bytes } = &mut *requested;
+                if let Some(set) = sets.get_mut(file) {
+                    for index in start..end {
+                        if set.insert(index) {
+                            *bytes += chunk_len(size, index).map_or(0, |l| l as u64);
+                        }
                     }
                 }
-            }
-            // Counted before queued, so the lane taking the last of them closes the file.
-            shared.asked(file, end.saturating_sub(start));
-            if !shared.queue.push(file, start, end) {
-                return Err(PeerError::Protocol("too many outstanding requests").into());
+                // Counted before queued, so the lane taking the last of them closes the file.
+                shared.asked(file, end.saturating_sub(start));
+                if !shared.queue.push(file, start, end) {
+                    return Err(PeerError::Protocol("too many outstanding requests").into());
+                }
             }
         }
     }
+}
+
+/// The file a `Want` names and its ranges, checked: an entry of the manifest, at most
+/// [`MAX_RANGES_PER_WANT`] non-empty ranges of chunks it has.
+fn checked_want(
+    shared: &SendShared,
+    Want { entry_id, ranges }: Want,
+) -> Result<(usize, Vec<[u64; 2]>), TransferError> {
+    let file = file_of(shared, entry_id)?;
+    let chunks = chunk_count(shared.files.get(file).map_or(0, |f| f.size));
+    if ranges.len() > MAX_RANGES_PER_WANT || ranges.iter().any(|[s, e]| s >= e || *e > chunks) {
+        return Err(PeerError::UnknownEntry(entry_id).into());
+    }
+    Ok((file, ranges))
 }
 
 fn file_of(shared: &SendShared, entry_id: Uuid) -> Result<usize, TransferError> {

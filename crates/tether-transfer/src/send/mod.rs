@@ -162,6 +162,7 @@ impl OutgoingTransfer {
             encrypted: self.options.encrypt,
             ciphers: OfferedCiphers::new(ciphers),
             lanes: u8::try_from(lanes).unwrap_or(MAX_LANES),
+            wants: true,
         });
         control_tx.send(&offer).await?;
         let mut page = Vec::new();
