@@ -16,7 +16,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use common::{Setup, listen, random_file, send_to, serve_one, tree_hashes};
+use common::{Setup, listen, random_file, send_to, serve_one, transfer, tree_hashes};
 use serde_json::{Value, json};
 use tether_transfer::{
     CHUNK_SIZE, CipherError, OutgoingTransfer, PeerError, Receiver, RunContext, SendOptions,
@@ -50,16 +50,9 @@ async fn round_trip_under(cipher: TransferCipher) {
         cipher: Some(cipher),
         ..Setup::default()
     };
-    let (listener, port) = listen().await;
-    let receiver = Receiver::new(setup.receiver_config(dest.path()));
-    let server = tokio::spawn(serve_one(
-        listener,
-        receiver,
-        setup.clone(),
-        Arc::new(|_| {}),
-    ));
-    let sent = send_to(port, &root, &setup).await.unwrap();
-    let received = server.await.unwrap().unwrap();
+    let (sent, received) = transfer(&root, dest.path(), &setup).await;
+    let sent = sent.unwrap();
+    let received = received.unwrap();
     assert_eq!(tree_hashes(&root), tree_hashes(&dest.path().join("share")));
     assert_eq!(sent.cipher, Some(cipher));
     assert_eq!(received.cipher, Some(cipher));
@@ -89,16 +82,9 @@ async fn default_choice_follows_this_cpu_and_plain_has_none() {
             key_seed,
             ..Setup::default()
         };
-        let (listener, port) = listen().await;
-        let receiver = Receiver::new(setup.receiver_config(dest.path()));
-        let server = tokio::spawn(serve_one(
-            listener,
-            receiver,
-            setup.clone(),
-            Arc::new(|_| {}),
-        ));
-        let sent = send_to(port, &file, &setup).await.unwrap();
-        let received = server.await.unwrap().unwrap();
+        let (sent, received) = transfer(&file, dest.path(), &setup).await;
+        let sent = sent.unwrap();
+        let received = received.unwrap();
         let expected = key_seed.map(|_| {
             if TransferCipher::aes_hardware() {
                 TransferCipher::Aes256Gcm

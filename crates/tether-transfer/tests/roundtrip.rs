@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    ChildProc, Setup, hash_file, leftovers, listen, random_file, send_to, serve_one, tree_hashes,
+    ChildProc, Setup, hash_file, leftovers, listen, random_file, send_to, serve_one, transfer,
+    tree_hashes,
 };
 use tether_transfer::{LocalError, PeerError, Receiver, TransferError};
 
@@ -50,16 +51,9 @@ async fn round_trip(setup: Setup) {
     let dest = tempfile::tempdir().unwrap();
     let root = src.path().join("share");
     sample_tree(&root);
-    let (listener, port) = listen().await;
-    let receiver = Receiver::new(setup.receiver_config(dest.path()));
-    let server = tokio::spawn(serve_one(
-        listener,
-        receiver,
-        setup.clone(),
-        Arc::new(|_| {}),
-    ));
-    let sent = send_to(port, &root, &setup).await.unwrap();
-    let received = server.await.unwrap().unwrap();
+    let (sent, received) = transfer(&root, dest.path(), &setup).await;
+    let sent = sent.unwrap();
+    let received = received.unwrap();
     assert_eq!(tree_hashes(&root), tree_hashes(&dest.path().join("share")));
     assert!(
         leftovers(dest.path()).is_empty(),
@@ -81,16 +75,9 @@ async fn round_trip(setup: Setup) {
     }
 
     // Again: everything is in place, nothing moves.
-    let (listener, port) = listen().await;
-    let receiver = Receiver::new(setup.receiver_config(dest.path()));
-    let server = tokio::spawn(serve_one(
-        listener,
-        receiver,
-        setup.clone(),
-        Arc::new(|_| {}),
-    ));
-    let sent = send_to(port, &root, &setup).await.unwrap();
-    let received = server.await.unwrap().unwrap();
+    let (sent, received) = transfer(&root, dest.path(), &setup).await;
+    let sent = sent.unwrap();
+    let received = received.unwrap();
     assert_eq!(received.bytes_transferred, 0);
     assert_eq!(received.bytes_resumed, total);
     assert_eq!(sent.bytes_resumed, total);

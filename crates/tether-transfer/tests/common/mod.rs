@@ -323,6 +323,28 @@ pub async fn serve_one(
     }
 }
 
+/// One whole transfer of `source` into `dest` over 127.0.0.1 under `setup`: the sender's and
+/// the receiver's results.
+pub async fn transfer(
+    source: &Path,
+    dest: &Path,
+    setup: &Setup,
+) -> (
+    Result<TransferReport, TransferError>,
+    Result<TransferReport, TransferError>,
+) {
+    let (listener, port) = listen().await;
+    let receiver = Receiver::new(setup.receiver_config(dest));
+    let server = tokio::spawn(serve_one(
+        listener,
+        receiver,
+        setup.clone(),
+        Arc::new(|_| {}),
+    ));
+    let sent = send_to(port, source, setup).await;
+    (sent, server.await.unwrap())
+}
+
 /// The child's body: runs the role named by `TETHER_T_ROLE`, prints, and exits. Does nothing in
 /// a normal test run.
 pub fn child_entry() {
