@@ -182,9 +182,8 @@ impl SendShared {
         work: Work,
         buf: Vec<u8>,
     ) -> Result<(Frame, Sent), TransferError> {
-        let size = self.files.get(work.file).map_or(0, |f| f.size);
-        let last = work.index + 1 >= chunk_count(size);
         let (file, source) = self.file(work.file)?;
+        let last = work.index + 1 >= chunk_count(source.size);
         let changed = || TransferError::from(LocalError::SourceChanged(source.path.clone()));
         let len = chunk_len(source.size, work.index).ok_or_else(changed)?;
         let offset = chunk_offset(work.index);

@@ -102,13 +102,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> Outbox<W> {
                     return Err(SendError::Closed);
                 }
                 if queue.bytes.len() < QUEUE_LIMIT {
-                    // Sealed under the queue's lock: counters follow the order on the wire.
-                    let sealed = {
-                        let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
-                        plain.seal(&mut keys)
-                    }
-                    .map_err(|e| SendError::Message(e.to_string()))?;
-                    sealed.encode_into(&mut queue.bytes);
+                    self.seal_into(&mut queue, plain)?;
                     break;
                 }
             }
@@ -131,16 +125,22 @@ impl<W: AsyncWrite + Unpin + Send + 'static> Outbox<W> {
                 return Err(SendError::Closed);
             }
             if queue.bytes.len() < QUEUE_LIMIT / 2 {
-                let sealed = {
-                    let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
-                    frame.seal(&mut keys)
-                }
-                .map_err(|e| SendError::Message(e.to_string()))?;
-                sealed.encode_into(&mut queue.bytes);
-                return Ok(());
+                return self.seal_into(&mut queue, frame);
             }
         }
         self.send(message).await
+    }
+
+    /// Seals `frame` and appends it to `queue`. Called under the queue's lock, so counters
+    /// follow the order on the wire.
+    fn seal_into(&self, queue: &mut Queue, frame: Frame) -> Result<(), SendError> {
+        let sealed = {
+            let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+            frame.seal(&mut keys)
+        }
+        .map_err(|e| SendError::Message(e.to_string()))?;
+        sealed.encode_into(&mut queue.bytes);
+        Ok(())
     }
 
     /// Writes the queue out until it is empty, unless another task is writing.
