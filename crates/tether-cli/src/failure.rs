@@ -14,6 +14,8 @@ pub(crate) const PAIRING: u8 = 3;
 pub(crate) const DEVICE: u8 = 4;
 /// A transfer did not complete; run the same send again to resume.
 pub(crate) const TRANSFER: u8 = 5;
+/// An internal error: a task of Tether panicked, which is a bug (`EX_SOFTWARE` of sysexits).
+pub(crate) const INTERNAL: u8 = 70;
 /// Stopped with Ctrl-C (a send keeps what the receiver verified, for a resume).
 pub(crate) const INTERRUPTED: u8 = 130;
 
@@ -25,6 +27,7 @@ pub(crate) const EXIT_CODES: &str = "Exit codes:
   3    pairing failed: a wrong, expired or used code
   4    the device is not paired, or offline / unreachable
   5    a transfer did not complete; run the same send again to resume
+  70   an internal error (a bug in Tether); please report it with the log
   130  stopped with Ctrl-C (a send keeps what was verified)";
 
 /// An error that carries its exit code.
@@ -77,8 +80,17 @@ pub(crate) fn offline(device: &str, error: NetworkError) -> anyhow::Error {
             format!("{error}; pair the devices again (`tether pair` / `tether join`)"),
         )
         .into(),
+        NetworkError::Panicked { .. } => internal(&error).into(),
         other => other.into(),
     }
+}
+
+/// A bug in Tether (a task panicked), as the one sentence a person needs: what to report.
+fn internal(error: &NetworkError) -> Failure {
+    Failure::new(
+        INTERNAL,
+        format!("{error}; please report it with the log (run it again with RUST_LOG=debug)"),
+    )
 }
 
 /// The exit code for `error`.
@@ -96,6 +108,7 @@ pub(crate) fn exit_code(error: &anyhow::Error) -> u8 {
                 | NetworkError::AmbiguousPairingPeer { .. } => PAIRING,
                 NetworkError::DeviceNotPaired(_) | NetworkError::DeviceOffline(_) => DEVICE,
                 NetworkError::Transfer(_) => TRANSFER,
+                NetworkError::Panicked { .. } => INTERNAL,
                 _ => ERROR,
             };
         }
@@ -109,7 +122,16 @@ mod tests {
 
     #[test]
     fn codes_are_distinct_and_found_through_context() {
-        let codes = [0, ERROR, USAGE, PAIRING, DEVICE, TRANSFER, INTERRUPTED];
+        let codes = [
+            0,
+            ERROR,
+            USAGE,
+            PAIRING,
+            DEVICE,
+            TRANSFER,
+            INTERNAL,
+            INTERRUPTED,
+        ];
         for (i, a) in codes.iter().enumerate() {
             assert!(codes.iter().skip(i + 1).all(|b| a != b));
         }
@@ -118,5 +140,28 @@ mod tests {
         let error = anyhow::Error::from(Failure::usage("bad")).context("outer");
         assert_eq!(exit_code(&error), USAGE);
         assert_eq!(exit_code(&anyhow::anyhow!("other")), ERROR);
+    }
+
+    #[test]
+    fn a_panic_is_an_internal_error_not_an_offline_device() {
+        let panicked = || NetworkError::Panicked {
+            what: "the transfer task",
+            message: "cannot convert float seconds to Duration".into(),
+        };
+        let error = offline("desk", panicked());
+        assert_eq!(exit_code(&error), INTERNAL);
+        let text = format!("{error:#}");
+        assert!(text.contains("bug in Tether"), "{text}");
+        assert!(text.contains("the transfer task panicked"), "{text}");
+        assert!(text.contains("cannot convert float seconds"), "{text}");
+        assert!(text.contains("RUST_LOG=debug"), "{text}");
+        assert!(
+            !text.contains("offline") && !text.contains("unreachable"),
+            "{text}"
+        );
+        // Reaching the top through `?` and context, it keeps its code.
+        let error = anyhow::Error::from(panicked()).context("sending");
+        assert_eq!(exit_code(&error), INTERNAL);
+        assert!(EXIT_CODES.contains(&format!("  {INTERNAL} ")));
     }
 }

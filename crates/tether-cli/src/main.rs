@@ -158,6 +158,7 @@ fn main() -> ExitCode {
     // The demo's keys live in a temporary directory that is deleted at the end, so the warning
     // about an unencrypted key file is noise there.
     init_logging(matches!(cli.command, Command::Demo(_)));
+    log_panics();
     let out = Output::new(cli.json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -250,4 +251,32 @@ fn init_logging(demo: bool) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// A panic anywhere (a background task's too, which nobody may be waiting for) is logged with
+/// where it happened and its message, instead of the default hook's line; with the log off
+/// (`RUST_LOG=off`, say), the default hook still prints it.
+fn log_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !tracing::enabled!(target: "panic", tracing::Level::ERROR) {
+            return default(info);
+        }
+        let message = info.payload_as_str().unwrap_or("unknown panic payload");
+        let location = info
+            .location()
+            .map_or_else(|| "an unknown place".to_owned(), ToString::to_string);
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        // As the default hook does: a backtrace when RUST_BACKTRACE asks for one.
+        let backtrace = std::backtrace::Backtrace::capture();
+        let backtrace = match backtrace.status() {
+            std::backtrace::BacktraceStatus::Captured => format!("\n{backtrace}"),
+            _ => String::new(),
+        };
+        tracing::error!(
+            target: "panic",
+            "thread '{thread}' panicked at {location}: {message}; this is a bug in Tether{backtrace}"
+        );
+    }));
 }

@@ -180,6 +180,15 @@ pub enum LocalError {
     /// A blocking task failed to run.
     #[error("background task failed: {0}")]
     Task(String),
+    /// A task or thread of this transfer panicked: a bug in Tether, not the peer's doing nor
+    /// the disk's. Partial files and resume records are kept.
+    #[error("{what} panicked ({message})")]
+    Panicked {
+        /// Which task: "a send lane", "the finaliser", ...
+        what: &'static str,
+        /// The panic's message.
+        message: String,
+    },
     /// The process (or the system) has as many files open as it may. Partial files and resume
     /// records are kept, so the transfer resumes once descriptors are free again.
     #[error(
@@ -215,6 +224,30 @@ impl LocalError {
             return LocalError::TooManyOpenFiles { op, path };
         }
         LocalError::Io { op, path, source }
+    }
+
+    /// What a task of this transfer that did not finish means: [`LocalError::Panicked`] with
+    /// the panic's message, or [`LocalError::Task`] when it was cancelled (the runtime shut
+    /// down). `what` names the task: "a send lane", "the finaliser", ...
+    pub(crate) fn task_failed(what: &'static str, error: tokio::task::JoinError) -> Self {
+        match error.try_into_panic() {
+            Ok(payload) => LocalError::Panicked {
+                what,
+                message: panic_message(payload.as_ref()),
+            },
+            Err(_) => LocalError::Task(format!("{what} was cancelled")),
+        }
+    }
+}
+
+/// The text of a panic's payload (a `&str` or a `String`, as `panic!` makes it).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "unknown panic payload".to_owned()
     }
 }
 
@@ -262,5 +295,27 @@ mod tests {
         }
         let other = LocalError::io("opening", "/x", io::Error::from(io::ErrorKind::NotFound));
         assert!(matches!(other, LocalError::Io { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_panicked_task_is_named_with_its_message() {
+        let joined = tokio::spawn(async { panic!("lane {} broke", 3) }).await;
+        let error = LocalError::task_failed("a send lane", joined.expect_err("it panicked"));
+        assert!(
+            matches!(&error, LocalError::Panicked { what: "a send lane", message }
+                if message == "lane 3 broke"),
+            "{error:?}"
+        );
+        assert_eq!(error.to_string(), "a send lane panicked (lane 3 broke)");
+        let joined = tokio::spawn(async { std::panic::panic_any(7_u8) }).await;
+        let error = LocalError::task_failed("the finaliser", joined.expect_err("it panicked"));
+        assert_eq!(
+            error.to_string(),
+            "the finaliser panicked (unknown panic payload)"
+        );
+        let task = tokio::spawn(std::future::pending::<()>());
+        task.abort();
+        let error = LocalError::task_failed("a receive lane", task.await.expect_err("aborted"));
+        assert!(matches!(error, LocalError::Task(_)), "{error:?}");
     }
 }

@@ -1,6 +1,9 @@
 //! `NetworkError`: everything the service can report.
 
 use tether_identity::NodeId;
+use tether_transfer::{LocalError, TransferError};
+use tokio::task::JoinError;
+use tracing::error;
 
 /// What went wrong in the networking service.
 #[derive(Debug, thiserror::Error)]
@@ -127,12 +130,120 @@ pub enum NetworkError {
     Usage(String),
     /// A transfer failed (the receiver keeps what it verified, for a resume).
     #[error("transfer failed: {0}")]
-    Transfer(#[from] tether_transfer::TransferError),
+    Transfer(#[source] TransferError),
+    /// A task of the service or of a transfer panicked: a bug in Tether, not the device's or
+    /// the network's doing. (A transfer keeps what the receiver verified, for a resume.)
+    #[error("internal error: {what} panicked ({message}); this is a bug in Tether")]
+    Panicked {
+        /// Which task: "the transfer task", "a send lane", ...
+        what: &'static str,
+        /// The panic's message.
+        message: String,
+    },
     /// The service has shut down.
     #[error("the service is shut down")]
     Shutdown,
 }
 
+impl NetworkError {
+    /// What a task that did not finish means, logged with the panic's message: it panicked,
+    /// or it was cancelled because the runtime is shutting down. `what` names the task.
+    pub(crate) fn task_failed(what: &'static str, error: JoinError) -> Self {
+        match error.try_into_panic() {
+            Ok(payload) => NetworkError::Panicked {
+                what,
+                message: logged_panic(what, payload.as_ref()),
+            },
+            Err(_) => NetworkError::Shutdown,
+        }
+    }
+}
+
+/// Logs that the task `what` panicked with `payload`, and returns the panic's message.
+pub(crate) fn logged_panic(what: &'static str, payload: &(dyn std::any::Any + Send)) -> String {
+    let message = panic_message(payload);
+    error!(task = what, %message, "a task panicked; this is a bug in Tether");
+    message
+}
+
+/// A panic in one of the transfer's tasks is the facade's [`NetworkError::Panicked`], whatever
+/// task it was in; any other transfer failure is [`NetworkError::Transfer`].
+impl From<TransferError> for NetworkError {
+    fn from(error: TransferError) -> Self {
+        match error {
+            TransferError::Local(LocalError::Panicked { what, message }) => {
+                NetworkError::Panicked { what, message }
+            }
+            other => NetworkError::Transfer(other),
+        }
+    }
+}
+
+/// The text of a panic's payload (a `&str` or a `String`, as `panic!` makes it).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "unknown panic payload".to_owned()
+    }
+}
+
 pub(crate) fn short(node: &NodeId) -> String {
     node.fmt_short()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicked_task_is_an_internal_error_with_its_message() {
+        let joined = tokio::spawn(async { panic!("no {} here", "rate") }).await;
+        let error =
+            NetworkError::task_failed("the transfer task", joined.expect_err("it panicked"));
+        assert!(
+            matches!(&error, NetworkError::Panicked { what: "the transfer task", message }
+                if message == "no rate here"),
+            "{error:?}"
+        );
+        let text = error.to_string();
+        assert!(
+            text.contains("bug in Tether") && text.contains("no rate here"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("offline") && !text.contains("connection"),
+            "{text}"
+        );
+
+        let joined = tokio::spawn(async { panic!("static text") }).await;
+        let error =
+            NetworkError::task_failed("the transfer task", joined.expect_err("it panicked"));
+        assert!(error.to_string().contains("(static text)"), "{error}");
+
+        let task = tokio::spawn(std::future::pending::<()>());
+        task.abort();
+        let error =
+            NetworkError::task_failed("the transfer task", task.await.expect_err("aborted"));
+        assert!(matches!(error, NetworkError::Shutdown), "{error:?}");
+    }
+
+    #[test]
+    fn a_panic_inside_a_transfer_is_the_same_internal_error() {
+        let panicked = TransferError::Local(LocalError::Panicked {
+            what: "a send lane",
+            message: "overflow".into(),
+        });
+        assert!(matches!(
+            NetworkError::from(panicked),
+            NetworkError::Panicked { what: "a send lane", message } if message == "overflow"
+        ));
+        let cancelled = NetworkError::from(TransferError::Cancelled);
+        assert!(matches!(
+            cancelled,
+            NetworkError::Transfer(TransferError::Cancelled)
+        ));
+    }
 }

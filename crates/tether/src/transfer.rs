@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use iroh::endpoint::{RecvStream, SendStream};
-use tether_identity::NodeId;
 use tether_transfer::{
     CancellationToken, Hello, OutgoingTransfer, Receiver, RunContext, SendOptions, TransferCipher,
     TransferError, TransferEvent, TransferReport,
@@ -92,7 +91,6 @@ pub struct TransferHandle {
     pub events: mpsc::Receiver<TransferEvent>,
     cancel: CancellationToken,
     task: JoinHandle<Result<TransferReport, TransferError>>,
-    node_id: NodeId,
     pub(crate) path: tether_iroh::PathKind,
 }
 
@@ -113,11 +111,8 @@ impl TransferHandle {
                 };
                 Ok(report)
             }
-            Ok(Err(error)) => Err(NetworkError::Transfer(error)),
-            Err(error) => Err(NetworkError::ConnectionFailed {
-                node: short(&self.node_id),
-                reason: format!("the transfer task failed: {error}"),
-            }),
+            Ok(Err(error)) => Err(NetworkError::from(error)),
+            Err(error) => Err(NetworkError::task_failed("the transfer task", error)),
         }
     }
 }
@@ -173,7 +168,6 @@ pub(crate) async fn send(
         events,
         cancel,
         task,
-        node_id: link.node_id,
         path: tether_iroh::PathKind::Unknown,
     })
 }

@@ -287,5 +287,5 @@ pub(crate) async fn blocking<T: Send + 'static>(
 ) -> Result<T, TransferError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| LocalError::Task(e.to_string()).into())
+        .map_err(|e| LocalError::task_failed("a blocking task", e).into())
 }

@@ -323,7 +323,7 @@ impl Run<'_> {
                     match joined {
                         Ok(Ok(())) => break Err(eof()),
                         Ok(Err(error)) => break Err(error),
-                        Err(e) => break Err(LocalError::Task(e.to_string()).into()),
+                        Err(e) => break Err(LocalError::task_failed("a receive lane", e).into()),
                     }
                 }
                 _ = checkpoints.tick() => {
@@ -340,7 +340,8 @@ impl Run<'_> {
         drop(finalize_tx);
         drop(done_tx);
         let finalized = finalizer.await;
-        let result = result.and(finalized.map_err(|e| LocalError::Task(e.to_string()).into()));
+        let result =
+            result.and(finalized.map_err(|e| LocalError::task_failed("the finaliser", e).into()));
         let received = shared.received.load(Ordering::Relaxed);
         report.bytes_transferred = received;
         report.bytes_verified += received;

@@ -97,7 +97,7 @@ impl DataPhase {
                 Some(joined) = lanes.join_next() => match joined {
                     Ok(Ok(())) => {}
                     Ok(Err(error)) => break Err(error),
-                    Err(e) => break Err(LocalError::Task(e.to_string()).into()),
+                    Err(e) => break Err(LocalError::task_failed("a send lane", e).into()),
                 },
                 _ = ticks.tick() => {
                     let now = Instant::now();

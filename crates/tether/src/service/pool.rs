@@ -288,11 +288,11 @@ impl NetworkingService {
     /// Serves the streams the peer opens on a link after its handshake: transfers and lanes.
     pub(super) fn serve_streams(&self, link: Arc<Link>) {
         let service = self.clone();
-        self.spawn(async move {
+        self.spawn("a link's stream acceptor", async move {
             while let Ok((send, recv)) = link.connection.accept_bi().await {
                 let task_service = service.clone();
                 let link = Arc::clone(&link);
-                service.spawn(async move {
+                service.spawn("an incoming stream", async move {
                     let service = task_service;
                     let receiver = service.inner.receiver.as_ref();
                     // A transfer (or lane) keeps the link in use until it ends.
@@ -327,7 +327,7 @@ impl NetworkingService {
     pub(super) fn watch(&self, link: Arc<Link>, connected: bool) {
         let service = self.clone();
         let node_id = link.node_id;
-        self.spawn(async move {
+        self.spawn("a link's watch", async move {
             if connected {
                 let registry = service.inner.registry.clone();
                 let info = registry_connection(&link.connection);
@@ -335,8 +335,13 @@ impl NetworkingService {
                 let _one_at_a_time = service.inner.registry_writes.acquire().await;
                 let recorded =
                     tokio::task::spawn_blocking(move || registry.connected(node_id, info)).await;
-                if let Ok(Err(error)) = recorded {
-                    debug!(%error, "registry: connected");
+                match recorded {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => debug!(%error, "registry: connected"),
+                    // Logged as it is mapped.
+                    Err(error) => {
+                        let _ = NetworkError::task_failed("recording a connection", error);
+                    }
                 }
             }
             let error = link.connection.closed().await;

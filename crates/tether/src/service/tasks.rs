@@ -1,10 +1,18 @@
 //! The service's background tasks: accepting connections, discovery, keep-alive.
 
+use n0_future::FutureExt;
+
 use super::*;
 
 impl NetworkingService {
-    pub(super) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        let handle = tokio::spawn(task);
+    /// Runs `task` (named `what` in the log) as one of the service's tasks, which shutdown
+    /// stops. A panic in it is logged with its message and ends that task only.
+    pub(super) fn spawn(
+        &self,
+        what: &'static str,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) {
+        let handle = tokio::spawn(logging_panics(what, task));
         let mut tasks = self
             .inner
             .tasks
@@ -16,10 +24,12 @@ impl NetworkingService {
 
     pub(super) fn spawn_event_loop(&self, mut incoming_rx: mpsc::Receiver<Incoming>) {
         let service = self.clone();
-        self.spawn(async move { service.accept_loop().await });
+        self.spawn("the accept loop", async move {
+            service.accept_loop().await;
+        });
 
         let events = self.inner.events.clone();
-        self.spawn(async move {
+        self.spawn("the message loop", async move {
             while let Some(Incoming { from, message }) = incoming_rx.recv().await {
                 let _ = events.send(NetworkEvent::MessageReceived { from, message });
             }
@@ -33,23 +43,31 @@ impl NetworkingService {
             .clone();
         for discovery in discoveries {
             let service = self.clone();
-            self.spawn(async move { service.discovery_loop(discovery).await });
+            self.spawn("a discovery loop", async move {
+                service.discovery_loop(discovery).await;
+            });
         }
 
         let service = self.clone();
-        self.spawn(async move { service.keepalive_loop().await });
+        self.spawn("the keep-alive loop", async move {
+            service.keepalive_loop().await;
+        });
 
         let service = self.clone();
-        self.spawn(async move { service.home_relay_loop().await });
+        self.spawn("the home relay loop", async move {
+            service.home_relay_loop().await;
+        });
 
         if let Some(selector) = self.inner.config.relay_selector.clone() {
             let transport = self.inner.transport.clone();
             let every = self.inner.config.relay_probe_interval;
-            self.spawn(async move { transport.select_relays(selector, every).await });
+            self.spawn("the relay selection", async move {
+                transport.select_relays(selector, every).await;
+            });
         }
 
         let service = self.clone();
-        self.spawn(async move {
+        self.spawn("the pairing code expiry", async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
@@ -67,7 +85,7 @@ impl NetworkingService {
         let endpoint = self.inner.transport.endpoint().clone();
         while let Some(incoming) = endpoint.accept().await {
             let service = self.clone();
-            self.spawn(async move {
+            self.spawn("an incoming connection", async move {
                 // The gate has already run, right after the TLS handshake.
                 let connection = match incoming.await {
                     Ok(connection) => connection,
@@ -211,7 +229,7 @@ impl NetworkingService {
                         && self.live_link(&node_id).is_none()
                     {
                         let service = self.clone();
-                        self.spawn(async move {
+                        self.spawn("a reconnect", async move {
                             if let Err(error) = service.link(node_id).await {
                                 debug!(peer = %short(&node_id), %error, "reconnect failed");
                             }
@@ -278,14 +296,14 @@ impl NetworkingService {
         let wait = self.inner.config.request_timeout;
         // Not the service: a probe in flight must not keep it alive after shutdown.
         let events = self.inner.events.clone();
-        tokio::spawn(async move {
+        tokio::spawn(logging_panics("a keep-alive probe", async move {
             let answer = link.probe(now_ms(), wait).await;
             link.end_probe();
             if let Err(NetworkError::TimedOut { .. }) = answer {
                 warn!(peer = %short(&link.node_id), "no answer to keep-alive; closing");
                 pool::close_link(&events, &link, CLOSE_DEAD, "no answer to a keep-alive ping");
             }
-        });
+        }));
     }
 
     /// A device announced a relay other than the one our link to it runs through: that relay
@@ -310,5 +328,13 @@ impl NetworkingService {
             debug!(peer = %short(&device.node_id), relay = announced, "moved to another relay; checking the link");
             self.spawn_probe(link);
         }
+    }
+}
+
+/// `task`, with a panic in it logged (named `what`, with its message) rather than lost with
+/// the task's `JoinHandle`, which nobody reads.
+pub(super) async fn logging_panics(what: &'static str, task: impl Future<Output = ()>) {
+    if let Err(payload) = std::panic::AssertUnwindSafe(task).catch_unwind().await {
+        crate::error::logged_panic(what, payload.as_ref());
     }
 }
