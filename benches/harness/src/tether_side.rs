@@ -229,11 +229,12 @@ pub(crate) async fn flood(
     senders: usize,
     seconds: f64,
 ) -> Result<serde_json::Value> {
+    let duration = Duration::try_from_secs_f64(seconds)
+        .with_context(|| format!("--seconds {seconds} is not a duration"))?;
     let peer = node(peer)?;
     let service = start(client).await?;
     let device = service.device(peer)?;
     device.ping().await?;
-    let duration = Duration::from_secs_f64(seconds);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..senders {

@@ -11,6 +11,7 @@ use tether::{
 };
 
 use crate::output::Output;
+use crate::progress::rate_and_eta;
 
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
@@ -204,7 +205,11 @@ async fn transfer(
     root: &std::path::Path,
     out: &Output,
 ) -> Result<tether::TransferReport> {
-    let size = args.size.max(1) * 1024 * 1024;
+    let size = args
+        .size
+        .max(1)
+        .checked_mul(1024 * 1024)
+        .context("the demo file size is too large")?;
     let source = root.join("demo.bin");
     let digest = write_demo_file(&source, size)?;
     out.text(&format!(
@@ -221,15 +226,17 @@ async fn transfer(
         indicatif::ProgressBar::new(size)
     };
     bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "   [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template("   [{bar:30}] {bytes}/{total_bytes} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
     );
     while let Some(event) = handle.events.recv().await {
         if let tether::TransferEvent::Progress(progress) = event {
             bar.set_position(progress.bytes_done);
+            bar.set_message(rate_and_eta(
+                Some(progress.rate),
+                progress.eta.map(|eta| eta.as_secs_f64()),
+            ));
         }
     }
     bar.finish_and_clear();

@@ -14,6 +14,8 @@ use crate::output::Output;
 /// How often a plain or JSON progress line is printed.
 const PLAIN_EVERY: Duration = Duration::from_secs(2);
 const JSON_EVERY: Duration = Duration::from_secs(1);
+/// The longest ETA shown (a year, as the engine gives); a longer one is unknown.
+const MAX_ETA_SECONDS: f64 = 365.0 * 24.0 * 60.0 * 60.0;
 
 #[derive(Debug)]
 pub(crate) struct ProgressView {
@@ -53,13 +55,9 @@ impl ProgressView {
     pub(crate) fn update(&mut self, progress: &Value) {
         let done = progress["bytes_done"].as_u64().unwrap_or(0);
         let total = progress["bytes_total"].as_u64().unwrap_or(0);
-        let rate = progress["rate"].as_f64().unwrap_or(0.0);
-        let eta = progress["eta_s"].as_f64();
-        let summary = format!(
-            "{}/s ETA {}",
-            bytes(rate.max(0.0) as u64),
-            eta.map_or_else(|| "-".to_owned(), |s| duration(s.max(0.0))),
-        );
+        let rate = known_rate(progress["rate"].as_f64());
+        let eta = known_eta(progress["eta_s"].as_f64());
+        let summary = rate_and_eta(rate, eta);
         if let Some((_, overall, file)) = &self.bars {
             overall.set_length(total);
             overall.set_position(done);
@@ -85,6 +83,11 @@ impl ProgressView {
         } else {
             done as f64 * 100.0 / total as f64
         };
+        let mut record = progress.clone();
+        if let Value::Object(map) = &mut record {
+            map.insert("rate".to_owned(), rate.into());
+            map.insert("eta_s".to_owned(), eta.into());
+        }
         self.out.line(
             "progress",
             &format!(
@@ -92,7 +95,7 @@ impl ProgressView {
                 bytes(done),
                 bytes(total)
             ),
-            progress.clone(),
+            record,
         );
     }
 
@@ -121,9 +124,29 @@ fn tail(path: &str, max: usize) -> String {
     format!("…{kept}")
 }
 
+/// A rate in bytes per second, when it is a finite, non-negative number.
+fn known_rate(rate: Option<f64>) -> Option<f64> {
+    rate.filter(|rate| rate.is_finite() && *rate >= 0.0)
+}
+
+/// An ETA in seconds, when it is a finite, non-negative number of at most a year.
+fn known_eta(seconds: Option<f64>) -> Option<f64> {
+    seconds.filter(|s| s.is_finite() && *s >= 0.0 && *s <= MAX_ETA_SECONDS)
+}
+
+/// Rate and ETA for people: `1.5 MiB/s ETA 3m05s`; a rate or ETA that is unknown, not a
+/// number, negative, or (the ETA) longer than a year shows as `-`.
+pub(crate) fn rate_and_eta(rate: Option<f64>, eta_seconds: Option<f64>) -> String {
+    format!(
+        "{}/s ETA {}",
+        known_rate(rate).map_or_else(|| "-".to_owned(), |rate| bytes(rate as u64)),
+        known_eta(eta_seconds).map_or_else(|| "-".to_owned(), duration),
+    )
+}
+
 /// Bytes for people: `1.5 MiB`.
 pub(crate) fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     let mut value = n as f64;
     let mut unit = 0;
     while value >= 1024.0 && unit + 1 < UNITS.len() {
@@ -138,15 +161,17 @@ pub(crate) fn bytes(n: u64) -> String {
     }
 }
 
-/// Seconds for people: `42s`, `3m05s`, `1h02m`.
+/// Seconds for people: `42s`, `3m05s`, `1h02m`, `3d04h` (negative and NaN are `0s`).
 pub(crate) fn duration(seconds: f64) -> String {
     let s = seconds.round() as u64;
     if s < 60 {
         format!("{s}s")
     } else if s < 3600 {
         format!("{}m{:02}s", s / 60, s % 60)
-    } else {
+    } else if s < 48 * 3600 {
         format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else {
+        format!("{}d{:02}h", s / 86400, (s % 86400) / 3600)
     }
 }
 
@@ -187,7 +212,29 @@ pub(crate) fn parse_rate(text: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// Numbers from the edges of `f64` as well as anywhere in it.
+    fn any_number() -> impl Strategy<Value = Option<f64>> {
+        prop::option::of(prop_oneof![
+            prop::sample::select(vec![
+                0.0,
+                -0.0,
+                f64::MIN_POSITIVE / 2.0,
+                5e-324,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                f64::NAN,
+                -1.0,
+                f64::MAX,
+                u64::MAX as f64,
+                MAX_ETA_SECONDS,
+            ]),
+            prop::num::f64::ANY,
+        ])
+    }
 
     #[test]
     fn rates_parse_with_and_without_units() {
@@ -209,6 +256,63 @@ mod tests {
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(duration(42.0), "42s");
         assert_eq!(duration(185.0), "3m05s");
+        assert_eq!(duration(3720.0), "1h02m");
+        assert_eq!(duration(273_600.0), "3d04h");
+        assert_eq!(bytes(u64::MAX), "16.0 EiB");
         assert_eq!(tail("abcdefgh", 5), "…efgh");
+    }
+
+    #[test]
+    fn a_stalled_transfer_shows_an_unknown_eta() {
+        // The rate decayed towards zero: an ETA of 13 digits of hours is unknown.
+        assert_eq!(
+            rate_and_eta(Some(1e-9), Some(2_790_802_446_858_705.0 * 3600.0)),
+            "0 B/s ETA -"
+        );
+        assert_eq!(rate_and_eta(Some(f64::NAN), Some(f64::NAN)), "-/s ETA -");
+        assert_eq!(rate_and_eta(Some(-1.0), Some(-1.0)), "-/s ETA -");
+        assert_eq!(rate_and_eta(None, None), "-/s ETA -");
+        assert_eq!(
+            rate_and_eta(Some(1536.0), Some(MAX_ETA_SECONDS)),
+            "1.5 KiB/s ETA 365d00h"
+        );
+    }
+
+    #[test]
+    fn a_json_progress_line_carries_no_absurd_rate_or_eta() {
+        let mut view = ProgressView::new(
+            Output::new(true),
+            &serde_json::json!({ "bytes_total": 100, "bytes_resumed": 0 }),
+        );
+        // Prints to stdout; what matters is that it does not panic.
+        view.update(&serde_json::json!({
+            "bytes_done": 50,
+            "bytes_total": 100,
+            "rate": 1e-300,
+            "eta_s": 1e19,
+        }));
+        view.finish();
+        assert_eq!(known_eta(Some(1e19)), None);
+        assert_eq!(known_rate(Some(f64::INFINITY)), None);
+    }
+
+    proptest! {
+        #[test]
+        fn rates_and_etas_read_well_whatever_the_numbers(rate in any_number(), eta in any_number()) {
+            let text = rate_and_eta(rate, eta);
+            // `1023.9 KiB/s ETA 365d00h` is the longest there is.
+            prop_assert!(text.chars().count() <= 24, "{text}");
+        }
+
+        #[test]
+        fn sizes_read_well_up_to_the_largest(n in prop_oneof![Just(u64::MAX), any::<u64>()]) {
+            let text = bytes(n);
+            prop_assert!(text.chars().count() <= 10, "{text}");
+        }
+
+        #[test]
+        fn any_duration_formats(seconds in any_number()) {
+            let _ = duration(seconds.unwrap_or(0.0));
+        }
     }
 }

@@ -138,12 +138,21 @@ fn transfer_failure(name: &str, error: &TransferError) -> String {
                 AbortCode::SourceChanged => {
                     format!("a file changed while it was being sent{detail}; {again}")
                 }
+                AbortCode::Stalled => format!(
+                    "{name} ended the transfer because nothing arrived for too long{detail}; \
+                     {again}"
+                ),
                 _ => format!("{name} stopped the transfer{detail}; {again}"),
             }
         }
         TransferError::Link(error) => {
             format!("the connection to {name} was lost ({error}); {again}")
         }
+        TransferError::Stalled { waiting_for, idle } => format!(
+            "the transfer to {name} stalled: nothing moved for {} s while waiting for \
+             {waiting_for}; {again}",
+            idle.as_secs()
+        ),
         TransferError::Local(LocalError::DiskFull { .. }) => {
             format!("this device's disk is full ({error}); free space and {again}")
         }
@@ -188,6 +197,18 @@ fn show(event: &TransferEvent, name: &str, sink: &Sink) {
                     "file_done": file.map(|f| f.bytes_done),
                     "file_size": file.map(|f| f.size),
                 }),
+            );
+        }
+        TransferEvent::Waiting {
+            waiting_for, idle, ..
+        } => {
+            sink.line(
+                "waiting",
+                format!(
+                    "nothing has moved for {} s: waiting for {waiting_for}",
+                    idle.as_secs()
+                ),
+                json!({ "waiting_for": waiting_for, "idle_s": idle.as_secs_f64() }),
             );
         }
         _ => {}

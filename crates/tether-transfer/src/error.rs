@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::compress::DecodeError;
 use crate::manifest::ManifestError;
 use crate::negotiate::CipherError;
+use crate::progress::Waiting;
 use crate::protocol::AbortCode;
 
 /// Any failure of a transfer.
@@ -38,6 +39,15 @@ pub enum TransferError {
     /// The cancel token fired; partial files and resume records are kept.
     #[error("cancelled")]
     Cancelled,
+    /// No byte moved on any of the transfer's streams for longer than the run's stall bound;
+    /// partial files and resume records are kept, and running it again resumes.
+    #[error("stalled: nothing moved for {} s while waiting for {waiting_for}", idle.as_secs())]
+    Stalled {
+        /// What this side was waiting for.
+        waiting_for: Waiting,
+        /// How long nothing had moved.
+        idle: std::time::Duration,
+    },
     /// This side's consent policy declined the offer (the reason is the policy's).
     #[error("declined: {0}")]
     Declined(String),
@@ -47,9 +57,14 @@ impl TransferError {
     /// Whether running the same transfer again can pick up where this one stopped.
     pub fn is_resumable(&self) -> bool {
         match self {
-            TransferError::Link(_) | TransferError::Cancelled => true,
+            TransferError::Link(_) | TransferError::Cancelled | TransferError::Stalled { .. } => {
+                true
+            }
             TransferError::Peer(PeerError::Aborted { code, .. }) => {
-                matches!(code, AbortCode::Cancelled | AbortCode::Internal)
+                matches!(
+                    code,
+                    AbortCode::Cancelled | AbortCode::Internal | AbortCode::Stalled
+                )
             }
             _ => false,
         }

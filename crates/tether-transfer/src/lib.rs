@@ -132,6 +132,7 @@ mod receive;
 mod resume;
 mod send;
 mod source;
+mod stall;
 mod throttle;
 mod tree;
 
@@ -144,7 +145,9 @@ pub use manifest::{EntryKind, Limits, ManifestEntry, ManifestError};
 pub use negotiate::CipherError;
 pub use options::{MAX_LANES, ReceiverConfig, RunContext, SendOptions};
 pub use path::{MAX_COMPONENT_LEN, MAX_DEPTH, MAX_PATH_LEN, PathError, RelPath};
-pub use progress::{Direction, FileProgress, PathKind, Progress, TransferEvent, TransferReport};
+pub use progress::{
+    Direction, FileProgress, PathKind, Progress, TransferEvent, TransferReport, Waiting,
+};
 pub use protocol::AbortCode;
 pub use receive::{Hello, IncomingLane, IncomingOffer, Receiver, read_hello};
 pub use source::{EntryResolver, OutgoingTransfer};

@@ -17,6 +17,8 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use crate::error::{PeerError, TransferError, UsageError};
 use crate::protocol::{Abort, AbortCode, Message, cut_message};
+use crate::stall::{Activity, Metered};
+use crate::throttle::{RateLimiter, acquire_all};
 
 /// A bidirectional byte stream a transfer can run over. Implemented for every type that has the
 /// bounds; iroh's QUIC streams joined with `tokio::io::join`, `TcpStream` and `UnixStream` all do.
@@ -24,15 +26,46 @@ pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ByteStream for T {}
 
-/// Splits a stream into halves, boxed so that streams of any type fit one session.
+/// Splits a stream into halves, boxed so that streams of any type fit one session; every read
+/// and write that moves bytes is noted in `activity`.
 #[allow(clippy::type_complexity)] // two halves of one boxed stream; a name would hide them
 pub(crate) fn split<S: ByteStream>(
     stream: S,
+    activity: &Arc<Activity>,
 ) -> (
     ReadHalf<Box<dyn ByteStream>>,
     WriteHalf<Box<dyn ByteStream>>,
 ) {
-    tokio::io::split(Box::new(stream) as Box<dyn ByteStream>)
+    tokio::io::split(Box::new(Metered::new(stream, activity.clone())) as Box<dyn ByteStream>)
+}
+
+/// Bytes of a frame written at a time when a rate limit applies: a slow limit then still moves
+/// bytes every few seconds (16 KiB at 4 KiB/s), so the peer never takes it for a stall.
+const PACED_PIECE: usize = 16 << 10;
+
+/// Writes one frame and flushes, waiting on `limiters` for every piece of it first.
+pub(crate) async fn write_paced<W>(
+    writer: &mut W,
+    frame: &Frame,
+    limiters: &[RateLimiter],
+) -> Result<(), TransferError>
+where
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    if limiters.is_empty() {
+        return send_frame(writer, frame).await;
+    }
+    let header = frame.header();
+    acquire_all(limiters, header.len() as u64).await;
+    writer
+        .write_all(&header)
+        .await
+        .map_err(TransferError::Link)?;
+    for piece in frame.payload().chunks(PACED_PIECE) {
+        acquire_all(limiters, piece.len() as u64).await;
+        writer.write_all(piece).await.map_err(TransferError::Link)?;
+    }
+    writer.flush().await.map_err(TransferError::Link)
 }
 
 /// The write half of a transfer's control stream, shared by the session's control messages
@@ -54,13 +87,22 @@ impl ControlWriter {
 
     /// Writes one frame and flushes.
     pub(crate) async fn send_frame(&self, frame: &Frame) -> Result<(), TransferError> {
+        self.send_paced(frame, &[]).await
+    }
+
+    /// Writes one frame and flushes, paced by `limiters` (see [`write_paced`]).
+    pub(crate) async fn send_paced(
+        &self,
+        frame: &Frame,
+        limiters: &[RateLimiter],
+    ) -> Result<(), TransferError> {
         let mut half = self.half.lock().await;
         if self.torn.load(Ordering::Acquire) {
             return Err(TransferError::Link(io::Error::other("a frame was cut off")));
         }
         // Stays set if this future is dropped mid-frame.
         self.torn.store(true, Ordering::Release);
-        send_frame(&mut *half, frame).await?;
+        write_paced(&mut *half, frame, limiters).await?;
         self.torn.store(false, Ordering::Release);
         Ok(())
     }
@@ -130,6 +172,7 @@ pub(crate) fn abort_for(error: &TransferError) -> Option<Message> {
         TransferError::Link(_) => return None,
         TransferError::Peer(PeerError::Aborted { .. } | PeerError::Declined { .. }) => return None,
         TransferError::Cancelled => AbortCode::Cancelled,
+        TransferError::Stalled { .. } => AbortCode::Stalled,
         TransferError::Declined(_) => AbortCode::Declined,
         TransferError::Peer(_) => AbortCode::Protocol,
         TransferError::Local(crate::LocalError::SourceChanged(_)) => AbortCode::SourceChanged,

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::consent::{Consent, DeclineAll};
 use crate::manifest::Limits;
 use crate::progress::TransferEvent;
+use crate::stall::DEFAULT_STALL_TIMEOUT;
 use crate::throttle::RateLimiter;
 
 /// Most streams one transfer may use.
@@ -37,6 +38,9 @@ pub struct SendOptions {
     pub rate_limit: Option<u64>,
     /// Spacing of progress events.
     pub progress_interval: Duration,
+    /// How long the data phase may move no bytes at all before it ends with
+    /// [`TransferError::Stalled`](crate::TransferError::Stalled) (resumable). Default 60 s.
+    pub stall_timeout: Duration,
 }
 
 impl Default for SendOptions {
@@ -47,6 +51,7 @@ impl Default for SendOptions {
             ciphers: TransferCipher::preference(TransferCipher::aes_hardware()),
             rate_limit: None,
             progress_interval: PROGRESS_INTERVAL,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
         }
     }
 }
@@ -79,6 +84,12 @@ impl SendOptions {
     /// Sets [`progress_interval`](Self::progress_interval).
     pub fn progress_interval(mut self, interval: Duration) -> Self {
         self.progress_interval = interval;
+        self
+    }
+
+    /// Sets [`stall_timeout`](Self::stall_timeout).
+    pub fn stall_timeout(mut self, bound: Duration) -> Self {
+        self.stall_timeout = bound;
         self
     }
 }
@@ -154,6 +165,9 @@ pub struct ReceiverConfig {
     /// preferred one among them, except that without AES instructions it takes
     /// ChaCha20-Poly1305 when offered. Default: both.
     pub ciphers: Vec<TransferCipher>,
+    /// How long the data phase may move no bytes at all before it ends with
+    /// [`TransferError::Stalled`](crate::TransferError::Stalled) (resumable). Default 60 s.
+    pub stall_timeout: Duration,
 }
 
 impl std::fmt::Debug for ReceiverConfig {
@@ -166,6 +180,7 @@ impl std::fmt::Debug for ReceiverConfig {
             .field("checkpoint_interval", &self.checkpoint_interval)
             .field("rate_limit", &self.rate_limit)
             .field("ciphers", &self.ciphers)
+            .field("stall_timeout", &self.stall_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -184,7 +199,14 @@ impl ReceiverConfig {
             rate_limit: None,
             progress_interval: PROGRESS_INTERVAL,
             ciphers: TransferCipher::ALL.to_vec(),
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
         }
+    }
+
+    /// Sets [`stall_timeout`](Self::stall_timeout).
+    pub fn stall_timeout(mut self, bound: Duration) -> Self {
+        self.stall_timeout = bound;
+        self
     }
 
     /// Sets [`ciphers`](Self::ciphers).

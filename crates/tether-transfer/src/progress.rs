@@ -51,7 +51,8 @@ pub struct Progress {
     pub bytes_total: u64,
     /// Recent rate of this run in bytes per second (resumed bytes excluded).
     pub rate: f64,
-    /// Time left at the recent rate, once there is one.
+    /// Time left at the recent rate; `None` while unknown: before there is a rate, when the
+    /// transfer stalls, or when it would be more than a year.
     pub eta: Option<Duration>,
     /// The file the latest chunk belonged to.
     pub file: Option<FileProgress>,
@@ -69,6 +70,32 @@ pub struct FileProgress {
     pub bytes_done: u64,
     /// Its size.
     pub size: u64,
+}
+
+/// What a transfer that moves nothing is waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Waiting {
+    /// Sender: the receiver's next requests, or its `Complete`.
+    Requests,
+    /// Sender: the receiver to read what was already written (the stream is full).
+    ReceiverReading,
+    /// Receiver: chunks it asked the sender for.
+    Data,
+    /// Receiver: completed files being synced and put in place on its own disk.
+    Disk,
+}
+
+impl std::fmt::Display for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Waiting::Requests => "the receiver's next requests",
+            Waiting::ReceiverReading => "the receiver to read what was sent",
+            Waiting::Data => "data asked of the sender",
+            Waiting::Disk => "completed files to be synced to disk",
+        })
+    }
 }
 
 /// Something that happened in a transfer.
@@ -100,6 +127,19 @@ pub enum TransferEvent {
         path: String,
         /// Where it now lives.
         target: Option<PathBuf>,
+    },
+    /// Nothing has moved for a while; said once per idle spell, after a few seconds. The run
+    /// ends with [`TransferError::Stalled`](crate::TransferError::Stalled) if it lasts past the
+    /// stall bound.
+    Waiting {
+        /// The transfer.
+        transfer_id: Uuid,
+        /// This side's role.
+        direction: Direction,
+        /// What this side waits for.
+        waiting_for: Waiting,
+        /// How long nothing has moved.
+        idle: Duration,
     },
 }
 
@@ -218,7 +258,7 @@ impl RateMeter {
 
     /// Counts `bytes` done at `now`.
     pub(crate) fn record(&mut self, bytes: u64, now: Instant) {
-        self.window_bytes += bytes;
+        self.window_bytes = self.window_bytes.saturating_add(bytes);
         let elapsed = now.saturating_duration_since(self.window_start);
         if elapsed >= WINDOW {
             let sample = self.window_bytes as f64 / elapsed.as_secs_f64();
@@ -248,9 +288,19 @@ impl RateMeter {
     }
 }
 
-/// Time to move `remaining` bytes at `rate`.
+/// The longest ETA given (a year); a longer one, such as a stalled transfer's at its decayed
+/// rate, is unknown.
+pub(crate) const MAX_ETA: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// Time to move `remaining` bytes at `rate`; `None` (unknown) when the rate is not a positive
+/// normal number (zero, subnormal, infinite, NaN, negative) or the time exceeds [`MAX_ETA`].
 pub(crate) fn eta(remaining: u64, rate: f64) -> Option<Duration> {
-    (rate > 0.0).then(|| Duration::from_secs_f64(remaining as f64 / rate))
+    if !(rate.is_normal() && rate > 0.0) {
+        return None;
+    }
+    Duration::try_from_secs_f64(remaining as f64 / rate)
+        .ok()
+        .filter(|eta| *eta <= MAX_ETA)
 }
 
 /// Sends an event if the channel has room; progress is lossy by design.
@@ -262,7 +312,38 @@ pub(crate) fn emit(events: Option<&mpsc::Sender<TransferEvent>>, event: Transfer
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// Rates from the edges of `f64` as well as anywhere in it.
+    fn any_rate() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            prop::sample::select(vec![
+                0.0,
+                -0.0,
+                f64::MIN_POSITIVE / 2.0,
+                5e-324,
+                f64::MIN_POSITIVE,
+                1e-300,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                f64::NAN,
+                -1.0,
+                f64::MAX,
+                u64::MAX as f64,
+            ]),
+            prop::num::f64::ANY,
+        ]
+    }
+
+    /// Byte counts from the edges of `u64` as well as anywhere in it.
+    fn any_bytes() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            prop::sample::select(vec![0, 1, u64::MAX - 1, u64::MAX]),
+            any::<u64>(),
+        ]
+    }
 
     #[test]
     fn rate_and_eta() {
@@ -281,5 +362,83 @@ mod tests {
         assert!((rate - 1400.0).abs() < 1e-9, "{rate}");
         assert_eq!(eta(1400, rate), Some(Duration::from_secs(1)));
         assert_eq!(eta(1, 0.0), None);
+    }
+
+    #[test]
+    fn a_stalled_transfer_has_no_eta() {
+        let start = Instant::now();
+        let mut meter = RateMeter::new(start);
+        let mut now = start + WINDOW;
+        meter.record(10_000_000, now);
+        // No byte for an hour: the smoothed rate decays towards zero.
+        for _ in 0..7200 {
+            now += WINDOW;
+            meter.record(0, now);
+            let rate = meter.rate(10_000_000, start, now);
+            assert!(rate.is_finite() && rate >= 0.0, "{rate}");
+            if let Some(eta) = eta(20_000_000, rate) {
+                assert!(eta <= MAX_ETA, "{eta:?}");
+            }
+        }
+        assert_eq!(eta(20_000_000, meter.rate(10_000_000, start, now)), None);
+    }
+
+    #[test]
+    fn rates_that_are_not_a_measurement_give_no_eta() {
+        for rate in [
+            0.0,
+            -0.0,
+            f64::MIN_POSITIVE / 2.0,
+            5e-324,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            -1000.0,
+        ] {
+            assert_eq!(eta(1000, rate), None, "{rate}");
+        }
+        assert_eq!(eta(u64::MAX, 1.0), None);
+        assert_eq!(eta(0, 1.0), Some(Duration::ZERO));
+        assert_eq!(eta(u64::MAX, f64::MAX), Some(Duration::ZERO));
+    }
+
+    proptest! {
+        #[test]
+        fn eta_is_unknown_or_at_most_a_year(remaining in any_bytes(), rate in any_rate()) {
+            match eta(remaining, rate) {
+                Some(eta) => {
+                    prop_assert!(rate.is_normal() && rate > 0.0, "{rate}");
+                    prop_assert!(eta <= MAX_ETA);
+                    let exact = remaining as f64 / rate;
+                    prop_assert!((eta.as_secs_f64() - exact).abs() <= 1e-6 * exact.max(1.0));
+                }
+                None => prop_assert!(
+                    !(rate.is_normal() && rate > 0.0)
+                        || remaining as f64 / rate > MAX_ETA.as_secs_f64()
+                ),
+            }
+        }
+
+        #[test]
+        fn the_meter_gives_a_finite_rate_whatever_it_is_fed(
+            steps in prop::collection::vec((any_bytes(), 0..u64::MAX / 4), 1..40),
+            total in any_bytes(),
+        ) {
+            let start = Instant::now();
+            let mut meter = RateMeter::new(start);
+            let mut now = start;
+            let mut done = 0u64;
+            for (bytes, step_ns) in steps {
+                // Instants as far ahead as this platform's clock goes.
+                now = now.checked_add(Duration::from_nanos(step_ns)).unwrap_or(now);
+                done = done.saturating_add(bytes);
+                meter.record(bytes, now);
+                let rate = meter.rate(done, start, now);
+                prop_assert!(rate.is_finite() && rate >= 0.0, "{rate}");
+                if let Some(eta) = eta(total.saturating_sub(done), rate) {
+                    prop_assert!(eta <= MAX_ETA);
+                }
+            }
+        }
     }
 }

@@ -60,6 +60,9 @@ pub(crate) enum Message {
     /// Receiver → sender: chunk ranges of several files, in one message; sent only to a sender
     /// whose [`Offer::wants`] says it reads them.
     Wants(Wants),
+    /// Receiver → sender, before its first request: what it will ask for in all. Sent only to
+    /// a sender whose [`Offer::plan`] says it reads it.
+    Plan(Plan),
     /// Receiver → sender: every file is verified and in place.
     Complete(Complete),
     /// First message on every extra stream (lane) of a transfer.
@@ -110,6 +113,10 @@ pub(crate) struct Offer {
     /// then asked one file per [`Message::Want`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) wants: bool,
+    /// The sender reads [`Message::Plan`] (and so counts its progress against what will be
+    /// asked, as the receiver asks a window at a time); absent (false) from senders that do not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) plan: bool,
 }
 
 /// Body of [`Message::Accept`].
@@ -164,6 +171,15 @@ pub(crate) struct Wants {
     pub(crate) files: Vec<Want>,
 }
 
+/// Body of [`Message::Plan`]: what the receiver lacks after looking at what it already has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Plan {
+    /// Files it will ask chunks of.
+    pub(crate) files: u64,
+    /// Bytes of those chunks.
+    pub(crate) bytes: u64,
+}
+
 /// Body of [`Message::Complete`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Complete {
@@ -211,6 +227,8 @@ pub enum AbortCode {
     Protocol,
     /// The side that aborted failed for its own reasons.
     Internal,
+    /// Nothing moved for longer than the side that aborted waits; the transfer can resume.
+    Stalled,
     /// A code this version does not know. Never sent.
     #[serde(other)]
     Other,

@@ -72,7 +72,7 @@ impl OutgoingTransfer {
         }
         let walk = tokio::task::spawn_blocking(move || walk_and_hash(&roots))
             .await
-            .map_err(|e| LocalError::Task(e.to_string()))??;
+            .map_err(|e| LocalError::task_failed("hashing the files", e))??;
         Ok(OutgoingTransfer {
             transfer_id: Uuid::new_v4(),
             options,

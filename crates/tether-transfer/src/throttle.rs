@@ -8,6 +8,11 @@
 //! The bucket lets a caller take more than it holds (a whole 256 KiB frame at once) and then
 //! waits the debt off, so the long-run rate is exact whatever the frame size; the burst allowance
 //! (a twentieth of a second's worth, at least two frames) only shapes the very start.
+//!
+//! A wait is the debt over the rate, exact up to [`Duration::MAX`]: taking `u64::MAX` bytes at
+//! 1 byte/s asks for the longest wait there is (tokio's sleep ends it after about 30 years), as
+//! the limit means. The engine takes a frame at a time, so its longest wait, one frame at the
+//! lowest rate of 1 byte/s, is about three days.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -39,7 +44,8 @@ impl TokenBucket {
     }
 
     /// Takes `bytes` at `now` and returns how long the caller must wait before sending them
-    /// (zero if the bucket held enough). The tokens are taken either way.
+    /// (zero if the bucket held enough; [`Duration::MAX`] if the debt is longer than that).
+    /// The tokens are taken either way.
     pub fn take(&mut self, bytes: u64, now: Instant) -> Duration {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = self.last.max(now);
@@ -48,7 +54,7 @@ impl TokenBucket {
         if self.tokens >= 0.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(-self.tokens / self.rate as f64)
+            Duration::try_from_secs_f64(-self.tokens / self.rate as f64).unwrap_or(Duration::MAX)
         }
     }
 }
@@ -102,7 +108,17 @@ pub(crate) async fn acquire_all(limiters: &[RateLimiter], bytes: u64) {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// Values from the edges of `u64` as well as anywhere in it.
+    fn edgy() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            prop::sample::select(vec![0, 1, 2, u64::MAX / 20, u64::MAX - 1, u64::MAX]),
+            any::<u64>(),
+        ]
+    }
 
     #[test]
     fn long_run_rate_is_the_limit() {
@@ -139,5 +155,93 @@ mod tests {
         let much_later = start + Duration::from_secs(60);
         assert_eq!(bucket.take(100, much_later), Duration::ZERO);
         assert_eq!(bucket.take(100, much_later), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_debt_beyond_what_a_duration_holds_waits_the_longest_duration() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(1, 0, start);
+        assert_eq!(bucket.take(u64::MAX, start), Duration::MAX);
+        assert_eq!(bucket.take(u64::MAX, start), Duration::MAX);
+        let mut fastest = TokenBucket::new(u64::MAX, u64::MAX, start);
+        assert_eq!(fastest.take(u64::MAX, start), Duration::ZERO);
+        assert!(fastest.take(u64::MAX, start) <= Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn acquiring_every_byte_there_is_waits_without_panicking() {
+        for rate in [0, 1, u64::MAX] {
+            let limiter = RateLimiter::new(rate);
+            assert_eq!(limiter.bytes_per_second(), rate.max(1));
+            let waited =
+                tokio::time::timeout(Duration::from_millis(20), limiter.acquire(u64::MAX)).await;
+            assert!(waited.is_err(), "{rate}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_bucket_answers_any_take_with_a_wait(
+            rate in edgy(),
+            burst in edgy(),
+            takes in prop::collection::vec((edgy(), 0..u64::MAX / 4), 1..30),
+        ) {
+            let start = Instant::now();
+            let mut bucket = TokenBucket::new(rate, burst, start);
+            let mut now = start;
+            for (bytes, step_ns) in takes {
+                now = now.checked_add(Duration::from_nanos(step_ns)).unwrap_or(now);
+                let wait = bucket.take(bytes, now);
+                prop_assert!(bucket.tokens.is_finite());
+                prop_assert!(bucket.tokens <= bucket.burst);
+                let debt = -bucket.tokens / bucket.rate as f64;
+                if debt <= 0.0 {
+                    prop_assert_eq!(wait, Duration::ZERO);
+                } else {
+                    prop_assert!(
+                        wait == Duration::MAX || (wait.as_secs_f64() - debt).abs() <= 1e-9 * debt + 1e-9,
+                        "{wait:?} for {debt} s"
+                    );
+                }
+            }
+        }
+
+        #[test]
+        fn a_fresh_bucket_waits_for_what_exceeds_the_burst(
+            rate in edgy(),
+            burst in edgy(),
+            bytes in edgy(),
+        ) {
+            let start = Instant::now();
+            let wait = TokenBucket::new(rate, burst, start).take(bytes, start);
+            let debt = bytes as f64 - burst as f64;
+            if debt <= 0.0 {
+                prop_assert_eq!(wait, Duration::ZERO);
+            } else {
+                let exact = debt / rate.max(1) as f64;
+                prop_assert!(
+                    wait == Duration::MAX || (wait.as_secs_f64() - exact).abs() <= 1e-6 * exact.max(1.0),
+                    "{wait:?} for {exact} s"
+                );
+            }
+        }
+
+        #[test]
+        fn the_long_run_rate_is_the_limit_for_any_rate_and_frame(
+            rate in 1u64..10_000_000_000,
+            frame in 1u64..4 * 1024 * 1024,
+        ) {
+            let start = Instant::now();
+            let burst = frame;
+            let mut bucket = TokenBucket::new(rate, burst, start);
+            let mut now = start;
+            let frames = 200;
+            for _ in 0..frames {
+                now += bucket.take(frame, now);
+            }
+            let elapsed = now.duration_since(start).as_secs_f64();
+            let exact = (frames - 1) as f64 * frame as f64 / rate as f64;
+            prop_assert!((elapsed - exact).abs() <= 1e-6 * exact + 1e-6, "{elapsed} vs {exact}");
+        }
     }
 }

@@ -69,6 +69,9 @@ pub struct NetworkingConfig {
     pub discovery_timeout: Duration,
     /// Where transfers from paired devices are written; `None` refuses every transfer.
     pub receive_dir: Option<PathBuf>,
+    /// How long an incoming transfer may move no bytes at all before it ends (resumable; the
+    /// sender's bound is [`crate::TransferOptions::stall_timeout`]). Default: 60 s.
+    pub transfer_stall_timeout: Duration,
 }
 
 impl NetworkingConfig {
@@ -90,6 +93,7 @@ impl NetworkingConfig {
             connect_timeout: Duration::from_secs(10),
             discovery_timeout: Duration::from_secs(10),
             receive_dir: None,
+            transfer_stall_timeout: Duration::from_secs(60),
         }
     }
 

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use iroh::endpoint::{RecvStream, SendStream};
 use tether_transfer::{
@@ -38,6 +39,9 @@ pub struct TransferOptions {
     pub rate_limit: Option<u64>,
     /// Extra streams beside the control stream (0 to 7).
     pub lanes: u8,
+    /// How long the transfer may move no bytes at all before it ends with
+    /// [`TransferError::Stalled`] (resumable: send again). Default: 60 s.
+    pub stall_timeout: Duration,
 }
 
 impl Default for TransferOptions {
@@ -48,6 +52,7 @@ impl Default for TransferOptions {
             ciphers: TransferCipher::preference(TransferCipher::aes_hardware()),
             rate_limit: None,
             lanes: 0,
+            stall_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -74,6 +79,12 @@ impl TransferOptions {
     /// Limits this transfer's rate.
     pub fn rate_limit(mut self, bytes_per_second: Option<u64>) -> Self {
         self.rate_limit = bytes_per_second;
+        self
+    }
+
+    /// Sets the stall bound.
+    pub fn stall_timeout(mut self, bound: Duration) -> Self {
+        self.stall_timeout = bound;
         self
     }
 
@@ -141,10 +152,11 @@ pub(crate) async fn send(
         .compress(options.compress)
         .encrypt(options.encrypt)
         .ciphers(options.ciphers.clone())
-        .rate_limit(options.rate_limit);
+        .rate_limit(options.rate_limit)
+        .stall_timeout(options.stall_timeout);
     let outgoing = OutgoingTransfer::prepare(&shared, &ids, send_options)
         .await
-        .map_err(NetworkError::Transfer)?;
+        .map_err(NetworkError::from)?;
     let (events_tx, events) = mpsc::channel(256);
     let cancel = CancellationToken::new();
     let mut context = RunContext::new().events(events_tx).cancel(cancel.clone());
@@ -198,7 +210,7 @@ pub(crate) async fn serve_stream(
     };
     match tether_transfer::read_hello(tokio::io::join(recv, send))
         .await
-        .map_err(NetworkError::Transfer)?
+        .map_err(NetworkError::from)?
     {
         Hello::Offer(offer) => {
             let mut context = RunContext::new();
@@ -208,13 +220,13 @@ pub(crate) async fn serve_stream(
             let report = receiver
                 .receive(offer, link.node_id, context)
                 .await
-                .map_err(NetworkError::Transfer)?;
+                .map_err(NetworkError::from)?;
             Ok(Some(report))
         }
         Hello::Lane(lane) => {
             receiver
                 .attach(lane, link.node_id)
-                .map_err(NetworkError::Transfer)?;
+                .map_err(NetworkError::from)?;
             Ok(None)
         }
         _ => {

@@ -133,6 +133,22 @@ async fn no_device_with_the_slot_is_a_clear_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_without_a_deadline_waits_rather_than_panics() {
+    let lab = Lab::new();
+    let mut config = lab.config("b");
+    // No deadline: the search lasts until the caller stops it.
+    config.discovery_timeout = Duration::MAX;
+    let b = tether::NetworkingService::start(config).await.unwrap();
+    let search = tokio::time::timeout(
+        Duration::from_millis(500),
+        b.join_pairing("harbor-brave-lion-sunset"),
+    )
+    .await;
+    assert!(search.is_err(), "{search:?}");
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_restart_both_are_still_paired_and_reconnect() {
     let lab = Lab::new();
     let (laptop_id, phone_id) = {

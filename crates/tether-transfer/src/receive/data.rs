@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tether_wire::{ContentHash, DataChunk, Frame, FrameKind};
 use tokio::io::{AsyncRead, ReadHalf};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
 
 use crate::chunk::{ChunkSet, chunk_at, chunk_len};
@@ -103,6 +103,12 @@ pub(crate) struct RecvShared {
     pub(crate) last_file: AtomicUsize,
     /// Partial files open between uses (at most [`MAX_OPEN_PARTIALS`]).
     pub(crate) open: OpenPartials,
+    /// Plain bytes of the chunks asked for so far in this run.
+    pub(crate) asked: AtomicU64,
+    /// Files whose last missing chunk was written in this run.
+    pub(crate) completed: AtomicU64,
+    /// Woken on every chunk written, for the requester's window.
+    pub(crate) progressed: Notify,
 }
 
 /// The partial files kept open, by file index, least recently used first.
@@ -228,9 +234,15 @@ impl RecvShared {
         self.received.fetch_add(plain, Ordering::Relaxed);
         self.wire.fetch_add(wire, Ordering::Relaxed);
         self.last_file.store(file_index, Ordering::Relaxed);
+        let completes = chunks.have.is_full();
+        drop(chunks);
+        if completes {
+            self.completed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.progressed.notify_one();
         Ok(ChunkDone {
             file: file_index,
-            completes: chunks.have.is_full(),
+            completes,
         })
     }
 
@@ -547,8 +559,7 @@ where
             }
         }
     };
-    let task_failed =
-        |e: tokio::task::JoinError| TransferError::from(LocalError::Task(e.to_string()));
+    let task_failed = |e| TransferError::from(LocalError::task_failed("a lane's write worker", e));
     tokio::select! {
         read = read => {
             // The reader is done (and its end of the channel gone): the worker finishes the

@@ -209,6 +209,7 @@ pub(super) async fn decline(writer: &ControlWriter, error: &TransferError) {
         TransferError::Link(_) | TransferError::Peer(PeerError::Aborted { .. }) => return,
         TransferError::Declined(_) => AbortCode::Declined,
         TransferError::Cancelled => AbortCode::Cancelled,
+        TransferError::Stalled { .. } => AbortCode::Stalled,
         TransferError::Local(LocalError::DiskFull { .. }) => AbortCode::NoSpace,
         TransferError::Peer(_) | TransferError::Local(_) => AbortCode::Refused,
         TransferError::Usage(_) => AbortCode::Internal,

@@ -20,14 +20,15 @@ use crate::link::{ByteStream, ControlWriter, LaneCipher, abort_for, eof, split};
 use crate::manifest::{CheckedEntry, EntryKind};
 use crate::options::{ReceiverConfig, RunContext};
 use crate::progress::{
-    Direction, FileProgress, Progress, RateMeter, TransferEvent, TransferReport, emit, eta,
+    Direction, FileProgress, Progress, RateMeter, TransferEvent, TransferReport, Waiting, emit, eta,
 };
 use crate::protocol::{Complete, Message, Offer};
 use crate::receive::data::{AttachedLane, RecvShared, run_finalizer, run_lane};
 use crate::receive::disk::{self, FilePaths};
 use crate::receive::offer::{Accepted, before_accept, decline};
-use crate::receive::setup::{Requests, plan_all, read_hashes, shared_state};
+use crate::receive::setup::{Requester, plan_all, read_hashes, shared_state};
 use crate::receive::{LaneGuard, Receiver, blocking};
+use crate::stall::{Activity, Metered, Verdict, Watchdog};
 use crate::throttle::RateLimiter;
 
 pub(super) async fn run<S: ByteStream>(
@@ -45,7 +46,8 @@ pub(super) async fn run<S: ByteStream>(
         shared_limits,
     } = ctx;
     let config = &receiver.inner.config;
-    let (mut reader, writer) = split(stream);
+    let activity = Activity::new();
+    let (mut reader, writer) = split(stream, &activity);
     let writer = ControlWriter::new(writer);
     let mut report = TransferReport::new(offer.transfer_id, Direction::Receive);
     report.bytes_total = offer.total_bytes;
@@ -79,6 +81,7 @@ pub(super) async fn run<S: ByteStream>(
         cancel,
         limiters,
         started,
+        activity,
         created_dirs: Vec::new(),
         file_entries: Vec::new(),
     };
@@ -111,6 +114,7 @@ struct Run<'a> {
     cancel: CancellationToken,
     limiters: Vec<RateLimiter>,
     started: Instant,
+    activity: Arc<Activity>,
     created_dirs: Vec<PathBuf>,
     file_entries: Vec<CheckedEntry>,
 }
@@ -174,7 +178,7 @@ impl Run<'_> {
             self.offer,
             overwrite,
         ));
-        let mut requests = Requests::new(writer, self.offer.wants);
+        let mut requester = Requester::new(self.offer.wants);
         for (index, plan) in planned.iter().enumerate() {
             report.bytes_resumed += plan.kept_bytes;
             report.bytes_verified += plan.verified_bytes;
@@ -182,10 +186,13 @@ impl Run<'_> {
             if plan.in_place() || plan.have.is_full() {
                 continue;
             }
-            let entry_id = shared.files.get(index).map(|f| f.id).unwrap_or_default();
-            requests.ask(entry_id, &plan.have).await?;
+            if let Some(file) = shared.files.get(index) {
+                requester.add(file.id, file.size, &plan.have);
+            }
         }
-        requests.flush().await?;
+        if self.offer.plan {
+            writer.send(&Message::Plan(requester.plan())).await?;
+        }
         emit(
             self.events.as_ref(),
             TransferEvent::Started {
@@ -207,7 +214,7 @@ impl Run<'_> {
             self.file_done(&shared, index);
         }
         let result = self
-            .data_phase(&shared, reader, lanes, ciphers, report)
+            .data_phase(&shared, reader, writer, requester, lanes, ciphers, report)
             .await;
         if result.is_err() {
             let shared = shared.clone();
@@ -222,11 +229,14 @@ impl Run<'_> {
         })
     }
 
-    /// Receives until every file is in place.
+    /// Receives until every file is in place, asking for chunks a window at a time meanwhile.
+    #[allow(clippy::too_many_arguments)] // the run's parts, each used once
     async fn data_phase(
         &self,
         shared: &Arc<RecvShared>,
         control: ReadHalf<Box<dyn ByteStream>>,
+        writer: &ControlWriter,
+        requester: Requester,
         lanes: Option<(LaneGuard, mpsc::Receiver<AttachedLane>)>,
         ciphers: Vec<Arc<LaneCipher>>,
         report: &mut TransferReport,
@@ -281,15 +291,25 @@ impl Run<'_> {
         let mut ticks = tokio::time::interval(self.config.progress_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut counted = 0u64;
+        let mut watchdog = Watchdog::new(self.activity.clone(), self.config.stall_timeout);
+        let mut requests = std::pin::pin!(requester.run(writer, shared));
+        let mut requests_done = false;
         let result = loop {
             if remaining == 0 {
                 break Ok(());
             }
             tokio::select! {
                 () = self.cancel.cancelled() => break Err(TransferError::Cancelled),
+                asked = &mut requests, if !requests_done => {
+                    requests_done = true;
+                    if let Err(error) = asked {
+                        break Err(error);
+                    }
+                }
                 Some(lane) = recv_lane(&mut lane_rx) => {
                     if let Some(cipher) = cipher(lane.index) {
-                        let (reader, _writer) = tokio::io::split(lane.stream);
+                        let stream = Metered::new(lane.stream, self.activity.clone());
+                        let (reader, _writer) = tokio::io::split(stream);
                         lane_tasks.spawn(run_lane(
                             reader,
                             false,
@@ -308,11 +328,23 @@ impl Run<'_> {
                     if received > 0 {
                         self.progress(shared, report, received, &meter, now);
                     }
+                    let waiting_for = || {
+                        let asked = shared.asked.load(Ordering::Relaxed);
+                        if asked > received { Waiting::Data } else { Waiting::Disk }
+                    };
+                    match watchdog.check(now) {
+                        Verdict::Fine => {}
+                        Verdict::Report(idle) => self.waiting(waiting_for(), idle),
+                        Verdict::Stalled(idle) => {
+                            break Err(TransferError::Stalled { waiting_for: waiting_for(), idle });
+                        }
+                    }
                 }
                 placed = placed_rx.recv() => {
                     match placed {
                         Some(Ok(index)) => {
                             remaining -= 1;
+                            self.activity.touch();
                             self.file_done(shared, index);
                         }
                         Some(Err(error)) => break Err(error),
@@ -380,6 +412,21 @@ impl Run<'_> {
                 eta: eta(report.bytes_total.saturating_sub(done), rate),
                 file,
             }),
+        );
+    }
+
+    /// Says what this side waits for after a spell with nothing moving.
+    fn waiting(&self, waiting_for: Waiting, idle: std::time::Duration) {
+        tracing::warn!(transfer = %self.offer.transfer_id, idle_secs = idle.as_secs(),
+            "receiving: nothing moved; waiting for {waiting_for}");
+        emit(
+            self.events.as_ref(),
+            TransferEvent::Waiting {
+                transfer_id: self.offer.transfer_id,
+                direction: Direction::Receive,
+                waiting_for,
+                idle,
+            },
         );
     }
 

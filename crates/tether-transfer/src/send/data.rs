@@ -16,11 +16,12 @@ use crate::compress::Compression;
 use crate::error::{LocalError, PeerError, TransferError};
 use crate::link::{ByteStream, ControlWriter, LaneCipher, abort_for, read_message};
 use crate::progress::{
-    Direction, FileProgress, Progress, RateMeter, TransferEvent, TransferReport, emit, eta,
+    Direction, FileProgress, Progress, RateMeter, TransferEvent, TransferReport, Waiting, emit, eta,
 };
 use crate::protocol::{Complete, MAX_FILES_PER_WANTS, MAX_RANGES_PER_WANT, Message, Want, Wants};
 use crate::send::lane::{LaneWriter, SendShared, run_lane};
 use crate::source::OutgoingTransfer;
+use crate::stall::{Activity, Verdict, Watchdog};
 use crate::throttle::RateLimiter;
 
 /// What the data phase reports into.
@@ -29,6 +30,8 @@ pub(super) struct DataPhase {
     pub(super) started: Instant,
     pub(super) cancel: CancellationToken,
     pub(super) report: TransferReport,
+    /// When bytes last moved on the transfer's streams.
+    pub(super) activity: Arc<Activity>,
 }
 
 /// Which chunks the receiver has asked for so far, and their bytes.
@@ -36,6 +39,10 @@ pub(super) struct DataPhase {
 struct Requested {
     sets: Vec<ChunkSet>,
     bytes: u64,
+    /// Bytes the receiver said (in its `Plan`) it will ask for in all.
+    planned: Option<u64>,
+    /// A `Plan` or a request has arrived: progress can be counted.
+    heard: bool,
 }
 
 impl DataPhase {
@@ -76,6 +83,8 @@ impl DataPhase {
                 .map(|f| ChunkSet::new(chunk_count(f.size)))
                 .collect(),
             bytes: 0,
+            planned: None,
+            heard: false,
         }));
         // If this future is dropped half way, the guard still stops the lanes' workers.
         let _close = CloseQueueOnDrop(shared.clone());
@@ -90,6 +99,7 @@ impl DataPhase {
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut counted = 0u64;
+        let mut watchdog = Watchdog::new(self.activity.clone(), transfer.options.stall_timeout);
         let outcome = loop {
             tokio::select! {
                 () = self.cancel.cancelled() => break Err(TransferError::Cancelled),
@@ -106,6 +116,20 @@ impl DataPhase {
                     counted = sent;
                     if sent > 0 {
                         self.progress(&shared, &requested, &meter, sent, now);
+                    }
+                    let waiting_for = || {
+                        if requested_bytes(&requested) > sent {
+                            Waiting::ReceiverReading
+                        } else {
+                            Waiting::Requests
+                        }
+                    };
+                    match watchdog.check(now) {
+                        Verdict::Fine => {}
+                        Verdict::Report(idle) => self.waiting(waiting_for(), idle),
+                        Verdict::Stalled(idle) => {
+                            break Err(TransferError::Stalled { waiting_for: waiting_for(), idle });
+                        }
                     }
                 }
             }
@@ -150,6 +174,21 @@ impl DataPhase {
         }
     }
 
+    /// Says what this side waits for after a spell with nothing moving.
+    fn waiting(&self, waiting_for: Waiting, idle: Duration) {
+        tracing::info!(transfer = %self.report.transfer_id, idle_secs = idle.as_secs(),
+            "sending: nothing moved; waiting for {waiting_for}");
+        emit(
+            self.events.as_ref(),
+            TransferEvent::Waiting {
+                transfer_id: self.report.transfer_id,
+                direction: Direction::Send,
+                waiting_for,
+                idle,
+            },
+        );
+    }
+
     fn progress(
         &self,
         shared: &SendShared,
@@ -159,7 +198,17 @@ impl DataPhase {
         now: Instant,
     ) {
         let total = self.report.bytes_total;
-        let done = (total.saturating_sub(requested_bytes(requested)) + sent).min(total);
+        let done = {
+            let requested = requested.lock().unwrap_or_else(PoisonError::into_inner);
+            // What the receiver will not ask for counts as done once it said so: in its
+            // `Plan`, or (a receiver that sends none asks for everything at once) by asking.
+            let skipped = match (requested.planned, requested.heard) {
+                (Some(planned), _) => total.saturating_sub(planned),
+                (None, true) => total.saturating_sub(requested.bytes),
+                (None, false) => 0,
+            };
+            skipped.saturating_add(sent).min(total)
+        };
         let rate = meter.rate(sent, self.started, now);
         let file = shared.counters.last_file.load(Ordering::Relaxed);
         let file = shared.files.get(file).map(|f| FileProgress {
@@ -253,6 +302,15 @@ async fn serve_requests(
                 control_tx.send(&response).await?;
                 vec![(file, vec![[first, chunk_count(size)]])]
             }
+            Message::Plan(plan) => {
+                let mut requested = requested.lock().unwrap_or_else(PoisonError::into_inner);
+                if requested.heard {
+                    return Err(PeerError::Protocol("a Plan after the first request").into());
+                }
+                requested.planned = Some(plan.bytes);
+                requested.heard = true;
+                continue;
+            }
             Message::Complete(complete) => return Ok(complete),
             Message::Abort(abort) => {
                 return Err(PeerError::Aborted {
@@ -264,10 +322,11 @@ async fn serve_requests(
             _ => return Err(PeerError::Protocol("unexpected message from the receiver").into()),
         };
         let mut requested = requested.lock().unwrap_or_else(PoisonError::into_inner);
+        requested.heard = true;
         for (file, ranges) in asked {
             let size = shared.files.get(file).map_or(0, |f| f.size);
             for [start, end] in ranges {
-                let Requested { sets, bytes } = &mut *requested;
+                let Requested { sets, bytes, .. } = &mut *requested;
                 if let Some(set) = sets.get_mut(file) {
                     for index in start..end {
                         if set.insert(index) {

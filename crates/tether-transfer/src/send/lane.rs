@@ -20,11 +20,11 @@ use uuid::Uuid;
 use crate::chunk::{chunk_count, chunk_len, chunk_offset};
 use crate::compress::{self, Compression, GIVE_UP_AFTER, PROBE_EVERY};
 use crate::error::{LocalError, TransferError};
-use crate::link::{ControlWriter, LaneCipher, send_frame};
+use crate::link::{ControlWriter, LaneCipher, write_paced};
 use crate::manifest::ManifestEntry;
 use crate::send::queue::{Work, WorkQueue};
 use crate::source::SourceFile;
-use crate::throttle::{RateLimiter, acquire_all};
+use crate::throttle::RateLimiter;
 
 /// Chunks prepared ahead of the writer, per lane.
 pub(crate) const PIPELINE_DEPTH: usize = 4;
@@ -286,10 +286,9 @@ where
     let mut writer = writer;
     while let Some(prepared) = frames_rx.recv().await {
         let (frame, chunk) = prepared?;
-        acquire_all(&shared.limiters, chunk.wire).await;
         match &mut writer {
-            LaneWriter::Own(w) => send_frame(w, &frame).await?,
-            LaneWriter::Control(w) => w.send_frame(&frame).await?,
+            LaneWriter::Own(w) => write_paced(w, &frame, &shared.limiters).await?,
+            LaneWriter::Control(w) => w.send_paced(&frame, &shared.limiters).await?,
         }
         // The worker may have stopped; then the buffer is simply dropped.
         let _ = spare_tx.send(frame.into_payload());

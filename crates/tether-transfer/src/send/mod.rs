@@ -28,6 +28,7 @@ use crate::protocol::{
     VERSION, encode_hashes,
 };
 use crate::source::OutgoingTransfer;
+use crate::stall::Activity;
 use crate::throttle::RateLimiter;
 use data::DataPhase;
 
@@ -61,7 +62,8 @@ impl OutgoingTransfer {
             (false, _) => None,
         };
         let offered = self.offered_ciphers()?;
-        let (mut control_rx, control_tx) = split(control);
+        let activity = Activity::new();
+        let (mut control_rx, control_tx) = split(control, &activity);
         let control_tx = ControlWriter::new(control_tx);
 
         let handshake = self.handshake(&mut control_rx, &control_tx, lane_count, &offered);
@@ -79,7 +81,7 @@ impl OutgoingTransfer {
         };
         let mut lane_writers = Vec::with_capacity(lanes.len());
         for (index, lane) in lanes.into_iter().enumerate() {
-            let (_, mut writer) = split(lane);
+            let (_, mut writer) = split(lane, &activity);
             let hello = Message::Lane(LaneHello {
                 transfer_id: self.transfer_id,
                 index: u8::try_from(index + 1).unwrap_or(u8::MAX),
@@ -110,6 +112,7 @@ impl OutgoingTransfer {
             started,
             cancel,
             report,
+            activity,
         }
         .run(
             self,
@@ -163,6 +166,7 @@ impl OutgoingTransfer {
             ciphers: OfferedCiphers::new(ciphers),
             lanes: u8::try_from(lanes).unwrap_or(MAX_LANES),
             wants: true,
+            plan: true,
         });
         control_tx.send(&offer).await?;
         let mut page = Vec::new();

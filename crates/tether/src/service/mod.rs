@@ -156,7 +156,9 @@ impl NetworkingService {
         // Paired devices pass the gate; the receive directory is the consent to receive.
         let receiver = config.receive_dir.as_ref().map(|dir| {
             tether_transfer::Receiver::new(
-                tether_transfer::ReceiverConfig::new(dir).consent(tether_transfer::AcceptAll),
+                tether_transfer::ReceiverConfig::new(dir)
+                    .consent(tether_transfer::AcceptAll)
+                    .stall_timeout(config.transfer_stall_timeout),
             )
         });
 
@@ -610,7 +612,9 @@ impl NetworkingService {
 
     async fn find_slot(&self, slot: &str) -> Result<PeerAddr, NetworkError> {
         let mut updates = self.inner.discovered_tx.subscribe();
-        let deadline = tokio::time::Instant::now() + self.inner.config.discovery_timeout;
+        // Any timeout, `Duration::MAX` included: tokio's sleep caps it at decades.
+        let deadline = tokio::time::sleep(self.inner.config.discovery_timeout);
+        tokio::pin!(deadline);
         // A global rendezvous is asked now and every second while the search lasts; what it
         // finds arrives as updates, like what LAN discoveries hear.
         let discoveries = self
@@ -655,9 +659,10 @@ impl NetworkingService {
                     });
                 }
             }
-            match tokio::time::timeout_at(deadline, updates.recv()).await {
-                Ok(_) => {}
-                Err(_) => {
+            tokio::select! {
+                biased;
+                _ = updates.recv() => {}
+                () = &mut deadline => {
                     return Err(NetworkError::NoPairingPeer {
                         slot: slot.to_owned(),
                     });

@@ -147,13 +147,8 @@ impl NetworkingService {
         let mut redials = 0;
         while attempt < CONNECT_ATTEMPTS {
             if attempt > 0 {
-                let base = RETRY_BASE * 2u32.pow(attempt - 1);
-                let jitter = base.mul_f64(
-                    f64::from(rand_core::Rng::next_u32(&mut UnwrapErr(getrandom::SysRng)))
-                        / f64::from(u32::MAX)
-                        / 2.0,
-                );
-                tokio::time::sleep(base + jitter).await;
+                let random = rand_core::Rng::next_u32(&mut UnwrapErr(getrandom::SysRng));
+                tokio::time::sleep(retry_delay(attempt, random)).await;
             }
             let addr = self.known_addr(node_id);
             if addr.direct.is_empty() && addr.relay_url.is_none() {
@@ -481,4 +476,45 @@ fn keep_older(old: &Link, new: &Link, me: NodeId) -> bool {
     // `old` was dialled by the lower id exactly when it was dialled here and we are lower,
     // or dialled there and the peer is lower.
     old.dialled_here() == (me < old.node_id)
+}
+
+/// The wait before connection attempt `attempt` (1 is the first retry): [`RETRY_BASE`],
+/// doubled for each retry after the first, plus up to half of it again as jitter (`random`
+/// out of `u32::MAX`). Saturates for any attempt.
+fn retry_delay(attempt: u32, random: u32) -> Duration {
+    let base = RETRY_BASE.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
+    let jitter = (base / 2).mul_f64(f64::from(random) / f64::from(u32::MAX));
+    base.saturating_add(jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn retries_double_with_up_to_half_again_of_jitter() {
+        assert_eq!(retry_delay(1, 0), RETRY_BASE);
+        assert_eq!(retry_delay(1, u32::MAX), RETRY_BASE * 3 / 2);
+        assert_eq!(retry_delay(2, 0), RETRY_BASE * 2);
+        assert_eq!(retry_delay(2, u32::MAX), RETRY_BASE * 3);
+    }
+
+    proptest! {
+        #[test]
+        fn any_attempt_gets_a_delay_that_grows_with_it(
+            attempt in prop_oneof![0..64u32, Just(u32::MAX - 1), Just(u32::MAX)],
+            random in prop_oneof![Just(0), Just(u32::MAX), any::<u32>()],
+        ) {
+            let delay = retry_delay(attempt, random);
+            prop_assert!(delay >= RETRY_BASE);
+            prop_assert!(retry_delay(attempt.saturating_add(1), random) >= delay);
+            prop_assert!(retry_delay(attempt, random.saturating_add(1)) >= delay);
+            if (1..20).contains(&attempt) {
+                let doubled = retry_delay(attempt + 1, random).abs_diff(delay * 2);
+                prop_assert!(doubled <= Duration::from_nanos(2), "{doubled:?}");
+            }
+        }
+    }
 }

@@ -250,8 +250,8 @@ impl NetworkingService {
 
     /// Pings every pooled link the peer has been silent on for `keepalive_interval`, and
     /// closes it when the ping gets no answer within `request_timeout`. The check runs four
-    /// times per interval, so a dead peer is noticed within `1.25 × keepalive_interval +
-    /// request_timeout` of its last word.
+    /// times per interval (and at least once an hour), so a dead peer is noticed within `1.25 ×
+    /// keepalive_interval + request_timeout` of its last word.
     ///
     /// Closes links that carried no application traffic for `idle_timeout` (checked four
     /// times per timeout too, so one closes within 1.25 × `idle_timeout` of its last use).
@@ -260,7 +260,9 @@ impl NetworkingService {
         let interval = self.inner.config.keepalive_interval;
         let idle_timeout = self.inner.config.idle_timeout;
         let period = idle_timeout.map_or(interval, |idle| idle.min(interval));
-        let mut tick = tokio::time::interval((period / 4).max(Duration::from_millis(25)));
+        let mut tick = tokio::time::interval(
+            (period / 4).clamp(Duration::from_millis(25), Duration::from_secs(60 * 60)),
+        );
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
