@@ -11,8 +11,8 @@
 //!
 //! A wait is the debt over the rate, exact up to [`Duration::MAX`]: taking `u64::MAX` bytes at
 //! 1 byte/s asks for the longest wait there is (tokio's sleep ends it after about 30 years), as
-//! the limit means. The engine takes a frame at a time, so its longest wait, one frame at the
-//! lowest rate of 1 byte/s, is about three days.
+//! the limit means. The engine takes at most a frame at a time, so its longest wait, one frame
+//! at the lowest rate of 1 byte/s, is about three days.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
