@@ -21,6 +21,12 @@ pub const MAX_LANES: u8 = 16;
 /// Default spacing of progress events.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
+/// A timer period the caller chose, made one tokio's `interval` takes: at least 1 ms (zero
+/// panics) and at most a day (`Duration::MAX` overflows after the first tick).
+pub(crate) fn timer_period(period: Duration) -> Duration {
+    period.clamp(Duration::from_millis(1), Duration::from_secs(24 * 60 * 60))
+}
+
 /// How a sender sends (the seed's `TransferOptions`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

@@ -90,7 +90,7 @@ pub enum Waiting {
 impl std::fmt::Display for Waiting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Waiting::Requests => "the receiver's next requests",
+            Waiting::Requests => "the receiver's next requests or its confirmation",
             Waiting::ReceiverReading => "the receiver to read what was sent",
             Waiting::Data => "data asked of the sender",
             Waiting::Disk => "completed files to be synced to disk",

@@ -18,7 +18,7 @@ use crate::chunk::CHUNK;
 use crate::error::{LocalError, TransferError};
 use crate::link::{ByteStream, ControlWriter, LaneCipher, abort_for, eof, split};
 use crate::manifest::{CheckedEntry, EntryKind};
-use crate::options::{ReceiverConfig, RunContext};
+use crate::options::{ReceiverConfig, RunContext, timer_period};
 use crate::progress::{
     Direction, FileProgress, Progress, RateMeter, TransferEvent, TransferReport, Waiting, emit, eta,
 };
@@ -285,10 +285,10 @@ impl Run<'_> {
             Some((guard, rx)) => (Some(guard), Some(rx)),
             None => (None, None),
         };
-        let mut checkpoints = tokio::time::interval(self.config.checkpoint_interval);
+        let mut checkpoints = tokio::time::interval(timer_period(self.config.checkpoint_interval));
         checkpoints.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut meter = RateMeter::new(self.started);
-        let mut ticks = tokio::time::interval(self.config.progress_interval);
+        let mut ticks = tokio::time::interval(timer_period(self.config.progress_interval));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut counted = 0u64;
         let mut watchdog = Watchdog::new(self.activity.clone(), self.config.stall_timeout);
@@ -389,7 +389,10 @@ impl Run<'_> {
         meter: &RateMeter,
         now: Instant,
     ) {
-        let done = (report.bytes_resumed + received).min(report.bytes_total);
+        let done = report
+            .bytes_resumed
+            .saturating_add(received)
+            .min(report.bytes_total);
         let rate = meter.rate(received, self.started, now);
         let last = shared.last_file.load(Ordering::Relaxed);
         let file = shared.files.get(last).map(|f| {
@@ -397,7 +400,7 @@ impl Run<'_> {
             FileProgress {
                 entry_id: f.id,
                 path: f.rel.clone(),
-                bytes_done: (have * CHUNK).min(f.size),
+                bytes_done: have.saturating_mul(CHUNK).min(f.size),
                 size: f.size,
             }
         });

@@ -15,6 +15,7 @@ use crate::chunk::{CHUNK, CHUNK_SIZE, ChunkSet, chunk_count, chunk_len};
 use crate::compress::Compression;
 use crate::error::{LocalError, PeerError, TransferError};
 use crate::link::{ByteStream, ControlWriter, LaneCipher, abort_for, read_message};
+use crate::options::timer_period;
 use crate::progress::{
     Direction, FileProgress, Progress, RateMeter, TransferEvent, TransferReport, Waiting, emit, eta,
 };
@@ -96,7 +97,7 @@ impl DataPhase {
         ));
 
         let mut meter = RateMeter::new(self.started);
-        let mut ticks = tokio::time::interval(interval);
+        let mut ticks = tokio::time::interval(timer_period(interval));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut counted = 0u64;
         let mut watchdog = Watchdog::new(self.activity.clone(), transfer.options.stall_timeout);

@@ -156,6 +156,8 @@ pub struct Setup {
     pub overwrite: bool,
     /// The one cipher the sender offers (default: its usual preference list).
     pub cipher: Option<TransferCipher>,
+    /// The stall bound, both sides (default: the engine's).
+    pub stall_ms: Option<u64>,
 }
 
 impl Setup {
@@ -191,6 +193,9 @@ impl Setup {
         if let Some(cipher) = self.cipher {
             cmd.env("TETHER_T_CIPHER", cipher.wire_id().to_string());
         }
+        if let Some(ms) = self.stall_ms {
+            cmd.env("TETHER_T_STALL_MS", ms.to_string());
+        }
     }
 
     fn from_env() -> Setup {
@@ -210,6 +215,7 @@ impl Setup {
             overwrite: env::var("TETHER_T_OVERWRITE").is_ok(),
             cipher: num("TETHER_T_CIPHER")
                 .map(|id| TransferCipher::from_wire_id(u8::try_from(id).unwrap()).unwrap()),
+            stall_ms: num("TETHER_T_STALL_MS"),
         }
     }
 
@@ -225,6 +231,9 @@ impl Setup {
         if let Some(ms) = self.progress_ms {
             config = config.progress_interval(Duration::from_millis(ms));
         }
+        if let Some(ms) = self.stall_ms {
+            config = config.stall_timeout(Duration::from_millis(ms));
+        }
         config
     }
 
@@ -232,6 +241,9 @@ impl Setup {
         let mut options = SendOptions::default();
         if let Some(cipher) = self.cipher {
             options = options.ciphers([cipher]);
+        }
+        if let Some(ms) = self.stall_ms {
+            options = options.stall_timeout(Duration::from_millis(ms));
         }
         options
             .encrypt(self.key_seed.is_some())
