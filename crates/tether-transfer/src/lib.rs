@@ -53,15 +53,18 @@
 //! ```text
 //! sender                                           receiver
 //!   Offer {version 2, id, entries, bytes, chunk size, zstd?, encrypted?, ciphers, lanes,
-//!          wants?} ─►
+//!          wants?, plan?} ─►
 //!   Manifest {entries} ... (paged, ≤ 256 KiB each) ─►  check paths, limits, space, ciphers;
 //!                                                    ask consent
 //!                                    ◄─ Accept {cipher} | Decline {code}
 //!   ChunkHashes {entry, first, hex} ... ─►           check they add up to each file hash;
 //!                                                    verify kept partial chunks
 //!   (each extra stream) Lane {id, index} ─►
+//!                                    ◄─ Plan {files, bytes}   (if the offer says plan)
 //!                        ◄─ FileRequest {entry, resume_from} | Want {entry, chunk ranges}
 //!                           | Wants {[Want; ≤ 1024], ≤ 4096 ranges in all} ...
+//!                           (a window at a time: ≤ 64 MiB and ≤ 4,096 files outstanding,
+//!                            asked while the receiver reads the data)
 //!   FileResponse {entry, size, hash, chunk_size, offset} ─►  (answers a FileRequest)
 //!   data frames on every lane, in any order ─►       verify each chunk, write at its offset;
 //!                                                    fsync + rename each complete file
@@ -103,6 +106,10 @@
 //!   symlinks or files on the way, existing targets, and offers larger than the free space are
 //!   refused before `Accept`. The sender reads only what its [`EntryResolver`] returned, never
 //!   follows links inside shared directories, and serves only the entries of its manifest.
+//! * **Never silent.** A run whose streams move no bytes for a few seconds says what it waits
+//!   for ([`TransferEvent::Waiting`]); past [`SendOptions::stall_timeout`] /
+//!   [`ReceiverConfig::stall_timeout`] (60 s) it ends with [`TransferError::Stalled`], which is
+//!   resumable.
 //! * **Bounded memory.** Every list a peer sends is capped ([`Limits`], the 1 MiB control frame);
 //!   a receiver keeps 32 bytes per chunk (1/8192 of the data) plus a few chunks per lane.
 //!
