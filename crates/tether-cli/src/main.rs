@@ -136,6 +136,9 @@ struct SendArgs {
     /// No per-transfer encryption (QUIC's TLS still applies).
     #[arg(long)]
     no_encrypt: bool,
+    /// End the send (resumable, exit 5) after SECS with no byte moving [default: 60].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    stall_timeout: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -230,6 +233,7 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
                 compress: args.compress,
                 encrypt: !args.no_encrypt,
                 limit: args.limit,
+                stall_timeout: args.stall_timeout,
             })
         }
     };

@@ -31,6 +31,9 @@ pub(crate) struct UpArgs {
     /// Where received files go [default: DATA_DIR/received]
     #[arg(long, value_name = "DIR")]
     receive_dir: Option<PathBuf>,
+    /// End an incoming transfer (resumable) after SECS with no byte moving [default: 60].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    stall_timeout: Option<u64>,
 }
 
 fn context(settings: &Settings, running: bool) -> NodeContext {
@@ -119,7 +122,10 @@ async fn serve(
     let receive_dir = args.receive_dir.unwrap_or_else(|| dir.join("received"));
     std::fs::create_dir_all(&receive_dir)
         .with_context(|| format!("cannot create {}", receive_dir.display()))?;
-    let config = settings.config(false)?.with_receive_dir(&receive_dir);
+    let mut config = settings.config(false)?.with_receive_dir(&receive_dir);
+    if let Some(secs) = args.stall_timeout {
+        config.transfer_stall_timeout = std::time::Duration::from_secs(secs);
+    }
     let node = NetworkingService::start(config)
         .await
         .with_context(|| format!("cannot start the node for {}", dir.display()))?;

@@ -24,6 +24,9 @@ pub(crate) struct SendRequest {
     pub(crate) encrypt: bool,
     /// Bytes per second.
     pub(crate) limit: Option<u64>,
+    /// Seconds with no byte moving before the send ends.
+    #[serde(default)]
+    pub(crate) stall_timeout: Option<u64>,
 }
 
 pub(crate) async fn run(
@@ -42,6 +45,10 @@ pub(crate) async fn run(
         .compress(request.compress)
         .encrypt(request.encrypt)
         .rate_limit(request.limit);
+    let options = match request.stall_timeout {
+        Some(secs) => options.stall_timeout(std::time::Duration::from_secs(secs)),
+        None => options,
+    };
     let mut handle = tokio::select! {
         handle = node.share_with_device(target, &request.paths, options) => match handle {
             Ok(handle) => handle,
