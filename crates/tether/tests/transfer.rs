@@ -35,12 +35,7 @@ fn same_tree(a: &Path, b: &Path) {
 
 async fn two(lab: &Lab) -> (NetworkingService, NetworkingService, std::path::PathBuf) {
     let inbox = lab.root.path().join("inbox");
-    std::fs::create_dir_all(&inbox).unwrap();
-    let sender = lab.start("laptop").await;
-    let receiver = NetworkingService::start(lab.config("phone").with_receive_dir(&inbox))
-        .await
-        .unwrap();
-    pair(&sender, &receiver).await;
+    let (sender, receiver) = lab.sender_and_receiver(&inbox).await;
     (sender, receiver, inbox)
 }
 

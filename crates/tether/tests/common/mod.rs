@@ -50,6 +50,21 @@ impl Lab {
     pub(crate) fn data_dir(&self, name: &str) -> PathBuf {
         self.root.path().join(name)
     }
+
+    /// A sender ("laptop") and a receiver ("phone") that keeps what it receives in `inbox`
+    /// (created if missing), paired by word code.
+    pub(crate) async fn sender_and_receiver(
+        &self,
+        inbox: &Path,
+    ) -> (NetworkingService, NetworkingService) {
+        std::fs::create_dir_all(inbox).unwrap();
+        let sender = self.start("laptop").await;
+        let receiver = NetworkingService::start(self.config("phone").with_receive_dir(inbox))
+            .await
+            .unwrap();
+        pair(&sender, &receiver).await;
+        (sender, receiver)
+    }
 }
 
 /// Pairs `joiner` with `initiator` by word code; returns both sides' view.
