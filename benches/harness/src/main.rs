@@ -11,6 +11,7 @@
 
 mod blobs;
 mod child;
+mod folders;
 mod parts;
 mod raw;
 mod relay;

@@ -11,8 +11,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::child::{Server, args, client};
-use crate::parts;
 use crate::stats::{Spread, median};
+use crate::{folders, parts};
 
 pub(crate) const MIB: u64 = 1 << 20;
 pub(crate) const GIB: u64 = 1 << 30;
@@ -38,7 +38,8 @@ pub(crate) struct RunArgs {
     /// Keep the work directory (files, data directories, every process's log).
     #[arg(long)]
     keep: bool,
-    /// Only these parts (transfer, small, connect, rtt, flood, growth, devices, pairing).
+    /// Only these parts (transfer, small, folders, connect, rtt, flood, growth, devices, relay,
+    /// pairing); pairing by code always runs, it makes the client.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -430,6 +431,10 @@ pub(crate) fn run(opts: &RunArgs) -> Result<()> {
 
     if wants("small") {
         parts::small(&mut cx, &mut report)?;
+    }
+
+    if wants("folders") {
+        folders::folders(&mut cx, &mut report)?;
     }
 
     if wants("connect") {
