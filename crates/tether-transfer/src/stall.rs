@@ -86,6 +86,11 @@ impl Watchdog {
         }
     }
 
+    /// Changes the bound from now on.
+    pub(crate) fn set_bound(&mut self, bound: Duration) {
+        self.bound = bound;
+    }
+
     /// Looks at the activity as of `now`.
     pub(crate) fn check(&mut self, now: Instant) -> Verdict {
         let idle = self.activity.idle(now);

@@ -100,7 +100,13 @@ impl DataPhase {
         let mut ticks = tokio::time::interval(timer_period(interval));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut counted = 0u64;
-        let mut watchdog = Watchdog::new(self.activity.clone(), transfer.options.stall_timeout);
+        // Until the receiver speaks (its `Plan` or first request) it is planning: creating the
+        // directories and partial files of what it lacks, seconds for tens of thousands of
+        // files on a slow disk, with nothing on the wire. That wait gets PLANNING_GRACE bounds.
+        let bound = transfer.options.stall_timeout;
+        let mut watchdog =
+            Watchdog::new(self.activity.clone(), bound.saturating_mul(PLANNING_GRACE));
+        let mut planning = true;
         let outcome = loop {
             tokio::select! {
                 () = self.cancel.cancelled() => break Err(TransferError::Cancelled),
@@ -125,6 +131,10 @@ impl DataPhase {
                             Waiting::Requests
                         }
                     };
+                    if planning && heard(&requested) {
+                        planning = false;
+                        watchdog.set_bound(bound);
+                    }
                     match watchdog.check(now) {
                         Verdict::Fine => {}
                         Verdict::Report(idle) => self.waiting(waiting_for(), idle),
@@ -244,6 +254,17 @@ impl Drop for CloseQueueOnDrop {
     fn drop(&mut self) {
         self.0.queue.close();
     }
+}
+
+/// How many stall bounds the sender waits for a receiver that has not yet said what it lacks.
+const PLANNING_GRACE: u32 = 5;
+
+/// Whether the receiver has said what it lacks (a `Plan` or a request).
+fn heard(requested: &Mutex<Requested>) -> bool {
+    requested
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .heard
 }
 
 /// Bytes of all chunks the receiver has asked for so far.
