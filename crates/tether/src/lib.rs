@@ -70,7 +70,8 @@ pub use service::{
     DeviceHandle, DeviceStatus, Diagnostics, NetworkingService, PairingInvite, RelayState,
 };
 pub use tether_transfer::{
-    PathKind as TransferPathKind, Progress, TransferCipher, TransferEvent, TransferReport,
+    AbortCode, Direction as TransferDirection, FileProgress, PathKind as TransferPathKind,
+    Progress, TransferCipher, TransferError, TransferEvent, TransferReport, Waiting,
 };
 pub use transfer::{TransferHandle, TransferOptions};
 
