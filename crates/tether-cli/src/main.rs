@@ -136,8 +136,8 @@ struct SendArgs {
     /// No per-transfer encryption (QUIC's TLS still applies).
     #[arg(long)]
     no_encrypt: bool,
-    /// End the send (resumable, exit 5) after SECS with no byte moving [default: 60].
-    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    /// End a stalled send after S s (exit 5) [default: 60]
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     stall_timeout: Option<u64>,
 }
 

@@ -28,11 +28,11 @@ pub(crate) struct InitArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct UpArgs {
-    /// Where received files go [default: DATA_DIR/received]
+    /// Receive into DIR [default: DATA_DIR/received]
     #[arg(long, value_name = "DIR")]
     receive_dir: Option<PathBuf>,
-    /// End an incoming transfer (resumable) after SECS with no byte moving [default: 60].
-    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    /// End a stalled transfer after S s [default: 60]
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     stall_timeout: Option<u64>,
 }
 

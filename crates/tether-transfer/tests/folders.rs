@@ -18,7 +18,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{ChildProc, Setup, leftovers, node_id, send_to, tree_hashes};
+use common::{ChildProc, Setup, leftovers, node_id, send_to, start_receiver, tree_hashes};
 use tether_transfer::{
     AcceptAll, CancellationToken, Hello, OutgoingTransfer, Receiver, ReceiverConfig, RunContext,
     SendOptions, TransferError, TransferReport, Waiting,
@@ -369,19 +369,4 @@ fn a_frozen_sender_stalls_the_receive() {
 
 fn receiver_with(dest: &Path, setup: &Setup) -> Receiver {
     Receiver::new(setup.receiver_config(dest).check_free_space(false))
-}
-
-fn start_receiver(dest: &Path, setup: &Setup) -> (ChildProc, u16) {
-    let child = ChildProc::start(
-        "child",
-        "receive",
-        &[("TETHER_T_DEST", dest.display().to_string())],
-        setup,
-    );
-    let port = child
-        .wait_for("port", Duration::from_secs(30))
-        .expect("child receiver did not start")
-        .parse()
-        .unwrap();
-    (child, port)
 }

@@ -18,7 +18,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{ChildProc, Setup, hash_file, leftovers, listen, random_file, send_to, serve_one};
+use common::{
+    ChildProc, Setup, hash_file, leftovers, listen, random_file, send_to, serve_one, start_receiver,
+};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use tether_transfer::{AbortCode, CHUNK_SIZE, LocalError, PeerError, Receiver, TransferError};
@@ -32,21 +34,6 @@ fn child() {
 
 fn is_child() -> bool {
     std::env::var(common::ROLE).is_ok()
-}
-
-fn start_receiver(dest: &Path, setup: &Setup) -> (ChildProc, u16) {
-    let child = ChildProc::start(
-        "child",
-        "receive",
-        &[("TETHER_T_DEST", dest.display().to_string())],
-        setup,
-    );
-    let port = child
-        .wait_for("port", Duration::from_secs(30))
-        .expect("child receiver did not start")
-        .parse()
-        .unwrap();
-    (child, port)
 }
 
 #[test]

@@ -495,6 +495,23 @@ impl ChildProc {
     }
 }
 
+/// A receiver in a child process (the test named `child` of the calling test binary) writing
+/// into `dest`, and the port it listens on.
+pub fn start_receiver(dest: &Path, setup: &Setup) -> (ChildProc, u16) {
+    let child = ChildProc::start(
+        "child",
+        "receive",
+        &[("TETHER_T_DEST", dest.display().to_string())],
+        setup,
+    );
+    let port = child
+        .wait_for("port", Duration::from_secs(30))
+        .expect("child receiver did not start")
+        .parse()
+        .unwrap();
+    (child, port)
+}
+
 /// Peak resident memory of this process in KiB (Linux `VmHWM`).
 pub fn peak_rss_kib() -> Option<u64> {
     let mut status = String::new();
