@@ -6,7 +6,19 @@ use iroh::Watcher as _;
 use tether_identity::DeviceName;
 use tether_iroh::RelayConfig;
 
-use super::*;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::PoisonError;
+use std::time::{Duration, SystemTime};
+
+use tether_identity::{DeviceInfo, NodeId};
+use tether_iroh::{ConnectionInfo, PeerAddr};
+use tether_registry::KeyStorageKind;
+
+use super::NetworkingService;
+use crate::NetworkError;
+use crate::error::short;
+use crate::profile::Profile;
 
 /// This node's set-up and state, for `tether doctor`.
 #[derive(Debug, Clone)]

@@ -1,6 +1,16 @@
 //! `DeviceHandle`, and small helpers the service shares.
 
-use super::*;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use iroh::endpoint::Connection;
+use tether_identity::NodeId;
+use tether_iroh::{ConnectionInfo, PathKind};
+use tether_wire::{NetworkMessage, Ping};
+
+use super::NetworkingService;
+use crate::error::short;
+use crate::{ConnectionState, NetworkError};
 
 /// A paired device, for sending it messages.
 #[derive(Debug, Clone)]

@@ -1,7 +1,17 @@
 //! The message API: requests to paired devices and their answers, the app's request handler,
 //! and the state of each device's connection.
 
-use super::*;
+use std::sync::{Arc, PoisonError};
+
+use tether_identity::NodeId;
+use tether_iroh::ConnectionInfo;
+use tether_wire::NetworkMessage;
+use tracing::debug;
+
+use super::NetworkingService;
+use crate::error::short;
+use crate::request::{self, RequestHandler};
+use crate::{ConnectionState, NetworkError};
 
 impl NetworkingService {
     /// Sends `message` to a paired device and waits for its answer: `Pong` for a `Ping`,

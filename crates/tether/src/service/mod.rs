@@ -13,41 +13,36 @@ mod tasks;
 
 pub use admin::{DeviceStatus, Diagnostics, RelayState};
 pub use device::DeviceHandle;
+use device::create_private_dir;
 pub(crate) use device::remote_ip;
-use device::{create_private_dir, now_ms};
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use iroh::endpoint::Connection;
-use n0_future::StreamExt;
 use rand_core::UnwrapErr;
 use tether_identity::{DeviceInfo, NodeId};
-use tether_iroh::{
-    ConnectionInfo, LoopbackDiscovery, MdnsDiscovery, PathKind, PeerAddr, Transport, TransportError,
-};
+use tether_iroh::{ConnectionInfo, LoopbackDiscovery, MdnsDiscovery, PeerAddr, Transport};
 use tether_pairing::{CodeStatus, Credential, Initiator, LocalDevice, PairingCode, PairingTicket};
-use tether_protocol::{DiscoveredDevice, Discovery, DiscoveryEvent, NetworkProtocol, PairedPeer};
+use tether_protocol::{DiscoveredDevice, Discovery, NetworkProtocol};
 use tether_registry::{
-    ConnectionInfo as RegistryConnection, Device, DeviceRegistry, DisconnectReason, KeyManager,
-    KeyStorageKind, PairedDevice as StoredDevice,
+    Device, DeviceRegistry, DisconnectReason, KeyManager, KeyStorageKind,
+    PairedDevice as StoredDevice,
 };
-use tether_wire::{NetworkMessage, Ping};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::info;
 
 use crate::error::short;
 use crate::gate::{CLOSE_REVOKED, RegistryGate};
-use crate::link::{CLOSE_DEAD, CLOSE_IDLE, CLOSE_NORMAL, Inbox, Incoming, Link, SYNC_ALPN};
+use crate::link::{CLOSE_NORMAL, Incoming, Link, SYNC_ALPN};
 use crate::pairing::{self, PAIRING_ALPN, PairedDevice};
 use crate::profile::Profile;
 use crate::protocol::DynProtocol;
-use crate::request::{self, HandlerSlot, RequestHandler};
-use crate::{ConnectionState, NetworkError, NetworkEvent, NetworkingConfig};
+use crate::request::HandlerSlot;
+use crate::{NetworkError, NetworkEvent, NetworkingConfig};
 
 /// The networking service of one device: pairing, connections to paired devices, messages,
 /// third-party protocols, discovery, events.

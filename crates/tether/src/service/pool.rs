@@ -1,6 +1,23 @@
 //! The pool: one live link per paired device, dialled on demand and watched until it ends.
 
-use super::*;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use iroh::endpoint::Connection;
+use rand_core::UnwrapErr;
+use tether_identity::NodeId;
+use tether_iroh::{ConnectionInfo, PeerAddr, TransportError};
+use tether_protocol::{DiscoveredDevice, PairedPeer};
+use tether_registry::{ConnectionInfo as RegistryConnection, DisconnectReason};
+use tokio::sync::broadcast;
+use tracing::{debug, info, warn};
+
+use super::NetworkingService;
+use super::device::remote_ip;
+use crate::error::short;
+use crate::gate::CLOSE_REVOKED;
+use crate::link::{CLOSE_DEAD, CLOSE_NORMAL, Inbox, Link, SYNC_ALPN};
+use crate::{ConnectionState, NetworkError, NetworkEvent};
 
 /// How many connection attempts a send makes before it reports the device offline.
 const CONNECT_ATTEMPTS: u32 = 3;

@@ -2,7 +2,23 @@
 
 use n0_future::FutureExt;
 
-use super::*;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use iroh::endpoint::Connection;
+use n0_future::StreamExt;
+use tether_iroh::{ConnectionInfo, PathKind};
+use tether_pairing::CodeStatus;
+use tether_protocol::{DiscoveredDevice, Discovery, DiscoveryEvent, PairedPeer};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::device::now_ms;
+use super::{NetworkingService, pool};
+use crate::error::short;
+use crate::link::{CLOSE_DEAD, CLOSE_IDLE, Incoming, Link, SYNC_ALPN};
+use crate::pairing::{self, PAIRING_ALPN};
+use crate::{NetworkError, NetworkEvent};
 
 impl NetworkingService {
     /// Runs `task` (named `what` in the log) as one of the service's tasks, which shutdown
