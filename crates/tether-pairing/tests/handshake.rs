@@ -647,3 +647,31 @@ fn every_byte_of_every_message_tampered_fails_cleanly() {
     }
     assert!(cases > 1000, "{cases}");
 }
+
+#[test]
+fn a_wrong_slot_costs_budget_like_any_hello() {
+    // Without the charge, a stranger could try every slot for free and learn the right one.
+    let mut scene = Scene::new(41);
+    let mut probes = 0;
+    while probes < 10 {
+        let other = PairingCode::generate(&mut scene.rng);
+        if other.words()[0] == scene.code.words()[0] {
+            continue;
+        }
+        let run = scene.run_with(Credential::from(&other), |_, bytes| bytes);
+        assert_eq!(
+            run.initiator_error(),
+            Some(&PairingError::PeerMisbehaved(Misbehavior::WrongRendezvous))
+        );
+        probes += 1;
+    }
+    // The budget is spent: the right slot is refused like any other until the minute is over.
+    let run = scene.run();
+    assert_eq!(
+        run.initiator_error(),
+        Some(&PairingError::Refused(Refusal::RateLimited { max_per_minute: 10 }))
+    );
+    assert_eq!(scene.initiator.status(), CodeStatus::Open);
+    scene.advance(Duration::from_secs(61));
+    assert_paired(&scene.run(), &scene);
+}

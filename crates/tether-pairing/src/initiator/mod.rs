@@ -219,10 +219,12 @@ impl Initiator {
                 slot,
                 pake,
             } => {
+                // Every Hello costs budget, whatever its slot: a refusal that came before the
+                // charge would let a stranger find the slot with free probes.
+                self.admit(&peer, now)?;
                 if credential != self.credential.kind() || slot != self.credential.slot() {
                     return Err(Misbehavior::WrongRendezvous.into());
                 }
-                self.admit(&peer, now)?;
                 let (stage, reply) = AwaitingConfirm::start(
                     &self.credential,
                     &self.device,
