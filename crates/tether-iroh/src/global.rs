@@ -9,7 +9,7 @@
 //! [`GlobalDiscovery`]), and it holds nothing derived from a code's secret words.
 
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use iroh::address_lookup::{AddrFilter, DnsAddressLookup, PkarrPublisher, PkarrRelayClient};
 use iroh::dns::DnsResolver;
@@ -150,8 +150,34 @@ struct RendezvousPublisher {
     origin_domain: String,
     pkarr: PkarrRelayClient,
     publish_ip_addrs: bool,
-    /// The slot whose record is published, to withdraw it.
-    published: Option<String>,
+    /// The slot whose record is published, and the window it was published in, to withdraw
+    /// it (under that window's key) or publish it again in the next window.
+    published: Option<(String, u64)>,
+    /// What was announced last: republished when the window changes.
+    wanted: Option<DiscoveredDevice>,
+}
+
+/// What the rendezvous publisher must do to go from `published` to `wanted` in window
+/// `epoch`: records to withdraw (slot and window they were published in) and to publish.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct RendezvousPlan {
+    withdraw: Option<(String, u64)>,
+    publish: Option<(String, u64)>,
+}
+
+fn rendezvous_plan(
+    published: Option<&(String, u64)>,
+    wanted: Option<&str>,
+    epoch: u64,
+) -> RendezvousPlan {
+    let up_to_date = |(slot, at): &(String, u64)| Some(slot.as_str()) == wanted && *at == epoch;
+    match published {
+        Some(published) if up_to_date(published) => RendezvousPlan::default(),
+        _ => RendezvousPlan {
+            withdraw: published.cloned(),
+            publish: wanted.map(|slot| (slot.to_owned(), epoch)),
+        },
+    }
 }
 
 /// The rendezvous key of `slot` in time window `epoch`: derivable by anyone, from public
@@ -191,12 +217,25 @@ impl GlobalDiscovery {
             pkarr,
             publish_ip_addrs: config.publish_ip_addrs,
             published: None,
+            wanted: None,
         };
         if config.pairing_rendezvous {
-            // Ends when the last `GlobalDiscovery` is dropped.
+            // Ends when the last `GlobalDiscovery` is dropped. The record of a code shown
+            // across a window boundary is published again under the new window's key.
             tokio::spawn(async move {
-                while let Some(device) = announcements.recv().await {
-                    publisher.announce(device).await;
+                let mut tick = tokio::time::interval(Duration::from_secs(30));
+                loop {
+                    tokio::select! {
+                        announcement = announcements.recv() => {
+                            let Some(device) = announcement else { break };
+                            let wanted = device.pairing_slot.is_some().then_some(device);
+                            // Same slot, new addresses: the record must say so.
+                            let refresh = wanted != publisher.wanted;
+                            publisher.wanted = wanted;
+                            publisher.converge(epoch_now(), refresh).await;
+                        }
+                        _ = tick.tick() => publisher.converge(epoch_now(), false).await,
+                    }
                 }
             });
         }
@@ -278,26 +317,30 @@ impl GlobalDiscovery {
 }
 
 impl RendezvousPublisher {
-    /// Publishes the record for the announced slot, after withdrawing the one published for
-    /// another slot before (an empty record under its key).
-    async fn announce(&mut self, device: DiscoveredDevice) {
-        if let Some(previous) = self
-            .published
-            .take()
-            .filter(|p| Some(p) != device.pairing_slot.as_ref())
-        {
-            self.publish(&previous, None).await;
+    /// Publishes the record for the slot announced last in window `epoch`, after withdrawing
+    /// (an empty record under the key it was published with) the one published before.
+    async fn converge(&mut self, epoch: u64, refresh: bool) {
+        let wanted = self.wanted.clone();
+        let wanted_slot = wanted.as_ref().and_then(|d| d.pairing_slot.as_deref());
+        let mut plan = rendezvous_plan(self.published.as_ref(), wanted_slot, epoch);
+        if refresh && plan.publish.is_none() {
+            plan.publish = wanted_slot.map(|slot| (slot.to_owned(), epoch));
         }
-        if let Some(slot) = &device.pairing_slot {
-            self.publish(slot, Some(&device)).await;
+        if let Some((slot, at)) = &plan.withdraw {
+            self.publish(slot, *at, None).await;
         }
-        self.published.clone_from(&device.pairing_slot);
+        if let (Some((slot, at)), Some(device)) = (&plan.publish, &wanted) {
+            self.publish(slot, *at, Some(device)).await;
+        }
+        if plan != RendezvousPlan::default() {
+            self.published = plan.publish;
+        }
     }
 
-    /// Publishes the rendezvous record for `slot` (current window), or an empty one when
+    /// Publishes the rendezvous record for `slot` in window `epoch`, or an empty one when
     /// `device` is `None` (withdrawal).
-    async fn publish(&self, slot: &str, device: Option<&DiscoveredDevice>) {
-        let key = rendezvous_key(&self.origin_domain, slot, epoch_now());
+    async fn publish(&self, slot: &str, epoch: u64, device: Option<&DiscoveredDevice>) {
+        let key = rendezvous_key(&self.origin_domain, slot, epoch);
         let mut info = EndpointInfo::new(key.public());
         if let Some(device) = device {
             let Ok(initiator) = crate::transport::iroh_id(&device.node_id) else {
@@ -408,5 +451,33 @@ mod tests {
             key("dns.example", "harbor", 7),
             key("dns.other", "harbor", 7)
         );
+    }
+
+    fn at(slot: &str, epoch: u64) -> Option<(String, u64)> {
+        Some((slot.to_owned(), epoch))
+    }
+
+    #[test]
+    fn a_withdrawal_uses_the_window_the_record_was_published_in() {
+        // Published at window 7, withdrawn at window 8: the empty record goes under 7's key.
+        let plan = rendezvous_plan(at("harbor", 7).as_ref(), None, 8);
+        assert_eq!(plan.withdraw, at("harbor", 7));
+        assert_eq!(plan.publish, None);
+    }
+
+    #[test]
+    fn a_code_shown_across_windows_is_published_again() {
+        let plan = rendezvous_plan(at("harbor", 7).as_ref(), Some("harbor"), 7);
+        assert_eq!(plan, RendezvousPlan::default());
+        let plan = rendezvous_plan(at("harbor", 7).as_ref(), Some("harbor"), 8);
+        assert_eq!(plan.publish, at("harbor", 8));
+        assert_eq!(plan.withdraw, at("harbor", 7));
+        // A new slot replaces the old one.
+        let plan = rendezvous_plan(at("harbor", 7).as_ref(), Some("brave"), 7);
+        assert_eq!(plan.withdraw, at("harbor", 7));
+        assert_eq!(plan.publish, at("brave", 7));
+        let plan = rendezvous_plan(None, Some("brave"), 9);
+        assert_eq!(plan.withdraw, None);
+        assert_eq!(plan.publish, at("brave", 9));
     }
 }

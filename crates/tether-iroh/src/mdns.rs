@@ -1,9 +1,12 @@
 //! `MdnsDiscovery`: devices on the LAN through iroh's mDNS address lookup.
 
-use iroh::Endpoint;
-use iroh::address_lookup::UserData;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use iroh::EndpointId;
+use iroh::address_lookup::{AddressLookup, EndpointData, Item, UserData};
 use iroh_mdns_address_lookup::{DiscoveryEvent as MdnsEvent, MdnsAddressLookup};
 use n0_future::StreamExt;
+use n0_future::boxed::BoxStream;
 use tether_identity::NodeId;
 use tether_protocol::{DiscoveredDevice, Discovery, DiscoveryEvent, DiscoveryStream};
 use tokio::sync::mpsc;
@@ -22,17 +25,74 @@ const SLOT_PREFIX: &str = "tether-pair=";
 /// network namespace of their own.
 #[derive(Debug, Clone)]
 pub struct MdnsDiscovery {
-    mdns: MdnsAddressLookup,
-    endpoint: Endpoint,
+    mdns: SlotMdns,
 }
 
 impl MdnsDiscovery {
     /// The mDNS discovery of a transport bound with `mdns: true`; `None` otherwise.
     pub fn of(transport: &Transport) -> Option<Self> {
         Some(Self {
-            mdns: transport.mdns()?.clone(),
-            endpoint: transport.endpoint().clone(),
+            mdns: transport.slot_mdns()?.clone(),
         })
+    }
+}
+
+/// iroh's mDNS address lookup, with the pairing slot added to what it alone announces.
+///
+/// The endpoint hands every address lookup the same data; its user data would reach every
+/// publisher, a global one (pkarr) too. The slot is for the LAN only, so the endpoint's user
+/// data stays empty and this wrapper adds the slot on the way into mDNS.
+#[derive(Debug, Clone)]
+pub(crate) struct SlotMdns {
+    mdns: MdnsAddressLookup,
+    state: Arc<Mutex<SlotState>>,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    slot: Option<UserData>,
+    /// What the endpoint published last, to publish again when the slot changes.
+    last: Option<EndpointData>,
+}
+
+impl SlotMdns {
+    pub(crate) fn new(mdns: MdnsAddressLookup) -> Self {
+        Self {
+            mdns,
+            state: Arc::default(),
+        }
+    }
+
+    /// Announces `slot` (or none) with the endpoint's current data.
+    fn set_slot(&self, slot: Option<UserData>) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.slot = slot;
+        if let Some(last) = &state.last {
+            let mut data = last.clone();
+            data.set_user_data(state.slot.clone());
+            self.mdns.publish(&data);
+        }
+    }
+
+    pub(crate) fn lookup(&self) -> &MdnsAddressLookup {
+        &self.mdns
+    }
+}
+
+impl AddressLookup for SlotMdns {
+    fn publish(&self, data: &EndpointData) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.last = Some(data.clone());
+        let mut data = data.clone();
+        data.set_user_data(state.slot.clone());
+        self.mdns.publish(&data);
+    }
+
+    fn resolve(
+        &self,
+        endpoint_id: EndpointId,
+    ) -> Option<BoxStream<Result<Item, iroh::address_lookup::Error>>> {
+        self.mdns.resolve(endpoint_id)
     }
 }
 
@@ -42,16 +102,16 @@ impl Discovery for MdnsDiscovery {
     }
 
     fn announce(&self, device: DiscoveredDevice) {
-        // iroh publishes the addresses itself; we add the pairing slot as user data.
+        // iroh publishes the addresses itself; we add the pairing slot for mDNS alone.
         let user_data = device
             .pairing_slot
             .and_then(|slot| format!("{SLOT_PREFIX}{slot}").parse::<UserData>().ok());
-        self.endpoint.set_user_data_for_address_lookup(user_data);
+        self.mdns.set_slot(user_data);
     }
 
     fn subscribe(&self) -> DiscoveryStream {
         let (sender, receiver) = mpsc::channel(64);
-        let mdns = self.mdns.clone();
+        let mdns = self.mdns.lookup().clone();
         tokio::spawn(async move {
             let mut events = mdns.subscribe().await;
             while let Some(event) = events.next().await {

@@ -83,7 +83,7 @@ pub struct Transport {
     endpoint: Endpoint,
     node_id: NodeId,
     config: TransportConfig,
-    mdns: Option<iroh_mdns_address_lookup::MdnsAddressLookup>,
+    mdns: Option<crate::mdns::SlotMdns>,
     /// Global discovery's configuration and resolver, when on.
     global: Option<(crate::GlobalDiscoveryConfig, iroh::dns::DnsResolver)>,
     /// The relay [`Transport::select_relays`] chose last.
@@ -115,6 +115,7 @@ impl Transport {
                 .service_name("tether")
                 .build(endpoint.id())
                 .map_err(|error| TransportError::Mdns(error.to_string()))?;
+            let mdns = crate::mdns::SlotMdns::new(mdns);
             endpoint
                 .address_lookup()
                 .map_err(|_| TransportError::Closed)?
@@ -274,6 +275,11 @@ impl Transport {
 
     /// The mDNS service, when enabled.
     pub fn mdns(&self) -> Option<&iroh_mdns_address_lookup::MdnsAddressLookup> {
+        self.mdns.as_ref().map(crate::mdns::SlotMdns::lookup)
+    }
+
+    /// The mDNS service with the slot announcer around it, when enabled.
+    pub(crate) fn slot_mdns(&self) -> Option<&crate::mdns::SlotMdns> {
         self.mdns.as_ref()
     }
 

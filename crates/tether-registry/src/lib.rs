@@ -77,7 +77,7 @@ pub use key_manager::{KEY_FILE, KeyManager, KeyOptions, KeyStorageKind, Keychain
 pub use record::{
     MAX_ADDRESSES, MAX_RELAY_URL_LEN, NewPairing, PairedDevice, StorageKey, TrustLevel,
 };
-pub use registry::{DeviceRegistry, EVENT_CAPACITY};
+pub use registry::{DeviceRegistry, EVENT_CAPACITY, MAX_DISCOVERED};
 pub use state::{
     ConnectionInfo, ConnectionPath, ConnectionRefused, Device, DeviceState, DisconnectReason,
     PairingSessionId, RegistryEvent, StateKind,

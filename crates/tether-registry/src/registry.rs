@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use tether_crypto::PairingSecret;
 use tether_identity::{DeviceId, DeviceName, NodeId};
@@ -32,6 +32,10 @@ use crate::{
 /// How many events a slow subscriber may fall behind before it sees
 /// [`broadcast::error::RecvError::Lagged`] (and should re-read [`DeviceRegistry::devices`]).
 pub const EVENT_CAPACITY: usize = 1024;
+
+/// Most devices the registry keeps that are known from discovery only (never paired): anyone
+/// on the LAN can announce as many endpoint ids as they like.
+pub const MAX_DISCOVERED: usize = 1024;
 
 /// The single source of truth for known devices. Cheap to clone; clones share everything.
 #[derive(Clone)]
@@ -60,6 +64,8 @@ struct Entry {
     stored: Option<StoredDevice>,
     /// Where the device was last discovered, to fall back to if a pairing fails.
     seen_at: Option<SocketAddr>,
+    /// When discovery last reported the device (`None` if it never did).
+    seen: Option<Instant>,
 }
 
 impl Entry {
@@ -97,6 +103,7 @@ impl DeviceRegistry {
                     state: DeviceState::Paired,
                     stored: Some(stored),
                     seen_at: None,
+                    seen: None,
                 },
             );
         }
@@ -176,12 +183,41 @@ impl DeviceRegistry {
     }
 
     /// Records that `node_id` was seen at `addr`. Allowed for unknown and discovered devices.
+    ///
+    /// At most [`MAX_DISCOVERED`] devices are kept that are known from discovery only; a
+    /// newcomer beyond that pushes out the one seen longest ago (reported as
+    /// [`RegistryEvent::Forgotten`]).
     pub fn discovered(&self, node_id: NodeId, addr: SocketAddr) -> Result<(), RegistryError> {
         let _store = self.lock_store();
         let from = self.kind_of(&node_id);
         match from {
             None | Some(StateKind::Discovered) => {}
             Some(_) => return Err(illegal(node_id, from, StateKind::Discovered)),
+        }
+        if from.is_none() {
+            let pushed_out = {
+                let mut devices = self.write();
+                let discovered = devices
+                    .by_node
+                    .values()
+                    .filter(|entry| matches!(entry.state, DeviceState::Discovered { .. }));
+                if discovered.count() >= MAX_DISCOVERED {
+                    let oldest = devices
+                        .by_node
+                        .iter()
+                        .filter(|(_, entry)| matches!(entry.state, DeviceState::Discovered { .. }))
+                        .min_by_key(|(_, entry)| entry.seen)
+                        .map(|(node, _)| *node);
+                    oldest.inspect(|node| {
+                        devices.by_node.remove(node);
+                    })
+                } else {
+                    None
+                }
+            };
+            if let Some(node_id) = pushed_out {
+                self.emit(RegistryEvent::Forgotten { node_id });
+            }
         }
         let to = DeviceState::Discovered { addr };
         let changed = {
@@ -190,8 +226,10 @@ impl DeviceRegistry {
                 state: to.clone(),
                 stored: None,
                 seen_at: None,
+                seen: None,
             });
             entry.seen_at = Some(addr);
+            entry.seen = Some(Instant::now());
             let changed = from.is_none() || entry.state != to;
             entry.state = to.clone();
             changed
@@ -200,6 +238,24 @@ impl DeviceRegistry {
             self.emit(RegistryEvent::StateChanged { node_id, from, to });
         }
         Ok(())
+    }
+
+    /// Forgets a device known from discovery only (its announcement expired, or discovery
+    /// reported it lost). Paired and revoked devices are not touched. Returns whether it was
+    /// forgotten.
+    pub fn forget_discovered(&self, node_id: NodeId) -> bool {
+        let _store = self.lock_store();
+        let removed = {
+            let mut devices = self.write();
+            let discovered_only = devices.by_node.get(&node_id).is_some_and(|entry| {
+                matches!(entry.state, DeviceState::Discovered { .. }) && entry.stored.is_none()
+            });
+            discovered_only && devices.by_node.remove(&node_id).is_some()
+        };
+        if removed {
+            self.emit(RegistryEvent::Forgotten { node_id });
+        }
+        removed
     }
 
     /// Starts a pairing with `node_id`: allowed for unknown and discovered devices (a revoked
@@ -223,6 +279,7 @@ impl DeviceRegistry {
                 state: to.clone(),
                 stored: None,
                 seen_at: None,
+                seen: None,
             })
             .state = to.clone();
         self.emit(RegistryEvent::StateChanged { node_id, from, to });

@@ -20,8 +20,9 @@ use common::{Device, now, pair, rng, sample_pairing, stranger};
 use rand_chacha::ChaCha20Rng;
 use tether_identity::{DeviceName, NodeId};
 use tether_registry::{
-    ConnectionInfo, ConnectionRefused, DeviceRegistry, DeviceState, DisconnectReason, NewPairing,
-    PairingSessionId, RegistryError, RegistryEvent, StateKind, TrustLevel,
+    ConnectionInfo, ConnectionRefused, DeviceRegistry, DeviceState, DisconnectReason,
+    MAX_DISCOVERED, NewPairing, PairingSessionId, RegistryError, RegistryEvent, StateKind,
+    TrustLevel,
 };
 use tokio::sync::broadcast::error::TryRecvError;
 
@@ -553,4 +554,38 @@ fn relay_urls_are_bounded() {
         registry.complete_pairing(SESSION, pairing),
         Err(RegistryError::RelayUrl { .. })
     ));
+}
+
+#[test]
+fn spoofed_discoveries_are_capped_and_lost_ones_forgotten() {
+    let device = Device::new();
+    let registry = device.registry();
+    let mut rng = rng(77);
+    let paired = pair(&registry, sample_pairing(&mut rng, "phone"));
+    let first = stranger(1_000);
+    registry.discovered(first, addr(1)).unwrap();
+    // A flood of made-up endpoint ids: the registry keeps at most the cap.
+    for seed in 0..(MAX_DISCOVERED as u64 + 500) {
+        registry
+            .discovered(stranger(2_000 + seed), addr(2))
+            .unwrap();
+    }
+    let discovered = registry
+        .devices()
+        .iter()
+        .filter(|d| matches!(d.state, DeviceState::Discovered { .. }))
+        .count();
+    assert_eq!(discovered, MAX_DISCOVERED);
+    assert!(registry.device(&first).is_none(), "the oldest stayed");
+    assert!(
+        registry.device(&paired.node_id).is_some(),
+        "a paired device was pushed out"
+    );
+
+    // Lost: forgotten; a paired device is never forgotten this way.
+    let last = stranger(2_000 + MAX_DISCOVERED as u64 + 499);
+    assert!(registry.forget_discovered(last));
+    assert!(registry.device(&last).is_none());
+    assert!(!registry.forget_discovered(paired.node_id));
+    assert!(registry.device(&paired.node_id).is_some());
 }

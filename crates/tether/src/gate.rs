@@ -11,6 +11,7 @@ use tether_registry::{ConnectionRefused, DeviceRegistry};
 use crate::NetworkError;
 use crate::error::short;
 use crate::link::SYNC_ALPN;
+use crate::lobby::{Full, Lobby};
 use crate::pairing::PAIRING_ALPN;
 
 /// QUIC close code: the peer is not paired with this device.
@@ -21,23 +22,32 @@ pub const CLOSE_REVOKED: u32 = crate::link::CLOSE_REVOKED;
 pub const CLOSE_BLOCKED: u32 = 0x7005;
 /// QUIC close code: the ALPN is not served here.
 pub const CLOSE_UNKNOWN_ALPN: u32 = 0x7006;
+/// QUIC close code: pairing is refused because no code or ticket is shown.
+pub const CLOSE_NOT_PAIRING: u32 = 0x7007;
+/// QUIC close code: pairing is refused for now: too many pairing connections (from this
+/// device, or from everyone), or this silent connection gave its place to a newcomer.
+pub const CLOSE_PAIRING_BUSY: u32 = 0x7008;
+/// QUIC close code: a pairing connection ran past its deadline (first message, or the whole
+/// exchange).
+pub const CLOSE_PAIRING_TIMEOUT: u32 = 0x7009;
 /// QUIC close code: the connection carried no application traffic for the idle timeout
 /// ([`crate::NetworkingConfig::idle_timeout`]). Not a refusal and not a failure: the next
 /// message dials again.
 pub const CLOSE_IDLE: u32 = crate::link::CLOSE_IDLE;
 
-/// Pairing is open to anyone (the PAKE is the check); every other ALPN only to paired,
-/// trusted, non-revoked devices.
+/// Pairing is open to anyone while a code is shown, within the [`Lobby`]'s bounds (the PAKE
+/// is the check); every other ALPN only to paired, trusted, non-revoked devices.
 #[derive(Debug)]
 pub(crate) struct RegistryGate {
     pub(crate) registry: DeviceRegistry,
     pub(crate) protocols: Arc<RwLock<HashSet<Vec<u8>>>>,
+    pub(crate) lobby: Arc<Lobby>,
 }
 
 impl ConnectionGate for RegistryGate {
     fn admit(&self, peer: &NodeId, alpn: &[u8]) -> Result<(), Refusal> {
         if alpn == PAIRING_ALPN {
-            return Ok(());
+            return self.lobby.admits(peer).map_err(pairing_refusal);
         }
         let known = alpn == SYNC_ALPN
             || self
@@ -71,6 +81,20 @@ impl ConnectionGate for RegistryGate {
     }
 }
 
+/// The close code and reason for a pairing connection the [`Lobby`] has no place for.
+pub(crate) fn pairing_refusal(full: Full) -> Refusal {
+    match full {
+        Full::Closed => Refusal {
+            code: CLOSE_NOT_PAIRING,
+            reason: "no pairing code is shown",
+        },
+        Full::PeerBusy | Full::Busy => Refusal {
+            code: CLOSE_PAIRING_BUSY,
+            reason: "pairing is busy",
+        },
+    }
+}
+
 /// The refusal, if the peer closed `connection` with one of the gate's close codes: a
 /// [`NetworkError::Refused`] saying which.
 ///
@@ -91,6 +115,8 @@ pub fn refusal(connection: &Connection) -> Option<NetworkError> {
         CLOSE_REVOKED,
         CLOSE_BLOCKED,
         CLOSE_UNKNOWN_ALPN,
+        CLOSE_NOT_PAIRING,
+        CLOSE_PAIRING_BUSY,
     ]
     .contains(&code)
     .then(|| NetworkError::Refused {

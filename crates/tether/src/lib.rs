@@ -53,11 +53,13 @@ mod error;
 mod event;
 pub mod gate;
 mod link;
+mod lobby;
 mod pairing;
 mod profile;
 mod protocol;
 mod request;
 mod service;
+mod sightings;
 mod transfer;
 
 pub use config::{DEFAULT_IDLE_TIMEOUT, NetworkingConfig};

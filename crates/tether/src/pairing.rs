@@ -12,14 +12,15 @@ use rand_core::UnwrapErr;
 use tether_identity::{DeviceInfo, NodeId};
 use tether_pairing::{
     Credential, Failure, Initiator, InitiatorStep, Joiner, LocalDevice, MAX_MESSAGE_LEN, Paired,
-    PairingError, Timestamp,
+    Timestamp,
 };
 use tether_registry::{DeviceRegistry, NewPairing, PairingSessionId};
 use tokio::io::AsyncReadExt;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::NetworkError;
 use crate::error::short;
+use crate::lobby::{FIRST_MESSAGE_TIMEOUT, Seat};
 
 /// The ALPN of Tether's pairing protocol, open to devices that are not paired yet.
 pub const PAIRING_ALPN: &[u8] = b"tether/pairing/1";
@@ -46,16 +47,28 @@ pub(crate) fn now() -> Timestamp {
 
 /// Initiator side: serves one joiner's stream with the shared `initiator`.
 ///
+/// The joiner's stream and whole first message must arrive within [`FIRST_MESSAGE_TIMEOUT`]
+/// of the TLS handshake; once the state machine took a message, `seat` is no longer evicted.
 /// Returns the completed pairing (already stored), or why this joiner failed.
 pub(crate) async fn serve_joiner(
     connection: &Connection,
     peer: NodeId,
     initiator: &std::sync::Mutex<Option<Initiator>>,
     registry: &DeviceRegistry,
+    seat: &Seat,
 ) -> Result<PairedDevice, NetworkError> {
-    let (mut send, mut recv) = connection.accept_bi().await.map_err(|e| failed(&peer, e))?;
-    loop {
+    let first = async {
+        let (send, mut recv) = connection.accept_bi().await.map_err(|e| failed(&peer, e))?;
         let bytes = read_message(&mut recv, &peer).await?;
+        Ok::<_, NetworkError>((send, recv, bytes))
+    };
+    let (mut send, mut recv, mut bytes) = tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, first)
+        .await
+        .unwrap_or(Err(NetworkError::TimedOut {
+            what: "the first pairing message",
+            after: FIRST_MESSAGE_TIMEOUT,
+        }))?;
+    loop {
         let step = {
             let mut guard = initiator
                 .lock()
@@ -66,7 +79,10 @@ pub(crate) async fn serve_joiner(
             initiator.handle(peer, &bytes, now(), &mut UnwrapErr(getrandom::SysRng))
         };
         match step {
-            Ok(InitiatorStep::Send(reply)) => write_message(&mut send, &reply, &peer).await?,
+            Ok(InitiatorStep::Send(reply)) => {
+                seat.activate();
+                write_message(&mut send, &reply, &peer).await?;
+            }
             Ok(InitiatorStep::Paired(paired)) => {
                 let addresses = crate::service::remote_ip(connection);
                 let relay = remote_relay(connection);
@@ -78,6 +94,7 @@ pub(crate) async fn serve_joiner(
             }
             Err(failure) => return Err(abort(connection, &mut send, failure).await),
         }
+        bytes = read_message(&mut recv, &peer).await?;
     }
 }
 
@@ -196,9 +213,7 @@ async fn abort(connection: &Connection, send: &mut SendStream, failure: Failure)
     }
     let _ = send.finish();
     let _ = tokio::time::timeout(Duration::from_secs(2), connection.closed()).await;
-    let error: PairingError = failure.into_error();
-    warn!(%error, "pairing failed");
-    NetworkError::Pairing(error)
+    NetworkError::Pairing(failure.into_error())
 }
 
 async fn read_message(recv: &mut RecvStream, peer: &NodeId) -> Result<Vec<u8>, NetworkError> {

@@ -144,11 +144,22 @@ async fn an_unknown_alpn_is_refused() {
     assert!(refused.is_err(), "connected on an unknown ALPN");
     assert_eq!(counted.calls.load(Ordering::SeqCst), 0);
 
-    // The pairing ALPN, by contrast, is open to strangers: the PAKE is its check.
+    // The pairing ALPN is refused while no code is shown...
     let pairing = client
         .connect(iroh_addr(&service), tether::PAIRING_ALPN)
         .await
         .unwrap();
+    assert_eq!(
+        close_code(&pairing).await,
+        Some(VarInt::from_u32(tether::gate::CLOSE_NOT_PAIRING))
+    );
+    // ... and open to strangers while one is: the PAKE is its check.
+    let _invite = service.start_pairing_with_ticket().unwrap();
+    let pairing = client
+        .connect(iroh_addr(&service), tether::PAIRING_ALPN)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(pairing.close_reason().is_none());
     client.close().await;
     service.shutdown().await;

@@ -159,6 +159,17 @@ fn only_the_public_slot_is_broadcast_while_a_code_waits() {
     }
     // Once the code is cancelled, the slot is withdrawn.
     assert_eq!(user_data.last(), Some(&"none"), "{seen}");
+    // The device's public record (global discovery) never carries the slot.
+    let global = results(dir.path(), "global");
+    let published = &global["user_data"];
+    assert!(
+        !published.is_empty(),
+        "the laptop's public record was never found"
+    );
+    assert!(
+        !published.contains("tether-pair"),
+        "the slot reached the global publisher: {published}"
+    );
     println!(
         "mDNS announcements of the laptop seen by another device: user data {user_data:?} \
          (code {slot}-…, then cancelled); none of the 3 secret words in any record"
@@ -355,9 +366,12 @@ async fn restarted(dir: &Path, me: &str, peer: &str) {
 async fn child_show_code() {
     let Some(dir) = child_dir() else { return };
     init_tracing();
-    let laptop = NetworkingService::start(lan_config(&dir, "laptop"))
-        .await
-        .unwrap();
+    // Global discovery too, against a DNS server of the test's own inside the namespace: the
+    // slot must stay on the LAN, out of the device's public record.
+    let (_dns, global) = common::dns::start_dns_server(&dir.join("dns")).await;
+    let mut config = lan_config(&dir, "laptop");
+    config.transport.global_discovery = Some(global.clone());
+    let laptop = NetworkingService::start(config).await.unwrap();
     let invite = laptop.start_pairing_as_initiator().unwrap();
     publish(&dir.join("laptop.id"), &laptop.node_id().to_string());
     write_results(
@@ -368,8 +382,28 @@ async fn child_show_code() {
             ("code", invite.code.clone()),
         ],
     );
-    // Show the code until the observer has seen its slot, then cancel it.
+    // Show the code until the observer has seen its slot, then read the laptop's public
+    // record (published again whenever its data changes) and cancel the code.
     wait_for_file(&dir.join("observer.slot")).await;
+    let resolver = iroh::dns::DnsResolver::with_nameserver(global.nameserver.unwrap());
+    let id = iroh::EndpointId::from_bytes(laptop.node_id().as_bytes()).unwrap();
+    let mut published = Vec::new();
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        resolver.clear_cache();
+        if let Ok(info) = resolver
+            .lookup_endpoint_by_id(&id, common::dns::ORIGIN)
+            .await
+        {
+            let data = info
+                .data
+                .user_data()
+                .map_or_else(|| "none".to_owned(), |d| d.as_ref().to_owned());
+            published.push(data);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    write_results(&dir, "global", &[("user_data", published.join(" "))]);
     laptop.cancel_pairing();
     drop(invite);
     wait_for_file(&dir.join("observer.done")).await;

@@ -17,7 +17,7 @@ use device::create_private_dir;
 pub(crate) use device::remote_ip;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -33,16 +33,23 @@ use tether_registry::{
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{debug, info, warn};
 
 use crate::error::short;
-use crate::gate::{CLOSE_REVOKED, RegistryGate};
+use crate::gate::{CLOSE_PAIRING_BUSY, CLOSE_REVOKED, RegistryGate};
 use crate::link::{CLOSE_NORMAL, Incoming, Link, SYNC_ALPN};
+use crate::lobby::Lobby;
 use crate::pairing::{self, PAIRING_ALPN, PairedDevice};
 use crate::profile::Profile;
 use crate::protocol::DynProtocol;
 use crate::request::HandlerSlot;
+use crate::sightings::Sightings;
 use crate::{NetworkError, NetworkEvent, NetworkingConfig};
+
+/// How long `join_pairing` asks a busy initiator again.
+const JOIN_BUSY_RETRY_FOR: Duration = Duration::from_secs(30);
+/// The pause between two such asks.
+const JOIN_BUSY_PAUSE: Duration = Duration::from_millis(300);
 
 /// The networking service of one device: pairing, connections to paired devices, messages,
 /// third-party protocols, discovery, events.
@@ -68,7 +75,7 @@ struct Inner {
     transport: Transport,
     /// Emptied by `shutdown`, which ends the announcements.
     discoveries: Mutex<Vec<Arc<dyn Discovery>>>,
-    discovered: Mutex<HashMap<NodeId, DiscoveredDevice>>,
+    discovered: Mutex<Sightings>,
     discovered_tx: broadcast::Sender<DiscoveredDevice>,
     /// The pool: the one link per device that messages go over.
     links: Mutex<HashMap<NodeId, Arc<Link>>>,
@@ -94,7 +101,12 @@ struct Inner {
     incoming: mpsc::Sender<Incoming>,
     /// Receives transfers into `config.receive_dir`; `None` refuses them.
     receiver: Option<tether_transfer::Receiver>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The service's tasks by id; each removes itself when it ends.
+    tasks: Arc<Mutex<HashMap<tokio::task::Id, JoinHandle<()>>>>,
+    /// The pairing connections held now, shared with the gate.
+    lobby: Arc<Lobby>,
+    /// Whether the code shown has its slot announced (a word code's is, a ticket's is not).
+    slot_announced: AtomicBool,
 }
 
 /// A pairing code (or ticket) this device is showing, and the way to wait for its outcome.
@@ -141,9 +153,11 @@ impl NetworkingService {
             Profile::load_or_create(&data_dir, config.device_name.as_ref(), config.device_type)?;
         let registry = DeviceRegistry::open(&data_dir, keys.storage_key())?;
         let protocol_alpns = Arc::new(RwLock::new(HashSet::new()));
+        let lobby = Arc::new(Lobby::default());
         let gate = Arc::new(RegistryGate {
             registry: registry.clone(),
             protocols: Arc::clone(&protocol_alpns),
+            lobby: Arc::clone(&lobby),
         });
         let alpns = vec![SYNC_ALPN.to_vec(), PAIRING_ALPN.to_vec()];
         let transport = Transport::bind(keys.identity(), &config.transport, alpns, gate).await?;
@@ -197,7 +211,9 @@ impl NetworkingService {
                 events: broadcast::channel(1024).0,
                 incoming,
                 receiver,
-                tasks: Mutex::default(),
+                tasks: Arc::default(),
+                lobby,
+                slot_announced: AtomicBool::new(false),
             }),
         };
         service.announce(None);
@@ -273,7 +289,7 @@ impl NetworkingService {
     pub fn start_pairing_as_initiator(&self) -> Result<PairingInvite, NetworkError> {
         let code = PairingCode::generate(&mut UnwrapErr(getrandom::SysRng));
         let text = code.to_string();
-        self.start_initiator(Credential::from(code), text)
+        self.start_initiator(Credential::from(code), text, true)
     }
 
     /// Like [`Self::start_pairing_as_initiator`] with a ticket: the address and a full-entropy
@@ -287,13 +303,15 @@ impl NetworkingService {
             &mut UnwrapErr(getrandom::SysRng),
         )?;
         let text = ticket.to_string();
-        self.start_initiator(Credential::from(ticket), text)
+        // The ticket carries the address: nothing is announced for it.
+        self.start_initiator(Credential::from(ticket), text, false)
     }
 
     fn start_initiator(
         &self,
         credential: Credential,
         text: String,
+        announce: bool,
     ) -> Result<PairingInvite, NetworkError> {
         let local = self.local_device()?;
         let now = pairing::now();
@@ -312,12 +330,15 @@ impl NetworkingService {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             let previous = self.inner.code_number.fetch_add(1, Ordering::AcqRel);
-            (previous + 1, shown.replace(initiator).map(|_| previous))
+            let replaced = shown.replace(initiator).map(|_| previous);
+            self.inner.lobby.set_open(true);
+            self.inner.slot_announced.store(announce, Ordering::Release);
+            (previous + 1, replaced)
         };
         if let Some(previous) = replaced {
             self.end_code(previous, Err("replaced by a new code".to_owned()));
         }
-        self.announce(Some(&slot));
+        self.announce(announce.then_some(slot.as_str()));
         Ok(PairingInvite {
             code: text,
             expires_in,
@@ -334,6 +355,7 @@ impl NetworkingService {
                 .initiator
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
+            self.inner.lobby.set_open(false);
             shown
                 .take()
                 .map(|_| self.inner.code_number.load(Ordering::Acquire))
@@ -361,9 +383,9 @@ impl NetworkingService {
                 initiator.handle_timeout(pairing::now());
                 ended(initiator.status())
             });
-            shown
-                .take_if(|_| over)
-                .map(|_| self.inner.code_number.load(Ordering::Acquire))
+            let taken = shown.take_if(|_| over);
+            self.inner.lobby.set_open(shown.is_some());
+            taken.map(|_| self.inner.code_number.load(Ordering::Acquire))
         };
         if let Some(number) = spent {
             self.end_code(number, outcome());
@@ -392,15 +414,33 @@ impl NetworkingService {
             let target = self.find_slot(&slot).await?;
             (Credential::from(code), target)
         };
-        let connection = self.inner.transport.connect(&target, PAIRING_ALPN).await?;
-        let result = pairing::join(
-            connection,
-            credential,
-            self.local_device()?,
-            target.node_id,
-            &self.inner.registry,
-        )
-        .await;
+        // A busy initiator (every pairing seat taken, by a flood of strangers, say) is asked
+        // again for a while: its silent connections give their seats up within a second.
+        let busy_until = tokio::time::Instant::now() + JOIN_BUSY_RETRY_FOR;
+        let result = loop {
+            let connection = self.inner.transport.connect(&target, PAIRING_ALPN).await?;
+            let result = pairing::join(
+                connection.clone(),
+                credential.clone(),
+                self.local_device()?,
+                target.node_id,
+                &self.inner.registry,
+            )
+            .await;
+            let busy = matches!(
+                crate::gate::refusal(&connection),
+                Some(NetworkError::Refused {
+                    code: CLOSE_PAIRING_BUSY,
+                    ..
+                })
+            );
+            if result.is_err() && busy && tokio::time::Instant::now() < busy_until {
+                debug!("the initiator is busy; asking again");
+                tokio::time::sleep(JOIN_BUSY_PAUSE).await;
+                continue;
+            }
+            break result;
+        };
         self.report_pairing(&result);
         result
     }
@@ -515,8 +555,8 @@ impl NetworkingService {
             .tasks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .drain(..)
-            .filter(|task| Some(task.id()) != current)
+            .drain()
+            .filter_map(|(id, task)| (Some(id) != current).then_some(task))
             .collect();
         for task in &tasks {
             task.abort();
@@ -552,8 +592,11 @@ impl NetworkingService {
             .map_err(|e| NetworkError::Usage(e.to_string()))
     }
 
-    /// The public slot of the code being shown, if any.
+    /// The public slot of the word code being shown, if any (a ticket's is never announced).
     fn shown_slot(&self) -> Option<String> {
+        if !self.inner.slot_announced.load(Ordering::Acquire) {
+            return None;
+        }
         self.inner
             .initiator
             .lock()
@@ -592,15 +635,27 @@ impl NetworkingService {
         }
     }
 
+    /// Reports a pairing's end as an event; failures (anyone can cause them) are logged and
+    /// reported at most [`crate::lobby::FAILURE_REPORTS_PER_MINUTE`] times a minute.
     fn report_pairing(&self, result: &Result<PairedDevice, NetworkError>) {
         let event = match result {
             Ok(paired) => NetworkEvent::Paired {
                 device: paired.device.clone(),
                 verification_code: paired.verification_code.clone(),
             },
-            Err(error) => NetworkEvent::PairingFailed {
-                reason: error.to_string(),
-            },
+            Err(error) => {
+                let Some(suppressed) = self
+                    .inner
+                    .lobby
+                    .may_report_failure(std::time::Instant::now())
+                else {
+                    return;
+                };
+                warn!(%error, suppressed, "pairing failed");
+                NetworkEvent::PairingFailed {
+                    reason: error.to_string(),
+                }
+            }
         };
         let _ = self.inner.events.send(event);
     }

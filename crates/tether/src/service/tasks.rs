@@ -3,10 +3,11 @@
 use n0_future::FutureExt;
 
 use std::sync::{Arc, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use iroh::endpoint::Connection;
 use n0_future::StreamExt;
+use tether_identity::NodeId;
 use tether_iroh::{ConnectionInfo, PathKind};
 use tether_pairing::CodeStatus;
 use tether_protocol::{DiscoveredDevice, Discovery, DiscoveryEvent, PairedPeer};
@@ -16,8 +17,10 @@ use tracing::{debug, warn};
 use super::device::now_ms;
 use super::{NetworkingService, pool};
 use crate::error::short;
+use crate::gate::{CLOSE_PAIRING_BUSY, CLOSE_PAIRING_TIMEOUT, pairing_refusal};
 use crate::link::{CLOSE_DEAD, CLOSE_IDLE, Incoming, Link, SYNC_ALPN};
-use crate::pairing::{self, PAIRING_ALPN};
+use crate::lobby::EXCHANGE_TIMEOUT;
+use crate::pairing::{self, PAIRING_ALPN, PairedDevice};
 use crate::{NetworkError, NetworkEvent};
 
 impl NetworkingService {
@@ -28,14 +31,21 @@ impl NetworkingService {
         what: &'static str,
         task: impl Future<Output = ()> + Send + 'static,
     ) {
-        let handle = tokio::spawn(logging_panics(what, task));
-        let mut tasks = self
-            .inner
-            .tasks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        tasks.retain(|t| !t.is_finished());
-        tasks.push(handle);
+        let tasks = Arc::clone(&self.inner.tasks);
+        // Held while spawning, so the task cannot remove its entry before it is there.
+        let mut held = tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        let handle = tokio::spawn({
+            let tasks = Arc::clone(&tasks);
+            async move {
+                logging_panics(what, task).await;
+                let id = tokio::task::id();
+                tasks
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&id);
+            }
+        });
+        held.insert(handle.id(), handle);
     }
 
     pub(super) fn spawn_event_loop(&self, mut incoming_rx: mpsc::Receiver<Incoming>) {
@@ -83,10 +93,20 @@ impl NetworkingService {
         }
 
         let service = self.clone();
-        self.spawn("the pairing code expiry", async move {
+        self.spawn("the expiry of codes and sightings", async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
+                // Devices discovery stopped announcing are forgotten.
+                let expired = service
+                    .inner
+                    .discovered
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .expire(Instant::now());
+                for node_id in expired {
+                    service.inner.registry.forget_discovered(node_id);
+                }
                 // Only expiry: a code that paired or was burned is withdrawn by the
                 // connection that did it, which knows the outcome.
                 service.withdraw_code(
@@ -121,13 +141,7 @@ impl NetworkingService {
         let peer = tether_iroh::peer_node_id(&connection)?;
         let alpn = connection.alpn().to_vec();
         if alpn == PAIRING_ALPN {
-            let result = pairing::serve_joiner(
-                &connection,
-                peer,
-                &self.inner.initiator,
-                &self.inner.registry,
-            )
-            .await;
+            let result = self.serve_pairing(&connection, peer).await;
             // The invite hears of it only when this ended the code (paired, burned, spent);
             // a connection that made no guess leaves it open, as does one mid-handshake.
             self.withdraw_code(
@@ -192,6 +206,59 @@ impl NetworkingService {
             })
     }
 
+    /// Serves one pairing connection within the lobby's bounds: a seat, the deadlines, and
+    /// eviction by a newcomer while it has sent nothing. The connection is closed at the end,
+    /// whatever happened.
+    async fn serve_pairing(
+        &self,
+        connection: &Connection,
+        peer: NodeId,
+    ) -> Result<PairedDevice, NetworkError> {
+        let seat = match self.inner.lobby.enter(peer) {
+            Ok(seat) => seat,
+            Err(full) => {
+                let refusal = pairing_refusal(full);
+                connection.close(refusal.code.into(), refusal.reason.as_bytes());
+                return Err(NetworkError::Refused {
+                    node: short(&peer),
+                    code: refusal.code,
+                    reason: refusal.reason.to_owned(),
+                });
+            }
+        };
+        let exchange = pairing::serve_joiner(
+            connection,
+            peer,
+            &self.inner.initiator,
+            &self.inner.registry,
+            &seat,
+        );
+        let result = tokio::select! {
+            result = tokio::time::timeout(EXCHANGE_TIMEOUT, exchange) => {
+                result.unwrap_or(Err(NetworkError::TimedOut {
+                    what: "pairing exchange",
+                    after: EXCHANGE_TIMEOUT,
+                }))
+            }
+            () = seat.evicted() => Err(NetworkError::Refused {
+                node: short(&peer),
+                code: CLOSE_PAIRING_BUSY,
+                reason: "gave its place to a newer pairing connection".to_owned(),
+            }),
+        };
+        match &result {
+            Ok(_) => connection.close(0u32.into(), b"paired"),
+            Err(NetworkError::TimedOut { .. }) => {
+                connection.close(CLOSE_PAIRING_TIMEOUT.into(), b"pairing took too long");
+            }
+            Err(NetworkError::Refused { code, .. }) => {
+                connection.close((*code).into(), b"pairing is busy");
+            }
+            Err(_) => connection.close(0u32.into(), b"pairing failed"),
+        }
+        result
+    }
+
     /// Announces this device again whenever its home relay changes, so peers (and devices that
     /// can only use the relay) learn where to reach it. Never ends when no relay is configured.
     pub(super) async fn home_relay_loop(&self) {
@@ -214,13 +281,16 @@ impl NetworkingService {
             match event {
                 DiscoveryEvent::Found(device) => {
                     let node_id = device.node_id;
-                    let is_new = self
+                    let seen = self
                         .inner
                         .discovered
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
-                        .insert(node_id, device.clone())
-                        .is_none();
+                        .insert(device.clone(), Instant::now());
+                    for forgotten in seen.forgotten {
+                        self.inner.registry.forget_discovered(forgotten);
+                    }
+                    let is_new = seen.is_new;
                     if let Some(addr) = device.addrs.first() {
                         let _ = self.inner.registry.discovered(node_id, *addr);
                     }
@@ -258,6 +328,7 @@ impl NetworkingService {
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .remove(&node_id);
+                    self.inner.registry.forget_discovered(node_id);
                 }
                 _ => {}
             }

@@ -2,6 +2,7 @@
 //! each other through a loopback discovery directory of the test's own.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub(crate) mod dns;
 pub(crate) mod netns;
 
 use std::path::{Path, PathBuf};
