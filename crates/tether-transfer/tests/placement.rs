@@ -29,11 +29,6 @@ use std::time::Duration;
 use common::{Setup, hash_file, random_file, transfer};
 use tether_transfer::{TransferError, TransferReport};
 
-#[test]
-fn child() {
-    common::child_entry();
-}
-
 /// Transfers per test.
 const ROUNDS: usize = 24;
 

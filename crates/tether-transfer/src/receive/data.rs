@@ -11,10 +11,11 @@
 //! Open descriptors are bounded, however many files the transfer has: partial files are kept
 //! open in one small cache of at most [`MAX_OPEN_PARTIALS`] handles (least recently used closed
 //! first), opened again when needed through [`disk::reopen_partial`] (same `O_NOFOLLOW` open
-//! relative to the directory's handle, same inode or refused). A complete file's handle stays in the cache for the finaliser, which
-//! takes it (or opens the file again), syncs it and closes it; fsync makes the inode's data
-//! durable whichever descriptor it is called on. So at most the cache, one handle per lane
-//! worker and one per sync thread are open at once.
+//! relative to the directory's handle, same inode or refused). A complete file's handle stays
+//! in the cache for the finaliser, which takes it (or opens the file again), syncs it and
+//! closes it; fsync makes the inode's data durable whichever descriptor it is called on. So at
+//! most the cache, one handle per lane worker and one per sync thread are open at once, beside
+//! the destination's few directory handles (see `dest.rs`).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fs::File;

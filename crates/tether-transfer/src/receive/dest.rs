@@ -181,8 +181,8 @@ impl Destination {
             for _ in 0..3 {
                 match rustix::fs::openat2(&*self.root, rel, DIR_FLAGS, Mode::empty(), resolve) {
                     Err(Errno::AGAIN) => {}
-                    // Kernels before 5.6, or a sandbox that filters the call.
-                    Err(Errno::NOSYS | Errno::PERM) => break,
+                    // Kernels before 5.6 (or without these flags), or a sandbox filtering it.
+                    Err(Errno::NOSYS | Errno::PERM | Errno::INVAL) => break,
                     result => return result,
                 }
             }
