@@ -309,6 +309,30 @@ mod tests {
     }
 
     #[test]
+    fn the_walk_without_openat2_refuses_symlinks_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let dest = Destination::open(root).unwrap();
+        fs::create_dir_all(root.join("a/b")).unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::create_dir(outside.path().join("x")).unwrap();
+        symlink(outside.path(), root.join("a/link")).unwrap();
+        fs::write(root.join("a/file"), b"").unwrap();
+        assert!(dest.walk("a/b").is_ok());
+        // Refused at the link (ELOOP, or ENOTDIR as Linux answers O_DIRECTORY | O_NOFOLLOW),
+        // though outside/x exists.
+        for path in ["a/link/x", "a/link"] {
+            let refused = dest.walk(path).err();
+            assert!(
+                matches!(refused, Some((1, Errno::LOOP | Errno::NOTDIR))),
+                "{path}: {refused:?}"
+            );
+        }
+        assert_eq!(dest.walk("a/file/x").err(), Some((1, Errno::NOTDIR)));
+        assert_eq!(dest.walk("a/none/x").err(), Some((1, Errno::NOENT)));
+    }
+
+    #[test]
     fn a_handle_follows_its_directory_not_its_name() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
