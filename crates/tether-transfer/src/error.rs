@@ -217,8 +217,9 @@ pub enum LocalError {
         path: PathBuf,
     },
     /// A partial file was replaced, moved or swapped for a link while the transfer ran; it is
-    /// never written through.
-    #[error("partial file {0} was replaced during the transfer; refusing to write to it")]
+    /// never written through, and never reported as placed (found when it is opened again, or
+    /// when the target after the rename is not the inode that was verified).
+    #[error("partial file {0} was replaced during the transfer; refusing to write or place it")]
     PartialReplaced(PathBuf),
 }
 

@@ -104,8 +104,12 @@
 //!   renames, then one sync per directory) before any of them is reported.
 //! * **Scope.** The receiver writes only inside its destination: hostile names ([`RelPath`]),
 //!   symlinks or files on the way, existing targets, and offers larger than the free space are
-//!   refused before `Accept`. The sender reads only what its [`EntryResolver`] returned, never
-//!   follows links inside shared directories, and serves only the entries of its manifest.
+//!   refused before `Accept`. After that it works only relative to directory handles opened
+//!   beneath the destination with no symlink on the way, creates its files `O_EXCL |
+//!   O_NOFOLLOW`, and checks that each renamed target is the inode it verified, so a directory
+//!   or file swapped for a link meanwhile never redirects a write. The sender reads only what
+//!   its [`EntryResolver`] returned, never follows links inside shared directories, and serves
+//!   only the entries of its manifest.
 //! * **Never silent.** A run whose streams move no bytes for a few seconds says what it waits
 //!   for ([`TransferEvent::Waiting`]); past [`SendOptions::stall_timeout`] /
 //!   [`ReceiverConfig::stall_timeout`] (60 s) it ends with [`TransferError::Stalled`], which is
@@ -122,7 +126,8 @@
 //! both CPUs have AES instructions, seals at about 2.2 GiB/s. Extra lanes help only when a side
 //! has cores to spare; the service can open one or two for large transfers.
 //!
-//! Linux (and other Unix) only: positional IO, `O_NOFOLLOW`, `fallocate`, `renameat2`.
+//! Linux (and other Unix) only: positional IO, `openat2` (or `O_NOFOLLOW` walks), `fallocate`,
+//! `renameat2`.
 
 mod chunk;
 mod compress;

@@ -14,8 +14,9 @@
 //! * at most [`MAX_COMPONENT_LEN`] bytes per component (room for the partial-file affixes inside
 //!   the usual 255-byte limit), [`MAX_PATH_LEN`] in all, [`MAX_DEPTH`] components.
 //!
-//! Symlinks are a property of the receiving disk, not of the name: the receiver checks each
-//! directory on the way down when it creates the file (see `receive::disk`).
+//! Symlinks are a property of the receiving disk, not of the name: the receiver opens each
+//! directory beneath its destination with no symlink on the way and works relative to its
+//! handle (see `receive::dest`).
 
 use std::path::{Path, PathBuf};
 

@@ -7,16 +7,26 @@
 //! often and cheaply (written to a temporary file and renamed over the old one, no fsync): a lost
 //! or stale record costs re-fetching, never a wrong byte. A record that does not parse, or
 //! describes another version of the source, discards the partial file.
+//!
+//! Both names are used relative to their directory's handle: a record is read only if it is a
+//! regular file (a symlink or FIFO at its name counts as no record), and written to a new file
+//! made with `O_CREAT | O_EXCL | O_NOFOLLOW` (whatever was at the temporary name removed first,
+//! never followed), then renamed over the old record, which replaces a link there, not what it
+//! points to.
 
-use std::fs;
 use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
 use std::path::Path;
+
+use rustix::fs::OFlags;
 
 use serde::{Deserialize, Serialize};
 use tether_wire::ContentHash;
 
 use crate::chunk::{CHUNK_SIZE, ChunkSet, chunk_count};
+use crate::error::LocalError;
 use crate::manifest::ManifestEntry;
+use crate::receive::disk::{create_new, open_regular};
 
 const RECORD_VERSION: u32 = 1;
 
@@ -62,10 +72,12 @@ impl ResumeRecord {
         ChunkSet::from_bytes(chunk_count(entry.size), &bytes)
     }
 
-    /// Reads the record at `path`; `Ok(None)` if there is none or it does not parse.
-    pub(crate) fn read(path: &Path) -> io::Result<Option<ResumeRecord>> {
-        let file = match fs::File::open(path) {
-            Ok(file) => file,
+    /// Reads the record `name` in `dir`; `Ok(None)` if there is none, it is not a regular file,
+    /// or it does not parse.
+    pub(crate) fn read(dir: &OwnedFd, name: &str) -> io::Result<Option<ResumeRecord>> {
+        let file = match open_regular(dir, name, OFlags::RDONLY) {
+            Ok(Some(file)) => file,
+            Ok(None) => return Ok(None),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
@@ -77,13 +89,21 @@ impl ResumeRecord {
         Ok(serde_json::from_slice(&json).ok())
     }
 
-    /// Replaces the record at `path` through `tmp`.
-    pub(crate) fn write(&self, path: &Path, tmp: &Path) -> io::Result<()> {
-        let json = serde_json::to_vec(self).map_err(io::Error::other)?;
-        let mut file = fs::File::create(tmp)?;
-        file.write_all(&json)?;
+    /// Replaces the record `name` in `dir` through the new file `tmp` (`path`, the record's
+    /// path, for messages).
+    pub(crate) fn write(
+        &self,
+        dir: &OwnedFd,
+        name: &str,
+        tmp: &str,
+        path: &Path,
+    ) -> Result<(), LocalError> {
+        let failed = |e: io::Error| LocalError::io("writing", path, e);
+        let json = serde_json::to_vec(self).map_err(|e| failed(io::Error::other(e)))?;
+        let mut file = create_new(dir, tmp, path)?;
+        file.write_all(&json).map_err(failed)?;
         drop(file);
-        fs::rename(tmp, path)
+        rustix::fs::renameat(dir, tmp, dir, name).map_err(|e| failed(e.into()))
     }
 }
 
@@ -91,6 +111,7 @@ impl ResumeRecord {
 mod tests {
     use super::*;
     use crate::manifest::EntryKind;
+    use std::fs;
     use uuid::Uuid;
 
     fn entry(size: u64) -> ManifestEntry {
@@ -123,17 +144,35 @@ mod tests {
     }
 
     #[test]
-    fn read_write_and_garbage() {
+    fn read_write_garbage_and_links() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(".f.tether-resume");
-        let tmp = dir.path().join(".f.tether-resume.tmp");
-        assert_eq!(ResumeRecord::read(&path).unwrap(), None);
+        let handle =
+            rustix::fs::open(dir.path(), OFlags::RDONLY, rustix::fs::Mode::empty()).unwrap();
+        let (name, tmp) = (".f.tether-resume", ".f.tether-resume.tmp");
+        let path = dir.path().join(name);
+        assert_eq!(ResumeRecord::read(&handle, name).unwrap(), None);
         let e = entry(5);
         let record = ResumeRecord::new(&e, ContentHash([3; 32]), &ChunkSet::full(1));
-        record.write(&path, &tmp).unwrap();
-        assert!(!tmp.exists());
-        assert_eq!(ResumeRecord::read(&path).unwrap(), Some(record));
+        record.write(&handle, name, tmp, &path).unwrap();
+        assert!(!dir.path().join(tmp).exists());
+        assert_eq!(
+            ResumeRecord::read(&handle, name).unwrap(),
+            Some(record.clone())
+        );
         fs::write(&path, b"{not json").unwrap();
-        assert_eq!(ResumeRecord::read(&path).unwrap(), None);
+        assert_eq!(ResumeRecord::read(&handle, name).unwrap(), None);
+
+        // Links at both names: neither is followed, read or written through.
+        let outside = tempfile::tempdir().unwrap();
+        let canary = outside.path().join("canary");
+        fs::write(&canary, b"canary").unwrap();
+        fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&canary, &path).unwrap();
+        std::os::unix::fs::symlink(&canary, dir.path().join(tmp)).unwrap();
+        assert_eq!(ResumeRecord::read(&handle, name).unwrap(), None);
+        record.write(&handle, name, tmp, &path).unwrap();
+        assert_eq!(fs::read(&canary).unwrap(), b"canary");
+        assert!(fs::symlink_metadata(&path).unwrap().is_file());
+        assert_eq!(ResumeRecord::read(&handle, name).unwrap(), Some(record));
     }
 }

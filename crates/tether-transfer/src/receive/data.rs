@@ -10,16 +10,16 @@
 //!
 //! Open descriptors are bounded, however many files the transfer has: partial files are kept
 //! open in one small cache of at most [`MAX_OPEN_PARTIALS`] handles (least recently used closed
-//! first), opened again when needed through [`disk::reopen_partial`] (same `O_NOFOLLOW` open,
-//! same inode or refused). A complete file's handle stays in the cache for the finaliser, which
-//! takes it (or opens the file again), syncs it and closes it; fsync makes the inode's data
-//! durable whichever descriptor it is called on. So at most the cache, one handle per lane
-//! worker and one per sync thread are open at once.
+//! first), opened again when needed through [`disk::reopen_partial`] (same `O_NOFOLLOW` open
+//! relative to the directory's handle, same inode or refused). A complete file's handle stays
+//! in the cache for the finaliser, which takes it (or opens the file again), syncs it and
+//! closes it; fsync makes the inode's data durable whichever descriptor it is called on. So at
+//! most the cache, one handle per lane worker and one per sync thread are open at once, beside
+//! the destination's few directory handles (see `dest.rs`).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -33,6 +33,7 @@ use crate::compress::{self, Compression};
 use crate::error::{LocalError, PeerError, TransferError};
 use crate::link::{ByteStream, LaneCipher, eof, read_frame_from};
 use crate::protocol::Message;
+use crate::receive::dest::Destination;
 use crate::receive::disk::{self, FilePaths, PartialId};
 use crate::resume::ResumeRecord;
 use crate::throttle::{RateLimiter, acquire_all};
@@ -91,6 +92,8 @@ pub(crate) struct Chunks {
 /// What every lane of one incoming transfer shares.
 #[derive(Debug)]
 pub(crate) struct RecvShared {
+    /// The destination, and the handles of its directories.
+    pub(crate) dest: Arc<Destination>,
     pub(crate) files: Vec<RecvFile>,
     pub(crate) by_id: HashMap<Uuid, usize>,
     pub(crate) compression: Compression,
@@ -277,7 +280,7 @@ impl RecvShared {
         let write = |partial: &File| {
             partial
                 .write_all_at(plain, crate::chunk::chunk_offset(index))
-                .map_err(|e| LocalError::io("writing", &file.paths.partial, e))
+                .map_err(|e| LocalError::io("writing", file.paths.partial(), e))
         };
         match to {
             WriteTo::Planned(id) => {
@@ -285,9 +288,11 @@ impl RecvShared {
                 write(&partial)?;
             }
             WriteTo::Deferred => {
-                let partial = disk::create_partial(&file.paths.partial, file.size)?;
+                let dir = self.dest.dir(&file.paths.dir)?;
+                let partial = disk::create_partial(&dir, &file.paths, file.size)?;
+                drop(dir);
                 write(&partial)?;
-                let id = disk::partial_id(&partial, &file.paths.partial)?;
+                let id = disk::partial_id(&partial, &file.paths.partial())?;
                 *file.written.lock().unwrap_or_else(PoisonError::into_inner) = Some(id);
                 // Kept open for the finaliser while there is room.
                 self.open.put(file_index, Arc::new(partial));
@@ -307,7 +312,8 @@ impl RecvShared {
         if let Some(handle) = self.open.get(index) {
             return Ok(handle);
         }
-        let handle = Arc::new(disk::reopen_partial(&file.paths.partial, id)?);
+        let dir = self.dest.dir(&file.paths.dir)?;
+        let handle = Arc::new(disk::reopen_partial(&dir, &file.paths, id)?);
         self.open.put(index, handle.clone());
         Ok(handle)
     }
@@ -322,7 +328,10 @@ impl RecvShared {
     ) -> Result<Arc<File>, LocalError> {
         match self.open.take(index) {
             Some(handle) => Ok(handle),
-            None => Ok(Arc::new(disk::reopen_partial(&file.paths.partial, id)?)),
+            None => {
+                let dir = self.dest.dir(&file.paths.dir)?;
+                Ok(Arc::new(disk::reopen_partial(&dir, &file.paths, id)?))
+            }
         }
     }
 
@@ -371,9 +380,13 @@ impl RecvShared {
         let mut error = self.seal_all(&items).err();
         let mut renamed = Vec::with_capacity(items.len());
         if error.is_none() {
-            for item in &items {
-                match disk::place(&item.1.paths, self.overwrite) {
-                    Ok(()) => renamed.push((item.0, item.1)),
+            for &(index, file, id) in &items {
+                let placed = self
+                    .dest
+                    .dir(&file.paths.dir)
+                    .and_then(|dir| disk::place(&dir, &file.paths, id, self.overwrite));
+                match placed {
+                    Ok(()) => renamed.push((index, file)),
                     Err(e) => {
                         error = Some(e);
                         break;
@@ -381,13 +394,13 @@ impl RecvShared {
                 }
             }
         }
-        let dirs: BTreeSet<&Path> = renamed.iter().map(|(_, f)| f.paths.dir()).collect();
+        let dirs: BTreeSet<&str> = renamed.iter().map(|(_, f)| f.paths.dir.as_str()).collect();
         for dir in dirs {
-            disk::sync_dir(dir)?;
+            disk::sync_dir(&*self.dest.dir(dir)?, &self.dest.display(dir))?;
         }
         for (index, file) in renamed {
             if file.recorded() {
-                disk::drop_records(&file.paths)?;
+                disk::drop_records(&*self.dest.dir(&file.paths.dir)?, &file.paths)?;
             }
             file.chunks
                 .lock()
@@ -439,9 +452,13 @@ impl RecvShared {
                 mtime_ns: file.mtime_ns,
                 hash: Some(file.hash),
             };
-            ResumeRecord::new(&entry, file.hash, &have)
-                .write(&file.paths.record, &file.paths.record_tmp)
-                .map_err(|e| LocalError::io("writing", &file.paths.record, e))?;
+            let dir = self.dest.dir(&file.paths.dir)?;
+            ResumeRecord::new(&entry, file.hash, &have).write(
+                &dir,
+                &file.paths.record_name(),
+                &file.paths.record_tmp_name(),
+                &file.paths.record(),
+            )?;
         }
         Ok(())
     }

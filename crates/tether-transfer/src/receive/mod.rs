@@ -7,7 +7,8 @@
 //! a transfer that is running, from the same peer, with an index the offer announced.
 
 mod data;
-mod disk;
+mod dest;
+pub(crate) mod disk;
 mod offer;
 mod plan;
 mod session;

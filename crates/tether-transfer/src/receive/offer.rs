@@ -3,7 +3,7 @@
 //! with a `Decline`, and nothing has been written.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tether_crypto::{TransferCipher, TransferSecret};
@@ -21,11 +21,14 @@ use crate::negotiate::choose;
 use crate::options::MAX_LANES;
 use crate::protocol::{AbortCode, AcceptBody, Decline, Message, Offer, VERSION, cut_message};
 use crate::receive::data::AttachedLane;
+use crate::receive::dest::Destination;
 use crate::receive::disk::{self, Existing, FilePaths};
 use crate::receive::{BusyGuard, LaneGuard, Receiver, aborted, blocking};
 
 /// What consent produced.
 pub(super) struct Accepted {
+    /// The destination, opened once for the whole transfer.
+    pub(super) dest: Arc<Destination>,
     pub(super) entries: Vec<CheckedEntry>,
     pub(super) busy: BusyGuard,
     pub(super) lanes: Option<(LaneGuard, mpsc::Receiver<AttachedLane>)>,
@@ -91,14 +94,19 @@ pub(super) async fn before_accept(
         None
     };
 
-    let root = config.destination.clone();
-    let (targets, needed) = {
+    let (dest, targets, needed) = {
         let entries = entries.clone();
         let overwrite = config.overwrite;
-        blocking(move || survey(&root, &entries, overwrite)).await??
+        let root = config.destination.clone();
+        blocking(move || {
+            let dest = Destination::open(&root)?;
+            let (targets, needed) = survey(&dest, &entries, overwrite)?;
+            Ok::<_, TransferError>((Arc::new(dest), targets, needed))
+        })
+        .await??
     };
     if config.check_free_space {
-        let available = disk::free_space(&config.destination)?;
+        let available = disk::free_space(dest.root(), dest.path())?;
         if needed > available {
             return Err(LocalError::DiskFull {
                 path: config.destination.clone(),
@@ -141,6 +149,7 @@ pub(super) async fn before_accept(
     };
     writer.send(&Message::Accept(answer)).await?;
     Ok(Accepted {
+        dest,
         entries,
         busy,
         lanes,
@@ -152,7 +161,7 @@ pub(super) async fn before_accept(
 /// Every file's target, and the bytes the transfer may still need on disk. Refuses targets that
 /// exist with other contents (unless overwriting) or pass through a symlink.
 fn survey(
-    root: &Path,
+    dest: &Destination,
     entries: &[CheckedEntry],
     overwrite: bool,
 ) -> Result<(Vec<PathBuf>, u64), TransferError> {
@@ -160,31 +169,35 @@ fn survey(
     let mut needed = 0u64;
     // Each parent directory is checked once, not once per file in it; nothing under a parent
     // that does not exist is looked for (a new folder costs no lookup per file).
-    let mut checked_parents = HashMap::new();
+    let mut checked_parents: HashMap<String, bool> = HashMap::new();
     for entry in entries {
-        let parent = entry.path.parent().map(|p| p.as_str().to_owned());
-        let parent_exists = match checked_parents.get(&parent) {
-            Some(exists) => *exists,
+        let parent = entry.path.parent();
+        let parent = parent.as_ref().map_or("", |p| p.as_str());
+        // The handle comes from the destination's bounded cache, not kept here.
+        let dir = match checked_parents.get(parent) {
+            Some(false) => None,
+            Some(true) => dest.find(parent)?,
             None => {
-                let exists = disk::check_dirs(root, &entry.path)?;
-                checked_parents.insert(parent, exists);
-                exists
+                let dir = dest.find(parent)?;
+                checked_parents.insert(parent.to_owned(), dir.is_some());
+                dir
             }
         };
         let size = entry.entry.size;
         if entry.entry.kind == EntryKind::Dir {
-            if parent_exists {
-                disk::check_dir_or_absent(&entry.path.under(root))?;
+            if dir.is_some() {
+                // A real directory or nothing; a symlink or a file is refused.
+                dest.find(entry.path.as_str())?;
             }
             continue;
         }
-        let paths = FilePaths::new(root, &entry.path);
-        if !parent_exists {
+        let paths = FilePaths::new(dest.path(), &entry.path);
+        let Some(dir) = dir else {
             needed = needed.saturating_add(size);
             targets.push(paths.target);
             continue;
-        }
-        match disk::existing(&paths.target)? {
+        };
+        match disk::existing(&dir, &paths.name, &paths.target)? {
             Existing::Absent => {}
             Existing::File(len) if len == size => {
                 targets.push(paths.target);
@@ -195,7 +208,8 @@ fn survey(
                 return Err(LocalError::TargetExists(paths.target).into());
             }
         }
-        if !matches!(disk::existing(&paths.partial)?, Existing::File(_)) {
+        let partial = disk::existing(&dir, &paths.partial_name(), &paths.partial())?;
+        if !matches!(partial, Existing::File(_)) {
             needed = needed.saturating_add(size);
         }
         targets.push(paths.target);

@@ -13,11 +13,15 @@
 //!    checked against that identity, while chunks arrive (see `data.rs`), so a directory of many
 //!    files never has them all open at once.
 //!
+//! Every name is used relative to the handle of the file's directory (see `dest.rs` and
+//! `disk.rs`).
+//!
 //! A file of one chunk (or none) has nothing inside it to resume: it gets no record, any partial
 //! data of an earlier attempt is dropped, and a one-chunk file's partial file is only created
 //! when its chunk has arrived and verified (see `data.rs`), so planning it costs no file
 //! creation and a cut costs at most refetching it.
 
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -58,8 +62,11 @@ impl PlannedFile {
 }
 
 /// Plans `entry` (a file) under `root`; `hashes` are its verified chunk hashes. The caller has
-/// made its parent directories (`disk::ensure_dir`, which refuses anything but real ones).
+/// made its parent directories and passes the handle of its own, `dir` (see
+/// `Destination::ensure`, which refuses anything but real directories).
+#[allow(clippy::too_many_arguments)] // the file, where it goes, and how
 pub(crate) fn plan_file(
+    dir: &OwnedFd,
     root: &Path,
     entry: &CheckedEntry,
     hash: ContentHash,
@@ -73,14 +80,13 @@ pub(crate) fn plan_file(
     let chunks = chunk_count(size);
     if in_new_dir && chunks <= 1 {
         // A directory planning has just made holds neither a target nor a partial file.
-        return plan_unresumable(paths, size, false);
+        return plan_unresumable(dir, paths, size, false);
     }
-    match disk::existing(&paths.target)? {
+    match disk::existing(dir, &paths.name, &paths.target)? {
         Existing::Absent => {}
-        Existing::File(len) if len == size && disk::hash_file(&paths.target)? == hash.0 => {
-            disk::remove_if_exists(&paths.partial)?;
-            disk::remove_if_exists(&paths.record)?;
-            disk::remove_if_exists(&paths.record_tmp)?;
+        Existing::File(len) if len == size && disk::hash_target(dir, &paths)? == hash.0 => {
+            disk::remove_if_exists(dir, &paths.partial_name(), &paths.partial())?;
+            disk::drop_records(dir, &paths)?;
             return Ok(PlannedFile {
                 paths,
                 have: ChunkSet::full(chunks),
@@ -98,17 +104,19 @@ pub(crate) fn plan_file(
     }
 
     if chunks <= 1 {
-        return plan_unresumable(paths, size, true);
+        return plan_unresumable(dir, paths, size, true);
     }
-    let record = ResumeRecord::read(&paths.record)
-        .map_err(|e| LocalError::io("reading", &paths.record, e))?;
+    let record = ResumeRecord::read(dir, &paths.record_name())
+        .map_err(|e| LocalError::io("reading", paths.record(), e))?;
     let listed = record.and_then(|r| r.kept_chunks(&entry.entry, hash));
-    let partial_is_file = matches!(disk::existing(&paths.partial)?, Existing::File(_));
+    let kept = match listed {
+        Some(listed) => disk::open_kept_partial(dir, &paths, size)?.map(|file| (file, listed)),
+        None => None,
+    };
     let mut have = ChunkSet::new(chunks);
     let (mut kept_bytes, mut verified_bytes, mut corrupt_chunks) = (0, 0, 0);
-    let file = match listed {
-        Some(listed) if partial_is_file => {
-            let file = disk::open_partial(&paths.partial, size)?;
+    let file = match kept {
+        Some((file, listed)) => {
             let mut buf = Vec::new();
             for index in listed.iter() {
                 if cancel.is_cancelled() {
@@ -125,23 +133,23 @@ pub(crate) fn plan_file(
                     have.insert(index);
                     kept_bytes += len as u64;
                 } else {
-                    tracing::info!(path = %paths.partial.display(), index, "kept chunk failed verification; fetching it again");
+                    tracing::info!(path = %paths.partial().display(), index, "kept chunk failed verification; fetching it again");
                     corrupt_chunks += 1;
                 }
             }
             file
         }
-        _ => {
-            // Unknown, stale or foreign partial data: start over.
-            disk::remove_if_exists(&paths.partial)?;
-            disk::open_partial(&paths.partial, size)?
-        }
+        // Unknown, stale or foreign partial data (or none): start over.
+        None => disk::create_partial(dir, &paths, size)?,
     };
-    let partial = disk::partial_id(&file, &paths.partial)?;
+    let partial = disk::partial_id(&file, &paths.partial())?;
     drop(file);
-    ResumeRecord::new(&entry.entry, hash, &have)
-        .write(&paths.record, &paths.record_tmp)
-        .map_err(|e| LocalError::io("writing", &paths.record, e))?;
+    ResumeRecord::new(&entry.entry, hash, &have).write(
+        dir,
+        &paths.record_name(),
+        &paths.record_tmp_name(),
+        &paths.record(),
+    )?;
     Ok(PlannedFile {
         paths,
         have,
@@ -156,15 +164,21 @@ pub(crate) fn plan_file(
 /// Plans a file of one chunk or none: whatever an earlier attempt left is dropped; an empty
 /// file's partial file is created now, a one-chunk file's when its chunk arrives. `look`: whether
 /// an earlier attempt may have left something (not in a directory planning has just made).
-fn plan_unresumable(paths: FilePaths, size: u64, look: bool) -> Result<PlannedFile, TransferError> {
-    if look && disk::existing(&paths.partial)? != Existing::Absent {
-        disk::remove_if_exists(&paths.partial)?;
-        disk::drop_records(&paths)?;
+fn plan_unresumable(
+    dir: &OwnedFd,
+    paths: FilePaths,
+    size: u64,
+    look: bool,
+) -> Result<PlannedFile, TransferError> {
+    let partial_name = paths.partial_name();
+    if look && disk::existing(dir, &partial_name, &paths.partial())? != Existing::Absent {
+        disk::remove_if_exists(dir, &partial_name, &paths.partial())?;
+        disk::drop_records(dir, &paths)?;
     }
     let chunks = chunk_count(size);
     let partial = if chunks == 0 {
-        let file = disk::open_partial(&paths.partial, size)?;
-        Some(disk::partial_id(&file, &paths.partial)?)
+        let file = disk::create_partial(dir, &paths, size)?;
+        Some(disk::partial_id(&file, &paths.partial())?)
     } else {
         None
     };
@@ -189,8 +203,13 @@ mod tests {
     use crate::chunk::CHUNK;
     use crate::manifest::{EntryKind, ManifestEntry};
     use crate::path::RelPath;
+    use crate::receive::dest::Destination;
     use crate::tree::root_hash;
     use uuid::Uuid;
+
+    fn root(dir: &tempfile::TempDir) -> Destination {
+        Destination::open(dir.path()).unwrap()
+    }
 
     fn setup(data: &[u8]) -> (tempfile::TempDir, CheckedEntry, ContentHash, Vec<ChunkHash>) {
         let size = data.len() as u64;
@@ -221,12 +240,23 @@ mod tests {
             .collect();
         let (dir, entry, hash, hashes) = setup(&data);
         let cancel = CancellationToken::new();
-        let plan = plan_file(dir.path(), &entry, hash, &hashes, false, false, &cancel).unwrap();
+        let plan = plan_file(
+            root(&dir).root(),
+            dir.path(),
+            &entry,
+            hash,
+            &hashes,
+            false,
+            false,
+            &cancel,
+        )
+        .unwrap();
         assert_eq!((plan.have.count(), plan.kept_bytes), (0, 0));
-        assert!(plan.paths.record.exists());
+        assert!(plan.paths.record().exists());
 
         // Write chunks 0, 1 and 3, list them in the record, and corrupt chunk 1.
-        let file = disk::reopen_partial(&plan.paths.partial, plan.partial.unwrap()).unwrap();
+        let dest = root(&dir);
+        let file = disk::reopen_partial(dest.root(), &plan.paths, plan.partial.unwrap()).unwrap();
         let mut have = ChunkSet::new(4);
         for i in [0u64, 1, 3] {
             let start = (i * CHUNK) as usize;
@@ -236,9 +266,24 @@ mod tests {
         }
         file.write_all_at(&[0xff], CHUNK + 7).unwrap();
         ResumeRecord::new(&entry.entry, hash, &have)
-            .write(&plan.paths.record, &plan.paths.record_tmp)
+            .write(
+                dest.root(),
+                &plan.paths.record_name(),
+                &plan.paths.record_tmp_name(),
+                &plan.paths.record(),
+            )
             .unwrap();
-        let plan = plan_file(dir.path(), &entry, hash, &hashes, false, false, &cancel).unwrap();
+        let plan = plan_file(
+            root(&dir).root(),
+            dir.path(),
+            &entry,
+            hash,
+            &hashes,
+            false,
+            false,
+            &cancel,
+        )
+        .unwrap();
         assert_eq!(plan.have.iter().collect::<Vec<_>>(), vec![0, 3]);
         assert_eq!(plan.corrupt_chunks, 1);
         assert_eq!(plan.kept_bytes, CHUNK + 10);
@@ -246,22 +291,63 @@ mod tests {
         // Another source version (mtime moved): everything is fetched again.
         let mut touched = entry.clone();
         touched.entry.mtime_ns = 6;
-        let plan = plan_file(dir.path(), &touched, hash, &hashes, false, false, &cancel).unwrap();
+        let plan = plan_file(
+            root(&dir).root(),
+            dir.path(),
+            &touched,
+            hash,
+            &hashes,
+            false,
+            false,
+            &cancel,
+        )
+        .unwrap();
         assert_eq!(plan.have.count(), 0);
 
         // The file in place: nothing to do, stray partial removed.
         std::fs::write(dir.path().join("f"), &data).unwrap();
-        let plan = plan_file(dir.path(), &entry, hash, &hashes, false, false, &cancel).unwrap();
+        let plan = plan_file(
+            root(&dir).root(),
+            dir.path(),
+            &entry,
+            hash,
+            &hashes,
+            false,
+            false,
+            &cancel,
+        )
+        .unwrap();
         assert!(plan.in_place());
-        assert!(!plan.paths.partial.exists() && !plan.paths.record.exists());
+        assert!(!plan.paths.partial().exists() && !plan.paths.record().exists());
 
         // Something else in place: refused unless overwriting.
         std::fs::write(dir.path().join("f"), b"other").unwrap();
         assert!(matches!(
-            plan_file(dir.path(), &entry, hash, &hashes, false, false, &cancel),
+            plan_file(
+                root(&dir).root(),
+                dir.path(),
+                &entry,
+                hash,
+                &hashes,
+                false,
+                false,
+                &cancel
+            ),
             Err(TransferError::Local(LocalError::TargetExists(_)))
         ));
-        assert!(plan_file(dir.path(), &entry, hash, &hashes, true, false, &cancel).is_ok());
+        assert!(
+            plan_file(
+                root(&dir).root(),
+                dir.path(),
+                &entry,
+                hash,
+                &hashes,
+                true,
+                false,
+                &cancel
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -271,19 +357,39 @@ mod tests {
         let cancel = CancellationToken::new();
         // What an earlier attempt (or an older version) left is dropped.
         let paths = FilePaths::new(dir.path(), &entry.path);
-        std::fs::write(&paths.partial, b"stale").unwrap();
-        std::fs::write(&paths.record, b"{}").unwrap();
-        let plan = plan_file(dir.path(), &entry, hash, &hashes, false, false, &cancel).unwrap();
+        std::fs::write(paths.partial(), b"stale").unwrap();
+        std::fs::write(paths.record(), b"{}").unwrap();
+        let plan = plan_file(
+            root(&dir).root(),
+            dir.path(),
+            &entry,
+            hash,
+            &hashes,
+            false,
+            false,
+            &cancel,
+        )
+        .unwrap();
         assert!(plan.deferred && plan.partial.is_none() && !plan.in_place());
         assert_eq!((plan.have.len(), plan.have.count()), (1, 0));
-        assert!(!paths.partial.exists() && !paths.record.exists());
+        assert!(!paths.partial().exists() && !paths.record().exists());
         // Planning created nothing.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 
         // An empty file is opened now, still without a record.
         let (dir, entry, hash, hashes) = setup(&[]);
-        let plan = plan_file(dir.path(), &entry, hash, &hashes, false, false, &cancel).unwrap();
+        let plan = plan_file(
+            root(&dir).root(),
+            dir.path(),
+            &entry,
+            hash,
+            &hashes,
+            false,
+            false,
+            &cancel,
+        )
+        .unwrap();
         assert!(!plan.deferred && plan.partial.is_some() && plan.have.is_full());
-        assert!(plan.paths.partial.exists() && !plan.paths.record.exists());
+        assert!(plan.paths.partial().exists() && !plan.paths.record().exists());
     }
 }

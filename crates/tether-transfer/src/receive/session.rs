@@ -3,7 +3,6 @@
 //! answered with an `Abort`; resume records are saved; on a full disk the transfer's partial
 //! files and new directories are removed so the destination is as it was.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -19,11 +18,13 @@ use crate::error::{LocalError, TransferError};
 use crate::link::{ByteStream, ControlWriter, LaneCipher, abort_for, eof, split};
 use crate::manifest::{CheckedEntry, EntryKind};
 use crate::options::{ReceiverConfig, RunContext, timer_period};
+use crate::path::RelPath;
 use crate::progress::{
     Direction, FileProgress, Progress, RateMeter, TransferEvent, TransferReport, Waiting, emit, eta,
 };
 use crate::protocol::{Complete, Message, Offer};
 use crate::receive::data::{AttachedLane, RecvShared, run_finalizer, run_lane};
+use crate::receive::dest::Destination;
 use crate::receive::disk::{self, FilePaths};
 use crate::receive::offer::{Accepted, before_accept, decline};
 use crate::receive::setup::{Requester, plan_all, read_hashes, shared_state};
@@ -82,6 +83,7 @@ pub(super) async fn run<S: ByteStream>(
         limiters,
         started,
         activity,
+        dest: None,
         created_dirs: Vec::new(),
         file_entries: Vec::new(),
     };
@@ -115,7 +117,9 @@ struct Run<'a> {
     limiters: Vec<RateLimiter>,
     started: Instant,
     activity: Arc<Activity>,
-    created_dirs: Vec<PathBuf>,
+    /// The destination, once accepted.
+    dest: Option<Arc<Destination>>,
+    created_dirs: Vec<RelPath>,
     file_entries: Vec<CheckedEntry>,
 }
 
@@ -128,6 +132,7 @@ impl Run<'_> {
         report: &mut TransferReport,
     ) -> Result<Complete, TransferError> {
         let Accepted {
+            dest,
             entries,
             busy: _busy,
             lanes,
@@ -138,23 +143,24 @@ impl Run<'_> {
             .into_iter()
             .partition(|e| e.entry.kind == EntryKind::Dir);
         self.file_entries = files.clone();
+        self.dest = Some(dest.clone());
         let cancel = self.cancel.clone();
         let hashes = tokio::select! {
             result = read_hashes(&mut reader, &files) => result?,
             () = cancel.cancelled() => return Err(TransferError::Cancelled),
         };
 
-        let root = self.config.destination.clone();
         let overwrite = self.config.overwrite;
         // Shared with the planning thread, not copied: the hashes are 1/8192 of the data.
         let plan_input = Arc::new((files, hashes));
         let (created, planned) = blocking({
             let plan_input = plan_input.clone();
+            let dest = dest.clone();
             move || {
                 let mut created = Vec::new();
                 let (files, hashes) = &*plan_input;
                 let result = plan_all(
-                    &root,
+                    &dest,
                     &dirs,
                     files,
                     hashes,
@@ -172,6 +178,7 @@ impl Run<'_> {
             Arc::try_unwrap(plan_input).unwrap_or_else(|shared| (*shared).clone());
 
         let shared = Arc::new(shared_state(
+            dest,
             &files,
             hashes,
             planned.as_slice(),
@@ -447,19 +454,28 @@ impl Run<'_> {
         }
     }
 
-    /// After a full disk: remove this transfer's partial files, records and new directories.
+    /// After a full disk: remove this transfer's partial files, records and new directories,
+    /// each by name relative to its directory's handle.
     fn remove_traces(&self) {
+        let Some(dest) = &self.dest else {
+            return;
+        };
         for entry in &self.file_entries {
-            let paths = FilePaths::new(&self.config.destination, &entry.path);
-            for path in [&paths.partial, &paths.record, &paths.record_tmp] {
-                if let Err(error) = disk::remove_if_exists(path) {
+            let paths = FilePaths::new(dest.path(), &entry.path);
+            let Ok(Some(dir)) = dest.find(&paths.dir) else {
+                continue;
+            };
+            for name in [
+                paths.partial_name(),
+                paths.record_name(),
+                paths.record_tmp_name(),
+            ] {
+                if let Err(error) = disk::remove_if_exists(&dir, &name, &paths.partial()) {
                     tracing::warn!(%error, "could not clean up");
                 }
             }
         }
-        for dir in self.created_dirs.iter().rev() {
-            let _ = std::fs::remove_dir(dir);
-        }
+        dest.remove_empty(&self.created_dirs);
     }
 }
 

@@ -3,9 +3,8 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::Range;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use tether_wire::{ContentHash, FileRequest};
 use tokio::io::ReadHalf;
@@ -16,12 +15,13 @@ use crate::chunk::{CHUNK, ChunkSet, chunk_count};
 use crate::error::{PeerError, TransferError};
 use crate::link::{ByteStream, ControlWriter, read_message};
 use crate::manifest::CheckedEntry;
+use crate::path::RelPath;
 use crate::protocol::{
     MAX_FILES_PER_WANTS, MAX_RANGES_PER_WANT, Message, Offer, Plan, Want, Wants, decode_hashes,
 };
 use crate::receive::aborted;
 use crate::receive::data::{Chunks, RecvFile, RecvShared};
-use crate::receive::disk;
+use crate::receive::dest::Destination;
 use crate::receive::plan::{PlannedFile, plan_file};
 use crate::tree::{ChunkHash, root_hash};
 
@@ -74,49 +74,65 @@ pub(super) async fn read_hashes(
     Ok(all)
 }
 
-/// Creates the directories and plans every file (blocking).
+/// Creates the directories and plans every file (blocking), each relative to its directory's
+/// handle.
 pub(super) fn plan_all(
-    root: &Path,
+    dest: &Destination,
     dirs: &[CheckedEntry],
     files: &[CheckedEntry],
     hashes: &[Vec<ChunkHash>],
     overwrite: bool,
     cancel: &CancellationToken,
-    created: &mut Vec<PathBuf>,
+    created: &mut Vec<RelPath>,
 ) -> Result<Vec<PlannedFile>, TransferError> {
     for dir in dirs {
-        disk::ensure_dir(root, &dir.path, created)?;
+        dest.ensure(&dir.path, created)?;
     }
     let mut planned = Vec::with_capacity(files.len());
     // Each parent directory is made (or checked) once, not once per file in it. In one this
     // planning has just made, nothing is looked for (placing never replaces a file anyway).
-    let mut ensured = HashMap::new();
-    let mut made: HashSet<PathBuf> = created.iter().cloned().collect();
+    let mut ensured: HashMap<String, bool> = HashMap::new();
+    let mut made: HashSet<String> = created.iter().map(|d| d.as_str().to_owned()).collect();
     for (entry, hashes) in files.iter().zip(hashes) {
-        let fresh = match entry.path.parent() {
-            None => false,
+        let (dir, fresh) = match entry.path.parent() {
+            None => (dest.dir("")?, false),
             Some(parent) => match ensured.get(parent.as_str()) {
-                Some(fresh) => *fresh,
+                // Most often still cached; opened again beneath the destination otherwise.
+                Some(&fresh) => (dest.dir(parent.as_str())?, fresh),
                 None => {
                     let before = created.len();
-                    disk::ensure_dir(root, &parent, created)?;
-                    made.extend(created.get(before..).unwrap_or_default().iter().cloned());
+                    let dir = dest.ensure(&parent, created)?;
+                    made.extend(
+                        created
+                            .get(before..)
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|d| d.as_str().to_owned()),
+                    );
                     // Made by this planning (as a directory entry or as a file's parent).
-                    let fresh = made.contains(&parent.under(root));
+                    let fresh = made.contains(parent.as_str());
                     ensured.insert(parent.as_str().to_owned(), fresh);
-                    fresh
+                    (dir, fresh)
                 }
             },
         };
         let hash = entry.entry.hash.unwrap_or(ContentHash([0; 32]));
         planned.push(plan_file(
-            root, entry, hash, hashes, overwrite, fresh, cancel,
+            &dir,
+            dest.path(),
+            entry,
+            hash,
+            hashes,
+            overwrite,
+            fresh,
+            cancel,
         )?);
     }
     Ok(planned)
 }
 
 pub(super) fn shared_state(
+    dest: Arc<Destination>,
     files: &[CheckedEntry],
     hashes: Vec<Vec<ChunkHash>>,
     planned: &[PlannedFile],
@@ -151,6 +167,7 @@ pub(super) fn shared_state(
         .map(|(i, f)| (f.id, i))
         .collect();
     RecvShared {
+        dest,
         files: recv_files,
         by_id,
         compression: offer.compression,
