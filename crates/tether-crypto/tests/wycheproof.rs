@@ -11,7 +11,12 @@
 //! expectation is asserted, or it is skipped for a named reason (a size our types cannot
 //! express). Each family prints its counts; run with `--nocapture` to see them.
 
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::print_stdout,
+    clippy::panic
+)]
 
 use std::collections::BTreeMap;
 

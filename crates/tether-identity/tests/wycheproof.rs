@@ -21,7 +21,12 @@
 //!
 //! Run with `--nocapture` to see the counts.
 
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::print_stdout,
+    clippy::panic
+)]
 
 use std::collections::HashMap;
 
