@@ -62,10 +62,18 @@ impl EphemeralKeyPair {
         let secret = if tether_identity::danger_fuzzing::stand_ins() {
             SharedSecret(stand_in::shared(&self.secret.to_bytes(), &peer.0))
         } else {
-            SharedSecret(self.secret.diffie_hellman(&PublicKey::from(peer.0)).to_bytes())
+            SharedSecret(
+                self.secret
+                    .diffie_hellman(&PublicKey::from(peer.0))
+                    .to_bytes(),
+            )
         };
         #[cfg(not(fuzzing))]
-        let secret = SharedSecret(self.secret.diffie_hellman(&PublicKey::from(peer.0)).to_bytes());
+        let secret = SharedSecret(
+            self.secret
+                .diffie_hellman(&PublicKey::from(peer.0))
+                .to_bytes(),
+        );
         if bool::from(secret.0.ct_eq(&[0u8; X25519_LEN])) {
             return Err(CryptoError::NonContributory);
         }

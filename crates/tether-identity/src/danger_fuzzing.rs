@@ -74,7 +74,9 @@ pub(crate) fn signing_key(secret: &[u8; 32]) -> SigningKey {
 
 /// Whether these bytes are an Ed25519 public key, memoised.
 pub(crate) fn is_public_key(bytes: &[u8; 32]) -> bool {
-    memo(&VALID_KEYS, bytes, || VerifyingKey::from_bytes(bytes).is_ok())
+    memo(&VALID_KEYS, bytes, || {
+        VerifyingKey::from_bytes(bytes).is_ok()
+    })
 }
 
 /// The stand-in signature of `message` by the key `public` under `context`.

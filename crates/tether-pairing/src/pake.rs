@@ -343,7 +343,14 @@ pub(crate) mod stand_in {
         pub(crate) fn finish(self, reply: &[u8; PAKE_MESSAGE_LEN]) -> Vec<u8> {
             let y_g = element(reply).wrapping_sub(self.w.wrapping_mul(N));
             let k = self.x.wrapping_mul(y_g);
-            key(&self.password_hash, &self.id_a, &self.id_b, &self.message, reply, k)
+            key(
+                &self.password_hash,
+                &self.id_a,
+                &self.id_b,
+                &self.message,
+                reply,
+                k,
+            )
         }
     }
 

@@ -63,13 +63,12 @@ pub(crate) fn lookup(typed: &str) -> Lookup {
 
 /// The closest listed words to `typed`, closest first, ties in list order.
 fn suggestions(typed: &str) -> Vec<&'static str> {
-    let typed: Vec<char> = typed.chars().take(MAX_COMPARED_CHARS).collect();
+    let typed = Letters::new(typed);
     let mut scored: Vec<(usize, usize, &'static str)> = list()
         .iter()
         .enumerate()
         .filter_map(|(index, word)| {
-            let candidate: Vec<char> = word.chars().collect();
-            let distance = edit_distance(&typed, &candidate);
+            let distance = edit_distance(typed.as_slice(), Letters::new(word).as_slice());
             (distance <= MAX_SUGGESTION_DISTANCE).then_some((distance, index, *word))
         })
         .collect();
@@ -81,20 +80,53 @@ fn suggestions(typed: &str) -> Vec<&'static str> {
         .collect()
 }
 
+/// The first [`MAX_COMPARED_CHARS`] letters of a word, on the stack: scoring a typed word
+/// against all 2048 words allocates nothing per word.
+struct Letters {
+    chars: [char; MAX_COMPARED_CHARS],
+    len: usize,
+}
+
+impl Letters {
+    fn new(word: &str) -> Self {
+        let mut letters = Self {
+            chars: ['\0'; MAX_COMPARED_CHARS],
+            len: 0,
+        };
+        for (slot, letter) in letters.chars.iter_mut().zip(word.chars()) {
+            *slot = letter;
+            letters.len += 1;
+        }
+        letters
+    }
+
+    fn as_slice(&self) -> &[char] {
+        self.chars.get(..self.len).unwrap_or(&[])
+    }
+}
+
 /// The optimal-string-alignment distance: insertions, deletions, substitutions and swaps of
-/// two neighbouring letters each cost one ("lino" → "lion" is 1).
+/// two neighbouring letters each cost one ("lino" → "lion" is 1). Only the first
+/// [`MAX_COMPARED_CHARS`] letters of `b` count.
 pub(crate) fn edit_distance(a: &[char], b: &[char]) -> usize {
-    // Three rolling rows of the classic dynamic programme; `at` reads a cell, treating a
-    // missing one as unreachable, so no index can panic.
-    fn at(row: &[usize], column: usize) -> usize {
+    // Three rolling rows of the classic dynamic programme, on the stack; `at` reads a cell,
+    // treating a missing one as unreachable, so no index can panic.
+    const ROW: usize = MAX_COMPARED_CHARS + 1;
+    fn at(row: &[usize; ROW], column: usize) -> usize {
         row.get(column).copied().unwrap_or(usize::MAX)
     }
-    let mut before_previous: Vec<usize> = Vec::new();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    let b = b.get(..MAX_COMPARED_CHARS).unwrap_or(b);
+    let mut before_previous = [usize::MAX; ROW];
+    let mut previous = [usize::MAX; ROW];
+    for (j, cell) in previous.iter_mut().enumerate().take(b.len() + 1) {
+        *cell = j;
+    }
     let mut previous_char: Option<char> = None;
     for (i, &char_a) in a.iter().enumerate() {
-        let mut current = Vec::with_capacity(b.len() + 1);
-        current.push(i + 1);
+        let mut current = [usize::MAX; ROW];
+        if let Some(first) = current.first_mut() {
+            *first = i + 1;
+        }
         let mut previous_b: Option<char> = None;
         for (j, &char_b) in b.iter().enumerate() {
             let substitute = at(&previous, j).saturating_add(usize::from(char_a != char_b));
@@ -104,14 +136,16 @@ pub(crate) fn edit_distance(a: &[char], b: &[char]) -> usize {
             if previous_char == Some(char_b) && previous_b == Some(char_a) && j > 0 {
                 best = best.min(at(&before_previous, j - 1).saturating_add(1));
             }
-            current.push(best);
+            if let Some(cell) = current.get_mut(j + 1) {
+                *cell = best;
+            }
             previous_b = Some(char_b);
         }
         before_previous = previous;
         previous = current;
         previous_char = Some(char_a);
     }
-    previous.last().copied().unwrap_or(0)
+    at(&previous, b.len())
 }
 
 #[cfg(test)]
