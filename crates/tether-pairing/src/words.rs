@@ -1,6 +1,8 @@
 //! The BIP39 English word list: looking a typed word up, and suggesting the closest words
 //! when it is not on the list.
 
+use std::sync::OnceLock;
+
 /// Words on the list: 2048, so each word carries exactly 11 bits.
 pub(crate) const WORD_COUNT: u16 = 2048;
 
@@ -48,12 +50,12 @@ pub(crate) fn lookup(typed: &str) -> Lookup {
         return Lookup::Found(index);
     }
     if typed.chars().count() >= 4 {
-        let mut matches = list()
-            .iter()
-            .enumerate()
-            .filter(|(_, word)| word.starts_with(typed));
-        if let (Some((index, _)), None) = (matches.next(), matches.next())
-            && let Ok(index) = u16::try_from(index)
+        // The list is sorted, so the words that start with `typed` are one run from here.
+        let first = list().partition_point(|word| *word < typed);
+        let matches = |index: usize| list().get(index).is_some_and(|w| w.starts_with(typed));
+        if matches(first)
+            && !matches(first + 1)
+            && let Ok(index) = u16::try_from(first)
         {
             return Lookup::Found(index);
         }
@@ -64,9 +66,20 @@ pub(crate) fn lookup(typed: &str) -> Lookup {
 /// The closest listed words to `typed`, closest first, ties in list order.
 fn suggestions(typed: &str) -> Vec<&'static str> {
     let typed = Letters::new(typed);
+    let typed_mask = letter_mask(typed.as_slice().iter().copied());
     let mut scored: Vec<(usize, usize, &'static str)> = list()
         .iter()
         .enumerate()
+        .filter(|(index, _)| {
+            // Each edit removes at most one letter of one word that the other lacks, so more
+            // than MAX_SUGGESTION_DISTANCE such letters rule the word out without the
+            // dynamic programme (most words, for most typing errors).
+            let word_mask = word_masks().get(*index).copied().unwrap_or(0);
+            let missing = (typed_mask & !word_mask)
+                .count_ones()
+                .max((word_mask & !typed_mask).count_ones());
+            missing as usize <= MAX_SUGGESTION_DISTANCE
+        })
         .filter_map(|(index, word)| {
             let distance = edit_distance(typed.as_slice(), Letters::new(word).as_slice());
             (distance <= MAX_SUGGESTION_DISTANCE).then_some((distance, index, *word))
@@ -78,6 +91,29 @@ fn suggestions(typed: &str) -> Vec<&'static str> {
         .take(MAX_SUGGESTIONS)
         .map(|(_, _, word)| word)
         .collect()
+}
+
+/// [`letter_mask`] of every list word, computed once.
+fn word_masks() -> &'static [u32] {
+    static MASKS: OnceLock<Vec<u32>> = OnceLock::new();
+    MASKS.get_or_init(|| {
+        list()
+            .iter()
+            .map(|word| letter_mask(word.chars()))
+            .collect()
+    })
+}
+
+/// The set of letters in a word: bit 0 for `a` to bit 25 for `z`, bit 26 for anything else
+/// (which no list word has).
+fn letter_mask(letters: impl Iterator<Item = char>) -> u32 {
+    letters.fold(0, |mask, letter| {
+        let bit = match letter {
+            'a'..='z' => u32::from(letter) - u32::from('a'),
+            _ => 26,
+        };
+        mask | (1 << bit)
+    })
 }
 
 /// The first [`MAX_COMPARED_CHARS`] letters of a word, on the stack: scoring a typed word
@@ -188,6 +224,67 @@ mod tests {
         assert_eq!(distance("", "lion"), 4);
         assert_eq!(distance("lion", ""), 4);
         assert_eq!(distance("abcd", "badc"), 2);
+    }
+
+    /// The letter-set filter only skips words the edit distance would have refused too.
+    #[test]
+    fn the_filter_keeps_every_close_word() {
+        let brute = |typed: &str| -> Vec<&'static str> {
+            let a: Vec<char> = typed.chars().take(MAX_COMPARED_CHARS).collect();
+            let mut scored: Vec<(usize, usize, &'static str)> = list()
+                .iter()
+                .enumerate()
+                .filter_map(|(index, word)| {
+                    let b: Vec<char> = word.chars().collect();
+                    let distance = edit_distance(&a, &b);
+                    (distance <= MAX_SUGGESTION_DISTANCE).then_some((distance, index, *word))
+                })
+                .collect();
+            scored.sort_unstable();
+            scored
+                .into_iter()
+                .take(MAX_SUGGESTIONS)
+                .map(|(_, _, w)| w)
+                .collect()
+        };
+        for (i, word) in list().iter().enumerate().step_by(29) {
+            let mut typos = vec![format!("{word}s"), word.chars().rev().collect::<String>()];
+            let chars: Vec<char> = word.chars().collect();
+            typos.push(chars.iter().skip(1).collect());
+            let mut swapped = chars.clone();
+            swapped.swap(0, 1);
+            typos.push(swapped.iter().collect());
+            let mut substituted = chars.clone();
+            substituted[i % chars.len()] = 'q';
+            typos.push(substituted.iter().collect());
+            typos.push(format!("x{word}é"));
+            for typo in typos {
+                assert_eq!(suggestions(&typo), brute(&typo), "{typo}");
+            }
+        }
+    }
+
+    /// The binary-search prefix rule finds what a scan of the whole list finds.
+    #[test]
+    fn prefixes_match_a_linear_scan() {
+        for word in list() {
+            for len in 4..=word.len() {
+                let prefix = &word[..len];
+                let mut scan = list()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, w)| w.starts_with(prefix));
+                let expected = match (scan.next(), scan.next()) {
+                    (Some((index, _)), None) => Some(index as u16),
+                    _ => None,
+                };
+                let found = match lookup(prefix) {
+                    Lookup::Found(index) => Some(index),
+                    Lookup::Unknown(_) => None,
+                };
+                assert_eq!(found, expected, "{prefix}");
+            }
+        }
     }
 
     #[test]
