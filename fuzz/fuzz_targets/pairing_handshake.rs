@@ -7,6 +7,10 @@
 //! format; seeds in `seeds/pairing_handshake/` are real handshakes
 //! (`TETHER_BLESS=1 cargo test -p tether-pairing --test fuzz_seeds` writes them).
 //!
+//! The curve arithmetic runs on cheap stand-ins (`tether_identity::danger_fuzzing`: SPAKE2,
+//! signatures and key generation), so the fuzzer spends its time in the state machines and
+//! decoders; `pairing_handshake_real` runs the same driver on the real primitives.
+//!
 //! Checks: no panic; decoding is canonical; every emitted message decodes and fits the cap;
 //! the stranger never pairs; a code pairs at most once; both sides agree when both pair.
 
@@ -18,5 +22,6 @@ use rand_core::SeedableRng;
 use tether_pairing::fuzzing::{RNG_SEED, run};
 
 fuzz_target!(|data: &[u8]| {
+    tether_identity::danger_fuzzing::use_stand_ins();
     let _ = run(data, &mut ChaCha20Rng::seed_from_u64(RNG_SEED));
 });

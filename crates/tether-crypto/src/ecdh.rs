@@ -38,6 +38,11 @@ impl EphemeralKeyPair {
     }
 
     fn from_secret(secret: StaticSecret) -> Self {
+        #[cfg(fuzzing)]
+        if tether_identity::danger_fuzzing::stand_ins() {
+            let public = EphemeralPublicKey(stand_in::public(&secret.to_bytes()));
+            return Self { secret, public };
+        }
         let public = EphemeralPublicKey(PublicKey::from(&secret).to_bytes());
         Self { secret, public }
     }
@@ -53,8 +58,22 @@ impl EphemeralKeyPair {
     /// exactly when the peer sent a low-order point: the "shared" secret would then be known to
     /// anyone. The check runs in constant time.
     pub fn diffie_hellman(self, peer: &EphemeralPublicKey) -> Result<SharedSecret, CryptoError> {
-        let shared = self.secret.diffie_hellman(&PublicKey::from(peer.0));
-        let secret = SharedSecret(shared.to_bytes());
+        #[cfg(fuzzing)]
+        let secret = if tether_identity::danger_fuzzing::stand_ins() {
+            SharedSecret(stand_in::shared(&self.secret.to_bytes(), &peer.0))
+        } else {
+            SharedSecret(
+                self.secret
+                    .diffie_hellman(&PublicKey::from(peer.0))
+                    .to_bytes(),
+            )
+        };
+        #[cfg(not(fuzzing))]
+        let secret = SharedSecret(
+            self.secret
+                .diffie_hellman(&PublicKey::from(peer.0))
+                .to_bytes(),
+        );
         if bool::from(secret.0.ct_eq(&[0u8; X25519_LEN])) {
             return Err(CryptoError::NonContributory);
         }
@@ -137,6 +156,47 @@ impl Drop for SharedSecret {
 }
 
 impl ZeroizeOnDrop for SharedSecret {}
+
+/// A cheap stand-in for X25519, for fuzzing only (see `tether_identity::danger_fuzzing`):
+/// the group is the integers modulo 2^64 under addition, so `public = s·G` and
+/// `shared = s·P`, which both sides compute alike. The public key's first 8 bytes carry the
+/// element and the rest are zero. Scalars are odd, so the shared value is all zero exactly when
+/// the peer sent the element 0 (the stand-in's low-order point): `NonContributory` stays
+/// reachable.
+#[cfg(fuzzing)]
+mod stand_in {
+    use sha2::{Digest, Sha256};
+
+    use super::X25519_LEN;
+
+    const GENERATOR: u64 = 0x9e37_79b9_7f4a_7c15;
+
+    fn scalar(secret: &[u8; X25519_LEN]) -> u64 {
+        // Odd, so invertible: never the zero scalar, and no element but 0 gives a zero product.
+        u64::from_le_bytes(*secret.first_chunk::<8>().unwrap_or(&[0; 8])) | 1
+    }
+
+    pub(super) fn public(secret: &[u8; X25519_LEN]) -> [u8; X25519_LEN] {
+        let mut public = [0u8; X25519_LEN];
+        let element = scalar(secret).wrapping_mul(GENERATOR);
+        if let Some(head) = public.first_chunk_mut::<8>() {
+            *head = element.to_le_bytes();
+        }
+        public
+    }
+
+    pub(super) fn shared(secret: &[u8; X25519_LEN], peer: &[u8; X25519_LEN]) -> [u8; X25519_LEN] {
+        let element = u64::from_le_bytes(*peer.first_chunk::<8>().unwrap_or(&[0; 8]));
+        let product = scalar(secret).wrapping_mul(element);
+        if product == 0 {
+            return [0; X25519_LEN];
+        }
+        Sha256::new_with_prefix(b"tether/fuzzing/stand-in-x25519")
+            .chain_update(product.to_le_bytes())
+            .finalize()
+            .into()
+    }
+}
 
 #[cfg(test)]
 mod tests {

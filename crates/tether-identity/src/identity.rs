@@ -24,6 +24,13 @@ impl NetworkIdentity {
     ///
     /// Pass the operating system's generator in production and a seeded one in tests.
     pub fn generate<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
+        #[cfg(fuzzing)]
+        if crate::danger_fuzzing::stand_ins() {
+            // The same draw as `SigningKey::generate`, then the memoised key.
+            let mut secret = Zeroizing::new([0u8; 32]);
+            rng.fill_bytes(secret.as_mut());
+            return Self::from_secret_bytes(&secret);
+        }
         Self {
             signing_key: SigningKey::generate(rng),
         }
@@ -31,6 +38,12 @@ impl NetworkIdentity {
 
     /// Restores an identity from its 32 secret bytes.
     pub fn from_secret_bytes(secret: &[u8; 32]) -> Self {
+        #[cfg(fuzzing)]
+        if crate::danger_fuzzing::stand_ins() {
+            return Self {
+                signing_key: crate::danger_fuzzing::signing_key(secret),
+            };
+        }
         Self {
             signing_key: SigningKey::from_bytes(secret),
         }
@@ -65,6 +78,14 @@ impl NetworkIdentity {
     ///
     /// The signature verifies with [`NodeId::verify`] under the same context only.
     pub fn sign(&self, context: SigningContext, message: &[u8]) -> Signature {
+        #[cfg(fuzzing)]
+        if crate::danger_fuzzing::stand_ins() {
+            return Signature::from_bytes(&crate::danger_fuzzing::signature(
+                self.node_id().as_bytes(),
+                context.label().as_bytes(),
+                message,
+            ));
+        }
         let signed = self.signing_key.sign_prehashed(
             Sha512::new_with_prefix(message),
             Some(context.label().as_bytes()),

@@ -25,6 +25,8 @@
 //! This crate does no IO; randomness is passed in.
 
 mod context;
+#[cfg(fuzzing)]
+pub mod danger_fuzzing;
 mod device;
 mod encoding;
 mod error;

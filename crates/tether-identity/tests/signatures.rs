@@ -201,3 +201,23 @@ fn identity_wipes_its_secret_on_drop() {
     wipes_on_drop::<NetworkIdentity>();
     wipes_on_drop::<zeroize::Zeroizing<[u8; 32]>>();
 }
+
+/// The fuzzing stand-ins (`danger_fuzzing`: signatures anyone can forge) exist only under
+/// `cfg(fuzzing)`, which cargo-fuzz sets; a normal build, this test's included, never has it.
+/// (An optimised build without debug assertions that has it fails to compile.)
+#[test]
+fn fuzzing_stand_ins_are_not_in_normal_builds() {
+    const { assert!(!cfg!(fuzzing)) };
+    // And by behaviour: our signatures are real Ed25519ph, as ed25519-dalek itself checks them.
+    use ed25519_dalek::{Digest, Sha512};
+    let identity = NetworkIdentity::from_secret_bytes(&[9; 32]);
+    let signature = identity.sign(PAIRING, b"message");
+    ed25519_dalek::VerifyingKey::from_bytes(identity.node_id().as_bytes())
+        .unwrap()
+        .verify_prehashed_strict(
+            Sha512::new_with_prefix(b"message"),
+            Some(PAIRING.label().as_bytes()),
+            &ed25519_dalek::Signature::from_bytes(&signature.to_bytes()),
+        )
+        .unwrap();
+}

@@ -110,7 +110,12 @@ impl fmt::Debug for Credential {
 pub(crate) struct PakeKey(pub(crate) Zeroizing<[u8; 32]>);
 
 /// The joiner's SPAKE2 state between its hello and the initiator's reply.
-pub(crate) struct JoinerPake(Spake2<Ed25519Group>);
+pub(crate) enum JoinerPake {
+    Real(Spake2<Ed25519Group>),
+    /// The fuzzing stand-in (see [`stand_in`]).
+    #[cfg(fuzzing)]
+    StandIn(stand_in::SideA),
+}
 
 impl JoinerPake {
     /// Starts side A; returns the state and the 33-byte message for the hello.
@@ -120,20 +125,32 @@ impl JoinerPake {
         initiator: &NodeId,
         rng: &mut R,
     ) -> Result<(Self, [u8; PAKE_MESSAGE_LEN]), PairingError> {
-        let (id_a, id_b) = identities(joiner, initiator);
+        let (id_a, id_b) = identity_bytes(joiner, initiator);
+        #[cfg(fuzzing)]
+        if tether_identity::danger_fuzzing::stand_ins() {
+            let (state, message) = stand_in::SideA::start(&credential.password, id_a, id_b, rng);
+            return Ok((Self::StandIn(state), message));
+        }
         let password = Password::new(credential.password.as_slice());
-        let (state, message) =
-            Spake2::<Ed25519Group>::start_a_with_rng(&password, &id_a, &id_b, rng);
-        Ok((Self(state), to_array(message)?))
+        let (state, message) = Spake2::<Ed25519Group>::start_a_with_rng(
+            &password,
+            &Identity::new(&id_a),
+            &Identity::new(&id_b),
+            rng,
+        );
+        Ok((Self::Real(state), to_array(message)?))
     }
 
     /// Finishes with the initiator's message (side B), after checking it.
     pub(crate) fn finish(self, reply: &[u8; PAKE_MESSAGE_LEN]) -> Result<PakeKey, PairingError> {
         check_element(reply, SIDE_B)?;
-        let key = self
-            .0
-            .finish(reply)
-            .map_err(|_| Misbehavior::InvalidPakeMessage)?;
+        let key = match self {
+            Self::Real(state) => state
+                .finish(reply)
+                .map_err(|_| Misbehavior::InvalidPakeMessage)?,
+            #[cfg(fuzzing)]
+            Self::StandIn(state) => state.finish(reply),
+        };
         to_key(key)
     }
 }
@@ -148,19 +165,30 @@ pub(crate) fn respond<R: CryptoRng + ?Sized>(
     rng: &mut R,
 ) -> Result<(PakeKey, [u8; PAKE_MESSAGE_LEN]), PairingError> {
     check_element(hello, SIDE_A)?;
-    let (id_a, id_b) = identities(joiner, initiator);
+    let (id_a, id_b) = identity_bytes(joiner, initiator);
+    #[cfg(fuzzing)]
+    if tether_identity::danger_fuzzing::stand_ins() {
+        let (key, reply) = stand_in::respond(&credential.password, id_a, id_b, hello, rng);
+        return Ok((to_key(key)?, reply));
+    }
     let password = Password::new(credential.password.as_slice());
-    let (state, reply) = Spake2::<Ed25519Group>::start_b_with_rng(&password, &id_a, &id_b, rng);
+    let (state, reply) = Spake2::<Ed25519Group>::start_b_with_rng(
+        &password,
+        &Identity::new(&id_a),
+        &Identity::new(&id_b),
+        rng,
+    );
     let key = state
         .finish(hello)
         .map_err(|_| Misbehavior::InvalidPakeMessage)?;
     Ok((to_key(key)?, to_array(reply)?))
 }
 
-fn identities(joiner: &NodeId, initiator: &NodeId) -> (Identity, Identity) {
+/// The SPAKE2 identities of side A (the joiner) and side B (the initiator).
+fn identity_bytes(joiner: &NodeId, initiator: &NodeId) -> (Vec<u8>, Vec<u8>) {
     let id_a = [JOINER_IDENTITY_LABEL, joiner.as_bytes()].concat();
     let id_b = [INITIATOR_IDENTITY_LABEL, initiator.as_bytes()].concat();
-    (Identity::new(&id_a), Identity::new(&id_b))
+    (id_a, id_b)
 }
 
 /// Refuses a peer message unless it is from the expected side and its point is a canonical
@@ -171,6 +199,10 @@ fn identities(joiner: &NodeId, initiator: &NodeId) -> (Identity, Identity) {
 /// nothing but a scalar multiplication, and they close the door on non-canonical encodings and
 /// torsion components as a way to shape the shared key.
 pub(crate) fn check_element(message: &[u8; PAKE_MESSAGE_LEN], side: u8) -> Result<(), Misbehavior> {
+    #[cfg(fuzzing)]
+    if tether_identity::danger_fuzzing::stand_ins() {
+        return stand_in::check_element(message, side);
+    }
     let (first, point) = message
         .split_first()
         .ok_or(Misbehavior::InvalidPakeMessage)?;
@@ -204,6 +236,151 @@ fn to_key(key: Vec<u8>) -> Result<PakeKey, PairingError> {
         .try_into()
         .map_err(|_| PairingError::Internal("SPAKE2 key has an unexpected length"))?;
     Ok(PakeKey(Zeroizing::new(array)))
+}
+
+/// A cheap stand-in for SPAKE2, for fuzzing only (see `tether_identity::danger_fuzzing`).
+///
+/// The same protocol as SPAKE2 in the group of integers modulo 2^64 under addition:
+/// `X = x·G + w·M`, `Y = y·G + w·N`, both sides reach `K = x·y·G`, and the key hashes the
+/// password, both identities, both messages and `K`, so the same code gives the same key and a
+/// different code or identity a different one. A message is the side byte, the element in 8
+/// little-endian bytes and 24 zero bytes; [`check_element`] refuses any other encoding and the
+/// element 0 (the stand-in's small-order point). Offline guessing is trivial here: never use it
+/// outside a fuzz target.
+#[cfg(fuzzing)]
+// Fixed offsets into fixed-size arrays: no index can be out of range.
+#[allow(clippy::indexing_slicing)]
+pub(crate) mod stand_in {
+    use rand_core::CryptoRng;
+    use sha2::{Digest, Sha256};
+
+    use super::{SIDE_A, SIDE_B};
+    use crate::Misbehavior;
+    use crate::message::PAKE_MESSAGE_LEN;
+
+    const G: u64 = 0x9e37_79b9_7f4a_7c15;
+    const M: u64 = 0xc2b2_ae3d_27d4_eb4f;
+    const N: u64 = 0x1656_67b1_9e37_79f9;
+
+    /// Side A between its message and the reply.
+    pub(crate) struct SideA {
+        x: u64,
+        w: u64,
+        id_a: Vec<u8>,
+        id_b: Vec<u8>,
+        password_hash: [u8; 32],
+        message: [u8; PAKE_MESSAGE_LEN],
+    }
+
+    fn password_hash(password: &[u8]) -> [u8; 32] {
+        Sha256::new_with_prefix(b"tether/fuzzing/stand-in-spake2/password")
+            .chain_update(password)
+            .finalize()
+            .into()
+    }
+
+    fn scalar(hash: &[u8; 32]) -> u64 {
+        u64::from_le_bytes(*hash.first_chunk::<8>().unwrap_or(&[0; 8]))
+    }
+
+    fn encode(side: u8, element: u64) -> [u8; PAKE_MESSAGE_LEN] {
+        let mut message = [0u8; PAKE_MESSAGE_LEN];
+        message[0] = side;
+        message[1..9].copy_from_slice(&element.to_le_bytes());
+        message
+    }
+
+    fn element(message: &[u8; PAKE_MESSAGE_LEN]) -> u64 {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&message[1..9]);
+        u64::from_le_bytes(bytes)
+    }
+
+    fn random_scalar<R: CryptoRng + ?Sized>(rng: &mut R) -> u64 {
+        let mut bytes = [0u8; 8];
+        rng.fill_bytes(&mut bytes);
+        u64::from_le_bytes(bytes) | 1
+    }
+
+    fn key(
+        password_hash: &[u8; 32],
+        id_a: &[u8],
+        id_b: &[u8],
+        x_message: &[u8],
+        y_message: &[u8],
+        k: u64,
+    ) -> Vec<u8> {
+        let mut hash = Sha256::new_with_prefix(b"tether/fuzzing/stand-in-spake2/key");
+        for part in [&password_hash[..], id_a, id_b, x_message, y_message] {
+            hash.update((part.len() as u64).to_le_bytes());
+            hash.update(part);
+        }
+        hash.update(k.to_le_bytes());
+        hash.finalize().to_vec()
+    }
+
+    impl SideA {
+        pub(crate) fn start<R: CryptoRng + ?Sized>(
+            password: &[u8],
+            id_a: Vec<u8>,
+            id_b: Vec<u8>,
+            rng: &mut R,
+        ) -> (Self, [u8; PAKE_MESSAGE_LEN]) {
+            let password_hash = password_hash(password);
+            let (x, w) = (random_scalar(rng), scalar(&password_hash));
+            let message = encode(SIDE_A, x.wrapping_mul(G).wrapping_add(w.wrapping_mul(M)));
+            let state = Self {
+                x,
+                w,
+                id_a,
+                id_b,
+                password_hash,
+                message,
+            };
+            (state, message)
+        }
+
+        pub(crate) fn finish(self, reply: &[u8; PAKE_MESSAGE_LEN]) -> Vec<u8> {
+            let y_g = element(reply).wrapping_sub(self.w.wrapping_mul(N));
+            let k = self.x.wrapping_mul(y_g);
+            key(
+                &self.password_hash,
+                &self.id_a,
+                &self.id_b,
+                &self.message,
+                reply,
+                k,
+            )
+        }
+    }
+
+    /// Side B at once: the key and the reply.
+    pub(crate) fn respond<R: CryptoRng + ?Sized>(
+        password: &[u8],
+        id_a: Vec<u8>,
+        id_b: Vec<u8>,
+        hello: &[u8; PAKE_MESSAGE_LEN],
+        rng: &mut R,
+    ) -> (Vec<u8>, [u8; PAKE_MESSAGE_LEN]) {
+        let password_hash = password_hash(password);
+        let (y, w) = (random_scalar(rng), scalar(&password_hash));
+        let reply = encode(SIDE_B, y.wrapping_mul(G).wrapping_add(w.wrapping_mul(N)));
+        let x_g = element(hello).wrapping_sub(w.wrapping_mul(M));
+        let k = y.wrapping_mul(x_g);
+        (key(&password_hash, &id_a, &id_b, hello, &reply, k), reply)
+    }
+
+    pub(crate) fn check_element(
+        message: &[u8; PAKE_MESSAGE_LEN],
+        side: u8,
+    ) -> Result<(), Misbehavior> {
+        let canonical = message[9..].iter().all(|&byte| byte == 0);
+        if message[0] == side && canonical && element(message) != 0 {
+            Ok(())
+        } else {
+            Err(Misbehavior::InvalidPakeMessage)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The BIP39 English word list: looking a typed word up, and suggesting the closest words
 //! when it is not on the list.
 
+use std::sync::OnceLock;
+
 /// Words on the list: 2048, so each word carries exactly 11 bits.
 pub(crate) const WORD_COUNT: u16 = 2048;
 
@@ -48,12 +50,12 @@ pub(crate) fn lookup(typed: &str) -> Lookup {
         return Lookup::Found(index);
     }
     if typed.chars().count() >= 4 {
-        let mut matches = list()
-            .iter()
-            .enumerate()
-            .filter(|(_, word)| word.starts_with(typed));
-        if let (Some((index, _)), None) = (matches.next(), matches.next())
-            && let Ok(index) = u16::try_from(index)
+        // The list is sorted, so the words that start with `typed` are one run from here.
+        let first = list().partition_point(|word| *word < typed);
+        let matches = |index: usize| list().get(index).is_some_and(|w| w.starts_with(typed));
+        if matches(first)
+            && !matches(first + 1)
+            && let Ok(index) = u16::try_from(first)
         {
             return Lookup::Found(index);
         }
@@ -63,13 +65,23 @@ pub(crate) fn lookup(typed: &str) -> Lookup {
 
 /// The closest listed words to `typed`, closest first, ties in list order.
 fn suggestions(typed: &str) -> Vec<&'static str> {
-    let typed: Vec<char> = typed.chars().take(MAX_COMPARED_CHARS).collect();
+    let typed = Letters::new(typed);
+    let typed_mask = letter_mask(typed.as_slice().iter().copied());
     let mut scored: Vec<(usize, usize, &'static str)> = list()
         .iter()
         .enumerate()
+        .filter(|(index, _)| {
+            // Each edit removes at most one letter of one word that the other lacks, so more
+            // than MAX_SUGGESTION_DISTANCE such letters rule the word out without the
+            // dynamic programme (most words, for most typing errors).
+            let word_mask = word_masks().get(*index).copied().unwrap_or(0);
+            let missing = (typed_mask & !word_mask)
+                .count_ones()
+                .max((word_mask & !typed_mask).count_ones());
+            missing as usize <= MAX_SUGGESTION_DISTANCE
+        })
         .filter_map(|(index, word)| {
-            let candidate: Vec<char> = word.chars().collect();
-            let distance = edit_distance(&typed, &candidate);
+            let distance = edit_distance(typed.as_slice(), Letters::new(word).as_slice());
             (distance <= MAX_SUGGESTION_DISTANCE).then_some((distance, index, *word))
         })
         .collect();
@@ -81,20 +93,76 @@ fn suggestions(typed: &str) -> Vec<&'static str> {
         .collect()
 }
 
+/// [`letter_mask`] of every list word, computed once.
+fn word_masks() -> &'static [u32] {
+    static MASKS: OnceLock<Vec<u32>> = OnceLock::new();
+    MASKS.get_or_init(|| {
+        list()
+            .iter()
+            .map(|word| letter_mask(word.chars()))
+            .collect()
+    })
+}
+
+/// The set of letters in a word: bit 0 for `a` to bit 25 for `z`, bit 26 for anything else
+/// (which no list word has).
+fn letter_mask(letters: impl Iterator<Item = char>) -> u32 {
+    letters.fold(0, |mask, letter| {
+        let bit = match letter {
+            'a'..='z' => u32::from(letter) - u32::from('a'),
+            _ => 26,
+        };
+        mask | (1 << bit)
+    })
+}
+
+/// The first [`MAX_COMPARED_CHARS`] letters of a word, on the stack: scoring a typed word
+/// against all 2048 words allocates nothing per word.
+struct Letters {
+    chars: [char; MAX_COMPARED_CHARS],
+    len: usize,
+}
+
+impl Letters {
+    fn new(word: &str) -> Self {
+        let mut letters = Self {
+            chars: ['\0'; MAX_COMPARED_CHARS],
+            len: 0,
+        };
+        for (slot, letter) in letters.chars.iter_mut().zip(word.chars()) {
+            *slot = letter;
+            letters.len += 1;
+        }
+        letters
+    }
+
+    fn as_slice(&self) -> &[char] {
+        self.chars.get(..self.len).unwrap_or(&[])
+    }
+}
+
 /// The optimal-string-alignment distance: insertions, deletions, substitutions and swaps of
-/// two neighbouring letters each cost one ("lino" → "lion" is 1).
+/// two neighbouring letters each cost one ("lino" → "lion" is 1). Only the first
+/// [`MAX_COMPARED_CHARS`] letters of `b` count.
 pub(crate) fn edit_distance(a: &[char], b: &[char]) -> usize {
-    // Three rolling rows of the classic dynamic programme; `at` reads a cell, treating a
-    // missing one as unreachable, so no index can panic.
-    fn at(row: &[usize], column: usize) -> usize {
+    // Three rolling rows of the classic dynamic programme, on the stack; `at` reads a cell,
+    // treating a missing one as unreachable, so no index can panic.
+    const ROW: usize = MAX_COMPARED_CHARS + 1;
+    fn at(row: &[usize; ROW], column: usize) -> usize {
         row.get(column).copied().unwrap_or(usize::MAX)
     }
-    let mut before_previous: Vec<usize> = Vec::new();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    let b = b.get(..MAX_COMPARED_CHARS).unwrap_or(b);
+    let mut before_previous = [usize::MAX; ROW];
+    let mut previous = [usize::MAX; ROW];
+    for (j, cell) in previous.iter_mut().enumerate().take(b.len() + 1) {
+        *cell = j;
+    }
     let mut previous_char: Option<char> = None;
     for (i, &char_a) in a.iter().enumerate() {
-        let mut current = Vec::with_capacity(b.len() + 1);
-        current.push(i + 1);
+        let mut current = [usize::MAX; ROW];
+        if let Some(first) = current.first_mut() {
+            *first = i + 1;
+        }
         let mut previous_b: Option<char> = None;
         for (j, &char_b) in b.iter().enumerate() {
             let substitute = at(&previous, j).saturating_add(usize::from(char_a != char_b));
@@ -104,14 +172,16 @@ pub(crate) fn edit_distance(a: &[char], b: &[char]) -> usize {
             if previous_char == Some(char_b) && previous_b == Some(char_a) && j > 0 {
                 best = best.min(at(&before_previous, j - 1).saturating_add(1));
             }
-            current.push(best);
+            if let Some(cell) = current.get_mut(j + 1) {
+                *cell = best;
+            }
             previous_b = Some(char_b);
         }
         before_previous = previous;
         previous = current;
         previous_char = Some(char_a);
     }
-    previous.last().copied().unwrap_or(0)
+    at(&previous, b.len())
 }
 
 #[cfg(test)]
@@ -154,6 +224,67 @@ mod tests {
         assert_eq!(distance("", "lion"), 4);
         assert_eq!(distance("lion", ""), 4);
         assert_eq!(distance("abcd", "badc"), 2);
+    }
+
+    /// The letter-set filter only skips words the edit distance would have refused too.
+    #[test]
+    fn the_filter_keeps_every_close_word() {
+        let brute = |typed: &str| -> Vec<&'static str> {
+            let a: Vec<char> = typed.chars().take(MAX_COMPARED_CHARS).collect();
+            let mut scored: Vec<(usize, usize, &'static str)> = list()
+                .iter()
+                .enumerate()
+                .filter_map(|(index, word)| {
+                    let b: Vec<char> = word.chars().collect();
+                    let distance = edit_distance(&a, &b);
+                    (distance <= MAX_SUGGESTION_DISTANCE).then_some((distance, index, *word))
+                })
+                .collect();
+            scored.sort_unstable();
+            scored
+                .into_iter()
+                .take(MAX_SUGGESTIONS)
+                .map(|(_, _, w)| w)
+                .collect()
+        };
+        for (i, word) in list().iter().enumerate().step_by(29) {
+            let mut typos = vec![format!("{word}s"), word.chars().rev().collect::<String>()];
+            let chars: Vec<char> = word.chars().collect();
+            typos.push(chars.iter().skip(1).collect());
+            let mut swapped = chars.clone();
+            swapped.swap(0, 1);
+            typos.push(swapped.iter().collect());
+            let mut substituted = chars.clone();
+            substituted[i % chars.len()] = 'q';
+            typos.push(substituted.iter().collect());
+            typos.push(format!("x{word}é"));
+            for typo in typos {
+                assert_eq!(suggestions(&typo), brute(&typo), "{typo}");
+            }
+        }
+    }
+
+    /// The binary-search prefix rule finds what a scan of the whole list finds.
+    #[test]
+    fn prefixes_match_a_linear_scan() {
+        for word in list() {
+            for len in 4..=word.len() {
+                let prefix = &word[..len];
+                let mut scan = list()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, w)| w.starts_with(prefix));
+                let expected = match (scan.next(), scan.next()) {
+                    (Some((index, _)), None) => Some(index as u16),
+                    _ => None,
+                };
+                let found = match lookup(prefix) {
+                    Lookup::Found(index) => Some(index),
+                    Lookup::Unknown(_) => None,
+                };
+                assert_eq!(found, expected, "{prefix}");
+            }
+        }
     }
 
     #[test]

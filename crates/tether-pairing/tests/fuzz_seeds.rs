@@ -1,9 +1,14 @@
-//! The seed corpus of the `pairing_handshake` fuzz target, in `fuzz/seeds/pairing_handshake/`.
+//! The seed corpus of the `pairing_handshake` and `pairing_handshake_real` fuzz targets, in
+//! `fuzz/seeds/<target>/` (the same files for both).
 //!
 //! The seeds are real handshakes (and a few variations) in the record format of
 //! `tether_pairing::fuzzing`, made with the fuzz target's own setup. This test checks that the
 //! committed files are current and that the handshake seeds still pair both sides, so the
 //! fuzzer starts from deep states. Run with `TETHER_BLESS=1` to rewrite them.
+//!
+//! Under the fuzzing stand-ins (`pairing_handshake`) the seeds made of `Deliver` records still
+//! pair both sides (the driver passes on whatever the roles emit); the ones that carry
+//! recorded messages were recorded on the real primitives and only start the fuzzer there.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 
 use std::path::PathBuf;
@@ -96,21 +101,25 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
 
 #[test]
 fn seeds_are_current_and_reach_a_pairing() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/pairing_handshake");
     let seeds = seeds();
-    if std::env::var_os("TETHER_BLESS").is_some_and(|v| v == "1") {
-        std::fs::create_dir_all(&dir).unwrap();
-        for (name, bytes) in &seeds {
-            std::fs::write(dir.join(name), bytes).unwrap();
+    for target in ["pairing_handshake", "pairing_handshake_real"] {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fuzz/seeds")
+            .join(target);
+        if std::env::var_os("TETHER_BLESS").is_some_and(|v| v == "1") {
+            std::fs::create_dir_all(&dir).unwrap();
+            for (name, bytes) in &seeds {
+                std::fs::write(dir.join(name), bytes).unwrap();
+            }
         }
-    }
-    for (name, bytes) in &seeds {
-        let committed = std::fs::read(dir.join(name))
-            .unwrap_or_else(|e| panic!("{name}: {e}; run with TETHER_BLESS=1"));
-        assert_eq!(
-            &committed, bytes,
-            "seed {name} is stale; run with TETHER_BLESS=1"
-        );
+        for (name, bytes) in &seeds {
+            let committed = std::fs::read(dir.join(name))
+                .unwrap_or_else(|e| panic!("{target}/{name}: {e}; run with TETHER_BLESS=1"));
+            assert_eq!(
+                &committed, bytes,
+                "seed {target}/{name} is stale; run with TETHER_BLESS=1"
+            );
+        }
     }
     let paired = |name: &str| {
         let outcome = fuzz_run(&seeds.iter().find(|(n, _)| *n == name).unwrap().1);
