@@ -130,6 +130,7 @@ mod consent;
 mod error;
 mod link;
 mod manifest;
+mod name_tree;
 mod negotiate;
 mod options;
 mod path;

@@ -2,14 +2,17 @@
 //!
 //! A manifest lists every entry of a transfer: files (path, size, modification time, BLAKE3 hash)
 //! and directories (so empty ones arrive too). The receiver checks it as it arrives, against
-//! [`Limits`], before it allocates anything in proportion to what the peer claims.
+//! [`Limits`], before it allocates anything in proportion to what the peer claims, and holds
+//! it in memory linear in its encoded size: each entry once, and each name once in a
+//! [`NameTree`] (never a string per ancestor of a path).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 use tether_wire::ContentHash;
 use uuid::Uuid;
 
+use crate::name_tree::{NameTree, Refusal};
 use crate::path::{PathError, RelPath};
 
 /// What an entry is.
@@ -45,12 +48,14 @@ pub struct ManifestEntry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Limits {
-    /// Most entries (files and directories) in one transfer.
+    /// Most entries (files and directories) in one transfer; the directories their paths
+    /// imply without listing them count too.
     pub max_entries: u64,
     /// Most bytes in one transfer, all files together. The receiver keeps 32 bytes of chunk hash
     /// per 256 KiB (1/8192) in memory, so this also bounds that memory.
     pub max_total_bytes: u64,
-    /// Most bytes of manifest JSON, all pages together.
+    /// Most bytes of manifest JSON, all pages together. The receiver holds about as much
+    /// memory as this while it checks the manifest and asks for consent.
     pub max_manifest_bytes: u64,
 }
 
@@ -59,7 +64,9 @@ impl Default for Limits {
         Limits {
             max_entries: 100_000,
             max_total_bytes: 1 << 40,
-            max_manifest_bytes: 64 << 20,
+            // 100,000 files with paths of 150 bytes on average; a receiver checking a manifest
+            // this large stays well under 64 MiB (tests/manifest_memory.rs).
+            max_manifest_bytes: 32 << 20,
         }
     }
 }
@@ -112,17 +119,52 @@ pub enum ManifestError {
         /// The later entry's path.
         path: String,
     },
+    /// Two names differ only in case or Unicode normalisation, so file systems that ignore
+    /// those (macOS, Windows, exFAT) would take them for one file.
+    #[error(
+        "{path:?} and {other:?} name the same file where case or Unicode normalisation is \
+         ignored"
+    )]
+    Collision {
+        /// The later entry's path, up to the colliding name (cut to 256 bytes).
+        path: String,
+        /// The name already in the manifest, with its directories (cut to 256 bytes).
+        other: String,
+    },
+    /// The manifest did not arrive within the receiver's deadline.
+    #[error("the manifest did not arrive within {secs} s")]
+    TooSlow {
+        /// The deadline, in seconds.
+        secs: u64,
+    },
     /// An entry contradicts itself (a file without a hash, a directory with a size) or the offer
     /// (more entries or bytes than announced).
     #[error("inconsistent manifest: {0}")]
     Inconsistent(&'static str),
 }
 
-/// A manifest entry that passed the checks.
+/// A manifest entry that passed the checks, with its path parsed (made once the offer is
+/// accepted: before, the entry alone is kept, so each path is held once).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CheckedEntry {
     pub(crate) entry: ManifestEntry,
     pub(crate) path: RelPath,
+}
+
+impl CheckedEntry {
+    /// `entry` with its path parsed again (it passed [`ManifestBuilder::push`]).
+    pub(crate) fn new(entry: ManifestEntry) -> Result<Self, ManifestError> {
+        let path = checked_path(&entry)?;
+        Ok(CheckedEntry { entry, path })
+    }
+}
+
+/// The path of an entry, parsed.
+pub(crate) fn checked_path(entry: &ManifestEntry) -> Result<RelPath, ManifestError> {
+    RelPath::parse(&entry.path).map_err(|reason| ManifestError::Path {
+        path: cut(&entry.path),
+        reason,
+    })
 }
 
 /// Collects manifest pages, checking each entry as it arrives.
@@ -131,10 +173,10 @@ pub(crate) struct ManifestBuilder {
     limits: Limits,
     announced_entries: u64,
     announced_bytes: u64,
-    entries: Vec<CheckedEntry>,
+    entries: Vec<ManifestEntry>,
     ids: HashSet<Uuid>,
-    /// Every path so far and whether it is a directory (explicit or implied by a deeper path).
-    paths: HashMap<RelPath, bool>,
+    /// Every name so far, and whether it is a directory (explicit or implied by a deeper path).
+    names: NameTree,
     total_bytes: u64,
     manifest_bytes: u64,
 }
@@ -156,7 +198,7 @@ impl ManifestBuilder {
             // Grows with what actually arrives, not with what was announced.
             entries: Vec::new(),
             ids: HashSet::new(),
-            paths: HashMap::new(),
+            names: NameTree::new(limits.max_entries),
             total_bytes: 0,
             manifest_bytes: 0,
         })
@@ -178,10 +220,7 @@ impl ManifestBuilder {
         if count > self.announced_entries {
             return Err(ManifestError::Inconsistent("more entries than announced"));
         }
-        let path = RelPath::parse(&entry.path).map_err(|reason| ManifestError::Path {
-            path: cut(&entry.path),
-            reason,
-        })?;
+        checked_path(&entry)?;
         match entry.kind {
             EntryKind::File if entry.hash.is_none() => {
                 return Err(ManifestError::Inconsistent("file without a hash"));
@@ -204,36 +243,28 @@ impl ManifestBuilder {
                 path: cut(&entry.path),
             });
         }
-        self.claim_path(&path, entry.kind == EntryKind::Dir)?;
-        self.entries.push(CheckedEntry { entry, path });
+        self.claim_path(&entry.path, entry.kind == EntryKind::Dir)?;
+        self.entries.push(entry);
         Ok(())
     }
 
-    /// Records `path` and its ancestors, refusing a file where a directory is needed or twice the
-    /// same path.
-    fn claim_path(&mut self, path: &RelPath, is_dir: bool) -> Result<(), ManifestError> {
-        let conflict = || ManifestError::Conflict {
-            path: cut(path.as_str()),
-        };
-        let mut ancestor = path.parent();
-        while let Some(dir) = ancestor {
-            match self.paths.get(&dir) {
-                Some(false) => return Err(conflict()),
-                Some(true) => break, // its ancestors were recorded with it
-                None => {
-                    ancestor = dir.parent();
-                    self.paths.insert(dir, true);
-                }
-            }
-        }
-        match self.paths.get(path) {
-            // An explicit directory entry after a deeper path implied it is fine, once.
-            Some(true) if is_dir => {}
-            Some(_) => return Err(conflict()),
-            None => {}
-        }
-        self.paths.insert(path.clone(), is_dir);
-        Ok(())
+    /// Records `path` and the directories it implies, refusing a file where a directory is
+    /// needed, twice the same path, and two spellings of one name.
+    fn claim_path(&mut self, path: &str, is_dir: bool) -> Result<(), ManifestError> {
+        self.names
+            .insert(path, is_dir)
+            .map_err(|refusal| match refusal {
+                Refusal::Conflict => ManifestError::Conflict { path: cut(path) },
+                Refusal::Collision { at, other } => ManifestError::Collision {
+                    path: cut(&at),
+                    other: cut(&other),
+                },
+                Refusal::Full { names } => ManifestError::Limit {
+                    what: "entries and the directories their paths imply",
+                    value: names.saturating_add(1),
+                    max: self.limits.max_entries,
+                },
+            })
     }
 
     /// Whether every announced entry has arrived.
@@ -242,7 +273,7 @@ impl ManifestBuilder {
     }
 
     /// The checked entries, once complete.
-    pub(crate) fn finish(self) -> Result<Vec<CheckedEntry>, ManifestError> {
+    pub(crate) fn finish(self) -> Result<Vec<ManifestEntry>, ManifestError> {
         if !self.is_complete() || self.total_bytes != self.announced_bytes {
             return Err(ManifestError::Inconsistent(
                 "fewer entries or bytes than announced",

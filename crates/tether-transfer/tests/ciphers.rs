@@ -137,7 +137,7 @@ async fn no_cipher_in_common_is_declined_before_any_data() {
 
 fn encrypted_offer(ciphers: Value) -> Frame {
     let mut body = json!({
-        "version": 2, "transfer_id": Uuid::from_u128(77), "entries": 1,
+        "version": 3, "transfer_id": Uuid::from_u128(77), "entries": 1,
         "total_bytes": 5, "chunk_size": CHUNK_SIZE, "compression": "none",
         "encrypted": true, "lanes": 1
     });
