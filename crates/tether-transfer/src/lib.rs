@@ -52,11 +52,11 @@
 //!
 //! ```text
 //! sender                                           receiver
-//!   Offer {version 2, id, entries, bytes, chunk size, zstd?, encrypted?, ciphers, lanes,
+//!   Offer {version 3, id, entries, bytes, chunk size, zstd?, encrypted?, ciphers, lanes,
 //!          wants?, plan?} ─►
 //!   Manifest {entries} ... (paged, ≤ 256 KiB each) ─►  check paths, limits, space, ciphers;
 //!                                                    ask consent
-//!                                    ◄─ Accept {cipher} | Decline {code}
+//!                                    ◄─ Accept {cipher} | Decline {code, message}
 //!   ChunkHashes {entry, first, hex} ... ─►           check they add up to each file hash;
 //!                                                    verify kept partial chunks
 //!   (each extra stream) Lane {id, index} ─►
@@ -111,7 +111,12 @@
 //!   [`ReceiverConfig::stall_timeout`] (60 s) it ends with [`TransferError::Stalled`], which is
 //!   resumable.
 //! * **Bounded memory.** Every list a peer sends is capped ([`Limits`], the 1 MiB control frame);
-//!   a receiver keeps 32 bytes per chunk (1/8192 of the data) plus a few chunks per lane.
+//!   a manifest is held in memory linear in its size (each name once) until consent, within
+//!   [`ReceiverConfig::manifest_timeout`], at most [`ReceiverConfig::max_offers_per_peer`]
+//!   offers per device at once; a peer's free text is cut to 1 KiB as it is decoded; a
+//!   receiver keeps 32 bytes per chunk (1/8192 of the data) plus a few chunks per lane.
+//! * **Policy.** [`ReceiverConfig::require_encryption`] declines plain offers; names that one
+//!   case-insensitive or normalising file system would take for one are refused.
 //!
 //! # Performance
 //!

@@ -8,7 +8,8 @@
     clippy::expect_used,
     clippy::indexing_slicing,
     missing_docs,
-    clippy::panic
+    clippy::panic,
+    clippy::needless_pass_by_value
 )]
 
 mod common;
