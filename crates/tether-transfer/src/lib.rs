@@ -154,7 +154,7 @@ pub use compress::{Compression, DecodeError};
 pub use consent::{AcceptAll, Consent, Decision, DeclineAll, OfferSummary, TrustedPeers};
 pub use error::{LocalError, PeerError, TransferError, UsageError};
 pub use link::ByteStream;
-pub use manifest::{EntryKind, Limits, ManifestEntry, ManifestError};
+pub use manifest::{EntryKind, Limits, Manifest, ManifestEntry, ManifestError};
 pub use negotiate::CipherError;
 pub use options::{MAX_LANES, ReceiverConfig, RunContext, SendOptions};
 pub use path::{MAX_COMPONENT_LEN, MAX_DEPTH, MAX_PATH_LEN, PathError, RelPath};

@@ -54,8 +54,7 @@ pub struct Limits {
     /// Most bytes in one transfer, all files together. The receiver keeps 32 bytes of chunk hash
     /// per 256 KiB (1/8192) in memory, so this also bounds that memory.
     pub max_total_bytes: u64,
-    /// Most bytes of manifest JSON, all pages together. The receiver holds about as much
-    /// memory as this while it checks the manifest and asks for consent.
+    /// Most bytes of manifest JSON, all pages together.
     pub max_manifest_bytes: u64,
 }
 
@@ -64,9 +63,10 @@ impl Default for Limits {
         Limits {
             max_entries: 100_000,
             max_total_bytes: 1 << 40,
-            // 100,000 files with paths of 150 bytes on average; a receiver checking a manifest
-            // this large stays well under 64 MiB (tests/manifest_memory.rs).
-            max_manifest_bytes: 32 << 20,
+            // 100,000 files with 200-byte names in a folder of their own (tests/folders.rs);
+            // a receiver checking a manifest this large stays under 64 MiB
+            // (tests/manifest_memory.rs).
+            max_manifest_bytes: 64 << 20,
         }
     }
 }
@@ -167,13 +167,75 @@ pub(crate) fn checked_path(entry: &ManifestEntry) -> Result<RelPath, ManifestErr
     })
 }
 
+/// A manifest that passed every check, as the receiver holds it: each entry's fields, and its
+/// path as a node of the manifest's name tree (each name kept once), so it costs memory linear
+/// in its encoded size however deep or long its paths. Entries come out one at a time with
+/// their paths spelled out.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    names: NameTree,
+    entries: Vec<StoredEntry>,
+}
+
+/// One entry of a [`Manifest`], its path a node of the name tree.
+#[derive(Debug, Clone)]
+struct StoredEntry {
+    id: Uuid,
+    node: u32,
+    kind: EntryKind,
+    size: u64,
+    mtime_ns: u64,
+    hash: Option<ContentHash>,
+}
+
+impl Manifest {
+    /// How many entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// How many entries are files.
+    pub(crate) fn files(&self) -> u64 {
+        self.entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::File)
+            .count() as u64
+    }
+
+    /// Entry `index`, its path spelled out.
+    pub fn get(&self, index: usize) -> Option<ManifestEntry> {
+        self.entries.get(index).map(|stored| self.spelled(stored))
+    }
+
+    /// Every entry in the order it was offered, each path spelled out as it comes.
+    pub fn iter(&self) -> impl Iterator<Item = ManifestEntry> + '_ {
+        self.entries.iter().map(|stored| self.spelled(stored))
+    }
+
+    fn spelled(&self, stored: &StoredEntry) -> ManifestEntry {
+        ManifestEntry {
+            id: stored.id,
+            path: self.names.path(stored.node),
+            kind: stored.kind,
+            size: stored.size,
+            mtime_ns: stored.mtime_ns,
+            hash: stored.hash,
+        }
+    }
+}
+
 /// Collects manifest pages, checking each entry as it arrives.
 #[derive(Debug)]
 pub(crate) struct ManifestBuilder {
     limits: Limits,
     announced_entries: u64,
     announced_bytes: u64,
-    entries: Vec<ManifestEntry>,
+    entries: Vec<StoredEntry>,
     ids: HashSet<Uuid>,
     /// Every name so far, and whether it is a directory (explicit or implied by a deeper path).
     names: NameTree,
@@ -215,12 +277,12 @@ impl ManifestBuilder {
     }
 
     /// Checks and adds one entry.
-    pub(crate) fn push(&mut self, entry: ManifestEntry) -> Result<(), ManifestError> {
+    pub(crate) fn push(&mut self, entry: &ManifestEntry) -> Result<(), ManifestError> {
         let count = self.entries.len() as u64 + 1;
         if count > self.announced_entries {
             return Err(ManifestError::Inconsistent("more entries than announced"));
         }
-        checked_path(&entry)?;
+        checked_path(entry)?;
         match entry.kind {
             EntryKind::File if entry.hash.is_none() => {
                 return Err(ManifestError::Inconsistent("file without a hash"));
@@ -243,14 +305,21 @@ impl ManifestBuilder {
                 path: cut(&entry.path),
             });
         }
-        self.claim_path(&entry.path, entry.kind == EntryKind::Dir)?;
-        self.entries.push(entry);
+        let node = self.claim_path(&entry.path, entry.kind == EntryKind::Dir)?;
+        self.entries.push(StoredEntry {
+            id: entry.id,
+            node,
+            kind: entry.kind,
+            size: entry.size,
+            mtime_ns: entry.mtime_ns,
+            hash: entry.hash,
+        });
         Ok(())
     }
 
     /// Records `path` and the directories it implies, refusing a file where a directory is
     /// needed, twice the same path, and two spellings of one name.
-    fn claim_path(&mut self, path: &str, is_dir: bool) -> Result<(), ManifestError> {
+    fn claim_path(&mut self, path: &str, is_dir: bool) -> Result<u32, ManifestError> {
         self.names
             .insert(path, is_dir)
             .map_err(|refusal| match refusal {
@@ -272,14 +341,17 @@ impl ManifestBuilder {
         self.entries.len() as u64 == self.announced_entries
     }
 
-    /// The checked entries, once complete.
-    pub(crate) fn finish(self) -> Result<Vec<ManifestEntry>, ManifestError> {
+    /// The checked manifest, once complete.
+    pub(crate) fn finish(self) -> Result<Manifest, ManifestError> {
         if !self.is_complete() || self.total_bytes != self.announced_bytes {
             return Err(ManifestError::Inconsistent(
                 "fewer entries or bytes than announced",
             ));
         }
-        Ok(self.entries)
+        Ok(Manifest {
+            names: self.names,
+            entries: self.entries,
+        })
     }
 }
 
@@ -325,10 +397,10 @@ mod tests {
     #[test]
     fn a_directory_tree_passes() {
         let mut b = ManifestBuilder::new(Limits::default(), 4, 30).unwrap();
-        b.push(file(1, "d/a", 10)).unwrap();
-        b.push(file(2, "d/e/b", 20)).unwrap();
-        b.push(dir(3, "d")).unwrap();
-        b.push(dir(4, "empty")).unwrap();
+        b.push(&file(1, "d/a", 10)).unwrap();
+        b.push(&file(2, "d/e/b", 20)).unwrap();
+        b.push(&dir(3, "d")).unwrap();
+        b.push(&dir(4, "empty")).unwrap();
         let entries = b.finish().unwrap();
         assert_eq!(entries.len(), 4);
     }
@@ -357,57 +429,57 @@ mod tests {
     fn lies_and_conflicts_refused() {
         let new = || ManifestBuilder::new(Limits::default(), 2, 100).unwrap();
         let mut b = new();
-        b.push(file(1, "a", 10)).unwrap();
+        b.push(&file(1, "a", 10)).unwrap();
         assert!(matches!(
-            b.push(file(1, "b", 10)),
+            b.push(&file(1, "b", 10)),
             Err(ManifestError::Conflict { .. })
         ));
         let mut b = new();
-        b.push(file(1, "a", 10)).unwrap();
+        b.push(&file(1, "a", 10)).unwrap();
         assert!(matches!(
-            b.push(file(2, "a", 10)),
+            b.push(&file(2, "a", 10)),
             Err(ManifestError::Conflict { .. })
         ));
         let mut b = new();
-        b.push(file(1, "a", 10)).unwrap();
+        b.push(&file(1, "a", 10)).unwrap();
         assert!(matches!(
-            b.push(file(2, "a/b", 10)),
+            b.push(&file(2, "a/b", 10)),
             Err(ManifestError::Conflict { .. })
         ));
         let mut b = new();
-        b.push(file(1, "a/b", 10)).unwrap();
+        b.push(&file(1, "a/b", 10)).unwrap();
         assert!(matches!(
-            b.push(file(2, "a", 10)),
+            b.push(&file(2, "a", 10)),
             Err(ManifestError::Conflict { .. })
         ));
         let mut b = new();
         assert!(matches!(
-            b.push(file(1, "a", 101)),
+            b.push(&file(1, "a", 101)),
             Err(ManifestError::Inconsistent(_))
         ));
         let mut b = new();
-        b.push(file(1, "a", 10)).unwrap();
-        b.push(file(2, "b", 10)).unwrap();
+        b.push(&file(1, "a", 10)).unwrap();
+        b.push(&file(2, "b", 10)).unwrap();
         assert!(matches!(
-            b.push(file(3, "c", 0)),
+            b.push(&file(3, "c", 0)),
             Err(ManifestError::Inconsistent(_))
         ));
         assert!(matches!(b.finish(), Err(ManifestError::Inconsistent(_))));
         let mut b = new();
         assert!(matches!(
-            b.push(file(1, "../x", 1)),
+            b.push(&file(1, "../x", 1)),
             Err(ManifestError::Path { .. })
         ));
         let mut b = new();
         let mut no_hash = file(1, "a", 1);
         no_hash.hash = None;
         assert!(matches!(
-            b.push(no_hash),
+            b.push(&no_hash),
             Err(ManifestError::Inconsistent(_))
         ));
         let mut b = new();
         assert!(matches!(
-            b.push(file(1, "a", u64::MAX)),
+            b.push(&file(1, "a", u64::MAX)),
             Err(ManifestError::Limit { .. })
         ));
         let mut b = ManifestBuilder::new(Limits::default().max_manifest_bytes(10), 1, 1).unwrap();

@@ -43,7 +43,7 @@ pub(crate) enum Refusal {
 }
 
 /// The names of a manifest (see the module docs).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct NameTree {
     nodes: Vec<Node>,
     names: String,
@@ -65,8 +65,8 @@ impl NameTree {
     }
 
     /// Adds `path` (checked, `/`-separated) as a file or directory, with the directories it
-    /// implies.
-    pub(crate) fn insert(&mut self, path: &str, is_dir: bool) -> Result<(), Refusal> {
+    /// implies; returns its node.
+    pub(crate) fn insert(&mut self, path: &str, is_dir: bool) -> Result<u32, Refusal> {
         let mut parent = ROOT;
         let mut components = path.split('/').peekable();
         let mut at_len = 0;
@@ -90,7 +90,7 @@ impl NameTree {
                         // A directory entry for a directory a deeper path implied (or listed
                         // twice) is fine; a file there is not.
                         return if is_dir {
-                            Ok(())
+                            Ok(index)
                         } else {
                             Err(Refusal::Conflict)
                         };
@@ -100,7 +100,7 @@ impl NameTree {
                 None => parent = self.push(hash, parent, name, !last || is_dir)?,
             }
         }
-        Ok(())
+        Ok(parent)
     }
 
     fn push(&mut self, hash: u64, parent: u32, name: &str, dir: bool) -> Result<u32, Refusal> {
@@ -158,7 +158,7 @@ impl NameTree {
     }
 
     /// The path of node `index`, as the manifest spelled it.
-    fn path(&self, index: u32) -> String {
+    pub(crate) fn path(&self, index: u32) -> String {
         let mut names = Vec::new();
         let mut at = index;
         while let Some(node) = self.node(at) {
@@ -198,8 +198,10 @@ mod tests {
     #[test]
     fn paths_conflicts_and_collisions() {
         let mut tree = NameTree::new(100);
-        tree.insert("a/b/c", false).unwrap();
-        tree.insert("a/b", true).unwrap();
+        let c = tree.insert("a/b/c", false).unwrap();
+        assert_eq!(tree.path(c), "a/b/c");
+        let b = tree.insert("a/b", true).unwrap();
+        assert_eq!(tree.path(b), "a/b");
         tree.insert("a/d", true).unwrap();
         assert_eq!(tree.insert("a/b/c", false), Err(Refusal::Conflict));
         assert_eq!(tree.insert("a/b/c/d", false), Err(Refusal::Conflict));

@@ -224,7 +224,7 @@ async fn an_answer_naming_an_unoffered_cipher_is_a_protocol_error() {
         let offer = read_frame(&mut stream).await.unwrap().unwrap();
         let offer: Value = serde_json::from_slice(offer.payload()).unwrap();
         assert_eq!(offer["body"]["ciphers"], json!([2]));
-        assert_eq!(offer["body"]["version"], json!(2));
+        assert_eq!(offer["body"]["version"], json!(3));
         let _manifest = read_frame(&mut stream).await.unwrap().unwrap();
         let accept = json!({"type": "Accept", "body": answer});
         write_frame(&mut stream, &control(&accept)).await.unwrap();

@@ -23,7 +23,7 @@ use crate::consent::{Decision, OfferSummary};
 use crate::error::{LocalError, PeerError, TransferError, UsageError};
 use crate::link::{ByteStream, ControlWriter, LaneCipher, eof, read_frame_from};
 use crate::manifest::{
-    CheckedEntry, EntryKind, ManifestBuilder, ManifestEntry, ManifestError, checked_path,
+    CheckedEntry, EntryKind, Manifest, ManifestBuilder, ManifestError, checked_path,
 };
 use crate::negotiate::choose;
 use crate::options::MAX_LANES;
@@ -120,7 +120,7 @@ pub(super) async fn before_accept(
             let path = targets
                 .get(taken)
                 .and_then(|(index, _)| entries.get(*index))
-                .and_then(|entry| checked_path(entry).ok())
+                .and_then(|entry| checked_path(&entry).ok())
                 .map(|path| path.under(&config.destination))
                 .unwrap_or_else(|| config.destination.clone());
             TransferError::from(LocalError::TargetBusy(path))
@@ -130,7 +130,7 @@ pub(super) async fn before_accept(
         transfer_id: offer.transfer_id,
         peer,
         entries: &entries,
-        files: entries.iter().filter(|e| e.kind == EntryKind::File).count() as u64,
+        files: entries.files(),
         total_bytes: offer.total_bytes,
         encrypted: offer.encrypted,
     };
@@ -138,7 +138,7 @@ pub(super) async fn before_accept(
         return Err(TransferError::Declined(reason));
     }
     let entries = entries
-        .into_iter()
+        .iter()
         .map(CheckedEntry::new)
         .collect::<Result<Vec<_>, _>>()
         .map_err(PeerError::from)?;
@@ -171,7 +171,7 @@ pub(super) async fn before_accept(
 async fn read_manifest(
     reader: &mut ReadHalf<Box<dyn ByteStream>>,
     mut builder: ManifestBuilder,
-) -> Result<Vec<ManifestEntry>, TransferError> {
+) -> Result<Manifest, TransferError> {
     while !builder.is_complete() {
         let frame = read_frame_from(reader).await?.ok_or_else(eof)?;
         builder
@@ -180,7 +180,7 @@ async fn read_manifest(
         match Message::from_frame(&frame)? {
             Message::Manifest(page) => {
                 for entry in page.entries {
-                    builder.push(entry).map_err(PeerError::from)?;
+                    builder.push(&entry).map_err(PeerError::from)?;
                 }
             }
             Message::Abort(abort) => return Err(aborted(abort)),
@@ -195,7 +195,7 @@ async fn read_manifest(
 /// overwriting) or pass through a symlink.
 fn survey(
     root: &Path,
-    entries: &[ManifestEntry],
+    entries: &Manifest,
     overwrite: bool,
 ) -> Result<(Vec<(usize, TargetKey)>, u64), TransferError> {
     let mut targets = Vec::new();
@@ -204,7 +204,7 @@ fn survey(
     // that does not exist is looked for (a new folder costs no lookup per file).
     let mut checked_parents = HashMap::new();
     for (index, entry) in entries.iter().enumerate() {
-        let path = checked_path(entry).map_err(PeerError::from)?;
+        let path = checked_path(&entry).map_err(PeerError::from)?;
         // Parents are remembered by a hash, so long paths cost 16 bytes each here.
         let parent = path
             .parent()
@@ -251,8 +251,9 @@ fn survey(
 }
 
 /// Answers an offer this side will not take, then reads (and drops) what the sender still
-/// writes, so that it is not cut off mid-manifest and reads the answer: for at most
-/// [`DRAIN_TIME`] and as many bytes as a manifest may hold.
+/// writes, so that it is not cut off mid-manifest and reads the answer: until the sender
+/// hangs up or pauses for [`DRAIN_IDLE`], for at most [`DRAIN_TIME`] and as many bytes as a
+/// manifest may hold.
 pub(super) async fn decline(
     writer: &ControlWriter,
     reader: &mut ReadHalf<Box<dyn ByteStream>>,
@@ -280,9 +281,18 @@ pub(super) async fn decline(
     let most = config.limits.max_manifest_bytes.saturating_add(1 << 20);
     let mut rest = reader.take(most);
     let mut buf = vec![0u8; 64 << 10];
-    let drain = async { while matches!(rest.read(&mut buf).await, Ok(n) if n > 0) {} };
+    let drain = async {
+        while let Ok(Ok(n)) = tokio::time::timeout(DRAIN_IDLE, rest.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
     let _ = tokio::time::timeout(DRAIN_TIME.min(config.manifest_timeout), drain).await;
 }
 
 /// How long a declined sender may go on writing before the stream is dropped.
 const DRAIN_TIME: Duration = Duration::from_secs(30);
+
+/// How long a declined sender may pause its writing before the stream is dropped.
+const DRAIN_IDLE: Duration = Duration::from_millis(500);
