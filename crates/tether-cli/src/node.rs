@@ -34,6 +34,9 @@ pub(crate) struct UpArgs {
     /// End a stalled transfer after S s [default: 60]
     #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     stall_timeout: Option<u64>,
+    /// Also take transfers sent with --no-encrypt (TLS only)
+    #[arg(long)]
+    allow_plain: bool,
 }
 
 fn context(settings: &Settings, running: bool) -> NodeContext {
@@ -126,6 +129,7 @@ async fn serve(
     if let Some(secs) = args.stall_timeout {
         config.transfer_stall_timeout = std::time::Duration::from_secs(secs);
     }
+    config.require_encryption = !args.allow_plain;
     let node = NetworkingService::start(config)
         .await
         .with_context(|| format!("cannot start the node for {}", dir.display()))?;

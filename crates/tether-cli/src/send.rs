@@ -142,6 +142,13 @@ fn transfer_failure(name: &str, error: &TransferError) -> String {
                      contents may be in its receive directory; move it away there and try again"
                 ),
                 AbortCode::Declined => format!("{name} declined the transfer{detail}"),
+                AbortCode::EncryptionRequired => format!(
+                    "{name} takes only encrypted transfers; send again without --no-encrypt"
+                ),
+                AbortCode::Busy => format!(
+                    "{name} is still answering other offers from this device; try again when \
+                     they are answered"
+                ),
                 AbortCode::SourceChanged => {
                     format!("a file changed while it was being sent{detail}; {again}")
                 }

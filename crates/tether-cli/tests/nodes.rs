@@ -273,6 +273,24 @@ fn pair_running_nodes_and_send(ticket: bool) {
     assert_eq!(received["files"], 5);
     assert_eq!(received["cipher"], report["cipher"]);
 
+    // `tether up` takes only encrypted transfers: a plain send is declined, and says why.
+    if !ticket {
+        let file = rt.join("plain.txt");
+        std::fs::write(&file, b"not sealed").unwrap();
+        let output = tether(rt, &laptop, &["send", "desk", "--no-encrypt"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("takes only encrypted transfers")
+                && stderr.contains("without --no-encrypt"),
+            "{stderr}"
+        );
+        assert!(!desk.join("received/plain.txt").exists());
+    }
+
     // The devices list shows the live connection.
     let devices = check(
         &tether(rt, &laptop, &["devices"]).output().unwrap(),

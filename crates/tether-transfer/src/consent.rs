@@ -13,7 +13,7 @@ use std::pin::Pin;
 use tether_identity::NodeId;
 use uuid::Uuid;
 
-use crate::manifest::ManifestEntry;
+use crate::manifest::Manifest;
 
 /// What the receiver is asked to accept.
 #[derive(Debug, Clone, Copy)]
@@ -23,8 +23,9 @@ pub struct OfferSummary<'a> {
     pub transfer_id: Uuid,
     /// The device offering it (the connection's authenticated identity, as the service passes it).
     pub peer: NodeId,
-    /// Every entry, already checked. Paths are relative to the destination.
-    pub entries: &'a [ManifestEntry],
+    /// Every entry, already checked (see [`Manifest::iter`]). Paths are relative to the
+    /// destination.
+    pub entries: &'a Manifest,
     /// How many of the entries are files.
     pub files: u64,
     /// All file bytes.

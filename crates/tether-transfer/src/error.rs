@@ -91,6 +91,15 @@ pub enum PeerError {
     /// The offer's version is not ours.
     #[error("unsupported protocol version {0}")]
     Version(u32),
+    /// The device already has as many offers being answered as this receiver takes at once.
+    #[error("already answering {max} offers from this device; offer again once one is answered")]
+    TooManyOffers {
+        /// The receiver's bound.
+        max: usize,
+    },
+    /// The offer is plain and this receiver takes only encrypted transfers.
+    #[error("the offer is not encrypted, and this receiver takes only encrypted transfers")]
+    EncryptionRequired,
     /// The offer's cipher list or the answer's cipher was refused.
     #[error("cipher: {0}")]
     Cipher(#[from] CipherError),

@@ -52,11 +52,11 @@
 //!
 //! ```text
 //! sender                                           receiver
-//!   Offer {version 2, id, entries, bytes, chunk size, zstd?, encrypted?, ciphers, lanes,
+//!   Offer {version 3, id, entries, bytes, chunk size, zstd?, encrypted?, ciphers, lanes,
 //!          wants?, plan?} ─►
 //!   Manifest {entries} ... (paged, ≤ 256 KiB each) ─►  check paths, limits, space, ciphers;
 //!                                                    ask consent
-//!                                    ◄─ Accept {cipher} | Decline {code}
+//!                                    ◄─ Accept {cipher} | Decline {code, message}
 //!   ChunkHashes {entry, first, hex} ... ─►           check they add up to each file hash;
 //!                                                    verify kept partial chunks
 //!   (each extra stream) Lane {id, index} ─►
@@ -115,7 +115,12 @@
 //!   [`ReceiverConfig::stall_timeout`] (60 s) it ends with [`TransferError::Stalled`], which is
 //!   resumable.
 //! * **Bounded memory.** Every list a peer sends is capped ([`Limits`], the 1 MiB control frame);
-//!   a receiver keeps 32 bytes per chunk (1/8192 of the data) plus a few chunks per lane.
+//!   a manifest is held in memory linear in its size (each name once) until consent, within
+//!   [`ReceiverConfig::manifest_timeout`], at most [`ReceiverConfig::max_offers_per_peer`]
+//!   offers per device at once; a peer's free text is cut to 1 KiB as it is decoded; a
+//!   receiver keeps 32 bytes per chunk (1/8192 of the data) plus a few chunks per lane.
+//! * **Policy.** [`ReceiverConfig::require_encryption`] declines plain offers; names that one
+//!   case-insensitive or normalising file system would take for one are refused.
 //!
 //! # Performance
 //!
@@ -135,6 +140,7 @@ mod consent;
 mod error;
 mod link;
 mod manifest;
+mod name_tree;
 mod negotiate;
 mod options;
 mod path;
@@ -153,7 +159,7 @@ pub use compress::{Compression, DecodeError};
 pub use consent::{AcceptAll, Consent, Decision, DeclineAll, OfferSummary, TrustedPeers};
 pub use error::{LocalError, PeerError, TransferError, UsageError};
 pub use link::ByteStream;
-pub use manifest::{EntryKind, Limits, ManifestEntry, ManifestError};
+pub use manifest::{EntryKind, Limits, Manifest, ManifestEntry, ManifestError};
 pub use negotiate::CipherError;
 pub use options::{MAX_LANES, ReceiverConfig, RunContext, SendOptions};
 pub use path::{MAX_COMPONENT_LEN, MAX_DEPTH, MAX_PATH_LEN, PathError, RelPath};

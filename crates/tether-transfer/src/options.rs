@@ -18,6 +18,12 @@ use crate::throttle::RateLimiter;
 /// Most streams one transfer may use.
 pub const MAX_LANES: u8 = 16;
 
+/// Default [`ReceiverConfig::manifest_timeout`].
+const MANIFEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Default [`ReceiverConfig::max_offers_per_peer`].
+const MAX_OFFERS_PER_PEER: usize = 2;
+
 /// Default spacing of progress events.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -174,6 +180,16 @@ pub struct ReceiverConfig {
     /// How long the data phase may move no bytes at all before it ends with
     /// [`TransferError::Stalled`](crate::TransferError::Stalled) (resumable). Default 60 s.
     pub stall_timeout: Duration,
+    /// Decline plain offers ([`AbortCode::EncryptionRequired`](crate::AbortCode)): take only
+    /// transfers whose chunks are sealed with per-transfer keys. Off by default.
+    pub require_encryption: bool,
+    /// How long the whole manifest may take to arrive, from the offer on; a slower one is
+    /// refused. Default 120 s.
+    pub manifest_timeout: Duration,
+    /// Most offers from one device answered at once (their manifests being read, or waiting
+    /// for consent); one more is declined at once
+    /// ([`AbortCode::Busy`](crate::AbortCode)). Default 2.
+    pub max_offers_per_peer: usize,
 }
 
 impl std::fmt::Debug for ReceiverConfig {
@@ -187,6 +203,9 @@ impl std::fmt::Debug for ReceiverConfig {
             .field("rate_limit", &self.rate_limit)
             .field("ciphers", &self.ciphers)
             .field("stall_timeout", &self.stall_timeout)
+            .field("require_encryption", &self.require_encryption)
+            .field("manifest_timeout", &self.manifest_timeout)
+            .field("max_offers_per_peer", &self.max_offers_per_peer)
             .finish_non_exhaustive()
     }
 }
@@ -206,7 +225,28 @@ impl ReceiverConfig {
             progress_interval: PROGRESS_INTERVAL,
             ciphers: TransferCipher::ALL.to_vec(),
             stall_timeout: DEFAULT_STALL_TIMEOUT,
+            require_encryption: false,
+            manifest_timeout: MANIFEST_TIMEOUT,
+            max_offers_per_peer: MAX_OFFERS_PER_PEER,
         }
+    }
+
+    /// Sets [`require_encryption`](Self::require_encryption).
+    pub fn require_encryption(mut self, on: bool) -> Self {
+        self.require_encryption = on;
+        self
+    }
+
+    /// Sets [`manifest_timeout`](Self::manifest_timeout).
+    pub fn manifest_timeout(mut self, deadline: Duration) -> Self {
+        self.manifest_timeout = deadline;
+        self
+    }
+
+    /// Sets [`max_offers_per_peer`](Self::max_offers_per_peer) (at least 1).
+    pub fn max_offers_per_peer(mut self, max: usize) -> Self {
+        self.max_offers_per_peer = max.max(1);
+        self
     }
 
     /// Sets [`stall_timeout`](Self::stall_timeout).

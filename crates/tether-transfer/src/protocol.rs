@@ -19,8 +19,9 @@ use crate::manifest::ManifestEntry;
 use crate::negotiate::OfferedCiphers;
 
 /// The protocol version in an [`Offer`]. Version 2 added the cipher choice (`ciphers` in the
-/// offer, `cipher` in the accept).
-pub(crate) const VERSION: u32 = 2;
+/// offer, `cipher` in the accept); version 3 the decline codes `busy` and
+/// `encryption_required`, and refuses names that collide after case folding or normalisation.
+pub(crate) const VERSION: u32 = 3;
 
 /// Most chunk hashes in one [`ChunkHashes`] message (256 KiB of hex JSON).
 pub(crate) const MAX_HASHES_PER_PAGE: usize = 4096;
@@ -34,7 +35,8 @@ pub(crate) const MAX_FILES_PER_WANTS: usize = 1024;
 /// Target size of one manifest page's JSON (well under the 1 MiB control frame cap).
 pub(crate) const MANIFEST_PAGE_BYTES: usize = 256 << 10;
 
-/// Longest [`Abort::message`], in bytes.
+/// Longest [`Abort::message`] or [`Decline::message`], in bytes: longer text from a peer is cut
+/// to it as it is decoded.
 pub(crate) const MAX_MESSAGE_LEN: usize = 1024;
 
 /// A control message of the transfer protocol.
@@ -83,7 +85,9 @@ impl Message {
         if frame.kind() != FrameKind::Control {
             return Err(PeerError::Protocol("expected a control frame"));
         }
-        serde_json::from_slice(frame.payload()).map_err(|e| PeerError::Malformed(e.to_string()))
+        // serde_json's message can quote the peer's text (an unknown variant's name).
+        serde_json::from_slice(frame.payload())
+            .map_err(|e| PeerError::Malformed(cut_message(&e.to_string())))
     }
 }
 
@@ -139,7 +143,8 @@ pub(crate) struct ManifestPage {
 pub(crate) struct Decline {
     /// Why, for programs.
     pub(crate) code: AbortCode,
-    /// Why, for people; untrusted text, at most [`MAX_MESSAGE_LEN`] bytes.
+    /// Why, for people; untrusted text, cut to [`MAX_MESSAGE_LEN`] bytes when decoded.
+    #[serde(deserialize_with = "cut_on_decode")]
     pub(crate) message: String,
 }
 
@@ -203,7 +208,8 @@ pub(crate) struct LaneHello {
 pub(crate) struct Abort {
     /// Why, for programs.
     pub(crate) code: AbortCode,
-    /// Why, for people; untrusted text, at most [`MAX_MESSAGE_LEN`] bytes.
+    /// Why, for people; untrusted text, cut to [`MAX_MESSAGE_LEN`] bytes when decoded.
+    #[serde(deserialize_with = "cut_on_decode")]
     pub(crate) message: String,
 }
 
@@ -229,6 +235,11 @@ pub enum AbortCode {
     Internal,
     /// Nothing moved for longer than the side that aborted waits; the transfer can resume.
     Stalled,
+    /// The receiver is already answering as many offers from this device as it takes at once;
+    /// offer again once one of them is answered.
+    Busy,
+    /// The receiver takes only encrypted transfers, and the offer was plain.
+    EncryptionRequired,
     /// A code this version does not know. Never sent.
     #[serde(other)]
     Other,
@@ -241,6 +252,16 @@ pub(crate) fn cut_message(text: &str) -> String {
         end -= 1;
     }
     text.get(..end).unwrap_or_default().to_owned()
+}
+
+/// Reads a peer's free text, cut to [`MAX_MESSAGE_LEN`] bytes (the frame cap bounds what is
+/// read before the cut).
+fn cut_on_decode<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.len() <= MAX_MESSAGE_LEN {
+        return Ok(text);
+    }
+    Ok(cut_message(&text))
 }
 
 /// Hashes as hex, for a [`ChunkHashes`] page.

@@ -137,7 +137,7 @@ async fn no_cipher_in_common_is_declined_before_any_data() {
 
 fn encrypted_offer(ciphers: Value) -> Frame {
     let mut body = json!({
-        "version": 2, "transfer_id": Uuid::from_u128(77), "entries": 1,
+        "version": 3, "transfer_id": Uuid::from_u128(77), "entries": 1,
         "total_bytes": 5, "chunk_size": CHUNK_SIZE, "compression": "none",
         "encrypted": true, "lanes": 1
     });
@@ -224,7 +224,7 @@ async fn an_answer_naming_an_unoffered_cipher_is_a_protocol_error() {
         let offer = read_frame(&mut stream).await.unwrap().unwrap();
         let offer: Value = serde_json::from_slice(offer.payload()).unwrap();
         assert_eq!(offer["body"]["ciphers"], json!([2]));
-        assert_eq!(offer["body"]["version"], json!(2));
+        assert_eq!(offer["body"]["version"], json!(3));
         let _manifest = read_frame(&mut stream).await.unwrap().unwrap();
         let accept = json!({"type": "Accept", "body": answer});
         write_frame(&mut stream, &control(&accept)).await.unwrap();

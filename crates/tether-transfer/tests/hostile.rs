@@ -43,7 +43,7 @@ fn control(value: &Value) -> Frame {
 
 fn offer(entries: u64, total_bytes: u64) -> Frame {
     control(&json!({"type": "Offer", "body": {
-        "version": 2, "transfer_id": Uuid::from_u128(99), "entries": entries,
+        "version": 3, "transfer_id": Uuid::from_u128(99), "entries": entries,
         "total_bytes": total_bytes, "chunk_size": CHUNK_SIZE, "compression": "zstd",
         "encrypted": false, "lanes": 1
     }}))

@@ -284,7 +284,14 @@ async fn send_shared(
 async fn sixteen_transfers_at_once() {
     let src = tempfile::tempdir().unwrap();
     let dest = tempfile::tempdir().unwrap();
-    let receiver = Receiver::new(Setup::default().receiver_config(dest.path()));
+    // All sixteen come from one device (`serve_one`'s peer) at the same moment: the receiver
+    // is told to answer them all at once (by default it answers two per device, and declines
+    // the rest as busy: tests/policy.rs).
+    let receiver = Receiver::new(
+        Setup::default()
+            .receiver_config(dest.path())
+            .max_offers_per_peer(16),
+    );
     let mut files = Vec::new();
     for i in 0..16u64 {
         let file = src.path().join(format!("file-{i:02}.bin"));

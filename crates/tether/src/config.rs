@@ -72,6 +72,9 @@ pub struct NetworkingConfig {
     /// How long an incoming transfer may move no bytes at all before it ends (resumable; the
     /// sender's bound is [`crate::TransferOptions::stall_timeout`]). Default: 60 s.
     pub transfer_stall_timeout: Duration,
+    /// Decline transfers whose chunks are not sealed with per-transfer keys (the sender is told
+    /// `AbortCode::EncryptionRequired`). Off by default; `tether up` turns it on.
+    pub require_encryption: bool,
 }
 
 impl NetworkingConfig {
@@ -94,6 +97,7 @@ impl NetworkingConfig {
             discovery_timeout: Duration::from_secs(10),
             receive_dir: None,
             transfer_stall_timeout: Duration::from_secs(60),
+            require_encryption: false,
         }
     }
 

@@ -15,7 +15,7 @@ mod session;
 mod setup;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tether_identity::NodeId;
@@ -112,8 +112,24 @@ struct Inner {
     config: ReceiverConfig,
     /// Running transfers that take extra lanes.
     lanes: Mutex<HashMap<Uuid, LaneSlot>>,
-    /// Targets some running transfer is writing.
-    busy: Mutex<HashSet<PathBuf>>,
+    /// Targets some running transfer is writing, by [`TargetKey`].
+    busy: Mutex<HashSet<TargetKey>>,
+    /// Offers being answered (manifest read, checks, consent), by device.
+    offers: Mutex<HashMap<NodeId, usize>>,
+}
+
+/// A target path as 16 bytes of its BLAKE3 hash: a running transfer's claim costs this much
+/// per file, however long the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct TargetKey([u8; 16]);
+
+impl TargetKey {
+    pub(crate) fn of(target: &Path) -> Self {
+        let hash = blake3::hash(target.as_os_str().as_encoded_bytes());
+        let mut key = [0; 16];
+        key.copy_from_slice(hash.as_bytes().get(..16).unwrap_or(&[0; 16]));
+        TargetKey(key)
+    }
 }
 
 #[derive(Debug)]
@@ -140,6 +156,7 @@ impl Receiver {
                 config,
                 lanes: Mutex::new(HashMap::new()),
                 busy: Mutex::new(HashSet::new()),
+                offers: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -221,21 +238,64 @@ impl Receiver {
         ))
     }
 
-    /// Claims `targets` for one transfer; fails if another running transfer writes one of them.
-    fn claim_targets(&self, targets: Vec<PathBuf>) -> Result<BusyGuard, TransferError> {
+    /// Claims `targets` for one transfer; if another running transfer writes one of them,
+    /// returns its index.
+    fn claim_targets(&self, targets: Vec<TargetKey>) -> Result<BusyGuard, usize> {
         let mut busy = self
             .inner
             .busy
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(taken) = targets.iter().find(|t| busy.contains(*t)) {
-            return Err(LocalError::TargetBusy(taken.clone()).into());
+        if let Some(taken) = targets.iter().position(|t| busy.contains(t)) {
+            return Err(taken);
         }
-        busy.extend(targets.iter().cloned());
+        busy.extend(targets.iter().copied());
         Ok(BusyGuard {
             inner: self.inner.clone(),
             targets,
         })
+    }
+
+    /// Counts an offer from `peer` until the guard is dropped; refused when the device has
+    /// [`ReceiverConfig::max_offers_per_peer`] offers being answered already.
+    fn claim_offer(&self, peer: NodeId) -> Result<OfferGuard, TransferError> {
+        let max = self.inner.config.max_offers_per_peer.max(1);
+        let mut offers = self
+            .inner
+            .offers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let count = offers.entry(peer).or_insert(0);
+        if *count >= max {
+            return Err(PeerError::TooManyOffers { max }.into());
+        }
+        *count += 1;
+        Ok(OfferGuard {
+            inner: self.inner.clone(),
+            peer,
+        })
+    }
+}
+
+/// Ends the count of one offer from a device once it is answered.
+struct OfferGuard {
+    inner: Arc<Inner>,
+    peer: NodeId,
+}
+
+impl Drop for OfferGuard {
+    fn drop(&mut self) {
+        let mut offers = self
+            .inner
+            .offers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = offers.get_mut(&self.peer) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                offers.remove(&self.peer);
+            }
+        }
     }
 }
 
@@ -258,7 +318,7 @@ impl Drop for LaneGuard {
 /// Releases a transfer's targets when the transfer ends.
 struct BusyGuard {
     inner: Arc<Inner>,
-    targets: Vec<PathBuf>,
+    targets: Vec<TargetKey>,
 }
 
 impl Drop for BusyGuard {

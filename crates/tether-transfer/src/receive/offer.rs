@@ -1,14 +1,19 @@
-//! Before `Accept`: the offer and manifest checked against the limits, the targets against the
-//! destination (symlinks, existing files, free space), then consent. Any failure is answered
-//! with a `Decline`, and nothing has been written.
+//! Before `Accept`: the offer and manifest checked against the limits (and the deadline), the
+//! targets against the destination (symlinks, existing files, free space), then consent. Any
+//! failure is answered with a `Decline`, and nothing has been written.
+//!
+//! Until consent the manifest is held once: its entries as they arrived (consent reads them
+//! without a copy) and the names in the builder's tree; the survey borrows them and keeps 16
+//! bytes per file for the busy check. Paths are parsed into [`CheckedEntry`]s only once the
+//! offer is accepted.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tether_crypto::{TransferCipher, TransferSecret};
 use tether_identity::NodeId;
-use tokio::io::ReadHalf;
+use tokio::io::{AsyncReadExt, ReadHalf};
 use tokio::sync::mpsc;
 
 use crate::chunk::CHUNK_SIZE;
@@ -16,14 +21,16 @@ use crate::compress::Compression;
 use crate::consent::{Decision, OfferSummary};
 use crate::error::{LocalError, PeerError, TransferError, UsageError};
 use crate::link::{ByteStream, ControlWriter, LaneCipher, eof, read_frame_from};
-use crate::manifest::{CheckedEntry, EntryKind, ManifestBuilder};
+use crate::manifest::{
+    CheckedEntry, EntryKind, Manifest, ManifestBuilder, ManifestError, checked_path,
+};
 use crate::negotiate::choose;
 use crate::options::MAX_LANES;
 use crate::protocol::{AbortCode, AcceptBody, Decline, Message, Offer, VERSION, cut_message};
 use crate::receive::data::AttachedLane;
 use crate::receive::dest::Destination;
 use crate::receive::disk::{self, Existing, FilePaths};
-use crate::receive::{BusyGuard, LaneGuard, Receiver, aborted, blocking};
+use crate::receive::{BusyGuard, LaneGuard, Receiver, TargetKey, aborted, blocking};
 
 /// What consent produced.
 pub(super) struct Accepted {
@@ -59,29 +66,24 @@ pub(super) async fn before_accept(
             PeerError::Protocol("unsupported chunk size, compression or lane count").into(),
         );
     }
+    if config.require_encryption && !offer.encrypted {
+        return Err(PeerError::EncryptionRequired.into());
+    }
     let secret = match (offer.encrypted, keys) {
         (true, None) => return Err(UsageError::KeysRequired.into()),
         (true, secret) => secret,
         (false, _) => None,
     };
-    let mut builder = ManifestBuilder::new(config.limits, offer.entries, offer.total_bytes)
+    let builder = ManifestBuilder::new(config.limits, offer.entries, offer.total_bytes)
         .map_err(PeerError::from)?;
-    while !builder.is_complete() {
-        let frame = read_frame_from(reader).await?.ok_or_else(eof)?;
-        builder
-            .page_bytes(frame.payload().len())
-            .map_err(PeerError::from)?;
-        match Message::from_frame(&frame)? {
-            Message::Manifest(page) => {
-                for entry in page.entries {
-                    builder.push(entry).map_err(PeerError::from)?;
-                }
-            }
-            Message::Abort(abort) => return Err(aborted(abort)),
-            _ => return Err(PeerError::Protocol("expected the manifest").into()),
-        }
-    }
-    let entries = builder.finish().map_err(PeerError::from)?;
+    let deadline = config.manifest_timeout;
+    let entries = tokio::time::timeout(deadline, read_manifest(reader, builder))
+        .await
+        .map_err(|_| {
+            PeerError::from(ManifestError::TooSlow {
+                secs: deadline.as_secs_f64().ceil() as u64,
+            })
+        })??;
     // The cipher is chosen once the whole offer is read, so a sender refused for its cipher
     // list is waiting for the answer and reads the `Decline`.
     let cipher = if offer.encrypted {
@@ -94,6 +96,8 @@ pub(super) async fn before_accept(
         None
     };
 
+    // Shared with the survey's thread, not copied.
+    let entries = Arc::new(entries);
     let (dest, targets, needed) = {
         let entries = entries.clone();
         let overwrite = config.overwrite;
@@ -105,6 +109,7 @@ pub(super) async fn before_accept(
         })
         .await??
     };
+    let entries = Arc::try_unwrap(entries).unwrap_or_else(|shared| (*shared).clone());
     if config.check_free_space {
         let available = disk::free_space(dest.root(), dest.path())?;
         if needed > available {
@@ -116,22 +121,34 @@ pub(super) async fn before_accept(
             .into());
         }
     }
-    let busy = receiver.claim_targets(targets)?;
-    let manifest: Vec<_> = entries.iter().map(|e| e.entry.clone()).collect();
+    let busy = receiver
+        .claim_targets(targets.iter().map(|(_, key)| *key).collect())
+        .map_err(|taken| {
+            let path = targets
+                .get(taken)
+                .and_then(|(index, _)| entries.get(*index))
+                .and_then(|entry| checked_path(&entry).ok())
+                .map(|path| path.under(&config.destination))
+                .unwrap_or_else(|| config.destination.clone());
+            TransferError::from(LocalError::TargetBusy(path))
+        })?;
+    drop(targets);
     let summary = OfferSummary {
         transfer_id: offer.transfer_id,
         peer,
-        entries: &manifest,
-        files: manifest
-            .iter()
-            .filter(|e| e.kind == EntryKind::File)
-            .count() as u64,
+        entries: &entries,
+        files: entries.files(),
         total_bytes: offer.total_bytes,
         encrypted: offer.encrypted,
     };
     if let Decision::Decline(reason) = config.consent.decide(&summary).await {
         return Err(TransferError::Declined(reason));
     }
+    let entries = entries
+        .iter()
+        .map(CheckedEntry::new)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(PeerError::from)?;
     let mut keys = secret
         .zip(cipher)
         .map(|(secret, cipher)| secret.into_keys(cipher));
@@ -158,49 +175,79 @@ pub(super) async fn before_accept(
     })
 }
 
-/// Every file's target, and the bytes the transfer may still need on disk. Refuses targets that
-/// exist with other contents (unless overwriting) or pass through a symlink.
+/// Reads manifest pages into `builder` until every announced entry has arrived.
+async fn read_manifest(
+    reader: &mut ReadHalf<Box<dyn ByteStream>>,
+    mut builder: ManifestBuilder,
+) -> Result<Manifest, TransferError> {
+    while !builder.is_complete() {
+        let frame = read_frame_from(reader).await?.ok_or_else(eof)?;
+        builder
+            .page_bytes(frame.payload().len())
+            .map_err(PeerError::from)?;
+        match Message::from_frame(&frame)? {
+            Message::Manifest(page) => {
+                for entry in page.entries {
+                    builder.push(&entry).map_err(PeerError::from)?;
+                }
+            }
+            Message::Abort(abort) => return Err(aborted(abort)),
+            _ => return Err(PeerError::Protocol("expected the manifest").into()),
+        }
+    }
+    Ok(builder.finish().map_err(PeerError::from)?)
+}
+
+/// Every file's target (the entry's index and the target's key), and the bytes the transfer
+/// may still need on disk. Refuses targets that exist with other contents (unless
+/// overwriting) or pass through a symlink.
 fn survey(
     dest: &Destination,
-    entries: &[CheckedEntry],
+    entries: &Manifest,
     overwrite: bool,
-) -> Result<(Vec<PathBuf>, u64), TransferError> {
+) -> Result<(Vec<(usize, TargetKey)>, u64), TransferError> {
     let mut targets = Vec::new();
     let mut needed = 0u64;
     // Each parent directory is checked once, not once per file in it; nothing under a parent
     // that does not exist is looked for (a new folder costs no lookup per file).
-    let mut checked_parents: HashMap<String, bool> = HashMap::new();
-    for entry in entries {
-        let parent = entry.path.parent();
-        let parent = parent.as_ref().map_or("", |p| p.as_str());
-        // The handle comes from the destination's bounded cache, not kept here.
-        let dir = match checked_parents.get(parent) {
+    let mut checked_parents = HashMap::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let path = checked_path(&entry).map_err(PeerError::from)?;
+        let parent = path.parent();
+        let parent_name = parent.as_ref().map_or("", |p| p.as_str());
+        // Parents are remembered by a hash, so long paths cost 32 bytes each here; the handle
+        // comes from the destination's bounded cache, not kept here.
+        let parent_key = parent
+            .as_ref()
+            .map(|p| *blake3::hash(p.as_str().as_bytes()).as_bytes());
+        let dir = match checked_parents.get(&parent_key) {
             Some(false) => None,
-            Some(true) => dest.find(parent)?,
+            Some(true) => dest.find(parent_name)?,
             None => {
-                let dir = dest.find(parent)?;
-                checked_parents.insert(parent.to_owned(), dir.is_some());
+                let dir = dest.find(parent_name)?;
+                checked_parents.insert(parent_key, dir.is_some());
                 dir
             }
         };
-        let size = entry.entry.size;
-        if entry.entry.kind == EntryKind::Dir {
+        let size = entry.size;
+        if entry.kind == EntryKind::Dir {
             if dir.is_some() {
                 // A real directory or nothing; a symlink or a file is refused.
-                dest.find(entry.path.as_str())?;
+                dest.find(path.as_str())?;
             }
             continue;
         }
-        let paths = FilePaths::new(dest.path(), &entry.path);
+        let paths = FilePaths::new(dest.path(), &path);
+        let key = (index, TargetKey::of(&paths.target));
         let Some(dir) = dir else {
             needed = needed.saturating_add(size);
-            targets.push(paths.target);
+            targets.push(key);
             continue;
         };
         match disk::existing(&dir, &paths.name, &paths.target)? {
             Existing::Absent => {}
             Existing::File(len) if len == size => {
-                targets.push(paths.target);
+                targets.push(key);
                 continue; // probably in place already; planning checks its hash
             }
             Existing::File(_) if overwrite => {}
@@ -212,19 +259,29 @@ fn survey(
         if !matches!(partial, Existing::File(_)) {
             needed = needed.saturating_add(size);
         }
-        targets.push(paths.target);
+        targets.push(key);
     }
     Ok((targets, needed))
 }
 
-/// Answers an offer this side will not take.
-pub(super) async fn decline(writer: &ControlWriter, error: &TransferError) {
+/// Answers an offer this side will not take, then reads (and drops) what the sender still
+/// writes, so that it is not cut off mid-manifest and reads the answer: until the sender
+/// hangs up or pauses for [`DRAIN_IDLE`], for at most [`DRAIN_TIME`] and as many bytes as a
+/// manifest may hold.
+pub(super) async fn decline(
+    writer: &ControlWriter,
+    reader: &mut ReadHalf<Box<dyn ByteStream>>,
+    config: &crate::options::ReceiverConfig,
+    error: &TransferError,
+) {
     let code = match error {
         TransferError::Link(_) | TransferError::Peer(PeerError::Aborted { .. }) => return,
         TransferError::Declined(_) => AbortCode::Declined,
         TransferError::Cancelled => AbortCode::Cancelled,
         TransferError::Stalled { .. } => AbortCode::Stalled,
         TransferError::Local(LocalError::DiskFull { .. }) => AbortCode::NoSpace,
+        TransferError::Peer(PeerError::TooManyOffers { .. }) => AbortCode::Busy,
+        TransferError::Peer(PeerError::EncryptionRequired) => AbortCode::EncryptionRequired,
         TransferError::Peer(_) | TransferError::Local(_) => AbortCode::Refused,
         TransferError::Usage(_) => AbortCode::Internal,
     };
@@ -235,4 +292,21 @@ pub(super) async fn decline(writer: &ControlWriter, error: &TransferError) {
     writer
         .close(Some(&Message::Decline(Decline { code, message })))
         .await;
+    let most = config.limits.max_manifest_bytes.saturating_add(1 << 20);
+    let mut rest = reader.take(most);
+    let mut buf = vec![0u8; 64 << 10];
+    let drain = async {
+        while let Ok(Ok(n)) = tokio::time::timeout(DRAIN_IDLE, rest.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME.min(config.manifest_timeout), drain).await;
 }
+
+/// How long a declined sender may go on writing before the stream is dropped.
+const DRAIN_TIME: Duration = Duration::from_secs(30);
+
+/// How long a declined sender may pause its writing before the stream is dropped.
+const DRAIN_IDLE: Duration = Duration::from_millis(500);

@@ -53,15 +53,23 @@ pub(super) async fn run<S: ByteStream>(
     let mut report = TransferReport::new(offer.transfer_id, Direction::Receive);
     report.bytes_total = offer.total_bytes;
 
-    let before = before_accept(receiver, &mut reader, &writer, &offer, peer, keys);
-    let accepted = tokio::select! {
-        result = before => result,
-        () = cancel.cancelled() => Err(TransferError::Cancelled),
+    // Counted from the offer until it is answered; one over the bound is declined at once.
+    let accepted = match receiver.claim_offer(peer) {
+        Ok(slot) => {
+            let before = before_accept(receiver, &mut reader, &writer, &offer, peer, keys);
+            let accepted = tokio::select! {
+                result = before => result,
+                () = cancel.cancelled() => Err(TransferError::Cancelled),
+            };
+            drop(slot);
+            accepted
+        }
+        Err(error) => Err(error),
     };
     let accepted = match accepted {
         Ok(accepted) => accepted,
         Err(error) => {
-            decline(&writer, &error).await;
+            decline(&writer, &mut reader, config, &error).await;
             return Err(error);
         }
     };

@@ -167,7 +167,8 @@ impl NetworkingService {
             tether_transfer::Receiver::new(
                 tether_transfer::ReceiverConfig::new(dir)
                     .consent(tether_transfer::AcceptAll)
-                    .stall_timeout(config.transfer_stall_timeout),
+                    .stall_timeout(config.transfer_stall_timeout)
+                    .require_encryption(config.require_encryption),
             )
         });
 
