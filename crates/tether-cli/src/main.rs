@@ -61,11 +61,11 @@ struct Cli {
     /// Trust this CA certificate (PEM or DER) for --relay.
     #[arg(long = "relay-ca", value_name = "FILE", global = true)]
     relay_cas: Vec<PathBuf>,
-    /// Read the device key's passphrase from FILE's first line.
-    #[arg(long, value_name = "FILE", global = true)]
+    /// Read the key's passphrase from FILE's first line.
+    #[arg(long, value_name = "FILE", global = true, help_heading = "Device key")]
     passphrase_file: Option<PathBuf>,
-    /// Allow a new device key without encryption (tests only).
-    #[arg(long, global = true)]
+    /// Allow an unencrypted new key (tests only).
+    #[arg(long, global = true, help_heading = "Device key")]
     insecure_key_file: bool,
     #[command(subcommand)]
     command: Command,
