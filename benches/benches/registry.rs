@@ -58,7 +58,9 @@ fn pair(registry: &DeviceRegistry, pairing: NewPairing) {
 
 /// A data directory with an unprotected key file and `DEVICES` paired devices.
 fn populated(dir: &Path) -> (KeyManager, Vec<NodeId>, Vec<DeviceId>) {
-    let options = KeyOptions::default().keychain(KeychainPolicy::Never);
+    let options = KeyOptions::default()
+        .keychain(KeychainPolicy::Never)
+        .insecure_key_file();
     let keys = KeyManager::open_or_create(dir, &options).unwrap();
     let registry = DeviceRegistry::open(dir, keys.storage_key()).unwrap();
     let mut rng = ChaCha20Rng::seed_from_u64(1);
@@ -131,7 +133,9 @@ fn keys(c: &mut Criterion) {
     let mut group = c.benchmark_group("key_manager_open");
     group.sample_size(10);
     let unprotected = tempfile::tempdir().unwrap();
-    let never = KeyOptions::default().keychain(KeychainPolicy::Never);
+    let never = KeyOptions::default()
+        .keychain(KeychainPolicy::Never)
+        .insecure_key_file();
     KeyManager::open_or_create(unprotected.path(), &never).unwrap();
     group.bench_function("unprotected_file", |b| {
         b.iter(|| black_box(KeyManager::open(unprotected.path(), &never).unwrap()));

@@ -34,7 +34,9 @@ pub(crate) async fn run(args: DemoArgs, out: &Output) -> Result<()> {
     let config = |name: &str, kind: DeviceType| -> Result<NetworkingConfig> {
         let mut config = NetworkingConfig::local_only(root.path().join(name))
             .with_device_name(DeviceName::new(name)?)
-            .with_loopback_discovery(root.path().join("discovery"));
+            .with_loopback_discovery(root.path().join("discovery"))
+            // Throwaway devices in a temporary directory: their keys need no passphrase.
+            .with_insecure_key_file();
         config.device_type = Some(kind);
         Ok(config)
     };

@@ -61,7 +61,7 @@ pub(crate) async fn run(
         KeyStorageKind::UnprotectedFile => (
             "unprotected key file (mode 0600)",
             "unprotected_file",
-            "\n           anyone who can read the data directory can act as this device",
+            "\n           anyone who can read it can act as this device: tether key protect",
         ),
         _ => ("unknown", "unknown", ""),
     };

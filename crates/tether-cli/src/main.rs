@@ -10,6 +10,7 @@ mod control;
 mod demo;
 mod doctor;
 mod failure;
+mod key;
 mod node;
 mod output;
 mod progress;
@@ -60,6 +61,12 @@ struct Cli {
     /// Trust this CA certificate (PEM or DER) for --relay.
     #[arg(long = "relay-ca", value_name = "FILE", global = true)]
     relay_cas: Vec<PathBuf>,
+    /// Read the key's passphrase from FILE's first line.
+    #[arg(long, value_name = "FILE", global = true, help_heading = "Device key")]
+    passphrase_file: Option<PathBuf>,
+    /// Allow an unencrypted new key (tests only).
+    #[arg(long, global = true, help_heading = "Device key")]
+    insecure_key_file: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -90,6 +97,8 @@ enum Command {
     Rename(RenameArgs),
     /// Check addresses, relays, discovery, keys, clock, a device's path.
     Doctor(DoctorArgs),
+    /// The device key: `tether key protect` seals it with a passphrase.
+    Key(key::KeyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -158,9 +167,7 @@ struct DoctorArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo's keys live in a temporary directory that is deleted at the end, so the warning
-    // about an unencrypted key file is noise there.
-    init_logging(matches!(cli.command, Command::Demo(_)));
+    init_logging();
     log_panics();
     let out = Output::new(cli.json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -198,11 +205,14 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
         network,
         relays: cli.relays,
         relay_cas: cli.relay_cas,
+        passphrase_file: cli.passphrase_file,
+        insecure_key_file: cli.insecure_key_file,
     };
     let request = match cli.command {
         Command::Demo(args) => return demo::run(args, &out).await,
         Command::Init(args) => return node::init(&settings, args, out).await,
         Command::Up(args) => return node::up(&settings, args, out).await,
+        Command::Key(args) => return key::run(&settings, args, out).await,
         Command::Id => Request::Id,
         Command::Pair(args) => Request::Pair {
             ticket: args.ticket,
@@ -241,15 +251,10 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default: warnings).
-fn init_logging(demo: bool) {
+fn init_logging() {
     use std::io::IsTerminal;
-    let default = if demo {
-        "warn,tether_registry::key_manager=error"
-    } else {
-        "warn"
-    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

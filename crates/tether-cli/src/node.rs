@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
-use tether::{DeviceName, DeviceType, NetworkEvent, NetworkingService};
+use tether::{DeviceName, DeviceType, NetworkEvent};
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::{self, NodeContext, Request};
@@ -14,7 +14,7 @@ use crate::control;
 use crate::failure::{ERROR, Failure};
 use crate::output::{Output, Sink, render};
 use crate::progress::bytes;
-use crate::settings::Settings;
+use crate::settings::{Settings, start_node};
 
 #[derive(Debug, Args)]
 pub(crate) struct InitArgs {
@@ -95,7 +95,7 @@ pub(crate) async fn init(settings: &Settings, args: InitArgs, out: Output) -> Re
     if let Some(kind) = args.device_type {
         config.device_type = Some(DeviceType::from_name(&kind.to_ascii_lowercase()));
     }
-    let node = NetworkingService::start(config).await?;
+    let node = start_node(config).await?;
     let (sink, lines) = Sink::channel();
     commands::show_identity(&node, &node.device_info(), &sink);
     drop(sink);
@@ -130,9 +130,7 @@ async fn serve(
         config.transfer_stall_timeout = std::time::Duration::from_secs(secs);
     }
     config.require_encryption = !args.allow_plain;
-    let node = NetworkingService::start(config)
-        .await
-        .with_context(|| format!("cannot start the node for {}", dir.display()))?;
+    let node = start_node(config).await?;
     let mut events = node.subscribe();
     let addr = node.addr();
     let info = node.device_info();

@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use tether::{NetworkingConfig, NetworkingService, RelayConfig, TransportConfig, TrustedRoot};
 
-/// The environment variable holding the key file's passphrase.
-pub(crate) const PASSPHRASE_VAR: &str = "TETHER_PASSPHRASE";
+use crate::key;
 
 /// Which networks the node may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +30,10 @@ pub(crate) struct Settings {
     pub(crate) relays: Vec<String>,
     /// Certificates to trust for those relays' TLS (`--relay-ca FILE`, PEM or DER).
     pub(crate) relay_cas: Vec<PathBuf>,
+    /// The device key's passphrase is in this file (`--passphrase-file FILE`).
+    pub(crate) passphrase_file: Option<PathBuf>,
+    /// A new device key may be stored unprotected (`--insecure-key-file`).
+    pub(crate) insecure_key_file: bool,
 }
 
 impl Settings {
@@ -74,24 +77,30 @@ impl Settings {
         if offline {
             config.transport = TransportConfig::local_only();
         }
-        // The passphrase that seals a new key file, and opens a sealed one.
-        if let Some(passphrase) = std::env::var_os(PASSPHRASE_VAR) {
-            let passphrase = passphrase
-                .into_string()
-                .map_err(|_| anyhow::anyhow!("{PASSPHRASE_VAR} is not valid UTF-8"))?;
-            if !passphrase.is_empty() {
-                config.keys.passphrase = Some(zeroize::Zeroizing::new(passphrase));
-            }
-        }
+        // The passphrase that seals a new key file, and opens a sealed one: given up front,
+        // or asked for on the terminal when one is needed.
+        config.keys.passphrase = key::given_passphrase(self.passphrase_file.as_deref())?;
+        config.keys.prompt = key::terminal_prompt();
+        config.keys.insecure_key_file = self.insecure_key_file;
         Ok(config)
     }
 
     pub(crate) async fn start(&self, offline: bool) -> Result<NetworkingService> {
-        let config = self.config(offline)?;
-        let dir = config.data_dir.clone();
-        NetworkingService::start(config)
-            .await
-            .with_context(|| format!("cannot start the node for {}", dir.display()))
+        start_node(self.config(offline)?).await
+    }
+}
+
+/// Starts the node; a key that could only be stored unprotected, or a sealed one with no
+/// passphrase, is the one sentence [`key::key_failure`] says.
+pub(crate) async fn start_node(config: NetworkingConfig) -> Result<NetworkingService> {
+    let dir = config.data_dir.clone();
+    match NetworkingService::start(config).await {
+        Ok(node) => Ok(node),
+        Err(error) => match key::key_failure(&error) {
+            Some(failure) => Err(failure.into()),
+            None => Err(anyhow::Error::from(error)
+                .context(format!("cannot start the node for {}", dir.display()))),
+        },
     }
 }
 
@@ -147,6 +156,8 @@ mod tests {
             network,
             relays: Vec::new(),
             relay_cas: Vec::new(),
+            passphrase_file: None,
+            insecure_key_file: false,
         }
     }
 

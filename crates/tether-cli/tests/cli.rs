@@ -19,8 +19,10 @@ use serde_json::Value;
 
 fn tether(runtime_dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
-    // The loopback discovery directory lives under XDG_RUNTIME_DIR: one per test.
+    // The loopback discovery directory lives under XDG_RUNTIME_DIR: one per test. The test
+    // devices' keys are throwaway: no passphrase.
     command
+        .arg("--insecure-key-file")
         .env("XDG_RUNTIME_DIR", runtime_dir)
         .env_remove("TETHER_DATA_DIR");
     command
@@ -207,13 +209,24 @@ fn pinging_an_unknown_device_is_exit_code_4() {
 fn help_fits_80_columns_and_lists_exit_codes() {
     let runtime = tempfile::tempdir().unwrap();
     for command in [
-        "", "demo", "init", "id", "pair", "join", "up", "devices", "send", "ping", "unpair",
-        "rename", "doctor",
+        "",
+        "demo",
+        "init",
+        "id",
+        "pair",
+        "join",
+        "up",
+        "devices",
+        "send",
+        "ping",
+        "unpair",
+        "rename",
+        "doctor",
+        "key",
+        "key protect",
     ] {
         let mut tether = tether(runtime.path());
-        if !command.is_empty() {
-            tether.arg(command);
-        }
+        tether.args(command.split_whitespace());
         let output = tether.arg("--help").output().unwrap();
         assert!(output.status.success());
         let text = String::from_utf8_lossy(&output.stdout);

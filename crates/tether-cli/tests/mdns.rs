@@ -27,11 +27,12 @@ use common::{event, json_lines};
 use netns::{Netns, Side};
 use serde_json::Value;
 
-/// `tether --lan --json --data-dir DATA ARGS...` inside `side`'s namespace.
+/// `tether --lan --json --insecure-key-file --data-dir DATA ARGS...` inside `side`'s
+/// namespace (throwaway keys: no passphrase).
 fn tether_in(netns: &Netns, side: Side, runtime: &Path, data: &Path, args: &[&str]) -> Command {
     let mut command = netns.command(side, env!("CARGO_BIN_EXE_tether"), runtime);
     command
-        .args(["--lan", "--json", "--data-dir"])
+        .args(["--lan", "--json", "--insecure-key-file", "--data-dir"])
         .arg(data)
         .args(args)
         .env("XDG_RUNTIME_DIR", runtime)
@@ -109,7 +110,14 @@ fn two_lan_nodes_up_in_namespaces_pair_by_word_code_over_mdns_and_ping() {
     for (dir, name) in [(&desk, "desk"), (&phone, "phone")] {
         // The identity is made offline (a key file, never the OS keychain).
         let init = Command::new(env!("CARGO_BIN_EXE_tether"))
-            .args(["init", "--local-only", "--name", name, "--data-dir"])
+            .args([
+                "init",
+                "--local-only",
+                "--insecure-key-file",
+                "--name",
+                name,
+            ])
+            .arg("--data-dir")
             .arg(dir)
             .env("XDG_RUNTIME_DIR", runtime.path())
             .env_remove("TETHER_DATA_DIR")

@@ -28,16 +28,23 @@ use serde_json::Value;
 const START: Duration = Duration::from_secs(30);
 const FINISH: Duration = Duration::from_secs(120);
 
-/// `tether --local-only --json --data-dir DATA ARGS...`, with the loopback discovery
-/// directory under the test's own runtime directory.
+/// `tether --local-only --json --insecure-key-file --data-dir DATA ARGS...` (throwaway keys:
+/// no passphrase), with the loopback discovery directory under the test's own runtime
+/// directory.
 fn tether(runtime: &Path, data: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
     command
-        .args(["--local-only", "--json", "--data-dir"])
+        .args([
+            "--local-only",
+            "--json",
+            "--insecure-key-file",
+            "--data-dir",
+        ])
         .arg(data)
         .args(args)
         .env("XDG_RUNTIME_DIR", runtime)
         .env_remove("TETHER_DATA_DIR")
+        .env_remove("TETHER_PASSPHRASE")
         .stdin(Stdio::null());
     command
 }

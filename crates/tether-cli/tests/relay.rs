@@ -33,7 +33,8 @@ async fn start_relay() -> (Server, String, Vec<u8>) {
 async fn doctor(runtime: &Path, relay: &str, ca: &Path) -> Vec<Value> {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
     command
-        .args(["--local-only", "--json", "--relay", relay, "--relay-ca"])
+        .args(["--local-only", "--json", "--insecure-key-file"])
+        .args(["--relay", relay, "--relay-ca"])
         .arg(ca)
         .arg("--data-dir")
         .arg(runtime.join("data"))

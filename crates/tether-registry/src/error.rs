@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use tether_identity::NodeId;
 
+use crate::KeyStorageKind;
+use crate::passphrase::PassphrasePurpose;
 use crate::state::{ConnectionRefused, PairingSessionId, StateKind};
 
 /// Boxed lower-level error (from redb or the keychain), kept as a source without exposing the
@@ -60,8 +62,8 @@ pub enum KeyError {
     },
     /// The key file is encrypted with a passphrase and none was given.
     #[error(
-        "the key file {} is encrypted with a passphrase; give it with TETHER_PASSPHRASE (or \
-         the command line's passphrase option)",
+        "the key file {} is encrypted with a passphrase, and none was given or could be asked \
+         for",
         path.display()
     )]
     PassphraseRequired {
@@ -72,7 +74,7 @@ pub enum KeyError {
     /// not damaged).
     #[error(
         "the passphrase does not decrypt {}. Nothing was changed; give the passphrase that \
-         was used when this device was set up (TETHER_PASSPHRASE)",
+         sealed it (TETHER_PASSPHRASE, --passphrase-file or the terminal in the CLI)",
         path.display()
     )]
     WrongPassphrase {
@@ -147,6 +149,58 @@ pub enum KeyError {
         key_path: PathBuf,
         /// The store that shows this device was set up before.
         store_path: PathBuf,
+    },
+    /// A new key would have to be written unprotected: no OS keychain took it, no passphrase
+    /// was given or could be asked for, and [`crate::KeyOptions::insecure_key_file`] is off.
+    #[error(
+        "the new device key {} can be neither kept in an OS keychain nor sealed (no passphrase \
+         was given and none could be asked for), and an unprotected key file was not allowed; \
+         nothing was written",
+        path.display()
+    )]
+    ProtectionRequired {
+        /// The key file that was not written.
+        path: PathBuf,
+    },
+    /// [`crate::KeyManager::protect`] was given no passphrase and could ask for none.
+    #[error(
+        "a passphrase is needed to seal {} and none was given; nothing was changed",
+        path.display()
+    )]
+    SealPassphraseRequired {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// An empty passphrase was given to seal a key file; it would protect nothing.
+    #[error(
+        "an empty passphrase would not protect {}; nothing was written",
+        path.display()
+    )]
+    EmptyPassphrase {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// The [`crate::PassphrasePrompt`] failed (nobody to ask, input closed, entries differ).
+    #[error("could not get a passphrase to {purpose} {}", path.display())]
+    Prompt {
+        /// The key file.
+        path: PathBuf,
+        /// What the passphrase was for.
+        purpose: PassphrasePurpose,
+        /// What the prompt said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// [`crate::KeyManager::protect`] found a key file that is not unprotected.
+    #[error(
+        "the device key {} is already protected ({storage}); nothing was changed",
+        path.display()
+    )]
+    AlreadyProtected {
+        /// The key file.
+        path: PathBuf,
+        /// Where its key is kept.
+        storage: KeyStorageKind,
     },
     /// The operating system's random generator failed.
     #[error("the operating system's random number generator failed: {0}")]

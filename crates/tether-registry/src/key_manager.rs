@@ -6,11 +6,16 @@
 //! 1. the OS keychain ([`KeyStorageKind::OsKeychain`]); the key file then holds only the node id
 //!    and the name of the keychain entry;
 //! 2. the key file itself, sealed with ChaCha20-Poly1305 under a key derived with Argon2id from
-//!    a passphrase the caller gives ([`KeyStorageKind::PassphraseFile`]);
-//! 3. the key file in the clear, mode 0600, with a loud warning at every start
-//!    ([`KeyStorageKind::UnprotectedFile`]).
+//!    a passphrase the caller gives or a [`PassphrasePrompt`] asks for
+//!    ([`KeyStorageKind::PassphraseFile`]);
+//! 3. the key file in the clear, mode 0600 ([`KeyStorageKind::UnprotectedFile`]): for a new
+//!    key only when the caller names that choice ([`KeyOptions::insecure_key_file`]), else
+//!    [`KeyError::ProtectionRequired`]. An existing unprotected file still opens, with one
+//!    short warning per start unless the caller named the choice.
 //!
-//! Once the key file exists it is never rewritten or replaced by this crate. Whatever goes wrong
+//! Once the key file exists it is only ever replaced by [`KeyManager::protect`], which seals an
+//! unprotected file with a passphrase (temporary file, fsync, rename, fsync of the directory:
+//! a crash leaves the old file or the new one, both holding the same key). Whatever goes wrong
 //! reading it (damage, a wrong passphrase, a missing keychain entry) stops start-up with a
 //! [`KeyError`] naming the file and the way out; a new identity is made only when there is no
 //! key file and no `secrets.redb` either.
@@ -19,11 +24,13 @@ use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tether_identity::{NetworkIdentity, NodeId};
 use zeroize::Zeroizing;
 
 use crate::key_file::{ACCOUNT_ID_LEN, KeyFile, KeyFileBody, SECRETS_LEN};
+use crate::passphrase::{PassphrasePrompt, PassphrasePurpose};
 use crate::{Argon2Params, KeyError, SECRETS_FILE, StorageKey, keychain, private_fs};
 
 /// Name of the key file in the data directory.
@@ -43,14 +50,29 @@ pub enum KeychainPolicy {
 }
 
 /// How the caller wants keys kept.
+///
+/// A new key goes to the OS keychain when [`Self::keychain`] allows and one works. Otherwise
+/// it goes to the key file, sealed with [`Self::passphrase`]; without one, with
+/// [`Self::insecure_key_file`] it is written unprotected; without that, [`Self::prompt`] is
+/// asked for a passphrase to seal it with; with no prompt either, it is refused
+/// ([`KeyError::ProtectionRequired`]) and nothing is written. An existing key file is read
+/// from wherever it says, asking [`Self::prompt`] for its passphrase if it is sealed and none
+/// was given.
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct KeyOptions {
-    /// The passphrase for the key file, if the user gave one (the CLI reads `TETHER_PASSPHRASE`
-    /// or a flag). Needed to open a passphrase-protected file. New keys go to the OS keychain
-    /// when the policy allows and one works (the passphrase is then not used); otherwise to the
-    /// key file, sealed with the passphrase, or, without one, unprotected.
+    /// The passphrase for the key file, if the user gave one up front (the CLI reads
+    /// `--passphrase-file` or `TETHER_PASSPHRASE`). Seals a new key file and opens a sealed one.
     pub passphrase: Option<Zeroizing<String>>,
+    /// Asked for a passphrase when one is needed and [`Self::passphrase`] is `None`: to seal a
+    /// new key file, or to open a sealed one. `None`: nobody can be asked (no terminal).
+    pub prompt: Option<Arc<dyn PassphrasePrompt>>,
+    /// Allows a new key to be written to the key file in the clear (mode 0600 only) when no
+    /// keychain takes it and no passphrase was given. Off by default: anyone who reads the
+    /// file (root, a backup, a stolen disk) can act as the device and read `secrets.redb`.
+    /// For tests and throwaway demos. It also silences the warning an existing unprotected
+    /// file gives at every start.
+    pub insecure_key_file: bool,
     /// Whether new keys may go to the OS keychain.
     pub keychain: KeychainPolicy,
     /// Argon2id parameters for a new passphrase-protected file, never below
@@ -74,6 +96,18 @@ impl KeyOptions {
         self
     }
 
+    /// Sets who is asked for a passphrase when one is needed and none was given.
+    pub fn prompt(mut self, prompt: Arc<dyn PassphrasePrompt>) -> Self {
+        self.prompt = Some(prompt);
+        self
+    }
+
+    /// Allows a new key file in the clear (see [`Self::insecure_key_file`]): tests and demos.
+    pub fn insecure_key_file(mut self) -> Self {
+        self.insecure_key_file = true;
+        self
+    }
+
     /// Sets the Argon2id parameters used when a new passphrase-protected file is written.
     pub fn argon2(mut self, params: Argon2Params) -> Self {
         self.argon2 = params;
@@ -85,6 +119,8 @@ impl fmt::Debug for KeyOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyOptions")
             .field("passphrase", &self.passphrase.as_ref().map(|_| ".."))
+            .field("prompt", &self.prompt)
+            .field("insecure_key_file", &self.insecure_key_file)
             .field("keychain", &self.keychain)
             .field("argon2", &self.argon2)
             .finish()
@@ -190,42 +226,47 @@ impl KeyManager {
         let file = KeyFile::decode(&key_file, bytes)?;
         private_fs::ensure_private_file(&key_file)
             .map_err(io_error("set the mode of", &key_file))?;
-        let (secrets, kind) =
-            match &file.body {
-                KeyFileBody::Keychain { account_id } => {
-                    let account = keychain::account_name(account_id);
-                    let secrets = load_from_keychain(&key_file, &account)?;
-                    let kind = KeyStorageKind::OsKeychain {
-                        service: keychain::SERVICE.to_owned(),
-                        account,
-                    };
-                    (secrets, kind)
-                }
-                body @ KeyFileBody::Passphrase { .. } => {
-                    let passphrase = options.passphrase.as_ref().ok_or_else(|| {
+        let (secrets, kind) = match &file.body {
+            KeyFileBody::Keychain { account_id } => {
+                let account = keychain::account_name(account_id);
+                let secrets = load_from_keychain(&key_file, &account)?;
+                let kind = KeyStorageKind::OsKeychain {
+                    service: keychain::SERVICE.to_owned(),
+                    account,
+                };
+                (secrets, kind)
+            }
+            body @ KeyFileBody::Passphrase { .. } => {
+                let passphrase = match &options.passphrase {
+                    Some(passphrase) => passphrase.clone(),
+                    None => ask(options, &key_file, PassphrasePurpose::Open)?.ok_or_else(|| {
                         KeyError::PassphraseRequired {
                             path: key_file.clone(),
                         }
-                    })?;
-                    let secrets = body.open_with_passphrase(passphrase)?.ok_or_else(|| {
-                        KeyError::WrongPassphrase {
-                            path: key_file.clone(),
-                        }
-                    })?;
-                    (secrets, KeyStorageKind::PassphraseFile)
-                }
-                KeyFileBody::Unprotected { secrets } => {
-                    warn_unprotected(&key_file);
-                    if options.passphrase.is_some() {
-                        tracing::warn!(
-                            path = %key_file.display(),
-                            "a passphrase was given, but this key file was created without one; \
-                             the passphrase is not used"
-                        );
+                    })?,
+                };
+                let secrets = body.open_with_passphrase(&passphrase)?.ok_or_else(|| {
+                    KeyError::WrongPassphrase {
+                        path: key_file.clone(),
                     }
-                    (secrets.clone(), KeyStorageKind::UnprotectedFile)
+                })?;
+                (secrets, KeyStorageKind::PassphraseFile)
+            }
+            KeyFileBody::Unprotected { secrets } => {
+                if options.passphrase.is_some() {
+                    tracing::warn!(
+                        "the device key is not encrypted and the passphrase is not used; \
+                             seal it: tether key protect"
+                    );
+                } else if !options.insecure_key_file {
+                    tracing::warn!(
+                        "the device key is not encrypted; seal it with a passphrase: \
+                             tether key protect"
+                    );
                 }
-            };
+                (secrets.clone(), KeyStorageKind::UnprotectedFile)
+            }
+        };
         let manager = Self::from_secrets(key_file, &secrets, kind);
         if manager.identity.node_id().as_bytes() != &file.node_id {
             return Err(match manager.kind {
@@ -267,17 +308,9 @@ impl KeyManager {
                     kind,
                 )
             }
-            None => match &options.passphrase {
+            None => match seal_passphrase(options, &key_file)? {
                 Some(passphrase) => {
-                    let mut random = [0u8; 28];
-                    getrandom::fill(&mut random).map_err(KeyError::Random)?;
-                    let bytes = KeyFile::encode_passphrase(
-                        &node_id,
-                        &secrets,
-                        passphrase,
-                        options.argon2.clamped(),
-                        random,
-                    )?;
+                    let bytes = seal(&key_file, &node_id, &secrets, &passphrase, options)?;
                     (Zeroizing::new(bytes), KeyStorageKind::PassphraseFile)
                 }
                 None => (
@@ -293,9 +326,6 @@ impl KeyManager {
             }
             return Err(io_error("create", &key_file)(error));
         }
-        if kind == KeyStorageKind::UnprotectedFile {
-            warn_unprotected(&key_file);
-        }
         tracing::info!(
             node_id = %identity.node_id().fmt_short(),
             storage = %kind,
@@ -303,6 +333,78 @@ impl KeyManager {
             "made a new device identity"
         );
         Ok(Self::from_secrets(key_file, &secrets, kind))
+    }
+
+    /// Seals the unprotected key file of `data_dir` with a passphrase, in place: the same key
+    /// and node id, from now on opened only with that passphrase. The passphrase is
+    /// `options.passphrase`, else asked of `options.prompt`
+    /// ([`KeyError::SealPassphraseRequired`] without either); Argon2id runs with
+    /// `options.argon2`.
+    ///
+    /// The new file is checked to open with the passphrase before it replaces the old one,
+    /// atomically (temporary file, fsync, rename, fsync of the directory): a crash at any
+    /// point leaves the old file or the new one. A key file that is already sealed or names a
+    /// keychain entry is left alone ([`KeyError::AlreadyProtected`]). The old file's bytes
+    /// may survive in the file system's free blocks: a disk that may have been read calls for
+    /// a new identity, not this.
+    pub fn protect(data_dir: &Path, options: &KeyOptions) -> Result<Self, KeyError> {
+        let key_file = data_dir.join(KEY_FILE);
+        private_fs::remove_stale_temp_files(&key_file).map_err(io_error("clean up", data_dir))?;
+        let bytes = Zeroizing::new(fs::read(&key_file).map_err(io_error("read", &key_file))?);
+        let file = KeyFile::decode(&key_file, &bytes)?;
+        let secrets = match file.body {
+            KeyFileBody::Unprotected { secrets } => secrets,
+            KeyFileBody::Passphrase { .. } => {
+                return Err(KeyError::AlreadyProtected {
+                    path: key_file,
+                    storage: KeyStorageKind::PassphraseFile,
+                });
+            }
+            KeyFileBody::Keychain { account_id } => {
+                return Err(KeyError::AlreadyProtected {
+                    path: key_file,
+                    storage: KeyStorageKind::OsKeychain {
+                        service: keychain::SERVICE.to_owned(),
+                        account: keychain::account_name(&account_id),
+                    },
+                });
+            }
+        };
+        if identity_from(&secrets).node_id().as_bytes() != &file.node_id {
+            return Err(KeyError::Corrupt {
+                path: key_file,
+                reason: "the key does not match the node id",
+            });
+        }
+        let passphrase = match &options.passphrase {
+            Some(passphrase) => passphrase.clone(),
+            None => ask(options, &key_file, PassphrasePurpose::Seal)?.ok_or_else(|| {
+                KeyError::SealPassphraseRequired {
+                    path: key_file.clone(),
+                }
+            })?,
+        };
+        let sealed = seal(&key_file, &file.node_id, &secrets, &passphrase, options)?;
+        // Never replace a key the passphrase cannot open again.
+        let opened = KeyFile::decode(&key_file, &sealed)?
+            .body
+            .open_with_passphrase(&passphrase)?;
+        if opened.as_deref() != Some(&*secrets) {
+            return Err(KeyError::Corrupt {
+                path: key_file,
+                reason: "the sealed key did not open again; nothing was changed",
+            });
+        }
+        private_fs::pause_point("protect", "sealed");
+        private_fs::replace_atomically(&key_file, &sealed, "protect")
+            .map_err(io_error("replace", &key_file))?;
+        let manager = Self::from_secrets(key_file, &secrets, KeyStorageKind::PassphraseFile);
+        tracing::info!(
+            node_id = %manager.identity.node_id().fmt_short(),
+            path = %manager.key_file.display(),
+            "sealed the device key with a passphrase"
+        );
+        Ok(manager)
     }
 
     fn from_secrets(key_file: PathBuf, secrets: &[u8; SECRETS_LEN], kind: KeyStorageKind) -> Self {
@@ -389,15 +491,67 @@ fn load_from_keychain(
     Ok(secrets)
 }
 
-fn warn_unprotected(key_file: &Path) {
-    tracing::warn!(
-        path = %key_file.display(),
-        "THE DEVICE KEY IS NOT ENCRYPTED AT REST: no OS keychain is available and no passphrase \
-         was given, so it is stored in the clear, protected only by file mode 0600. Anyone who \
-         can read this file (root, a backup, a stolen disk) can impersonate this device to all \
-         its paired peers. Give TETHER_PASSPHRASE when a device is first set up to encrypt \
-         its key (an existing key file cannot be converted yet)"
-    );
+/// The passphrase a new key file is sealed with: the one given, else none when an unprotected
+/// file is allowed, else the prompt's. Without any of them the key is refused.
+fn seal_passphrase(
+    options: &KeyOptions,
+    key_file: &Path,
+) -> Result<Option<Zeroizing<String>>, KeyError> {
+    if let Some(passphrase) = &options.passphrase {
+        return Ok(Some(passphrase.clone()));
+    }
+    if options.insecure_key_file {
+        return Ok(None);
+    }
+    match ask(options, key_file, PassphrasePurpose::Seal)? {
+        Some(passphrase) => Ok(Some(passphrase)),
+        None => Err(KeyError::ProtectionRequired {
+            path: key_file.to_owned(),
+        }),
+    }
+}
+
+/// Asks the prompt, if there is one.
+fn ask(
+    options: &KeyOptions,
+    key_file: &Path,
+    purpose: PassphrasePurpose,
+) -> Result<Option<Zeroizing<String>>, KeyError> {
+    let Some(prompt) = &options.prompt else {
+        return Ok(None);
+    };
+    prompt
+        .passphrase(key_file, purpose)
+        .map(Some)
+        .map_err(|source| KeyError::Prompt {
+            path: key_file.to_owned(),
+            purpose,
+            source,
+        })
+}
+
+/// The bytes of a key file holding `secrets` sealed with `passphrase`.
+fn seal(
+    key_file: &Path,
+    node_id: &[u8; 32],
+    secrets: &[u8; SECRETS_LEN],
+    passphrase: &str,
+    options: &KeyOptions,
+) -> Result<Vec<u8>, KeyError> {
+    if passphrase.is_empty() {
+        return Err(KeyError::EmptyPassphrase {
+            path: key_file.to_owned(),
+        });
+    }
+    let mut random = [0u8; 28];
+    getrandom::fill(&mut random).map_err(KeyError::Random)?;
+    KeyFile::encode_passphrase(
+        node_id,
+        secrets,
+        passphrase,
+        options.argon2.clamped(),
+        random,
+    )
 }
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> KeyError + use<> {

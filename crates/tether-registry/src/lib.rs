@@ -2,8 +2,11 @@
 //!
 //! - [`KeyManager`] loads this device's Ed25519 key and the [`StorageKey`] at start-up, from
 //!   the OS keychain where one works, else from the key file `device.key`, encrypted with an
-//!   Argon2id-derived key when the user gives a passphrase and, failing that, in the clear with
-//!   mode 0600 and a loud warning. [`KeyManager::storage_kind`] says which (for `doctor`). A
+//!   Argon2id-derived key from a passphrase (given up front, or asked for through a
+//!   [`PassphrasePrompt`]). A new key is written in the clear (mode 0600) only when the caller
+//!   asks for it by name ([`KeyOptions::insecure_key_file`]); otherwise it is refused with
+//!   [`KeyError::ProtectionRequired`]. [`KeyManager::protect`] seals an existing unprotected
+//!   key file in place, atomically. [`KeyManager::storage_kind`] says which (for `doctor`). A
 //!   damaged key file, a wrong passphrase or a missing keychain entry stops start-up with a
 //!   [`KeyError`] that names the file and the way out; an identity is never silently made anew.
 //! - [`DeviceRegistry`] is the single source of truth for every known device: its
@@ -15,7 +18,7 @@
 //!   Lookups by node id and device id, concurrent readers, and a stream of [`RegistryEvent`]s.
 //!
 //! Files live in one data directory (mode 0700) and have mode 0600. The key file is written
-//! once, atomically; each registry change is one `fsync`ed redb transaction; a store or key
+//! once, atomically (and replaced only by [`KeyManager::protect`], atomically too); each registry change is one `fsync`ed redb transaction; a store or key
 //! file that fails a check is never modified or deleted.
 //!
 //! ```
@@ -23,7 +26,10 @@
 //! use tether_registry::{DeviceRegistry, KeyManager, KeyOptions, KeychainPolicy};
 //!
 //! let dir = tempfile::tempdir()?;
-//! let options = KeyOptions::default().keychain(KeychainPolicy::Never);
+//! // No keychain here; a test may keep its key unprotected, by name.
+//! let options = KeyOptions::default()
+//!     .keychain(KeychainPolicy::Never)
+//!     .insecure_key_file();
 //! let keys = KeyManager::open_or_create(dir.path(), &options)?;
 //! let registry = DeviceRegistry::open(dir.path(), keys.storage_key())?;
 //! assert!(registry.paired_devices().is_empty());
@@ -39,7 +45,8 @@
 //!
 //! ```text
 //! <data dir>/            mode 0700
-//!   device.key           mode 0600, written once (temp file, fsync, no-clobber rename, fsync dir)
+//!   device.key           mode 0600, written once (temp file, fsync, no-clobber rename, fsync dir);
+//!                        `protect` replaces kind 3 by kind 2 (temp file, fsync, rename, fsync dir)
 //!     "tether-device-key\n" | version 1 | kind | node id (32)
 //!       kind 1, OS keychain: account id (16); entry service "tether", account "device-key-<hex>"
 //!       kind 2, passphrase:  Argon2id memory KiB, passes, lanes (u32 LE each) | salt (16)
@@ -65,6 +72,7 @@ mod error;
 mod key_file;
 mod key_manager;
 mod keychain;
+mod passphrase;
 mod private_fs;
 mod record;
 mod registry;
@@ -74,6 +82,7 @@ mod store;
 pub use error::{BoxedSource, KeyError, RegistryError, StoreError};
 pub use key_file::Argon2Params;
 pub use key_manager::{KEY_FILE, KeyManager, KeyOptions, KeyStorageKind, KeychainPolicy};
+pub use passphrase::{PassphrasePrompt, PassphrasePurpose};
 pub use record::{
     MAX_ADDRESSES, MAX_RELAY_URL_LEN, NewPairing, PairedDevice, StorageKey, TrustLevel,
 };

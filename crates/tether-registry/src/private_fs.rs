@@ -79,6 +79,52 @@ pub(crate) fn create_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     sync_dir(dir)
 }
 
+/// Atomically replaces the file `path` with one holding `bytes`, mode 0600: a temporary file
+/// beside it is written and `fsync`ed, renamed over `path`, and the directory `fsync`ed. A
+/// crash at any point leaves either the old file or the new one, whole, at `path` (and at
+/// worst a stray temporary file, which [`remove_stale_temp_files`] removes). `step` names the
+/// points between the steps for [`pause_point`] in test builds.
+pub(crate) fn replace_atomically(path: &Path, bytes: &[u8], step: &str) -> io::Result<()> {
+    let dir = parent_of(path)?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(&temp_prefix(path))
+        .suffix(".tmp")
+        .permissions(fs::Permissions::from_mode(FILE_MODE))
+        .tempfile_in(dir)?;
+    let (first, second) = bytes.split_at(bytes.len() / 2);
+    temp.write_all(first)?;
+    temp.flush()?;
+    pause_point(step, "temp-partial");
+    temp.write_all(second)?;
+    temp.as_file().sync_all()?;
+    pause_point(step, "temp-synced");
+    temp.persist(path).map_err(|error| error.error)?;
+    pause_point(step, "renamed");
+    sync_dir(dir)?;
+    pause_point(step, "done");
+    Ok(())
+}
+
+/// Test builds only (cargo feature `test-hooks`): when the environment variable
+/// `TETHER_TEST_PAUSE_AT` names this point (`STEP:STAGE`), says so on stderr and waits for
+/// ever, so that a test can kill the process at a known point of a multi-step write.
+#[cfg(feature = "test-hooks")]
+pub(crate) fn pause_point(step: &str, stage: &str) {
+    let point = format!("{step}:{stage}");
+    if std::env::var("TETHER_TEST_PAUSE_AT").is_ok_and(|wanted| wanted == point) {
+        let mut stderr = io::stderr();
+        let _ = writeln!(stderr, "tether-test-hook: paused at {point}");
+        let _ = stderr.flush();
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+}
+
+/// Without the `test-hooks` feature, nothing.
+#[cfg(not(feature = "test-hooks"))]
+pub(crate) fn pause_point(_step: &str, _stage: &str) {}
+
 /// Removes temporary files a crash left behind by [`create_atomically`] for `path`.
 pub(crate) fn remove_stale_temp_files(path: &Path) -> io::Result<()> {
     let dir = parent_of(path)?;
@@ -155,6 +201,17 @@ mod tests {
         assert_eq!(error.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(fs::read(&file).unwrap(), b"first");
         // The failed attempt left no temporary file behind.
+        assert_eq!(fs::read_dir(root.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn replaces_a_file_whole_with_mode_0600() {
+        let root = tempfile::tempdir().unwrap();
+        let file = root.path().join("f");
+        create_atomically(&file, b"first").unwrap();
+        replace_atomically(&file, b"the second one", "test").unwrap();
+        assert_eq!(fs::read(&file).unwrap(), b"the second one");
+        assert_eq!(mode(&file), 0o600);
         assert_eq!(fs::read_dir(root.path()).unwrap().count(), 1);
     }
 

@@ -14,12 +14,13 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
 use std::time::Instant;
 
 use common::{Device, capture_logs, file_only, hex, mode, pair, rng, sample_pairing, snapshot};
 use tether_registry::{
     Argon2Params, DeviceRegistry, KeyError, KeyManager, KeyOptions, KeyStorageKind, KeychainPolicy,
-    StoreError,
+    PassphrasePrompt, PassphrasePurpose, StoreError,
 };
 use zeroize::Zeroizing;
 
@@ -38,18 +39,18 @@ fn with_passphrase(passphrase: &str) -> KeyOptions {
 }
 
 #[test]
-fn unprotected_file_warns_loudly_and_reopens_to_the_same_keys() {
+fn unprotected_file_only_by_name_and_reopens_to_the_same_keys() {
     let device = Device::new();
     let (keys, logs) = capture_logs(|| KeyManager::open_or_create(&device.dir, &file_only()));
     let keys = keys.unwrap();
     assert_eq!(keys.storage_kind(), &KeyStorageKind::UnprotectedFile);
     assert!(keys.storage_kind().to_string().contains("NOT encrypted"));
     let secret_hex = hex(keys.identity().to_secret_bytes().as_slice());
-    let warning = logs
-        .iter()
-        .find(|(level, text)| *level == tracing::Level::WARN && text.contains("NOT ENCRYPTED"))
-        .expect("a warning that the key is unprotected");
-    assert!(warning.1.contains("TETHER_PASSPHRASE"), "{warning:?}");
+    // Asked for by name: no warning.
+    assert!(
+        !logs.iter().any(|(level, _)| *level == tracing::Level::WARN),
+        "{logs:?}"
+    );
     for (_, text) in &logs {
         assert!(!text.contains(&secret_hex), "key material in a log: {text}");
     }
@@ -61,13 +62,11 @@ fn unprotected_file_warns_loudly_and_reopens_to_the_same_keys() {
     let paired = pair(&registry, sample_pairing(&mut rng(1), "peer"));
     drop(registry);
 
-    // The warning comes again at every start.
     let (again, logs) = capture_logs(|| KeyManager::open_or_create(&device.dir, &file_only()));
     let again = again.unwrap();
-    assert!(
-        logs.iter()
-            .any(|(level, text)| *level == tracing::Level::WARN && text.contains("NOT ENCRYPTED"))
-    );
+    for (_, text) in &logs {
+        assert!(!text.contains(&secret_hex), "key material in a log: {text}");
+    }
     assert_eq!(again.node_id(), keys.node_id());
     assert_eq!(
         *again.identity().to_secret_bytes(),
@@ -252,4 +251,195 @@ fn weak_argon2_parameters_are_raised_to_the_minimum() {
     let file = fs::read(device.key_path()).unwrap();
     assert_eq!(&file[52..56], &Argon2Params::MIN_MEMORY_KIB.to_le_bytes());
     assert_eq!(&file[56..60], &Argon2Params::MIN_PASSES.to_le_bytes());
+}
+
+/// The files of `dir` (recursively) whose bytes contain `needle`.
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files_containing(&path, needle));
+        } else if fs::read(&path)
+            .unwrap()
+            .windows(needle.len())
+            .any(|w| w == needle)
+        {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// Issue 17: with no keychain, no passphrase and no explicit consent to an unprotected file,
+/// a new device key is refused and nothing is written; the key never lands on disk in the
+/// clear.
+#[test]
+fn a_new_key_without_keychain_passphrase_or_consent_is_refused() {
+    let device = Device::new();
+    let options = KeyOptions::default().keychain(KeychainPolicy::Never);
+    match KeyManager::open_or_create(&device.dir, &options) {
+        Err(KeyError::ProtectionRequired { path }) => assert_eq!(path, device.key_path()),
+        Err(other) => panic!("unexpected error: {other}"),
+        Ok(keys) => panic!(
+            "a new device key was stored without protection: its raw bytes are in {:?}",
+            files_containing(&device.dir, keys.identity().to_secret_bytes().as_slice())
+        ),
+    }
+    assert!(!device.key_path().exists());
+    assert!(
+        fs::read_dir(&device.dir)
+            .map(|entries| entries.count() == 0)
+            .unwrap_or(true),
+        "nothing may be written"
+    );
+}
+
+/// Issue 17: an existing unprotected key file keeps working, with one short warning that says
+/// how to protect it (it was five lines on a terminal, saying it could not be converted).
+#[test]
+fn an_existing_unprotected_key_warns_in_one_short_line() {
+    let device = Device::new();
+    let node_id = device.keys().node_id();
+    let options = KeyOptions::default().keychain(KeychainPolicy::Never);
+    let (keys, logs) = capture_logs(|| KeyManager::open_or_create(&device.dir, &options));
+    assert_eq!(keys.unwrap().node_id(), node_id);
+    let warnings: Vec<_> = logs
+        .iter()
+        .filter(|(level, _)| *level == tracing::Level::WARN)
+        .map(|(_, text)| text)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let message = warnings[0]
+        .split("message=")
+        .nth(1)
+        .unwrap_or(warnings[0].as_str());
+    assert!(
+        message.len() <= 100,
+        "{} characters: {message}",
+        message.len()
+    );
+    assert!(message.contains("tether key protect"), "{message}");
+}
+
+/// A prompt that answers with a fixed passphrase and counts what it was asked.
+#[derive(Debug, Default)]
+struct Answering {
+    passphrase: &'static str,
+    asked: std::sync::Mutex<Vec<PassphrasePurpose>>,
+}
+
+impl PassphrasePrompt for Answering {
+    fn passphrase(
+        &self,
+        _key_file: &std::path::Path,
+        purpose: PassphrasePurpose,
+    ) -> std::io::Result<Zeroizing<String>> {
+        self.asked.lock().unwrap().push(purpose);
+        Ok(Zeroizing::new(self.passphrase.to_owned()))
+    }
+}
+
+fn prompted(passphrase: &'static str) -> (Arc<Answering>, KeyOptions) {
+    let prompt = Arc::new(Answering {
+        passphrase,
+        ..Answering::default()
+    });
+    let options = KeyOptions::default()
+        .keychain(KeychainPolicy::Never)
+        .argon2(FAST)
+        .prompt(prompt.clone());
+    (prompt, options)
+}
+
+#[test]
+fn the_prompt_is_asked_only_when_a_passphrase_is_needed() {
+    // A new key: asked once, to seal; the file hides the key.
+    let device = Device::new();
+    let (prompt, options) = prompted("typed at the terminal");
+    let keys = KeyManager::open_or_create(&device.dir, &options).unwrap();
+    assert_eq!(keys.storage_kind(), &KeyStorageKind::PassphraseFile);
+    assert_eq!(*prompt.asked.lock().unwrap(), [PassphrasePurpose::Seal]);
+    let secret = keys.identity().to_secret_bytes();
+    assert!(files_containing(&device.dir, secret.as_slice()).is_empty());
+
+    // Reopening: asked once, to open.
+    let (prompt, options) = prompted("typed at the terminal");
+    let again = KeyManager::open_or_create(&device.dir, &options).unwrap();
+    assert_eq!(again.node_id(), keys.node_id());
+    assert_eq!(*prompt.asked.lock().unwrap(), [PassphrasePurpose::Open]);
+
+    // A passphrase given up front: not asked.
+    let (prompt, options) = prompted("unused");
+    let mut options = options;
+    options.passphrase = Some(Zeroizing::new("typed at the terminal".to_owned()));
+    KeyManager::open(&device.dir, &options).unwrap();
+    assert!(prompt.asked.lock().unwrap().is_empty());
+
+    // An unprotected file, or a new one allowed unprotected: not asked.
+    let bare = Device::new();
+    let (prompt, options) = prompted("unused");
+    KeyManager::open_or_create(&bare.dir, &options.clone().insecure_key_file()).unwrap();
+    KeyManager::open_or_create(&bare.dir, &options).unwrap();
+    assert!(prompt.asked.lock().unwrap().is_empty());
+
+    // An empty answer protects nothing: refused, nothing written.
+    let empty = Device::new();
+    let (_, options) = prompted("");
+    let error = KeyManager::open_or_create(&empty.dir, &options).unwrap_err();
+    assert!(matches!(error, KeyError::EmptyPassphrase { .. }), "{error}");
+    assert!(!empty.key_path().exists());
+}
+
+#[test]
+fn protect_seals_an_unprotected_key_in_place() {
+    let device = Device::new();
+    let keys = device.keys();
+    let secret = keys.identity().to_secret_bytes();
+    {
+        let registry = DeviceRegistry::open(&device.dir, keys.storage_key()).unwrap();
+        pair(&registry, sample_pairing(&mut rng(7), "peer"));
+    }
+    let before = snapshot(&device.dir);
+
+    // No passphrase and nobody to ask: nothing changes.
+    let error = KeyManager::protect(&device.dir, &KeyOptions::default()).unwrap_err();
+    assert!(
+        matches!(error, KeyError::SealPassphraseRequired { .. }),
+        "{error}"
+    );
+    assert_eq!(snapshot(&device.dir), before);
+
+    let (prompt, options) = prompted("sealed now");
+    let sealed = KeyManager::protect(&device.dir, &options).unwrap();
+    assert_eq!(*prompt.asked.lock().unwrap(), [PassphrasePurpose::Seal]);
+    assert_eq!(sealed.node_id(), keys.node_id());
+    assert_eq!(sealed.storage_kind(), &KeyStorageKind::PassphraseFile);
+    assert!(files_containing(&device.dir, secret.as_slice()).is_empty());
+    assert_eq!(mode(&device.key_path()), 0o600);
+    assert_eq!(fs::read_dir(&device.dir).unwrap().count(), before.len());
+
+    // From now on the passphrase is needed, and opens the same keys and the same store.
+    let error = KeyManager::open(&device.dir, &file_only()).unwrap_err();
+    assert!(
+        matches!(error, KeyError::PassphraseRequired { .. }),
+        "{error}"
+    );
+    let again = KeyManager::open(&device.dir, &with_passphrase("sealed now")).unwrap();
+    assert_eq!(*again.identity().to_secret_bytes(), *secret);
+    let registry = DeviceRegistry::open(&device.dir, again.storage_key()).unwrap();
+    assert_eq!(registry.paired_devices().len(), 1);
+    drop(registry);
+
+    // A sealed file is left alone.
+    let before = snapshot(&device.dir);
+    let error = KeyManager::protect(&device.dir, &with_passphrase("other")).unwrap_err();
+    assert!(
+        matches!(error, KeyError::AlreadyProtected { .. }),
+        "{error}"
+    );
+    assert_eq!(snapshot(&device.dir), before);
 }

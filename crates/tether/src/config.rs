@@ -19,7 +19,20 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// [`NetworkingConfig::new`] gives the real-world defaults (every interface, UDP 11204, iroh's
 /// public relays, mDNS on the LAN, the key in the OS keychain). [`NetworkingConfig::local_only`]
 /// keeps everything on this machine: loopback only, no relays, no mDNS, discovery through a
-/// shared directory ([`LoopbackDiscovery`]).
+/// shared directory ([`LoopbackDiscovery`]), and the key in the key file.
+///
+/// # Where the device key is kept ([`NetworkingConfig::keys`])
+///
+/// A device's key is made on its first start and read on every later one. A new key goes to
+/// the OS keychain where [`KeyOptions::keychain`] allows it and one works (not in
+/// `local_only`). Otherwise it goes to `data_dir/device.key`, sealed with a passphrase
+/// (Argon2id, ChaCha20-Poly1305): [`KeyOptions::passphrase`] if the app has it, else whatever
+/// [`KeyOptions::prompt`] answers (a terminal, a dialog). With neither, the start fails with
+/// [`tether_registry::KeyError::ProtectionRequired`] and nothing is written, unless the app
+/// named the insecure choice ([`KeyOptions::insecure_key_file`],
+/// [`NetworkingConfig::with_insecure_key_file`]: tests, throwaway demos), which writes the key
+/// in the clear, mode 0600. A key file made unprotected earlier still opens (one warning per
+/// start), and [`tether_registry::KeyManager::protect`] seals it in place.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NetworkingConfig {
@@ -38,7 +51,7 @@ pub struct NetworkingConfig {
     pub relay_selector: Option<Arc<dyn RelaySelector>>,
     /// How often the relays are measured again (and at once when the chosen one is lost).
     pub relay_probe_interval: Duration,
-    /// Where the device key is kept.
+    /// Where the device key is kept, and how its passphrase is had (see the type's docs).
     pub keys: KeyOptions,
     /// A directory for [`LoopbackDiscovery`], or `None` to not use it.
     pub loopback_discovery: Option<PathBuf>,
@@ -102,7 +115,8 @@ impl NetworkingConfig {
     }
 
     /// Everything on this machine (see the type's docs). The key file is used rather than the
-    /// OS keychain, so tests and demos leave nothing in the user's keychain.
+    /// OS keychain, so tests and demos leave nothing in the user's keychain; a new key needs a
+    /// passphrase (or [`Self::with_insecure_key_file`]).
     pub fn local_only(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             transport: TransportConfig::local_only(),
@@ -127,6 +141,14 @@ impl NetworkingConfig {
     /// Sets the idle timeout (`None`: never close a connection for being idle).
     pub fn with_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.idle_timeout = timeout;
+        self
+    }
+
+    /// Allows a new device key to be written unprotected when no keychain takes it and no
+    /// passphrase was given ([`KeyOptions::insecure_key_file`]): for tests and throwaway
+    /// demos, never for a device someone keeps.
+    pub fn with_insecure_key_file(mut self) -> Self {
+        self.keys.insecure_key_file = true;
         self
     }
 

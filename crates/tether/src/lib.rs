@@ -32,8 +32,10 @@
 //! # async fn demo() -> Result<(), tether::NetworkError> {
 //! use tether::{NetworkingConfig, NetworkingService, NetworkMessage, Ping};
 //!
-//! let laptop = NetworkingService::start(NetworkingConfig::local_only("/tmp/laptop")).await?;
-//! let phone = NetworkingService::start(NetworkingConfig::local_only("/tmp/phone")).await?;
+//! // Throwaway devices: their keys may stay unprotected (a kept device needs a passphrase).
+//! let config = |dir| NetworkingConfig::local_only(dir).with_insecure_key_file();
+//! let laptop = NetworkingService::start(config("/tmp/laptop")).await?;
+//! let phone = NetworkingService::start(config("/tmp/phone")).await?;
 //!
 //! let mut invite = laptop.start_pairing_as_initiator()?;
 //! let joined = phone.join_pairing(&invite.code).await?;
@@ -88,7 +90,8 @@ pub use tether_protocol::{
     RecvStream, RelayCandidate, RelaySelector, SendStream,
 };
 pub use tether_registry::{
-    Device, DeviceState, KeyOptions, KeyStorageKind, KeychainPolicy, TrustLevel,
+    Device, DeviceState, KeyError, KeyManager, KeyOptions, KeyStorageKind, KeychainPolicy,
+    PassphrasePrompt, PassphrasePurpose, TrustLevel,
 };
 pub use tether_wire::{
     ErrorCode, ErrorReply, FileRequest, FileResponse, Hlc, LibraryAnnounce, LibraryInfo,

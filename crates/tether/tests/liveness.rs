@@ -43,7 +43,9 @@ fn child_peer_process() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let config = NetworkingConfig::local_only(data_dir).with_loopback_discovery(discovery);
+        let config = NetworkingConfig::local_only(data_dir)
+            .with_loopback_discovery(discovery)
+            .with_insecure_key_file();
         let service = NetworkingService::start(config).await.unwrap();
         let mut invite = service.start_pairing_as_initiator().unwrap();
         println!("{CODE_LINE}{}", invite.code);

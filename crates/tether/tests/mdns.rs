@@ -525,7 +525,8 @@ fn write_results(dir: &Path, name: &str, fields: &[(&str, String)]) {
 /// there), a random port, mDNS on, no relays, no loopback discovery.
 fn lan_config(dir: &Path, name: &str) -> NetworkingConfig {
     let mut config = NetworkingConfig::local_only(dir.join(name))
-        .with_device_name(DeviceName::new(name).unwrap());
+        .with_device_name(DeviceName::new(name).unwrap())
+        .with_insecure_key_file();
     config.loopback_discovery = None;
     config.transport.bind_addr = "0.0.0.0:0".parse().unwrap();
     config.transport.relay = RelayConfig::Disabled;

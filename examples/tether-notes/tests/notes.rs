@@ -21,7 +21,8 @@ impl Lab {
     async fn start(&self, name: &str) -> NetworkingService {
         let config = NetworkingConfig::local_only(self.root.path().join(name))
             .with_device_name(DeviceName::new(name).unwrap())
-            .with_loopback_discovery(self.root.path().join("discovery"));
+            .with_loopback_discovery(self.root.path().join("discovery"))
+            .with_insecure_key_file();
         NetworkingService::start(config).await.unwrap()
     }
 }

@@ -15,9 +15,12 @@ use tether_registry::{
     PairingSessionId,
 };
 
-/// Options that never touch the OS keychain (tests must not write to the user's keychain).
+/// Options that never touch the OS keychain (tests must not write to the user's keychain) and
+/// keep a new key unprotected, by name, so that most tests need no Argon2id.
 pub fn file_only() -> KeyOptions {
-    KeyOptions::default().keychain(KeychainPolicy::Never)
+    KeyOptions::default()
+        .keychain(KeychainPolicy::Never)
+        .insecure_key_file()
 }
 
 /// A seeded generator for sample data.

@@ -32,7 +32,8 @@ impl Lab {
     pub(crate) fn config(&self, name: &str) -> NetworkingConfig {
         let mut config = NetworkingConfig::local_only(self.root.path().join(name))
             .with_device_name(DeviceName::new(name).unwrap())
-            .with_loopback_discovery(self.discovery_dir());
+            .with_loopback_discovery(self.discovery_dir())
+            .with_insecure_key_file();
         config.discovery_timeout = Duration::from_secs(5);
         config
     }

@@ -82,7 +82,10 @@ pub(crate) async fn run(args: DeviceArgs) -> Result<()> {
     }
     let mut config = NetworkingConfig::new(&args.data_dir);
     config.transport = transport;
-    config.keys = KeyOptions::default().keychain(KeychainPolicy::Never);
+    // Lab devices live in throwaway namespaces and directories: unprotected keys, by name.
+    config.keys = KeyOptions::default()
+        .keychain(KeychainPolicy::Never)
+        .insecure_key_file();
     config.loopback_discovery = None;
     config.receive_dir.clone_from(&args.receive_dir);
     config.device_name = Some(DeviceName::new(args.name.clone()).context("device name")?);
