@@ -10,6 +10,7 @@ use serde_json::json;
 use tether::{DeviceName, NetworkError, NetworkingService, NodeId, PairedDevice};
 use tokio_util::sync::CancellationToken;
 
+use crate::code_input::CodeText;
 use crate::doctor;
 use crate::failure::{Failure, offline};
 use crate::output::Sink;
@@ -40,7 +41,7 @@ pub(crate) enum Request {
         ticket: bool,
     },
     Join {
-        code: String,
+        code: CodeText,
     },
     Send(SendRequest),
 }
@@ -85,7 +86,7 @@ pub(crate) async fn execute(
         Request::Rename { name, device } => rename(node, &name, device.as_deref(), sink),
         Request::Doctor { device } => doctor::run(node, device.as_deref(), sink, context).await,
         Request::Pair { ticket } => pair(node, ticket, sink, cancel).await,
-        Request::Join { code } => join(node, &code, sink, cancel).await,
+        Request::Join { code } => join(node, code.as_str(), sink, cancel).await,
         Request::Send(request) => send::run(node, request, sink, cancel).await,
     }
 }
@@ -112,7 +113,7 @@ fn devices(node: &NetworkingService, sink: &Sink) {
     let statuses = node.device_statuses();
     if statuses.is_empty() {
         sink.text(
-            "No paired devices yet: run `tether pair` here and `tether join CODE` on the other device.",
+            "No paired devices yet: run `tether pair` here and `tether join` on the other device.",
         );
         return;
     }
@@ -278,7 +279,7 @@ async fn pair(
     sink.line(
         "code",
         format!(
-            "On the other device run:\n\n    tether join {}\n\nThe code works once, for {minutes} minutes. Waiting...",
+            "On the other device run `tether join` and enter:\n\n    {}\n\nThe code works once, for {minutes} minutes. Waiting...",
             invite.code
         ),
         json!({ "code": invite.code, "expires_in_s": invite.expires_in.as_secs() }),

@@ -15,7 +15,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -38,6 +38,7 @@ fn tether(runtime: &Path, data: &Path, args: &[&str]) -> Command {
         .args(args)
         .env("XDG_RUNTIME_DIR", runtime)
         .env_remove("TETHER_DATA_DIR")
+        .env_remove("TETHER_CODE")
         .stdin(Stdio::null());
     command
 }
@@ -150,10 +151,7 @@ fn pair(runtime: &Path, a: &Path, b: &Path, ticket: bool) -> (String, String) {
         .as_str()
         .unwrap()
         .to_owned();
-    let joined = check(
-        &tether(runtime, b, &["join", &code]).output().unwrap(),
-        "join",
-    );
+    let joined = check(&join(runtime, b, &code), "join");
     let (status, lines) = pairing.wait(FINISH);
     assert!(status.success(), "pair: {status}");
     (
@@ -166,6 +164,20 @@ fn pair(runtime: &Path, a: &Path, b: &Path, ticket: bool) -> (String, String) {
             .unwrap()
             .to_owned(),
     )
+}
+
+/// `tether join -` for `data`, with `code` on its standard input.
+fn join(runtime: &Path, data: &Path, code: &str) -> Output {
+    let mut child = tether(runtime, data, &["join", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(code.as_bytes()).unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
 }
 
 /// Every file under `root`, by relative path, with its BLAKE3 hash.
