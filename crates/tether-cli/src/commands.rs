@@ -47,6 +47,21 @@ pub(crate) enum Request {
 }
 
 impl Request {
+    /// The command's name, for the log (never its arguments).
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Self::Id => "id",
+            Self::Devices => "devices",
+            Self::Ping { .. } => "ping",
+            Self::Unpair { .. } => "unpair",
+            Self::Rename { .. } => "rename",
+            Self::Doctor { .. } => "doctor",
+            Self::Pair { .. } => "pair",
+            Self::Join { .. } => "join",
+            Self::Send(_) => "send",
+        }
+    }
+
     /// Whether a short-lived node for this command needs no more than loopback.
     pub(crate) fn offline(&self) -> bool {
         matches!(

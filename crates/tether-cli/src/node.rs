@@ -231,7 +231,13 @@ fn show_event(event: &NetworkEvent, out: Output) {
             format!("unpaired: {}", node_id.fmt_short()),
             json!({ "node_id": node_id.to_string() }),
         ),
-        // The rest (state changes, failed pairings) go to the log at debug level.
+        // Its reason may name the code's public word, and the command that joined has shown
+        // it to the person already; the log only says that it happened.
+        NetworkEvent::PairingFailed { .. } => {
+            tracing::debug!("a pairing attempt failed");
+            return;
+        }
+        // The rest (state changes) go to the log at debug level.
         other => {
             tracing::debug!(?other, "event");
             return;
