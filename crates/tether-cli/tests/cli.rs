@@ -357,3 +357,32 @@ fn a_relay_that_is_not_a_url_is_a_usage_error() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("https://"));
 }
+
+/// Text that reaches the terminal is escaped where it is printed: an error that repeats a
+/// name full of terminal escapes (here the one typed, as a peer's reason would be) shows them
+/// as `\u{1b}`, in text and in `--json`.
+#[test]
+fn control_characters_in_an_error_reach_the_terminal_escaped() {
+    let runtime = tempfile::tempdir().unwrap();
+    let hostile = "\u{1b}]0;owned\u{7}\u{1b}[2J\u{9b}31m\u{202e}x";
+    for json in [false, true] {
+        let mut command = tether(runtime.path());
+        command
+            .args(["ping", hostile, "--local-only", "--data-dir"])
+            .arg(runtime.path().join("x"));
+        if json {
+            command.arg("--json");
+        }
+        let output = command.output().unwrap();
+        assert_eq!(output.status.code(), Some(4));
+        for stream in [&output.stdout, &output.stderr] {
+            let text = String::from_utf8_lossy(stream);
+            assert!(
+                !text.contains(['\u{1b}', '\u{7}', '\u{9b}', '\u{202e}']),
+                "raw control characters: {text:?}"
+            );
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("\\u{1b}]0;owned"), "{stderr}");
+    }
+}

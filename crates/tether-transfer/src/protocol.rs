@@ -139,7 +139,9 @@ pub(crate) struct ManifestPage {
 pub(crate) struct Decline {
     /// Why, for programs.
     pub(crate) code: AbortCode,
-    /// Why, for people; untrusted text, at most [`MAX_MESSAGE_LEN`] bytes.
+    /// Why, for people; untrusted text, cut to [`MAX_MESSAGE_LEN`] bytes when sent and when
+    /// received.
+    #[serde(deserialize_with = "cut_on_receipt")]
     pub(crate) message: String,
 }
 
@@ -203,7 +205,9 @@ pub(crate) struct LaneHello {
 pub(crate) struct Abort {
     /// Why, for programs.
     pub(crate) code: AbortCode,
-    /// Why, for people; untrusted text, at most [`MAX_MESSAGE_LEN`] bytes.
+    /// Why, for people; untrusted text, cut to [`MAX_MESSAGE_LEN`] bytes when sent and when
+    /// received.
+    #[serde(deserialize_with = "cut_on_receipt")]
     pub(crate) message: String,
 }
 
@@ -241,6 +245,13 @@ pub(crate) fn cut_message(text: &str) -> String {
         end -= 1;
     }
     text.get(..end).unwrap_or_default().to_owned()
+}
+
+/// Reads a peer's text for people and keeps at most [`MAX_MESSAGE_LEN`] bytes of it: the frame
+/// cap bounds what arrives, this bounds what is kept and shown.
+fn cut_on_receipt<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+    Ok(cut_message(&text))
 }
 
 /// Hashes as hex, for a [`ChunkHashes`] page.
