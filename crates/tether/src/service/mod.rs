@@ -159,10 +159,8 @@ impl NetworkingService {
 
         let mut discoveries: Vec<Arc<dyn Discovery>> = Vec::new();
         if let Some(dir) = &config.loopback_discovery {
-            let loopback = LoopbackDiscovery::new(dir).map_err(|source| NetworkError::Io {
-                path: dir.clone(),
-                source,
-            })?;
+            let loopback =
+                LoopbackDiscovery::new(dir).map_err(tether_iroh::TransportError::from)?;
             discoveries.push(Arc::new(loopback));
         }
         if let Some(mdns) = MdnsDiscovery::of(&transport) {
