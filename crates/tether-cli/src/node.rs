@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
-use tether::{DeviceName, DeviceType, NetworkEvent, NetworkingService};
+use tether::{DeviceType, NetworkEvent, NetworkingService};
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::{self, NodeContext, Request};
@@ -84,10 +84,7 @@ pub(crate) async fn init(settings: &Settings, args: InitArgs, out: Output) -> Re
     }
     let mut config = settings.config(true)?;
     if let Some(name) = args.name {
-        config.device_name =
-            Some(DeviceName::new(&name).map_err(|error| {
-                Failure::usage(format!("invalid device name {name:?}: {error}"))
-            })?);
+        config.device_name = Some(commands::new_device_name(&name)?);
     }
     if let Some(kind) = args.device_type {
         config.device_type = Some(DeviceType::from_name(&kind.to_ascii_lowercase()));

@@ -403,6 +403,21 @@ fn rename_doctor_and_a_second_up() {
         String::from_utf8_lossy(&second.stderr)
     );
 
+    // A name that reads as a node-id or device-id prefix is refused, for this device and for a
+    // paired one, so that `tether send <id>` can never reach a device that took such a name.
+    for args in [
+        &["rename", "3f9a1c2d0e"][..],
+        &["rename", "--device", "desk", "DEADBEEF"],
+        &["rename", "--device", "desk", "0a1b2c3d-4e5f"],
+    ] {
+        let refused = tether(rt, &laptop, args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("looks like"), "{args:?}: {stderr}");
+    }
+    let id = check(&tether(rt, &laptop, &["id"]).output().unwrap(), "id");
+    assert_eq!(event(&id, "identity")["name"], "laptop");
+
     // Renaming the running node shows in its `id` at once; the laptop names the desk its way.
     check(
         &tether(rt, &desk, &["rename", "studio"]).output().unwrap(),
