@@ -73,7 +73,8 @@ pub(crate) fn read_code(arg: Option<&str>) -> Result<CodeText, Failure> {
                 let code = code.into_string().map_err(|_| {
                     Failure::usage(format!("{CODE_VAR} is not valid UTF-8; set it again"))
                 })?;
-                return non_empty(Zeroizing::new(code), CODE_VAR);
+                let code = Zeroizing::new(code);
+                return non_empty(&code, CODE_VAR);
             }
             if !std::io::stdin().is_terminal() {
                 return Err(Failure::usage(
@@ -95,10 +96,10 @@ fn from_reader(input: impl BufRead, source: &str) -> Result<CodeText, Failure> {
         .take(MAX_INPUT)
         .read_line(&mut line)
         .map_err(|error| Failure::usage(format!("cannot read the code from {source}: {error}")))?;
-    non_empty(line, source)
+    non_empty(&line, source)
 }
 
-fn non_empty(text: Zeroizing<String>, source: &str) -> Result<CodeText, Failure> {
+fn non_empty(text: &str, source: &str) -> Result<CodeText, Failure> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err(Failure::usage(format!(

@@ -1,7 +1,7 @@
 //! The loopback discovery directory: made private by us, or refused when someone else could
 //! reach into it (another user's directory, one open to others, a symbolic link).
 #![cfg(unix)]
-#![allow(clippy::unwrap_used, clippy::print_stderr)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -33,9 +33,8 @@ fn a_loopback_directory_open_to_others_is_refused() {
     std::fs::create_dir(&dir).unwrap();
     for open in [0o777, 0o750, 0o701] {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(open)).unwrap();
-        let error = LoopbackDiscovery::new(&dir)
-            .err()
-            .expect("a directory open to others is refused");
+        let error =
+            LoopbackDiscovery::new(&dir).expect_err("a directory open to others is refused");
         let text = error.to_string();
         assert!(text.contains(&dir.display().to_string()), "{text}");
         assert!(
@@ -60,9 +59,7 @@ fn a_symlinked_loopback_directory_is_refused() {
     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o700)).unwrap();
     let link = root.path().join("tether-loopback");
     std::os::unix::fs::symlink(&target, &link).unwrap();
-    let error = LoopbackDiscovery::new(&link)
-        .err()
-        .expect("a symlink is refused");
+    let error = LoopbackDiscovery::new(&link).expect_err("a symlink is refused");
     let text = error.to_string();
     assert!(text.contains(&link.display().to_string()), "{text}");
     assert!(
@@ -72,9 +69,7 @@ fn a_symlinked_loopback_directory_is_refused() {
     // A file where the directory should be is refused too.
     let file = root.path().join("a-file");
     std::fs::write(&file, b"").unwrap();
-    let error = LoopbackDiscovery::new(&file)
-        .err()
-        .expect("a file is refused");
+    let error = LoopbackDiscovery::new(&file).expect_err("a file is refused");
     assert!(
         matches!(error.problem, LoopbackDirProblem::NotADirectory),
         "{error:?}"
@@ -93,9 +88,7 @@ fn another_users_loopback_directory_is_refused() {
     std::fs::create_dir(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
-    let error = LoopbackDiscovery::new(&dir)
-        .err()
-        .expect("a foreign directory is refused");
+    let error = LoopbackDiscovery::new(&dir).expect_err("a foreign directory is refused");
     assert!(
         matches!(
             error.problem,
