@@ -7,9 +7,10 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tether::{DeviceName, NetworkError, NetworkingService, NodeId, PairedDevice};
+use tether::{DeviceInfo, DeviceName, NetworkError, NetworkingService, NodeId, PairedDevice};
 use tokio_util::sync::CancellationToken;
 
+use crate::code_input::CodeText;
 use crate::doctor;
 use crate::failure::{Failure, offline};
 use crate::output::Sink;
@@ -40,12 +41,27 @@ pub(crate) enum Request {
         ticket: bool,
     },
     Join {
-        code: String,
+        code: CodeText,
     },
     Send(SendRequest),
 }
 
 impl Request {
+    /// The command's name, for the log (never its arguments).
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Self::Id => "id",
+            Self::Devices => "devices",
+            Self::Ping { .. } => "ping",
+            Self::Unpair { .. } => "unpair",
+            Self::Rename { .. } => "rename",
+            Self::Doctor { .. } => "doctor",
+            Self::Pair { .. } => "pair",
+            Self::Join { .. } => "join",
+            Self::Send(_) => "send",
+        }
+    }
+
     /// Whether a short-lived node for this command needs no more than loopback.
     pub(crate) fn offline(&self) -> bool {
         matches!(
@@ -85,12 +101,12 @@ pub(crate) async fn execute(
         Request::Rename { name, device } => rename(node, &name, device.as_deref(), sink),
         Request::Doctor { device } => doctor::run(node, device.as_deref(), sink, context).await,
         Request::Pair { ticket } => pair(node, ticket, sink, cancel).await,
-        Request::Join { code } => join(node, &code, sink, cancel).await,
+        Request::Join { code } => join(node, code.as_str(), sink, cancel).await,
         Request::Send(request) => send::run(node, request, sink, cancel).await,
     }
 }
 
-pub(crate) fn show_identity(node: &NetworkingService, info: &tether::DeviceInfo, sink: &Sink) {
+pub(crate) fn show_identity(node: &NetworkingService, info: &DeviceInfo, sink: &Sink) {
     let storage = node.key_storage().to_string();
     sink.line(
         "identity",
@@ -112,7 +128,7 @@ fn devices(node: &NetworkingService, sink: &Sink) {
     let statuses = node.device_statuses();
     if statuses.is_empty() {
         sink.text(
-            "No paired devices yet: run `tether pair` here and `tether join CODE` on the other device.",
+            "No paired devices yet: run `tether pair` here and `tether join` on the other device.",
         );
         return;
     }
@@ -234,11 +250,7 @@ fn unpair(node: &NetworkingService, device: &str, sink: &Sink) -> Result<()> {
 }
 
 fn rename(node: &NetworkingService, name: &str, device: Option<&str>, sink: &Sink) -> Result<()> {
-    let new_name = DeviceName::new(name).map_err(|error| {
-        Failure::usage(format!(
-            "invalid device name {name:?}: {error}; pick a shorter, printable name"
-        ))
-    })?;
+    let new_name = new_device_name(name)?;
     match device {
         Some(device) => {
             let target = resolve(node, device)?;
@@ -278,7 +290,7 @@ async fn pair(
     sink.line(
         "code",
         format!(
-            "On the other device run:\n\n    tether join {}\n\nThe code works once, for {minutes} minutes. Waiting...",
+            "On the other device run `tether join` and enter:\n\n    {}\n\nThe code works once, for {minutes} minutes. Waiting...",
             invite.code
         ),
         json!({ "code": invite.code, "expires_in_s": invite.expires_in.as_secs() }),
@@ -340,34 +352,64 @@ fn show_paired(device: &PairedDevice, sink: &Sink) {
 
 /// Finds a paired device by name, device id or node-id prefix (at least 4 characters).
 pub(crate) fn resolve(node: &NetworkingService, wanted: &str) -> Result<NodeId> {
-    let paired = node.paired_devices();
-    let lower = wanted.to_ascii_lowercase();
-    let mut matches: Vec<NodeId> = paired
-        .iter()
-        .filter(|d| d.info.device_name.as_str() == wanted)
-        .map(|d| d.node_id)
-        .collect();
-    if matches.is_empty() {
-        matches = paired
-            .iter()
-            .filter(|d| {
-                lower.len() >= 4
-                    && (d.node_id.to_string().starts_with(&lower)
-                        || d.info.device_id.to_string().starts_with(&lower))
-            })
-            .map(|d| d.node_id)
-            .collect();
-    }
-    match matches.as_slice() {
-        [one] => Ok(*one),
+    let paired: Vec<DeviceInfo> = node.paired_devices().into_iter().map(|d| d.info).collect();
+    match candidates(&paired, wanted).as_slice() {
+        [one] => Ok(one.public_key),
         [] => Err(anyhow!(NetworkError::DeviceNotPaired(wanted.to_owned())))
             .context("see `tether devices` for the paired devices"),
-        _ => Err(Failure::usage(format!(
-            "{wanted:?} matches {} paired devices; use more of its node id (see `tether devices`)",
-            matches.len()
-        ))
-        .into()),
+        several => {
+            let listed: Vec<String> = several
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{:?} (node {})",
+                        d.device_name.as_str(),
+                        d.public_key.fmt_short()
+                    )
+                })
+                .collect();
+            Err(Failure::usage(format!(
+                "{wanted:?} could be any of {} paired devices: {}; use more of its node id (see `tether devices`)",
+                several.len(),
+                listed.join(", ")
+            ))
+            .into())
+        }
     }
+}
+
+/// The paired devices `wanted` may mean: its exact name, or (when it reads as an id prefix)
+/// the start of its node id or device id. Names and ids are matched together, so a name that
+/// is also the start of another device's id matches both and is an ambiguity, never a win
+/// for the name.
+fn candidates<'a>(devices: &'a [DeviceInfo], wanted: &str) -> Vec<&'a DeviceInfo> {
+    let by_id = DeviceName::is_id_prefix(wanted);
+    let lower = wanted.to_ascii_lowercase();
+    devices
+        .iter()
+        .filter(|d| {
+            d.device_name.as_str() == wanted
+                || (by_id
+                    && (d.public_key.to_string().starts_with(&lower)
+                        || d.device_id.to_string().starts_with(&lower)))
+        })
+        .collect()
+}
+
+/// A new device name as the user typed it: a printable name that cannot pass for an id.
+pub(crate) fn new_device_name(name: &str) -> Result<DeviceName, Failure> {
+    let new_name = DeviceName::new(name).map_err(|error| {
+        Failure::usage(format!(
+            "invalid device name {name:?}: {error}; pick a shorter, printable name"
+        ))
+    })?;
+    if new_name.looks_like_id() {
+        return Err(Failure::usage(format!(
+            "the name {name:?} looks like a device id, so `tether send {name}` could reach the \
+             wrong device; pick a name that is not only hex digits and hyphens"
+        )));
+    }
+    Ok(new_name)
 }
 
 /// Paths as the running node will see them: absolute, existing.
@@ -383,4 +425,53 @@ pub(crate) fn absolute_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use tether::{DeviceId, DeviceType};
+
+    use super::*;
+
+    /// Public keys from RFC 8032's test vectors: valid points with known hex.
+    const KEYS: [&str; 3] = [
+        "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+        "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c",
+        "fc51cd8e6218a1a38da47ed00230f0580816ed13ba3303ac5deb911548908025",
+    ];
+
+    fn device(key: &str, id: u128, name: &str) -> DeviceInfo {
+        DeviceInfo {
+            device_id: DeviceId::from_uuid(tether::Uuid::from_u128(id)),
+            device_name: DeviceName::new(name).unwrap(),
+            device_type: DeviceType::Laptop,
+            public_key: key.parse().unwrap(),
+        }
+    }
+
+    fn names<'a>(found: &[&'a DeviceInfo]) -> Vec<&'a str> {
+        found.iter().map(|d| d.device_name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_name_that_is_also_another_devices_id_prefix_is_ambiguous() {
+        // "d75a980182" was stored as the phone's name before such names were refused: it is
+        // the desk's short node id.
+        let devices = [
+            device(KEYS[0], 1, "desk"),
+            device(KEYS[1], 2, "d75a980182"),
+            device(KEYS[2], 0xabcd << 112, "tablet"),
+        ];
+        assert_eq!(
+            names(&candidates(&devices, "d75a980182")),
+            ["desk", "d75a980182"]
+        );
+        assert_eq!(names(&candidates(&devices, "D75A")), ["desk"]);
+        assert_eq!(names(&candidates(&devices, "desk")), ["desk"]);
+        assert_eq!(names(&candidates(&devices, "3d40")), ["d75a980182"]);
+        // A device id prefix.
+        assert_eq!(names(&candidates(&devices, "abcd0000-0")), ["tablet"]);
+        // Too short to be an id: only a name.
+        assert!(candidates(&devices, "d75").is_empty());
+    }
 }

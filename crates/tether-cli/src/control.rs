@@ -113,7 +113,8 @@ pub(crate) async fn serve(stream: UnixStream, node: NetworkingService, context: 
             return;
         }
     };
-    debug!(?request, "control request");
+    // The command's name only: a request may carry a pairing code.
+    debug!(command = request.name(), "control request");
     let cancel = CancellationToken::new();
     // The client closing its end (Ctrl-C) stops the command.
     let watcher = tokio::spawn({

@@ -5,6 +5,7 @@
 //! for the same data directory through its control socket, or run a short-lived node
 //! themselves when none is running. Exit codes are in [`failure`].
 
+mod code_input;
 mod commands;
 mod control;
 mod demo;
@@ -81,7 +82,7 @@ enum Command {
     Id,
     /// Show a word code (or --ticket) and wait for the other device.
     Pair(PairArgs),
-    /// Join the device showing CODE (a word code or a tether1... ticket).
+    /// Join the device showing a code: typed, `-` for stdin, or TETHER_CODE.
     Join(JoinArgs),
     /// Run the node in the foreground: serve devices, receive files.
     Up(node::UpArgs),
@@ -108,10 +109,13 @@ struct PairArgs {
     ticket: bool,
 }
 
+/// The code itself is never an argument: other users can read a command line.
 #[derive(Debug, Args)]
+#[command(after_help = code_input::JOIN_HELP)]
 struct JoinArgs {
-    /// The word code or tether1... ticket the other device shows.
-    code: String,
+    /// `-`: read the code from standard input (never the code itself).
+    #[arg(value_name = "-")]
+    from: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -217,7 +221,9 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
         Command::Pair(args) => Request::Pair {
             ticket: args.ticket,
         },
-        Command::Join(args) => Request::Join { code: args.code },
+        Command::Join(args) => Request::Join {
+            code: code_input::read_code(args.from.as_deref())?,
+        },
         Command::Devices => Request::Devices,
         Command::Ping(args) => Request::Ping {
             device: args.device,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
-use tether::{DeviceName, DeviceType, NetworkEvent};
+use tether::{DeviceName, DeviceType, NetworkEvent, NetworkingService};
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::{self, NodeContext, Request};
@@ -87,10 +87,7 @@ pub(crate) async fn init(settings: &Settings, args: InitArgs, out: Output) -> Re
     }
     let mut config = settings.config(true)?;
     if let Some(name) = args.name {
-        config.device_name =
-            Some(DeviceName::new(&name).map_err(|error| {
-                Failure::usage(format!("invalid device name {name:?}: {error}"))
-            })?);
+        config.device_name = Some(commands::new_device_name(&name)?);
     }
     if let Some(kind) = args.device_type {
         config.device_type = Some(DeviceType::from_name(&kind.to_ascii_lowercase()));
@@ -233,7 +230,13 @@ fn show_event(event: &NetworkEvent, out: Output) {
             format!("unpaired: {}", node_id.fmt_short()),
             json!({ "node_id": node_id.to_string() }),
         ),
-        // The rest (state changes, failed pairings) go to the log at debug level.
+        // Its reason may name the code's public word, and the command that joined has shown
+        // it to the person already; the log only says that it happened.
+        NetworkEvent::PairingFailed { .. } => {
+            tracing::debug!("a pairing attempt failed");
+            return;
+        }
+        // The rest (state changes) go to the log at debug level.
         other => {
             tracing::debug!(?other, "event");
             return;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 
-use crate::output::Output;
+use crate::output::{Output, terminal_safe};
 
 /// How often a plain or JSON progress line is printed.
 const PLAIN_EVERY: Duration = Duration::from_secs(2);
@@ -65,7 +65,8 @@ impl ProgressView {
             if let Some(path) = progress["file"].as_str() {
                 file.set_length(progress["file_size"].as_u64().unwrap_or(0));
                 file.set_position(progress["file_done"].as_u64().unwrap_or(0));
-                file.set_message(tail(path, 30));
+                // A file name may hold anything a file system allows.
+                file.set_message(terminal_safe(&tail(path, 30), false).into_owned());
             }
             return;
         }

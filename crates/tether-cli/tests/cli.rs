@@ -1,5 +1,6 @@
 //! The real `tether` binary, driven as a person would: the demo, and two nodes in separate
-//! processes and data directories pairing by word code and by ticket, then pinging.
+//! processes and data directories pairing by word code and by ticket, then pinging; and how
+//! `tether join` takes the code (never from the command line).
 #![allow(
     clippy::unwrap_used,
     clippy::indexing_slicing,
@@ -9,7 +10,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -24,7 +25,8 @@ fn tether(runtime_dir: &Path) -> Command {
     command
         .arg("--insecure-key-file")
         .env("XDG_RUNTIME_DIR", runtime_dir)
-        .env_remove("TETHER_DATA_DIR");
+        .env_remove("TETHER_DATA_DIR")
+        .env_remove("TETHER_CODE");
     command
 }
 
@@ -111,11 +113,7 @@ fn pair_and_ping(ticket: bool) {
     );
 
     let (pairing, code) = start_pair(runtime.path(), &a, ticket);
-    let join = tether(runtime.path())
-        .args(["join", &code, "--local-only", "--json", "--data-dir"])
-        .arg(&b)
-        .output()
-        .unwrap();
+    let join = join_with_stdin(runtime.path(), &b, &format!("{code}\n"));
     assert!(
         join.status.success(),
         "{}",
@@ -171,19 +169,133 @@ fn two_processes_pair_by_ticket_and_ping() {
     pair_and_ping(true);
 }
 
+/// `tether join -` for `data`, with `input` on its standard input.
+fn join_with_stdin(runtime: &Path, data: &Path, input: &str) -> std::process::Output {
+    let mut child = tether(runtime)
+        .args(["join", "-", "--local-only", "--json", "--data-dir"])
+        .arg(data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The paired devices `tether devices` lists for `data`.
+fn paired_devices(runtime: &Path, data: &Path) -> Vec<Value> {
+    let devices = tether(runtime)
+        .args(["devices", "--local-only", "--json", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(
+        devices.status.success(),
+        "{}",
+        String::from_utf8_lossy(&devices.stderr)
+    );
+    json_lines(&devices.stdout)
+        .into_iter()
+        .filter(|d| d["paired"] == true)
+        .collect()
+}
+
+#[test]
+fn a_code_on_the_command_line_is_refused_and_nothing_pairs() {
+    let runtime = tempfile::tempdir().unwrap();
+    let (a, b) = (runtime.path().join("a"), runtime.path().join("b"));
+    let (mut pairing, code) = start_pair(runtime.path(), &a, false);
+    let join = tether(runtime.path())
+        .args(["join", &code, "--local-only", "--json", "--data-dir"])
+        .arg(&b)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&join.stderr);
+    assert_eq!(join.status.code(), Some(2), "{stderr}");
+    let error: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(error.len(), 1, "{stderr}");
+    for words in ["every user of this machine", "tether join -", "TETHER_CODE"] {
+        assert!(error[0].contains(words), "{words:?} in {stderr}");
+    }
+    // The one sentence does not repeat the code.
+    assert!(!stderr.contains(&code), "{stderr}");
+    // The initiator is still waiting: nobody redeemed the code.
+    assert!(pairing.try_wait().unwrap().is_none());
+    pairing.kill().unwrap();
+    let _ = pairing.wait();
+    assert_eq!(paired_devices(runtime.path(), &b), Vec::<Value>::new());
+    assert_eq!(paired_devices(runtime.path(), &a), Vec::<Value>::new());
+}
+
+#[test]
+fn join_dash_reads_the_code_from_stdin_and_pairs() {
+    let runtime = tempfile::tempdir().unwrap();
+    let (a, b) = (runtime.path().join("a"), runtime.path().join("b"));
+    let (pairing, code) = start_pair(runtime.path(), &a, false);
+    // Surrounding blank space, as a paste or `echo` leaves it, is ignored.
+    let join = join_with_stdin(runtime.path(), &b, &format!("  {code}  \n"));
+    assert!(
+        join.status.success(),
+        "{}",
+        String::from_utf8_lossy(&join.stderr)
+    );
+    assert!(wait(pairing, Duration::from_secs(20)).success());
+    assert_eq!(paired_devices(runtime.path(), &b).len(), 1);
+    assert_eq!(paired_devices(runtime.path(), &a).len(), 1);
+}
+
+#[test]
+fn tether_code_in_the_environment_pairs() {
+    let runtime = tempfile::tempdir().unwrap();
+    let (a, b) = (runtime.path().join("a"), runtime.path().join("b"));
+    let (pairing, code) = start_pair(runtime.path(), &a, true);
+    let join = tether(runtime.path())
+        .args(["join", "--local-only", "--json", "--data-dir"])
+        .arg(&b)
+        .env("TETHER_CODE", &code)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        join.status.success(),
+        "{}",
+        String::from_utf8_lossy(&join.stderr)
+    );
+    assert!(wait(pairing, Duration::from_secs(20)).success());
+    assert_eq!(paired_devices(runtime.path(), &b).len(), 1);
+}
+
+#[test]
+fn join_without_a_code_or_a_terminal_says_how_to_give_one() {
+    let runtime = tempfile::tempdir().unwrap();
+    let output = tether(runtime.path())
+        .args(["join", "--local-only", "--data-dir"])
+        .arg(runtime.path().join("x"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("tether join -"), "{stderr}");
+    let empty = join_with_stdin(runtime.path(), &runtime.path().join("x"), "\n");
+    assert_eq!(empty.status.code(), Some(2));
+}
+
 #[test]
 fn a_mistyped_code_is_exit_code_3_with_suggestions() {
     let runtime = tempfile::tempdir().unwrap();
-    let output = tether(runtime.path())
-        .args([
-            "join",
-            "harbor-brave-lionn-sunset",
-            "--local-only",
-            "--data-dir",
-        ])
-        .arg(runtime.path().join("x"))
-        .output()
-        .unwrap();
+    let output = join_with_stdin(
+        runtime.path(),
+        &runtime.path().join("x"),
+        "harbor-brave-lionn-sunset\n",
+    );
     assert_eq!(output.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("lion"), "{stderr}");
@@ -257,4 +369,33 @@ fn a_relay_that_is_not_a_url_is_a_usage_error() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("https://"));
+}
+
+/// Text that reaches the terminal is escaped where it is printed: an error that repeats a
+/// name full of terminal escapes (here the one typed, as a peer's reason would be) shows them
+/// as `\u{1b}`, in text and in `--json`.
+#[test]
+fn control_characters_in_an_error_reach_the_terminal_escaped() {
+    let runtime = tempfile::tempdir().unwrap();
+    let hostile = "\u{1b}]0;owned\u{7}\u{1b}[2J\u{9b}31m\u{202e}x";
+    for json in [false, true] {
+        let mut command = tether(runtime.path());
+        command
+            .args(["ping", hostile, "--local-only", "--data-dir"])
+            .arg(runtime.path().join("x"));
+        if json {
+            command.arg("--json");
+        }
+        let output = command.output().unwrap();
+        assert_eq!(output.status.code(), Some(4));
+        for stream in [&output.stdout, &output.stderr] {
+            let text = String::from_utf8_lossy(stream);
+            assert!(
+                !text.contains(['\u{1b}', '\u{7}', '\u{9b}', '\u{202e}']),
+                "raw control characters: {text:?}"
+            );
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("\\u{1b}]0;owned"), "{stderr}");
+    }
 }

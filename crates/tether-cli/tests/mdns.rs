@@ -1,5 +1,5 @@
 //! The real `tether` binary on a LAN made of two network namespaces (a veth pair with
-//! multicast on) that the test creates: `tether pair` in one, `tether join CODE` in the other
+//! multicast on) that the test creates: `tether pair` in one, `tether join` (the code in `TETHER_CODE`) in the other
 //! finds it by mDNS (`--lan`: every interface, mDNS, no relays), then `tether up` and
 //! `tether ping`. Only processes inside the namespaces multicast; without root (or `ip`) the
 //! test says so and skips.
@@ -149,9 +149,10 @@ fn two_lan_nodes_up_in_namespaces_pair_by_word_code_over_mdns_and_ping() {
         .to_owned();
     assert_eq!(code.split('-').count(), 4, "a word code: {code}");
 
-    // ...and `tether join CODE` on the phone finds the desk by mDNS alone.
+    // ...and `tether join` on the phone finds the desk by mDNS alone.
     let started = Instant::now();
-    let join = tether_in(&netns, Side::B, runtime.path(), &phone, &["join", &code])
+    let join = tether_in(&netns, Side::B, runtime.path(), &phone, &["join"])
+        .env("TETHER_CODE", &code)
         .output()
         .unwrap();
     let join_time = started.elapsed();

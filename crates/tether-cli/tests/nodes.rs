@@ -15,7 +15,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -45,6 +45,7 @@ fn tether(runtime: &Path, data: &Path, args: &[&str]) -> Command {
         .env("XDG_RUNTIME_DIR", runtime)
         .env_remove("TETHER_DATA_DIR")
         .env_remove("TETHER_PASSPHRASE")
+        .env_remove("TETHER_CODE")
         .stdin(Stdio::null());
     command
 }
@@ -157,10 +158,7 @@ fn pair(runtime: &Path, a: &Path, b: &Path, ticket: bool) -> (String, String) {
         .as_str()
         .unwrap()
         .to_owned();
-    let joined = check(
-        &tether(runtime, b, &["join", &code]).output().unwrap(),
-        "join",
-    );
+    let joined = check(&join(runtime, b, &code), "join");
     let (status, lines) = pairing.wait(FINISH);
     assert!(status.success(), "pair: {status}");
     (
@@ -173,6 +171,20 @@ fn pair(runtime: &Path, a: &Path, b: &Path, ticket: bool) -> (String, String) {
             .unwrap()
             .to_owned(),
     )
+}
+
+/// `tether join -` for `data`, with `code` on its standard input.
+fn join(runtime: &Path, data: &Path, code: &str) -> Output {
+    let mut child = tether(runtime, data, &["join", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(code.as_bytes()).unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
 }
 
 /// Every file under `root`, by relative path, with its BLAKE3 hash.
@@ -415,6 +427,21 @@ fn rename_doctor_and_a_second_up() {
         "{}",
         String::from_utf8_lossy(&second.stderr)
     );
+
+    // A name that reads as a node-id or device-id prefix is refused, for this device and for a
+    // paired one, so that `tether send <id>` can never reach a device that took such a name.
+    for args in [
+        &["rename", "3f9a1c2d0e"][..],
+        &["rename", "--device", "desk", "DEADBEEF"],
+        &["rename", "--device", "desk", "0a1b2c3d-4e5f"],
+    ] {
+        let refused = tether(rt, &laptop, args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("looks like"), "{args:?}: {stderr}");
+    }
+    let id = check(&tether(rt, &laptop, &["id"]).output().unwrap(), "id");
+    assert_eq!(event(&id, "identity")["name"], "laptop");
 
     // Renaming the running node shows in its `id` at once; the laptop names the desk its way.
     check(

@@ -164,6 +164,35 @@ impl DeviceName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The fewest characters of a node id or device id that pick a device by its id.
+    pub const MIN_ID_PREFIX_CHARS: usize = 4;
+
+    /// Whether `text` can be read as the start of a node id (hex) or of a device id (a
+    /// hyphenated UUID), in any letter case, of at least [`Self::MIN_ID_PREFIX_CHARS`]
+    /// characters: what a user may type to pick a device by its id, as in
+    /// `tether send 3f9a1c2d0e`. The one rule for both sides: a name must not be such text.
+    pub fn is_id_prefix(text: &str) -> bool {
+        let bytes = text.as_bytes();
+        if bytes.len() < Self::MIN_ID_PREFIX_CHARS {
+            return false;
+        }
+        let node_id = bytes.len() <= 64 && bytes.iter().all(u8::is_ascii_hexdigit);
+        let device_id = bytes.len() <= 36
+            && bytes.iter().enumerate().all(|(at, byte)| match at {
+                8 | 13 | 18 | 23 => *byte == b'-',
+                _ => byte.is_ascii_hexdigit(),
+            });
+        node_id || device_id
+    }
+
+    /// Whether this name reads as an id prefix ([`Self::is_id_prefix`]), so that it could pass
+    /// for another device where a device is picked by name or id. Such a name is refused when
+    /// a device is renamed and when a peer brings it to pairing; one stored before that rule
+    /// still loads.
+    pub fn looks_like_id(&self) -> bool {
+        Self::is_id_prefix(&self.0)
+    }
 }
 
 fn is_bidi_control(c: char) -> bool {

@@ -127,3 +127,45 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn names_that_read_as_an_id_prefix_are_recognised() {
+    let node_id = info(3, "x").public_key.to_string();
+    let device_id = info(3, "x").device_id.to_string();
+    for text in [
+        "3f9a",
+        "3f9a1c2d0e",
+        "DEADBEEF",
+        "0a1b2c3d-4e5f",
+        "0a1b2c3d-4e5f-",
+        &node_id,
+        &node_id[..10],
+        &device_id,
+        &device_id[..13],
+        &device_id.to_uppercase(),
+    ] {
+        assert!(DeviceName::is_id_prefix(text), "{text:?}");
+        assert!(DeviceName::new(text).unwrap().looks_like_id(), "{text:?}");
+    }
+    for text in [
+        "abc",
+        "desk",
+        "deadbeef laptop",
+        "3f9a-",
+        "0a1b2c3d4e5f-",
+        "café",
+        "Anna's laptop",
+        "0x3f9a",
+    ] {
+        assert!(!DeviceName::is_id_prefix(text), "{text:?}");
+    }
+    // Longer than any id: not a prefix of one.
+    assert!(!DeviceName::is_id_prefix(&"a".repeat(65)));
+    // Every prefix of an id that a user may type to pick it is recognised.
+    for len in DeviceName::MIN_ID_PREFIX_CHARS..=node_id.len() {
+        assert!(DeviceName::is_id_prefix(&node_id[..len]), "{len}");
+    }
+    for len in DeviceName::MIN_ID_PREFIX_CHARS..=device_id.len() {
+        assert!(DeviceName::is_id_prefix(&device_id[..len]), "{len}");
+    }
+}

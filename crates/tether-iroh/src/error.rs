@@ -58,4 +58,52 @@ pub enum TransportError {
     /// The endpoint was closed.
     #[error("the endpoint is closed")]
     Closed,
+    /// The loopback discovery directory cannot be used safely.
+    #[error(transparent)]
+    LoopbackDir(#[from] LoopbackDirError),
+}
+
+/// The loopback discovery directory is not private to this user, so records in it could be
+/// someone else's (a planted slot claim redirects a joiner); [`LoopbackDirError::problem`]
+/// says why.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot use {} for loopback discovery", path.display())]
+pub struct LoopbackDirError {
+    /// The directory.
+    pub path: std::path::PathBuf,
+    /// What is wrong with it.
+    #[source]
+    pub problem: LoopbackDirProblem,
+}
+
+/// What is wrong with a loopback discovery directory.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoopbackDirProblem {
+    /// It is a symbolic link, which could lead anywhere.
+    #[error("it is a symbolic link; remove it and Tether creates the directory itself")]
+    Symlink,
+    /// It exists and is not a directory.
+    #[error("it is not a directory")]
+    NotADirectory,
+    /// Another user owns it.
+    #[error(
+        "it belongs to uid {owner}, not to this user (uid {user}); remove it, or set \
+         XDG_RUNTIME_DIR to a private directory"
+    )]
+    NotOwned {
+        /// Its owner.
+        owner: u32,
+        /// This process's effective user.
+        user: u32,
+    },
+    /// Its group or others may read, write or enter it.
+    #[error("others can reach into it (mode {mode:03o}); it must be 0700")]
+    OpenToOthers {
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// It could not be created or inspected.
+    #[error("it cannot be created or inspected")]
+    Io(#[source] std::io::Error),
 }

@@ -39,7 +39,7 @@ mod transport;
 
 pub use addr::PeerAddr;
 pub use config::{DEFAULT_PORT, RelayConfig, TransportConfig, TrustedRoot};
-pub use error::TransportError;
+pub use error::{LoopbackDirError, LoopbackDirProblem, TransportError};
 pub use global::{GlobalDiscovery, GlobalDiscoveryConfig, N0_ORIGIN_DOMAIN, N0_PKARR_RELAY};
 pub use info::{ConnectionInfo, PathKind};
 pub use loopback::LoopbackDiscovery;

@@ -14,6 +14,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use crate::error::{LoopbackDirError, LoopbackDirProblem};
+
 /// How often an announcement is refreshed and the directory scanned.
 const HEARTBEAT: Duration = Duration::from_millis(250);
 /// An announcement not refreshed for this long is gone.
@@ -48,10 +50,13 @@ struct Record {
 }
 
 impl LoopbackDiscovery {
-    /// Uses `dir` (created with mode 0700 when missing) as the meeting place.
-    pub fn new(dir: impl Into<PathBuf>) -> io::Result<Self> {
+    /// Uses `dir` as the meeting place: created with mode 0700 when missing, refused when it
+    /// is a symbolic link, belongs to another user, or others can reach into it.
+    pub fn new(dir: impl Into<PathBuf>) -> Result<Self, LoopbackDirError> {
         let dir = dir.into();
-        create_private_dir(&dir)?;
+        if let Err(problem) = private_dir(&dir) {
+            return Err(LoopbackDirError { path: dir, problem });
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 dir,
@@ -61,12 +66,15 @@ impl LoopbackDiscovery {
     }
 
     /// The per-user default directory: `$XDG_RUNTIME_DIR/tether-loopback`, else one in the
-    /// system's temporary directory named after the user.
+    /// system's temporary directory named after the user (`$USER`, else the user id).
     pub fn default_dir() -> PathBuf {
         match std::env::var_os("XDG_RUNTIME_DIR") {
             Some(runtime) => PathBuf::from(runtime).join("tether-loopback"),
             None => {
-                let user = std::env::var("USER").unwrap_or_else(|_| "user".to_owned());
+                let user = std::env::var("USER")
+                    .ok()
+                    .filter(|user| !user.is_empty() && !user.contains('/'))
+                    .unwrap_or_else(|| effective_uid().to_string());
                 std::env::temp_dir().join(format!("tether-loopback-{user}"))
             }
         }
@@ -238,14 +246,56 @@ fn write_record(path: &Path, record: &Record) -> io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-fn create_private_dir(dir: &Path) -> io::Result<()> {
-    std::fs::create_dir_all(dir)?;
+/// Makes `dir` ours and private, or says why it cannot be: a missing directory is created
+/// with mode 0700 (its parents as usual); an existing one must be a real directory (not a
+/// symbolic link), owned by this user, and closed to group and others. One that is not is
+/// refused, never repaired: whoever could reach into it may have planted records already.
+fn private_dir(dir: &Path) -> Result<(), LoopbackDirProblem> {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(LoopbackDirProblem::Io)?;
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    match builder.create(dir) {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(error) => return Err(LoopbackDirProblem::Io(error)),
+    }
+    // `symlink_metadata` does not follow a final symbolic link.
+    let meta = std::fs::symlink_metadata(dir).map_err(LoopbackDirProblem::Io)?;
+    if meta.file_type().is_symlink() {
+        return Err(LoopbackDirProblem::Symlink);
+    }
+    if !meta.is_dir() {
+        return Err(LoopbackDirProblem::NotADirectory);
+    }
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        use std::os::unix::fs::MetadataExt;
+        let user = effective_uid();
+        if meta.uid() != user {
+            return Err(LoopbackDirProblem::NotOwned {
+                owner: meta.uid(),
+                user,
+            });
+        }
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(LoopbackDirProblem::OpenToOthers { mode });
+        }
     }
     Ok(())
+}
+
+#[cfg(unix)]
+fn effective_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+#[cfg(not(unix))]
+fn effective_uid() -> u32 {
+    0
 }
 
 fn now_ms() -> u64 {

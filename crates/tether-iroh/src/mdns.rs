@@ -138,7 +138,8 @@ fn convert(event: MdnsEvent) -> Option<DiscoveryEvent> {
                 .user_data()
                 .and_then(|data| data.as_ref().strip_prefix(SLOT_PREFIX).map(str::to_owned));
             let addr = PeerAddr::from_iroh(&endpoint_info.into_endpoint_addr())?;
-            debug!(node = %addr.node_id.fmt_short(), ?slot, "mdns: found");
+            // Whether it shows a code, not its slot: the slot is a word of that code.
+            debug!(node = %addr.node_id.fmt_short(), pairing = slot.is_some(), "mdns: found");
             Some(DiscoveryEvent::Found(DiscoveredDevice {
                 node_id: addr.node_id,
                 addrs: addr.direct,

@@ -194,9 +194,11 @@ async fn the_default_port_falls_back_to_a_random_one_when_taken() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loopback_discovery_finds_announced_devices_and_their_slot_and_loses_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = LoopbackDiscovery::new(dir.path()).unwrap();
-    let b = LoopbackDiscovery::new(dir.path()).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    // A directory the discovery creates itself (mode 0700); the temporary one may be 0755.
+    let dir = root.path().join("loopback");
+    let a = LoopbackDiscovery::new(&dir).unwrap();
+    let b = LoopbackDiscovery::new(&dir).unwrap();
     let a_id = identity(10).node_id();
     let b_id = identity(11).node_id();
     let addr: std::net::SocketAddr = "127.0.0.1:4242".parse().unwrap();

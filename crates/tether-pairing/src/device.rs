@@ -119,7 +119,8 @@ pub(crate) fn verify_transcript(
     .map_err(|_| Misbehavior::BadSignature)
 }
 
-/// Reads the peer's device info and checks that it claims the key the transport authenticated.
+/// Reads the peer's device info and checks that it claims the key the transport authenticated
+/// and that its name cannot pass for a device id (`DeviceName::looks_like_id`).
 pub(crate) fn read_peer_info(json: &[u8], peer: &NodeId) -> Result<DeviceInfo, Misbehavior> {
     if json.len() > LocalDevice::MAX_INFO_LEN {
         return Err(Misbehavior::InvalidDeviceInfo);
@@ -128,6 +129,11 @@ pub(crate) fn read_peer_info(json: &[u8], peer: &NodeId) -> Result<DeviceInfo, M
         serde_json::from_slice(json).map_err(|_| Misbehavior::InvalidDeviceInfo)?;
     info.check_claimed_key(peer)
         .map_err(|_| Misbehavior::ClaimedKeyMismatch)?;
+    if info.device_name.looks_like_id() {
+        return Err(Misbehavior::IdLikeName {
+            name: info.device_name.to_string(),
+        });
+    }
     Ok(info)
 }
 

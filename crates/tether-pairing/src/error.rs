@@ -109,6 +109,16 @@ pub enum Misbehavior {
     /// The device info claims a key other than the one the transport authenticated.
     #[error("the device info claims a key other than the connection's authenticated endpoint id")]
     ClaimedKeyMismatch,
+    /// The device info's name reads as a node-id or device-id prefix, so the device could pass
+    /// for another one where devices are picked by name or id.
+    #[error(
+        "its name {name:?} reads like a device id, so it could pass for another device; \
+         it must be renamed before it can pair"
+    )]
+    IdLikeName {
+        /// The name it brought.
+        name: String,
+    },
     /// The transcript signature does not verify with the peer's key.
     #[error("the transcript signature does not verify")]
     BadSignature,

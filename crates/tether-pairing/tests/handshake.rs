@@ -392,6 +392,56 @@ fn claimed_keys_must_match_the_authenticated_endpoint_ids() {
     );
 }
 
+/// A device whose name reads as a node-id or device-id prefix (as `tether send <id>` takes
+/// one) could pass for another device; either side refuses such a peer and pairs with nobody.
+#[test]
+fn a_peer_named_like_an_id_is_refused_by_either_side() {
+    for (seed, name) in [(40, "3f9a1c2d0e"), (41, "DEADBEEF"), (42, "0a1b2c3d-4e5f")] {
+        // The joiner has the name.
+        let mut scene = Scene::new(seed);
+        scene.joiner_device = device(&mut scene.rng, name);
+        let run = scene.run();
+        assert!(run.nobody_paired(), "joiner named {name:?}");
+        let refused = Some(PairingError::PeerMisbehaved(Misbehavior::IdLikeName {
+            name: name.to_owned(),
+        }));
+        assert_eq!(run.initiator_error(), refused.as_ref());
+        assert_eq!(
+            run.joiner_error(),
+            Some(&PairingError::PeerAborted(AbortReason::ProtocolError))
+        );
+
+        // The initiator has it.
+        let mut scene = Scene::new(seed + 100);
+        scene.initiator_device = device(&mut scene.rng, name);
+        scene.initiator = Initiator::new(
+            &scene.code,
+            scene.initiator_device.clone(),
+            scene.now,
+            InitiatorConfig::default(),
+        )
+        .unwrap();
+        let run = scene.run();
+        assert!(run.nobody_paired(), "initiator named {name:?}");
+        assert_eq!(run.joiner_error(), refused.as_ref());
+        assert_eq!(
+            run.initiator_error(),
+            Some(&PairingError::PeerAborted(AbortReason::ProtocolError))
+        );
+    }
+    // Names that only contain such a run, or are too short to be taken as an id, pair.
+    for (seed, name) in [(43, "deadbeef laptop"), (44, "cafe"), (45, "abc")] {
+        let mut scene = Scene::new(seed);
+        scene.joiner_device = device(&mut scene.rng, name);
+        let run = scene.run();
+        if name == "cafe" {
+            assert!(run.nobody_paired(), "{name:?} is a 4-character prefix");
+        } else {
+            assert_paired(&run, &scene);
+        }
+    }
+}
+
 #[test]
 fn messages_out_of_order_are_refused_without_spending_the_code() {
     let mut scene = Scene::new(13);

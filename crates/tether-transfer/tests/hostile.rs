@@ -644,3 +644,45 @@ async fn plain_frames_are_refused_in_an_encrypted_transfer() {
             .all(|n| n.starts_with(".f.bin.tether-"))
     );
 }
+
+/// A receiver's `Decline` or `Abort` carries text for people; a hostile one sends a megabyte of
+/// it, terminal escapes included. The sender keeps at most 1024 bytes of it (the limit it
+/// applies to its own messages), so the text it reports stays small.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_decline_or_abort_message_is_cut_on_receipt() {
+    let src = tempfile::tempdir().unwrap();
+    let shared = src.path().join("shared.bin");
+    random_file(&shared, 1000, 1);
+    let id = Uuid::from_u128(5);
+    let resolver: HashMap<Uuid, PathBuf> = [(id, shared)].into();
+    let huge = "\u{1b}[2J\u{1b}]0;owned\u{7}é".repeat(30_000);
+    for kind in ["Decline", "Abort"] {
+        let outgoing =
+            OutgoingTransfer::prepare(&resolver, &[id], SendOptions::default().encrypt(false))
+                .await
+                .unwrap();
+        let (listener, port) = listen().await;
+        let sender = tokio::spawn(async move {
+            let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            outgoing.send(stream, Vec::new(), RunContext::new()).await
+        });
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let _offer = read_frame(&mut stream).await.unwrap().unwrap();
+        let _manifest = read_frame(&mut stream).await.unwrap().unwrap();
+        let answer = json!({"type": kind, "body": {"code": "refused", "message": huge}});
+        write_frame(&mut stream, &control(&answer)).await.unwrap();
+        let result = sender.await.unwrap();
+        let message = match result {
+            Err(TransferError::Peer(
+                PeerError::Declined { message, .. } | PeerError::Aborted { message, .. },
+            )) => message,
+            other => panic!("{kind}: {other:?}"),
+        };
+        assert!(
+            message.len() <= 1024,
+            "{kind}: kept {} bytes of the peer's text",
+            message.len()
+        );
+        assert!(huge.starts_with(&message), "{kind}: cut, not changed");
+    }
+}

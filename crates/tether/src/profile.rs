@@ -35,8 +35,11 @@ impl Profile {
             Ok(bytes) => serde_json::from_slice::<Self>(&bytes)
                 .map_err(|error| io(std::io::Error::new(std::io::ErrorKind::InvalidData, error)))?,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                // A host name such as a container's `3f9a1c2d0e1b` reads as an id: not a name.
                 let default_name = DeviceName::new(default_device_name())
-                    .or_else(|_| DeviceName::new("tether device"))
+                    .ok()
+                    .filter(|name| !name.looks_like_id())
+                    .map_or_else(|| DeviceName::new("tether device"), Ok)
                     .map_err(|e| NetworkError::Usage(e.to_string()))?;
                 Self {
                     device_id: DeviceId::random(&mut UnwrapErr(getrandom::SysRng)),

@@ -192,7 +192,13 @@ impl NetworkingService {
     /// Renames this device: the profile (`device.json`) and what this device tells others
     /// from now on (devices that pair with it later; devices already paired keep the name they
     /// were told at pairing, and can rename it on their side). Returns the new identity.
+    ///
+    /// A name that reads as a node-id or device-id prefix is refused
+    /// ([`DeviceName::looks_like_id`]).
     pub fn rename_self(&self, name: &DeviceName) -> Result<DeviceInfo, NetworkError> {
+        if name.looks_like_id() {
+            return Err(super::id_like_name(name));
+        }
         let mut profile = self
             .inner
             .profile
@@ -203,8 +209,12 @@ impl NetworkingService {
         Ok(self.device_info())
     }
 
-    /// Renames a paired device: the name this device shows for it.
+    /// Renames a paired device: the name this device shows for it. A name that reads as a
+    /// node-id or device-id prefix is refused ([`DeviceName::looks_like_id`]).
     pub fn rename_device(&self, node_id: NodeId, name: DeviceName) -> Result<(), NetworkError> {
+        if name.looks_like_id() {
+            return Err(super::id_like_name(&name));
+        }
         self.inner
             .registry
             .rename(node_id, name)

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use iroh::endpoint::Connection;
 use rand_core::UnwrapErr;
-use tether_identity::{DeviceInfo, NodeId};
+use tether_identity::{DeviceInfo, DeviceName, NodeId};
 use tether_iroh::{ConnectionInfo, LoopbackDiscovery, MdnsDiscovery, PeerAddr, Transport};
 use tether_pairing::{CodeStatus, Credential, Initiator, LocalDevice, PairingCode, PairingTicket};
 use tether_protocol::{DiscoveredDevice, Discovery, NetworkProtocol};
@@ -174,10 +174,8 @@ impl NetworkingService {
 
         let mut discoveries: Vec<Arc<dyn Discovery>> = Vec::new();
         if let Some(dir) = &config.loopback_discovery {
-            let loopback = LoopbackDiscovery::new(dir).map_err(|source| NetworkError::Io {
-                path: dir.clone(),
-                source,
-            })?;
+            let loopback =
+                LoopbackDiscovery::new(dir).map_err(tether_iroh::TransportError::from)?;
             discoveries.push(Arc::new(loopback));
         }
         if let Some(mdns) = MdnsDiscovery::of(&transport) {
@@ -589,7 +587,12 @@ impl NetworkingService {
     }
 
     fn local_device(&self) -> Result<LocalDevice, NetworkError> {
-        LocalDevice::new(self.inner.keys.identity().clone(), self.device_info())
+        let info = self.device_info();
+        // The peer would refuse it (see `DeviceName::looks_like_id`); say so here, clearly.
+        if info.device_name.looks_like_id() {
+            return Err(id_like_name(&info.device_name));
+        }
+        LocalDevice::new(self.inner.keys.identity().clone(), info)
             .map_err(|e| NetworkError::Usage(e.to_string()))
     }
 
@@ -721,4 +724,12 @@ impl NetworkingService {
             }
         }
     }
+}
+
+/// The error for a name that reads as an id prefix ([`DeviceName::looks_like_id`]).
+pub(crate) fn id_like_name(name: &DeviceName) -> NetworkError {
+    NetworkError::Usage(format!(
+        "the name {name:?} looks like a device id, so this device could pass for another one; \
+         pick a name that is not only hex digits and hyphens"
+    ))
 }
