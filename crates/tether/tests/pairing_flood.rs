@@ -36,6 +36,7 @@ const CLOSED_WITHIN: Duration = Duration::from_secs(10);
 async fn flood_target_node() {
     let dir = PathBuf::from(std::env::var_os("TETHER_FLOOD_DIR").expect("run by the flood test"));
     let config = NetworkingConfig::local_only(dir.join("node"))
+        .with_insecure_key_file()
         .with_device_name(DeviceName::new("target").unwrap());
     let service = NetworkingService::start(config).await.unwrap();
     let addr = service.addr();
@@ -203,6 +204,7 @@ async fn a_flood_of_silent_strangers_is_bounded() {
     let ticket = wait_for_file(&dir.join("ticket"));
     let joiner = NetworkingService::start(
         NetworkingConfig::local_only(lab.data_dir("joiner"))
+            .with_insecure_key_file()
             .with_device_name(DeviceName::new("joiner").unwrap()),
     )
     .await
