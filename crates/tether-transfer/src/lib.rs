@@ -56,7 +56,7 @@
 //!          wants?, plan?} ─►
 //!   Manifest {entries} ... (paged, ≤ 256 KiB each) ─►  check paths, limits, space, ciphers;
 //!                                                    ask consent
-//!                                    ◄─ Accept {cipher} | Decline {code}
+//!                                    ◄─ Accept {cipher} | Decline {code, message}
 //!   ChunkHashes {entry, first, hex} ... ─►           check they add up to each file hash;
 //!                                                    verify kept partial chunks
 //!   (each extra stream) Lane {id, index} ─►
@@ -145,7 +145,9 @@ mod tree;
 
 pub use chunk::CHUNK_SIZE;
 pub use compress::{Compression, DecodeError};
-pub use consent::{AcceptAll, Consent, Decision, DeclineAll, OfferSummary, TrustedPeers};
+pub use consent::{
+    AcceptAll, Consent, Decision, DeclineAll, MAX_REASON_LEN, OfferSummary, TrustedPeers,
+};
 pub use error::{LocalError, PeerError, TransferError, UsageError};
 pub use link::ByteStream;
 pub use manifest::{EntryKind, Limits, ManifestEntry, ManifestError};

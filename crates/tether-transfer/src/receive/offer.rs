@@ -26,6 +26,8 @@ use crate::receive::{BusyGuard, LaneGuard, Receiver, aborted, blocking};
 
 /// What consent produced.
 pub(super) struct Accepted {
+    /// Where the files go: the receiver's destination, or the one consent chose.
+    pub(super) root: PathBuf,
     pub(super) entries: Vec<CheckedEntry>,
     pub(super) busy: BusyGuard,
     pub(super) lanes: Option<(LaneGuard, mpsc::Receiver<AttachedLane>)>,
@@ -91,39 +93,35 @@ pub(super) async fn before_accept(
         None
     };
 
-    let root = config.destination.clone();
-    let (targets, needed) = {
-        let entries = entries.clone();
-        let overwrite = config.overwrite;
-        blocking(move || survey(&root, &entries, overwrite)).await??
-    };
-    if config.check_free_space {
-        let available = disk::free_space(&config.destination)?;
-        if needed > available {
-            return Err(LocalError::DiskFull {
-                path: config.destination.clone(),
-                needed,
-                available,
-            }
-            .into());
-        }
-    }
-    let busy = receiver.claim_targets(targets)?;
     let manifest: Vec<_> = entries.iter().map(|e| e.entry.clone()).collect();
+    let files = manifest
+        .iter()
+        .filter(|e| e.kind == EntryKind::File)
+        .count() as u64;
     let summary = OfferSummary {
         transfer_id: offer.transfer_id,
         peer,
         entries: &manifest,
-        files: manifest
-            .iter()
-            .filter(|e| e.kind == EntryKind::File)
-            .count() as u64,
+        files,
         total_bytes: offer.total_bytes,
         encrypted: offer.encrypted,
     };
-    if let Decision::Decline(reason) = config.consent.decide(&summary).await {
-        return Err(TransferError::Declined(reason));
-    }
+    // The person is asked only about an offer that fits the destination.
+    let busy = claim_destination(receiver, &config.destination, &entries).await?;
+    let (root, busy) = match config.consent.decide(&summary).await {
+        Decision::Accept => (config.destination.clone(), busy),
+        Decision::AcceptInto(root) => {
+            drop(busy);
+            let meta = std::fs::metadata(&root)
+                .map_err(|e| LocalError::io("opening the chosen destination", &root, e))?;
+            if !meta.is_dir() {
+                return Err(LocalError::NotADirectory(root).into());
+            }
+            let busy = claim_destination(receiver, &root, &entries).await?;
+            (root, busy)
+        }
+        Decision::Decline(reason) => return Err(TransferError::Declined(reason)),
+    };
     let mut keys = secret
         .zip(cipher)
         .map(|(secret, cipher)| secret.into_keys(cipher));
@@ -141,12 +139,41 @@ pub(super) async fn before_accept(
     };
     writer.send(&Message::Accept(answer)).await?;
     Ok(Accepted {
+        root,
         entries,
         busy,
         lanes,
         ciphers,
         cipher,
     })
+}
+
+/// Checks the targets under `root` (existing files, symlinks, free space) and claims them
+/// against other running transfers.
+async fn claim_destination(
+    receiver: &Receiver,
+    root: &Path,
+    entries: &[CheckedEntry],
+) -> Result<BusyGuard, TransferError> {
+    let config = &receiver.inner.config;
+    let (targets, needed) = {
+        let entries = entries.to_vec();
+        let overwrite = config.overwrite;
+        let root = root.to_owned();
+        blocking(move || survey(&root, &entries, overwrite)).await??
+    };
+    if config.check_free_space {
+        let available = disk::free_space(root)?;
+        if needed > available {
+            return Err(LocalError::DiskFull {
+                path: root.to_owned(),
+                needed,
+                available,
+            }
+            .into());
+        }
+    }
+    receiver.claim_targets(targets)
 }
 
 /// Every file's target, and the bytes the transfer may still need on disk. Refuses targets that
@@ -216,6 +243,7 @@ pub(super) async fn decline(writer: &ControlWriter, error: &TransferError) {
     };
     let message = match error {
         TransferError::Peer(error) => cut_message(&error.to_string()),
+        TransferError::Declined(reason) => cut_message(reason),
         _ => String::new(),
     };
     writer

@@ -84,6 +84,7 @@ pub(super) async fn run<S: ByteStream>(
         activity,
         created_dirs: Vec::new(),
         file_entries: Vec::new(),
+        root: config.destination.clone(),
     };
     let result = run
         .after_accept(accepted, reader, &writer, &mut report)
@@ -117,6 +118,8 @@ struct Run<'a> {
     activity: Arc<Activity>,
     created_dirs: Vec<PathBuf>,
     file_entries: Vec<CheckedEntry>,
+    /// Where the files go (set once consent has answered).
+    root: PathBuf,
 }
 
 impl Run<'_> {
@@ -128,6 +131,7 @@ impl Run<'_> {
         report: &mut TransferReport,
     ) -> Result<Complete, TransferError> {
         let Accepted {
+            root,
             entries,
             busy: _busy,
             lanes,
@@ -144,7 +148,7 @@ impl Run<'_> {
             () = cancel.cancelled() => return Err(TransferError::Cancelled),
         };
 
-        let root = self.config.destination.clone();
+        self.root.clone_from(&root);
         let overwrite = self.config.overwrite;
         // Shared with the planning thread, not copied: the hashes are 1/8192 of the data.
         let plan_input = Arc::new((files, hashes));
@@ -450,7 +454,7 @@ impl Run<'_> {
     /// After a full disk: remove this transfer's partial files, records and new directories.
     fn remove_traces(&self) {
         for entry in &self.file_entries {
-            let paths = FilePaths::new(&self.config.destination, &entry.path);
+            let paths = FilePaths::new(&self.root, &entry.path);
             for path in [&paths.partial, &paths.record, &paths.record_tmp] {
                 if let Err(error) = disk::remove_if_exists(path) {
                     tracing::warn!(%error, "could not clean up");
