@@ -6,6 +6,7 @@
 //! themselves when none is running. Exit codes are in [`failure`].
 
 mod commands;
+mod consent;
 mod control;
 mod demo;
 mod doctor;
@@ -86,6 +87,8 @@ enum Command {
     Ping(PingArgs),
     /// Unpair a device: forget its secret and refuse it from now on.
     Unpair(DeviceArgs),
+    /// Let a paired device send files here without asking, or not.
+    Trust(TrustArgs),
     /// Rename this device (or, with --device, a paired one, here).
     Rename(RenameArgs),
     /// Check addresses, relays, discovery, keys, clock, a device's path.
@@ -109,6 +112,18 @@ struct JoinArgs {
 struct DeviceArgs {
     /// The device: its name, device id or the start of its node id.
     device: String,
+}
+
+#[derive(Debug, Args)]
+struct TrustArgs {
+    /// The device: its name, device id or the start of its node id.
+    device: String,
+    /// Accept its files without asking (`tether up` asks otherwise).
+    #[arg(long, required_unless_present = "no_auto_accept")]
+    auto_accept: bool,
+    /// Ask again before accepting its files.
+    #[arg(long, conflicts_with = "auto_accept")]
+    no_auto_accept: bool,
 }
 
 #[derive(Debug, Args)]
@@ -215,6 +230,10 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
         },
         Command::Unpair(args) => Request::Unpair {
             device: args.device,
+        },
+        Command::Trust(args) => Request::Trust {
+            device: args.device,
+            auto_accept: args.auto_accept && !args.no_auto_accept,
         },
         Command::Rename(args) => Request::Rename {
             name: args.name,

@@ -2,14 +2,16 @@
 //! through its control socket; and `init` and `up` themselves.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
-use tether::{DeviceName, DeviceType, NetworkEvent, NetworkingService};
+use tether::{DeviceName, DeviceType, NetworkEvent, NetworkingService, TransferConsent};
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::{self, NodeContext, Request};
+use crate::consent::TerminalConsent;
 use crate::control;
 use crate::failure::{ERROR, Failure};
 use crate::output::{Output, Sink, render};
@@ -34,6 +36,9 @@ pub(crate) struct UpArgs {
     /// End a stalled transfer after S s [default: 60]
     #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     stall_timeout: Option<u64>,
+    /// Accept files from DEVICE without asking (repeatable)
+    #[arg(long, value_name = "DEVICE")]
+    accept_from: Vec<String>,
 }
 
 fn context(settings: &Settings, running: bool) -> NodeContext {
@@ -122,13 +127,17 @@ async fn serve(
     let receive_dir = args.receive_dir.unwrap_or_else(|| dir.join("received"));
     std::fs::create_dir_all(&receive_dir)
         .with_context(|| format!("cannot create {}", receive_dir.display()))?;
+    // Files only with consent: marked devices, --accept-from, or a yes on the terminal.
+    let consent = Arc::new(TerminalConsent::new(args.accept_from, receive_dir.clone()));
     let mut config = settings.config(false)?.with_receive_dir(&receive_dir);
+    config.consent = Arc::clone(&consent) as Arc<dyn TransferConsent>;
     if let Some(secs) = args.stall_timeout {
         config.transfer_stall_timeout = std::time::Duration::from_secs(secs);
     }
     let node = NetworkingService::start(config)
         .await
         .with_context(|| format!("cannot start the node for {}", dir.display()))?;
+    consent.attach(node.clone());
     let mut events = node.subscribe();
     let addr = node.addr();
     let info = node.device_info();

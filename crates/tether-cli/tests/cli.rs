@@ -208,7 +208,7 @@ fn help_fits_80_columns_and_lists_exit_codes() {
     let runtime = tempfile::tempdir().unwrap();
     for command in [
         "", "demo", "init", "id", "pair", "join", "up", "devices", "send", "ping", "unpair",
-        "rename", "doctor",
+        "trust", "rename", "doctor",
     ] {
         let mut tether = tether(runtime.path());
         if !command.is_empty() {

@@ -268,7 +268,8 @@ fn pair_running_nodes_and_send(ticket: bool) {
         laptop,
     } = two_devices();
     let rt = runtime.path();
-    let desk_up = up(rt, &desk);
+    // The desk takes the laptop's files without asking (it pairs only after this start).
+    let desk_up = up_with(rt, &desk, &["--accept-from", "laptop"]);
     let laptop_up = up(rt, &laptop);
     let (joiner_code, initiator_code) = pair(rt, &desk, &laptop, ticket);
     assert_eq!(joiner_code, initiator_code);
@@ -338,6 +339,13 @@ fn a_receiver_killed_mid_transfer_is_resumed_by_the_same_send() {
     let mut desk_up = up(rt, &desk);
     let _laptop_up = up(rt, &laptop);
     pair(rt, &desk, &laptop, false);
+    // Marked on the desk: still so after its restart below.
+    check(
+        &tether(rt, &desk, &["trust", "laptop", "--auto-accept"])
+            .output()
+            .unwrap(),
+        "trust",
+    );
     let src = source(rt, 6 << 20);
 
     // 1 MB/s: the kill comes while the big file is on its way.
@@ -545,8 +553,15 @@ fn up_without_a_terminal_declines_an_unmarked_device_and_writes_nothing() {
     assert_eq!(event(&sent, "sent")["files"], 5);
     assert_eq!(hashes(&src), hashes(&inbox.join("photos")));
 
-    // The mark is stored: it survives a restart; and it can be taken back.
-    drop(desk_up);
+    // The mark is stored: it survives a restart (a clean stop, Ctrl-C, so the laptop's node
+    // sees the connection close); and it can be taken back.
+    let stopped = Command::new("kill")
+        .args(["-INT", &desk_up.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let (status, _) = desk_up.wait(FINISH);
+    assert!(status.success(), "up after Ctrl-C: {status}");
     let desk_up = up(rt, &desk);
     std::fs::write(src.join("after-restart.txt"), b"new\n").unwrap();
     check(&send_to_desk(rt, &laptop, &src), "send after a restart");

@@ -669,7 +669,9 @@ fn a_wrong_slot_costs_budget_like_any_hello() {
     let run = scene.run();
     assert_eq!(
         run.initiator_error(),
-        Some(&PairingError::Refused(Refusal::RateLimited { max_per_minute: 10 }))
+        Some(&PairingError::Refused(Refusal::RateLimited {
+            max_per_minute: 10
+        }))
     );
     assert_eq!(scene.initiator.status(), CodeStatus::Open);
     scene.advance(Duration::from_secs(61));

@@ -78,8 +78,9 @@ pub use service::{
     DeviceHandle, DeviceStatus, Diagnostics, NetworkingService, PairingInvite, RelayState,
 };
 pub use tether_transfer::{
-    AbortCode, Decision, Direction as TransferDirection, MAX_REASON_LEN, FileProgress, PathKind as TransferPathKind,
-    Progress, TransferCipher, TransferError, TransferEvent, TransferReport, Waiting,
+    AbortCode, Decision, Direction as TransferDirection, FileProgress, MAX_REASON_LEN,
+    PathKind as TransferPathKind, Progress, TransferCipher, TransferError, TransferEvent,
+    TransferReport, Waiting,
 };
 pub use transfer::{TransferHandle, TransferOptions};
 
