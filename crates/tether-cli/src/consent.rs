@@ -126,13 +126,11 @@ impl TerminalConsent {
                 ASK_TIMEOUT.as_secs()
             )),
         };
-        eprintln!(
-            "{}",
-            match decision {
-                Decision::Accept => "accepted",
-                _ => "declined",
-            }
-        );
+        let verdict = match decision {
+            Decision::Accept => "accepted\n",
+            _ => "declined\n",
+        };
+        let _ = std::io::stderr().write_all(verdict.as_bytes());
         decision
     }
 }

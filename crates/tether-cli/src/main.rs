@@ -118,7 +118,7 @@ struct DeviceArgs {
 struct TrustArgs {
     /// The device: its name, device id or the start of its node id.
     device: String,
-    /// Accept its files without asking (`tether up` asks otherwise).
+    /// Take its files without asking (`tether up` asks).
     #[arg(long, required_unless_present = "no_auto_accept")]
     auto_accept: bool,
     /// Ask again before accepting its files.

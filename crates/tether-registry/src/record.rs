@@ -279,6 +279,23 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn a_record_from_before_the_auto_accept_mark_reads_as_unmarked() {
+        let device = sample().device;
+        let mut json = serde_json::to_value(Body {
+            info: device.info,
+            paired_at_ms: 1,
+            trust: TrustLevel::Trusted,
+            auto_accept: true,
+            addresses: Vec::new(),
+            relay_url: None,
+        })
+        .unwrap();
+        json.as_object_mut().unwrap().remove("auto_accept");
+        let body: Body = serde_json::from_value(json).unwrap();
+        assert!(!body.auto_accept);
+    }
+
     fn sample() -> StoredDevice {
         let mut rng = ChaCha20Rng::seed_from_u64(3);
         let identity = NetworkIdentity::generate(&mut rng);
@@ -293,6 +310,7 @@ mod tests {
                 },
                 paired_at: from_unix_millis(1_700_000_000_123),
                 trust: TrustLevel::Trusted,
+                auto_accept: true,
                 addresses: vec!["192.0.2.1:4433".parse().unwrap()],
                 relay_url: Some("https://relay.example/".to_owned()),
             },

@@ -4,6 +4,7 @@
 //! directory exactly as it was.
 #![allow(
     clippy::unwrap_used,
+    clippy::expect_used,
     clippy::indexing_slicing,
     clippy::panic,
     clippy::print_stderr
