@@ -104,9 +104,16 @@ pub(crate) async fn serve(
             .write_all(format!("code {}\n", invite.code).as_bytes())
             .await?;
         stdout.flush().await?;
+        let server = service.clone();
         tokio::spawn(async move {
-            if let Err(error) = invite.paired().await {
-                eprintln!("pairing failed on the showing side: {error}");
+            match invite.paired().await {
+                // The benchmark's clients send files here: accept them without asking.
+                Ok(paired) => {
+                    if let Err(error) = server.set_auto_accept(paired.device.public_key, true) {
+                        eprintln!("cannot mark the paired client auto-accept: {error}");
+                    }
+                }
+                Err(error) => eprintln!("pairing failed on the showing side: {error}"),
             }
         });
     }

@@ -30,6 +30,10 @@ pub(crate) enum Request {
     Unpair {
         device: String,
     },
+    Trust {
+        device: String,
+        auto_accept: bool,
+    },
     Rename {
         name: String,
         device: Option<String>,
@@ -54,6 +58,7 @@ impl Request {
             Self::Devices => "devices",
             Self::Ping { .. } => "ping",
             Self::Unpair { .. } => "unpair",
+            Self::Trust { .. } => "trust",
             Self::Rename { .. } => "rename",
             Self::Doctor { .. } => "doctor",
             Self::Pair { .. } => "pair",
@@ -66,7 +71,11 @@ impl Request {
     pub(crate) fn offline(&self) -> bool {
         matches!(
             self,
-            Self::Id | Self::Devices | Self::Unpair { .. } | Self::Rename { .. }
+            Self::Id
+                | Self::Devices
+                | Self::Unpair { .. }
+                | Self::Trust { .. }
+                | Self::Rename { .. }
         )
     }
 }
@@ -98,6 +107,10 @@ pub(crate) async fn execute(
         }
         Request::Ping { device, count } => ping(node, &device, count, sink, cancel).await,
         Request::Unpair { device } => unpair(node, &device, sink),
+        Request::Trust {
+            device,
+            auto_accept,
+        } => trust(node, &device, auto_accept, sink),
         Request::Rename { name, device } => rename(node, &name, device.as_deref(), sink),
         Request::Doctor { device } => doctor::run(node, device.as_deref(), sink, context).await,
         Request::Pair { ticket } => pair(node, ticket, sink, cancel).await,
@@ -245,6 +258,28 @@ fn unpair(node: &NetworkingService, device: &str, sink: &Sink) -> Result<()> {
             target.fmt_short()
         ),
         json!({ "node_id": target.to_string() }),
+    );
+    Ok(())
+}
+
+fn trust(node: &NetworkingService, device: &str, auto_accept: bool, sink: &Sink) -> Result<()> {
+    let target = resolve(node, device)?;
+    node.set_auto_accept(target, auto_accept)?;
+    let text = if auto_accept {
+        format!(
+            "{} may now send files here without asking",
+            target.fmt_short()
+        )
+    } else {
+        format!(
+            "files from {} are now asked about (or declined without a terminal)",
+            target.fmt_short()
+        )
+    };
+    sink.line(
+        "trust",
+        text,
+        json!({ "node_id": target.to_string(), "auto_accept": auto_accept }),
     );
     Ok(())
 }

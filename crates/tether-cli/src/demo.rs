@@ -86,6 +86,8 @@ async fn exchange(
     let code = invite.code.clone();
     let (joined, accepted) = tokio::try_join!(phone.join_pairing(&code), invite.paired())?;
     let pairing_time = started.elapsed();
+    // The laptop takes the phone's files without asking: both are this demo's own.
+    laptop.set_auto_accept(phone.node_id(), true)?;
     out.line(
         "paired",
         &format!(

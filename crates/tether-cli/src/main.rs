@@ -7,6 +7,7 @@
 
 mod code_input;
 mod commands;
+mod consent;
 mod control;
 mod demo;
 mod doctor;
@@ -94,6 +95,8 @@ enum Command {
     Ping(PingArgs),
     /// Unpair a device: forget its secret and refuse it from now on.
     Unpair(DeviceArgs),
+    /// Let a paired device send files here without asking, or not.
+    Trust(TrustArgs),
     /// Rename this device (or, with --device, a paired one, here).
     Rename(RenameArgs),
     /// Check addresses, relays, discovery, keys, clock, a device's path.
@@ -122,6 +125,18 @@ struct JoinArgs {
 struct DeviceArgs {
     /// The device: its name, device id or the start of its node id.
     device: String,
+}
+
+#[derive(Debug, Args)]
+struct TrustArgs {
+    /// The device: its name, device id or the start of its node id.
+    device: String,
+    /// Take its files without asking (`tether up` asks).
+    #[arg(long, required_unless_present = "no_auto_accept")]
+    auto_accept: bool,
+    /// Ask again before accepting its files.
+    #[arg(long, conflicts_with = "auto_accept")]
+    no_auto_accept: bool,
 }
 
 #[derive(Debug, Args)]
@@ -231,6 +246,10 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
         },
         Command::Unpair(args) => Request::Unpair {
             device: args.device,
+        },
+        Command::Trust(args) => Request::Trust {
+            device: args.device,
+            auto_accept: args.auto_accept && !args.no_auto_accept,
         },
         Command::Rename(args) => Request::Rename {
             name: args.name,

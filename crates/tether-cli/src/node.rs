@@ -2,14 +2,16 @@
 //! through its control socket; and `init` and `up` themselves.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
-use tether::{DeviceName, DeviceType, NetworkEvent, NetworkingService};
+use tether::{DeviceType, NetworkEvent, TransferConsent};
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::{self, NodeContext, Request};
+use crate::consent::TerminalConsent;
 use crate::control;
 use crate::failure::{ERROR, Failure};
 use crate::output::{Output, Sink, render};
@@ -37,6 +39,9 @@ pub(crate) struct UpArgs {
     /// Also take transfers sent with --no-encrypt (TLS only)
     #[arg(long)]
     allow_plain: bool,
+    /// Take files from DEVICE without asking (repeatable)
+    #[arg(long, value_name = "DEVICE")]
+    accept_from: Vec<String>,
 }
 
 fn context(settings: &Settings, running: bool) -> NodeContext {
@@ -122,12 +127,16 @@ async fn serve(
     let receive_dir = args.receive_dir.unwrap_or_else(|| dir.join("received"));
     std::fs::create_dir_all(&receive_dir)
         .with_context(|| format!("cannot create {}", receive_dir.display()))?;
+    // Files only with consent: marked devices, --accept-from, or a yes on the terminal.
+    let consent = Arc::new(TerminalConsent::new(args.accept_from, receive_dir.clone()));
     let mut config = settings.config(false)?.with_receive_dir(&receive_dir);
+    config.consent = Arc::clone(&consent) as Arc<dyn TransferConsent>;
     if let Some(secs) = args.stall_timeout {
         config.transfer_stall_timeout = std::time::Duration::from_secs(secs);
     }
     config.require_encryption = !args.allow_plain;
     let node = start_node(config).await?;
+    consent.attach(node.clone());
     let mut events = node.subscribe();
     let addr = node.addr();
     let info = node.device_info();

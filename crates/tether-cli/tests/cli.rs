@@ -332,6 +332,7 @@ fn help_fits_80_columns_and_lists_exit_codes() {
         "send",
         "ping",
         "unpair",
+        "trust",
         "rename",
         "doctor",
         "key",

@@ -126,7 +126,14 @@ impl Drop for Running {
 
 /// `tether up` for `data`, once it says it is up.
 fn up(runtime: &Path, data: &Path) -> Running {
-    let node = Running::spawn(tether(runtime, data, &["up"]));
+    up_with(runtime, data, &[])
+}
+
+/// `tether up EXTRA...` for `data`, once it says it is up.
+fn up_with(runtime: &Path, data: &Path, extra: &[&str]) -> Running {
+    let mut args = vec!["up"];
+    args.extend_from_slice(extra);
+    let node = Running::spawn(tether(runtime, data, &args));
     let ready = node.wait_for("up");
     assert!(
         ready["control_socket"]
@@ -208,6 +215,30 @@ fn hashes(root: &Path) -> BTreeMap<PathBuf, String> {
     found
 }
 
+/// Everything under `root`, hidden files included: each path with its kind and, for a file,
+/// its bytes' hash.
+fn tree(root: &Path) -> BTreeMap<PathBuf, String> {
+    let mut found = BTreeMap::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(root).unwrap().to_owned();
+            let what = if meta.is_dir() {
+                stack.push(path);
+                "dir".to_owned()
+            } else if meta.is_file() {
+                format!("file {}", blake3::hash(&std::fs::read(&path).unwrap()))
+            } else {
+                "other".to_owned()
+            };
+            found.insert(rel, what);
+        }
+    }
+    found
+}
+
 /// A directory of random files: `big.bin` of `big` bytes, and a subdirectory of small ones.
 fn source(root: &Path, big: usize) -> PathBuf {
     let dir = root.join("photos");
@@ -256,7 +287,8 @@ fn pair_running_nodes_and_send(ticket: bool) {
         laptop,
     } = two_devices();
     let rt = runtime.path();
-    let desk_up = up(rt, &desk);
+    // The desk takes the laptop's files without asking (it pairs only after this start).
+    let desk_up = up_with(rt, &desk, &["--accept-from", "laptop"]);
     let laptop_up = up(rt, &laptop);
     let (joiner_code, initiator_code) = pair(rt, &desk, &laptop, ticket);
     assert_eq!(joiner_code, initiator_code);
@@ -344,6 +376,13 @@ fn a_receiver_killed_mid_transfer_is_resumed_by_the_same_send() {
     let mut desk_up = up(rt, &desk);
     let _laptop_up = up(rt, &laptop);
     pair(rt, &desk, &laptop, false);
+    // Marked on the desk: still so after its restart below.
+    check(
+        &tether(rt, &desk, &["trust", "laptop", "--auto-accept"])
+            .output()
+            .unwrap(),
+        "trust",
+    );
     let src = source(rt, 6 << 20);
 
     // 1 MB/s: the kill comes while the big file is on its way.
@@ -518,4 +557,77 @@ fn a_key_sealed_with_a_passphrase_is_reported_and_needed() {
     let without = tether(rt, &data, &["id"]).output().unwrap();
     assert_eq!(without.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&without.stderr).contains("TETHER_PASSPHRASE"));
+}
+
+/// `tether send desk SRC` from the laptop: its output, failed or not.
+fn send_to_desk(rt: &Path, laptop: &Path, src: &Path) -> Output {
+    tether(rt, laptop, &["send", "desk"])
+        .arg(src)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn up_without_a_terminal_declines_an_unmarked_device_and_writes_nothing() {
+    let Pair {
+        runtime,
+        desk,
+        laptop,
+    } = two_devices();
+    let rt = runtime.path();
+    let desk_up = up(rt, &desk);
+    let _laptop_up = up(rt, &laptop);
+    pair(rt, &desk, &laptop, false);
+    let inbox = desk.join("received");
+    std::fs::create_dir_all(inbox.join("old")).unwrap();
+    std::fs::write(inbox.join("old/keep.txt"), b"was here before\n").unwrap();
+    let src = source(rt, 3 << 20);
+    let before = tree(&inbox);
+
+    // Not marked, no terminal on the desk: declined, with a reason the sender prints.
+    let refused = send_to_desk(rt, &laptop, &src);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    eprintln!("unmarked send: {} {stderr}", refused.status);
+    assert!(!refused.status.success(), "the unmarked send went through");
+    assert!(stderr.contains("declined"), "{stderr}");
+    assert!(stderr.contains("auto-accept"), "{stderr}");
+    assert_eq!(tree(&inbox), before, "a declined offer changed the inbox");
+
+    // Marked on the desk (through its running node): it goes through.
+    let marked = check(
+        &tether(rt, &desk, &["trust", "laptop", "--auto-accept"])
+            .output()
+            .unwrap(),
+        "trust --auto-accept",
+    );
+    assert_eq!(event(&marked, "trust")["auto_accept"], true);
+    let sent = check(&send_to_desk(rt, &laptop, &src), "marked send");
+    assert_eq!(event(&sent, "sent")["files"], 5);
+    assert_eq!(hashes(&src), hashes(&inbox.join("photos")));
+
+    // The mark is stored: it survives a restart (a clean stop, Ctrl-C, so the laptop's node
+    // sees the connection close); and it can be taken back.
+    let stopped = Command::new("kill")
+        .args(["-INT", &desk_up.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let (status, _) = desk_up.wait(FINISH);
+    assert!(status.success(), "up after Ctrl-C: {status}");
+    let desk_up = up(rt, &desk);
+    std::fs::write(src.join("after-restart.txt"), b"new\n").unwrap();
+    check(&send_to_desk(rt, &laptop, &src), "send after a restart");
+    assert_eq!(hashes(&src), hashes(&inbox.join("photos")));
+    check(
+        &tether(rt, &desk, &["trust", "laptop", "--no-auto-accept"])
+            .output()
+            .unwrap(),
+        "trust --no-auto-accept",
+    );
+    std::fs::write(src.join("after-unmark.txt"), b"newer\n").unwrap();
+    let before = tree(&inbox);
+    let refused = send_to_desk(rt, &laptop, &src);
+    assert!(!refused.status.success(), "the unmarked send went through");
+    assert_eq!(tree(&inbox), before, "a declined offer changed the inbox");
+    drop(desk_up);
 }

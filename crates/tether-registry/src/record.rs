@@ -53,6 +53,9 @@ pub struct PairedDevice {
     pub paired_at: SystemTime,
     /// Whether connections are accepted.
     pub trust: TrustLevel,
+    /// Whether the person marked this device to send files here without being asked. Off
+    /// after pairing (and after pairing again); only the person turns it on.
+    pub auto_accept: bool,
     /// Addresses the peer was last reached at, newest first, at most [`MAX_ADDRESSES`].
     pub addresses: Vec<SocketAddr>,
     /// The relay the peer was last reachable through.
@@ -144,6 +147,9 @@ struct Body {
     info: DeviceInfo,
     paired_at_ms: u64,
     trust: TrustLevel,
+    /// Absent in records written before the mark existed: off.
+    #[serde(default)]
+    auto_accept: bool,
     addresses: Vec<SocketAddr>,
     relay_url: Option<String>,
 }
@@ -166,6 +172,7 @@ impl StoredDevice {
             info: self.device.info.clone(),
             paired_at_ms: unix_millis(self.device.paired_at),
             trust: self.device.trust,
+            auto_accept: self.device.auto_accept,
             addresses: self.device.addresses.clone(),
             relay_url: self.device.relay_url.clone(),
         };
@@ -229,6 +236,7 @@ impl StoredDevice {
                 info: body.info,
                 paired_at: from_unix_millis(body.paired_at_ms),
                 trust: body.trust,
+                auto_accept: body.auto_accept,
                 addresses: body.addresses,
                 relay_url: body.relay_url,
             },
@@ -271,6 +279,23 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn a_record_from_before_the_auto_accept_mark_reads_as_unmarked() {
+        let device = sample().device;
+        let mut json = serde_json::to_value(Body {
+            info: device.info,
+            paired_at_ms: 1,
+            trust: TrustLevel::Trusted,
+            auto_accept: true,
+            addresses: Vec::new(),
+            relay_url: None,
+        })
+        .unwrap();
+        json.as_object_mut().unwrap().remove("auto_accept");
+        let body: Body = serde_json::from_value(json).unwrap();
+        assert!(!body.auto_accept);
+    }
+
     fn sample() -> StoredDevice {
         let mut rng = ChaCha20Rng::seed_from_u64(3);
         let identity = NetworkIdentity::generate(&mut rng);
@@ -285,6 +310,7 @@ mod tests {
                 },
                 paired_at: from_unix_millis(1_700_000_000_123),
                 trust: TrustLevel::Trusted,
+                auto_accept: true,
                 addresses: vec!["192.0.2.1:4433".parse().unwrap()],
                 relay_url: Some("https://relay.example/".to_owned()),
             },

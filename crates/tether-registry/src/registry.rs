@@ -352,6 +352,7 @@ impl DeviceRegistry {
                 info: pairing.info,
                 paired_at: pairing.paired_at,
                 trust: TrustLevel::Trusted,
+                auto_accept: false,
                 addresses,
                 relay_url: pairing.relay_url,
             },
@@ -465,6 +466,19 @@ impl DeviceRegistry {
                     reason: DisconnectReason::Blocked,
                 },
             });
+        }
+        Ok(())
+    }
+
+    /// Marks a paired device as one whose files are accepted without asking (or takes the
+    /// mark back). Stored with the device, so it survives a restart; unpairing removes it.
+    pub fn set_auto_accept(&self, node_id: NodeId, on: bool) -> Result<(), RegistryError> {
+        let store = self.lock_store();
+        let mut updated = self.stored(&node_id)?;
+        updated.device.auto_accept = on;
+        self.opened(&store)?.put(&updated)?;
+        if let Some(entry) = self.write().by_node.get_mut(&node_id) {
+            entry.stored = Some(updated);
         }
         Ok(())
     }

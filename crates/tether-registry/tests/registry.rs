@@ -481,6 +481,35 @@ fn rename_and_last_address_persist() {
 }
 
 #[test]
+fn the_auto_accept_mark_persists_and_goes_with_unpairing() {
+    let device = Device::new();
+    let pairing = sample_pairing(&mut rng(29), "laptop");
+    let node = pairing.node_id;
+    {
+        let registry = device.registry();
+        let paired = pair(&registry, pairing.clone());
+        assert!(!paired.auto_accept, "a new pairing is not marked");
+        registry.set_auto_accept(node, true).unwrap();
+    }
+    let registry = device.registry();
+    assert!(registry.device(&node).unwrap().paired.unwrap().auto_accept);
+    registry.set_auto_accept(node, false).unwrap();
+    drop(registry);
+    let registry = device.registry();
+    assert!(!registry.device(&node).unwrap().paired.unwrap().auto_accept);
+
+    // Unpaired and paired again, the device starts unmarked.
+    registry.set_auto_accept(node, true).unwrap();
+    registry.revoke(node).unwrap();
+    assert!(matches!(
+        registry.set_auto_accept(node, true),
+        Err(RegistryError::NotPaired { .. })
+    ));
+    let repaired = pair(&registry, pairing);
+    assert!(!repaired.auto_accept);
+}
+
+#[test]
 fn lookups_by_node_and_device_id() {
     let device = Device::new();
     let registry = device.registry();

@@ -5,9 +5,14 @@
 //! needs; the sender waits. Ready-made policies: [`AcceptAll`], [`DeclineAll`], and
 //! [`TrustedPeers`] (accept from a set of devices, refuse the rest). To ask the user, implement
 //! the trait and await the answer inside `decide`.
+//!
+//! A declined offer writes nothing: consent is asked before any file, directory, partial file
+//! or resume record is created, and the decline reason goes back to the sender (cut to
+//! [`MAX_REASON_LEN`] bytes).
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 
 use tether_identity::NodeId;
@@ -34,13 +39,35 @@ pub struct OfferSummary<'a> {
     pub encrypted: bool,
 }
 
+impl OfferSummary<'_> {
+    /// The distinct first components of the entries' paths, in manifest order: what a person
+    /// would see arrive at the top of the destination.
+    pub fn top_level_names(&self) -> Vec<String> {
+        let mut seen = HashSet::new();
+        self.entries
+            .iter()
+            .filter_map(|entry| entry.path.split('/').next().map(str::to_owned))
+            .filter(|name| seen.insert(name.clone()))
+            .collect()
+    }
+}
+
+/// The longest decline reason sent to the sender, in bytes (a longer one is cut).
+pub const MAX_REASON_LEN: usize = crate::protocol::MAX_MESSAGE_LEN;
+
 /// The receiver's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Decision {
-    /// Receive the files into the destination.
+    /// Receive the files into the receiver's destination.
     Accept,
-    /// Refuse; the sender is told "declined" (the reason stays here, for the local log).
+    /// Receive the files into this directory instead (it must exist). Placement inside it is
+    /// confined exactly as in the default destination, and the checks (existing files,
+    /// symlinks, free space) are made again for it before anything is written.
+    AcceptInto(PathBuf),
+    /// Refuse. The sender is told "declined" with this reason (cut to [`MAX_REASON_LEN`]
+    /// bytes): write it for the person on the other device, and put nothing in it the sender
+    /// should not learn.
     Decline(String),
 }
 

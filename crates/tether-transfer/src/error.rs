@@ -48,7 +48,8 @@ pub enum TransferError {
         /// How long nothing had moved.
         idle: std::time::Duration,
     },
-    /// This side's consent policy declined the offer (the reason is the policy's).
+    /// This side's consent policy declined the offer (the reason is the policy's; the sender
+    /// is told it).
     #[error("declined: {0}")]
     Declined(String),
 }

@@ -156,7 +156,9 @@ mod tree;
 
 pub use chunk::CHUNK_SIZE;
 pub use compress::{Compression, DecodeError};
-pub use consent::{AcceptAll, Consent, Decision, DeclineAll, OfferSummary, TrustedPeers};
+pub use consent::{
+    AcceptAll, Consent, Decision, DeclineAll, MAX_REASON_LEN, OfferSummary, TrustedPeers,
+};
 pub use error::{LocalError, PeerError, TransferError, UsageError};
 pub use link::ByteStream;
 pub use manifest::{EntryKind, Limits, Manifest, ManifestEntry, ManifestError};

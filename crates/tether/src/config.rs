@@ -10,6 +10,8 @@ use tether_pairing::InitiatorConfig;
 use tether_protocol::RelaySelector;
 use tether_registry::{KeyOptions, KeychainPolicy};
 
+use crate::consent::{MarkedDevicesOnly, TransferConsent};
+
 /// The default [`NetworkingConfig::idle_timeout`]: long enough that an app talking to a
 /// device now and then keeps its connection, short enough that a forgotten one goes.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
@@ -82,6 +84,10 @@ pub struct NetworkingConfig {
     pub discovery_timeout: Duration,
     /// Where transfers from paired devices are written; `None` refuses every transfer.
     pub receive_dir: Option<PathBuf>,
+    /// Who decides whether an incoming transfer is received (see [`crate::TransferConsent`]).
+    /// Default: [`MarkedDevicesOnly`], which accepts only from devices marked auto-accept
+    /// ([`crate::NetworkingService::set_auto_accept`]) and declines the rest.
+    pub consent: Arc<dyn TransferConsent>,
     /// How long an incoming transfer may move no bytes at all before it ends (resumable; the
     /// sender's bound is [`crate::TransferOptions::stall_timeout`]). Default: 60 s.
     pub transfer_stall_timeout: Duration,
@@ -109,6 +115,7 @@ impl NetworkingConfig {
             connect_timeout: Duration::from_secs(10),
             discovery_timeout: Duration::from_secs(10),
             receive_dir: None,
+            consent: Arc::new(MarkedDevicesOnly),
             transfer_stall_timeout: Duration::from_secs(60),
             require_encryption: false,
         }
@@ -132,9 +139,16 @@ impl NetworkingConfig {
         self
     }
 
-    /// Receives transfers from paired devices into `dir`.
+    /// Receives transfers from paired devices into `dir`, those the
+    /// [`consent`](Self::consent) accepts.
     pub fn with_receive_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.receive_dir = Some(dir.into());
+        self
+    }
+
+    /// Sets who decides whether an incoming transfer is received.
+    pub fn with_consent(mut self, consent: impl TransferConsent) -> Self {
+        self.consent = Arc::new(consent);
         self
     }
 

@@ -25,6 +25,12 @@
 //!   [`DeviceHandle`] and in [`NetworkEvent::ConnectionStateChanged`]; a connection without
 //!   application traffic for [`NetworkingConfig::idle_timeout`] is closed (keep-alive pings do
 //!   not count) and the next message dials again.
+//! * **Consent.** Paired is not "may write here": every incoming transfer goes to the app's
+//!   [`TransferConsent`] ([`NetworkingConfig::consent`]) with a [`TransferOffer`] (device,
+//!   file count, size, top-level names) before anything is written; it accepts, accepts into
+//!   a directory of its choosing, or declines with a reason the sender sees. The default,
+//!   [`MarkedDevicesOnly`], accepts only from devices marked with
+//!   [`NetworkingService::set_auto_accept`].
 //! * **Extensions.** [`NetworkingService::register_protocol`] serves a third party's
 //!   [`NetworkProtocol`] on its own ALPN to paired devices only.
 //!
@@ -51,6 +57,7 @@
 //! ```
 
 mod config;
+mod consent;
 mod error;
 mod event;
 pub mod gate;
@@ -65,6 +72,7 @@ mod sightings;
 mod transfer;
 
 pub use config::{DEFAULT_IDLE_TIMEOUT, NetworkingConfig};
+pub use consent::{MarkedDevicesOnly, NOT_MARKED, TransferConsent, TransferOffer};
 pub use error::NetworkError;
 pub use event::{ConnectionState, NetworkEvent};
 pub use link::SYNC_ALPN;
@@ -74,8 +82,9 @@ pub use service::{
     DeviceHandle, DeviceStatus, Diagnostics, NetworkingService, PairingInvite, RelayState,
 };
 pub use tether_transfer::{
-    AbortCode, Direction as TransferDirection, FileProgress, PathKind as TransferPathKind,
-    Progress, TransferCipher, TransferError, TransferEvent, TransferReport, Waiting,
+    AbortCode, Decision, Direction as TransferDirection, FileProgress, MAX_REASON_LEN,
+    PathKind as TransferPathKind, Progress, TransferCipher, TransferError, TransferEvent,
+    TransferReport, Waiting,
 };
 pub use transfer::{TransferHandle, TransferOptions};
 

@@ -184,6 +184,7 @@ async fn a_running_transfer_is_not_idle() {
     config.loopback_discovery = None;
     let phone = NetworkingService::start(config).await.unwrap();
     pair_by_ticket(&laptop, &phone).await;
+    phone.set_auto_accept(laptop.node_id(), true).unwrap();
     let mut laptop_events = laptop.subscribe();
     let mut phone_events = phone.subscribe();
 

@@ -96,6 +96,7 @@ async fn forced_relay_path_carries_pairing_messages_and_a_transfer() {
 
     // Pairing by word code: the phone finds the desk's slot and reaches it through the relay.
     pair(&desk, &phone).await;
+    desk.set_auto_accept(phone.node_id(), true).unwrap();
 
     let reply = phone
         .device(desk.node_id())

@@ -110,6 +110,7 @@ async fn a_transfer_resumes_after_the_receiver_restarts() {
     let sender = lab.start("laptop").await;
     let phone = receiver(&lab, &inbox).await;
     pair(&sender, &phone).await;
+    phone.set_auto_accept(sender.node_id(), true).unwrap();
     let phone_id = phone.node_id();
     let (path, data) = source(&lab);
 
@@ -139,6 +140,7 @@ async fn a_transfer_resumes_after_the_sender_restarts() {
     let sender = lab.start("laptop").await;
     let phone = receiver(&lab, &inbox).await;
     pair(&sender, &phone).await;
+    phone.set_auto_accept(sender.node_id(), true).unwrap();
     let sender_id = sender.node_id();
     let (path, data) = source(&lab);
 

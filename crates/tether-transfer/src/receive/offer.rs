@@ -8,6 +8,7 @@
 //! offer is accepted.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,41 +99,8 @@ pub(super) async fn before_accept(
 
     // Shared with the survey's thread, not copied.
     let entries = Arc::new(entries);
-    let (dest, targets, needed) = {
-        let entries = entries.clone();
-        let overwrite = config.overwrite;
-        let root = config.destination.clone();
-        blocking(move || {
-            let dest = Destination::open(&root)?;
-            let (targets, needed) = survey(&dest, &entries, overwrite)?;
-            Ok::<_, TransferError>((Arc::new(dest), targets, needed))
-        })
-        .await??
-    };
-    let entries = Arc::try_unwrap(entries).unwrap_or_else(|shared| (*shared).clone());
-    if config.check_free_space {
-        let available = disk::free_space(dest.root(), dest.path())?;
-        if needed > available {
-            return Err(LocalError::DiskFull {
-                path: config.destination.clone(),
-                needed,
-                available,
-            }
-            .into());
-        }
-    }
-    let busy = receiver
-        .claim_targets(targets.iter().map(|(_, key)| *key).collect())
-        .map_err(|taken| {
-            let path = targets
-                .get(taken)
-                .and_then(|(index, _)| entries.get(*index))
-                .and_then(|entry| checked_path(&entry).ok())
-                .map(|path| path.under(&config.destination))
-                .unwrap_or_else(|| config.destination.clone());
-            TransferError::from(LocalError::TargetBusy(path))
-        })?;
-    drop(targets);
+    // The person is asked only about an offer that fits the destination.
+    let (dest, busy) = claim_destination(receiver, &config.destination, &entries).await?;
     let summary = OfferSummary {
         transfer_id: offer.transfer_id,
         peer,
@@ -141,9 +109,21 @@ pub(super) async fn before_accept(
         total_bytes: offer.total_bytes,
         encrypted: offer.encrypted,
     };
-    if let Decision::Decline(reason) = config.consent.decide(&summary).await {
-        return Err(TransferError::Declined(reason));
-    }
+    let (dest, busy) = match config.consent.decide(&summary).await {
+        Decision::Accept => (dest, busy),
+        Decision::AcceptInto(root) => {
+            drop(busy);
+            drop(dest);
+            let meta = std::fs::metadata(&root)
+                .map_err(|e| LocalError::io("opening the chosen destination", &root, e))?;
+            if !meta.is_dir() {
+                return Err(LocalError::NotADirectory(root).into());
+            }
+            claim_destination(receiver, &root, &entries).await?
+        }
+        Decision::Decline(reason) => return Err(TransferError::Declined(reason)),
+    };
+    let entries = Arc::try_unwrap(entries).unwrap_or_else(|shared| (*shared).clone());
     let entries = entries
         .iter()
         .map(CheckedEntry::new)
@@ -196,6 +176,50 @@ async fn read_manifest(
         }
     }
     Ok(builder.finish().map_err(PeerError::from)?)
+}
+
+/// Opens `root`, checks the targets under it (existing files, symlinks, free space) and
+/// claims them against other running transfers.
+async fn claim_destination(
+    receiver: &Receiver,
+    root: &Path,
+    entries: &Arc<Manifest>,
+) -> Result<(Arc<Destination>, BusyGuard), TransferError> {
+    let config = &receiver.inner.config;
+    let (dest, targets, needed) = {
+        let entries = Arc::clone(entries);
+        let overwrite = config.overwrite;
+        let root = root.to_owned();
+        blocking(move || {
+            let dest = Destination::open(&root)?;
+            let (targets, needed) = survey(&dest, &entries, overwrite)?;
+            Ok::<_, TransferError>((Arc::new(dest), targets, needed))
+        })
+        .await??
+    };
+    if config.check_free_space {
+        let available = disk::free_space(dest.root(), dest.path())?;
+        if needed > available {
+            return Err(LocalError::DiskFull {
+                path: root.to_owned(),
+                needed,
+                available,
+            }
+            .into());
+        }
+    }
+    let busy = receiver
+        .claim_targets(targets.iter().map(|(_, key)| *key).collect())
+        .map_err(|taken| {
+            let path = targets
+                .get(taken)
+                .and_then(|(index, _)| entries.get(*index))
+                .and_then(|entry| checked_path(&entry).ok())
+                .map(|path| path.under(root))
+                .unwrap_or_else(|| root.to_owned());
+            TransferError::from(LocalError::TargetBusy(path))
+        })?;
+    Ok((dest, busy))
 }
 
 /// Every file's target (the entry's index and the target's key), and the bytes the transfer
@@ -287,6 +311,7 @@ pub(super) async fn decline(
     };
     let message = match error {
         TransferError::Peer(error) => cut_message(&error.to_string()),
+        TransferError::Declined(reason) => cut_message(reason),
         _ => String::new(),
     };
     writer

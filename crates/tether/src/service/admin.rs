@@ -220,4 +220,15 @@ impl NetworkingService {
             .rename(node_id, name)
             .map_err(|_| NetworkError::DeviceNotPaired(short(&node_id)))
     }
+
+    /// Marks a paired device as one whose files are received without asking (`on`), or takes
+    /// the mark back. The mark is kept with the paired device (it survives a restart; unpairing
+    /// removes it) and reaches the [`crate::TransferConsent`] as
+    /// [`crate::TransferOffer::auto_accept`]; the default consent accepts only marked devices.
+    pub fn set_auto_accept(&self, node_id: NodeId, on: bool) -> Result<(), NetworkError> {
+        self.inner
+            .registry
+            .set_auto_accept(node_id, on)
+            .map_err(|_| NetworkError::DeviceNotPaired(short(&node_id)))
+    }
 }

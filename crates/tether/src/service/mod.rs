@@ -35,6 +35,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::consent::RegistryConsent;
 use crate::error::short;
 use crate::gate::{CLOSE_PAIRING_BUSY, CLOSE_REVOKED, RegistryGate};
 use crate::link::{CLOSE_NORMAL, Incoming, Link, SYNC_ALPN};
@@ -162,11 +163,15 @@ impl NetworkingService {
         let alpns = vec![SYNC_ALPN.to_vec(), PAIRING_ALPN.to_vec()];
         let transport = Transport::bind(keys.identity(), &config.transport, alpns, gate).await?;
 
-        // Paired devices pass the gate; the receive directory is the consent to receive.
+        // Paired devices pass the gate; what they send is received only with the app's consent.
         let receiver = config.receive_dir.as_ref().map(|dir| {
+            let consent = RegistryConsent {
+                registry: registry.clone(),
+                app: Arc::clone(&config.consent),
+            };
             tether_transfer::Receiver::new(
                 tether_transfer::ReceiverConfig::new(dir)
-                    .consent(tether_transfer::AcceptAll)
+                    .consent(consent)
                     .stall_timeout(config.transfer_stall_timeout)
                     .require_encryption(config.require_encryption),
             )

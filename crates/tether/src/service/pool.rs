@@ -9,6 +9,7 @@ use tether_identity::NodeId;
 use tether_iroh::{ConnectionInfo, PeerAddr, TransportError};
 use tether_protocol::{DiscoveredDevice, PairedPeer};
 use tether_registry::{ConnectionInfo as RegistryConnection, DisconnectReason};
+use tether_transfer::TransferError;
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
@@ -320,6 +321,9 @@ impl NetworkingService {
                             });
                         }
                         Ok(None) => {}
+                        Err(NetworkError::Transfer(TransferError::Declined(reason))) => {
+                            info!(peer = %short(&link.node_id), %reason, "declined an incoming transfer");
+                        }
                         Err(error) => {
                             warn!(peer = %short(&link.node_id), %error, "incoming transfer failed");
                         }

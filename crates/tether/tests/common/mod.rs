@@ -54,8 +54,18 @@ impl Lab {
     }
 
     /// A sender ("laptop") and a receiver ("phone") that keeps what it receives in `inbox`
-    /// (created if missing), paired by word code.
+    /// (created if missing), paired by word code; the receiver marked the sender auto-accept.
     pub(crate) async fn sender_and_receiver(
+        &self,
+        inbox: &Path,
+    ) -> (NetworkingService, NetworkingService) {
+        let (sender, receiver) = self.unmarked_sender_and_receiver(inbox).await;
+        receiver.set_auto_accept(sender.node_id(), true).unwrap();
+        (sender, receiver)
+    }
+
+    /// Like [`Self::sender_and_receiver`], without the auto-accept mark.
+    pub(crate) async fn unmarked_sender_and_receiver(
         &self,
         inbox: &Path,
     ) -> (NetworkingService, NetworkingService) {
