@@ -36,7 +36,7 @@ pub(crate) struct UpArgs {
     /// End a stalled transfer after S s [default: 60]
     #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     stall_timeout: Option<u64>,
-    /// Also take transfers sent with --no-encrypt (TLS only)
+    /// Also take --no-encrypt transfers (TLS only)
     #[arg(long)]
     allow_plain: bool,
     /// Take files from DEVICE without asking (repeatable)

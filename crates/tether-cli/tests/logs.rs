@@ -30,11 +30,17 @@ const START: Duration = Duration::from_secs(60);
 fn tether(runtime: &Path, data: &Path, args: &[&str], log: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
     command
-        .args(["--local-only", "--json", "--data-dir"])
+        .args([
+            "--local-only",
+            "--json",
+            "--insecure-key-file",
+            "--data-dir",
+        ])
         .arg(data)
         .args(args)
         .env("XDG_RUNTIME_DIR", runtime)
         .env("RUST_LOG", "trace")
+        .env_remove("TETHER_PASSPHRASE")
         .env_remove("TETHER_DATA_DIR")
         .env_remove("TETHER_CODE")
         .stdin(Stdio::null())
