@@ -227,13 +227,22 @@ async fn handle(state: &State, id: u64, command: Command) -> Result<Value> {
                 service.start_pairing_as_initiator()?
             };
             let code = invite.code.clone();
+            let service = service.clone();
             tokio::spawn(async move {
                 match invite.paired().await {
-                    Ok(device) => emit(&json!({
+                    // The lab's devices are one person's: each takes the other's files.
+                    Ok(device) => emit(&match service
+                        .set_auto_accept(device.device.public_key, true)
+                    {
+                        Err(error) => {
+                            json!({"event": "pairing_failed", "reason": error.to_string()})
+                        }
+                        Ok(()) => json!({
                         "event": "paired",
                         "node_id": device.device.public_key.to_string(),
                         "verification": device.verification_code,
-                    })),
+                        }),
+                    }),
                     Err(error) => {
                         emit(&json!({"event": "pairing_failed", "reason": error.to_string()}));
                     }
@@ -244,6 +253,7 @@ async fn handle(state: &State, id: u64, command: Command) -> Result<Value> {
         Command::Join { code } => {
             let started = Instant::now();
             let device = service.join_pairing(&code).await?;
+            service.set_auto_accept(device.device.public_key, true)?;
             Ok(json!({
                 "node_id": device.device.public_key.to_string(),
                 "verification": device.verification_code,
