@@ -17,6 +17,19 @@ use crate::output::Sink;
 use crate::send::{self, SendRequest};
 use crate::settings::Network;
 
+/// How `tether pair` decides on a joiner that proved the code.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Confirm {
+    /// `--yes`: pair without asking.
+    Yes,
+    /// Ask on the terminal of the process that runs the pairing.
+    Ask,
+    /// No terminal to ask on and no `--yes`: reject.
+    #[default]
+    Refuse,
+}
+
 /// A command for a node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
@@ -43,6 +56,9 @@ pub(crate) enum Request {
     },
     Pair {
         ticket: bool,
+        /// Whether (and where) to ask before pairing with a joiner that proved the code.
+        #[serde(default)]
+        confirm: Confirm,
     },
     Join {
         code: CodeText,
@@ -113,7 +129,9 @@ pub(crate) async fn execute(
         } => trust(node, &device, auto_accept, sink),
         Request::Rename { name, device } => rename(node, &name, device.as_deref(), sink),
         Request::Doctor { device } => doctor::run(node, device.as_deref(), sink, context).await,
-        Request::Pair { ticket } => pair(node, ticket, sink, cancel).await,
+        Request::Pair { ticket, confirm } => {
+            pair(node, ticket, confirm, sink, cancel, context).await
+        }
         Request::Join { code } => join(node, code.as_str(), sink, cancel).await,
         Request::Send(request) => send::run(node, request, sink, cancel).await,
     }
@@ -313,8 +331,10 @@ fn rename(node: &NetworkingService, name: &str, device: Option<&str>, sink: &Sin
 async fn pair(
     node: &NetworkingService,
     ticket: bool,
+    confirm: Confirm,
     sink: &Sink,
     cancel: &CancellationToken,
+    context: &NodeContext,
 ) -> Result<()> {
     let mut invite = if ticket {
         node.start_pairing_with_ticket()?
@@ -340,7 +360,7 @@ async fn pair(
     }
     let expires_in = invite.expires_in;
     let result = tokio::select! {
-        result = invite.paired() => result.map_err(anyhow::Error::from),
+        result = decide(&mut invite, confirm, context.running, sink) => result,
         () = tokio::time::sleep(expires_in) => Err(NetworkError::Pairing(tether::PairingError::Expired))
             .context("nobody joined in time; run `tether pair` again for a new code"),
         () = cancel.cancelled() => Err(Failure::interrupted("pairing cancelled").into()),
@@ -365,6 +385,71 @@ async fn join(
     show_paired(&device, sink);
     Ok(())
 }
+
+/// Waits for a joiner that proves the code and pairs with it if `confirm` says so: at once
+/// (`--yes`), after the person answers y on the terminal, or never (no terminal).
+/// A running `tether up` (`running`) cannot ask on the client's terminal: it rejects too.
+async fn decide(
+    invite: &mut tether::PairingInvite,
+    confirm: Confirm,
+    running: bool,
+    sink: &Sink,
+) -> Result<PairedDevice> {
+    if confirm == Confirm::Yes {
+        return Ok(invite.paired().await?);
+    }
+    let pending = invite.pending().await?;
+    let name = pending.device.device_name.to_string();
+    let code = pending.verification_code.clone();
+    sink.line(
+        "pending",
+        format!(
+            "\"{name}\" ({}, node {}) proved the code.\nVerification code: {code} (the other screen shows the same one)",
+            pending.device.device_type,
+            pending.device.public_key.fmt_short(),
+        ),
+        json!({
+            "name": name,
+            "node_id": pending.device.public_key.to_string(),
+            "verification_code": code,
+        }),
+    );
+    if confirm == Confirm::Refuse {
+        pending.reject();
+        bail!(
+            "rejected \"{name}\": there is no terminal to ask whether to pair (run `tether pair --yes` to pair with whoever proves the code)"
+        );
+    }
+    if running {
+        pending.reject();
+        bail!(
+            "rejected \"{name}\": the running `tether up` cannot ask on this terminal (run `tether pair --yes` to pair with whoever proves the code)"
+        );
+    }
+    let question = format!("Pair with {name}? Verification code {code} [y/N] ");
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::{BufRead, Write};
+        let mut stderr = std::io::stderr();
+        let _ = write!(stderr, "{question}");
+        let _ = stderr.flush();
+        let mut line = String::new();
+        let read = std::io::stdin().lock().read_line(&mut line);
+        read.is_ok() && matches!(line.trim(), "y" | "Y" | "yes" | "Yes" | "YES")
+    });
+    // The initiator's exchange ends 60 s after the joiner came; no answer by then is no.
+    let yes = matches!(
+        tokio::time::timeout(ANSWER_TIMEOUT, answer).await,
+        Ok(Ok(true))
+    );
+    if !yes {
+        pending.reject();
+        bail!("rejected \"{name}\": not paired");
+    }
+    Ok(pending.accept().await?)
+}
+
+/// How long `tether pair` waits for the person's answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(55);
 
 fn show_paired(device: &PairedDevice, sink: &Sink) {
     sink.line(

@@ -110,6 +110,9 @@ struct PairArgs {
     /// Show a ticket (and QR code) instead of a word code.
     #[arg(long)]
     ticket: bool,
+    /// Pair without asking (scripts); else ask on the terminal
+    #[arg(long, short = 'y')]
+    yes: bool,
 }
 
 /// The code itself is never an argument: other users can read a command line.
@@ -235,6 +238,13 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
         Command::Id => Request::Id,
         Command::Pair(args) => Request::Pair {
             ticket: args.ticket,
+            confirm: if args.yes {
+                commands::Confirm::Yes
+            } else if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                commands::Confirm::Ask
+            } else {
+                commands::Confirm::Refuse
+            },
         },
         Command::Join(args) => Request::Join {
             code: code_input::read_code(args.from.as_deref())?,

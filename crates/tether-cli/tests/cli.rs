@@ -60,8 +60,14 @@ fn the_demo_pairs_and_talks_on_loopback() {
     );
 }
 
-/// Starts `tether pair` and returns the process and the code it shows.
+/// Starts `tether pair --yes` and returns the process and the code it shows.
 fn start_pair(runtime: &Path, data: &Path, ticket: bool) -> (Child, String) {
+    start_pair_asking(runtime, data, ticket, true)
+}
+
+/// Starts `tether pair` (with `--yes` if `yes`; standard input is no terminal) and returns
+/// the process and the code it shows.
+fn start_pair_asking(runtime: &Path, data: &Path, ticket: bool, yes: bool) -> (Child, String) {
     let mut command = tether(runtime);
     command
         .args(["pair", "--local-only", "--json", "--data-dir"])
@@ -69,7 +75,11 @@ fn start_pair(runtime: &Path, data: &Path, ticket: bool) -> (Child, String) {
     if ticket {
         command.arg("--ticket");
     }
+    if yes {
+        command.arg("--yes");
+    }
     let mut child = command
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -230,6 +240,20 @@ fn a_code_on_the_command_line_is_refused_and_nothing_pairs() {
     assert!(pairing.try_wait().unwrap().is_none());
     pairing.kill().unwrap();
     let _ = pairing.wait();
+    assert_eq!(paired_devices(runtime.path(), &b), Vec::<Value>::new());
+    assert_eq!(paired_devices(runtime.path(), &a), Vec::<Value>::new());
+}
+
+#[test]
+fn pair_without_a_terminal_or_yes_rejects_the_joiner_and_stores_nothing() {
+    let runtime = tempfile::tempdir().unwrap();
+    let (a, b) = (runtime.path().join("a"), runtime.path().join("b"));
+    let (pairing, code) = start_pair_asking(runtime.path(), &a, false, false);
+    let join = join_with_stdin(runtime.path(), &b, &format!("{code}\n"));
+    let stderr = String::from_utf8_lossy(&join.stderr);
+    assert!(!join.status.success(), "{stderr}");
+    assert!(stderr.contains("declined"), "{stderr}");
+    assert!(!wait(pairing, Duration::from_secs(20)).success());
     assert_eq!(paired_devices(runtime.path(), &b), Vec::<Value>::new());
     assert_eq!(paired_devices(runtime.path(), &a), Vec::<Value>::new());
 }

@@ -107,7 +107,7 @@ fn run_with_input(mut command: Command, input: &str) -> Output {
 
 /// `tether pair` through the running node of `data`; the code it shows, once shown.
 fn show_code(runtime: &Path, data: &Path, ticket: bool, log: &Path) -> (Running, String) {
-    let mut args = vec!["pair"];
+    let mut args = vec!["pair", "--yes"];
     if ticket {
         args.push("--ticket");
     }

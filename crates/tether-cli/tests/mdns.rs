@@ -141,7 +141,7 @@ fn two_lan_nodes_up_in_namespaces_pair_by_word_code_over_mdns_and_ping() {
     // `tether pair` on the desk (through its running node) prints a word code...
     let pairing = Running::spawn(
         &netns,
-        tether_in(&netns, Side::A, runtime.path(), &desk, &["pair"]),
+        tether_in(&netns, Side::A, runtime.path(), &desk, &["pair", "--yes"]),
     );
     let code = pairing.wait_for("code")["code"]
         .as_str()

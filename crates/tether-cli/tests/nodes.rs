@@ -156,7 +156,7 @@ fn init(runtime: &Path, data: &Path, name: &str) {
 /// Pairs the devices of `a` and `b` (each with its `up` running): `pair` on a, `join` on b,
 /// both through the running nodes. Returns the verification codes both sides showed.
 fn pair(runtime: &Path, a: &Path, b: &Path, ticket: bool) -> (String, String) {
-    let mut args = vec!["pair"];
+    let mut args = vec!["pair", "--yes"];
     if ticket {
         args.push("--ticket");
     }

@@ -30,6 +30,8 @@ pub const CLOSE_PAIRING_BUSY: u32 = 0x7008;
 /// QUIC close code: a pairing connection ran past its deadline (first message, or the whole
 /// exchange).
 pub const CLOSE_PAIRING_TIMEOUT: u32 = 0x7009;
+/// QUIC close code: the initiator's person rejected this joiner (it proved the code).
+pub const CLOSE_PAIRING_DECLINED: u32 = 0x700A;
 /// QUIC close code: the connection carried no application traffic for the idle timeout
 /// ([`crate::NetworkingConfig::idle_timeout`]). Not a refusal and not a failure: the next
 /// message dials again.
@@ -117,6 +119,7 @@ pub fn refusal(connection: &Connection) -> Option<NetworkError> {
         CLOSE_UNKNOWN_ALPN,
         CLOSE_NOT_PAIRING,
         CLOSE_PAIRING_BUSY,
+        CLOSE_PAIRING_DECLINED,
     ]
     .contains(&code)
     .then(|| NetworkError::Refused {

@@ -76,7 +76,7 @@ pub use consent::{MarkedDevicesOnly, NOT_MARKED, TransferConsent, TransferOffer}
 pub use error::NetworkError;
 pub use event::{ConnectionState, NetworkEvent};
 pub use link::SYNC_ALPN;
-pub use pairing::{PAIRING_ALPN, PairedDevice};
+pub use pairing::{PAIRING_ALPN, PairedDevice, PendingPairing};
 pub use request::RequestHandler;
 pub use service::{
     DeviceHandle, DeviceStatus, Diagnostics, NetworkingService, PairingInvite, RelayState,

@@ -5,6 +5,7 @@
 //! its last one, waits for the initiator to close the stream cleanly: only then has the
 //! initiator accepted the pairing too, and only then does the joiner store it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use iroh::endpoint::{Connection, RecvStream, SendStream};
@@ -16,10 +17,12 @@ use tether_pairing::{
 };
 use tether_registry::{DeviceRegistry, NewPairing, PairingSessionId};
 use tokio::io::AsyncReadExt;
+use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
 use crate::NetworkError;
 use crate::error::short;
+use crate::gate::CLOSE_PAIRING_DECLINED;
 use crate::lobby::{FIRST_MESSAGE_TIMEOUT, Seat};
 
 /// The ALPN of Tether's pairing protocol, open to devices that are not paired yet.
@@ -27,6 +30,53 @@ pub const PAIRING_ALPN: &[u8] = b"tether/pairing/1";
 
 /// How long one pairing message may take to arrive.
 const MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the joiner waits, after its last message, for the initiator's answer: long enough
+/// for the initiator's person to read the name and the verification code and answer (the
+/// initiator's whole exchange is bounded by [`crate::lobby::EXCHANGE_TIMEOUT`] anyway).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where the initiator's pending pairings go when its code asks for confirmation: the
+/// number of the code, and the channel of its [`crate::PairingInvite`].
+pub(crate) type ConfirmSlot = std::sync::Mutex<Option<(u64, mpsc::Sender<PendingPairing>)>>;
+
+/// A joiner that proved the code, not stored yet: the initiator's person sees the joiner's
+/// name and the verification code and accepts or rejects it. Dropping it rejects it.
+#[derive(Debug)]
+pub struct PendingPairing {
+    /// The joiner, as it describes itself.
+    pub device: DeviceInfo,
+    /// The six-digit code both screens show, e.g. `"042 917"`; the joiner shows the same.
+    pub verification_code: String,
+    answer: Option<oneshot::Sender<oneshot::Sender<Result<PairedDevice, String>>>>,
+}
+
+impl PendingPairing {
+    /// Accepts the pairing: stores it here, and tells the joiner, which stores it too.
+    pub async fn accept(mut self) -> Result<PairedDevice, NetworkError> {
+        let (outcome, stored) = oneshot::channel();
+        let Some(answer) = self.answer.take() else {
+            return Err(NetworkError::Shutdown);
+        };
+        answer.send(outcome).map_err(|_| NetworkError::TimedOut {
+            what: "the answer to the pairing",
+            after: crate::lobby::EXCHANGE_TIMEOUT,
+        })?;
+        match stored.await {
+            Ok(Ok(device)) => Ok(device),
+            Ok(Err(reason)) => Err(NetworkError::ProtocolViolation {
+                node: "joiner".into(),
+                reason,
+            }),
+            Err(_) => Err(NetworkError::Shutdown),
+        }
+    }
+
+    /// Rejects the pairing: nothing is stored on either side, and the joiner is told.
+    pub fn reject(self) {
+        drop(self);
+    }
+}
 
 /// A pairing that completed, as both sides show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,11 +99,16 @@ pub(crate) fn now() -> Timestamp {
 ///
 /// The joiner's stream and whole first message must arrive within [`FIRST_MESSAGE_TIMEOUT`]
 /// of the TLS handshake; once the state machine took a message, `seat` is no longer evicted.
+/// When the code's invite asked for confirmation (`confirm` holds a channel for the code's
+/// number), a joiner that proved the code is first handed to the invite as a
+/// [`PendingPairing`] and stored only if its person accepts; otherwise it is stored at once.
 /// Returns the completed pairing (already stored), or why this joiner failed.
 pub(crate) async fn serve_joiner(
     connection: &Connection,
     peer: NodeId,
     initiator: &std::sync::Mutex<Option<Initiator>>,
+    code_number: &AtomicU64,
+    confirm: &ConfirmSlot,
     registry: &DeviceRegistry,
     seat: &Seat,
 ) -> Result<PairedDevice, NetworkError> {
@@ -69,14 +124,15 @@ pub(crate) async fn serve_joiner(
             after: FIRST_MESSAGE_TIMEOUT,
         }))?;
     loop {
-        let step = {
+        let (step, number) = {
             let mut guard = initiator
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let Some(initiator) = guard.as_mut() else {
                 return Err(NetworkError::Usage("no pairing code is active".to_owned()));
             };
-            initiator.handle(peer, &bytes, now(), &mut UnwrapErr(getrandom::SysRng))
+            let step = initiator.handle(peer, &bytes, now(), &mut UnwrapErr(getrandom::SysRng));
+            (step, code_number.load(Ordering::Acquire))
         };
         match step {
             Ok(InitiatorStep::Send(reply)) => {
@@ -84,9 +140,28 @@ pub(crate) async fn serve_joiner(
                 write_message(&mut send, &reply, &peer).await?;
             }
             Ok(InitiatorStep::Paired(paired)) => {
+                let outcome = match ask(confirm, number, &paired).await {
+                    Answer::Accepted(outcome) => outcome,
+                    Answer::OnProof => None,
+                    Answer::Rejected => {
+                        info!(peer = %short(&peer), "pairing rejected by this device's person");
+                        return Err(NetworkError::Refused {
+                            node: short(&peer),
+                            code: CLOSE_PAIRING_DECLINED,
+                            reason: DECLINED.to_owned(),
+                        });
+                    }
+                };
                 let addresses = crate::service::remote_ip(connection);
                 let relay = remote_relay(connection);
-                let device = store(registry, *paired, addresses, relay)?;
+                let stored = store(registry, *paired, addresses, relay);
+                if let Some(outcome) = outcome {
+                    let _ = outcome.send(match &stored {
+                        Ok(device) => Ok(device.clone()),
+                        Err(error) => Err(error.to_string()),
+                    });
+                }
+                let device = stored?;
                 // A clean end of the stream tells the joiner we accepted.
                 let _ = send.finish();
                 let _ = tokio::time::timeout(MESSAGE_TIMEOUT, connection.closed()).await;
@@ -95,6 +170,45 @@ pub(crate) async fn serve_joiner(
             Err(failure) => return Err(abort(connection, &mut send, failure).await),
         }
         bytes = read_message(&mut recv, &peer).await?;
+    }
+}
+
+/// The close reason a rejected joiner reads.
+pub(crate) const DECLINED: &str = "the other device's person declined the pairing";
+
+enum Answer {
+    /// No confirmation asked for: store at once.
+    OnProof,
+    /// Accepted; the accepting side waits on the channel for the stored pairing.
+    Accepted(Option<oneshot::Sender<Result<PairedDevice, String>>>),
+    /// Rejected, dropped, or the invite is gone.
+    Rejected,
+}
+
+/// Hands `paired` to the invite of code `number`, if it asked for confirmation, and waits
+/// for its person's answer (bounded by the exchange deadline around [`serve_joiner`]).
+async fn ask(confirm: &ConfirmSlot, number: u64, paired: &Paired) -> Answer {
+    let sender = confirm
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .as_ref()
+        .filter(|(code, _)| *code == number)
+        .map(|(_, sender)| sender.clone());
+    let Some(sender) = sender else {
+        return Answer::OnProof;
+    };
+    let (answer, answered) = oneshot::channel();
+    let pending = PendingPairing {
+        device: paired.peer_info().clone(),
+        verification_code: paired.verification_code().to_string(),
+        answer: Some(answer),
+    };
+    if sender.send(pending).await.is_err() {
+        return Answer::Rejected;
+    }
+    match answered.await {
+        Ok(outcome) => Answer::Accepted(Some(outcome)),
+        Err(_) => Answer::Rejected,
     }
 }
 
@@ -133,7 +247,7 @@ pub(crate) async fn join(
     // message instead means it refused.
     let mut rest = Vec::new();
     let ended = tokio::time::timeout(
-        MESSAGE_TIMEOUT,
+        ANSWER_TIMEOUT,
         (&mut recv).take(4096).read_to_end(&mut rest),
     )
     .await;
@@ -145,11 +259,13 @@ pub(crate) async fn join(
                 reason: "the initiator refused the final signature".to_owned(),
             });
         }
-        Ok(Err(error)) => return Err(failed(&initiator, error)),
+        Ok(Err(error)) => {
+            return Err(crate::gate::refusal(&connection).unwrap_or(failed(&initiator, error)));
+        }
         Err(_) => {
             return Err(NetworkError::TimedOut {
                 what: "pairing",
-                after: MESSAGE_TIMEOUT,
+                after: ANSWER_TIMEOUT,
             });
         }
     }

@@ -257,3 +257,74 @@ async fn an_expired_code_ends_its_invite() {
     }
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_pending_pairing_stores_nothing_on_either_side() {
+    let lab = Lab::new();
+    let laptop = lab.start("laptop").await;
+    let phone = lab.start("phone").await;
+    let mut invite = laptop.start_pairing_as_initiator().unwrap();
+    let code = invite.code.clone();
+    let joining = tokio::spawn({
+        let phone = phone.clone();
+        async move { phone.join_pairing(&code).await }
+    });
+    let pending = tokio::time::timeout(Duration::from_secs(20), invite.pending())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pending.device.device_name.as_str(), "phone");
+    assert_eq!(pending.verification_code.len(), 7);
+    // Nothing is stored while the person looks at the screen.
+    assert!(laptop.paired_devices().is_empty());
+    assert!(phone.paired_devices().is_empty());
+    pending.reject();
+    let error = tokio::time::timeout(Duration::from_secs(20), joining)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            NetworkError::Refused { code, .. } if *code == tether::gate::CLOSE_PAIRING_DECLINED
+        ),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("declined"), "{error}");
+    assert!(laptop.paired_devices().is_empty());
+    assert!(phone.paired_devices().is_empty());
+    laptop.shutdown().await;
+    phone.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accepted_pending_pairing_stores_on_both_sides() {
+    let lab = Lab::new();
+    let laptop = lab.start("laptop").await;
+    let phone = lab.start("phone").await;
+    let mut invite = laptop.start_pairing_as_initiator().unwrap();
+    let code = invite.code.clone();
+    let joining = tokio::spawn({
+        let phone = phone.clone();
+        async move { phone.join_pairing(&code).await }
+    });
+    let pending = tokio::time::timeout(Duration::from_secs(20), invite.pending())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(laptop.paired_devices().is_empty());
+    let shown = pending.verification_code.clone();
+    let accepted = pending.accept().await.unwrap();
+    let joined = tokio::time::timeout(Duration::from_secs(20), joining)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(accepted.verification_code, shown);
+    assert_eq!(joined.verification_code, shown);
+    assert_eq!(laptop.paired_devices().len(), 1);
+    assert_eq!(phone.paired_devices().len(), 1);
+    laptop.shutdown().await;
+    phone.shutdown().await;
+}

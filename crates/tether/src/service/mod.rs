@@ -40,7 +40,7 @@ use crate::error::short;
 use crate::gate::{CLOSE_PAIRING_BUSY, CLOSE_REVOKED, RegistryGate};
 use crate::link::{CLOSE_NORMAL, Incoming, Link, SYNC_ALPN};
 use crate::lobby::Lobby;
-use crate::pairing::{self, PAIRING_ALPN, PairedDevice};
+use crate::pairing::{self, ConfirmSlot, PAIRING_ALPN, PairedDevice, PendingPairing};
 use crate::profile::Profile;
 use crate::protocol::DynProtocol;
 use crate::request::HandlerSlot;
@@ -94,6 +94,8 @@ struct Inner {
     /// The number of the latest code shown (each new code gets the next; changed only under
     /// the `initiator` lock).
     code_number: AtomicU64,
+    /// The invite that asked to confirm each joiner (see [`PairingInvite::pending`]).
+    confirm: Arc<ConfirmSlot>,
     /// How each code ended, by number: paired, or why not.
     pairing_results: broadcast::Sender<(u64, Result<PairedDevice, String>)>,
     protocol_alpns: Arc<RwLock<HashSet<Vec<u8>>>>,
@@ -119,15 +121,73 @@ pub struct PairingInvite {
     pub expires_in: Duration,
     number: u64,
     results: broadcast::Receiver<(u64, Result<PairedDevice, String>)>,
+    confirm: Arc<ConfirmSlot>,
+    pending: Option<mpsc::Receiver<PendingPairing>>,
 }
 
 impl PairingInvite {
+    /// Asks to confirm each joiner, and waits for the next one that proves the code: nothing
+    /// is stored (on either side) until [`PendingPairing::accept`]; rejecting or dropping it
+    /// stores nothing and the joiner is told. From the first call on, this code asks; answer
+    /// within the pairing exchange's deadline (60 s). Ends with an error when the code ends
+    /// without a joiner proving it (burned, expired, cancelled, replaced).
+    pub fn pending(&mut self) -> impl Future<Output = Result<PendingPairing, NetworkError>> + '_ {
+        if self.pending.is_none() {
+            let (sender, receiver) = mpsc::channel(1);
+            *self.confirm.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some((self.number, sender));
+            self.pending = Some(receiver);
+        }
+        async move {
+            loop {
+                let Some(pending) = self.pending.as_mut() else {
+                    return Err(NetworkError::Shutdown);
+                };
+                tokio::select! {
+                    next = pending.recv() => return next.ok_or(NetworkError::Shutdown),
+                    result = self.results.recv() => match result {
+                        Ok((number, _)) if number != self.number => {}
+                        // Accepted through another handle: not ours to report here.
+                        Ok((_, Ok(_))) => {}
+                        Ok((_, Err(reason))) => {
+                            return Err(NetworkError::ProtocolViolation {
+                                node: "joiner".into(),
+                                reason,
+                            });
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => {
+                            return Err(NetworkError::Shutdown);
+                        }
+                    },
+                }
+            }
+        }
+    }
+
     /// Waits until a device pairs with this code, or the code ends without a pairing (a
     /// wrong guess burned it, it expired, it was cancelled or replaced by a new code). A
     /// connection that makes no guess (a stranger, a joiner that hung up) does not end it.
+    ///
+    /// Accept-on-proof: whoever proves the code is paired, with no question asked (after
+    /// [`Self::pending`] was called, this accepts each pending pairing itself). Apps with a
+    /// person at the screen should use [`Self::pending`] and show the name and code first.
     pub async fn paired(&mut self) -> Result<PairedDevice, NetworkError> {
         loop {
-            match self.results.recv().await {
+            let result = match self.pending.as_mut() {
+                Some(pending) => tokio::select! {
+                    next = pending.recv() => {
+                        if let Some(next) = next {
+                            return next.accept().await;
+                        }
+                        self.pending = None;
+                        continue;
+                    }
+                    result = self.results.recv() => result,
+                },
+                None => self.results.recv().await,
+            };
+            match result {
                 Ok((number, _)) if number != self.number => {}
                 Ok((_, Ok(device))) => return Ok(device),
                 Ok((_, Err(reason))) => {
@@ -209,6 +269,7 @@ impl NetworkingService {
                 handler: HandlerSlot::default(),
                 initiator: Mutex::new(None),
                 code_number: AtomicU64::new(0),
+                confirm: Arc::default(),
                 pairing_results: broadcast::channel(16).0,
                 protocol_alpns,
                 protocols: RwLock::default(),
@@ -348,6 +409,8 @@ impl NetworkingService {
             expires_in,
             number,
             results,
+            confirm: Arc::clone(&self.inner.confirm),
+            pending: None,
         })
     }
 

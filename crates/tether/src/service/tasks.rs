@@ -17,7 +17,9 @@ use tracing::{debug, warn};
 use super::device::now_ms;
 use super::{NetworkingService, pool};
 use crate::error::short;
-use crate::gate::{CLOSE_PAIRING_BUSY, CLOSE_PAIRING_TIMEOUT, pairing_refusal};
+use crate::gate::{
+    CLOSE_PAIRING_BUSY, CLOSE_PAIRING_DECLINED, CLOSE_PAIRING_TIMEOUT, pairing_refusal,
+};
 use crate::link::{CLOSE_DEAD, CLOSE_IDLE, Incoming, Link, SYNC_ALPN};
 use crate::lobby::EXCHANGE_TIMEOUT;
 use crate::pairing::{self, PAIRING_ALPN, PairedDevice};
@@ -230,6 +232,8 @@ impl NetworkingService {
             connection,
             peer,
             &self.inner.initiator,
+            &self.inner.code_number,
+            &self.inner.confirm,
             &self.inner.registry,
             &seat,
         );
@@ -250,6 +254,9 @@ impl NetworkingService {
             Ok(_) => connection.close(0u32.into(), b"paired"),
             Err(NetworkError::TimedOut { .. }) => {
                 connection.close(CLOSE_PAIRING_TIMEOUT.into(), b"pairing took too long");
+            }
+            Err(NetworkError::Refused { code, reason, .. }) if *code == CLOSE_PAIRING_DECLINED => {
+                connection.close((*code).into(), reason.as_bytes());
             }
             Err(NetworkError::Refused { code, .. }) => {
                 connection.close((*code).into(), b"pairing is busy");
