@@ -177,6 +177,10 @@ fn deny(root: &Path) -> Result<()> {
             "cargo-deny is not installed: `cargo install cargo-deny --locked` (.ci/run does this)"
         );
     }
+    // cargo-deny reads the metadata of every platform's dependencies, and `--offline` cannot
+    // download the ones a build on this platform never fetched (a run failed on that), so fetch
+    // them all first from the package registry.
+    step(root, "cargo fetch", cargo(&["fetch", "--locked"]))?;
     let home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
