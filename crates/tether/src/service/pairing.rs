@@ -1,0 +1,373 @@
+//! Pairing through the service: showing a code or ticket, confirming and joining.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use rand_core::UnwrapErr;
+use tether_identity::DeviceName;
+use tether_iroh::PeerAddr;
+use tether_pairing::{CodeStatus, Credential, Initiator, PairingCode, PairingTicket};
+use tether_protocol::DiscoveredDevice;
+use tokio::sync::{broadcast, mpsc};
+use tracing::{debug, warn};
+
+use super::NetworkingService;
+use crate::gate::CLOSE_PAIRING_BUSY;
+use crate::pairing::{self, ConfirmSlot, PAIRING_ALPN, PairedDevice, PendingPairing};
+use crate::{NetworkError, NetworkEvent};
+
+/// How long `join_pairing` asks a busy initiator again.
+const JOIN_BUSY_RETRY_FOR: Duration = Duration::from_secs(30);
+/// The pause between two such asks.
+const JOIN_BUSY_PAUSE: Duration = Duration::from_millis(300);
+
+/// A pairing code (or ticket) this device is showing, and the way to wait for its outcome.
+#[derive(Debug)]
+pub struct PairingInvite {
+    /// What the user types on the other device: the word code, or the ticket text.
+    pub code: String,
+    /// When the code stops working.
+    pub expires_in: Duration,
+    number: u64,
+    results: broadcast::Receiver<(u64, Result<PairedDevice, String>)>,
+    confirm: Arc<ConfirmSlot>,
+    pending: Option<mpsc::Receiver<PendingPairing>>,
+}
+
+impl PairingInvite {
+    /// Asks to confirm each joiner, and waits for the next one that proves the code: nothing
+    /// is stored (on either side) until [`PendingPairing::accept`]; rejecting or dropping it
+    /// stores nothing and the joiner is told. From the first call on, this code asks; answer
+    /// within the pairing exchange's deadline (60 s). Ends with an error when the code ends
+    /// without a joiner proving it (burned, expired, cancelled, replaced).
+    pub fn pending(&mut self) -> impl Future<Output = Result<PendingPairing, NetworkError>> + '_ {
+        if self.pending.is_none() {
+            let (sender, receiver) = mpsc::channel(1);
+            *self.confirm.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some((self.number, sender));
+            self.pending = Some(receiver);
+        }
+        async move {
+            loop {
+                let Some(pending) = self.pending.as_mut() else {
+                    return Err(NetworkError::Shutdown);
+                };
+                tokio::select! {
+                    next = pending.recv() => return next.ok_or(NetworkError::Shutdown),
+                    result = self.results.recv() => match result {
+                        Ok((number, _)) if number != self.number => {}
+                        // Accepted through another handle: not ours to report here.
+                        Ok((_, Ok(_))) => {}
+                        Ok((_, Err(reason))) => {
+                            return Err(NetworkError::ProtocolViolation {
+                                node: "joiner".into(),
+                                reason,
+                            });
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => {
+                            return Err(NetworkError::Shutdown);
+                        }
+                    },
+                }
+            }
+        }
+    }
+
+    /// Waits until a device pairs with this code, or the code ends without a pairing (a
+    /// wrong guess burned it, it expired, it was cancelled or replaced by a new code). A
+    /// connection that makes no guess (a stranger, a joiner that hung up) does not end it.
+    ///
+    /// Accept-on-proof: whoever proves the code is paired, with no question asked (after
+    /// [`Self::pending`] was called, this accepts each pending pairing itself). Apps with a
+    /// person at the screen should use [`Self::pending`] and show the name and code first.
+    pub async fn paired(&mut self) -> Result<PairedDevice, NetworkError> {
+        loop {
+            let result = match self.pending.as_mut() {
+                Some(pending) => tokio::select! {
+                    next = pending.recv() => {
+                        if let Some(next) = next {
+                            return next.accept().await;
+                        }
+                        self.pending = None;
+                        continue;
+                    }
+                    result = self.results.recv() => result,
+                },
+                None => self.results.recv().await,
+            };
+            match result {
+                Ok((number, _)) if number != self.number => {}
+                Ok((_, Ok(device))) => return Ok(device),
+                Ok((_, Err(reason))) => {
+                    return Err(NetworkError::ProtocolViolation {
+                        node: "joiner".into(),
+                        reason,
+                    });
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return Err(NetworkError::Shutdown),
+            }
+        }
+    }
+}
+
+impl NetworkingService {
+    /// Shows a new word code for another device to join with (replacing any code shown
+    /// before). The public first word is announced for discovery; the rest never leaves.
+    pub fn start_pairing_as_initiator(&self) -> Result<PairingInvite, NetworkError> {
+        let code = PairingCode::generate(&mut UnwrapErr(getrandom::SysRng));
+        let text = code.to_string();
+        self.start_initiator(Credential::from(code), text, true)
+    }
+
+    /// Like [`Self::start_pairing_as_initiator`] with a ticket: the address and a full-entropy
+    /// secret in one string, for pairing across networks or by QR code.
+    pub fn start_pairing_with_ticket(&self) -> Result<PairingInvite, NetworkError> {
+        let addr = self.addr();
+        let ticket = PairingTicket::new(
+            self.node_id(),
+            addr.relay_url.clone(),
+            addr.direct.clone(),
+            &mut UnwrapErr(getrandom::SysRng),
+        )?;
+        let text = ticket.to_string();
+        // The ticket carries the address: nothing is announced for it.
+        self.start_initiator(Credential::from(ticket), text, false)
+    }
+
+    fn start_initiator(
+        &self,
+        credential: Credential,
+        text: String,
+        announce: bool,
+    ) -> Result<PairingInvite, NetworkError> {
+        let local = self.local_device()?;
+        let now = pairing::now();
+        let initiator = Initiator::new(credential, local, now, self.inner.config.pairing)
+            .map_err(|e| NetworkError::Usage(e.to_string()))?;
+        let slot = initiator.slot().word().to_owned();
+        let expires_in = initiator
+            .expires_at()
+            .since_epoch()
+            .saturating_sub(now.since_epoch());
+        let results = self.inner.pairing_results.subscribe();
+        let (number, replaced) = {
+            let mut shown = self
+                .inner
+                .initiator
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let previous = self.inner.code_number.fetch_add(1, Ordering::AcqRel);
+            let replaced = shown.replace(initiator).map(|_| previous);
+            self.inner.lobby.set_open(true);
+            self.inner.slot_announced.store(announce, Ordering::Release);
+            (previous + 1, replaced)
+        };
+        if let Some(previous) = replaced {
+            self.end_code(previous, Err("replaced by a new code".to_owned()));
+        }
+        self.announce(announce.then_some(slot.as_str()));
+        Ok(PairingInvite {
+            code: text,
+            expires_in,
+            number,
+            results,
+            confirm: Arc::clone(&self.inner.confirm),
+            pending: None,
+        })
+    }
+
+    /// Stops showing the current code.
+    pub fn cancel_pairing(&self) {
+        let cancelled = {
+            let mut shown = self
+                .inner
+                .initiator
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.inner.lobby.set_open(false);
+            shown
+                .take()
+                .map(|_| self.inner.code_number.load(Ordering::Acquire))
+        };
+        if let Some(number) = cancelled {
+            self.end_code(number, Err("cancelled".to_owned()));
+        }
+        self.announce(None);
+    }
+
+    /// Stops showing the current code if its status is one `ended` accepts, and reports
+    /// `outcome` to its invite.
+    pub(super) fn withdraw_code(
+        &self,
+        ended: impl FnOnce(CodeStatus) -> bool,
+        outcome: impl FnOnce() -> Result<PairedDevice, String>,
+    ) {
+        let spent = {
+            let mut shown = self
+                .inner
+                .initiator
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let over = shown.as_mut().is_some_and(|initiator| {
+                initiator.handle_timeout(pairing::now());
+                ended(initiator.status())
+            });
+            let taken = shown.take_if(|_| over);
+            self.inner.lobby.set_open(shown.is_some());
+            taken.map(|_| self.inner.code_number.load(Ordering::Acquire))
+        };
+        if let Some(number) = spent {
+            self.end_code(number, outcome());
+        }
+    }
+
+    fn end_code(&self, number: u64, outcome: Result<PairedDevice, String>) {
+        self.announce(None);
+        let _ = self.inner.pairing_results.send((number, outcome));
+    }
+
+    /// Joins the device showing `code` (a word code, found through discovery, or a ticket).
+    pub async fn join_pairing(&self, code: &str) -> Result<PairedDevice, NetworkError> {
+        let code = code.trim();
+        let (credential, target) = if code.to_ascii_lowercase().starts_with("tether1") {
+            let ticket: PairingTicket = code.parse()?;
+            let target = PeerAddr {
+                node_id: ticket.initiator(),
+                direct: ticket.direct_addresses().to_vec(),
+                relay_url: ticket.relay_url().map(str::to_owned),
+            };
+            (Credential::from(ticket), target)
+        } else {
+            let code: PairingCode = code.parse()?;
+            let slot = code.slot().word().to_owned();
+            let target = self.find_slot(&slot).await?;
+            (Credential::from(code), target)
+        };
+        // A busy initiator (every pairing seat taken, by a flood of strangers, say) is asked
+        // again for a while: its silent connections give their seats up within a second.
+        let busy_until = tokio::time::Instant::now() + JOIN_BUSY_RETRY_FOR;
+        let result = loop {
+            let connection = self.inner.transport.connect(&target, PAIRING_ALPN).await?;
+            let result = pairing::join(
+                connection.clone(),
+                credential.clone(),
+                self.local_device()?,
+                target.node_id,
+                &self.inner.registry,
+            )
+            .await;
+            let busy = matches!(
+                crate::gate::refusal(&connection),
+                Some(NetworkError::Refused {
+                    code: CLOSE_PAIRING_BUSY,
+                    ..
+                })
+            );
+            if result.is_err() && busy && tokio::time::Instant::now() < busy_until {
+                debug!("the initiator is busy; asking again");
+                tokio::time::sleep(JOIN_BUSY_PAUSE).await;
+                continue;
+            }
+            break result;
+        };
+        self.report_pairing(&result);
+        result
+    }
+
+    /// Reports a pairing's end as an event; failures (anyone can cause them) are logged and
+    /// reported at most [`crate::lobby::FAILURE_REPORTS_PER_MINUTE`] times a minute.
+    pub(super) fn report_pairing(&self, result: &Result<PairedDevice, NetworkError>) {
+        let event = match result {
+            Ok(paired) => NetworkEvent::Paired {
+                device: paired.device.clone(),
+                verification_code: paired.verification_code.clone(),
+            },
+            Err(error) => {
+                let Some(suppressed) = self
+                    .inner
+                    .lobby
+                    .may_report_failure(std::time::Instant::now())
+                else {
+                    return;
+                };
+                warn!(%error, suppressed, "pairing failed");
+                NetworkEvent::PairingFailed {
+                    reason: error.to_string(),
+                }
+            }
+        };
+        let _ = self.inner.events.send(event);
+    }
+
+    async fn find_slot(&self, slot: &str) -> Result<PeerAddr, NetworkError> {
+        let mut updates = self.inner.discovered_tx.subscribe();
+        // Any timeout, `Duration::MAX` included: tokio's sleep caps it at decades.
+        let deadline = tokio::time::sleep(self.inner.config.discovery_timeout);
+        tokio::pin!(deadline);
+        // A global rendezvous is asked now and every second while the search lasts; what it
+        // finds arrives as updates, like what LAN discoveries hear.
+        let discoveries = self
+            .inner
+            .discoveries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let asked_slot = slot.to_owned();
+        let _asking = n0_future::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                for discovery in &discoveries {
+                    discovery.find_slot(&asked_slot);
+                }
+            }
+        }));
+        loop {
+            let claims: Vec<DiscoveredDevice> = self
+                .inner
+                .discovered
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .values()
+                .filter(|d| d.pairing_slot.as_deref() == Some(slot))
+                .cloned()
+                .collect();
+            match claims.as_slice() {
+                [one] => {
+                    return Ok(PeerAddr {
+                        node_id: one.node_id,
+                        direct: one.addrs.clone(),
+                        relay_url: one.relay_url.clone(),
+                    });
+                }
+                [] => {}
+                many => {
+                    return Err(NetworkError::AmbiguousPairingPeer {
+                        slot: slot.to_owned(),
+                        count: many.len(),
+                    });
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = updates.recv() => {}
+                () = &mut deadline => {
+                    return Err(NetworkError::NoPairingPeer {
+                        slot: slot.to_owned(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The error for a name that reads as an id prefix ([`DeviceName::looks_like_id`]).
+pub(crate) fn id_like_name(name: &DeviceName) -> NetworkError {
+    NetworkError::Usage(format!(
+        "the name {name:?} looks like a device id, so this device could pass for another one; \
+         pick a name that is not only hex digits and hyphens"
+    ))
+}
