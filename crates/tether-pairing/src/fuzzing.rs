@@ -27,6 +27,9 @@ use crate::{
 /// (`ChaCha20Rng::seed_from_u64(RNG_SEED)`), so seeds replay the same handshake.
 pub const RNG_SEED: u64 = 0x7e7e_9a1d;
 
+/// Texts parsed per input at most (see [`Op::ParseText`]).
+pub const MAX_PARSED_TEXTS: usize = 4;
+
 /// What a record does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -42,7 +45,8 @@ pub enum Op {
     DeliverToJoiner = 4,
     /// The clock moves on by the payload's first two bytes, in seconds.
     AdvanceClock = 5,
-    /// The payload is parsed as a code and as a ticket.
+    /// The payload is parsed as a code and as a ticket (the first [`MAX_PARSED_TEXTS`] of an
+    /// input; more reach no new path and only cost time: an unknown word scans the word list).
     ParseText = 6,
 }
 
@@ -107,6 +111,7 @@ pub fn run<R: CryptoRng>(data: &[u8], rng: &mut R) -> Outcome {
     let mut to_joiner: Option<Vec<u8>> = None;
     let mut paired: Vec<(bool, Paired)> = Vec::new();
 
+    let mut parsed_texts = 0;
     let mut input = data;
     while let Some((&op, rest)) = input.split_first() {
         let Some((len, rest)) = rest.split_first_chunk::<2>() else {
@@ -129,7 +134,10 @@ pub fn run<R: CryptoRng>(data: &[u8], rng: &mut R) -> Outcome {
                 continue;
             }
             Op::ParseText => {
-                parse_text(payload);
+                if parsed_texts < MAX_PARSED_TEXTS {
+                    parsed_texts += 1;
+                    parse_text(payload);
+                }
                 continue;
             }
         };

@@ -66,21 +66,24 @@ pub(crate) fn lookup(typed: &str) -> Lookup {
 /// The closest listed words to `typed`, closest first, ties in list order.
 fn suggestions(typed: &str) -> Vec<&'static str> {
     let typed = Letters::new(typed);
+    let typed_len = typed.as_slice().len();
     let typed_mask = letter_mask(typed.as_slice().iter().copied());
     let mut scored: Vec<(usize, usize, &'static str)> = list()
         .iter()
+        .zip(word_masks())
         .enumerate()
-        .filter(|(index, _)| {
-            // Each edit removes at most one letter of one word that the other lacks, so more
-            // than MAX_SUGGESTION_DISTANCE such letters rule the word out without the
-            // dynamic programme (most words, for most typing errors).
-            let word_mask = word_masks().get(*index).copied().unwrap_or(0);
-            let missing = (typed_mask & !word_mask)
+        .filter(|(_, (word, word_mask))| {
+            // An edit changes the length by at most one, and removes at most one letter of
+            // one word that the other lacks: words further off than MAX_SUGGESTION_DISTANCE
+            // by either count are ruled out without the dynamic programme (most words, for
+            // most typing errors). List words are ASCII: their length in bytes is in letters.
+            let missing = (typed_mask & !**word_mask)
                 .count_ones()
-                .max((word_mask & !typed_mask).count_ones());
+                .max((**word_mask & !typed_mask).count_ones());
             missing as usize <= MAX_SUGGESTION_DISTANCE
+                && word.len().abs_diff(typed_len) <= MAX_SUGGESTION_DISTANCE
         })
-        .filter_map(|(index, word)| {
+        .filter_map(|(index, (word, _))| {
             let distance = edit_distance(typed.as_slice(), Letters::new(word).as_slice());
             (distance <= MAX_SUGGESTION_DISTANCE).then_some((distance, index, *word))
         })
