@@ -104,6 +104,7 @@ pub(crate) fn exit_code(error: &anyhow::Error) -> u8 {
                 NetworkError::Pairing(_)
                 | NetworkError::Code(_)
                 | NetworkError::Ticket(_)
+                | NetworkError::CodeEnded(_)
                 | NetworkError::NoPairingPeer { .. }
                 | NetworkError::AmbiguousPairingPeer { .. } => PAIRING,
                 NetworkError::DeviceNotPaired(_) | NetworkError::DeviceOffline(_) => DEVICE,

@@ -89,6 +89,9 @@ pub enum NetworkError {
     /// The pairing ticket could not be read.
     #[error("{0}")]
     Ticket(#[from] tether_pairing::TicketError),
+    /// The pairing code (or ticket) this device showed ended without pairing.
+    #[error("the pairing code ended")]
+    CodeEnded(#[source] CodeEnded),
     /// No device on the network is waiting with this code.
     #[error(
         "no device is waiting for pairing code slot {slot:?} (is `tether pair` running on the other device?)"
@@ -143,6 +146,30 @@ pub enum NetworkError {
     /// The service has shut down.
     #[error("the service is shut down")]
     Shutdown,
+}
+
+/// Why a pairing code (or ticket) this device showed ended without pairing anyone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodeEnded {
+    /// Its lifetime ran out.
+    #[error("it expired")]
+    Expired,
+    /// [`crate::NetworkingService::cancel_pairing`] withdrew it.
+    #[error("it was cancelled")]
+    Cancelled,
+    /// A new code took its place (one code is shown at a time).
+    #[error("a new code replaced it")]
+    Replaced,
+    /// A device paired with it (through a pending pairing this invite handed out).
+    #[error("a device paired with it")]
+    Used,
+    /// A pairing attempt with it failed and used it up (a wrong guess burns a code).
+    #[error("an attempt with it failed and used it up: {reason}")]
+    Failed {
+        /// What the attempt ended with.
+        reason: String,
+    },
 }
 
 impl NetworkError {

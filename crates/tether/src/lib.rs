@@ -73,7 +73,7 @@ mod transfer;
 
 pub use config::{DEFAULT_IDLE_TIMEOUT, NetworkingConfig};
 pub use consent::{MarkedDevicesOnly, NOT_MARKED, TransferConsent, TransferOffer};
-pub use error::NetworkError;
+pub use error::{CodeEnded, NetworkError};
 pub use event::{ConnectionState, NetworkEvent};
 pub use link::SYNC_ALPN;
 pub use pairing::{PAIRING_ALPN, PairedDevice, PendingPairing};

@@ -252,7 +252,10 @@ async fn an_expired_code_ends_its_invite() {
         .await
         .expect("the invite still waits after its code expired");
     match ended {
-        Err(error) => assert!(error.to_string().contains("expired"), "{error}"),
+        Err(error) => assert!(
+            matches!(error, NetworkError::CodeEnded(tether::CodeEnded::Expired)),
+            "{error:?}"
+        ),
         Ok(device) => panic!("paired with {device:?}"),
     }
     a.shutdown().await;
@@ -327,4 +330,72 @@ async fn an_accepted_pending_pairing_stores_on_both_sides() {
     assert_eq!(phone.paired_devices().len(), 1);
     laptop.shutdown().await;
     phone.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_that_ends_unused_says_how_not_a_protocol_violation() {
+    let lab = Lab::new();
+    let mut config = lab.config("a");
+    config.pairing = InitiatorConfig::default().with_lifetime(Duration::from_millis(500));
+    let a = tether::NetworkingService::start(config).await.unwrap();
+
+    let mut expired = a.start_pairing_as_initiator().unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(5), expired.paired())
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            ended,
+            Err(NetworkError::CodeEnded(tether::CodeEnded::Expired))
+        ),
+        "{ended:?}"
+    );
+
+    let mut cancelled = a.start_pairing_with_ticket().unwrap();
+    a.cancel_pairing();
+    let ended = cancelled.paired().await;
+    assert!(
+        matches!(
+            ended,
+            Err(NetworkError::CodeEnded(tether::CodeEnded::Cancelled))
+        ),
+        "{ended:?}"
+    );
+    let text = ended.unwrap_err().to_string();
+    assert!(!text.contains("protocol violation"), "{text}");
+
+    let mut replaced = a.start_pairing_with_ticket().unwrap();
+    let _next = a.start_pairing_with_ticket().unwrap();
+    let ended = replaced.pending().await;
+    assert!(
+        matches!(
+            ended,
+            Err(NetworkError::CodeEnded(tether::CodeEnded::Replaced))
+        ),
+        "{ended:?}"
+    );
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_hears_its_end_however_many_codes_ended_since() {
+    let lab = Lab::new();
+    let a = lab.start_undiscovered("a").await;
+    // The first code is replaced, then many more codes come and go before its invite looks.
+    let mut first = a.start_pairing_with_ticket().unwrap();
+    for _ in 0..40 {
+        let _ = a.start_pairing_with_ticket().unwrap();
+        a.cancel_pairing();
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(5), first.paired())
+        .await
+        .expect("the invite never heard that its code was replaced");
+    assert!(
+        matches!(
+            ended,
+            Err(NetworkError::CodeEnded(tether::CodeEnded::Replaced))
+        ),
+        "{ended:?}"
+    );
+    a.shutdown().await;
 }

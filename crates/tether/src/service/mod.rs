@@ -41,7 +41,7 @@ use crate::error::short;
 use crate::gate::{CLOSE_REVOKED, RegistryGate};
 use crate::link::{CLOSE_NORMAL, Incoming, Link, SYNC_ALPN};
 use crate::lobby::Lobby;
-use crate::pairing::{ConfirmSlot, PAIRING_ALPN, PairedDevice};
+use crate::pairing::{ConfirmSlot, PAIRING_ALPN};
 use crate::profile::Profile;
 use crate::protocol::DynProtocol;
 use crate::request::HandlerSlot;
@@ -93,7 +93,8 @@ struct Inner {
     /// The invite that asked to confirm each joiner (see [`PairingInvite::pending`]).
     confirm: Arc<ConfirmSlot>,
     /// How each code ended, by number: paired, or why not.
-    pairing_results: broadcast::Sender<(u64, Result<PairedDevice, String>)>,
+    /// The outcome channel of each code shown and not ended yet, by code number.
+    code_outcomes: pairing::Outcomes,
     protocol_alpns: Arc<RwLock<HashSet<Vec<u8>>>>,
     protocols: RwLock<HashMap<Vec<u8>, Arc<dyn DynProtocol>>>,
     events: broadcast::Sender<NetworkEvent>,
@@ -175,7 +176,7 @@ impl NetworkingService {
                 initiator: Mutex::new(None),
                 code_number: AtomicU64::new(0),
                 confirm: Arc::default(),
-                pairing_results: broadcast::channel(16).0,
+                code_outcomes: pairing::Outcomes::default(),
                 protocol_alpns,
                 protocols: RwLock::default(),
                 events: broadcast::channel(1024).0,
@@ -350,6 +351,12 @@ impl NetworkingService {
     /// When it returns, no task of the service holds its data directory any more: a new
     /// service may open it at once (a restart in the same process).
     pub async fn shutdown(&self) {
+        // Every invite still waiting hears that the service is gone.
+        self.inner
+            .code_outcomes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         // Dropping the discoveries (their loops are aborted below) ends their announcements.
         self.inner
             .discoveries

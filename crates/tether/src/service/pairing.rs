@@ -1,7 +1,8 @@
 //! Pairing through the service: showing a code or ticket, confirming and joining.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rand_core::UnwrapErr;
@@ -9,13 +10,13 @@ use tether_identity::DeviceName;
 use tether_iroh::PeerAddr;
 use tether_pairing::{CodeStatus, Credential, Initiator, PairingCode, PairingTicket};
 use tether_protocol::DiscoveredDevice;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
 use super::NetworkingService;
 use crate::gate::CLOSE_PAIRING_BUSY;
 use crate::pairing::{self, ConfirmSlot, PAIRING_ALPN, PairedDevice, PendingPairing};
-use crate::{NetworkError, NetworkEvent};
+use crate::{CodeEnded, NetworkError, NetworkEvent};
 
 /// How long `join_pairing` asks a busy initiator again.
 const JOIN_BUSY_RETRY_FOR: Duration = Duration::from_secs(30);
@@ -30,7 +31,7 @@ pub struct PairingInvite {
     /// When the code stops working.
     pub expires_in: Duration,
     number: u64,
-    results: broadcast::Receiver<(u64, Result<PairedDevice, String>)>,
+    outcome: watch::Receiver<Option<Outcome>>,
     confirm: Arc<ConfirmSlot>,
     pending: Option<mpsc::Receiver<PendingPairing>>,
 }
@@ -49,67 +50,65 @@ impl PairingInvite {
             self.pending = Some(receiver);
         }
         async move {
-            loop {
-                let Some(pending) = self.pending.as_mut() else {
-                    return Err(NetworkError::Shutdown);
-                };
-                tokio::select! {
-                    next = pending.recv() => return next.ok_or(NetworkError::Shutdown),
-                    result = self.results.recv() => match result {
-                        Ok((number, _)) if number != self.number => {}
-                        // Accepted through another handle: not ours to report here.
-                        Ok((_, Ok(_))) => {}
-                        Ok((_, Err(reason))) => {
-                            return Err(NetworkError::ProtocolViolation {
-                                node: "joiner".into(),
-                                reason,
-                            });
-                        }
-                        Err(broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(broadcast::error::RecvError::Closed) => {
-                            return Err(NetworkError::Shutdown);
-                        }
-                    },
+            let Some(pending) = self.pending.as_mut() else {
+                return Err(NetworkError::Shutdown);
+            };
+            tokio::select! {
+                next = pending.recv() => next.ok_or(NetworkError::Shutdown),
+                // Paired through a pending pairing this invite handed out earlier: the code
+                // is used, and no other joiner will come.
+                outcome = wait_for_outcome(&mut self.outcome) => {
+                    Err(outcome.map_or_else(|e| e, |_| NetworkError::CodeEnded(CodeEnded::Used)))
                 }
             }
         }
     }
 
     /// Waits until a device pairs with this code, or the code ends without a pairing (a
-    /// wrong guess burned it, it expired, it was cancelled or replaced by a new code). A
-    /// connection that makes no guess (a stranger, a joiner that hung up) does not end it.
+    /// wrong guess burned it, it expired, it was cancelled or replaced by a new code:
+    /// [`NetworkError::CodeEnded`] says which). A connection that makes no guess (a stranger,
+    /// a joiner that hung up) does not end it.
     ///
     /// Accept-on-proof: whoever proves the code is paired, with no question asked (after
     /// [`Self::pending`] was called, this accepts each pending pairing itself). Apps with a
     /// person at the screen should use [`Self::pending`] and show the name and code first.
     pub async fn paired(&mut self) -> Result<PairedDevice, NetworkError> {
         loop {
-            let result = match self.pending.as_mut() {
-                Some(pending) => tokio::select! {
-                    next = pending.recv() => {
-                        if let Some(next) = next {
-                            return next.accept().await;
-                        }
-                        self.pending = None;
-                        continue;
-                    }
-                    result = self.results.recv() => result,
-                },
-                None => self.results.recv().await,
+            let Some(pending) = self.pending.as_mut() else {
+                return wait_for_outcome(&mut self.outcome).await;
             };
-            match result {
-                Ok((number, _)) if number != self.number => {}
-                Ok((_, Ok(device))) => return Ok(device),
-                Ok((_, Err(reason))) => {
-                    return Err(NetworkError::ProtocolViolation {
-                        node: "joiner".into(),
-                        reason,
-                    });
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return Err(NetworkError::Shutdown),
+            tokio::select! {
+                next = pending.recv() => match next {
+                    Some(next) => return next.accept().await,
+                    None => self.pending = None,
+                },
+                outcome = wait_for_outcome(&mut self.outcome) => return outcome,
             }
         }
+    }
+}
+
+/// How a shown code ended: a device paired with it, or why not.
+pub(super) type Outcome = Result<PairedDevice, CodeEnded>;
+
+/// The outcome channel of each code shown and not ended yet, by code number. A code ends
+/// once, and its entry is removed then, so this holds one or two entries at a time. (A
+/// channel per code, not one broadcast for all: an invite hears its own code's end however
+/// many other codes ended since.)
+pub(super) type Outcomes = Mutex<HashMap<u64, watch::Sender<Option<Outcome>>>>;
+
+/// Waits for the outcome of one code.
+async fn wait_for_outcome(
+    outcome: &mut watch::Receiver<Option<Outcome>>,
+) -> Result<PairedDevice, NetworkError> {
+    match outcome.wait_for(Option::is_some).await {
+        Ok(ended) => match ended.clone() {
+            Some(Ok(device)) => Ok(device),
+            Some(Err(ended)) => Err(NetworkError::CodeEnded(ended)),
+            None => Err(NetworkError::Shutdown),
+        },
+        // The service shut down (or dropped the code) before it ended.
+        Err(_) => Err(NetworkError::Shutdown),
     }
 }
 
@@ -152,8 +151,7 @@ impl NetworkingService {
             .expires_at()
             .since_epoch()
             .saturating_sub(now.since_epoch());
-        let results = self.inner.pairing_results.subscribe();
-        let (number, replaced) = {
+        let (number, replaced, outcome) = {
             let mut shown = self
                 .inner
                 .initiator
@@ -161,19 +159,25 @@ impl NetworkingService {
                 .unwrap_or_else(PoisonError::into_inner);
             let previous = self.inner.code_number.fetch_add(1, Ordering::AcqRel);
             let replaced = shown.replace(initiator).map(|_| previous);
+            let (sender, outcome) = watch::channel(None);
+            self.inner
+                .code_outcomes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(previous + 1, sender);
             self.inner.lobby.set_open(true);
             self.inner.slot_announced.store(announce, Ordering::Release);
-            (previous + 1, replaced)
+            (previous + 1, replaced, outcome)
         };
         if let Some(previous) = replaced {
-            self.end_code(previous, Err("replaced by a new code".to_owned()));
+            self.end_code(previous, Err(CodeEnded::Replaced));
         }
         self.announce(announce.then_some(slot.as_str()));
         Ok(PairingInvite {
             code: text,
             expires_in,
             number,
-            results,
+            outcome,
             confirm: Arc::clone(&self.inner.confirm),
             pending: None,
         })
@@ -193,7 +197,7 @@ impl NetworkingService {
                 .map(|_| self.inner.code_number.load(Ordering::Acquire))
         };
         if let Some(number) = cancelled {
-            self.end_code(number, Err("cancelled".to_owned()));
+            self.end_code(number, Err(CodeEnded::Cancelled));
         }
         self.announce(None);
     }
@@ -203,7 +207,7 @@ impl NetworkingService {
     pub(super) fn withdraw_code(
         &self,
         ended: impl FnOnce(CodeStatus) -> bool,
-        outcome: impl FnOnce() -> Result<PairedDevice, String>,
+        outcome: impl FnOnce() -> Outcome,
     ) {
         let spent = {
             let mut shown = self
@@ -224,9 +228,17 @@ impl NetworkingService {
         }
     }
 
-    fn end_code(&self, number: u64, outcome: Result<PairedDevice, String>) {
+    fn end_code(&self, number: u64, outcome: Outcome) {
         self.announce(None);
-        let _ = self.inner.pairing_results.send((number, outcome));
+        let sender = self
+            .inner
+            .code_outcomes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&number);
+        if let Some(sender) = sender {
+            sender.send_replace(Some(outcome));
+        }
     }
 
     /// Joins the device showing `code` (a word code, found through discovery, or a ticket).

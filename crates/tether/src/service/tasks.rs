@@ -23,7 +23,7 @@ use crate::gate::{
 use crate::link::{CLOSE_DEAD, CLOSE_IDLE, Incoming, Link, SYNC_ALPN};
 use crate::lobby::EXCHANGE_TIMEOUT;
 use crate::pairing::{self, PAIRING_ALPN, PairedDevice};
-use crate::{NetworkError, NetworkEvent};
+use crate::{CodeEnded, NetworkError, NetworkEvent};
 
 impl NetworkingService {
     /// Runs `task` (named `what` in the log) as one of the service's tasks, which shutdown
@@ -113,7 +113,7 @@ impl NetworkingService {
                 // connection that did it, which knows the outcome.
                 service.withdraw_code(
                     |status| status == CodeStatus::Expired,
-                    || Err("the code expired".to_owned()),
+                    || Err(CodeEnded::Expired),
                 );
             }
         });
@@ -150,7 +150,9 @@ impl NetworkingService {
                 |status| !matches!(status, CodeStatus::Open | CodeStatus::Claimed),
                 || match &result {
                     Ok(device) => Ok(device.clone()),
-                    Err(error) => Err(error.to_string()),
+                    Err(error) => Err(CodeEnded::Failed {
+                        reason: error.to_string(),
+                    }),
                 },
             );
             self.report_pairing(&result);
