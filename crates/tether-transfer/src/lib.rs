@@ -151,6 +151,7 @@ mod resume;
 mod send;
 mod source;
 mod stall;
+mod storage;
 mod throttle;
 mod tree;
 
@@ -171,6 +172,9 @@ pub use progress::{
 pub use protocol::AbortCode;
 pub use receive::{Hello, IncomingLane, IncomingOffer, Receiver, read_hello};
 pub use source::{EntryResolver, OutgoingTransfer};
+pub use storage::{
+    DEFAULT_RESERVE_MOST, DEFAULT_RESERVE_PERCENT, NoQuota, QuotaRefusal, Reserve, StorageQuota,
+};
 pub use tether_crypto::TransferCipher;
 pub use throttle::{RateLimiter, TokenBucket};
 pub use tokio_util::sync::CancellationToken;

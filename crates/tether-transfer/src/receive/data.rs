@@ -289,7 +289,8 @@ impl RecvShared {
             }
             WriteTo::Deferred => {
                 let dir = self.dest.dir(&file.paths.dir)?;
-                let partial = disk::create_partial(&dir, &file.paths, file.size)?;
+                let partial =
+                    disk::create_partial(&dir, &file.paths, file.size, self.dest.keep_free())?;
                 drop(dir);
                 write(&partial)?;
                 let id = disk::partial_id(&partial, &file.paths.partial())?;

@@ -40,6 +40,8 @@ pub(crate) struct Destination {
     path: PathBuf,
     root: Arc<OwnedFd>,
     open: Mutex<DirCache>,
+    /// Bytes every allocation under it must leave free (the space reserve; 0: unchecked).
+    keep_free: u64,
 }
 
 /// Directory handles by relative path, with when each was last used.
@@ -60,7 +62,18 @@ impl Destination {
             path: path.to_path_buf(),
             root: Arc::new(root),
             open: Mutex::new(DirCache::default()),
+            keep_free: 0,
         })
+    }
+
+    /// Sets the bytes every allocation under the destination must leave free.
+    pub(crate) fn set_keep_free(&mut self, bytes: u64) {
+        self.keep_free = bytes;
+    }
+
+    /// Bytes every allocation under the destination must leave free (0: unchecked).
+    pub(crate) fn keep_free(&self) -> u64 {
+        self.keep_free
     }
 
     /// The destination's path, for messages and reports.

@@ -11,6 +11,7 @@ mod dest;
 pub(crate) mod disk;
 mod offer;
 mod plan;
+mod room;
 mod session;
 mod setup;
 

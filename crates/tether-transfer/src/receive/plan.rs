@@ -73,6 +73,7 @@ pub(crate) fn plan_file(
     hashes: &[ChunkHash],
     overwrite: bool,
     in_new_dir: bool,
+    keep_free: u64,
     cancel: &CancellationToken,
 ) -> Result<PlannedFile, TransferError> {
     let size = entry.entry.size;
@@ -110,7 +111,9 @@ pub(crate) fn plan_file(
         .map_err(|e| LocalError::io("reading", paths.record(), e))?;
     let listed = record.and_then(|r| r.kept_chunks(&entry.entry, hash));
     let kept = match listed {
-        Some(listed) => disk::open_kept_partial(dir, &paths, size)?.map(|file| (file, listed)),
+        Some(listed) => {
+            disk::open_kept_partial(dir, &paths, size, keep_free)?.map(|file| (file, listed))
+        }
         None => None,
     };
     let mut have = ChunkSet::new(chunks);
@@ -140,7 +143,7 @@ pub(crate) fn plan_file(
             file
         }
         // Unknown, stale or foreign partial data (or none): start over.
-        None => disk::create_partial(dir, &paths, size)?,
+        None => disk::create_partial(dir, &paths, size, keep_free)?,
     };
     let partial = disk::partial_id(&file, &paths.partial())?;
     drop(file);
@@ -177,7 +180,7 @@ fn plan_unresumable(
     }
     let chunks = chunk_count(size);
     let partial = if chunks == 0 {
-        let file = disk::create_partial(dir, &paths, size)?;
+        let file = disk::create_partial(dir, &paths, size, 0)?;
         Some(disk::partial_id(&file, &paths.partial())?)
     } else {
         None
@@ -248,6 +251,7 @@ mod tests {
             &hashes,
             false,
             false,
+            0,
             &cancel,
         )
         .unwrap();
@@ -281,6 +285,7 @@ mod tests {
             &hashes,
             false,
             false,
+            0,
             &cancel,
         )
         .unwrap();
@@ -299,6 +304,7 @@ mod tests {
             &hashes,
             false,
             false,
+            0,
             &cancel,
         )
         .unwrap();
@@ -314,6 +320,7 @@ mod tests {
             &hashes,
             false,
             false,
+            0,
             &cancel,
         )
         .unwrap();
@@ -367,6 +374,7 @@ mod tests {
             &hashes,
             false,
             false,
+            0,
             &cancel,
         )
         .unwrap();
@@ -386,6 +394,7 @@ mod tests {
             &hashes,
             false,
             false,
+            0,
             &cancel,
         )
         .unwrap();
