@@ -135,6 +135,7 @@
 //! `renameat2`.
 
 mod chunk;
+mod collect;
 mod compress;
 mod consent;
 mod error;
@@ -156,6 +157,9 @@ mod throttle;
 mod tree;
 
 pub use chunk::CHUNK_SIZE;
+pub use collect::{
+    Collected, DEFAULT_LEFTOVER_IDLE, Leftover, Leftovers, Reason, is_leftover_name,
+};
 pub use compress::{Compression, DecodeError};
 pub use consent::{
     AcceptAll, Consent, Decision, DeclineAll, MAX_REASON_LEN, OfferSummary, TrustedPeers,

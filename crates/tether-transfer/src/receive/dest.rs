@@ -22,6 +22,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
+use tether_identity::NodeId;
+
 use crate::error::LocalError;
 use crate::path::RelPath;
 
@@ -40,8 +42,18 @@ pub(crate) struct Destination {
     path: PathBuf,
     root: Arc<OwnedFd>,
     open: Mutex<DirCache>,
-    /// Bytes every allocation under it must leave free (the space reserve; 0: unchecked).
-    keep_free: u64,
+    /// How files are placed under it.
+    placing: Placing,
+}
+
+/// What a transfer's file operations need to know besides where: the space reserve each
+/// allocation must leave free, and the device sending (noted in resume records).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Placing {
+    /// Bytes every allocation must leave free (the space reserve; 0: unchecked).
+    pub(crate) keep_free: u64,
+    /// The device sending the files.
+    pub(crate) sender: Option<NodeId>,
 }
 
 /// Directory handles by relative path, with when each was last used.
@@ -62,18 +74,18 @@ impl Destination {
             path: path.to_path_buf(),
             root: Arc::new(root),
             open: Mutex::new(DirCache::default()),
-            keep_free: 0,
+            placing: Placing::default(),
         })
     }
 
-    /// Sets the bytes every allocation under the destination must leave free.
-    pub(crate) fn set_keep_free(&mut self, bytes: u64) {
-        self.keep_free = bytes;
+    /// Sets how files are placed under the destination.
+    pub(crate) fn set_placing(&mut self, placing: Placing) {
+        self.placing = placing;
     }
 
-    /// Bytes every allocation under the destination must leave free (0: unchecked).
-    pub(crate) fn keep_free(&self) -> u64 {
-        self.keep_free
+    /// How files are placed under the destination.
+    pub(crate) fn placing(&self) -> Placing {
+        self.placing
     }
 
     /// The destination's path, for messages and reports.

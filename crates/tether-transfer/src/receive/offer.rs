@@ -30,7 +30,7 @@ use crate::options::{MAX_LANES, ReceiverConfig};
 use crate::path::RelPath;
 use crate::protocol::{AbortCode, AcceptBody, Decline, Message, Offer, VERSION, cut_message};
 use crate::receive::data::AttachedLane;
-use crate::receive::dest::Destination;
+use crate::receive::dest::{Destination, Placing};
 use crate::receive::disk::{self, Existing, FilePaths};
 use crate::receive::room::{FsRoom, Need};
 use crate::receive::{BusyGuard, LaneGuard, Receiver, TargetKey, aborted, blocking};
@@ -103,7 +103,8 @@ pub(super) async fn before_accept(
     // Shared with the survey's thread, not copied.
     let entries = Arc::new(entries);
     // The person is asked only about an offer that fits the destination.
-    let (dest, busy, data) = claim_destination(receiver, &config.destination, &entries).await?;
+    let (dest, busy, data) =
+        claim_destination(receiver, &config.destination, &entries, peer).await?;
     let summary = OfferSummary {
         transfer_id: offer.transfer_id,
         peer,
@@ -122,7 +123,7 @@ pub(super) async fn before_accept(
             if !meta.is_dir() {
                 return Err(LocalError::NotADirectory(root).into());
             }
-            claim_destination(receiver, &root, &entries).await?
+            claim_destination(receiver, &root, &entries, peer).await?
         }
         Decision::Decline(reason) => return Err(TransferError::Declined(reason)),
     };
@@ -209,6 +210,7 @@ async fn claim_destination(
     receiver: &Receiver,
     root: &Path,
     entries: &Arc<Manifest>,
+    peer: NodeId,
 ) -> Result<(Arc<Destination>, BusyGuard, u64), TransferError> {
     let config = &receiver.inner.config;
     let (dest, targets, need) = {
@@ -220,11 +222,16 @@ async fn claim_destination(
         blocking(move || {
             let mut dest = Destination::open(&root)?;
             let room = FsRoom::of(dest.root(), &root)?;
+            let mut placing = Placing {
+                keep_free: 0,
+                sender: Some(peer),
+            };
             let (targets, need) = survey(&dest, &entries, overwrite, room.block)?;
             if check {
                 room.check(need, space, inodes, &root)?;
-                dest.set_keep_free(space.of(room.total_bytes));
+                placing.keep_free = space.of(room.total_bytes);
             }
+            dest.set_placing(placing);
             Ok::<_, TransferError>((Arc::new(dest), targets, need))
         })
         .await??

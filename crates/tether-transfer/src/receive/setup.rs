@@ -125,7 +125,7 @@ pub(super) fn plan_all(
             hashes,
             overwrite,
             fresh,
-            dest.keep_free(),
+            dest.placing(),
             cancel,
         )?);
     }
