@@ -519,10 +519,8 @@ impl DeviceRegistry {
         let mut updated = self.stored(&node_id)?;
         let used = updated.device.stored_bytes;
         let total = used.saturating_add(bytes);
-        if let Some(quota) = updated.device.quota.or(default) {
-            if total > quota {
-                return Ok(Err(StorageRefusal { quota, used }));
-            }
+        if let Some(quota) = updated.device.quota.or(default).filter(|q| total > *q) {
+            return Ok(Err(StorageRefusal { quota, used }));
         }
         updated.device.stored_bytes = total;
         self.opened(&store)?.put(&updated)?;

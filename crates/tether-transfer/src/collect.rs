@@ -195,12 +195,15 @@ impl Leftovers {
         paired: &dyn Fn(&NodeId) -> bool,
     ) -> Option<Reason> {
         let record = format!(".{name}{RECORD_SUFFIX}");
-        if group.files.iter().any(|(file, _)| *file == record) {
-            if let Ok(Some(sender)) = ResumeRecord::read(dir, &record).map(|r| r?.sent_by()) {
-                if !paired(&sender) {
-                    return Some(Reason::Unpaired(sender));
-                }
-            }
+        let sender = group
+            .files
+            .iter()
+            .any(|(file, _)| *file == record)
+            .then(|| ResumeRecord::read(dir, &record).ok().flatten())
+            .flatten()
+            .and_then(|r| r.sent_by());
+        if let Some(sender) = sender.filter(|sender| !paired(sender)) {
+            return Some(Reason::Unpaired(sender));
         }
         let idle = self.now.duration_since(group.newest).unwrap_or_default();
         (idle > self.idle).then_some(Reason::Idle(idle))
