@@ -45,7 +45,17 @@ pub(crate) enum Request {
     },
     Trust {
         device: String,
-        auto_accept: bool,
+        /// `None`: unchanged.
+        auto_accept: Option<bool>,
+        /// `None`: unchanged; `Some(None)`: back to the default.
+        #[serde(default)]
+        quota: Option<Option<u64>>,
+        #[serde(default)]
+        quota_reset: bool,
+    },
+    Gc {
+        dry_run: bool,
+        receive_dir: Option<PathBuf>,
     },
     Rename {
         name: String,
@@ -75,6 +85,7 @@ impl Request {
             Self::Ping { .. } => "ping",
             Self::Unpair { .. } => "unpair",
             Self::Trust { .. } => "trust",
+            Self::Gc { .. } => "gc",
             Self::Rename { .. } => "rename",
             Self::Doctor { .. } => "doctor",
             Self::Pair { .. } => "pair",
@@ -91,6 +102,7 @@ impl Request {
                 | Self::Devices
                 | Self::Unpair { .. }
                 | Self::Trust { .. }
+                | Self::Gc { .. }
                 | Self::Rename { .. }
         )
     }
@@ -126,7 +138,13 @@ pub(crate) async fn execute(
         Request::Trust {
             device,
             auto_accept,
-        } => trust(node, &device, auto_accept, sink),
+            quota,
+            quota_reset,
+        } => trust(node, &device, auto_accept, quota, quota_reset, sink),
+        Request::Gc {
+            dry_run,
+            receive_dir,
+        } => gc(node, dry_run, receive_dir.as_deref(), sink),
         Request::Rename { name, device } => rename(node, &name, device.as_deref(), sink),
         Request::Doctor { device } => doctor::run(node, device.as_deref(), sink, context).await,
         Request::Pair { ticket, confirm } => {
@@ -280,8 +298,45 @@ fn unpair(node: &NetworkingService, device: &str, sink: &Sink) -> Result<()> {
     Ok(())
 }
 
-fn trust(node: &NetworkingService, device: &str, auto_accept: bool, sink: &Sink) -> Result<()> {
+fn trust(
+    node: &NetworkingService,
+    device: &str,
+    auto_accept: Option<bool>,
+    quota: Option<Option<u64>>,
+    quota_reset: bool,
+    sink: &Sink,
+) -> Result<()> {
     let target = resolve(node, device)?;
+    if let Some(quota) = quota {
+        node.set_storage_quota(target, quota)?;
+        let text = match quota {
+            Some(bytes) => format!(
+                "{} may store at most {} here",
+                target.fmt_short(),
+                crate::progress::bytes(bytes)
+            ),
+            None => format!("{} has the default quota again", target.fmt_short()),
+        };
+        sink.line(
+            "quota",
+            text,
+            json!({ "node_id": target.to_string(), "quota": quota }),
+        );
+    }
+    if quota_reset {
+        node.reset_stored_bytes(target)?;
+        sink.line(
+            "quota_reset",
+            format!(
+                "what {} stored here counts from zero again",
+                target.fmt_short()
+            ),
+            json!({ "node_id": target.to_string(), "stored_bytes": 0 }),
+        );
+    }
+    let Some(auto_accept) = auto_accept else {
+        return Ok(());
+    };
     node.set_auto_accept(target, auto_accept)?;
     let text = if auto_accept {
         format!(
@@ -298,6 +353,46 @@ fn trust(node: &NetworkingService, device: &str, auto_accept: bool, sink: &Sink)
         "trust",
         text,
         json!({ "node_id": target.to_string(), "auto_accept": auto_accept }),
+    );
+    Ok(())
+}
+
+fn gc(
+    node: &NetworkingService,
+    dry_run: bool,
+    receive_dir: Option<&std::path::Path>,
+    sink: &Sink,
+) -> Result<()> {
+    let default = node.data_dir().join("received");
+    let dir = receive_dir.or(node.receive_dir()).unwrap_or(&default);
+    let collected = node.collect_leftovers(Some(dir), dry_run)?;
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for file in &collected.files {
+        let why = match file.reason {
+            tether::LeftoverReason::Unpaired(node_id) => {
+                format!("from {}, no longer paired", node_id.fmt_short())
+            }
+            _ => "idle".to_owned(),
+        };
+        sink.line(
+            "leftover",
+            format!(
+                "{verb} {} ({}, {why})",
+                file.path.display(),
+                crate::progress::bytes(file.bytes)
+            ),
+            json!({ "path": file.path, "bytes": file.bytes, "dry_run": dry_run }),
+        );
+    }
+    sink.line(
+        "gc",
+        format!(
+            "{verb} {} file{} of interrupted transfers, {} freed",
+            collected.files.len(),
+            if collected.files.len() == 1 { "" } else { "s" },
+            crate::progress::bytes(collected.bytes)
+        ),
+        json!({ "files": collected.files.len(), "bytes": collected.bytes, "dry_run": dry_run }),
     );
     Ok(())
 }

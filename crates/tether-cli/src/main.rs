@@ -97,6 +97,8 @@ enum Command {
     Unpair(DeviceArgs),
     /// Let a paired device send files here without asking, or not.
     Trust(TrustArgs),
+    /// Remove what interrupted transfers left (idle or unpaired)
+    Gc(GcArgs),
     /// Rename this device (or, with --device, a paired one, here).
     Rename(RenameArgs),
     /// Check addresses, relays, discovery, keys, clock, a device's path.
@@ -135,11 +137,30 @@ struct TrustArgs {
     /// The device: its name, device id or the start of its node id.
     device: String,
     /// Take its files without asking (`tether up` asks).
-    #[arg(long, required_unless_present = "no_auto_accept")]
+    #[arg(long, required_unless_present_any = ["no_auto_accept", "quota", "no_quota", "quota_reset"])]
     auto_accept: bool,
     /// Ask again before accepting its files.
     #[arg(long, conflicts_with = "auto_accept")]
     no_auto_accept: bool,
+    /// Let it store at most SIZE here (e.g. 10GiB)
+    #[arg(long, value_name = "SIZE", value_parser = progress::parse_size)]
+    quota: Option<u64>,
+    /// Back to the default quota (`tether up --quota`)
+    #[arg(long, conflicts_with = "quota")]
+    no_quota: bool,
+    /// Count what it stored from zero again
+    #[arg(long)]
+    quota_reset: bool,
+}
+
+#[derive(Debug, Args)]
+struct GcArgs {
+    /// Only list what would be removed
+    #[arg(long)]
+    dry_run: bool,
+    /// Clean DIR [default: DATA_DIR/received]
+    #[arg(long, value_name = "DIR")]
+    receive_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -259,7 +280,17 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
         },
         Command::Trust(args) => Request::Trust {
             device: args.device,
-            auto_accept: args.auto_accept && !args.no_auto_accept,
+            auto_accept: (args.auto_accept || args.no_auto_accept).then_some(args.auto_accept),
+            quota: if args.no_quota {
+                Some(None)
+            } else {
+                args.quota.map(Some)
+            },
+            quota_reset: args.quota_reset,
+        },
+        Command::Gc(args) => Request::Gc {
+            dry_run: args.dry_run,
+            receive_dir: args.receive_dir,
         },
         Command::Rename(args) => Request::Rename {
             name: args.name,

@@ -42,6 +42,18 @@ pub(crate) struct UpArgs {
     /// Take files from DEVICE without asking (repeatable)
     #[arg(long, value_name = "DEVICE")]
     accept_from: Vec<String>,
+    /// Keep SIZE or N% free [default: 5%, at most 1GiB]
+    #[arg(long, value_name = "SIZE", value_parser = crate::progress::parse_reserve)]
+    reserve: Option<tether::Reserve>,
+    /// Keep N inodes or N% free [default: 5%]
+    #[arg(long, value_name = "N", value_parser = crate::progress::parse_inode_reserve)]
+    inode_reserve: Option<tether::Reserve>,
+    /// Default most a device may store here (SIZE)
+    #[arg(long, value_name = "SIZE", value_parser = crate::progress::parse_size)]
+    quota: Option<u64>,
+    /// Remove partial files idle for DAYS [default: 7]
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u64).range(1..=36_500))]
+    leftover_days: Option<u64>,
 }
 
 fn context(settings: &Settings, running: bool) -> NodeContext {
@@ -135,6 +147,16 @@ async fn serve(
         config.transfer_stall_timeout = std::time::Duration::from_secs(secs);
     }
     config.require_encryption = !args.allow_plain;
+    if let Some(reserve) = args.reserve {
+        config.space_reserve = reserve;
+    }
+    if let Some(reserve) = args.inode_reserve {
+        config.inode_reserve = reserve;
+    }
+    config.default_storage_quota = args.quota;
+    if let Some(days) = args.leftover_days {
+        config.leftover_idle = std::time::Duration::from_secs(days * 24 * 60 * 60);
+    }
     let node = start_node(config).await?;
     consent.attach(node.clone());
     let mut events = node.subscribe();

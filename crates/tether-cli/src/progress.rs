@@ -176,6 +176,48 @@ pub(crate) fn duration(seconds: f64) -> String {
     }
 }
 
+/// Parses a size: a number with an optional unit, as [`parse_rate`] reads them (`10GiB`,
+/// `500M`, `750000`).
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    if text.trim().ends_with("/s") {
+        return Err(format!(
+            "invalid size {text:?}: give a size such as 10GiB or 500M"
+        ));
+    }
+    parse_rate(text)
+        .map_err(|_| format!("invalid size {text:?}: give a size such as 10GiB or 500M"))
+}
+
+/// Parses a share (`5%`, up to 100) into a reserve, or a number with `absolute`.
+fn parse_share(
+    text: &str,
+    absolute: impl Fn(&str) -> Result<u64, String>,
+) -> Result<tether::Reserve, String> {
+    match text.trim().strip_suffix('%') {
+        Some(number) => match number.trim().parse::<u8>() {
+            Ok(percent) if percent <= 100 => Ok(tether::Reserve::Percent(percent)),
+            _ => Err(format!(
+                "invalid share {text:?}: give a whole percent from 0% to 100%"
+            )),
+        },
+        None => absolute(text).map(tether::Reserve::Absolute),
+    }
+}
+
+/// Parses a space reserve: a size (`2GiB`) or a share of the file system (`5%`).
+pub(crate) fn parse_reserve(text: &str) -> Result<tether::Reserve, String> {
+    parse_share(text, parse_size)
+}
+
+/// Parses an inode reserve: a count (`10000`) or a share of the inodes (`5%`).
+pub(crate) fn parse_inode_reserve(text: &str) -> Result<tether::Reserve, String> {
+    parse_share(text, |n| {
+        n.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("invalid inode count {n:?}: give a number or a percent"))
+    })
+}
+
 /// Parses a rate: a number with an optional unit (`k`, `M`, `G` are powers of 1000; `KiB`,
 /// `MiB`, `GiB` powers of 1024; a trailing `B` and `/s` are optional): `10M`, `500KiB`,
 /// `2MB/s`, `750000`.

@@ -86,7 +86,7 @@ pub use passphrase::{PassphrasePrompt, PassphrasePurpose};
 pub use record::{
     MAX_ADDRESSES, MAX_RELAY_URL_LEN, NewPairing, PairedDevice, StorageKey, TrustLevel,
 };
-pub use registry::{DeviceRegistry, EVENT_CAPACITY, MAX_DISCOVERED};
+pub use registry::{DeviceRegistry, EVENT_CAPACITY, MAX_DISCOVERED, StorageRefusal};
 pub use state::{
     ConnectionInfo, ConnectionPath, ConnectionRefused, Device, DeviceState, DisconnectReason,
     PairingSessionId, RegistryEvent, StateKind,

@@ -56,6 +56,12 @@ pub struct PairedDevice {
     /// Whether the person marked this device to send files here without being asked. Off
     /// after pairing (and after pairing again); only the person turns it on.
     pub auto_accept: bool,
+    /// Most bytes this device may store here, set by the person; `None`: the app's default.
+    pub quota: Option<u64>,
+    /// Bytes of files this device's accepted transfers may place here, counted at each
+    /// accepted offer (before any byte is written) and kept until the person resets it or
+    /// the device is unpaired. Deleting the files does not lower it.
+    pub stored_bytes: u64,
     /// Addresses the peer was last reached at, newest first, at most [`MAX_ADDRESSES`].
     pub addresses: Vec<SocketAddr>,
     /// The relay the peer was last reachable through.
@@ -150,6 +156,12 @@ struct Body {
     /// Absent in records written before the mark existed: off.
     #[serde(default)]
     auto_accept: bool,
+    /// Absent in records written before quotas existed: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    quota: Option<u64>,
+    /// Absent in records written before quotas existed: 0.
+    #[serde(default)]
+    stored_bytes: u64,
     addresses: Vec<SocketAddr>,
     relay_url: Option<String>,
 }
@@ -173,6 +185,8 @@ impl StoredDevice {
             paired_at_ms: unix_millis(self.device.paired_at),
             trust: self.device.trust,
             auto_accept: self.device.auto_accept,
+            quota: self.device.quota,
+            stored_bytes: self.device.stored_bytes,
             addresses: self.device.addresses.clone(),
             relay_url: self.device.relay_url.clone(),
         };
@@ -237,6 +251,8 @@ impl StoredDevice {
                 paired_at: from_unix_millis(body.paired_at_ms),
                 trust: body.trust,
                 auto_accept: body.auto_accept,
+                quota: body.quota,
+                stored_bytes: body.stored_bytes,
                 addresses: body.addresses,
                 relay_url: body.relay_url,
             },
@@ -287,6 +303,8 @@ mod tests {
             paired_at_ms: 1,
             trust: TrustLevel::Trusted,
             auto_accept: true,
+            quota: None,
+            stored_bytes: 0,
             addresses: Vec::new(),
             relay_url: None,
         })
@@ -311,6 +329,8 @@ mod tests {
                 paired_at: from_unix_millis(1_700_000_000_123),
                 trust: TrustLevel::Trusted,
                 auto_accept: true,
+                quota: None,
+                stored_bytes: 0,
                 addresses: vec!["192.0.2.1:4433".parse().unwrap()],
                 relay_url: Some("https://relay.example/".to_owned()),
             },

@@ -510,6 +510,65 @@ fn the_auto_accept_mark_persists_and_goes_with_unpairing() {
 }
 
 #[test]
+fn a_storage_quota_is_counted_persistently_and_refuses_what_does_not_fit() {
+    let device = Device::new();
+    let pairing = sample_pairing(&mut rng(31), "phone");
+    let node = pairing.node_id;
+    let kib = 1024;
+    {
+        let registry = device.registry();
+        pair(&registry, pairing.clone());
+        // No quota of its own and no default: anything fits, and is counted.
+        assert_eq!(
+            registry.charge_storage(node, 600 * kib, None).unwrap(),
+            Ok(())
+        );
+        registry.set_quota(node, Some(1024 * kib)).unwrap();
+    }
+    // After a restart the quota and the count are still there.
+    let registry = device.registry();
+    let paired = registry.device(&node).unwrap().paired.unwrap();
+    assert_eq!(
+        (paired.quota, paired.stored_bytes),
+        (Some(1024 * kib), 600 * kib)
+    );
+    let refused = registry.charge_storage(node, 600 * kib, None).unwrap();
+    assert_eq!(
+        refused.map_err(|r| (r.quota, r.used)),
+        Err((1024 * kib, 600 * kib))
+    );
+    assert_eq!(
+        registry.charge_storage(node, 424 * kib, None).unwrap(),
+        Ok(())
+    );
+    // The device's own quota wins over a larger default.
+    assert!(
+        registry
+            .charge_storage(node, 1, Some(u64::MAX))
+            .unwrap()
+            .is_err()
+    );
+    registry.reset_stored_bytes(node).unwrap();
+    assert_eq!(
+        registry.charge_storage(node, 600 * kib, None).unwrap(),
+        Ok(())
+    );
+    // Without its own quota, the default applies.
+    registry.set_quota(node, None).unwrap();
+    assert!(
+        registry
+            .charge_storage(node, 500 * kib, Some(1024 * kib))
+            .unwrap()
+            .is_err()
+    );
+    // Unpaired and paired again, it starts with no quota and nothing counted.
+    registry.revoke(node).unwrap();
+    assert!(registry.charge_storage(node, 1, None).is_err());
+    let repaired = pair(&registry, pairing);
+    assert_eq!((repaired.quota, repaired.stored_bytes), (None, 0));
+}
+
+#[test]
 fn lookups_by_node_and_device_id() {
     let device = Device::new();
     let registry = device.registry();

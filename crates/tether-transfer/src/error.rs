@@ -190,6 +190,56 @@ pub enum LocalError {
         /// Bytes free.
         available: u64,
     },
+    /// Receiving would leave less free space than the reserve
+    /// ([`ReceiverConfig::space_reserve`](crate::ReceiverConfig::space_reserve)). Found before
+    /// `Accept`, nothing was written; found while receiving (another program filled the disk),
+    /// the file that would have eaten into it was not allocated, and partial data is kept for
+    /// a resume.
+    #[error(
+        "not enough space in {path}: {needed} bytes needed, {available} free, {reserve} kept free"
+    )]
+    ReserveReached {
+        /// The destination, or the partial file that was to be allocated.
+        path: PathBuf,
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes free.
+        available: u64,
+        /// Bytes kept free.
+        reserve: u64,
+    },
+    /// The offer's files, resume records and new directories do not fit in the free inodes
+    /// less the reserve ([`ReceiverConfig::inode_reserve`](crate::ReceiverConfig::inode_reserve));
+    /// nothing was written.
+    #[error(
+        "not enough free inodes in {path}: {needed} needed, {available} free, {reserve} kept free"
+    )]
+    InodesShort {
+        /// The destination.
+        path: PathBuf,
+        /// Inodes needed.
+        needed: u64,
+        /// Inodes free.
+        available: u64,
+        /// Inodes kept free.
+        reserve: u64,
+    },
+    /// The sending device's storage quota ([`StorageQuota`](crate::StorageQuota)) has no room
+    /// for the offer; nothing was written.
+    #[error(
+        "the device's storage quota is used up: {needed} bytes offered, {used} of {quota} used"
+    )]
+    QuotaExceeded {
+        /// Bytes the offer would store.
+        needed: u64,
+        /// Bytes the device has stored.
+        used: u64,
+        /// The device's quota.
+        quota: u64,
+    },
+    /// The storage quota's count could not be read or updated; nothing was written.
+    #[error("the device's storage quota could not be checked")]
+    QuotaUnavailable,
     /// A target exists with other contents and overwriting is off.
     #[error("{0} exists and overwriting is off")]
     TargetExists(PathBuf),
@@ -234,6 +284,40 @@ pub enum LocalError {
 }
 
 impl LocalError {
+    /// The destination has no room for the transfer: no space, no inodes, no quota left.
+    pub(crate) fn is_no_room(&self) -> bool {
+        matches!(
+            self,
+            LocalError::DiskFull { .. }
+                | LocalError::ReserveReached { .. }
+                | LocalError::InodesShort { .. }
+                | LocalError::QuotaExceeded { .. }
+        )
+    }
+
+    /// What the peer is told of this failure in a `Decline` or `Abort`: the kind of shortage,
+    /// never a local path.
+    pub(crate) fn peer_message(&self) -> String {
+        match self {
+            LocalError::DiskFull { .. } => "the receiver's disk is full".into(),
+            LocalError::ReserveReached { .. } => {
+                "the receiver keeps free space in reserve and this would eat into it".into()
+            }
+            LocalError::InodesShort { .. } => {
+                "too many files and folders for the receiver's free inodes".into()
+            }
+            LocalError::QuotaExceeded {
+                needed,
+                used,
+                quota,
+            } => format!(
+                "over this device's storage quota on the receiver: {needed} bytes offered, \
+                 {used} of {quota} used"
+            ),
+            _ => String::new(),
+        }
+    }
+
     /// An IO error on `path`, or [`LocalError::DiskFull`] when the OS says the disk is full.
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         let path = path.into();

@@ -135,6 +135,7 @@
 //! `renameat2`.
 
 mod chunk;
+mod collect;
 mod compress;
 mod consent;
 mod error;
@@ -151,10 +152,14 @@ mod resume;
 mod send;
 mod source;
 mod stall;
+mod storage;
 mod throttle;
 mod tree;
 
 pub use chunk::CHUNK_SIZE;
+pub use collect::{
+    Collected, DEFAULT_LEFTOVER_IDLE, Leftover, Leftovers, Reason, is_leftover_name,
+};
 pub use compress::{Compression, DecodeError};
 pub use consent::{
     AcceptAll, Consent, Decision, DeclineAll, MAX_REASON_LEN, OfferSummary, TrustedPeers,
@@ -171,6 +176,9 @@ pub use progress::{
 pub use protocol::AbortCode;
 pub use receive::{Hello, IncomingLane, IncomingOffer, Receiver, read_hello};
 pub use source::{EntryResolver, OutgoingTransfer};
+pub use storage::{
+    DEFAULT_RESERVE_MOST, DEFAULT_RESERVE_PERCENT, NoQuota, QuotaRefusal, Reserve, StorageQuota,
+};
 pub use tether_crypto::TransferCipher;
 pub use throttle::{RateLimiter, TokenBucket};
 pub use tokio_util::sync::CancellationToken;

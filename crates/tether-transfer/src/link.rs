@@ -176,12 +176,12 @@ pub(crate) fn abort_for(error: &TransferError) -> Option<Message> {
         TransferError::Declined(_) => AbortCode::Declined,
         TransferError::Peer(_) => AbortCode::Protocol,
         TransferError::Local(crate::LocalError::SourceChanged(_)) => AbortCode::SourceChanged,
-        TransferError::Local(crate::LocalError::DiskFull { .. }) => AbortCode::NoSpace,
+        TransferError::Local(local) if local.is_no_room() => AbortCode::NoSpace,
         TransferError::Local(_) | TransferError::Usage(_) => AbortCode::Internal,
     };
     // Local paths stay local: the peer learns the kind of failure, not our file system.
     let message = match error {
-        TransferError::Local(_) => String::new(),
+        TransferError::Local(local) => local.peer_message(),
         other => cut_message(&other.to_string()),
     };
     Some(Message::Abort(Abort { code, message }))

@@ -13,6 +13,7 @@ use crate::consent::{Consent, DeclineAll};
 use crate::manifest::Limits;
 use crate::progress::TransferEvent;
 use crate::stall::DEFAULT_STALL_TIMEOUT;
+use crate::storage::{NoQuota, Reserve, StorageQuota};
 use crate::throttle::RateLimiter;
 
 /// Most streams one transfer may use.
@@ -165,8 +166,23 @@ pub struct ReceiverConfig {
     /// Replace existing files with other contents (atomically). Off by default: such a transfer
     /// fails before any data moves.
     pub overwrite: bool,
-    /// Refuse offers larger than the free space at the destination before accepting.
+    /// Refuse offers that do not fit the free space and free inodes at the destination,
+    /// less the reserves, before accepting; and check the space reserve again whenever a file
+    /// is allocated while receiving. On by default.
     pub check_free_space: bool,
+    /// Free space an offer may not eat into: an offer whose files (each rounded up to whole
+    /// blocks) and new directories (a block each) would leave less free is declined
+    /// ([`AbortCode::NoSpace`](crate::AbortCode)), and a file whose allocation would (another
+    /// program filled the disk meanwhile) stops the transfer, resumable. Default: the smaller
+    /// of 5 % of the file system and 1 GiB ([`Reserve::DEFAULT_SPACE`]).
+    pub space_reserve: Reserve,
+    /// Free inodes an offer may not eat into: its files, their resume records and its new
+    /// directories must fit in the free inodes less this. Default: 5 % of the file system's
+    /// inodes ([`Reserve::DEFAULT_INODES`]). File systems without a fixed inode count
+    /// (btrfs, for one, reports none) are not checked.
+    pub inode_reserve: Reserve,
+    /// How much each device may store here (see [`StorageQuota`]). Default: [`NoQuota`].
+    pub quota: Arc<dyn StorageQuota>,
     /// How often the resume records of files in progress are saved.
     pub checkpoint_interval: Duration,
     /// Each transfer's bandwidth limit in bytes per second.
@@ -199,6 +215,8 @@ impl std::fmt::Debug for ReceiverConfig {
             .field("limits", &self.limits)
             .field("overwrite", &self.overwrite)
             .field("check_free_space", &self.check_free_space)
+            .field("space_reserve", &self.space_reserve)
+            .field("inode_reserve", &self.inode_reserve)
             .field("checkpoint_interval", &self.checkpoint_interval)
             .field("rate_limit", &self.rate_limit)
             .field("ciphers", &self.ciphers)
@@ -220,6 +238,9 @@ impl ReceiverConfig {
             limits: Limits::default(),
             overwrite: false,
             check_free_space: true,
+            space_reserve: Reserve::DEFAULT_SPACE,
+            inode_reserve: Reserve::DEFAULT_INODES,
+            quota: Arc::new(NoQuota),
             checkpoint_interval: Duration::from_millis(500),
             rate_limit: None,
             progress_interval: PROGRESS_INTERVAL,
@@ -282,6 +303,24 @@ impl ReceiverConfig {
     /// Sets [`check_free_space`](Self::check_free_space).
     pub fn check_free_space(mut self, on: bool) -> Self {
         self.check_free_space = on;
+        self
+    }
+
+    /// Sets [`space_reserve`](Self::space_reserve).
+    pub fn space_reserve(mut self, reserve: Reserve) -> Self {
+        self.space_reserve = reserve;
+        self
+    }
+
+    /// Sets [`inode_reserve`](Self::inode_reserve).
+    pub fn inode_reserve(mut self, reserve: Reserve) -> Self {
+        self.inode_reserve = reserve;
+        self
+    }
+
+    /// Sets [`quota`](Self::quota).
+    pub fn quota(mut self, quota: Arc<dyn StorageQuota>) -> Self {
+        self.quota = quota;
         self
     }
 

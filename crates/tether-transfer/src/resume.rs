@@ -21,6 +21,7 @@ use std::path::Path;
 use rustix::fs::OFlags;
 
 use serde::{Deserialize, Serialize};
+use tether_identity::NodeId;
 use tether_wire::ContentHash;
 
 use crate::chunk::{CHUNK_SIZE, ChunkSet, chunk_count};
@@ -43,6 +44,10 @@ pub(crate) struct ResumeRecord {
     chunk_size: u32,
     /// Bitmap of written chunks, [`ChunkSet::to_bytes`] as hex.
     have: String,
+    /// The device sending it, so the partial data of a device no longer paired can be
+    /// collected (absent in records written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sender: Option<NodeId>,
 }
 
 impl ResumeRecord {
@@ -55,7 +60,19 @@ impl ResumeRecord {
             hash,
             chunk_size: CHUNK_SIZE,
             have: hex::encode(have.to_bytes()),
+            sender: None,
         }
+    }
+
+    /// Notes the device sending the file.
+    pub(crate) fn sender(mut self, sender: Option<NodeId>) -> Self {
+        self.sender = sender;
+        self
+    }
+
+    /// The device that was sending the file, when the record says.
+    pub(crate) fn sent_by(&self) -> Option<NodeId> {
+        self.sender
     }
 
     /// The chunks the record lists, if it describes exactly this version of `entry`'s source.

@@ -9,6 +9,7 @@ use tether_iroh::{LoopbackDiscovery, LowestLatency, TransportConfig};
 use tether_pairing::InitiatorConfig;
 use tether_protocol::RelaySelector;
 use tether_registry::{KeyOptions, KeychainPolicy};
+use tether_transfer::{DEFAULT_LEFTOVER_IDLE, Reserve};
 
 use crate::consent::{MarkedDevicesOnly, TransferConsent};
 
@@ -94,6 +95,22 @@ pub struct NetworkingConfig {
     /// Decline transfers whose chunks are not sealed with per-transfer keys (the sender is told
     /// `AbortCode::EncryptionRequired`). Off by default; `tether up` turns it on.
     pub require_encryption: bool,
+    /// Free space incoming transfers leave on the receive directory's file system: an offer
+    /// that would eat into it is declined (`AbortCode::NoSpace`), and a transfer that would
+    /// (another program filled the disk) stops, resumable. Default: the smaller of 5 % and
+    /// 1 GiB.
+    pub space_reserve: Reserve,
+    /// Free inodes incoming transfers leave (files, resume records, new directories).
+    /// Default: 5 %.
+    pub inode_reserve: Reserve,
+    /// Most bytes a paired device without a quota of its own may store here
+    /// ([`crate::NetworkingService::set_storage_quota`]); `None`: only the reserves apply.
+    /// Counted at each accepted offer, kept in the registry. Default: `None`.
+    pub default_storage_quota: Option<u64>,
+    /// Partial files and resume records untouched for longer than this (or of devices no
+    /// longer paired) are removed from the receive directory when the service starts and by
+    /// [`crate::NetworkingService::collect_leftovers`]. Default: 7 days.
+    pub leftover_idle: Duration,
 }
 
 impl NetworkingConfig {
@@ -118,6 +135,10 @@ impl NetworkingConfig {
             consent: Arc::new(MarkedDevicesOnly),
             transfer_stall_timeout: Duration::from_secs(60),
             require_encryption: false,
+            space_reserve: Reserve::DEFAULT_SPACE,
+            inode_reserve: Reserve::DEFAULT_INODES,
+            default_storage_quota: None,
+            leftover_idle: DEFAULT_LEFTOVER_IDLE,
         }
     }
 

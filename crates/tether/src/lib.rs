@@ -69,6 +69,7 @@ mod protocol;
 mod request;
 mod service;
 mod sightings;
+mod storage;
 mod transfer;
 
 pub use config::{DEFAULT_IDLE_TIMEOUT, NetworkingConfig};
@@ -82,8 +83,9 @@ pub use service::{
     DeviceHandle, DeviceStatus, Diagnostics, NetworkingService, PairingInvite, RelayState,
 };
 pub use tether_transfer::{
-    AbortCode, Decision, Direction as TransferDirection, FileProgress, MAX_REASON_LEN,
-    PathKind as TransferPathKind, Progress, TransferCipher, TransferError, TransferEvent,
+    AbortCode, Collected, DEFAULT_LEFTOVER_IDLE, Decision, Direction as TransferDirection,
+    FileProgress, Leftover, Leftovers, MAX_REASON_LEN, PathKind as TransferPathKind, Progress,
+    Reason as LeftoverReason, Reserve, TransferCipher, TransferError, TransferEvent,
     TransferReport, Waiting,
 };
 pub use transfer::{TransferHandle, TransferOptions};

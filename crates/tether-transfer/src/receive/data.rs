@@ -289,7 +289,12 @@ impl RecvShared {
             }
             WriteTo::Deferred => {
                 let dir = self.dest.dir(&file.paths.dir)?;
-                let partial = disk::create_partial(&dir, &file.paths, file.size)?;
+                let partial = disk::create_partial(
+                    &dir,
+                    &file.paths,
+                    file.size,
+                    self.dest.placing().keep_free,
+                )?;
                 drop(dir);
                 write(&partial)?;
                 let id = disk::partial_id(&partial, &file.paths.partial())?;
@@ -453,12 +458,14 @@ impl RecvShared {
                 hash: Some(file.hash),
             };
             let dir = self.dest.dir(&file.paths.dir)?;
-            ResumeRecord::new(&entry, file.hash, &have).write(
-                &dir,
-                &file.paths.record_name(),
-                &file.paths.record_tmp_name(),
-                &file.paths.record(),
-            )?;
+            ResumeRecord::new(&entry, file.hash, &have)
+                .sender(self.dest.placing().sender)
+                .write(
+                    &dir,
+                    &file.paths.record_name(),
+                    &file.paths.record_tmp_name(),
+                    &file.paths.record(),
+                )?;
         }
         Ok(())
     }

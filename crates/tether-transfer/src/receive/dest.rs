@@ -22,6 +22,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
+use tether_identity::NodeId;
+
 use crate::error::LocalError;
 use crate::path::RelPath;
 
@@ -40,6 +42,18 @@ pub(crate) struct Destination {
     path: PathBuf,
     root: Arc<OwnedFd>,
     open: Mutex<DirCache>,
+    /// How files are placed under it.
+    placing: Placing,
+}
+
+/// What a transfer's file operations need to know besides where: the space reserve each
+/// allocation must leave free, and the device sending (noted in resume records).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Placing {
+    /// Bytes every allocation must leave free (the space reserve; 0: unchecked).
+    pub(crate) keep_free: u64,
+    /// The device sending the files.
+    pub(crate) sender: Option<NodeId>,
 }
 
 /// Directory handles by relative path, with when each was last used.
@@ -60,7 +74,18 @@ impl Destination {
             path: path.to_path_buf(),
             root: Arc::new(root),
             open: Mutex::new(DirCache::default()),
+            placing: Placing::default(),
         })
+    }
+
+    /// Sets how files are placed under the destination.
+    pub(crate) fn set_placing(&mut self, placing: Placing) {
+        self.placing = placing;
+    }
+
+    /// How files are placed under the destination.
+    pub(crate) fn placing(&self) -> Placing {
+        self.placing
     }
 
     /// The destination's path, for messages and reports.

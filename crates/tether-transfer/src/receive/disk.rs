@@ -22,6 +22,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, UNIX_EPOCH};
 
 use rustix::fs::{AtFlags, FallocateFlags, FileType, Mode, OFlags, RenameFlags};
@@ -192,6 +193,7 @@ pub(crate) fn open_kept_partial(
     dir: &OwnedFd,
     paths: &FilePaths,
     size: u64,
+    keep_free: u64,
 ) -> Result<Option<File>, LocalError> {
     let file = match open_regular(dir, &paths.partial_name(), OFlags::RDWR) {
         Ok(Some(file)) => file,
@@ -204,18 +206,36 @@ pub(crate) fn open_kept_partial(
     if stat.st_nlink != 1 {
         return Ok(None);
     }
-    reserve(file, &paths.partial(), size).map(Some)
+    // Blocks it holds already need no new room.
+    let held = u64::try_from(stat.st_blocks)
+        .unwrap_or(0)
+        .saturating_mul(512);
+    allocate(
+        file,
+        &paths.partial(),
+        size,
+        size.saturating_sub(held),
+        keep_free,
+    )
+    .map(Some)
 }
 
 /// Creates the partial file afresh and makes room for `size` bytes: whatever is at its name is
 /// removed (the name, never what a link there points to) and a new file made with `O_EXCL`.
+/// `keep_free`: see [`allocate`].
 pub(crate) fn create_partial(
     dir: &OwnedFd,
     paths: &FilePaths,
     size: u64,
+    keep_free: u64,
 ) -> Result<File, LocalError> {
     let file = create_new(dir, &paths.partial_name(), &paths.partial())?;
-    reserve(file, &paths.partial(), size)
+    let allocated = allocate(file, &paths.partial(), size, size, keep_free);
+    if allocated.is_err() {
+        // Never leave an empty partial file behind for a file that did not get its room.
+        let _ = remove_if_exists(dir, &paths.partial_name(), &paths.partial());
+    }
+    allocated
 }
 
 /// Creates `name` in `dir` as a new, empty regular file for reading and writing, removing
@@ -232,8 +252,36 @@ pub(crate) fn create_new(dir: &OwnedFd, name: &str, path: &Path) -> Result<File,
     Err(LocalError::PartialReplaced(path.to_path_buf()))
 }
 
-/// Preallocates `size` bytes, so a full disk shows up as [`LocalError::DiskFull`] before data.
-fn reserve(file: File, path: &Path, size: u64) -> Result<File, LocalError> {
+/// Serialises the check of the space reserve and the allocation after it, so transfers running
+/// at once in this process never both take the last room above the reserve.
+static ALLOCATING: Mutex<()> = Mutex::new(());
+
+/// Preallocates `size` bytes, so a full disk shows up as [`LocalError::DiskFull`] before data;
+/// `new` of them are not allocated yet. With `keep_free` > 0 the allocation is refused
+/// ([`LocalError::ReserveReached`]) when it would leave fewer bytes free than that: the room
+/// is checked again here, at each allocation while receiving, because another program may have
+/// filled the disk since the offer was checked.
+fn allocate(
+    file: File,
+    path: &Path,
+    size: u64,
+    new: u64,
+    keep_free: u64,
+) -> Result<File, LocalError> {
+    let _allocating = ALLOCATING.lock().unwrap_or_else(PoisonError::into_inner);
+    if keep_free > 0 && new > 0 {
+        let available = free_space(&file, path)?;
+        if new.saturating_add(keep_free) > available {
+            tracing::warn!(path = %path.display(), needed = new, available, reserve = keep_free,
+                "allocating this file would eat into the space reserve; stopping");
+            return Err(LocalError::ReserveReached {
+                path: path.to_path_buf(),
+                needed: new,
+                available,
+                reserve: keep_free,
+            });
+        }
+    }
     if size > 0 {
         match rustix::fs::fallocate(&file, FallocateFlags::empty(), 0, size) {
             Ok(()) => {}
@@ -380,7 +428,7 @@ mod tests {
         let canary = outside.path().join("canary");
         fs::write(&canary, b"canary").unwrap();
         symlink(&canary, paths.partial()).unwrap();
-        let file = create_partial(root, &paths, 4).unwrap();
+        let file = create_partial(root, &paths, 4, 0).unwrap();
         assert_eq!(fs::read(&canary).unwrap(), b"canary");
         file.write_all_at(b"data", 0).unwrap();
         fs::write(paths.record(), b"{}").unwrap();
@@ -393,7 +441,7 @@ mod tests {
             UNIX_EPOCH + Duration::from_nanos(1_700_000_000_000_000_000)
         );
         // A second file for the same target is refused unless overwriting.
-        let file = create_partial(root, &paths, 3).unwrap();
+        let file = create_partial(root, &paths, 3, 0).unwrap();
         assert!(matches!(
             finalize(root, &file, &paths, 0, false),
             Err(LocalError::TargetExists(_))
@@ -407,7 +455,7 @@ mod tests {
     fn a_partial_file_swapped_before_the_rename_is_not_placed() {
         let (dir, dest, paths) = setup("f");
         let root = dest.root();
-        let file = create_partial(root, &paths, 4).unwrap();
+        let file = create_partial(root, &paths, 4, 0).unwrap();
         let id = partial_id(&file, &paths.partial()).unwrap();
         seal(&file, &paths, 0).unwrap();
         fs::rename(paths.partial(), dir.path().join("moved")).unwrap();
@@ -422,14 +470,14 @@ mod tests {
     fn kept_partial_files_must_be_regular_with_one_link() {
         let (dir, dest, paths) = setup("f");
         let root = dest.root();
-        assert!(open_kept_partial(root, &paths, 4).unwrap().is_none());
+        assert!(open_kept_partial(root, &paths, 4, 0).unwrap().is_none());
         let elsewhere = dir.path().join("elsewhere");
         fs::write(&elsewhere, b"mine").unwrap();
         fs::hard_link(&elsewhere, paths.partial()).unwrap();
-        assert!(open_kept_partial(root, &paths, 4).unwrap().is_none());
+        assert!(open_kept_partial(root, &paths, 4, 0).unwrap().is_none());
         fs::remove_file(paths.partial()).unwrap();
         symlink(&elsewhere, paths.partial()).unwrap();
-        assert!(open_kept_partial(root, &paths, 4).unwrap().is_none());
+        assert!(open_kept_partial(root, &paths, 4, 0).unwrap().is_none());
         fs::remove_file(paths.partial()).unwrap();
         rustix::fs::mknodat(
             root,
@@ -439,7 +487,7 @@ mod tests {
             0,
         )
         .unwrap();
-        assert!(open_kept_partial(root, &paths, 4).unwrap().is_none());
+        assert!(open_kept_partial(root, &paths, 4, 0).unwrap().is_none());
         assert_eq!(fs::read(&elsewhere).unwrap(), b"mine");
     }
 
@@ -447,7 +495,7 @@ mod tests {
     fn reopening_a_partial_file_needs_the_same_inode_and_no_symlink() {
         let (dir, dest, paths) = setup("f");
         let root = dest.root();
-        let file = create_partial(root, &paths, 4).unwrap();
+        let file = create_partial(root, &paths, 4, 0).unwrap();
         let id = partial_id(&file, &paths.partial()).unwrap();
         drop(file);
         let again = reopen_partial(root, &paths, id).unwrap();

@@ -7,10 +7,11 @@
 //! a transfer that is running, from the same peer, with an index the offer announced.
 
 mod data;
-mod dest;
+pub(crate) mod dest;
 pub(crate) mod disk;
 mod offer;
 mod plan;
+mod room;
 mod session;
 mod setup;
 

@@ -7,7 +7,7 @@
 //! bytes per file for the busy check. Paths are parsed into [`CheckedEntry`]s only once the
 //! offer is accepted.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,7 @@ use tether_identity::NodeId;
 use tokio::io::{AsyncReadExt, ReadHalf};
 use tokio::sync::mpsc;
 
-use crate::chunk::CHUNK_SIZE;
+use crate::chunk::{CHUNK_SIZE, chunk_count};
 use crate::compress::Compression;
 use crate::consent::{Decision, OfferSummary};
 use crate::error::{LocalError, PeerError, TransferError, UsageError};
@@ -26,12 +26,15 @@ use crate::manifest::{
     CheckedEntry, EntryKind, Manifest, ManifestBuilder, ManifestError, checked_path,
 };
 use crate::negotiate::choose;
-use crate::options::MAX_LANES;
+use crate::options::{MAX_LANES, ReceiverConfig};
+use crate::path::RelPath;
 use crate::protocol::{AbortCode, AcceptBody, Decline, Message, Offer, VERSION, cut_message};
 use crate::receive::data::AttachedLane;
-use crate::receive::dest::Destination;
+use crate::receive::dest::{Destination, Placing};
 use crate::receive::disk::{self, Existing, FilePaths};
+use crate::receive::room::{FsRoom, Need};
 use crate::receive::{BusyGuard, LaneGuard, Receiver, TargetKey, aborted, blocking};
+use crate::storage::QuotaRefusal;
 
 /// What consent produced.
 pub(super) struct Accepted {
@@ -100,7 +103,8 @@ pub(super) async fn before_accept(
     // Shared with the survey's thread, not copied.
     let entries = Arc::new(entries);
     // The person is asked only about an offer that fits the destination.
-    let (dest, busy) = claim_destination(receiver, &config.destination, &entries).await?;
+    let (dest, busy, data) =
+        claim_destination(receiver, &config.destination, &entries, peer).await?;
     let summary = OfferSummary {
         transfer_id: offer.transfer_id,
         peer,
@@ -109,8 +113,8 @@ pub(super) async fn before_accept(
         total_bytes: offer.total_bytes,
         encrypted: offer.encrypted,
     };
-    let (dest, busy) = match config.consent.decide(&summary).await {
-        Decision::Accept => (dest, busy),
+    let (dest, busy, data) = match config.consent.decide(&summary).await {
+        Decision::Accept => (dest, busy, data),
         Decision::AcceptInto(root) => {
             drop(busy);
             drop(dest);
@@ -119,10 +123,12 @@ pub(super) async fn before_accept(
             if !meta.is_dir() {
                 return Err(LocalError::NotADirectory(root).into());
             }
-            claim_destination(receiver, &root, &entries).await?
+            claim_destination(receiver, &root, &entries, peer).await?
         }
         Decision::Decline(reason) => return Err(TransferError::Declined(reason)),
     };
+    // Counted before `Accept`, so no byte is written past the device's quota.
+    charge_quota(config, &peer, data)?;
     let entries = Arc::try_unwrap(entries).unwrap_or_else(|shared| (*shared).clone());
     let entries = entries
         .iter()
@@ -155,6 +161,25 @@ pub(super) async fn before_accept(
     })
 }
 
+/// Counts the `bytes` an accepted offer may place against `peer`'s storage quota.
+fn charge_quota(config: &ReceiverConfig, peer: &NodeId, bytes: u64) -> Result<(), LocalError> {
+    if bytes == 0 {
+        return Ok(());
+    }
+    match config.quota.charge(peer, bytes) {
+        Ok(()) => Ok(()),
+        Err(QuotaRefusal::Exceeded { quota, used }) => {
+            tracing::info!(%peer, needed = bytes, used, quota, "offer over the device's quota");
+            Err(LocalError::QuotaExceeded {
+                needed: bytes,
+                used,
+                quota,
+            })
+        }
+        Err(_) => Err(LocalError::QuotaUnavailable),
+    }
+}
+
 /// Reads manifest pages into `builder` until every announced entry has arrived.
 async fn read_manifest(
     reader: &mut ReadHalf<Box<dyn ByteStream>>,
@@ -178,36 +203,39 @@ async fn read_manifest(
     Ok(builder.finish().map_err(PeerError::from)?)
 }
 
-/// Opens `root`, checks the targets under it (existing files, symlinks, free space) and
-/// claims them against other running transfers.
+/// Opens `root`, checks the targets under it (existing files, symlinks, room for the files
+/// and directories less the reserves) and claims them against other running transfers.
+/// Returns the bytes of file data the offer may still place, for the quota.
 async fn claim_destination(
     receiver: &Receiver,
     root: &Path,
     entries: &Arc<Manifest>,
-) -> Result<(Arc<Destination>, BusyGuard), TransferError> {
+    peer: NodeId,
+) -> Result<(Arc<Destination>, BusyGuard, u64), TransferError> {
     let config = &receiver.inner.config;
-    let (dest, targets, needed) = {
+    let (dest, targets, need) = {
         let entries = Arc::clone(entries);
         let overwrite = config.overwrite;
+        let check = config.check_free_space;
+        let (space, inodes) = (config.space_reserve, config.inode_reserve);
         let root = root.to_owned();
         blocking(move || {
-            let dest = Destination::open(&root)?;
-            let (targets, needed) = survey(&dest, &entries, overwrite)?;
-            Ok::<_, TransferError>((Arc::new(dest), targets, needed))
+            let mut dest = Destination::open(&root)?;
+            let room = FsRoom::of(dest.root(), &root)?;
+            let mut placing = Placing {
+                keep_free: 0,
+                sender: Some(peer),
+            };
+            let (targets, need) = survey(&dest, &entries, overwrite, room.block)?;
+            if check {
+                room.check(need, space, inodes, &root)?;
+                placing.keep_free = space.of(room.total_bytes);
+            }
+            dest.set_placing(placing);
+            Ok::<_, TransferError>((Arc::new(dest), targets, need))
         })
         .await??
     };
-    if config.check_free_space {
-        let available = disk::free_space(dest.root(), dest.path())?;
-        if needed > available {
-            return Err(LocalError::DiskFull {
-                path: root.to_owned(),
-                needed,
-                available,
-            }
-            .into());
-        }
-    }
     let busy = receiver
         .claim_targets(targets.iter().map(|(_, key)| *key).collect())
         .map_err(|taken| {
@@ -219,22 +247,40 @@ async fn claim_destination(
                 .unwrap_or_else(|| root.to_owned());
             TransferError::from(LocalError::TargetBusy(path))
         })?;
-    Ok((dest, busy))
+    Ok((dest, busy, need.data))
 }
 
-/// Every file's target (the entry's index and the target's key), and the bytes the transfer
-/// may still need on disk. Refuses targets that exist with other contents (unless
-/// overwriting) or pass through a symlink.
+/// Every file's target (the entry's index and the target's key), and what the transfer may
+/// still need on disk: files neither in place nor partly received already (in whole blocks of
+/// `block` bytes, with their resume records), and every directory that does not exist yet,
+/// listed or not. Refuses targets that exist with other contents (unless overwriting) or pass
+/// through a symlink.
 fn survey(
     dest: &Destination,
     entries: &Manifest,
     overwrite: bool,
-) -> Result<(Vec<(usize, TargetKey)>, u64), TransferError> {
+    block: u64,
+) -> Result<(Vec<(usize, TargetKey)>, Need), TransferError> {
     let mut targets = Vec::new();
-    let mut needed = 0u64;
+    let mut need = Need::default();
     // Each parent directory is checked once, not once per file in it; nothing under a parent
     // that does not exist is looked for (a new folder costs no lookup per file).
     let mut checked_parents = HashMap::new();
+    // Directories that do not exist yet, by the hash of their path, each counted once.
+    let mut new_dirs = HashSet::new();
+    let mut count_new = |path: Option<RelPath>, need: &mut Need| -> Result<(), TransferError> {
+        let mut next = path;
+        while let Some(dir) = next {
+            let key = *blake3::hash(dir.as_str().as_bytes()).as_bytes();
+            if new_dirs.contains(&key) || dest.find(dir.as_str())?.is_some() {
+                break;
+            }
+            new_dirs.insert(key);
+            need.dir(block);
+            next = dir.parent();
+        }
+        Ok(())
+    };
     for (index, entry) in entries.iter().enumerate() {
         let path = checked_path(&entry).map_err(PeerError::from)?;
         let parent = path.parent();
@@ -250,21 +296,26 @@ fn survey(
             None => {
                 let dir = dest.find(parent_name)?;
                 checked_parents.insert(parent_key, dir.is_some());
+                if dir.is_none() {
+                    count_new(parent.clone(), &mut need)?;
+                }
                 dir
             }
         };
         let size = entry.size;
         if entry.kind == EntryKind::Dir {
-            if dir.is_some() {
-                // A real directory or nothing; a symlink or a file is refused.
-                dest.find(path.as_str())?;
+            // A real directory or nothing; a symlink or a file is refused.
+            let exists = dir.is_some() && dest.find(path.as_str())?.is_some();
+            if !exists {
+                count_new(Some(path), &mut need)?;
             }
             continue;
         }
+        let resumable = chunk_count(size) > 1;
         let paths = FilePaths::new(dest.path(), &path);
         let key = (index, TargetKey::of(&paths.target));
         let Some(dir) = dir else {
-            needed = needed.saturating_add(size);
+            need.file(size, resumable, block);
             targets.push(key);
             continue;
         };
@@ -281,11 +332,11 @@ fn survey(
         }
         let partial = disk::existing(&dir, &paths.partial_name(), &paths.partial())?;
         if !matches!(partial, Existing::File(_)) {
-            needed = needed.saturating_add(size);
+            need.file(size, resumable, block);
         }
         targets.push(key);
     }
-    Ok((targets, needed))
+    Ok((targets, need))
 }
 
 /// Answers an offer this side will not take, then reads (and drops) what the sender still
@@ -295,7 +346,7 @@ fn survey(
 pub(super) async fn decline(
     writer: &ControlWriter,
     reader: &mut ReadHalf<Box<dyn ByteStream>>,
-    config: &crate::options::ReceiverConfig,
+    config: &ReceiverConfig,
     error: &TransferError,
 ) {
     let code = match error {
@@ -303,7 +354,7 @@ pub(super) async fn decline(
         TransferError::Declined(_) => AbortCode::Declined,
         TransferError::Cancelled => AbortCode::Cancelled,
         TransferError::Stalled { .. } => AbortCode::Stalled,
-        TransferError::Local(LocalError::DiskFull { .. }) => AbortCode::NoSpace,
+        TransferError::Local(local) if local.is_no_room() => AbortCode::NoSpace,
         TransferError::Peer(PeerError::TooManyOffers { .. }) => AbortCode::Busy,
         TransferError::Peer(PeerError::EncryptionRequired) => AbortCode::EncryptionRequired,
         TransferError::Peer(_) | TransferError::Local(_) => AbortCode::Refused,
@@ -312,6 +363,7 @@ pub(super) async fn decline(
     let message = match error {
         TransferError::Peer(error) => cut_message(&error.to_string()),
         TransferError::Declined(reason) => cut_message(reason),
+        TransferError::Local(local) => local.peer_message(),
         _ => String::new(),
     };
     writer

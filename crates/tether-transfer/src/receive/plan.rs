@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::chunk::{ChunkSet, chunk_count, chunk_len, chunk_offset};
 use crate::error::{LocalError, TransferError};
 use crate::manifest::CheckedEntry;
+use crate::receive::dest::Placing;
 use crate::receive::disk::{self, Existing, FilePaths, PartialId};
 use crate::resume::ResumeRecord;
 use crate::tree::{ChunkHash, chunk_hash};
@@ -73,6 +74,7 @@ pub(crate) fn plan_file(
     hashes: &[ChunkHash],
     overwrite: bool,
     in_new_dir: bool,
+    placing: Placing,
     cancel: &CancellationToken,
 ) -> Result<PlannedFile, TransferError> {
     let size = entry.entry.size;
@@ -110,7 +112,8 @@ pub(crate) fn plan_file(
         .map_err(|e| LocalError::io("reading", paths.record(), e))?;
     let listed = record.and_then(|r| r.kept_chunks(&entry.entry, hash));
     let kept = match listed {
-        Some(listed) => disk::open_kept_partial(dir, &paths, size)?.map(|file| (file, listed)),
+        Some(listed) => disk::open_kept_partial(dir, &paths, size, placing.keep_free)?
+            .map(|file| (file, listed)),
         None => None,
     };
     let mut have = ChunkSet::new(chunks);
@@ -140,16 +143,18 @@ pub(crate) fn plan_file(
             file
         }
         // Unknown, stale or foreign partial data (or none): start over.
-        None => disk::create_partial(dir, &paths, size)?,
+        None => disk::create_partial(dir, &paths, size, placing.keep_free)?,
     };
     let partial = disk::partial_id(&file, &paths.partial())?;
     drop(file);
-    ResumeRecord::new(&entry.entry, hash, &have).write(
-        dir,
-        &paths.record_name(),
-        &paths.record_tmp_name(),
-        &paths.record(),
-    )?;
+    ResumeRecord::new(&entry.entry, hash, &have)
+        .sender(placing.sender)
+        .write(
+            dir,
+            &paths.record_name(),
+            &paths.record_tmp_name(),
+            &paths.record(),
+        )?;
     Ok(PlannedFile {
         paths,
         have,
@@ -177,7 +182,7 @@ fn plan_unresumable(
     }
     let chunks = chunk_count(size);
     let partial = if chunks == 0 {
-        let file = disk::create_partial(dir, &paths, size)?;
+        let file = disk::create_partial(dir, &paths, size, 0)?;
         Some(disk::partial_id(&file, &paths.partial())?)
     } else {
         None
@@ -248,6 +253,7 @@ mod tests {
             &hashes,
             false,
             false,
+            Placing::default(),
             &cancel,
         )
         .unwrap();
@@ -281,6 +287,7 @@ mod tests {
             &hashes,
             false,
             false,
+            Placing::default(),
             &cancel,
         )
         .unwrap();
@@ -299,6 +306,7 @@ mod tests {
             &hashes,
             false,
             false,
+            Placing::default(),
             &cancel,
         )
         .unwrap();
@@ -314,6 +322,7 @@ mod tests {
             &hashes,
             false,
             false,
+            Placing::default(),
             &cancel,
         )
         .unwrap();
@@ -331,6 +340,7 @@ mod tests {
                 &hashes,
                 false,
                 false,
+                Placing::default(),
                 &cancel
             ),
             Err(TransferError::Local(LocalError::TargetExists(_)))
@@ -344,6 +354,7 @@ mod tests {
                 &hashes,
                 true,
                 false,
+                Placing::default(),
                 &cancel
             )
             .is_ok()
@@ -367,6 +378,7 @@ mod tests {
             &hashes,
             false,
             false,
+            Placing::default(),
             &cancel,
         )
         .unwrap();
@@ -386,6 +398,7 @@ mod tests {
             &hashes,
             false,
             false,
+            Placing::default(),
             &cancel,
         )
         .unwrap();

@@ -125,6 +125,7 @@ pub(super) fn plan_all(
             hashes,
             overwrite,
             fresh,
+            dest.placing(),
             cancel,
         )?);
     }

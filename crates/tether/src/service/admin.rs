@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use tether_identity::{DeviceInfo, NodeId};
 use tether_iroh::{ConnectionInfo, PeerAddr};
 use tether_registry::KeyStorageKind;
+use tether_transfer::{Collected, Leftovers};
 
 use super::NetworkingService;
 use crate::NetworkError;
@@ -230,5 +231,56 @@ impl NetworkingService {
             .registry
             .set_auto_accept(node_id, on)
             .map_err(|_| NetworkError::DeviceNotPaired(short(&node_id)))
+    }
+
+    /// Sets the most bytes a paired device may store here (`None`: the configured default,
+    /// [`crate::NetworkingConfig::default_storage_quota`]). Stored with the device.
+    pub fn set_storage_quota(
+        &self,
+        node_id: NodeId,
+        quota: Option<u64>,
+    ) -> Result<(), NetworkError> {
+        self.inner
+            .registry
+            .set_quota(node_id, quota)
+            .map_err(|_| NetworkError::DeviceNotPaired(short(&node_id)))
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.inner.config.data_dir
+    }
+
+    /// Where transfers from paired devices are written, if anywhere.
+    pub fn receive_dir(&self) -> Option<&std::path::Path> {
+        self.inner.config.receive_dir.as_deref()
+    }
+
+    /// Starts a paired device's stored-bytes count over at zero.
+    pub fn reset_stored_bytes(&self, node_id: NodeId) -> Result<(), NetworkError> {
+        self.inner
+            .registry
+            .reset_stored_bytes(node_id)
+            .map_err(|_| NetworkError::DeviceNotPaired(short(&node_id)))
+    }
+
+    /// Removes (or with `dry_run` only lists) the partial files and resume records in the
+    /// receive directory that were idle longer than
+    /// [`crate::NetworkingConfig::leftover_idle`] or belong to devices no longer paired.
+    /// `dir` names another receive directory than the configured one; nothing is collected
+    /// without either.
+    pub fn collect_leftovers(
+        &self,
+        dir: Option<&std::path::Path>,
+        dry_run: bool,
+    ) -> Result<Collected, NetworkError> {
+        let Some(dir) = dir.or(self.inner.config.receive_dir.as_deref()) else {
+            return Ok(Collected::default());
+        };
+        let rules = Leftovers::default()
+            .idle(self.inner.config.leftover_idle)
+            .dry_run(dry_run);
+        crate::storage::collect_leftovers(&self.inner.registry, dir, &rules)
+            .map_err(|e| NetworkError::Transfer(e.into()))
     }
 }

@@ -46,6 +46,7 @@ use crate::profile::Profile;
 use crate::protocol::DynProtocol;
 use crate::request::HandlerSlot;
 use crate::sightings::Sightings;
+use crate::storage::{RegistryQuota, collect_leftovers};
 use crate::{NetworkError, NetworkEvent, NetworkingConfig};
 
 /// The networking service of one device: pairing, connections to paired devices, messages,
@@ -139,9 +140,28 @@ impl NetworkingService {
                 tether_transfer::ReceiverConfig::new(dir)
                     .consent(consent)
                     .stall_timeout(config.transfer_stall_timeout)
-                    .require_encryption(config.require_encryption),
+                    .require_encryption(config.require_encryption)
+                    .space_reserve(config.space_reserve)
+                    .inode_reserve(config.inode_reserve)
+                    .quota(Arc::new(RegistryQuota {
+                        registry: registry.clone(),
+                        default: config.default_storage_quota,
+                    })),
             )
         });
+        // What interrupted transfers left: removed before anything new arrives.
+        if let Some(dir) = &config.receive_dir {
+            let rules = tether_transfer::Leftovers::default().idle(config.leftover_idle);
+            match collect_leftovers(&registry, dir, &rules) {
+                Ok(collected) if !collected.files.is_empty() => info!(
+                    files = collected.files.len(),
+                    bytes = collected.bytes,
+                    "removed what interrupted transfers left"
+                ),
+                Ok(_) => {}
+                Err(error) => warn!(%error, "could not look for what interrupted transfers left"),
+            }
+        }
 
         let mut discoveries: Vec<Arc<dyn Discovery>> = Vec::new();
         if let Some(dir) = &config.loopback_discovery {
