@@ -116,6 +116,7 @@ fn ci(root: &Path, fuzz_seconds: u64, skip_tests: bool) -> Result<()> {
             step(root, "tests", cargo(&["test", "--workspace", "--locked"]))?;
         }
     }
+    no_danger_in_shipped_builds(root)?;
     let mut doc = cargo(&["doc", "--workspace", "--no-deps", "--locked"]);
     doc.env("RUSTDOCFLAGS", "-Dwarnings");
     step(root, "docs", doc)?;
@@ -124,6 +125,42 @@ fn ci(root: &Path, fuzz_seconds: u64, skip_tests: bool) -> Result<()> {
         fuzz(root, fuzz_seconds, &[])?;
     }
     eprintln!("xtask ci: every check passed");
+    Ok(())
+}
+
+/// Fails if a crate we ship (the `tether` facade, the `tether` CLI) is built with a `danger`
+/// feature: those are test hooks (fixed nonces, keys from seeds, the fuzzing driver) that only
+/// tests, fuzzing and benches may turn on.
+fn no_danger_in_shipped_builds(root: &Path) -> Result<()> {
+    eprintln!("xtask: == no danger feature in shipped builds ==");
+    let output = cargo(&[
+        "tree",
+        "--locked",
+        "-p",
+        "tether",
+        "-p",
+        "tether-cli",
+        "--edges",
+        "normal,build,features",
+        "--target",
+        "all",
+    ])
+    .current_dir(root)
+    .output()
+    .context("running cargo tree")?;
+    if !output.status.success() {
+        bail!(
+            "cargo tree failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let tree = String::from_utf8_lossy(&output.stdout);
+    if let Some(line) = tree
+        .lines()
+        .find(|line| line.contains("feature \"danger\""))
+    {
+        bail!("a shipped crate is built with test hooks: {}", line.trim());
+    }
     Ok(())
 }
 

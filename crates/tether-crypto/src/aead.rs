@@ -143,6 +143,7 @@ impl ZeroizeOnDrop for EpochKey {}
 /// benchmarks only. Choosing nonces by hand is how nonces get reused; use
 /// [`crate::SessionKeys`].
 #[doc(hidden)]
+#[cfg(any(test, feature = "danger"))]
 pub fn danger_seal_with_nonce(
     cipher: TransferCipher,
     key: &[u8; KEY_LEN],
@@ -155,6 +156,7 @@ pub fn danger_seal_with_nonce(
 
 /// Raw open with a caller-chosen nonce, for known-answer tests only.
 #[doc(hidden)]
+#[cfg(any(test, feature = "danger"))]
 pub fn danger_open_with_nonce(
     cipher: TransferCipher,
     key: &[u8; KEY_LEN],

@@ -33,6 +33,7 @@ impl EphemeralKeyPair {
     ///
     /// Reusing an ephemeral secret destroys forward secrecy; never call this outside tests.
     #[doc(hidden)]
+    #[cfg(any(test, feature = "danger"))]
     pub fn danger_from_secret_bytes(secret: [u8; X25519_LEN]) -> Self {
         Self::from_secret(StaticSecret::from(secret))
     }
@@ -138,6 +139,7 @@ impl SharedSecret {
 
     /// The raw bytes, for known-answer tests only.
     #[doc(hidden)]
+    #[cfg(any(test, feature = "danger"))]
     pub fn danger_to_bytes(&self) -> [u8; X25519_LEN] {
         self.0
     }

@@ -76,6 +76,7 @@ impl Prk {
 
     /// The raw pseudorandom key, for known-answer tests only.
     #[doc(hidden)]
+    #[cfg(any(test, feature = "danger"))]
     pub fn danger_to_bytes(&self) -> [u8; KEY_LEN] {
         self.0
     }

@@ -47,6 +47,7 @@ mod session;
 
 pub use aead::{NONCE_LEN, TAG_LEN};
 #[doc(hidden)]
+#[cfg(any(test, feature = "danger"))]
 pub use aead::{danger_open_with_nonce, danger_seal_with_nonce};
 pub use cipher::TransferCipher;
 pub use ecdh::{EphemeralKeyPair, EphemeralPublicKey, SharedSecret, X25519_LEN};

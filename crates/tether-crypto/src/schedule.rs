@@ -196,6 +196,7 @@ impl SessionSecrets {
     /// Like [`Self::into_session_keys`] with a rekey every `2^log2` messages instead of
     /// `2^32`, so that tests can cross epochs. Both sides must use the same value.
     #[doc(hidden)]
+    #[cfg(any(test, feature = "danger"))]
     pub fn danger_into_session_keys_with_rekey_interval(
         self,
         role: Role,
@@ -208,6 +209,7 @@ impl SessionSecrets {
     /// same keys cheaply for every input. Two live `SessionKeys` with the same keys would reuse
     /// nonces; never use this outside tests and fuzzing.
     #[doc(hidden)]
+    #[cfg(any(test, feature = "danger"))]
     pub fn danger_session_keys(&self, role: Role) -> SessionKeys {
         SessionKeys::new(
             &self.traffic,
@@ -223,6 +225,7 @@ impl SessionSecrets {
     /// give unrelated sessions; the same seed gives the same keys, so two such pairs reuse
     /// nonces. For tests, benches and fuzzing only.
     #[doc(hidden)]
+    #[cfg(any(test, feature = "danger"))]
     pub fn danger_pair_from_seed(seed: u64) -> Result<[Self; 2], crate::CryptoError> {
         let input = |index: u8| -> [u8; KEY_LEN] {
             let mut hash = Sha256::new();
@@ -250,6 +253,7 @@ impl SessionSecrets {
 
     /// Every derived value by name, for golden test vectors only.
     #[doc(hidden)]
+    #[cfg(any(test, feature = "danger"))]
     pub fn danger_to_named_bytes(&self) -> Vec<(&'static str, [u8; 32])> {
         vec![
             ("transcript_hash", self.transcript_hash),
@@ -353,6 +357,7 @@ impl TransferSecret {
 
     /// The secret bytes, for golden test vectors only.
     #[doc(hidden)]
+    #[cfg(any(test, feature = "danger"))]
     pub fn danger_to_bytes(&self) -> [u8; KEY_LEN] {
         self.secret
     }

@@ -287,6 +287,7 @@ impl SessionKeys {
     /// Moves the sending counter, for tests of counter exhaustion only. The key is *not*
     /// ratcheted to match, so the peer can no longer open what this side seals.
     #[doc(hidden)]
+    #[cfg(any(test, feature = "danger"))]
     pub fn danger_set_next_send_counter(&mut self, counter: u64) {
         self.next_send = counter;
         let epoch = self.epoch_of(counter);

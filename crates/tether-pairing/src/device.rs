@@ -50,16 +50,22 @@ impl LocalDevice {
         if info.public_key != identity.node_id() {
             return Err(UsageError::DeviceInfoKeyMismatch);
         }
-        Self::danger_new_unchecked(identity, info)
+        Self::new_unchecked(identity, info)
     }
 
     /// Like [`Self::new`] without the key check, so tests can play a device that lies about
-    /// its key. Never use it outside tests: the peer will refuse the handshake anyway.
+    /// its key. Only with the `danger` feature (tests, fuzzing): the peer would refuse the
+    /// handshake anyway.
+    #[cfg(any(test, feature = "danger"))]
     #[doc(hidden)]
     pub fn danger_new_unchecked(
         identity: NetworkIdentity,
         info: DeviceInfo,
     ) -> Result<Self, UsageError> {
+        Self::new_unchecked(identity, info)
+    }
+
+    fn new_unchecked(identity: NetworkIdentity, info: DeviceInfo) -> Result<Self, UsageError> {
         let info_json = serde_json::to_vec(&info)
             .map_err(|_| UsageError::InvalidConfig("device info does not serialize"))?;
         if info_json.len() > Self::MAX_INFO_LEN {

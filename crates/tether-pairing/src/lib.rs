@@ -68,6 +68,7 @@ mod code;
 mod cursor;
 mod device;
 mod error;
+#[cfg(any(test, feature = "danger"))]
 #[doc(hidden)]
 pub mod fuzzing;
 mod initiator;
