@@ -23,7 +23,7 @@ pub const CLOSE_BLOCKED: u32 = 0x7005;
 /// QUIC close code: the ALPN is not served here.
 pub const CLOSE_UNKNOWN_ALPN: u32 = 0x7006;
 /// QUIC close code: pairing is refused because no code or ticket is shown.
-pub const CLOSE_NOT_PAIRING: u32 = 0x7007;
+pub const CLOSE_NOT_PAIRING: u32 = 0x700B;
 /// QUIC close code: pairing is refused for now: too many pairing connections (from this
 /// device, or from everyone), or this silent connection gave its place to a newcomer.
 pub const CLOSE_PAIRING_BUSY: u32 = 0x7008;
@@ -127,4 +127,40 @@ pub fn refusal(connection: &Connection) -> Option<NetworkError> {
         code,
         reason: String::from_utf8_lossy(&close.reason).into_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{
+        CLOSE_BLOCKED, CLOSE_IDLE, CLOSE_NOT_PAIRED, CLOSE_NOT_PAIRING, CLOSE_PAIRING_BUSY,
+        CLOSE_PAIRING_DECLINED, CLOSE_PAIRING_TIMEOUT, CLOSE_REVOKED, CLOSE_UNKNOWN_ALPN,
+    };
+    use crate::link::{CLOSE_DEAD, CLOSE_NORMAL, CLOSE_PROTOCOL};
+
+    /// A close code means one thing: an idle close read as a refusal, say, is not retried.
+    #[test]
+    fn close_codes_are_distinct() {
+        let codes = [
+            ("CLOSE_NORMAL", CLOSE_NORMAL),
+            ("CLOSE_PROTOCOL", CLOSE_PROTOCOL),
+            ("CLOSE_NOT_PAIRED", CLOSE_NOT_PAIRED),
+            ("CLOSE_REVOKED", CLOSE_REVOKED),
+            ("CLOSE_DEAD", CLOSE_DEAD),
+            ("CLOSE_BLOCKED", CLOSE_BLOCKED),
+            ("CLOSE_UNKNOWN_ALPN", CLOSE_UNKNOWN_ALPN),
+            ("CLOSE_IDLE", CLOSE_IDLE),
+            ("CLOSE_NOT_PAIRING", CLOSE_NOT_PAIRING),
+            ("CLOSE_PAIRING_BUSY", CLOSE_PAIRING_BUSY),
+            ("CLOSE_PAIRING_TIMEOUT", CLOSE_PAIRING_TIMEOUT),
+            ("CLOSE_PAIRING_DECLINED", CLOSE_PAIRING_DECLINED),
+        ];
+        for (i, (a, code_a)) in codes.iter().enumerate() {
+            for (b, code_b) in codes.iter().skip(i + 1) {
+                assert_ne!(
+                    code_a, code_b,
+                    "{a} and {b} share the close code {code_a:#x}"
+                );
+            }
+        }
+    }
 }
