@@ -107,6 +107,7 @@ impl EpochKey {
     }
 
     /// The same key under another epoch number; only for [`crate::SessionKeys`]' test hook.
+    #[cfg(any(test, feature = "danger"))]
     pub(crate) fn relabelled(&self, epoch: u64) -> Self {
         Self::new(self.cipher, epoch, self.secret)
     }

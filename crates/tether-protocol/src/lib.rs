@@ -8,16 +8,18 @@
 //!   tests and demos, a global service, or an app's own).
 //! * [`RelaySelector`]: chooses which relay server to use among measured candidates.
 //!
-//! The shapes follow iroh's `ProtocolHandler`: `async fn` in traits, `Send` futures, handlers
-//! shared behind `Arc`. Connections and streams are iroh's own types, re-exported here.
+//! The traits are object safe (`Box<dyn NetworkProtocol>` works): their async methods are
+//! written with [`async_trait`], re-exported here, which an implementation uses too.
+//! Connections and streams are iroh's own types, re-exported here.
 //!
 //! ```
-//! use tether_protocol::{Connection, NetworkProtocol, PairedPeer, ProtocolError};
+//! use tether_protocol::{Connection, NetworkProtocol, PairedPeer, ProtocolError, async_trait};
 //!
 //! /// Answers every bidirectional stream with the bytes it received.
 //! #[derive(Debug)]
 //! struct Echo;
 //!
+//! #[async_trait]
 //! impl NetworkProtocol for Echo {
 //!     fn alpn(&self) -> &'static [u8] {
 //!         b"example/echo/1"
@@ -33,14 +35,19 @@
 //!         Ok(())
 //!     }
 //! }
+//!
+//! // Object safe: handlers of different types can be kept together.
+//! let handlers: Vec<Box<dyn NetworkProtocol>> = vec![Box::new(Echo)];
+//! assert_eq!(handlers[0].alpn(), b"example/echo/1");
 //! ```
 
 mod discovery;
 mod protocol;
 mod relay;
 
+pub use async_trait::async_trait;
 pub use discovery::{DiscoveredDevice, Discovery, DiscoveryEvent, DiscoveryStream};
 pub use iroh::endpoint::{Connection, RecvStream, SendStream};
-pub use protocol::{NetworkProtocol, PairedPeer, ProtocolError};
+pub use protocol::{NetworkProtocol, PROTOCOL_SHUTDOWN_TIMEOUT, PairedPeer, ProtocolError};
 pub use relay::{RelayCandidate, RelaySelector};
 pub use tether_identity::{DeviceInfo, NodeId};

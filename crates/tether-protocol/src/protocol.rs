@@ -1,8 +1,6 @@
 //! `NetworkProtocol`: a protocol that paired devices speak on its own ALPN.
 
-use std::future::Future;
-
-use iroh::endpoint::{ConnectionError, WriteError};
+use iroh::endpoint::{Connection, ConnectionError, WriteError};
 use tether_identity::{DeviceInfo, NodeId};
 
 /// A paired device whose connection has been authenticated.
@@ -24,6 +22,7 @@ pub struct PairedPeer {
 /// [`NetworkProtocol::accept`] on a task of its own. A connection from anyone else is closed
 /// before `accept` runs. When `accept` returns, the service drops its handle to the
 /// connection.
+#[async_trait::async_trait]
 pub trait NetworkProtocol: Send + Sync + std::fmt::Debug + 'static {
     /// The ALPN identifying the protocol and its version, e.g. `b"myapp/notes/1"`.
     ///
@@ -31,11 +30,45 @@ pub trait NetworkProtocol: Send + Sync + std::fmt::Debug + 'static {
     fn alpn(&self) -> &'static [u8];
 
     /// Serves one connection from an authenticated, paired peer.
-    fn accept(
-        &self,
-        connection: iroh::endpoint::Connection,
-        peer: PairedPeer,
-    ) -> impl Future<Output = Result<(), ProtocolError>> + Send;
+    async fn accept(&self, connection: Connection, peer: PairedPeer) -> Result<(), ProtocolError>;
+
+    /// Called once when the service shuts down, before it closes the endpoint: stop taking
+    /// new work and flush what must not be lost. The service waits for it at most
+    /// [`PROTOCOL_SHUTDOWN_TIMEOUT`]. Does nothing unless overridden.
+    async fn shutdown(&self) {}
+}
+
+/// How long the service waits for one protocol's [`NetworkProtocol::shutdown`].
+pub const PROTOCOL_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+#[async_trait::async_trait]
+impl<P: NetworkProtocol + ?Sized> NetworkProtocol for Box<P> {
+    fn alpn(&self) -> &'static [u8] {
+        (**self).alpn()
+    }
+
+    async fn accept(&self, connection: Connection, peer: PairedPeer) -> Result<(), ProtocolError> {
+        (**self).accept(connection, peer).await
+    }
+
+    async fn shutdown(&self) {
+        (**self).shutdown().await;
+    }
+}
+
+#[async_trait::async_trait]
+impl<P: NetworkProtocol + ?Sized> NetworkProtocol for std::sync::Arc<P> {
+    fn alpn(&self) -> &'static [u8] {
+        (**self).alpn()
+    }
+
+    async fn accept(&self, connection: Connection, peer: PairedPeer) -> Result<(), ProtocolError> {
+        (**self).accept(connection, peer).await
+    }
+
+    async fn shutdown(&self) {
+        (**self).shutdown().await;
+    }
 }
 
 /// Why a protocol handler stopped.

@@ -65,7 +65,6 @@ mod link;
 mod lobby;
 mod pairing;
 mod profile;
-mod protocol;
 mod request;
 mod service;
 mod sightings;
@@ -97,8 +96,8 @@ pub use tether_iroh::{
 };
 pub use tether_pairing::{CodeError, InitiatorConfig, PairingCode, PairingError, TicketError};
 pub use tether_protocol::{
-    Connection, DiscoveredDevice, Discovery, NetworkProtocol, PairedPeer, ProtocolError,
-    RecvStream, RelayCandidate, RelaySelector, SendStream,
+    Connection, DiscoveredDevice, Discovery, NetworkProtocol, PROTOCOL_SHUTDOWN_TIMEOUT,
+    PairedPeer, ProtocolError, RecvStream, RelayCandidate, RelaySelector, SendStream, async_trait,
 };
 pub use tether_registry::{
     Device, DeviceState, KeyError, KeyManager, KeyOptions, KeyStorageKind, KeychainPolicy,

@@ -28,6 +28,7 @@ struct Counted {
     calls: Arc<AtomicUsize>,
 }
 
+#[tether::async_trait]
 impl NetworkProtocol for Counted {
     fn alpn(&self) -> &'static [u8] {
         CUSTOM_ALPN

@@ -245,6 +245,7 @@ const HOLD_ALPN: &[u8] = b"test/hold/1";
 #[derive(Debug)]
 struct Hold;
 
+#[tether::async_trait]
 impl tether::NetworkProtocol for Hold {
     fn alpn(&self) -> &'static [u8] {
         HOLD_ALPN

@@ -187,6 +187,7 @@ const HANGS_ALPN: &[u8] = b"test/hangs-up/1";
 #[derive(Debug)]
 struct Hangs;
 
+#[tether::async_trait]
 impl tether::NetworkProtocol for Hangs {
     fn alpn(&self) -> &'static [u8] {
         HANGS_ALPN

@@ -118,6 +118,7 @@ fn refusal(reason: &str) -> Vec<u8> {
     answer
 }
 
+#[tether::async_trait]
 impl NetworkProtocol for NotesServer {
     fn alpn(&self) -> &'static [u8] {
         NOTES_ALPN

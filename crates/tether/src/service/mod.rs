@@ -43,7 +43,6 @@ use crate::link::{CLOSE_NORMAL, Incoming, Link, SYNC_ALPN};
 use crate::lobby::Lobby;
 use crate::pairing::{ConfirmSlot, PAIRING_ALPN};
 use crate::profile::Profile;
-use crate::protocol::DynProtocol;
 use crate::request::HandlerSlot;
 use crate::sightings::Sightings;
 use crate::storage::{RegistryQuota, collect_leftovers};
@@ -97,7 +96,7 @@ struct Inner {
     /// The outcome channel of each code shown and not ended yet, by code number.
     code_outcomes: pairing::Outcomes,
     protocol_alpns: Arc<RwLock<HashSet<Vec<u8>>>>,
-    protocols: RwLock<HashMap<Vec<u8>, Arc<dyn DynProtocol>>>,
+    protocols: RwLock<HashMap<Vec<u8>, Arc<dyn NetworkProtocol>>>,
     events: broadcast::Sender<NetworkEvent>,
     incoming: mpsc::Sender<Incoming>,
     /// Receives transfers into `config.receive_dir`; `None` refuses them.
@@ -291,7 +290,9 @@ impl NetworkingService {
         Ok(handle)
     }
 
-    /// Adds a third-party protocol on its own ALPN; only paired devices reach it.
+    /// Adds a third-party protocol on its own ALPN; only paired devices reach it. Any
+    /// [`NetworkProtocol`] will do, a `Box<dyn NetworkProtocol>` or an `Arc` of one too. Its
+    /// [`NetworkProtocol::shutdown`] is called when the service shuts down.
     pub fn register_protocol<P: NetworkProtocol>(&self, protocol: P) -> Result<(), NetworkError> {
         let alpn = protocol.alpn().to_vec();
         if alpn.starts_with(b"tether/") {
@@ -314,6 +315,40 @@ impl NetworkingService {
         all.extend(alpns.iter().cloned());
         self.inner.transport.endpoint().set_alpns(all);
         Ok(())
+    }
+
+    /// Calls every registered protocol's [`NetworkProtocol::shutdown`] at once, while their
+    /// connections are still open, and waits for each at most
+    /// [`tether_protocol::PROTOCOL_SHUTDOWN_TIMEOUT`]. Each is called once: the table is emptied.
+    async fn shut_protocols_down(&self) {
+        let protocols: Vec<_> = self
+            .inner
+            .protocols
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .map(|(_, protocol)| protocol)
+            .collect();
+        let mut hooks = tokio::task::JoinSet::new();
+        for protocol in protocols {
+            hooks.spawn(async move {
+                let timeout = tether_protocol::PROTOCOL_SHUTDOWN_TIMEOUT;
+                if tokio::time::timeout(timeout, protocol.shutdown())
+                    .await
+                    .is_err()
+                {
+                    let alpn = String::from_utf8_lossy(protocol.alpn()).into_owned();
+                    warn!(%alpn, ?timeout, "a protocol's shutdown took too long; going on");
+                }
+            });
+        }
+        while let Some(joined) = hooks.join_next().await {
+            if let Err(error) = joined
+                && error.is_panic()
+            {
+                warn!("a protocol's shutdown panicked");
+            }
+        }
     }
 
     /// Opens a connection to a paired device on a third-party protocol's ALPN.
@@ -377,6 +412,7 @@ impl NetworkingService {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
+        self.shut_protocols_down().await;
         // Dropping the discoveries (their loops are aborted below) ends their announcements.
         self.inner
             .discoveries
