@@ -34,7 +34,7 @@ use tether_registry::{
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::consent::RegistryConsent;
 use crate::error::short;
