@@ -15,17 +15,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
-use common::node::{
-    FINISH, Pair, Running, check, init, join, pair, tether, two_devices, up, up_with,
-};
-use common::{event, json_lines};
-use serde_json::Value;
+use common::event;
+use common::node::{FINISH, Pair, Running, check, pair, tether, two_devices, up, up_with};
 
 /// Every file under `root`, by relative path, with its BLAKE3 hash.
 fn hashes(root: &Path) -> BTreeMap<PathBuf, String> {
