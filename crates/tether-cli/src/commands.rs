@@ -30,6 +30,17 @@ pub(crate) enum Confirm {
     Refuse,
 }
 
+/// A change to a paired device's storage quota (`tether trust --quota/--no-quota`). An enum,
+/// not `Option<Option<u64>>`: that one's `Some(None)` reads back from JSON as `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum QuotaChange {
+    /// At most this many bytes.
+    Set(u64),
+    /// Back to the default (`tether up --quota`, else none).
+    Default,
+}
+
 /// A command for a node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
@@ -47,9 +58,9 @@ pub(crate) enum Request {
         device: String,
         /// `None`: unchanged.
         auto_accept: Option<bool>,
-        /// `None`: unchanged; `Some(None)`: back to the default.
+        /// `None`: unchanged.
         #[serde(default)]
-        quota: Option<Option<u64>>,
+        quota: Option<QuotaChange>,
         #[serde(default)]
         quota_reset: bool,
     },
@@ -182,8 +193,8 @@ fn devices(node: &NetworkingService, sink: &Sink) {
         return;
     }
     sink.text(format!(
-        "{:<18} {:<10} {:<12} {:<7} {:>7}  {:<8} {}",
-        "NAME", "NODE", "STATE", "PATH", "RTT", "FOUND BY", "LAST SEEN"
+        "{:<18} {:<10} {:<12} {:<7} {:>7}  {:<8} {:<9} {}",
+        "NAME", "NODE", "STATE", "PATH", "RTT", "FOUND BY", "LAST SEEN", "STORED"
     ));
     for status in statuses {
         let name = status
@@ -202,10 +213,19 @@ fn devices(node: &NetworkingService, sink: &Sink) {
         let seen_ago = status
             .last_seen
             .map(|at| SystemTime::now().duration_since(at).unwrap_or_default());
+        let stored = match (status.info.is_some(), status.quota) {
+            (false, _) => "-".to_owned(),
+            (true, None) => crate::progress::bytes(status.stored_bytes),
+            (true, Some(quota)) => format!(
+                "{} of {}",
+                crate::progress::bytes(status.stored_bytes),
+                crate::progress::bytes(quota)
+            ),
+        };
         sink.line(
             "device",
             format!(
-                "{:<18} {:<10} {:<12} {:<7} {:>7}  {:<8} {}",
+                "{:<18} {:<10} {:<12} {:<7} {:>7}  {:<8} {:<9} {}",
                 clip(&name, 18),
                 status.node_id.fmt_short(),
                 status.state,
@@ -213,6 +233,7 @@ fn devices(node: &NetworkingService, sink: &Sink) {
                 rtt_ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1}ms")),
                 status.discovered_by.unwrap_or("-"),
                 seen_ago.map_or_else(|| "-".to_owned(), ago_text),
+                stored,
             ),
             json!({
                 "name": status.info.as_ref().map(|i| i.device_name.as_str()),
@@ -227,6 +248,8 @@ fn devices(node: &NetworkingService, sink: &Sink) {
                 "rtt_ms": rtt_ms,
                 "last_seen_s_ago": seen_ago.map(|ago| ago.as_secs_f64()),
                 "discovered_by": status.discovered_by,
+                "quota": status.quota,
+                "stored_bytes": status.stored_bytes,
             }),
         );
     }
@@ -302,12 +325,16 @@ fn trust(
     node: &NetworkingService,
     device: &str,
     auto_accept: Option<bool>,
-    quota: Option<Option<u64>>,
+    quota: Option<QuotaChange>,
     quota_reset: bool,
     sink: &Sink,
 ) -> Result<()> {
     let target = resolve(node, device)?;
-    if let Some(quota) = quota {
+    if let Some(change) = quota {
+        let quota = match change {
+            QuotaChange::Set(bytes) => Some(bytes),
+            QuotaChange::Default => None,
+        };
         node.set_storage_quota(target, quota)?;
         let text = match quota {
             Some(bytes) => format!(

@@ -24,7 +24,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::commands::Request;
+use crate::commands::{QuotaChange, Request};
 use crate::failure::{EXIT_CODES, Failure};
 use crate::output::Output;
 use crate::send::SendRequest;
@@ -282,9 +282,9 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
             device: args.device,
             auto_accept: (args.auto_accept || args.no_auto_accept).then_some(args.auto_accept),
             quota: if args.no_quota {
-                Some(None)
+                Some(QuotaChange::Default)
             } else {
-                args.quota.map(Some)
+                args.quota.map(QuotaChange::Set)
             },
             quota_reset: args.quota_reset,
         },

@@ -134,9 +134,11 @@ fn transfer_failure(name: &str, error: &TransferError) -> String {
                 format!(" ({})", message.chars().take(120).collect::<String>())
             };
             match code {
-                AbortCode::NoSpace => {
-                    format!("{name}'s disk is full{detail}; free space there and {again}")
-                }
+                // A full disk, the space or inode reserve, or this device's quota there.
+                AbortCode::NoSpace => format!(
+                    "{name} has no room for the transfer{detail}; once there is (free space, \
+                     or a larger or reset quota for this device there), {again}"
+                ),
                 AbortCode::Refused => format!(
                     "{name} refused the transfer{detail}: a file with the same name and other \
                      contents may be in its receive directory; move it away there and try again"

@@ -1,6 +1,8 @@
 //! Reading the `--json` output of the `tether` binary, for the end-to-end tests.
 #![allow(dead_code, clippy::panic)]
 
+pub(crate) mod node;
+
 use serde_json::Value;
 
 /// Every JSON line of a command's standard output (other lines are skipped).

@@ -82,6 +82,13 @@ pub struct DeviceStatus {
     pub last_seen: Option<SystemTime>,
     /// The discovery service that sees it now, if any.
     pub discovered_by: Option<&'static str>,
+    /// The most bytes it may store here: its own quota
+    /// ([`NetworkingService::set_storage_quota`]), else
+    /// [`crate::NetworkingConfig::default_storage_quota`]; `None`: no quota, or not paired.
+    pub quota: Option<u64>,
+    /// Bytes its accepted transfers were counted for against that quota, since it paired or
+    /// since [`NetworkingService::reset_stored_bytes`] (0 when not paired).
+    pub stored_bytes: u64,
 }
 
 impl NetworkingService {
@@ -172,6 +179,11 @@ impl NetworkingService {
                     connection,
                     last_seen,
                     discovered_by: discovered.get(&device.node_id).copied(),
+                    quota: device
+                        .paired
+                        .as_ref()
+                        .and_then(|p| p.quota.or(self.inner.config.default_storage_quota)),
+                    stored_bytes: device.paired.as_ref().map_or(0, |p| p.stored_bytes),
                 }
             })
             .collect();
@@ -184,6 +196,8 @@ impl NetworkingService {
                     connection: None,
                     last_seen: None,
                     discovered_by: Some(source),
+                    quota: None,
+                    stored_bytes: 0,
                 });
             }
         }
