@@ -88,6 +88,9 @@ pub struct Transport {
     global: Option<(crate::GlobalDiscoveryConfig, iroh::dns::DnsResolver)>,
     /// The relay [`Transport::select_relays`] chose last.
     pub(crate) chosen_relay: Arc<std::sync::Mutex<Option<String>>>,
+    /// Addresses the service's discoveries found (an app's own among them), handed to iroh's
+    /// address lookup so that iroh itself can reach those devices by id.
+    found: iroh::address_lookup::MemoryLookup,
 }
 
 impl Transport {
@@ -128,7 +131,13 @@ impl Transport {
             Some(global) => Some((global.clone(), crate::global::attach(&endpoint, global)?)),
             None => None,
         };
+        let found = iroh::address_lookup::MemoryLookup::with_provenance("tether-discovery");
+        endpoint
+            .address_lookup()
+            .map_err(|_| TransportError::Closed)?
+            .add(found.clone());
         let transport = Self {
+            found,
             global,
             node_id: identity.node_id(),
             endpoint,
@@ -143,6 +152,49 @@ impl Transport {
             "endpoint bound"
         );
         Ok(transport)
+    }
+
+    /// `peer` as iroh dials it: relay only when forced; only loopback addresses (and the
+    /// relay) in the local-only configuration.
+    fn dialable(&self, peer: &PeerAddr) -> Result<iroh::EndpointAddr, TransportError> {
+        let mut addr = if self.config.force_relay {
+            peer.relay_only().to_iroh()?
+        } else {
+            peer.to_iroh()?
+        };
+        if self.config.local_only {
+            let loopback: Vec<_> = addr
+                .ip_addrs()
+                .filter(|a| a.ip().is_loopback())
+                .copied()
+                .collect();
+            addr = iroh::EndpointAddr::new(addr.id).with_addrs(
+                loopback
+                    .into_iter()
+                    .map(iroh::TransportAddr::Ip)
+                    .chain(addr.relay_urls().cloned().map(iroh::TransportAddr::Relay)),
+            );
+        }
+        Ok(addr)
+    }
+
+    /// Tells iroh's address lookup where `peer` can be reached (what a discovery found),
+    /// replacing what it was told before. The local-only configuration's rule holds here too:
+    /// only loopback addresses reach iroh.
+    pub fn remember(&self, peer: &PeerAddr) {
+        match self.dialable(peer) {
+            Ok(addr) => {
+                self.found.set_endpoint_info(addr);
+            }
+            Err(error) => debug!(%error, "a discovered address iroh cannot use"),
+        }
+    }
+
+    /// Takes back what [`Self::remember`] said about `node_id`.
+    pub fn forget(&self, node_id: &NodeId) {
+        if let Ok(id) = iroh_id(node_id) {
+            self.found.remove_endpoint_info(id);
+        }
     }
 
     /// This device's id.
@@ -237,24 +289,7 @@ impl Transport {
         peer: &PeerAddr,
         alpn: &[u8],
     ) -> Result<Connection, TransportError> {
-        let mut addr = if self.config.force_relay {
-            peer.relay_only().to_iroh()?
-        } else {
-            peer.to_iroh()?
-        };
-        if self.config.local_only {
-            let loopback: Vec<_> = addr
-                .ip_addrs()
-                .filter(|a| a.ip().is_loopback())
-                .copied()
-                .collect();
-            addr = iroh::EndpointAddr::new(addr.id).with_addrs(
-                loopback
-                    .into_iter()
-                    .map(iroh::TransportAddr::Ip)
-                    .chain(addr.relay_urls().cloned().map(iroh::TransportAddr::Relay)),
-            );
-        }
+        let addr = self.dialable(peer)?;
         self.endpoint
             .connect(addr, alpn)
             .await

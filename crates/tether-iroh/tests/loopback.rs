@@ -251,3 +251,48 @@ async fn relay_only_address_keeps_the_relay_and_drops_direct_paths() {
     assert!(relay_only.direct.is_empty());
     assert_eq!(relay_only.relay_url, addr.relay_url);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remembered_addresses_let_iroh_dial_by_id_alone_until_forgotten() {
+    let server = bind(5, Arc::new(AdmitAll)).await;
+    let server_ep = server.endpoint().clone();
+    tokio::spawn(async move {
+        while let Some(incoming) = server_ep.accept().await {
+            if let Ok(conn) = incoming.await {
+                tokio::spawn(async move { conn.closed().await });
+            }
+        }
+    });
+    let server_id = iroh::EndpointId::from_bytes(server.node_id().as_bytes()).unwrap();
+    let dial_by_id = |transport: &Transport| {
+        let endpoint = transport.endpoint().clone();
+        async move {
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                endpoint.connect(iroh::EndpointAddr::new(server_id), ALPN),
+            )
+            .await
+            .expect("a dial by id did not end")
+        }
+    };
+
+    // Told nothing, iroh has no address for an id alone.
+    let client = bind(4, Arc::new(AdmitAll)).await;
+    assert!(dial_by_id(&client).await.is_err());
+    // What a discovery found, handed to iroh: the same dial finds the address.
+    client.remember(&server.addr());
+    let conn = dial_by_id(&client)
+        .await
+        .expect("iroh did not find the remembered address");
+    conn.close(0u32.into(), b"done");
+
+    // Remembered, then forgotten: nothing to dial again.
+    let other = bind(6, Arc::new(AdmitAll)).await;
+    other.remember(&server.addr());
+    other.forget(&server.node_id());
+    assert!(dial_by_id(&other).await.is_err());
+
+    client.close().await;
+    other.close().await;
+    server.close().await;
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tether_identity::{DeviceName, DeviceType};
 use tether_iroh::{LoopbackDiscovery, LowestLatency, TransportConfig};
 use tether_pairing::InitiatorConfig;
-use tether_protocol::RelaySelector;
+use tether_protocol::{Discovery, RelaySelector};
 use tether_registry::{KeyOptions, KeychainPolicy};
 use tether_transfer::{DEFAULT_LEFTOVER_IDLE, Reserve};
 
@@ -58,6 +58,10 @@ pub struct NetworkingConfig {
     pub keys: KeyOptions,
     /// A directory for [`LoopbackDiscovery`], or `None` to not use it.
     pub loopback_discovery: Option<PathBuf>,
+    /// The app's own discoveries, used beside the built-in ones (or alone, with those
+    /// off): what they find reaches the service's dialling and iroh's address lookup, and
+    /// this device is announced through them.
+    pub discoveries: Vec<Arc<dyn Discovery>>,
     /// Code lifetime and the initiator's limits.
     pub pairing: InitiatorConfig,
     /// A connection the peer has been silent on for this long gets a `Ping`.
@@ -125,6 +129,7 @@ impl NetworkingConfig {
             relay_probe_interval: Duration::from_secs(300),
             keys: KeyOptions::default(),
             loopback_discovery: None,
+            discoveries: Vec::new(),
             pairing: InitiatorConfig::default(),
             keepalive_interval: Duration::from_secs(30),
             request_timeout: Duration::from_secs(10),
@@ -184,6 +189,12 @@ impl NetworkingConfig {
     /// demos, never for a device someone keeps.
     pub fn with_insecure_key_file(mut self) -> Self {
         self.keys.insecure_key_file = true;
+        self
+    }
+
+    /// Adds one of the app's own discoveries (see [`Self::discoveries`]).
+    pub fn with_discovery(mut self, discovery: impl Discovery) -> Self {
+        self.discoveries.push(Arc::new(discovery));
         self
     }
 

@@ -96,8 +96,9 @@ pub use tether_iroh::{
 };
 pub use tether_pairing::{CodeError, InitiatorConfig, PairingCode, PairingError, TicketError};
 pub use tether_protocol::{
-    Connection, DiscoveredDevice, Discovery, NetworkProtocol, PROTOCOL_SHUTDOWN_TIMEOUT,
-    PairedPeer, ProtocolError, RecvStream, RelayCandidate, RelaySelector, SendStream, async_trait,
+    Connection, DiscoveredDevice, Discovery, DiscoveryEvent, DiscoveryStream, NetworkProtocol,
+    PROTOCOL_SHUTDOWN_TIMEOUT, PairedPeer, ProtocolError, RecvStream, RelayCandidate,
+    RelaySelector, SendStream, async_trait,
 };
 pub use tether_registry::{
     Device, DeviceState, KeyError, KeyManager, KeyOptions, KeyStorageKind, KeychainPolicy,

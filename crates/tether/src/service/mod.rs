@@ -174,6 +174,7 @@ impl NetworkingService {
         if let Some(global) = tether_iroh::GlobalDiscovery::of(&transport) {
             discoveries.push(Arc::new(global));
         }
+        discoveries.extend(config.discoveries.iter().cloned());
 
         let (incoming, incoming_rx) = mpsc::channel(256);
         let service = Self {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use iroh::endpoint::Connection;
 use n0_future::StreamExt;
 use tether_identity::NodeId;
-use tether_iroh::{ConnectionInfo, PathKind};
+use tether_iroh::{ConnectionInfo, PathKind, PeerAddr};
 use tether_pairing::CodeStatus;
 use tether_protocol::{DiscoveredDevice, Discovery, DiscoveryEvent, PairedPeer};
 use tokio::sync::mpsc;
@@ -107,7 +107,7 @@ impl NetworkingService {
                     .unwrap_or_else(PoisonError::into_inner)
                     .expire(Instant::now());
                 for node_id in expired {
-                    service.inner.registry.forget_discovered(node_id);
+                    service.forget_sighting(node_id);
                 }
                 // Only expiry: a code that paired or was burned is withdrawn by the
                 // connection that did it, which knows the outcome.
@@ -284,6 +284,13 @@ impl NetworkingService {
         }
     }
 
+    /// Forgets what discovery said of a device (lost, expired, or pushed out by newer
+    /// sightings): in the registry and in iroh's address lookup.
+    fn forget_sighting(&self, node_id: NodeId) {
+        self.inner.registry.forget_discovered(node_id);
+        self.inner.transport.forget(&node_id);
+    }
+
     pub(super) async fn discovery_loop(&self, discovery: Arc<dyn Discovery>) {
         let mut events = discovery.subscribe();
         while let Some(event) = events.next().await {
@@ -297,9 +304,14 @@ impl NetworkingService {
                         .unwrap_or_else(PoisonError::into_inner)
                         .insert(device.clone(), Instant::now());
                     for forgotten in seen.forgotten {
-                        self.inner.registry.forget_discovered(forgotten);
+                        self.forget_sighting(forgotten);
                     }
                     let is_new = seen.is_new;
+                    self.inner.transport.remember(&PeerAddr {
+                        node_id,
+                        direct: device.addrs.clone(),
+                        relay_url: device.relay_url.clone(),
+                    });
                     if let Some(addr) = device.addrs.first() {
                         let _ = self.inner.registry.discovered(node_id, *addr);
                     }
@@ -337,7 +349,7 @@ impl NetworkingService {
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .remove(&node_id);
-                    self.inner.registry.forget_discovered(node_id);
+                    self.forget_sighting(node_id);
                 }
                 _ => {}
             }
