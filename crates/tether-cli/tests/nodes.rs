@@ -21,34 +21,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{event, json_lines};
+use common::{event, json_lines, tether};
 use serde_json::Value;
 
 /// Generous bounds, only so that a broken build fails instead of hanging.
 const START: Duration = Duration::from_secs(30);
 const FINISH: Duration = Duration::from_secs(120);
-
-/// `tether --local-only --json --insecure-key-file --data-dir DATA ARGS...` (throwaway keys:
-/// no passphrase), with the loopback discovery directory under the test's own runtime
-/// directory.
-fn tether(runtime: &Path, data: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
-    command
-        .args([
-            "--local-only",
-            "--json",
-            "--insecure-key-file",
-            "--data-dir",
-        ])
-        .arg(data)
-        .args(args)
-        .env("XDG_RUNTIME_DIR", runtime)
-        .env_remove("TETHER_DATA_DIR")
-        .env_remove("TETHER_PASSPHRASE")
-        .env_remove("TETHER_CODE")
-        .stdin(Stdio::null());
-    command
-}
 
 fn check(output: &Output, what: &str) -> Vec<Value> {
     assert!(
