@@ -172,7 +172,7 @@ fn two_processes_pair_by_ticket_and_ping() {
 
 /// `tether join -` for `data`, with `input` on its standard input.
 fn join_with_stdin(runtime: &Path, data: &Path, input: &str) -> std::process::Output {
-    let mut child = Tether::new(runtime, &data)
+    let mut child = Tether::new(runtime, data)
         .command(&["join", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -190,7 +190,7 @@ fn join_with_stdin(runtime: &Path, data: &Path, input: &str) -> std::process::Ou
 
 /// The paired devices `tether devices` lists for `data`.
 fn paired_devices(runtime: &Path, data: &Path) -> Vec<Value> {
-    let devices = Tether::new(runtime, &data)
+    let devices = Tether::new(runtime, data)
         .command(&["devices"])
         .output()
         .unwrap();
