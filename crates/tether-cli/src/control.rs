@@ -140,8 +140,9 @@ pub(crate) async fn serve(stream: UnixStream, node: NetworkingService, context: 
     // The command's name only: a request may carry a pairing code.
     debug!(command = request.name(), "control request");
     let cancel = CancellationToken::new();
-    let (answers, mut answered) = mpsc::unbounded_channel();
-    // The client's answers; its closing its end (Ctrl-C, or killed) stops the command.
+    // The client's answers (one at a time: a client that floods them is simply not read); its
+    // closing its end (Ctrl-C, or killed) stops the command.
+    let (answers, mut answered) = mpsc::channel(1);
     let watcher = tokio::spawn(read_client(reader, answers, cancel.clone()));
     let (sink, mut reports) = Sink::channel();
     let work = commands::execute(&node, request, &sink, &cancel, &context);
@@ -193,7 +194,7 @@ pub(crate) async fn serve(stream: UnixStream, node: NetworkingService, context: 
 /// closing its end, or a line that is too long or not an answer, cancels the command.
 async fn read_client(
     mut reader: BufReader<OwnedReadHalf>,
-    answers: mpsc::UnboundedSender<bool>,
+    answers: mpsc::Sender<bool>,
     cancel: CancellationToken,
 ) {
     let mut line = String::new();
@@ -207,7 +208,9 @@ async fn read_client(
             Ok(0) | Err(_) => break,
             Ok(_) => match serde_json::from_str::<ClientLine>(&line) {
                 Ok(ClientLine::Answer { yes }) => {
-                    let _ = answers.send(yes);
+                    if answers.send(yes).await.is_err() {
+                        break;
+                    }
                 }
                 Err(error) => {
                     warn!(%error, "the control client sent a line that is not an answer");
