@@ -292,3 +292,51 @@ pub(crate) async fn request(stream: UnixStream, request: &Request, out: Output) 
     view.finish();
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncWriteExt, BufReader};
+    use tokio::net::UnixStream;
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
+
+    use super::{MAX_CLIENT_LINE, read_client};
+
+    /// `read_client` on one end of a socket pair; `lines` written to the other end.
+    async fn client_sends(lines: &[u8]) -> (Vec<bool>, bool) {
+        let (node_end, mut client_end) = UnixStream::pair().unwrap();
+        let (read, _write) = node_end.into_split();
+        let (answers, mut answered) = mpsc::channel(1);
+        let cancel = CancellationToken::new();
+        let reading = tokio::spawn(read_client(BufReader::new(read), answers, cancel.clone()));
+        client_end.write_all(lines).await.unwrap();
+        let mut got = Vec::new();
+        while let Ok(Some(yes)) =
+            tokio::time::timeout(Duration::from_millis(200), answered.recv()).await
+        {
+            got.push(yes);
+        }
+        let cancelled = cancel.is_cancelled();
+        reading.abort();
+        (got, cancelled)
+    }
+
+    #[tokio::test]
+    async fn answers_are_forwarded_and_anything_else_stops_the_command() {
+        let (got, cancelled) = client_sends(
+            b"{\"client\":\"answer\",\"yes\":true}\n{\"client\":\"answer\",\"yes\":false}\n",
+        )
+        .await;
+        assert_eq!((got, cancelled), (vec![true, false], false));
+        let (got, cancelled) = client_sends(b"{\"client\":\"rm -rf\"}\n").await;
+        assert_eq!((got, cancelled), (vec![], true));
+        // A line longer than the bound is cut there, is no answer, and stops the command.
+        let mut long = b"{\"client\":\"answer\",\"yes\":true".to_vec();
+        long.resize(usize::try_from(MAX_CLIENT_LINE).unwrap() * 4, b' ');
+        long.extend_from_slice(b"}\n");
+        let (got, cancelled) = client_sends(&long).await;
+        assert_eq!((got, cancelled), (vec![], true));
+    }
+}
