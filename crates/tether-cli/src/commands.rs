@@ -23,7 +23,7 @@ use crate::settings::Network;
 pub(crate) enum Confirm {
     /// `--yes`: pair without asking.
     Yes,
-    /// Ask on the terminal of the process that runs the pairing.
+    /// Ask the person on the terminal `tether pair` was typed in.
     Ask,
     /// No terminal to ask on and no `--yes`: reject.
     #[default]
@@ -158,9 +158,7 @@ pub(crate) async fn execute(
         } => gc(node, dry_run, receive_dir.as_deref(), sink),
         Request::Rename { name, device } => rename(node, &name, device.as_deref(), sink),
         Request::Doctor { device } => doctor::run(node, device.as_deref(), sink, context).await,
-        Request::Pair { ticket, confirm } => {
-            pair(node, ticket, confirm, sink, cancel, context).await
-        }
+        Request::Pair { ticket, confirm } => pair(node, ticket, confirm, sink, cancel).await,
         Request::Join { code } => join(node, code.as_str(), sink, cancel).await,
         Request::Send(request) => send::run(node, request, sink, cancel).await,
     }
@@ -456,7 +454,6 @@ async fn pair(
     confirm: Confirm,
     sink: &Sink,
     cancel: &CancellationToken,
-    context: &NodeContext,
 ) -> Result<()> {
     let mut invite = if ticket {
         node.start_pairing_with_ticket()?
@@ -482,7 +479,7 @@ async fn pair(
     }
     let expires_in = invite.expires_in;
     let result = tokio::select! {
-        result = decide(&mut invite, confirm, context.running, sink) => result,
+        result = decide(&mut invite, confirm, sink) => result,
         () = tokio::time::sleep(expires_in) => Err(NetworkError::Pairing(tether::PairingError::Expired))
             .context("nobody joined in time; run `tether pair` again for a new code"),
         () = cancel.cancelled() => Err(Failure::interrupted("pairing cancelled").into()),
@@ -509,12 +506,12 @@ async fn join(
 }
 
 /// Waits for a joiner that proves the code and pairs with it if `confirm` says so: at once
-/// (`--yes`), after the person answers y on the terminal, or never (no terminal).
-/// A running `tether up` (`running`) cannot ask on the client's terminal: it rejects too.
+/// (`--yes`), after the person answers y on the terminal they ran `tether pair` in (this
+/// process's, or the control socket client's when a `tether up` runs the pairing), or never
+/// (no terminal).
 async fn decide(
     invite: &mut tether::PairingInvite,
     confirm: Confirm,
-    running: bool,
     sink: &Sink,
 ) -> Result<PairedDevice> {
     if confirm == Confirm::Yes {
@@ -542,26 +539,12 @@ async fn decide(
             "rejected \"{name}\": there is no terminal to ask whether to pair (run `tether pair --yes` to pair with whoever proves the code)"
         );
     }
-    if running {
-        pending.reject();
-        bail!(
-            "rejected \"{name}\": the running `tether up` cannot ask on this terminal (run `tether pair --yes` to pair with whoever proves the code)"
-        );
-    }
+    // The initiator's exchange ends 60 s after the joiner came; no answer by then is no, and
+    // so is a client of the control socket that went away (the command is cancelled).
     let question = format!("Pair with {name}? Verification code {code} [y/N] ");
-    let answer = tokio::task::spawn_blocking(move || {
-        use std::io::{BufRead, Write};
-        let mut stderr = std::io::stderr();
-        let _ = write!(stderr, "{question}");
-        let _ = stderr.flush();
-        let mut line = String::new();
-        let read = std::io::stdin().lock().read_line(&mut line);
-        read.is_ok() && matches!(line.trim(), "y" | "Y" | "yes" | "Yes" | "YES")
-    });
-    // The initiator's exchange ends 60 s after the joiner came; no answer by then is no.
     let yes = matches!(
-        tokio::time::timeout(ANSWER_TIMEOUT, answer).await,
-        Ok(Ok(true))
+        tokio::time::timeout(ANSWER_TIMEOUT, sink.ask(question)).await,
+        Ok(true)
     );
     if !yes {
         pending.reject();

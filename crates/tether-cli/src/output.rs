@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::progress::ProgressView;
 
@@ -127,39 +127,105 @@ pub(crate) struct Line {
     pub(crate) record: Value,
 }
 
+/// What a command puts into its [`Sink`]: a line to show, or a question to put to the person
+/// who ran it.
+#[derive(Debug)]
+pub(crate) enum Report {
+    Line(Line),
+    Ask(Question),
+}
+
+/// A yes/no question for the person who ran the command, asked after every line reported
+/// before it, on the terminal of the process the person typed the command in (this one, or
+/// the control socket's client).
+#[derive(Debug)]
+pub(crate) struct Question {
+    /// The question, ending in `[y/N] `; it may hold text a peer chose.
+    pub(crate) text: String,
+    /// Where the answer goes: `true` for y or yes.
+    pub(crate) answer: oneshot::Sender<bool>,
+}
+
 /// Where a command puts its lines.
 #[derive(Debug, Clone)]
-pub(crate) struct Sink(mpsc::UnboundedSender<Line>);
+pub(crate) struct Sink(mpsc::UnboundedSender<Report>);
 
 impl Sink {
     /// A sink and the receiving end to render (or forward) from.
-    pub(crate) fn channel() -> (Self, mpsc::UnboundedReceiver<Line>) {
+    pub(crate) fn channel() -> (Self, mpsc::UnboundedReceiver<Report>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (Self(tx), rx)
     }
 
     /// A line for people and a record for scripts.
     pub(crate) fn line(&self, event: &str, text: impl Into<String>, record: Value) {
-        let _ = self.0.send(Line {
+        let _ = self.0.send(Report::Line(Line {
             event: event.to_owned(),
             text: text.into(),
             record,
-        });
+        }));
     }
 
     /// Text only; nothing in JSON mode.
     pub(crate) fn text(&self, text: impl Into<String>) {
         self.line("text", text, Value::Null);
     }
+
+    /// Asks the person `text` (ending in `[y/N] `), after the lines reported so far: `true`
+    /// for yes, `false` for any other answer or when nobody can answer any more. The caller
+    /// bounds the wait.
+    pub(crate) async fn ask(&self, text: impl Into<String>) -> bool {
+        let (answer, answered) = oneshot::channel();
+        let question = Question {
+            text: text.into(),
+            answer,
+        };
+        if self.0.send(Report::Ask(question)).is_err() {
+            return false;
+        }
+        answered.await.unwrap_or(false)
+    }
 }
 
-/// Shows lines on this terminal until the sink is dropped.
-pub(crate) async fn render(mut lines: mpsc::UnboundedReceiver<Line>, out: Output) {
+/// Shows lines on this terminal until the sink is dropped, and asks its questions here.
+pub(crate) async fn render(mut reports: mpsc::UnboundedReceiver<Report>, out: Output) {
     let mut view = Renderer::new(out);
-    while let Some(line) = lines.recv().await {
-        view.show(&line);
+    while let Some(report) = reports.recv().await {
+        match report {
+            Report::Line(line) => view.show(&line),
+            Report::Ask(question) => {
+                view.finish();
+                ask_here(&question.text, question.answer);
+            }
+        }
     }
     view.finish();
+}
+
+/// Puts `question` to the person at this terminal (on stderr, escaped) and reads the answer
+/// (one line, at most [`MAX_ANSWER`] bytes) from standard input on a thread of its own, so
+/// that nothing waits for a person who never answers (the process ends without joining it);
+/// sends `true` to `answer` for y or yes.
+pub(crate) fn ask_here(question: &str, answer: oneshot::Sender<bool>) {
+    use std::io::{BufRead, Read};
+    eprint!("{}", terminal_safe(question, false));
+    let _ = std::io::Write::flush(&mut std::io::stderr());
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let read = std::io::stdin()
+            .lock()
+            .take(MAX_ANSWER)
+            .read_line(&mut line);
+        let _ = answer.send(read.is_ok() && is_yes(&line));
+    });
+}
+
+/// The longest answer line read.
+pub(crate) const MAX_ANSWER: u64 = 1024;
+
+/// Whether a typed answer means yes.
+pub(crate) fn is_yes(answer: &str) -> bool {
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
 
 /// Shows lines one at a time; transfer progress goes to progress bars.

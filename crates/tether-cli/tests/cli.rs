@@ -15,25 +15,21 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{event, json_lines};
+use common::{Tether, event, json_lines};
 use serde_json::Value;
 
-fn tether(runtime_dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
-    // The loopback discovery directory lives under XDG_RUNTIME_DIR: one per test. The test
-    // devices' keys are throwaway: no passphrase.
-    command
-        .arg("--insecure-key-file")
-        .env("XDG_RUNTIME_DIR", runtime_dir)
-        .env_remove("TETHER_DATA_DIR")
-        .env_remove("TETHER_CODE");
-    command
+/// `tether` with no global option but `--insecure-key-file` (see [`common::Tether`]).
+fn bare(runtime: &Path) -> Command {
+    Tether::without_data_dir(runtime)
+        .no_network_option()
+        .text()
+        .command(&[])
 }
 
 #[test]
 fn the_demo_pairs_and_talks_on_loopback() {
     let runtime = tempfile::tempdir().unwrap();
-    let output = tether(runtime.path())
+    let output = bare(runtime.path())
         .args(["demo", "--json", "--pings", "5", "--size", "8"])
         .output()
         .unwrap();
@@ -68,10 +64,7 @@ fn start_pair(runtime: &Path, data: &Path, ticket: bool) -> (Child, String) {
 /// Starts `tether pair` (with `--yes` if `yes`; standard input is no terminal) and returns
 /// the process and the code it shows.
 fn start_pair_asking(runtime: &Path, data: &Path, ticket: bool, yes: bool) -> (Child, String) {
-    let mut command = tether(runtime);
-    command
-        .args(["pair", "--local-only", "--json", "--data-dir"])
-        .arg(data);
+    let mut command = Tether::new(runtime, data).command(&["pair"]);
     if ticket {
         command.arg("--ticket");
     }
@@ -111,9 +104,9 @@ fn wait(mut child: Child, within: Duration) -> std::process::ExitStatus {
 fn pair_and_ping(ticket: bool) {
     let runtime = tempfile::tempdir().unwrap();
     let (a, b) = (runtime.path().join("a"), runtime.path().join("b"));
-    let init = tether(runtime.path())
-        .args(["init", "--local-only", "--name", "desk", "--data-dir"])
-        .arg(&a)
+    let init = Tether::new(runtime.path(), &a)
+        .text()
+        .command(&["init", "--name", "desk"])
         .output()
         .unwrap();
     assert!(
@@ -133,18 +126,17 @@ fn pair_and_ping(ticket: bool) {
     assert_eq!(event(&joined, "paired")["name"], "desk");
     assert!(wait(pairing, Duration::from_secs(20)).success());
 
-    let devices = tether(runtime.path())
-        .args(["devices", "--json", "--data-dir"])
-        .arg(&a)
+    let devices = Tether::new(runtime.path(), &a)
+        .no_network_option()
+        .command(&["devices"])
         .output()
         .unwrap();
     assert!(devices.status.success());
     assert_eq!(json_lines(&devices.stdout).len(), 1);
 
     // `up` on one side, `ping` from the other.
-    let mut up = tether(runtime.path())
-        .args(["up", "--local-only", "--json", "--data-dir"])
-        .arg(&a)
+    let mut up = Tether::new(runtime.path(), &a)
+        .command(&["up"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -152,9 +144,8 @@ fn pair_and_ping(ticket: bool) {
     let ready: Value = serde_json::from_str(&up_lines.next().unwrap().unwrap()).unwrap();
     assert_eq!(ready["event"], "up");
     std::thread::spawn(move || for _ in up_lines {});
-    let ping = tether(runtime.path())
-        .args(["ping", "desk", "--local-only", "--json", "--data-dir"])
-        .arg(&b)
+    let ping = Tether::new(runtime.path(), &b)
+        .command(&["ping", "desk"])
         .output()
         .unwrap();
     up.kill().unwrap();
@@ -181,9 +172,8 @@ fn two_processes_pair_by_ticket_and_ping() {
 
 /// `tether join -` for `data`, with `input` on its standard input.
 fn join_with_stdin(runtime: &Path, data: &Path, input: &str) -> std::process::Output {
-    let mut child = tether(runtime)
-        .args(["join", "-", "--local-only", "--json", "--data-dir"])
-        .arg(data)
+    let mut child = Tether::new(runtime, data)
+        .command(&["join", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -200,9 +190,8 @@ fn join_with_stdin(runtime: &Path, data: &Path, input: &str) -> std::process::Ou
 
 /// The paired devices `tether devices` lists for `data`.
 fn paired_devices(runtime: &Path, data: &Path) -> Vec<Value> {
-    let devices = tether(runtime)
-        .args(["devices", "--local-only", "--json", "--data-dir"])
-        .arg(data)
+    let devices = Tether::new(runtime, data)
+        .command(&["devices"])
         .output()
         .unwrap();
     assert!(
@@ -221,9 +210,8 @@ fn a_code_on_the_command_line_is_refused_and_nothing_pairs() {
     let runtime = tempfile::tempdir().unwrap();
     let (a, b) = (runtime.path().join("a"), runtime.path().join("b"));
     let (mut pairing, code) = start_pair(runtime.path(), &a, false);
-    let join = tether(runtime.path())
-        .args(["join", &code, "--local-only", "--json", "--data-dir"])
-        .arg(&b)
+    let join = Tether::new(runtime.path(), &b)
+        .command(&["join", &code])
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -280,9 +268,8 @@ fn tether_code_in_the_environment_pairs() {
     let runtime = tempfile::tempdir().unwrap();
     let (a, b) = (runtime.path().join("a"), runtime.path().join("b"));
     let (pairing, code) = start_pair(runtime.path(), &a, true);
-    let join = tether(runtime.path())
-        .args(["join", "--local-only", "--json", "--data-dir"])
-        .arg(&b)
+    let join = Tether::new(runtime.path(), &b)
+        .command(&["join"])
         .env("TETHER_CODE", &code)
         .stdin(Stdio::null())
         .output()
@@ -299,9 +286,9 @@ fn tether_code_in_the_environment_pairs() {
 #[test]
 fn join_without_a_code_or_a_terminal_says_how_to_give_one() {
     let runtime = tempfile::tempdir().unwrap();
-    let output = tether(runtime.path())
-        .args(["join", "--local-only", "--data-dir"])
-        .arg(runtime.path().join("x"))
+    let output = Tether::new(runtime.path(), &runtime.path().join("x"))
+        .text()
+        .command(&["join"])
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -328,9 +315,9 @@ fn a_mistyped_code_is_exit_code_3_with_suggestions() {
 #[test]
 fn pinging_an_unknown_device_is_exit_code_4() {
     let runtime = tempfile::tempdir().unwrap();
-    let output = tether(runtime.path())
-        .args(["ping", "nobody", "--local-only", "--data-dir"])
-        .arg(runtime.path().join("x"))
+    let output = Tether::new(runtime.path(), &runtime.path().join("x"))
+        .text()
+        .command(&["ping", "nobody"])
         .output()
         .unwrap();
     assert_eq!(
@@ -362,7 +349,7 @@ fn help_fits_80_columns_and_lists_exit_codes() {
         "key",
         "key protect",
     ] {
-        let mut tether = tether(runtime.path());
+        let mut tether = bare(runtime.path());
         tether.args(command.split_whitespace());
         let output = tether.arg("--help").output().unwrap();
         assert!(output.status.success());
@@ -387,9 +374,10 @@ fn help_fits_80_columns_and_lists_exit_codes() {
 #[test]
 fn a_relay_that_is_not_a_url_is_a_usage_error() {
     let runtime = tempfile::tempdir().unwrap();
-    let output = tether(runtime.path())
-        .args(["--relay", "relay.example", "id", "--data-dir"])
-        .arg(runtime.path().join("x"))
+    let output = Tether::new(runtime.path(), &runtime.path().join("x"))
+        .text()
+        .no_network_option()
+        .command(&["--relay", "relay.example", "id"])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
@@ -404,13 +392,11 @@ fn control_characters_in_an_error_reach_the_terminal_escaped() {
     let runtime = tempfile::tempdir().unwrap();
     let hostile = "\u{1b}]0;owned\u{7}\u{1b}[2J\u{9b}31m\u{202e}x";
     for json in [false, true] {
-        let mut command = tether(runtime.path());
-        command
-            .args(["ping", hostile, "--local-only", "--data-dir"])
-            .arg(runtime.path().join("x"));
-        if json {
-            command.arg("--json");
+        let mut setup = Tether::new(runtime.path(), &runtime.path().join("x"));
+        if !json {
+            setup = setup.text();
         }
+        let mut command = setup.command(&["ping", hostile]);
         let output = command.output().unwrap();
         assert_eq!(output.status.code(), Some(4));
         for stream in [&output.stdout, &output.stderr] {

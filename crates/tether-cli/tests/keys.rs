@@ -15,19 +15,13 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-/// `tether --local-only --json --data-dir DATA ARGS...` with no terminal on standard input and
-/// no passphrase in the environment.
+use common::Tether;
+
+/// `tether --local-only --json --data-dir DATA ARGS...` (see [`common::Tether`]) without
+/// `--insecure-key-file`: no terminal on standard input and no passphrase in the environment.
 fn tether(runtime: &Path, data: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
-    command
-        .args(["--local-only", "--json", "--data-dir"])
-        .arg(data)
-        .args(args)
-        .env("XDG_RUNTIME_DIR", runtime)
-        .env_remove("TETHER_DATA_DIR")
-        .env_remove("TETHER_PASSPHRASE")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null());
+    let mut command = Tether::new(runtime, data).sealed_key().command(args);
+    command.env("RUST_LOG", "warn");
     command
 }
 

@@ -26,24 +26,12 @@ use serde_json::Value;
 /// Generous bounds, only so that a broken build fails instead of hanging.
 const START: Duration = Duration::from_secs(60);
 
-/// `tether --local-only --json --data-dir DATA ARGS...` logging everything to `log`.
+/// `tether --local-only --json --insecure-key-file --data-dir DATA ARGS...` (see
+/// [`common::Tether`]) logging everything to `log`.
 fn tether(runtime: &Path, data: &Path, args: &[&str], log: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
+    let mut command = common::tether(runtime, data, args);
     command
-        .args([
-            "--local-only",
-            "--json",
-            "--insecure-key-file",
-            "--data-dir",
-        ])
-        .arg(data)
-        .args(args)
-        .env("XDG_RUNTIME_DIR", runtime)
         .env("RUST_LOG", "trace")
-        .env_remove("TETHER_PASSPHRASE")
-        .env_remove("TETHER_DATA_DIR")
-        .env_remove("TETHER_CODE")
-        .stdin(Stdio::null())
         .stderr(File::create(log).unwrap());
     command
 }

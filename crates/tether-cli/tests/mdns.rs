@@ -23,21 +23,16 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{event, json_lines};
+use common::{Tether, event, json_lines};
 use netns::{Netns, Side};
 use serde_json::Value;
 
 /// `tether --lan --json --insecure-key-file --data-dir DATA ARGS...` inside `side`'s
-/// namespace (throwaway keys: no passphrase).
+/// namespace (see [`common::Tether`]; throwaway keys: no passphrase).
 fn tether_in(netns: &Netns, side: Side, runtime: &Path, data: &Path, args: &[&str]) -> Command {
     let mut command = netns.command(side, env!("CARGO_BIN_EXE_tether"), runtime);
-    command
-        .args(["--lan", "--json", "--insecure-key-file", "--data-dir"])
-        .arg(data)
-        .args(args)
-        .env("XDG_RUNTIME_DIR", runtime)
-        .env_remove("TETHER_DATA_DIR")
-        .stdin(Stdio::null());
+    Tether::new(runtime, data).lan().set_up(&mut command);
+    command.args(args);
     command
 }
 
@@ -109,18 +104,7 @@ fn two_lan_nodes_up_in_namespaces_pair_by_word_code_over_mdns_and_ping() {
     let (desk, phone) = (runtime.path().join("desk"), runtime.path().join("phone"));
     for (dir, name) in [(&desk, "desk"), (&phone, "phone")] {
         // The identity is made offline (a key file, never the OS keychain).
-        let init = Command::new(env!("CARGO_BIN_EXE_tether"))
-            .args([
-                "init",
-                "--local-only",
-                "--insecure-key-file",
-                "--name",
-                name,
-            ])
-            .arg("--data-dir")
-            .arg(dir)
-            .env("XDG_RUNTIME_DIR", runtime.path())
-            .env_remove("TETHER_DATA_DIR")
+        let init = common::tether(runtime.path(), dir, &["init", "--name", name])
             .output()
             .unwrap();
         check(&init, "init");

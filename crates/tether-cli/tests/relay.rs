@@ -9,9 +9,10 @@
     clippy::panic
 )]
 
+mod common;
+
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use iroh_relay::server::{CertConfig, RelayConfig, Server, ServerConfig, TlsConfig};
 use serde_json::Value;
@@ -31,17 +32,12 @@ async fn start_relay() -> (Server, String, Vec<u8>) {
 }
 
 async fn doctor(runtime: &Path, relay: &str, ca: &Path) -> Vec<Value> {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
-    command
-        .args(["--local-only", "--json", "--insecure-key-file"])
-        .args(["--relay", relay, "--relay-ca"])
-        .arg(ca)
-        .arg("--data-dir")
-        .arg(runtime.join("data"))
-        .arg("doctor")
-        .env("XDG_RUNTIME_DIR", runtime)
-        .env_remove("TETHER_DATA_DIR")
-        .stdin(Stdio::null());
+    let mut command = common::tether(
+        runtime,
+        &runtime.join("data"),
+        &["--relay", relay, "--relay-ca"],
+    );
+    command.arg(ca).arg("doctor");
     let output = tokio::task::spawn_blocking(move || command.output())
         .await
         .unwrap()
@@ -51,10 +47,7 @@ async fn doctor(runtime: &Path, relay: &str, ca: &Path) -> Vec<Value> {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect()
+    common::json_lines(&output.stdout)
 }
 
 fn relay_line(lines: &[Value]) -> &Value {

@@ -53,6 +53,8 @@ pub struct PendingPairing {
 
 impl PendingPairing {
     /// Accepts the pairing: stores it here, and tells the joiner, which stores it too.
+    /// Returns once the joiner has read the answer and closed the connection (or after 30 s),
+    /// so the node may be shut down at once without cutting the joiner off unpaired.
     pub async fn accept(mut self) -> Result<PairedDevice, NetworkError> {
         let (outcome, stored) = oneshot::channel();
         let Some(answer) = self.answer.take() else {
@@ -155,16 +157,24 @@ pub(crate) async fn serve_joiner(
                 let addresses = crate::service::remote_ip(connection);
                 let relay = remote_relay(connection);
                 let stored = store(registry, *paired, addresses, relay);
-                if let Some(outcome) = outcome {
-                    let _ = outcome.send(match &stored {
-                        Ok(device) => Ok(device.clone()),
-                        Err(error) => Err(error.to_string()),
-                    });
-                }
-                let device = stored?;
-                // A clean end of the stream tells the joiner we accepted.
+                let device = match stored {
+                    Ok(device) => device,
+                    Err(error) => {
+                        if let Some(outcome) = outcome {
+                            let _ = outcome.send(Err(error.to_string()));
+                        }
+                        return Err(error);
+                    }
+                };
+                // A clean end of the stream tells the joiner we accepted; it closes the
+                // connection once it has read it. Only then is the person who accepted told
+                // (an app or `tether pair` may stop the node at once, which would cut the
+                // joiner off before its answer and leave it unpaired).
                 let _ = send.finish();
                 let _ = tokio::time::timeout(MESSAGE_TIMEOUT, connection.closed()).await;
+                if let Some(outcome) = outcome {
+                    let _ = outcome.send(Ok(device.clone()));
+                }
                 return Ok(device);
             }
             Err(failure) => return Err(abort(connection, &mut send, failure).await),

@@ -302,6 +302,36 @@ async fn a_rejected_pending_pairing_stores_nothing_on_either_side() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_initiator_that_stops_right_after_accepting_leaves_both_sides_paired() {
+    // `tether pair` exits as soon as `accept` returns: by then the joiner must have its
+    // answer, or it stores nothing while the initiator has stored the pairing.
+    let lab = Lab::new();
+    for round in 0..5 {
+        let laptop = lab.start(&format!("laptop-{round}")).await;
+        let phone = lab.start(&format!("phone-{round}")).await;
+        let mut invite = laptop.start_pairing_as_initiator().unwrap();
+        let code = invite.code.clone();
+        let joining = tokio::spawn({
+            let phone = phone.clone();
+            async move { phone.join_pairing(&code).await }
+        });
+        let pending = tokio::time::timeout(Duration::from_secs(20), invite.pending())
+            .await
+            .unwrap()
+            .unwrap();
+        pending.accept().await.unwrap();
+        laptop.shutdown().await;
+        let joined = tokio::time::timeout(Duration::from_secs(20), joining)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(joined.is_ok(), "round {round}: {joined:?}");
+        assert_eq!(phone.paired_devices().len(), 1, "round {round}");
+        phone.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_accepted_pending_pairing_stores_on_both_sides() {
     let lab = Lab::new();
     let laptop = lab.start("laptop").await;

@@ -11,33 +11,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub(crate) use super::tether;
 use super::{event, json_lines};
 
 /// Generous bounds, only so that a broken build fails instead of hanging.
 pub(crate) const START: Duration = Duration::from_secs(30);
 pub(crate) const FINISH: Duration = Duration::from_secs(120);
-
-/// `tether --local-only --json --insecure-key-file --data-dir DATA ARGS...` (throwaway keys:
-/// no passphrase), with the loopback discovery directory under the test's own runtime
-/// directory.
-pub(crate) fn tether(runtime: &Path, data: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
-    command
-        .args([
-            "--local-only",
-            "--json",
-            "--insecure-key-file",
-            "--data-dir",
-        ])
-        .arg(data)
-        .args(args)
-        .env("XDG_RUNTIME_DIR", runtime)
-        .env_remove("TETHER_DATA_DIR")
-        .env_remove("TETHER_PASSPHRASE")
-        .env_remove("TETHER_CODE")
-        .stdin(Stdio::null());
-    command
-}
 
 pub(crate) fn check(output: &Output, what: &str) -> Vec<Value> {
     assert!(
