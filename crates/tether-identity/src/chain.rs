@@ -155,15 +155,20 @@ mod tests {
             "repeating: inner: inner: closed",
             "the chain shows the repetition"
         );
-        assert_eq!(repeated_segment(&error_chain(&error)).as_deref(), Some("inner"));
-        let panicked =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| assert_no_repeated_layer(&error)));
+        assert_eq!(
+            repeated_segment(&error_chain(&error)).as_deref(),
+            Some("inner")
+        );
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            assert_no_repeated_layer(&error)
+        }));
         assert!(panicked.is_err());
     }
 
     #[test]
     fn repeated_runs_of_layers_are_found_in_text() {
-        let text = "transfer failed: link lost: connection lost: link lost: connection lost: closed";
+        let text =
+            "transfer failed: link lost: connection lost: link lost: connection lost: closed";
         assert_eq!(
             repeated_segment(text).as_deref(),
             Some("link lost: connection lost")

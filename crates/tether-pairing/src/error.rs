@@ -337,14 +337,20 @@ mod tests {
             Box::new(PairingError::PeerMisbehaved(malformed())),
             Box::new(PairingError::Usage(UsageError::PeerIsSelf)),
             Box::new(malformed()),
-            Box::new(Failure::new(PairingError::PeerMisbehaved(malformed()), None)),
+            Box::new(Failure::new(
+                PairingError::PeerMisbehaved(malformed()),
+                None,
+            )),
             Box::new(Failure::new(PairingError::WrongCode, None)),
         ];
         for error in &errors {
             assert_no_repeated_layer(error.as_ref());
         }
         assert_eq!(
-            error_chain(&Failure::new(PairingError::PeerMisbehaved(malformed()), None)),
+            error_chain(&Failure::new(
+                PairingError::PeerMisbehaved(malformed()),
+                None
+            )),
             "the other device broke the pairing protocol: malformed message: message is truncated"
         );
     }

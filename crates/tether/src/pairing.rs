@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use iroh::endpoint::{Connection, RecvStream, SendStream};
 use rand_core::UnwrapErr;
-use tether_identity::{DeviceInfo, NodeId};
+use tether_identity::{DeviceInfo, NodeId, error_chain};
 use tether_pairing::{
     Credential, Failure, Initiator, InitiatorStep, Joiner, LocalDevice, MAX_MESSAGE_LEN, Paired,
     Timestamp,
@@ -158,7 +158,7 @@ pub(crate) async fn serve_joiner(
                 if let Some(outcome) = outcome {
                     let _ = outcome.send(match &stored {
                         Ok(device) => Ok(device.clone()),
-                        Err(error) => Err(error.to_string()),
+                        Err(error) => Err(error_chain(error)),
                     });
                 }
                 let device = stored?;
@@ -374,9 +374,9 @@ fn u16_len(len: usize) -> u16 {
     u16::try_from(len).unwrap_or(u16::MAX)
 }
 
-fn failed(peer: &NodeId, error: impl std::fmt::Display) -> NetworkError {
+fn failed(peer: &NodeId, error: impl std::error::Error) -> NetworkError {
     NetworkError::ConnectionFailed {
         node: short(peer),
-        reason: error.to_string(),
+        reason: error_chain(&error),
     }
 }
