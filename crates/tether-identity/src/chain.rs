@@ -77,12 +77,12 @@ pub fn repeated_layer(error: &dyn Error) -> Option<(String, String)> {
 #[doc(hidden)]
 #[track_caller]
 pub fn assert_no_repeated_layer(error: &dyn Error) {
-    if let Some((outer, inner)) = repeated_layer(error) {
-        panic!(
-            "error chain repeats a layer: {outer:?} already contains {inner:?} (chain: {})",
-            ErrorChain(error)
-        );
-    }
+    let repeated = repeated_layer(error);
+    assert!(
+        repeated.is_none(),
+        "error chain repeats a layer: (outer, inner) = {repeated:?} (chain: {})",
+        ErrorChain(error)
+    );
 }
 
 /// In a chain printed as text (`outer: inner: cause`, as [`ErrorChain`] or anyhow's `{:#}`
@@ -109,9 +109,11 @@ pub fn repeated_segment(text: &str) -> Option<String> {
 #[doc(hidden)]
 #[track_caller]
 pub fn assert_no_repeated_segment(text: &str) {
-    if let Some(segment) = repeated_segment(text) {
-        panic!("error text repeats {segment:?}: {text}");
-    }
+    let repeated = repeated_segment(text);
+    assert!(
+        repeated.is_none(),
+        "error text repeats {repeated:?}: {text}"
+    );
 }
 
 #[cfg(test)]
@@ -160,7 +162,7 @@ mod tests {
             Some("inner")
         );
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            assert_no_repeated_layer(&error)
+            assert_no_repeated_layer(&error);
         }));
         assert!(panicked.is_err());
     }
