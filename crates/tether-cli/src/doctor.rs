@@ -4,7 +4,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Result;
 use serde_json::json;
-use tether::{KeyStorageKind, NetworkingService, PathKind, RelayConfig};
+use tether::{ErrorChain, KeyStorageKind, NetworkingService, PathKind, RelayConfig, error_chain};
 
 use crate::commands::{NodeContext, resolve};
 use crate::output::Sink;
@@ -353,12 +353,15 @@ async fn reach(node: &NetworkingService, device: &str, sink: &Sink) -> Result<()
         Err(error) => {
             sink.line(
                 "reach",
-                format!("{device:<10} unreachable: {error}\n           run `tether up` on it"),
+                format!(
+                    "{device:<10} unreachable: {}\n           run `tether up` on it",
+                    ErrorChain(&error)
+                ),
                 json!({
                     "device": device,
                     "node_id": target.to_string(),
                     "reachable": false,
-                    "error": error.to_string(),
+                    "error": error_chain(&error),
                 }),
             );
         }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use tether::NetworkError;
+use tether::{ErrorChain, NetworkError};
 
 /// Any other error (one sentence on stderr says what and the way out).
 pub(crate) const ERROR: u8 = 1;
@@ -71,13 +71,17 @@ pub(crate) fn offline(device: &str, error: NetworkError) -> anyhow::Error {
         | NetworkError::Transport(_) => Failure::new(
             DEVICE,
             format!(
-                "{device} is offline or unreachable ({error}); run `tether up` on it and try again"
+                "{device} is offline or unreachable ({}); run `tether up` on it and try again",
+                ErrorChain(&error)
             ),
         )
         .into(),
         NetworkError::Refused { .. } => Failure::new(
             DEVICE,
-            format!("{error}; pair the devices again (`tether pair` / `tether join`)"),
+            format!(
+                "{}; pair the devices again (`tether pair` / `tether join`)",
+                ErrorChain(&error)
+            ),
         )
         .into(),
         NetworkError::Panicked { .. } => internal(&error).into(),
@@ -89,7 +93,10 @@ pub(crate) fn offline(device: &str, error: NetworkError) -> anyhow::Error {
 fn internal(error: &NetworkError) -> Failure {
     Failure::new(
         INTERNAL,
-        format!("{error}; please report it with the log (run it again with RUST_LOG=debug)"),
+        format!(
+            "{}; please report it with the log (run it again with RUST_LOG=debug)",
+            ErrorChain(error)
+        ),
     )
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tether::{NetworkError, NetworkingService, TransferEvent, TransferOptions};
+use tether::{ErrorChain, NetworkError, NetworkingService, TransferEvent, TransferOptions};
 use tether_transfer::{AbortCode, LocalError, PeerError, TransferError};
 use tokio_util::sync::CancellationToken;
 
@@ -53,7 +53,7 @@ pub(crate) async fn run(
         handle = node.share_with_device(target, &request.paths, options) => match handle {
             Ok(handle) => handle,
             Err(NetworkError::Transfer(error)) => {
-                return Err(Failure::usage(format!("cannot send: {error}")).into());
+                return Err(Failure::usage(format!("cannot send: {}", ErrorChain(&error))).into());
             }
             Err(error) => return Err(offline(&name, error)),
         },
@@ -162,7 +162,10 @@ fn transfer_failure(name: &str, error: &TransferError) -> String {
             }
         }
         TransferError::Link(error) => {
-            format!("the connection to {name} was lost ({error}); {again}")
+            format!(
+                "the connection to {name} was lost ({}); {again}",
+                ErrorChain(error)
+            )
         }
         TransferError::Stalled { waiting_for, idle } => format!(
             "the transfer to {name} stalled: nothing moved for {} s while waiting for \
@@ -170,9 +173,15 @@ fn transfer_failure(name: &str, error: &TransferError) -> String {
             idle.as_secs()
         ),
         TransferError::Local(LocalError::DiskFull { .. }) => {
-            format!("this device's disk is full ({error}); free space and {again}")
+            format!(
+                "this device's disk is full ({}); free space and {again}",
+                ErrorChain(error)
+            )
         }
-        other => format!("the transfer to {name} did not complete ({other}); {again}"),
+        other => format!(
+            "the transfer to {name} did not complete ({}); {again}",
+            ErrorChain(other)
+        ),
     }
 }
 

@@ -215,7 +215,7 @@ fn a_code_on_the_command_line_is_refused_and_nothing_pairs() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&join.stderr);
+    let stderr = common::error_text(&join);
     assert_eq!(join.status.code(), Some(2), "{stderr}");
     let error: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(error.len(), 1, "{stderr}");
@@ -238,7 +238,7 @@ fn pair_without_a_terminal_or_yes_rejects_the_joiner_and_stores_nothing() {
     let (a, b) = (runtime.path().join("a"), runtime.path().join("b"));
     let (pairing, code) = start_pair_asking(runtime.path(), &a, false, false);
     let join = join_with_stdin(runtime.path(), &b, &format!("{code}\n"));
-    let stderr = String::from_utf8_lossy(&join.stderr);
+    let stderr = common::error_text(&join);
     assert!(!join.status.success(), "{stderr}");
     assert!(stderr.contains("declined"), "{stderr}");
     assert!(!wait(pairing, Duration::from_secs(20)).success());
@@ -292,7 +292,7 @@ fn join_without_a_code_or_a_terminal_says_how_to_give_one() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = common::error_text(&output);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("tether join -"), "{stderr}");
     let empty = join_with_stdin(runtime.path(), &runtime.path().join("x"), "\n");
@@ -308,7 +308,7 @@ fn a_mistyped_code_is_exit_code_3_with_suggestions() {
         "harbor-brave-lionn-sunset\n",
     );
     assert_eq!(output.status.code(), Some(3));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = common::error_text(&output);
     assert!(stderr.contains("lion"), "{stderr}");
 }
 
@@ -406,7 +406,7 @@ fn control_characters_in_an_error_reach_the_terminal_escaped() {
                 "raw control characters: {text:?}"
             );
         }
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = common::error_text(&output);
         assert!(stderr.contains("\\u{1b}]0;owned"), "{stderr}");
     }
 }

@@ -35,7 +35,7 @@ fn a_new_key_with_no_way_to_protect_it_is_refused_in_one_sentence() {
     let output = tether(runtime.path(), &data, &["init", "--name", "bare"])
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = common::error_text(&output);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{stderr}");
@@ -130,7 +130,7 @@ fn a_passphrase_file_seals_a_new_key_and_no_raw_key_byte_is_on_disk() {
     );
     assert_eq!(again["node_id"], made["node_id"]);
     let without = tether(rt, &data, &["id"]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&without.stderr);
+    let stderr = common::error_text(&without);
     assert_eq!(without.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("--passphrase-file"), "{stderr}");
     assert!(!stderr.contains(PASSPHRASE));
@@ -152,7 +152,7 @@ fn an_existing_unprotected_key_keeps_working_with_one_warning_line() {
         "init",
     );
     let output = tether(rt, &data, &["id"]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = common::error_text(&output);
     assert!(output.status.success(), "{stderr}");
     let id = common::event(&common::json_lines(&output.stdout), "identity").clone();
     assert_eq!(id["node_id"], made["node_id"]);

@@ -141,7 +141,7 @@ fn pair_running_nodes_and_send(ticket: bool) {
             .arg(&file)
             .output()
             .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = common::error_text(&output);
         assert!(!output.status.success(), "{stderr}");
         assert!(
             stderr.contains("takes only encrypted transfers")
@@ -249,7 +249,7 @@ fn sending_to_an_offline_device_is_exit_code_4() {
         .arg(&file)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = common::error_text(&output);
     assert_eq!(output.status.code(), Some(4), "{stderr}");
     assert!(stderr.contains("offline or unreachable"), "{stderr}");
     assert!(stderr.contains("tether up"), "{stderr}");
@@ -284,7 +284,7 @@ fn rename_doctor_and_a_second_up() {
         &["rename", "--device", "desk", "0a1b2c3d-4e5f"],
     ] {
         let refused = tether(rt, &laptop, args).output().unwrap();
-        let stderr = String::from_utf8_lossy(&refused.stderr);
+        let stderr = common::error_text(&refused);
         assert_eq!(refused.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains("looks like"), "{args:?}: {stderr}");
     }
@@ -395,7 +395,7 @@ fn up_without_a_terminal_declines_an_unmarked_device_and_writes_nothing() {
 
     // Not marked, no terminal on the desk: declined, with a reason the sender prints.
     let refused = send_to_desk(rt, &laptop, &src);
-    let stderr = String::from_utf8_lossy(&refused.stderr);
+    let stderr = common::error_text(&refused);
     eprintln!("unmarked send: {} {stderr}", refused.status);
     assert!(!refused.status.success(), "the unmarked send went through");
     assert!(stderr.contains("declined"), "{stderr}");

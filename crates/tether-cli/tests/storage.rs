@@ -177,7 +177,7 @@ fn trust_sets_a_quota_devices_shows_it_a_send_over_it_fails_and_a_reset_lets_it_
     assert_eq!(laptop_on(rt, &desk)["stored_bytes"], 600 * 1024);
 
     let refused = send(rt, &laptop, &second);
-    let stderr = String::from_utf8_lossy(&refused.stderr);
+    let stderr = common::error_text(&refused);
     eprintln!("over the quota: {} {stderr}", refused.status);
     assert!(
         !refused.status.success(),

@@ -29,7 +29,7 @@ pub enum IdentityError {
     #[error("a device id is a UUID, e.g. 67e55044-10b1-426f-9247-bb680e5fe0c8")]
     DeviceIdText,
     /// A device name broke one of the naming rules.
-    #[error("invalid device name: {0}")]
+    #[error("invalid device name")]
     DeviceName(#[from] DeviceNameError),
     /// A peer's device info claims a public key other than the one its connection proved.
     #[error("device info claims key {claimed} but the connection authenticated {authenticated}")]
@@ -65,4 +65,17 @@ pub enum DeviceNameError {
     /// The name holds a bidirectional-text override, which can make one name look like another.
     #[error("it contains a bidirectional-text control character")]
     BidiControl,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::{assert_no_repeated_layer, error_chain};
+
+    #[test]
+    fn every_variant_with_a_source_prints_it_once() {
+        let error = IdentityError::DeviceName(DeviceNameError::Empty);
+        assert_no_repeated_layer(&error);
+        assert_eq!(error_chain(&error), "invalid device name: it is empty");
+    }
 }

@@ -24,6 +24,7 @@
 //!
 //! This crate does no IO; randomness is passed in.
 
+mod chain;
 mod context;
 #[cfg(fuzzing)]
 pub mod danger_fuzzing;
@@ -34,6 +35,11 @@ mod identity;
 mod node_id;
 mod signature;
 
+pub use chain::{ErrorChain, error_chain};
+#[doc(hidden)]
+pub use chain::{
+    assert_no_repeated_layer, assert_no_repeated_segment, repeated_layer, repeated_segment,
+};
 pub use context::SigningContext;
 pub use device::{DeviceId, DeviceInfo, DeviceName, DeviceType};
 pub use error::{DeviceNameError, IdentityError};

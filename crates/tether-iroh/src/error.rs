@@ -107,3 +107,25 @@ pub enum LoopbackDirProblem {
     #[error("it cannot be created or inspected")]
     Io(#[source] std::io::Error),
 }
+
+#[cfg(test)]
+mod tests {
+    use tether_identity::{assert_no_repeated_layer, error_chain};
+
+    use super::*;
+
+    #[test]
+    fn every_variant_with_a_source_prints_it_once() {
+        let dir = || LoopbackDirError {
+            path: "/run/user/1/tether".into(),
+            problem: LoopbackDirProblem::Io(std::io::Error::other("gone")),
+        };
+        assert_no_repeated_layer(&TransportError::LoopbackDir(dir()));
+        assert_no_repeated_layer(&dir());
+        assert_eq!(
+            error_chain(&TransportError::LoopbackDir(dir())),
+            "cannot use /run/user/1/tether for loopback discovery: it cannot be created or \
+             inspected: gone"
+        );
+    }
+}

@@ -40,13 +40,13 @@ pub enum PairingError {
     #[error("pairing refused: {0}")]
     Refused(Refusal),
     /// The peer sent something the protocol does not allow.
-    #[error("the other device broke the pairing protocol: {0}")]
+    #[error("the other device broke the pairing protocol")]
     PeerMisbehaved(#[from] Misbehavior),
     /// The peer ended the handshake and said why.
     #[error("the other device ended pairing: {0}")]
     PeerAborted(AbortReason),
     /// The caller used the API wrongly; no message from the peer caused this.
-    #[error("pairing API misuse: {0}")]
+    #[error("pairing API misuse")]
     Usage(#[from] UsageError),
     /// A local invariant failed: a bug in this crate or a dependency, never the peer's doing.
     #[error("internal pairing error: {0}")]
@@ -79,7 +79,7 @@ pub enum Refusal {
 #[non_exhaustive]
 pub enum Misbehavior {
     /// A message did not decode.
-    #[error("malformed message: {0}")]
+    #[error("malformed message")]
     Malformed(#[from] MessageError),
     /// A well-formed message arrived at the wrong point of the handshake.
     #[error("expected {expected}, received {received}")]
@@ -316,8 +316,42 @@ impl fmt::Display for Failure {
     }
 }
 
+/// Shows as its error does, so its source is the error's source (not the error itself, which
+/// would print the same text twice in a chain).
 impl std::error::Error for Failure {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.error)
+        std::error::Error::source(&self.error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tether_identity::{assert_no_repeated_layer, error_chain};
+
+    use super::*;
+
+    #[test]
+    fn every_variant_with_a_source_prints_it_once() {
+        let malformed = || Misbehavior::Malformed(MessageError::Truncated);
+        let errors: Vec<Box<dyn std::error::Error>> = vec![
+            Box::new(PairingError::PeerMisbehaved(malformed())),
+            Box::new(PairingError::Usage(UsageError::PeerIsSelf)),
+            Box::new(malformed()),
+            Box::new(Failure::new(
+                PairingError::PeerMisbehaved(malformed()),
+                None,
+            )),
+            Box::new(Failure::new(PairingError::WrongCode, None)),
+        ];
+        for error in &errors {
+            assert_no_repeated_layer(error.as_ref());
+        }
+        assert_eq!(
+            error_chain(&Failure::new(
+                PairingError::PeerMisbehaved(malformed()),
+                None
+            )),
+            "the other device broke the pairing protocol: malformed message: message is truncated"
+        );
     }
 }

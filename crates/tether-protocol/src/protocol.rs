@@ -76,10 +76,10 @@ impl<P: NetworkProtocol + ?Sized> NetworkProtocol for std::sync::Arc<P> {
 #[non_exhaustive]
 pub enum ProtocolError {
     /// The connection failed or was closed.
-    #[error("connection lost: {0}")]
+    #[error("connection lost")]
     Connection(#[from] ConnectionError),
     /// Writing to a stream failed.
-    #[error("write failed: {0}")]
+    #[error("write failed")]
     Write(#[from] WriteError),
     /// The peer broke the protocol's rules.
     #[error("protocol violation: {0}")]
@@ -93,5 +93,29 @@ impl ProtocolError {
     /// Wraps any error.
     pub fn other(error: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Other(Box::new(error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tether_identity::{assert_no_repeated_layer, error_chain};
+
+    use super::*;
+
+    #[test]
+    fn every_variant_with_a_source_prints_it_once() {
+        let errors = [
+            ProtocolError::Connection(ConnectionError::LocallyClosed),
+            ProtocolError::Write(WriteError::ClosedStream),
+            ProtocolError::Write(WriteError::ConnectionLost(ConnectionError::TimedOut)),
+            ProtocolError::other(std::io::Error::other("disk gone")),
+        ];
+        for error in &errors {
+            assert_no_repeated_layer(error);
+        }
+        assert_eq!(
+            error_chain(&ProtocolError::Connection(ConnectionError::LocallyClosed)),
+            "connection lost: closed"
+        );
     }
 }

@@ -22,7 +22,7 @@ pub type BoxedSource = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[non_exhaustive]
 pub enum KeyError {
     /// Reading or writing a file failed (permissions, disk full, ...).
-    #[error("could not {action} {}: {source}", path.display())]
+    #[error("could not {action} {}", path.display())]
     Io {
         /// What was being done, e.g. "read" or "create".
         action: &'static str,
@@ -215,7 +215,7 @@ pub enum KeyError {
 #[non_exhaustive]
 pub enum StoreError {
     /// Reading, creating or setting permissions on the file failed.
-    #[error("could not {action} {}: {source}", path.display())]
+    #[error("could not {action} {}", path.display())]
     Io {
         /// What was being done.
         action: &'static str,
@@ -285,7 +285,7 @@ pub enum StoreError {
         path: PathBuf,
     },
     /// The database failed while working (an IO error inside redb, a full disk, ...).
-    #[error("the device store {} failed: {source}", path.display())]
+    #[error("the device store {} failed", path.display())]
     Database {
         /// The store.
         path: PathBuf,
@@ -359,4 +359,52 @@ pub enum RegistryError {
 
 fn from_text(from: Option<StateKind>) -> String {
     from.map_or_else(|| "unknown".to_owned(), |kind| kind.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use tether_identity::{assert_no_repeated_layer, error_chain};
+
+    use super::*;
+
+    fn denied() -> std::io::Error {
+        std::io::Error::from(std::io::ErrorKind::PermissionDenied)
+    }
+
+    fn store_io() -> StoreError {
+        StoreError::Io {
+            action: "open",
+            path: PathBuf::from("/data/secrets.redb"),
+            source: denied(),
+        }
+    }
+
+    #[test]
+    fn every_variant_with_a_source_prints_it_once() {
+        let errors: Vec<Box<dyn std::error::Error>> = vec![
+            Box::new(KeyError::Io {
+                action: "read",
+                path: PathBuf::from("/data/device.key"),
+                source: denied(),
+            }),
+            Box::new(KeyError::Prompt {
+                path: PathBuf::from("/data/device.key"),
+                purpose: PassphrasePurpose::Open,
+                source: std::io::Error::other("no terminal"),
+            }),
+            Box::new(store_io()),
+            Box::new(StoreError::Database {
+                path: PathBuf::from("/data/secrets.redb"),
+                source: Box::new(denied()),
+            }),
+            Box::new(RegistryError::Store(store_io())),
+        ];
+        for error in &errors {
+            assert_no_repeated_layer(error.as_ref());
+        }
+        assert_eq!(
+            error_chain(&RegistryError::Store(store_io())),
+            "could not open /data/secrets.redb: permission denied"
+        );
+    }
 }

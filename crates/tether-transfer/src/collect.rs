@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
-use tether_identity::NodeId;
+use tether_identity::{ErrorChain, NodeId};
 
 use crate::error::LocalError;
 use crate::path::{MAX_DEPTH, PARTIAL_SUFFIX, RECORD_SUFFIX, RECORD_TMP_SUFFIX};
@@ -95,7 +95,7 @@ impl Leftovers {
             let groups = match self.scan(&dir, &path, depth, &mut stack) {
                 Ok(groups) => groups,
                 Err(error) => {
-                    tracing::warn!(%error, "could not look through a directory; skipped");
+                    tracing::warn!(error = %ErrorChain(&error), "could not look through a directory; skipped");
                     continue;
                 }
             };

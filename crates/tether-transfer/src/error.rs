@@ -25,16 +25,16 @@ use crate::protocol::AbortCode;
 #[non_exhaustive]
 pub enum TransferError {
     /// The peer's fault.
-    #[error("peer: {0}")]
+    #[error("peer")]
     Peer(#[from] PeerError),
     /// This machine's fault.
     #[error(transparent)]
     Local(#[from] LocalError),
     /// The caller's fault.
-    #[error("usage: {0}")]
+    #[error("usage")]
     Usage(#[from] UsageError),
     /// The stream failed or ended early; partial files and resume records are kept.
-    #[error("link lost: {0}")]
+    #[error("link lost")]
     Link(#[source] io::Error),
     /// The cancel token fired; partial files and resume records are kept.
     #[error("cancelled")]
@@ -102,10 +102,10 @@ pub enum PeerError {
     #[error("the offer is not encrypted, and this receiver takes only encrypted transfers")]
     EncryptionRequired,
     /// The offer's cipher list or the answer's cipher was refused.
-    #[error("cipher: {0}")]
+    #[error("cipher refused")]
     Cipher(#[from] CipherError),
     /// The manifest was refused.
-    #[error("manifest refused: {0}")]
+    #[error("manifest refused")]
     Manifest(#[from] ManifestError),
     /// Chunk hashes do not add up to the file's hash, or are missing.
     #[error("chunk hashes of {path:?} do not match its file hash")]
@@ -122,7 +122,7 @@ pub enum PeerError {
         index: u64,
     },
     /// A chunk could not be decoded.
-    #[error("chunk {index} of {path:?}: {source}")]
+    #[error("chunk {index} of {path:?} could not be decoded")]
     ChunkEncoding {
         /// The file's relative path.
         path: String,
@@ -170,7 +170,7 @@ pub enum PeerError {
 #[non_exhaustive]
 pub enum LocalError {
     /// A file-system operation failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         /// What was being done.
         op: &'static str,
@@ -427,5 +427,50 @@ mod tests {
         task.abort();
         let error = LocalError::task_failed("a receive lane", task.await.expect_err("aborted"));
         assert!(matches!(error, LocalError::Task(_)), "{error:?}");
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use tether_identity::{assert_no_repeated_layer, error_chain};
+
+    use super::*;
+    use crate::manifest::ManifestError;
+    use crate::negotiate::CipherError;
+
+    fn declined() -> PeerError {
+        PeerError::Declined {
+            code: AbortCode::NoSpace,
+            message: "disk full".into(),
+        }
+    }
+
+    #[test]
+    fn every_variant_with_a_source_prints_it_once() {
+        let errors: Vec<Box<dyn std::error::Error>> = vec![
+            Box::new(TransferError::Peer(declined())),
+            Box::new(TransferError::Peer(PeerError::Cipher(CipherError::Empty))),
+            Box::new(TransferError::Local(LocalError::Io {
+                op: "opening",
+                path: "/d/f".into(),
+                source: io::Error::from(io::ErrorKind::NotFound),
+            })),
+            Box::new(TransferError::Usage(UsageError::KeysRequired)),
+            Box::new(TransferError::Link(io::Error::other("connection lost"))),
+            Box::new(PeerError::Cipher(CipherError::Empty)),
+            Box::new(PeerError::Manifest(ManifestError::TooSlow { secs: 30 })),
+            Box::new(PeerError::ChunkEncoding {
+                path: "f".into(),
+                index: 3,
+                source: DecodeError::Zstd("bad frame".into()),
+            }),
+        ];
+        for error in &errors {
+            assert_no_repeated_layer(error.as_ref());
+        }
+        assert_eq!(
+            error_chain(&TransferError::Peer(declined())),
+            "peer: declined (NoSpace): disk full"
+        );
     }
 }

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tether_crypto::{SessionKeys, TransferCipher};
+use tether_identity::error_chain;
 use tether_wire::{Frame, FrameError, FrameKind, ReadError, read_frame, write_frame};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::Mutex as AsyncMutex;
@@ -134,7 +135,7 @@ where
         Err(ReadError::Io(e)) => Err(TransferError::Link(e)),
         // A frame cut off by the end of the stream is a lost link, not a lie.
         Err(ReadError::Frame(FrameError::Truncated { .. })) => Err(eof()),
-        Err(e) => Err(PeerError::Frame(e.to_string()).into()),
+        Err(e) => Err(PeerError::Frame(error_chain(&e)).into()),
     }
 }
 
@@ -248,7 +249,7 @@ impl LaneCipher {
                 let mut keys = keys.lock().unwrap_or_else(PoisonError::into_inner);
                 frame
                     .open(&mut keys)
-                    .map_err(|e| PeerError::Seal(e.to_string()))
+                    .map_err(|e| PeerError::Seal(error_chain(&e)))
             }
             (None, _) => Err(PeerError::Protocol("expected a plain data frame")),
             (Some(_), _) => Err(PeerError::Seal(

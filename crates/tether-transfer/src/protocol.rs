@@ -10,6 +10,7 @@
 //! the 1 MiB control frame cap) and again by the receiver's [`Limits`](crate::Limits).
 
 use serde::{Deserialize, Serialize};
+use tether_identity::error_chain;
 use tether_wire::{FileRequest, FileResponse, Frame, FrameKind};
 use uuid::Uuid;
 
@@ -77,7 +78,7 @@ impl Message {
     /// The control frame carrying this message.
     pub(crate) fn to_frame(&self) -> Result<Frame, PeerError> {
         let json = serde_json::to_vec(self).map_err(|e| PeerError::Encode(e.to_string()))?;
-        Frame::new(FrameKind::Control, json).map_err(|e| PeerError::Encode(e.to_string()))
+        Frame::new(FrameKind::Control, json).map_err(|e| PeerError::Encode(error_chain(&e)))
     }
 
     /// Parses a control frame.

@@ -358,7 +358,9 @@ async fn names_equal_after_case_folding_are_refused_naming_both() {
     ] {
         let (result, code) = offer_paths(&[a, b]).await;
         assert_eq!(code.as_deref(), Some("refused"), "{a} / {b}: {result:?}");
-        let message = result.as_ref().unwrap_err().to_string();
+        let error = result.as_ref().unwrap_err();
+        tether_identity::assert_no_repeated_layer(error);
+        let message = tether_identity::error_chain(error);
         assert!(
             matches!(
                 result,
@@ -393,7 +395,9 @@ async fn names_equal_after_unicode_normalisation_are_refused_naming_both() {
             Some("refused"),
             "{a:?} / {b:?}: {result:?}"
         );
-        let message = result.as_ref().unwrap_err().to_string();
+        let error = result.as_ref().unwrap_err();
+        tether_identity::assert_no_repeated_layer(error);
+        let message = tether_identity::error_chain(error);
         assert!(
             matches!(
                 result,

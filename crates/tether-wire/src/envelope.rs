@@ -36,7 +36,7 @@ pub enum SealError {
     #[error("{0:?} frame is already sealed")]
     AlreadySealed(FrameKind),
     /// The keys refused to seal, e.g. [`CryptoError::CounterExhausted`]: start a new session.
-    #[error("sealing failed: {0}")]
+    #[error("sealing failed")]
     Crypto(#[source] CryptoError),
 }
 
@@ -59,7 +59,7 @@ pub enum OpenError {
     /// relabelled, or sealed under other keys), [`CryptoError::Replayed`],
     /// [`CryptoError::TooOld`] (reordered beyond the replay window),
     /// [`CryptoError::TooFarAhead`] or [`CryptoError::IntegrityLimit`].
-    #[error("opening failed: {0}")]
+    #[error("opening failed")]
     Crypto(#[source] CryptoError),
 }
 
@@ -114,5 +114,24 @@ impl Frame {
         keys.open_in_place(counter, &header, &mut payload)
             .map_err(OpenError::Crypto)?;
         Ok(Frame::from_parts(kind.plain(), payload))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tether_identity::{assert_no_repeated_layer, error_chain};
+
+    use super::*;
+
+    #[test]
+    fn every_variant_with_a_source_prints_it_once() {
+        let sealing = SealError::Crypto(CryptoError::Authentication);
+        let opening = OpenError::Crypto(CryptoError::Authentication);
+        assert_no_repeated_layer(&sealing);
+        assert_no_repeated_layer(&opening);
+        assert_eq!(
+            error_chain(&opening),
+            "opening failed: frame failed authentication"
+        );
     }
 }

@@ -53,7 +53,7 @@ pub enum FrameError {
 pub enum MessageError {
     /// The control payload is not the JSON this version expects (syntax, UTF-8, types, missing
     /// fields, nesting deeper than serde_json's limit of 128).
-    #[error("malformed control message: {0}")]
+    #[error("malformed control message")]
     Json(#[from] serde_json::Error),
     /// The message type is not one this version knows. The name is cut to
     /// [`MAX_KIND_ECHO_LEN`](crate::limits::MAX_KIND_ECHO_LEN) bytes.
@@ -157,10 +157,10 @@ pub enum EncodeError {
         cap: usize,
     },
     /// The message breaks a limit the peer would reject it for.
-    #[error("message breaks a wire limit: {0}")]
+    #[error("message breaks a wire limit")]
     Limit(#[from] LimitError),
     /// serde_json failed to serialise the message.
-    #[error("serialising the message failed: {0}")]
+    #[error("serialising the message failed")]
     Json(#[from] serde_json::Error),
 }
 
@@ -172,7 +172,7 @@ pub enum ReadError {
     #[error(transparent)]
     Frame(#[from] FrameError),
     /// The stream itself failed.
-    #[error("reading the stream failed: {0}")]
+    #[error("reading the stream failed")]
     Io(#[from] std::io::Error),
 }
 
@@ -204,4 +204,40 @@ pub enum HlcError {
     /// The clock is at its largest representable value and cannot issue a later timestamp.
     #[error("the clock is at its largest value")]
     Exhausted,
+}
+
+#[cfg(test)]
+mod tests {
+    use tether_identity::{assert_no_repeated_layer, error_chain};
+
+    use super::*;
+
+    fn json_error() -> serde_json::Error {
+        serde_json::from_slice::<u8>(b"[").expect_err("not a number")
+    }
+
+    fn limit() -> LimitError {
+        LimitError::TooMany {
+            field: "entries",
+            len: 9,
+            max: 8,
+        }
+    }
+
+    #[test]
+    fn every_variant_with_a_source_prints_it_once() {
+        let errors: Vec<Box<dyn std::error::Error>> = vec![
+            Box::new(MessageError::Json(json_error())),
+            Box::new(MessageError::Limit(limit())),
+            Box::new(EncodeError::Limit(limit())),
+            Box::new(EncodeError::Json(json_error())),
+            Box::new(ReadError::Frame(FrameError::Empty)),
+            Box::new(ReadError::Io(std::io::Error::other("reset"))),
+        ];
+        for error in &errors {
+            assert_no_repeated_layer(error.as_ref());
+        }
+        let read = ReadError::Io(std::io::Error::other("reset"));
+        assert_eq!(error_chain(&read), "reading the stream failed: reset");
+    }
 }

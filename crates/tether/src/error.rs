@@ -81,13 +81,13 @@ pub enum NetworkError {
     #[error("device {0} is offline (no known address answered)")]
     DeviceOffline(String),
     /// Pairing failed.
-    #[error("pairing failed: {0}")]
+    #[error("pairing failed")]
     Pairing(#[from] tether_pairing::PairingError),
     /// The pairing code was typed wrong (nothing was sent; fix it and try again).
-    #[error("{0}")]
+    #[error(transparent)]
     Code(#[from] tether_pairing::CodeError),
     /// The pairing ticket could not be read.
-    #[error("{0}")]
+    #[error(transparent)]
     Ticket(#[from] tether_pairing::TicketError),
     /// The pairing code (or ticket) this device showed ended without pairing.
     #[error("the pairing code ended")]
@@ -121,7 +121,7 @@ pub enum NetworkError {
     #[error(transparent)]
     Transport(#[from] tether_iroh::TransportError),
     /// A local file operation failed.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: std::path::PathBuf,
@@ -132,7 +132,7 @@ pub enum NetworkError {
     #[error("{0}")]
     Usage(String),
     /// A transfer failed (the receiver keeps what it verified, for a resume).
-    #[error("transfer failed: {0}")]
+    #[error("transfer failed")]
     Transfer(#[source] TransferError),
     /// A task of the service or of a transfer panicked: a bug in Tether, not the device's or
     /// the network's doing. (A transfer keeps what the receiver verified, for a resume.)
@@ -272,5 +272,63 @@ mod tests {
             cancelled,
             NetworkError::Transfer(TransferError::Cancelled)
         ));
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use tether_identity::{assert_no_repeated_layer, error_chain};
+    use tether_transfer::{AbortCode, PeerError};
+
+    use super::*;
+
+    fn declined() -> TransferError {
+        TransferError::Peer(PeerError::Declined {
+            code: AbortCode::NoSpace,
+            message: "X".into(),
+        })
+    }
+
+    fn store_closed() -> tether_registry::StoreError {
+        tether_registry::StoreError::Closed {
+            path: "/data/secrets.redb".into(),
+        }
+    }
+
+    #[test]
+    fn every_variant_with_a_source_prints_it_once() {
+        let errors = [
+            NetworkError::Pairing(tether_pairing::PairingError::Usage(
+                tether_pairing::UsageError::PeerIsSelf,
+            )),
+            NetworkError::Code(tether_pairing::CodeError::TooLong { max: 9 }),
+            NetworkError::Ticket(tether_pairing::TicketError::Checksum),
+            NetworkError::CodeEnded(CodeEnded::Expired),
+            NetworkError::Keys(tether_registry::KeyError::Io {
+                action: "read",
+                path: "/data/device.key".into(),
+                source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            }),
+            NetworkError::Store(store_closed()),
+            NetworkError::Registry(tether_registry::RegistryError::Store(store_closed())),
+            NetworkError::Transport(tether_iroh::TransportError::Closed),
+            NetworkError::Io {
+                path: "/d/f".into(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            },
+            NetworkError::Transfer(declined()),
+            NetworkError::Transfer(TransferError::Link(std::io::Error::other(
+                tether_protocol::ProtocolError::Connection(
+                    iroh::endpoint::ConnectionError::LocallyClosed,
+                ),
+            ))),
+        ];
+        for error in &errors {
+            assert_no_repeated_layer(error);
+        }
+        assert_eq!(
+            error_chain(&NetworkError::Transfer(declined())),
+            "transfer failed: peer: declined (NoSpace): X"
+        );
     }
 }

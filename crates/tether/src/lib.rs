@@ -89,7 +89,14 @@ pub use tether_transfer::{
 };
 pub use transfer::{TransferHandle, TransferOptions};
 
-pub use tether_identity::{DeviceId, DeviceInfo, DeviceName, DeviceType, NodeId};
+pub use tether_identity::{
+    DeviceId, DeviceInfo, DeviceName, DeviceType, ErrorChain, NodeId, error_chain,
+};
+/// Checks that error chains print each layer once; for tests.
+#[doc(hidden)]
+pub use tether_identity::{
+    assert_no_repeated_layer, assert_no_repeated_segment, repeated_layer, repeated_segment,
+};
 pub use tether_iroh::{
     ConnectionInfo, GlobalDiscovery, GlobalDiscoveryConfig, LowestLatency, PathKind, PeerAddr,
     RelayConfig, TransportConfig, TrustedRoot,

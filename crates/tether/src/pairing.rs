@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use iroh::endpoint::{Connection, RecvStream, SendStream};
 use rand_core::UnwrapErr;
-use tether_identity::{DeviceInfo, NodeId};
+use tether_identity::{DeviceInfo, NodeId, error_chain};
 use tether_pairing::{
     Credential, Failure, Initiator, InitiatorStep, Joiner, LocalDevice, MAX_MESSAGE_LEN, Paired,
     Timestamp,
@@ -161,7 +161,7 @@ pub(crate) async fn serve_joiner(
                     Ok(device) => device,
                     Err(error) => {
                         if let Some(outcome) = outcome {
-                            let _ = outcome.send(Err(error.to_string()));
+                            let _ = outcome.send(Err(error_chain(&error)));
                         }
                         return Err(error);
                     }
@@ -384,9 +384,9 @@ fn u16_len(len: usize) -> u16 {
     u16::try_from(len).unwrap_or(u16::MAX)
 }
 
-fn failed(peer: &NodeId, error: impl std::fmt::Display) -> NetworkError {
+fn failed(peer: &NodeId, error: impl std::error::Error) -> NetworkError {
     NetworkError::ConnectionFailed {
         node: short(peer),
-        reason: error.to_string(),
+        reason: error_chain(&error),
     }
 }

@@ -87,6 +87,9 @@ async fn send(
 
 /// The sender's view of a declined offer: the receiver's reason.
 fn declined_reason(result: Result<tether::TransferReport, NetworkError>) -> String {
+    if let Err(error) = &result {
+        common::checked_chain(error);
+    }
     match result {
         Err(NetworkError::Transfer(TransferError::Peer(error))) => {
             let text = error.to_string();

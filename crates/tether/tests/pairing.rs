@@ -89,6 +89,7 @@ async fn a_wrong_code_fails_on_both_sides_and_pairs_nothing() {
         ),
         "{joined:?}"
     );
+    common::checked_chain(joined.as_ref().unwrap_err());
     let accepted = tokio::time::timeout(Duration::from_secs(10), invite.paired())
         .await
         .unwrap();
@@ -98,6 +99,7 @@ async fn a_wrong_code_fails_on_both_sides_and_pairs_nothing() {
     // The code is burned: even the right one no longer works.
     let again = b.join_pairing(&invite.code).await;
     assert!(again.is_err(), "{again:?}");
+    common::checked_chain(again.as_ref().unwrap_err());
     assert!(a.paired_devices().is_empty());
     a.shutdown().await;
     b.shutdown().await;
@@ -111,7 +113,7 @@ async fn a_mistyped_word_is_caught_before_anything_is_sent() {
         .join_pairing("harbor-brave-lionn-sunset")
         .await
         .unwrap_err();
-    let text = error.to_string();
+    let text = common::checked_chain(&error);
     assert!(matches!(error, NetworkError::Code(_)), "{error:?}");
     assert!(text.contains("lion"), "{text}");
     b.shutdown().await;
@@ -125,6 +127,7 @@ async fn no_device_with_the_slot_is_a_clear_error() {
         .join_pairing("harbor-brave-lion-sunset")
         .await
         .unwrap_err();
+    common::checked_chain(&error);
     assert!(
         matches!(error, NetworkError::NoPairingPeer { .. }),
         "{error:?}"
@@ -380,6 +383,7 @@ async fn a_code_that_ends_unused_says_how_not_a_protocol_violation() {
         ),
         "{ended:?}"
     );
+    common::checked_chain(ended.as_ref().unwrap_err());
 
     let mut cancelled = a.start_pairing_with_ticket().unwrap();
     a.cancel_pairing();
@@ -391,7 +395,7 @@ async fn a_code_that_ends_unused_says_how_not_a_protocol_violation() {
         ),
         "{ended:?}"
     );
-    let text = ended.unwrap_err().to_string();
+    let text = common::checked_chain(&ended.unwrap_err());
     assert!(!text.contains("protocol violation"), "{text}");
 
     let mut replaced = a.start_pairing_with_ticket().unwrap();

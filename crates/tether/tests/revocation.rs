@@ -48,10 +48,12 @@ async fn unpairing_closes_the_live_connection_within_a_second() {
     .await;
     assert!(laptop.connection_info(phone.node_id()).is_none());
     assert!(laptop.paired_devices().is_empty());
-    assert!(matches!(
-        laptop.device(phone.node_id()),
-        Err(NetworkError::DeviceNotPaired(_))
-    ));
+    let not_paired = laptop.device(phone.node_id());
+    assert!(
+        matches!(not_paired, Err(NetworkError::DeviceNotPaired(_))),
+        "{not_paired:?}"
+    );
+    common::checked_chain(not_paired.as_ref().unwrap_err());
 
     // The phone still holds its side of the pairing; the laptop refuses it.
     let refused = phone.device(laptop.node_id()).unwrap().ping().await;
@@ -59,6 +61,7 @@ async fn unpairing_closes_the_live_connection_within_a_second() {
         matches!(refused, Err(NetworkError::Refused { .. })),
         "{refused:?}"
     );
+    common::checked_chain(refused.as_ref().unwrap_err());
     laptop.shutdown().await;
     phone.shutdown().await;
 }
@@ -96,6 +99,9 @@ async fn a_revoked_device_stays_refused_after_a_restart() {
             other => break other,
         }
     };
+    if let Err(error) = &refused {
+        common::checked_chain(error);
+    }
     match refused {
         Err(NetworkError::Refused { code, .. }) => assert_eq!(code, tether::gate::CLOSE_REVOKED),
         other => panic!("the revoked phone was not refused: {other:?}"),

@@ -90,16 +90,9 @@ async fn send_until_through(sender: &NetworkingService, to: NodeId, path: &Path)
     }
 }
 
-/// The error and its sources, as one line.
+/// The error and its sources, as one line, each layer once.
 fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    common::checked_chain(error)
 }
 
 fn is_quota(error: &tether::NetworkError) -> bool {

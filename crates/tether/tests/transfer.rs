@@ -114,6 +114,7 @@ async fn a_device_without_a_receive_directory_refuses_transfers() {
         .await
         .unwrap();
     assert!(result.is_err(), "{result:?}");
+    common::checked_chain(result.as_ref().unwrap_err());
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -120,3 +120,13 @@ pub(crate) fn event<'a>(lines: &'a [Value], name: &str) -> &'a Value {
         .find(|l| l["event"] == name)
         .unwrap_or_else(|| panic!("no {name} in {lines:?}"))
 }
+
+/// A command's standard error, after checking that no line of it (the one-sentence error
+/// with its causes) repeats a run of its `: `-separated layers right after itself.
+pub(crate) fn error_text(output: &std::process::Output) -> String {
+    let text = String::from_utf8_lossy(&output.stderr).into_owned();
+    for line in text.lines() {
+        tether::assert_no_repeated_segment(line);
+    }
+    text
+}

@@ -23,6 +23,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use tether_identity::error_chain;
 use tether_wire::{ContentHash, DataChunk, Frame, FrameKind};
 use tokio::io::{AsyncRead, ReadHalf};
 use tokio::sync::{Notify, mpsc};
@@ -202,7 +203,7 @@ impl RecvShared {
     fn accept(&self, cipher: &LaneCipher, frame: Frame) -> Result<ChunkDone, TransferError> {
         let wire = frame.encoded_len() as u64;
         let frame = cipher.open(frame)?;
-        let chunk = DataChunk::decode(frame).map_err(|e| PeerError::Frame(e.to_string()))?;
+        let chunk = DataChunk::decode(frame).map_err(|e| PeerError::Frame(error_chain(&e)))?;
         let unsolicited = || PeerError::Unsolicited {
             entry_id: chunk.entry_id(),
             offset: chunk.offset(),

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tether_crypto::{TransferCipher, TransferSecret};
-use tether_identity::NodeId;
+use tether_identity::{NodeId, error_chain};
 use tokio::io::{AsyncReadExt, ReadHalf};
 use tokio::sync::mpsc;
 
@@ -361,7 +361,7 @@ pub(super) async fn decline(
         TransferError::Usage(_) => AbortCode::Internal,
     };
     let message = match error {
-        TransferError::Peer(error) => cut_message(&error.to_string()),
+        TransferError::Peer(error) => cut_message(&error_chain(error)),
         TransferError::Declined(reason) => cut_message(reason),
         TransferError::Local(local) => local.peer_message(),
         _ => String::new(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use tether_identity::NodeId;
+use tether_identity::{ErrorChain, NodeId};
 use tokio::io::ReadHalf;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -234,7 +234,7 @@ impl Run<'_> {
         if result.is_err() {
             let shared = shared.clone();
             if let Ok(Err(error)) = blocking(move || shared.checkpoint(true)).await {
-                tracing::warn!(%error, "could not save resume records");
+                tracing::warn!(error = %ErrorChain(&error), "could not save resume records");
             }
         }
         result?;
@@ -479,7 +479,7 @@ impl Run<'_> {
                 paths.record_tmp_name(),
             ] {
                 if let Err(error) = disk::remove_if_exists(&dir, &name, &paths.partial()) {
-                    tracing::warn!(%error, "could not clean up");
+                    tracing::warn!(error = %ErrorChain(&error), "could not clean up");
                 }
             }
         }

@@ -4,6 +4,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use tether_identity::ErrorChain;
 use tether_wire::{FileRequest, FileResponse};
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
@@ -151,7 +152,10 @@ impl DataPhase {
         let drained = tokio::time::timeout(Duration::from_secs(2), async {
             while let Some(joined) = lanes.join_next().await {
                 if let Ok(Err(error)) = joined {
-                    tracing::debug!(%error, "lane ended with an error after the transfer ended");
+                    tracing::debug!(
+                        error = %ErrorChain(&error),
+                        "lane ended with an error after the transfer ended"
+                    );
                 }
             }
         })

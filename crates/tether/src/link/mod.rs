@@ -25,7 +25,7 @@ use iroh::endpoint::{Connection, ConnectionError, RecvStream, SendStream, Side};
 use rand_core::UnwrapErr;
 use tether_crypto::handshake::{FinishMessage, InitMessage, Initiator, Responder, ResponseMessage};
 use tether_crypto::{PairingSecret, SessionKeys};
-use tether_identity::{NetworkIdentity, NodeId};
+use tether_identity::{NetworkIdentity, NodeId, error_chain};
 use tether_protocol::PairedPeer;
 use tether_wire::{ControlMessage, ErrorReply, NetworkMessage, Ping, RequestId};
 use tokio::sync::{mpsc, oneshot};
@@ -510,16 +510,16 @@ async fn timeout<T>(
         }))
 }
 
-fn failed(peer: &NodeId, error: impl std::fmt::Display) -> NetworkError {
+fn failed(peer: &NodeId, error: impl std::error::Error) -> NetworkError {
     NetworkError::ConnectionFailed {
         node: short(peer),
-        reason: error.to_string(),
+        reason: error_chain(&error),
     }
 }
 
-fn violation(peer: &NodeId, error: impl std::fmt::Display) -> NetworkError {
+fn violation(peer: &NodeId, error: impl std::error::Error) -> NetworkError {
     NetworkError::ProtocolViolation {
         node: short(peer),
-        reason: error.to_string(),
+        reason: error_chain(&error),
     }
 }

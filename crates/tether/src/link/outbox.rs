@@ -24,6 +24,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tether_crypto::SessionKeys;
+use tether_identity::error_chain;
 use tether_wire::{ControlMessage, Frame};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
@@ -92,7 +93,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> Outbox<W> {
     /// Cancel-safe in the sense above: dropping the future never leaves a partial frame
     /// behind for good, and never reorders frames.
     pub(crate) async fn send(self: &Arc<Self>, message: &ControlMessage) -> Result<(), SendError> {
-        let frame = Frame::control(message).map_err(|e| SendError::Message(e.to_string()))?;
+        let frame = Frame::control(message).map_err(|e| SendError::Message(error_chain(&e)))?;
         let mut frame = Some(frame);
         while let Some(plain) = frame.take() {
             let taken = self.taken.notified();
@@ -118,7 +119,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> Outbox<W> {
     /// the answers to a burst of pings go out in one write). Over half the queue's limit, it
     /// writes now instead, so a queue only this sender would write never fills up.
     pub(crate) async fn queue(self: &Arc<Self>, message: &ControlMessage) -> Result<(), SendError> {
-        let frame = Frame::control(message).map_err(|e| SendError::Message(e.to_string()))?;
+        let frame = Frame::control(message).map_err(|e| SendError::Message(error_chain(&e)))?;
         {
             let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
             if queue.failed {
@@ -138,7 +139,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> Outbox<W> {
             let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
             frame.seal(&mut keys)
         }
-        .map_err(|e| SendError::Message(e.to_string()))?;
+        .map_err(|e| SendError::Message(error_chain(&e)))?;
         sealed.encode_into(&mut queue.bytes);
         Ok(())
     }

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use iroh::endpoint::RecvStream;
 use tether_crypto::SessionKeys;
+use tether_identity::{ErrorChain, error_chain};
 use tether_wire::{
     ControlMessage, ErrorCode, ErrorReply, FrameDecoder, FrameKind, NetworkMessage, Pong, RequestId,
 };
@@ -42,12 +43,12 @@ pub(super) async fn read_loop(
             Ok(Some(chunk)) => chunk,
             Ok(None) => {
                 if let Err(error) = decoder.finish() {
-                    debug!(%error, "message stream ended inside a frame");
+                    debug!(error = %ErrorChain(&error), "message stream ended inside a frame");
                 }
                 break;
             }
             Err(error) => {
-                debug!(%error, "message stream ended");
+                debug!(error = %ErrorChain(&error), "message stream ended");
                 break;
             }
         };
@@ -62,7 +63,7 @@ pub(super) async fn read_loop(
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(error) => {
-                    debug!(%error, "message stream ended");
+                    debug!(error = %ErrorChain(&error), "message stream ended");
                     break 'reading;
                 }
             };
@@ -84,7 +85,7 @@ pub(super) async fn read_loop(
                     // The frame authenticated, so the stream is in step: answer and go on.
                     let reply = ErrorReply {
                         code: error.code(),
-                        message: error.to_string(),
+                        message: error_chain(&error),
                     };
                     let _ = link
                         .outbox

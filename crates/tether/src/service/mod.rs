@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use iroh::endpoint::Connection;
-use tether_identity::{DeviceInfo, NodeId};
+use tether_identity::{DeviceInfo, ErrorChain, NodeId, error_chain};
 use tether_iroh::{ConnectionInfo, LoopbackDiscovery, MdnsDiscovery, PeerAddr, Transport};
 use tether_pairing::{Initiator, LocalDevice};
 use tether_protocol::{DiscoveredDevice, Discovery, NetworkProtocol};
@@ -158,7 +158,10 @@ impl NetworkingService {
                     "removed what interrupted transfers left"
                 ),
                 Ok(_) => {}
-                Err(error) => warn!(%error, "could not look for what interrupted transfers left"),
+                Err(error) => warn!(
+                    error = %ErrorChain(&error),
+                    "could not look for what interrupted transfers left"
+                ),
             }
         }
 
@@ -467,7 +470,7 @@ impl NetworkingService {
             return Err(id_like_name(&info.device_name));
         }
         LocalDevice::new(self.inner.keys.identity().clone(), info)
-            .map_err(|e| NetworkError::Usage(e.to_string()))
+            .map_err(|e| NetworkError::Usage(error_chain(&e)))
     }
 
     /// The public slot of the word code being shown, if any (a ticket's is never announced).

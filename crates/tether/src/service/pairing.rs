@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rand_core::UnwrapErr;
-use tether_identity::DeviceName;
+use tether_identity::{DeviceName, error_chain};
 use tether_iroh::PeerAddr;
 use tether_pairing::{CodeStatus, Credential, Initiator, PairingCode, PairingTicket};
 use tether_protocol::DiscoveredDevice;
@@ -145,7 +145,7 @@ impl NetworkingService {
         let local = self.local_device()?;
         let now = pairing::now();
         let initiator = Initiator::new(credential, local, now, self.inner.config.pairing)
-            .map_err(|e| NetworkError::Usage(e.to_string()))?;
+            .map_err(|e| NetworkError::Usage(error_chain(&e)))?;
         let slot = initiator.slot().word().to_owned();
         let expires_in = initiator
             .expires_at()
@@ -305,10 +305,9 @@ impl NetworkingService {
                 else {
                     return;
                 };
-                warn!(%error, suppressed, "pairing failed");
-                NetworkEvent::PairingFailed {
-                    reason: error.to_string(),
-                }
+                let reason = error_chain(error);
+                warn!(error = %reason, suppressed, "pairing failed");
+                NetworkEvent::PairingFailed { reason }
             }
         };
         let _ = self.inner.events.send(event);

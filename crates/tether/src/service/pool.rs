@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use iroh::endpoint::Connection;
 use rand_core::UnwrapErr;
-use tether_identity::NodeId;
+use tether_identity::{ErrorChain, NodeId};
 use tether_iroh::{ConnectionInfo, PeerAddr, TransportError};
 use tether_protocol::{DiscoveredDevice, PairedPeer};
 use tether_registry::{ConnectionInfo as RegistryConnection, DisconnectReason};
@@ -183,7 +183,7 @@ impl NetworkingService {
                         return Err(NetworkError::UnknownProtocol { alpn });
                     }
                     Ok(Err(error)) => {
-                        debug!(peer = %short(&node_id), attempt, %error, "connect failed");
+                        debug!(peer = %short(&node_id), attempt, error = %ErrorChain(&error), "connect failed");
                         last_error = Some(error.into());
                     }
                     Err(_) => {
@@ -325,7 +325,11 @@ impl NetworkingService {
                             info!(peer = %short(&link.node_id), %reason, "declined an incoming transfer");
                         }
                         Err(error) => {
-                            warn!(peer = %short(&link.node_id), %error, "incoming transfer failed");
+                            warn!(
+                                peer = %short(&link.node_id),
+                                error = %ErrorChain(&error),
+                                "incoming transfer failed"
+                            );
                         }
                     }
                 });
@@ -353,7 +357,7 @@ impl NetworkingService {
                     tokio::task::spawn_blocking(move || registry.connected(node_id, info)).await;
                 match recorded {
                     Ok(Ok(())) => {}
-                    Ok(Err(error)) => debug!(%error, "registry: connected"),
+                    Ok(Err(error)) => debug!(error = %ErrorChain(&error), "registry: connected"),
                     // Logged as it is mapped.
                     Err(error) => {
                         let _ = NetworkError::task_failed("recording a connection", error);

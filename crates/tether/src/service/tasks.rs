@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use iroh::endpoint::Connection;
 use n0_future::StreamExt;
-use tether_identity::NodeId;
+use tether_identity::{ErrorChain, NodeId, error_chain};
 use tether_iroh::{ConnectionInfo, PathKind, PeerAddr};
 use tether_pairing::CodeStatus;
 use tether_protocol::{DiscoveredDevice, Discovery, DiscoveryEvent, PairedPeer};
@@ -128,12 +128,12 @@ impl NetworkingService {
                 let connection = match incoming.await {
                     Ok(connection) => connection,
                     Err(error) => {
-                        debug!(%error, "incoming connection failed");
+                        debug!(error = %ErrorChain(&error), "incoming connection failed");
                         return;
                     }
                 };
                 if let Err(error) = service.serve(connection).await {
-                    debug!(%error, "connection ended with an error");
+                    debug!(error = %ErrorChain(&error), "connection ended with an error");
                 }
             });
         }
@@ -151,7 +151,7 @@ impl NetworkingService {
                 || match &result {
                     Ok(device) => Ok(device.clone()),
                     Err(error) => Err(CodeEnded::Failed {
-                        reason: error.to_string(),
+                        reason: error_chain(&error),
                     }),
                 },
             );
@@ -206,7 +206,7 @@ impl NetworkingService {
             .await
             .map_err(|error| NetworkError::ProtocolViolation {
                 node: short(&peer),
-                reason: error.to_string(),
+                reason: error_chain(&error),
             })
     }
 
@@ -338,7 +338,7 @@ impl NetworkingService {
                         let service = self.clone();
                         self.spawn("a reconnect", async move {
                             if let Err(error) = service.link(node_id).await {
-                                debug!(peer = %short(&node_id), %error, "reconnect failed");
+                                debug!(peer = %short(&node_id), error = %ErrorChain(&error), "reconnect failed");
                             }
                         });
                     }

@@ -178,3 +178,13 @@ pub(crate) fn iroh_addr(service: &NetworkingService) -> iroh::EndpointAddr {
 pub(crate) fn exists(path: &Path) -> bool {
     path.exists()
 }
+
+/// `error` and its sources as one line, after checking that no layer of the chain repeats the
+/// next one (each message describes its own layer only; see `tether::error_chain`).
+#[track_caller]
+pub(crate) fn checked_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    tether::assert_no_repeated_layer(error);
+    let text = tether::error_chain(error);
+    tether::assert_no_repeated_segment(&text);
+    text
+}
