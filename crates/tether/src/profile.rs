@@ -40,7 +40,7 @@ impl Profile {
                     .ok()
                     .filter(|name| !name.looks_like_id())
                     .map_or_else(|| DeviceName::new("tether device"), Ok)
-                    .map_err(|e| NetworkError::Usage(e.to_string()))?;
+                    .map_err(|e| NetworkError::Usage(tether_identity::error_chain(&e)))?;
                 Self {
                     device_id: DeviceId::random(&mut UnwrapErr(getrandom::SysRng)),
                     device_name: default_name,
