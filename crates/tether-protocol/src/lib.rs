@@ -9,7 +9,7 @@
 //! * [`RelaySelector`]: chooses which relay server to use among measured candidates.
 //!
 //! The traits are object safe (`Box<dyn NetworkProtocol>` works): their async methods are
-//! written with [`async_trait`], re-exported here, which an implementation uses too.
+//! written with [`async_trait`](macro@async_trait), re-exported here, which an implementation uses too.
 //! Connections and streams are iroh's own types, re-exported here.
 //!
 //! ```

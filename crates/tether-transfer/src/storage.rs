@@ -69,7 +69,7 @@ impl fmt::Display for Reserve {
 /// The receiver asks [`charge`](Self::charge) once per offer, after consent and before it
 /// answers `Accept`, with the bytes the offer may still place (files neither in place nor
 /// partly received already). A charge that does not fit is refused and the offer declined
-/// ([`AbortCode::NoSpace`](crate::AbortCode), [`LocalError::QuotaExceeded`]); one that fits
+/// ([`AbortCode::NoSpace`](crate::AbortCode), [`LocalError::QuotaExceeded`](crate::LocalError::QuotaExceeded)); one that fits
 /// is counted before any byte is written, so a transfer can never go past the quota mid-way.
 pub trait StorageQuota: Send + Sync {
     /// Counts `bytes` against `peer`'s quota, or refuses them (nothing counted) when the peer
