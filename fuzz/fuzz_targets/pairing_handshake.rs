@@ -19,9 +19,17 @@
 use libfuzzer_sys::fuzz_target;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use tether_pairing::fuzzing::{RNG_SEED, run};
+use tether_pairing::fuzzing::{Fixture, RNG_SEED, run_with};
+
+/// The fixture and the RNG after it, made once: every input starts from the same state, as
+/// if `run` had made them anew.
+static FIXTURE: std::sync::OnceLock<(Fixture, ChaCha20Rng)> = std::sync::OnceLock::new();
 
 fuzz_target!(|data: &[u8]| {
     tether_identity::danger_fuzzing::use_stand_ins();
-    let _ = run(data, &mut ChaCha20Rng::seed_from_u64(RNG_SEED));
+    let (fixture, rng) = FIXTURE.get_or_init(|| {
+        let mut rng = ChaCha20Rng::seed_from_u64(RNG_SEED);
+        (Fixture::new(&mut rng), rng)
+    });
+    let _ = run_with(fixture.clone(), data, &mut rng.clone());
 });

@@ -68,26 +68,25 @@ fn suggestions(typed: &str) -> Vec<&'static str> {
     let typed = Letters::new(typed);
     let typed_len = typed.as_slice().len();
     let typed_mask = letter_mask(typed.as_slice().iter().copied());
-    let mut scored: Vec<(usize, usize, &'static str)> = list()
-        .iter()
-        .zip(word_masks())
-        .enumerate()
-        .filter(|(_, (word, word_mask))| {
-            // An edit changes the length by at most one, and removes at most one letter of
-            // one word that the other lacks: words further off than MAX_SUGGESTION_DISTANCE
-            // by either count are ruled out without the dynamic programme (most words, for
-            // most typing errors). List words are ASCII: their length in bytes is in letters.
-            let missing = (typed_mask & !**word_mask)
-                .count_ones()
-                .max((**word_mask & !typed_mask).count_ones());
-            missing as usize <= MAX_SUGGESTION_DISTANCE
-                && word.len().abs_diff(typed_len) <= MAX_SUGGESTION_DISTANCE
-        })
-        .filter_map(|(index, (word, _))| {
-            let distance = edit_distance(typed.as_slice(), Letters::new(word).as_slice());
-            (distance <= MAX_SUGGESTION_DISTANCE).then_some((distance, index, *word))
-        })
-        .collect();
+    let mut scored: Vec<(usize, usize, &'static str)> = Vec::new();
+    for (index, (word, &word_mask)) in list().iter().zip(word_masks()).enumerate() {
+        // An edit changes the length by at most one, and removes at most one letter of one
+        // word that the other lacks: words further off than MAX_SUGGESTION_DISTANCE by either
+        // count are ruled out without the dynamic programme (most words, for most typing
+        // errors). List words are ASCII: their length in bytes is in letters.
+        let missing = (typed_mask & !word_mask)
+            .count_ones()
+            .max((word_mask & !typed_mask).count_ones()) as usize;
+        if missing > MAX_SUGGESTION_DISTANCE
+            || word.len().abs_diff(typed_len) > MAX_SUGGESTION_DISTANCE
+        {
+            continue;
+        }
+        let distance = edit_distance(typed.as_slice(), Letters::new(word).as_slice());
+        if distance <= MAX_SUGGESTION_DISTANCE {
+            scored.push((distance, index, *word));
+        }
+    }
     scored.sort_unstable();
     scored
         .into_iter()
