@@ -101,9 +101,11 @@ async fn start(lab: &Lab, name: &str, board: &Board) -> NetworkingService {
 async fn an_apps_own_discovery_alone_finds_the_code_and_the_device() {
     let lab = Lab::new();
     let board = Board::new();
-    let laptop = start(&lab, "laptop", &board).await;
+    // The phone listens before the laptop announces itself: a device found while the
+    // service was starting is not announced again, so the other order would race.
     let phone = start(&lab, "phone", &board).await;
     let mut events = phone.subscribe();
+    let laptop = start(&lab, "laptop", &board).await;
     let found = next_event(&mut events, |e| {
         matches!(e, NetworkEvent::DeviceDiscovered { node_id, .. } if *node_id == laptop.node_id())
     })
