@@ -147,6 +147,10 @@ pub enum PeerError {
     /// in an encrypted transfer.
     #[error("data frame failed authentication: {0}")]
     Seal(String),
+    /// The sharer answered a pull request with a refusal: it shares no entry with this id
+    /// with this device. It opened and read nothing.
+    #[error("entry {0} is not shared with this device")]
+    NotShared(Uuid),
     /// The receiver declined the offer.
     #[error("declined ({code:?}): {message}")]
     Declined {

@@ -72,6 +72,20 @@
 //!   either side, any time after the offer: Abort {code, message}
 //! ```
 //!
+//! **Pull.** A device may instead *ask* for an entry by id ([`request_pull`]): it opens the
+//! stream and sends `Pull {entry_id, resume_from}` (≤ 256 bytes of JSON, no path) first; the
+//! sharer, which resolves the id through its own mapping for that device, answers
+//! `Decline {not_shared | busy | internal}` or goes on with the `Offer` above on the same
+//! stream, itself the sender (no extra lanes). The requester's [`PulledEntry`] consent takes
+//! only the entry asked for.
+//!
+//! ```text
+//! requester                                        sharer
+//!   Pull {entry_id, resume_from} ─►                resolve the id for this device
+//!                            ◄─ Decline {code, message}                    (refused; end)
+//!                            ◄─ Offer ... (then the sequence above, sharer = sender)
+//! ```
+//!
 //! **Cipher.** When encrypted, `ciphers` lists the wire ids of the AEADs the sender accepts, most
 //! preferred first (by default AES-256-GCM first when its CPU has AES instructions, else
 //! ChaCha20-Poly1305 first); the receiver takes the first it accepts, or ChaCha20-Poly1305 when
@@ -147,6 +161,7 @@ mod options;
 mod path;
 mod progress;
 mod protocol;
+mod pull;
 mod receive;
 mod resume;
 mod send;
@@ -174,6 +189,7 @@ pub use progress::{
     Direction, FileProgress, PathKind, Progress, TransferEvent, TransferReport, Waiting,
 };
 pub use protocol::AbortCode;
+pub use pull::{IncomingPull, PulledEntry, request_pull};
 pub use receive::{Hello, IncomingLane, IncomingOffer, Receiver, read_hello};
 pub use source::{EntryResolver, OutgoingTransfer};
 pub use storage::{

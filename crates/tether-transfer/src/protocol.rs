@@ -72,6 +72,10 @@ pub(crate) enum Message {
     Lane(LaneHello),
     /// Either way: the transfer stops.
     Abort(Abort),
+    /// Requester → sharer, first on a stream the requester opened: send me this entry. The
+    /// sharer answers with an [`Offer`] (and the roles of a push go on, the sharer sending) or
+    /// a [`Decline`] (`not_shared`, `busy`, `internal`).
+    Pull(PullRequest),
 }
 
 impl Message {
@@ -204,6 +208,22 @@ pub(crate) struct LaneHello {
     pub(crate) index: u8,
 }
 
+/// Body of [`Message::Pull`]: two fixed-size fields, so its JSON is at most
+/// [`MAX_PULL_REQUEST_LEN`] bytes; a longer one is refused (and the 1 MiB control frame cap
+/// bounds what is read before that), as are unknown fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PullRequest {
+    /// The sharer's entry id, as its application names it. Never a path.
+    pub(crate) entry_id: Uuid,
+    /// How many bytes of the entry the requester believes it holds (a hint; the requester
+    /// verifies what it kept and asks for exactly what it lacks).
+    pub(crate) resume_from: u64,
+}
+
+/// Longest JSON of a [`Message::Pull`] (about 110 bytes with the largest values), with room.
+pub(crate) const MAX_PULL_REQUEST_LEN: usize = 256;
+
 /// Body of [`Message::Abort`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Abort {
@@ -241,6 +261,9 @@ pub enum AbortCode {
     Busy,
     /// The receiver takes only encrypted transfers, and the offer was plain.
     EncryptionRequired,
+    /// Answers a pull request: the sharer shares no entry with that id with the requesting
+    /// device (or shares nothing at all).
+    NotShared,
     /// A code this version does not know. Never sent.
     #[serde(other)]
     Other,
@@ -357,6 +380,44 @@ mod tests {
             Message::from_frame(&data),
             Err(PeerError::Protocol(_))
         ));
+    }
+
+    #[test]
+    fn a_pull_request_round_trips_and_is_strict() {
+        let pull = Message::Pull(PullRequest {
+            entry_id: Uuid::from_u128(u128::MAX),
+            resume_from: u64::MAX,
+        });
+        let frame = pull.to_frame().unwrap();
+        assert!(
+            frame.payload().len() <= MAX_PULL_REQUEST_LEN,
+            "{}",
+            frame.payload().len()
+        );
+        assert_eq!(Message::from_frame(&frame).unwrap(), pull);
+        for bad in [
+            &br#"{"type":"Pull","body":{"entry_id":"00000000-0000-0000-0000-000000000007"}}"#[..],
+            br#"{"type":"Pull","body":{"entry_id":"x","resume_from":0}}"#,
+            br#"{"type":"Pull","body":{"entry_id":"00000000-0000-0000-0000-000000000007","resume_from":-1}}"#,
+            br#"{"type":"Pull","body":{"entry_id":"00000000-0000-0000-0000-000000000007","resume_from":0,"path":"/etc/passwd"}}"#,
+        ] {
+            let frame = Frame::new(FrameKind::Control, bad.to_vec()).unwrap();
+            assert!(
+                matches!(Message::from_frame(&frame), Err(PeerError::Malformed(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let refusal = Message::Decline(Decline {
+            code: AbortCode::NotShared,
+            message: String::new(),
+        });
+        let frame = refusal.to_frame().unwrap();
+        assert_eq!(
+            frame.payload(),
+            br#"{"type":"Decline","body":{"code":"not_shared","message":""}}"#
+        );
+        assert_eq!(Message::from_frame(&frame).unwrap(), refusal);
     }
 
     #[test]

@@ -24,10 +24,10 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::error::{LocalError, PeerError, TransferError, UsageError};
-use crate::link::{ByteStream, read_message};
+use crate::link::{ByteStream, eof, read_frame_from};
 use crate::options::{ReceiverConfig, RunContext};
 use crate::progress::TransferReport;
-use crate::protocol::{LaneHello, Message, Offer};
+use crate::protocol::{LaneHello, MAX_PULL_REQUEST_LEN, Message, Offer};
 use data::AttachedLane;
 
 /// The first message of a stream.
@@ -38,13 +38,15 @@ pub enum Hello<S> {
     Offer(IncomingOffer<S>),
     /// An extra stream for a running transfer.
     Lane(IncomingLane<S>),
+    /// A device asks this one to send it an entry (see [`crate::IncomingPull`]).
+    Pull(crate::IncomingPull<S>),
 }
 
 /// An offer read from a stream, not yet answered.
 #[derive(Debug)]
 pub struct IncomingOffer<S> {
-    stream: S,
-    offer: Offer,
+    pub(crate) stream: S,
+    pub(crate) offer: Offer,
 }
 
 impl<S> IncomingOffer<S> {
@@ -95,10 +97,15 @@ impl<S> IncomingLane<S> {
 
 /// Reads the first message of a stream of the transfer protocol.
 pub async fn read_hello<S: ByteStream>(mut stream: S) -> Result<Hello<S>, TransferError> {
-    match read_message(&mut stream).await? {
+    let frame = read_frame_from(&mut stream).await?.ok_or_else(eof)?;
+    match Message::from_frame(&frame)? {
         Message::Offer(offer) => Ok(Hello::Offer(IncomingOffer { stream, offer })),
         Message::Lane(hello) => Ok(Hello::Lane(IncomingLane { stream, hello })),
-        _ => Err(PeerError::Protocol("a stream must start with Offer or Lane").into()),
+        Message::Pull(request) if frame.payload().len() <= MAX_PULL_REQUEST_LEN => {
+            Ok(Hello::Pull(crate::IncomingPull::new(stream, request)))
+        }
+        Message::Pull(_) => Err(PeerError::Protocol("a pull request over its size cap").into()),
+        _ => Err(PeerError::Protocol("a stream must start with Offer, Lane or Pull").into()),
     }
 }
 
