@@ -12,6 +12,7 @@ use tether_registry::{KeyOptions, KeychainPolicy};
 use tether_transfer::{DEFAULT_LEFTOVER_IDLE, Reserve};
 
 use crate::consent::{MarkedDevicesOnly, TransferConsent};
+use crate::share::{ShareNothing, ShareProvider};
 
 /// The default [`NetworkingConfig::idle_timeout`]: long enough that an app talking to a
 /// device now and then keeps its connection, short enough that a forgotten one goes.
@@ -93,6 +94,10 @@ pub struct NetworkingConfig {
     /// Default: [`MarkedDevicesOnly`], which accepts only from devices marked auto-accept
     /// ([`crate::NetworkingService::set_auto_accept`]) and declines the rest.
     pub consent: Arc<dyn TransferConsent>,
+    /// What paired devices may pull from this one by entry id (see [`crate::ShareProvider`]),
+    /// asked per request with the requesting device. Default: [`ShareNothing`], which refuses
+    /// every request.
+    pub share_provider: Arc<dyn ShareProvider>,
     /// How long an incoming transfer may move no bytes at all before it ends (resumable; the
     /// sender's bound is [`crate::TransferOptions::stall_timeout`]). Default: 60 s.
     pub transfer_stall_timeout: Duration,
@@ -138,6 +143,7 @@ impl NetworkingConfig {
             discovery_timeout: Duration::from_secs(10),
             receive_dir: None,
             consent: Arc::new(MarkedDevicesOnly),
+            share_provider: Arc::new(ShareNothing),
             transfer_stall_timeout: Duration::from_secs(60),
             require_encryption: false,
             space_reserve: Reserve::DEFAULT_SPACE,
@@ -175,6 +181,12 @@ impl NetworkingConfig {
     /// Sets who decides whether an incoming transfer is received.
     pub fn with_consent(mut self, consent: impl TransferConsent) -> Self {
         self.consent = Arc::new(consent);
+        self
+    }
+
+    /// Sets what paired devices may pull from this one.
+    pub fn with_share_provider(mut self, provider: impl ShareProvider) -> Self {
+        self.share_provider = Arc::new(provider);
         self
     }
 

@@ -131,6 +131,13 @@ pub enum NetworkError {
     /// The caller used the API wrongly.
     #[error("{0}")]
     Usage(String),
+    /// The device asked for an entry refused it: it shares no entry with that id with this
+    /// device (or nothing at all). It opened and read nothing.
+    #[error("entry {entry_id} is not shared with this device")]
+    NotShared {
+        /// The entry asked for.
+        entry_id: uuid::Uuid,
+    },
     /// A transfer failed (the receiver keeps what it verified, for a resume).
     #[error("transfer failed")]
     Transfer(#[source] TransferError),
@@ -194,10 +201,14 @@ pub(crate) fn logged_panic(what: &'static str, payload: &(dyn std::any::Any + Se
 }
 
 /// A panic in one of the transfer's tasks is the facade's [`NetworkError::Panicked`], whatever
-/// task it was in; any other transfer failure is [`NetworkError::Transfer`].
+/// task it was in; a pull refused as not shared is [`NetworkError::NotShared`]; any other
+/// transfer failure is [`NetworkError::Transfer`].
 impl From<TransferError> for NetworkError {
     fn from(error: TransferError) -> Self {
         match error {
+            TransferError::Peer(tether_transfer::PeerError::NotShared(entry_id)) => {
+                NetworkError::NotShared { entry_id }
+            }
             TransferError::Local(LocalError::Panicked { what, message }) => {
                 NetworkError::Panicked { what, message }
             }

@@ -83,6 +83,9 @@ pub enum NetworkEvent {
         /// `true` when the peer's idle timeout closed it, `false` when this device's did.
         by_peer: bool,
     },
+    /// A paired device asked this one for an entry (see [`crate::ShareProvider`]): refused,
+    /// started, completed or failed.
+    Pull(crate::PullEvent),
 }
 
 /// The state of the connection to one paired device.

@@ -31,6 +31,11 @@
 //!   a directory of its choosing, or declines with a reason the sender sees. The default,
 //!   [`MarkedDevicesOnly`], accepts only from devices marked with
 //!   [`NetworkingService::set_auto_accept`].
+//! * **Pulls.** A device may ask a paired one for an entry by id
+//!   ([`DeviceHandle::request_file`]); the sharer's [`ShareProvider`]
+//!   ([`NetworkingConfig::share_provider`]) says, per requesting device, which path an id names,
+//!   or refuses ([`NetworkError::NotShared`]; the default, [`ShareNothing`], refuses all). The
+//!   file arrives verified and resumable, as a push's would.
 //! * **Extensions.** [`NetworkingService::register_protocol`] serves a third party's
 //!   [`NetworkProtocol`] on its own ALPN to paired devices only.
 //!
@@ -67,6 +72,7 @@ mod pairing;
 mod profile;
 mod request;
 mod service;
+mod share;
 mod sightings;
 mod storage;
 mod transfer;
@@ -79,8 +85,10 @@ pub use link::SYNC_ALPN;
 pub use pairing::{PAIRING_ALPN, PairedDevice, PendingPairing};
 pub use request::RequestHandler;
 pub use service::{
-    DeviceHandle, DeviceStatus, Diagnostics, NetworkingService, PairingInvite, RelayState,
+    DeviceHandle, DeviceStatus, Diagnostics, NetworkingService, PairingInvite, PullOptions,
+    RelayState,
 };
+pub use share::{MAX_PULLS_PER_DEVICE, PullEvent, ShareNothing, ShareProvider, SharedEntry};
 pub use tether_transfer::{
     AbortCode, Collected, DEFAULT_LEFTOVER_IDLE, Decision, Direction as TransferDirection,
     FileProgress, Leftover, Leftovers, MAX_REASON_LEN, PathKind as TransferPathKind, Progress,

@@ -95,7 +95,7 @@ impl TransferOptions {
     }
 }
 
-/// A running outgoing transfer: its progress events, a way to cancel it, and its outcome.
+/// A running transfer (a push, or a pull this device asked for): its progress events, a way to cancel it, and its outcome.
 #[derive(Debug)]
 pub struct TransferHandle {
     /// Progress (bytes done, rate, ETA, per file) and per-file completion.
@@ -106,12 +106,27 @@ pub struct TransferHandle {
 }
 
 impl TransferHandle {
+    pub(crate) fn new(
+        events: mpsc::Receiver<TransferEvent>,
+        cancel: CancellationToken,
+        task: JoinHandle<Result<TransferReport, TransferError>>,
+        path: tether_iroh::PathKind,
+    ) -> Self {
+        TransferHandle {
+            events,
+            cancel,
+            task,
+            path,
+        }
+    }
+
     /// Stops the transfer; what the receiver has verified stays for a later resume.
     pub fn cancel(&self) {
         self.cancel.cancel();
     }
 
-    /// Waits for the end: the report once the receiver has verified everything.
+    /// Waits for the end: the report once the receiver (for a pull, this device) has verified
+    /// everything.
     pub async fn finish(self) -> Result<TransferReport, NetworkError> {
         match self.task.await {
             Ok(Ok(mut report)) => {
@@ -184,7 +199,9 @@ pub(crate) async fn send(
     })
 }
 
-async fn open_stream(link: &Link) -> Result<tokio::io::Join<RecvStream, SendStream>, NetworkError> {
+pub(crate) async fn open_stream(
+    link: &Link,
+) -> Result<tokio::io::Join<RecvStream, SendStream>, NetworkError> {
     let (send, recv) =
         link.connection
             .open_bi()
@@ -196,23 +213,31 @@ async fn open_stream(link: &Link) -> Result<tokio::io::Join<RecvStream, SendStre
     Ok(tokio::io::join(recv, send))
 }
 
-/// Serves a stream the peer opened on the pooled connection: a transfer offer or a lane.
+/// Serves a stream the peer opened on the pooled connection: a transfer offer, a lane, or a
+/// pull request (answered by `sharing`, whatever `receiver` is).
 pub(crate) async fn serve_stream(
     link: &Link,
     receiver: Option<&Receiver>,
+    sharing: &crate::share::Sharing,
     send: SendStream,
     recv: RecvStream,
 ) -> Result<Option<TransferReport>, NetworkError> {
-    let Some(receiver) = receiver else {
-        debug!(peer = %short(&link.node_id), "a transfer was offered but receiving is off");
-        drop((send, recv));
-        return Ok(None);
-    };
-    match tether_transfer::read_hello(tokio::io::join(recv, send))
+    let hello = tether_transfer::read_hello(tokio::io::join(recv, send))
         .await
-        .map_err(NetworkError::from)?
-    {
-        Hello::Offer(offer) => {
+        .map_err(NetworkError::from)?;
+    let receiver = match (hello, receiver) {
+        (Hello::Pull(pull), _) => {
+            sharing.serve(link, pull).await;
+            return Ok(None);
+        }
+        (hello, Some(receiver)) => (hello, receiver),
+        (_, None) => {
+            debug!(peer = %short(&link.node_id), "a transfer was offered but receiving is off");
+            return Ok(None);
+        }
+    };
+    match receiver {
+        (Hello::Offer(offer), receiver) => {
             let mut context = RunContext::new();
             if offer.encrypted() {
                 context = context.keys(link.transfer_keys(offer.transfer_id())?);
@@ -223,7 +248,7 @@ pub(crate) async fn serve_stream(
                 .map_err(NetworkError::from)?;
             Ok(Some(report))
         }
-        Hello::Lane(lane) => {
+        (Hello::Lane(lane), receiver) => {
             receiver
                 .attach(lane, link.node_id)
                 .map_err(NetworkError::from)?;

@@ -10,6 +10,7 @@ mod device;
 mod messages;
 mod pairing;
 mod pool;
+mod pull;
 mod tasks;
 
 pub use admin::{DeviceStatus, Diagnostics, RelayState};
@@ -18,6 +19,7 @@ use device::create_private_dir;
 pub(crate) use device::remote_ip;
 pub use pairing::PairingInvite;
 pub(crate) use pairing::id_like_name;
+pub use pull::PullOptions;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -101,6 +103,8 @@ struct Inner {
     incoming: mpsc::Sender<Incoming>,
     /// Receives transfers into `config.receive_dir`; `None` refuses them.
     receiver: Option<tether_transfer::Receiver>,
+    /// Answers the pulls paired devices ask for, through `config.share_provider`.
+    sharing: crate::share::Sharing,
     /// The service's tasks by id; each removes itself when it ends.
     tasks: Arc<Mutex<HashMap<tokio::task::Id, JoinHandle<()>>>>,
     /// The pairing connections held now, shared with the gate.
@@ -180,6 +184,13 @@ impl NetworkingService {
         discoveries.extend(config.discoveries.iter().cloned());
 
         let (incoming, incoming_rx) = mpsc::channel(256);
+        let events = broadcast::channel(1024).0;
+        let sharing = crate::share::Sharing::new(
+            Arc::clone(&config.share_provider),
+            registry.clone(),
+            events.clone(),
+            config.transfer_stall_timeout,
+        );
         let service = Self {
             inner: Arc::new(Inner {
                 config,
@@ -202,9 +213,10 @@ impl NetworkingService {
                 code_outcomes: pairing::Outcomes::default(),
                 protocol_alpns,
                 protocols: RwLock::default(),
-                events: broadcast::channel(1024).0,
+                events,
                 incoming,
                 receiver,
+                sharing,
                 tasks: Arc::default(),
                 lobby,
                 slot_announced: AtomicBool::new(false),

@@ -298,7 +298,8 @@ impl NetworkingService {
         info!(peer = %short(&node_id), path = %info.path, rtt = ?info.rtt, "connected");
     }
 
-    /// Serves the streams the peer opens on a link after its handshake: transfers and lanes.
+    /// Serves the streams the peer opens on a link after its handshake: transfers, lanes and
+    /// pull requests.
     pub(super) fn serve_streams(&self, link: Arc<Link>) {
         let service = self.clone();
         self.spawn("a link's stream acceptor", async move {
@@ -310,7 +311,14 @@ impl NetworkingService {
                     let receiver = service.inner.receiver.as_ref();
                     // A transfer (or lane) keeps the link in use until it ends.
                     let in_use = link.use_it();
-                    let served = crate::transfer::serve_stream(&link, receiver, send, recv).await;
+                    let served = crate::transfer::serve_stream(
+                        &link,
+                        receiver,
+                        &service.inner.sharing,
+                        send,
+                        recv,
+                    )
+                    .await;
                     drop(in_use);
                     match served {
                         Ok(Some(report)) => {
