@@ -146,6 +146,14 @@ pub enum NetworkError {
     /// The service has shut down.
     #[error("the service is shut down")]
     Shutdown,
+    /// The data directory belongs to another device id than the one the app gave.
+    #[error("the data directory belongs to device {stored}, not to {given}")]
+    DeviceIdMismatch {
+        /// The id stored in the data directory.
+        stored: tether_identity::DeviceId,
+        /// The id the app gave.
+        given: tether_identity::DeviceId,
+    },
 }
 
 /// Why a pairing code (or ticket) this device showed ended without pairing anyone.

@@ -1,14 +1,28 @@
 //! `NetworkEvent`: what the service tells the application.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use n0_future::Stream;
 use tether_identity::{DeviceInfo, NodeId};
 use tether_iroh::PathKind;
 use tether_wire::NetworkMessage;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-/// Something that happened, for an app's UI or log. Subscribe with
-/// [`crate::NetworkingService::subscribe`].
+/// Something that happened, for an app's UI or log: [`crate::NetworkingService::events`] (or
+/// [`crate::Builder::events`], from before the service starts).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum NetworkEvent {
+    /// This reader fell behind and `missed` events were dropped for it (only an
+    /// [`EventStream`] says so). What it shows may be stale: ask the service again
+    /// ([`crate::NetworkingService::device_statuses`], [`crate::NetworkingService::devices`]).
+    Lagged {
+        /// How many events this reader missed.
+        missed: u64,
+    },
     /// A device was seen by a discovery service.
     DeviceDiscovered {
         /// Its claimed key.
@@ -116,5 +130,66 @@ impl std::fmt::Display for ConnectionState {
             Self::Closing => "closing",
             Self::Closed => "closed",
         })
+    }
+}
+
+/// The service's events as a [`Stream`]: each change once, in order, and a
+/// [`NetworkEvent::Lagged`] where a slow reader missed some. Ends when the service is gone.
+#[derive(Debug)]
+pub struct EventStream {
+    inner: BroadcastStream<NetworkEvent>,
+}
+
+impl EventStream {
+    pub(crate) fn new(receiver: broadcast::Receiver<NetworkEvent>) -> Self {
+        Self {
+            inner: BroadcastStream::new(receiver),
+        }
+    }
+}
+
+impl Stream for EventStream {
+    type Item = NetworkEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.inner).poll_next(cx).map(|next| {
+            next.map(|event| match event {
+                Ok(event) => event,
+                Err(BroadcastStreamRecvError::Lagged(missed)) => NetworkEvent::Lagged { missed },
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use n0_future::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_slow_reader_is_told_how_many_events_it_missed() {
+        let (events, receiver) = broadcast::channel(2);
+        let mut stream = EventStream::new(receiver);
+        let node_id = tether_identity::NetworkIdentity::from_secret_bytes(&[7; 32]).node_id();
+        for _ in 0..5 {
+            events.send(NetworkEvent::Unpaired { node_id }).unwrap();
+        }
+        drop(events);
+        let mut seen = Vec::new();
+        while let Some(event) = stream.next().await {
+            seen.push(event);
+        }
+        assert!(
+            matches!(
+                seen.as_slice(),
+                [
+                    NetworkEvent::Lagged { missed: 3 },
+                    NetworkEvent::Unpaired { .. },
+                    NetworkEvent::Unpaired { .. },
+                ]
+            ),
+            "{seen:?}"
+        );
     }
 }

@@ -56,6 +56,7 @@
 //! # Ok(()) }
 //! ```
 
+mod builder;
 mod config;
 mod consent;
 mod error;
@@ -71,10 +72,11 @@ mod sightings;
 mod storage;
 mod transfer;
 
+pub use builder::Builder;
 pub use config::{DEFAULT_IDLE_TIMEOUT, NetworkingConfig};
 pub use consent::{MarkedDevicesOnly, NOT_MARKED, TransferConsent, TransferOffer};
 pub use error::{CodeEnded, NetworkError};
-pub use event::{ConnectionState, NetworkEvent};
+pub use event::{ConnectionState, EventStream, NetworkEvent};
 pub use link::SYNC_ALPN;
 pub use pairing::{PAIRING_ALPN, PairedDevice, PendingPairing};
 pub use request::RequestHandler;

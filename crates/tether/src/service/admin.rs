@@ -219,7 +219,7 @@ impl NetworkingService {
             .profile
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        *profile = Profile::load_or_create(&self.inner.config.data_dir, Some(name), None)?;
+        *profile = Profile::load_or_create(&self.inner.config.data_dir, None, Some(name), None)?;
         drop(profile);
         Ok(self.device_info())
     }

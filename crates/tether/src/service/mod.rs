@@ -36,8 +36,10 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::builder::Builder;
 use crate::consent::RegistryConsent;
 use crate::error::short;
+use crate::event::EventStream;
 use crate::gate::{CLOSE_REVOKED, RegistryGate};
 use crate::link::{CLOSE_NORMAL, Incoming, Link, SYNC_ALPN};
 use crate::lobby::Lobby;
@@ -111,22 +113,47 @@ struct Inner {
 
 impl NetworkingService {
     /// Opens (or creates) the device's keys, profile and registry in the data directory,
-    /// binds the endpoint and starts the background tasks.
+    /// binds the endpoint and starts the background tasks: `Self::builder` with `config`,
+    /// spawned (see [`Builder`] for protocols served from the start and events from before).
     pub async fn start(config: NetworkingConfig) -> Result<Self, NetworkError> {
+        Builder::from_config(config).spawn().await
+    }
+
+    pub(crate) async fn spawn_from(builder: Builder) -> Result<Self, NetworkError> {
+        let Builder {
+            config,
+            device_id,
+            protocols,
+            request_handler,
+            events,
+        } = builder;
         let data_dir = config.data_dir.clone();
         create_private_dir(&data_dir)?;
         let keys = KeyManager::open_or_create(&data_dir, &config.keys)?;
-        let profile =
-            Profile::load_or_create(&data_dir, config.device_name.as_ref(), config.device_type)?;
+        let profile = Profile::load_or_create(
+            &data_dir,
+            device_id,
+            config.device_name.as_ref(),
+            config.device_type,
+        )?;
         let registry = DeviceRegistry::open(&data_dir, keys.storage_key())?;
-        let protocol_alpns = Arc::new(RwLock::new(HashSet::new()));
+        let protocol_alpns: HashSet<Vec<u8>> = protocols
+            .iter()
+            .map(|protocol| protocol.alpn().to_vec())
+            .collect();
+        let protocol_table: HashMap<Vec<u8>, Arc<dyn NetworkProtocol>> = protocols
+            .into_iter()
+            .map(|protocol| (protocol.alpn().to_vec(), protocol))
+            .collect();
+        let protocol_alpns = Arc::new(RwLock::new(protocol_alpns));
         let lobby = Arc::new(Lobby::default());
         let gate = Arc::new(RegistryGate {
             registry: registry.clone(),
             protocols: Arc::clone(&protocol_alpns),
             lobby: Arc::clone(&lobby),
         });
-        let alpns = vec![SYNC_ALPN.to_vec(), PAIRING_ALPN.to_vec()];
+        let mut alpns = vec![SYNC_ALPN.to_vec(), PAIRING_ALPN.to_vec()];
+        alpns.extend(protocol_table.keys().cloned());
         let transport = Transport::bind(keys.identity(), &config.transport, alpns, gate).await?;
 
         // Paired devices pass the gate; what they send is received only with the app's consent.
@@ -195,14 +222,14 @@ impl NetworkingService {
                 dialing: Mutex::default(),
                 connections: Mutex::default(),
                 idle_closed: Mutex::default(),
-                handler: HandlerSlot::default(),
+                handler: Arc::new(RwLock::new(request_handler)),
                 initiator: Mutex::new(None),
                 code_number: AtomicU64::new(0),
                 confirm: Arc::default(),
                 code_outcomes: pairing::Outcomes::default(),
                 protocol_alpns,
-                protocols: RwLock::default(),
-                events: broadcast::channel(1024).0,
+                protocols: RwLock::new(protocol_table),
+                events,
                 incoming,
                 receiver,
                 tasks: Arc::default(),
@@ -251,9 +278,17 @@ impl NetworkingService {
         self.inner.keys.storage_kind()
     }
 
-    /// Events from now on.
+    /// Events from now on, as a channel receiver (which drops what a slow reader misses; see
+    /// [`Self::events`] for a stream that says so).
     pub fn subscribe(&self) -> broadcast::Receiver<NetworkEvent> {
         self.inner.events.subscribe()
+    }
+
+    /// Events from now on, as a [`Stream`](n0_future::Stream) that reports what a slow reader
+    /// missed ([`NetworkEvent::Lagged`]). For events from before the service started, take
+    /// [`Builder::events`].
+    pub fn events(&self) -> EventStream {
+        EventStream::new(self.inner.events.subscribe())
     }
 
     /// Every device the registry knows, with its state.
@@ -297,13 +332,13 @@ impl NetworkingService {
     /// Adds a third-party protocol on its own ALPN; only paired devices reach it. Any
     /// [`NetworkProtocol`] will do, a `Box<dyn NetworkProtocol>` or an `Arc` of one too. Its
     /// [`NetworkProtocol::shutdown`] is called when the service shuts down.
+    ///
+    /// Prefer [`Builder::protocol`]: a protocol given there is served from the start, with its
+    /// ALPN fixed before the endpoint binds. One registered here replaces any protocol on the
+    /// same ALPN.
     pub fn register_protocol<P: NetworkProtocol>(&self, protocol: P) -> Result<(), NetworkError> {
         let alpn = protocol.alpn().to_vec();
-        if alpn.starts_with(b"tether/") {
-            return Err(NetworkError::Usage(
-                "ALPNs starting with tether/ are reserved".to_owned(),
-            ));
-        }
+        crate::builder::check_alpn(&alpn)?;
         self.inner
             .protocols
             .write()
