@@ -174,7 +174,8 @@ impl Builder {
                 )));
             }
         }
-        NetworkingService::spawn_from(self).await
+        // Boxed: starting holds a lot across awaits, and callers' futures stay small.
+        Box::pin(NetworkingService::spawn_from(self)).await
     }
 }
 

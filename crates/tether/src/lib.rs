@@ -109,13 +109,34 @@ pub use tether_protocol::{
     PROTOCOL_SHUTDOWN_TIMEOUT, PairedPeer, ProtocolError, RecvStream, RelayCandidate,
     RelaySelector, SendStream, async_trait,
 };
+/// What this device keeps about a paired device ([`NetworkingService::paired_devices`],
+/// [`DeviceHandle::info`]); [`PairedDevice`] is what a pairing returns.
+pub use tether_registry::PairedDevice as StoredDevice;
 pub use tether_registry::{
-    Device, DeviceState, KeyError, KeyManager, KeyOptions, KeyStorageKind, KeychainPolicy,
-    PassphrasePrompt, PassphrasePurpose, TrustLevel,
+    ConnectionRefused, Device, DeviceState, DisconnectReason, KeyError, KeyManager, KeyOptions,
+    KeyStorageKind, KeychainPolicy, PassphrasePrompt, PassphrasePurpose, RegistryError, StateKind,
+    StoreError, TrustLevel,
 };
 pub use tether_wire::{
     ErrorCode, ErrorReply, FileRequest, FileResponse, Hlc, LibraryAnnounce, LibraryInfo,
     LibraryRequest, MessageKind, NetworkMessage, Ping, Pong, SyncEntry, SyncRequest, SyncResponse,
 };
+/// The errors inside a [`NetworkError`]'s chain, each nameable for an app to match on.
+pub mod errors {
+    pub use tether_iroh::{LoopbackDirError, LoopbackDirProblem, TransportError};
+    pub use tether_pairing::{
+        CodeError, Failure, MessageError, Misbehavior, PairingError, Refusal, TicketError,
+        UsageError as PairingUsageError,
+    };
+    pub use tether_registry::{BoxedSource, KeyError, RegistryError, StoreError};
+    pub use tether_transfer::{
+        CipherError, DecodeError, LocalError, ManifestError, PathError, PeerError, TransferError,
+        UsageError as TransferUsageError,
+    };
+
+    pub use crate::error::{CodeEnded, NetworkError};
+}
+pub use tether_iroh::TransportError;
+
 /// Ids of libraries and entries in messages.
 pub use uuid::Uuid;

@@ -73,8 +73,8 @@ pub struct DeviceStatus {
     pub node_id: NodeId,
     /// What it said about itself when it paired (its name may be renamed here).
     pub info: Option<DeviceInfo>,
-    /// `discovered`, `pairing`, `paired`, `connected` or `disconnected`.
-    pub state: String,
+    /// Discovered, pairing, paired, connected or disconnected (its `Display` is the word).
+    pub state: tether_registry::StateKind,
     /// The live connection's path, round trip and remote address.
     pub connection: Option<ConnectionInfo>,
     /// When it was last heard: on a live connection, when the device last sent anything
@@ -175,7 +175,7 @@ impl NetworkingService {
                 DeviceStatus {
                     node_id: device.node_id,
                     info: device.paired.as_ref().map(|p| p.info.clone()),
-                    state: device.state.kind().to_string(),
+                    state: device.state.kind(),
                     connection,
                     last_seen,
                     discovered_by: discovered.get(&device.node_id).copied(),
@@ -192,7 +192,7 @@ impl NetworkingService {
                 statuses.push(DeviceStatus {
                     node_id,
                     info: None,
-                    state: "discovered".to_owned(),
+                    state: tether_registry::StateKind::Discovered,
                     connection: None,
                     last_seen: None,
                     discovered_by: Some(source),

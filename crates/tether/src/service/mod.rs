@@ -24,13 +24,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use iroh::endpoint::Connection;
-use tether_identity::{DeviceInfo, ErrorChain, NodeId, error_chain};
+use tether_identity::{DeviceId, DeviceInfo, ErrorChain, NodeId, error_chain};
 use tether_iroh::{ConnectionInfo, LoopbackDiscovery, MdnsDiscovery, PeerAddr, Transport};
 use tether_pairing::{Initiator, LocalDevice};
 use tether_protocol::{DiscoveredDevice, Discovery, NetworkProtocol};
 use tether_registry::{
     Device, DeviceRegistry, DisconnectReason, KeyManager, KeyStorageKind,
-    PairedDevice as StoredDevice,
+    PairedDevice as StoredDevice, TrustLevel,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
@@ -40,7 +40,7 @@ use crate::builder::Builder;
 use crate::consent::RegistryConsent;
 use crate::error::short;
 use crate::event::EventStream;
-use crate::gate::{CLOSE_REVOKED, RegistryGate};
+use crate::gate::{CLOSE_BLOCKED, CLOSE_REVOKED, RegistryGate};
 use crate::link::{CLOSE_NORMAL, Incoming, Link, SYNC_ALPN};
 use crate::lobby::Lobby;
 use crate::pairing::{ConfirmSlot, PAIRING_ALPN};
@@ -301,16 +301,53 @@ impl NetworkingService {
         self.inner.registry.paired_devices()
     }
 
-    /// A paired device, to send it messages.
+    /// A paired device's handle (blocked ones included, to unblock them): messages, transfers
+    /// both ways, its connection, and renaming, blocking and unpairing it.
     pub fn device(&self, node_id: NodeId) -> Result<DeviceHandle, NetworkError> {
-        self.inner
+        let paired = self
+            .inner
             .registry
-            .check_connection(&node_id)
-            .map_err(|_| NetworkError::DeviceNotPaired(short(&node_id)))?;
+            .device(&node_id)
+            .is_some_and(|device| device.paired.is_some());
+        if !paired {
+            return Err(NetworkError::DeviceNotPaired(short(&node_id)));
+        }
         Ok(DeviceHandle {
             service: self.clone(),
             node_id,
         })
+    }
+
+    /// A paired device's handle, found by the device id it paired with (the app's id for it,
+    /// see [`Builder::device_id`]).
+    pub fn device_by_id(&self, device_id: DeviceId) -> Result<DeviceHandle, NetworkError> {
+        let node_id = self
+            .inner
+            .registry
+            .device_by_id(&device_id)
+            .filter(|device| device.paired.is_some())
+            .map(|device| device.node_id)
+            .ok_or_else(|| NetworkError::DeviceNotPaired(device_id.to_string()))?;
+        self.device(node_id)
+    }
+
+    /// Blocks a paired device: it stays paired, but every connection from or to it is refused
+    /// until [`Self::unblock`]; its live connections are closed now.
+    pub fn block(&self, node_id: NodeId) -> Result<(), NetworkError> {
+        self.inner
+            .registry
+            .set_trust(node_id, TrustLevel::Blocked)
+            .map_err(|_| NetworkError::DeviceNotPaired(short(&node_id)))?;
+        self.close_all(node_id, CLOSE_BLOCKED, "blocked");
+        Ok(())
+    }
+
+    /// Lets a blocked device connect again.
+    pub fn unblock(&self, node_id: NodeId) -> Result<(), NetworkError> {
+        self.inner
+            .registry
+            .set_trust(node_id, TrustLevel::Trusted)
+            .map_err(|_| NetworkError::DeviceNotPaired(short(&node_id)))
     }
 
     /// Sends files and directories (relative paths kept) to a paired device over its pooled
@@ -418,6 +455,13 @@ impl NetworkingService {
         // Revoke first, then empty the pool: `adopt` and `track` check the registry under the
         // same locks, so a connection set up meanwhile is either refused there or closed here.
         self.inner.registry.revoke(node_id)?;
+        self.close_all(node_id, CLOSE_REVOKED, "unpaired");
+        let _ = self.inner.events.send(NetworkEvent::Unpaired { node_id });
+        Ok(())
+    }
+
+    /// Closes the device's pooled link and every other connection to it.
+    fn close_all(&self, node_id: NodeId, code: u32, reason: &'static str) {
         let link = self
             .inner
             .links
@@ -425,7 +469,7 @@ impl NetworkingService {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&node_id);
         if let Some(link) = link {
-            self.close_link(&link, CLOSE_REVOKED, "unpaired");
+            self.close_link(&link, code, reason);
         }
         let connections = self
             .inner
@@ -434,10 +478,8 @@ impl NetworkingService {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&node_id);
         for connection in connections.unwrap_or_default() {
-            connection.close(CLOSE_REVOKED.into(), b"unpaired");
+            connection.close(code.into(), reason.as_bytes());
         }
-        let _ = self.inner.events.send(NetworkEvent::Unpaired { node_id });
-        Ok(())
     }
 
     /// Stops every task, withdraws this device's announcements and closes the endpoint.
