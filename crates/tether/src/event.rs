@@ -30,12 +30,28 @@ pub enum NetworkEvent {
         /// Which discovery saw it.
         source: &'static str,
     },
+    /// No discovery sees a device any more: it said it left, its announcement expired, or
+    /// newer sightings pushed it out. A paired device stays paired; its connection, if one is
+    /// open, is not touched.
+    DeviceLost {
+        /// Its claimed key.
+        node_id: NodeId,
+    },
     /// A device paired with this one.
     Paired {
         /// Who.
         device: DeviceInfo,
         /// The six-digit code both screens show.
         verification_code: String,
+    },
+    /// A pairing is under way (its end is [`NetworkEvent::Paired`] or
+    /// [`NetworkEvent::PairingFailed`]).
+    PairingProgress {
+        /// The other device (as its connection proved; what it says of itself comes with
+        /// [`PairingStage::Proved`]).
+        peer: NodeId,
+        /// How far it got.
+        stage: PairingStage,
     },
     /// A pairing attempt failed.
     PairingFailed {
@@ -96,6 +112,23 @@ pub enum NetworkEvent {
         node_id: NodeId,
         /// `true` when the peer's idle timeout closed it, `false` when this device's did.
         by_peer: bool,
+    },
+}
+
+/// How far a pairing got, in [`NetworkEvent::PairingProgress`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PairingStage {
+    /// Joining side: the device showing the code was reached; the code is being proved.
+    Connected,
+    /// Showing side: the joiner proved the code. Both screens show `verification_code`; the
+    /// pairing is stored once accepted ([`crate::PairingInvite::pending`]), or at once when
+    /// the invite does not ask.
+    Proved {
+        /// What the joiner says of itself (its key is the one its connection proved).
+        device: DeviceInfo,
+        /// The six-digit code both screens show.
+        verification_code: String,
     },
 }
 

@@ -76,7 +76,7 @@ pub use builder::Builder;
 pub use config::{DEFAULT_IDLE_TIMEOUT, NetworkingConfig};
 pub use consent::{MarkedDevicesOnly, NOT_MARKED, TransferConsent, TransferOffer};
 pub use error::{CodeEnded, NetworkError};
-pub use event::{ConnectionState, EventStream, NetworkEvent};
+pub use event::{ConnectionState, EventStream, NetworkEvent, PairingStage};
 pub use link::SYNC_ALPN;
 pub use pairing::{PAIRING_ALPN, PairedDevice, PendingPairing};
 pub use request::RequestHandler;

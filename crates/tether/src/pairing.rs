@@ -113,6 +113,7 @@ pub(crate) async fn serve_joiner(
     confirm: &ConfirmSlot,
     registry: &DeviceRegistry,
     seat: &Seat,
+    events: &tokio::sync::broadcast::Sender<crate::NetworkEvent>,
 ) -> Result<PairedDevice, NetworkError> {
     let first = async {
         let (send, mut recv) = connection.accept_bi().await.map_err(|e| failed(&peer, e))?;
@@ -142,6 +143,13 @@ pub(crate) async fn serve_joiner(
                 write_message(&mut send, &reply, &peer).await?;
             }
             Ok(InitiatorStep::Paired(paired)) => {
+                let _ = events.send(crate::NetworkEvent::PairingProgress {
+                    peer,
+                    stage: crate::PairingStage::Proved {
+                        device: paired.peer_info().clone(),
+                        verification_code: paired.verification_code().to_string(),
+                    },
+                });
                 let outcome = match ask(confirm, number, &paired).await {
                     Answer::Accepted(outcome) => outcome,
                     Answer::OnProof => None,

@@ -263,6 +263,10 @@ impl NetworkingService {
         let busy_until = tokio::time::Instant::now() + JOIN_BUSY_RETRY_FOR;
         let result = loop {
             let connection = self.inner.transport.connect(&target, PAIRING_ALPN).await?;
+            let _ = self.inner.events.send(NetworkEvent::PairingProgress {
+                peer: target.node_id,
+                stage: crate::PairingStage::Connected,
+            });
             let result = pairing::join(
                 connection.clone(),
                 credential.clone(),

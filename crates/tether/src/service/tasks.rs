@@ -238,6 +238,7 @@ impl NetworkingService {
             &self.inner.confirm,
             &self.inner.registry,
             &seat,
+            &self.inner.events,
         );
         let result = tokio::select! {
             result = tokio::time::timeout(EXCHANGE_TIMEOUT, exchange) => {
@@ -289,6 +290,7 @@ impl NetworkingService {
     fn forget_sighting(&self, node_id: NodeId) {
         self.inner.registry.forget_discovered(node_id);
         self.inner.transport.forget(&node_id);
+        let _ = self.inner.events.send(NetworkEvent::DeviceLost { node_id });
     }
 
     pub(super) async fn discovery_loop(&self, discovery: Arc<dyn Discovery>) {
@@ -344,12 +346,16 @@ impl NetworkingService {
                     }
                 }
                 DiscoveryEvent::Lost(node_id) => {
-                    self.inner
+                    let known = self
+                        .inner
                         .discovered
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
-                        .remove(&node_id);
-                    self.forget_sighting(node_id);
+                        .remove(&node_id)
+                        .is_some();
+                    if known {
+                        self.forget_sighting(node_id);
+                    }
                 }
                 _ => {}
             }
