@@ -79,6 +79,38 @@ pub enum NetworkEvent {
         /// What.
         message: NetworkMessage,
     },
+    /// A paired device offered a transfer; the consent decides next (an accepted one goes
+    /// on with [`NetworkEvent::IncomingTransfer`] events).
+    TransferOffered {
+        /// Who offers it.
+        from: NodeId,
+        /// The transfer.
+        transfer_id: uuid::Uuid,
+        /// Files and directories announced.
+        entries: u64,
+        /// File bytes announced.
+        bytes: u64,
+    },
+    /// How an accepted incoming transfer goes: started (with what was kept from before),
+    /// progress (bytes, rate, ETA), each file verified and in place, waiting on the sender.
+    IncomingTransfer {
+        /// Who sends it.
+        from: NodeId,
+        /// What happened.
+        event: tether_transfer::TransferEvent,
+    },
+    /// An incoming transfer failed (not one the consent declined). What was verified stays;
+    /// when `resumable`, the sender's next send of the same files resumes.
+    TransferFailed {
+        /// Who sent it.
+        from: NodeId,
+        /// The transfer.
+        transfer_id: uuid::Uuid,
+        /// Why, every layer once.
+        reason: String,
+        /// Whether sending again resumes it.
+        resumable: bool,
+    },
     /// A transfer from a paired device finished; every file is verified and in place.
     TransferReceived {
         /// Who sent it.

@@ -310,7 +310,14 @@ impl NetworkingService {
                     let receiver = service.inner.receiver.as_ref();
                     // A transfer (or lane) keeps the link in use until it ends.
                     let in_use = link.use_it();
-                    let served = crate::transfer::serve_stream(&link, receiver, send, recv).await;
+                    let served = crate::transfer::serve_stream(
+                        &link,
+                        receiver,
+                        send,
+                        recv,
+                        &service.inner.events,
+                    )
+                    .await;
                     drop(in_use);
                     match served {
                         Ok(Some(report)) => {
