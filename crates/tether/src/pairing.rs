@@ -97,6 +97,17 @@ pub(crate) fn now() -> Timestamp {
     )
 }
 
+/// What the showing side serves joiners with: the code's state machine and number, the
+/// invite's confirmation slot, the registry, and the service's events.
+#[derive(Clone, Copy)]
+pub(crate) struct Desk<'a> {
+    pub(crate) initiator: &'a std::sync::Mutex<Option<Initiator>>,
+    pub(crate) code_number: &'a AtomicU64,
+    pub(crate) confirm: &'a ConfirmSlot,
+    pub(crate) registry: &'a DeviceRegistry,
+    pub(crate) events: &'a tokio::sync::broadcast::Sender<crate::NetworkEvent>,
+}
+
 /// Initiator side: serves one joiner's stream with the shared `initiator`.
 ///
 /// The joiner's stream and whole first message must arrive within [`FIRST_MESSAGE_TIMEOUT`]
@@ -108,13 +119,16 @@ pub(crate) fn now() -> Timestamp {
 pub(crate) async fn serve_joiner(
     connection: &Connection,
     peer: NodeId,
-    initiator: &std::sync::Mutex<Option<Initiator>>,
-    code_number: &AtomicU64,
-    confirm: &ConfirmSlot,
-    registry: &DeviceRegistry,
+    desk: &Desk<'_>,
     seat: &Seat,
-    events: &tokio::sync::broadcast::Sender<crate::NetworkEvent>,
 ) -> Result<PairedDevice, NetworkError> {
+    let Desk {
+        initiator,
+        code_number,
+        confirm,
+        registry,
+        events,
+    } = *desk;
     let first = async {
         let (send, mut recv) = connection.accept_bi().await.map_err(|e| failed(&peer, e))?;
         let bytes = read_message(&mut recv, &peer).await?;

@@ -439,7 +439,7 @@ async fn both_sides_report_the_pairing_under_way_before_it_ends() {
     use n0_future::StreamExt;
     use tether::{NetworkEvent, PairingStage};
 
-    let lab = common::Lab::new();
+    let lab = Lab::new();
     let laptop = lab.start_undiscovered("laptop").await;
     let phone = lab.start_undiscovered("phone").await;
     let mut laptop_events = laptop.events();
@@ -449,7 +449,7 @@ async fn both_sides_report_the_pairing_under_way_before_it_ends() {
     // Each side's pairing events, in order, up to and including `Paired`.
     async fn until_paired(events: &mut tether::EventStream) -> Vec<NetworkEvent> {
         let mut seen = Vec::new();
-        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        tokio::time::timeout(Duration::from_secs(10), async {
             while let Some(event) = events.next().await {
                 let end = matches!(event, NetworkEvent::Paired { .. });
                 if matches!(

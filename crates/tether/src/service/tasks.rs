@@ -230,16 +230,14 @@ impl NetworkingService {
                 });
             }
         };
-        let exchange = pairing::serve_joiner(
-            connection,
-            peer,
-            &self.inner.initiator,
-            &self.inner.code_number,
-            &self.inner.confirm,
-            &self.inner.registry,
-            &seat,
-            &self.inner.events,
-        );
+        let desk = pairing::Desk {
+            initiator: &self.inner.initiator,
+            code_number: &self.inner.code_number,
+            confirm: &self.inner.confirm,
+            registry: &self.inner.registry,
+            events: &self.inner.events,
+        };
+        let exchange = pairing::serve_joiner(connection, peer, &desk, &seat);
         let result = tokio::select! {
             result = tokio::time::timeout(EXCHANGE_TIMEOUT, exchange) => {
                 result.unwrap_or(Err(NetworkError::TimedOut {
