@@ -140,3 +140,8 @@ pub use tether_iroh::TransportError;
 
 /// Ids of libraries and entries in messages.
 pub use uuid::Uuid;
+
+/// `docs/seed-api.md`: the seed's calls next to Tether's, each Tether block a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/seed-api.md")]
+struct SeedApi;
