@@ -580,7 +580,7 @@ pub(crate) fn resolve(node: &NetworkingService, wanted: &str) -> Result<NodeId> 
     let paired: Vec<DeviceInfo> = node.paired_devices().into_iter().map(|d| d.info).collect();
     match candidates(&paired, wanted).as_slice() {
         [one] => Ok(one.public_key),
-        [] => Err(anyhow!(NetworkError::DeviceNotPaired(wanted.to_owned())))
+        [] => Err(anyhow!(NetworkError::UnknownDevice(wanted.to_owned())))
             .context("see `tether devices` for the paired devices"),
         several => {
             let listed: Vec<String> = several

@@ -67,7 +67,7 @@ impl PendingPairing {
         match stored.await {
             Ok(Ok(device)) => Ok(device),
             Ok(Err(reason)) => Err(NetworkError::ProtocolViolation {
-                node: "joiner".into(),
+                node: self.device.public_key,
                 reason,
             }),
             Err(_) => Err(NetworkError::Shutdown),
@@ -170,7 +170,7 @@ pub(crate) async fn serve_joiner(
                     Answer::Rejected => {
                         info!(peer = %short(&peer), "pairing rejected by this device's person");
                         return Err(NetworkError::Refused {
-                            node: short(&peer),
+                            node: peer,
                             code: CLOSE_PAIRING_DECLINED,
                             reason: DECLINED.to_owned(),
                         });
@@ -287,7 +287,7 @@ pub(crate) async fn join(
         Ok(Ok(_)) if rest.is_empty() => {}
         Ok(Ok(_)) => {
             return Err(NetworkError::ProtocolViolation {
-                node: short(&initiator),
+                node: initiator,
                 reason: "the initiator refused the final signature".to_owned(),
             });
         }
@@ -373,7 +373,7 @@ async fn read_message(recv: &mut RecvStream, peer: &NodeId) -> Result<Vec<u8>, N
         let len = usize::from(u16::from_be_bytes(len));
         if len > MAX_MESSAGE_LEN {
             return Err(NetworkError::ProtocolViolation {
-                node: short(peer),
+                node: *peer,
                 reason: format!("pairing message of {len} bytes (at most {MAX_MESSAGE_LEN})"),
             });
         }
@@ -408,7 +408,7 @@ fn u16_len(len: usize) -> u16 {
 
 fn failed(peer: &NodeId, error: impl std::error::Error) -> NetworkError {
     NetworkError::ConnectionFailed {
-        node: short(peer),
+        node: *peer,
         reason: error_chain(&error),
     }
 }

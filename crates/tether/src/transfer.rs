@@ -190,7 +190,7 @@ async fn open_stream(link: &Link) -> Result<tokio::io::Join<RecvStream, SendStre
             .open_bi()
             .await
             .map_err(|error| NetworkError::ConnectionFailed {
-                node: short(&link.node_id),
+                node: link.node_id,
                 reason: error.to_string(),
             })?;
     Ok(tokio::io::join(recv, send))

@@ -18,7 +18,6 @@ use tether_transfer::{Collected, Leftovers};
 
 use super::NetworkingService;
 use crate::NetworkError;
-use crate::error::short;
 use crate::profile::Profile;
 
 /// This node's set-up and state, for `tether doctor`.
@@ -233,7 +232,7 @@ impl NetworkingService {
         self.inner
             .registry
             .rename(node_id, name)
-            .map_err(|_| NetworkError::DeviceNotPaired(short(&node_id)))
+            .map_err(|_| NetworkError::DeviceNotPaired(node_id))
     }
 
     /// Marks a paired device as one whose files are received without asking (`on`), or takes
@@ -244,7 +243,7 @@ impl NetworkingService {
         self.inner
             .registry
             .set_auto_accept(node_id, on)
-            .map_err(|_| NetworkError::DeviceNotPaired(short(&node_id)))
+            .map_err(|_| NetworkError::DeviceNotPaired(node_id))
     }
 
     /// Sets the most bytes a paired device may store here (`None`: the configured default,
@@ -257,7 +256,7 @@ impl NetworkingService {
         self.inner
             .registry
             .set_quota(node_id, quota)
-            .map_err(|_| NetworkError::DeviceNotPaired(short(&node_id)))
+            .map_err(|_| NetworkError::DeviceNotPaired(node_id))
     }
 
     /// The data directory.
@@ -275,7 +274,7 @@ impl NetworkingService {
         self.inner
             .registry
             .reset_stored_bytes(node_id)
-            .map_err(|_| NetworkError::DeviceNotPaired(short(&node_id)))
+            .map_err(|_| NetworkError::DeviceNotPaired(node_id))
     }
 
     /// Removes (or with `dry_run` only lists) the partial files and resume records in the

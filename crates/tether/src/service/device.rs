@@ -10,7 +10,6 @@ use tether_registry::PairedDevice as StoredDevice;
 use tether_wire::{NetworkMessage, Ping};
 
 use super::NetworkingService;
-use crate::error::short;
 use crate::{ConnectionState, NetworkError, TransferHandle, TransferOptions};
 
 /// One paired device and everything to do with it: messages, transfers both ways, its
@@ -99,7 +98,7 @@ impl DeviceHandle {
         {
             NetworkMessage::Pong(_) => Ok(started.elapsed()),
             other => Err(NetworkError::ProtocolViolation {
-                node: short(&self.node_id),
+                node: self.node_id,
                 reason: format!("answered a ping with {other:?}"),
             }),
         }

@@ -38,7 +38,6 @@ use tracing::{info, warn};
 
 use crate::builder::Builder;
 use crate::consent::RegistryConsent;
-use crate::error::short;
 use crate::event::EventStream;
 use crate::gate::{CLOSE_BLOCKED, CLOSE_REVOKED, RegistryGate};
 use crate::link::{CLOSE_NORMAL, Incoming, Link, SYNC_ALPN};
@@ -310,7 +309,7 @@ impl NetworkingService {
             .device(&node_id)
             .is_some_and(|device| device.paired.is_some());
         if !paired {
-            return Err(NetworkError::DeviceNotPaired(short(&node_id)));
+            return Err(NetworkError::DeviceNotPaired(node_id));
         }
         Ok(DeviceHandle {
             service: self.clone(),
@@ -327,7 +326,7 @@ impl NetworkingService {
             .device_by_id(&device_id)
             .filter(|device| device.paired.is_some())
             .map(|device| device.node_id)
-            .ok_or_else(|| NetworkError::DeviceNotPaired(device_id.to_string()))?;
+            .ok_or_else(|| NetworkError::UnknownDevice(device_id.to_string()))?;
         self.device(node_id)
     }
 
@@ -337,7 +336,7 @@ impl NetworkingService {
         self.inner
             .registry
             .set_trust(node_id, TrustLevel::Blocked)
-            .map_err(|_| NetworkError::DeviceNotPaired(short(&node_id)))?;
+            .map_err(|_| NetworkError::DeviceNotPaired(node_id))?;
         self.close_all(node_id, CLOSE_BLOCKED, "blocked");
         Ok(())
     }
@@ -347,7 +346,7 @@ impl NetworkingService {
         self.inner
             .registry
             .set_trust(node_id, TrustLevel::Trusted)
-            .map_err(|_| NetworkError::DeviceNotPaired(short(&node_id)))
+            .map_err(|_| NetworkError::DeviceNotPaired(node_id))
     }
 
     /// Sends files and directories (relative paths kept) to a paired device over its pooled

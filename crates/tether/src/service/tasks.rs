@@ -163,7 +163,7 @@ impl NetworkingService {
             .inner
             .registry
             .check_connection(&peer)
-            .map_err(|_| NetworkError::DeviceNotPaired(short(&peer)))?;
+            .map_err(|_| NetworkError::DeviceNotPaired(peer))?;
         if alpn == SYNC_ALPN {
             let link = Link::accept(
                 connection,
@@ -193,7 +193,7 @@ impl NetworkingService {
             .registry
             .device(&peer)
             .and_then(|d| d.paired)
-            .ok_or_else(|| NetworkError::DeviceNotPaired(short(&peer)))?;
+            .ok_or_else(|| NetworkError::DeviceNotPaired(peer))?;
         self.track(peer, &connection)?;
         protocol
             .accept(
@@ -205,7 +205,7 @@ impl NetworkingService {
             )
             .await
             .map_err(|error| NetworkError::ProtocolViolation {
-                node: short(&peer),
+                node: peer,
                 reason: error_chain(&error),
             })
     }
@@ -224,7 +224,7 @@ impl NetworkingService {
                 let refusal = pairing_refusal(full);
                 connection.close(refusal.code.into(), refusal.reason.as_bytes());
                 return Err(NetworkError::Refused {
-                    node: short(&peer),
+                    node: peer,
                     code: refusal.code,
                     reason: refusal.reason.to_owned(),
                 });
@@ -246,7 +246,7 @@ impl NetworkingService {
                 }))
             }
             () = seat.evicted() => Err(NetworkError::Refused {
-                node: short(&peer),
+                node: peer,
                 code: CLOSE_PAIRING_BUSY,
                 reason: "gave its place to a newer pairing connection".to_owned(),
             }),
