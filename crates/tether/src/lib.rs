@@ -138,6 +138,8 @@ pub mod errors {
 }
 pub use tether_iroh::TransportError;
 
+/// A relay server's URL.
+pub use iroh::RelayUrl;
 /// Ids of libraries and entries in messages.
 pub use uuid::Uuid;
 

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use iroh::RelayUrl;
 use iroh::Watcher as _;
 use tether_identity::DeviceName;
 use tether_iroh::RelayConfig;
@@ -35,7 +36,7 @@ pub struct Diagnostics {
     /// The home relays' connection state (empty with relays off, or before one is chosen).
     pub relays: Vec<RelayState>,
     /// The relay the relay selector chose among the listed ones, if it has chosen.
-    pub chosen_relay: Option<String>,
+    pub chosen_relay: Option<RelayUrl>,
     /// Whether mDNS runs on the LAN.
     pub mdns: bool,
     /// Global discovery (pkarr publishing and DNS lookups), if on (after local-only rules).
@@ -57,7 +58,7 @@ pub struct Diagnostics {
 #[non_exhaustive]
 pub struct RelayState {
     /// Its URL.
-    pub url: String,
+    pub url: RelayUrl,
     /// Whether the endpoint holds a connection to it.
     pub connected: bool,
     /// The latest error connecting to it.
@@ -102,7 +103,7 @@ impl NetworkingService {
             .get()
             .into_iter()
             .map(|status| RelayState {
-                url: status.url().to_string(),
+                url: status.url().clone(),
                 connected: status.is_connected(),
                 error: status.last_error().map(ToString::to_string),
             })
@@ -134,7 +135,7 @@ impl NetworkingService {
 
     /// Waits up to `within` for the endpoint to connect to a home relay; its URL, or `None`
     /// (no relay configured, or none reachable in time).
-    pub async fn wait_for_home_relay(&self, within: Duration) -> Option<String> {
+    pub async fn wait_for_home_relay(&self, within: Duration) -> Option<RelayUrl> {
         tokio::time::timeout(within, self.inner.transport.home_relay_connected())
             .await
             .ok()

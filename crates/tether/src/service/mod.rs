@@ -23,6 +23,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+use iroh::RelayUrl;
 use iroh::endpoint::Connection;
 use tether_identity::{DeviceId, DeviceInfo, ErrorChain, NodeId, error_chain};
 use tether_iroh::{ConnectionInfo, LoopbackDiscovery, MdnsDiscovery, PeerAddr, Transport};
@@ -563,13 +564,13 @@ impl NetworkingService {
     }
 
     /// The relay this device is reachable through now, if connected to one.
-    pub fn home_relay(&self) -> Option<String> {
+    pub fn home_relay(&self) -> Option<RelayUrl> {
         self.inner.transport.home_relay()
     }
 
     /// The relay the [`crate::NetworkingConfig::relay_selector`] chose last among the listed
     /// ones (`None` before its first choice, with iroh's default relays, or with no selector).
-    pub fn chosen_relay(&self) -> Option<String> {
+    pub fn chosen_relay(&self) -> Option<RelayUrl> {
         self.inner.transport.chosen_relay()
     }
 

@@ -224,7 +224,7 @@ impl NetworkingService {
                 }
             }
             if addr.relay_url.is_none() {
-                addr.relay_url = device.relay_url;
+                addr.relay_url = device.relay_url.and_then(|url| url.parse().ok());
             }
         }
         addr

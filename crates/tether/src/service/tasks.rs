@@ -272,11 +272,7 @@ impl NetworkingService {
     pub(super) async fn home_relay_loop(&self) {
         let mut last = None;
         loop {
-            let now = self
-                .inner
-                .transport
-                .home_relay_changed(last.as_deref())
-                .await;
+            let now = self.inner.transport.home_relay_changed(last.as_ref()).await;
             debug!(relay = ?now, "home relay changed; announcing again");
             self.announce(self.shown_slot().as_deref());
             last = now;
@@ -424,22 +420,18 @@ impl NetworkingService {
     /// may be gone, so ping the link now rather than at the next keep-alive; a dead link is
     /// then closed within `request_timeout` and the next send dials the new relay.
     fn check_link_if_relay_moved(&self, device: &DiscoveredDevice) {
-        let Some(announced) = device.relay_url.as_deref() else {
+        let Some(announced) = device.relay_url.as_ref() else {
             return;
         };
         let Some(link) = self.live_link(&device.node_id) else {
             return;
         };
         let info = ConnectionInfo::of(&link.connection);
-        let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
         if info.path == PathKind::Relayed
-            && info
-                .relay_url
-                .as_deref()
-                .is_some_and(|url| !same(url, announced))
+            && info.relay_url.as_ref().is_some_and(|url| url != announced)
             && link.start_probe()
         {
-            debug!(peer = %short(&device.node_id), relay = announced, "moved to another relay; checking the link");
+            debug!(peer = %short(&device.node_id), relay = %announced, "moved to another relay; checking the link");
             self.spawn_probe(link);
         }
     }
