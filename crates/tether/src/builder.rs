@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tether_identity::{DeviceId, DeviceName, DeviceType};
 use tether_iroh::TransportConfig;
 use tether_protocol::{Discovery, NetworkProtocol, RelaySelector};
+use tether_registry::KeyOptions;
 use tokio::sync::broadcast;
 
 use crate::TransferConsent;
@@ -140,6 +141,30 @@ impl Builder {
     /// [`NetworkingService::set_request_handler`].
     pub fn request_handler(mut self, handler: impl RequestHandler) -> Self {
         self.request_handler = Some(Arc::new(handler));
+        self
+    }
+
+    /// How the device key is kept: keychain policy, a passphrase for the key file, Argon2
+    /// parameters ([`KeyOptions`]).
+    pub fn keys(mut self, keys: KeyOptions) -> Self {
+        self.config.keys = keys;
+        self
+    }
+
+    /// Lets a new device key be written unprotected when no keychain takes it and no
+    /// passphrase was given: for tests and throwaway demos only
+    /// ([`KeyOptions::insecure_key_file`]).
+    pub fn insecure_key_file(mut self) -> Self {
+        self.config.keys.insecure_key_file = true;
+        self
+    }
+
+    /// The directory the loopback discovery announces in and reads from (`None`: no loopback
+    /// discovery). [`Self::local_only`] turns it on with a directory shared by every Tether
+    /// service of this user on the machine; give a directory of your own to keep a set of
+    /// services apart.
+    pub fn loopback_discovery(mut self, dir: Option<PathBuf>) -> Self {
+        self.config.loopback_discovery = dir;
         self
     }
 

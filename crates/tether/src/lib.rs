@@ -92,7 +92,7 @@ pub use tether_transfer::{
 pub use transfer::{TransferHandle, TransferOptions};
 
 pub use tether_identity::{
-    DeviceId, DeviceInfo, DeviceName, DeviceType, ErrorChain, NodeId, error_chain,
+    DeviceId, DeviceInfo, DeviceName, DeviceNameError, DeviceType, ErrorChain, NodeId, error_chain,
 };
 /// Checks that error chains print each layer once; for tests.
 #[doc(hidden)]
@@ -118,9 +118,21 @@ pub use tether_registry::{
     StoreError, TrustLevel,
 };
 pub use tether_wire::{
-    ErrorCode, ErrorReply, FileRequest, FileResponse, Hlc, LibraryAnnounce, LibraryInfo,
-    LibraryRequest, MessageKind, NetworkMessage, Ping, Pong, SyncEntry, SyncRequest, SyncResponse,
+    ContentHash, ErrorCode, ErrorReply, FileRequest, FileResponse, Hlc, HlcError, LibraryAnnounce,
+    LibraryInfo, LibraryRequest, MAX_DRIFT_MS, MessageKind, NetworkMessage, Ping, Pong, SyncEntry,
+    SyncRequest, SyncResponse,
 };
+/// What one message may hold at most (entries per sync page, name and path lengths, the size
+/// of a control message): an app sizes its pages by these.
+pub mod limits {
+    pub use tether_wire::limits::*;
+}
+/// Streams, for reading [`EventStream`] and writing a [`Discovery`] without another
+/// dependency (futures-lite's, through n0-future).
+pub use n0_future::stream;
+pub use n0_future::{Stream, StreamExt};
+/// A passphrase or other secret that is wiped from memory when dropped.
+pub use zeroize::Zeroizing;
 /// The errors inside a [`NetworkError`]'s chain, each nameable for an app to match on.
 pub mod errors {
     pub use tether_iroh::{LoopbackDirError, LoopbackDirProblem, TransportError};
