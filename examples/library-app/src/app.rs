@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use tether::StreamExt;
 use tether::{
     DeviceId, DeviceName, EventStream, LibraryAnnounce, LibraryInfo, LibraryRequest, NetworkEvent,
     NetworkMessage, NetworkingService, NodeId, SyncEntry, SyncRequest, TransferHandle,
@@ -12,7 +13,6 @@ use tether::{
 };
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
-use tokio_stream::StreamExt;
 
 use crate::presence::{self, OpenLibrary, PresenceServer};
 use crate::sync::{DEFAULT_PAGE_SIZE, LibraryHandler, check_page};
@@ -142,17 +142,15 @@ impl LibraryApp {
         let mut builder = NetworkingService::builder(config.data_dir.join("network"))
             .local_only()
             .device_id(DeviceId::from_uuid(store.device_id()))
-            .configure(|network| {
-                // An example's throwaway devices: the key file is not sealed with a passphrase.
-                network.keys.insecure_key_file = true;
-                if !discovery {
-                    network.loopback_discovery = None;
-                }
-            })
+            // An example's throwaway devices: the key file is not sealed with a passphrase.
+            .insecure_key_file()
             .request_handler(LibraryHandler::new(Arc::clone(&store), config.page_size))
             .consent(consent)
             .protocol(PresenceServer::new(Arc::clone(&store)))
             .receive_dir(receive_dir);
+        if !discovery {
+            builder = builder.loopback_discovery(None);
+        }
         if let Some(name) = config.device_name {
             builder = builder.device_name(name);
         }

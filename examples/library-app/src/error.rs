@@ -37,9 +37,6 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    /// A content hash could not be made from a digest (see the crate's facade notes).
-    #[error("could not make a content hash")]
-    Hash(#[source] serde::de::value::Error),
     /// A library name is empty or too long.
     #[error("a library name is 1 to {} bytes", crate::MAX_LIBRARY_NAME_LEN)]
     BadName,

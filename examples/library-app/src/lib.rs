@@ -44,16 +44,3 @@ pub use presence::{
 };
 pub use store::{Library, MAX_LIBRARY_NAME_LEN, Store, StoredEntry};
 pub use sync::{DEFAULT_PAGE_SIZE, LibraryHandler, MAX_PAGE_SIZE, PageError, check_page};
-
-/// A content hash for a [`tether::SyncEntry`] from BLAKE3 digest bytes.
-///
-/// `SyncEntry::hash` is a `tether-wire` `ContentHash`, which `tether` does not re-export: the
-/// app cannot name the type, so it builds one through its serde form (64 hex digits) and lets
-/// the field's type be inferred. A facade gap this example reports.
-fn content_hash<T: serde::de::DeserializeOwned>(digest: &[u8; 32]) -> Result<T, StoreError> {
-    use serde::de::IntoDeserializer;
-    let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
-    let deserializer: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
-        hex.as_str().into_deserializer();
-    T::deserialize(deserializer).map_err(StoreError::Hash)
-}

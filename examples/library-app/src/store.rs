@@ -34,7 +34,7 @@ const CHANGES: TableDefinition<'_, ChangeKey, u128> = TableDefinition::new("chan
 const CURSORS: TableDefinition<'_, ([u8; 32], u128), HlcKey> = TableDefinition::new("cursors");
 
 /// The longest library name, in bytes (the wire's limit for names).
-pub const MAX_LIBRARY_NAME_LEN: usize = 256;
+pub const MAX_LIBRARY_NAME_LEN: usize = tether::limits::MAX_NAME_LEN;
 
 /// A library: a named set of entries that devices share.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,7 +213,7 @@ impl Store {
             .update_reader(file)
             .map_err(read)?
             .finalize();
-        let hash = crate::content_hash(hash.as_bytes())?;
+        let hash = tether::ContentHash(*hash.as_bytes());
         self.write_local(library_id, Uuid::new_v4(), wall_ms, |hlc, entry_id| {
             let entry = SyncEntry {
                 entry_id,

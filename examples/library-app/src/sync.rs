@@ -14,12 +14,13 @@ use tether::{
 
 use crate::{Store, StoreError};
 
-/// The most entries in one `SyncResponse` by default. The wire allows 4096, but a control
-/// message is at most 1 MiB and a path up to 4 KiB: 128 entries always fit.
+/// The most entries in one `SyncResponse` by default. The wire allows
+/// [`MAX_PAGE_SIZE`], but a control message is at most
+/// [`MAX_CONTROL_LEN`](tether::limits::MAX_CONTROL_LEN) and a path up to
+/// [`MAX_PATH_LEN`](tether::limits::MAX_PATH_LEN): 128 entries always fit.
 pub const DEFAULT_PAGE_SIZE: usize = 128;
-/// The wire's limit on entries in one `SyncResponse` (`tether-wire`'s `MAX_SYNC_ENTRIES`,
-/// which `tether` does not re-export).
-pub const MAX_PAGE_SIZE: usize = 4096;
+/// The wire's limit on entries in one `SyncResponse`.
+pub const MAX_PAGE_SIZE: usize = tether::limits::MAX_SYNC_ENTRIES;
 
 /// Answers `SyncRequest` and `LibraryRequest` from the store. Every paired device may read
 /// every library here (an app with per-library sharing would check `peer` first).

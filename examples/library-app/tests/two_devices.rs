@@ -281,8 +281,17 @@ async fn a_pushed_file_arrives_only_when_the_user_accepts() {
     let refused = within("the declined push", handle.finish())
         .await
         .unwrap_err();
-    let chain = tether::error_chain(&refused);
-    assert!(chain.contains("not on my phone"), "{chain}");
+    let declined = std::error::Error::source(&refused)
+        .and_then(|source| source.downcast_ref::<tether::errors::TransferError>());
+    assert!(
+        matches!(
+            declined,
+            Some(tether::errors::TransferError::Peer(tether::errors::PeerError::Declined { message, .. }))
+                if message == "not on my phone"
+        ),
+        "{}",
+        tether::error_chain(&refused)
+    );
     assert_eq!(listing(&inbox), before);
     assert!(!inbox.join("secret.txt").exists());
 
