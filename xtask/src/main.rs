@@ -129,8 +129,8 @@ fn ci(root: &Path, fuzz_seconds: u64, skip_tests: bool) -> Result<()> {
 }
 
 /// Fails if a crate we ship (the `tether` facade, the `tether` CLI) is built with a `danger`
-/// feature: those are test hooks (fixed nonces, keys from seeds, the fuzzing driver) that only
-/// tests, fuzzing and benches may turn on.
+/// or `test-hooks` feature: those are test hooks (fixed nonces, keys from seeds, the fuzzing
+/// driver, pauses inside key protection) that only tests, fuzzing and benches may turn on.
 fn no_danger_in_shipped_builds(root: &Path) -> Result<()> {
     eprintln!("xtask: == no danger feature in shipped builds ==");
     let output = cargo(&[
@@ -157,7 +157,7 @@ fn no_danger_in_shipped_builds(root: &Path) -> Result<()> {
     let tree = String::from_utf8_lossy(&output.stdout);
     if let Some(line) = tree
         .lines()
-        .find(|line| line.contains("feature \"danger\""))
+        .find(|line| line.contains("feature \"danger\"") || line.contains("feature \"test-hooks\""))
     {
         bail!("a shipped crate is built with test hooks: {}", line.trim());
     }

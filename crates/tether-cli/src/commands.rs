@@ -226,7 +226,7 @@ fn devices(node: &NetworkingService, sink: &Sink) {
                 "{:<18} {:<10} {:<12} {:<7} {:>7}  {:<8} {:<9} {}",
                 clip(&name, 18),
                 status.node_id.fmt_short(),
-                status.state,
+                status.state.to_string(),
                 path,
                 rtt_ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1}ms")),
                 status.discovered_by.unwrap_or("-"),
@@ -239,7 +239,7 @@ fn devices(node: &NetworkingService, sink: &Sink) {
                 "device_id": status.info.as_ref().map(|i| i.device_id.to_string()),
                 "node_id": status.node_id.to_string(),
                 "paired": status.info.is_some(),
-                "state": status.state,
+                "state": status.state.to_string(),
                 "path": status.connection.as_ref().map(|c| c.path.to_string()),
                 "relay_url": status.connection.as_ref().and_then(|c| c.relay_url.clone()),
                 "remote": status.connection.as_ref().and_then(|c| c.remote.clone()),
@@ -580,7 +580,7 @@ pub(crate) fn resolve(node: &NetworkingService, wanted: &str) -> Result<NodeId> 
     let paired: Vec<DeviceInfo> = node.paired_devices().into_iter().map(|d| d.info).collect();
     match candidates(&paired, wanted).as_slice() {
         [one] => Ok(one.public_key),
-        [] => Err(anyhow!(NetworkError::DeviceNotPaired(wanted.to_owned())))
+        [] => Err(anyhow!(NetworkError::UnknownDevice(wanted.to_owned())))
             .context("see `tether devices` for the paired devices"),
         several => {
             let listed: Vec<String> = several

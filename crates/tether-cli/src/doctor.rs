@@ -137,7 +137,7 @@ async fn relays(diag: &tether::Diagnostics, context: &NodeContext, sink: &Sink) 
         }
         RelayConfig::Custom(urls) => {
             for url in urls {
-                let status = diag.relays.iter().find(|r| same_url(&r.url, url));
+                let status = diag.relays.iter().find(|r| same_url(r.url.as_str(), url));
                 let probe = probe(url).await;
                 let connected = status.map(|s| s.connected);
                 let text = format!(
@@ -154,8 +154,8 @@ async fn relays(diag: &tether::Diagnostics, context: &NodeContext, sink: &Sink) 
                 );
                 let chosen = diag
                     .chosen_relay
-                    .as_deref()
-                    .is_some_and(|chosen| same_url(chosen, url));
+                    .as_ref()
+                    .is_some_and(|chosen| same_url(chosen.as_str(), url));
                 let text = if chosen {
                     format!(
                         "{text}

@@ -114,7 +114,9 @@ pub(crate) fn exit_code(error: &anyhow::Error) -> u8 {
                 | NetworkError::CodeEnded(_)
                 | NetworkError::NoPairingPeer { .. }
                 | NetworkError::AmbiguousPairingPeer { .. } => PAIRING,
-                NetworkError::DeviceNotPaired(_) | NetworkError::DeviceOffline(_) => DEVICE,
+                NetworkError::DeviceNotPaired(_)
+                | NetworkError::UnknownDevice(_)
+                | NetworkError::DeviceOffline(_) => DEVICE,
                 NetworkError::Transfer(_) => TRANSFER,
                 NetworkError::Panicked { .. } => INTERNAL,
                 _ => ERROR,
@@ -143,7 +145,7 @@ mod tests {
         for (i, a) in codes.iter().enumerate() {
             assert!(codes.iter().skip(i + 1).all(|b| a != b));
         }
-        let error = anyhow::Error::from(NetworkError::DeviceNotPaired("x".into())).context("see");
+        let error = anyhow::Error::from(NetworkError::UnknownDevice("x".into())).context("see");
         assert_eq!(exit_code(&error), DEVICE);
         let error = anyhow::Error::from(Failure::usage("bad")).context("outer");
         assert_eq!(exit_code(&error), USAGE);

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tether::AbortCode;
+use tether::errors::{LocalError, PeerError, TransferError};
 use tether::{ErrorChain, NetworkError, NetworkingService, TransferEvent, TransferOptions};
-use tether_transfer::{AbortCode, LocalError, PeerError, TransferError};
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::resolve;

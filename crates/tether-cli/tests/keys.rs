@@ -90,11 +90,10 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
 
 /// The device's secret key bytes, read with the passphrase through the registry.
 fn secret_key(data: &Path) -> Vec<u8> {
-    let options = tether_registry::KeyOptions::with_passphrase(zeroize::Zeroizing::new(
-        PASSPHRASE.to_owned(),
-    ))
-    .keychain(tether_registry::KeychainPolicy::Never);
-    let keys = tether_registry::KeyManager::open(data, &options).unwrap();
+    let options =
+        tether::KeyOptions::with_passphrase(zeroize::Zeroizing::new(PASSPHRASE.to_owned()))
+            .keychain(tether::KeychainPolicy::Never);
+    let keys = tether::KeyManager::open(data, &options).unwrap();
     keys.identity().to_secret_bytes().to_vec()
 }
 

@@ -16,7 +16,7 @@ pub struct PeerAddr {
     /// Direct UDP addresses.
     pub direct: Vec<SocketAddr>,
     /// The relay it is reachable through.
-    pub relay_url: Option<String>,
+    pub relay_url: Option<RelayUrl>,
 }
 
 impl PeerAddr {
@@ -46,10 +46,7 @@ impl PeerAddr {
             addr = addr.with_ip_addr(*direct);
         }
         if let Some(url) = &self.relay_url {
-            let url: RelayUrl = url
-                .parse()
-                .map_err(|_| TransportError::InvalidRelayUrl { url: url.clone() })?;
-            addr = addr.with_relay_url(url);
+            addr = addr.with_relay_url(url.clone());
         }
         Ok(addr)
     }
@@ -61,7 +58,7 @@ impl PeerAddr {
             match transport {
                 TransportAddr::Ip(ip) => peer.direct.push(*ip),
                 TransportAddr::Relay(url) if peer.relay_url.is_none() => {
-                    peer.relay_url = Some(url.to_string());
+                    peer.relay_url = Some(url.clone());
                 }
                 _ => {}
             }

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use iroh::address_lookup::{AddrFilter, DnsAddressLookup, PkarrPublisher, PkarrRelayClient};
 use iroh::dns::DnsResolver;
 use iroh::endpoint_info::{EndpointInfo, UserData};
-use iroh::{EndpointId, RelayUrl, SecretKey};
+use iroh::{EndpointId, SecretKey};
 use tether_identity::NodeId;
 use tether_protocol::{DiscoveredDevice, Discovery, DiscoveryEvent, DiscoveryStream};
 use tokio::sync::{broadcast, mpsc};
@@ -346,11 +346,7 @@ impl RendezvousPublisher {
             let Ok(initiator) = crate::transport::iroh_id(&device.node_id) else {
                 return;
             };
-            if let Some(url) = device
-                .relay_url
-                .as_deref()
-                .and_then(|u| u.parse::<RelayUrl>().ok())
-            {
+            if let Some(url) = device.relay_url.clone() {
                 info = info.with_relay_url(url);
             }
             if self.publish_ip_addrs {

@@ -36,7 +36,7 @@ pub struct ConnectionInfo {
     /// The selected path's remote address (a socket address or a relay URL).
     pub remote: Option<String>,
     /// The relay server carrying the connection, when the selected path is relayed.
-    pub relay_url: Option<String>,
+    pub relay_url: Option<iroh::RelayUrl>,
     /// The selected path's smoothed round-trip time.
     pub rtt: Option<Duration>,
     /// The selected path's congestion window, in bytes.
@@ -75,7 +75,7 @@ impl ConnectionInfo {
             };
             info.remote = Some(format!("{:?}", path.remote_addr()));
             if let iroh::TransportAddr::Relay(url) = path.remote_addr() {
-                info.relay_url = Some(url.to_string());
+                info.relay_url = Some(url.clone());
             }
             info.rtt = Some(path_stats.rtt);
             info.congestion_window = Some(path_stats.cwnd);

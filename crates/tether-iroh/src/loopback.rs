@@ -44,7 +44,7 @@ struct Inner {
 struct Record {
     node_id: NodeId,
     addrs: Vec<SocketAddr>,
-    relay_url: Option<String>,
+    relay_url: Option<iroh::RelayUrl>,
     pairing_slot: Option<String>,
     heartbeat_ms: u64,
 }

@@ -14,9 +14,9 @@ use iroh_relay::client::ClientBuilder;
 use iroh_relay::protos::relay::{ClientToRelayMsg, RelayToClientMsg};
 use n0_future::{SinkExt, StreamExt};
 use tether_protocol::{RelayCandidate, RelaySelector};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-use crate::{Transport, TransportError};
+use crate::Transport;
 
 /// How long one probe of one relay may take before the relay counts as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -42,22 +42,22 @@ impl RelaySelector for LowestLatency {
 /// against the endpoint's trust roots, the relay handshake, under a throwaway key so the
 /// endpoint's own relay connection is left alone), then the median of a few relay-protocol
 /// pings. `None` when the relay cannot be reached within the probe timeout.
-pub async fn probe_relay(endpoint: &Endpoint, url: &str) -> Option<Duration> {
+pub async fn probe_relay(endpoint: &Endpoint, url: &RelayUrl) -> Option<Duration> {
     match tokio::time::timeout(PROBE_TIMEOUT, probe(endpoint, url)).await {
         Ok(Ok(rtt)) => Some(rtt),
         Ok(Err(reason)) => {
-            debug!(relay = url, %reason, "relay probe failed");
+            debug!(relay = %url, %reason, "relay probe failed");
             None
         }
         Err(_) => {
-            debug!(relay = url, "relay probe timed out");
+            debug!(relay = %url, "relay probe timed out");
             None
         }
     }
 }
 
-async fn probe(endpoint: &Endpoint, url: &str) -> Result<Duration, String> {
-    let relay: RelayUrl = url.parse().map_err(|_| format!("not a relay URL: {url}"))?;
+async fn probe(endpoint: &Endpoint, url: &RelayUrl) -> Result<Duration, String> {
+    let relay = url.clone();
     let dns = endpoint
         .dns_resolver()
         .map_err(|error| error.to_string())?
@@ -113,7 +113,7 @@ impl Transport {
             return;
         }
         let mut status = self.endpoint().home_relay_status();
-        let mut chosen: Option<String> = None;
+        let mut chosen: Option<RelayUrl> = None;
         loop {
             let candidates = self.measure_relays().await;
             let choice = selector
@@ -122,21 +122,16 @@ impl Transport {
                 .map(|candidate| candidate.url.clone());
             debug!(?candidates, ?choice, "relays measured");
             if choice != chosen {
-                if let Err(error) = self.use_only_relay(choice.as_deref()).await {
-                    warn!(%error, "could not switch relays");
-                } else {
-                    info!(from = ?chosen, to = ?choice, "relay chosen");
-                    chosen.clone_from(&choice);
-                    *self
-                        .chosen_relay
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner) = choice;
-                }
+                self.use_only_relay(choice.as_ref()).await;
+                info!(from = ?chosen, to = ?choice, "relay chosen");
+                chosen.clone_from(&choice);
+                *self
+                    .chosen_relay
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = choice;
             }
             // Wait for the next round, or for the chosen relay to be lost.
-            let chosen_url = chosen
-                .as_deref()
-                .and_then(|url| url.parse::<RelayUrl>().ok());
+            let chosen_url = chosen.clone();
             let lost = async {
                 let mut connected_once = false;
                 loop {
@@ -168,7 +163,7 @@ impl Transport {
 
     /// The relay [`Transport::select_relays`] chose last (`None` before its first choice, when
     /// it chose none, or when it does not run).
-    pub fn chosen_relay(&self) -> Option<String> {
+    pub fn chosen_relay(&self) -> Option<RelayUrl> {
         self.chosen_relay
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -176,27 +171,15 @@ impl Transport {
     }
 
     /// Makes `url` the only relay in the endpoint's map (`None`: no relay).
-    async fn use_only_relay(&self, url: Option<&str>) -> Result<(), TransportError> {
-        let wanted = url
-            .map(|url| {
-                url.parse::<RelayUrl>()
-                    .map_err(|_| TransportError::InvalidRelayUrl {
-                        url: url.to_owned(),
-                    })
-            })
-            .transpose()?;
-        if let Some(wanted) = &wanted {
+    async fn use_only_relay(&self, wanted: Option<&RelayUrl>) {
+        if let Some(wanted) = wanted {
             let config = Arc::new(iroh::RelayConfig::from(wanted.clone()));
             self.endpoint().insert_relay(wanted.clone(), config).await;
         }
         for url in self.relay_urls() {
-            let Ok(url) = url.parse::<RelayUrl>() else {
-                continue;
-            };
-            if Some(&url) != wanted.as_ref() {
+            if Some(&url) != wanted {
                 self.endpoint().remove_relay(&url).await;
             }
         }
-        Ok(())
     }
 }

@@ -87,7 +87,7 @@ pub struct Transport {
     /// Global discovery's configuration and resolver, when on.
     global: Option<(crate::GlobalDiscoveryConfig, iroh::dns::DnsResolver)>,
     /// The relay [`Transport::select_relays`] chose last.
-    pub(crate) chosen_relay: Arc<std::sync::Mutex<Option<String>>>,
+    pub(crate) chosen_relay: Arc<std::sync::Mutex<Option<RelayUrl>>>,
     /// Addresses the service's discoveries found (an app's own among them), handed to iroh's
     /// address lookup so that iroh itself can reach those devices by id.
     found: iroh::address_lookup::MemoryLookup,
@@ -231,32 +231,33 @@ impl Transport {
     }
 
     /// The relay this endpoint is reachable through now (its home relay), if connected to one.
-    pub fn home_relay(&self) -> Option<String> {
+    pub fn home_relay(&self) -> Option<RelayUrl> {
         self.endpoint
             .home_relay_status()
             .get()
             .into_iter()
             .find(|status| status.is_connected())
-            .map(|status| status.url().to_string())
+            .map(|status| status.url().clone())
     }
 
     /// The relay servers the configuration lists ([`RelayConfig::Custom`], with local-only
     /// rules applied); empty for iroh's default relays (iroh chooses among those itself) and
     /// when relays are disabled.
-    pub fn relay_urls(&self) -> Vec<String> {
+    pub fn relay_urls(&self) -> Vec<RelayUrl> {
         match &self.config.relay {
-            RelayConfig::Custom(urls) => urls.clone(),
+            // Checked when the endpoint was bound (`relay_mode`): each parses.
+            RelayConfig::Custom(urls) => urls.iter().filter_map(|url| url.parse().ok()).collect(),
             _ => Vec::new(),
         }
     }
 
     /// Waits until the endpoint is connected to a home relay and returns its URL. Never
     /// returns when no relay is configured or none can be reached: wrap it in a timeout.
-    pub async fn home_relay_connected(&self) -> String {
+    pub async fn home_relay_connected(&self) -> RelayUrl {
         let mut watcher = self.endpoint.home_relay_status();
         loop {
             if let Some(status) = watcher.get().into_iter().find(|s| s.is_connected()) {
-                return status.url().to_string();
+                return status.url().clone();
             }
             if watcher.updated().await.is_err() {
                 std::future::pending::<()>().await;
@@ -266,15 +267,15 @@ impl Transport {
 
     /// Waits until the connected home relay differs from `last` and returns it (`None`: no
     /// longer connected to any). Never returns when no relay is configured.
-    pub async fn home_relay_changed(&self, last: Option<&str>) -> Option<String> {
+    pub async fn home_relay_changed(&self, last: Option<&RelayUrl>) -> Option<RelayUrl> {
         let mut watcher = self.endpoint.home_relay_status();
         loop {
             let now = watcher
                 .get()
                 .into_iter()
                 .find(|status| status.is_connected())
-                .map(|status| status.url().to_string());
-            if now.as_deref() != last {
+                .map(|status| status.url().clone());
+            if now.as_ref() != last {
                 return now;
             }
             if watcher.updated().await.is_err() {

@@ -245,7 +245,7 @@ async fn relay_only_address_keeps_the_relay_and_drops_direct_paths() {
     let addr = PeerAddr {
         node_id: identity(12).node_id(),
         direct: vec!["127.0.0.1:1".parse().unwrap()],
-        relay_url: Some("https://relay.example./".into()),
+        relay_url: Some("https://relay.example./".parse().unwrap()),
     };
     let relay_only = addr.relay_only();
     assert!(relay_only.direct.is_empty());

@@ -88,12 +88,17 @@ async fn forced_relay_path_with_trusted_self_signed_relay() {
     let home = tokio::time::timeout(Duration::from_secs(20), server.home_relay_connected())
         .await
         .expect("the server reaches its relay");
-    assert_eq!(home.trim_end_matches('/'), url.trim_end_matches('/'));
+    assert_eq!(
+        home.as_str().trim_end_matches('/'),
+        url.trim_end_matches('/')
+    );
     tokio::spawn(echo_server(server.clone()));
 
     let addr = server.addr();
     assert_eq!(
-        addr.relay_url.as_deref().map(|u| u.trim_end_matches('/')),
+        addr.relay_url
+            .as_ref()
+            .map(|u| u.as_str().trim_end_matches('/')),
         Some(url.trim_end_matches('/'))
     );
     let forced = addr.relay_only();
@@ -192,7 +197,9 @@ async fn wait_home_relay(transport: &Transport, want: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let home = transport.home_relay();
-        if home.as_deref().map(|h| h.trim_end_matches('/')) == Some(want.trim_end_matches('/')) {
+        if home.as_ref().map(|h| h.as_str().trim_end_matches('/'))
+            == Some(want.trim_end_matches('/'))
+        {
             return;
         }
         assert!(
@@ -246,7 +253,7 @@ async fn lowest_latency_relay_is_chosen_and_replaced_when_it_goes_away() {
     };
     // Which relay measures lower on one machine is noise; the test follows the choice.
     let chosen = chosen_and_home(&server).await;
-    let (stop, other) = if chosen == url_a {
+    let (stop, other) = if chosen == url_a.parse::<iroh::RelayUrl>().unwrap() {
         (relay_a, (url_b, relay_b))
     } else {
         (relay_b, (url_a, relay_a))
@@ -258,7 +265,10 @@ async fn lowest_latency_relay_is_chosen_and_replaced_when_it_goes_away() {
     let started = std::time::Instant::now();
     stop.shutdown().await.unwrap();
     wait_home_relay(&server, &other.0).await;
-    assert_eq!(server.chosen_relay().as_deref(), Some(other.0.as_str()));
+    assert_eq!(
+        server.chosen_relay().map(|url| url.to_string()),
+        Some(other.0.parse::<iroh::RelayUrl>().unwrap().to_string())
+    );
     eprintln!(
         "home relay moved after the preferred one stopped: {:?}",
         started.elapsed()
@@ -273,7 +283,9 @@ async fn lowest_latency_relay_is_chosen_and_replaced_when_it_goes_away() {
         .unwrap();
     let addr = server.addr();
     assert_eq!(
-        addr.relay_url.as_deref().map(|u| u.trim_end_matches('/')),
+        addr.relay_url
+            .as_ref()
+            .map(|u| u.as_str().trim_end_matches('/')),
         Some(other.0.trim_end_matches('/'))
     );
     let connection = tokio::time::timeout(Duration::from_secs(20), client.connect(&addr, ALPN))
@@ -290,11 +302,11 @@ async fn lowest_latency_relay_is_chosen_and_replaced_when_it_goes_away() {
 }
 
 /// Waits until the selection has chosen a relay and the endpoint's home relay is that one.
-async fn chosen_and_home(transport: &Transport) -> String {
+async fn chosen_and_home(transport: &Transport) -> iroh::RelayUrl {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(chosen) = transport.chosen_relay() {
-            wait_home_relay(transport, &chosen).await;
+            wait_home_relay(transport, chosen.as_str()).await;
             return chosen;
         }
         assert!(tokio::time::Instant::now() < deadline, "nothing chosen");
@@ -321,7 +333,10 @@ async fn an_application_selector_decides_the_home_relay() {
                     .await;
             })
         };
-        assert_eq!(chosen_and_home(&transport).await, *want);
+        assert_eq!(
+            chosen_and_home(&transport).await,
+            want.parse::<iroh::RelayUrl>().unwrap()
+        );
         selection.abort();
         transport.close().await;
     }
@@ -330,7 +345,7 @@ async fn an_application_selector_decides_the_home_relay() {
 #[test]
 fn lowest_latency_skips_unreachable_relays() {
     let candidate = |url: &str, ms: Option<u64>| RelayCandidate {
-        url: url.to_owned(),
+        url: url.parse().unwrap(),
         latency: ms.map(Duration::from_millis),
     };
     let candidates = [

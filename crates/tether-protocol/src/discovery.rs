@@ -17,7 +17,7 @@ pub struct DiscoveredDevice {
     /// Direct addresses to try.
     pub addrs: Vec<SocketAddr>,
     /// The relay the device is reachable through, if any.
-    pub relay_url: Option<String>,
+    pub relay_url: Option<iroh::RelayUrl>,
     /// The public rendezvous slot of a pairing code the device is waiting on, if any.
     ///
     /// Only the public word of a code is ever announced; the secret part never leaves the

@@ -6,7 +6,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayCandidate {
     /// The relay's URL.
-    pub url: String,
+    pub url: iroh::RelayUrl,
     /// The latest measured round trip to it; `None` when it could not be reached.
     pub latency: Option<Duration>,
 }

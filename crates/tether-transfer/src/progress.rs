@@ -58,6 +58,16 @@ pub struct Progress {
     pub file: Option<FileProgress>,
 }
 
+impl Progress {
+    /// How much is done, from 0.0 to 100.0 (100.0 for a transfer of no bytes).
+    pub fn percentage(&self) -> f64 {
+        if self.bytes_total == 0 {
+            return 100.0;
+        }
+        (self.bytes_done.min(self.bytes_total) as f64 / self.bytes_total as f64) * 100.0
+    }
+}
+
 /// Progress within one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -307,6 +317,32 @@ pub(crate) fn eta(remaining: u64, rate: f64) -> Option<Duration> {
 pub(crate) fn emit(events: Option<&mpsc::Sender<TransferEvent>>, event: TransferEvent) {
     if let Some(events) = events {
         let _ = events.try_send(event);
+    }
+}
+
+#[cfg(test)]
+mod percentage_tests {
+    use super::*;
+
+    fn at(done: u64, total: u64) -> Progress {
+        Progress {
+            transfer_id: Uuid::nil(),
+            direction: Direction::Receive,
+            bytes_done: done,
+            bytes_total: total,
+            rate: 0.0,
+            eta: None,
+            file: None,
+        }
+    }
+
+    #[test]
+    fn percentage_is_bounded_and_exact_at_the_ends() {
+        assert_eq!(at(0, 0).percentage(), 100.0);
+        assert_eq!(at(0, 10).percentage(), 0.0);
+        assert_eq!(at(5, 10).percentage(), 50.0);
+        assert_eq!(at(10, 10).percentage(), 100.0);
+        assert_eq!(at(u64::MAX, 10).percentage(), 100.0);
     }
 }
 

@@ -157,12 +157,16 @@ impl NetworkingConfig {
     /// OS keychain, so tests and demos leave nothing in the user's keychain; a new key needs a
     /// passphrase (or [`Self::with_insecure_key_file`]).
     pub fn local_only(data_dir: impl Into<PathBuf>) -> Self {
-        Self {
-            transport: TransportConfig::local_only(),
-            keys: KeyOptions::default().keychain(KeychainPolicy::Never),
-            loopback_discovery: Some(LoopbackDiscovery::default_dir()),
-            ..Self::new(data_dir)
-        }
+        let mut config = Self::new(data_dir);
+        config.make_local_only();
+        config
+    }
+
+    /// Switches the transport, key storage and discovery to [`Self::local_only`]'s.
+    pub(crate) fn make_local_only(&mut self) {
+        self.transport = TransportConfig::local_only();
+        self.keys.keychain = KeychainPolicy::Never;
+        self.loopback_discovery = Some(LoopbackDiscovery::default_dir());
     }
 
     /// Sets the device name.

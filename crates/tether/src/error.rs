@@ -10,10 +10,10 @@ use tracing::error;
 #[non_exhaustive]
 pub enum NetworkError {
     /// A connection could not be made.
-    #[error("connection to {node} failed: {reason}")]
+    #[error("connection to {} failed: {reason}", .node.fmt_short())]
     ConnectionFailed {
-        /// The short id of the device.
-        node: String,
+        /// The device.
+        node: NodeId,
         /// Why.
         reason: String,
     },
@@ -32,34 +32,37 @@ pub enum NetworkError {
         alpn: String,
     },
     /// The peer broke the protocol.
-    #[error("protocol violation by {node}: {reason}")]
+    #[error("protocol violation by {}: {reason}", .node.fmt_short())]
     ProtocolViolation {
-        /// The short id of the device.
-        node: String,
+        /// The device.
+        node: NodeId,
         /// What it did.
         reason: String,
     },
     /// A signature or key confirmation did not verify.
-    #[error("invalid signature from {node}")]
+    #[error("invalid signature from {}", .node.fmt_short())]
     InvalidSignature {
-        /// The short id of the device.
-        node: String,
+        /// The device.
+        node: NodeId,
     },
     /// A sealed frame did not open.
-    #[error("decryption failed on the connection to {node}")]
+    #[error("decryption failed on the connection to {}", .node.fmt_short())]
     DecryptionFailed {
-        /// The short id of the device.
-        node: String,
+        /// The device.
+        node: NodeId,
     },
     /// The device is not paired with this one (or was unpaired).
-    #[error("device {0} is not paired")]
-    DeviceNotPaired(String),
+    #[error("device {} is not paired", .0.fmt_short())]
+    DeviceNotPaired(NodeId),
+    /// No paired device goes by this name or device id.
+    #[error("no paired device is called {0:?} or has that id")]
+    UnknownDevice(String),
     /// The device turned the connection away: it does not count this device as paired (any
     /// more), or it blocked it. `code` is one of the close codes in [`crate::gate`].
-    #[error("device {node} refused the connection: {reason}")]
+    #[error("device {} refused the connection: {reason}", .node.fmt_short())]
     Refused {
-        /// The short id of the device.
-        node: String,
+        /// The device.
+        node: NodeId,
         /// The QUIC close code it sent.
         code: u32,
         /// Its reason, as it sent it.
@@ -68,18 +71,18 @@ pub enum NetworkError {
     /// The device answered the request with an `Error` reply (it has no handler for the
     /// request, the library does not exist, it is busy, ...). `message` is the device's own
     /// text: show it as the peer's words, not as trusted text.
-    #[error("device {node} answered with an error ({code:?}): {message:?}")]
+    #[error("device {} answered with an error ({code:?}): {message:?}", .node.fmt_short())]
     Rejected {
-        /// The short id of the device.
-        node: String,
+        /// The device.
+        node: NodeId,
         /// What went wrong, for programs.
         code: tether_wire::ErrorCode,
         /// What went wrong, in the device's words.
         message: String,
     },
     /// The device cannot be reached now.
-    #[error("device {0} is offline (no known address answered)")]
-    DeviceOffline(String),
+    #[error("device {} is offline (no known address answered)", .0.fmt_short())]
+    DeviceOffline(NodeId),
     /// Pairing failed.
     #[error("pairing failed")]
     Pairing(#[from] tether_pairing::PairingError),
@@ -153,6 +156,14 @@ pub enum NetworkError {
     /// The service has shut down.
     #[error("the service is shut down")]
     Shutdown,
+    /// The data directory belongs to another device id than the one the app gave.
+    #[error("the data directory belongs to device {stored}, not to {given}")]
+    DeviceIdMismatch {
+        /// The id stored in the data directory.
+        stored: tether_identity::DeviceId,
+        /// The id the app gave.
+        given: tether_identity::DeviceId,
+    },
 }
 
 /// Why a pairing code (or ticket) this device showed ended without pairing anyone.

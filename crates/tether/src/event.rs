@@ -1,14 +1,28 @@
 //! `NetworkEvent`: what the service tells the application.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use n0_future::Stream;
 use tether_identity::{DeviceInfo, NodeId};
 use tether_iroh::PathKind;
 use tether_wire::NetworkMessage;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-/// Something that happened, for an app's UI or log. Subscribe with
-/// [`crate::NetworkingService::subscribe`].
+/// Something that happened, for an app's UI or log: [`crate::NetworkingService::events`] (or
+/// [`crate::Builder::events`], from before the service starts).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum NetworkEvent {
+    /// This reader fell behind and `missed` events were dropped for it (only an
+    /// [`EventStream`] says so). What it shows may be stale: ask the service again
+    /// ([`crate::NetworkingService::device_statuses`], [`crate::NetworkingService::devices`]).
+    Lagged {
+        /// How many events this reader missed.
+        missed: u64,
+    },
     /// A device was seen by a discovery service.
     DeviceDiscovered {
         /// Its claimed key.
@@ -16,12 +30,28 @@ pub enum NetworkEvent {
         /// Which discovery saw it.
         source: &'static str,
     },
+    /// No discovery sees a device any more: it said it left, its announcement expired, or
+    /// newer sightings pushed it out. A paired device stays paired; its connection, if one is
+    /// open, is not touched.
+    DeviceLost {
+        /// Its claimed key.
+        node_id: NodeId,
+    },
     /// A device paired with this one.
     Paired {
         /// Who.
         device: DeviceInfo,
         /// The six-digit code both screens show.
         verification_code: String,
+    },
+    /// A pairing is under way (its end is [`NetworkEvent::Paired`] or
+    /// [`NetworkEvent::PairingFailed`]).
+    PairingProgress {
+        /// The other device (as its connection proved; what it says of itself comes with
+        /// [`PairingStage::Proved`]).
+        peer: NodeId,
+        /// How far it got.
+        stage: PairingStage,
     },
     /// A pairing attempt failed.
     PairingFailed {
@@ -48,6 +78,38 @@ pub enum NetworkEvent {
         from: NodeId,
         /// What.
         message: NetworkMessage,
+    },
+    /// A paired device offered a transfer; the consent decides next (an accepted one goes
+    /// on with [`NetworkEvent::IncomingTransfer`] events).
+    TransferOffered {
+        /// Who offers it.
+        from: NodeId,
+        /// The transfer.
+        transfer_id: uuid::Uuid,
+        /// Files and directories announced.
+        entries: u64,
+        /// File bytes announced.
+        bytes: u64,
+    },
+    /// How an accepted incoming transfer goes: started (with what was kept from before),
+    /// progress (bytes, rate, ETA), each file verified and in place, waiting on the sender.
+    IncomingTransfer {
+        /// Who sends it.
+        from: NodeId,
+        /// What happened.
+        event: tether_transfer::TransferEvent,
+    },
+    /// An incoming transfer failed (not one the consent declined). What was verified stays;
+    /// when `resumable`, the sender's next send of the same files resumes.
+    TransferFailed {
+        /// Who sent it.
+        from: NodeId,
+        /// The transfer.
+        transfer_id: uuid::Uuid,
+        /// Why, every layer once.
+        reason: String,
+        /// Whether sending again resumes it.
+        resumable: bool,
     },
     /// A transfer from a paired device finished; every file is verified and in place.
     TransferReceived {
@@ -88,6 +150,23 @@ pub enum NetworkEvent {
     Pull(crate::PullEvent),
 }
 
+/// How far a pairing got, in [`NetworkEvent::PairingProgress`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PairingStage {
+    /// Joining side: the device showing the code was reached; the code is being proved.
+    Connected,
+    /// Showing side: the joiner proved the code. Both screens show `verification_code`; the
+    /// pairing is stored once accepted ([`crate::PairingInvite::pending`]), or at once when
+    /// the invite does not ask.
+    Proved {
+        /// What the joiner says of itself (its key is the one its connection proved).
+        device: DeviceInfo,
+        /// The six-digit code both screens show.
+        verification_code: String,
+    },
+}
+
 /// The state of the connection to one paired device.
 ///
 /// "In use" means application traffic: a request waiting for its answer, a request of the
@@ -119,5 +198,66 @@ impl std::fmt::Display for ConnectionState {
             Self::Closing => "closing",
             Self::Closed => "closed",
         })
+    }
+}
+
+/// The service's events as a [`Stream`]: each change once, in order, and a
+/// [`NetworkEvent::Lagged`] where a slow reader missed some. Ends when the service is gone.
+#[derive(Debug)]
+pub struct EventStream {
+    inner: BroadcastStream<NetworkEvent>,
+}
+
+impl EventStream {
+    pub(crate) fn new(receiver: broadcast::Receiver<NetworkEvent>) -> Self {
+        Self {
+            inner: BroadcastStream::new(receiver),
+        }
+    }
+}
+
+impl Stream for EventStream {
+    type Item = NetworkEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.inner).poll_next(cx).map(|next| {
+            next.map(|event| match event {
+                Ok(event) => event,
+                Err(BroadcastStreamRecvError::Lagged(missed)) => NetworkEvent::Lagged { missed },
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use n0_future::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_slow_reader_is_told_how_many_events_it_missed() {
+        let (events, receiver) = broadcast::channel(2);
+        let mut stream = EventStream::new(receiver);
+        let node_id = tether_identity::NetworkIdentity::from_secret_bytes(&[7; 32]).node_id();
+        for _ in 0..5 {
+            events.send(NetworkEvent::Unpaired { node_id }).unwrap();
+        }
+        drop(events);
+        let mut seen = Vec::new();
+        while let Some(event) = stream.next().await {
+            seen.push(event);
+        }
+        assert!(
+            matches!(
+                seen.as_slice(),
+                [
+                    NetworkEvent::Lagged { missed: 3 },
+                    NetworkEvent::Unpaired { .. },
+                    NetworkEvent::Unpaired { .. },
+                ]
+            ),
+            "{seen:?}"
+        );
     }
 }

@@ -9,7 +9,6 @@ use tether_iroh::{ConnectionGate, Refusal};
 use tether_registry::{ConnectionRefused, DeviceRegistry};
 
 use crate::NetworkError;
-use crate::error::short;
 use crate::link::SYNC_ALPN;
 use crate::lobby::{Full, Lobby};
 use crate::pairing::PAIRING_ALPN;
@@ -109,9 +108,7 @@ pub fn refusal(connection: &Connection) -> Option<NetworkError> {
         return None;
     };
     let code = u32::try_from(close.error_code.into_inner()).ok()?;
-    let node = tether_iroh::peer_node_id(connection)
-        .map(|node| short(&node))
-        .unwrap_or_default();
+    let node = tether_iroh::peer_node_id(connection).ok()?;
     [
         CLOSE_NOT_PAIRED,
         CLOSE_REVOKED,

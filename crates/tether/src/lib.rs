@@ -61,6 +61,7 @@
 //! # Ok(()) }
 //! ```
 
+mod builder;
 mod config;
 mod consent;
 mod error;
@@ -77,10 +78,11 @@ mod sightings;
 mod storage;
 mod transfer;
 
+pub use builder::Builder;
 pub use config::{DEFAULT_IDLE_TIMEOUT, NetworkingConfig};
 pub use consent::{MarkedDevicesOnly, NOT_MARKED, TransferConsent, TransferOffer};
 pub use error::{CodeEnded, NetworkError};
-pub use event::{ConnectionState, NetworkEvent};
+pub use event::{ConnectionState, EventStream, NetworkEvent, PairingStage};
 pub use link::SYNC_ALPN;
 pub use pairing::{PAIRING_ALPN, PairedDevice, PendingPairing};
 pub use request::RequestHandler;
@@ -98,7 +100,7 @@ pub use tether_transfer::{
 pub use transfer::{TransferHandle, TransferOptions};
 
 pub use tether_identity::{
-    DeviceId, DeviceInfo, DeviceName, DeviceType, ErrorChain, NodeId, error_chain,
+    DeviceId, DeviceInfo, DeviceName, DeviceNameError, DeviceType, ErrorChain, NodeId, error_chain,
 };
 /// Checks that error chains print each layer once; for tests.
 #[doc(hidden)]
@@ -115,13 +117,53 @@ pub use tether_protocol::{
     PROTOCOL_SHUTDOWN_TIMEOUT, PairedPeer, ProtocolError, RecvStream, RelayCandidate,
     RelaySelector, SendStream, async_trait,
 };
+/// What this device keeps about a paired device ([`NetworkingService::paired_devices`],
+/// [`DeviceHandle::info`]); [`PairedDevice`] is what a pairing returns.
+pub use tether_registry::PairedDevice as StoredDevice;
 pub use tether_registry::{
-    Device, DeviceState, KeyError, KeyManager, KeyOptions, KeyStorageKind, KeychainPolicy,
-    PassphrasePrompt, PassphrasePurpose, TrustLevel,
+    ConnectionRefused, Device, DeviceState, DisconnectReason, KeyError, KeyManager, KeyOptions,
+    KeyStorageKind, KeychainPolicy, PassphrasePrompt, PassphrasePurpose, RegistryError, StateKind,
+    StoreError, TrustLevel,
 };
 pub use tether_wire::{
-    ErrorCode, ErrorReply, FileRequest, FileResponse, Hlc, LibraryAnnounce, LibraryInfo,
-    LibraryRequest, MessageKind, NetworkMessage, Ping, Pong, SyncEntry, SyncRequest, SyncResponse,
+    ContentHash, ErrorCode, ErrorReply, FileRequest, FileResponse, Hlc, HlcError, LibraryAnnounce,
+    LibraryInfo, LibraryRequest, MAX_DRIFT_MS, MessageKind, NetworkMessage, Ping, Pong, SyncEntry,
+    SyncRequest, SyncResponse,
 };
+/// What one message may hold at most (entries per sync page, name and path lengths, the size
+/// of a control message): an app sizes its pages by these.
+pub mod limits {
+    pub use tether_wire::limits::*;
+}
+/// Streams, for reading [`EventStream`] and writing a [`Discovery`] without another
+/// dependency (futures-lite's, through n0-future).
+pub use n0_future::stream;
+pub use n0_future::{Stream, StreamExt};
+/// A passphrase or other secret that is wiped from memory when dropped.
+pub use zeroize::Zeroizing;
+/// The errors inside a [`NetworkError`]'s chain, each nameable for an app to match on.
+pub mod errors {
+    pub use tether_iroh::{LoopbackDirError, LoopbackDirProblem, TransportError};
+    pub use tether_pairing::{
+        CodeError, Failure, MessageError, Misbehavior, PairingError, Refusal, TicketError,
+        UsageError as PairingUsageError,
+    };
+    pub use tether_registry::{BoxedSource, KeyError, RegistryError, StoreError};
+    pub use tether_transfer::{
+        CipherError, DecodeError, LocalError, ManifestError, PathError, PeerError, TransferError,
+        UsageError as TransferUsageError,
+    };
+
+    pub use crate::error::{CodeEnded, NetworkError};
+}
+pub use tether_iroh::TransportError;
+
+/// A relay server's URL.
+pub use iroh::RelayUrl;
 /// Ids of libraries and entries in messages.
 pub use uuid::Uuid;
+
+/// `docs/seed-api.md`: the seed's calls next to Tether's, each Tether block a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/seed-api.md")]
+struct SeedApi;

@@ -67,7 +67,7 @@ impl PendingPairing {
         match stored.await {
             Ok(Ok(device)) => Ok(device),
             Ok(Err(reason)) => Err(NetworkError::ProtocolViolation {
-                node: "joiner".into(),
+                node: self.device.public_key,
                 reason,
             }),
             Err(_) => Err(NetworkError::Shutdown),
@@ -97,6 +97,17 @@ pub(crate) fn now() -> Timestamp {
     )
 }
 
+/// What the showing side serves joiners with: the code's state machine and number, the
+/// invite's confirmation slot, the registry, and the service's events.
+#[derive(Clone, Copy)]
+pub(crate) struct Desk<'a> {
+    pub(crate) initiator: &'a std::sync::Mutex<Option<Initiator>>,
+    pub(crate) code_number: &'a AtomicU64,
+    pub(crate) confirm: &'a ConfirmSlot,
+    pub(crate) registry: &'a DeviceRegistry,
+    pub(crate) events: &'a tokio::sync::broadcast::Sender<crate::NetworkEvent>,
+}
+
 /// Initiator side: serves one joiner's stream with the shared `initiator`.
 ///
 /// The joiner's stream and whole first message must arrive within [`FIRST_MESSAGE_TIMEOUT`]
@@ -108,12 +119,16 @@ pub(crate) fn now() -> Timestamp {
 pub(crate) async fn serve_joiner(
     connection: &Connection,
     peer: NodeId,
-    initiator: &std::sync::Mutex<Option<Initiator>>,
-    code_number: &AtomicU64,
-    confirm: &ConfirmSlot,
-    registry: &DeviceRegistry,
+    desk: &Desk<'_>,
     seat: &Seat,
 ) -> Result<PairedDevice, NetworkError> {
+    let Desk {
+        initiator,
+        code_number,
+        confirm,
+        registry,
+        events,
+    } = *desk;
     let first = async {
         let (send, mut recv) = connection.accept_bi().await.map_err(|e| failed(&peer, e))?;
         let bytes = read_message(&mut recv, &peer).await?;
@@ -142,13 +157,20 @@ pub(crate) async fn serve_joiner(
                 write_message(&mut send, &reply, &peer).await?;
             }
             Ok(InitiatorStep::Paired(paired)) => {
+                let _ = events.send(crate::NetworkEvent::PairingProgress {
+                    peer,
+                    stage: crate::PairingStage::Proved {
+                        device: paired.peer_info().clone(),
+                        verification_code: paired.verification_code().to_string(),
+                    },
+                });
                 let outcome = match ask(confirm, number, &paired).await {
                     Answer::Accepted(outcome) => outcome,
                     Answer::OnProof => None,
                     Answer::Rejected => {
                         info!(peer = %short(&peer), "pairing rejected by this device's person");
                         return Err(NetworkError::Refused {
-                            node: short(&peer),
+                            node: peer,
                             code: CLOSE_PAIRING_DECLINED,
                             reason: DECLINED.to_owned(),
                         });
@@ -265,7 +287,7 @@ pub(crate) async fn join(
         Ok(Ok(_)) if rest.is_empty() => {}
         Ok(Ok(_)) => {
             return Err(NetworkError::ProtocolViolation {
-                node: short(&initiator),
+                node: initiator,
                 reason: "the initiator refused the final signature".to_owned(),
             });
         }
@@ -351,7 +373,7 @@ async fn read_message(recv: &mut RecvStream, peer: &NodeId) -> Result<Vec<u8>, N
         let len = usize::from(u16::from_be_bytes(len));
         if len > MAX_MESSAGE_LEN {
             return Err(NetworkError::ProtocolViolation {
-                node: short(peer),
+                node: *peer,
                 reason: format!("pairing message of {len} bytes (at most {MAX_MESSAGE_LEN})"),
             });
         }
@@ -386,7 +408,7 @@ fn u16_len(len: usize) -> u16 {
 
 fn failed(peer: &NodeId, error: impl std::error::Error) -> NetworkError {
     NetworkError::ConnectionFailed {
-        node: short(peer),
+        node: *peer,
         reason: error_chain(&error),
     }
 }

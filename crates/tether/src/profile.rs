@@ -19,10 +19,11 @@ pub(crate) struct Profile {
 }
 
 impl Profile {
-    /// Loads the profile, or writes a new one (with a fresh device id) on first start. A given
-    /// name or type replaces the stored one.
+    /// Loads the profile, or writes a new one on first start (with `device_id`, else a fresh
+    /// one). A given name or type replaces the stored one; a given id must equal the stored one.
     pub(crate) fn load_or_create(
         data_dir: &Path,
+        device_id: Option<DeviceId>,
         name: Option<&DeviceName>,
         device_type: Option<DeviceType>,
     ) -> Result<Self, NetworkError> {
@@ -42,13 +43,22 @@ impl Profile {
                     .map_or_else(|| DeviceName::new("tether device"), Ok)
                     .map_err(|e| NetworkError::Usage(tether_identity::error_chain(&e)))?;
                 Self {
-                    device_id: DeviceId::random(&mut UnwrapErr(getrandom::SysRng)),
+                    device_id: device_id
+                        .unwrap_or_else(|| DeviceId::random(&mut UnwrapErr(getrandom::SysRng))),
                     device_name: default_name,
                     device_type: DeviceType::Desktop,
                 }
             }
             Err(error) => return Err(io(error)),
         };
+        if let Some(given) = device_id
+            && given != profile.device_id
+        {
+            return Err(NetworkError::DeviceIdMismatch {
+                stored: profile.device_id,
+                given,
+            });
+        }
         if let Some(name) = name {
             profile.device_name = name.clone();
         }

@@ -15,14 +15,14 @@ use tether_transfer::{
     CancellationToken, Hello, OutgoingTransfer, Receiver, RunContext, SendOptions, TransferCipher,
     TransferError, TransferEvent, TransferReport,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use crate::NetworkError;
 use crate::error::short;
 use crate::link::Link;
+use crate::{NetworkError, NetworkEvent};
 
 /// How a transfer is sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,20 +207,24 @@ pub(crate) async fn open_stream(
             .open_bi()
             .await
             .map_err(|error| NetworkError::ConnectionFailed {
-                node: short(&link.node_id),
+                node: link.node_id,
                 reason: error.to_string(),
             })?;
     Ok(tokio::io::join(recv, send))
 }
 
 /// Serves a stream the peer opened on the pooled connection: a transfer offer, a lane, or a
-/// pull request (answered by `sharing`, whatever `receiver` is).
+/// pull request (answered by `sharing`, whatever `receiver` is). What happens to an offer is
+/// told on `events`: [`NetworkEvent::TransferOffered`], then the receiver's own
+/// [`NetworkEvent::IncomingTransfer`] events, and [`NetworkEvent::TransferFailed`] if it fails
+/// (the caller reports a completed one).
 pub(crate) async fn serve_stream(
     link: &Link,
     receiver: Option<&Receiver>,
     sharing: &crate::share::Sharing,
     send: SendStream,
     recv: RecvStream,
+    events: &broadcast::Sender<NetworkEvent>,
 ) -> Result<Option<TransferReport>, NetworkError> {
     let hello = tether_transfer::read_hello(tokio::io::join(recv, send))
         .await
@@ -238,15 +242,43 @@ pub(crate) async fn serve_stream(
     };
     match receiver {
         (Hello::Offer(offer), receiver) => {
-            let mut context = RunContext::new();
+            let from = link.node_id;
+            let transfer_id = offer.transfer_id();
+            let _ = events.send(NetworkEvent::TransferOffered {
+                from,
+                transfer_id,
+                entries: offer.entries(),
+                bytes: offer.total_bytes(),
+            });
+            // The receiver's progress, handed on as service events while it runs.
+            let (progress_tx, mut progress) = mpsc::channel(64);
+            let forward = {
+                let events = events.clone();
+                async move {
+                    while let Some(event) = progress.recv().await {
+                        let _ = events.send(NetworkEvent::IncomingTransfer { from, event });
+                    }
+                }
+            };
+            let mut context = RunContext::new().events(progress_tx);
             if offer.encrypted() {
-                context = context.keys(link.transfer_keys(offer.transfer_id())?);
+                context = context.keys(link.transfer_keys(transfer_id)?);
             }
-            let report = receiver
-                .receive(offer, link.node_id, context)
-                .await
-                .map_err(NetworkError::from)?;
-            Ok(Some(report))
+            let (received, ()) = tokio::join!(receiver.receive(offer, from, context), forward);
+            match received {
+                Ok(report) => Ok(Some(report)),
+                Err(error) => {
+                    if !matches!(error, TransferError::Declined(_)) {
+                        let _ = events.send(NetworkEvent::TransferFailed {
+                            from,
+                            transfer_id,
+                            reason: tether_identity::error_chain(&error),
+                            resumable: error.is_resumable(),
+                        });
+                    }
+                    Err(NetworkError::from(error))
+                }
+            }
         }
         (Hello::Lane(lane), receiver) => {
             receiver

@@ -174,3 +174,37 @@ async fn a_boxed_protocol_serves_and_hears_the_shutdown_once() {
     );
     client.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_stops_announcing_itself_is_reported_lost() {
+    use n0_future::StreamExt;
+
+    let lab = Lab::new();
+    let phone = lab.start("phone").await;
+    let mut events = phone.events();
+    let laptop = lab.start("laptop").await;
+    let laptop_id = laptop.node_id();
+    let mut laptop = Some(laptop);
+    let mut found = false;
+    let lost = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(event) = events.next().await {
+            match event {
+                tether::NetworkEvent::DeviceDiscovered { node_id, .. } if node_id == laptop_id => {
+                    found = true;
+                    if let Some(laptop) = laptop.take() {
+                        laptop.shutdown().await;
+                    }
+                }
+                tether::NetworkEvent::DeviceLost { node_id } if node_id == laptop_id => {
+                    return true;
+                }
+                _ => {}
+            }
+        }
+        false
+    })
+    .await;
+    assert!(found, "the laptop was never found");
+    assert_eq!(lost, Ok(true), "the laptop was never reported lost");
+    phone.shutdown().await;
+}

@@ -433,3 +433,76 @@ async fn an_invite_hears_its_end_however_many_codes_ended_since() {
     );
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_sides_report_the_pairing_under_way_before_it_ends() {
+    use n0_future::StreamExt;
+    use tether::{NetworkEvent, PairingStage};
+
+    let lab = Lab::new();
+    let laptop = lab.start_undiscovered("laptop").await;
+    let phone = lab.start_undiscovered("phone").await;
+    let mut laptop_events = laptop.events();
+    let mut phone_events = phone.events();
+    common::pair_by_ticket(&laptop, &phone).await;
+
+    // Each side's pairing events, in order, up to and including `Paired`.
+    async fn until_paired(events: &mut tether::EventStream) -> Vec<NetworkEvent> {
+        let mut seen = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(event) = events.next().await {
+                let end = matches!(event, NetworkEvent::Paired { .. });
+                if matches!(
+                    event,
+                    NetworkEvent::PairingProgress { .. } | NetworkEvent::Paired { .. }
+                ) {
+                    seen.push(event);
+                }
+                if end {
+                    break;
+                }
+            }
+        })
+        .await
+        .expect("no Paired event");
+        seen
+    }
+    let on_laptop = until_paired(&mut laptop_events).await;
+    let on_phone = until_paired(&mut phone_events).await;
+    match on_laptop.as_slice() {
+        [
+            NetworkEvent::PairingProgress {
+                peer,
+                stage:
+                    PairingStage::Proved {
+                        device,
+                        verification_code,
+                    },
+            },
+            NetworkEvent::Paired {
+                verification_code: paired_code,
+                ..
+            },
+        ] => {
+            assert_eq!(*peer, phone.node_id());
+            assert_eq!(device.device_id, phone.device_info().device_id);
+            assert_eq!(verification_code, paired_code);
+        }
+        other => panic!("the laptop's events: {other:?}"),
+    }
+    assert!(
+        matches!(
+            on_phone.as_slice(),
+            [
+                NetworkEvent::PairingProgress {
+                    stage: PairingStage::Connected,
+                    ..
+                },
+                NetworkEvent::Paired { .. },
+            ]
+        ),
+        "the phone's events: {on_phone:?}"
+    );
+    laptop.shutdown().await;
+    phone.shutdown().await;
+}

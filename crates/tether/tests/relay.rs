@@ -90,7 +90,7 @@ async fn forced_relay_path_carries_pairing_messages_and_a_transfer() {
     let phone = start_on_relay(forced).await;
     assert!(phone.addr().direct.is_empty(), "{:?}", phone.addr());
     assert_eq!(
-        desk.home_relay().unwrap().trim_end_matches('/'),
+        desk.home_relay().unwrap().as_str().trim_end_matches('/'),
         url.trim_end_matches('/')
     );
 
@@ -111,7 +111,9 @@ async fn forced_relay_path_carries_pairing_messages_and_a_transfer() {
     ] {
         assert_eq!(info.path, PathKind::Relayed, "{side}: {info:?}");
         assert_eq!(
-            info.relay_url.as_deref().map(|u| u.trim_end_matches('/')),
+            info.relay_url
+                .as_ref()
+                .map(|u| u.as_str().trim_end_matches('/')),
             Some(url.trim_end_matches('/')),
             "{side}: {info:?}"
         );
@@ -196,7 +198,7 @@ async fn devices_move_to_the_other_relay_when_theirs_stops() {
     median_round_trip(&phone, &desk, 3).await;
 
     let home = desk.home_relay().unwrap();
-    let (stopped, remaining, _keep) = if home.trim_end_matches('/') == url_a {
+    let (stopped, remaining, _keep) = if home.as_str().trim_end_matches('/') == url_a {
         (relay_a, url_b.clone(), relay_b)
     } else {
         (relay_b, url_a.clone(), relay_a)
@@ -207,8 +209,8 @@ async fn devices_move_to_the_other_relay_when_theirs_stops() {
         let deadline = Instant::now() + Duration::from_secs(30);
         while service
             .home_relay()
-            .as_deref()
-            .map(|u| u.trim_end_matches('/'))
+            .as_ref()
+            .map(|u| u.as_str().trim_end_matches('/'))
             != Some(remaining.as_str())
         {
             assert!(Instant::now() < deadline, "{:?}", service.home_relay());
@@ -235,7 +237,9 @@ async fn devices_move_to_the_other_relay_when_theirs_stops() {
     let info = phone.connection_info(desk.node_id()).unwrap();
     assert_eq!(info.path, PathKind::Relayed);
     assert_eq!(
-        info.relay_url.as_deref().map(|u| u.trim_end_matches('/')),
+        info.relay_url
+            .as_ref()
+            .map(|u| u.as_str().trim_end_matches('/')),
         Some(remaining.as_str())
     );
     desk.shutdown().await;

@@ -176,3 +176,104 @@ async fn a_cancelled_send_resumes_from_what_was_verified() {
     sender.shutdown().await;
     receiver.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receiving_app_sees_the_offer_its_progress_and_a_failure() {
+    use n0_future::StreamExt;
+    use tether::TransferEvent;
+
+    let lab = Lab::new();
+    let (sender, receiver, _inbox) = two(&lab).await;
+    let source = lab.root.path().join("outbox");
+    write_tree(&source);
+    let mut events = receiver.events();
+
+    // Slowed so that progress is reported on the way.
+    let options = TransferOptions::default().rate_limit(Some(6_000_000));
+    let handle = sender
+        .share_with_device(
+            receiver.node_id(),
+            std::slice::from_ref(&source),
+            options.clone(),
+        )
+        .await
+        .unwrap();
+    handle.finish().await.unwrap();
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(event) = events.next().await {
+            let end = matches!(event, NetworkEvent::TransferReceived { .. });
+            seen.push(event);
+            if end {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("no TransferReceived");
+    let kinds: Vec<&'static str> = seen
+        .iter()
+        .filter_map(|event| match event {
+            NetworkEvent::TransferOffered {
+                entries,
+                bytes,
+                from,
+                ..
+            } => {
+                assert_eq!((*entries, *bytes, *from), (6, 3_000_022, sender.node_id()));
+                Some("offered")
+            }
+            NetworkEvent::IncomingTransfer { event, .. } => match event {
+                TransferEvent::Started { .. } => Some("started"),
+                TransferEvent::Progress(_) => Some("progress"),
+                TransferEvent::FileDone { .. } => Some("file"),
+                _ => None,
+            },
+            NetworkEvent::TransferReceived { .. } => Some("received"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kinds.first(), Some(&"offered"), "{kinds:?}");
+    assert_eq!(kinds.get(1), Some(&"started"), "{kinds:?}");
+    assert!(kinds.contains(&"progress"), "{kinds:?}");
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "file").count(),
+        3,
+        "{kinds:?}"
+    );
+    assert_eq!(kinds.last(), Some(&"received"), "{kinds:?}");
+
+    // A transfer the sender cancels half-way fails on the receiving side too, resumably.
+    std::fs::write(source.join("more.bin"), vec![7u8; 4_000_000]).unwrap();
+    let slow = TransferOptions::default().rate_limit(Some(1_000_000));
+    let handle = sender
+        .share_with_device(receiver.node_id(), std::slice::from_ref(&source), slow)
+        .await
+        .unwrap();
+    let failed = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut cancelled = false;
+        while let Some(event) = events.next().await {
+            match event {
+                NetworkEvent::IncomingTransfer {
+                    event: TransferEvent::Progress(_),
+                    ..
+                } if !cancelled => {
+                    handle.cancel();
+                    cancelled = true;
+                }
+                NetworkEvent::TransferFailed {
+                    resumable, from, ..
+                } => {
+                    return (from, resumable);
+                }
+                _ => {}
+            }
+        }
+        panic!("the events ended");
+    })
+    .await
+    .expect("no TransferFailed after the sender cancelled");
+    assert_eq!(failed, (sender.node_id(), true));
+    sender.shutdown().await;
+    receiver.shutdown().await;
+}

@@ -36,8 +36,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use tether::{Connection, NetworkProtocol, PairedPeer, ProtocolError};
 use tether::{NetworkError, NetworkingService, NodeId};
-use tether_protocol::{Connection, NetworkProtocol, PairedPeer, ProtocolError};
 
 /// The protocol's ALPN, with its version.
 pub const NOTES_ALPN: &[u8] = b"example/notes/1";

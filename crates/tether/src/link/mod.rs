@@ -36,7 +36,6 @@ mod reader;
 use outbox::{Outbox, SendError};
 
 use crate::NetworkError;
-use crate::error::short;
 use crate::request::{self, HandlerSlot};
 
 /// The ALPN of Tether's messaging protocol.
@@ -185,7 +184,7 @@ impl Link {
                 ResponseMessage::from_bytes(&response).map_err(|e| violation(&peer, e))?;
             let (keys, finish) = state
                 .receive(&response)
-                .map_err(|_| NetworkError::InvalidSignature { node: short(&peer) })?;
+                .map_err(|_| NetworkError::InvalidSignature { node: peer })?;
             send.write_all(&finish.to_bytes())
                 .await
                 .map_err(|e| failed(&peer, e))?;
@@ -228,7 +227,7 @@ impl Link {
             let finish = FinishMessage::from_bytes(&finish).map_err(|e| violation(&peer, e))?;
             let keys = state
                 .receive(&finish)
-                .map_err(|_| NetworkError::InvalidSignature { node: short(&peer) })?;
+                .map_err(|_| NetworkError::InvalidSignature { node: peer })?;
             Ok::<_, NetworkError>((send, recv, keys))
         };
         match timeout("session handshake", handshake).await {
@@ -300,7 +299,7 @@ impl Link {
             .unwrap_or_else(PoisonError::into_inner)
             .transfer_secret(transfer_id.as_bytes())
             .map_err(|error| NetworkError::ProtocolViolation {
-                node: short(&self.node_id),
+                node: self.node_id,
                 reason: format!("transfer keys: {error}"),
             })
     }
@@ -364,13 +363,13 @@ impl Link {
         };
         match reply {
             NetworkMessage::Error(ErrorReply { code, message }) => Err(NetworkError::Rejected {
-                node: short(&self.node_id),
+                node: self.node_id,
                 code,
                 message,
             }),
             reply if request::answers(kind, reply.kind()) => Ok(reply),
             reply => Err(NetworkError::ProtocolViolation {
-                node: short(&self.node_id),
+                node: self.node_id,
                 reason: format!(
                     "answered a {} with a {}",
                     kind.as_str(),
@@ -473,7 +472,7 @@ impl Link {
             return refused;
         }
         NetworkError::ConnectionFailed {
-            node: short(&self.node_id),
+            node: self.node_id,
             reason: self
                 .connection
                 .close_reason()
@@ -512,14 +511,14 @@ async fn timeout<T>(
 
 fn failed(peer: &NodeId, error: impl std::error::Error) -> NetworkError {
     NetworkError::ConnectionFailed {
-        node: short(peer),
+        node: *peer,
         reason: error_chain(&error),
     }
 }
 
 fn violation(peer: &NodeId, error: impl std::error::Error) -> NetworkError {
     NetworkError::ProtocolViolation {
-        node: short(peer),
+        node: *peer,
         reason: error_chain(&error),
     }
 }

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use iroh::RelayUrl;
 use iroh::Watcher as _;
 use tether_identity::DeviceName;
 use tether_iroh::RelayConfig;
@@ -18,7 +19,6 @@ use tether_transfer::{Collected, Leftovers};
 
 use super::NetworkingService;
 use crate::NetworkError;
-use crate::error::short;
 use crate::profile::Profile;
 
 /// This node's set-up and state, for `tether doctor`.
@@ -36,7 +36,7 @@ pub struct Diagnostics {
     /// The home relays' connection state (empty with relays off, or before one is chosen).
     pub relays: Vec<RelayState>,
     /// The relay the relay selector chose among the listed ones, if it has chosen.
-    pub chosen_relay: Option<String>,
+    pub chosen_relay: Option<RelayUrl>,
     /// Whether mDNS runs on the LAN.
     pub mdns: bool,
     /// Global discovery (pkarr publishing and DNS lookups), if on (after local-only rules).
@@ -58,7 +58,7 @@ pub struct Diagnostics {
 #[non_exhaustive]
 pub struct RelayState {
     /// Its URL.
-    pub url: String,
+    pub url: RelayUrl,
     /// Whether the endpoint holds a connection to it.
     pub connected: bool,
     /// The latest error connecting to it.
@@ -73,8 +73,8 @@ pub struct DeviceStatus {
     pub node_id: NodeId,
     /// What it said about itself when it paired (its name may be renamed here).
     pub info: Option<DeviceInfo>,
-    /// `discovered`, `pairing`, `paired`, `connected` or `disconnected`.
-    pub state: String,
+    /// Discovered, pairing, paired, connected or disconnected (its `Display` is the word).
+    pub state: tether_registry::StateKind,
     /// The live connection's path, round trip and remote address.
     pub connection: Option<ConnectionInfo>,
     /// When it was last heard: on a live connection, when the device last sent anything
@@ -103,7 +103,7 @@ impl NetworkingService {
             .get()
             .into_iter()
             .map(|status| RelayState {
-                url: status.url().to_string(),
+                url: status.url().clone(),
                 connected: status.is_connected(),
                 error: status.last_error().map(ToString::to_string),
             })
@@ -135,7 +135,7 @@ impl NetworkingService {
 
     /// Waits up to `within` for the endpoint to connect to a home relay; its URL, or `None`
     /// (no relay configured, or none reachable in time).
-    pub async fn wait_for_home_relay(&self, within: Duration) -> Option<String> {
+    pub async fn wait_for_home_relay(&self, within: Duration) -> Option<RelayUrl> {
         tokio::time::timeout(within, self.inner.transport.home_relay_connected())
             .await
             .ok()
@@ -175,7 +175,7 @@ impl NetworkingService {
                 DeviceStatus {
                     node_id: device.node_id,
                     info: device.paired.as_ref().map(|p| p.info.clone()),
-                    state: device.state.kind().to_string(),
+                    state: device.state.kind(),
                     connection,
                     last_seen,
                     discovered_by: discovered.get(&device.node_id).copied(),
@@ -192,7 +192,7 @@ impl NetworkingService {
                 statuses.push(DeviceStatus {
                     node_id,
                     info: None,
-                    state: "discovered".to_owned(),
+                    state: tether_registry::StateKind::Discovered,
                     connection: None,
                     last_seen: None,
                     discovered_by: Some(source),
@@ -219,7 +219,7 @@ impl NetworkingService {
             .profile
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        *profile = Profile::load_or_create(&self.inner.config.data_dir, Some(name), None)?;
+        *profile = Profile::load_or_create(&self.inner.config.data_dir, None, Some(name), None)?;
         drop(profile);
         Ok(self.device_info())
     }
@@ -233,7 +233,7 @@ impl NetworkingService {
         self.inner
             .registry
             .rename(node_id, name)
-            .map_err(|_| NetworkError::DeviceNotPaired(short(&node_id)))
+            .map_err(|_| NetworkError::DeviceNotPaired(node_id))
     }
 
     /// Marks a paired device as one whose files are received without asking (`on`), or takes
@@ -244,7 +244,7 @@ impl NetworkingService {
         self.inner
             .registry
             .set_auto_accept(node_id, on)
-            .map_err(|_| NetworkError::DeviceNotPaired(short(&node_id)))
+            .map_err(|_| NetworkError::DeviceNotPaired(node_id))
     }
 
     /// Sets the most bytes a paired device may store here (`None`: the configured default,
@@ -257,7 +257,7 @@ impl NetworkingService {
         self.inner
             .registry
             .set_quota(node_id, quota)
-            .map_err(|_| NetworkError::DeviceNotPaired(short(&node_id)))
+            .map_err(|_| NetworkError::DeviceNotPaired(node_id))
     }
 
     /// The data directory.
@@ -275,7 +275,7 @@ impl NetworkingService {
         self.inner
             .registry
             .reset_stored_bytes(node_id)
-            .map_err(|_| NetworkError::DeviceNotPaired(short(&node_id)))
+            .map_err(|_| NetworkError::DeviceNotPaired(node_id))
     }
 
     /// Removes (or with `dry_run` only lists) the partial files and resume records in the

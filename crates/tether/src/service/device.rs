@@ -4,15 +4,17 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use iroh::endpoint::Connection;
-use tether_identity::NodeId;
+use tether_identity::{DeviceId, DeviceName, NodeId};
 use tether_iroh::{ConnectionInfo, PathKind};
+use tether_registry::PairedDevice as StoredDevice;
 use tether_wire::{NetworkMessage, Ping};
 
 use super::NetworkingService;
-use crate::error::short;
-use crate::{ConnectionState, NetworkError};
+use crate::{ConnectionState, NetworkError, TransferHandle, TransferOptions};
 
-/// A paired device, for sending it messages.
+/// One paired device and everything to do with it: messages, transfers both ways, its
+/// connection, and renaming, blocking and unpairing it. From
+/// [`NetworkingService::device`] (by node id) or [`NetworkingService::device_by_id`].
 #[derive(Debug, Clone)]
 pub struct DeviceHandle {
     pub(super) service: NetworkingService,
@@ -23,6 +25,58 @@ impl DeviceHandle {
     /// The device's node id.
     pub fn node_id(&self) -> NodeId {
         self.node_id
+    }
+
+    /// What this device keeps about it (name, device id, trust, quota, addresses); `None`
+    /// once it is unpaired.
+    pub fn info(&self) -> Option<StoredDevice> {
+        self.service
+            .inner
+            .registry
+            .device(&self.node_id)
+            .and_then(|device| device.paired)
+    }
+
+    /// The id the device paired with.
+    pub fn device_id(&self) -> Option<DeviceId> {
+        self.info().map(|stored| stored.info.device_id)
+    }
+
+    /// Sends files and directories to it (see [`NetworkingService::share_with_device`]).
+    pub async fn send_files(
+        &self,
+        paths: &[std::path::PathBuf],
+        options: TransferOptions,
+    ) -> Result<TransferHandle, NetworkError> {
+        self.service
+            .share_with_device(self.node_id, paths, options)
+            .await
+    }
+
+    /// Renames it, here (see [`NetworkingService::rename_device`]).
+    pub fn rename(&self, name: DeviceName) -> Result<(), NetworkError> {
+        self.service.rename_device(self.node_id, name)
+    }
+
+    /// Receives its files without asking, or stops (see
+    /// [`NetworkingService::set_auto_accept`]).
+    pub fn set_auto_accept(&self, on: bool) -> Result<(), NetworkError> {
+        self.service.set_auto_accept(self.node_id, on)
+    }
+
+    /// Blocks it (see [`NetworkingService::block`]).
+    pub fn block(&self) -> Result<(), NetworkError> {
+        self.service.block(self.node_id)
+    }
+
+    /// Unblocks it.
+    pub fn unblock(&self) -> Result<(), NetworkError> {
+        self.service.unblock(self.node_id)
+    }
+
+    /// Unpairs it (see [`NetworkingService::unpair`]); the handle is of no use after.
+    pub fn unpair(&self) -> Result<(), NetworkError> {
+        self.service.unpair(self.node_id)
     }
 
     /// Sends a message and waits for the answer (`Ack`, `Pong`, an `Error` reply, ...).
@@ -44,7 +98,7 @@ impl DeviceHandle {
         {
             NetworkMessage::Pong(_) => Ok(started.elapsed()),
             other => Err(NetworkError::ProtocolViolation {
-                node: short(&self.node_id),
+                node: self.node_id,
                 reason: format!("answered a ping with {other:?}"),
             }),
         }

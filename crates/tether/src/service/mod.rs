@@ -25,22 +25,24 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+use iroh::RelayUrl;
 use iroh::endpoint::Connection;
-use tether_identity::{DeviceInfo, ErrorChain, NodeId, error_chain};
+use tether_identity::{DeviceId, DeviceInfo, ErrorChain, NodeId, error_chain};
 use tether_iroh::{ConnectionInfo, LoopbackDiscovery, MdnsDiscovery, PeerAddr, Transport};
 use tether_pairing::{Initiator, LocalDevice};
 use tether_protocol::{DiscoveredDevice, Discovery, NetworkProtocol};
 use tether_registry::{
     Device, DeviceRegistry, DisconnectReason, KeyManager, KeyStorageKind,
-    PairedDevice as StoredDevice,
+    PairedDevice as StoredDevice, TrustLevel,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::builder::Builder;
 use crate::consent::RegistryConsent;
-use crate::error::short;
-use crate::gate::{CLOSE_REVOKED, RegistryGate};
+use crate::event::EventStream;
+use crate::gate::{CLOSE_BLOCKED, CLOSE_REVOKED, RegistryGate};
 use crate::link::{CLOSE_NORMAL, Incoming, Link, SYNC_ALPN};
 use crate::lobby::Lobby;
 use crate::pairing::{ConfirmSlot, PAIRING_ALPN};
@@ -115,22 +117,47 @@ struct Inner {
 
 impl NetworkingService {
     /// Opens (or creates) the device's keys, profile and registry in the data directory,
-    /// binds the endpoint and starts the background tasks.
+    /// binds the endpoint and starts the background tasks: `Self::builder` with `config`,
+    /// spawned (see [`Builder`] for protocols served from the start and events from before).
     pub async fn start(config: NetworkingConfig) -> Result<Self, NetworkError> {
+        Builder::from_config(config).spawn().await
+    }
+
+    pub(crate) async fn spawn_from(builder: Builder) -> Result<Self, NetworkError> {
+        let Builder {
+            config,
+            device_id,
+            protocols,
+            request_handler,
+            events,
+        } = builder;
         let data_dir = config.data_dir.clone();
         create_private_dir(&data_dir)?;
         let keys = KeyManager::open_or_create(&data_dir, &config.keys)?;
-        let profile =
-            Profile::load_or_create(&data_dir, config.device_name.as_ref(), config.device_type)?;
+        let profile = Profile::load_or_create(
+            &data_dir,
+            device_id,
+            config.device_name.as_ref(),
+            config.device_type,
+        )?;
         let registry = DeviceRegistry::open(&data_dir, keys.storage_key())?;
-        let protocol_alpns = Arc::new(RwLock::new(HashSet::new()));
+        let protocol_alpns: HashSet<Vec<u8>> = protocols
+            .iter()
+            .map(|protocol| protocol.alpn().to_vec())
+            .collect();
+        let protocol_table: HashMap<Vec<u8>, Arc<dyn NetworkProtocol>> = protocols
+            .into_iter()
+            .map(|protocol| (protocol.alpn().to_vec(), protocol))
+            .collect();
+        let protocol_alpns = Arc::new(RwLock::new(protocol_alpns));
         let lobby = Arc::new(Lobby::default());
         let gate = Arc::new(RegistryGate {
             registry: registry.clone(),
             protocols: Arc::clone(&protocol_alpns),
             lobby: Arc::clone(&lobby),
         });
-        let alpns = vec![SYNC_ALPN.to_vec(), PAIRING_ALPN.to_vec()];
+        let mut alpns = vec![SYNC_ALPN.to_vec(), PAIRING_ALPN.to_vec()];
+        alpns.extend(protocol_table.keys().cloned());
         let transport = Transport::bind(keys.identity(), &config.transport, alpns, gate).await?;
 
         // Paired devices pass the gate; what they send is received only with the app's consent.
@@ -184,7 +211,6 @@ impl NetworkingService {
         discoveries.extend(config.discoveries.iter().cloned());
 
         let (incoming, incoming_rx) = mpsc::channel(256);
-        let events = broadcast::channel(1024).0;
         let sharing = crate::share::Sharing::new(
             Arc::clone(&config.share_provider),
             registry.clone(),
@@ -206,13 +232,13 @@ impl NetworkingService {
                 dialing: Mutex::default(),
                 connections: Mutex::default(),
                 idle_closed: Mutex::default(),
-                handler: HandlerSlot::default(),
+                handler: Arc::new(RwLock::new(request_handler)),
                 initiator: Mutex::new(None),
                 code_number: AtomicU64::new(0),
                 confirm: Arc::default(),
                 code_outcomes: pairing::Outcomes::default(),
                 protocol_alpns,
-                protocols: RwLock::default(),
+                protocols: RwLock::new(protocol_table),
                 events,
                 incoming,
                 receiver,
@@ -263,9 +289,17 @@ impl NetworkingService {
         self.inner.keys.storage_kind()
     }
 
-    /// Events from now on.
+    /// Events from now on, as a channel receiver (which drops what a slow reader misses; see
+    /// [`Self::events`] for a stream that says so).
     pub fn subscribe(&self) -> broadcast::Receiver<NetworkEvent> {
         self.inner.events.subscribe()
+    }
+
+    /// Events from now on, as a [`Stream`](n0_future::Stream) that reports what a slow reader
+    /// missed ([`NetworkEvent::Lagged`]). For events from before the service started, take
+    /// [`Builder::events`].
+    pub fn events(&self) -> EventStream {
+        EventStream::new(self.inner.events.subscribe())
     }
 
     /// Every device the registry knows, with its state.
@@ -278,16 +312,53 @@ impl NetworkingService {
         self.inner.registry.paired_devices()
     }
 
-    /// A paired device, to send it messages.
+    /// A paired device's handle (blocked ones included, to unblock them): messages, transfers
+    /// both ways, its connection, and renaming, blocking and unpairing it.
     pub fn device(&self, node_id: NodeId) -> Result<DeviceHandle, NetworkError> {
-        self.inner
+        let paired = self
+            .inner
             .registry
-            .check_connection(&node_id)
-            .map_err(|_| NetworkError::DeviceNotPaired(short(&node_id)))?;
+            .device(&node_id)
+            .is_some_and(|device| device.paired.is_some());
+        if !paired {
+            return Err(NetworkError::DeviceNotPaired(node_id));
+        }
         Ok(DeviceHandle {
             service: self.clone(),
             node_id,
         })
+    }
+
+    /// A paired device's handle, found by the device id it paired with (the app's id for it,
+    /// see [`Builder::device_id`]).
+    pub fn device_by_id(&self, device_id: DeviceId) -> Result<DeviceHandle, NetworkError> {
+        let node_id = self
+            .inner
+            .registry
+            .device_by_id(&device_id)
+            .filter(|device| device.paired.is_some())
+            .map(|device| device.node_id)
+            .ok_or_else(|| NetworkError::UnknownDevice(device_id.to_string()))?;
+        self.device(node_id)
+    }
+
+    /// Blocks a paired device: it stays paired, but every connection from or to it is refused
+    /// until [`Self::unblock`]; its live connections are closed now.
+    pub fn block(&self, node_id: NodeId) -> Result<(), NetworkError> {
+        self.inner
+            .registry
+            .set_trust(node_id, TrustLevel::Blocked)
+            .map_err(|_| NetworkError::DeviceNotPaired(node_id))?;
+        self.close_all(node_id, CLOSE_BLOCKED, "blocked");
+        Ok(())
+    }
+
+    /// Lets a blocked device connect again.
+    pub fn unblock(&self, node_id: NodeId) -> Result<(), NetworkError> {
+        self.inner
+            .registry
+            .set_trust(node_id, TrustLevel::Trusted)
+            .map_err(|_| NetworkError::DeviceNotPaired(node_id))
     }
 
     /// Sends files and directories (relative paths kept) to a paired device over its pooled
@@ -309,13 +380,13 @@ impl NetworkingService {
     /// Adds a third-party protocol on its own ALPN; only paired devices reach it. Any
     /// [`NetworkProtocol`] will do, a `Box<dyn NetworkProtocol>` or an `Arc` of one too. Its
     /// [`NetworkProtocol::shutdown`] is called when the service shuts down.
+    ///
+    /// Prefer [`Builder::protocol`]: a protocol given there is served from the start, with its
+    /// ALPN fixed before the endpoint binds. One registered here replaces any protocol on the
+    /// same ALPN.
     pub fn register_protocol<P: NetworkProtocol>(&self, protocol: P) -> Result<(), NetworkError> {
         let alpn = protocol.alpn().to_vec();
-        if alpn.starts_with(b"tether/") {
-            return Err(NetworkError::Usage(
-                "ALPNs starting with tether/ are reserved".to_owned(),
-            ));
-        }
+        crate::builder::check_alpn(&alpn)?;
         self.inner
             .protocols
             .write()
@@ -395,6 +466,13 @@ impl NetworkingService {
         // Revoke first, then empty the pool: `adopt` and `track` check the registry under the
         // same locks, so a connection set up meanwhile is either refused there or closed here.
         self.inner.registry.revoke(node_id)?;
+        self.close_all(node_id, CLOSE_REVOKED, "unpaired");
+        let _ = self.inner.events.send(NetworkEvent::Unpaired { node_id });
+        Ok(())
+    }
+
+    /// Closes the device's pooled link and every other connection to it.
+    fn close_all(&self, node_id: NodeId, code: u32, reason: &'static str) {
         let link = self
             .inner
             .links
@@ -402,7 +480,7 @@ impl NetworkingService {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&node_id);
         if let Some(link) = link {
-            self.close_link(&link, CLOSE_REVOKED, "unpaired");
+            self.close_link(&link, code, reason);
         }
         let connections = self
             .inner
@@ -411,10 +489,8 @@ impl NetworkingService {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&node_id);
         for connection in connections.unwrap_or_default() {
-            connection.close(CLOSE_REVOKED.into(), b"unpaired");
+            connection.close(code.into(), reason.as_bytes());
         }
-        let _ = self.inner.events.send(NetworkEvent::Unpaired { node_id });
-        Ok(())
     }
 
     /// Stops every task, withdraws this device's announcements and closes the endpoint.
@@ -499,13 +575,13 @@ impl NetworkingService {
     }
 
     /// The relay this device is reachable through now, if connected to one.
-    pub fn home_relay(&self) -> Option<String> {
+    pub fn home_relay(&self) -> Option<RelayUrl> {
         self.inner.transport.home_relay()
     }
 
     /// The relay the [`crate::NetworkingConfig::relay_selector`] chose last among the listed
     /// ones (`None` before its first choice, with iroh's default relays, or with no selector).
-    pub fn chosen_relay(&self) -> Option<String> {
+    pub fn chosen_relay(&self) -> Option<RelayUrl> {
         self.inner.transport.chosen_relay()
     }
 

@@ -127,7 +127,7 @@ impl NetworkingService {
         let addr = self.addr();
         let ticket = PairingTicket::new(
             self.node_id(),
-            addr.relay_url.clone(),
+            addr.relay_url.as_ref().map(ToString::to_string),
             addr.direct.clone(),
             &mut UnwrapErr(getrandom::SysRng),
         )?;
@@ -249,7 +249,16 @@ impl NetworkingService {
             let target = PeerAddr {
                 node_id: ticket.initiator(),
                 direct: ticket.direct_addresses().to_vec(),
-                relay_url: ticket.relay_url().map(str::to_owned),
+                relay_url: ticket
+                    .relay_url()
+                    .map(|url| {
+                        url.parse().map_err(|_| {
+                            NetworkError::Transport(tether_iroh::TransportError::InvalidRelayUrl {
+                                url: url.to_owned(),
+                            })
+                        })
+                    })
+                    .transpose()?,
             };
             (Credential::from(ticket), target)
         } else {
@@ -263,6 +272,10 @@ impl NetworkingService {
         let busy_until = tokio::time::Instant::now() + JOIN_BUSY_RETRY_FOR;
         let result = loop {
             let connection = self.inner.transport.connect(&target, PAIRING_ALPN).await?;
+            let _ = self.inner.events.send(NetworkEvent::PairingProgress {
+                peer: target.node_id,
+                stage: crate::PairingStage::Connected,
+            });
             let result = pairing::join(
                 connection.clone(),
                 credential.clone(),

@@ -55,7 +55,7 @@ impl NetworkingService {
             .inner
             .registry
             .check_connection(&node_id)
-            .map_err(|_| NetworkError::DeviceNotPaired(short(&node_id)))?;
+            .map_err(|_| NetworkError::DeviceNotPaired(node_id))?;
         let inbox = self.inbox(node_id)?;
         self.report_state(node_id, ConnectionState::Connecting);
         let linked = async {
@@ -84,7 +84,7 @@ impl NetworkingService {
             .registry
             .device(&node_id)
             .and_then(|d| d.paired)
-            .ok_or_else(|| NetworkError::DeviceNotPaired(short(&node_id)))?;
+            .ok_or_else(|| NetworkError::DeviceNotPaired(node_id))?;
         Ok(Inbox {
             events: self.inner.incoming.clone(),
             handler: Arc::clone(&self.inner.handler),
@@ -170,7 +170,7 @@ impl NetworkingService {
             }
             let addr = self.known_addr(node_id);
             if addr.direct.is_empty() && addr.relay_url.is_none() {
-                last_error = Some(NetworkError::DeviceOffline(short(&node_id)));
+                last_error = Some(NetworkError::DeviceOffline(node_id));
                 attempt += 1;
                 continue;
             }
@@ -202,7 +202,7 @@ impl NetworkingService {
             }
             attempt += 1;
         }
-        Err(last_error.unwrap_or_else(|| NetworkError::DeviceOffline(short(&node_id))))
+        Err(last_error.unwrap_or_else(|| NetworkError::DeviceOffline(node_id)))
     }
 
     pub(super) fn known_addr(&self, node_id: NodeId) -> PeerAddr {
@@ -224,7 +224,7 @@ impl NetworkingService {
                 }
             }
             if addr.relay_url.is_none() {
-                addr.relay_url = device.relay_url;
+                addr.relay_url = device.relay_url.and_then(|url| url.parse().ok());
             }
         }
         addr
@@ -249,7 +249,7 @@ impl NetworkingService {
             if self.inner.registry.check_connection(&node_id).is_err() {
                 drop(links);
                 link.close(CLOSE_REVOKED, "not paired");
-                return Err(NetworkError::DeviceNotPaired(short(&node_id)));
+                return Err(NetworkError::DeviceNotPaired(node_id));
             }
             match links.get(&node_id).filter(|old| old.is_open()).cloned() {
                 Some(old) if keep_older(&old, link, self.node_id()) => {
@@ -317,6 +317,7 @@ impl NetworkingService {
                         &service.inner.sharing,
                         send,
                         recv,
+                        &service.inner.events,
                     )
                     .await;
                     drop(in_use);
@@ -441,7 +442,7 @@ impl NetworkingService {
         // Checked under the lock `unpair` takes after revoking.
         if self.inner.registry.check_connection(&node_id).is_err() {
             connection.close(CLOSE_REVOKED.into(), b"not paired");
-            return Err(NetworkError::DeviceNotPaired(short(&node_id)));
+            return Err(NetworkError::DeviceNotPaired(node_id));
         }
         let list = connections.entry(node_id).or_default();
         list.retain(|c| c.close_reason().is_none());

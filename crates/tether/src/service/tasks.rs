@@ -163,7 +163,7 @@ impl NetworkingService {
             .inner
             .registry
             .check_connection(&peer)
-            .map_err(|_| NetworkError::DeviceNotPaired(short(&peer)))?;
+            .map_err(|_| NetworkError::DeviceNotPaired(peer))?;
         if alpn == SYNC_ALPN {
             let link = Link::accept(
                 connection,
@@ -193,7 +193,7 @@ impl NetworkingService {
             .registry
             .device(&peer)
             .and_then(|d| d.paired)
-            .ok_or_else(|| NetworkError::DeviceNotPaired(short(&peer)))?;
+            .ok_or_else(|| NetworkError::DeviceNotPaired(peer))?;
         self.track(peer, &connection)?;
         protocol
             .accept(
@@ -205,7 +205,7 @@ impl NetworkingService {
             )
             .await
             .map_err(|error| NetworkError::ProtocolViolation {
-                node: short(&peer),
+                node: peer,
                 reason: error_chain(&error),
             })
     }
@@ -224,21 +224,20 @@ impl NetworkingService {
                 let refusal = pairing_refusal(full);
                 connection.close(refusal.code.into(), refusal.reason.as_bytes());
                 return Err(NetworkError::Refused {
-                    node: short(&peer),
+                    node: peer,
                     code: refusal.code,
                     reason: refusal.reason.to_owned(),
                 });
             }
         };
-        let exchange = pairing::serve_joiner(
-            connection,
-            peer,
-            &self.inner.initiator,
-            &self.inner.code_number,
-            &self.inner.confirm,
-            &self.inner.registry,
-            &seat,
-        );
+        let desk = pairing::Desk {
+            initiator: &self.inner.initiator,
+            code_number: &self.inner.code_number,
+            confirm: &self.inner.confirm,
+            registry: &self.inner.registry,
+            events: &self.inner.events,
+        };
+        let exchange = pairing::serve_joiner(connection, peer, &desk, &seat);
         let result = tokio::select! {
             result = tokio::time::timeout(EXCHANGE_TIMEOUT, exchange) => {
                 result.unwrap_or(Err(NetworkError::TimedOut {
@@ -247,7 +246,7 @@ impl NetworkingService {
                 }))
             }
             () = seat.evicted() => Err(NetworkError::Refused {
-                node: short(&peer),
+                node: peer,
                 code: CLOSE_PAIRING_BUSY,
                 reason: "gave its place to a newer pairing connection".to_owned(),
             }),
@@ -273,11 +272,7 @@ impl NetworkingService {
     pub(super) async fn home_relay_loop(&self) {
         let mut last = None;
         loop {
-            let now = self
-                .inner
-                .transport
-                .home_relay_changed(last.as_deref())
-                .await;
+            let now = self.inner.transport.home_relay_changed(last.as_ref()).await;
             debug!(relay = ?now, "home relay changed; announcing again");
             self.announce(self.shown_slot().as_deref());
             last = now;
@@ -289,6 +284,7 @@ impl NetworkingService {
     fn forget_sighting(&self, node_id: NodeId) {
         self.inner.registry.forget_discovered(node_id);
         self.inner.transport.forget(&node_id);
+        let _ = self.inner.events.send(NetworkEvent::DeviceLost { node_id });
     }
 
     pub(super) async fn discovery_loop(&self, discovery: Arc<dyn Discovery>) {
@@ -344,12 +340,16 @@ impl NetworkingService {
                     }
                 }
                 DiscoveryEvent::Lost(node_id) => {
-                    self.inner
+                    let known = self
+                        .inner
                         .discovered
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
-                        .remove(&node_id);
-                    self.forget_sighting(node_id);
+                        .remove(&node_id)
+                        .is_some();
+                    if known {
+                        self.forget_sighting(node_id);
+                    }
                 }
                 _ => {}
             }
@@ -420,22 +420,18 @@ impl NetworkingService {
     /// may be gone, so ping the link now rather than at the next keep-alive; a dead link is
     /// then closed within `request_timeout` and the next send dials the new relay.
     fn check_link_if_relay_moved(&self, device: &DiscoveredDevice) {
-        let Some(announced) = device.relay_url.as_deref() else {
+        let Some(announced) = device.relay_url.as_ref() else {
             return;
         };
         let Some(link) = self.live_link(&device.node_id) else {
             return;
         };
         let info = ConnectionInfo::of(&link.connection);
-        let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
         if info.path == PathKind::Relayed
-            && info
-                .relay_url
-                .as_deref()
-                .is_some_and(|url| !same(url, announced))
+            && info.relay_url.as_ref().is_some_and(|url| url != announced)
             && link.start_probe()
         {
-            debug!(peer = %short(&device.node_id), relay = announced, "moved to another relay; checking the link");
+            debug!(peer = %short(&device.node_id), relay = %announced, "moved to another relay; checking the link");
             self.spawn_probe(link);
         }
     }
