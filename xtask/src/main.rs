@@ -2,15 +2,19 @@
 #![allow(clippy::print_stderr)] // a build tool reports on stderr
 //!
 //! - `cargo xtask ci` runs what CI runs: formatting, clippy with warnings as errors on every
-//!   target, the test suite (nextest where installed), the docs with warnings as errors,
-//!   cargo-deny, and a short smoke run of every fuzz target.
+//!   target, the test suite (nextest where installed), the docs with warnings as errors, the
+//!   facade's public API against its snapshot, cargo-deny, and a short smoke run of every fuzz
+//!   target.
 //! - `cargo xtask fuzz [--seconds N] [TARGET...]` runs the fuzz targets on the stable toolchain.
 //! - `cargo xtask bench [--quick]` runs the end-to-end harness and the criterion benches and
 //!   rewrites the generated part of BENCHMARKS.md.
 //! - `cargo xtask netlab [--debug] [SCENARIO...]` runs the network lab (root only).
+//! - `cargo xtask public-api [--bless]` checks the facade's public API against the committed
+//!   `crates/tether/public-api.txt` (or rewrites it).
 
 mod bench;
 mod netlab;
+mod public_api;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -59,9 +63,16 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Compare the facade's public API with crates/tether/public-api.txt.
+    PublicApi {
+        /// Rewrite the file with the API of this tree (for an intended change).
+        #[arg(long)]
+        bless: bool,
+    },
 }
 
 fn main() -> Result<()> {
+    public_api::run_as_rustdoc();
     let cli = Cli::parse();
     let root = workspace_root()?;
     match cli.command {
@@ -72,6 +83,7 @@ fn main() -> Result<()> {
         Task::Fuzz { seconds, targets } => fuzz(&root, seconds, &targets),
         Task::Bench { quick } => bench::bench(&root, quick),
         Task::Netlab { debug, args } => netlab::netlab(&root, debug, &args),
+        Task::PublicApi { bless } => public_api::public_api(&root, bless),
     }
 }
 
@@ -120,6 +132,9 @@ fn ci(root: &Path, fuzz_seconds: u64, skip_tests: bool) -> Result<()> {
     let mut doc = cargo(&["doc", "--workspace", "--no-deps", "--locked"]);
     doc.env("RUSTDOCFLAGS", "-Dwarnings");
     step(root, "docs", doc)?;
+    // After the docs: rustdoc JSON reuses the dependencies' metadata that step left.
+    eprintln!("xtask: == public API of the facade (crates/tether/public-api.txt) ==");
+    public_api::public_api(root, false)?;
     deny(root)?;
     if fuzz_seconds > 0 {
         fuzz(root, fuzz_seconds, &[])?;

@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tether::{DeviceInfo, DeviceName, NetworkError, NetworkingService, NodeId, PairedDevice};
+use tether::{DeviceInfo, DeviceName, NetworkError, NetworkingService, NodeId};
 use tokio_util::sync::CancellationToken;
 
 use crate::code_input::CodeText;
@@ -17,18 +17,9 @@ use crate::output::Sink;
 use crate::send::{self, SendRequest};
 use crate::settings::Network;
 
-/// How `tether pair` decides on a joiner that proved the code.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Confirm {
-    /// `--yes`: pair without asking.
-    Yes,
-    /// Ask the person on the terminal `tether pair` was typed in.
-    Ask,
-    /// No terminal to ask on and no `--yes`: reject.
-    #[default]
-    Refuse,
-}
+mod pairing;
+
+pub(crate) use pairing::Confirm;
 
 /// A change to a paired device's storage quota (`tether trust --quota/--no-quota`). An enum,
 /// not `Option<Option<u64>>`: that one's `Some(None)` reads back from JSON as `None`.
@@ -158,8 +149,10 @@ pub(crate) async fn execute(
         } => gc(node, dry_run, receive_dir.as_deref(), sink),
         Request::Rename { name, device } => rename(node, &name, device.as_deref(), sink),
         Request::Doctor { device } => doctor::run(node, device.as_deref(), sink, context).await,
-        Request::Pair { ticket, confirm } => pair(node, ticket, confirm, sink, cancel).await,
-        Request::Join { code } => join(node, code.as_str(), sink, cancel).await,
+        Request::Pair { ticket, confirm } => {
+            pairing::pair(node, ticket, confirm, sink, cancel).await
+        }
+        Request::Join { code } => pairing::join(node, code.as_str(), sink, cancel).await,
         Request::Send(request) => send::run(node, request, sink, cancel).await,
     }
 }
@@ -446,133 +439,6 @@ fn rename(node: &NetworkingService, name: &str, device: Option<&str>, sink: &Sin
         }
     }
     Ok(())
-}
-
-async fn pair(
-    node: &NetworkingService,
-    ticket: bool,
-    confirm: Confirm,
-    sink: &Sink,
-    cancel: &CancellationToken,
-) -> Result<()> {
-    let mut invite = if ticket {
-        node.start_pairing_with_ticket()?
-    } else {
-        node.start_pairing_as_initiator()?
-    };
-    let minutes = invite.expires_in.as_secs().div_ceil(60);
-    sink.line(
-        "code",
-        format!(
-            "On the other device run `tether join` and enter:\n\n    {}\n\nThe code works once, for {minutes} minutes. Waiting...",
-            invite.code
-        ),
-        json!({ "code": invite.code, "expires_in_s": invite.expires_in.as_secs() }),
-    );
-    if ticket && let Ok(qr) = qrcode::QrCode::new(invite.code.to_ascii_uppercase()) {
-        sink.text(
-            qr.render::<char>()
-                .quiet_zone(true)
-                .module_dimensions(2, 1)
-                .build(),
-        );
-    }
-    let expires_in = invite.expires_in;
-    let result = tokio::select! {
-        result = decide(&mut invite, confirm, sink) => result,
-        () = tokio::time::sleep(expires_in) => Err(NetworkError::Pairing(tether::PairingError::Expired))
-            .context("nobody joined in time; run `tether pair` again for a new code"),
-        () = cancel.cancelled() => Err(Failure::interrupted("pairing cancelled").into()),
-    };
-    if result.is_err() {
-        node.cancel_pairing();
-    }
-    show_paired(&result?, sink);
-    Ok(())
-}
-
-async fn join(
-    node: &NetworkingService,
-    code: &str,
-    sink: &Sink,
-    cancel: &CancellationToken,
-) -> Result<()> {
-    let device = tokio::select! {
-        result = node.join_pairing(code) => result?,
-        () = cancel.cancelled() => bail!(Failure::interrupted("joining cancelled")),
-    };
-    show_paired(&device, sink);
-    Ok(())
-}
-
-/// Waits for a joiner that proves the code and pairs with it if `confirm` says so: at once
-/// (`--yes`), after the person answers y on the terminal they ran `tether pair` in (this
-/// process's, or the control socket client's when a `tether up` runs the pairing), or never
-/// (no terminal).
-async fn decide(
-    invite: &mut tether::PairingInvite,
-    confirm: Confirm,
-    sink: &Sink,
-) -> Result<PairedDevice> {
-    if confirm == Confirm::Yes {
-        return Ok(invite.paired().await?);
-    }
-    let pending = invite.pending().await?;
-    let name = pending.device.device_name.to_string();
-    let code = pending.verification_code.clone();
-    sink.line(
-        "pending",
-        format!(
-            "\"{name}\" ({}, node {}) proved the code.\nVerification code: {code} (the other screen shows the same one)",
-            pending.device.device_type,
-            pending.device.public_key.fmt_short(),
-        ),
-        json!({
-            "name": name,
-            "node_id": pending.device.public_key.to_string(),
-            "verification_code": code,
-        }),
-    );
-    if confirm == Confirm::Refuse {
-        pending.reject();
-        bail!(
-            "rejected \"{name}\": there is no terminal to ask whether to pair (run `tether pair --yes` to pair with whoever proves the code)"
-        );
-    }
-    // The initiator's exchange ends 60 s after the joiner came; no answer by then is no, and
-    // so is a client of the control socket that went away (the command is cancelled).
-    let question = format!("Pair with {name}? Verification code {code} [y/N] ");
-    let yes = matches!(
-        tokio::time::timeout(ANSWER_TIMEOUT, sink.ask(question)).await,
-        Ok(true)
-    );
-    if !yes {
-        pending.reject();
-        bail!("rejected \"{name}\": not paired");
-    }
-    Ok(pending.accept().await?)
-}
-
-/// How long `tether pair` waits for the person's answer.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(55);
-
-fn show_paired(device: &PairedDevice, sink: &Sink) {
-    sink.line(
-        "paired",
-        format!(
-            "Paired with \"{}\" ({}, node {}).\nVerification code: {} (both screens show the same one)",
-            device.device.device_name,
-            device.device.device_type,
-            device.device.public_key.fmt_short(),
-            device.verification_code
-        ),
-        json!({
-            "name": device.device.device_name.as_str(),
-            "node_id": device.device.public_key.to_string(),
-            "device_id": device.device.device_id.to_string(),
-            "verification_code": device.verification_code,
-        }),
-    );
 }
 
 /// Finds a paired device by name, device id or node-id prefix (at least 4 characters).

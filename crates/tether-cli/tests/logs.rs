@@ -14,14 +14,13 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
+use common::node::Running;
 use common::{event, json_lines};
-use serde_json::Value;
 
 /// Generous bounds, only so that a broken build fails instead of hanging.
 const START: Duration = Duration::from_secs(60);
@@ -36,46 +35,9 @@ fn tether(runtime: &Path, data: &Path, args: &[&str], log: &Path) -> Command {
     command
 }
 
-/// A process whose stdout JSON lines arrive on a channel; killed when dropped.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<Value>,
-}
-
-impl Running {
-    fn spawn(mut command: Command) -> Self {
-        let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(value) = serde_json::from_str::<Value>(&line) {
-                    let _ = tx.send(value);
-                }
-            }
-        });
-        Self { child, lines }
-    }
-
-    fn wait_for(&self, name: &str) -> Value {
-        let deadline = Instant::now() + START;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line["event"] == name => return line,
-                Ok(_) => {}
-                Err(_) => panic!("no {name} line within {START:?}"),
-            }
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `command` running with its standard error in its log, waited on for up to [`START`].
+fn spawn(command: Command) -> Running {
+    Running::spawn_keeping_stderr(command).patience(START)
 }
 
 /// Runs `command` with `input` on its standard input.
@@ -99,7 +61,7 @@ fn show_code(runtime: &Path, data: &Path, ticket: bool, log: &Path) -> (Running,
     if ticket {
         args.push("--ticket");
     }
-    let pairing = Running::spawn(tether(runtime, data, &args, log));
+    let pairing = spawn(tether(runtime, data, &args, log));
     let code = pairing.wait_for("code")["code"]
         .as_str()
         .unwrap()
@@ -145,8 +107,8 @@ fn trace_logs_of_a_pairing_hold_no_code_and_no_ticket() {
     }
 
     // The desk and the laptop run `tether up`; pair and join go through their control sockets.
-    let desk_up = Running::spawn(tether(rt, &desk, &["up"], &log("desk-up")));
-    let laptop_up = Running::spawn(tether(rt, &laptop, &["up"], &log("laptop-up")));
+    let desk_up = spawn(tether(rt, &desk, &["up"], &log("desk-up")));
+    let laptop_up = spawn(tether(rt, &laptop, &["up"], &log("laptop-up")));
     desk_up.wait_for("up");
     laptop_up.wait_for("up");
 

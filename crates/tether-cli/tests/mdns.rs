@@ -17,12 +17,11 @@ mod netns;
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::node::{JsonLines, check};
 use common::{Tether, event, json_lines};
 use netns::{Netns, Side};
 use serde_json::Value;
@@ -36,53 +35,27 @@ fn tether_in(netns: &Netns, side: Side, runtime: &Path, data: &Path, args: &[&st
     command
 }
 
-fn check(output: &Output, what: &str) {
-    assert!(
-        output.status.success(),
-        "{what}: {}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// A process in a namespace whose stdout JSON lines arrive on a channel.
-struct Running {
+/// A process in a namespace (the namespace kills it when dropped) and its stdout JSON lines.
+struct InNamespace {
     index: usize,
-    lines: mpsc::Receiver<Value>,
+    lines: JsonLines,
 }
 
-impl Running {
+impl InNamespace {
     fn spawn(netns: &Netns, mut command: Command) -> Self {
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
+        let lines = JsonLines::read(child.stdout.take().unwrap()).patience(STEP);
         let index = netns.adopt(child);
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(value) = serde_json::from_str::<Value>(&line) {
-                    let _ = tx.send(value);
-                }
-            }
-        });
         Self { index, lines }
     }
 
     /// The next line whose `event` is `name` (others are skipped).
     fn wait_for(&self, name: &str) -> Value {
-        let deadline = Instant::now() + STEP;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line["event"] == name => return line,
-                Ok(_) => {}
-                Err(_) => panic!("no {name} line within {STEP:?}"),
-            }
-        }
+        self.lines.wait_for(name)
     }
 }
 
@@ -111,11 +84,11 @@ fn two_lan_nodes_up_in_namespaces_pair_by_word_code_over_mdns_and_ping() {
     }
 
     // A `tether up --lan` node in each namespace.
-    let desk_up = Running::spawn(
+    let desk_up = InNamespace::spawn(
         &netns,
         tether_in(&netns, Side::A, runtime.path(), &desk, &["up"]),
     );
-    let phone_up = Running::spawn(
+    let phone_up = InNamespace::spawn(
         &netns,
         tether_in(&netns, Side::B, runtime.path(), &phone, &["up"]),
     );
@@ -123,7 +96,7 @@ fn two_lan_nodes_up_in_namespaces_pair_by_word_code_over_mdns_and_ping() {
     phone_up.wait_for("up");
 
     // `tether pair` on the desk (through its running node) prints a word code...
-    let pairing = Running::spawn(
+    let pairing = InNamespace::spawn(
         &netns,
         tether_in(&netns, Side::A, runtime.path(), &desk, &["pair", "--yes"]),
     );

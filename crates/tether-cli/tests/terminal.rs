@@ -13,16 +13,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::node::{Pair, Running, two_devices, up};
 use common::{Tether, event, json_lines, tether};
 use nix::sys::signal::Signal;
 use rexpect::session::PtySession;
-use serde_json::Value;
 
 /// How long an expected prompt or line may take: generous, only so a broken build fails.
 const WAIT_MS: u64 = 30_000;
@@ -50,32 +49,6 @@ fn code_on(session: &mut PtySession) -> String {
         .exp_regex(r"enter:\s+[a-z]+(-[a-z]+)+\s")
         .unwrap_or_else(|error| panic!("no code shown: {error}"));
     shown.trim_start_matches("enter:").trim().to_owned()
-}
-
-fn init(runtime: &Path, data: &Path, name: &str) {
-    let output = tether(runtime, data, &["init", "--name", name])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "init {name}: {output:?}");
-}
-
-/// Two initialised devices, desk and laptop, in one runtime directory.
-struct Devices {
-    runtime: tempfile::TempDir,
-    desk: PathBuf,
-    laptop: PathBuf,
-}
-
-fn two_devices() -> Devices {
-    let runtime = tempfile::tempdir().unwrap();
-    let (desk, laptop) = (runtime.path().join("desk"), runtime.path().join("laptop"));
-    init(runtime.path(), &desk, "desk");
-    init(runtime.path(), &laptop, "laptop");
-    Devices {
-        runtime,
-        desk,
-        laptop,
-    }
 }
 
 /// The devices `data` has paired with, by name.
@@ -111,61 +84,8 @@ fn join_in_background(runtime: &Path, data: &Path, code: &str) -> std::thread::J
     })
 }
 
-/// A background process whose stdout JSON lines arrive on a channel; killed when dropped.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<Value>,
-}
-
-impl Running {
-    fn spawn(mut command: Command) -> Self {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(value) = serde_json::from_str::<Value>(&line) {
-                    let _ = tx.send(value);
-                }
-            }
-        });
-        Self { child, lines }
-    }
-
-    fn wait_for(&self, name: &str) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line["event"] == name => return line,
-                Ok(_) => {}
-                Err(_) => panic!("no {name} line within {WAIT:?}"),
-            }
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `tether up` for `data` in the background (no terminal), once it is up.
-fn up(runtime: &Path, data: &Path) -> Running {
-    let node = Running::spawn(tether(runtime, data, &["up"]));
-    node.wait_for("up");
-    node
-}
-
 /// Pairs desk and laptop with `tether pair --yes` and `tether join -`, no node running.
-fn pair_without_asking(devices: &Devices) {
+fn pair_without_asking(devices: &Pair) {
     let rt = devices.runtime.path();
     let pairing = Running::spawn(tether(rt, &devices.desk, &["pair", "--yes"]));
     let code = pairing.wait_for("code")["code"]
@@ -180,7 +100,7 @@ fn pair_without_asking(devices: &Devices) {
 }
 
 /// `tether pair` on a terminal for the desk, text output: the session and the code it shows.
-fn pair_on_terminal(devices: &Devices) -> (PtySession, String) {
+fn pair_on_terminal(devices: &Pair) -> (PtySession, String) {
     let command = Tether::new(devices.runtime.path(), &devices.desk)
         .text()
         .command(&["pair"]);
@@ -199,7 +119,7 @@ fn expect_pair_question(session: &mut PtySession) {
 
 /// `tether pair` answered `answer` on its terminal; the joiner's output and the pairings
 /// each side then holds.
-fn pair_answered(devices: &Devices, answer: &str) -> (Output, Vec<String>, Vec<String>) {
+fn pair_answered(devices: &Pair, answer: &str) -> (Output, Vec<String>, Vec<String>) {
     let rt = devices.runtime.path();
     let (mut session, code) = pair_on_terminal(devices);
     let joining = join_in_background(rt, &devices.laptop, &code);

@@ -29,6 +29,10 @@ use crate::{
     private_fs,
 };
 
+mod quota;
+
+pub use quota::StorageRefusal;
+
 /// How many events a slow subscriber may fall behind before it sees
 /// [`broadcast::error::RecvError::Lagged`] (and should re-read [`DeviceRegistry::devices`]).
 pub const EVENT_CAPACITY: usize = 1024;
@@ -36,16 +40,6 @@ pub const EVENT_CAPACITY: usize = 1024;
 /// Most devices the registry keeps that are known from discovery only (never paired): anyone
 /// on the LAN can announce as many endpoint ids as they like.
 pub const MAX_DISCOVERED: usize = 1024;
-
-/// Why [`DeviceRegistry::charge_storage`] refused: the device's quota and what it had stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct StorageRefusal {
-    /// The device's quota (its own or the default).
-    pub quota: u64,
-    /// Bytes it had stored.
-    pub used: u64,
-}
 
 /// The single source of truth for known devices. Cheap to clone; clones share everything.
 #[derive(Clone)]
@@ -488,56 +482,6 @@ impl DeviceRegistry {
         let store = self.lock_store();
         let mut updated = self.stored(&node_id)?;
         updated.device.auto_accept = on;
-        self.opened(&store)?.put(&updated)?;
-        if let Some(entry) = self.write().by_node.get_mut(&node_id) {
-            entry.stored = Some(updated);
-        }
-        Ok(())
-    }
-
-    /// Sets the most bytes a paired device may store here (`None`: the app's default).
-    pub fn set_quota(&self, node_id: NodeId, quota: Option<u64>) -> Result<(), RegistryError> {
-        self.update_stored(node_id, |device| device.quota = quota)
-    }
-
-    /// Starts a paired device's stored-bytes count over at zero (the person cleared space).
-    pub fn reset_stored_bytes(&self, node_id: NodeId) -> Result<(), RegistryError> {
-        self.update_stored(node_id, |device| device.stored_bytes = 0)
-    }
-
-    /// Counts `bytes` against a paired device's quota (its own, else `default`), persistently:
-    /// `Ok(Err(used))` when they do not fit in what is left (nothing counted), `Ok(Ok(()))`
-    /// when they do or the device has no quota. Check and count are one step under the
-    /// store's lock, so offers at once never both take the last room.
-    pub fn charge_storage(
-        &self,
-        node_id: NodeId,
-        bytes: u64,
-        default: Option<u64>,
-    ) -> Result<Result<(), StorageRefusal>, RegistryError> {
-        let store = self.lock_store();
-        let mut updated = self.stored(&node_id)?;
-        let used = updated.device.stored_bytes;
-        let total = used.saturating_add(bytes);
-        if let Some(quota) = updated.device.quota.or(default).filter(|q| total > *q) {
-            return Ok(Err(StorageRefusal { quota, used }));
-        }
-        updated.device.stored_bytes = total;
-        self.opened(&store)?.put(&updated)?;
-        if let Some(entry) = self.write().by_node.get_mut(&node_id) {
-            entry.stored = Some(updated);
-        }
-        Ok(Ok(()))
-    }
-
-    fn update_stored(
-        &self,
-        node_id: NodeId,
-        change: impl FnOnce(&mut PairedDevice),
-    ) -> Result<(), RegistryError> {
-        let store = self.lock_store();
-        let mut updated = self.stored(&node_id)?;
-        change(&mut updated.device);
         self.opened(&store)?.put(&updated)?;
         if let Some(entry) = self.write().by_node.get_mut(&node_id) {
             entry.stored = Some(updated);

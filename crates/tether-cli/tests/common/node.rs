@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -31,17 +31,63 @@ pub(crate) fn check(output: &Output, what: &str) -> Vec<Value> {
 /// A running process whose stdout JSON lines arrive on a channel; killed when dropped.
 pub(crate) struct Running {
     pub(crate) child: Child,
-    pub(crate) lines: mpsc::Receiver<Value>,
+    pub(crate) lines: JsonLines,
 }
 
 impl Running {
+    /// Starts `command` with its standard output read as JSON lines and its standard error
+    /// the test's own.
     pub(crate) fn spawn(mut command: Command) -> Self {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
+        command.stderr(Stdio::inherit());
+        Self::spawn_keeping_stderr(command)
+    }
+
+    /// Like [`Running::spawn`], but standard error goes where `command` already sends it (a
+    /// log file, say).
+    pub(crate) fn spawn_keeping_stderr(mut command: Command) -> Self {
+        let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
+        let lines = JsonLines::read(child.stdout.take().unwrap());
+        Self { child, lines }
+    }
+
+    /// How long [`Running::wait_for`] waits for a line ([`START`] unless changed).
+    pub(crate) fn patience(mut self, patience: Duration) -> Self {
+        self.lines.patience = patience;
+        self
+    }
+
+    /// The next line whose `event` is `name` (others are skipped).
+    pub(crate) fn wait_for(&self, name: &str) -> Value {
+        self.lines.wait_for(name)
+    }
+
+    pub(crate) fn wait(mut self, within: Duration) -> (std::process::ExitStatus, Vec<Value>) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // The reader thread ends with the pipe; collect what it read.
+                std::thread::sleep(Duration::from_millis(100));
+                return (status, self.lines.rest());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the process did not finish within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The JSON lines a process writes on its standard output, as they come (other lines are
+/// skipped).
+pub(crate) struct JsonLines {
+    lines: mpsc::Receiver<Value>,
+    patience: Duration,
+}
+
+impl JsonLines {
+    /// Reads `stdout` in a thread of its own until it ends.
+    pub(crate) fn read(stdout: ChildStdout) -> Self {
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -51,37 +97,34 @@ impl Running {
                 }
             }
         });
-        Self { child, lines }
+        Self {
+            lines,
+            patience: START,
+        }
+    }
+
+    /// How long [`JsonLines::wait_for`] waits for a line ([`START`] unless changed).
+    pub(crate) fn patience(mut self, patience: Duration) -> Self {
+        self.patience = patience;
+        self
     }
 
     /// The next line whose `event` is `name` (others are skipped).
     pub(crate) fn wait_for(&self, name: &str) -> Value {
-        let deadline = Instant::now() + START;
+        let deadline = Instant::now() + self.patience;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) if line["event"] == name => return line,
                 Ok(_) => {}
-                Err(_) => panic!("no {name} line within {START:?}"),
+                Err(_) => panic!("no {name} line within {:?}", self.patience),
             }
         }
     }
 
-    pub(crate) fn wait(mut self, within: Duration) -> (std::process::ExitStatus, Vec<Value>) {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // The reader thread ends with the pipe; collect what it read.
-                std::thread::sleep(Duration::from_millis(100));
-                let lines = self.lines.try_iter().collect();
-                return (status, lines);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the process did not finish within {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    /// The lines that have come and were not taken yet.
+    fn rest(&self) -> Vec<Value> {
+        self.lines.try_iter().collect()
     }
 }
 
