@@ -154,7 +154,26 @@ pub mod errors {
         UsageError as TransferUsageError,
     };
 
+    pub use tether_identity::IdentityError;
+    pub use tether_wire::{EncodeError, LimitError, MessageError as WireMessageError};
+
     pub use crate::error::{CodeEnded, NetworkError};
+}
+
+/// The lower-level types some of the facade's items mention (a registry state's connection,
+/// the key manager's identity and storage key, a pairing code's slot): nameable, rarely needed.
+pub mod detail {
+    pub use tether_identity::{NetworkIdentity, Signature, SigningContext};
+    pub use tether_iroh::{AdmitAll, ConnectionGate, Refusal as GateRefusal, Transport};
+    pub use tether_pairing::{
+        AbortReason, Credential, CredentialKind, MessageKind as PairingMessageKind, PairingTicket,
+        Slot,
+    };
+    pub use tether_registry::{
+        Argon2Params, ConnectionInfo as RegistryConnection, ConnectionPath, PairingSessionId,
+        StorageKey,
+    };
+    pub use tether_wire::FrameKind;
 }
 pub use tether_iroh::TransportError;
 
