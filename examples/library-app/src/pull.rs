@@ -65,9 +65,9 @@ impl ShareProvider for OpenLibraryFiles {
     }
 }
 
-/// A pull of one entry this device asked for (from [`LibraryApp::pull_entry`]
-/// (crate::LibraryApp::pull_entry)). Its progress goes to the app's events as
-/// [`AppEvent::PullProgress`] whether or not [`EntryPull::finish`] is awaited yet.
+/// A pull of one entry this device asked for, from
+/// [`LibraryApp::pull_entry`](crate::LibraryApp::pull_entry). Its progress goes to the app's
+/// events as [`AppEvent::PullProgress`] whether or not [`EntryPull::finish`] is awaited yet.
 #[derive(Debug)]
 pub struct EntryPull {
     from: NodeId,
