@@ -8,13 +8,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tether::StreamExt;
 use tether::{
     DeviceId, DeviceName, EventStream, LibraryAnnounce, LibraryInfo, LibraryRequest, NetworkEvent,
-    NetworkMessage, NetworkingService, NodeId, SyncEntry, SyncRequest, TransferHandle,
-    TransferOptions, TransferReport, Uuid,
+    NetworkMessage, NetworkingService, NodeId, PullEvent, PullOptions, SyncEntry, SyncRequest,
+    TransferHandle, TransferOptions, TransferReport, Uuid,
 };
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use crate::presence::{self, OpenLibrary, PresenceServer};
+use crate::pull::{EntryPull, OpenLibraryFiles};
 use crate::sync::{DEFAULT_PAGE_SIZE, LibraryHandler, check_page};
 use crate::{AppError, AskTheUser, ConsentRequests, Library, Store, StoreError};
 
@@ -85,6 +86,28 @@ pub enum AppEvent {
         /// Its libraries (names chosen by the peer: escape them before showing them).
         libraries: Vec<LibraryInfo>,
     },
+    /// A pull this device asked for moved forward.
+    PullProgress {
+        /// The device pulled from.
+        from: NodeId,
+        /// The entry pulled.
+        entry_id: Uuid,
+        /// How much is done, from 0.0 to 100.0.
+        percentage: f64,
+        /// File bytes done (resumed bytes included).
+        bytes_done: u64,
+        /// All the entry's bytes.
+        bytes_total: u64,
+    },
+    /// A paired device pulled an entry of this device's and verified it.
+    EntryServed {
+        /// Who pulled it.
+        to: NodeId,
+        /// The entry.
+        entry_id: Uuid,
+        /// This side's (the sender's) account of it.
+        report: TransferReport,
+    },
     /// A pushed transfer was accepted, received and verified.
     FilesReceived {
         /// Who sent it.
@@ -147,6 +170,7 @@ impl LibraryApp {
             .request_handler(LibraryHandler::new(Arc::clone(&store), config.page_size))
             .consent(consent)
             .protocol(PresenceServer::new(Arc::clone(&store)))
+            .share_provider(OpenLibraryFiles::new(Arc::clone(&store)))
             .receive_dir(receive_dir);
         if !discovery {
             builder = builder.loopback_discovery(None);
@@ -359,6 +383,44 @@ impl LibraryApp {
         Ok(handle)
     }
 
+    /// Pulls an entry's file from `device` into the directory `into_dir` (created if missing),
+    /// under the name the device gives it. The entry must be in the local store (synced from
+    /// that device, say) with a content hash.
+    ///
+    /// Progress comes as [`AppEvent::PullProgress`]; [`EntryPull::finish`] checks the file's
+    /// BLAKE3 against the entry's hash and records it as this device's copy, which
+    /// [`OpenLibraryFiles`](crate::OpenLibraryFiles) then shares onwards. A device that does not
+    /// share the entry ends it with [`NetworkError::NotShared`](tether::NetworkError::NotShared)
+    /// and nothing is written. Pulling again into the same directory after a cancel or a lost
+    /// link resumes from what was verified.
+    pub async fn pull_entry(
+        &self,
+        device: NodeId,
+        entry_id: Uuid,
+        into_dir: &Path,
+        options: PullOptions,
+    ) -> Result<EntryPull, AppError> {
+        let stored = self
+            .blocking(move |store| store.entry(entry_id))
+            .await?
+            .ok_or(StoreError::UnknownEntry(entry_id))?;
+        if stored.entry.deleted || stored.entry.hash.is_none() {
+            return Err(AppError::NothingToPull(entry_id));
+        }
+        let handle = self
+            .service
+            .device(device)?
+            .request_file(entry_id, into_dir, options)
+            .await?;
+        Ok(EntryPull::start(
+            device,
+            stored.entry,
+            handle,
+            Arc::clone(&self.store),
+            self.events.clone(),
+        ))
+    }
+
     /// Shuts the service down (its protocols first) and stops listening.
     pub async fn shutdown(&self) {
         self.service.shutdown().await;
@@ -428,6 +490,15 @@ async fn listen(
                     libraries: announce.libraries,
                 }
             }
+            NetworkEvent::Pull(PullEvent::Completed {
+                from,
+                entry_id,
+                report,
+            }) => AppEvent::EntryServed {
+                to: from,
+                entry_id,
+                report,
+            },
             NetworkEvent::TransferReceived { from, report } => {
                 AppEvent::FilesReceived { from, report }
             }

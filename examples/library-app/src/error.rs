@@ -98,6 +98,26 @@ pub enum AppError {
     /// The entry was not made from a file on this device, so there is nothing to send.
     #[error("entry {0} has no file on this device")]
     NoLocalFile(Uuid),
+    /// The entry is deleted or has no content hash: there is nothing to pull or check.
+    #[error("entry {0} has no content to pull")]
+    NothingToPull(Uuid),
+    /// The device ended the pull without sending the entry's file (it shared something
+    /// else, such as a directory, under that id).
+    #[error("the device sent no file for entry {0}")]
+    NoFileReceived(Uuid),
+    /// The pulled file's BLAKE3 is not the entry's hash in the synced store (the sharer's
+    /// file changed since it was added, or the sharer lies). The file is left where it is
+    /// and not recorded.
+    #[error("the file pulled for entry {entry_id} does not match its hash: {}", path.display())]
+    HashMismatch {
+        /// The entry.
+        entry_id: Uuid,
+        /// The file received.
+        path: PathBuf,
+    },
+    /// The entry changed here (a sync) while it was being pulled; the file was not recorded.
+    #[error("entry {0} changed while it was pulled")]
+    EntryChanged(Uuid),
     /// A directory of the app could not be created.
     #[error("could not create {}", path.display())]
     Directory {

@@ -4,7 +4,8 @@
 //! libraries and entries and builds the service with `NetworkingService::builder(..)`:
 //! always local only, the app's own device id, [`LibraryHandler`] answering `SyncRequest`
 //! and `LibraryRequest` from the store, [`AskTheUser`] deciding on pushed files by asking the
-//! UI, and [`PresenceServer`] on its own ALPN ([`PRESENCE_ALPN`]).
+//! UI, [`OpenLibraryFiles`] saying which files paired devices may pull, and [`PresenceServer`]
+//! on its own ALPN ([`PRESENCE_ALPN`]).
 //!
 //! * **Announce.** [`LibraryApp::announce`] sends a `LibraryAnnounce` to every paired device;
 //!   announcements from others arrive as [`AppEvent::LibrariesAnnounced`].
@@ -13,6 +14,10 @@
 //!   merges it (last writer wins by HLC).
 //! * **Push with consent.** [`LibraryApp::push_entry`] sends an entry's file; the receiver's
 //!   [`ConsentRequests`] get a [`ConsentRequest`] to accept or decline.
+//! * **Pull by entry id.** [`LibraryApp::pull_entry`] asks a device for an entry's file,
+//!   reports progress as [`AppEvent::PullProgress`], checks the file against the entry's
+//!   BLAKE3 hash and records it, so [`OpenLibraryFiles`] (what this device shares) serves it
+//!   onwards.
 //! * **Presence.** [`LibraryApp::open_libraries_of`] asks a device which libraries are open.
 //!
 //! ```no_run
@@ -33,6 +38,7 @@ mod app;
 mod consent;
 mod error;
 mod presence;
+mod pull;
 mod store;
 mod sync;
 
@@ -42,5 +48,6 @@ pub use error::{AppError, PresenceError, StoreError};
 pub use presence::{
     MAX_LIBRARIES, MAX_NAME_LEN, OpenLibrary, PRESENCE_ALPN, PresenceServer, open_libraries,
 };
+pub use pull::{EntryPull, OpenLibraryFiles, PulledFile};
 pub use store::{Library, MAX_LIBRARY_NAME_LEN, Store, StoredEntry};
 pub use sync::{DEFAULT_PAGE_SIZE, LibraryHandler, MAX_PAGE_SIZE, PageError, check_page};

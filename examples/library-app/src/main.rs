@@ -7,14 +7,15 @@
 //! library-app --data /tmp/a invite            # prints a ticket, waits, then serves
 //! library-app --data /tmp/b join <ticket>     # pairs, announces, then serves
 //! library-app --data /tmp/b sync <node-id> <library-id>
+//! library-app --data /tmp/b pull <node-id> <entry-id>   # the laptop serving meanwhile
 //! ```
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool prints
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use tether::{NodeId, Uuid};
+use tether::{NodeId, PullOptions, Uuid};
 use tether_example_library_app::{AppConfig, AppEvent, ConsentRequests, LibraryApp};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -59,6 +60,17 @@ enum Command {
         device: NodeId,
         /// The library's id.
         library: Uuid,
+    },
+    /// Pulls an entry's file from a device (sync its library first), checked against the
+    /// entry's hash.
+    Pull {
+        /// The device's node id.
+        device: NodeId,
+        /// The entry's id.
+        entry: Uuid,
+        /// Where to put it; default: the receive directory (`<data>/inbox`).
+        #[arg(long)]
+        into: Option<PathBuf>,
     },
     /// Asks a device which libraries are open on it.
     Presence {
@@ -132,12 +144,57 @@ async fn run(app: &LibraryApp, questions: ConsentRequests, command: Command) -> 
                 println!("  {} {:?} {} bytes", entry.entry_id, entry.path, entry.size);
             }
         }
+        Command::Pull {
+            device,
+            entry,
+            into,
+        } => {
+            let into = match into {
+                Some(dir) => dir,
+                None => app
+                    .service()
+                    .receive_dir()
+                    .context("no receive directory")?
+                    .to_owned(),
+            };
+            pull(app, device, entry, &into).await?;
+        }
         Command::Presence { device } => {
             for library in app.open_libraries_of(device).await? {
                 println!("{} {:?}", library.id, library.name);
             }
         }
     }
+    Ok(())
+}
+
+/// Pulls one entry, printing its progress.
+async fn pull(app: &LibraryApp, device: NodeId, entry: Uuid, into: &Path) -> anyhow::Result<()> {
+    let mut events = app.subscribe();
+    let finish = app
+        .pull_entry(device, entry, into, PullOptions::default())
+        .await?
+        .finish();
+    tokio::pin!(finish);
+    let pulled = loop {
+        tokio::select! {
+            pulled = &mut finish => break pulled?,
+            Ok(event) = events.recv() => {
+                if let AppEvent::PullProgress { percentage, bytes_done, .. } = event {
+                    eprint!("\r{percentage:5.1}% ({bytes_done} bytes)");
+                }
+            }
+        }
+    };
+    eprintln!();
+    println!(
+        "pulled {} {:?} to {} ({} bytes, {} resumed), BLAKE3 checked",
+        pulled.entry.entry_id,
+        pulled.entry.path,
+        pulled.path.display(),
+        pulled.report.bytes_total,
+        pulled.report.bytes_resumed
+    );
     Ok(())
 }
 
@@ -159,6 +216,9 @@ async fn serve(app: &LibraryApp, mut questions: ConsentRequests) -> anyhow::Resu
                     for library in libraries {
                         println!("{from} has {:?} ({} entries)", library.name, library.entry_count);
                     }
+                }
+                AppEvent::EntryServed { to, entry_id, report } => {
+                    println!("{to} pulled entry {entry_id} ({} bytes)", report.bytes_total);
                 }
                 AppEvent::FilesReceived { from, report } => {
                     println!("received {} files ({} bytes) from {from}", report.files, report.bytes_total);

@@ -19,7 +19,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
-use tether::{Hlc, LibraryInfo, NodeId, SyncEntry, Uuid};
+use tether::{ContentHash, Hlc, LibraryInfo, NodeId, SyncEntry, Uuid};
 
 use crate::StoreError;
 
@@ -207,13 +207,7 @@ impl Store {
             path: source.to_owned(),
             source: error,
         };
-        let file = std::fs::File::open(source).map_err(read)?;
-        let size = file.metadata().map_err(read)?.len();
-        let hash = blake3::Hasher::new()
-            .update_reader(file)
-            .map_err(read)?
-            .finalize();
-        let hash = tether::ContentHash(*hash.as_bytes());
+        let (size, hash) = hash_file(source).map_err(read)?;
         self.write_local(library_id, Uuid::new_v4(), wall_ms, |hlc, entry_id| {
             let entry = SyncEntry {
                 entry_id,
@@ -252,6 +246,32 @@ impl Store {
         let json = table.get(entry_id.as_u128()).map_err(db_error)?;
         json.map(|json| serde_json::from_slice(json.value()).map_err(StoreError::Corrupt))
             .transpose()
+    }
+
+    /// Records `file` as this device's copy of an entry, if the entry still has the content
+    /// `hash` (it may have changed since the file was checked). Returns whether it was
+    /// recorded. A local fact: the entry's timestamp does not move, nothing syncs.
+    pub fn set_local_file(
+        &self,
+        entry_id: Uuid,
+        hash: ContentHash,
+        file: &Path,
+    ) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write().map_err(db_error)?;
+        let Some(mut stored) = read_entry(&txn, entry_id)? else {
+            return Ok(false);
+        };
+        if stored.entry.deleted || stored.entry.hash != Some(hash) {
+            return Ok(false);
+        }
+        stored.source = Some(file.to_owned());
+        let json = serde_json::to_vec(&stored).map_err(StoreError::Corrupt)?;
+        txn.open_table(ENTRIES)
+            .map_err(db_error)?
+            .insert(entry_id.as_u128(), json.as_slice())
+            .map_err(db_error)?;
+        txn.commit().map_err(db_error)?;
+        Ok(true)
     }
 
     /// At most `limit` entries of a library changed strictly after `after`, in HLC order, and
@@ -385,6 +405,14 @@ impl Store {
     }
 }
 
+/// A file's size and BLAKE3 hash, read in one pass.
+pub(crate) fn hash_file(path: &Path) -> std::io::Result<(u64, ContentHash)> {
+    let file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    let hash = blake3::Hasher::new().update_reader(file)?.finalize();
+    Ok((size, ContentHash(*hash.as_bytes())))
+}
+
 /// Replaces an entry and moves its row in the change log to its new timestamp.
 fn write_entry(txn: &WriteTransaction, stored: &StoredEntry) -> Result<(), StoreError> {
     let id = stored.entry.entry_id;
@@ -488,6 +516,34 @@ mod tests {
         assert_eq!(all.last(), Some(&tombstone));
         let (after, _) = store.changes_after(library.id, added[4].hlc, 100).unwrap();
         assert_eq!(after, [tombstone]);
+    }
+
+    #[test]
+    fn a_local_copy_is_recorded_only_for_the_same_content() {
+        let (dir, store) = store();
+        let library = store.create_library("Photos").unwrap();
+        let file = dir.path().join("a.txt");
+        std::fs::write(&file, b"hello").unwrap();
+        let entry = store.add_file(library.id, "a.txt", &file, 1_000).unwrap();
+        let copy = dir.path().join("copy.txt");
+        let hash = entry.hash.unwrap();
+
+        assert!(
+            !store
+                .set_local_file(entry.entry_id, ContentHash([0; 32]), &copy)
+                .unwrap()
+        );
+        assert!(!store.set_local_file(Uuid::new_v4(), hash, &copy).unwrap());
+        assert!(store.set_local_file(entry.entry_id, hash, &copy).unwrap());
+        let stored = store.entry(entry.entry_id).unwrap().unwrap();
+        assert_eq!(stored.source, Some(copy.clone()));
+        // Not a change: nothing new to sync.
+        assert_eq!(stored.entry, entry);
+        let (after, _) = store.changes_after(library.id, entry.hlc, 10).unwrap();
+        assert!(after.is_empty());
+
+        store.delete_entry(entry.entry_id, 2_000).unwrap();
+        assert!(!store.set_local_file(entry.entry_id, hash, &copy).unwrap());
     }
 
     #[test]

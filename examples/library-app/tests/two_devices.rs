@@ -11,9 +11,12 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tether::{DeviceName, ErrorCode, Hlc, NetworkError, TransferEvent};
+use tether::{
+    DeviceName, ErrorCode, Hlc, NetworkError, PullOptions, TransferError, TransferEvent, Uuid,
+};
 use tether_example_library_app::{
     AppConfig, AppError, AppEvent, ConsentRequest, ConsentRequests, LibraryApp, OpenLibrary,
+    StoreError,
 };
 
 /// Every wait in these tests ends within this (events are awaited, never slept for).
@@ -119,7 +122,7 @@ async fn announcements_arrive_and_a_library_can_be_asked_about() {
     // A `LibraryRequest` is answered by the laptop's handler from its store.
     let info = phone.ask_library(laptop_id, photos.id).await.unwrap();
     assert_eq!(info, announced[0]);
-    let unknown = phone.ask_library(laptop_id, tether::Uuid::new_v4()).await;
+    let unknown = phone.ask_library(laptop_id, Uuid::new_v4()).await;
     assert!(
         matches!(
             unknown,
@@ -282,11 +285,11 @@ async fn a_pushed_file_arrives_only_when_the_user_accepts() {
         .await
         .unwrap_err();
     let declined = std::error::Error::source(&refused)
-        .and_then(|source| source.downcast_ref::<tether::errors::TransferError>());
+        .and_then(|source| source.downcast_ref::<TransferError>());
     assert!(
         matches!(
             declined,
-            Some(tether::errors::TransferError::Peer(tether::errors::PeerError::Declined { message, .. }))
+            Some(TransferError::Peer(tether::errors::PeerError::Declined { message, .. }))
                 if message == "not on my phone"
         ),
         "{}",
@@ -312,6 +315,233 @@ async fn a_pushed_file_arrives_only_when_the_user_accepts() {
         "{pushed:?}"
     );
     devices.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pulled_entry_arrives_verified_with_progress_and_is_shared_onwards() {
+    let devices = two_devices(128).await;
+    let (laptop, phone) = (&devices.laptop.app, &devices.phone.app);
+    let (laptop_id, phone_id) = (laptop.service().node_id(), phone.service().node_id());
+    let photos = laptop.create_library("Photos").await.unwrap();
+    let (file, bytes) = devices.file("film.bin", 6 << 20);
+    let film = laptop.add_file(photos.id, "film.bin", &file).await.unwrap();
+    phone.sync_library(laptop_id, photos.id).await.unwrap();
+    let mut progress = phone.subscribe();
+    let mut served = laptop.subscribe();
+
+    // Slowed to about 0.4 s, so the 100 ms progress ticks come.
+    let into = devices.root.path().join("phone-pulled");
+    let slow = PullOptions::default().rate_limit(Some(16 << 20));
+    let pull = phone
+        .pull_entry(laptop_id, film.entry_id, &into, slow)
+        .await
+        .unwrap();
+    let pulled = within("the pull", pull.finish()).await.unwrap();
+    assert_eq!(pulled.path, into.join("film.bin"));
+    assert_eq!(std::fs::read(&pulled.path).unwrap(), bytes);
+    assert_eq!(pulled.entry, film);
+    assert_eq!(pulled.report.bytes_total, bytes.len() as u64);
+    let percentages = pull_progress(&mut progress, film.entry_id);
+    assert!(!percentages.is_empty(), "no progress reported");
+    assert!(percentages.windows(2).all(|pair| pair[0] <= pair[1]));
+    assert!(percentages.iter().all(|p| (0.0..=100.0).contains(p)));
+    // Checked against the synced hash, then recorded as the phone's copy.
+    let kept = phone.store().entry(film.entry_id).unwrap().unwrap();
+    assert_eq!(kept.source.as_deref(), Some(pulled.path.as_path()));
+    assert_eq!(kept.entry, film, "recording the copy is not a change");
+    let (to, report) = within("the laptop's report", async {
+        loop {
+            if let AppEvent::EntryServed {
+                to,
+                entry_id,
+                report,
+            } = served.recv().await.unwrap()
+                && entry_id == film.entry_id
+            {
+                return (to, report);
+            }
+        }
+    })
+    .await;
+    assert_eq!((to, report.bytes_total), (phone_id, bytes.len() as u64));
+
+    // Onwards: the phone keeps the library closed, so it serves none of its files...
+    let back = devices.root.path().join("laptop-pulled");
+    let pull = laptop
+        .pull_entry(phone_id, film.entry_id, &back, PullOptions::default())
+        .await
+        .unwrap();
+    let refused = within("the refused pull", pull.finish()).await.unwrap_err();
+    assert!(
+        matches!(refused, AppError::Network(NetworkError::NotShared { entry_id }) if entry_id == film.entry_id),
+        "{refused:?}"
+    );
+    assert!(listing(&back).is_empty());
+    // ...until it opens it: then the pulled copy is served like a file added there.
+    phone.set_open(photos.id, true).await.unwrap();
+    let pull = laptop
+        .pull_entry(phone_id, film.entry_id, &back, PullOptions::default())
+        .await
+        .unwrap();
+    let again = within("the onward pull", pull.finish()).await.unwrap();
+    assert_eq!(std::fs::read(&again.path).unwrap(), bytes);
+    devices.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn entries_not_shared_are_refused_and_a_changed_file_fails_the_hash_check() {
+    let devices = two_devices(128).await;
+    let (laptop, phone) = (&devices.laptop.app, &devices.phone.app);
+    let laptop_id = laptop.service().node_id();
+    let photos = laptop.create_library("Photos").await.unwrap();
+    let archive = laptop.create_library("Archive").await.unwrap();
+    let (file, _) = devices.file("keep.jpg", 64 * 1024);
+    let keep = laptop.add_file(photos.id, "keep.jpg", &file).await.unwrap();
+    let (gone_file, _) = devices.file("gone.jpg", 1000);
+    let gone = laptop
+        .add_file(photos.id, "gone.jpg", &gone_file)
+        .await
+        .unwrap();
+    let (old_file, _) = devices.file("old.txt", 1000);
+    let old = laptop
+        .add_file(archive.id, "old.txt", &old_file)
+        .await
+        .unwrap();
+    phone.sync_library(laptop_id, photos.id).await.unwrap();
+    phone.sync_library(laptop_id, archive.id).await.unwrap();
+    // After the sync, the laptop closes the archive and deletes an entry: the phone's store
+    // still lists both, the laptop shares neither.
+    laptop.set_open(archive.id, false).await.unwrap();
+    laptop.delete_entry(gone.entry_id).await.unwrap();
+
+    let into = devices.root.path().join("phone-pulled");
+    for entry in [&old, &gone] {
+        let pull = phone
+            .pull_entry(laptop_id, entry.entry_id, &into, PullOptions::default())
+            .await
+            .unwrap();
+        let refused = within("a refused pull", pull.finish()).await.unwrap_err();
+        assert!(
+            matches!(refused, AppError::Network(NetworkError::NotShared { entry_id }) if entry_id == entry.entry_id),
+            "{refused:?}"
+        );
+    }
+    // An id the laptop's store does not hold (asked through the facade: the app would not
+    // ask for an entry its own store lacks).
+    let unknown = Uuid::new_v4();
+    let handle = phone
+        .service()
+        .device(laptop_id)
+        .unwrap()
+        .request_file(unknown, &into, PullOptions::default())
+        .await
+        .unwrap();
+    let refused = within("the unknown id", handle.finish()).await.unwrap_err();
+    assert!(
+        matches!(refused, NetworkError::NotShared { entry_id } if entry_id == unknown),
+        "{refused:?}"
+    );
+    assert!(listing(&into).is_empty(), "something was written");
+    assert!(matches!(
+        phone.pull_entry(laptop_id, unknown, &into, PullOptions::default()).await,
+        Err(AppError::Store(StoreError::UnknownEntry(id))) if id == unknown
+    ));
+
+    // The laptop's file changed behind its store's back: the bytes arrive, but they are not
+    // the entry the phone synced, so they are not recorded as its copy.
+    let mut changed = std::fs::read(&file).unwrap();
+    changed[0] ^= 0xff;
+    std::fs::write(&file, changed).unwrap();
+    let pull = phone
+        .pull_entry(laptop_id, keep.entry_id, &into, PullOptions::default())
+        .await
+        .unwrap();
+    let mismatch = within("the changed file", pull.finish()).await.unwrap_err();
+    assert!(
+        matches!(&mismatch, AppError::HashMismatch { entry_id, path } if *entry_id == keep.entry_id && *path == into.join("keep.jpg")),
+        "{mismatch:?}"
+    );
+    let kept = phone.store().entry(keep.entry_id).unwrap().unwrap();
+    assert_eq!(kept.source, None);
+    devices.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_pull_resumes_from_what_it_verified() {
+    let devices = two_devices(128).await;
+    let (laptop, phone) = (&devices.laptop.app, &devices.phone.app);
+    let laptop_id = laptop.service().node_id();
+    let photos = laptop.create_library("Photos").await.unwrap();
+    let (file, bytes) = devices.file("disk.img", 8 << 20);
+    let disk = laptop.add_file(photos.id, "disk.img", &file).await.unwrap();
+    phone.sync_library(laptop_id, photos.id).await.unwrap();
+    let mut progress = phone.subscribe();
+
+    // About 2 s at 4 MiB/s: cancelled once past 40 %.
+    let into = devices.root.path().join("phone-pulled");
+    let slow = PullOptions::default().rate_limit(Some(4 << 20));
+    let pull = phone
+        .pull_entry(laptop_id, disk.entry_id, &into, slow)
+        .await
+        .unwrap();
+    within("40 % of the pull", async {
+        loop {
+            if let AppEvent::PullProgress { percentage, .. } = progress.recv().await.unwrap()
+                && percentage >= 40.0
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    pull.cancel();
+    let cut = within("the cancelled pull", pull.finish())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            cut,
+            AppError::Network(NetworkError::Transfer(TransferError::Cancelled))
+        ),
+        "{cut:?}"
+    );
+    assert!(!into.join("disk.img").exists());
+    assert_eq!(
+        phone.store().entry(disk.entry_id).unwrap().unwrap().source,
+        None
+    );
+
+    let pull = phone
+        .pull_entry(laptop_id, disk.entry_id, &into, PullOptions::default())
+        .await
+        .unwrap();
+    let pulled = within("the resumed pull", pull.finish()).await.unwrap();
+    assert_eq!(std::fs::read(&pulled.path).unwrap(), bytes);
+    let report = &pulled.report;
+    assert!(report.bytes_resumed > 0, "{report:?}");
+    assert_eq!(
+        report.bytes_resumed + report.bytes_transferred,
+        bytes.len() as u64,
+        "{report:?}"
+    );
+    devices.shutdown().await;
+}
+
+/// The percentages of a pull's progress events already received, in order.
+fn pull_progress(events: &mut tokio::sync::broadcast::Receiver<AppEvent>, entry: Uuid) -> Vec<f64> {
+    let mut percentages = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let AppEvent::PullProgress {
+            entry_id,
+            percentage,
+            ..
+        } = event
+        {
+            assert_eq!(entry_id, entry);
+            percentages.push(percentage);
+        }
+    }
+    percentages
 }
 
 /// Everything under `dir`, hidden files included, as sorted relative paths.
