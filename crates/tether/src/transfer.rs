@@ -120,6 +120,12 @@ impl TransferHandle {
         }
     }
 
+    /// Takes the progress events out of the handle (for a task of their own), leaving an
+    /// ended channel in their place; [`Self::cancel`] and [`Self::finish`] still work.
+    pub fn take_events(&mut self) -> mpsc::Receiver<TransferEvent> {
+        std::mem::replace(&mut self.events, mpsc::channel(1).1)
+    }
+
     /// Stops the transfer; what the receiver has verified stays for a later resume.
     pub fn cancel(&self) {
         self.cancel.cancel();

@@ -99,7 +99,7 @@ impl EntryPull {
         app_events: broadcast::Sender<AppEvent>,
     ) -> Self {
         // The forwarder reads the transfer's events; the handle keeps cancel and finish.
-        let events = std::mem::replace(&mut handle.events, mpsc::channel(1).1);
+        let events = handle.take_events();
         let forwarder = tokio::spawn(forward(events, from, entry.entry_id, app_events));
         Self {
             from,
