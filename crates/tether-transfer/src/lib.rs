@@ -189,7 +189,7 @@ pub use progress::{
     Direction, FileProgress, PathKind, Progress, TransferEvent, TransferReport, Waiting,
 };
 pub use protocol::AbortCode;
-pub use pull::{IncomingPull, PulledEntry, request_pull};
+pub use pull::{DECLINE_WRITE_TIMEOUT, IncomingPull, PulledEntry, request_pull};
 pub use receive::{Hello, IncomingLane, IncomingOffer, Receiver, read_hello};
 pub use source::{EntryResolver, OutgoingTransfer};
 pub use storage::{

@@ -30,6 +30,9 @@ use crate::protocol::{AbortCode, Decline, Message, PullRequest, cut_message};
 use crate::receive::{IncomingOffer, aborted};
 use crate::source::OutgoingTransfer;
 
+/// The longest a pull's refusal may take to write (the engine's own declines are as bounded).
+pub const DECLINE_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Asks the device at the other end of `stream` for `entry_id` (see the module docs).
 ///
 /// `resume_from` is a hint: how many bytes of the entry the requester believes it holds. What
@@ -87,7 +90,8 @@ impl<S: ByteStream> IncomingPull<S> {
         self.request.resume_from
     }
 
-    /// Refuses: the entry is not shared with this device. Nothing was opened or read.
+    /// Refuses: the entry is not shared with this device. Nothing was opened or read. The
+    /// answer's write is bounded by [`DECLINE_WRITE_TIMEOUT`].
     pub async fn refuse(self) -> Result<(), TransferError> {
         self.decline(AbortCode::NotShared, "not shared with this device")
             .await
@@ -100,10 +104,20 @@ impl<S: ByteStream> IncomingPull<S> {
             code,
             message: cut_message(message),
         });
-        send_message(&mut self.stream, &decline).await?;
-        tokio::io::AsyncWriteExt::shutdown(&mut self.stream)
+        // Bounded: a peer that grants no flow-control credit does not hold the task.
+        let written = async {
+            send_message(&mut self.stream, &decline).await?;
+            tokio::io::AsyncWriteExt::shutdown(&mut self.stream)
+                .await
+                .map_err(TransferError::Link)
+        };
+        tokio::time::timeout(DECLINE_WRITE_TIMEOUT, written)
             .await
-            .map_err(TransferError::Link)
+            .unwrap_or_else(|_| {
+                Err(TransferError::Link(std::io::Error::from(
+                    std::io::ErrorKind::TimedOut,
+                )))
+            })
     }
 
     /// Sends `outgoing` (prepared from the sharer's own mapping of [`Self::entry_id`]) on this

@@ -69,8 +69,10 @@ impl Builder {
         }
     }
 
-    /// Everything on this machine: the transport, key storage and discovery of
-    /// [`NetworkingConfig::local_only`]; the rest of what was set is kept.
+    /// Everything on this machine: the transport and key storage of
+    /// [`NetworkingConfig::local_only`], and its loopback discovery unless a directory was set
+    /// already; the rest of what was set is kept (a transport set before is replaced: set it
+    /// after).
     pub fn local_only(mut self) -> Self {
         self.config.make_local_only();
         self

@@ -166,7 +166,10 @@ impl NetworkingConfig {
     pub(crate) fn make_local_only(&mut self) {
         self.transport = TransportConfig::local_only();
         self.keys.keychain = KeychainPolicy::Never;
-        self.loopback_discovery = Some(LoopbackDiscovery::default_dir());
+        // A directory set before (a test's own, say) is kept.
+        if self.loopback_discovery.is_none() {
+            self.loopback_discovery = Some(LoopbackDiscovery::default_dir());
+        }
     }
 
     /// Sets the device name.

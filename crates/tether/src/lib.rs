@@ -87,8 +87,8 @@ pub use link::SYNC_ALPN;
 pub use pairing::{PAIRING_ALPN, PairedDevice, PendingPairing};
 pub use request::RequestHandler;
 pub use service::{
-    DeviceHandle, DeviceStatus, Diagnostics, NetworkingService, PairingInvite, PullOptions,
-    RelayState,
+    DeviceHandle, DeviceStatus, Diagnostics, NetworkingService, PULL_ANSWER_TIMEOUT, PairingInvite,
+    PullOptions, RelayState,
 };
 pub use share::{MAX_PULLS_PER_DEVICE, PullEvent, ShareNothing, ShareProvider, SharedEntry};
 pub use tether_transfer::{

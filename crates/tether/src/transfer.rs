@@ -250,27 +250,36 @@ pub(crate) async fn serve_stream(
         (Hello::Offer(offer), receiver) => {
             let from = link.node_id;
             let transfer_id = offer.transfer_id();
+            // Keys first: an offer this side cannot take is not announced.
+            let keys = if offer.encrypted() {
+                Some(link.transfer_keys(transfer_id)?)
+            } else {
+                None
+            };
             let _ = events.send(NetworkEvent::TransferOffered {
                 from,
                 transfer_id,
                 entries: offer.entries(),
                 bytes: offer.total_bytes(),
             });
-            // The receiver's progress, handed on as service events while it runs.
-            let (progress_tx, mut progress) = mpsc::channel(64);
+            // The receiver's progress, handed on as service events by a task of its own, so a
+            // burst (every file already in place on a resumed folder) is drained as it comes.
+            let (progress_tx, mut progress) = mpsc::channel(crate::builder::EVENT_BUFFER);
             let forward = {
                 let events = events.clone();
-                async move {
+                tokio::spawn(async move {
                     while let Some(event) = progress.recv().await {
                         let _ = events.send(NetworkEvent::IncomingTransfer { from, event });
                     }
-                }
+                })
             };
             let mut context = RunContext::new().events(progress_tx);
-            if offer.encrypted() {
-                context = context.keys(link.transfer_keys(transfer_id)?);
+            if let Some(keys) = keys {
+                context = context.keys(keys);
             }
-            let (received, ()) = tokio::join!(receiver.receive(offer, from, context), forward);
+            let received = receiver.receive(offer, from, context).await;
+            // Every progress event is out before the end is reported.
+            let _ = forward.await;
             match received {
                 Ok(report) => Ok(Some(report)),
                 Err(error) => {

@@ -5,45 +5,13 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::Lab;
+use common::protocols::{Echo, Idle};
 use n0_future::StreamExt;
 use tether::{Builder, DeviceId, NetworkError, NetworkEvent, NetworkingService};
-
-/// Echoes one stream, and counts the shutdown calls it hears.
-#[derive(Debug, Default)]
-struct Echo {
-    shutdowns: Arc<AtomicUsize>,
-}
-
-#[tether::async_trait]
-impl tether::NetworkProtocol for Echo {
-    fn alpn(&self) -> &'static [u8] {
-        b"test/echo/1"
-    }
-
-    async fn accept(
-        &self,
-        connection: tether::Connection,
-        _peer: tether::PairedPeer,
-    ) -> Result<(), tether::ProtocolError> {
-        let (mut send, mut recv) = connection.accept_bi().await?;
-        let bytes = recv
-            .read_to_end(1024)
-            .await
-            .map_err(tether::ProtocolError::other)?;
-        send.write_all(&bytes).await?;
-        send.finish().map_err(tether::ProtocolError::other)?;
-        connection.closed().await;
-        Ok(())
-    }
-
-    async fn shutdown(&self) {
-        self.shutdowns.fetch_add(1, Ordering::SeqCst);
-    }
-}
 
 fn builder(lab: &Lab, name: &str) -> Builder {
     let mut config = lab.config(name);
@@ -81,28 +49,9 @@ async fn a_protocol_given_to_the_builder_is_served_and_hears_the_shutdown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reserved_and_repeated_alpns_are_refused_before_anything_opens() {
-    /// A protocol on any ALPN, doing nothing.
-    #[derive(Debug)]
-    struct On(&'static [u8]);
-
-    #[tether::async_trait]
-    impl tether::NetworkProtocol for On {
-        fn alpn(&self) -> &'static [u8] {
-            self.0
-        }
-
-        async fn accept(
-            &self,
-            _connection: tether::Connection,
-            _peer: tether::PairedPeer,
-        ) -> Result<(), tether::ProtocolError> {
-            Ok(())
-        }
-    }
-
     let lab = Lab::new();
     let reserved = builder(&lab, "a")
-        .protocol(On(b"tether/sync/1"))
+        .protocol(Idle(b"tether/sync/1"))
         .spawn()
         .await;
     assert!(
@@ -110,8 +59,8 @@ async fn reserved_and_repeated_alpns_are_refused_before_anything_opens() {
         "{reserved:?}"
     );
     let twice = builder(&lab, "b")
-        .protocol(On(b"app/x/1"))
-        .protocol(On(b"app/x/1"))
+        .protocol(Idle(b"app/x/1"))
+        .protocol(Idle(b"app/x/1"))
         .spawn()
         .await;
     assert!(

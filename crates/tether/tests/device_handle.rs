@@ -101,3 +101,44 @@ async fn files_go_through_the_handle_and_unpairing_through_it_ends_it() {
     laptop.shutdown().await;
     phone.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_a_connected_device_reports_its_connection_closed() {
+    use tether::{ConnectionState, NetworkEvent, StreamExt};
+
+    let lab = Lab::new();
+    let laptop = lab.start_undiscovered("laptop").await;
+    let phone = lab.start_undiscovered("phone").await;
+    common::pair_by_ticket(&laptop, &phone).await;
+    let on_laptop = laptop.device(phone.node_id()).unwrap();
+    on_laptop.ping().await.unwrap();
+    let mut events = laptop.events();
+
+    on_laptop.block().unwrap();
+    let (mut disconnected, mut closed) = (false, false);
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(event) = events.next().await {
+            match event {
+                NetworkEvent::Disconnected { node_id, .. } if node_id == phone.node_id() => {
+                    disconnected = true;
+                }
+                NetworkEvent::ConnectionStateChanged {
+                    node_id,
+                    state: ConnectionState::Closed,
+                } if node_id == phone.node_id() => closed = true,
+                _ => {}
+            }
+            if disconnected && closed {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(disconnected, "no Disconnected after the block");
+    assert!(
+        closed,
+        "no ConnectionStateChanged {{ Closed }} after the block"
+    );
+    laptop.shutdown().await;
+    phone.shutdown().await;
+}

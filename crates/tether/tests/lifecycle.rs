@@ -108,47 +108,13 @@ async fn a_handler_may_shut_its_own_service_down() {
     client.shutdown().await;
 }
 
-/// Echoes one stream, and counts the shutdown calls it hears.
-#[derive(Debug, Default)]
-struct Echo {
-    shutdowns: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-#[tether::async_trait]
-impl tether::NetworkProtocol for Echo {
-    fn alpn(&self) -> &'static [u8] {
-        b"test/echo/1"
-    }
-
-    async fn accept(
-        &self,
-        connection: tether::Connection,
-        _peer: tether::PairedPeer,
-    ) -> Result<(), tether::ProtocolError> {
-        let (mut send, mut recv) = connection.accept_bi().await?;
-        let bytes = recv
-            .read_to_end(1024)
-            .await
-            .map_err(tether::ProtocolError::other)?;
-        send.write_all(&bytes).await?;
-        send.finish().map_err(tether::ProtocolError::other)?;
-        connection.closed().await;
-        Ok(())
-    }
-
-    async fn shutdown(&self) {
-        self.shutdowns
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_boxed_protocol_serves_and_hears_the_shutdown_once() {
     let lab = Lab::new();
     let server = lab.start_undiscovered("server").await;
     let client = lab.start_undiscovered("client").await;
     common::pair_by_ticket(&server, &client).await;
-    let echo = Echo::default();
+    let echo = common::protocols::Echo::default();
     let shutdowns = Arc::clone(&echo.shutdowns);
     // The seed's own line: handlers of any type, boxed.
     let boxed: Box<dyn tether::NetworkProtocol> = Box::new(echo);

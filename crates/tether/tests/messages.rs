@@ -183,25 +183,6 @@ async fn both_sides_dialling_at_once_keep_the_same_connection() {
 
 const HANGS_ALPN: &[u8] = b"test/hangs-up/1";
 
-/// Serves nothing: the figures only time the connect (QUIC + TLS + the gate).
-#[derive(Debug)]
-struct Hangs;
-
-#[tether::async_trait]
-impl tether::NetworkProtocol for Hangs {
-    fn alpn(&self) -> &'static [u8] {
-        HANGS_ALPN
-    }
-
-    async fn accept(
-        &self,
-        _connection: tether::Connection,
-        _peer: tether::PairedPeer,
-    ) -> Result<(), tether::ProtocolError> {
-        Ok(())
-    }
-}
-
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
@@ -230,7 +211,10 @@ async fn figures() {
     }
     let rtt = median(rtts);
 
-    laptop.register_protocol(Hangs).unwrap();
+    // Serves nothing: the figures only time the connect (QUIC + TLS + the gate).
+    laptop
+        .register_protocol(common::protocols::Idle(HANGS_ALPN))
+        .unwrap();
     let mut connects = Vec::new();
     for _ in 0..10 {
         let started = Instant::now();

@@ -378,12 +378,7 @@ async fn a_pull_resumes_after_the_sharer_restarts() {
         .unwrap();
     let report = finish(handle).await.0.unwrap();
     assert_eq!(hash_of(&inbox.join("disk.img")), hash_of(&source));
-    assert!(report.bytes_resumed >= 2 << 20, "{report:?}");
-    assert_eq!(
-        report.bytes_resumed + report.bytes_transferred,
-        size,
-        "{report:?}"
-    );
+    assert_resumed(&report, size);
     sharer.shutdown().await;
     requester.shutdown().await;
 }
@@ -464,12 +459,7 @@ async fn a_pull_resumes_after_the_requester_is_killed() {
         .unwrap();
     let report = finish(handle).await.0.unwrap();
     assert_eq!(hash_of(&inbox.join("backup.tar")), hash_of(&source));
-    assert!(report.bytes_resumed >= 2 << 20, "{report:?}");
-    assert_eq!(
-        report.bytes_resumed + report.bytes_transferred,
-        size,
-        "{report:?}"
-    );
+    assert_resumed(&report, size);
     sharer.shutdown().await;
     requester.shutdown().await;
 }
@@ -508,4 +498,84 @@ async fn child_requester() {
     }
     let result = handle.finish().await;
     writeln!(out, "pull-done {}", result.is_ok()).unwrap();
+}
+
+/// At least 2 MiB was kept from the interrupted attempt, and nothing was sent twice.
+fn assert_resumed(report: &TransferReport, size: u64) {
+    assert!(report.bytes_resumed >= 2 << 20, "{report:?}");
+    assert_eq!(
+        report.bytes_resumed + report.bytes_transferred,
+        size,
+        "{report:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_into_an_existing_directory_leaves_its_permissions_alone() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let lab = Lab::new();
+    let shares = Arc::new(Shares::default());
+    let (sharer, requester) = sharer_and_requester(&lab, &shares).await;
+    let source = lab.root.path().join("song.bin");
+    random_file(&source, 1 << 20, 4);
+    let entry = Uuid::from_u128(0x5);
+    shares.share(requester.node_id(), entry, &source);
+    // The person's own folder, readable by others on purpose.
+    let downloads = lab.root.path().join("Downloads");
+    std::fs::create_dir(&downloads).unwrap();
+    std::fs::set_permissions(&downloads, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let handle = requester
+        .request_file(sharer.node_id(), entry, &downloads, PullOptions::default())
+        .await
+        .unwrap();
+    finish(handle).await.0.unwrap();
+    let mode = std::fs::metadata(&downloads).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode, 0o755,
+        "the pull changed the folder's permissions to {mode:o}"
+    );
+    sharer.shutdown().await;
+    requester.shutdown().await;
+}
+
+/// Shares one file, slowly: every answer takes `delay` (a sharer hashing a large file).
+#[derive(Debug)]
+struct Slow {
+    path: PathBuf,
+    delay: Duration,
+}
+
+impl ShareProvider for Slow {
+    fn resolve(&self, _from: &DeviceInfo, _entry_id: Uuid) -> Option<SharedEntry> {
+        std::thread::sleep(self.delay);
+        Some(SharedEntry::new(self.path.clone()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharer_slower_to_answer_than_the_stall_bound_is_still_waited_for() {
+    let lab = Lab::new();
+    let source = lab.root.path().join("archive.bin");
+    random_file(&source, 1 << 20, 5);
+    let config = lab.config("laptop").with_share_provider(Slow {
+        path: source.clone(),
+        delay: Duration::from_millis(1500),
+    });
+    let sharer = NetworkingService::start(config).await.unwrap();
+    let requester = lab.start("phone").await;
+    pair(&sharer, &requester).await;
+
+    let inbox = lab.root.path().join("pulled");
+    let options = PullOptions::default().stall_timeout(Duration::from_millis(500));
+    let handle = requester
+        .request_file(sharer.node_id(), Uuid::from_u128(0x6), &inbox, options)
+        .await
+        .unwrap();
+    let report = finish(handle).await.0.unwrap();
+    assert_eq!(report.bytes_total, 1 << 20);
+    assert_eq!(hash_of(&inbox.join("archive.bin")), hash_of(&source));
+    sharer.shutdown().await;
+    requester.shutdown().await;
 }

@@ -277,3 +277,46 @@ async fn the_receiving_app_sees_the_offer_its_progress_and_a_failure() {
     sender.shutdown().await;
     receiver.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_file_of_a_resent_folder_is_reported_to_the_receiving_app() {
+    use tether::{StreamExt, TransferEvent};
+
+    let lab = Lab::new();
+    let (sender, receiver, _inbox) = two(&lab).await;
+    let source = lab.root.path().join("many");
+    std::fs::create_dir_all(&source).unwrap();
+    for i in 0..300 {
+        std::fs::write(source.join(format!("{i:03}.txt")), format!("file {i}\n")).unwrap();
+    }
+    let send = || {
+        sender.share_with_device(
+            receiver.node_id(),
+            std::slice::from_ref(&source),
+            TransferOptions::default(),
+        )
+    };
+    send().await.unwrap().finish().await.unwrap();
+
+    // Sent again: every file is already in place, and each is reported at once, in a burst.
+    let mut events = receiver.events();
+    send().await.unwrap().finish().await.unwrap();
+    let mut files = 0;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(event) = events.next().await {
+            match event {
+                NetworkEvent::IncomingTransfer {
+                    event: TransferEvent::FileDone { .. },
+                    ..
+                } => files += 1,
+                NetworkEvent::TransferReceived { .. } => break,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("no TransferReceived");
+    assert_eq!(files, 300, "file events were lost");
+    sender.shutdown().await;
+    receiver.shutdown().await;
+}

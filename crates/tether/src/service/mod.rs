@@ -19,7 +19,7 @@ use device::create_private_dir;
 pub(crate) use device::remote_ip;
 pub use pairing::PairingInvite;
 pub(crate) use pairing::id_like_name;
-pub use pull::PullOptions;
+pub use pull::{PULL_ANSWER_TIMEOUT, PullOptions};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -345,20 +345,35 @@ impl NetworkingService {
     /// Blocks a paired device: it stays paired, but every connection from or to it is refused
     /// until [`Self::unblock`]; its live connections are closed now.
     pub fn block(&self, node_id: NodeId) -> Result<(), NetworkError> {
-        self.inner
-            .registry
-            .set_trust(node_id, TrustLevel::Blocked)
-            .map_err(|_| NetworkError::DeviceNotPaired(node_id))?;
-        self.close_all(node_id, CLOSE_BLOCKED, "blocked");
+        self.set_trust(node_id, TrustLevel::Blocked)?;
+        if self.close_all(node_id, CLOSE_BLOCKED, "blocked") {
+            // The link left the pool here, so its watch task does not report its end.
+            let _ = self.inner.events.send(NetworkEvent::Disconnected {
+                node_id,
+                reason: "blocked".to_owned(),
+            });
+            self.report_state(node_id, crate::ConnectionState::Closed);
+        }
         Ok(())
     }
 
     /// Lets a blocked device connect again.
     pub fn unblock(&self, node_id: NodeId) -> Result<(), NetworkError> {
-        self.inner
+        self.set_trust(node_id, TrustLevel::Trusted)
+    }
+
+    /// Sets a paired device's trust: not paired is `DeviceNotPaired`, a failed write its error.
+    fn set_trust(&self, node_id: NodeId, trust: TrustLevel) -> Result<(), NetworkError> {
+        let paired = self
+            .inner
             .registry
-            .set_trust(node_id, TrustLevel::Trusted)
-            .map_err(|_| NetworkError::DeviceNotPaired(node_id))
+            .device(&node_id)
+            .is_some_and(|device| device.paired.is_some());
+        if !paired {
+            return Err(NetworkError::DeviceNotPaired(node_id));
+        }
+        self.inner.registry.set_trust(node_id, trust)?;
+        Ok(())
     }
 
     /// Sends files and directories (relative paths kept) to a paired device over its pooled
@@ -387,11 +402,22 @@ impl NetworkingService {
     pub fn register_protocol<P: NetworkProtocol>(&self, protocol: P) -> Result<(), NetworkError> {
         let alpn = protocol.alpn().to_vec();
         crate::builder::check_alpn(&alpn)?;
-        self.inner
+        let replaced = self
+            .inner
             .protocols
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(alpn.clone(), Arc::new(protocol));
+        if let Some(old) = replaced {
+            // The protocol it replaces is done: it hears its shutdown, bounded like at the end.
+            self.spawn("a replaced protocol's shutdown", async move {
+                let _ = tokio::time::timeout(
+                    tether_protocol::PROTOCOL_SHUTDOWN_TIMEOUT,
+                    old.shutdown(),
+                )
+                .await;
+            });
+        }
         let mut alpns = self
             .inner
             .protocol_alpns
@@ -466,19 +492,21 @@ impl NetworkingService {
         // Revoke first, then empty the pool: `adopt` and `track` check the registry under the
         // same locks, so a connection set up meanwhile is either refused there or closed here.
         self.inner.registry.revoke(node_id)?;
-        self.close_all(node_id, CLOSE_REVOKED, "unpaired");
+        let _ = self.close_all(node_id, CLOSE_REVOKED, "unpaired");
         let _ = self.inner.events.send(NetworkEvent::Unpaired { node_id });
         Ok(())
     }
 
-    /// Closes the device's pooled link and every other connection to it.
-    fn close_all(&self, node_id: NodeId, code: u32, reason: &'static str) {
+    /// Closes the device's pooled link and every other connection to it; whether a link was
+    /// pooled.
+    fn close_all(&self, node_id: NodeId, code: u32, reason: &'static str) -> bool {
         let link = self
             .inner
             .links
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&node_id);
+        let had_link = link.is_some();
         if let Some(link) = link {
             self.close_link(&link, code, reason);
         }
@@ -491,6 +519,7 @@ impl NetworkingService {
         for connection in connections.unwrap_or_default() {
             connection.close(code.into(), reason.as_bytes());
         }
+        had_link
     }
 
     /// Stops every task, withdraws this device's announcements and closes the endpoint.

@@ -21,10 +21,14 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use super::{DeviceHandle, NetworkingService, create_private_dir};
+use super::{DeviceHandle, NetworkingService};
 use crate::error::short;
 use crate::storage::RegistryQuota;
 use crate::{NetworkError, TransferHandle};
+
+/// How long a pull waits for the sharer's answer, which comes once the sharer has hashed the
+/// entry: 10 minutes (about 60 GB at a hard disk's 100 MB/s).
+pub const PULL_ANSWER_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// How a pull is received.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -78,7 +82,11 @@ impl NetworkingService {
         destination: &Path,
         options: PullOptions,
     ) -> Result<TransferHandle, NetworkError> {
-        create_private_dir(destination)?;
+        // The app's directory: created if missing, its permissions never changed.
+        std::fs::create_dir_all(destination).map_err(|source| NetworkError::Io {
+            path: destination.to_owned(),
+            source,
+        })?;
         let config = &self.inner.config;
         let receiver_config = ReceiverConfig::new(destination)
             .consent(PulledEntry::new(entry_id))
@@ -106,11 +114,14 @@ impl NetworkingService {
         info!(peer = %short(&node_id), %entry_id, resume_from = options.resume_from, "requesting an entry");
         // The pull keeps the link in use (not idle) until it ends.
         let in_use = link.use_it();
-        // The sharer hashes the entry before it answers; a sharer silent for the stall bound
-        // ends the pull, resumable.
-        let answer_bound = options
-            .stall_timeout
-            .unwrap_or(config.transfer_stall_timeout);
+        // The sharer hashes the whole entry before it answers (minutes for a large file on a
+        // slow disk), so the wait for the answer has a bound of its own; `cancel` ends it
+        // sooner, and a dead link ends with the connection.
+        let answer_bound = PULL_ANSWER_TIMEOUT.max(
+            options
+                .stall_timeout
+                .unwrap_or(config.transfer_stall_timeout),
+        );
         let task = tokio::spawn(async move {
             let asked = tether_transfer::request_pull(stream, entry_id, options.resume_from);
             let asked = tokio::time::timeout(answer_bound, asked);

@@ -4,6 +4,7 @@
 
 pub(crate) mod dns;
 pub(crate) mod netns;
+pub(crate) mod protocols;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
