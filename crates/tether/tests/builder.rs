@@ -37,10 +37,7 @@ async fn a_protocol_given_to_the_builder_is_served_and_hears_the_shutdown() {
         .connect_protocol(server.node_id(), b"test/echo/1")
         .await
         .unwrap();
-    let (mut send, mut recv) = connection.open_bi().await.unwrap();
-    send.write_all(b"hello").await.unwrap();
-    send.finish().unwrap();
-    assert_eq!(recv.read_to_end(1024).await.unwrap(), b"hello");
+    common::protocols::echo_hello(&connection).await;
     assert_eq!(shutdowns.load(Ordering::SeqCst), 0);
     server.shutdown().await;
     assert_eq!(shutdowns.load(Ordering::SeqCst), 1);

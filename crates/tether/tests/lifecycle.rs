@@ -124,10 +124,7 @@ async fn a_boxed_protocol_serves_and_hears_the_shutdown_once() {
         .connect_protocol(server.node_id(), b"test/echo/1")
         .await
         .unwrap();
-    let (mut send, mut recv) = connection.open_bi().await.unwrap();
-    send.write_all(b"hello").await.unwrap();
-    send.finish().unwrap();
-    assert_eq!(recv.read_to_end(1024).await.unwrap(), b"hello");
+    common::protocols::echo_hello(&connection).await;
     assert_eq!(shutdowns.load(std::sync::atomic::Ordering::SeqCst), 0);
 
     server.shutdown().await;

@@ -315,14 +315,7 @@ impl NetworkingService {
     /// A paired device's handle (blocked ones included, to unblock them): messages, transfers
     /// both ways, its connection, and renaming, blocking and unpairing it.
     pub fn device(&self, node_id: NodeId) -> Result<DeviceHandle, NetworkError> {
-        let paired = self
-            .inner
-            .registry
-            .device(&node_id)
-            .is_some_and(|device| device.paired.is_some());
-        if !paired {
-            return Err(NetworkError::DeviceNotPaired(node_id));
-        }
+        self.check_paired(node_id)?;
         Ok(DeviceHandle {
             service: self.clone(),
             node_id,
@@ -362,16 +355,23 @@ impl NetworkingService {
         self.set_trust(node_id, TrustLevel::Trusted)
     }
 
-    /// Sets a paired device's trust: not paired is `DeviceNotPaired`, a failed write its error.
-    fn set_trust(&self, node_id: NodeId, trust: TrustLevel) -> Result<(), NetworkError> {
+    /// `DeviceNotPaired` unless the registry holds a pairing with `node_id` (blocked or not).
+    fn check_paired(&self, node_id: NodeId) -> Result<(), NetworkError> {
         let paired = self
             .inner
             .registry
             .device(&node_id)
             .is_some_and(|device| device.paired.is_some());
-        if !paired {
-            return Err(NetworkError::DeviceNotPaired(node_id));
+        if paired {
+            Ok(())
+        } else {
+            Err(NetworkError::DeviceNotPaired(node_id))
         }
+    }
+
+    /// Sets a paired device's trust: not paired is `DeviceNotPaired`, a failed write its error.
+    fn set_trust(&self, node_id: NodeId, trust: TrustLevel) -> Result<(), NetworkError> {
+        self.check_paired(node_id)?;
         self.inner.registry.set_trust(node_id, trust)?;
         Ok(())
     }

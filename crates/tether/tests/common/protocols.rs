@@ -57,3 +57,12 @@ impl tether::NetworkProtocol for Idle {
         Ok(())
     }
 }
+
+/// Sends "hello" on a new stream of a connection [`Echo`] serves, and checks it comes back.
+#[allow(clippy::unwrap_used)]
+pub(crate) async fn echo_hello(connection: &tether::Connection) {
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(b"hello").await.unwrap();
+    send.finish().unwrap();
+    assert_eq!(recv.read_to_end(1024).await.unwrap(), b"hello");
+}
