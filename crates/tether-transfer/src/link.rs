@@ -188,6 +188,24 @@ pub(crate) fn abort_for(error: &TransferError) -> Option<Message> {
     Some(Message::Abort(Abort { code, message }))
 }
 
+/// How long, after a lost link, the peer's own account of why it stopped is awaited. A peer
+/// that aborts sends an `Abort` and closes; the close can reach another stream (or this stream's
+/// write side, as a reset) before the `Abort` is read, and "broken pipe" would hide "cancelled".
+pub(crate) const PEER_REASON_GRACE: Duration = Duration::from_secs(1);
+
+/// Whether `error` is a lost link, which the peer's reason, if it comes, explains better.
+pub(crate) fn is_link(error: &TransferError) -> bool {
+    matches!(error, TransferError::Link(_))
+}
+
+/// Whether `error` is the peer's own account of why it stopped.
+pub(crate) fn is_peer_reason(error: &TransferError) -> bool {
+    matches!(
+        error,
+        TransferError::Peer(PeerError::Aborted { .. } | PeerError::Declined { .. })
+    )
+}
+
 pub(crate) fn eof() -> TransferError {
     TransferError::Link(io::Error::new(
         io::ErrorKind::UnexpectedEof,

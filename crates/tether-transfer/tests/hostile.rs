@@ -21,11 +21,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{ChildProc, Setup, leftovers, listen, random_file, serve_one};
+use common::{ChildProc, Setup, leftovers, listen, node_id, random_file, serve_one};
 use serde_json::{Value, json};
 use tether_transfer::{
-    CHUNK_SIZE, LocalError, ManifestError, OutgoingTransfer, PeerError, Receiver, RunContext,
-    SendOptions, TransferError,
+    CHUNK_SIZE, Hello, LocalError, ManifestError, OutgoingTransfer, PeerError, Receiver,
+    RunContext, SendOptions, TransferError, read_hello,
 };
 use tether_wire::{DataChunk, Frame, FrameKind, read_frame, write_frame};
 use tokio::io::AsyncWriteExt;
@@ -685,4 +685,119 @@ async fn a_huge_decline_or_abort_message_is_cut_on_receipt() {
         );
         assert!(huge.starts_with(&message), "{kind}: cut, not changed");
     }
+}
+
+/// A receiver that stops says why, and the sender reports that rather than the broken stream
+/// the stop caused first. Here the receiver drops lane 1, then 300 ms later sends its `Abort` on
+/// the control stream: the order a reset on one stream and a message on another can arrive in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receivers_abort_is_reported_even_when_a_lane_broke_first() {
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("big.bin");
+    random_file(&file, 16 << 20, 3);
+    let id = Uuid::from_u128(5);
+    let resolver: HashMap<Uuid, PathBuf> = [(id, file)].into();
+    let outgoing =
+        OutgoingTransfer::prepare(&resolver, &[id], SendOptions::default().encrypt(false))
+            .await
+            .unwrap();
+    let (control_stream, mut peer) = tokio::io::duplex(64 << 10);
+    let (lane, mut peer_lane) = tokio::io::duplex(64 << 10);
+    let sender = tokio::spawn(outgoing.send(control_stream, vec![lane], RunContext::new()));
+    let offer = read_frame(&mut peer).await.unwrap().unwrap();
+    let offer: Value = serde_json::from_slice(offer.payload()).unwrap();
+    assert_eq!(offer["body"]["lanes"], json!(2), "{offer}");
+    let _manifest = read_frame(&mut peer).await.unwrap().unwrap();
+    write_frame(&mut peer, &control(&json!({"type": "Accept", "body": {}})))
+        .await
+        .unwrap();
+    let request = json!({"type": "FileRequest", "body": {"entry_id": id, "resume_from": 0}});
+    write_frame(&mut peer, &control(&request)).await.unwrap();
+    // Data flows on lane 1 (its hello first); then the receiver drops it.
+    let _hello = read_frame(&mut peer_lane).await.unwrap().unwrap();
+    let _data = read_frame(&mut peer_lane).await.unwrap().unwrap();
+    drop(peer_lane);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let abort =
+        json!({"type": "Abort", "body": {"code": "cancelled", "message": "stopped by the user"}});
+    // (Without the wait for the peer's reason the sender is gone by now, and this fails.)
+    let _ = write_frame(&mut peer, &control(&abort)).await;
+    let result = tokio::time::timeout(Duration::from_secs(10), sender)
+        .await
+        .expect("sender hung")
+        .unwrap();
+    assert!(
+        matches!(
+            &result,
+            Err(TransferError::Peer(PeerError::Aborted {
+                code: tether_transfer::AbortCode::Cancelled,
+                message,
+            })) if message == "stopped by the user"
+        ),
+        "{result:?}"
+    );
+    drop(peer);
+}
+
+/// The same from the other side: a sender that stops drops lane 1, then sends its `Abort`;
+/// the receiver reports the sender's reason, not the lane's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_senders_abort_is_reported_even_when_a_lane_broke_first() {
+    let dest = tempfile::tempdir().unwrap();
+    let setup = Setup::default();
+    let receiver = Receiver::new(setup.receiver_config(dest.path()));
+    let (control_stream, mut peer) = tokio::io::duplex(64 << 10);
+    let (lane, mut peer_lane) = tokio::io::duplex(64 << 10);
+    let data = one_chunk_file();
+    let size = data.len() as u64;
+    let transfer_id = Uuid::from_u128(99);
+    let receiving = tokio::spawn({
+        let receiver = receiver.clone();
+        async move {
+            let Ok(Hello::Offer(offer)) = read_hello(control_stream).await else {
+                panic!("no offer");
+            };
+            receiver.receive(offer, node_id(1), RunContext::new()).await
+        }
+    });
+    let offer = control(&json!({"type": "Offer", "body": {
+        "version": 3, "transfer_id": transfer_id, "entries": 1, "total_bytes": size,
+        "chunk_size": CHUNK_SIZE, "compression": "none", "encrypted": false, "lanes": 2
+    }}));
+    write_frame(&mut peer, &offer).await.unwrap();
+    let entry = file_entry(1, "f.bin", size, *blake3::hash(&data).as_bytes());
+    write_frame(&mut peer, &manifest(vec![entry]))
+        .await
+        .unwrap();
+    let reply = read_frame(&mut peer).await.unwrap().unwrap();
+    assert_eq!(reply.payload(), br#"{"type":"Accept","body":{}}"#);
+    let hello = json!({"type": "Lane", "body": {"transfer_id": transfer_id, "index": 1}});
+    write_frame(&mut peer_lane, &control(&hello)).await.unwrap();
+    let Ok(Hello::Lane(lane)) = read_hello(lane).await else {
+        panic!("no lane hello");
+    };
+    receiver.attach(lane, node_id(1)).unwrap();
+    // The receiver asks for the file; then the sender drops lane 1.
+    let _request = read_frame(&mut peer).await.unwrap().unwrap();
+    drop(peer_lane);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let abort =
+        json!({"type": "Abort", "body": {"code": "source_changed", "message": "f.bin changed"}});
+    let _ = write_frame(&mut peer, &control(&abort)).await;
+    let result = tokio::time::timeout(Duration::from_secs(10), receiving)
+        .await
+        .expect("receiver hung")
+        .unwrap();
+    assert!(
+        matches!(
+            &result,
+            Err(TransferError::Peer(PeerError::Aborted {
+                code: tether_transfer::AbortCode::SourceChanged,
+                ..
+            }))
+        ),
+        "{result:?}"
+    );
+    assert!(!dest.path().join("f.bin").exists());
+    drop(peer);
 }

@@ -15,7 +15,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chunk::CHUNK;
 use crate::error::{LocalError, TransferError};
-use crate::link::{ByteStream, ControlWriter, LaneCipher, abort_for, eof, split};
+use crate::link::{
+    ByteStream, ControlWriter, LaneCipher, PEER_REASON_GRACE, abort_for, eof, is_link,
+    is_peer_reason, split,
+};
 use crate::manifest::{CheckedEntry, EntryKind};
 use crate::options::{ReceiverConfig, RunContext, timer_period};
 use crate::path::RelPath;
@@ -309,7 +312,7 @@ impl Run<'_> {
         let mut watchdog = Watchdog::new(self.activity.clone(), self.config.stall_timeout);
         let mut requests = std::pin::pin!(requester.run(writer, shared));
         let mut requests_done = false;
-        let result = loop {
+        let mut result = loop {
             if remaining == 0 {
                 break Ok(());
             }
@@ -379,6 +382,24 @@ impl Run<'_> {
                 }
             }
         };
+        // A lost link: the sender's `Abort`, if it sent one, may still be on the control lane
+        // (whose reader is one of the lane tasks), and says why.
+        if result.as_ref().is_err_and(is_link) {
+            let reason = tokio::time::timeout(PEER_REASON_GRACE, async {
+                while let Some(joined) = lane_tasks.join_next().await {
+                    if let Ok(Err(error)) = joined
+                        && is_peer_reason(&error)
+                    {
+                        return Some(error);
+                    }
+                }
+                None
+            })
+            .await;
+            if let Ok(Some(reason)) = reason {
+                result = Err(reason);
+            }
+        }
         lane_tasks.abort_all();
         // The batch being put in place finishes (it cannot be stopped half way) before the run
         // reports, so nothing of this transfer runs after it returns; files still queued stay

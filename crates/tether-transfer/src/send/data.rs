@@ -15,7 +15,10 @@ use uuid::Uuid;
 use crate::chunk::{CHUNK, CHUNK_SIZE, ChunkSet, chunk_count, chunk_len};
 use crate::compress::Compression;
 use crate::error::{LocalError, PeerError, TransferError};
-use crate::link::{ByteStream, ControlWriter, LaneCipher, abort_for, read_message};
+use crate::link::{
+    ByteStream, ControlWriter, LaneCipher, PEER_REASON_GRACE, abort_for, is_link, is_peer_reason,
+    read_message,
+};
 use crate::options::timer_period;
 use crate::progress::{
     Direction, FileProgress, Progress, RateMeter, TransferEvent, TransferReport, Waiting, emit, eta,
@@ -108,10 +111,14 @@ impl DataPhase {
         let mut watchdog =
             Watchdog::new(self.activity.clone(), bound.saturating_mul(PLANNING_GRACE));
         let mut planning = true;
-        let outcome = loop {
+        let mut control_ended = false;
+        let mut outcome = loop {
             tokio::select! {
                 () = self.cancel.cancelled() => break Err(TransferError::Cancelled),
-                served = &mut control => break served,
+                served = &mut control => {
+                    control_ended = true;
+                    break served;
+                }
                 Some(joined) = lanes.join_next() => match joined {
                     Ok(Ok(())) => {}
                     Ok(Err(error)) => break Err(error),
@@ -146,6 +153,15 @@ impl DataPhase {
                 }
             }
         };
+        // A lane that lost its link first: the receiver's `Abort`, if it sent one, may be
+        // waiting on the control stream, and says why.
+        if !control_ended
+            && outcome.as_ref().is_err_and(is_link)
+            && let Ok(Err(reason)) = tokio::time::timeout(PEER_REASON_GRACE, &mut control).await
+            && is_peer_reason(&reason)
+        {
+            outcome = Err(reason);
+        }
         shared.queue.close();
         drop(control);
         // The lanes drain what they prepared (at most a few frames) and end their streams.
