@@ -296,10 +296,21 @@ async fn every_file_of_a_resent_folder_is_reported_to_the_receiving_app() {
             TransferOptions::default(),
         )
     };
+    // The sender's `finish` can return before the receiver reports the end of the first
+    // transfer, so the events are taken before it, and the first report is waited for.
+    let mut events = receiver.events();
     send().await.unwrap().finish().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(event) = events.next().await {
+            if let NetworkEvent::TransferReceived { .. } = event {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("no TransferReceived for the first send");
 
     // Sent again: every file is already in place, and each is reported at once, in a burst.
-    let mut events = receiver.events();
     send().await.unwrap().finish().await.unwrap();
     let mut files = 0;
     tokio::time::timeout(Duration::from_secs(10), async {
