@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tether_identity::{DeviceInfo, ErrorChain, NodeId, error_chain};
@@ -32,6 +32,7 @@ use uuid::Uuid;
 use crate::NetworkEvent;
 use crate::error::short;
 use crate::link::Link;
+use crate::sync::lock;
 
 /// Most pulls one device may have served at once; more are refused as busy.
 pub const MAX_PULLS_PER_DEVICE: usize = 4;
@@ -243,7 +244,7 @@ impl Sharing {
 
     /// Counts a pull of `from` until the slot is dropped; `None` at the per-device bound.
     fn claim(&self, from: NodeId) -> Option<PullSlot<'_>> {
-        let mut serving = self.serving.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut serving = lock(&self.serving);
         let count = serving.entry(from).or_insert(0);
         if *count >= MAX_PULLS_PER_DEVICE {
             return None;
@@ -264,11 +265,7 @@ struct PullSlot<'a> {
 
 impl Drop for PullSlot<'_> {
     fn drop(&mut self) {
-        let mut serving = self
-            .sharing
-            .serving
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut serving = lock(&self.sharing.serving);
         if let Some(count) = serving.get_mut(&self.from) {
             *count = count.saturating_sub(1);
             if *count == 0 {

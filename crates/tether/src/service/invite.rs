@@ -10,6 +10,10 @@ use crate::pairing::{ConfirmSlot, PairedDevice, PendingPairing};
 use crate::sync::lock;
 use crate::{CodeEnded, NetworkError};
 
+/// How many joiners that proved the code may wait for the invite's reader: one, so the
+/// next joiner's exchange waits until the person has seen the one before.
+const PENDING_AT_ONCE: usize = 1;
+
 /// A pairing code (or ticket) this device is showing, and the way to wait for its outcome.
 #[derive(Debug)]
 pub struct PairingInvite {
@@ -48,7 +52,7 @@ impl PairingInvite {
     /// without a joiner proving it (burned, expired, cancelled, replaced).
     pub fn pending(&mut self) -> impl Future<Output = Result<PendingPairing, NetworkError>> + '_ {
         if self.pending.is_none() {
-            let (sender, receiver) = mpsc::channel(1);
+            let (sender, receiver) = mpsc::channel(PENDING_AT_ONCE);
             *lock(&self.confirm) = Some((self.number, sender));
             self.pending = Some(receiver);
         }
