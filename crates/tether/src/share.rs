@@ -155,7 +155,6 @@ impl Sharing {
     pub(crate) async fn serve<S: ByteStream>(&self, link: &Link, pull: IncomingPull<S>) {
         let from = link.node_id;
         let entry_id = pull.entry_id();
-        let resume_from = pull.resume_from();
         // The gate let only paired devices in; one unpaired since is refused here.
         let paired = self.registry.device(&from).and_then(|device| device.paired);
         let shared = paired.and_then(|paired| self.provider.resolve(&paired.info, entry_id));
@@ -210,6 +209,20 @@ impl Sharing {
                 return;
             }
         };
+        self.send(pull, outgoing, context, from).await;
+    }
+
+    /// Sends the entry a pull asked for, prepared as `outgoing`, and reports how it went.
+    async fn send<S: ByteStream>(
+        &self,
+        pull: IncomingPull<S>,
+        outgoing: OutgoingTransfer,
+        context: RunContext,
+        from: NodeId,
+    ) {
+        let entry_id = pull.entry_id();
+        let resume_from = pull.resume_from();
+        let transfer_id = outgoing.transfer_id();
         info!(peer = %short(&from), %entry_id, bytes = outgoing.total_bytes(), resume_from, "serving a pull");
         self.emit(PullEvent::Started {
             from,
