@@ -138,3 +138,80 @@ impl PairingDesk {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rand_core::UnwrapErr;
+    use tether_identity::{DeviceId, DeviceInfo, DeviceName, DeviceType, NetworkIdentity};
+    use tether_pairing::{CodeStatus, Initiator, LocalDevice, PairingCode};
+    use tokio::sync::watch;
+
+    use super::{Outcome, PairingDesk};
+    use crate::CodeEnded;
+    use crate::lobby::Full;
+    use crate::pairing;
+
+    fn initiator() -> Initiator {
+        let mut rng = UnwrapErr(getrandom::SysRng);
+        let identity = NetworkIdentity::generate(&mut rng);
+        let info = DeviceInfo {
+            device_id: DeviceId::random(&mut rng),
+            device_name: DeviceName::new("desk").unwrap(),
+            device_type: DeviceType::Desktop,
+            public_key: identity.node_id(),
+        };
+        let device = LocalDevice::new(identity, info).unwrap();
+        let code = PairingCode::generate(&mut rng);
+        Initiator::new(code, device, pairing::now(), Default::default()).unwrap()
+    }
+
+    fn ended(outcome: &watch::Receiver<Option<Outcome>>) -> Option<Result<(), CodeEnded>> {
+        outcome.borrow().clone().map(|ended| ended.map(drop))
+    }
+
+    fn stranger() -> tether_identity::NodeId {
+        NetworkIdentity::from_secret_bytes(&[7; 32]).node_id()
+    }
+
+    #[test]
+    fn a_new_code_replaces_the_shown_one_and_each_invite_hears_its_own_end() {
+        let desk = PairingDesk::default();
+        assert_eq!(desk.lobby().admits(&stranger()), Err(Full::Closed));
+        let first = desk.show(initiator(), true);
+        assert!(
+            desk.shown_slot().is_some(),
+            "a word code's slot is announced"
+        );
+        assert_eq!(desk.lobby().admits(&stranger()), Ok(()));
+        let second = desk.show(initiator(), false);
+        assert_eq!(second.number, first.number + 1);
+        assert_eq!(ended(&first.outcome), Some(Err(CodeEnded::Replaced)));
+        assert_eq!(ended(&second.outcome), None);
+        assert_eq!(desk.shown_slot(), None, "a ticket's slot is not announced");
+
+        // A status the caller does not count as an end leaves the code shown.
+        assert!(!desk.withdraw(|status| status == CodeStatus::Expired, || Ok(unreachable())));
+        assert_eq!(desk.lobby().admits(&stranger()), Ok(()));
+        desk.cancel();
+        assert_eq!(ended(&second.outcome), Some(Err(CodeEnded::Cancelled)));
+        assert_eq!(desk.lobby().admits(&stranger()), Err(Full::Closed));
+        // Nothing is shown: nothing more ends.
+        assert!(!desk.withdraw(|_| true, || Err(CodeEnded::Expired)));
+    }
+
+    #[tokio::test]
+    async fn closing_the_desk_tells_the_waiting_invite_that_the_service_is_gone() {
+        let desk = PairingDesk::default();
+        let mut shown = desk.show(initiator(), true);
+        desk.close();
+        assert!(
+            shown.outcome.changed().await.is_err(),
+            "the outcome channel is closed"
+        );
+        assert_eq!(ended(&shown.outcome), None);
+    }
+
+    fn unreachable() -> crate::PairedDevice {
+        panic!("a code that did not end has no outcome")
+    }
+}
