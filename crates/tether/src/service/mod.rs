@@ -1,9 +1,11 @@
 //! `NetworkingService`: the composed system.
 //!
-//! The service is a handful of owned components, each in its own file with its own lock:
+//! The service is a handful of owned components, each in its own file with private fields:
 //! the [`pool::Pool`] (links, dials, connections, idle marks), the [`desk::PairingDesk`] (the
 //! code shown and its outcome), the [`discovery::DiscoveryHub`] (discoveries and sightings),
 //! the [`protocols::Protocols`] table, and the [`tasks::Tasks`] that run in the background.
+//! No component calls another while it holds one of its locks (the pool asks the registry,
+//! which calls nothing back).
 //! The `impl NetworkingService` blocks compose them: `lifecycle.rs` starts and stops the
 //! service, `dial.rs` and `links.rs` connect to devices and watch their links, `serve.rs`
 //! serves incoming connections, `loops.rs` runs the background loops, and the other files
