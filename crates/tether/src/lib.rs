@@ -76,6 +76,7 @@ mod service;
 mod share;
 mod sightings;
 mod storage;
+mod sync;
 mod transfer;
 
 pub use builder::Builder;

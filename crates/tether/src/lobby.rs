@@ -19,11 +19,13 @@
 //! Every operation is O([`MAX_SEATS`]) at most, whatever the number of connections tried.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tether_identity::NodeId;
 use tokio::sync::Notify;
+
+use crate::sync::lock;
 
 /// Most pairing connections held at once.
 pub(crate) const MAX_SEATS: usize = 16;
@@ -37,6 +39,8 @@ pub(crate) const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const EVICTION_GRACE: Duration = Duration::from_secs(1);
 /// Most pairing failures logged and reported as events in a minute.
 pub(crate) const FAILURE_REPORTS_PER_MINUTE: u32 = 10;
+/// The window [`FAILURE_REPORTS_PER_MINUTE`] counts in.
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
 /// Why the lobby would not seat a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +92,7 @@ impl Lobby {
         if !self.open.load(Ordering::Acquire) {
             return Err(Full::Closed);
         }
-        let seats = self.seats.lock().unwrap_or_else(PoisonError::into_inner);
+        let seats = lock(&self.seats);
         check_room(&seats, peer, Instant::now()).map(drop)
     }
 
@@ -102,7 +106,7 @@ impl Lobby {
         if !self.open.load(Ordering::Acquire) {
             return Err(Full::Closed);
         }
-        let mut seats = self.seats.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut seats = lock(&self.seats);
         if let Some(evict) = check_room(&seats, &peer, now)? {
             let evicted = seats.remove(evict);
             evicted.kick.notify_one();
@@ -126,19 +130,16 @@ impl Lobby {
     /// The number of pairing connections held now.
     #[cfg(test)]
     fn held(&self) -> usize {
-        self.seats
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        lock(&self.seats).len()
     }
 
     /// Whether a failure seen `now` may be logged and reported; `Some(n)` with the number of
     /// failures suppressed since the last one reported.
     pub(crate) fn may_report_failure(&self, now: Instant) -> Option<u64> {
-        let mut window = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        let fresh = window.started.is_none_or(|started| {
-            now.saturating_duration_since(started) >= Duration::from_secs(60)
-        });
+        let mut window = lock(&self.failures);
+        let fresh = window
+            .started
+            .is_none_or(|started| now.saturating_duration_since(started) >= FAILURE_WINDOW);
         if fresh {
             window.started = Some(now);
             window.reported = 0;
@@ -182,11 +183,7 @@ pub(crate) struct Seat {
 impl Seat {
     /// The connection sent a message: it is a handshake now, and is no longer evicted.
     pub(crate) fn activate(&self) {
-        let mut seats = self
-            .lobby
-            .seats
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut seats = lock(&self.lobby.seats);
         if let Some(seat) = seats.iter_mut().find(|seat| seat.id == self.id) {
             seat.active = true;
         }
@@ -200,11 +197,7 @@ impl Seat {
 
 impl Drop for Seat {
     fn drop(&mut self) {
-        self.lobby
-            .seats
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|seat| seat.id != self.id);
+        lock(&self.lobby.seats).retain(|seat| seat.id != self.id);
     }
 }
 

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tether_identity::{DeviceInfo, ErrorChain, NodeId, error_chain};
@@ -32,6 +32,7 @@ use uuid::Uuid;
 use crate::NetworkEvent;
 use crate::error::short;
 use crate::link::Link;
+use crate::sync::lock;
 
 /// Most pulls one device may have served at once; more are refused as busy.
 pub const MAX_PULLS_PER_DEVICE: usize = 4;
@@ -154,7 +155,6 @@ impl Sharing {
     pub(crate) async fn serve<S: ByteStream>(&self, link: &Link, pull: IncomingPull<S>) {
         let from = link.node_id;
         let entry_id = pull.entry_id();
-        let resume_from = pull.resume_from();
         // The gate let only paired devices in; one unpaired since is refused here.
         let paired = self.registry.device(&from).and_then(|device| device.paired);
         let shared = paired.and_then(|paired| self.provider.resolve(&paired.info, entry_id));
@@ -209,6 +209,20 @@ impl Sharing {
                 return;
             }
         };
+        self.send(pull, outgoing, context, from).await;
+    }
+
+    /// Sends the entry a pull asked for, prepared as `outgoing`, and reports how it went.
+    async fn send<S: ByteStream>(
+        &self,
+        pull: IncomingPull<S>,
+        outgoing: OutgoingTransfer,
+        context: RunContext,
+        from: NodeId,
+    ) {
+        let entry_id = pull.entry_id();
+        let resume_from = pull.resume_from();
+        let transfer_id = outgoing.transfer_id();
         info!(peer = %short(&from), %entry_id, bytes = outgoing.total_bytes(), resume_from, "serving a pull");
         self.emit(PullEvent::Started {
             from,
@@ -243,7 +257,7 @@ impl Sharing {
 
     /// Counts a pull of `from` until the slot is dropped; `None` at the per-device bound.
     fn claim(&self, from: NodeId) -> Option<PullSlot<'_>> {
-        let mut serving = self.serving.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut serving = lock(&self.serving);
         let count = serving.entry(from).or_insert(0);
         if *count >= MAX_PULLS_PER_DEVICE {
             return None;
@@ -264,11 +278,7 @@ struct PullSlot<'a> {
 
 impl Drop for PullSlot<'_> {
     fn drop(&mut self) {
-        let mut serving = self
-            .sharing
-            .serving
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut serving = lock(&self.sharing.serving);
         if let Some(count) = serving.get_mut(&self.from) {
             *count = count.saturating_sub(1);
             if *count == 0 {

@@ -171,3 +171,45 @@ async fn a_device_that_stops_announcing_itself_is_reported_lost() {
     assert_eq!(lost, Ok(true), "the laptop was never reported lost");
     phone.shutdown().await;
 }
+
+/// Dropping every handle of a running service, without `shutdown`, stops it: its endpoint
+/// closes (a paired peer's connection to it ends at once, not at its next keep-alive), and its
+/// tasks let go of the data directory, so a new service opens it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_service_stops_without_shutdown() {
+    let lab = Lab::new();
+    let server = lab.start_undiscovered("server").await;
+    let client = lab.start_undiscovered("client").await;
+    common::pair_by_ticket(&server, &client).await;
+    let server_id = server.node_id();
+    let mut events = client.subscribe();
+    client.device(server_id).unwrap().ping().await.unwrap();
+    drop(server);
+
+    let ended = common::event_within(
+        &mut events,
+        Duration::from_secs(10),
+        common::disconnected_from(server_id),
+    )
+    .await;
+    assert!(
+        ended.is_some(),
+        "the dropped service's connection stays open"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let again = loop {
+        match tether::NetworkingService::start(lab.config("server")).await {
+            Ok(again) => break again,
+            Err(error) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the dropped service still holds its data directory: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(again.node_id(), server_id);
+    again.shutdown().await;
+    client.shutdown().await;
+}

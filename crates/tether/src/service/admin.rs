@@ -9,7 +9,6 @@ use tether_iroh::RelayConfig;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::PoisonError;
 use std::time::{Duration, SystemTime};
 
 use tether_identity::{DeviceInfo, NodeId};
@@ -20,6 +19,7 @@ use tether_transfer::{Collected, Leftovers};
 use super::NetworkingService;
 use crate::NetworkError;
 use crate::profile::Profile;
+use crate::sync::write;
 
 /// This node's set-up and state, for `tether doctor`.
 #[derive(Debug, Clone)]
@@ -108,14 +108,7 @@ impl NetworkingService {
                 error: status.last_error().map(ToString::to_string),
             })
             .collect();
-        let discovered = self
-            .inner
-            .discovered
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .map(|d| (d.node_id, d.source))
-            .collect();
+        let discovered = self.inner.discovery.sources();
         Diagnostics {
             bound_addrs: self.inner.transport.bound_addrs(),
             addr: self.addr(),
@@ -143,14 +136,8 @@ impl NetworkingService {
 
     /// Every device the registry knows or discovery sees, with its state and connection.
     pub fn device_statuses(&self) -> Vec<DeviceStatus> {
-        let discovered: HashMap<NodeId, &'static str> = self
-            .inner
-            .discovered
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .map(|d| (d.node_id, d.source))
-            .collect();
+        let discovered: HashMap<NodeId, &'static str> =
+            self.inner.discovery.sources().into_iter().collect();
         let mut statuses: Vec<DeviceStatus> = self
             .devices()
             .into_iter()
@@ -158,11 +145,8 @@ impl NetworkingService {
                 let connection = self.connection_info(device.node_id);
                 let heard = self
                     .inner
-                    .links
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get(&device.node_id)
-                    .filter(|link| link.is_open())
+                    .pool
+                    .live_link(&device.node_id)
                     .map(|link| link.silent_for());
                 let last_seen = if let Some(silent) = heard {
                     SystemTime::now().checked_sub(silent)
@@ -212,13 +196,9 @@ impl NetworkingService {
     /// ([`DeviceName::looks_like_id`]).
     pub fn rename_self(&self, name: &DeviceName) -> Result<DeviceInfo, NetworkError> {
         if name.looks_like_id() {
-            return Err(super::id_like_name(name));
+            return Err(super::pairing::id_like_name(name));
         }
-        let mut profile = self
-            .inner
-            .profile
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut profile = write(&self.inner.profile);
         *profile = Profile::load_or_create(&self.inner.config.data_dir, None, Some(name), None)?;
         drop(profile);
         Ok(self.device_info())
@@ -228,7 +208,7 @@ impl NetworkingService {
     /// node-id or device-id prefix is refused ([`DeviceName::looks_like_id`]).
     pub fn rename_device(&self, node_id: NodeId, name: DeviceName) -> Result<(), NetworkError> {
         if name.looks_like_id() {
-            return Err(super::id_like_name(&name));
+            return Err(super::pairing::id_like_name(&name));
         }
         self.inner
             .registry

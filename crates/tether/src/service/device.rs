@@ -1,7 +1,8 @@
-//! `DeviceHandle`, and small helpers the service shares.
+//! [`DeviceHandle`]: one paired device and everything to do with it; and the peer's direct
+//! address on a connection.
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use iroh::endpoint::Connection;
 use tether_identity::{DeviceId, DeviceName, NodeId};
@@ -10,6 +11,7 @@ use tether_registry::PairedDevice as StoredDevice;
 use tether_wire::{NetworkMessage, Ping};
 
 use super::NetworkingService;
+use super::clock::now_ms;
 use crate::{ConnectionState, NetworkError, TransferHandle, TransferOptions};
 
 /// One paired device and everything to do with it: messages, transfers both ways, its
@@ -135,28 +137,4 @@ pub(crate) fn remote_ip(connection: &Connection) -> Vec<SocketAddr> {
         }
     }
     addrs
-}
-
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-pub(super) fn create_private_dir(dir: &std::path::Path) -> Result<(), NetworkError> {
-    std::fs::create_dir_all(dir).map_err(|source| NetworkError::Io {
-        path: dir.to_owned(),
-        source,
-    })?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(
-            |source| NetworkError::Io {
-                path: dir.to_owned(),
-                source,
-            },
-        )?;
-    }
-    Ok(())
 }

@@ -1,17 +1,17 @@
-//! The message API: requests to paired devices and their answers, the app's request handler,
-//! and the state of each device's connection.
+//! The message API: requests to paired devices and their answers, and the app's request
+//! handler.
 
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 
 use tether_identity::NodeId;
-use tether_iroh::ConnectionInfo;
 use tether_wire::NetworkMessage;
 use tracing::debug;
 
 use super::NetworkingService;
+use crate::NetworkError;
 use crate::error::short;
 use crate::request::{self, RequestHandler};
-use crate::{ConnectionState, NetworkError};
+use crate::sync::write;
 
 impl NetworkingService {
     /// Sends `message` to a paired device and waits for its answer: `Pong` for a `Ping`,
@@ -60,73 +60,11 @@ impl NetworkingService {
     /// devices, replacing any handler registered before. Without one, such requests are
     /// answered with an `Error` reply ([`crate::ErrorCode::Unsupported`]).
     pub fn set_request_handler<H: RequestHandler>(&self, handler: H) {
-        *self
-            .inner
-            .handler
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(handler));
+        *write(&self.inner.handler) = Some(Arc::new(handler));
     }
 
     /// Removes the request handler: requests are answered `Unsupported` again.
     pub fn clear_request_handler(&self) {
-        *self
-            .inner
-            .handler
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = None;
-    }
-
-    /// The state of the connection to a device (see [`ConnectionState`] for what counts as
-    /// in use).
-    pub fn connection_state(&self, node_id: NodeId) -> ConnectionState {
-        let link = self
-            .inner
-            .links
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&node_id)
-            .cloned();
-        if let Some(link) = link {
-            return if !link.is_open() {
-                ConnectionState::Closing
-            } else if link.idle_for().is_none() || self.protocol_connection_open(node_id) {
-                ConnectionState::Connected
-            } else {
-                ConnectionState::Idle
-            };
-        }
-        let dialing = self
-            .inner
-            .dialing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&node_id)
-            .is_some_and(|turn| turn.try_lock().is_err());
-        if dialing {
-            ConnectionState::Connecting
-        } else {
-            ConnectionState::Closed
-        }
-    }
-
-    /// Every paired device's connection state.
-    pub fn connection_states(&self) -> Vec<(NodeId, ConnectionState)> {
-        self.paired_devices()
-            .into_iter()
-            .map(|device| (device.node_id, self.connection_state(device.node_id)))
-            .collect()
-    }
-
-    /// The live connection's path and round trip, if connected.
-    pub fn connection_info(&self, node_id: NodeId) -> Option<ConnectionInfo> {
-        let links = self
-            .inner
-            .links
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        links
-            .get(&node_id)
-            .filter(|l| l.is_open())
-            .map(|l| ConnectionInfo::of(&l.connection))
+        *write(&self.inner.handler) = None;
     }
 }

@@ -1,116 +1,23 @@
 //! Pairing through the service: showing a code or ticket, confirming and joining.
 
-use std::collections::HashMap;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rand_core::UnwrapErr;
 use tether_identity::{DeviceName, error_chain};
 use tether_iroh::PeerAddr;
 use tether_pairing::{CodeStatus, Credential, Initiator, PairingCode, PairingTicket};
-use tether_protocol::DiscoveredDevice;
-use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
 use super::NetworkingService;
+use super::invite::{Outcome, PairingInvite};
 use crate::gate::CLOSE_PAIRING_BUSY;
-use crate::pairing::{self, ConfirmSlot, PAIRING_ALPN, PairedDevice, PendingPairing};
-use crate::{CodeEnded, NetworkError, NetworkEvent};
+use crate::pairing::{self, PAIRING_ALPN, PairedDevice};
+use crate::{NetworkError, NetworkEvent};
 
 /// How long `join_pairing` asks a busy initiator again.
 const JOIN_BUSY_RETRY_FOR: Duration = Duration::from_secs(30);
 /// The pause between two such asks.
 const JOIN_BUSY_PAUSE: Duration = Duration::from_millis(300);
-
-/// A pairing code (or ticket) this device is showing, and the way to wait for its outcome.
-#[derive(Debug)]
-pub struct PairingInvite {
-    /// What the user types on the other device: the word code, or the ticket text.
-    pub code: String,
-    /// When the code stops working.
-    pub expires_in: Duration,
-    number: u64,
-    outcome: watch::Receiver<Option<Outcome>>,
-    confirm: Arc<ConfirmSlot>,
-    pending: Option<mpsc::Receiver<PendingPairing>>,
-}
-
-impl PairingInvite {
-    /// Asks to confirm each joiner, and waits for the next one that proves the code: nothing
-    /// is stored (on either side) until [`PendingPairing::accept`]; rejecting or dropping it
-    /// stores nothing and the joiner is told. From the first call on, this code asks; answer
-    /// within the pairing exchange's deadline (60 s). Ends with an error when the code ends
-    /// without a joiner proving it (burned, expired, cancelled, replaced).
-    pub fn pending(&mut self) -> impl Future<Output = Result<PendingPairing, NetworkError>> + '_ {
-        if self.pending.is_none() {
-            let (sender, receiver) = mpsc::channel(1);
-            *self.confirm.lock().unwrap_or_else(PoisonError::into_inner) =
-                Some((self.number, sender));
-            self.pending = Some(receiver);
-        }
-        async move {
-            let Some(pending) = self.pending.as_mut() else {
-                return Err(NetworkError::Shutdown);
-            };
-            tokio::select! {
-                next = pending.recv() => next.ok_or(NetworkError::Shutdown),
-                // Paired through a pending pairing this invite handed out earlier: the code
-                // is used, and no other joiner will come.
-                outcome = wait_for_outcome(&mut self.outcome) => {
-                    Err(outcome.map_or_else(|e| e, |_| NetworkError::CodeEnded(CodeEnded::Used)))
-                }
-            }
-        }
-    }
-
-    /// Waits until a device pairs with this code, or the code ends without a pairing (a
-    /// wrong guess burned it, it expired, it was cancelled or replaced by a new code:
-    /// [`NetworkError::CodeEnded`] says which). A connection that makes no guess (a stranger,
-    /// a joiner that hung up) does not end it.
-    ///
-    /// Accept-on-proof: whoever proves the code is paired, with no question asked (after
-    /// [`Self::pending`] was called, this accepts each pending pairing itself). Apps with a
-    /// person at the screen should use [`Self::pending`] and show the name and code first.
-    pub async fn paired(&mut self) -> Result<PairedDevice, NetworkError> {
-        loop {
-            let Some(pending) = self.pending.as_mut() else {
-                return wait_for_outcome(&mut self.outcome).await;
-            };
-            tokio::select! {
-                next = pending.recv() => match next {
-                    Some(next) => return next.accept().await,
-                    None => self.pending = None,
-                },
-                outcome = wait_for_outcome(&mut self.outcome) => return outcome,
-            }
-        }
-    }
-}
-
-/// How a shown code ended: a device paired with it, or why not.
-pub(super) type Outcome = Result<PairedDevice, CodeEnded>;
-
-/// The outcome channel of each code shown and not ended yet, by code number. A code ends
-/// once, and its entry is removed then, so this holds one or two entries at a time. (A
-/// channel per code, not one broadcast for all: an invite hears its own code's end however
-/// many other codes ended since.)
-pub(super) type Outcomes = Mutex<HashMap<u64, watch::Sender<Option<Outcome>>>>;
-
-/// Waits for the outcome of one code.
-async fn wait_for_outcome(
-    outcome: &mut watch::Receiver<Option<Outcome>>,
-) -> Result<PairedDevice, NetworkError> {
-    match outcome.wait_for(Option::is_some).await {
-        Ok(ended) => match ended.clone() {
-            Some(Ok(device)) => Ok(device),
-            Some(Err(ended)) => Err(NetworkError::CodeEnded(ended)),
-            None => Err(NetworkError::Shutdown),
-        },
-        // The service shut down (or dropped the code) before it ended.
-        Err(_) => Err(NetworkError::Shutdown),
-    }
-}
 
 impl NetworkingService {
     /// Shows a new word code for another device to join with (replacing any code shown
@@ -151,54 +58,19 @@ impl NetworkingService {
             .expires_at()
             .since_epoch()
             .saturating_sub(now.since_epoch());
-        let (number, replaced, outcome) = {
-            let mut shown = self
-                .inner
-                .initiator
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let previous = self.inner.code_number.fetch_add(1, Ordering::AcqRel);
-            let replaced = shown.replace(initiator).map(|_| previous);
-            let (sender, outcome) = watch::channel(None);
-            self.inner
-                .code_outcomes
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(previous + 1, sender);
-            self.inner.lobby.set_open(true);
-            self.inner.slot_announced.store(announce, Ordering::Release);
-            (previous + 1, replaced, outcome)
-        };
-        if let Some(previous) = replaced {
-            self.end_code(previous, Err(CodeEnded::Replaced));
-        }
+        let shown = self.inner.desk.show(initiator, announce);
         self.announce(announce.then_some(slot.as_str()));
-        Ok(PairingInvite {
-            code: text,
+        Ok(PairingInvite::new(
+            text,
             expires_in,
-            number,
-            outcome,
-            confirm: Arc::clone(&self.inner.confirm),
-            pending: None,
-        })
+            shown,
+            self.inner.desk.confirm(),
+        ))
     }
 
     /// Stops showing the current code.
     pub fn cancel_pairing(&self) {
-        let cancelled = {
-            let mut shown = self
-                .inner
-                .initiator
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            self.inner.lobby.set_open(false);
-            shown
-                .take()
-                .map(|_| self.inner.code_number.load(Ordering::Acquire))
-        };
-        if let Some(number) = cancelled {
-            self.end_code(number, Err(CodeEnded::Cancelled));
-        }
+        self.inner.desk.cancel();
         self.announce(None);
     }
 
@@ -209,35 +81,8 @@ impl NetworkingService {
         ended: impl FnOnce(CodeStatus) -> bool,
         outcome: impl FnOnce() -> Outcome,
     ) {
-        let spent = {
-            let mut shown = self
-                .inner
-                .initiator
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let over = shown.as_mut().is_some_and(|initiator| {
-                initiator.handle_timeout(pairing::now());
-                ended(initiator.status())
-            });
-            let taken = shown.take_if(|_| over);
-            self.inner.lobby.set_open(shown.is_some());
-            taken.map(|_| self.inner.code_number.load(Ordering::Acquire))
-        };
-        if let Some(number) = spent {
-            self.end_code(number, outcome());
-        }
-    }
-
-    fn end_code(&self, number: u64, outcome: Outcome) {
-        self.announce(None);
-        let sender = self
-            .inner
-            .code_outcomes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&number);
-        if let Some(sender) = sender {
-            sender.send_replace(Some(outcome));
+        if self.inner.desk.withdraw(ended, outcome) {
+            self.announce(None);
         }
     }
 
@@ -313,7 +158,8 @@ impl NetworkingService {
             Err(error) => {
                 let Some(suppressed) = self
                     .inner
-                    .lobby
+                    .desk
+                    .lobby()
                     .may_report_failure(std::time::Instant::now())
                 else {
                     return;
@@ -327,64 +173,8 @@ impl NetworkingService {
     }
 
     async fn find_slot(&self, slot: &str) -> Result<PeerAddr, NetworkError> {
-        let mut updates = self.inner.discovered_tx.subscribe();
-        // Any timeout, `Duration::MAX` included: tokio's sleep caps it at decades.
-        let deadline = tokio::time::sleep(self.inner.config.discovery_timeout);
-        tokio::pin!(deadline);
-        // A global rendezvous is asked now and every second while the search lasts; what it
-        // finds arrives as updates, like what LAN discoveries hear.
-        let discoveries = self
-            .inner
-            .discoveries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let asked_slot = slot.to_owned();
-        let _asking = n0_future::task::AbortOnDropHandle::new(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                for discovery in &discoveries {
-                    discovery.find_slot(&asked_slot);
-                }
-            }
-        }));
-        loop {
-            let claims: Vec<DiscoveredDevice> = self
-                .inner
-                .discovered
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .values()
-                .filter(|d| d.pairing_slot.as_deref() == Some(slot))
-                .cloned()
-                .collect();
-            match claims.as_slice() {
-                [one] => {
-                    return Ok(PeerAddr {
-                        node_id: one.node_id,
-                        direct: one.addrs.clone(),
-                        relay_url: one.relay_url.clone(),
-                    });
-                }
-                [] => {}
-                many => {
-                    return Err(NetworkError::AmbiguousPairingPeer {
-                        slot: slot.to_owned(),
-                        count: many.len(),
-                    });
-                }
-            }
-            tokio::select! {
-                biased;
-                _ = updates.recv() => {}
-                () = &mut deadline => {
-                    return Err(NetworkError::NoPairingPeer {
-                        slot: slot.to_owned(),
-                    });
-                }
-            }
-        }
+        let timeout = self.inner.config.discovery_timeout;
+        self.inner.discovery.find_slot(slot, timeout).await
     }
 }
 

@@ -30,6 +30,10 @@ use crate::{NetworkError, TransferHandle};
 /// entry: 10 minutes (about 60 GB at a hard disk's 100 MB/s).
 pub const PULL_ANSWER_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
+/// How many progress events of one pull may wait for its handle's reader before the pull
+/// waits too.
+const PULL_EVENT_BUFFER: usize = 256;
+
 /// How a pull is received.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -108,7 +112,7 @@ impl NetworkingService {
         let link = self.link(node_id).await?;
         let stream = crate::transfer::open_stream(&link).await?;
         let path = ConnectionInfo::of(&link.connection).path;
-        let (events_tx, events) = mpsc::channel(256);
+        let (events_tx, events) = mpsc::channel(PULL_EVENT_BUFFER);
         let cancel = CancellationToken::new();
         let token = cancel.clone();
         info!(peer = %short(&node_id), %entry_id, resume_from = options.resume_from, "requesting an entry");

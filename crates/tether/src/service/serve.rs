@@ -1,0 +1,139 @@
+//! Serving the connections that passed the gate: pairing joiners, links from paired devices
+//! and third-party protocols.
+
+use iroh::endpoint::Connection;
+use tether_identity::{NodeId, error_chain};
+use tether_pairing::CodeStatus;
+use tether_protocol::PairedPeer;
+
+use super::NetworkingService;
+use crate::gate::{
+    CLOSE_PAIRING_BUSY, CLOSE_PAIRING_DECLINED, CLOSE_PAIRING_TIMEOUT, pairing_refusal,
+};
+use crate::link::{Link, SYNC_ALPN};
+use crate::lobby::EXCHANGE_TIMEOUT;
+use crate::pairing::{self, PAIRING_ALPN, PairedDevice};
+use crate::{CodeEnded, NetworkError};
+
+impl NetworkingService {
+    /// Serves a connection that passed the gate: a pairing, a link, or a third-party
+    /// protocol's connection.
+    pub(super) async fn serve(&self, connection: Connection) -> Result<(), NetworkError> {
+        let peer = tether_iroh::peer_node_id(&connection)?;
+        let alpn = connection.alpn().to_vec();
+        if alpn == PAIRING_ALPN {
+            let result = self.serve_pairing(&connection, peer).await;
+            // The invite hears of it only when this ended the code (paired, burned, spent);
+            // a connection that made no guess leaves it open, as does one mid-handshake.
+            self.withdraw_code(
+                |status| !matches!(status, CodeStatus::Open | CodeStatus::Claimed),
+                || match &result {
+                    Ok(device) => Ok(device.clone()),
+                    Err(error) => Err(CodeEnded::Failed {
+                        reason: error_chain(&error),
+                    }),
+                },
+            );
+            self.report_pairing(&result);
+            return result.map(drop);
+        }
+        // Every other ALPN passed the gate: the peer is paired.
+        let secret = self
+            .inner
+            .registry
+            .check_connection(&peer)
+            .map_err(|_| NetworkError::DeviceNotPaired(peer))?;
+        if alpn == SYNC_ALPN {
+            let link = Link::accept(
+                connection,
+                self.inner.keys.identity(),
+                peer,
+                &secret,
+                self.inbox(peer)?,
+            )
+            .await?;
+            return self.adopt(&link).map(drop);
+        }
+        let protocol = self.inner.protocols.get(&alpn);
+        let Some(protocol) = protocol else {
+            connection.close(crate::gate::CLOSE_UNKNOWN_ALPN.into(), b"unknown protocol");
+            return Err(NetworkError::UnknownProtocol {
+                alpn: String::from_utf8_lossy(&alpn).into_owned(),
+            });
+        };
+        let device = self
+            .inner
+            .registry
+            .device(&peer)
+            .and_then(|d| d.paired)
+            .ok_or_else(|| NetworkError::DeviceNotPaired(peer))?;
+        self.track(peer, &connection)?;
+        protocol
+            .accept(
+                connection,
+                PairedPeer {
+                    node_id: peer,
+                    device: device.info,
+                },
+            )
+            .await
+            .map_err(|error| NetworkError::ProtocolViolation {
+                node: peer,
+                reason: error_chain(&error),
+            })
+    }
+
+    /// Serves one pairing connection within the lobby's bounds: a seat, the deadlines, and
+    /// eviction by a newcomer while it has sent nothing. The connection is closed at the end,
+    /// whatever happened.
+    async fn serve_pairing(
+        &self,
+        connection: &Connection,
+        peer: NodeId,
+    ) -> Result<PairedDevice, NetworkError> {
+        let seat = match self.inner.desk.lobby().enter(peer) {
+            Ok(seat) => seat,
+            Err(full) => {
+                let refusal = pairing_refusal(full);
+                connection.close(refusal.code.into(), refusal.reason.as_bytes());
+                return Err(NetworkError::Refused {
+                    node: peer,
+                    code: refusal.code,
+                    reason: refusal.reason.to_owned(),
+                });
+            }
+        };
+        let desk = self
+            .inner
+            .desk
+            .serving(&self.inner.registry, &self.inner.events);
+        let exchange = pairing::serve_joiner(connection, peer, &desk, &seat);
+        let result = tokio::select! {
+            result = tokio::time::timeout(EXCHANGE_TIMEOUT, exchange) => {
+                result.unwrap_or(Err(NetworkError::TimedOut {
+                    what: "pairing exchange",
+                    after: EXCHANGE_TIMEOUT,
+                }))
+            }
+            () = seat.evicted() => Err(NetworkError::Refused {
+                node: peer,
+                code: CLOSE_PAIRING_BUSY,
+                reason: "gave its place to a newer pairing connection".to_owned(),
+            }),
+        };
+        match &result {
+            Ok(_) => connection.close(0u32.into(), b"paired"),
+            Err(NetworkError::TimedOut { .. }) => {
+                connection.close(CLOSE_PAIRING_TIMEOUT.into(), b"pairing took too long");
+            }
+            Err(NetworkError::Refused { code, reason, .. }) if *code == CLOSE_PAIRING_DECLINED => {
+                connection.close((*code).into(), reason.as_bytes());
+            }
+            Err(NetworkError::Refused { code, .. }) => {
+                connection.close((*code).into(), b"pairing is busy");
+            }
+            Err(_) => connection.close(0u32.into(), b"pairing failed"),
+        }
+        result
+    }
+}

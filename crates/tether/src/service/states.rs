@@ -1,0 +1,31 @@
+//! The state of each device's connection, as the pool sees it.
+
+use tether_identity::NodeId;
+use tether_iroh::ConnectionInfo;
+
+use super::NetworkingService;
+use crate::ConnectionState;
+
+impl NetworkingService {
+    /// The state of the connection to a device (see [`ConnectionState`] for what counts as
+    /// in use).
+    pub fn connection_state(&self, node_id: NodeId) -> ConnectionState {
+        self.inner.pool.state_of(&node_id)
+    }
+
+    /// Every paired device's connection state.
+    pub fn connection_states(&self) -> Vec<(NodeId, ConnectionState)> {
+        self.paired_devices()
+            .into_iter()
+            .map(|device| (device.node_id, self.connection_state(device.node_id)))
+            .collect()
+    }
+
+    /// The live connection's path and round trip, if connected.
+    pub fn connection_info(&self, node_id: NodeId) -> Option<ConnectionInfo> {
+        self.inner
+            .pool
+            .live_link(&node_id)
+            .map(|link| ConnectionInfo::of(&link.connection))
+    }
+}
