@@ -200,7 +200,7 @@ impl Builder {
         let mut alpns = HashSet::new();
         for protocol in &self.protocols {
             let alpn = protocol.alpn();
-            check_alpn(alpn)?;
+            crate::close::check_alpn(alpn)?;
             if !alpns.insert(alpn.to_vec()) {
                 return Err(NetworkError::Usage(format!(
                     "two protocols were given for the ALPN {}",
@@ -211,14 +211,4 @@ impl Builder {
         // Boxed: starting holds a lot across awaits, and callers' futures stay small.
         Box::pin(NetworkingService::spawn_from(self)).await
     }
-}
-
-/// Refuses the ALPNs Tether keeps for itself.
-pub(crate) fn check_alpn(alpn: &[u8]) -> Result<(), NetworkError> {
-    if alpn.starts_with(b"tether/") {
-        return Err(NetworkError::Usage(
-            "ALPNs starting with tether/ are reserved".to_owned(),
-        ));
-    }
-    Ok(())
 }

@@ -62,6 +62,7 @@
 //! ```
 
 mod builder;
+mod close;
 mod config;
 mod consent;
 mod error;
@@ -70,7 +71,6 @@ pub mod gate;
 mod link;
 mod lobby;
 mod pairing;
-mod profile;
 mod request;
 mod service;
 mod share;
@@ -79,12 +79,12 @@ mod storage;
 mod transfer;
 
 pub use builder::Builder;
+pub use close::{PAIRING_ALPN, SYNC_ALPN};
 pub use config::{DEFAULT_IDLE_TIMEOUT, NetworkingConfig};
 pub use consent::{MarkedDevicesOnly, NOT_MARKED, TransferConsent, TransferOffer};
 pub use error::{CodeEnded, NetworkError};
 pub use event::{ConnectionState, EventStream, NetworkEvent, PairingStage};
-pub use link::SYNC_ALPN;
-pub use pairing::{PAIRING_ALPN, PairedDevice, PendingPairing};
+pub use pairing::{PairedDevice, PendingPairing};
 pub use request::RequestHandler;
 pub use service::{
     DeviceHandle, DeviceStatus, Diagnostics, NetworkingService, PULL_ANSWER_TIMEOUT, PairingInvite,

@@ -21,12 +21,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
 use crate::NetworkError;
+use crate::close::CLOSE_PAIRING_DECLINED;
 use crate::error::short;
-use crate::gate::CLOSE_PAIRING_DECLINED;
 use crate::lobby::{FIRST_MESSAGE_TIMEOUT, Seat};
-
-/// The ALPN of Tether's pairing protocol, open to devices that are not paired yet.
-pub const PAIRING_ALPN: &[u8] = b"tether/pairing/1";
 
 /// How long one pairing message may take to arrive.
 const MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -176,8 +173,8 @@ pub(crate) async fn serve_joiner(
                         });
                     }
                 };
-                let addresses = crate::service::remote_ip(connection);
-                let relay = remote_relay(connection);
+                let addresses = tether_iroh::direct_addrs(connection);
+                let relay = tether_iroh::relay_url(connection).map(|url| url.to_string());
                 let stored = store(registry, *paired, addresses, relay);
                 let device = match stored {
                     Ok(device) => device,
@@ -292,7 +289,7 @@ pub(crate) async fn join(
             });
         }
         Ok(Err(error)) => {
-            return Err(crate::gate::refusal(&connection).unwrap_or(failed(&initiator, error)));
+            return Err(crate::close::refusal(&connection).unwrap_or(failed(&initiator, error)));
         }
         Err(_) => {
             return Err(NetworkError::TimedOut {
@@ -301,23 +298,11 @@ pub(crate) async fn join(
             });
         }
     }
-    let addresses = crate::service::remote_ip(&connection);
-    let relay = remote_relay(&connection);
+    let addresses = tether_iroh::direct_addrs(&connection);
+    let relay = tether_iroh::relay_url(&connection).map(|url| url.to_string());
     let device = store(registry, paired, addresses, relay)?;
     connection.close(0u32.into(), b"paired");
     Ok(device)
-}
-
-/// The relay the peer was reached through on this connection, if any: kept with the pairing,
-/// so a device behind a NAT that hole punching cannot pass (symmetric) stays reachable.
-fn remote_relay(connection: &Connection) -> Option<String> {
-    connection
-        .paths()
-        .iter()
-        .find_map(|path| match path.remote_addr() {
-            iroh::TransportAddr::Relay(url) => Some(url.to_string()),
-            _ => None,
-        })
 }
 
 fn store(

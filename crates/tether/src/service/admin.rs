@@ -14,12 +14,11 @@ use std::time::{Duration, SystemTime};
 
 use tether_identity::{DeviceInfo, NodeId};
 use tether_iroh::{ConnectionInfo, PeerAddr};
-use tether_registry::KeyStorageKind;
+use tether_registry::{KeyStorageKind, Profile};
 use tether_transfer::{Collected, Leftovers};
 
 use super::NetworkingService;
 use crate::NetworkError;
-use crate::profile::Profile;
 
 /// This node's set-up and state, for `tether doctor`.
 #[derive(Debug, Clone)]
@@ -219,7 +218,8 @@ impl NetworkingService {
             .profile
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        *profile = Profile::load_or_create(&self.inner.config.data_dir, None, Some(name), None)?;
+        *profile = Profile::load_or_create(&self.inner.config.data_dir, None, Some(name), None)
+            .map_err(NetworkError::from_profile)?;
         drop(profile);
         Ok(self.device_info())
     }

@@ -1,9 +1,7 @@
 //! `DeviceHandle`, and small helpers the service shares.
 
-use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use iroh::endpoint::Connection;
 use tether_identity::{DeviceId, DeviceName, NodeId};
 use tether_iroh::{ConnectionInfo, PathKind};
 use tether_registry::PairedDevice as StoredDevice;
@@ -120,21 +118,6 @@ impl DeviceHandle {
         self.connection_info()
             .is_some_and(|info| info.path == PathKind::Direct)
     }
-}
-
-/// The peer's direct address on this connection, if the selected path is direct.
-pub(crate) fn remote_ip(connection: &Connection) -> Vec<SocketAddr> {
-    let mut addrs = Vec::new();
-    for path in connection.paths().iter() {
-        if let iroh::TransportAddr::Ip(addr) = path.remote_addr() {
-            if path.is_selected() {
-                addrs.insert(0, *addr);
-            } else {
-                addrs.push(*addr);
-            }
-        }
-    }
-    addrs
 }
 
 pub(super) fn now_ms() -> u64 {

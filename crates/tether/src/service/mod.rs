@@ -16,7 +16,6 @@ mod tasks;
 pub use admin::{DeviceStatus, Diagnostics, RelayState};
 pub use device::DeviceHandle;
 use device::create_private_dir;
-pub(crate) use device::remote_ip;
 pub use pairing::PairingInvite;
 pub(crate) use pairing::id_like_name;
 pub use pull::{PULL_ANSWER_TIMEOUT, PullOptions};
@@ -31,6 +30,7 @@ use tether_identity::{DeviceId, DeviceInfo, ErrorChain, NodeId, error_chain};
 use tether_iroh::{ConnectionInfo, LoopbackDiscovery, MdnsDiscovery, PeerAddr, Transport};
 use tether_pairing::{Initiator, LocalDevice};
 use tether_protocol::{DiscoveredDevice, Discovery, NetworkProtocol};
+use tether_registry::Profile;
 use tether_registry::{
     Device, DeviceRegistry, DisconnectReason, KeyManager, KeyStorageKind,
     PairedDevice as StoredDevice, TrustLevel,
@@ -40,13 +40,13 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::builder::Builder;
+use crate::close::{CLOSE_BLOCKED, CLOSE_NORMAL, CLOSE_REVOKED, PAIRING_ALPN, SYNC_ALPN};
 use crate::consent::RegistryConsent;
 use crate::event::EventStream;
-use crate::gate::{CLOSE_BLOCKED, CLOSE_REVOKED, RegistryGate};
-use crate::link::{CLOSE_NORMAL, Incoming, Link, SYNC_ALPN};
+use crate::gate::RegistryGate;
+use crate::link::{Incoming, Link};
 use crate::lobby::Lobby;
-use crate::pairing::{ConfirmSlot, PAIRING_ALPN};
-use crate::profile::Profile;
+use crate::pairing::ConfirmSlot;
 use crate::request::HandlerSlot;
 use crate::sightings::Sightings;
 use crate::storage::{RegistryQuota, collect_leftovers};
@@ -139,7 +139,8 @@ impl NetworkingService {
             device_id,
             config.device_name.as_ref(),
             config.device_type,
-        )?;
+        )
+        .map_err(NetworkError::from_profile)?;
         let registry = DeviceRegistry::open(&data_dir, keys.storage_key())?;
         let protocol_alpns: HashSet<Vec<u8>> = protocols
             .iter()
@@ -401,7 +402,7 @@ impl NetworkingService {
     /// same ALPN.
     pub fn register_protocol<P: NetworkProtocol>(&self, protocol: P) -> Result<(), NetworkError> {
         let alpn = protocol.alpn().to_vec();
-        crate::builder::check_alpn(&alpn)?;
+        crate::close::check_alpn(&alpn)?;
         let replaced = self
             .inner
             .protocols

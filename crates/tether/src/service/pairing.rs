@@ -14,8 +14,8 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
 use super::NetworkingService;
-use crate::gate::CLOSE_PAIRING_BUSY;
-use crate::pairing::{self, ConfirmSlot, PAIRING_ALPN, PairedDevice, PendingPairing};
+use crate::close::{CLOSE_PAIRING_BUSY, PAIRING_ALPN};
+use crate::pairing::{self, ConfirmSlot, PairedDevice, PendingPairing};
 use crate::{CodeEnded, NetworkError, NetworkEvent};
 
 /// How long `join_pairing` asks a busy initiator again.
@@ -285,7 +285,7 @@ impl NetworkingService {
             )
             .await;
             let busy = matches!(
-                crate::gate::refusal(&connection),
+                crate::close::refusal(&connection),
                 Some(NetworkError::Refused {
                     code: CLOSE_PAIRING_BUSY,
                     ..

@@ -16,13 +16,15 @@ use tracing::{debug, warn};
 
 use super::device::now_ms;
 use super::{NetworkingService, pool};
-use crate::error::short;
-use crate::gate::{
-    CLOSE_PAIRING_BUSY, CLOSE_PAIRING_DECLINED, CLOSE_PAIRING_TIMEOUT, pairing_refusal,
+use crate::close::{
+    CLOSE_DEAD, CLOSE_IDLE, CLOSE_PAIRING_BUSY, CLOSE_PAIRING_DECLINED, CLOSE_PAIRING_TIMEOUT,
+    CLOSE_UNKNOWN_ALPN, PAIRING_ALPN, SYNC_ALPN,
 };
-use crate::link::{CLOSE_DEAD, CLOSE_IDLE, Incoming, Link, SYNC_ALPN};
+use crate::error::short;
+use crate::gate::pairing_refusal;
+use crate::link::{Incoming, Link};
 use crate::lobby::EXCHANGE_TIMEOUT;
-use crate::pairing::{self, PAIRING_ALPN, PairedDevice};
+use crate::pairing::{self, PairedDevice};
 use crate::{CodeEnded, NetworkError, NetworkEvent};
 
 impl NetworkingService {
@@ -183,7 +185,7 @@ impl NetworkingService {
             .get(&alpn)
             .cloned();
         let Some(protocol) = protocol else {
-            connection.close(crate::gate::CLOSE_UNKNOWN_ALPN.into(), b"unknown protocol");
+            connection.close(CLOSE_UNKNOWN_ALPN.into(), b"unknown protocol");
             return Err(NetworkError::UnknownProtocol {
                 alpn: String::from_utf8_lossy(&alpn).into_owned(),
             });
