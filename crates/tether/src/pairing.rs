@@ -1,20 +1,21 @@
 //! Pairing over `tether/pairing/1`: the network side of tether-pairing's state machines.
 //!
 //! Each pairing message travels on one bidirectional stream as `u16` big-endian length +
-//! message (at most [`MAX_MESSAGE_LEN`] bytes). The joiner dials, sends its messages and, after
+//! message (at most [`tether_pairing::MAX_MESSAGE_LEN`] bytes), framed by tether-pairing's
+//! [`tether_pairing::read_message`] and [`tether_pairing::write_message`]. The joiner dials, sends its messages and, after
 //! its last one, waits for the initiator to close the stream cleanly: only then has the
 //! initiator accepted the pairing too, and only then does the joiner store it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use iroh::endpoint::{Connection, RecvStream, SendStream};
 use rand_core::UnwrapErr;
 use tether_identity::{DeviceInfo, NodeId, error_chain};
 use tether_pairing::{
-    Credential, Failure, Initiator, InitiatorStep, Joiner, LocalDevice, MAX_MESSAGE_LEN, Paired,
-    Timestamp,
+    Credential, Failure, FramingError, Initiator, InitiatorStep, Joiner, LocalDevice, Paired,
+    StreamError, Timestamp,
 };
+use tether_protocol::{Connection, RecvStream, SendStream};
 use tether_registry::{DeviceRegistry, NewPairing, PairingSessionId};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot};
@@ -341,8 +342,7 @@ fn store(
 /// it and hang up, so that it learns why rather than seeing a lost connection.
 async fn abort(connection: &Connection, send: &mut SendStream, failure: Failure) -> NetworkError {
     if let Some(message) = failure.message_for_peer() {
-        let _ = send.write_all(&u16_len(message.len()).to_be_bytes()).await;
-        let _ = send.write_all(message).await;
+        let _ = tether_pairing::write_message(send, message).await;
     }
     let _ = send.finish();
     let _ = tokio::time::timeout(Duration::from_secs(2), connection.closed()).await;
@@ -350,30 +350,13 @@ async fn abort(connection: &Connection, send: &mut SendStream, failure: Failure)
 }
 
 async fn read_message(recv: &mut RecvStream, peer: &NodeId) -> Result<Vec<u8>, NetworkError> {
-    let read = async {
-        let mut len = [0u8; 2];
-        recv.read_exact(&mut len)
-            .await
-            .map_err(|e| failed(peer, e))?;
-        let len = usize::from(u16::from_be_bytes(len));
-        if len > MAX_MESSAGE_LEN {
-            return Err(NetworkError::ProtocolViolation {
-                node: *peer,
-                reason: format!("pairing message of {len} bytes (at most {MAX_MESSAGE_LEN})"),
-            });
-        }
-        let mut message = vec![0u8; len];
-        recv.read_exact(&mut message)
-            .await
-            .map_err(|e| failed(peer, e))?;
-        Ok(message)
-    };
-    tokio::time::timeout(MESSAGE_TIMEOUT, read)
-        .await
-        .unwrap_or(Err(NetworkError::TimedOut {
+    match tokio::time::timeout(MESSAGE_TIMEOUT, tether_pairing::read_message(recv)).await {
+        Ok(read) => read.map_err(|error| stream_failed(peer, error)),
+        Err(_) => Err(NetworkError::TimedOut {
             what: "pairing message",
             after: MESSAGE_TIMEOUT,
-        }))
+        }),
+    }
 }
 
 async fn write_message(
@@ -381,14 +364,24 @@ async fn write_message(
     message: &[u8],
     peer: &NodeId,
 ) -> Result<(), NetworkError> {
-    send.write_all(&u16_len(message.len()).to_be_bytes())
+    tether_pairing::write_message(send, message)
         .await
-        .map_err(|e| failed(peer, e))?;
-    send.write_all(message).await.map_err(|e| failed(peer, e))
+        .map_err(|error| stream_failed(peer, error))
 }
 
-fn u16_len(len: usize) -> u16 {
-    u16::try_from(len).unwrap_or(u16::MAX)
+/// A framing error is the peer breaking the protocol (a length over the cap); the stream
+/// failing or ending early is a failed connection, as it always was.
+fn stream_failed(peer: &NodeId, error: StreamError) -> NetworkError {
+    match error {
+        StreamError::Framing(error @ FramingError::TooLong { .. }) => {
+            NetworkError::ProtocolViolation {
+                node: *peer,
+                reason: error.to_string(),
+            }
+        }
+        StreamError::Io(error) => failed(peer, error),
+        other => failed(peer, other),
+    }
 }
 
 fn failed(peer: &NodeId, error: impl std::error::Error) -> NetworkError {
