@@ -10,14 +10,10 @@ use tether_protocol::{Discovery, NetworkProtocol, RelaySelector};
 use tether_registry::KeyOptions;
 use tokio::sync::broadcast;
 
-use crate::event::EventStream;
+use crate::event::{EVENT_BUFFER, EventStream};
 use crate::request::DynRequestHandler;
 use crate::{NetworkError, NetworkEvent, NetworkingConfig, NetworkingService, RequestHandler};
 use crate::{ShareProvider, TransferConsent};
-
-/// How many events a slow subscriber may fall behind before it misses some (and is told how
-/// many, see [`NetworkEvent::Lagged`]).
-pub(crate) const EVENT_BUFFER: usize = 1024;
 
 /// Builds a [`NetworkingService`]: its data directory and device id, transport, protocols,
 /// discoveries, relay selector, consent, request handler and file shares, then

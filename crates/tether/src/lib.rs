@@ -83,14 +83,14 @@ pub use close::{PAIRING_ALPN, SYNC_ALPN};
 pub use config::{DEFAULT_IDLE_TIMEOUT, NetworkingConfig};
 pub use consent::{MarkedDevicesOnly, NOT_MARKED, TransferConsent, TransferOffer};
 pub use error::{CodeEnded, NetworkError};
-pub use event::{ConnectionState, EventStream, NetworkEvent, PairingStage};
+pub use event::{ConnectionState, EventStream, NetworkEvent, PairingStage, PullEvent};
 pub use pairing::{PairedDevice, PendingPairing};
 pub use request::RequestHandler;
 pub use service::{
     DeviceHandle, DeviceStatus, Diagnostics, NetworkingService, PULL_ANSWER_TIMEOUT, PairingInvite,
     PullOptions, RelayState,
 };
-pub use share::{MAX_PULLS_PER_DEVICE, PullEvent, ShareNothing, ShareProvider, SharedEntry};
+pub use share::{MAX_PULLS_PER_DEVICE, ShareNothing, ShareProvider, SharedEntry};
 pub use tether_transfer::{
     AbortCode, Collected, DEFAULT_LEFTOVER_IDLE, Decision, Direction as TransferDirection,
     FileProgress, Leftover, Leftovers, MAX_REASON_LEN, PathKind as TransferPathKind, Progress,
