@@ -1,8 +1,10 @@
-//! What a connection looks like right now: path, round trip, congestion window, bytes.
+//! What a connection looks like right now: path, round trip, congestion window, bytes; the
+//! peer's addresses on it; and how the peer closed it.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use iroh::endpoint::Connection;
+use iroh::endpoint::{Connection, ConnectionError};
 use serde::{Deserialize, Serialize};
 
 /// Whether packets go straight to the peer or through a relay server.
@@ -82,4 +84,53 @@ impl ConnectionInfo {
         }
         info
     }
+}
+
+/// The peer's direct (IP) addresses on `connection`, the selected path's first: what to keep
+/// as the device's last known addresses. Empty when every path goes through a relay.
+pub fn direct_addrs(connection: &Connection) -> Vec<SocketAddr> {
+    let mut addrs = Vec::new();
+    for path in connection.paths().iter() {
+        if let iroh::TransportAddr::Ip(addr) = path.remote_addr() {
+            if path.is_selected() {
+                addrs.insert(0, *addr);
+            } else {
+                addrs.push(*addr);
+            }
+        }
+    }
+    addrs
+}
+
+/// A relay the peer is reached through on `connection`, selected path or not: kept with a
+/// pairing, so a device behind a NAT that hole punching cannot pass stays reachable.
+pub fn relay_url(connection: &Connection) -> Option<iroh::RelayUrl> {
+    connection
+        .paths()
+        .iter()
+        .find_map(|path| match path.remote_addr() {
+            iroh::TransportAddr::Relay(url) => Some(url.clone()),
+            _ => None,
+        })
+}
+
+/// How the peer closed a connection: the application close code and reason it sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerClose {
+    /// The close code.
+    pub code: u64,
+    /// The reason, as text (invalid UTF-8 replaced).
+    pub reason: String,
+}
+
+/// The application close code and reason, if the peer closed `connection` with one; `None`
+/// while it is open, or when it ended otherwise (closed here, timed out, reset).
+pub fn peer_close(connection: &Connection) -> Option<PeerClose> {
+    let Some(ConnectionError::ApplicationClosed(close)) = connection.close_reason() else {
+        return None;
+    };
+    Some(PeerClose {
+        code: close.error_code.into_inner(),
+        reason: String::from_utf8_lossy(&close.reason).into_owned(),
+    })
 }

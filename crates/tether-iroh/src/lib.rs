@@ -5,7 +5,9 @@
 //!   decides right after each incoming TLS handshake — before any protocol handler runs —
 //!   whether the peer may go on.
 //! * [`PeerAddr`] says where a device is; [`ConnectionInfo`] what a connection's path looks like
-//!   (direct or relayed and through which relay, round trip, congestion window, bytes).
+//!   (direct or relayed and through which relay, round trip, congestion window, bytes);
+//!   [`direct_addrs`] and [`relay_url`] where the peer was reached on it (what a pairing keeps),
+//!   and [`peer_close`] the close code and reason the peer ended it with.
 //! * Relays are `iroh-relay` servers: iroh's public ones ([`RelayConfig::Default`]) or the
 //!   user's own ([`RelayConfig::Custom`]), whose certificate may be signed by the user's own CA
 //!   ([`TrustedRoot::load_pem`] into [`TransportConfig::relay_roots`]; certificates are always
@@ -41,7 +43,7 @@ pub use addr::PeerAddr;
 pub use config::{DEFAULT_PORT, RelayConfig, TransportConfig, TrustedRoot};
 pub use error::{LoopbackDirError, LoopbackDirProblem, TransportError};
 pub use global::{GlobalDiscovery, GlobalDiscoveryConfig, N0_ORIGIN_DOMAIN, N0_PKARR_RELAY};
-pub use info::{ConnectionInfo, PathKind};
+pub use info::{ConnectionInfo, PathKind, PeerClose, direct_addrs, peer_close, relay_url};
 pub use loopback::LoopbackDiscovery;
 pub use mdns::MdnsDiscovery;
 pub use relay_select::{LowestLatency, probe_relay};

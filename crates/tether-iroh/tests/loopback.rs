@@ -10,8 +10,8 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use tether_identity::{NetworkIdentity, NodeId};
 use tether_iroh::{
-    AdmitAll, ConnectionGate, ConnectionInfo, LoopbackDiscovery, PathKind, PeerAddr, Refusal,
-    Transport, TransportConfig,
+    AdmitAll, ConnectionGate, ConnectionInfo, LoopbackDiscovery, PathKind, PeerAddr, PeerClose,
+    Refusal, Transport, TransportConfig, direct_addrs, peer_close, relay_url,
 };
 use tether_protocol::{DiscoveredDevice, Discovery, DiscoveryEvent};
 
@@ -119,6 +119,67 @@ async fn admitted_peers_talk_and_the_path_is_direct() {
     conn.close(0u32.into(), b"done");
     assert_eq!(echo.await.unwrap(), client.node_id());
     assert_eq!(gate.asked.load(Ordering::SeqCst), 1);
+    client.close().await;
+    server.close().await;
+}
+
+/// What a pairing keeps (the peer's direct addresses, no relay on loopback) and how the peer
+/// closed the connection are read off the connection itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peers_addresses_and_close_code_are_read_off_the_connection() {
+    let client = bind(6, Arc::new(AdmitAll)).await;
+    let server = bind(7, Arc::new(AdmitAll)).await;
+    let server_ep = server.endpoint().clone();
+    let closer = tokio::spawn(async move {
+        let conn = server_ep.accept().await.unwrap().await.unwrap();
+        let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+        let bytes = recv.read_to_end(1024).await.unwrap();
+        send.write_all(&bytes).await.unwrap();
+        send.finish().unwrap();
+        // Close only once the client has the echo (closing discards unsent data).
+        let _ = send.stopped().await;
+        conn.close(0x7042u32.into(), b"bye \xff");
+    });
+
+    let conn = client.connect(&server.addr(), ALPN).await.unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(b"hello").await.unwrap();
+    send.finish().unwrap();
+    assert_eq!(recv.read_to_end(1024).await.unwrap(), b"hello");
+
+    let direct = direct_addrs(&conn);
+    let selected = *direct.first().expect("a direct path on loopback");
+    assert!(server.bound_addrs().contains(&selected), "{direct:?}");
+    assert_eq!(relay_url(&conn), None);
+    assert_eq!(peer_close(&conn), None, "open");
+
+    conn.closed().await;
+    assert_eq!(
+        peer_close(&conn),
+        Some(PeerClose {
+            code: 0x7042,
+            reason: "bye \u{fffd}".to_owned(),
+        })
+    );
+    closer.await.unwrap();
+
+    // A connection this side closed carries no peer close.
+    let server_ep = server.endpoint().clone();
+    let waiter = tokio::spawn(async move {
+        let conn = server_ep.accept().await.unwrap().await.unwrap();
+        conn.closed().await;
+        peer_close(&conn)
+    });
+    let conn = client.connect(&server.addr(), ALPN).await.unwrap();
+    conn.close(0x7043u32.into(), b"mine");
+    assert_eq!(peer_close(&conn), None);
+    assert_eq!(
+        waiter.await.unwrap(),
+        Some(PeerClose {
+            code: 0x7043,
+            reason: "mine".to_owned(),
+        })
+    );
     client.close().await;
     server.close().await;
 }

@@ -125,6 +125,12 @@ async fn forced_relay_path_with_trusted_self_signed_relay() {
     let info = ConnectionInfo::of(&connection);
     assert_eq!(info.path, PathKind::Relayed, "{info:?}");
     assert!(info.remote.unwrap().contains("127.0.0.1"));
+    // What a pairing would keep: the relay, and no direct address.
+    assert_eq!(
+        tether_iroh::relay_url(&connection).map(|u| u.as_str().trim_end_matches('/').to_owned()),
+        Some(url.trim_end_matches('/').to_owned())
+    );
+    assert_eq!(tether_iroh::direct_addrs(&connection), vec![]);
 }
 
 /// Without the switch, the same relay-only address is upgraded to the direct path by hole

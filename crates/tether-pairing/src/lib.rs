@@ -22,6 +22,10 @@
 //! Nothing here reads a clock, opens a socket or draws its own randomness: pass `now` as a
 //! [`Timestamp`] and a [`rand_core::CryptoRng`].
 //!
+//! On a stream each message is framed with a `u16` big-endian length: [`encode_message`] and
+//! the sans-IO [`MessageDecoder`], or, with the `tokio` feature, `read_message` and
+//! `write_message` over tokio's `AsyncRead`/`AsyncWrite`.
+//!
 //! ```
 //! use rand_chacha::ChaCha20Rng;
 //! use rand_core::SeedableRng;
@@ -68,6 +72,7 @@ mod code;
 mod cursor;
 mod device;
 mod error;
+mod framing;
 #[cfg(any(test, feature = "danger"))]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -87,6 +92,11 @@ pub use device::{LocalDevice, TRANSCRIPT_SIGNING_CONTEXT};
 pub use error::{
     CodeError, Failure, MessageError, Misbehavior, PairingError, Refusal, TicketError, UsageError,
 };
+pub use framing::{
+    FramingError, LENGTH_PREFIX_LEN, MessageDecoder, encode_message, encode_message_into,
+};
+#[cfg(feature = "tokio")]
+pub use framing::{StreamError, read_message, write_message};
 pub use initiator::{CodeStatus, Initiator, InitiatorConfig, InitiatorStep};
 pub use joiner::{Joiner, JoinerConfirming};
 pub use message::{

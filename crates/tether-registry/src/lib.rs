@@ -16,10 +16,15 @@
 //!   addresses and relay) encrypted with ChaCha20-Poly1305 under the storage key. Unpairing
 //!   ([`DeviceRegistry::revoke`]) deletes the record and refuses the node from then on.
 //!   Lookups by node id and device id, concurrent readers, and a stream of [`RegistryEvent`]s.
+//! - [`Profile`] is this device's id, name and type in `device.json`
+//!   ([`Profile::load_or_create`]): made on first start, a given name or type replaces the
+//!   stored one, and a different device id is refused ([`ProfileError::DeviceIdMismatch`]).
 //!
-//! Files live in one data directory (mode 0700) and have mode 0600. The key file is written
-//! once, atomically (and replaced only by [`KeyManager::protect`], atomically too); each registry change is one `fsync`ed redb transaction; a store or key
-//! file that fails a check is never modified or deleted.
+//! Files live in one data directory (mode 0700); the key file and the store have mode 0600
+//! (`device.json` holds nothing secret and keeps the process's default mode). The key file is
+//! written once, atomically (and replaced only by [`KeyManager::protect`], atomically too); each
+//! registry change is one `fsync`ed redb transaction; a store or key file that fails a check is
+//! never modified or deleted.
 //!
 //! ```
 //! use std::time::SystemTime;
@@ -55,6 +60,8 @@
 //!       kind 3, unprotected: secrets (64)
 //!     | SHA-256 of everything before (32)
 //!     secrets = device key (32) | storage key (32)
+//!   device.json          pretty JSON {"device_id": UUID, "device_name", "device_type"}, written
+//!                        to device.json.tmp and renamed over it
 //!   secrets.redb         mode 0600, redb 4, schema version [`SCHEMA_VERSION`]
 //!     tether_meta     "schema_version" -> u64
 //!     paired_devices  node id (32) -> format 1 | nonce (12) | ChaCha20-Poly1305 under the
@@ -74,6 +81,7 @@ mod key_manager;
 mod keychain;
 mod passphrase;
 mod private_fs;
+mod profile;
 mod record;
 mod registry;
 mod state;
@@ -83,6 +91,7 @@ pub use error::{BoxedSource, KeyError, RegistryError, StoreError};
 pub use key_file::Argon2Params;
 pub use key_manager::{KEY_FILE, KeyManager, KeyOptions, KeyStorageKind, KeychainPolicy};
 pub use passphrase::{PassphrasePrompt, PassphrasePurpose};
+pub use profile::{PROFILE_FILE, Profile, ProfileError};
 pub use record::{
     MAX_ADDRESSES, MAX_RELAY_URL_LEN, NewPairing, PairedDevice, StorageKey, TrustLevel,
 };

@@ -10,14 +10,10 @@ use tether_protocol::{Discovery, NetworkProtocol, RelaySelector};
 use tether_registry::KeyOptions;
 use tokio::sync::broadcast;
 
-use crate::event::EventStream;
+use crate::event::{EVENT_BUFFER, EventStream};
 use crate::request::DynRequestHandler;
 use crate::{NetworkError, NetworkEvent, NetworkingConfig, NetworkingService, RequestHandler};
 use crate::{ShareProvider, TransferConsent};
-
-/// How many events a slow subscriber may fall behind before it misses some (and is told how
-/// many, see [`NetworkEvent::Lagged`]).
-pub(crate) const EVENT_BUFFER: usize = 1024;
 
 /// Builds a [`NetworkingService`]: its data directory and device id, transport, protocols,
 /// discoveries, relay selector, consent, request handler and file shares, then
@@ -200,7 +196,7 @@ impl Builder {
         let mut alpns = HashSet::new();
         for protocol in &self.protocols {
             let alpn = protocol.alpn();
-            check_alpn(alpn)?;
+            crate::close::check_alpn(alpn)?;
             if !alpns.insert(alpn.to_vec()) {
                 return Err(NetworkError::Usage(format!(
                     "two protocols were given for the ALPN {}",
@@ -211,14 +207,4 @@ impl Builder {
         // Boxed: starting holds a lot across awaits, and callers' futures stay small.
         Box::pin(NetworkingService::spawn_from(self)).await
     }
-}
-
-/// Refuses the ALPNs Tether keeps for itself.
-pub(crate) fn check_alpn(alpn: &[u8]) -> Result<(), NetworkError> {
-    if alpn.starts_with(b"tether/") {
-        return Err(NetworkError::Usage(
-            "ALPNs starting with tether/ are reserved".to_owned(),
-        ));
-    }
-    Ok(())
 }

@@ -202,6 +202,24 @@ impl NetworkError {
             Err(_) => NetworkError::Shutdown,
         }
     }
+
+    /// The profile's errors as the facade reports them: a file that cannot be read, parsed or
+    /// written is [`NetworkError::Io`] naming it; another device id is
+    /// [`NetworkError::DeviceIdMismatch`].
+    pub(crate) fn from_profile(error: tether_registry::ProfileError) -> Self {
+        use tether_registry::ProfileError;
+        match error {
+            ProfileError::Io { path, source, .. } => NetworkError::Io { path, source },
+            ProfileError::Corrupt { path, source } => NetworkError::Io {
+                path,
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, source),
+            },
+            ProfileError::DeviceIdMismatch { stored, given } => {
+                NetworkError::DeviceIdMismatch { stored, given }
+            }
+            other => NetworkError::Usage(tether_identity::error_chain(&other)),
+        }
+    }
 }
 
 /// Logs that the task `what` panicked with `payload`, and returns the panic's message.
@@ -277,6 +295,21 @@ mod tests {
         let error =
             NetworkError::task_failed("the transfer task", task.await.expect_err("aborted"));
         assert!(matches!(error, NetworkError::Shutdown), "{error:?}");
+    }
+
+    /// A damaged `device.json` is reported as before: an I/O error (invalid data) naming it.
+    #[test]
+    fn a_damaged_profile_is_an_io_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(tether_registry::PROFILE_FILE);
+        std::fs::write(&path, b"not json").unwrap();
+        let refused = tether_registry::Profile::load_or_create(dir.path(), None, None, None);
+        let error = NetworkError::from_profile(refused.unwrap_err());
+        assert!(
+            matches!(&error, NetworkError::Io { path: p, source }
+                if *p == path && source.kind() == std::io::ErrorKind::InvalidData),
+            "{error:?}"
+        );
     }
 
     #[test]

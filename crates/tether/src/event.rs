@@ -6,10 +6,16 @@ use std::task::{Context, Poll};
 use n0_future::Stream;
 use tether_identity::{DeviceInfo, NodeId};
 use tether_iroh::PathKind;
+use tether_transfer::TransferReport;
 use tether_wire::NetworkMessage;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use uuid::Uuid;
+
+/// How many events a slow subscriber may fall behind before it misses some (and is told how
+/// many, see [`NetworkEvent::Lagged`]).
+pub(crate) const EVENT_BUFFER: usize = 1024;
 
 /// Something that happened, for an app's UI or log: [`crate::NetworkingService::events`] (or
 /// [`crate::Builder::events`], from before the service starts).
@@ -85,7 +91,7 @@ pub enum NetworkEvent {
         /// Who offers it.
         from: NodeId,
         /// The transfer.
-        transfer_id: uuid::Uuid,
+        transfer_id: Uuid,
         /// Files and directories announced.
         entries: u64,
         /// File bytes announced.
@@ -105,7 +111,7 @@ pub enum NetworkEvent {
         /// Who sent it.
         from: NodeId,
         /// The transfer.
-        transfer_id: uuid::Uuid,
+        transfer_id: Uuid,
         /// Why, every layer once.
         reason: String,
         /// Whether sending again resumes it.
@@ -116,7 +122,7 @@ pub enum NetworkEvent {
         /// Who sent it.
         from: NodeId,
         /// The receiver's account of it.
-        report: tether_transfer::TransferReport,
+        report: TransferReport,
     },
     /// A device was unpaired.
     Unpaired {
@@ -147,7 +153,7 @@ pub enum NetworkEvent {
     },
     /// A paired device asked this one for an entry (see [`crate::ShareProvider`]): refused,
     /// started, completed or failed.
-    Pull(crate::PullEvent),
+    Pull(PullEvent),
 }
 
 /// How far a pairing got, in [`NetworkEvent::PairingProgress`].
@@ -260,4 +266,50 @@ mod tests {
             "{seen:?}"
         );
     }
+}
+
+/// What happened to a pull a paired device asked this one for.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum PullEvent {
+    /// The entry was resolved and hashed, and is being sent.
+    Started {
+        /// The requesting device.
+        from: NodeId,
+        /// The entry asked for.
+        entry_id: Uuid,
+        /// The transfer that carries it.
+        transfer_id: Uuid,
+        /// All its file bytes.
+        bytes_total: u64,
+        /// How many bytes the requester said it holds (a hint; it asks for what it lacks).
+        resume_from: u64,
+    },
+    /// The requester verified and placed everything.
+    Completed {
+        /// The requesting device.
+        from: NodeId,
+        /// The entry asked for.
+        entry_id: Uuid,
+        /// This side's (the sender's) account of it.
+        report: TransferReport,
+    },
+    /// The entry is not shared with the device (or the device is no longer paired): refused,
+    /// nothing opened.
+    Refused {
+        /// The requesting device.
+        from: NodeId,
+        /// The entry asked for.
+        entry_id: Uuid,
+    },
+    /// The pull failed after it was accepted (or the device had too many pulls at once). A
+    /// link lost midway is resumable: the requester asks again.
+    Failed {
+        /// The requesting device.
+        from: NodeId,
+        /// The entry asked for.
+        entry_id: Uuid,
+        /// Why, for people (the error's chain).
+        reason: String,
+    },
 }

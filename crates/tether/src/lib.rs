@@ -62,6 +62,7 @@
 //! ```
 
 mod builder;
+mod close;
 mod config;
 mod consent;
 mod error;
@@ -70,7 +71,6 @@ pub mod gate;
 mod link;
 mod lobby;
 mod pairing;
-mod profile;
 mod request;
 mod service;
 mod share;
@@ -80,18 +80,18 @@ mod sync;
 mod transfer;
 
 pub use builder::Builder;
+pub use close::{PAIRING_ALPN, SYNC_ALPN};
 pub use config::{DEFAULT_IDLE_TIMEOUT, NetworkingConfig};
 pub use consent::{MarkedDevicesOnly, NOT_MARKED, TransferConsent, TransferOffer};
 pub use error::{CodeEnded, NetworkError};
-pub use event::{ConnectionState, EventStream, NetworkEvent, PairingStage};
-pub use link::SYNC_ALPN;
-pub use pairing::{PAIRING_ALPN, PairedDevice, PendingPairing};
+pub use event::{ConnectionState, EventStream, NetworkEvent, PairingStage, PullEvent};
+pub use pairing::{PairedDevice, PendingPairing};
 pub use request::RequestHandler;
 pub use service::{
     DeviceHandle, DeviceStatus, Diagnostics, NetworkingService, PULL_ANSWER_TIMEOUT, PairingInvite,
     PullOptions, RelayState,
 };
-pub use share::{MAX_PULLS_PER_DEVICE, PullEvent, ShareNothing, ShareProvider, SharedEntry};
+pub use share::{MAX_PULLS_PER_DEVICE, ShareNothing, ShareProvider, SharedEntry};
 pub use tether_transfer::{
     AbortCode, Collected, DEFAULT_LEFTOVER_IDLE, Decision, Direction as TransferDirection,
     FileProgress, Leftover, Leftovers, MAX_REASON_LEN, PathKind as TransferPathKind, Progress,

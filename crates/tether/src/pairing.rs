@@ -1,32 +1,30 @@
 //! Pairing over `tether/pairing/1`: the network side of tether-pairing's state machines.
 //!
 //! Each pairing message travels on one bidirectional stream as `u16` big-endian length +
-//! message (at most [`MAX_MESSAGE_LEN`] bytes). The joiner dials, sends its messages and, after
+//! message (at most [`tether_pairing::MAX_MESSAGE_LEN`] bytes), framed by tether-pairing's
+//! [`tether_pairing::read_message`] and [`tether_pairing::write_message`]. The joiner dials, sends its messages and, after
 //! its last one, waits for the initiator to close the stream cleanly: only then has the
 //! initiator accepted the pairing too, and only then does the joiner store it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use iroh::endpoint::{Connection, RecvStream, SendStream};
 use rand_core::UnwrapErr;
 use tether_identity::{DeviceInfo, NodeId, error_chain};
 use tether_pairing::{
-    Credential, Failure, Initiator, InitiatorStep, Joiner, LocalDevice, MAX_MESSAGE_LEN, Paired,
-    Timestamp,
+    Credential, Failure, FramingError, Initiator, InitiatorStep, Joiner, LocalDevice, Paired,
+    StreamError, Timestamp,
 };
+use tether_protocol::{Connection, RecvStream, SendStream};
 use tether_registry::{DeviceRegistry, NewPairing, PairingSessionId};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
 use crate::NetworkError;
+use crate::close::CLOSE_PAIRING_DECLINED;
 use crate::error::short;
-use crate::gate::CLOSE_PAIRING_DECLINED;
 use crate::lobby::{FIRST_MESSAGE_TIMEOUT, Seat};
-
-/// The ALPN of Tether's pairing protocol, open to devices that are not paired yet.
-pub const PAIRING_ALPN: &[u8] = b"tether/pairing/1";
 
 /// How long one pairing message may take to arrive.
 const MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -176,8 +174,8 @@ pub(crate) async fn serve_joiner(
                         });
                     }
                 };
-                let addresses = crate::service::remote_ip(connection);
-                let relay = remote_relay(connection);
+                let addresses = tether_iroh::direct_addrs(connection);
+                let relay = tether_iroh::relay_url(connection).map(|url| url.to_string());
                 let stored = store(registry, *paired, addresses, relay);
                 let device = match stored {
                     Ok(device) => device,
@@ -292,7 +290,7 @@ pub(crate) async fn join(
             });
         }
         Ok(Err(error)) => {
-            return Err(crate::gate::refusal(&connection).unwrap_or(failed(&initiator, error)));
+            return Err(crate::close::refusal(&connection).unwrap_or(failed(&initiator, error)));
         }
         Err(_) => {
             return Err(NetworkError::TimedOut {
@@ -301,23 +299,11 @@ pub(crate) async fn join(
             });
         }
     }
-    let addresses = crate::service::remote_ip(&connection);
-    let relay = remote_relay(&connection);
+    let addresses = tether_iroh::direct_addrs(&connection);
+    let relay = tether_iroh::relay_url(&connection).map(|url| url.to_string());
     let device = store(registry, paired, addresses, relay)?;
     connection.close(0u32.into(), b"paired");
     Ok(device)
-}
-
-/// The relay the peer was reached through on this connection, if any: kept with the pairing,
-/// so a device behind a NAT that hole punching cannot pass (symmetric) stays reachable.
-fn remote_relay(connection: &Connection) -> Option<String> {
-    connection
-        .paths()
-        .iter()
-        .find_map(|path| match path.remote_addr() {
-            iroh::TransportAddr::Relay(url) => Some(url.to_string()),
-            _ => None,
-        })
 }
 
 fn store(
@@ -356,8 +342,7 @@ fn store(
 /// it and hang up, so that it learns why rather than seeing a lost connection.
 async fn abort(connection: &Connection, send: &mut SendStream, failure: Failure) -> NetworkError {
     if let Some(message) = failure.message_for_peer() {
-        let _ = send.write_all(&u16_len(message.len()).to_be_bytes()).await;
-        let _ = send.write_all(message).await;
+        let _ = tether_pairing::write_message(send, message).await;
     }
     let _ = send.finish();
     let _ = tokio::time::timeout(Duration::from_secs(2), connection.closed()).await;
@@ -365,30 +350,13 @@ async fn abort(connection: &Connection, send: &mut SendStream, failure: Failure)
 }
 
 async fn read_message(recv: &mut RecvStream, peer: &NodeId) -> Result<Vec<u8>, NetworkError> {
-    let read = async {
-        let mut len = [0u8; 2];
-        recv.read_exact(&mut len)
-            .await
-            .map_err(|e| failed(peer, e))?;
-        let len = usize::from(u16::from_be_bytes(len));
-        if len > MAX_MESSAGE_LEN {
-            return Err(NetworkError::ProtocolViolation {
-                node: *peer,
-                reason: format!("pairing message of {len} bytes (at most {MAX_MESSAGE_LEN})"),
-            });
-        }
-        let mut message = vec![0u8; len];
-        recv.read_exact(&mut message)
-            .await
-            .map_err(|e| failed(peer, e))?;
-        Ok(message)
-    };
-    tokio::time::timeout(MESSAGE_TIMEOUT, read)
-        .await
-        .unwrap_or(Err(NetworkError::TimedOut {
+    match tokio::time::timeout(MESSAGE_TIMEOUT, tether_pairing::read_message(recv)).await {
+        Ok(read) => read.map_err(|error| stream_failed(peer, error)),
+        Err(_) => Err(NetworkError::TimedOut {
             what: "pairing message",
             after: MESSAGE_TIMEOUT,
-        }))
+        }),
+    }
 }
 
 async fn write_message(
@@ -396,14 +364,24 @@ async fn write_message(
     message: &[u8],
     peer: &NodeId,
 ) -> Result<(), NetworkError> {
-    send.write_all(&u16_len(message.len()).to_be_bytes())
+    tether_pairing::write_message(send, message)
         .await
-        .map_err(|e| failed(peer, e))?;
-    send.write_all(message).await.map_err(|e| failed(peer, e))
+        .map_err(|error| stream_failed(peer, error))
 }
 
-fn u16_len(len: usize) -> u16 {
-    u16::try_from(len).unwrap_or(u16::MAX)
+/// A framing error is the peer breaking the protocol (a length over the cap); the stream
+/// failing or ending early is a failed connection, as it always was.
+fn stream_failed(peer: &NodeId, error: StreamError) -> NetworkError {
+    match error {
+        StreamError::Framing(error @ FramingError::TooLong { .. }) => {
+            NetworkError::ProtocolViolation {
+                node: *peer,
+                reason: error.to_string(),
+            }
+        }
+        StreamError::Io(error) => failed(peer, error),
+        other => failed(peer, other),
+    }
 }
 
 fn failed(peer: &NodeId, error: impl std::error::Error) -> NetworkError {

@@ -23,7 +23,7 @@ use std::time::Duration;
 use tether_identity::{DeviceInfo, ErrorChain, NodeId, error_chain};
 use tether_registry::DeviceRegistry;
 use tether_transfer::{
-    AbortCode, ByteStream, IncomingPull, OutgoingTransfer, RunContext, SendOptions, TransferReport,
+    AbortCode, ByteStream, IncomingPull, OutgoingTransfer, RunContext, SendOptions,
 };
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
@@ -31,6 +31,7 @@ use uuid::Uuid;
 
 use crate::NetworkEvent;
 use crate::error::short;
+use crate::event::PullEvent;
 use crate::link::Link;
 use crate::sync::lock;
 
@@ -77,52 +78,6 @@ impl ShareProvider for ShareNothing {
     fn resolve(&self, _from: &DeviceInfo, _entry_id: Uuid) -> Option<SharedEntry> {
         None
     }
-}
-
-/// What happened to a pull a paired device asked this one for.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum PullEvent {
-    /// The entry was resolved and hashed, and is being sent.
-    Started {
-        /// The requesting device.
-        from: NodeId,
-        /// The entry asked for.
-        entry_id: Uuid,
-        /// The transfer that carries it.
-        transfer_id: Uuid,
-        /// All its file bytes.
-        bytes_total: u64,
-        /// How many bytes the requester said it holds (a hint; it asks for what it lacks).
-        resume_from: u64,
-    },
-    /// The requester verified and placed everything.
-    Completed {
-        /// The requesting device.
-        from: NodeId,
-        /// The entry asked for.
-        entry_id: Uuid,
-        /// This side's (the sender's) account of it.
-        report: TransferReport,
-    },
-    /// The entry is not shared with the device (or the device is no longer paired): refused,
-    /// nothing opened.
-    Refused {
-        /// The requesting device.
-        from: NodeId,
-        /// The entry asked for.
-        entry_id: Uuid,
-    },
-    /// The pull failed after it was accepted (or the device had too many pulls at once). A
-    /// link lost midway is resumable: the requester asks again.
-    Failed {
-        /// The requesting device.
-        from: NodeId,
-        /// The entry asked for.
-        entry_id: Uuid,
-        /// Why, for people (the error's chain).
-        reason: String,
-    },
 }
 
 /// The service's side of pulls: the provider, and how many pulls each device has running.

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use iroh::endpoint::{RecvStream, SendStream};
+use tether_protocol::{RecvStream, SendStream};
 use tether_transfer::{
     CancellationToken, Hello, OutgoingTransfer, Receiver, RunContext, SendOptions, TransferCipher,
     TransferError, TransferEvent, TransferReport,
@@ -264,7 +264,7 @@ pub(crate) async fn serve_stream(
             });
             // The receiver's progress, handed on as service events by a task of its own, so a
             // burst (every file already in place on a resumed folder) is drained as it comes.
-            let (progress_tx, mut progress) = mpsc::channel(crate::builder::EVENT_BUFFER);
+            let (progress_tx, mut progress) = mpsc::channel(crate::event::EVENT_BUFFER);
             let forward = {
                 let events = events.clone();
                 tokio::spawn(async move {

@@ -36,22 +36,8 @@ mod reader;
 use outbox::{Outbox, SendError};
 
 use crate::NetworkError;
+use crate::close::{CLOSE_IDLE, CLOSE_PROTOCOL};
 use crate::request::{self, HandlerSlot};
-
-/// The ALPN of Tether's messaging protocol.
-pub const SYNC_ALPN: &[u8] = b"tether/sync/1";
-
-/// QUIC close code: a normal close.
-pub(crate) const CLOSE_NORMAL: u32 = 0;
-/// QUIC close code: the peer broke the protocol (bad handshake, frame that does not open).
-pub(crate) const CLOSE_PROTOCOL: u32 = 0x7001;
-/// QUIC close code: the device was unpaired.
-pub(crate) const CLOSE_REVOKED: u32 = 0x7003;
-/// QUIC close code: the peer stopped answering keep-alive pings.
-pub(crate) const CLOSE_DEAD: u32 = 0x7004;
-/// QUIC close code: the connection carried no application traffic for the idle timeout. Not a
-/// failure: the next message dials again.
-pub(crate) const CLOSE_IDLE: u32 = 0x7007;
 
 /// How many of the peer's requests the app's handler may be answering at once on one link;
 /// more are answered `Busy`.
@@ -194,7 +180,7 @@ impl Link {
             Ok((send, recv, keys)) => Ok(Self::start(connection, peer, send, recv, keys, inbox)),
             // The gate closes a refused connection right after the TLS handshake, so the
             // refusal shows up here, on the first read.
-            Err(error) => Err(crate::gate::refusal(&connection).unwrap_or(error)),
+            Err(error) => Err(crate::close::refusal(&connection).unwrap_or(error)),
         }
     }
 
@@ -468,7 +454,7 @@ impl Link {
     }
 
     fn gone(&self) -> NetworkError {
-        if let Some(refused) = crate::gate::refusal(&self.connection) {
+        if let Some(refused) = crate::close::refusal(&self.connection) {
             return refused;
         }
         NetworkError::ConnectionFailed {

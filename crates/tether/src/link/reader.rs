@@ -20,7 +20,8 @@ use tether_wire::{
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
-use super::{CLOSE_PROTOCOL, Inbox, Incoming, Link, MAX_ANSWERING};
+use super::{Inbox, Incoming, Link, MAX_ANSWERING};
+use crate::close::CLOSE_PROTOCOL;
 use crate::error::short;
 use crate::request;
 

@@ -18,8 +18,8 @@ use tether_transfer::{Collected, Leftovers};
 
 use super::NetworkingService;
 use crate::NetworkError;
-use crate::profile::Profile;
 use crate::sync::write;
+use tether_registry::Profile;
 
 /// This node's set-up and state, for `tether doctor`.
 #[derive(Debug, Clone)]
@@ -199,7 +199,8 @@ impl NetworkingService {
             return Err(super::pairing::id_like_name(name));
         }
         let mut profile = write(&self.inner.profile);
-        *profile = Profile::load_or_create(&self.inner.config.data_dir, None, Some(name), None)?;
+        *profile = Profile::load_or_create(&self.inner.config.data_dir, None, Some(name), None)
+            .map_err(NetworkError::from_profile)?;
         drop(profile);
         Ok(self.device_info())
     }

@@ -1,10 +1,7 @@
-//! [`DeviceHandle`]: one paired device and everything to do with it; and the peer's direct
-//! address on a connection.
+//! [`DeviceHandle`]: one paired device and everything to do with it.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use iroh::endpoint::Connection;
 use tether_identity::{DeviceId, DeviceName, NodeId};
 use tether_iroh::{ConnectionInfo, PathKind};
 use tether_registry::PairedDevice as StoredDevice;
@@ -122,19 +119,4 @@ impl DeviceHandle {
         self.connection_info()
             .is_some_and(|info| info.path == PathKind::Direct)
     }
-}
-
-/// The peer's direct address on this connection, if the selected path is direct.
-pub(crate) fn remote_ip(connection: &Connection) -> Vec<SocketAddr> {
-    let mut addrs = Vec::new();
-    for path in connection.paths().iter() {
-        if let iroh::TransportAddr::Ip(addr) = path.remote_addr() {
-            if path.is_selected() {
-                addrs.insert(0, *addr);
-            } else {
-                addrs.push(*addr);
-            }
-        }
-    }
-    addrs
 }

@@ -13,8 +13,9 @@ use tokio::sync::broadcast;
 use tracing::debug;
 
 use super::NetworkingService;
+use crate::close::SYNC_ALPN;
 use crate::error::short;
-use crate::link::{Link, SYNC_ALPN};
+use crate::link::Link;
 use crate::{ConnectionState, NetworkError};
 
 /// How many connection attempts a send makes before it reports the device offline.

@@ -16,12 +16,12 @@ use super::protocols::Protocols;
 use super::tasks::Tasks;
 use super::{Inner, NetworkingService, desk::PairingDesk, pool::Pool};
 use crate::builder::Builder;
+use crate::close::CLOSE_NORMAL;
 use crate::consent::RegistryConsent;
 use crate::gate::RegistryGate;
-use crate::link::CLOSE_NORMAL;
-use crate::profile::Profile;
 use crate::storage::{RegistryQuota, collect_leftovers};
 use crate::{NetworkError, NetworkingConfig};
+use tether_registry::Profile;
 
 /// How many messages from paired devices may wait for the event loop before the links that
 /// read them wait too.
@@ -44,7 +44,8 @@ impl NetworkingService {
             device_id,
             config.device_name.as_ref(),
             config.device_type,
-        )?;
+        )
+        .map_err(NetworkError::from_profile)?;
         let registry = DeviceRegistry::open(&data_dir, keys.storage_key())?;
         let protocols = Protocols::new(protocols);
         let desk = PairingDesk::default();

@@ -14,10 +14,10 @@ use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
 use super::NetworkingService;
-use super::device::remote_ip;
 use super::pool::NotPaired;
+use crate::close::{CLOSE_DEAD, CLOSE_NORMAL};
 use crate::error::short;
-use crate::link::{CLOSE_DEAD, CLOSE_NORMAL, Inbox, Link};
+use crate::link::{Inbox, Link};
 use crate::{ConnectionState, NetworkError, NetworkEvent};
 
 impl NetworkingService {
@@ -239,7 +239,7 @@ impl NetworkingService {
 
 /// What the registry records of a new connection: its direct address, or its relay.
 fn registry_connection(connection: &Connection) -> RegistryConnection {
-    match remote_ip(connection).first() {
+    match tether_iroh::direct_addrs(connection).first() {
         Some(addr) => RegistryConnection::direct(*addr, SystemTime::now()),
         None => RegistryConnection::relayed(
             ConnectionInfo::of(connection).remote.unwrap_or_default(),

@@ -15,8 +15,9 @@ use tracing::{debug, warn};
 use super::NetworkingService;
 use super::clock::now_ms;
 use super::links::close_link;
+use crate::close::{CLOSE_DEAD, CLOSE_IDLE};
 use crate::error::short;
-use crate::link::{CLOSE_DEAD, CLOSE_IDLE, Incoming, Link};
+use crate::link::{Incoming, Link};
 use crate::{CodeEnded, NetworkError, NetworkEvent};
 
 /// How often shown codes and sightings are checked for expiry.

@@ -34,7 +34,6 @@ mod trust;
 
 pub use admin::{DeviceStatus, Diagnostics, RelayState};
 pub use device::DeviceHandle;
-pub(crate) use device::remote_ip;
 pub use invite::PairingInvite;
 pub(crate) use pairing::id_like_name;
 pub use pull::{PULL_ANSWER_TIMEOUT, PullOptions};
@@ -56,10 +55,10 @@ use tokio_util::sync::DropGuard;
 use crate::builder::Builder;
 use crate::event::EventStream;
 use crate::link::Incoming;
-use crate::profile::Profile;
 use crate::request::HandlerSlot;
 use crate::sync::read;
 use crate::{NetworkError, NetworkEvent, NetworkingConfig};
+use tether_registry::Profile;
 
 /// The networking service of one device: pairing, connections to paired devices, messages,
 /// third-party protocols, discovery, events.
@@ -219,7 +218,7 @@ impl NetworkingService {
     /// ALPN fixed before the endpoint binds. One registered here replaces any protocol on the
     /// same ALPN.
     pub fn register_protocol<P: NetworkProtocol>(&self, protocol: P) -> Result<(), NetworkError> {
-        crate::builder::check_alpn(protocol.alpn())?;
+        crate::close::check_alpn(protocol.alpn())?;
         if let Some(old) = self.inner.protocols.register(Arc::new(protocol)) {
             // The protocol it replaces is done: it hears its shutdown, bounded like at the end.
             self.inner.tasks.spawn(
@@ -235,7 +234,7 @@ impl NetworkingService {
     /// Opens a connection to a paired device on a third-party protocol's ALPN.
     ///
     /// The device's gate decides right after the TLS handshake; a refused connection is then
-    /// closed, which the first read or write shows ([`crate::gate::refusal`] says whether
+    /// closed, which the first read or write shows ([`crate::close::refusal`] says whether
     /// that was a refusal). An ALPN the device does not serve fails here with
     /// [`NetworkError::UnknownProtocol`]; the `tether/` ALPNs are not for this.
     pub async fn connect_protocol(

@@ -10,8 +10,9 @@ use tracing::{debug, warn};
 
 use super::NetworkingService;
 use super::invite::{Outcome, PairingInvite};
-use crate::gate::CLOSE_PAIRING_BUSY;
-use crate::pairing::{self, PAIRING_ALPN, PairedDevice};
+use crate::close::CLOSE_PAIRING_BUSY;
+use crate::close::PAIRING_ALPN;
+use crate::pairing::{self, PairedDevice};
 use crate::{NetworkError, NetworkEvent};
 
 /// How long `join_pairing` asks a busy initiator again.
@@ -130,7 +131,7 @@ impl NetworkingService {
             )
             .await;
             let busy = matches!(
-                crate::gate::refusal(&connection),
+                crate::close::refusal(&connection),
                 Some(NetworkError::Refused {
                     code: CLOSE_PAIRING_BUSY,
                     ..

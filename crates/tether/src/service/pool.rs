@@ -14,8 +14,9 @@ use iroh::endpoint::Connection;
 use tether_identity::NodeId;
 
 use crate::ConnectionState;
-use crate::gate::CLOSE_REVOKED;
-use crate::link::{Link, SYNC_ALPN};
+use crate::close::CLOSE_REVOKED;
+use crate::close::SYNC_ALPN;
+use crate::link::Link;
 use crate::sync::lock;
 
 /// Two links to one device set up within this time of each other, one dialled by each side,

@@ -7,8 +7,8 @@ use std::sync::{Arc, RwLock};
 use tether_protocol::NetworkProtocol;
 use tracing::warn;
 
-use crate::link::SYNC_ALPN;
-use crate::pairing::PAIRING_ALPN;
+use crate::close::PAIRING_ALPN;
+use crate::close::SYNC_ALPN;
 use crate::sync::{read, write};
 
 /// The ALPNs shared with the gate, which admits a paired device on any of them.

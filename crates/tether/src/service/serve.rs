@@ -7,12 +7,14 @@ use tether_pairing::CodeStatus;
 use tether_protocol::PairedPeer;
 
 use super::NetworkingService;
+use crate::close::PAIRING_ALPN;
+use crate::close::SYNC_ALPN;
 use crate::gate::{
     CLOSE_PAIRING_BUSY, CLOSE_PAIRING_DECLINED, CLOSE_PAIRING_TIMEOUT, pairing_refusal,
 };
-use crate::link::{Link, SYNC_ALPN};
+use crate::link::Link;
 use crate::lobby::EXCHANGE_TIMEOUT;
-use crate::pairing::{self, PAIRING_ALPN, PairedDevice};
+use crate::pairing::{self, PairedDevice};
 use crate::{CodeEnded, NetworkError};
 
 impl NetworkingService {
@@ -56,7 +58,7 @@ impl NetworkingService {
         }
         let protocol = self.inner.protocols.get(&alpn);
         let Some(protocol) = protocol else {
-            connection.close(crate::gate::CLOSE_UNKNOWN_ALPN.into(), b"unknown protocol");
+            connection.close(crate::close::CLOSE_UNKNOWN_ALPN.into(), b"unknown protocol");
             return Err(NetworkError::UnknownProtocol {
                 alpn: String::from_utf8_lossy(&alpn).into_owned(),
             });
