@@ -3,7 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use tether_crypto::SessionKeys;
+use tether_crypto::{CryptoError, SessionKeys, TRANSFER_ID_LEN, TransferSecret};
 use tether_identity::{ErrorChain, error_chain};
 use tether_wire::{
     ControlMessage, EncodeError, ErrorCode, ErrorReply, Frame, FrameDecoder, FrameError, FrameKind,
@@ -102,10 +102,10 @@ pub enum RequestError {
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     /// The message does not encode (too large, say).
-    #[error("cannot encode the message")]
+    #[error(transparent)]
     Encode(#[from] EncodeError),
     /// The frame does not seal (the session's counter is used up).
-    #[error("cannot seal the message")]
+    #[error(transparent)]
     Seal(#[from] SealError),
 }
 
@@ -231,9 +231,13 @@ impl Session {
         self.side
     }
 
-    /// The session's keys (transfers derive theirs from them).
-    pub fn keys(&self) -> &SessionKeys {
-        &self.keys
+    /// The secret of one transfer, derived from the session's keys (see
+    /// [`SessionKeys::transfer_secret`]: each id once per session).
+    pub fn transfer_secret(
+        &mut self,
+        transfer_id: &[u8; TRANSFER_ID_LEN],
+    ) -> Result<TransferSecret, CryptoError> {
+        self.keys.transfer_secret(transfer_id)
     }
 
     /// Takes bytes read from the stream: decodes, opens and handles every whole frame in
@@ -433,6 +437,14 @@ impl Session {
         id: RequestId,
         reply: NetworkMessage,
     ) -> Result<(), SendError> {
+        self.abandon(now, id);
+        self.seal(&ControlMessage::with_id(id, reply))
+    }
+
+    /// Gives up answering one of the peer's requests (the application's handler failed): the
+    /// request stops counting against the busy limit and as a use of the link; the peer gets
+    /// no answer and times out.
+    pub fn abandon(&mut self, now: Instant, id: RequestId) {
         if let Some(count) = self.answering.get_mut(&id) {
             *count = count.saturating_sub(1);
             if *count == 0 {
@@ -441,7 +453,6 @@ impl Session {
             self.answering_count = self.answering_count.saturating_sub(1);
             self.end_use(now);
         }
-        self.seal(&ControlMessage::with_id(id, reply))
     }
 
     /// A message of [`Event::Message`] was delivered to the application (or could not be,
@@ -465,14 +476,14 @@ impl Session {
     }
 
     /// Sends a keep-alive `Ping` carrying `timestamp_ms`, unless one is in flight (then
-    /// `false`). Its answer is [`Event::ProbeAnswered`]; none within the probe timeout is
+    /// `false`). Its answer is [`Event::ProbeAnswered`]; none within `timeout` is
     /// [`Event::Close`] with [`CloseReason::PeerDead`]. Not application traffic.
-    pub fn start_probe(&mut self, now: Instant, timestamp_ms: u64) -> bool {
+    pub fn start_probe(&mut self, now: Instant, timestamp_ms: u64, timeout: Duration) -> bool {
         if self.probe.is_some() {
             return false;
         }
         let ping = NetworkMessage::Ping(Ping { timestamp_ms });
-        match self.send_request(now, ping, self.config.probe_timeout, true) {
+        match self.send_request(now, ping, timeout, true) {
             Ok(id) => {
                 self.probe = Some(id);
                 true
@@ -570,7 +581,7 @@ impl Session {
         {
             // Milliseconds since the session began: the peer only echoes them.
             let timestamp = u64::try_from(self.age(now).as_millis()).unwrap_or(u64::MAX);
-            self.start_probe(now, timestamp);
+            self.start_probe(now, timestamp, self.config.probe_timeout);
         }
         if let Some(timeout) = self.config.idle_timeout
             && !self.idle_reported

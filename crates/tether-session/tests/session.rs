@@ -317,9 +317,9 @@ fn a_cut_wire_times_requests_out_and_the_probe_reports_the_peer_dead() {
     pair.cut = true;
     let id = pair.request(End::Dialler, sync_request(1), TIMEOUT);
     let now = pair.now;
-    assert!(pair.session(End::Dialler).start_probe(now, 1));
+    assert!(pair.session(End::Dialler).start_probe(now, 1, TIMEOUT));
     assert!(
-        !pair.session(End::Dialler).start_probe(now, 2),
+        !pair.session(End::Dialler).start_probe(now, 2, TIMEOUT),
         "one probe at a time"
     );
     pair.run_for(TIMEOUT);

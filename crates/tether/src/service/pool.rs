@@ -9,6 +9,7 @@ use tether_identity::{ErrorChain, NodeId};
 use tether_iroh::{ConnectionInfo, PeerAddr, TransportError};
 use tether_protocol::{DiscoveredDevice, PairedPeer};
 use tether_registry::{ConnectionInfo as RegistryConnection, DisconnectReason};
+use tether_session::DuplicateLinks;
 use tether_transfer::TransferError;
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
@@ -24,9 +25,6 @@ use crate::{ConnectionState, NetworkError, NetworkEvent};
 const CONNECT_ATTEMPTS: u32 = 3;
 /// The first retry's delay; each retry doubles it, plus up to 50% jitter.
 const RETRY_BASE: Duration = Duration::from_millis(150);
-/// Two links to one device set up within this time of each other, one dialled by each side,
-/// were dialled at the same time (both saw the other come online).
-const SIMULTANEOUS_OPEN: Duration = Duration::from_secs(5);
 /// How often one dial starts over because discovery reported a new address.
 const MAX_REDIALS: u32 = 8;
 /// How often a dial asks discoveries that resolve by id (DNS) for the device again.
@@ -494,22 +492,17 @@ async fn moved(updates: &mut broadcast::Receiver<DiscoveredDevice>, addr: &PeerA
     }
 }
 
-/// Whether to keep `old` rather than `new`, two open links to the same device. Both devices
-/// must come to the same answer for the same pair of connections.
-///
-/// * Both dialled by the same side: the newer. That side dialled again, so it has given up
-///   on the older one (one dial per device at a time, and only without a live link).
-/// * One dialled by each side, within [`SIMULTANEOUS_OPEN`]: the one the lower node id
-///   dialled. Both saw the other come online and dialled at once.
-/// * One dialled by each side, later: the newer. The peer dialled although we had a link, so
-///   its side of that link is gone (it restarted, say) and ours has not noticed yet.
+/// Whether to keep `old` rather than `new`, two open links to the same device: the rule of
+/// [`DuplicateLinks::keep_older`], which both devices apply to the same answer.
 fn keep_older(old: &Link, new: &Link, me: NodeId) -> bool {
-    if old.dialled_here() == new.dialled_here() || old.age() > SIMULTANEOUS_OPEN {
-        return false;
+    DuplicateLinks {
+        me,
+        peer: old.node_id,
+        old_dialled_here: old.dialled_here(),
+        new_dialled_here: new.dialled_here(),
+        old_age: old.age(),
     }
-    // `old` was dialled by the lower id exactly when it was dialled here and we are lower,
-    // or dialled there and the peer is lower.
-    old.dialled_here() == (me < old.node_id)
+    .keep_older()
 }
 
 /// The wait before connection attempt `attempt` (1 is the first retry): [`RETRY_BASE`],

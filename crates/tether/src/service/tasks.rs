@@ -14,13 +14,12 @@ use tether_protocol::{DiscoveredDevice, Discovery, DiscoveryEvent, PairedPeer};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::device::now_ms;
 use super::{NetworkingService, pool};
 use crate::error::short;
 use crate::gate::{
     CLOSE_PAIRING_BUSY, CLOSE_PAIRING_DECLINED, CLOSE_PAIRING_TIMEOUT, pairing_refusal,
 };
-use crate::link::{CLOSE_DEAD, CLOSE_IDLE, Incoming, Link, SYNC_ALPN};
+use crate::link::{CLOSE_DEAD, CLOSE_IDLE, Incoming, Link, Probe, SYNC_ALPN};
 use crate::lobby::EXCHANGE_TIMEOUT;
 use crate::pairing::{self, PAIRING_ALPN, PairedDevice};
 use crate::{CodeEnded, NetworkError, NetworkEvent};
@@ -392,24 +391,23 @@ impl NetworkingService {
                     self.close_link(&link, CLOSE_IDLE, "idle");
                     continue;
                 }
-                if link.silent_for() < interval || !link.start_probe() {
+                if link.silent_for() < interval {
                     continue;
                 }
-                self.spawn_probe(link);
+                if let Some(probe) = link.start_probe(self.inner.config.request_timeout) {
+                    self.spawn_probe(link, probe);
+                }
             }
         }
     }
 
-    /// Pings `link` (whose probe the caller started) and closes it when the ping gets no
-    /// answer within `request_timeout`.
-    pub(super) fn spawn_probe(&self, link: Arc<Link>) {
-        let wait = self.inner.config.request_timeout;
+    /// Waits for `link`'s keep-alive probe (which the caller started) and closes the link when
+    /// the ping got no answer within its timeout.
+    pub(super) fn spawn_probe(&self, link: Arc<Link>, probe: Probe) {
         // Not the service: a probe in flight must not keep it alive after shutdown.
         let events = self.inner.events.clone();
         tokio::spawn(logging_panics("a keep-alive probe", async move {
-            let answer = link.probe(now_ms(), wait).await;
-            link.end_probe();
-            if let Err(NetworkError::TimedOut { .. }) = answer {
+            if probe.dead().await {
                 warn!(peer = %short(&link.node_id), "no answer to keep-alive; closing");
                 pool::close_link(&events, &link, CLOSE_DEAD, "no answer to a keep-alive ping");
             }
@@ -429,10 +427,12 @@ impl NetworkingService {
         let info = ConnectionInfo::of(&link.connection);
         if info.path == PathKind::Relayed
             && info.relay_url.as_ref().is_some_and(|url| url != announced)
-            && link.start_probe()
         {
+            let Some(probe) = link.start_probe(self.inner.config.request_timeout) else {
+                return;
+            };
             debug!(peer = %short(&device.node_id), relay = %announced, "moved to another relay; checking the link");
-            self.spawn_probe(link);
+            self.spawn_probe(link, probe);
         }
     }
 }
