@@ -493,3 +493,55 @@ fn sides_number_their_requests_by_parity() {
     assert_eq!(pair.parties[0].session.side(), Side::Dialler);
     assert_eq!(pair.parties[1].session.side(), Side::Acceptor);
 }
+
+#[test]
+fn a_probe_is_answered_while_the_app_is_still_answering() {
+    let mut pair = pair();
+    let slow = pair.request(End::Dialler, sync_request(1), Duration::from_millis(400));
+    pair.run_for(Duration::from_millis(400));
+    assert_eq!(
+        answers(&pair.events(End::Dialler)),
+        vec![(
+            slow,
+            Err(RequestError::TimedOut {
+                after: Duration::from_millis(400)
+            })
+        )]
+    );
+    // The acceptor's app still holds the request; the timeout makes the dialler probe.
+    assert_eq!(requests(&pair.events(End::Acceptor)).len(), 1);
+    let now = pair.now;
+    assert!(pair.session(End::Dialler).start_probe(now, 7, TIMEOUT));
+    pair.run_for(TIMEOUT * 2);
+    assert_eq!(pair.events(End::Dialler), vec![Event::ProbeAnswered]);
+    let now = pair.now;
+    assert_eq!(
+        pair.session(End::Acceptor).idle_for(now),
+        None,
+        "still answering"
+    );
+}
+
+#[test]
+fn an_abandoned_request_frees_its_slot_and_the_requester_times_out() {
+    let mut pair = pair();
+    let ids: Vec<RequestId> = (0..MAX_ANSWERING)
+        .map(|n| pair.request(End::Dialler, sync_request(n as u8), TIMEOUT))
+        .collect();
+    pair.run_for(Duration::from_millis(50));
+    let asked = requests(&pair.events(End::Acceptor));
+    assert_eq!(asked.len(), MAX_ANSWERING);
+    // The handler of the first one fails without an answer.
+    let now = pair.now;
+    pair.session(End::Acceptor).abandon(now, asked[0].0);
+    pair.request(End::Dialler, sync_request(200), TIMEOUT);
+    pair.run_for(Duration::from_millis(50));
+    assert_eq!(
+        requests(&pair.events(End::Acceptor)).len(),
+        1,
+        "room for one more"
+    );
+    pair.run_for(TIMEOUT);
+    let timed_out = answers(&pair.events(End::Dialler));
+    assert!(timed_out.contains(&(ids[0], Err(RequestError::TimedOut { after: TIMEOUT }))));
+}
