@@ -545,3 +545,56 @@ fn an_abandoned_request_frees_its_slot_and_the_requester_times_out() {
     let timed_out = answers(&pair.events(End::Dialler));
     assert!(timed_out.contains(&(ids[0], Err(RequestError::TimedOut { after: TIMEOUT }))));
 }
+
+#[test]
+fn a_message_that_does_not_decode_gets_an_error_reply_and_the_session_goes_on() {
+    use rand_core::SeedableRng;
+    use tether_wire::{ControlMessage, Frame, FrameDecoder, FrameKind};
+
+    // The dialler's side is raw keys here, so it can seal what no session would send.
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(9);
+    let (mut dialler, acceptor, _) = harness::handshake(&mut rng);
+    let now = std::time::Instant::now();
+    let mut acceptor = tether_session::Session::new(acceptor, Side::Acceptor, config(), now);
+    let mut wire = Vec::new();
+    for payload in [
+        &b"{not json"[..],
+        br#"{"id":1,"type":"Ping","body":{"timestamp_ms":5}}"#,
+    ] {
+        let frame = Frame::new(FrameKind::Control, payload.to_vec()).unwrap();
+        frame.seal(&mut dialler).unwrap().encode_into(&mut wire);
+    }
+    acceptor.handle_input(now, &wire).unwrap();
+    assert_eq!(acceptor.poll_event(), None);
+    let mut replies = acceptor.poll_transmit().unwrap();
+    let mut decoder = FrameDecoder::new();
+    let mut input = &replies[..];
+    let mut got = Vec::new();
+    while let Some(frame) = decoder.decode(&mut input).unwrap() {
+        let plain = frame.open(&mut dialler).unwrap();
+        got.push(ControlMessage::decode(plain.payload()).unwrap());
+    }
+    replies.clear();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        matches!(
+            &got[0],
+            ControlMessage {
+                id: None,
+                message: NetworkMessage::Error(ErrorReply {
+                    code: ErrorCode::Malformed,
+                    ..
+                })
+            }
+        ),
+        "{got:?}"
+    );
+    assert_eq!(
+        got[1],
+        ControlMessage::with_id(
+            RequestId(1),
+            NetworkMessage::Pong(tether_wire::Pong { timestamp_ms: 5 })
+        ),
+        "the next message is answered as usual"
+    );
+}

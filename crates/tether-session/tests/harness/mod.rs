@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
-use tether_crypto::PairingSecret;
 use tether_crypto::handshake::{FinishMessage, InitMessage, Initiator, Responder, ResponseMessage};
+use tether_crypto::{PairingSecret, SessionKeys};
 use tether_identity::{NetworkIdentity, NodeId};
 use tether_session::{Config, Event, Session, Side};
 use tether_wire::{NetworkMessage, RequestId};
@@ -117,17 +117,7 @@ impl Pair {
     /// side with `config`.
     pub fn new(seed: u64, config: Config, wire: WireConfig) -> Self {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let alice = NetworkIdentity::generate(&mut rng);
-        let bob = NetworkIdentity::generate(&mut rng);
-        let secret = PairingSecret::from_bytes([0x5e; 32]);
-        let (initiator, init) = Initiator::start(&mut rng, &alice, bob.node_id(), &secret);
-        let init = InitMessage::from_bytes(&init.to_bytes()).unwrap();
-        let (responder, response) =
-            Responder::respond(&mut rng, &bob, alice.node_id(), &secret, &init).unwrap();
-        let response = ResponseMessage::from_bytes(&response.to_bytes()).unwrap();
-        let (alice_keys, finish) = initiator.receive(&response).unwrap();
-        let finish = FinishMessage::from_bytes(&finish.to_bytes()).unwrap();
-        let bob_keys = responder.receive(&finish).unwrap();
+        let (alice_keys, bob_keys, ids) = handshake(&mut rng);
         let now = Instant::now();
         let party = |session| Party {
             session,
@@ -141,7 +131,7 @@ impl Pair {
                 party(Session::new(alice_keys, Side::Dialler, config, now)),
                 party(Session::new(bob_keys, Side::Acceptor, config, now)),
             ],
-            ids: [alice.node_id(), bob.node_id()],
+            ids,
             directions: [Direction::default(), Direction::default()],
             cut: false,
             rng,
@@ -270,4 +260,21 @@ impl Pair {
         }
         self.flush();
     }
+}
+
+/// Runs a real session handshake in memory between two fresh identities: the dialler's keys,
+/// the acceptor's, and their node ids.
+pub fn handshake(rng: &mut ChaCha20Rng) -> (SessionKeys, SessionKeys, [NodeId; 2]) {
+    let alice = NetworkIdentity::generate(rng);
+    let bob = NetworkIdentity::generate(rng);
+    let secret = PairingSecret::from_bytes([0x5e; 32]);
+    let (initiator, init) = Initiator::start(rng, &alice, bob.node_id(), &secret);
+    let init = InitMessage::from_bytes(&init.to_bytes()).unwrap();
+    let (responder, response) =
+        Responder::respond(rng, &bob, alice.node_id(), &secret, &init).unwrap();
+    let response = ResponseMessage::from_bytes(&response.to_bytes()).unwrap();
+    let (alice_keys, finish) = initiator.receive(&response).unwrap();
+    let finish = FinishMessage::from_bytes(&finish.to_bytes()).unwrap();
+    let bob_keys = responder.receive(&finish).unwrap();
+    (alice_keys, bob_keys, [alice.node_id(), bob.node_id()])
 }
