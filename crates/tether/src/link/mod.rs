@@ -97,8 +97,11 @@ pub(crate) struct Link {
     waiters: Mutex<Waiters>,
     /// The service's keep-alive probe in flight: told whether the peer is dead.
     probe: Mutex<Option<oneshot::Sender<bool>>>,
-    /// Wakes the timer task: the session's next deadline may be earlier.
+    /// Wakes the timer task: the session's next deadline is earlier than [`Self::armed`].
     timer: Arc<Notify>,
+    /// The deadline the timer task sleeps to (`None`: none). Read and written only under the
+    /// session's lock, so a new deadline either is seen by the timer or wakes it.
+    armed: Mutex<Option<Instant>>,
     /// Why this side closed the connection (close code and reason), if it did.
     local_close: Mutex<Option<(u32, &'static str)>>,
     /// Where the peer's messages go.
@@ -184,6 +187,7 @@ impl Link {
             waiters: Mutex::default(),
             probe: Mutex::default(),
             timer: Arc::new(Notify::new()),
+            armed: Mutex::new(None),
             local_close: Mutex::new(None),
             inbox,
             reader: Mutex::new(Some(recv)),
@@ -256,7 +260,7 @@ impl Link {
                     .map_err(|error| SendError::Message(error_chain(&error)))?;
                 // Under the session's lock: the answer cannot come before its waiter.
                 lock(&self.waiters).insert(id, answer);
-                Ok(id)
+                Ok((id, self.deadline_moved(session)))
             }),
         )
         .await;
@@ -266,10 +270,13 @@ impl Link {
             Ok(Err(error @ SendError::Message(_))) => {
                 return Err(NetworkError::Usage(error.to_string()));
             }
-            Ok(Ok(id)) => forget.id = Some(id),
+            Ok(Ok((id, wake))) => {
+                forget.id = Some(id);
+                if wake {
+                    self.timer.notify_one();
+                }
+            }
         }
-        // The session's deadline may be earlier than the one the timer sleeps to.
-        self.timer.notify_one();
         let answer = answered.await;
         forget.id = None;
         match answer {
@@ -298,19 +305,32 @@ impl Link {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let (dead, probe) = oneshot::channel();
-        {
+        let wake = {
             let mut session = self.session();
             if !session.start_probe(Instant::now(), timestamp_ms, wait) {
                 return None;
             }
             *lock(&self.probe) = Some(dead);
+            self.deadline_moved(&session)
+        };
+        if wake {
+            self.timer.notify_one();
         }
-        self.timer.notify_one();
         let outbox = Arc::clone(&self.outbox);
         tokio::spawn(async move {
             let _ = outbox.write_queue().await;
         });
         Some(Probe(probe))
+    }
+
+    /// Whether the session's next deadline is earlier than the one the timer task sleeps to
+    /// (called under the session's lock, given as `session`).
+    fn deadline_moved(&self, session: &Session) -> bool {
+        match (session.poll_timeout(), *lock(&self.armed)) {
+            (Some(next), Some(armed)) => next < armed,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
     }
 
     /// Hands the session's events to whoever waits for them.
@@ -474,7 +494,12 @@ impl Drop for Link {
 async fn timer_loop(link: Weak<Link>, wake: Arc<Notify>) {
     loop {
         let deadline = match link.upgrade() {
-            Some(link) => link.session().poll_timeout(),
+            Some(link) => {
+                let session = link.session();
+                let deadline = session.poll_timeout();
+                *lock(&link.armed) = deadline;
+                deadline
+            }
             None => return,
         };
         match deadline {
