@@ -1,5 +1,5 @@
-//! Application answers to requests: the [`RequestHandler`] an app registers, and which answer
-//! each request kind expects.
+//! Application answers to requests: the [`RequestHandler`] an app registers, and running it.
+//! Which answer each request kind expects is `tether_session`'s table.
 //!
 //! A `SyncRequest` or `LibraryRequest` asks for data only the application has, so the service
 //! hands it to the app's handler and sends back what the handler returns. Without a handler
@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
 use tether_protocol::PairedPeer;
-use tether_wire::{ErrorCode, ErrorReply, MessageKind, NetworkMessage};
+use tether_wire::{ErrorCode, ErrorReply, NetworkMessage};
 
 /// Answers the requests paired devices send that need the application's data.
 ///
@@ -91,27 +91,7 @@ impl<H: RequestHandler> DynRequestHandler for H {
 /// The handler the app registered, if any; shared by the service and its links.
 pub(crate) type HandlerSlot = Arc<RwLock<Option<Arc<dyn DynRequestHandler>>>>;
 
-/// The answer a request of `kind` expects, or `None` when `kind` is itself an answer.
-pub(crate) fn expected_answer(kind: MessageKind) -> Option<MessageKind> {
-    Some(match kind {
-        MessageKind::Ping => MessageKind::Pong,
-        MessageKind::LibraryAnnounce => MessageKind::Ack,
-        MessageKind::LibraryRequest => MessageKind::LibraryAnnounce,
-        MessageKind::SyncRequest => MessageKind::SyncResponse,
-        MessageKind::FileRequest => MessageKind::FileResponse,
-        _ => return None,
-    })
-}
-
-/// Whether `reply` may answer a request of kind `request`: its expected answer, or an error.
-pub(crate) fn answers(request: MessageKind, reply: MessageKind) -> bool {
-    reply == MessageKind::Error || expected_answer(request) == Some(reply)
-}
-
-/// Whether a request of this kind is answered by the application's handler.
-pub(crate) fn needs_app(kind: MessageKind) -> bool {
-    matches!(kind, MessageKind::SyncRequest | MessageKind::LibraryRequest)
-}
+pub(crate) use tether_session::{answers, expected_answer};
 
 /// Runs the handler (if any) for `request` and checks its answer's kind.
 pub(crate) async fn answer(
@@ -146,31 +126,5 @@ pub(crate) async fn answer(
             })
         }
         Err(reply) => NetworkMessage::Error(reply),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_request_kind_has_one_answer_and_answers_have_none() {
-        for kind in MessageKind::ALL {
-            match expected_answer(kind) {
-                Some(answer) => {
-                    assert!(answers(kind, answer));
-                    assert!(answers(kind, MessageKind::Error));
-                    assert!(!answers(kind, MessageKind::Ping));
-                }
-                None => assert!(matches!(
-                    kind,
-                    MessageKind::Pong
-                        | MessageKind::Ack
-                        | MessageKind::Error
-                        | MessageKind::SyncResponse
-                        | MessageKind::FileResponse
-                )),
-            }
-        }
     }
 }

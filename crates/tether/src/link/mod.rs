@@ -1,105 +1,59 @@
-//! A live, encrypted `tether/sync/1` connection to one paired device.
+//! A live, encrypted `tether/sync/1` connection to one paired device: a thin driver of a
+//! [`tether_session::Session`] over an iroh stream.
 //!
 //! The side that dials opens one bidirectional stream and runs the tether-crypto session
 //! handshake on it (fresh X25519 keys, both identities' signatures, the pairing secret mixed
-//! in); afterwards every control message on that stream is a sealed tether-wire frame.
-//! Requests carry a [`RequestId`]; the answer carries the same id and completes the waiting
-//! request. The side that dialled numbers its requests 1, 3, 5, ... and the side that accepted
-//! 2, 4, 6, ..., so a message whose id has this side's parity is an answer to one of its own
-//! requests (whatever its kind: a `LibraryAnnounce` answers a `LibraryRequest`), and any other
-//! message is the peer's.
+//! in); dialling and accepting share one [`handshake`] driver. Afterwards every control
+//! message on that stream is a sealed tether-wire frame, and the session owns everything
+//! about them: request ids (the side that dialled numbers its requests 1, 3, 5, ..., the side
+//! that accepted 2, 4, 6, ...), which answer fits which request, request timeouts, the `Ping`
+//! auto-reply, the busy limit, keep-alive probes and what counts as use of the link.
 //!
-//! Sending and receiving: [`outbox`] (whoever sends seals and writes, under one lock, in
-//! counter order) and [`reader`] (one task reads and dispatches; it answers `Ping` itself).
-//!
-//! The link also keeps what the service needs to tell a link in use from an idle one: how many
-//! things use it now (requests waiting for answers, transfers, requests the app is answering)
-//! and when the last of them ended. Keep-alive pings and their pongs do not count.
+//! The driver holds the session behind a std mutex (lock, feed or poll, unlock; never held
+//! across an await) and moves bytes, time and events: [`reader`] feeds what the stream brings
+//! and dispatches the events (answers to the waiting callers, requests to the app's handler
+//! on tasks of their own, messages to the inbox), a timer task feeds the time when the
+//! session asks for it, and [`outbox`] writes the sealed bytes the session transmits
+//! (whoever sends writes, in counter order).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant, SystemTime};
 
 use iroh::endpoint::{Connection, ConnectionError, RecvStream, SendStream, Side};
-use rand_core::UnwrapErr;
-use tether_crypto::handshake::{FinishMessage, InitMessage, Initiator, Responder, ResponseMessage};
-use tether_crypto::{PairingSecret, SessionKeys};
+use tether_crypto::PairingSecret;
 use tether_identity::{NetworkIdentity, NodeId, error_chain};
 use tether_protocol::PairedPeer;
-use tether_wire::{ControlMessage, ErrorReply, NetworkMessage, Ping, RequestId};
-use tokio::sync::{mpsc, oneshot};
+use tether_session::{CloseReason, Config, Event, RequestError, Session};
+use tether_wire::{NetworkMessage, RequestId};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tracing::warn;
 
+mod handshake;
 mod outbox;
 mod reader;
 
 use outbox::{Outbox, SendError};
 
 use crate::NetworkError;
-use crate::close::{CLOSE_IDLE, CLOSE_PROTOCOL};
-use crate::request::{self, HandlerSlot};
-
-/// How many of the peer's requests the app's handler may be answering at once on one link;
-/// more are answered `Busy`.
-const MAX_ANSWERING: usize = 64;
+use crate::close::{CLOSE_DEAD, CLOSE_IDLE, CLOSE_PROTOCOL};
+use crate::error::short;
+use crate::request::HandlerSlot;
 
 /// How long the session handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<NetworkMessage>>>>;
+/// Callers waiting for the answers to their requests.
+type Waiters = HashMap<RequestId, oneshot::Sender<Result<NetworkMessage, RequestError>>>;
 
-/// What uses a link now, and since when nothing has.
+/// Keeps a link in use (a transfer, say) until dropped; the end of the use counts as
+/// application traffic.
 #[derive(Debug)]
-pub(crate) struct Activity {
-    in_use: AtomicUsize,
-    last_used: Mutex<Instant>,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            in_use: AtomicUsize::new(0),
-            last_used: Mutex::new(Instant::now()),
-        }
-    }
-
-    /// Marks the link in use until the guard is dropped.
-    pub(crate) fn use_it(self: &Arc<Self>) -> InUse {
-        self.in_use.fetch_add(1, Ordering::AcqRel);
-        InUse(Arc::clone(self))
-    }
-
-    /// Application traffic just passed.
-    fn touch(&self) {
-        *self
-            .last_used
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
-    }
-
-    /// How long nothing has used the link; `None` while something does.
-    fn idle_for(&self) -> Option<Duration> {
-        if self.in_use.load(Ordering::Acquire) > 0 {
-            return None;
-        }
-        Some(
-            self.last_used
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .elapsed(),
-        )
-    }
-}
-
-/// Keeps a link in use (a request, a transfer, an answer being made); the end of the use
-/// counts as application traffic.
-#[derive(Debug)]
-pub(crate) struct InUse(Arc<Activity>);
+pub(crate) struct InUse(Arc<Mutex<Session>>);
 
 impl Drop for InUse {
     fn drop(&mut self) {
-        self.0.touch();
-        self.0.in_use.fetch_sub(1, Ordering::AcqRel);
+        lock(&self.0).end_use(Instant::now());
     }
 }
 
@@ -119,24 +73,27 @@ pub(crate) struct Inbox {
 pub(crate) struct Link {
     pub(crate) node_id: NodeId,
     pub(crate) connection: Connection,
+    /// The session: ids, answers, timers, keys. Shared with the outbox, which writes what it
+    /// transmits.
+    session: Arc<Mutex<Session>>,
     /// The message stream's sending half; every task that sends writes through it.
     outbox: Arc<Outbox<SendStream>>,
-    pending: Pending,
-    /// This side's next request id (odd when it dialled, even when it accepted; steps by 2).
-    next_id: AtomicU64,
-    last_heard: Mutex<Instant>,
-    /// What uses the link now, for the idle rule.
-    activity: Arc<Activity>,
-    /// When the session handshake finished.
-    established: Instant,
+    /// Callers waiting for the answers to their requests (locked after the session, never
+    /// before it).
+    waiters: Mutex<Waiters>,
+    /// The service's keep-alive probe in flight: told whether the peer is dead.
+    probe: Mutex<Option<oneshot::Sender<bool>>>,
+    /// Wakes the timer task: the session's next deadline is earlier than [`Self::armed`].
+    timer: Arc<Notify>,
+    /// The deadline the timer task sleeps to (`None`: none). Read and written only under the
+    /// session's lock, so a new deadline either is seen by the timer or wakes it.
+    armed: Mutex<Option<Instant>>,
     /// Why this side closed the connection (close code and reason), if it did.
     local_close: Mutex<Option<(u32, &'static str)>>,
-    /// A keep-alive ping is in flight.
-    probing: AtomicBool,
-    /// The session's keys, shared with the reader and the outbox; transfers derive theirs.
-    keys: Arc<Mutex<SessionKeys>>,
-    /// The message stream and where its messages go, until [`Link::start_reading`].
-    reader: Mutex<Option<(RecvStream, Inbox)>>,
+    /// Where the peer's messages go.
+    inbox: Inbox,
+    /// The message stream, until [`Link::start_reading`].
+    reader: Mutex<Option<RecvStream>>,
 }
 
 /// What the reader hands to the service: messages that are not answers.
@@ -144,6 +101,18 @@ pub(crate) struct Link {
 pub(crate) struct Incoming {
     pub(crate) from: NodeId,
     pub(crate) message: NetworkMessage,
+}
+
+/// A keep-alive probe in flight (see [`Link::start_probe`]).
+#[derive(Debug)]
+pub(crate) struct Probe(oneshot::Receiver<bool>);
+
+impl Probe {
+    /// Whether the probe got no answer in time. A probe that ended otherwise (answered, or
+    /// the connection closed) is not a dead peer.
+    pub(crate) async fn dead(self) -> bool {
+        self.0.await.unwrap_or(false)
+    }
 }
 
 impl Link {
@@ -155,32 +124,11 @@ impl Link {
         secret: &PairingSecret,
         inbox: Inbox,
     ) -> Result<Arc<Self>, NetworkError> {
-        let handshake = async {
-            let (mut send, mut recv) = connection.open_bi().await.map_err(|e| failed(&peer, e))?;
-            let mut rng = UnwrapErr(getrandom::SysRng);
-            let (state, init) = Initiator::start(&mut rng, identity, peer, secret);
-            send.write_all(&init.to_bytes())
-                .await
-                .map_err(|e| failed(&peer, e))?;
-            let mut response = [0u8; ResponseMessage::LEN];
-            recv.read_exact(&mut response)
-                .await
-                .map_err(|e| failed(&peer, e))?;
-            let response =
-                ResponseMessage::from_bytes(&response).map_err(|e| violation(&peer, e))?;
-            let (keys, finish) = state
-                .receive(&response)
-                .map_err(|_| NetworkError::InvalidSignature { node: peer })?;
-            send.write_all(&finish.to_bytes())
-                .await
-                .map_err(|e| failed(&peer, e))?;
-            Ok::<_, NetworkError>((send, recv, keys))
-        };
-        match timeout("session handshake", handshake).await {
+        match handshake::run(&connection, identity, peer, secret).await {
             Ok((send, recv, keys)) => Ok(Self::start(connection, peer, send, recv, keys, inbox)),
             // The gate closes a refused connection right after the TLS handshake, so the
             // refusal shows up here, on the first read.
-            Err(error) => Err(crate::close::refusal(&connection).unwrap_or(error)),
+            Err(error) => Err(crate::gate::refusal(&connection).unwrap_or(error)),
         }
     }
 
@@ -192,31 +140,7 @@ impl Link {
         secret: &PairingSecret,
         inbox: Inbox,
     ) -> Result<Arc<Self>, NetworkError> {
-        let handshake = async {
-            let (mut send, mut recv) =
-                connection.accept_bi().await.map_err(|e| failed(&peer, e))?;
-            let mut init = [0u8; InitMessage::LEN];
-            recv.read_exact(&mut init)
-                .await
-                .map_err(|e| failed(&peer, e))?;
-            let init = InitMessage::from_bytes(&init).map_err(|e| violation(&peer, e))?;
-            let mut rng = UnwrapErr(getrandom::SysRng);
-            let (state, response) = Responder::respond(&mut rng, identity, peer, secret, &init)
-                .map_err(|e| violation(&peer, e))?;
-            send.write_all(&response.to_bytes())
-                .await
-                .map_err(|e| failed(&peer, e))?;
-            let mut finish = [0u8; FinishMessage::LEN];
-            recv.read_exact(&mut finish)
-                .await
-                .map_err(|e| failed(&peer, e))?;
-            let finish = FinishMessage::from_bytes(&finish).map_err(|e| violation(&peer, e))?;
-            let keys = state
-                .receive(&finish)
-                .map_err(|_| NetworkError::InvalidSignature { node: peer })?;
-            Ok::<_, NetworkError>((send, recv, keys))
-        };
-        match timeout("session handshake", handshake).await {
+        match handshake::run(&connection, identity, peer, secret).await {
             Ok((send, recv, keys)) => Ok(Self::start(connection, peer, send, recv, keys, inbox)),
             Err(error) => {
                 connection.close(CLOSE_PROTOCOL.into(), b"session handshake failed");
@@ -230,47 +154,49 @@ impl Link {
         node_id: NodeId,
         send: SendStream,
         recv: RecvStream,
-        keys: SessionKeys,
+        keys: tether_crypto::SessionKeys,
         inbox: Inbox,
     ) -> Arc<Self> {
-        let keys = Arc::new(Mutex::new(keys));
-        let first_id = if connection.side() == Side::Client {
-            1
-        } else {
-            2
+        let side = match connection.side() {
+            Side::Client => tether_session::Side::Dialler,
+            Side::Server => tether_session::Side::Acceptor,
         };
-        Arc::new(Self {
+        // Keep-alive and idle checks are the service's (see its keep-alive loop); the session
+        // times out requests and probes.
+        let session = Session::new(keys, side, Config::default(), Instant::now());
+        let session = Arc::new(Mutex::new(session));
+        let link = Arc::new(Self {
             node_id,
             connection,
-            outbox: Outbox::new(send, Arc::clone(&keys)),
-            pending: Arc::default(),
-            next_id: AtomicU64::new(first_id),
-            last_heard: Mutex::new(Instant::now()),
-            activity: Arc::new(Activity::new()),
-            established: Instant::now(),
+            outbox: Outbox::new(send, Arc::clone(&session)),
+            session,
+            waiters: Mutex::default(),
+            probe: Mutex::default(),
+            timer: Arc::new(Notify::new()),
+            armed: Mutex::new(None),
             local_close: Mutex::new(None),
-            probing: AtomicBool::new(false),
-            keys,
-            reader: Mutex::new(Some((recv, inbox))),
-        })
+            inbox,
+            reader: Mutex::new(Some(recv)),
+        });
+        tokio::spawn(timer_loop(Arc::downgrade(&link), Arc::clone(&link.timer)));
+        link
     }
 
     /// Starts reading the peer's messages. The service calls it once the link is in the pool
     /// and announced, so an app hears `Connected` before the first message on it.
     pub(crate) fn start_reading(self: &Arc<Self>) {
-        let reader = self
+        let recv = self
             .reader
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some((recv, inbox)) = reader {
-            tokio::spawn(reader::read_loop(
-                recv,
-                Arc::clone(&self.keys),
-                Arc::downgrade(self),
-                inbox,
-            ));
+        if let Some(recv) = recv {
+            tokio::spawn(reader::read_loop(recv, Arc::downgrade(self)));
         }
+    }
+
+    fn session(&self) -> MutexGuard<'_, Session> {
+        lock(&self.session)
     }
 
     /// The secret of one transfer, derived from this connection's session; the peer derives
@@ -280,9 +206,7 @@ impl Link {
         &self,
         transfer_id: uuid::Uuid,
     ) -> Result<tether_crypto::TransferSecret, NetworkError> {
-        self.keys
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.session()
             .transfer_secret(transfer_id.as_bytes())
             .map_err(|error| NetworkError::ProtocolViolation {
                 node: self.node_id,
@@ -292,87 +216,192 @@ impl Link {
 
     /// Sends an application request and waits for its answer. The link counts as in use
     /// until then. An `Error` reply is [`NetworkError::Rejected`]; an answer of the wrong kind
-    /// is a [`NetworkError::ProtocolViolation`].
+    /// is a [`NetworkError::ProtocolViolation`]; no answer within `wait` (counted from the
+    /// call, a wait for room in the outbox included) is [`NetworkError::TimedOut`].
     pub(crate) async fn request(
         &self,
         message: NetworkMessage,
         wait: Duration,
     ) -> Result<NetworkMessage, NetworkError> {
-        let _in_use = self.activity.use_it();
-        self.exchange(message, wait).await
-    }
-
-    /// Sends a keep-alive `Ping` and waits for its `Pong`; not application traffic.
-    pub(crate) async fn probe(
-        &self,
-        timestamp_ms: u64,
-        wait: Duration,
-    ) -> Result<(), NetworkError> {
-        self.exchange(NetworkMessage::Ping(Ping { timestamp_ms }), wait)
-            .await
-            .map(drop)
-    }
-
-    async fn exchange(
-        &self,
-        message: NetworkMessage,
-        wait: Duration,
-    ) -> Result<NetworkMessage, NetworkError> {
-        let kind = message.kind();
-        let id = self.next_id.fetch_add(2, Ordering::Relaxed);
-        let (answer, answered) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, answer);
-        // Dropped (the caller gave up) or timed out, the request is forgotten; its frame, if
-        // begun, is still finished on the wire (see `outbox`).
-        let forget = Forget { link: self, id };
-        let request = ControlMessage::with_id(RequestId(id), message);
-        let exchanged = tokio::time::timeout(wait, async {
-            match self.outbox.send(&request).await {
-                Ok(()) => answered.await.map_err(|_| self.gone()),
-                Err(SendError::Closed) => Err(self.gone()),
-                Err(error @ SendError::Message(_)) => Err(NetworkError::Usage(error.to_string())),
-            }
-        })
-        .await;
-        drop(forget);
-        let reply = match exchanged {
-            Ok(answer) => answer?,
-            Err(_) => {
-                return Err(NetworkError::TimedOut {
-                    what: "request",
-                    after: wait,
-                });
-            }
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::from_std(started) + wait;
+        let timed_out = NetworkError::TimedOut {
+            what: "request",
+            after: wait,
         };
-        match reply {
-            NetworkMessage::Error(ErrorReply { code, message }) => Err(NetworkError::Rejected {
+        let (answer, answered) = oneshot::channel();
+        // Dropped (the caller gave up) or failed, the request is forgotten; its frame, if
+        // begun, is still finished on the wire (see `outbox`).
+        let mut forget = Forget {
+            link: self,
+            id: None,
+        };
+        let sent = tokio::time::timeout_at(
+            deadline,
+            self.outbox.send(|session| {
+                let now = Instant::now();
+                let left = wait.saturating_sub(now.saturating_duration_since(started));
+                let id = session
+                    .request(now, message, left)
+                    .map_err(|error| SendError::Message(error_chain(&error)))?;
+                // Under the session's lock: the answer cannot come before its waiter.
+                lock(&self.waiters).insert(id, answer);
+                Ok((id, self.deadline_moved(session)))
+            }),
+        )
+        .await;
+        match sent {
+            Err(_) => return Err(timed_out),
+            Ok(Err(SendError::Closed)) => return Err(self.gone()),
+            Ok(Err(error @ SendError::Message(_))) => {
+                return Err(NetworkError::Usage(error.to_string()));
+            }
+            Ok(Ok((id, wake))) => {
+                forget.id = Some(id);
+                if wake {
+                    self.timer.notify_one();
+                }
+            }
+        }
+        let answer = answered.await;
+        forget.id = None;
+        match answer {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(RequestError::Rejected { code, message })) => Err(NetworkError::Rejected {
                 node: self.node_id,
                 code,
                 message,
             }),
-            reply if request::answers(kind, reply.kind()) => Ok(reply),
-            reply => Err(NetworkError::ProtocolViolation {
-                node: self.node_id,
-                reason: format!(
-                    "answered a {} with a {}",
-                    kind.as_str(),
-                    reply.kind().as_str()
-                ),
-            }),
+            Ok(Err(RequestError::TimedOut { .. })) => Err(timed_out),
+            Ok(Err(error @ RequestError::Mismatch { .. })) => {
+                Err(NetworkError::ProtocolViolation {
+                    node: self.node_id,
+                    reason: error.to_string(),
+                })
+            }
+            // The stream ended: every waiting request fails.
+            Err(_) => Err(self.gone()),
         }
+    }
+
+    /// Sends a keep-alive `Ping` unless one is in flight; no answer within `wait` makes the
+    /// returned probe report the peer dead. Not application traffic.
+    pub(crate) fn start_probe(&self, wait: Duration) -> Option<Probe> {
+        let timestamp_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let (dead, probe) = oneshot::channel();
+        let wake = {
+            let mut session = self.session();
+            if !session.start_probe(Instant::now(), timestamp_ms, wait) {
+                return None;
+            }
+            *lock(&self.probe) = Some(dead);
+            self.deadline_moved(&session)
+        };
+        if wake {
+            self.timer.notify_one();
+        }
+        let outbox = Arc::clone(&self.outbox);
+        tokio::spawn(async move {
+            let _ = outbox.write_queue().await;
+        });
+        Some(Probe(probe))
+    }
+
+    /// Whether the session's next deadline is earlier than the one the timer task sleeps to
+    /// (called under the session's lock, given as `session`).
+    fn deadline_moved(&self, session: &Session) -> bool {
+        match (session.poll_timeout(), *lock(&self.armed)) {
+            (Some(next), Some(armed)) => next < armed,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
+    /// Hands the session's events to whoever waits for them.
+    async fn dispatch(&self, events: Vec<Event>) {
+        for event in events {
+            match event {
+                Event::Answered { id, result } => {
+                    if let Some(waiter) = lock(&self.waiters).remove(&id) {
+                        let _ = waiter.send(result);
+                    }
+                }
+                Event::Request { id, message } => self.answer_with_app(id, message),
+                Event::Message { id, message } => {
+                    let delivered = self
+                        .inbox
+                        .events
+                        .send(Incoming {
+                            from: self.node_id,
+                            message,
+                        })
+                        .await
+                        .is_ok();
+                    self.session().acknowledge(id, delivered);
+                }
+                Event::ProbeAnswered => {
+                    if let Some(probe) = lock(&self.probe).take() {
+                        let _ = probe.send(false);
+                    }
+                }
+                Event::Close(CloseReason::PeerDead) => match lock(&self.probe).take() {
+                    Some(probe) => {
+                        let _ = probe.send(true);
+                    }
+                    None => self.close(CLOSE_DEAD, CloseReason::PeerDead.as_str()),
+                },
+                Event::Close(CloseReason::Protocol) => {
+                    warn!(peer = %short(&self.node_id), "a frame did not open; closing the connection");
+                    self.close(CLOSE_PROTOCOL, CloseReason::Protocol.as_str());
+                }
+                Event::Close(CloseReason::Idle) => {
+                    self.close(CLOSE_IDLE, CloseReason::Idle.as_str());
+                }
+            }
+        }
+    }
+
+    /// Runs the app's handler for a request on a task of its own, so the link keeps reading,
+    /// and sends its answer.
+    fn answer_with_app(&self, id: RequestId, message: NetworkMessage) {
+        let outbox = Arc::clone(&self.outbox);
+        let handler = self.inbox.handler.clone();
+        let peer = self.inbox.peer.clone();
+        let answering = Answering {
+            session: Arc::clone(&self.session),
+            id: Some(id),
+        };
+        tokio::spawn(async move {
+            let reply = crate::request::answer(&handler, peer, message).await;
+            answering.done();
+            let _ = outbox
+                .send(|session| {
+                    session
+                        .answer(Instant::now(), id, reply)
+                        .map_err(|error| SendError::Message(error_chain(&error)))
+                })
+                .await;
+        });
+    }
+
+    /// Fails every request still waiting: the stream is gone.
+    fn fail_requests(&self) {
+        self.session().fail_requests(Instant::now());
+        lock(&self.waiters).clear();
+        lock(&self.probe).take();
     }
 
     /// How long no application traffic has used the link; `None` while something does.
     pub(crate) fn idle_for(&self) -> Option<Duration> {
-        self.activity.idle_for()
+        self.session().idle_for(Instant::now())
     }
 
     /// Marks the link in use (a transfer on it, say) until the guard is dropped.
     pub(crate) fn use_it(&self) -> InUse {
-        self.activity.use_it()
+        self.session().begin_use();
+        InUse(Arc::clone(&self.session))
     }
 
     /// Whether the connection ended because either side found it idle.
@@ -388,23 +417,12 @@ impl Link {
 
     /// The close code this side used, if it closed the connection.
     pub(crate) fn local_close_code(&self) -> Option<u32> {
-        self.local_close
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .map(|(code, _)| code)
-    }
-
-    /// Whether a request id is one of this side's own (an answer carries it back).
-    fn is_own(&self, RequestId(id): RequestId) -> bool {
-        id % 2 == u64::from(self.connection.side() == Side::Client)
+        lock(&self.local_close).map(|(code, _)| code)
     }
 
     /// Time since the peer last sent anything (keep-alive pongs included).
     pub(crate) fn silent_for(&self) -> Duration {
-        self.last_heard
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .elapsed()
+        self.session().silent_for(Instant::now())
     }
 
     /// Whether the connection is still open.
@@ -414,19 +432,13 @@ impl Link {
 
     /// Closes the connection, remembering why for [`Self::end_reason`].
     pub(crate) fn close(&self, code: u32, reason: &'static str) {
-        self.local_close
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_or_insert((code, reason));
+        lock(&self.local_close).get_or_insert((code, reason));
         self.connection.close(code.into(), reason.as_bytes());
     }
 
     /// Why the connection ended, for people: this side's own reason when it closed it.
     pub(crate) fn end_reason(&self, error: &ConnectionError) -> String {
-        let local = *self
-            .local_close
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let local = *lock(&self.local_close);
         match (error, local) {
             (ConnectionError::LocallyClosed, Some((_, reason))) => format!("closed here: {reason}"),
             _ => error.to_string(),
@@ -440,21 +452,11 @@ impl Link {
 
     /// How long ago the session was established.
     pub(crate) fn age(&self) -> Duration {
-        self.established.elapsed()
-    }
-
-    /// Claims the right to send the next keep-alive ping; `false` while one is in flight.
-    pub(crate) fn start_probe(&self) -> bool {
-        !self.probing.swap(true, Ordering::AcqRel)
-    }
-
-    /// The keep-alive ping in flight got its answer (or gave up).
-    pub(crate) fn end_probe(&self) {
-        self.probing.store(false, Ordering::Release);
+        self.session().age(Instant::now())
     }
 
     fn gone(&self) -> NetworkError {
-        if let Some(refused) = crate::close::refusal(&self.connection) {
+        if let Some(refused) = crate::gate::refusal(&self.connection) {
             return refused;
         }
         NetworkError::ConnectionFailed {
@@ -467,32 +469,85 @@ impl Link {
     }
 }
 
-/// Removes a request's waiter when the request ends, however it ends.
+impl Drop for Link {
+    fn drop(&mut self) {
+        // The timer task ends when it finds the link gone.
+        self.timer.notify_one();
+    }
+}
+
+/// Feeds the session the time whenever it asks, until the link is dropped.
+async fn timer_loop(link: Weak<Link>, wake: Arc<Notify>) {
+    loop {
+        let deadline = match link.upgrade() {
+            Some(link) => {
+                let session = link.session();
+                let deadline = session.poll_timeout();
+                *lock(&link.armed) = deadline;
+                deadline
+            }
+            None => return,
+        };
+        match deadline {
+            Some(deadline) => {
+                let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
+                tokio::select! {
+                    () = sleep => {}
+                    () = wake.notified() => continue,
+                }
+            }
+            None => wake.notified().await,
+        }
+        let Some(link) = link.upgrade() else { return };
+        let events: Vec<Event> = {
+            let mut session = link.session();
+            session.handle_timeout(Instant::now());
+            std::iter::from_fn(|| session.poll_event()).collect()
+        };
+        link.dispatch(events).await;
+    }
+}
+
+/// Removes a request's waiter when the request ends early, however it ends.
 struct Forget<'a> {
     link: &'a Link,
-    id: u64,
+    id: Option<RequestId>,
 }
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
-        self.link
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.id);
+        if let Some(id) = self.id.take() {
+            self.link.session().cancel(Instant::now(), id);
+            lock(&self.link.waiters).remove(&id);
+        }
     }
 }
 
-async fn timeout<T>(
-    what: &'static str,
-    future: impl Future<Output = Result<T, NetworkError>>,
-) -> Result<T, NetworkError> {
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, future)
-        .await
-        .unwrap_or(Err(NetworkError::TimedOut {
-            what,
-            after: HANDSHAKE_TIMEOUT,
-        }))
+/// A request the app's handler is answering; abandoned (no answer, the slot freed) if the
+/// handler's task ends without one (it panicked, or the runtime shut down).
+struct Answering {
+    session: Arc<Mutex<Session>>,
+    id: Option<RequestId>,
+}
+
+impl Answering {
+    /// The handler answered: the answer goes out with the session's `answer`.
+    fn done(mut self) {
+        self.id = None;
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            lock(&self.session).abandon(Instant::now(), id);
+        }
+    }
+}
+
+/// Locks a mutex of the link's; a poisoned one is taken as it is (every update is one step).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn failed(peer: &NodeId, error: impl std::error::Error) -> NetworkError {

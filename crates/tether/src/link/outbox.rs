@@ -1,13 +1,14 @@
-//! The sending half of a link's message stream.
+//! The sending half of a link's message stream: writes what the session transmits.
 //!
-//! Whoever has a message to send (a caller's request, the reader answering a `Ping`, a
-//! handler's answer) seals it and queues its bytes, and then, if nobody is writing, writes the
-//! queue out itself, on its own task: no hand-off to a writer task, so a lone request costs no
-//! extra wake-up. When several send at once, the one writing takes everything queued meanwhile
-//! in one go (flat combining): the others return at once instead of waiting their turn for the
-//! stream. Frames are sealed under the queue's lock, so their counters follow their order in
-//! the queue, which is their order on the wire, as the peer's replay window expects; they are
-//! queued whole, so they reach the wire whole.
+//! Whoever has a message to send (a caller's request, a handler's answer) has the session
+//! seal it, and then, if nobody is writing, writes what the session transmits itself, on its
+//! own task: no hand-off to a writer task, so a lone request costs no extra wake-up. The
+//! reader writes the answers the session made to what one read brought (pongs, say) the same
+//! way, in one write. When several send at once, the one writing takes everything sealed
+//! meanwhile in one go (flat combining): the others return at once instead of waiting their
+//! turn for the stream. The session seals under its lock and hands out its bytes in counter
+//! order, which is their order on the wire, as the peer's replay window expects; frames are
+//! sealed whole, so they reach the wire whole.
 //!
 //! **Cancellation.** A writer dropped while a frame is half written (a request that timed out
 //! while the stream was flow-controlled) must not leave half a frame on the wire for the next
@@ -15,21 +16,22 @@
 //! written), and the count of written bytes is kept beside the bytes, under the stream's lock,
 //! so the rest is never lost: the next writer writes it before anything else, and a task
 //! started when the interrupted writer is dropped writes it if nobody sends again. A frame
-//! once queued is always written (unless the stream fails).
+//! once sealed is always written (unless the stream fails).
 //!
-//! **Backpressure.** While more than [`QUEUE_LIMIT`] bytes wait, senders wait for the writer
-//! to take them; the writer waits for the stream's flow control. A peer that does not read
-//! slows every sender down, as the bounded queue to the writer task did before.
+//! **Backpressure.** While more than [`QUEUE_LIMIT`] sealed bytes wait in the session,
+//! senders wait for the writer to take them; the writer waits for the stream's flow control.
+//! A peer that does not read slows every sender down.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
-use tether_crypto::SessionKeys;
-use tether_identity::error_chain;
-use tether_wire::{ControlMessage, Frame};
+use tether_session::Session;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
-/// How many queued bytes make senders wait for the writer.
+use super::lock;
+
+/// How many sealed bytes waiting make senders wait for the writer.
 const QUEUE_LIMIT: usize = 1 << 20;
 
 /// Why a message was not sent.
@@ -46,24 +48,17 @@ pub(crate) enum SendError {
 /// The sending half of a link's message stream (a QUIC send stream; any byte stream in tests).
 #[derive(Debug)]
 pub(crate) struct Outbox<W> {
-    /// The session's keys, shared with the reader (which opens with the other half).
-    keys: Arc<Mutex<SessionKeys>>,
-    /// Sealed frames no writer has taken yet, in counter order.
-    queue: Mutex<Queue>,
-    /// The stream; whoever holds it writes the queue out.
+    /// The session, which seals and keeps the sealed bytes no writer has taken yet.
+    session: Arc<Mutex<Session>>,
+    /// The stream failed: nothing more is sent. Set under the session's lock.
+    failed: AtomicBool,
+    /// The stream; whoever holds it writes what the session transmits.
     stream: tokio::sync::Mutex<Unsent<W>>,
-    /// Woken when a writer takes the queue, or the stream fails.
+    /// Woken when a writer takes the session's bytes, or the stream fails.
     taken: Notify,
 }
 
-#[derive(Debug, Default)]
-struct Queue {
-    bytes: Vec<u8>,
-    /// The stream failed: nothing more is queued.
-    failed: bool,
-}
-
-/// The stream and the bytes a writer took from the queue.
+/// The stream and the bytes a writer took from the session.
 #[derive(Debug)]
 struct Unsent<W> {
     stream: W,
@@ -73,10 +68,10 @@ struct Unsent<W> {
 }
 
 impl<W: AsyncWrite + Unpin + Send + 'static> Outbox<W> {
-    pub(crate) fn new(stream: W, keys: Arc<Mutex<SessionKeys>>) -> Arc<Self> {
+    pub(crate) fn new(stream: W, session: Arc<Mutex<Session>>) -> Arc<Self> {
         Arc::new(Self {
-            keys,
-            queue: Mutex::default(),
+            session,
+            failed: AtomicBool::new(false),
             stream: tokio::sync::Mutex::new(Unsent {
                 stream,
                 bytes: Vec::new(),
@@ -86,69 +81,44 @@ impl<W: AsyncWrite + Unpin + Send + 'static> Outbox<W> {
         })
     }
 
-    /// Seals `message` and queues it; writes the queue out unless another task is writing
-    /// (which then writes this frame too). Returns once the frame is queued and either written
-    /// or in the hands of the task writing.
+    /// Has the session seal a message (`seal` runs once, under the session's lock, once there
+    /// is room), then writes out what the session transmits unless another task is writing
+    /// (which then writes this frame too). Returns once the frame is sealed and either
+    /// written or in the hands of the task writing.
     ///
     /// Cancel-safe in the sense above: dropping the future never leaves a partial frame
     /// behind for good, and never reorders frames.
-    pub(crate) async fn send(self: &Arc<Self>, message: &ControlMessage) -> Result<(), SendError> {
-        let frame = Frame::control(message).map_err(|e| SendError::Message(error_chain(&e)))?;
-        let mut frame = Some(frame);
-        while let Some(plain) = frame.take() {
+    pub(crate) async fn send<T>(
+        self: &Arc<Self>,
+        seal: impl FnOnce(&mut Session) -> Result<T, SendError>,
+    ) -> Result<T, SendError> {
+        let mut seal = Some(seal);
+        let sent = loop {
             let taken = self.taken.notified();
             {
-                let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-                if queue.failed {
+                let mut session = lock(&self.session);
+                if self.failed.load(Ordering::Acquire) {
                     return Err(SendError::Closed);
                 }
-                if queue.bytes.len() < QUEUE_LIMIT {
-                    self.seal_into(&mut queue, plain)?;
-                    break;
+                if session.queued() < QUEUE_LIMIT
+                    && let Some(seal) = seal.take()
+                {
+                    break seal(&mut session)?;
                 }
             }
-            // Full: wait for the writer to take the queue, then try again.
-            frame = Some(plain);
+            // Full: wait for the writer to take the bytes, then try again.
             taken.await;
-        }
-        self.write_queue().await
+        };
+        self.write_queue().await?;
+        Ok(sent)
     }
 
-    /// Seals `message` and queues it without writing, for a sender that will call
-    /// [`Self::write_queue`] soon (the reader, once it has dispatched what one read brought:
-    /// the answers to a burst of pings go out in one write). Over half the queue's limit, it
-    /// writes now instead, so a queue only this sender would write never fills up.
-    pub(crate) async fn queue(self: &Arc<Self>, message: &ControlMessage) -> Result<(), SendError> {
-        let frame = Frame::control(message).map_err(|e| SendError::Message(error_chain(&e)))?;
-        {
-            let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-            if queue.failed {
-                return Err(SendError::Closed);
-            }
-            if queue.bytes.len() < QUEUE_LIMIT / 2 {
-                return self.seal_into(&mut queue, frame);
-            }
-        }
-        self.send(message).await
-    }
-
-    /// Seals `frame` and appends it to `queue`. Called under the queue's lock, so counters
-    /// follow the order on the wire.
-    fn seal_into(&self, queue: &mut Queue, frame: Frame) -> Result<(), SendError> {
-        let sealed = {
-            let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
-            frame.seal(&mut keys)
-        }
-        .map_err(|e| SendError::Message(error_chain(&e)))?;
-        sealed.encode_into(&mut queue.bytes);
-        Ok(())
-    }
-
-    /// Writes the queue out until it is empty, unless another task is writing.
+    /// Writes out what the session transmits until it has nothing more, unless another task
+    /// is writing.
     pub(crate) async fn write_queue(self: &Arc<Self>) -> Result<(), SendError> {
         loop {
             let Ok(mut unsent) = self.stream.try_lock() else {
-                // The task writing takes what was queued before it lets go of the stream, or
+                // The task writing takes what was sealed before it lets go of the stream, or
                 // looks again after (below).
                 return Ok(());
             };
@@ -157,38 +127,32 @@ impl<W: AsyncWrite + Unpin + Send + 'static> Outbox<W> {
             finishing.outbox = None;
             written?;
             drop(unsent);
-            // Anything queued after the last take, by a sender that found the stream held?
-            if self
-                .queue
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .bytes
-                .is_empty()
-            {
+            // Anything sealed after the last take, by a sender that found the stream held?
+            if lock(&self.session).queued() == 0 {
                 return Ok(());
             }
         }
     }
 
-    /// Writes what is left of an interrupted write, then the queue, until both are empty.
+    /// Writes what is left of an interrupted write, then what the session transmits, until
+    /// both are empty.
     async fn drain(&self, unsent: &mut Unsent<W>) -> Result<(), SendError> {
         loop {
             if unsent.written == unsent.bytes.len() {
                 unsent.bytes.clear();
                 unsent.written = 0;
-                let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-                if queue.bytes.is_empty() {
+                let Some(bytes) = lock(&self.session).poll_transmit() else {
                     return Ok(());
-                }
-                std::mem::swap(&mut unsent.bytes, &mut queue.bytes);
-                drop(queue);
+                };
+                unsent.bytes = bytes;
                 self.taken.notify_waiters();
             }
             if unsent.write_some().await.is_err() {
-                let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-                queue.failed = true;
-                queue.bytes = Vec::new();
-                drop(queue);
+                {
+                    let mut session = lock(&self.session);
+                    self.failed.store(true, Ordering::Release);
+                    session.discard_transmit();
+                }
                 unsent.bytes = Vec::new();
                 unsent.written = 0;
                 self.taken.notify_waiters();
@@ -247,23 +211,45 @@ mod tests {
     use std::future::Future;
     use std::pin::pin;
     use std::task::{Context, Waker};
+    use std::time::Instant;
 
     use tether_crypto::{Role, SessionSecrets};
-    use tether_wire::{Hlc, NetworkMessage, Ping, RequestId, SyncEntry, SyncResponse, read_frame};
+    use tether_wire::{
+        ControlMessage, Frame, Hlc, NetworkMessage, Ping, RequestId, SyncEntry, SyncResponse,
+        read_frame,
+    };
     use tokio::io::DuplexStream;
     use tokio::task::JoinHandle;
 
     use super::*;
+
+    fn session(keys: tether_crypto::SessionKeys) -> Arc<Mutex<Session>> {
+        let config = tether_session::Config::default();
+        let session = Session::new(keys, tether_session::Side::Dialler, config, Instant::now());
+        Arc::new(Mutex::new(session))
+    }
+
+    /// Sends `message` (with its id) through the session and the outbox.
+    async fn send_message(
+        outbox: &Arc<Outbox<DuplexStream>>,
+        message: &ControlMessage,
+    ) -> Result<(), SendError> {
+        let ControlMessage { id, message } = message.clone();
+        outbox
+            .send(move |session| {
+                session
+                    .answer(Instant::now(), id.unwrap(), message)
+                    .map_err(|error| SendError::Message(error.to_string()))
+            })
+            .await
+    }
 
     /// An outbox writing into a pipe of `capacity` bytes, and a task reading and opening
     /// (in order) every frame that comes out of the pipe.
     fn pipe(capacity: usize) -> (Arc<Outbox<DuplexStream>>, JoinHandle<Vec<ControlMessage>>) {
         let [ours, theirs] = SessionSecrets::danger_pair_from_seed(7).unwrap();
         let (writer, mut reader) = tokio::io::duplex(capacity);
-        let outbox = Outbox::new(
-            writer,
-            Arc::new(Mutex::new(ours.into_session_keys(Role::Initiator))),
-        );
+        let outbox = Outbox::new(writer, session(ours.into_session_keys(Role::Initiator)));
         let mut keys = theirs.into_session_keys(Role::Responder);
         let reading = tokio::spawn(async move {
             let mut got = Vec::new();
@@ -306,7 +292,7 @@ mod tests {
     /// Polls a send of `message` once (the reader task cannot run meanwhile: the test runtime
     /// has one thread), so it writes what fits and waits; then drops it.
     fn send_partly(outbox: &Arc<Outbox<DuplexStream>>, message: &ControlMessage) {
-        let mut send = pin!(outbox.send(message));
+        let mut send = pin!(send_message(outbox, message));
         let mut cx = Context::from_waker(Waker::noop());
         assert!(send.as_mut().poll(&mut cx).is_pending());
         assert!(
@@ -320,8 +306,8 @@ mod tests {
         let (outbox, reading) = pipe(512);
         send_partly(&outbox, &big(1));
         // The pipe holds part of a frame; the next frame must not land in the middle of it.
-        outbox.send(&ping(3)).await.unwrap();
-        outbox.send(&big(5)).await.unwrap();
+        send_message(&outbox, &ping(3)).await.unwrap();
+        send_message(&outbox, &big(5)).await.unwrap();
         drop(outbox);
         assert_eq!(reading.await.unwrap(), vec![big(1), ping(3), big(5)]);
     }
@@ -350,11 +336,11 @@ mod tests {
                 if id % 7 == 0 {
                     let _ = tokio::time::timeout(
                         std::time::Duration::from_micros(1),
-                        outbox.send(&message),
+                        send_message(&outbox, &message),
                     )
                     .await;
                 } else {
-                    outbox.send(&message).await.unwrap();
+                    send_message(&outbox, &message).await.unwrap();
                 }
             }));
         }
@@ -378,10 +364,7 @@ mod tests {
     async fn senders_wait_while_the_queue_is_full() {
         let [ours, theirs] = SessionSecrets::danger_pair_from_seed(7).unwrap();
         let (writer, mut reader) = tokio::io::duplex(4096);
-        let outbox = Outbox::new(
-            writer,
-            Arc::new(Mutex::new(ours.into_session_keys(Role::Initiator))),
-        );
+        let outbox = Outbox::new(writer, session(ours.into_session_keys(Role::Initiator)));
         // Nobody reads: the first sender writes until the pipe is full and waits there (its
         // task holds the stream); the others queue until the queue is over its limit.
         let frame_len = Frame::control(&big(0)).unwrap().encoded_len();
@@ -389,19 +372,19 @@ mod tests {
         let mut senders = tokio::task::JoinSet::new();
         for id in 0..fill as u64 {
             let outbox = Arc::clone(&outbox);
-            senders.spawn(async move { outbox.send(&big(id)).await });
+            senders.spawn(async move { send_message(&outbox, &big(id)).await });
             tokio::task::yield_now().await;
         }
         let late = {
             let outbox = Arc::clone(&outbox);
-            tokio::spawn(async move { outbox.send(&ping(1_000_000)).await })
+            tokio::spawn(async move { send_message(&outbox, &ping(1_000_000)).await })
         };
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(
             !late.is_finished(),
             "a sender waits while the queue is full"
         );
-        assert!(outbox.queue.lock().unwrap().bytes.len() >= QUEUE_LIMIT);
+        assert!(outbox.session.lock().unwrap().queued() >= QUEUE_LIMIT);
 
         // Reading makes room: every sender finishes and every frame arrives, in order.
         let mut keys = theirs.into_session_keys(Role::Responder);
@@ -434,16 +417,13 @@ mod tests {
         let [ours, _] = SessionSecrets::danger_pair_from_seed(7).unwrap();
         let (writer, reader) = tokio::io::duplex(64);
         drop(reader);
-        let outbox = Outbox::new(
-            writer,
-            Arc::new(Mutex::new(ours.into_session_keys(Role::Initiator))),
-        );
+        let outbox = Outbox::new(writer, session(ours.into_session_keys(Role::Initiator)));
         assert!(matches!(
-            outbox.send(&ping(1)).await,
+            send_message(&outbox, &ping(1)).await,
             Err(SendError::Closed)
         ));
         assert!(matches!(
-            outbox.send(&ping(3)).await,
+            send_message(&outbox, &ping(3)).await,
             Err(SendError::Closed)
         ));
     }

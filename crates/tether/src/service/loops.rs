@@ -13,12 +13,11 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::NetworkingService;
-use super::clock::now_ms;
 use super::links::close_link;
 use crate::close::{CLOSE_DEAD, CLOSE_IDLE};
 use crate::error::short;
-use crate::link::{Incoming, Link};
-use crate::{CodeEnded, NetworkError, NetworkEvent};
+use crate::link::{Incoming, Link, Probe};
+use crate::{CodeEnded, NetworkEvent};
 
 /// How often shown codes and sightings are checked for expiry.
 const EXPIRY_TICK: Duration = Duration::from_secs(1);
@@ -212,24 +211,23 @@ impl NetworkingService {
                     self.close_link(&link, CLOSE_IDLE, "idle");
                     continue;
                 }
-                if link.silent_for() < interval || !link.start_probe() {
+                if link.silent_for() < interval {
                     continue;
                 }
-                self.spawn_probe(link);
+                if let Some(probe) = link.start_probe(self.inner.config.request_timeout) {
+                    self.spawn_probe(link, probe);
+                }
             }
         }
     }
 
-    /// Pings `link` (whose probe the caller started) and closes it when the ping gets no
-    /// answer within `request_timeout`.
-    pub(super) fn spawn_probe(&self, link: Arc<Link>) {
-        let wait = self.inner.config.request_timeout;
+    /// Waits for `link`'s keep-alive probe (which the caller started) and closes the link when
+    /// the ping got no answer within its timeout.
+    pub(super) fn spawn_probe(&self, link: Arc<Link>, probe: Probe) {
         // Not the service: a probe holds only what it needs.
         let events = self.inner.events.clone();
         self.inner.tasks.spawn("a keep-alive probe", async move {
-            let answer = link.probe(now_ms(), wait).await;
-            link.end_probe();
-            if let Err(NetworkError::TimedOut { .. }) = answer {
+            if probe.dead().await {
                 warn!(peer = %short(&link.node_id), "no answer to keep-alive; closing");
                 close_link(&events, &link, CLOSE_DEAD, "no answer to a keep-alive ping");
             }
@@ -249,10 +247,12 @@ impl NetworkingService {
         let info = ConnectionInfo::of(&link.connection);
         if info.path == PathKind::Relayed
             && info.relay_url.as_ref().is_some_and(|url| url != announced)
-            && link.start_probe()
         {
+            let Some(probe) = link.start_probe(self.inner.config.request_timeout) else {
+                return;
+            };
             debug!(peer = %short(&device.node_id), relay = %announced, "moved to another relay; checking the link");
-            self.spawn_probe(link);
+            self.spawn_probe(link, probe);
         }
     }
 }

@@ -47,8 +47,8 @@ impl NetworkingService {
                 // ping the link now rather than at the next keep-alive. The peer answers pings
                 // at once, whatever its handler is doing; no answer closes the link, and the
                 // next send dials the device's current address.
-                if link.start_probe() {
-                    self.spawn_probe(Arc::clone(&link));
+                if let Some(probe) = link.start_probe(wait) {
+                    self.spawn_probe(Arc::clone(&link), probe);
                 }
                 Err(error)
             }

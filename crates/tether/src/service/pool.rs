@@ -8,20 +8,16 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use iroh::endpoint::Connection;
 use tether_identity::NodeId;
+use tether_session::DuplicateLinks;
 
 use crate::ConnectionState;
 use crate::close::CLOSE_REVOKED;
 use crate::close::SYNC_ALPN;
 use crate::link::Link;
 use crate::sync::lock;
-
-/// Two links to one device set up within this time of each other, one dialled by each side,
-/// were dialled at the same time (both saw the other come online).
-const SIMULTANEOUS_OPEN: Duration = Duration::from_secs(5);
 
 /// One dial per device at a time: concurrent senders wait for it and share its link.
 pub(super) type DialTurn = Arc<tokio::sync::Mutex<()>>;
@@ -219,20 +215,15 @@ impl Pool {
     }
 }
 
-/// Whether to keep `old` rather than `new`, two open links to the same device. Both devices
-/// must come to the same answer for the same pair of connections.
-///
-/// * Both dialled by the same side: the newer. That side dialled again, so it has given up
-///   on the older one (one dial per device at a time, and only without a live link).
-/// * One dialled by each side, within [`SIMULTANEOUS_OPEN`]: the one the lower node id
-///   dialled. Both saw the other come online and dialled at once.
-/// * One dialled by each side, later: the newer. The peer dialled although we had a link, so
-///   its side of that link is gone (it restarted, say) and ours has not noticed yet.
+/// Whether to keep `old` rather than `new`, two open links to the same device: the rule of
+/// [`DuplicateLinks::keep_older`], which both devices apply to the same answer.
 fn keep_older(old: &Link, new: &Link, me: NodeId) -> bool {
-    if old.dialled_here() == new.dialled_here() || old.age() > SIMULTANEOUS_OPEN {
-        return false;
+    DuplicateLinks {
+        me,
+        peer: old.node_id,
+        old_dialled_here: old.dialled_here(),
+        new_dialled_here: new.dialled_here(),
+        old_age: old.age(),
     }
-    // `old` was dialled by the lower id exactly when it was dialled here and we are lower,
-    // or dialled there and the peer is lower.
-    old.dialled_here() == (me < old.node_id)
+    .keep_older()
 }
