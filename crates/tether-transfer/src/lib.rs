@@ -148,6 +148,7 @@
 //! Linux (and other Unix) only: positional IO, `openat2` (or `O_NOFOLLOW` walks), `fallocate`,
 //! `renameat2`.
 
+mod abort;
 mod chunk;
 mod collect;
 mod compress;
@@ -171,6 +172,7 @@ mod storage;
 mod throttle;
 mod tree;
 
+pub use abort::AbortCode;
 pub use chunk::CHUNK_SIZE;
 pub use collect::{
     Collected, DEFAULT_LEFTOVER_IDLE, Leftover, Leftovers, Reason, is_leftover_name,
@@ -188,7 +190,6 @@ pub use path::{MAX_COMPONENT_LEN, MAX_DEPTH, MAX_PATH_LEN, PathError, RelPath};
 pub use progress::{
     Direction, FileProgress, PathKind, Progress, TransferEvent, TransferReport, Waiting,
 };
-pub use protocol::AbortCode;
 pub use pull::{DECLINE_WRITE_TIMEOUT, IncomingPull, PulledEntry, request_pull};
 pub use receive::{Hello, IncomingLane, IncomingOffer, Receiver, read_hello};
 pub use source::{EntryResolver, OutgoingTransfer};

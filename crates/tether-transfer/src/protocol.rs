@@ -14,6 +14,8 @@ use tether_identity::error_chain;
 use tether_wire::{FileRequest, FileResponse, Frame, FrameKind};
 use uuid::Uuid;
 
+use crate::abort::cut_on_decode;
+pub(crate) use crate::abort::{Abort, AbortCode, MAX_MESSAGE_LEN, cut_message};
 use crate::compress::Compression;
 use crate::error::PeerError;
 use crate::manifest::ManifestEntry;
@@ -35,10 +37,6 @@ pub(crate) const MAX_FILES_PER_WANTS: usize = 1024;
 
 /// Target size of one manifest page's JSON (well under the 1 MiB control frame cap).
 pub(crate) const MANIFEST_PAGE_BYTES: usize = 256 << 10;
-
-/// Longest [`Abort::message`] or [`Decline::message`], in bytes: longer text from a peer is cut
-/// to it as it is decoded.
-pub(crate) const MAX_MESSAGE_LEN: usize = 1024;
 
 /// A control message of the transfer protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,70 +221,6 @@ pub(crate) struct PullRequest {
 
 /// Longest JSON of a [`Message::Pull`] (about 110 bytes with the largest values), with room.
 pub(crate) const MAX_PULL_REQUEST_LEN: usize = 256;
-
-/// Body of [`Message::Abort`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Abort {
-    /// Why, for programs.
-    pub(crate) code: AbortCode,
-    /// Why, for people; untrusted text, cut to [`MAX_MESSAGE_LEN`] bytes when decoded.
-    #[serde(deserialize_with = "cut_on_decode")]
-    pub(crate) message: String,
-}
-
-/// Why a transfer was declined or aborted. On the wire a `snake_case` string; a code this
-/// version does not know reads as [`AbortCode::Other`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum AbortCode {
-    /// The user or policy refused the transfer.
-    Declined,
-    /// The transfer was cancelled.
-    Cancelled,
-    /// A source file changed while it was being sent.
-    SourceChanged,
-    /// The receiver has no room for the files.
-    NoSpace,
-    /// The offer is over the receiver's limits or not acceptable.
-    Refused,
-    /// The peer broke the protocol.
-    Protocol,
-    /// The side that aborted failed for its own reasons.
-    Internal,
-    /// Nothing moved for longer than the side that aborted waits; the transfer can resume.
-    Stalled,
-    /// The receiver is already answering as many offers from this device as it takes at once;
-    /// offer again once one of them is answered.
-    Busy,
-    /// The receiver takes only encrypted transfers, and the offer was plain.
-    EncryptionRequired,
-    /// Answers a pull request: the sharer shares no entry with that id with the requesting
-    /// device (or shares nothing at all).
-    NotShared,
-    /// A code this version does not know. Never sent.
-    #[serde(other)]
-    Other,
-}
-
-/// Cuts untrusted text to [`MAX_MESSAGE_LEN`] bytes on a character boundary.
-pub(crate) fn cut_message(text: &str) -> String {
-    let mut end = text.len().min(MAX_MESSAGE_LEN);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text.get(..end).unwrap_or_default().to_owned()
-}
-
-/// Reads a peer's free text, cut to [`MAX_MESSAGE_LEN`] bytes (the frame cap bounds what is
-/// read before the cut).
-fn cut_on_decode<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    if text.len() <= MAX_MESSAGE_LEN {
-        return Ok(text);
-    }
-    Ok(cut_message(&text))
-}
 
 /// Hashes as hex, for a [`ChunkHashes`] page.
 pub(crate) fn encode_hashes(hashes: &[[u8; 32]]) -> String {

@@ -342,14 +342,6 @@ impl Drop for BusyGuard {
     }
 }
 
-pub(crate) fn aborted(abort: crate::protocol::Abort) -> TransferError {
-    PeerError::Aborted {
-        code: abort.code,
-        message: abort.message,
-    }
-    .into()
-}
-
 /// Runs `f` on the blocking pool.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,

@@ -33,7 +33,7 @@ use crate::receive::data::AttachedLane;
 use crate::receive::dest::{Destination, Placing};
 use crate::receive::disk::{self, Existing, FilePaths};
 use crate::receive::room::{FsRoom, Need};
-use crate::receive::{BusyGuard, LaneGuard, Receiver, TargetKey, aborted, blocking};
+use crate::receive::{BusyGuard, LaneGuard, Receiver, TargetKey, blocking};
 use crate::storage::QuotaRefusal;
 
 /// What consent produced.
@@ -196,7 +196,7 @@ async fn read_manifest(
                     builder.push(&entry).map_err(PeerError::from)?;
                 }
             }
-            Message::Abort(abort) => return Err(aborted(abort)),
+            Message::Abort(abort) => return Err(PeerError::from(abort).into()),
             _ => return Err(PeerError::Protocol("expected the manifest").into()),
         }
     }

@@ -19,7 +19,6 @@ use crate::path::RelPath;
 use crate::protocol::{
     MAX_FILES_PER_WANTS, MAX_RANGES_PER_WANT, Message, Offer, Plan, Want, Wants, decode_hashes,
 };
-use crate::receive::aborted;
 use crate::receive::data::{Chunks, RecvFile, RecvShared};
 use crate::receive::dest::Destination;
 use crate::receive::plan::{PlannedFile, plan_file};
@@ -62,7 +61,7 @@ pub(super) async fn read_hashes(
                     }
                     hashes.extend(page_hashes);
                 }
-                Message::Abort(abort) => return Err(aborted(abort)),
+                Message::Abort(abort) => return Err(PeerError::from(abort).into()),
                 _ => return Err(PeerError::Protocol("expected chunk hashes").into()),
             }
         }

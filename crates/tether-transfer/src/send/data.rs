@@ -355,11 +355,7 @@ async fn serve_requests(
             }
             Message::Complete(complete) => return Ok(complete),
             Message::Abort(abort) => {
-                return Err(PeerError::Aborted {
-                    code: abort.code,
-                    message: abort.message,
-                }
-                .into());
+                return Err(PeerError::from(abort).into());
             }
             _ => return Err(PeerError::Protocol("unexpected message from the receiver").into()),
         };

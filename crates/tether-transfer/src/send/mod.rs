@@ -199,11 +199,7 @@ impl OutgoingTransfer {
                 .into());
             }
             Message::Abort(abort) => {
-                return Err(PeerError::Aborted {
-                    code: abort.code,
-                    message: abort.message,
-                }
-                .into());
+                return Err(PeerError::from(abort).into());
             }
             _ => return Err(PeerError::Protocol("expected Accept or Decline").into()),
         };
