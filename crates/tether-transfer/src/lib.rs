@@ -192,7 +192,7 @@ pub use progress::{
 };
 pub use pull::{DECLINE_WRITE_TIMEOUT, IncomingPull, PulledEntry, request_pull};
 pub use receive::{Hello, IncomingLane, IncomingOffer, Receiver, read_hello};
-pub use source::{EntryResolver, OutgoingTransfer};
+pub use source::{EntryResolver, OutgoingTransfer, entry_id};
 pub use storage::{
     DEFAULT_RESERVE_MOST, DEFAULT_RESERVE_PERCENT, NoQuota, QuotaRefusal, Reserve, StorageQuota,
 };

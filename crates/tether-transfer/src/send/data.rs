@@ -71,7 +71,7 @@ impl DataPhase {
             &transfer.entries,
             compression,
             limiters,
-        ));
+        )?);
         let mut lanes = JoinSet::new();
         let mut ciphers = ciphers.into_iter();
         if let Some(cipher) = ciphers.next() {
@@ -333,11 +333,9 @@ async fn serve_requests(
                 let response = Message::FileResponse(FileResponse {
                     entry_id,
                     size,
-                    hash: shared
-                        .hashes
-                        .get(file)
-                        .copied()
-                        .unwrap_or(tether_wire::ContentHash([0; 32])),
+                    hash: shared.hashes.get(file).copied().ok_or_else(|| {
+                        LocalError::Task("a requested file without its hash".into())
+                    })?,
                     chunk_size: CHUNK_SIZE,
                     offset: first * CHUNK,
                 });

@@ -16,7 +16,7 @@ use tokio::io::ReadHalf;
 
 use crate::chunk::CHUNK_SIZE;
 use crate::compress::Compression;
-use crate::error::{PeerError, TransferError, UsageError};
+use crate::error::{LocalError, PeerError, TransferError, UsageError};
 use crate::link::{
     ByteStream, ControlWriter, LaneCipher, abort_for, read_message, send_message, split,
 };
@@ -208,7 +208,7 @@ impl OutgoingTransfer {
                 .entries
                 .get(file.entry_index)
                 .map(|e| e.id)
-                .unwrap_or_default();
+                .ok_or_else(|| LocalError::Task("a source file without its entry".into()))?;
             for (page, hashes) in file.hashes.chunks(MAX_HASHES_PER_PAGE).enumerate() {
                 let message = Message::ChunkHashes(ChunkHashes {
                     entry_id,
