@@ -23,6 +23,7 @@ use crate::error::{LocalError, TransferError};
 use crate::link::{ControlWriter, LaneCipher, write_paced};
 use crate::manifest::ManifestEntry;
 use crate::send::queue::{Work, WorkQueue};
+use crate::send::requests::Offered;
 use crate::source::SourceFile;
 use crate::throttle::RateLimiter;
 
@@ -62,6 +63,20 @@ pub(crate) struct SentCounters {
     pub(crate) per_file: Vec<AtomicU64>,
     /// The file of the latest chunk.
     pub(crate) last_file: AtomicUsize,
+}
+
+impl Offered for SendShared {
+    fn find(&self, id: Uuid) -> Option<usize> {
+        self.file_index(id)
+    }
+
+    fn size(&self, index: usize) -> Option<u64> {
+        self.files.get(index).map(|f| f.size)
+    }
+
+    fn hash(&self, index: usize) -> Option<ContentHash> {
+        self.hashes.get(index).copied()
+    }
 }
 
 /// A chunk ready to go out.

@@ -7,6 +7,7 @@
 mod data;
 mod lane;
 mod queue;
+mod requests;
 
 use std::sync::Arc;
 use std::time::Instant;
