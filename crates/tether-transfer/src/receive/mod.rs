@@ -11,6 +11,7 @@ pub(crate) mod dest;
 pub(crate) mod disk;
 mod offer;
 mod plan;
+mod requester;
 mod room;
 mod session;
 mod setup;

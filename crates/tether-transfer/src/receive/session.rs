@@ -30,7 +30,8 @@ use crate::receive::data::{AttachedLane, RecvShared, run_finalizer, run_lane};
 use crate::receive::dest::Destination;
 use crate::receive::disk::{self, FilePaths};
 use crate::receive::offer::{Accepted, before_accept, decline};
-use crate::receive::setup::{Requester, plan_all, read_hashes, shared_state};
+use crate::receive::requester::{Requester, ask_all};
+use crate::receive::setup::{plan_all, read_hashes, shared_state};
 use crate::receive::{LaneGuard, Receiver, blocking};
 use crate::stall::{Activity, Metered, Verdict, Watchdog};
 use crate::throttle::RateLimiter;
@@ -310,7 +311,7 @@ impl Run<'_> {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut counted = 0u64;
         let mut watchdog = Watchdog::new(self.activity.clone(), self.config.stall_timeout);
-        let mut requests = std::pin::pin!(requester.run(writer, shared));
+        let mut requests = std::pin::pin!(ask_all(requester, writer, shared));
         let mut requests_done = false;
         let mut result = loop {
             if remaining == 0 {
