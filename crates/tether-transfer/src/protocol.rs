@@ -368,4 +368,207 @@ mod tests {
         assert_eq!(decode_hashes(""), Some(vec![]));
         assert_eq!(cut_message(&"é".repeat(1000)).len(), MAX_MESSAGE_LEN);
     }
+
+    mod round_trips {
+        use proptest::prelude::*;
+        use tether_crypto::TransferCipher;
+        use tether_wire::ContentHash;
+
+        use super::*;
+        use crate::manifest::EntryKind;
+
+        fn uuid() -> impl Strategy<Value = Uuid> {
+            any::<u128>().prop_map(Uuid::from_u128)
+        }
+
+        fn code() -> impl Strategy<Value = AbortCode> {
+            prop_oneof![
+                Just(AbortCode::Declined),
+                Just(AbortCode::Cancelled),
+                Just(AbortCode::SourceChanged),
+                Just(AbortCode::NoSpace),
+                Just(AbortCode::Refused),
+                Just(AbortCode::Protocol),
+                Just(AbortCode::Internal),
+                Just(AbortCode::Stalled),
+                Just(AbortCode::Busy),
+                Just(AbortCode::EncryptionRequired),
+                Just(AbortCode::NotShared),
+                Just(AbortCode::Other),
+            ]
+        }
+
+        /// Free text within [`MAX_MESSAGE_LEN`] bytes (up to 4 bytes a character).
+        fn text() -> impl Strategy<Value = String> {
+            "\\PC{0,256}"
+        }
+
+        fn entry() -> impl Strategy<Value = ManifestEntry> {
+            (
+                uuid(),
+                "\\PC{0,40}",
+                any::<bool>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<[u8; 32]>(),
+            )
+                .prop_map(|(id, path, file, size, mtime_ns, hash)| ManifestEntry {
+                    id,
+                    path,
+                    kind: if file {
+                        EntryKind::File
+                    } else {
+                        EntryKind::Dir
+                    },
+                    size,
+                    mtime_ns,
+                    hash: file.then_some(ContentHash(hash)),
+                })
+        }
+
+        fn want() -> impl Strategy<Value = Want> {
+            (uuid(), prop::collection::vec(any::<[u64; 2]>(), 0..8))
+                .prop_map(|(entry_id, ranges)| Want { entry_id, ranges })
+        }
+
+        fn offer() -> impl Strategy<Value = Offer> {
+            (
+                (
+                    any::<u32>(),
+                    uuid(),
+                    any::<u64>(),
+                    any::<u64>(),
+                    any::<u32>(),
+                ),
+                (
+                    any::<bool>(),
+                    any::<bool>(),
+                    any::<u8>(),
+                    any::<bool>(),
+                    any::<bool>(),
+                ),
+                prop::sample::subsequence(
+                    vec![TransferCipher::ChaCha20Poly1305, TransferCipher::Aes256Gcm],
+                    0..=2,
+                ),
+            )
+                .prop_map(
+                    |(
+                        (version, transfer_id, entries, total_bytes, chunk_size),
+                        (zstd, encrypted, lanes, wants, plan),
+                        ciphers,
+                    )| Offer {
+                        version,
+                        transfer_id,
+                        entries,
+                        total_bytes,
+                        chunk_size,
+                        compression: if zstd {
+                            Compression::Zstd
+                        } else {
+                            Compression::None
+                        },
+                        encrypted,
+                        ciphers: OfferedCiphers::new(&ciphers),
+                        lanes,
+                        wants,
+                        plan,
+                    },
+                )
+        }
+
+        fn message() -> impl Strategy<Value = Message> {
+            prop_oneof![
+                offer().prop_map(Message::Offer),
+                prop::collection::vec(entry(), 0..4)
+                    .prop_map(|entries| Message::Manifest(ManifestPage { entries })),
+                any::<Option<u64>>().prop_map(|cipher| Message::Accept(AcceptBody { cipher })),
+                (code(), text())
+                    .prop_map(|(code, message)| Message::Decline(Decline { code, message })),
+                (
+                    uuid(),
+                    any::<u64>(),
+                    prop::collection::vec(any::<[u8; 32]>(), 0..4)
+                )
+                    .prop_map(|(entry_id, first, hashes)| Message::ChunkHashes(
+                        ChunkHashes {
+                            entry_id,
+                            first,
+                            hashes: encode_hashes(&hashes),
+                        }
+                    )),
+                (uuid(), any::<u64>()).prop_map(|(entry_id, resume_from)| {
+                    Message::FileRequest(FileRequest {
+                        entry_id,
+                        resume_from,
+                    })
+                }),
+                (
+                    uuid(),
+                    any::<u64>(),
+                    any::<[u8; 32]>(),
+                    any::<u32>(),
+                    any::<u64>()
+                )
+                    .prop_map(|(entry_id, size, hash, chunk_size, offset)| {
+                        Message::FileResponse(FileResponse {
+                            entry_id,
+                            size,
+                            hash: ContentHash(hash),
+                            chunk_size,
+                            offset,
+                        })
+                    }),
+                want().prop_map(Message::Want),
+                prop::collection::vec(want(), 0..4)
+                    .prop_map(|files| Message::Wants(Wants { files })),
+                (any::<u64>(), any::<u64>())
+                    .prop_map(|(files, bytes)| Message::Plan(Plan { files, bytes })),
+                (any::<u64>(), any::<u64>()).prop_map(|(files, bytes_verified)| {
+                    Message::Complete(Complete {
+                        files,
+                        bytes_verified,
+                    })
+                }),
+                (uuid(), any::<u8>()).prop_map(|(transfer_id, index)| {
+                    Message::Lane(LaneHello { transfer_id, index })
+                }),
+                (code(), text())
+                    .prop_map(|(code, message)| Message::Abort(Abort { code, message })),
+                (uuid(), any::<u64>()).prop_map(|(entry_id, resume_from)| {
+                    Message::Pull(PullRequest {
+                        entry_id,
+                        resume_from,
+                    })
+                }),
+            ]
+        }
+
+        proptest! {
+            /// Every message reads back as itself from its control frame.
+            #[test]
+            fn every_message_round_trips(message in message()) {
+                let frame = message.to_frame().unwrap();
+                prop_assert_eq!(Message::from_frame(&frame).unwrap(), message);
+            }
+
+            /// A peer's text longer than the bound is cut, on a character boundary, to a prefix.
+            #[test]
+            fn long_text_is_cut_to_a_prefix(code in code(), message in "\\PC{200,600}") {
+                let frame = Message::Abort(Abort { code, message: message.clone() }).to_frame().unwrap();
+                let Message::Abort(back) = Message::from_frame(&frame).unwrap() else {
+                    return Err(TestCaseError::fail("not an Abort"));
+                };
+                prop_assert!(back.message.len() <= MAX_MESSAGE_LEN);
+                prop_assert!(message.starts_with(&back.message));
+                prop_assert_eq!(back.message == message, message.len() <= MAX_MESSAGE_LEN);
+            }
+
+            /// Chunk hashes read back from their hex.
+            #[test]
+            fn hashes_round_trip(hashes in prop::collection::vec(any::<[u8; 32]>(), 0..64)) {
+                prop_assert_eq!(decode_hashes(&encode_hashes(&hashes)), Some(hashes));
+            }
+        }
+    }
 }
