@@ -4,13 +4,15 @@
 //!
 //! The engine knows nothing about iroh: the service opens a QUIC bidirectional stream (ALPN
 //! `tether/transfer/1`) and hands it over as any tokio `AsyncRead + AsyncWrite + Unpin + Send`
-//! ([`ByteStream`]). Tests use TCP on 127.0.0.1 between processes.
+//! ([`ByteStream`]). Tests use TCP on 127.0.0.1 between processes, and an in-memory pair over
+//! `tokio::io::duplex` whose relays drop, duplicate, reorder, corrupt or cut frames.
 //!
 //! # Using it
 //!
-//! **Sender.** The application maps its entry ids to paths with an [`EntryResolver`];
-//! [`OutgoingTransfer::prepare`] walks and hashes them; [`OutgoingTransfer::send`] runs the
-//! protocol over a control stream plus optional extra streams ("lanes").
+//! **Sender.** The application maps its entry ids to paths with an [`EntryResolver`] ([`entry_id`]
+//! names a path by its hash); [`OutgoingTransfer::prepare`] walks and hashes them;
+//! [`OutgoingTransfer::send`] runs the protocol over a control stream plus optional extra streams
+//! ("lanes").
 //!
 //! **Receiver.** One [`Receiver`] per destination directory, configured with a [`Consent`]
 //! policy and [`Limits`]. For every incoming stream, [`read_hello`] says whether it offers a
