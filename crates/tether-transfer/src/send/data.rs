@@ -62,7 +62,13 @@ impl DataPhase {
         limiters: Vec<RateLimiter>,
     ) -> Result<TransferReport, TransferError> {
         let interval = transfer.options.progress_interval;
-        let mut running = self.start(transfer, &control_tx, lane_writers, ciphers, limiters)?;
+        let mut running = match self.start(transfer, &control_tx, lane_writers, ciphers, limiters) {
+            Ok(running) => running,
+            Err(error) => {
+                control_tx.close(abort_for(&error).as_ref()).await;
+                return Err(error);
+            }
+        };
         // If this future is dropped half way, the guard still stops the lanes' workers.
         let _close = CloseQueueOnDrop(running.shared.clone());
         let mut control = Box::pin(serve_requests(
