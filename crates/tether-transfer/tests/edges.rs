@@ -296,16 +296,21 @@ async fn a_cut_control_stream_resumes_to_the_right_bytes() {
 }
 
 /// The sender cancels mid-transfer: it reports `Cancelled`, the receiver the sender's reason.
+/// (A cancel that comes as the last chunks arrive may still see a file placed: a batch being put
+/// in place is finished, and the run then reports the cancel. Holding a chunk back keeps that
+/// race out of these two tests.)
 #[tokio::test]
 async fn the_senders_cancel_reaches_the_receiver() {
     let (_src, file, dest) = files();
     let pair = Pair::new(setup());
     let cancel = pair.sender_cancel.clone();
+    // Chunk 2 is held back as the cancel fires: the file cannot complete, however late the
+    // cancel is seen.
     let script = Script::default().at(
         0,
         Way::ToReceiver,
-        chunk_frame(1),
-        Fault::Then(Arc::new(move || cancel.cancel())),
+        chunk_frame(2),
+        Fault::DropThen(Arc::new(move || cancel.cancel())),
     );
     let outcome = pair.script(script).run(&file, dest.path()).await;
     let sent = outcome.sent.as_ref().unwrap_err();
@@ -331,11 +336,13 @@ async fn the_receivers_cancel_reaches_the_sender() {
     let (_src, file, dest) = files();
     let pair = Pair::new(setup());
     let cancel = pair.receiver_cancel.clone();
+    // Chunk 2 is held back as the cancel fires: the file cannot complete, however late the
+    // cancel is seen.
     let script = Script::default().at(
         0,
         Way::ToReceiver,
-        chunk_frame(1),
-        Fault::Then(Arc::new(move || cancel.cancel())),
+        chunk_frame(2),
+        Fault::DropThen(Arc::new(move || cancel.cancel())),
     );
     let outcome = pair.script(script).run(&file, dest.path()).await;
     let received = outcome.received.as_ref().unwrap_err();
@@ -353,27 +360,4 @@ async fn the_receivers_cancel_reaches_the_sender() {
     );
     assert!(sent.is_resumable());
     assert_not_placed(dest.path());
-}
-
-/// Two lanes, lane 1 cut after its hello and one chunk: both sides report a lost link, and a
-/// resume over two whole lanes completes.
-#[tokio::test]
-async fn a_cut_lane_resumes_to_the_right_bytes() {
-    let (_src, file, dest) = files();
-    let setup = Setup {
-        lanes: 2,
-        ..setup()
-    };
-    let script = Script::default().at(1, Way::ToReceiver, 2, Fault::Cut);
-    let outcome = Pair::new(setup.clone())
-        .script(script)
-        .run(&file, dest.path())
-        .await;
-    for result in [&outcome.sent, &outcome.received] {
-        let error = result.as_ref().unwrap_err();
-        assert!(error.is_resumable(), "{error:?}");
-    }
-    assert_not_placed(dest.path());
-    let outcome = Pair::new(setup).run(&file, dest.path()).await;
-    assert_complete(&outcome, &file, dest.path());
 }

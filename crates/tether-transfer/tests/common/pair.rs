@@ -52,6 +52,8 @@ pub enum Fault {
     Cut,
     /// `f` is called, then the frame is passed.
     Then(Arc<dyn Fn() + Send + Sync>),
+    /// `f` is called, and the frame is not passed.
+    DropThen(Arc<dyn Fn() + Send + Sync>),
 }
 
 impl std::fmt::Debug for Fault {
@@ -63,6 +65,7 @@ impl std::fmt::Debug for Fault {
             Fault::Corrupt => "Corrupt",
             Fault::Cut => "Cut",
             Fault::Then(_) => "Then",
+            Fault::DropThen(_) => "DropThen",
         };
         f.write_str(name)
     }
@@ -324,6 +327,7 @@ async fn relay(mut from: ReadHalf<DuplexStream>, mut to: WriteHalf<DuplexStream>
                 call();
                 out.push(frame);
             }
+            Some(Fault::DropThen(call)) => call(),
         }
         out.extend(held.take());
         for frame in out {
