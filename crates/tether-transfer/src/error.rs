@@ -14,11 +14,11 @@ use std::path::PathBuf;
 
 use uuid::Uuid;
 
+use crate::abort::{Abort, AbortCode};
 use crate::compress::DecodeError;
 use crate::manifest::ManifestError;
 use crate::negotiate::CipherError;
 use crate::progress::Waiting;
-use crate::protocol::AbortCode;
 
 /// Any failure of a transfer.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +167,13 @@ pub enum PeerError {
         /// Why, for people (untrusted).
         message: String,
     },
+}
+
+impl From<Abort> for PeerError {
+    /// The peer's `Abort` message, as the error it ends this side's run with.
+    fn from(Abort { code, message }: Abort) -> Self {
+        PeerError::Aborted { code, message }
+    }
 }
 
 /// This machine failed.

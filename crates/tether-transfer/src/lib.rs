@@ -4,13 +4,15 @@
 //!
 //! The engine knows nothing about iroh: the service opens a QUIC bidirectional stream (ALPN
 //! `tether/transfer/1`) and hands it over as any tokio `AsyncRead + AsyncWrite + Unpin + Send`
-//! ([`ByteStream`]). Tests use TCP on 127.0.0.1 between processes.
+//! ([`ByteStream`]). Tests use TCP on 127.0.0.1 between processes, and an in-memory pair over
+//! `tokio::io::duplex` whose relays drop, duplicate, reorder, corrupt or cut frames.
 //!
 //! # Using it
 //!
-//! **Sender.** The application maps its entry ids to paths with an [`EntryResolver`];
-//! [`OutgoingTransfer::prepare`] walks and hashes them; [`OutgoingTransfer::send`] runs the
-//! protocol over a control stream plus optional extra streams ("lanes").
+//! **Sender.** The application maps its entry ids to paths with an [`EntryResolver`] ([`entry_id`]
+//! names a path by its hash); [`OutgoingTransfer::prepare`] walks and hashes them;
+//! [`OutgoingTransfer::send`] runs the protocol over a control stream plus optional extra streams
+//! ("lanes").
 //!
 //! **Receiver.** One [`Receiver`] per destination directory, configured with a [`Consent`]
 //! policy and [`Limits`]. For every incoming stream, [`read_hello`] says whether it offers a
@@ -148,6 +150,7 @@
 //! Linux (and other Unix) only: positional IO, `openat2` (or `O_NOFOLLOW` walks), `fallocate`,
 //! `renameat2`.
 
+mod abort;
 mod chunk;
 mod collect;
 mod compress;
@@ -171,6 +174,7 @@ mod storage;
 mod throttle;
 mod tree;
 
+pub use abort::AbortCode;
 pub use chunk::CHUNK_SIZE;
 pub use collect::{
     Collected, DEFAULT_LEFTOVER_IDLE, Leftover, Leftovers, Reason, is_leftover_name,
@@ -188,10 +192,9 @@ pub use path::{MAX_COMPONENT_LEN, MAX_DEPTH, MAX_PATH_LEN, PathError, RelPath};
 pub use progress::{
     Direction, FileProgress, PathKind, Progress, TransferEvent, TransferReport, Waiting,
 };
-pub use protocol::AbortCode;
 pub use pull::{DECLINE_WRITE_TIMEOUT, IncomingPull, PulledEntry, request_pull};
 pub use receive::{Hello, IncomingLane, IncomingOffer, Receiver, read_hello};
-pub use source::{EntryResolver, OutgoingTransfer};
+pub use source::{EntryResolver, OutgoingTransfer, entry_id};
 pub use storage::{
     DEFAULT_RESERVE_MOST, DEFAULT_RESERVE_PERCENT, NoQuota, QuotaRefusal, Reserve, StorageQuota,
 };

@@ -14,6 +14,8 @@ use tether_identity::error_chain;
 use tether_wire::{FileRequest, FileResponse, Frame, FrameKind};
 use uuid::Uuid;
 
+use crate::abort::cut_on_decode;
+pub(crate) use crate::abort::{Abort, AbortCode, MAX_MESSAGE_LEN, cut_message};
 use crate::compress::Compression;
 use crate::error::PeerError;
 use crate::manifest::ManifestEntry;
@@ -35,10 +37,6 @@ pub(crate) const MAX_FILES_PER_WANTS: usize = 1024;
 
 /// Target size of one manifest page's JSON (well under the 1 MiB control frame cap).
 pub(crate) const MANIFEST_PAGE_BYTES: usize = 256 << 10;
-
-/// Longest [`Abort::message`] or [`Decline::message`], in bytes: longer text from a peer is cut
-/// to it as it is decoded.
-pub(crate) const MAX_MESSAGE_LEN: usize = 1024;
 
 /// A control message of the transfer protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,70 +222,6 @@ pub(crate) struct PullRequest {
 /// Longest JSON of a [`Message::Pull`] (about 110 bytes with the largest values), with room.
 pub(crate) const MAX_PULL_REQUEST_LEN: usize = 256;
 
-/// Body of [`Message::Abort`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Abort {
-    /// Why, for programs.
-    pub(crate) code: AbortCode,
-    /// Why, for people; untrusted text, cut to [`MAX_MESSAGE_LEN`] bytes when decoded.
-    #[serde(deserialize_with = "cut_on_decode")]
-    pub(crate) message: String,
-}
-
-/// Why a transfer was declined or aborted. On the wire a `snake_case` string; a code this
-/// version does not know reads as [`AbortCode::Other`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum AbortCode {
-    /// The user or policy refused the transfer.
-    Declined,
-    /// The transfer was cancelled.
-    Cancelled,
-    /// A source file changed while it was being sent.
-    SourceChanged,
-    /// The receiver has no room for the files.
-    NoSpace,
-    /// The offer is over the receiver's limits or not acceptable.
-    Refused,
-    /// The peer broke the protocol.
-    Protocol,
-    /// The side that aborted failed for its own reasons.
-    Internal,
-    /// Nothing moved for longer than the side that aborted waits; the transfer can resume.
-    Stalled,
-    /// The receiver is already answering as many offers from this device as it takes at once;
-    /// offer again once one of them is answered.
-    Busy,
-    /// The receiver takes only encrypted transfers, and the offer was plain.
-    EncryptionRequired,
-    /// Answers a pull request: the sharer shares no entry with that id with the requesting
-    /// device (or shares nothing at all).
-    NotShared,
-    /// A code this version does not know. Never sent.
-    #[serde(other)]
-    Other,
-}
-
-/// Cuts untrusted text to [`MAX_MESSAGE_LEN`] bytes on a character boundary.
-pub(crate) fn cut_message(text: &str) -> String {
-    let mut end = text.len().min(MAX_MESSAGE_LEN);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text.get(..end).unwrap_or_default().to_owned()
-}
-
-/// Reads a peer's free text, cut to [`MAX_MESSAGE_LEN`] bytes (the frame cap bounds what is
-/// read before the cut).
-fn cut_on_decode<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    if text.len() <= MAX_MESSAGE_LEN {
-        return Ok(text);
-    }
-    Ok(cut_message(&text))
-}
-
 /// Hashes as hex, for a [`ChunkHashes`] page.
 pub(crate) fn encode_hashes(hashes: &[[u8; 32]]) -> String {
     let mut out = String::with_capacity(hashes.len() * 64);
@@ -433,5 +367,208 @@ mod tests {
         );
         assert_eq!(decode_hashes(""), Some(vec![]));
         assert_eq!(cut_message(&"é".repeat(1000)).len(), MAX_MESSAGE_LEN);
+    }
+
+    mod round_trips {
+        use proptest::prelude::*;
+        use tether_crypto::TransferCipher;
+        use tether_wire::ContentHash;
+
+        use super::*;
+        use crate::manifest::EntryKind;
+
+        fn uuid() -> impl Strategy<Value = Uuid> {
+            any::<u128>().prop_map(Uuid::from_u128)
+        }
+
+        fn code() -> impl Strategy<Value = AbortCode> {
+            prop_oneof![
+                Just(AbortCode::Declined),
+                Just(AbortCode::Cancelled),
+                Just(AbortCode::SourceChanged),
+                Just(AbortCode::NoSpace),
+                Just(AbortCode::Refused),
+                Just(AbortCode::Protocol),
+                Just(AbortCode::Internal),
+                Just(AbortCode::Stalled),
+                Just(AbortCode::Busy),
+                Just(AbortCode::EncryptionRequired),
+                Just(AbortCode::NotShared),
+                Just(AbortCode::Other),
+            ]
+        }
+
+        /// Free text within [`MAX_MESSAGE_LEN`] bytes (up to 4 bytes a character).
+        fn text() -> impl Strategy<Value = String> {
+            "\\PC{0,256}"
+        }
+
+        fn entry() -> impl Strategy<Value = ManifestEntry> {
+            (
+                uuid(),
+                "\\PC{0,40}",
+                any::<bool>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<[u8; 32]>(),
+            )
+                .prop_map(|(id, path, file, size, mtime_ns, hash)| ManifestEntry {
+                    id,
+                    path,
+                    kind: if file {
+                        EntryKind::File
+                    } else {
+                        EntryKind::Dir
+                    },
+                    size,
+                    mtime_ns,
+                    hash: file.then_some(ContentHash(hash)),
+                })
+        }
+
+        fn want() -> impl Strategy<Value = Want> {
+            (uuid(), prop::collection::vec(any::<[u64; 2]>(), 0..8))
+                .prop_map(|(entry_id, ranges)| Want { entry_id, ranges })
+        }
+
+        fn offer() -> impl Strategy<Value = Offer> {
+            (
+                (
+                    any::<u32>(),
+                    uuid(),
+                    any::<u64>(),
+                    any::<u64>(),
+                    any::<u32>(),
+                ),
+                (
+                    any::<bool>(),
+                    any::<bool>(),
+                    any::<u8>(),
+                    any::<bool>(),
+                    any::<bool>(),
+                ),
+                prop::sample::subsequence(
+                    vec![TransferCipher::ChaCha20Poly1305, TransferCipher::Aes256Gcm],
+                    0..=2,
+                ),
+            )
+                .prop_map(
+                    |(
+                        (version, transfer_id, entries, total_bytes, chunk_size),
+                        (zstd, encrypted, lanes, wants, plan),
+                        ciphers,
+                    )| Offer {
+                        version,
+                        transfer_id,
+                        entries,
+                        total_bytes,
+                        chunk_size,
+                        compression: if zstd {
+                            Compression::Zstd
+                        } else {
+                            Compression::None
+                        },
+                        encrypted,
+                        ciphers: OfferedCiphers::new(&ciphers),
+                        lanes,
+                        wants,
+                        plan,
+                    },
+                )
+        }
+
+        fn message() -> impl Strategy<Value = Message> {
+            prop_oneof![
+                offer().prop_map(Message::Offer),
+                prop::collection::vec(entry(), 0..4)
+                    .prop_map(|entries| Message::Manifest(ManifestPage { entries })),
+                any::<Option<u64>>().prop_map(|cipher| Message::Accept(AcceptBody { cipher })),
+                (code(), text())
+                    .prop_map(|(code, message)| Message::Decline(Decline { code, message })),
+                (
+                    uuid(),
+                    any::<u64>(),
+                    prop::collection::vec(any::<[u8; 32]>(), 0..4)
+                )
+                    .prop_map(|(entry_id, first, hashes)| Message::ChunkHashes(
+                        ChunkHashes {
+                            entry_id,
+                            first,
+                            hashes: encode_hashes(&hashes),
+                        }
+                    )),
+                (uuid(), any::<u64>()).prop_map(|(entry_id, resume_from)| {
+                    Message::FileRequest(FileRequest {
+                        entry_id,
+                        resume_from,
+                    })
+                }),
+                (
+                    uuid(),
+                    any::<u64>(),
+                    any::<[u8; 32]>(),
+                    any::<u32>(),
+                    any::<u64>()
+                )
+                    .prop_map(|(entry_id, size, hash, chunk_size, offset)| {
+                        Message::FileResponse(FileResponse {
+                            entry_id,
+                            size,
+                            hash: ContentHash(hash),
+                            chunk_size,
+                            offset,
+                        })
+                    }),
+                want().prop_map(Message::Want),
+                prop::collection::vec(want(), 0..4)
+                    .prop_map(|files| Message::Wants(Wants { files })),
+                (any::<u64>(), any::<u64>())
+                    .prop_map(|(files, bytes)| Message::Plan(Plan { files, bytes })),
+                (any::<u64>(), any::<u64>()).prop_map(|(files, bytes_verified)| {
+                    Message::Complete(Complete {
+                        files,
+                        bytes_verified,
+                    })
+                }),
+                (uuid(), any::<u8>()).prop_map(|(transfer_id, index)| {
+                    Message::Lane(LaneHello { transfer_id, index })
+                }),
+                (code(), text())
+                    .prop_map(|(code, message)| Message::Abort(Abort { code, message })),
+                (uuid(), any::<u64>()).prop_map(|(entry_id, resume_from)| {
+                    Message::Pull(PullRequest {
+                        entry_id,
+                        resume_from,
+                    })
+                }),
+            ]
+        }
+
+        proptest! {
+            /// Every message reads back as itself from its control frame.
+            #[test]
+            fn every_message_round_trips(message in message()) {
+                let frame = message.to_frame().unwrap();
+                prop_assert_eq!(Message::from_frame(&frame).unwrap(), message);
+            }
+
+            /// A peer's text longer than the bound is cut, on a character boundary, to a prefix.
+            #[test]
+            fn long_text_is_cut_to_a_prefix(code in code(), message in "\\PC{200,600}") {
+                let frame = Message::Abort(Abort { code, message: message.clone() }).to_frame().unwrap();
+                let Message::Abort(back) = Message::from_frame(&frame).unwrap() else {
+                    return Err(TestCaseError::fail("not an Abort"));
+                };
+                prop_assert!(back.message.len() <= MAX_MESSAGE_LEN);
+                prop_assert!(message.starts_with(&back.message));
+                prop_assert_eq!(back.message == message, message.len() <= MAX_MESSAGE_LEN);
+            }
+
+            /// Chunk hashes read back from their hex.
+            #[test]
+            fn hashes_round_trip(hashes in prop::collection::vec(any::<[u8; 32]>(), 0..64)) {
+                prop_assert_eq!(decode_hashes(&encode_hashes(&hashes)), Some(hashes));
+            }
+        }
     }
 }

@@ -27,7 +27,7 @@ use crate::link::{ByteStream, read_message, send_message};
 use crate::options::RunContext;
 use crate::progress::TransferReport;
 use crate::protocol::{AbortCode, Decline, Message, PullRequest, cut_message};
-use crate::receive::{IncomingOffer, aborted};
+use crate::receive::IncomingOffer;
 use crate::source::OutgoingTransfer;
 
 /// The longest a pull's refusal may take to write (the engine's own declines are as bounded).
@@ -61,7 +61,7 @@ pub async fn request_pull<S: ByteStream>(
             message: decline.message,
         }
         .into()),
-        Message::Abort(abort) => Err(aborted(abort)),
+        Message::Abort(abort) => Err(PeerError::from(abort).into()),
         _ => Err(PeerError::Protocol("a pull request is answered with Offer or Decline").into()),
     }
 }

@@ -35,6 +35,24 @@ impl EntryResolver for HashMap<Uuid, PathBuf> {
     }
 }
 
+/// The entry id of a shared path: the first 16 bytes of the BLAKE3 hash of the path's bytes (as
+/// the OS gives them), read as a UUID. The same path always gets the same id, so a resumed send
+/// names the same entries and the receiver finds what it kept; distinct paths get distinct ids
+/// (a collision needs a 128-bit BLAKE3 prefix collision).
+///
+/// ```
+/// let id = tether_transfer::entry_id(std::path::Path::new("/home/me/Photos"));
+/// assert_eq!(id, tether_transfer::entry_id(std::path::Path::new("/home/me/Photos")));
+/// ```
+pub fn entry_id(path: &Path) -> Uuid {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(path.as_os_str().as_encoded_bytes());
+    // BLAKE3's extendable output starts with its 32-byte hash: this is the hash's first half.
+    let mut id = [0u8; 16];
+    hasher.finalize_xof().fill(&mut id);
+    Uuid::from_bytes(id)
+}
+
 /// A file the transfer may read, as it was when hashed.
 #[derive(Debug)]
 pub(crate) struct SourceFile {
@@ -340,6 +358,16 @@ fn bad_source(path: &Path, reason: &str) -> UsageError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entry_ids_are_the_first_half_of_the_paths_blake3() {
+        let path = Path::new("/home/me/Photos");
+        let id = entry_id(path);
+        assert_eq!(id.to_string(), "878f30a4-72f9-c9f6-1c8d-f2f45f5ed8c6");
+        let hash = blake3::hash(b"/home/me/Photos");
+        assert_eq!(id.as_bytes(), &hash.as_bytes()[..16]);
+        assert_ne!(id, entry_id(Path::new("/home/me/Photos/")));
+    }
 
     #[test]
     fn large_files_hash_on_several_threads_to_the_same_result() {

@@ -354,19 +354,21 @@ async fn two_transfers_to_one_target_do_not_mix() {
     };
     let (file_a, file_b) = (a.join("same.bin"), b.join("same.bin"));
     // The second starts once the first is receiving data (its targets are claimed by then).
-    let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (progress, mut receiving) = tokio::sync::watch::channel(0u64);
     let (listener, port) = listen().await;
-    let server = tokio::spawn(serve_one(listener, receiver.clone(), slow.clone(), {
-        let progress = progress.clone();
-        Arc::new(move |done| progress.store(done, std::sync::atomic::Ordering::Relaxed))
-    }));
+    let server = tokio::spawn(serve_one(
+        listener,
+        receiver.clone(),
+        slow.clone(),
+        Arc::new(move |done| {
+            progress.send_replace(done);
+        }),
+    ));
     let first_send = tokio::spawn({
         let slow = slow.clone();
         async move { send_to(port, &file_a, &slow).await }
     });
-    while progress.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    receiving.wait_for(|done| *done > 0).await.unwrap();
     let second = transfer(&file_b, receiver.clone(), &slow).await;
     let first = (first_send.await.unwrap(), server.await.unwrap());
     first.1.unwrap();
@@ -403,19 +405,21 @@ async fn a_target_created_mid_transfer_is_not_replaced() {
         rate: Some(2 << 20),
         ..Setup::default()
     };
-    let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (progress, mut receiving) = tokio::sync::watch::channel(0u64);
     let (listener, port) = listen().await;
-    let server = tokio::spawn(serve_one(listener, receiver.clone(), slow.clone(), {
-        let progress = progress.clone();
-        Arc::new(move |done| progress.store(done, std::sync::atomic::Ordering::Relaxed))
-    }));
+    let server = tokio::spawn(serve_one(
+        listener,
+        receiver.clone(),
+        slow.clone(),
+        Arc::new(move |done| {
+            progress.send_replace(done);
+        }),
+    ));
     let send = tokio::spawn({
         let (slow, tree) = (slow.clone(), tree.clone());
         async move { send_to(port, &tree, &slow).await }
     });
-    while progress.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    receiving.wait_for(|done| *done > 0).await.unwrap();
     let mine = dest.path().join("album").join("f23.bin");
     fs::create_dir_all(mine.parent().unwrap()).unwrap();
     fs::write(&mine, b"the user's own file").unwrap();

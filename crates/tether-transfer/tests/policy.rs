@@ -31,7 +31,7 @@ use tether_transfer::{
 };
 use tether_wire::{Frame, FrameKind, read_frame, write_frame};
 use tokio::io::{AsyncWriteExt, DuplexStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use uuid::Uuid;
 
 /// The transfer protocol version the scripted senders speak.
@@ -106,8 +106,8 @@ fn decline_code(replies: &[Value]) -> Option<String> {
         .map(|r| r["body"]["code"].as_str().unwrap_or_default().to_owned())
 }
 
-/// Consent that waits until the test lets it answer (accepting).
-struct Gate(Arc<Semaphore>);
+/// Consent that says when it is asked, then waits until the test lets it answer (accepting).
+struct Gate(Arc<Semaphore>, mpsc::UnboundedSender<()>);
 
 impl Consent for Gate {
     fn decide<'a>(
@@ -115,6 +115,7 @@ impl Consent for Gate {
         _: &'a OfferSummary<'a>,
     ) -> Pin<Box<dyn Future<Output = Decision> + Send + 'a>> {
         Box::pin(async move {
+            let _ = self.1.send(());
             let _permit = self.0.acquire().await;
             Decision::Accept
         })
@@ -125,9 +126,10 @@ impl Consent for Gate {
 async fn a_third_offer_from_one_device_is_declined_as_busy() {
     let dest = tempfile::tempdir().unwrap();
     let gate = Arc::new(Semaphore::new(0));
+    let (asked_tx, mut asked) = mpsc::unbounded_channel();
     let receiver = Receiver::new(
         ReceiverConfig::new(dest.path())
-            .consent(Gate(gate.clone()))
+            .consent(Gate(gate.clone(), asked_tx))
             .check_free_space(false),
     );
     let peer = node_id(1);
@@ -143,7 +145,10 @@ async fn a_third_offer_from_one_device_is_declined_as_busy() {
             .unwrap();
         waiting.push((script, run));
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Both are counted once consent is asked about them.
+    for _ in 0..2 {
+        asked.recv().await.unwrap();
+    }
     // The third from the same device is declined at once, with its own code.
     let (mut script, run) = receive_one(&receiver, peer);
     write_frame(&mut script, &offer(3, 1, false)).await.unwrap();

@@ -158,15 +158,7 @@ pub(crate) async fn send(
     // Entry ids derive from the paths, so a resumed send names the same entries.
     let shared: HashMap<Uuid, PathBuf> = paths
         .iter()
-        .map(|path| {
-            let hash = blake3::hash(path.as_os_str().as_encoded_bytes());
-            let bytes = hash
-                .as_bytes()
-                .first_chunk::<16>()
-                .copied()
-                .unwrap_or_default();
-            (Uuid::from_bytes(bytes), path.clone())
-        })
+        .map(|path| (tether_transfer::entry_id(path), path.clone()))
         .collect();
     let ids: Vec<Uuid> = shared.keys().copied().collect();
     let send_options = SendOptions::default()

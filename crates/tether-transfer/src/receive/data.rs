@@ -600,11 +600,7 @@ where
 /// A control message on the control lane during the data phase.
 fn on_control(shared: &RecvShared, frame: &Frame) -> Result<(), TransferError> {
     match Message::from_frame(frame)? {
-        Message::Abort(abort) => Err(PeerError::Aborted {
-            code: abort.code,
-            message: abort.message,
-        }
-        .into()),
+        Message::Abort(abort) => Err(PeerError::from(abort).into()),
         Message::FileResponse(response) => {
             let file = shared
                 .by_id

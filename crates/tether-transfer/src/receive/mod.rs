@@ -11,6 +11,7 @@ pub(crate) mod dest;
 pub(crate) mod disk;
 mod offer;
 mod plan;
+mod requester;
 mod room;
 mod session;
 mod setup;
@@ -340,14 +341,6 @@ impl Drop for BusyGuard {
             busy.remove(target);
         }
     }
-}
-
-pub(crate) fn aborted(abort: crate::protocol::Abort) -> TransferError {
-    PeerError::Aborted {
-        code: abort.code,
-        message: abort.message,
-    }
-    .into()
 }
 
 /// Runs `f` on the blocking pool.

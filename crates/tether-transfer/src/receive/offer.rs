@@ -33,7 +33,7 @@ use crate::receive::data::AttachedLane;
 use crate::receive::dest::{Destination, Placing};
 use crate::receive::disk::{self, Existing, FilePaths};
 use crate::receive::room::{FsRoom, Need};
-use crate::receive::{BusyGuard, LaneGuard, Receiver, TargetKey, aborted, blocking};
+use crate::receive::{BusyGuard, LaneGuard, Receiver, TargetKey, blocking};
 use crate::storage::QuotaRefusal;
 
 /// What consent produced.
@@ -58,26 +58,7 @@ pub(super) async fn before_accept(
     keys: Option<TransferSecret>,
 ) -> Result<Accepted, TransferError> {
     let config = &receiver.inner.config;
-    if offer.version != VERSION {
-        return Err(PeerError::Version(offer.version).into());
-    }
-    if offer.chunk_size != CHUNK_SIZE
-        || offer.compression == Compression::Unknown
-        || offer.lanes == 0
-        || offer.lanes > MAX_LANES
-    {
-        return Err(
-            PeerError::Protocol("unsupported chunk size, compression or lane count").into(),
-        );
-    }
-    if config.require_encryption && !offer.encrypted {
-        return Err(PeerError::EncryptionRequired.into());
-    }
-    let secret = match (offer.encrypted, keys) {
-        (true, None) => return Err(UsageError::KeysRequired.into()),
-        (true, secret) => secret,
-        (false, _) => None,
-    };
+    let secret = check_offer(config, offer, keys)?;
     let builder = ManifestBuilder::new(config.limits, offer.entries, offer.total_bytes)
         .map_err(PeerError::from)?;
     let deadline = config.manifest_timeout;
@@ -90,43 +71,10 @@ pub(super) async fn before_accept(
         })??;
     // The cipher is chosen once the whole offer is read, so a sender refused for its cipher
     // list is waiting for the answer and reads the `Decline`.
-    let cipher = if offer.encrypted {
-        let offered = offer.ciphers.ciphers().map_err(PeerError::from)?;
-        let aes_hardware = TransferCipher::aes_hardware();
-        Some(choose(&offered, &config.ciphers, aes_hardware).map_err(PeerError::from)?)
-    } else if !offer.ciphers.is_empty() {
-        return Err(PeerError::Protocol("a plain offer lists ciphers").into());
-    } else {
-        None
-    };
-
+    let cipher = choose_cipher(config, offer)?;
     // Shared with the survey's thread, not copied.
     let entries = Arc::new(entries);
-    // The person is asked only about an offer that fits the destination.
-    let (dest, busy, data) =
-        claim_destination(receiver, &config.destination, &entries, peer).await?;
-    let summary = OfferSummary {
-        transfer_id: offer.transfer_id,
-        peer,
-        entries: &entries,
-        files: entries.files(),
-        total_bytes: offer.total_bytes,
-        encrypted: offer.encrypted,
-    };
-    let (dest, busy, data) = match config.consent.decide(&summary).await {
-        Decision::Accept => (dest, busy, data),
-        Decision::AcceptInto(root) => {
-            drop(busy);
-            drop(dest);
-            let meta = std::fs::metadata(&root)
-                .map_err(|e| LocalError::io("opening the chosen destination", &root, e))?;
-            if !meta.is_dir() {
-                return Err(LocalError::NotADirectory(root).into());
-            }
-            claim_destination(receiver, &root, &entries, peer).await?
-        }
-        Decision::Decline(reason) => return Err(TransferError::Declined(reason)),
-    };
+    let (dest, busy, data) = consent(receiver, offer, &entries, peer).await?;
     // Counted before `Accept`, so no byte is written past the device's quota.
     charge_quota(config, &peer, data)?;
     let entries = Arc::try_unwrap(entries).unwrap_or_else(|shared| (*shared).clone());
@@ -135,13 +83,7 @@ pub(super) async fn before_accept(
         .map(CheckedEntry::new)
         .collect::<Result<Vec<_>, _>>()
         .map_err(PeerError::from)?;
-    let mut keys = secret
-        .zip(cipher)
-        .map(|(secret, cipher)| secret.into_keys(cipher));
-    let mut ciphers = Vec::with_capacity(usize::from(offer.lanes));
-    for index in 0..offer.lanes {
-        ciphers.push(Arc::new(LaneCipher::derive(keys.as_mut(), index)?));
-    }
+    let ciphers = lane_ciphers(offer.lanes, secret, cipher)?;
     let lanes = if offer.lanes > 1 {
         Some(receiver.open_lanes(offer.transfer_id, peer, offer.lanes)?)
     } else {
@@ -159,6 +101,104 @@ pub(super) async fn before_accept(
         ciphers,
         cipher,
     })
+}
+
+/// Checks what the offer says of itself against this version and `config`; the transfer's
+/// secret, when the offer is encrypted.
+fn check_offer(
+    config: &ReceiverConfig,
+    offer: &Offer,
+    keys: Option<TransferSecret>,
+) -> Result<Option<TransferSecret>, TransferError> {
+    if offer.version != VERSION {
+        return Err(PeerError::Version(offer.version).into());
+    }
+    if offer.chunk_size != CHUNK_SIZE
+        || offer.compression == Compression::Unknown
+        || offer.lanes == 0
+        || offer.lanes > MAX_LANES
+    {
+        return Err(
+            PeerError::Protocol("unsupported chunk size, compression or lane count").into(),
+        );
+    }
+    if config.require_encryption && !offer.encrypted {
+        return Err(PeerError::EncryptionRequired.into());
+    }
+    match (offer.encrypted, keys) {
+        (true, None) => Err(UsageError::KeysRequired.into()),
+        (true, secret) => Ok(secret),
+        (false, _) => Ok(None),
+    }
+}
+
+/// The cipher this side takes from the offer's list, when encrypted.
+fn choose_cipher(
+    config: &ReceiverConfig,
+    offer: &Offer,
+) -> Result<Option<TransferCipher>, TransferError> {
+    if offer.encrypted {
+        let offered = offer.ciphers.ciphers().map_err(PeerError::from)?;
+        let aes_hardware = TransferCipher::aes_hardware();
+        Ok(Some(
+            choose(&offered, &config.ciphers, aes_hardware).map_err(PeerError::from)?,
+        ))
+    } else if !offer.ciphers.is_empty() {
+        Err(PeerError::Protocol("a plain offer lists ciphers").into())
+    } else {
+        Ok(None)
+    }
+}
+
+/// Claims the destination, then asks the consent policy: the person is asked only about an
+/// offer that fits it. A policy that picks another destination has that one claimed instead.
+async fn consent(
+    receiver: &Receiver,
+    offer: &Offer,
+    entries: &Arc<Manifest>,
+    peer: NodeId,
+) -> Result<(Arc<Destination>, BusyGuard, u64), TransferError> {
+    let config = &receiver.inner.config;
+    let (dest, busy, data) =
+        claim_destination(receiver, &config.destination, entries, peer).await?;
+    let summary = OfferSummary {
+        transfer_id: offer.transfer_id,
+        peer,
+        entries,
+        files: entries.files(),
+        total_bytes: offer.total_bytes,
+        encrypted: offer.encrypted,
+    };
+    match config.consent.decide(&summary).await {
+        Decision::Accept => Ok((dest, busy, data)),
+        Decision::AcceptInto(root) => {
+            drop(busy);
+            drop(dest);
+            let meta = std::fs::metadata(&root)
+                .map_err(|e| LocalError::io("opening the chosen destination", &root, e))?;
+            if !meta.is_dir() {
+                return Err(LocalError::NotADirectory(root).into());
+            }
+            claim_destination(receiver, &root, entries, peer).await
+        }
+        Decision::Decline(reason) => Err(TransferError::Declined(reason)),
+    }
+}
+
+/// Each lane's cipher: derived from the transfer's keys under the agreed cipher, or plain.
+fn lane_ciphers(
+    lanes: u8,
+    secret: Option<TransferSecret>,
+    cipher: Option<TransferCipher>,
+) -> Result<Vec<Arc<LaneCipher>>, TransferError> {
+    let mut keys = secret
+        .zip(cipher)
+        .map(|(secret, cipher)| secret.into_keys(cipher));
+    let mut ciphers = Vec::with_capacity(usize::from(lanes));
+    for index in 0..lanes {
+        ciphers.push(Arc::new(LaneCipher::derive(keys.as_mut(), index)?));
+    }
+    Ok(ciphers)
 }
 
 /// Counts the `bytes` an accepted offer may place against `peer`'s storage quota.
@@ -196,7 +236,7 @@ async fn read_manifest(
                     builder.push(&entry).map_err(PeerError::from)?;
                 }
             }
-            Message::Abort(abort) => return Err(aborted(abort)),
+            Message::Abort(abort) => return Err(PeerError::from(abort).into()),
             _ => return Err(PeerError::Protocol("expected the manifest").into()),
         }
     }

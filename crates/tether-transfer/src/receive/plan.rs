@@ -62,6 +62,56 @@ impl PlannedFile {
     }
 }
 
+/// What an earlier attempt left of one file that still verifies: the chunks a resume keeps (and
+/// so never asks for), and its accounting.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Kept {
+    /// Chunks kept: listed by the resume record and verified.
+    pub(crate) have: ChunkSet,
+    /// Bytes of those chunks.
+    pub(crate) kept_bytes: u64,
+    /// Bytes of every listed chunk, whose hash was checked.
+    pub(crate) verified_bytes: u64,
+    /// Listed chunks that failed verification (asked for again).
+    pub(crate) corrupt_chunks: u64,
+}
+
+impl Kept {
+    /// Nothing kept, of a file of `chunks` chunks.
+    pub(crate) fn none(chunks: u64) -> Kept {
+        Kept {
+            have: ChunkSet::new(chunks),
+            kept_bytes: 0,
+            verified_bytes: 0,
+            corrupt_chunks: 0,
+        }
+    }
+
+    /// Checks each chunk `listed` by a resume record of a file of `size` bytes with
+    /// `verifies(index, len)` (read it and compare its hash); keeps those that pass. An error
+    /// from `verifies` (a cancel) stops the check.
+    pub(crate) fn verify<E>(
+        size: u64,
+        listed: &ChunkSet,
+        mut verifies: impl FnMut(u64, usize) -> Result<bool, E>,
+    ) -> Result<Kept, E> {
+        let mut kept = Kept::none(listed.len());
+        for index in listed.iter() {
+            let Some(len) = chunk_len(size, index) else {
+                continue;
+            };
+            kept.verified_bytes += len as u64;
+            if verifies(index, len)? {
+                kept.have.insert(index);
+                kept.kept_bytes += len as u64;
+            } else {
+                kept.corrupt_chunks += 1;
+            }
+        }
+        Ok(kept)
+    }
+}
+
 /// Plans `entry` (a file) under `root`; `hashes` are its verified chunk hashes. The caller has
 /// made its parent directories and passes the handle of its own, `dir` (see
 /// `Destination::ensure`, which refuses anything but real directories).
@@ -116,38 +166,32 @@ pub(crate) fn plan_file(
             .map(|file| (file, listed)),
         None => None,
     };
-    let mut have = ChunkSet::new(chunks);
-    let (mut kept_bytes, mut verified_bytes, mut corrupt_chunks) = (0, 0, 0);
-    let file = match kept {
+    let (file, kept) = match kept {
         Some((file, listed)) => {
             let mut buf = Vec::new();
-            for index in listed.iter() {
+            let kept = Kept::verify(size, &listed, |index, len| {
                 if cancel.is_cancelled() {
                     return Err(TransferError::Cancelled);
                 }
-                let Some(len) = chunk_len(size, index) else {
-                    continue;
-                };
                 buf.resize(len, 0);
                 let ok = file.read_exact_at(&mut buf, chunk_offset(index)).is_ok()
                     && chunk_hash(size, index, &buf).as_ref() == hashes.get(index_usize(index));
-                verified_bytes += len as u64;
-                if ok {
-                    have.insert(index);
-                    kept_bytes += len as u64;
-                } else {
+                if !ok {
                     tracing::info!(path = %paths.partial().display(), index, "kept chunk failed verification; fetching it again");
-                    corrupt_chunks += 1;
                 }
-            }
-            file
+                Ok(ok)
+            })?;
+            (file, kept)
         }
         // Unknown, stale or foreign partial data (or none): start over.
-        None => disk::create_partial(dir, &paths, size, placing.keep_free)?,
+        None => (
+            disk::create_partial(dir, &paths, size, placing.keep_free)?,
+            Kept::none(chunks),
+        ),
     };
     let partial = disk::partial_id(&file, &paths.partial())?;
     drop(file);
-    ResumeRecord::new(&entry.entry, hash, &have)
+    ResumeRecord::new(&entry.entry, hash, &kept.have)
         .sender(placing.sender)
         .write(
             dir,
@@ -157,12 +201,12 @@ pub(crate) fn plan_file(
         )?;
     Ok(PlannedFile {
         paths,
-        have,
+        have: kept.have,
         partial: Some(partial),
         deferred: false,
-        kept_bytes,
-        verified_bytes,
-        corrupt_chunks,
+        kept_bytes: kept.kept_bytes,
+        verified_bytes: kept.verified_bytes,
+        corrupt_chunks: kept.corrupt_chunks,
     })
 }
 
@@ -404,5 +448,99 @@ mod tests {
         .unwrap();
         assert!(!plan.deferred && plan.partial.is_some() && plan.have.is_full());
         assert!(plan.paths.partial().exists() && !plan.paths.record().exists());
+    }
+
+    mod resume {
+        use proptest::prelude::*;
+
+        use super::super::Kept;
+        use crate::chunk::{CHUNK, ChunkSet, chunk_count, chunk_len};
+        use crate::protocol::Message;
+        use crate::receive::requester::Requester;
+
+        fn set(flags: &[bool]) -> ChunkSet {
+            let mut set = ChunkSet::new(flags.len() as u64);
+            for (index, _) in flags.iter().enumerate().filter(|(_, f)| **f) {
+                set.insert(index as u64);
+            }
+            set
+        }
+
+        fn bytes(size: u64, set: &ChunkSet) -> u64 {
+            set.iter().map(|i| chunk_len(size, i).unwrap() as u64).sum()
+        }
+
+        /// A file, the chunks its resume record lists, and which of those still verify.
+        fn case() -> impl Strategy<Value = (u64, Vec<bool>, Vec<bool>)> {
+            (0u64..12 << 20).prop_flat_map(|size| {
+                let chunks = usize::try_from(chunk_count(size)).unwrap();
+                (
+                    Just(size),
+                    prop::collection::vec(any::<bool>(), chunks),
+                    prop::collection::vec(any::<bool>(), chunks),
+                )
+            })
+        }
+
+        proptest! {
+            /// The chunks kept are exactly the listed ones that verify; the resume then asks
+            /// for every other chunk once and never for a kept one, and the bytes resumed plus
+            /// the bytes asked (and so transferred) are the file's size.
+            #[test]
+            fn a_resume_asks_for_exactly_what_did_not_verify((size, listed, passes) in case()) {
+                let listed = set(&listed);
+                let mut checked = Vec::new();
+                let kept = Kept::verify(size, &listed, |index, len| {
+                    prop_assert_eq!(len, chunk_len(size, index).unwrap());
+                    checked.push(index);
+                    Ok(passes[usize::try_from(index).unwrap()])
+                })?;
+                prop_assert_eq!(checked, listed.iter().collect::<Vec<_>>());
+                let expected: Vec<u64> =
+                    listed.iter().filter(|&i| passes[usize::try_from(i).unwrap()]).collect();
+                prop_assert_eq!(kept.have.iter().collect::<Vec<_>>(), expected);
+                prop_assert_eq!(kept.corrupt_chunks, listed.count() - kept.have.count());
+                prop_assert_eq!(kept.kept_bytes, bytes(size, &kept.have));
+                prop_assert_eq!(kept.verified_bytes, bytes(size, &listed));
+
+                let mut requester = Requester::new(true);
+                requester.add(uuid::Uuid::nil(), size, &kept.have);
+                let mut asked = ChunkSet::new(chunk_count(size));
+                while !requester.is_done() {
+                    let received = requester.asked_bytes();
+                    for message in requester.top_up(received, 0) {
+                        let ranges = match message {
+                            Message::FileRequest(r) => vec![[r.resume_from / CHUNK, chunk_count(size)]],
+                            Message::Want(w) => w.ranges,
+                            other => return Err(TestCaseError::fail(format!("{other:?}"))),
+                        };
+                        for [start, end] in ranges {
+                            for index in start..end {
+                                prop_assert!(!kept.have.contains(index), "asked for kept {index}");
+                                prop_assert!(asked.insert(index), "asked twice for {index}");
+                            }
+                        }
+                    }
+                }
+                prop_assert_eq!(asked.count() + kept.have.count(), chunk_count(size));
+                prop_assert_eq!(kept.kept_bytes + requester.asked_bytes(), size);
+            }
+        }
+
+        #[test]
+        fn a_cancel_stops_the_check() {
+            let listed = set(&[true, true, true]);
+            let mut calls = 0;
+            let result = Kept::verify(3 * CHUNK, &listed, |_, _| {
+                calls += 1;
+                if calls == 2 {
+                    Err("cancelled")
+                } else {
+                    Ok(true)
+                }
+            });
+            assert_eq!(result, Err("cancelled"));
+            assert_eq!(calls, 2);
+        }
     }
 }

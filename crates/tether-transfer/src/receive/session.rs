@@ -30,10 +30,13 @@ use crate::receive::data::{AttachedLane, RecvShared, run_finalizer, run_lane};
 use crate::receive::dest::Destination;
 use crate::receive::disk::{self, FilePaths};
 use crate::receive::offer::{Accepted, before_accept, decline};
-use crate::receive::setup::{Requester, plan_all, read_hashes, shared_state};
+use crate::receive::plan::PlannedFile;
+use crate::receive::requester::{Requester, ask_all};
+use crate::receive::setup::{plan_all, read_hashes, shared_state};
 use crate::receive::{LaneGuard, Receiver, blocking};
 use crate::stall::{Activity, Metered, Verdict, Watchdog};
 use crate::throttle::RateLimiter;
+use crate::tree::ChunkHash;
 
 pub(super) async fn run<S: ByteStream>(
     receiver: &Receiver,
@@ -134,6 +137,73 @@ struct Run<'a> {
     file_entries: Vec<CheckedEntry>,
 }
 
+/// The finaliser thread of one run and its channels: files to put in place in, files placed
+/// out.
+struct Finalizer {
+    /// Completed files, by index (the lanes hold clones).
+    todo: mpsc::UnboundedSender<usize>,
+    placed: mpsc::UnboundedReceiver<Result<usize, TransferError>>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+    /// Files this run still has to put in place.
+    remaining: usize,
+}
+
+impl Finalizer {
+    /// Starts it, with the files already complete (kept whole by a resume) queued.
+    fn start(shared: &Arc<RecvShared>) -> Finalizer {
+        let (todo, todo_rx) = mpsc::unbounded_channel::<usize>();
+        let (placed_tx, placed) = mpsc::unbounded_channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut remaining = 0usize;
+        for (index, file) in shared.files.iter().enumerate() {
+            let complete = file
+                .chunks
+                .lock()
+                .map(|c| c.have.is_full())
+                .unwrap_or(false);
+            if file.to_place() {
+                remaining += 1;
+                if complete {
+                    let _ = todo.send(index);
+                }
+            }
+        }
+        let task = tokio::task::spawn_blocking({
+            let shared = shared.clone();
+            let stop = stop.clone();
+            move || run_finalizer(&shared, todo_rx, &placed_tx, &stop)
+        });
+        Finalizer {
+            todo,
+            placed,
+            stop,
+            task,
+            remaining,
+        }
+    }
+
+    /// Stops it once the batch being put in place is done (it cannot be stopped half way), so
+    /// nothing of this transfer runs after the run returns; files still queued stay complete
+    /// partial files that a resume puts in place.
+    async fn stop(self) -> Result<(), TransferError> {
+        self.stop.store(true, Ordering::Relaxed);
+        drop(self.todo);
+        self.task
+            .await
+            .map_err(|e| LocalError::task_failed("the finaliser", e).into())
+    }
+}
+
+/// The data phase's running parts, between its start and its end.
+struct Receiving {
+    lanes: JoinSet<Result<(), TransferError>>,
+    meter: RateMeter,
+    /// Bytes received as of the last tick.
+    counted: u64,
+    watchdog: Watchdog,
+}
+
 impl Run<'_> {
     async fn after_accept(
         &mut self,
@@ -160,8 +230,61 @@ impl Run<'_> {
             result = read_hashes(&mut reader, &files) => result?,
             () = cancel.cancelled() => return Err(TransferError::Cancelled),
         };
+        let (files, hashes, planned) = self.plan(&dest, dirs, files, hashes).await?;
+        let shared = Arc::new(shared_state(
+            dest,
+            &files,
+            hashes,
+            planned.as_slice(),
+            self.offer,
+            self.config.overwrite,
+        ));
+        let requester = account(&planned, &shared, self.offer.wants, report);
+        if self.offer.plan {
+            writer.send(&Message::Plan(requester.plan())).await?;
+        }
+        emit(
+            self.events.as_ref(),
+            TransferEvent::Started {
+                transfer_id: self.offer.transfer_id,
+                direction: Direction::Receive,
+                files: report.files,
+                bytes_total: report.bytes_total,
+                bytes_resumed: report.bytes_resumed,
+            },
+        );
+        let in_place = planned.iter().enumerate().filter(|(_, p)| p.in_place());
+        for (index, _) in in_place {
+            self.file_done(&shared, index);
+        }
+        drop(planned);
+        let result = self
+            .data_phase(&shared, reader, writer, requester, lanes, ciphers, report)
+            .await;
+        if result.is_err() {
+            let shared = shared.clone();
+            if let Ok(Err(error)) = blocking(move || shared.checkpoint(true)).await {
+                tracing::warn!(error = %ErrorChain(&error), "could not save resume records");
+            }
+        }
+        result?;
+        Ok(Complete {
+            files: report.files,
+            bytes_verified: report.bytes_verified,
+        })
+    }
 
+    /// Creates the directories and plans every file (on a blocking thread): what is in place,
+    /// what partial data still verifies. The directories made are noted for a clean-up.
+    async fn plan(
+        &mut self,
+        dest: &Arc<Destination>,
+        dirs: Vec<CheckedEntry>,
+        files: Vec<CheckedEntry>,
+        hashes: Vec<Vec<ChunkHash>>,
+    ) -> Result<(Vec<CheckedEntry>, Vec<Vec<ChunkHash>>, Vec<PlannedFile>), TransferError> {
         let overwrite = self.config.overwrite;
+        let cancel = self.cancel.clone();
         // Shared with the planning thread, not copied: the hashes are 1/8192 of the data.
         let plan_input = Arc::new((files, hashes));
         let (created, planned) = blocking({
@@ -187,64 +310,7 @@ impl Run<'_> {
         let planned = planned?;
         let (files, hashes) =
             Arc::try_unwrap(plan_input).unwrap_or_else(|shared| (*shared).clone());
-
-        let shared = Arc::new(shared_state(
-            dest,
-            &files,
-            hashes,
-            planned.as_slice(),
-            self.offer,
-            overwrite,
-        ));
-        let mut requester = Requester::new(self.offer.wants);
-        for (index, plan) in planned.iter().enumerate() {
-            report.bytes_resumed += plan.kept_bytes;
-            report.bytes_verified += plan.verified_bytes;
-            report.chunks_refetched += plan.corrupt_chunks;
-            if plan.in_place() || plan.have.is_full() {
-                continue;
-            }
-            if let Some(file) = shared.files.get(index) {
-                requester.add(file.id, file.size, &plan.have);
-            }
-        }
-        if self.offer.plan {
-            writer.send(&Message::Plan(requester.plan())).await?;
-        }
-        emit(
-            self.events.as_ref(),
-            TransferEvent::Started {
-                transfer_id: self.offer.transfer_id,
-                direction: Direction::Receive,
-                files: report.files,
-                bytes_total: report.bytes_total,
-                bytes_resumed: report.bytes_resumed,
-            },
-        );
-        let in_place: Vec<usize> = planned
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.in_place())
-            .map(|(i, _)| i)
-            .collect();
-        drop(planned);
-        for index in in_place {
-            self.file_done(&shared, index);
-        }
-        let result = self
-            .data_phase(&shared, reader, writer, requester, lanes, ciphers, report)
-            .await;
-        if result.is_err() {
-            let shared = shared.clone();
-            if let Ok(Err(error)) = blocking(move || shared.checkpoint(true)).await {
-                tracing::warn!(error = %ErrorChain(&error), "could not save resume records");
-            }
-        }
-        result?;
-        Ok(Complete {
-            files: report.files,
-            bytes_verified: report.bytes_verified,
-        })
+        Ok((files, hashes, planned))
     }
 
     /// Receives until every file is in place, asking for chunks a window at a time meanwhile.
@@ -259,61 +325,35 @@ impl Run<'_> {
         ciphers: Vec<Arc<LaneCipher>>,
         report: &mut TransferReport,
     ) -> Result<(), TransferError> {
-        let mut remaining = 0usize;
-        // One finaliser thread per transfer puts completed files in place in batches.
-        let (finalize_tx, finalize_rx) = mpsc::unbounded_channel::<usize>();
-        let (placed_tx, mut placed_rx) = mpsc::unbounded_channel();
-        let stop_finalizer = Arc::new(AtomicBool::new(false));
-        for (index, file) in shared.files.iter().enumerate() {
-            let complete = file
-                .chunks
-                .lock()
-                .map(|c| c.have.is_full())
-                .unwrap_or(false);
-            if file.to_place() {
-                remaining += 1;
-                if complete {
-                    let _ = finalize_tx.send(index);
-                }
-            }
-        }
-        let finalizer = tokio::task::spawn_blocking({
-            let shared = shared.clone();
-            let stop = stop_finalizer.clone();
-            move || run_finalizer(&shared, finalize_rx, &placed_tx, &stop)
-        });
-        // The lanes hand files whose last chunk is written straight to the finaliser (no hop
-        // through this loop); bytes are counted in `shared`.
-        let done_tx = finalize_tx.clone();
-        let mut lane_tasks = JoinSet::new();
-        let cipher = |index: u8| ciphers.get(usize::from(index)).cloned();
-        if remaining > 0
-            && let Some(cipher) = cipher(0)
+        // One finaliser thread per transfer puts completed files in place in batches; the
+        // lanes hand it files whose last chunk is written (no hop through this loop).
+        let mut finalizer = Finalizer::start(shared);
+        let mut running = Receiving {
+            lanes: JoinSet::new(),
+            meter: RateMeter::new(self.started),
+            counted: 0,
+            watchdog: Watchdog::new(self.activity.clone(), self.config.stall_timeout),
+        };
+        if finalizer.remaining > 0
+            && let Some(cipher) = ciphers.first()
         {
-            lane_tasks.spawn(run_lane(
+            let lane = run_lane(
                 control,
                 true,
                 shared.clone(),
-                cipher,
+                cipher.clone(),
                 self.limiters.clone(),
-                done_tx.clone(),
-            ));
+                finalizer.todo.clone(),
+            );
+            running.lanes.spawn(lane);
         }
-        let (_lane_guard, mut lane_rx) = match lanes {
-            Some((guard, rx)) => (Some(guard), Some(rx)),
-            None => (None, None),
-        };
-        let mut checkpoints = tokio::time::interval(timer_period(self.config.checkpoint_interval));
-        checkpoints.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut meter = RateMeter::new(self.started);
-        let mut ticks = tokio::time::interval(timer_period(self.config.progress_interval));
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut counted = 0u64;
-        let mut watchdog = Watchdog::new(self.activity.clone(), self.config.stall_timeout);
-        let mut requests = std::pin::pin!(requester.run(writer, shared));
+        let (_lane_guard, mut lane_rx) = lanes.unzip();
+        let mut checkpoints = interval(self.config.checkpoint_interval);
+        let mut ticks = interval(self.config.progress_interval);
+        let mut requests = std::pin::pin!(ask_all(requester, writer, shared));
         let mut requests_done = false;
         let mut result = loop {
-            if remaining == 0 {
+            if finalizer.remaining == 0 {
                 break Ok(());
             }
             tokio::select! {
@@ -325,57 +365,27 @@ impl Run<'_> {
                     }
                 }
                 Some(lane) = recv_lane(&mut lane_rx) => {
-                    if let Some(cipher) = cipher(lane.index) {
-                        let stream = Metered::new(lane.stream, self.activity.clone());
-                        let (reader, _writer) = tokio::io::split(stream);
-                        lane_tasks.spawn(run_lane(
-                            reader,
-                            false,
-                            shared.clone(),
-                            cipher,
-                            self.limiters.clone(),
-                            done_tx.clone(),
-                        ));
-                    }
+                    self.attach(&mut running, lane, shared, &ciphers, &finalizer.todo);
                 }
                 _ = ticks.tick() => {
-                    let now = Instant::now();
-                    let received = shared.received.load(Ordering::Relaxed);
-                    meter.record(received - counted, now);
-                    counted = received;
-                    if received > 0 {
-                        self.progress(shared, report, received, &meter, now);
-                    }
-                    let waiting_for = || {
-                        let asked = shared.asked.load(Ordering::Relaxed);
-                        if asked > received { Waiting::Data } else { Waiting::Disk }
-                    };
-                    match watchdog.check(now) {
-                        Verdict::Fine => {}
-                        Verdict::Report(idle) => self.waiting(waiting_for(), idle),
-                        Verdict::Stalled(idle) => {
-                            break Err(TransferError::Stalled { waiting_for: waiting_for(), idle });
-                        }
+                    if let Err(error) = self.tick(&mut running, shared, report) {
+                        break Err(error);
                     }
                 }
-                placed = placed_rx.recv() => {
-                    match placed {
-                        Some(Ok(index)) => {
-                            remaining -= 1;
-                            self.activity.touch();
-                            self.file_done(shared, index);
-                        }
-                        Some(Err(error)) => break Err(error),
-                        None => break Err(LocalError::Task("the finaliser stopped".into()).into()),
+                placed = finalizer.placed.recv() => match placed {
+                    Some(Ok(index)) => {
+                        finalizer.remaining -= 1;
+                        self.activity.touch();
+                        self.file_done(shared, index);
                     }
-                }
-                Some(joined) = lane_tasks.join_next() => {
-                    match joined {
-                        Ok(Ok(())) => break Err(eof()),
-                        Ok(Err(error)) => break Err(error),
-                        Err(e) => break Err(LocalError::task_failed("a receive lane", e).into()),
-                    }
-                }
+                    Some(Err(error)) => break Err(error),
+                    None => break Err(LocalError::Task("the finaliser stopped".into()).into()),
+                },
+                Some(joined) = running.lanes.join_next() => match joined {
+                    Ok(Ok(())) => break Err(eof()),
+                    Ok(Err(error)) => break Err(error),
+                    Err(e) => break Err(LocalError::task_failed("a receive lane", e).into()),
+                },
                 _ = checkpoints.tick() => {
                     let shared = shared.clone();
                     blocking(move || shared.checkpoint(false)).await??;
@@ -384,37 +394,71 @@ impl Run<'_> {
         };
         // A lost link: the sender's `Abort`, if it sent one, may still be on the control lane
         // (whose reader is one of the lane tasks), and says why.
-        if result.as_ref().is_err_and(is_link) {
-            let reason = tokio::time::timeout(PEER_REASON_GRACE, async {
-                while let Some(joined) = lane_tasks.join_next().await {
-                    if let Ok(Err(error)) = joined
-                        && is_peer_reason(&error)
-                    {
-                        return Some(error);
-                    }
-                }
-                None
-            })
-            .await;
-            if let Ok(Some(reason)) = reason {
-                result = Err(reason);
-            }
+        if result.as_ref().is_err_and(is_link)
+            && let Some(reason) = peer_reason(&mut running.lanes).await
+        {
+            result = Err(reason);
         }
-        lane_tasks.abort_all();
-        // The batch being put in place finishes (it cannot be stopped half way) before the run
-        // reports, so nothing of this transfer runs after it returns; files still queued stay
-        // complete partial files that a resume puts in place.
-        stop_finalizer.store(true, Ordering::Relaxed);
-        drop(finalize_tx);
-        drop(done_tx);
-        let finalized = finalizer.await;
-        let result =
-            result.and(finalized.map_err(|e| LocalError::task_failed("the finaliser", e).into()));
+        running.lanes.abort_all();
+        let result = result.and(finalizer.stop().await);
         let received = shared.received.load(Ordering::Relaxed);
         report.bytes_transferred = received;
         report.bytes_verified += received;
         report.wire_bytes = shared.wire.load(Ordering::Relaxed);
         result
+    }
+
+    /// Starts reading a lane that attached, if its index has a cipher.
+    fn attach(
+        &self,
+        running: &mut Receiving,
+        lane: AttachedLane,
+        shared: &Arc<RecvShared>,
+        ciphers: &[Arc<LaneCipher>],
+        done: &mpsc::UnboundedSender<usize>,
+    ) {
+        let Some(cipher) = ciphers.get(usize::from(lane.index)) else {
+            return;
+        };
+        let stream = Metered::new(lane.stream, self.activity.clone());
+        let (reader, _writer) = tokio::io::split(stream);
+        running.lanes.spawn(run_lane(
+            reader,
+            false,
+            shared.clone(),
+            cipher.clone(),
+            self.limiters.clone(),
+            done.clone(),
+        ));
+    }
+
+    /// Progress, and the watchdog: an error once nothing has moved for the stall bound.
+    fn tick(
+        &self,
+        running: &mut Receiving,
+        shared: &RecvShared,
+        report: &TransferReport,
+    ) -> Result<(), TransferError> {
+        let now = Instant::now();
+        let received = shared.received.load(Ordering::Relaxed);
+        running.meter.record(received - running.counted, now);
+        running.counted = received;
+        if received > 0 {
+            self.progress(shared, report, received, &running.meter, now);
+        }
+        let waiting_for = if shared.asked.load(Ordering::Relaxed) > received {
+            Waiting::Data
+        } else {
+            Waiting::Disk
+        };
+        match running.watchdog.check(now) {
+            Verdict::Fine => Ok(()),
+            Verdict::Report(idle) => {
+                self.waiting(waiting_for, idle);
+                Ok(())
+            }
+            Verdict::Stalled(idle) => Err(TransferError::Stalled { waiting_for, idle }),
+        }
     }
 
     fn progress(
@@ -506,6 +550,52 @@ impl Run<'_> {
         }
         dest.remove_empty(&self.created_dirs);
     }
+}
+
+/// The report's resume accounting from the plan (bytes kept, checked, refetched), and the
+/// requests for everything else.
+fn account(
+    planned: &[PlannedFile],
+    shared: &RecvShared,
+    batch: bool,
+    report: &mut TransferReport,
+) -> Requester {
+    let mut requester = Requester::new(batch);
+    for (index, plan) in planned.iter().enumerate() {
+        report.bytes_resumed += plan.kept_bytes;
+        report.bytes_verified += plan.verified_bytes;
+        report.chunks_refetched += plan.corrupt_chunks;
+        if plan.in_place() || plan.have.is_full() {
+            continue;
+        }
+        if let Some(file) = shared.files.get(index) {
+            requester.add(file.id, file.size, &plan.have);
+        }
+    }
+    requester
+}
+
+/// Waits (a little) for a lane task to end with the peer's own account of why it stopped.
+async fn peer_reason(lanes: &mut JoinSet<Result<(), TransferError>>) -> Option<TransferError> {
+    let reason = tokio::time::timeout(PEER_REASON_GRACE, async {
+        while let Some(joined) = lanes.join_next().await {
+            if let Ok(Err(error)) = joined
+                && is_peer_reason(&error)
+            {
+                return Some(error);
+            }
+        }
+        None
+    })
+    .await;
+    reason.ok().flatten()
+}
+
+/// A timer every `period`, which skips the ticks it missed.
+fn interval(period: std::time::Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval(timer_period(period));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
 }
 
 async fn recv_lane(rx: &mut Option<mpsc::Receiver<AttachedLane>>) -> Option<AttachedLane> {

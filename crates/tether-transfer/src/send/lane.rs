@@ -23,6 +23,7 @@ use crate::error::{LocalError, TransferError};
 use crate::link::{ControlWriter, LaneCipher, write_paced};
 use crate::manifest::ManifestEntry;
 use crate::send::queue::{Work, WorkQueue};
+use crate::send::requests::Offered;
 use crate::source::SourceFile;
 use crate::throttle::RateLimiter;
 
@@ -64,6 +65,20 @@ pub(crate) struct SentCounters {
     pub(crate) last_file: AtomicUsize,
 }
 
+impl Offered for SendShared {
+    fn find(&self, id: Uuid) -> Option<usize> {
+        self.file_index(id)
+    }
+
+    fn size(&self, index: usize) -> Option<u64> {
+        self.files.get(index).map(|f| f.size)
+    }
+
+    fn hash(&self, index: usize) -> Option<ContentHash> {
+        self.hashes.get(index).copied()
+    }
+}
+
 /// A chunk ready to go out.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Sent {
@@ -78,24 +93,20 @@ impl SendShared {
         entries: &[ManifestEntry],
         compression: Compression,
         limiters: Vec<RateLimiter>,
-    ) -> Self {
-        let entry = |f: &SourceFile| entries.get(f.entry_index);
-        let ids: Vec<Uuid> = files
-            .iter()
-            .map(|f| entry(f).map(|e| e.id).unwrap_or_default())
-            .collect();
-        let paths = files
-            .iter()
-            .map(|f| entry(f).map(|e| e.path.clone()).unwrap_or_default())
-            .collect();
-        let hashes = files
-            .iter()
-            .map(|f| {
-                entry(f)
-                    .and_then(|e| e.hash)
-                    .unwrap_or(ContentHash([0; 32]))
-            })
-            .collect();
+    ) -> Result<Self, LocalError> {
+        let mut ids = Vec::with_capacity(files.len());
+        let mut paths = Vec::with_capacity(files.len());
+        let mut hashes = Vec::with_capacity(files.len());
+        for file in &files {
+            // Every source file was hashed from a file entry of this manifest.
+            let (id, path, hash) = entries
+                .get(file.entry_index)
+                .and_then(|e| Some((e.id, e.path.clone(), e.hash?)))
+                .ok_or_else(|| LocalError::Task("a source file without its entry".into()))?;
+            ids.push(id);
+            paths.push(path);
+            hashes.push(hash);
+        }
         let open = files.iter().map(|_| Mutex::new(None)).collect();
         let pending = files.iter().map(|_| AtomicU64::new(0)).collect();
         let misses = files.iter().map(|_| AtomicU32::new(0)).collect();
@@ -104,7 +115,7 @@ impl SendShared {
             ..SentCounters::default()
         };
         let by_id = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-        SendShared {
+        Ok(SendShared {
             by_id,
             files,
             ids,
@@ -117,7 +128,7 @@ impl SendShared {
             pending,
             misses,
             counters,
-        }
+        })
     }
 
     /// The index of the file with entry id `id`.
@@ -187,7 +198,11 @@ impl SendShared {
         let changed = || TransferError::from(LocalError::SourceChanged(source.path.clone()));
         let len = chunk_len(source.size, work.index).ok_or_else(changed)?;
         let offset = chunk_offset(work.index);
-        let id = self.ids.get(work.file).copied().unwrap_or_default();
+        let id = self
+            .ids
+            .get(work.file)
+            .copied()
+            .ok_or_else(|| LocalError::Task("chunk of an unknown file".into()))?;
         let mut chunk = DataChunk::with_buffer(id, offset, last, len, buf)
             .map_err(|e| LocalError::Task(e.to_string()))?;
         // The chunk is sent only if this read filled all its bytes.
@@ -324,7 +339,16 @@ mod tests {
             modified: None,
             hashes: Vec::new(),
         };
-        let shared = SendShared::new(vec![source], &[], Compression::None, Vec::new());
+        let entry = ManifestEntry {
+            id: Uuid::from_u128(1),
+            path: "f".into(),
+            kind: crate::manifest::EntryKind::File,
+            size: 3 * 256 * 1024,
+            mtime_ns: 0,
+            hash: Some(ContentHash([1; 32])),
+        };
+        let shared =
+            SendShared::new(vec![source], &[entry], Compression::None, Vec::new()).unwrap();
         // Chunks 0..3 asked for; lanes take the last chunk first, then the others.
         shared.asked(0, 3);
         let (last, _) = shared.file(0).unwrap();
@@ -337,5 +361,18 @@ mod tests {
         shared.asked(0, 1);
         let _ = shared.file(0).unwrap();
         assert!(!shared.is_open(0));
+    }
+
+    #[test]
+    fn a_source_file_without_its_entry_is_an_internal_error() {
+        let source = SourceFile {
+            entry_index: 3,
+            path: "/nowhere".into(),
+            size: 1,
+            modified: None,
+            hashes: Vec::new(),
+        };
+        let error = SendShared::new(vec![source], &[], Compression::None, Vec::new()).unwrap_err();
+        assert!(matches!(error, LocalError::Task(_)), "{error:?}");
     }
 }

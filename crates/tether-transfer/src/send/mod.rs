@@ -7,6 +7,7 @@
 mod data;
 mod lane;
 mod queue;
+mod requests;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +17,7 @@ use tokio::io::ReadHalf;
 
 use crate::chunk::CHUNK_SIZE;
 use crate::compress::Compression;
-use crate::error::{PeerError, TransferError, UsageError};
+use crate::error::{LocalError, PeerError, TransferError, UsageError};
 use crate::link::{
     ByteStream, ControlWriter, LaneCipher, abort_for, read_message, send_message, split,
 };
@@ -199,11 +200,7 @@ impl OutgoingTransfer {
                 .into());
             }
             Message::Abort(abort) => {
-                return Err(PeerError::Aborted {
-                    code: abort.code,
-                    message: abort.message,
-                }
-                .into());
+                return Err(PeerError::from(abort).into());
             }
             _ => return Err(PeerError::Protocol("expected Accept or Decline").into()),
         };
@@ -212,7 +209,7 @@ impl OutgoingTransfer {
                 .entries
                 .get(file.entry_index)
                 .map(|e| e.id)
-                .unwrap_or_default();
+                .ok_or_else(|| LocalError::Task("a source file without its entry".into()))?;
             for (page, hashes) in file.hashes.chunks(MAX_HASHES_PER_PAGE).enumerate() {
                 let message = Message::ChunkHashes(ChunkHashes {
                     entry_id,

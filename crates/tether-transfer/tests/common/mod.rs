@@ -35,6 +35,8 @@ use tether_transfer::{
 use tokio::net::{TcpListener, TcpStream};
 use uuid::Uuid;
 
+pub mod pair;
+
 pub const ROLE: &str = "TETHER_T_ROLE";
 
 /// A file of `size` pseudo-random bytes from `seed`.
