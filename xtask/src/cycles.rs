@@ -134,8 +134,26 @@ impl Graph {
             graph.files.insert(module.clone(), file);
             sources.insert(module, tokens);
         }
+        // What the crate root re-exports: `crate::Name` stands for the module that defines it.
+        let exports: BTreeMap<String, ModPath> = sources
+            .get(&Vec::new())
+            .map(|tokens| references(&[], tokens))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(path, name)| name != "*" && path.last() == Some(name))
+            .map(|(path, name)| (name, path))
+            .collect();
         for (module, tokens) in &sources {
-            for (target, name) in references(module, tokens) {
+            for (mut target, name) in references(module, tokens) {
+                if let Some(exported) = target.first().and_then(|first| exports.get(first))
+                    && graph.owner(&target).is_some_and(|owner| owner.is_empty())
+                {
+                    target = exported
+                        .iter()
+                        .chain(target.iter().skip(1))
+                        .cloned()
+                        .collect();
+                }
                 let Some(to) = graph.owner(&target) else {
                     continue;
                 };
@@ -758,6 +776,24 @@ mod tests {
             cycles[0].ties.contains(&"a -> b: B".to_owned()),
             "{cycles:?}"
         );
+    }
+
+    #[test]
+    fn a_cycle_through_the_roots_re_exports() {
+        let graph = graph(&[
+            (
+                "src/lib.rs",
+                "mod a;\nmod b;\npub use a::A;\npub use b::{B, f};",
+            ),
+            ("src/a.rs", "use crate::B;\npub struct A(B);"),
+            (
+                "src/b.rs",
+                "pub struct B;\npub fn f() -> crate::A { crate::A(B) }",
+            ),
+        ]);
+        let cycles = graph.cycles();
+        assert_eq!(cycles.len(), 1, "{cycles:?}");
+        assert_eq!(cycles[0].ties, ["a -> b: B", "b -> a: A"]);
     }
 
     #[test]
