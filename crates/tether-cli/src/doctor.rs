@@ -6,7 +6,7 @@ use anyhow::Result;
 use serde_json::json;
 use tether::{ErrorChain, KeyStorageKind, NetworkingService, PathKind, RelayConfig, error_chain};
 
-use crate::commands::{NodeContext, resolve};
+use crate::context::{NodeContext, resolve};
 use crate::output::Sink;
 use crate::settings::Network;
 

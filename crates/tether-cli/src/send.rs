@@ -10,7 +10,7 @@ use tether::errors::{LocalError, PeerError, TransferError};
 use tether::{ErrorChain, NetworkError, NetworkingService, TransferEvent, TransferOptions};
 use tokio_util::sync::CancellationToken;
 
-use crate::commands::resolve;
+use crate::context::resolve;
 use crate::failure::{Failure, TRANSFER, offline};
 use crate::output::Sink;
 use crate::progress::{bytes, duration};
