@@ -13,7 +13,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::child::Server;
-use crate::run::{Cx, Lab, Report, free_bytes, make_file, ratios};
+use crate::lab::{Cx, Lab, free_bytes, make_file};
+use crate::report::{Report, ratios};
 
 /// One folder's measurements, in repetition order.
 struct Measured {

@@ -8,10 +8,8 @@ use std::ffi::OsString;
 use std::fmt::Write as _;
 
 use crate::child::{Process, Server, args, vm_bytes};
-use crate::run::{
-    Cx, GIB, Lab, MIB, Report, Row, free_bytes, make_file, mib_s, ms, rate, ratios, seconds,
-    size_name,
-};
+use crate::lab::{Cx, GIB, Lab, MIB, free_bytes, make_file, seconds};
+use crate::report::{Report, Row, mib_s, ms, rate, ratios, size_name};
 use serde_json::Value;
 
 use crate::stats::Spread;
