@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use tether_netlab::protocol::Command;
 
-use super::{Ctx, MIN, Outcome, alias, f, figure_transfer, hash, lan_pair, make_file, transfer};
+use super::kit::{
+    Ctx, MIN, Outcome, alias, f, figure_transfer, hash, lan_pair, make_file, transfer,
+};
 use crate::agent::Agent;
 use crate::lab::{Host, Lab, Nat};
 
