@@ -544,16 +544,7 @@ pub(super) fn relay(cx: &mut Cx, report: &mut Report) -> Result<()> {
     raw_argv.extend(relay_args.clone());
     let mut raw_relayed = lab.server("raw-relay-server", raw_argv)?;
     let mut relayed = lab.tether_server_at("relay-server", relay_args.clone())?;
-    let reply = relayed.process.ask("ticket", Duration::from_secs(30))?;
-    let ticket = reply
-        .strip_prefix("code ")
-        .context("ticket reply")?
-        .to_owned();
-    let mut argv = args(&["pair", "--code", &ticket]);
-    argv.extend(lab.tether_client_args("relay-client"));
-    argv.extend(relay_args.clone());
-    lab.client("tether-pair-relay", argv)?;
-    std::thread::sleep(Duration::from_millis(200));
+    pair_over_relay(lab, &mut relayed, &relay_args)?;
     let file = work.join("relay.bin");
     make_file(&file, size, 3)?;
     let (mut t, mut r) = (Vec::new(), Vec::new());
@@ -604,5 +595,21 @@ pub(super) fn relay(cx: &mut Cx, report: &mut Report) -> Result<()> {
         target: "≥ 0.9×".into(),
         met: Some(ratio.median >= 0.9),
     });
+    Ok(())
+}
+
+/// Pairs the relay client with `relayed` by ticket, both reaching each other only through the
+/// relay in `relay_args`.
+fn pair_over_relay(lab: &mut Lab, relayed: &mut Server, relay_args: &[OsString]) -> Result<()> {
+    let reply = relayed.process.ask("ticket", Duration::from_secs(30))?;
+    let ticket = reply
+        .strip_prefix("code ")
+        .context("ticket reply")?
+        .to_owned();
+    let mut argv = args(&["pair", "--code", &ticket]);
+    argv.extend(lab.tether_client_args("relay-client"));
+    argv.extend(relay_args.iter().cloned());
+    lab.client("tether-pair-relay", argv)?;
+    std::thread::sleep(Duration::from_millis(200));
     Ok(())
 }
