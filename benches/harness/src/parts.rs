@@ -1,5 +1,6 @@
 //! The parts of a run: each measures Tether against its baseline and adds its rows.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -405,24 +406,7 @@ pub(super) fn devices(cx: &mut Cx, report: &mut Report) -> Result<()> {
     } = *report;
     let n = if quick { 20 } else { 100 };
     let root = work.join("devices");
-    // Pair n devices by ticket, one after another.
-    let mut argv = args(&["pair-many", "--n", &n.to_string()]);
-    argv.extend(["--root".into(), root.clone().into()]);
-    argv.extend(["--discovery".into(), lab.discovery.clone().into()]);
-    let log = lab.log("pair-many");
-    let mut full = args(&["client"]);
-    full.extend(argv);
-    let mut pairer = Process::spawn("pair-many", &full, &log)?;
-    for _ in 0..n {
-        let ask = pairer.line(Duration::from_secs(60))?;
-        if ask != "need-ticket" {
-            bail!("pair-many said {ask:?}");
-        }
-        let reply = tether.process.ask("ticket", Duration::from_secs(30))?;
-        pairer.say(reply.strip_prefix("code ").context("ticket reply")?)?;
-    }
-    pairer.finish(Duration::from_secs(120))?;
-    eprintln!("tether-bench: {n} devices paired");
+    pair_devices(lab, tether, &root, n)?;
 
     // Idle memory: fresh server processes, n connections, alternated.
     let mem_reps = if quick { 2 } else { 3 };
@@ -430,46 +414,11 @@ pub(super) fn devices(cx: &mut Cx, report: &mut Report) -> Result<()> {
     for rep in 0..mem_reps {
         for k in 0..2 {
             let tether_turn = (rep + k) % 2 == 0;
-            let mut raw_idle: Option<Server> = None;
-            let (client_args, name) = if tether_turn {
-                tether.stop()?;
-                *tether = lab.tether_server()?;
-                let mut argv = args(&["idle", "--n", &n.to_string(), "--peer", &tether.id]);
-                argv.extend(["--root".into(), root.clone().into()]);
-                argv.extend(["--discovery".into(), lab.discovery.clone().into()]);
-                (argv, "tether-idle")
+            let per = idle_memory(lab, tether, &root, n, tether_turn)?;
+            if tether_turn {
+                t_mem.push(per);
             } else {
-                let server = lab.raw_server()?;
-                let mut argv = args(&["raw-idle", "--n", &n.to_string()]);
-                argv.extend(server.peer_args());
-                raw_idle = Some(server);
-                (argv, "raw-idle")
-            };
-            let pid = match &raw_idle {
-                Some(server) => server.process.pid(),
-                None => tether.process.pid(),
-            };
-            std::thread::sleep(Duration::from_millis(500));
-            let before = vm_bytes(pid, "VmRSS")?;
-            let log = lab.log(name);
-            let mut full = args(&["client"]);
-            full.extend(client_args);
-            let mut holder = Process::spawn(name, &full, &log)?;
-            let ready = holder.line(Duration::from_secs(300))?;
-            if ready != "ready" {
-                bail!("{name} said {ready:?}");
-            }
-            std::thread::sleep(Duration::from_secs(1));
-            let after = vm_bytes(pid, "VmRSS")?;
-            holder.say("quit")?;
-            holder.finish(Duration::from_secs(120))?;
-            let per = (after as f64 - before as f64) / n as f64 / 1024.0;
-            match raw_idle {
-                Some(mut server) => {
-                    r_mem.push(per);
-                    server.stop()?;
-                }
-                None => t_mem.push(per),
+                r_mem.push(per);
             }
         }
     }
@@ -612,4 +561,75 @@ fn pair_over_relay(lab: &mut Lab, relayed: &mut Server, relay_args: &[OsString])
     lab.client("tether-pair-relay", argv)?;
     std::thread::sleep(Duration::from_millis(200));
     Ok(())
+}
+
+/// Pairs `n` devices (under `root`) with the server by ticket, one after another.
+fn pair_devices(lab: &mut Lab, tether: &mut Server, root: &Path, n: usize) -> Result<()> {
+    let mut argv = args(&["pair-many", "--n", &n.to_string()]);
+    argv.extend(["--root".into(), root.to_path_buf().into()]);
+    argv.extend(["--discovery".into(), lab.discovery.clone().into()]);
+    let log = lab.log("pair-many");
+    let mut full = args(&["client"]);
+    full.extend(argv);
+    let mut pairer = Process::spawn("pair-many", &full, &log)?;
+    for _ in 0..n {
+        let ask = pairer.line(Duration::from_secs(60))?;
+        if ask != "need-ticket" {
+            bail!("pair-many said {ask:?}");
+        }
+        let reply = tether.process.ask("ticket", Duration::from_secs(30))?;
+        pairer.say(reply.strip_prefix("code ").context("ticket reply")?)?;
+    }
+    pairer.finish(Duration::from_secs(120))?;
+    eprintln!("tether-bench: {n} devices paired");
+    Ok(())
+}
+
+/// The server's memory per idle connection, KiB, with `n` devices connected to a fresh
+/// server process: Tether's when `tether_turn`, else raw iroh's.
+fn idle_memory(
+    lab: &mut Lab,
+    tether: &mut Server,
+    root: &Path,
+    n: usize,
+    tether_turn: bool,
+) -> Result<f64> {
+    let mut raw_idle: Option<Server> = None;
+    let (client_args, name) = if tether_turn {
+        tether.stop()?;
+        *tether = lab.tether_server()?;
+        let mut argv = args(&["idle", "--n", &n.to_string(), "--peer", &tether.id]);
+        argv.extend(["--root".into(), root.to_path_buf().into()]);
+        argv.extend(["--discovery".into(), lab.discovery.clone().into()]);
+        (argv, "tether-idle")
+    } else {
+        let server = lab.raw_server()?;
+        let mut argv = args(&["raw-idle", "--n", &n.to_string()]);
+        argv.extend(server.peer_args());
+        raw_idle = Some(server);
+        (argv, "raw-idle")
+    };
+    let pid = match &raw_idle {
+        Some(server) => server.process.pid(),
+        None => tether.process.pid(),
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let before = vm_bytes(pid, "VmRSS")?;
+    let log = lab.log(name);
+    let mut full = args(&["client"]);
+    full.extend(client_args);
+    let mut holder = Process::spawn(name, &full, &log)?;
+    let ready = holder.line(Duration::from_secs(300))?;
+    if ready != "ready" {
+        bail!("{name} said {ready:?}");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let after = vm_bytes(pid, "VmRSS")?;
+    holder.say("quit")?;
+    holder.finish(Duration::from_secs(120))?;
+    let per = (after as f64 - before as f64) / n as f64 / 1024.0;
+    if let Some(mut server) = raw_idle {
+        server.stop()?;
+    }
+    Ok(per)
 }
