@@ -29,15 +29,7 @@ pub(super) fn transfer(cx: &mut Cx, report: &mut Report) -> Result<()> {
     let file = work.join("big.bin");
     make_file(&file, big, 1)?;
     let mut blobs = lab.blobs_server("blobs-store")?;
-    let reply = blobs.process.ask(
-        &format!("import {}", file.display()),
-        Duration::from_secs(600),
-    )?;
-    let hash = reply
-        .split_whitespace()
-        .nth(1)
-        .context("blobs import reply")?
-        .to_owned();
+    let hash = blobs_import(&mut blobs, &file)?;
     let variants = ["tether", "raw", "blobs-fetch", "blobs-e2e", "tether-plain"];
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     for rep in 0..reps {
@@ -77,57 +69,18 @@ pub(super) fn transfer(cx: &mut Cx, report: &mut Report) -> Result<()> {
             met: Some(r.median >= target),
         });
     };
-    push(
-        format!("transfer {name} file→file, encrypt on"),
-        enc,
-        rawr,
-        "raw iroh stream",
-        0.6,
-    );
-    push(
-        format!("transfer {name} file→file, encrypt on"),
-        enc,
-        fetch,
-        "iroh-blobs verified fetch",
-        1.2,
-    );
-    push(
-        format!("transfer {name} file→file, encrypt on"),
-        enc,
-        e2e,
-        "iroh-blobs import+fetch+export",
-        1.5,
-    );
-    push(
-        format!("transfer {name} file→file, encrypt off"),
-        plain,
-        rawr,
-        "raw iroh stream",
-        0.9,
-    );
+    let figures = [
+        ("on", enc, rawr, "raw iroh stream", 0.6),
+        ("on", enc, fetch, "iroh-blobs verified fetch", 1.2),
+        ("on", enc, e2e, "iroh-blobs import+fetch+export", 1.5),
+        ("off", plain, rawr, "raw iroh stream", 0.9),
+    ];
+    for (encrypt, candidate, baseline, baseline_name, target) in figures {
+        let figure = format!("transfer {name} file→file, encrypt {encrypt}");
+        push(figure, candidate, baseline, baseline_name, target);
+    }
 
-    // Receiver peak RSS: a fresh receiving process, one transfer.
-    tether.stop()?;
-    *tether = lab.tether_server()?;
-    let before = vm_bytes(tether.process.pid(), "VmHWM")?;
-    lab.tether_send(tether, &[&file], false)?;
-    let peak = vm_bytes(tether.process.pid(), "VmHWM")?;
-    raw.stop()?;
-    *raw = lab.raw_server()?;
-    lab.raw_send(raw, &file)?;
-    let raw_peak = vm_bytes(raw.process.pid(), "VmHWM")?;
-    rows.push(Row {
-        figure: format!("receiver peak RSS, {name} encrypted transfer (fresh process)"),
-        candidate: format!(
-            "{:.1} MiB (at start {:.1} MiB)",
-            peak as f64 / MIB as f64,
-            before as f64 / MIB as f64
-        ),
-        baseline: format!("raw iroh receiver: {:.1} MiB", raw_peak as f64 / MIB as f64),
-        ratio: None,
-        target: "≤ 64 MiB".into(),
-        met: Some(peak <= 64 * MIB),
-    });
+    receiver_peak(lab, tether, raw, &file, &name, rows)?;
     std::fs::remove_file(&file)?;
     Ok(())
 }
@@ -632,4 +585,51 @@ fn idle_memory(
         server.stop()?;
     }
     Ok(per)
+}
+
+/// Imports `file` into the iroh-blobs store server; returns its hash.
+fn blobs_import(blobs: &mut Server, file: &Path) -> Result<String> {
+    let reply = blobs.process.ask(
+        &format!("import {}", file.display()),
+        Duration::from_secs(600),
+    )?;
+    Ok(reply
+        .split_whitespace()
+        .nth(1)
+        .context("blobs import reply")?
+        .to_owned())
+}
+
+/// Receiver peak RSS: a fresh receiving process, one transfer of `file`; Tether's and raw
+/// iroh's.
+fn receiver_peak(
+    lab: &mut Lab,
+    tether: &mut Server,
+    raw: &mut Server,
+    file: &Path,
+    name: &str,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    tether.stop()?;
+    *tether = lab.tether_server()?;
+    let before = vm_bytes(tether.process.pid(), "VmHWM")?;
+    lab.tether_send(tether, &[file], false)?;
+    let peak = vm_bytes(tether.process.pid(), "VmHWM")?;
+    raw.stop()?;
+    *raw = lab.raw_server()?;
+    lab.raw_send(raw, file)?;
+    let raw_peak = vm_bytes(raw.process.pid(), "VmHWM")?;
+    rows.push(Row {
+        figure: format!("receiver peak RSS, {name} encrypted transfer (fresh process)"),
+        candidate: format!(
+            "{:.1} MiB (at start {:.1} MiB)",
+            peak as f64 / MIB as f64,
+            before as f64 / MIB as f64
+        ),
+        baseline: format!("raw iroh receiver: {:.1} MiB", raw_peak as f64 / MIB as f64),
+        ratio: None,
+        target: "≤ 64 MiB".into(),
+        met: Some(peak <= 64 * MIB),
+    });
+    Ok(())
 }
