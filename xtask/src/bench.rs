@@ -51,28 +51,7 @@ pub(crate) fn bench(root: &Path, quick: bool) -> Result<()> {
     ));
     let e2e = std::fs::read_to_string(&markdown)?;
 
-    // Short measurement windows: enough for stable medians on these functions, and the whole
-    // set stays within minutes on two shared cores.
-    let criterion_args: &[&str] = if quick {
-        &[
-            "--warm-up-time",
-            "0.3",
-            "--measurement-time",
-            "1",
-            "--sample-size",
-            "10",
-        ]
-    } else {
-        &["--warm-up-time", "1", "--measurement-time", "3"]
-    };
-    let criterion_started = SystemTime::now();
-    for name in CRITERION_BENCHES {
-        let mut argv = vec!["bench", "-p", "tether-benches", "--bench", name, "--"];
-        argv.extend_from_slice(criterion_args);
-        step(root, &format!("criterion {name}"), cargo(&argv))?;
-        commands.push(format!("cargo {}", argv.join(" ")));
-    }
-    let estimates = criterion_estimates(&root.join("target").join("criterion"), criterion_started)?;
+    let estimates = criterion(root, quick, &mut commands)?;
 
     let mut generated = String::new();
     let _ = writeln!(generated, "{START}");
@@ -82,19 +61,7 @@ pub(crate) fn bench(root: &Path, quick: bool) -> Result<()> {
         if quick { " --quick" } else { "" }
     );
     let _ = writeln!(generated, "- Date: {date}");
-    let _ = writeln!(
-        generated,
-        "- Machine: {} ({} cores, `nproc` = {}), {} memory, Linux {}; load average {} before \
-         the harness, {} after (other builds share the machine: absolute figures are noisy, \
-         the ratios come from runs alternated within this one)",
-        shell("lscpu | sed -n 's/^Model name: *//p' | head -1"),
-        shell("lscpu | sed -n 's/^CPU(s): *//p' | head -1"),
-        shell("nproc"),
-        shell("awk '/MemTotal/ {printf \"%.1f GiB\", $2/1048576}' /proc/meminfo"),
-        shell("uname -r"),
-        load_before,
-        load_after,
-    );
+    let _ = writeln!(generated, "{}", machine(&load_before, &load_after));
     let _ = writeln!(
         generated,
         "- Toolchain: {}; harness in the `release` profile, criterion in `bench`",
@@ -137,6 +104,48 @@ pub(crate) fn bench(root: &Path, quick: bool) -> Result<()> {
         estimates.len()
     );
     Ok(())
+}
+
+/// Runs the criterion benches; returns their estimates and adds the commands to `commands`.
+fn criterion(root: &Path, quick: bool, commands: &mut Vec<String>) -> Result<Vec<Estimate>> {
+    // Short measurement windows: enough for stable medians on these functions, and the whole
+    // set stays within minutes on two shared cores.
+    let criterion_args: &[&str] = if quick {
+        &[
+            "--warm-up-time",
+            "0.3",
+            "--measurement-time",
+            "1",
+            "--sample-size",
+            "10",
+        ]
+    } else {
+        &["--warm-up-time", "1", "--measurement-time", "3"]
+    };
+    let criterion_started = SystemTime::now();
+    for name in CRITERION_BENCHES {
+        let mut argv = vec!["bench", "-p", "tether-benches", "--bench", name, "--"];
+        argv.extend_from_slice(criterion_args);
+        step(root, &format!("criterion {name}"), cargo(&argv))?;
+        commands.push(format!("cargo {}", argv.join(" ")));
+    }
+    criterion_estimates(&root.join("target").join("criterion"), criterion_started)
+}
+
+/// The machine line of the report, with the load average `before` and `after` the harness.
+fn machine(load_before: &str, load_after: &str) -> String {
+    format!(
+        "- Machine: {} ({} cores, `nproc` = {}), {} memory, Linux {}; load average {} before \
+         the harness, {} after (other builds share the machine: absolute figures are noisy, \
+         the ratios come from runs alternated within this one)",
+        shell("lscpu | sed -n 's/^Model name: *//p' | head -1"),
+        shell("lscpu | sed -n 's/^CPU(s): *//p' | head -1"),
+        shell("nproc"),
+        shell("awk '/MemTotal/ {printf \"%.1f GiB\", $2/1048576}' /proc/meminfo"),
+        shell("uname -r"),
+        load_before,
+        load_after,
+    )
 }
 
 /// Puts `generated` between the markers of `old`; without markers, after the title and its

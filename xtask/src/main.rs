@@ -3,16 +3,18 @@
 //!
 //! - `cargo xtask ci` runs what CI runs: formatting, clippy with warnings as errors on every
 //!   target, the test suite (nextest where installed), the docs with warnings as errors, the
-//!   facade's public API against its snapshot, cargo-deny, and a short smoke run of every fuzz
+//!   facade's public API against its snapshot, import cycles, cargo-deny, and a short smoke run of every fuzz
 //!   target.
 //! - `cargo xtask fuzz [--seconds N] [TARGET...]` runs the fuzz targets on the stable toolchain.
 //! - `cargo xtask bench [--quick]` runs the end-to-end harness and the criterion benches and
 //!   rewrites the generated part of BENCHMARKS.md.
 //! - `cargo xtask netlab [--debug] [SCENARIO...]` runs the network lab (root only).
+//! - `cargo xtask cycles` prints every import cycle between the module files of a crate.
 //! - `cargo xtask public-api [--bless]` checks the facade's public API against the committed
 //!   `crates/tether/public-api.txt` (or rewrites it).
 
 mod bench;
+mod cycles;
 mod netlab;
 mod public_api;
 
@@ -63,6 +65,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Print every import cycle between the module files of a crate (fails if there is one).
+    Cycles,
     /// Compare the facade's public API with crates/tether/public-api.txt.
     PublicApi {
         /// Rewrite the file with the API of this tree (for an intended change).
@@ -83,6 +87,7 @@ fn main() -> Result<()> {
         Task::Fuzz { seconds, targets } => fuzz(&root, seconds, &targets),
         Task::Bench { quick } => bench::bench(&root, quick),
         Task::Netlab { debug, args } => netlab::netlab(&root, debug, &args),
+        Task::Cycles => cycles::cycles(&root),
         Task::PublicApi { bless } => public_api::public_api(&root, bless),
     }
 }
@@ -129,6 +134,8 @@ fn ci(root: &Path, fuzz_seconds: u64, skip_tests: bool) -> Result<()> {
         }
     }
     no_danger_in_shipped_builds(root)?;
+    eprintln!("xtask: == import cycles between module files ==");
+    cycles::cycles(root)?;
     let mut doc = cargo(&["doc", "--workspace", "--no-deps", "--locked"]);
     doc.env("RUSTDOCFLAGS", "-Dwarnings");
     step(root, "docs", doc)?;

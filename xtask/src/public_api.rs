@@ -175,21 +175,7 @@ fn render(root: &Path) -> Result<Api> {
         }
         targets.push((reexport, krate, id));
     }
-    for krate in crates.values() {
-        for (id, paths) in &krate.paths {
-            let Some(shortest) = paths.first() else {
-                continue;
-            };
-            let canonical = canonical_path(&krate.json, *id);
-            for path in paths.iter().skip(1).chain(canonical.as_ref()) {
-                if path != shortest {
-                    renames
-                        .entry(path.clone())
-                        .or_insert_with(|| shortest.clone());
-                }
-            }
-        }
-    }
+    shortest_paths(&crates, &mut renames);
     let mut renames: Vec<(String, String)> = renames.into_iter().collect();
     // Longer paths first, so that a path is not cut short by a shorter one it starts with.
     renames.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
@@ -237,6 +223,26 @@ fn render(root: &Path) -> Result<Api> {
         bare_reexports,
         unnameable,
     })
+}
+
+/// Renames every other path of an item of a documented crate to that crate's shortest public
+/// path for it, unless `renames` already names it.
+fn shortest_paths(crates: &HashMap<String, CrateApi>, renames: &mut HashMap<String, String>) {
+    for krate in crates.values() {
+        for (id, paths) in &krate.paths {
+            let Some(shortest) = paths.first() else {
+                continue;
+            };
+            let canonical = canonical_path(&krate.json, *id);
+            for path in paths.iter().skip(1).chain(canonical.as_ref()) {
+                if path != shortest {
+                    renames
+                        .entry(path.clone())
+                        .or_insert_with(|| shortest.clone());
+                }
+            }
+        }
+    }
 }
 
 /// The workspace's library crates other than the facade (crate name → package name), and the

@@ -13,7 +13,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::child::Server;
-use crate::run::{Cx, Lab, Report, free_bytes, make_file, ratios};
+use crate::lab::{Cx, Lab, free_bytes, make_file};
+use crate::report::{Report, ratios};
 
 /// One folder's measurements, in repetition order.
 struct Measured {
@@ -88,27 +89,7 @@ pub(crate) fn folders(cx: &mut Cx, report: &mut Report) -> Result<()> {
             tether: Vec::new(),
             one_file: Vec::new(),
         };
-        let mut failed = None;
-        'reps: for rep in 0..reps {
-            for k in 0..2 {
-                if (rep + k) % 2 == 0 {
-                    match send_folder(lab, tether, &dir, files, bytes) {
-                        Ok(t) => m.tether.push(t),
-                        Err(error) => {
-                            failed = Some(error);
-                            break 'reps;
-                        }
-                    }
-                } else {
-                    m.one_file.push(lab.tether_send(tether, &[&one], false)?);
-                }
-            }
-            eprintln!(
-                "tether-bench: folders {name} rep {rep}: {:.3} s, one file {:.3} s",
-                m.tether.last().copied().unwrap_or(f64::NAN),
-                m.one_file.last().copied().unwrap_or(f64::NAN)
-            );
-        }
+        let failed = alternate(lab, tether, &dir, &one, &mut m, reps)?;
         std::fs::remove_file(&one)?;
         if let Some(error) = failed {
             notes.push(format!(
@@ -126,6 +107,47 @@ pub(crate) fn folders(cx: &mut Cx, report: &mut Report) -> Result<()> {
     if measured.is_empty() {
         return Ok(());
     }
+    table(extra, &sysroot, reps, &fs_type, &measured);
+    Ok(())
+}
+
+/// `reps` alternated runs of the folder and of the same bytes as `one` file, into `m`; the
+/// error of the first folder send that failed, if one did.
+fn alternate(
+    lab: &mut Lab,
+    tether: &mut Server,
+    dir: &Path,
+    one: &Path,
+    m: &mut Measured,
+    reps: usize,
+) -> Result<Option<anyhow::Error>> {
+    let mut failed = None;
+    'reps: for rep in 0..reps {
+        for k in 0..2 {
+            if (rep + k) % 2 == 0 {
+                match send_folder(lab, tether, dir, m.files, m.bytes) {
+                    Ok(t) => m.tether.push(t),
+                    Err(error) => {
+                        failed = Some(error);
+                        break 'reps;
+                    }
+                }
+            } else {
+                m.one_file.push(lab.tether_send(tether, &[one], false)?);
+            }
+        }
+        eprintln!(
+            "tether-bench: folders {} rep {rep}: {:.3} s, one file {:.3} s",
+            m.name,
+            m.tether.last().copied().unwrap_or(f64::NAN),
+            m.one_file.last().copied().unwrap_or(f64::NAN)
+        );
+    }
+    Ok(failed)
+}
+
+/// The real folders' table, under the report's extra sections.
+fn table(extra: &mut String, sysroot: &Path, reps: usize, fs_type: &str, measured: &[Measured]) {
     let _ = writeln!(
         extra,
         "\n**Real folders** (Tether, encrypted, the toolchain's own folders, sysroot `{}`; \
@@ -137,7 +159,7 @@ pub(crate) fn folders(cx: &mut Cx, report: &mut Report) -> Result<()> {
          |---|---|---|---|---|---|---|---|---|",
         sysroot.display()
     );
-    for m in &measured {
+    for m in measured {
         let mb = m.bytes as f64 / 1e6;
         let rate = |ts: &[f64]| -> Vec<f64> { ts.iter().map(|t| mb / t).collect() };
         let (folder_rate, one_rate) = (rate(&m.tether), rate(&m.one_file));
@@ -158,7 +180,6 @@ pub(crate) fn folders(cx: &mut Cx, report: &mut Report) -> Result<()> {
             each(&ratios(&folder_rate, &one_rate), |x| format!("{x:.2}×")),
         );
     }
-    Ok(())
 }
 
 /// Every run's figure, in run order (two runs have no median worth the name).

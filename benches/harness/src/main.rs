@@ -12,9 +12,11 @@
 mod blobs;
 mod child;
 mod folders;
+mod lab;
 mod parts;
 mod raw;
 mod relay;
+mod report;
 mod run;
 mod stats;
 mod tether_side;

@@ -1,5 +1,6 @@
 //! The parts of a run: each measures Tether against its baseline and adds its rows.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -8,10 +9,8 @@ use std::ffi::OsString;
 use std::fmt::Write as _;
 
 use crate::child::{Process, Server, args, vm_bytes};
-use crate::run::{
-    Cx, GIB, Lab, MIB, Report, Row, free_bytes, make_file, mib_s, ms, rate, ratios, seconds,
-    size_name,
-};
+use crate::lab::{Cx, GIB, Lab, MIB, free_bytes, make_file, seconds};
+use crate::report::{Report, Row, mib_s, ms, rate, ratios, size_name};
 use serde_json::Value;
 
 use crate::stats::Spread;
@@ -30,15 +29,7 @@ pub(super) fn transfer(cx: &mut Cx, report: &mut Report) -> Result<()> {
     let file = work.join("big.bin");
     make_file(&file, big, 1)?;
     let mut blobs = lab.blobs_server("blobs-store")?;
-    let reply = blobs.process.ask(
-        &format!("import {}", file.display()),
-        Duration::from_secs(600),
-    )?;
-    let hash = reply
-        .split_whitespace()
-        .nth(1)
-        .context("blobs import reply")?
-        .to_owned();
+    let hash = blobs_import(&mut blobs, &file)?;
     let variants = ["tether", "raw", "blobs-fetch", "blobs-e2e", "tether-plain"];
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     for rep in 0..reps {
@@ -78,57 +69,18 @@ pub(super) fn transfer(cx: &mut Cx, report: &mut Report) -> Result<()> {
             met: Some(r.median >= target),
         });
     };
-    push(
-        format!("transfer {name} file→file, encrypt on"),
-        enc,
-        rawr,
-        "raw iroh stream",
-        0.6,
-    );
-    push(
-        format!("transfer {name} file→file, encrypt on"),
-        enc,
-        fetch,
-        "iroh-blobs verified fetch",
-        1.2,
-    );
-    push(
-        format!("transfer {name} file→file, encrypt on"),
-        enc,
-        e2e,
-        "iroh-blobs import+fetch+export",
-        1.5,
-    );
-    push(
-        format!("transfer {name} file→file, encrypt off"),
-        plain,
-        rawr,
-        "raw iroh stream",
-        0.9,
-    );
+    let figures = [
+        ("on", enc, rawr, "raw iroh stream", 0.6),
+        ("on", enc, fetch, "iroh-blobs verified fetch", 1.2),
+        ("on", enc, e2e, "iroh-blobs import+fetch+export", 1.5),
+        ("off", plain, rawr, "raw iroh stream", 0.9),
+    ];
+    for (encrypt, candidate, baseline, baseline_name, target) in figures {
+        let figure = format!("transfer {name} file→file, encrypt {encrypt}");
+        push(figure, candidate, baseline, baseline_name, target);
+    }
 
-    // Receiver peak RSS: a fresh receiving process, one transfer.
-    tether.stop()?;
-    *tether = lab.tether_server()?;
-    let before = vm_bytes(tether.process.pid(), "VmHWM")?;
-    lab.tether_send(tether, &[&file], false)?;
-    let peak = vm_bytes(tether.process.pid(), "VmHWM")?;
-    raw.stop()?;
-    *raw = lab.raw_server()?;
-    lab.raw_send(raw, &file)?;
-    let raw_peak = vm_bytes(raw.process.pid(), "VmHWM")?;
-    rows.push(Row {
-        figure: format!("receiver peak RSS, {name} encrypted transfer (fresh process)"),
-        candidate: format!(
-            "{:.1} MiB (at start {:.1} MiB)",
-            peak as f64 / MIB as f64,
-            before as f64 / MIB as f64
-        ),
-        baseline: format!("raw iroh receiver: {:.1} MiB", raw_peak as f64 / MIB as f64),
-        ratio: None,
-        target: "≤ 64 MiB".into(),
-        met: Some(peak <= 64 * MIB),
-    });
+    receiver_peak(lab, tether, raw, &file, &name, rows)?;
     std::fs::remove_file(&file)?;
     Ok(())
 }
@@ -407,24 +359,7 @@ pub(super) fn devices(cx: &mut Cx, report: &mut Report) -> Result<()> {
     } = *report;
     let n = if quick { 20 } else { 100 };
     let root = work.join("devices");
-    // Pair n devices by ticket, one after another.
-    let mut argv = args(&["pair-many", "--n", &n.to_string()]);
-    argv.extend(["--root".into(), root.clone().into()]);
-    argv.extend(["--discovery".into(), lab.discovery.clone().into()]);
-    let log = lab.log("pair-many");
-    let mut full = args(&["client"]);
-    full.extend(argv);
-    let mut pairer = Process::spawn("pair-many", &full, &log)?;
-    for _ in 0..n {
-        let ask = pairer.line(Duration::from_secs(60))?;
-        if ask != "need-ticket" {
-            bail!("pair-many said {ask:?}");
-        }
-        let reply = tether.process.ask("ticket", Duration::from_secs(30))?;
-        pairer.say(reply.strip_prefix("code ").context("ticket reply")?)?;
-    }
-    pairer.finish(Duration::from_secs(120))?;
-    eprintln!("tether-bench: {n} devices paired");
+    pair_devices(lab, tether, &root, n)?;
 
     // Idle memory: fresh server processes, n connections, alternated.
     let mem_reps = if quick { 2 } else { 3 };
@@ -432,46 +367,11 @@ pub(super) fn devices(cx: &mut Cx, report: &mut Report) -> Result<()> {
     for rep in 0..mem_reps {
         for k in 0..2 {
             let tether_turn = (rep + k) % 2 == 0;
-            let mut raw_idle: Option<Server> = None;
-            let (client_args, name) = if tether_turn {
-                tether.stop()?;
-                *tether = lab.tether_server()?;
-                let mut argv = args(&["idle", "--n", &n.to_string(), "--peer", &tether.id]);
-                argv.extend(["--root".into(), root.clone().into()]);
-                argv.extend(["--discovery".into(), lab.discovery.clone().into()]);
-                (argv, "tether-idle")
+            let per = idle_memory(lab, tether, &root, n, tether_turn)?;
+            if tether_turn {
+                t_mem.push(per);
             } else {
-                let server = lab.raw_server()?;
-                let mut argv = args(&["raw-idle", "--n", &n.to_string()]);
-                argv.extend(server.peer_args());
-                raw_idle = Some(server);
-                (argv, "raw-idle")
-            };
-            let pid = match &raw_idle {
-                Some(server) => server.process.pid(),
-                None => tether.process.pid(),
-            };
-            std::thread::sleep(Duration::from_millis(500));
-            let before = vm_bytes(pid, "VmRSS")?;
-            let log = lab.log(name);
-            let mut full = args(&["client"]);
-            full.extend(client_args);
-            let mut holder = Process::spawn(name, &full, &log)?;
-            let ready = holder.line(Duration::from_secs(300))?;
-            if ready != "ready" {
-                bail!("{name} said {ready:?}");
-            }
-            std::thread::sleep(Duration::from_secs(1));
-            let after = vm_bytes(pid, "VmRSS")?;
-            holder.say("quit")?;
-            holder.finish(Duration::from_secs(120))?;
-            let per = (after as f64 - before as f64) / n as f64 / 1024.0;
-            match raw_idle {
-                Some(mut server) => {
-                    r_mem.push(per);
-                    server.stop()?;
-                }
-                None => t_mem.push(per),
+                r_mem.push(per);
             }
         }
     }
@@ -546,16 +446,7 @@ pub(super) fn relay(cx: &mut Cx, report: &mut Report) -> Result<()> {
     raw_argv.extend(relay_args.clone());
     let mut raw_relayed = lab.server("raw-relay-server", raw_argv)?;
     let mut relayed = lab.tether_server_at("relay-server", relay_args.clone())?;
-    let reply = relayed.process.ask("ticket", Duration::from_secs(30))?;
-    let ticket = reply
-        .strip_prefix("code ")
-        .context("ticket reply")?
-        .to_owned();
-    let mut argv = args(&["pair", "--code", &ticket]);
-    argv.extend(lab.tether_client_args("relay-client"));
-    argv.extend(relay_args.clone());
-    lab.client("tether-pair-relay", argv)?;
-    std::thread::sleep(Duration::from_millis(200));
+    pair_over_relay(lab, &mut relayed, &relay_args)?;
     let file = work.join("relay.bin");
     make_file(&file, size, 3)?;
     let (mut t, mut r) = (Vec::new(), Vec::new());
@@ -605,6 +496,140 @@ pub(super) fn relay(cx: &mut Cx, report: &mut Report) -> Result<()> {
         ratio: Some(ratio),
         target: "≥ 0.9×".into(),
         met: Some(ratio.median >= 0.9),
+    });
+    Ok(())
+}
+
+/// Pairs the relay client with `relayed` by ticket, both reaching each other only through the
+/// relay in `relay_args`.
+fn pair_over_relay(lab: &mut Lab, relayed: &mut Server, relay_args: &[OsString]) -> Result<()> {
+    let reply = relayed.process.ask("ticket", Duration::from_secs(30))?;
+    let ticket = reply
+        .strip_prefix("code ")
+        .context("ticket reply")?
+        .to_owned();
+    let mut argv = args(&["pair", "--code", &ticket]);
+    argv.extend(lab.tether_client_args("relay-client"));
+    argv.extend(relay_args.iter().cloned());
+    lab.client("tether-pair-relay", argv)?;
+    std::thread::sleep(Duration::from_millis(200));
+    Ok(())
+}
+
+/// Pairs `n` devices (under `root`) with the server by ticket, one after another.
+fn pair_devices(lab: &mut Lab, tether: &mut Server, root: &Path, n: usize) -> Result<()> {
+    let mut argv = args(&["pair-many", "--n", &n.to_string()]);
+    argv.extend(["--root".into(), root.to_path_buf().into()]);
+    argv.extend(["--discovery".into(), lab.discovery.clone().into()]);
+    let log = lab.log("pair-many");
+    let mut full = args(&["client"]);
+    full.extend(argv);
+    let mut pairer = Process::spawn("pair-many", &full, &log)?;
+    for _ in 0..n {
+        let ask = pairer.line(Duration::from_secs(60))?;
+        if ask != "need-ticket" {
+            bail!("pair-many said {ask:?}");
+        }
+        let reply = tether.process.ask("ticket", Duration::from_secs(30))?;
+        pairer.say(reply.strip_prefix("code ").context("ticket reply")?)?;
+    }
+    pairer.finish(Duration::from_secs(120))?;
+    eprintln!("tether-bench: {n} devices paired");
+    Ok(())
+}
+
+/// The server's memory per idle connection, KiB, with `n` devices connected to a fresh
+/// server process: Tether's when `tether_turn`, else raw iroh's.
+fn idle_memory(
+    lab: &mut Lab,
+    tether: &mut Server,
+    root: &Path,
+    n: usize,
+    tether_turn: bool,
+) -> Result<f64> {
+    let mut raw_idle: Option<Server> = None;
+    let (client_args, name) = if tether_turn {
+        tether.stop()?;
+        *tether = lab.tether_server()?;
+        let mut argv = args(&["idle", "--n", &n.to_string(), "--peer", &tether.id]);
+        argv.extend(["--root".into(), root.to_path_buf().into()]);
+        argv.extend(["--discovery".into(), lab.discovery.clone().into()]);
+        (argv, "tether-idle")
+    } else {
+        let server = lab.raw_server()?;
+        let mut argv = args(&["raw-idle", "--n", &n.to_string()]);
+        argv.extend(server.peer_args());
+        raw_idle = Some(server);
+        (argv, "raw-idle")
+    };
+    let pid = match &raw_idle {
+        Some(server) => server.process.pid(),
+        None => tether.process.pid(),
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let before = vm_bytes(pid, "VmRSS")?;
+    let log = lab.log(name);
+    let mut full = args(&["client"]);
+    full.extend(client_args);
+    let mut holder = Process::spawn(name, &full, &log)?;
+    let ready = holder.line(Duration::from_secs(300))?;
+    if ready != "ready" {
+        bail!("{name} said {ready:?}");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let after = vm_bytes(pid, "VmRSS")?;
+    holder.say("quit")?;
+    holder.finish(Duration::from_secs(120))?;
+    let per = (after as f64 - before as f64) / n as f64 / 1024.0;
+    if let Some(mut server) = raw_idle {
+        server.stop()?;
+    }
+    Ok(per)
+}
+
+/// Imports `file` into the iroh-blobs store server; returns its hash.
+fn blobs_import(blobs: &mut Server, file: &Path) -> Result<String> {
+    let reply = blobs.process.ask(
+        &format!("import {}", file.display()),
+        Duration::from_secs(600),
+    )?;
+    Ok(reply
+        .split_whitespace()
+        .nth(1)
+        .context("blobs import reply")?
+        .to_owned())
+}
+
+/// Receiver peak RSS: a fresh receiving process, one transfer of `file`; Tether's and raw
+/// iroh's.
+fn receiver_peak(
+    lab: &mut Lab,
+    tether: &mut Server,
+    raw: &mut Server,
+    file: &Path,
+    name: &str,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    tether.stop()?;
+    *tether = lab.tether_server()?;
+    let before = vm_bytes(tether.process.pid(), "VmHWM")?;
+    lab.tether_send(tether, &[file], false)?;
+    let peak = vm_bytes(tether.process.pid(), "VmHWM")?;
+    raw.stop()?;
+    *raw = lab.raw_server()?;
+    lab.raw_send(raw, file)?;
+    let raw_peak = vm_bytes(raw.process.pid(), "VmHWM")?;
+    rows.push(Row {
+        figure: format!("receiver peak RSS, {name} encrypted transfer (fresh process)"),
+        candidate: format!(
+            "{:.1} MiB (at start {:.1} MiB)",
+            peak as f64 / MIB as f64,
+            before as f64 / MIB as f64
+        ),
+        baseline: format!("raw iroh receiver: {:.1} MiB", raw_peak as f64 / MIB as f64),
+        ratio: None,
+        target: "≤ 64 MiB".into(),
+        met: Some(peak <= 64 * MIB),
     });
     Ok(())
 }

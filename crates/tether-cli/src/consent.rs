@@ -18,7 +18,7 @@ use std::time::Duration;
 use tether::{Decision, NetworkingService, TransferConsent, TransferOffer};
 use tokio::sync::mpsc;
 
-use crate::commands::resolve;
+use crate::context::resolve;
 use crate::progress::bytes;
 
 /// How long a question waits for an answer before it counts as no.

@@ -22,9 +22,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::commands::{self, NodeContext, Request};
+use crate::commands::{self, Request};
+use crate::context::NodeContext;
 use crate::failure::{ERROR, Failure, exit_code};
-use crate::output::{Line, Output, Renderer, Report, Sink, ask_here};
+use crate::output::{Line, Output, Report, Sink};
+use crate::render::{Renderer, ask_here};
 
 /// The socket's name in the data directory.
 pub(crate) const SOCKET: &str = "control.sock";

@@ -6,8 +6,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
 use tether::{
-    DeviceName, DeviceType, Hlc, LibraryAnnounce, LibraryInfo, NetworkEvent, NetworkMessage,
-    NetworkingConfig, NetworkingService, Uuid,
+    DeviceHandle, DeviceName, DeviceType, Hlc, LibraryAnnounce, LibraryInfo, NetworkEvent,
+    NetworkMessage, NetworkingConfig, NetworkingService, Uuid,
 };
 
 use crate::output::Output;
@@ -73,31 +73,7 @@ async fn exchange(
     out: &Output,
 ) -> Result<()> {
     // 1. Pairing by word code.
-    let mut invite = laptop.start_pairing_as_initiator()?;
-    out.line(
-        "code",
-        &format!(
-            "\n1. The laptop shows the code   {}\n   and the phone types it in.",
-            invite.code
-        ),
-        json!({ "code": invite.code }),
-    );
-    let started = Instant::now();
-    let code = invite.code.clone();
-    let (joined, accepted) = tokio::try_join!(phone.join_pairing(&code), invite.paired())?;
-    let pairing_time = started.elapsed();
-    // The laptop takes the phone's files without asking: both are this demo's own.
-    laptop.set_auto_accept(phone.node_id(), true)?;
-    out.line(
-        "paired",
-        &format!(
-            "   Paired in {}. Both screens show the verification code {} / {}.",
-            ms(pairing_time),
-            joined.verification_code,
-            accepted.verification_code
-        ),
-        json!({ "pairing_ms": pairing_time.as_secs_f64() * 1e3, "verification_code": joined.verification_code }),
-    );
+    let pairing_time = pair(laptop, phone, out).await?;
 
     // 2. Connect (QUIC + session handshake) and a first encrypted round trip.
     let device = phone.device(laptop.node_id())?;
@@ -128,6 +104,76 @@ async fn exchange(
     );
 
     // 4. An application message, answered with an acknowledgement.
+    message(laptop, &device, out).await?;
+
+    // 5. A file, verified chunk by chunk and as a whole.
+    let report = transfer(laptop, phone, args, root, out).await?;
+    let throughput = mib_per_s(report.bytes_transferred, report.duration);
+    out.line(
+        "summary",
+        &format!(
+            "\nSummary: pairing {}, connect {}, round trip {} (median of {}), transfer {:.0} MiB/s \
+             ({}), path {path}.",
+            ms(pairing_time),
+            ms(connect_time),
+            us(median),
+            rtts.len(),
+            throughput,
+            if args.no_encrypt {
+                "TLS only"
+            } else {
+                "TLS + per-transfer keys"
+            },
+        ),
+        json!({
+            "pairing_ms": pairing_time.as_secs_f64() * 1e3,
+            "connect_ms": connect_time.as_secs_f64() * 1e3,
+            "rtt_median_us": median.as_secs_f64() * 1e6,
+            "transfer_mib_per_s": throughput,
+            "transfer_bytes": report.bytes_total,
+            "encrypted": !args.no_encrypt,
+            "path": path,
+        }),
+    );
+    Ok(())
+}
+
+/// The laptop shows a code, the phone types it in; returns how long pairing took.
+async fn pair(
+    laptop: &NetworkingService,
+    phone: &NetworkingService,
+    out: &Output,
+) -> Result<Duration> {
+    let mut invite = laptop.start_pairing_as_initiator()?;
+    out.line(
+        "code",
+        &format!(
+            "\n1. The laptop shows the code   {}\n   and the phone types it in.",
+            invite.code
+        ),
+        json!({ "code": invite.code }),
+    );
+    let started = Instant::now();
+    let code = invite.code.clone();
+    let (joined, accepted) = tokio::try_join!(phone.join_pairing(&code), invite.paired())?;
+    let pairing_time = started.elapsed();
+    // The laptop takes the phone's files without asking: both are this demo's own.
+    laptop.set_auto_accept(phone.node_id(), true)?;
+    out.line(
+        "paired",
+        &format!(
+            "   Paired in {}. Both screens show the verification code {} / {}.",
+            ms(pairing_time),
+            joined.verification_code,
+            accepted.verification_code
+        ),
+        json!({ "pairing_ms": pairing_time.as_secs_f64() * 1e3, "verification_code": joined.verification_code }),
+    );
+    Ok(pairing_time)
+}
+
+/// The phone announces a library; the laptop receives it and answers.
+async fn message(laptop: &NetworkingService, device: &DeviceHandle, out: &Output) -> Result<()> {
     let mut events = laptop.subscribe();
     let announce = NetworkMessage::LibraryAnnounce(LibraryAnnounce {
         libraries: vec![LibraryInfo {
@@ -168,36 +214,6 @@ async fn exchange(
         "message",
         &format!("\n3. The phone announces a library; the laptop receives {received_text} and answers {answer:?}."),
         json!({ "received": format!("{received:?}"), "answer": format!("{answer:?}") }),
-    );
-
-    // 5. A file, verified chunk by chunk and as a whole.
-    let report = transfer(laptop, phone, args, root, out).await?;
-    let throughput = mib_per_s(report.bytes_transferred, report.duration);
-    out.line(
-        "summary",
-        &format!(
-            "\nSummary: pairing {}, connect {}, round trip {} (median of {}), transfer {:.0} MiB/s \
-             ({}), path {path}.",
-            ms(pairing_time),
-            ms(connect_time),
-            us(median),
-            rtts.len(),
-            throughput,
-            if args.no_encrypt {
-                "TLS only"
-            } else {
-                "TLS + per-transfer keys"
-            },
-        ),
-        json!({
-            "pairing_ms": pairing_time.as_secs_f64() * 1e3,
-            "connect_ms": connect_time.as_secs_f64() * 1e3,
-            "rtt_median_us": median.as_secs_f64() * 1e6,
-            "transfer_mib_per_s": throughput,
-            "transfer_bytes": report.bytes_total,
-            "encrypted": !args.no_encrypt,
-            "path": path,
-        }),
     );
     Ok(())
 }

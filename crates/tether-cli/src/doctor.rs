@@ -6,7 +6,7 @@ use anyhow::Result;
 use serde_json::json;
 use tether::{ErrorChain, KeyStorageKind, NetworkingService, PathKind, RelayConfig, error_chain};
 
-use crate::commands::{NodeContext, resolve};
+use crate::context::{NodeContext, resolve};
 use crate::output::Sink;
 use crate::settings::Network;
 
@@ -31,6 +31,35 @@ pub(crate) async fn run(
         settle.await;
     }
     let diag = node.diagnostics();
+    identity(node, &diag, context, sink);
+    network(&diag, context, sink);
+    relays(&diag, context, sink).await;
+    discovery(&diag, sink);
+    clock(sink);
+
+    let receive = diag.receive_dir.as_ref().map_or_else(
+        || "off (only `tether up` receives files)".to_owned(),
+        |dir| dir.display().to_string(),
+    );
+    sink.line(
+        "receive",
+        format!("receive    {receive}"),
+        json!({ "receive_dir": diag.receive_dir }),
+    );
+
+    if let Some(device) = device {
+        reach(node, device, sink).await?;
+    }
+    Ok(())
+}
+
+/// The node's id, name, data directory and where its key is kept.
+fn identity(
+    node: &NetworkingService,
+    diag: &tether::Diagnostics,
+    context: &NodeContext,
+    sink: &Sink,
+) {
     let info = node.device_info();
     sink.line(
         "node",
@@ -70,7 +99,10 @@ pub(crate) async fn run(
         format!("key        {key_text}{key_advice}"),
         json!({ "key_storage": key_kind, "detail": diag.key_storage.to_string() }),
     );
+}
 
+/// The network mode, the bound addresses and the ones peers are told.
+fn network(diag: &tether::Diagnostics, context: &NodeContext, sink: &Sink) {
     let bound: Vec<String> = diag.bound_addrs.iter().map(ToString::to_string).collect();
     let advertised: Vec<String> = diag.addr.direct.iter().map(ToString::to_string).collect();
     let mode = match context.network {
@@ -100,25 +132,6 @@ pub(crate) async fn run(
             "advertised": advertised,
         }),
     );
-
-    relays(&diag, context, sink).await;
-    discovery(&diag, sink);
-    clock(sink);
-
-    let receive = diag.receive_dir.as_ref().map_or_else(
-        || "off (only `tether up` receives files)".to_owned(),
-        |dir| dir.display().to_string(),
-    );
-    sink.line(
-        "receive",
-        format!("receive    {receive}"),
-        json!({ "receive_dir": diag.receive_dir }),
-    );
-
-    if let Some(device) = device {
-        reach(node, device, sink).await?;
-    }
-    Ok(())
 }
 
 async fn relays(diag: &tether::Diagnostics, context: &NodeContext, sink: &Sink) {
@@ -137,46 +150,7 @@ async fn relays(diag: &tether::Diagnostics, context: &NodeContext, sink: &Sink) 
         }
         RelayConfig::Custom(urls) => {
             for url in urls {
-                let status = diag.relays.iter().find(|r| same_url(r.url.as_str(), url));
-                let probe = probe(url).await;
-                let connected = status.map(|s| s.connected);
-                let text = format!(
-                    "relay      {url}\n           {}; {}",
-                    match probe {
-                        Ok(latency) => format!("TCP connect {:.1} ms", latency.as_secs_f64() * 1e3),
-                        Err(ref error) => format!("unreachable: {error}"),
-                    },
-                    match (connected, status.and_then(|s| s.error.as_ref())) {
-                        (Some(true), _) => "the node is connected to it".to_owned(),
-                        (_, Some(error)) => format!("the node is not connected: {error}"),
-                        _ => "not (yet) the node's home relay".to_owned(),
-                    }
-                );
-                let chosen = diag
-                    .chosen_relay
-                    .as_ref()
-                    .is_some_and(|chosen| same_url(chosen.as_str(), url));
-                let text = if chosen {
-                    format!(
-                        "{text}
-           chosen: the lowest latency of those listed"
-                    )
-                } else {
-                    text
-                };
-                sink.line(
-                    "relay",
-                    text,
-                    json!({
-                        "url": url,
-                        "reachable": probe.is_ok(),
-                        "latency_ms": probe.as_ref().ok().map(|l| l.as_secs_f64() * 1e3),
-                        "error": probe.as_ref().err(),
-                        "connected": connected,
-                        "node_error": status.and_then(|s| s.error.clone()),
-                        "chosen": chosen,
-                    }),
-                );
+                custom_relay(diag, url, sink).await;
             }
         }
         _ => {
@@ -213,6 +187,50 @@ async fn relays(diag: &tether::Diagnostics, context: &NodeContext, sink: &Sink) 
             );
         }
     }
+}
+
+/// One relay of the user's own list: reachable from here, and whether the node uses it.
+async fn custom_relay(diag: &tether::Diagnostics, url: &str, sink: &Sink) {
+    let status = diag.relays.iter().find(|r| same_url(r.url.as_str(), url));
+    let probe = probe(url).await;
+    let connected = status.map(|s| s.connected);
+    let text = format!(
+        "relay      {url}\n           {}; {}",
+        match probe {
+            Ok(latency) => format!("TCP connect {:.1} ms", latency.as_secs_f64() * 1e3),
+            Err(ref error) => format!("unreachable: {error}"),
+        },
+        match (connected, status.and_then(|s| s.error.as_ref())) {
+            (Some(true), _) => "the node is connected to it".to_owned(),
+            (_, Some(error)) => format!("the node is not connected: {error}"),
+            _ => "not (yet) the node's home relay".to_owned(),
+        }
+    );
+    let chosen = diag
+        .chosen_relay
+        .as_ref()
+        .is_some_and(|chosen| same_url(chosen.as_str(), url));
+    let text = if chosen {
+        format!(
+            "{text}
+           chosen: the lowest latency of those listed"
+        )
+    } else {
+        text
+    };
+    sink.line(
+        "relay",
+        text,
+        json!({
+            "url": url,
+            "reachable": probe.is_ok(),
+            "latency_ms": probe.as_ref().ok().map(|l| l.as_secs_f64() * 1e3),
+            "error": probe.as_ref().err(),
+            "connected": connected,
+            "node_error": status.and_then(|s| s.error.clone()),
+            "chosen": chosen,
+        }),
+    );
 }
 
 fn same_url(a: &str, b: &str) -> bool {

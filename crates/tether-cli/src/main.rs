@@ -8,6 +8,7 @@
 mod code_input;
 mod commands;
 mod consent;
+mod context;
 mod control;
 mod demo;
 mod doctor;
@@ -15,7 +16,9 @@ mod failure;
 mod key;
 mod node;
 mod output;
+mod passphrase;
 mod progress;
+mod render;
 mod send;
 mod settings;
 

@@ -10,12 +10,14 @@ use serde_json::json;
 use tether::{DeviceType, NetworkEvent, TransferConsent};
 use tokio_util::sync::CancellationToken;
 
-use crate::commands::{self, NodeContext, Request};
+use crate::commands::{self, Request};
 use crate::consent::TerminalConsent;
+use crate::context::NodeContext;
 use crate::control;
 use crate::failure::{ERROR, Failure};
-use crate::output::{Output, Sink, render};
+use crate::output::{Output, Sink};
 use crate::progress::bytes;
+use crate::render::render;
 use crate::settings::{Settings, start_node};
 
 #[derive(Debug, Args)]

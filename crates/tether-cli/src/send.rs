@@ -7,10 +7,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tether::AbortCode;
 use tether::errors::{LocalError, PeerError, TransferError};
-use tether::{ErrorChain, NetworkError, NetworkingService, TransferEvent, TransferOptions};
+use tether::{
+    ErrorChain, NetworkError, NetworkingService, NodeId, TransferEvent, TransferOptions,
+    TransferReport,
+};
 use tokio_util::sync::CancellationToken;
 
-use crate::commands::resolve;
+use crate::context::resolve;
 use crate::failure::{Failure, TRANSFER, offline};
 use crate::output::Sink;
 use crate::progress::{bytes, duration};
@@ -75,40 +78,7 @@ pub(crate) async fn run(
     }
     match handle.finish().await {
         Ok(report) => {
-            let seconds = report.duration.as_secs_f64();
-            let rate = if seconds > 0.0 {
-                report.bytes_transferred as f64 / seconds
-            } else {
-                0.0
-            };
-            sink.line(
-                "sent",
-                format!(
-                    "sent {} file{} ({}) to {name} in {}, {}/s, path {}\n{} verified by the receiver, {} resumed",
-                    report.files,
-                    if report.files == 1 { "" } else { "s" },
-                    bytes(report.bytes_total),
-                    duration(seconds),
-                    bytes(rate as u64),
-                    path_name(report.path),
-                    bytes(report.bytes_verified),
-                    bytes(report.bytes_resumed),
-                ),
-                json!({
-                    "transfer_id": report.transfer_id.to_string(),
-                    "node_id": target.to_string(),
-                    "files": report.files,
-                    "bytes_total": report.bytes_total,
-                    "bytes_transferred": report.bytes_transferred,
-                    "bytes_resumed": report.bytes_resumed,
-                    "bytes_verified": report.bytes_verified,
-                    "wire_bytes": report.wire_bytes,
-                    "cipher": report.cipher.map(|c| c.name()),
-                    "duration_s": seconds,
-                    "rate_bytes_per_s": rate,
-                    "path": path_name(report.path),
-                }),
-            );
+            show_sent(&report, target, &name, sink);
             Ok(())
         }
         Err(_) if stopped => Err(Failure::interrupted(
@@ -120,6 +90,44 @@ pub(crate) async fn run(
         }
         Err(error) => Err(offline(&name, error)),
     }
+}
+
+/// The line for a completed send.
+fn show_sent(report: &TransferReport, target: NodeId, name: &str, sink: &Sink) {
+    let seconds = report.duration.as_secs_f64();
+    let rate = if seconds > 0.0 {
+        report.bytes_transferred as f64 / seconds
+    } else {
+        0.0
+    };
+    sink.line(
+        "sent",
+        format!(
+            "sent {} file{} ({}) to {name} in {}, {}/s, path {}\n{} verified by the receiver, {} resumed",
+            report.files,
+            if report.files == 1 { "" } else { "s" },
+            bytes(report.bytes_total),
+            duration(seconds),
+            bytes(rate as u64),
+            path_name(report.path),
+            bytes(report.bytes_verified),
+            bytes(report.bytes_resumed),
+        ),
+        json!({
+            "transfer_id": report.transfer_id.to_string(),
+            "node_id": target.to_string(),
+            "files": report.files,
+            "bytes_total": report.bytes_total,
+            "bytes_transferred": report.bytes_transferred,
+            "bytes_resumed": report.bytes_resumed,
+            "bytes_verified": report.bytes_verified,
+            "wire_bytes": report.wire_bytes,
+            "cipher": report.cipher.map(|c| c.name()),
+            "duration_s": seconds,
+            "rate_bytes_per_s": rate,
+            "path": path_name(report.path),
+        }),
+    );
 }
 
 /// The one sentence for a transfer that did not complete, with the way out.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use tether::{NetworkingConfig, NetworkingService, RelayConfig, TransportConfig, TrustedRoot};
 
-use crate::key;
+use crate::passphrase;
 
 /// Which networks the node may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,8 +79,8 @@ impl Settings {
         }
         // The passphrase that seals a new key file, and opens a sealed one: given up front,
         // or asked for on the terminal when one is needed.
-        config.keys.passphrase = key::given_passphrase(self.passphrase_file.as_deref())?;
-        config.keys.prompt = key::terminal_prompt();
+        config.keys.passphrase = passphrase::given_passphrase(self.passphrase_file.as_deref())?;
+        config.keys.prompt = passphrase::terminal_prompt();
         config.keys.insecure_key_file = self.insecure_key_file;
         Ok(config)
     }
@@ -91,12 +91,12 @@ impl Settings {
 }
 
 /// Starts the node; a key that could only be stored unprotected, or a sealed one with no
-/// passphrase, is the one sentence [`key::key_failure`] says.
+/// passphrase, is the one sentence [`passphrase::key_failure`] says.
 pub(crate) async fn start_node(config: NetworkingConfig) -> Result<NetworkingService> {
     let dir = config.data_dir.clone();
     match NetworkingService::start(config).await {
         Ok(node) => Ok(node),
-        Err(error) => match key::key_failure(&error) {
+        Err(error) => match passphrase::key_failure(&error) {
             Some(failure) => Err(failure.into()),
             None => Err(anyhow::Error::from(error)
                 .context(format!("cannot start the node for {}", dir.display()))),

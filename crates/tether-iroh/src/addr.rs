@@ -40,7 +40,7 @@ impl PeerAddr {
     }
 
     pub(crate) fn to_iroh(&self) -> Result<EndpointAddr, TransportError> {
-        let id = crate::transport::iroh_id(&self.node_id)?;
+        let id = crate::id::iroh_id(&self.node_id)?;
         let mut addr = EndpointAddr::new(id);
         for direct in &self.direct {
             addr = addr.with_ip_addr(*direct);

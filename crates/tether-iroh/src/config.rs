@@ -6,7 +6,9 @@ use std::path::Path;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
-use crate::{GlobalDiscoveryConfig, TransportError};
+use iroh::dns::DnsResolver;
+
+use crate::TransportError;
 
 /// The UDP port Tether tries first (the seed design's port); a random one is used when it is
 /// taken.
@@ -193,6 +195,72 @@ impl TrustedRoot {
 impl std::fmt::Debug for TrustedRoot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "TrustedRoot({} bytes)", self.0.len())
+    }
+}
+
+/// n0's public pkarr relay: the real-world default (never contacted from tests).
+pub const N0_PKARR_RELAY: &str = "https://dns.iroh.link/pkarr";
+/// n0's DNS origin domain for endpoint records: the real-world default.
+pub const N0_ORIGIN_DOMAIN: &str = "dns.iroh.link";
+
+/// Where records are published and looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobalDiscoveryConfig {
+    /// The pkarr relay records are published to (`PUT <url>/<z32 key>`).
+    pub pkarr_relay: String,
+    /// The domain records are served under.
+    pub origin_domain: String,
+    /// The DNS server to ask; `None` uses the system's resolvers.
+    pub nameserver: Option<SocketAddr>,
+    /// Publish direct IP addresses as well as the relay. Off by default (as in iroh): a
+    /// public record then reveals no IP address, and the relay gets a connection started.
+    pub publish_ip_addrs: bool,
+    /// Use the server as the rendezvous for pairing by word code across networks (see
+    /// [`GlobalDiscovery`](crate::GlobalDiscovery)). Off for n0's shared server: its 11-bit public slot space is
+    /// shared by everyone pairing there at once (docs/pairing.md); on for one's own server.
+    pub pairing_rendezvous: bool,
+}
+
+impl GlobalDiscoveryConfig {
+    /// n0's public pkarr relay and DNS ([`N0_PKARR_RELAY`], [`N0_ORIGIN_DOMAIN`]), resolved
+    /// through the system's resolvers; the relay URL only is published.
+    pub fn n0() -> Self {
+        Self {
+            pkarr_relay: N0_PKARR_RELAY.to_owned(),
+            origin_domain: N0_ORIGIN_DOMAIN.to_owned(),
+            nameserver: None,
+            publish_ip_addrs: false,
+            pairing_rendezvous: false,
+        }
+    }
+
+    /// One's own `iroh-dns-server`: its pkarr URL, origin domain and DNS address.
+    pub fn custom(
+        pkarr_relay: impl Into<String>,
+        origin_domain: impl Into<String>,
+        nameserver: SocketAddr,
+    ) -> Self {
+        Self {
+            pkarr_relay: pkarr_relay.into(),
+            origin_domain: origin_domain.into(),
+            nameserver: Some(nameserver),
+            publish_ip_addrs: false,
+            pairing_rendezvous: true,
+        }
+    }
+
+    /// Whether every server this talks to is on this machine.
+    pub(crate) fn is_local(&self) -> bool {
+        is_loopback_url(&self.pkarr_relay)
+            && self.nameserver.is_some_and(|ns| ns.ip().is_loopback())
+    }
+
+    /// The resolver this configuration asks.
+    pub(crate) fn resolver(&self) -> DnsResolver {
+        match self.nameserver {
+            Some(nameserver) => DnsResolver::with_nameserver(nameserver),
+            None => DnsResolver::new(),
+        }
     }
 }
 

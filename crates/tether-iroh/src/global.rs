@@ -8,7 +8,6 @@
 //! Besides the endpoint's own addresses, only the pairing rendezvous record is published (see
 //! [`GlobalDiscovery`]), and it holds nothing derived from a code's secret words.
 
-use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use iroh::address_lookup::{AddrFilter, DnsAddressLookup, PkarrPublisher, PkarrRelayClient};
@@ -20,73 +19,9 @@ use tether_protocol::{DiscoveredDevice, Discovery, DiscoveryEvent, DiscoveryStre
 use tokio::sync::{broadcast, mpsc};
 use tracing::debug;
 
-use crate::{PeerAddr, Transport, TransportError};
-
-/// n0's public pkarr relay: the real-world default (never contacted from tests).
-pub const N0_PKARR_RELAY: &str = "https://dns.iroh.link/pkarr";
-/// n0's DNS origin domain for endpoint records: the real-world default.
-pub const N0_ORIGIN_DOMAIN: &str = "dns.iroh.link";
-
-/// Where records are published and looked up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GlobalDiscoveryConfig {
-    /// The pkarr relay records are published to (`PUT <url>/<z32 key>`).
-    pub pkarr_relay: String,
-    /// The domain records are served under.
-    pub origin_domain: String,
-    /// The DNS server to ask; `None` uses the system's resolvers.
-    pub nameserver: Option<SocketAddr>,
-    /// Publish direct IP addresses as well as the relay. Off by default (as in iroh): a
-    /// public record then reveals no IP address, and the relay gets a connection started.
-    pub publish_ip_addrs: bool,
-    /// Use the server as the rendezvous for pairing by word code across networks (see
-    /// [`GlobalDiscovery`]). Off for n0's shared server: its 11-bit public slot space is
-    /// shared by everyone pairing there at once (docs/pairing.md); on for one's own server.
-    pub pairing_rendezvous: bool,
-}
-
-impl GlobalDiscoveryConfig {
-    /// n0's public pkarr relay and DNS ([`N0_PKARR_RELAY`], [`N0_ORIGIN_DOMAIN`]), resolved
-    /// through the system's resolvers; the relay URL only is published.
-    pub fn n0() -> Self {
-        Self {
-            pkarr_relay: N0_PKARR_RELAY.to_owned(),
-            origin_domain: N0_ORIGIN_DOMAIN.to_owned(),
-            nameserver: None,
-            publish_ip_addrs: false,
-            pairing_rendezvous: false,
-        }
-    }
-
-    /// One's own `iroh-dns-server`: its pkarr URL, origin domain and DNS address.
-    pub fn custom(
-        pkarr_relay: impl Into<String>,
-        origin_domain: impl Into<String>,
-        nameserver: SocketAddr,
-    ) -> Self {
-        Self {
-            pkarr_relay: pkarr_relay.into(),
-            origin_domain: origin_domain.into(),
-            nameserver: Some(nameserver),
-            publish_ip_addrs: false,
-            pairing_rendezvous: true,
-        }
-    }
-
-    /// Whether every server this talks to is on this machine.
-    pub(crate) fn is_local(&self) -> bool {
-        crate::config::is_loopback_url(&self.pkarr_relay)
-            && self.nameserver.is_some_and(|ns| ns.ip().is_loopback())
-    }
-
-    /// The resolver this configuration asks.
-    pub(crate) fn resolver(&self) -> DnsResolver {
-        match self.nameserver {
-            Some(nameserver) => DnsResolver::with_nameserver(nameserver),
-            None => DnsResolver::new(),
-        }
-    }
-}
+use crate::config::GlobalDiscoveryConfig;
+use crate::id::iroh_id;
+use crate::{PeerAddr, TransportError};
 
 /// Adds the pkarr publisher and the DNS lookup to a freshly bound endpoint.
 pub(crate) fn attach(
@@ -202,15 +137,16 @@ fn epoch_now() -> u64 {
 }
 
 impl GlobalDiscovery {
-    /// Global discovery for `transport`, when its configuration has it on.
-    pub fn of(transport: &Transport) -> Option<Self> {
-        let (config, resolver) = transport.global()?;
+    /// Global discovery over `endpoint`, to which [`attach`] added `config`'s services and
+    /// which gave `resolver`; `None` when the pkarr URL does not parse.
+    pub(crate) fn new(
+        endpoint: &iroh::Endpoint,
+        config: &GlobalDiscoveryConfig,
+        resolver: DnsResolver,
+    ) -> Option<Self> {
         let pkarr_url = config.pkarr_relay.parse().ok()?;
-        let pkarr = PkarrRelayClient::new(
-            pkarr_url,
-            transport.endpoint().tls_config().clone(),
-            resolver.clone(),
-        );
+        let pkarr =
+            PkarrRelayClient::new(pkarr_url, endpoint.tls_config().clone(), resolver.clone());
         let (rendezvous, mut announcements) = mpsc::unbounded_channel::<DiscoveredDevice>();
         let mut publisher = RendezvousPublisher {
             origin_domain: config.origin_domain.clone(),
@@ -274,8 +210,7 @@ impl GlobalDiscovery {
                 continue;
             };
             let addr =
-                EndpointInfo::from_parts(crate::transport::iroh_id(&initiator).ok()?, info.data)
-                    .into_endpoint_addr();
+                EndpointInfo::from_parts(iroh_id(&initiator).ok()?, info.data).into_endpoint_addr();
             let addr = PeerAddr::from_iroh(&addr)?;
             return Some(DiscoveredDevice {
                 node_id: initiator,
@@ -290,7 +225,7 @@ impl GlobalDiscovery {
 
     /// Looks `node_id` up now and waits for the answer.
     pub async fn lookup(&self, node_id: NodeId) -> Option<DiscoveredDevice> {
-        let id = crate::transport::iroh_id(&node_id).ok()?;
+        let id = iroh_id(&node_id).ok()?;
         // Asked because a dial is starting: a cached answer (records live 30 s) may be the
         // address the device just left. The resolver serves global discovery only.
         self.resolver.clear_cache();
@@ -343,7 +278,7 @@ impl RendezvousPublisher {
         let key = rendezvous_key(&self.origin_domain, slot, epoch);
         let mut info = EndpointInfo::new(key.public());
         if let Some(device) = device {
-            let Ok(initiator) = crate::transport::iroh_id(&device.node_id) else {
+            let Ok(initiator) = iroh_id(&device.node_id) else {
                 return;
             };
             if let Some(url) = device.relay_url.clone() {

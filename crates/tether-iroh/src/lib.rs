@@ -33,6 +33,7 @@ mod addr;
 mod config;
 mod error;
 mod global;
+mod id;
 mod info;
 mod loopback;
 mod mdns;
@@ -40,9 +41,12 @@ mod relay_select;
 mod transport;
 
 pub use addr::PeerAddr;
-pub use config::{DEFAULT_PORT, RelayConfig, TransportConfig, TrustedRoot};
+pub use config::{
+    DEFAULT_PORT, GlobalDiscoveryConfig, N0_ORIGIN_DOMAIN, N0_PKARR_RELAY, RelayConfig,
+    TransportConfig, TrustedRoot,
+};
 pub use error::{LoopbackDirError, LoopbackDirProblem, TransportError};
-pub use global::{GlobalDiscovery, GlobalDiscoveryConfig, N0_ORIGIN_DOMAIN, N0_PKARR_RELAY};
+pub use global::GlobalDiscovery;
 pub use info::{ConnectionInfo, PathKind, PeerClose, direct_addrs, peer_close, relay_url};
 pub use loopback::LoopbackDiscovery;
 pub use mdns::MdnsDiscovery;

@@ -12,7 +12,7 @@ use tether_protocol::{DiscoveredDevice, Discovery, DiscoveryEvent, DiscoveryStre
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use crate::{PeerAddr, Transport};
+use crate::PeerAddr;
 
 /// The prefix of the user data a device publishes while a pairing code waits for a joiner.
 const SLOT_PREFIX: &str = "tether-pair=";
@@ -29,11 +29,9 @@ pub struct MdnsDiscovery {
 }
 
 impl MdnsDiscovery {
-    /// The mDNS discovery of a transport bound with `mdns: true`; `None` otherwise.
-    pub fn of(transport: &Transport) -> Option<Self> {
-        Some(Self {
-            mdns: transport.slot_mdns()?.clone(),
-        })
+    /// The discovery over a transport's mDNS service (see `MdnsDiscovery::of`).
+    pub(crate) fn new(mdns: SlotMdns) -> Self {
+        Self { mdns }
     }
 }
 

@@ -9,11 +9,15 @@ use iroh::endpoint::{
     EndpointHooks, Side, TransportErrorCode, presets,
 };
 use iroh::tls::CaTlsConfig;
-use iroh::{Endpoint, EndpointId, RelayMap, RelayMode, RelayUrl, Watcher};
+use iroh::{Endpoint, RelayMap, RelayMode, RelayUrl, Watcher};
 use rustls_pki_types::CertificateDer;
 use tether_identity::{NetworkIdentity, NodeId};
 use tracing::{debug, info, warn};
 
+use crate::config::GlobalDiscoveryConfig;
+use crate::global::{GlobalDiscovery, attach};
+use crate::id::iroh_id;
+use crate::mdns::{MdnsDiscovery, SlotMdns};
 use crate::{PeerAddr, RelayConfig, TransportConfig, TransportError};
 
 /// Decides, right after the TLS handshake and before any handler runs, whether an incoming
@@ -83,9 +87,9 @@ pub struct Transport {
     endpoint: Endpoint,
     node_id: NodeId,
     config: TransportConfig,
-    mdns: Option<crate::mdns::SlotMdns>,
+    mdns: Option<SlotMdns>,
     /// Global discovery's configuration and resolver, when on.
-    global: Option<(crate::GlobalDiscoveryConfig, iroh::dns::DnsResolver)>,
+    global: Option<(GlobalDiscoveryConfig, iroh::dns::DnsResolver)>,
     /// The relay [`Transport::select_relays`] chose last.
     pub(crate) chosen_relay: Arc<std::sync::Mutex<Option<RelayUrl>>>,
     /// Addresses the service's discoveries found (an app's own among them), handed to iroh's
@@ -118,7 +122,7 @@ impl Transport {
                 .service_name("tether")
                 .build(endpoint.id())
                 .map_err(|error| TransportError::Mdns(error.to_string()))?;
-            let mdns = crate::mdns::SlotMdns::new(mdns);
+            let mdns = SlotMdns::new(mdns);
             endpoint
                 .address_lookup()
                 .map_err(|_| TransportError::Closed)?
@@ -128,7 +132,7 @@ impl Transport {
             None
         };
         let global = match &config.global_discovery {
-            Some(global) => Some((global.clone(), crate::global::attach(&endpoint, global)?)),
+            Some(global) => Some((global.clone(), attach(&endpoint, global)?)),
             None => None,
         };
         let found = iroh::address_lookup::MemoryLookup::with_provenance("tether-discovery");
@@ -302,26 +306,29 @@ impl Transport {
         &self.endpoint
     }
 
-    /// Global discovery's configuration and resolver, when on.
-    pub(crate) fn global(&self) -> Option<(&crate::GlobalDiscoveryConfig, iroh::dns::DnsResolver)> {
-        self.global
-            .as_ref()
-            .map(|(config, resolver)| (config, resolver.clone()))
-    }
-
     /// The mDNS service, when enabled.
     pub fn mdns(&self) -> Option<&iroh_mdns_address_lookup::MdnsAddressLookup> {
-        self.mdns.as_ref().map(crate::mdns::SlotMdns::lookup)
-    }
-
-    /// The mDNS service with the slot announcer around it, when enabled.
-    pub(crate) fn slot_mdns(&self) -> Option<&crate::mdns::SlotMdns> {
-        self.mdns.as_ref()
+        self.mdns.as_ref().map(SlotMdns::lookup)
     }
 
     /// Closes every connection and the endpoint.
     pub async fn close(&self) {
         self.endpoint.close().await;
+    }
+}
+
+impl GlobalDiscovery {
+    /// Global discovery for `transport`, when its configuration has it on.
+    pub fn of(transport: &Transport) -> Option<Self> {
+        let (config, resolver) = transport.global.as_ref()?;
+        Self::new(&transport.endpoint, config, resolver.clone())
+    }
+}
+
+impl MdnsDiscovery {
+    /// The mDNS discovery of a transport bound with `mdns: true`; `None` otherwise.
+    pub fn of(transport: &Transport) -> Option<Self> {
+        transport.mdns.clone().map(Self::new)
     }
 }
 
@@ -413,10 +420,6 @@ fn connect_error(node: &NodeId, alpn: &[u8], error: &ConnectError) -> TransportE
         node: node.fmt_short(),
         reason: error.to_string(),
     }
-}
-
-pub(crate) fn iroh_id(node_id: &NodeId) -> Result<EndpointId, TransportError> {
-    EndpointId::from_bytes(node_id.as_bytes()).map_err(|_| TransportError::InvalidNodeId)
 }
 
 /// The authenticated node id of a connection's peer.

@@ -4,9 +4,9 @@
 //! own memory is one frame at most, however much the caller hands it and however the stream is
 //! split. Its allocation for a frame is made after the header has been checked against the cap.
 
-use crate::control::ControlMessage;
-use crate::error::{EncodeError, FrameError};
-use crate::frame::{FRAME_HEADER_LEN, Frame, FrameKind, header_bytes, parse_header};
+use crate::frame::{
+    EncodeError, FRAME_HEADER_LEN, Frame, FrameError, FrameKind, header_bytes, parse_header,
+};
 
 /// Incremental frame decoder.
 ///
@@ -187,27 +187,27 @@ impl FrameEncoder {
         frame.encode_into(&mut self.buf);
     }
 
-    /// Appends a control frame, serialising `message` straight into the buffer. On error the buffer
-    /// is unchanged.
-    pub fn push_control(&mut self, message: &ControlMessage) -> Result<(), EncodeError> {
+    /// Appends a frame of `kind` whose payload `write` appends to the buffer in place. On error,
+    /// or when the payload is over the kind's cap, the buffer is unchanged.
+    pub(crate) fn push_with(
+        &mut self,
+        kind: FrameKind,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
+    ) -> Result<(), EncodeError> {
         let start = self.buf.len();
         self.buf.extend_from_slice(&[0; FRAME_HEADER_LEN]);
-        if let Err(err) = message.encode_into(&mut self.buf) {
+        if let Err(err) = write(&mut self.buf) {
             self.buf.truncate(start);
             return Err(err);
         }
         let len = self.buf.len() - start - FRAME_HEADER_LEN;
-        let cap = FrameKind::Control.max_payload_len();
+        let cap = kind.max_payload_len();
         if len > cap {
             self.buf.truncate(start);
-            return Err(EncodeError::TooLarge {
-                kind: FrameKind::Control,
-                len,
-                cap,
-            });
+            return Err(EncodeError::TooLarge { kind, len, cap });
         }
         if let Some(header) = self.buf.get_mut(start..start + FRAME_HEADER_LEN) {
-            header.copy_from_slice(&header_bytes(FrameKind::Control, len));
+            header.copy_from_slice(&header_bytes(kind, len));
         }
         Ok(())
     }
@@ -236,6 +236,7 @@ impl FrameEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::ControlMessage;
     use crate::message::{NetworkMessage, Ping};
 
     fn sample_stream() -> (Vec<Frame>, Vec<u8>) {

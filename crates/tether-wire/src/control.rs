@@ -15,9 +15,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::error::{EncodeError, MessageError};
-use crate::limits::echo;
-use crate::message::{MessageKind, NetworkMessage};
+use crate::codec::FrameEncoder;
+use crate::frame::{EncodeError, Frame, FrameKind, LimitError};
+use crate::limits::MAX_KIND_ECHO_LEN;
+use crate::message::{ErrorCode, MessageKind, NetworkMessage};
 
 /// Correlates a response with its request: a request carries an id chosen by its sender, and the
 /// response (`Ack`, `Error` or the kind's answer) carries the same one.
@@ -78,6 +79,11 @@ impl ControlMessage {
         let start = out.len();
         serde_json::to_writer(&mut *out, self).inspect_err(|_| out.truncate(start))?;
         Ok(())
+    }
+
+    /// A control frame holding this message as JSON.
+    pub fn to_frame(&self) -> Result<Frame, EncodeError> {
+        Frame::new(FrameKind::Control, self.encode()?)
     }
 
     /// How many bytes [`encode`](Self::encode) produces, without allocating them.
@@ -144,10 +150,90 @@ impl io::Write for ByteCounter {
     }
 }
 
+impl Frame {
+    /// A control frame holding `message` as JSON (the same as [`ControlMessage::to_frame`]).
+    pub fn control(message: &ControlMessage) -> Result<Self, EncodeError> {
+        message.to_frame()
+    }
+}
+
+impl FrameEncoder {
+    /// Appends a control frame, serialising `message` straight into the buffer. On error the buffer
+    /// is unchanged.
+    pub fn push_control(&mut self, message: &ControlMessage) -> Result<(), EncodeError> {
+        self.push_with(FrameKind::Control, |out| message.encode_into(out))
+    }
+}
+
+/// `name` cut to at most [`MAX_KIND_ECHO_LEN`] bytes on a character boundary.
+pub(crate) fn echo(name: &str) -> String {
+    let mut end = name.len().min(MAX_KIND_ECHO_LEN);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name.get(..end).unwrap_or_default().to_owned()
+}
+
+/// A well-framed payload is not a valid message. Always the peer's fault.
+///
+/// The stream stays in sync (the frame boundary is known), so the service may answer with an
+/// [`Error`](crate::NetworkMessage::Error) reply carrying [`MessageError::code`] and carry on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// The control payload is not the JSON this version expects (syntax, UTF-8, types, missing
+    /// fields, nesting deeper than serde_json's limit of 128).
+    #[error("malformed control message")]
+    Json(#[from] serde_json::Error),
+    /// The message type is not one this version knows. The name is cut to
+    /// [`MAX_KIND_ECHO_LEN`](crate::limits::MAX_KIND_ECHO_LEN) bytes.
+    #[error("unknown message type {kind:?}")]
+    UnknownMessage {
+        /// The type name the peer sent, possibly cut short.
+        kind: String,
+    },
+    /// A message type that has a body arrived without one.
+    #[error("message type {kind} arrived without a body")]
+    MissingBody {
+        /// The message type.
+        kind: &'static str,
+    },
+    /// A field is over a protocol limit.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+    /// A data frame's binary header is malformed.
+    #[error("malformed data frame: {reason}")]
+    MalformedData {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The frame is of another kind than the one being decoded.
+    #[error("expected a {expected:?} frame, got {got:?}")]
+    WrongKind {
+        /// The kind the decoder handles.
+        expected: FrameKind,
+        /// The kind of the frame it was given.
+        got: FrameKind,
+    },
+}
+
+impl MessageError {
+    /// The code to put in the [`Error`](crate::NetworkMessage::Error) reply to this mistake.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::UnknownMessage { .. } => ErrorCode::UnknownMessage,
+            Self::Limit(_) => ErrorCode::LimitExceeded,
+            Self::Json(_) | Self::MissingBody { .. } | Self::MalformedData { .. } => {
+                ErrorCode::Malformed
+            }
+            Self::WrongKind { .. } => ErrorCode::Unsupported,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::LimitError;
     use crate::message::{ErrorCode, ErrorReply, Ping};
 
     #[test]
@@ -231,5 +317,14 @@ mod tests {
         message.encode_into(&mut out).unwrap();
         assert_eq!(&out[..6], b"prefix");
         assert_eq!(out.len() - 6, message.encoded_len().unwrap());
+    }
+
+    #[test]
+    fn echo_cuts_on_char_boundary() {
+        assert_eq!(echo("Ping"), "Ping");
+        let long = "é".repeat(100);
+        let cut = echo(&long);
+        assert!(cut.len() <= MAX_KIND_ECHO_LEN);
+        assert_eq!(cut, "é".repeat(MAX_KIND_ECHO_LEN / 2));
     }
 }

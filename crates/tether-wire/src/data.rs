@@ -12,13 +12,9 @@
 
 use uuid::Uuid;
 
-use crate::envelope::SEAL_OVERHEAD;
-use crate::error::{EncodeError, MessageError};
-use crate::frame::{Frame, FrameKind};
+use crate::control::MessageError;
+use crate::frame::{DATA_HEADER_LEN, EncodeError, Frame, FrameKind, SEAL_OVERHEAD};
 use crate::limits::MAX_CHUNK_LEN;
-
-/// Bytes before the chunk's data in a data frame's payload.
-pub const DATA_HEADER_LEN: usize = 16 + 8 + 1;
 
 const FLAG_LAST: u8 = 0x01;
 

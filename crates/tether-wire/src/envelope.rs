@@ -20,13 +20,7 @@
 
 use tether_crypto::{CryptoError, SessionKeys, TAG_LEN};
 
-use crate::frame::{Frame, FrameKind, header_bytes};
-
-/// Bytes of the counter at the end of a sealed payload.
-pub const COUNTER_LEN: usize = 8;
-
-/// Bytes a seal adds to a payload: the tag and the counter.
-pub const SEAL_OVERHEAD: usize = TAG_LEN + COUNTER_LEN;
+use crate::frame::{COUNTER_LEN, Frame, FrameKind, SEAL_OVERHEAD, header_bytes};
 
 /// Sealing a frame failed. Never the peer's fault.
 #[derive(Debug, thiserror::Error)]

@@ -10,14 +10,21 @@
 //! ([`FrameKind::max_payload_len`]); a decoder checks it as soon as the five header bytes are in,
 //! before allocating anything.
 
-use crate::control::ControlMessage;
-use crate::data::DATA_HEADER_LEN;
-use crate::envelope::SEAL_OVERHEAD;
-use crate::error::{EncodeError, FrameError};
+use tether_crypto::TAG_LEN;
+
 use crate::limits::{MAX_CHUNK_LEN, MAX_CONTROL_LEN};
 
 /// Bytes before a frame's payload: the `u32` length and the kind byte.
 pub const FRAME_HEADER_LEN: usize = 5;
+
+/// Bytes before the chunk's data in a data frame's payload (see [`DataChunk`](crate::DataChunk)).
+pub const DATA_HEADER_LEN: usize = 16 + 8 + 1;
+
+/// Bytes of the counter at the end of a sealed payload.
+pub const COUNTER_LEN: usize = 8;
+
+/// Bytes a seal adds to a payload: the tag and the counter.
+pub const SEAL_OVERHEAD: usize = TAG_LEN + COUNTER_LEN;
 
 /// The largest payload of any kind (a sealed control frame).
 pub const MAX_PAYLOAD_LEN: usize = MAX_CONTROL_LEN + SEAL_OVERHEAD;
@@ -26,7 +33,7 @@ pub const MAX_PAYLOAD_LEN: usize = MAX_CONTROL_LEN + SEAL_OVERHEAD;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum FrameKind {
-    /// A JSON [`ControlMessage`].
+    /// A JSON [`ControlMessage`](crate::ControlMessage).
     Control,
     /// A binary [`DataChunk`](crate::DataChunk): file bytes.
     Data,
@@ -111,12 +118,6 @@ impl Frame {
         Ok(Frame { kind, payload })
     }
 
-    /// A control frame holding `message` as JSON.
-    pub fn control(message: &ControlMessage) -> Result<Self, EncodeError> {
-        let payload = message.encode()?;
-        Frame::new(FrameKind::Control, payload)
-    }
-
     /// Builds a frame whose payload is known to fit the cap.
     pub(crate) fn from_parts(kind: FrameKind, payload: Vec<u8>) -> Self {
         debug_assert!(payload.len() <= kind.max_payload_len());
@@ -182,6 +183,102 @@ pub(crate) fn parse_header(
             cap,
         }),
     }
+}
+
+/// The framing of a byte stream is broken. Always the peer's fault.
+///
+/// A stream cannot be resynchronised after a framing error: close it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The length prefix announces a payload larger than the cap for its kind. Nothing was allocated.
+    #[error("{kind:?} frame announces {len} payload bytes, over the cap of {cap}")]
+    TooLarge {
+        /// The frame's kind.
+        kind: FrameKind,
+        /// The announced payload length.
+        len: u64,
+        /// The cap for this kind.
+        cap: usize,
+    },
+    /// The kind byte is not one this version knows.
+    #[error("unknown frame kind 0x{0:02x}")]
+    UnknownKind(u8),
+    /// The length prefix is zero, so there is not even a kind byte.
+    #[error("frame of length zero")]
+    Empty,
+    /// The stream ended inside a frame.
+    #[error("stream ended inside a frame after {received} of its bytes")]
+    Truncated {
+        /// How many bytes of the unfinished frame (header included) had arrived.
+        received: usize,
+    },
+    /// The decoder already returned an error; the stream is unusable.
+    #[error("frame decoder used after an error")]
+    Poisoned,
+}
+
+/// The caller asked to send something the protocol cannot carry. Never the peer's fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The payload is over the cap for its frame kind; split it (a `SyncResponse` pages with
+    /// `has_more`, file bytes go in chunks of at most [`MAX_CHUNK_LEN`](crate::limits::MAX_CHUNK_LEN)).
+    #[error("{kind:?} payload of {len} bytes is over the cap of {cap}")]
+    TooLarge {
+        /// The frame kind.
+        kind: FrameKind,
+        /// The payload length.
+        len: usize,
+        /// The cap.
+        cap: usize,
+    },
+    /// The message breaks a limit the peer would reject it for.
+    #[error("message breaks a wire limit")]
+    Limit(#[from] LimitError),
+    /// serde_json failed to serialise the message.
+    #[error("serialising the message failed")]
+    Json(#[from] serde_json::Error),
+}
+
+/// A message field is over a protocol limit (see [`limits`](crate::limits)).
+///
+/// From decoding it is the peer's fault; inside an [`EncodeError`] it is the caller's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitError {
+    /// A list has more items than allowed.
+    #[error("{field} has {len} items, over the limit of {max}")]
+    TooMany {
+        /// Which field.
+        field: &'static str,
+        /// How many items it has.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A string or byte field is longer than allowed.
+    #[error("{field} is {len} bytes long, over the limit of {max}")]
+    TooLong {
+        /// Which field.
+        field: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A number is outside its allowed range.
+    #[error("{field} is {value}, outside {min}..={max}")]
+    OutOfRange {
+        /// Which field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// The smallest allowed value.
+        min: u64,
+        /// The largest allowed value.
+        max: u64,
+    },
 }
 
 #[cfg(test)]

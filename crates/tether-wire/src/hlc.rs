@@ -11,8 +11,6 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::HlcError;
-
 /// How far ahead of the local wall clock a remote timestamp may be before
 /// [`Hlc::update`] refuses it: five minutes.
 ///
@@ -134,6 +132,29 @@ impl fmt::Display for Hlc {
             self.physical_ms, self.logical, self.node
         )
     }
+}
+
+/// The hybrid logical clock cannot advance.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HlcError {
+    /// A remote timestamp is further ahead of the local wall clock than
+    /// [`MAX_DRIFT_MS`] allows. The peer's fault (or its clock's);
+    /// the local clock is unchanged.
+    #[error(
+        "remote time {remote_ms} ms is more than {max_drift_ms} ms ahead of the wall clock {wall_ms} ms"
+    )]
+    Drift {
+        /// The remote physical time.
+        remote_ms: u64,
+        /// The local wall clock.
+        wall_ms: u64,
+        /// The largest drift allowed.
+        max_drift_ms: u64,
+    },
+    /// The clock is at its largest representable value and cannot issue a later timestamp.
+    #[error("the clock is at its largest value")]
+    Exhausted,
 }
 
 #[cfg(test)]

@@ -6,8 +6,7 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::error::{FrameError, ReadError};
-use crate::frame::{FRAME_HEADER_LEN, Frame, parse_header};
+use crate::frame::{FRAME_HEADER_LEN, Frame, FrameError, parse_header};
 
 /// Reads one frame. `Ok(None)` means the stream ended cleanly between frames; ending inside a
 /// frame is [`FrameError::Truncated`].
@@ -55,8 +54,29 @@ where
     writer.write_all(frame.payload()).await
 }
 
+/// Reading a frame from an async stream failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The peer broke the framing (including closing the stream inside a frame).
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The stream itself failed.
+    #[error("reading the stream failed")]
+    Io(#[from] std::io::Error),
+}
+
+impl ReadError {
+    /// Whether the peer is to blame (it broke the framing) rather than the transport or this side.
+    pub fn is_peer_fault(&self) -> bool {
+        matches!(self, Self::Frame(_))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use tether_identity::{assert_no_repeated_layer, error_chain};
+
     use super::*;
     use crate::codec::FrameEncoder;
     use crate::frame::FrameKind;
@@ -117,5 +137,18 @@ mod tests {
         let mut huge = &[0xff, 0xff, 0xff, 0xff, 0x01][..];
         let err = read_frame(&mut huge).await.unwrap_err();
         assert!(matches!(err, ReadError::Frame(FrameError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn read_errors_print_their_source_once() {
+        let errors = [
+            ReadError::Frame(FrameError::Empty),
+            ReadError::Io(std::io::Error::other("reset")),
+        ];
+        for error in &errors {
+            assert_no_repeated_layer(error);
+        }
+        let read = ReadError::Io(std::io::Error::other("reset"));
+        assert_eq!(error_chain(&read), "reading the stream failed: reset");
     }
 }

@@ -7,8 +7,9 @@
 //! * **Frames.** `u32` big-endian length, a [`FrameKind`] byte, the payload. Each kind has a cap
 //!   (1 MiB of JSON; a 256 KiB [`DataChunk`] of file bytes plus its header; either plus the seal
 //!   overhead), checked before anything is allocated. [`FrameDecoder`] and [`FrameEncoder`] are
-//!   sans-IO; [`read_frame`] and [`write_frame`] do the same over any tokio
-//!   `AsyncRead`/`AsyncWrite`, such as an iroh QUIC stream. File bytes never pass through JSON.
+//!   sans-IO; with the `tokio` feature, `read_frame` and `write_frame` do the same over any
+//!   tokio `AsyncRead`/`AsyncWrite`, such as an iroh QUIC stream. File bytes never pass through
+//!   JSON.
 //! * **Envelope.** [`Frame::seal`] and [`Frame::open`] encrypt a frame with
 //!   `tether_crypto::SessionKeys` (layout below).
 //!
@@ -47,7 +48,15 @@
 //!
 //! One type per operation, each `#[non_exhaustive]`, each saying whose fault it is:
 //! [`FrameError`] and [`MessageError`] are the peer's; [`EncodeError`] and [`SealError`] are the
-//! caller's; [`ReadError`] and [`OpenError`] are mostly the peer's and say so.
+//! caller's; `ReadError` (feature `tokio`) and [`OpenError`] are mostly the peer's and say so.
+//! Each sits beside its operation: the framing's in `frame`, the message's in `control`.
+//!
+//! # Layers
+//!
+//! The framing (`limits`, `frame`, `codec`, `envelope`, `io`) does not know the message schema:
+//! `frame` imports only `limits`. The schema (`hlc`, `message`) and the control payload
+//! (`control`, which adds [`ControlMessage::to_frame`] and [`FrameEncoder::push_control`]) sit
+//! on top of it.
 //!
 //! # Example
 //!
@@ -76,22 +85,25 @@ mod content_hash;
 mod control;
 mod data;
 mod envelope;
-mod error;
 mod frame;
 mod hlc;
+#[cfg(feature = "tokio")]
 mod io;
 pub mod limits;
 mod message;
 
 pub use codec::{FrameDecoder, FrameEncoder};
 pub use content_hash::ContentHash;
-pub use control::{ControlMessage, RequestId};
-pub use data::{DATA_HEADER_LEN, DataChunk};
-pub use envelope::{COUNTER_LEN, OpenError, SEAL_OVERHEAD, SealError};
-pub use error::{EncodeError, FrameError, HlcError, LimitError, MessageError, ReadError};
-pub use frame::{FRAME_HEADER_LEN, Frame, FrameKind, MAX_PAYLOAD_LEN};
-pub use hlc::{Hlc, MAX_DRIFT_MS};
-pub use io::{read_frame, write_frame};
+pub use control::{ControlMessage, MessageError, RequestId};
+pub use data::DataChunk;
+pub use envelope::{OpenError, SealError};
+pub use frame::{
+    COUNTER_LEN, DATA_HEADER_LEN, EncodeError, FRAME_HEADER_LEN, Frame, FrameError, FrameKind,
+    LimitError, MAX_PAYLOAD_LEN, SEAL_OVERHEAD,
+};
+pub use hlc::{Hlc, HlcError, MAX_DRIFT_MS};
+#[cfg(feature = "tokio")]
+pub use io::{ReadError, read_frame, write_frame};
 pub use message::{
     ErrorCode, ErrorReply, FileRequest, FileResponse, LibraryAnnounce, LibraryInfo, LibraryRequest,
     MessageKind, NetworkMessage, Ping, Pong, SyncEntry, SyncRequest, SyncResponse,

@@ -9,7 +9,12 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::content_hash::ContentHash;
+use crate::frame::LimitError;
 use crate::hlc::Hlc;
+use crate::limits::{
+    MAX_CHUNK_LEN, MAX_ERROR_MESSAGE_LEN, MAX_LIBRARIES, MAX_NAME_LEN, MAX_PATH_LEN,
+    MAX_SYNC_ENTRIES,
+};
 
 /// A control message. Encode and decode it inside a [`ControlMessage`](crate::ControlMessage).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -282,6 +287,70 @@ impl_from_body! {
     Ping => Ping,
     Pong => Pong,
     ErrorReply => Error,
+}
+
+impl NetworkMessage {
+    /// Checks every list and string against the [`limits`](crate::limits).
+    ///
+    /// [`ControlMessage::decode`](crate::ControlMessage::decode) and the encoders call this; call it
+    /// yourself only for messages built by other means.
+    pub fn validate(&self) -> Result<(), LimitError> {
+        match self {
+            Self::LibraryAnnounce(announce) => {
+                max_items("libraries", announce.libraries.len(), MAX_LIBRARIES)?;
+                announce
+                    .libraries
+                    .iter()
+                    .try_for_each(|library| max_bytes("library name", &library.name, MAX_NAME_LEN))
+            }
+            Self::SyncResponse(response) => {
+                max_items("entries", response.entries.len(), MAX_SYNC_ENTRIES)?;
+                response.entries.iter().try_for_each(validate_entry)
+            }
+            Self::FileResponse(response) => {
+                let chunk_size = u64::from(response.chunk_size);
+                let max = MAX_CHUNK_LEN as u64;
+                if chunk_size == 0 || chunk_size > max {
+                    return Err(LimitError::OutOfRange {
+                        field: "chunk_size",
+                        value: chunk_size,
+                        min: 1,
+                        max,
+                    });
+                }
+                Ok(())
+            }
+            Self::Error(reply) => max_bytes("error message", &reply.message, MAX_ERROR_MESSAGE_LEN),
+            Self::LibraryRequest(_)
+            | Self::SyncRequest(_)
+            | Self::FileRequest(_)
+            | Self::Ping(_)
+            | Self::Pong(_)
+            | Self::Ack => Ok(()),
+        }
+    }
+}
+
+fn validate_entry(entry: &SyncEntry) -> Result<(), LimitError> {
+    max_bytes("entry path", &entry.path, MAX_PATH_LEN)
+}
+
+fn max_items(field: &'static str, len: usize, max: usize) -> Result<(), LimitError> {
+    if len > max {
+        return Err(LimitError::TooMany { field, len, max });
+    }
+    Ok(())
+}
+
+fn max_bytes(field: &'static str, value: &str, max: usize) -> Result<(), LimitError> {
+    if value.len() > max {
+        return Err(LimitError::TooLong {
+            field,
+            len: value.len(),
+            max,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

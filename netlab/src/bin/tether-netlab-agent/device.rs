@@ -220,36 +220,7 @@ fn node(text: &str) -> Result<NodeId> {
 async fn handle(state: &State, id: u64, command: Command) -> Result<Value> {
     let service = &state.service;
     match command {
-        Command::PairInit { ticket } => {
-            let mut invite = if ticket {
-                service.start_pairing_with_ticket()?
-            } else {
-                service.start_pairing_as_initiator()?
-            };
-            let code = invite.code.clone();
-            let service = service.clone();
-            tokio::spawn(async move {
-                match invite.paired().await {
-                    // The lab's devices are one person's: each takes the other's files.
-                    Ok(device) => emit(&match service
-                        .set_auto_accept(device.device.public_key, true)
-                    {
-                        Err(error) => {
-                            json!({"event": "pairing_failed", "reason": error.to_string()})
-                        }
-                        Ok(()) => json!({
-                        "event": "paired",
-                        "node_id": device.device.public_key.to_string(),
-                        "verification": device.verification_code,
-                        }),
-                    }),
-                    Err(error) => {
-                        emit(&json!({"event": "pairing_failed", "reason": error.to_string()}));
-                    }
-                }
-            });
-            Ok(json!({ "code": code }))
-        }
+        Command::PairInit { ticket } => pair_init(service, ticket),
         Command::Join { code } => {
             let started = Instant::now();
             let device = service.join_pairing(&code).await?;
@@ -261,102 +232,13 @@ async fn handle(state: &State, id: u64, command: Command) -> Result<Value> {
             }))
         }
         Command::SendMessages { to, start, count } => {
-            let to = node(&to)?;
-            let started = Instant::now();
-            let mut failed = Vec::new();
-            for number in start..start.saturating_add(count) {
-                // Announcements are acknowledged by the service once delivered to the app.
-                let message = NetworkMessage::LibraryAnnounce(LibraryAnnounce {
-                    libraries: vec![LibraryInfo {
-                        id: Uuid::from_u128(u128::from(number)),
-                        name: "netlab".to_owned(),
-                        entry_count: number,
-                        updated: Hlc::ZERO,
-                    }],
-                });
-                match service.send_message(to, message).await {
-                    Ok(NetworkMessage::Ack) => {}
-                    Ok(other) => failed.push(format!("{number}: answered {other:?}")),
-                    Err(error) => failed.push(format!("{number}: {error}")),
-                }
-            }
-            Ok(json!({
-                "sent": count,
-                "failed": failed.len(),
-                "errors": failed.iter().take(5).collect::<Vec<_>>(),
-                "ms": ms(started.elapsed()),
-            }))
+            send_messages(service, to, start, count).await
         }
-        Command::Messages { start, count } => {
-            let range = start..start.saturating_add(count);
-            let received: HashMap<u64, u64> = state
-                .received
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .iter()
-                .filter(|(number, _)| range.contains(number))
-                .map(|(number, times)| (*number, *times))
-                .collect();
-            let missing = range.clone().filter(|n| !received.contains_key(n)).count();
-            let duplicated = received.values().filter(|&&times| times > 1).count();
-            Ok(json!({
-                "distinct": received.len(),
-                "missing": missing,
-                "duplicated": duplicated,
-            }))
-        }
+        Command::Messages { start, count } => messages(state, start, count),
         Command::SendFile { to, path } => send_file(service, id, node(&to)?, path).await,
-        Command::Hash { path } => {
-            let hash = tokio::task::spawn_blocking(move || -> Result<String> {
-                let mut hasher = blake3::Hasher::new();
-                let file = std::fs::File::open(&path)
-                    .with_context(|| format!("opening {}", path.display()))?;
-                hasher
-                    .update_reader(std::io::BufReader::with_capacity(1 << 20, file))
-                    .with_context(|| format!("hashing {}", path.display()))?;
-                Ok(hasher.finalize().to_hex().to_string())
-            })
-            .await??;
-            Ok(json!({ "hash": hash }))
-        }
+        Command::Hash { path } => hash_file(path).await,
         Command::Conn { to } => Ok(conn_info(service, node(&to)?)),
-        Command::WaitDirect { to, timeout_ms } => {
-            let to = node(&to)?;
-            let started = Instant::now();
-            let deadline = started + Duration::from_millis(timeout_ms);
-            loop {
-                // A ping dials when there is no link and keeps the link busy.
-                let rtt = service.device(to)?.ping().await;
-                if let Some(info) = service.connection_info(to)
-                    && info.path == PathKind::Direct
-                {
-                    let mut answer = conn_info(service, to);
-                    if let Some(map) = answer.as_object_mut() {
-                        map.insert("ms".into(), ms(started.elapsed()).into());
-                    }
-                    return Ok(answer);
-                }
-                if Instant::now() > deadline {
-                    let mut answer = conn_info(service, to);
-                    if let Some(map) = answer.as_object_mut() {
-                        map.insert("ok".into(), false.into());
-                        map.insert(
-                            "error".into(),
-                            format!(
-                                "no direct path within {timeout_ms} ms (last ping: {})",
-                                match rtt {
-                                    Ok(rtt) => format!("{} ms", ms(rtt)),
-                                    Err(error) => error.to_string(),
-                                }
-                            )
-                            .into(),
-                        );
-                    }
-                    return Ok(answer);
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        Command::WaitDirect { to, timeout_ms } => wait_direct(service, to, timeout_ms).await,
         Command::Ping { to } => {
             let to = node(&to)?;
             let started = Instant::now();
@@ -376,6 +258,141 @@ async fn handle(state: &State, id: u64, command: Command) -> Result<Value> {
             Ok(json!({ "discovered": discovered }))
         }
         Command::Shutdown => Ok(json!({})),
+    }
+}
+
+fn pair_init(service: &NetworkingService, ticket: bool) -> Result<Value> {
+    let mut invite = if ticket {
+        service.start_pairing_with_ticket()?
+    } else {
+        service.start_pairing_as_initiator()?
+    };
+    let code = invite.code.clone();
+    let service = service.clone();
+    tokio::spawn(async move {
+        match invite.paired().await {
+            // The lab's devices are one person's: each takes the other's files.
+            Ok(device) => emit(
+                &match service.set_auto_accept(device.device.public_key, true) {
+                    Err(error) => {
+                        json!({"event": "pairing_failed", "reason": error.to_string()})
+                    }
+                    Ok(()) => json!({
+                    "event": "paired",
+                    "node_id": device.device.public_key.to_string(),
+                    "verification": device.verification_code,
+                    }),
+                },
+            ),
+            Err(error) => {
+                emit(&json!({"event": "pairing_failed", "reason": error.to_string()}));
+            }
+        }
+    });
+    Ok(json!({ "code": code }))
+}
+
+async fn send_messages(
+    service: &NetworkingService,
+    to: String,
+    start: u64,
+    count: u64,
+) -> Result<Value> {
+    let to = node(&to)?;
+    let started = Instant::now();
+    let mut failed = Vec::new();
+    for number in start..start.saturating_add(count) {
+        // Announcements are acknowledged by the service once delivered to the app.
+        let message = NetworkMessage::LibraryAnnounce(LibraryAnnounce {
+            libraries: vec![LibraryInfo {
+                id: Uuid::from_u128(u128::from(number)),
+                name: "netlab".to_owned(),
+                entry_count: number,
+                updated: Hlc::ZERO,
+            }],
+        });
+        match service.send_message(to, message).await {
+            Ok(NetworkMessage::Ack) => {}
+            Ok(other) => failed.push(format!("{number}: answered {other:?}")),
+            Err(error) => failed.push(format!("{number}: {error}")),
+        }
+    }
+    Ok(json!({
+        "sent": count,
+        "failed": failed.len(),
+        "errors": failed.iter().take(5).collect::<Vec<_>>(),
+        "ms": ms(started.elapsed()),
+    }))
+}
+
+fn messages(state: &State, start: u64, count: u64) -> Result<Value> {
+    let range = start..start.saturating_add(count);
+    let received: HashMap<u64, u64> = state
+        .received
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .filter(|(number, _)| range.contains(number))
+        .map(|(number, times)| (*number, *times))
+        .collect();
+    let missing = range.clone().filter(|n| !received.contains_key(n)).count();
+    let duplicated = received.values().filter(|&&times| times > 1).count();
+    Ok(json!({
+        "distinct": received.len(),
+        "missing": missing,
+        "duplicated": duplicated,
+    }))
+}
+
+async fn hash_file(path: PathBuf) -> Result<Value> {
+    let hash = tokio::task::spawn_blocking(move || -> Result<String> {
+        let mut hasher = blake3::Hasher::new();
+        let file =
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        hasher
+            .update_reader(std::io::BufReader::with_capacity(1 << 20, file))
+            .with_context(|| format!("hashing {}", path.display()))?;
+        Ok(hasher.finalize().to_hex().to_string())
+    })
+    .await??;
+    Ok(json!({ "hash": hash }))
+}
+
+async fn wait_direct(service: &NetworkingService, to: String, timeout_ms: u64) -> Result<Value> {
+    let to = node(&to)?;
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(timeout_ms);
+    loop {
+        // A ping dials when there is no link and keeps the link busy.
+        let rtt = service.device(to)?.ping().await;
+        if let Some(info) = service.connection_info(to)
+            && info.path == PathKind::Direct
+        {
+            let mut answer = conn_info(service, to);
+            if let Some(map) = answer.as_object_mut() {
+                map.insert("ms".into(), ms(started.elapsed()).into());
+            }
+            return Ok(answer);
+        }
+        if Instant::now() > deadline {
+            let mut answer = conn_info(service, to);
+            if let Some(map) = answer.as_object_mut() {
+                map.insert("ok".into(), false.into());
+                map.insert(
+                    "error".into(),
+                    format!(
+                        "no direct path within {timeout_ms} ms (last ping: {})",
+                        match rtt {
+                            Ok(rtt) => format!("{} ms", ms(rtt)),
+                            Err(error) => error.to_string(),
+                        }
+                    )
+                    .into(),
+                );
+            }
+            return Ok(answer);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

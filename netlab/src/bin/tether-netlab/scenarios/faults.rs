@@ -1,11 +1,14 @@
 //! Scenarios about a bad link: loss, cuts, shaped rates and delay.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use tether_netlab::protocol::Command;
 
-use super::{Ctx, MIN, Outcome, alias, f, figure_transfer, hash, lan_pair, make_file, transfer};
+use super::kit::{
+    Ctx, MIN, Outcome, alias, f, figure_transfer, hash, lan_pair, make_file, transfer,
+};
 use crate::agent::Agent;
 use crate::lab::{Host, Lab, Nat};
 
@@ -25,33 +28,7 @@ pub(super) fn loss(ctx: &Ctx) -> Result<Outcome> {
         if percent > 0.0 {
             lab.loss(&[Host::A, Host::A2], percent)?;
         }
-        let start = round as u64 * 1000;
-        let count = 200;
-        let sent = a.call_ok(
-            Command::SendMessages {
-                to: a2.node_id.clone(),
-                start,
-                count,
-            },
-            10 * MIN,
-        )?;
-        std::thread::sleep(Duration::from_millis(300));
-        let got = a2.call_ok(Command::Messages { start, count }, MIN)?;
-        out.check(
-            sent["failed"] == 0 && got["missing"] == 0 && got["duplicated"] == 0,
-            format!(
-                "{label}: {count} messages in {:.0} ms, {} failed, {} missing, {} duplicated{}",
-                f(&sent["ms"]),
-                sent["failed"],
-                got["missing"],
-                got["duplicated"],
-                sent["errors"]
-                    .as_array()
-                    .and_then(|e| e.first())
-                    .map(|e| format!(" ({e})"))
-                    .unwrap_or_default()
-            ),
-        );
+        messages_round(&mut out, &mut a, &mut a2, round as u64, label)?;
         let file = alias(
             &base,
             &format!("payload-{}.bin", label.trim_end_matches('%')),
@@ -94,6 +71,45 @@ pub(super) fn loss(ctx: &Ctx) -> Result<Outcome> {
     Ok(out)
 }
 
+/// Round `round` of the loss scenario's messages: 200 from `a` to `a2`, every one delivered
+/// once.
+fn messages_round(
+    out: &mut Outcome,
+    a: &mut Agent,
+    a2: &mut Agent,
+    round: u64,
+    label: &str,
+) -> Result<()> {
+    let start = round * 1000;
+    let count = 200;
+    let sent = a.call_ok(
+        Command::SendMessages {
+            to: a2.node_id.clone(),
+            start,
+            count,
+        },
+        10 * MIN,
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    let got = a2.call_ok(Command::Messages { start, count }, MIN)?;
+    out.check(
+        sent["failed"] == 0 && got["missing"] == 0 && got["duplicated"] == 0,
+        format!(
+            "{label}: {count} messages in {:.0} ms, {} failed, {} missing, {} duplicated{}",
+            f(&sent["ms"]),
+            sent["failed"],
+            got["missing"],
+            got["duplicated"],
+            sent["errors"]
+                .as_array()
+                .and_then(|e| e.first())
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        ),
+    );
+    Ok(())
+}
+
 pub(super) fn cuts(ctx: &Ctx) -> Result<Outcome> {
     let lab = Lab::up(&ctx.dir.join("s6"), Nat::Cone)?;
     let mut out = Outcome::new();
@@ -101,19 +117,33 @@ pub(super) fn cuts(ctx: &Ctx) -> Result<Outcome> {
     lab.rate(Host::A, "50mbit", "64kb")?;
     let base = lab.dir.join("payload.bin");
     let expected = make_file(&base, ctx.mib, "s6")?;
-    let halfway = |agent: &mut Agent, id: u64| {
-        agent.wait_event(5 * MIN, |v| {
-            v["event"] == "progress" && v["id"] == id && f(&v["done"]) * 2.0 >= f(&v["total"])
-        })
-    };
+    short_cut(&lab, &mut a, &a2, &base, &expected, &mut out)?;
+    long_cut(ctx, &lab, &mut a, &a2, &base, &expected, &mut out)?;
+    Ok(out)
+}
 
-    // A short cut: the same run carries on.
-    let file = alias(&base, "payload-short.bin")?;
+/// Waits until transfer `id` is half done.
+fn halfway(agent: &mut Agent, id: u64) -> Result<serde_json::Value> {
+    agent.wait_event(5 * MIN, |v| {
+        v["event"] == "progress" && v["id"] == id && f(&v["done"]) * 2.0 >= f(&v["total"])
+    })
+}
+
+/// A short cut: the same run carries on.
+fn short_cut(
+    lab: &Lab,
+    a: &mut Agent,
+    a2: &Agent,
+    base: &Path,
+    expected: &str,
+    out: &mut Outcome,
+) -> Result<()> {
+    let file = alias(base, "payload-short.bin")?;
     let id = a.send(Command::SendFile {
         to: a2.node_id.clone(),
         path: file.clone(),
     })?;
-    halfway(&mut a, id)?;
+    halfway(a, id)?;
     lab.cut(Host::A)?;
     std::thread::sleep(Duration::from_secs(5));
     lab.restore(Host::A)?;
@@ -126,14 +156,25 @@ pub(super) fn cuts(ctx: &Ctx) -> Result<Outcome> {
             figure_transfer(&answer)
         ),
     );
+    Ok(())
+}
 
-    // A long cut: the transfer fails with a clear error, and resumes when asked again.
-    let file = alias(&base, "payload-long.bin")?;
+/// A long cut: the transfer fails with a clear error, and resumes when asked again.
+fn long_cut(
+    ctx: &Ctx,
+    lab: &Lab,
+    a: &mut Agent,
+    a2: &Agent,
+    base: &Path,
+    expected: &str,
+    out: &mut Outcome,
+) -> Result<()> {
+    let file = alias(base, "payload-long.bin")?;
     let id = a.send(Command::SendFile {
         to: a2.node_id.clone(),
         path: file.clone(),
     })?;
-    halfway(&mut a, id)?;
+    halfway(a, id)?;
     lab.cut(Host::A)?;
     let cut_at = Instant::now();
     let failed = a.answer(id, ctx.long_cut).ok();
@@ -161,7 +202,7 @@ pub(super) fn cuts(ctx: &Ctx) -> Result<Outcome> {
                     answer["error"].as_str().unwrap_or("?")
                 ),
             );
-            let (again, same) = transfer(&mut a, &a2, &file, &expected)?;
+            let (again, same) = transfer(a, a2, &file, expected)?;
             let resumed = f(&again["bytes_resumed"]);
             out.check(
                 again["ok"] == true && same && resumed > 0.0,
@@ -190,7 +231,7 @@ pub(super) fn cuts(ctx: &Ctx) -> Result<Outcome> {
             );
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 pub(super) fn rates(ctx: &Ctx) -> Result<Outcome> {

@@ -6,7 +6,9 @@ use anyhow::Result;
 use serde_json::Value;
 use tether_netlab::protocol::Command;
 
-use super::{Ctx, MIN, Outcome, device, f, figure_transfer, hash, make_file, relay_lab, transfer};
+use super::kit::{
+    Ctx, MIN, Outcome, device, f, figure_transfer, hash, make_file, relay_lab, transfer,
+};
 use crate::agent::{Agent, DeviceSpec, pair};
 use crate::lab::{Host, Lab, Nat};
 
