@@ -3,7 +3,8 @@
 //!
 //! - `cargo xtask ci` runs what CI runs: formatting, clippy with warnings as errors on every
 //!   target, the test suite (nextest where installed), the docs with warnings as errors, the
-//!   facade's public API against its snapshot, import cycles, cargo-deny, and a short smoke run of every fuzz
+//!   facade's public API against its snapshot, import cycles, functions over 80 lines outside
+//!   tests, commit subjects over 72 characters, cargo-deny, and a short smoke run of every fuzz
 //!   target.
 //! - `cargo xtask fuzz [--seconds N] [TARGET...]` runs the fuzz targets on the stable toolchain.
 //! - `cargo xtask bench [--quick]` runs the end-to-end harness and the criterion benches and
@@ -15,6 +16,7 @@
 
 mod bench;
 mod cycles;
+mod hygiene;
 mod netlab;
 mod public_api;
 
@@ -115,6 +117,15 @@ fn ci(root: &Path, fuzz_seconds: u64, skip_tests: bool) -> Result<()> {
             "warnings",
         ]),
     )?;
+    step(
+        root,
+        &format!(
+            "no function over {} lines outside tests",
+            hygiene::MAX_FUNCTION_LINES
+        ),
+        hygiene::long_functions(),
+    )?;
+    hygiene::commit_subjects(root)?;
     if !skip_tests {
         if has_cargo_subcommand("nextest") {
             let nextest = [
