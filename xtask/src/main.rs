@@ -3,7 +3,8 @@
 //!
 //! - `cargo xtask ci` runs what CI runs: formatting, clippy with warnings as errors on every
 //!   target, the test suite (nextest where installed), the docs with warnings as errors, the
-//!   facade's public API against its snapshot, import cycles, functions over 80 lines outside
+//!   facade's public API against its snapshot, import cycles, ARCHITECTURE.md's crate graph,
+//!   functions over 80 lines outside
 //!   tests, commit subjects over 72 characters, cargo-deny, and a short smoke run of every fuzz
 //!   target.
 //! - `cargo xtask fuzz [--seconds N] [TARGET...]` runs the fuzz targets on the stable toolchain.
@@ -15,6 +16,7 @@
 //!   `crates/tether/public-api.txt` (or rewrites it).
 
 mod bench;
+mod crate_graph;
 mod cycles;
 mod hygiene;
 mod netlab;
@@ -147,6 +149,7 @@ fn ci(root: &Path, fuzz_seconds: u64, skip_tests: bool) -> Result<()> {
     no_danger_in_shipped_builds(root)?;
     eprintln!("xtask: == import cycles between module files ==");
     cycles::cycles(root)?;
+    crate_graph::check(root)?;
     let mut doc = cargo(&["doc", "--workspace", "--no-deps", "--locked"]);
     doc.env("RUSTDOCFLAGS", "-Dwarnings");
     step(root, "docs", doc)?;
