@@ -17,6 +17,9 @@ use crate::failure::{Failure, offline};
 use crate::output::Sink;
 use crate::send::{self, SendRequest};
 
+/// The pause between two pings of `tether ping`.
+const PING_GAP: Duration = Duration::from_millis(100);
+
 mod pairing;
 
 pub(crate) use pairing::Confirm;
@@ -284,7 +287,7 @@ async fn ping(
             json!({ "seq": seq, "rtt_ms": rtt.as_secs_f64() * 1e3, "path": path }),
         );
         if seq + 1 < count {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(PING_GAP).await;
         }
     }
     Ok(())

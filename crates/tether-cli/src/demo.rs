@@ -13,6 +13,9 @@ use tether::{
 use crate::output::Output;
 use crate::progress::rate_and_eta;
 
+/// How long the demo waits for the announcement it sent to arrive on the other device.
+const MESSAGE_WAIT: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
     /// How many encrypted pings to time.
@@ -188,7 +191,7 @@ async fn message(laptop: &NetworkingService, device: &DeviceHandle, out: &Output
         }],
     });
     let answer = device.send_message(announce).await?;
-    let received = tokio::time::timeout(Duration::from_secs(5), async {
+    let received = tokio::time::timeout(MESSAGE_WAIT, async {
         loop {
             match events.recv().await {
                 Ok(NetworkEvent::MessageReceived { message, .. }) => return Some(message),
