@@ -8,14 +8,9 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::CryptoError;
 use crate::cipher::TransferCipher;
-use crate::kdf::KEY_LEN;
-use crate::schedule::next_epoch_key;
-
-/// Length in bytes of an authentication tag (both ciphers).
-pub const TAG_LEN: usize = 16;
-
-/// Length in bytes of a nonce (both ciphers).
-pub const NONCE_LEN: usize = 12;
+use crate::kdf::Prk;
+use crate::labels::REKEY_LABEL;
+use crate::lengths::{KEY_LEN, NONCE_LEN, TAG_LEN};
 
 /// The nonce for a frame counter: four zero bytes, then the counter little-endian (as in
 /// WireGuard). Keys change every epoch, and a counter is used once per direction per session.
@@ -24,6 +19,11 @@ pub(crate) fn nonce_for(counter: u64) -> [u8; NONCE_LEN] {
     let (_, tail) = nonce.split_at_mut(NONCE_LEN - 8);
     tail.copy_from_slice(&counter.to_le_bytes());
     nonce
+}
+
+/// The key of the next epoch: `HKDF-Expand(PRK = key, "tether/v1/session/rekey")`.
+fn next_epoch_key(key: &[u8; KEY_LEN]) -> [u8; KEY_LEN] {
+    Prk::from_bytes(*key).expand_key(&[REKEY_LABEL])
 }
 
 /// A keyed AEAD. Each holds its own copy of the key (expanded) and wipes it on drop

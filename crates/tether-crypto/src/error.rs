@@ -1,6 +1,6 @@
 //! The one error type of this crate.
 
-use crate::TAG_LEN;
+use crate::lengths::TAG_LEN;
 
 /// What went wrong in a cryptographic operation.
 ///

@@ -7,9 +7,7 @@ use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::CryptoError;
-
-/// Length in bytes of a SHA-256 output, an HKDF-SHA256 pseudorandom key and every derived key.
-pub const KEY_LEN: usize = 32;
+use crate::lengths::KEY_LEN;
 
 /// The longest output HKDF-SHA256 can give (255 blocks of 32 bytes).
 pub const HKDF_MAX_OUTPUT: usize = 255 * KEY_LEN;

@@ -41,22 +41,27 @@ mod ecdh;
 mod error;
 pub mod handshake;
 mod kdf;
+mod labels;
+mod lengths;
 mod replay;
+mod role;
 mod schedule;
 mod session;
+mod traffic;
+mod transfer;
 
-pub use aead::{NONCE_LEN, TAG_LEN};
 #[doc(hidden)]
 #[cfg(any(test, feature = "danger"))]
 pub use aead::{danger_open_with_nonce, danger_seal_with_nonce};
 pub use cipher::TransferCipher;
 pub use ecdh::{EphemeralKeyPair, EphemeralPublicKey, SharedSecret, X25519_LEN};
 pub use error::CryptoError;
-pub use kdf::{HKDF_MAX_OUTPUT, KEY_LEN, Prk};
+pub use kdf::{HKDF_MAX_OUTPUT, Prk};
+pub use lengths::{KEY_LEN, NONCE_LEN, TAG_LEN, TRANSFER_ID_LEN};
 pub use replay::REPLAY_WINDOW;
-pub use schedule::{
-    PairingSecret, Role, SessionSecrets, TRANSFER_ID_LEN, Transcript, TransferSecret,
-};
+pub use role::Role;
+pub use schedule::{PairingSecret, SessionSecrets, Transcript};
 pub use session::{
     INTEGRITY_LIMIT, MAX_EPOCH_LOOKAHEAD, MIN_REKEY_INTERVAL_LOG2, REKEY_INTERVAL_LOG2, SessionKeys,
 };
+pub use transfer::TransferSecret;

@@ -6,25 +6,16 @@ use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::cipher::TransferCipher;
-use crate::kdf::{KEY_LEN, Prk};
-use crate::{EphemeralPublicKey, REKEY_INTERVAL_LOG2, SessionKeys, SharedSecret};
-
-const TRANSCRIPT_LABEL: &[u8] = b"tether/v1/session/transcript";
-const I2R_LABEL: &[u8] = b"tether/v1/session/key/initiator-to-responder";
-const R2I_LABEL: &[u8] = b"tether/v1/session/key/responder-to-initiator";
-const EXPORTER_LABEL: &[u8] = b"tether/v1/session/exporter";
-const CONFIRM_INITIATOR_LABEL: &[u8] = b"tether/v1/session/confirm/initiator";
-const CONFIRM_RESPONDER_LABEL: &[u8] = b"tether/v1/session/confirm/responder";
-pub(crate) const REKEY_LABEL: &[u8] = b"tether/v1/session/rekey";
-const TRANSFER_SECRET_LABEL: &[u8] = b"tether/v1/transfer/secret";
-// Each of these is followed by "/" and the cipher's name, so keys for one transfer under two
-// ciphers are unrelated.
-const TRANSFER_I2R_LABEL: &[u8] = b"tether/v1/transfer/key/initiator-to-responder";
-const TRANSFER_R2I_LABEL: &[u8] = b"tether/v1/transfer/key/responder-to-initiator";
-const TRANSFER_EXPORTER_LABEL: &[u8] = b"tether/v1/transfer/exporter";
-
-/// Length in bytes of a transfer id.
-pub const TRANSFER_ID_LEN: usize = 16;
+use crate::ecdh::{EphemeralPublicKey, SharedSecret};
+use crate::kdf::Prk;
+use crate::labels::{
+    CONFIRM_INITIATOR_LABEL, CONFIRM_RESPONDER_LABEL, EXPORTER_LABEL, I2R_LABEL, R2I_LABEL,
+    TRANSCRIPT_LABEL,
+};
+use crate::lengths::KEY_LEN;
+use crate::role::Role;
+use crate::session::{REKEY_INTERVAL_LOG2, SessionKeys};
+use crate::traffic::TrafficSecrets;
 
 /// The 32-byte secret two devices agreed on when they paired.
 ///
@@ -60,16 +51,6 @@ impl Drop for PairingSecret {
 }
 
 impl ZeroizeOnDrop for PairingSecret {}
-
-/// Which end of a session a party is: the one that sent the first handshake message, or the
-/// one that answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// Sent the first handshake message.
-    Initiator,
-    /// Answered it.
-    Responder,
-}
 
 /// What a session's keys are bound to: both parties and both ephemeral keys, in a fixed order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +118,7 @@ impl Transcript {
 /// t.exporter = HKDF-Expand(PRK = t.secret, "tether/v1/transfer/exporter/" || c)
 /// ```
 ///
-/// `t.secret` ([`TransferSecret`]) exists before the two devices have agreed on the cipher;
+/// `t.secret` ([`TransferSecret`](crate::TransferSecret)) exists before the two devices have agreed on the cipher;
 /// the keys that seal anything exist only once they have, and name it.
 pub struct SessionSecrets {
     traffic: TrafficSecrets,
@@ -287,129 +268,9 @@ impl Drop for SessionSecrets {
 
 impl ZeroizeOnDrop for SessionSecrets {}
 
-/// One key per direction plus an exporter: what a [`SessionKeys`] is built from.
-#[derive(Zeroize, ZeroizeOnDrop)]
-pub(crate) struct TrafficSecrets {
-    pub(crate) initiator_to_responder: [u8; KEY_LEN],
-    pub(crate) responder_to_initiator: [u8; KEY_LEN],
-    pub(crate) exporter: [u8; KEY_LEN],
-}
-
-impl TrafficSecrets {
-    /// The secrets of one transfer under `cipher`, from its [`TransferSecret`] bytes.
-    fn for_transfer(secret: &[u8; KEY_LEN], cipher: TransferCipher) -> Self {
-        let prk = Prk::from_bytes(*secret);
-        let name = cipher.name().as_bytes();
-        Self {
-            initiator_to_responder: prk.expand_key(&[TRANSFER_I2R_LABEL, b"/", name]),
-            responder_to_initiator: prk.expand_key(&[TRANSFER_R2I_LABEL, b"/", name]),
-            exporter: prk.expand_key(&[TRANSFER_EXPORTER_LABEL, b"/", name]),
-        }
-    }
-
-    /// (sending key, receiving key) for `role`.
-    pub(crate) fn directions(&self, role: Role) -> (&[u8; KEY_LEN], &[u8; KEY_LEN]) {
-        match role {
-            Role::Initiator => (&self.initiator_to_responder, &self.responder_to_initiator),
-            Role::Responder => (&self.responder_to_initiator, &self.initiator_to_responder),
-        }
-    }
-}
-
-/// One transfer's secret, derived from a session (or an enclosing transfer) with
-/// [`SessionKeys::transfer_secret`], before the devices agree on the transfer's cipher.
-///
-/// It seals nothing itself: [`TransferSecret::into_keys`] turns it into the transfer's keys
-/// under the agreed cipher, once. Wiped from memory on drop; `Debug` shows no bytes.
-pub struct TransferSecret {
-    secret: [u8; KEY_LEN],
-    role: Role,
-    rekey_interval_log2: u32,
-}
-
-impl TransferSecret {
-    /// `t.secret` for transfer id `t` from an exporter (see [`SessionSecrets`]).
-    pub(crate) fn derive(
-        exporter: &[u8; KEY_LEN],
-        transfer_id: &[u8; TRANSFER_ID_LEN],
-        role: Role,
-        rekey_interval_log2: u32,
-    ) -> Self {
-        let secret = Prk::from_bytes(*exporter).expand_key(&[TRANSFER_SECRET_LABEL, transfer_id]);
-        Self {
-            secret,
-            role,
-            rekey_interval_log2,
-        }
-    }
-
-    /// Which end of the session this side is (the transfer keys are mirrored the same way).
-    pub fn role(&self) -> Role {
-        self.role
-    }
-
-    /// The transfer's keys under `cipher`: the derivation labels name the cipher, so the same
-    /// transfer under another cipher would have unrelated keys.
-    pub fn into_keys(self, cipher: TransferCipher) -> SessionKeys {
-        let secrets = TrafficSecrets::for_transfer(&self.secret, cipher);
-        SessionKeys::new(&secrets, self.role, self.rekey_interval_log2, cipher)
-    }
-
-    /// The secret bytes, for golden test vectors only.
-    #[doc(hidden)]
-    #[cfg(any(test, feature = "danger"))]
-    pub fn danger_to_bytes(&self) -> [u8; KEY_LEN] {
-        self.secret
-    }
-}
-
-impl fmt::Debug for TransferSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TransferSecret")
-            .field("role", &self.role)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Drop for TransferSecret {
-    fn drop(&mut self) {
-        self.secret.zeroize();
-    }
-}
-
-impl ZeroizeOnDrop for TransferSecret {}
-
-/// The key of the next epoch: `HKDF-Expand(PRK = key, "tether/v1/session/rekey")`.
-pub(crate) fn next_epoch_key(key: &[u8; KEY_LEN]) -> [u8; KEY_LEN] {
-    Prk::from_bytes(*key).expand_key(&[REKEY_LABEL])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn labels_are_distinct_and_namespaced() {
-        let labels = [
-            TRANSCRIPT_LABEL,
-            I2R_LABEL,
-            R2I_LABEL,
-            EXPORTER_LABEL,
-            CONFIRM_INITIATOR_LABEL,
-            CONFIRM_RESPONDER_LABEL,
-            REKEY_LABEL,
-            TRANSFER_SECRET_LABEL,
-            TRANSFER_I2R_LABEL,
-            TRANSFER_R2I_LABEL,
-            TRANSFER_EXPORTER_LABEL,
-        ];
-        for (i, a) in labels.iter().enumerate() {
-            assert!(a.starts_with(b"tether/v1/"));
-            for b in labels.iter().skip(i + 1) {
-                assert_ne!(a, b);
-            }
-        }
-    }
 
     #[test]
     fn debug_shows_no_secret() {

@@ -7,11 +7,12 @@ use std::mem;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::CryptoError;
-use crate::aead::{EpochKey, TAG_LEN};
+use crate::aead::EpochKey;
 use crate::cipher::TransferCipher;
-use crate::kdf::KEY_LEN;
+use crate::lengths::{KEY_LEN, TAG_LEN, TRANSFER_ID_LEN};
 use crate::replay::{REPLAY_WINDOW, ReplayWindow};
-use crate::schedule::{Role, TRANSFER_ID_LEN, TrafficSecrets, TransferSecret};
+use crate::role::Role;
+use crate::traffic::TrafficSecrets;
 
 /// Keys are replaced every `2^REKEY_INTERVAL_LOG2` frames per direction.
 pub const REKEY_INTERVAL_LOG2: u32 = 32;
@@ -250,38 +251,26 @@ impl SessionKeys {
         }
     }
 
-    /// The secret of one transfer, derived from this session's exporter; both sides derive it
-    /// with the same id. Turn it into keys with [`TransferSecret::into_keys`] once the devices
-    /// have agreed on the cipher.
-    ///
-    /// Each id may be used once per session: deriving the same keys twice would restart their
-    /// counters and reuse nonces, so a second call with the same id fails with
-    /// [`CryptoError::TransferIdReused`]. Transfer keys rekey like session keys and have their
-    /// own exporter, so transfers can nest.
-    pub fn transfer_secret(
+    /// Records that this session derived keys for `transfer_id`; fails with
+    /// [`CryptoError::TransferIdReused`] if it already did (see [`Self::transfer_secret`]).
+    pub(crate) fn claim_transfer_id(
         &mut self,
         transfer_id: &[u8; TRANSFER_ID_LEN],
-    ) -> Result<TransferSecret, CryptoError> {
+    ) -> Result<(), CryptoError> {
         if !self.transfer_ids.insert(*transfer_id) {
             return Err(CryptoError::TransferIdReused);
         }
-        Ok(TransferSecret::derive(
-            &self.exporter,
-            transfer_id,
-            self.role,
-            self.rekey_interval_log2,
-        ))
+        Ok(())
     }
 
-    /// Keys for one transfer under `cipher`: [`Self::transfer_secret`] then
-    /// [`TransferSecret::into_keys`]. Both sides derive them with the same id and cipher and get
-    /// mirrored keys, like the session's own.
-    pub fn transfer_keys(
-        &mut self,
-        transfer_id: &[u8; TRANSFER_ID_LEN],
-        cipher: TransferCipher,
-    ) -> Result<SessionKeys, CryptoError> {
-        Ok(self.transfer_secret(transfer_id)?.into_keys(cipher))
+    /// The exporter secret that transfer secrets are derived from.
+    pub(crate) fn exporter(&self) -> &[u8; KEY_LEN] {
+        &self.exporter
+    }
+
+    /// `log2` of this session's rekey interval, which its transfers inherit.
+    pub(crate) fn rekey_interval_log2(&self) -> u32 {
+        self.rekey_interval_log2
     }
 
     /// Moves the sending counter, for tests of counter exhaustion only. The key is *not*

@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use crate::message::{AbortReason, MessageKind};
+use crate::kinds::{AbortReason, MessageKind};
 
 /// Why a pairing handshake ended without pairing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

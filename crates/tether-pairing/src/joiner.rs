@@ -12,7 +12,8 @@ use tether_identity::NodeId;
 
 use crate::abort::{abort_message, error_for_abort, fail};
 use crate::device::{read_peer_info, split_info_and_signature, verify_transcript};
-use crate::message::{Body, MessageKind, PairingMessage, SEALED_SIGNATURE_LEN, SessionId};
+use crate::kinds::MessageKind;
+use crate::message::{Body, PairingMessage, SEALED_SIGNATURE_LEN, SessionId};
 use crate::pake::JoinerPake;
 use crate::schedule::{HandshakeKeys, Role};
 use crate::transcript::{Transcript, label};

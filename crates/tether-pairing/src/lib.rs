@@ -78,6 +78,7 @@ mod framing;
 pub mod fuzzing;
 mod initiator;
 mod joiner;
+mod kinds;
 mod message;
 mod outcome;
 mod pake;
@@ -99,10 +100,8 @@ pub use framing::{
 pub use framing::{StreamError, read_message, write_message};
 pub use initiator::{CodeStatus, Initiator, InitiatorConfig, InitiatorStep};
 pub use joiner::{Joiner, JoinerConfirming};
-pub use message::{
-    AbortReason, CredentialKind, MAX_MESSAGE_LEN, MessageKind, PROTOCOL_VERSION, PairingMessage,
-    SessionId,
-};
+pub use kinds::{AbortReason, CredentialKind, MessageKind};
+pub use message::{MAX_MESSAGE_LEN, PROTOCOL_VERSION, PairingMessage, SessionId};
 pub use outcome::{Paired, VerificationCode};
 pub use pake::Credential;
 pub use tether_crypto::PairingSecret;

@@ -14,7 +14,8 @@ use spake2::{Ed25519Group, Identity, Password, Spake2};
 use tether_identity::NodeId;
 use zeroize::Zeroizing;
 
-use crate::message::{CredentialKind, PAKE_MESSAGE_LEN};
+use crate::kinds::CredentialKind;
+use crate::message::PAKE_MESSAGE_LEN;
 use crate::{Misbehavior, PairingCode, PairingError, PairingTicket, Slot};
 
 const CODE_PASSWORD_LABEL: &[u8] = b"tether/v1/pairing/password/code";

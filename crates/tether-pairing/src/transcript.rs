@@ -18,7 +18,7 @@
 use sha2::{Digest, Sha256};
 use tether_identity::NodeId;
 
-use crate::message::CredentialKind;
+use crate::kinds::CredentialKind;
 
 const DOMAIN: &[u8] = b"tether/v1/pairing/transcript";
 

@@ -29,7 +29,8 @@ pub use config::InitiatorConfig;
 use session::{AwaitingConfirm, AwaitingSignature};
 
 use crate::abort::{abort_message, error_for_abort, fail, fail_undecodable};
-use crate::message::{Body, MessageKind, PairingMessage, SessionId};
+use crate::kinds::MessageKind;
+use crate::message::{Body, PairingMessage, SessionId};
 use crate::{
     AbortReason, Credential, Failure, LocalDevice, Misbehavior, Paired, PairingError, Refusal,
     Slot, Timestamp, UsageError,
