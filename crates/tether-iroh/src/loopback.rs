@@ -4,9 +4,10 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tether_identity::NodeId;
 use tether_protocol::{DiscoveredDevice, Discovery, DiscoveryEvent, DiscoveryStream};
@@ -116,11 +117,7 @@ impl Discovery for LoopbackDiscovery {
                 }
             }
         });
-        let mut announced = self
-            .inner
-            .announced
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut announced = self.inner.announced.lock();
         if let Some((_, previous)) = announced.replace((device.node_id, refresh)) {
             previous.abort();
         }
@@ -139,12 +136,7 @@ impl Discovery for LoopbackDiscovery {
                 }
                 let (dir, me) = {
                     let Some(inner) = weak.upgrade() else { return };
-                    let me = inner
-                        .announced
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .as_ref()
-                        .map(|(id, _)| *id);
+                    let me = inner.announced.lock().as_ref().map(|(id, _)| *id);
                     (inner.dir.clone(), me)
                 };
                 let current = scan(&dir, me).await;
@@ -177,10 +169,7 @@ impl Discovery for LoopbackDiscovery {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let announced = self
-            .announced
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
+        let announced = self.announced.get_mut();
         if let Some((id, refresh)) = announced.take() {
             refresh.abort();
             let _ = std::fs::remove_file(record_path(&self.dir, &id));

@@ -1,12 +1,13 @@
 //! `MdnsDiscovery`: devices on the LAN through iroh's mDNS address lookup.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use iroh::EndpointId;
 use iroh::address_lookup::{AddressLookup, EndpointData, Item, UserData};
 use iroh_mdns_address_lookup::{DiscoveryEvent as MdnsEvent, MdnsAddressLookup};
 use n0_future::StreamExt;
 use n0_future::boxed::BoxStream;
+use parking_lot::Mutex;
 use tether_identity::NodeId;
 use tether_protocol::{DiscoveredDevice, Discovery, DiscoveryEvent, DiscoveryStream};
 use tokio::sync::mpsc;
@@ -63,7 +64,7 @@ impl SlotMdns {
 
     /// Announces `slot` (or none) with the endpoint's current data.
     fn set_slot(&self, slot: Option<UserData>) {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.state.lock();
         state.slot = slot;
         if let Some(last) = &state.last {
             let mut data = last.clone();
@@ -79,7 +80,7 @@ impl SlotMdns {
 
 impl AddressLookup for SlotMdns {
     fn publish(&self, data: &EndpointData) {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.state.lock();
         state.last = Some(data.clone());
         let mut data = data.clone();
         data.set_user_data(state.slot.clone());

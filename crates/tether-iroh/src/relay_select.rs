@@ -5,7 +5,7 @@
 //! holds only the chosen relay, so the choice is the selector's: [`LowestLatency`] by
 //! default, or an application's own policy.
 
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use iroh::endpoint::Endpoint;
@@ -125,10 +125,7 @@ impl Transport {
                 self.use_only_relay(choice.as_ref()).await;
                 info!(from = ?chosen, to = ?choice, "relay chosen");
                 chosen.clone_from(&choice);
-                *self
-                    .chosen_relay
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = choice;
+                *self.chosen_relay.lock() = choice;
             }
             // Wait for the next round, or for the chosen relay to be lost.
             let chosen_url = chosen.clone();
@@ -164,10 +161,7 @@ impl Transport {
     /// The relay [`Transport::select_relays`] chose last (`None` before its first choice, when
     /// it chose none, or when it does not run).
     pub fn chosen_relay(&self) -> Option<RelayUrl> {
-        self.chosen_relay
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.chosen_relay.lock().clone()
     }
 
     /// Makes `url` the only relay in the endpoint's map (`None`: no relay).

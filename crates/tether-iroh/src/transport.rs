@@ -91,7 +91,7 @@ pub struct Transport {
     /// Global discovery's configuration and resolver, when on.
     global: Option<(GlobalDiscoveryConfig, iroh::dns::DnsResolver)>,
     /// The relay [`Transport::select_relays`] chose last.
-    pub(crate) chosen_relay: Arc<std::sync::Mutex<Option<RelayUrl>>>,
+    pub(crate) chosen_relay: Arc<parking_lot::Mutex<Option<RelayUrl>>>,
     /// Addresses the service's discoveries found (an app's own among them), handed to iroh's
     /// address lookup so that iroh itself can reach those devices by id.
     found: iroh::address_lookup::MemoryLookup,

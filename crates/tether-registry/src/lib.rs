@@ -78,6 +78,7 @@
 mod error;
 mod key_file;
 mod key_manager;
+mod key_storage;
 mod keychain;
 mod passphrase;
 mod private_fs;
@@ -89,7 +90,8 @@ mod store;
 
 pub use error::{BoxedSource, KeyError, RegistryError, StoreError};
 pub use key_file::Argon2Params;
-pub use key_manager::{KEY_FILE, KeyManager, KeyOptions, KeyStorageKind, KeychainPolicy};
+pub use key_manager::{KEY_FILE, KeyManager, KeyOptions, KeychainPolicy};
+pub use key_storage::KeyStorageKind;
 pub use passphrase::{PassphrasePrompt, PassphrasePurpose};
 pub use profile::{PROFILE_FILE, Profile, ProfileError};
 pub use record::{

@@ -11,9 +11,10 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use parking_lot::{Mutex, MutexGuard, RwLock};
 use tether_crypto::PairingSecret;
 use tether_identity::{DeviceId, DeviceName, NodeId};
 use tokio::sync::broadcast;
@@ -30,8 +31,9 @@ use crate::{
 };
 
 mod quota;
+mod refusal;
 
-pub use quota::StorageRefusal;
+pub use refusal::StorageRefusal;
 
 /// How many events a slow subscriber may fall behind before it sees
 /// [`broadcast::error::RecvError::Lagged`] (and should re-read [`DeviceRegistry::devices`]).
@@ -140,7 +142,9 @@ impl DeviceRegistry {
 
     /// The device with this node id.
     pub fn device(&self, node_id: &NodeId) -> Option<Device> {
-        self.read()
+        self.shared
+            .devices
+            .read()
             .by_node
             .get(node_id)
             .map(|entry| entry.view(*node_id))
@@ -148,7 +152,7 @@ impl DeviceRegistry {
 
     /// The paired device with this device id.
     pub fn device_by_id(&self, device_id: &DeviceId) -> Option<Device> {
-        let devices = self.read();
+        let devices = self.shared.devices.read();
         let node_id = devices.by_device_id.get(device_id)?;
         devices
             .by_node
@@ -158,7 +162,9 @@ impl DeviceRegistry {
 
     /// Every known device, in no particular order.
     pub fn devices(&self) -> Vec<Device> {
-        self.read()
+        self.shared
+            .devices
+            .read()
             .by_node
             .iter()
             .map(|(node_id, entry)| entry.view(*node_id))
@@ -167,7 +173,9 @@ impl DeviceRegistry {
 
     /// Every paired device's record, in no particular order.
     pub fn paired_devices(&self) -> Vec<PairedDevice> {
-        self.read()
+        self.shared
+            .devices
+            .read()
             .by_node
             .values()
             .filter_map(|entry| entry.stored.as_ref().map(|stored| stored.device.clone()))
@@ -176,13 +184,13 @@ impl DeviceRegistry {
 
     /// Whether this node's pairing was revoked (and it has not paired again since).
     pub fn is_revoked(&self, node_id: &NodeId) -> bool {
-        self.read().revoked.contains_key(node_id)
+        self.shared.devices.read().revoked.contains_key(node_id)
     }
 
     /// The gate: whether a connection from `node_id` may proceed, and if so the pairing secret
     /// its session handshake needs.
     pub fn check_connection(&self, node_id: &NodeId) -> Result<PairingSecret, ConnectionRefused> {
-        let devices = self.read();
+        let devices = self.shared.devices.read();
         gate(&devices, node_id).map(|stored| stored.secret.clone())
     }
 
@@ -192,7 +200,7 @@ impl DeviceRegistry {
     /// newcomer beyond that pushes out the one seen longest ago (reported as
     /// [`RegistryEvent::Forgotten`]).
     pub fn discovered(&self, node_id: NodeId, addr: SocketAddr) -> Result<(), RegistryError> {
-        let _store = self.lock_store();
+        let _store = self.shared.store.lock();
         let from = self.kind_of(&node_id);
         match from {
             None | Some(StateKind::Discovered) => {}
@@ -200,7 +208,7 @@ impl DeviceRegistry {
         }
         if from.is_none() {
             let pushed_out = {
-                let mut devices = self.write();
+                let mut devices = self.shared.devices.write();
                 let discovered = devices
                     .by_node
                     .values()
@@ -225,7 +233,7 @@ impl DeviceRegistry {
         }
         let to = DeviceState::Discovered { addr };
         let changed = {
-            let mut devices = self.write();
+            let mut devices = self.shared.devices.write();
             let entry = devices.by_node.entry(node_id).or_insert(Entry {
                 state: to.clone(),
                 stored: None,
@@ -248,9 +256,9 @@ impl DeviceRegistry {
     /// reported it lost). Paired and revoked devices are not touched. Returns whether it was
     /// forgotten.
     pub fn forget_discovered(&self, node_id: NodeId) -> bool {
-        let _store = self.lock_store();
+        let _store = self.shared.store.lock();
         let removed = {
-            let mut devices = self.write();
+            let mut devices = self.shared.devices.write();
             let discovered_only = devices.by_node.get(&node_id).is_some_and(|entry| {
                 matches!(entry.state, DeviceState::Discovered { .. }) && entry.stored.is_none()
             });
@@ -269,14 +277,16 @@ impl DeviceRegistry {
         node_id: NodeId,
         session: PairingSessionId,
     ) -> Result<(), RegistryError> {
-        let _store = self.lock_store();
+        let _store = self.shared.store.lock();
         let from = self.kind_of(&node_id);
         match from {
             None | Some(StateKind::Discovered) => {}
             Some(_) => return Err(illegal(node_id, from, StateKind::Pairing)),
         }
         let to = DeviceState::Pairing { session };
-        self.write()
+        self.shared
+            .devices
+            .write()
             .by_node
             .entry(node_id)
             .or_insert(Entry {
@@ -297,10 +307,10 @@ impl DeviceRegistry {
         node_id: NodeId,
         session: PairingSessionId,
     ) -> Result<(), RegistryError> {
-        let _store = self.lock_store();
+        let _store = self.shared.store.lock();
         self.check_session(node_id, session, StateKind::Discovered)?;
         let seen_at = {
-            let mut devices = self.write();
+            let mut devices = self.shared.devices.write();
             let seen_at = devices
                 .by_node
                 .get(&node_id)
@@ -342,7 +352,7 @@ impl DeviceRegistry {
             });
         }
         check_relay_url(pairing.relay_url.as_deref())?;
-        let store = self.lock_store();
+        let store = self.shared.store.lock();
         self.check_session(node_id, session, StateKind::Paired)?;
         let mut addresses = Vec::with_capacity(MAX_ADDRESSES);
         for addr in pairing.addresses {
@@ -367,7 +377,7 @@ impl DeviceRegistry {
         self.opened(&store)?.put(&stored)?;
         let device = stored.device.clone();
         {
-            let mut devices = self.write();
+            let mut devices = self.shared.devices.write();
             devices.revoked.remove(&node_id);
             devices.by_device_id.insert(device.info.device_id, node_id);
             if let Some(entry) = devices.by_node.get_mut(&node_id) {
@@ -393,9 +403,9 @@ impl DeviceRegistry {
         connection: ConnectionInfo,
     ) -> Result<(), RegistryError> {
         check_relay_url(connection.relay_url.as_deref())?;
-        let store = self.lock_store();
+        let store = self.shared.store.lock();
         let (from, updated) = {
-            let devices = self.read();
+            let devices = self.shared.devices.read();
             let stored = gate(&devices, &node_id).map_err(|reason| RegistryError::Refused {
                 node: node_id,
                 reason,
@@ -413,7 +423,7 @@ impl DeviceRegistry {
             self.opened(&store)?.put(updated)?;
         }
         let to = DeviceState::Connected { connection };
-        if let Some(entry) = self.write().by_node.get_mut(&node_id) {
+        if let Some(entry) = self.shared.devices.write().by_node.get_mut(&node_id) {
             entry.state = to.clone();
             if let Some(updated) = updated {
                 entry.stored = Some(updated);
@@ -429,13 +439,13 @@ impl DeviceRegistry {
         node_id: NodeId,
         reason: DisconnectReason,
     ) -> Result<(), RegistryError> {
-        let _store = self.lock_store();
+        let _store = self.shared.store.lock();
         let from = self.kind_of(&node_id);
         if from != Some(StateKind::Connected) {
             return Err(illegal(node_id, from, StateKind::Disconnected));
         }
         let to = DeviceState::Disconnected { reason };
-        if let Some(entry) = self.write().by_node.get_mut(&node_id) {
+        if let Some(entry) = self.shared.devices.write().by_node.get_mut(&node_id) {
             entry.state = to.clone();
         }
         self.emit(RegistryEvent::StateChanged { node_id, from, to });
@@ -445,12 +455,12 @@ impl DeviceRegistry {
     /// Sets a paired device's trust level. Blocking a connected device moves it to
     /// `Disconnected { reason: Blocked }`; the subscriber that owns the connection closes it.
     pub fn set_trust(&self, node_id: NodeId, trust: TrustLevel) -> Result<(), RegistryError> {
-        let store = self.lock_store();
+        let store = self.shared.store.lock();
         let mut updated = self.stored(&node_id)?;
         updated.device.trust = trust;
         self.opened(&store)?.put(&updated)?;
         let disconnected = {
-            let mut devices = self.write();
+            let mut devices = self.shared.devices.write();
             let mut disconnected = false;
             if let Some(entry) = devices.by_node.get_mut(&node_id) {
                 entry.stored = Some(updated);
@@ -479,11 +489,11 @@ impl DeviceRegistry {
     /// Marks a paired device as one whose files are accepted without asking (or takes the
     /// mark back). Stored with the device, so it survives a restart; unpairing removes it.
     pub fn set_auto_accept(&self, node_id: NodeId, on: bool) -> Result<(), RegistryError> {
-        let store = self.lock_store();
+        let store = self.shared.store.lock();
         let mut updated = self.stored(&node_id)?;
         updated.device.auto_accept = on;
         self.opened(&store)?.put(&updated)?;
-        if let Some(entry) = self.write().by_node.get_mut(&node_id) {
+        if let Some(entry) = self.shared.devices.write().by_node.get_mut(&node_id) {
             entry.stored = Some(updated);
         }
         Ok(())
@@ -491,11 +501,11 @@ impl DeviceRegistry {
 
     /// Renames a paired device (the name this device shows for it).
     pub fn rename(&self, node_id: NodeId, name: DeviceName) -> Result<(), RegistryError> {
-        let store = self.lock_store();
+        let store = self.shared.store.lock();
         let mut updated = self.stored(&node_id)?;
         updated.device.info.device_name = name.clone();
         self.opened(&store)?.put(&updated)?;
-        if let Some(entry) = self.write().by_node.get_mut(&node_id) {
+        if let Some(entry) = self.shared.devices.write().by_node.get_mut(&node_id) {
             entry.stored = Some(updated);
         }
         self.emit(RegistryEvent::Renamed { node_id, name });
@@ -505,12 +515,12 @@ impl DeviceRegistry {
     /// Unpairs a device: deletes its record and pairing secret, and refuses its node id from
     /// now on (also after a restart) until it pairs again. Returns what was removed.
     pub fn revoke(&self, node_id: NodeId) -> Result<PairedDevice, RegistryError> {
-        let store = self.lock_store();
+        let store = self.shared.store.lock();
         let removed = self.stored(&node_id)?.device;
         let at = SystemTime::now();
         self.opened(&store)?.revoke(&node_id, at)?;
         {
-            let mut devices = self.write();
+            let mut devices = self.shared.devices.write();
             devices.by_node.remove(&node_id);
             if devices.by_device_id.get(&removed.info.device_id) == Some(&node_id) {
                 devices.by_device_id.remove(&removed.info.device_id);
@@ -528,7 +538,7 @@ impl DeviceRegistry {
         given: PairingSessionId,
         to: StateKind,
     ) -> Result<(), RegistryError> {
-        let devices = self.read();
+        let devices = self.shared.devices.read();
         let state = devices.by_node.get(&node_id).map(|entry| &entry.state);
         match state {
             Some(DeviceState::Pairing { session }) if *session == given => Ok(()),
@@ -542,7 +552,9 @@ impl DeviceRegistry {
     }
 
     fn stored(&self, node_id: &NodeId) -> Result<StoredDevice, RegistryError> {
-        self.read()
+        self.shared
+            .devices
+            .read()
             .by_node
             .get(node_id)
             .and_then(|entry| entry.stored.clone())
@@ -550,7 +562,9 @@ impl DeviceRegistry {
     }
 
     fn kind_of(&self, node_id: &NodeId) -> Option<StateKind> {
-        self.read()
+        self.shared
+            .devices
+            .read()
             .by_node
             .get(node_id)
             .map(|entry| entry.state.kind())
@@ -559,29 +573,6 @@ impl DeviceRegistry {
     fn emit(&self, event: RegistryEvent) {
         // No subscribers is fine.
         let _ = self.shared.events.send(event);
-    }
-
-    // A panic while a lock was held leaves data that is still consistent (each change is a
-    // few assignments after the fallible work), so poisoning is ignored.
-    fn read(&self) -> RwLockReadGuard<'_, Devices> {
-        self.shared
-            .devices
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn write(&self) -> RwLockWriteGuard<'_, Devices> {
-        self.shared
-            .devices
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn lock_store(&self) -> MutexGuard<'_, Option<SecretsStore>> {
-        self.shared
-            .store
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The open store, or [`StoreError::Closed`].
@@ -599,7 +590,7 @@ impl DeviceRegistry {
     /// of this one are still alive. Afterwards the clones still answer from memory, but every
     /// change fails with [`StoreError::Closed`]. Closing twice is harmless.
     pub fn close(&self) {
-        if self.lock_store().take().is_some() {
+        if self.shared.store.lock().take().is_some() {
             tracing::debug!(path = %self.shared.store_path.display(), "closed the device registry");
         }
     }
@@ -607,7 +598,7 @@ impl DeviceRegistry {
 
 impl std::fmt::Debug for DeviceRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let devices = self.read();
+        let devices = self.shared.devices.read();
         f.debug_struct("DeviceRegistry")
             .field("store", &self.shared.store_path)
             .field("devices", &devices.by_node.len())

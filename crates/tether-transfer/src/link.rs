@@ -6,10 +6,11 @@
 //! [`TransferError::Link`] (resumable), a stream that breaks the framing is the peer's fault.
 
 use std::io;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tether_crypto::{SessionKeys, TransferCipher};
 use tether_identity::error_chain;
 use tether_wire::{Frame, FrameError, FrameKind, ReadError, read_frame, write_frame};
@@ -251,7 +252,7 @@ impl LaneCipher {
         match &self.keys {
             None => Ok(frame),
             Some(keys) => {
-                let mut keys = keys.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut keys = keys.lock();
                 frame
                     .seal(&mut keys)
                     .map_err(|e| UsageError::BadOption(seal_error(&e)).into())
@@ -264,7 +265,7 @@ impl LaneCipher {
         match (&self.keys, frame.kind()) {
             (None, FrameKind::Data) => Ok(frame),
             (Some(keys), FrameKind::SealedData) => {
-                let mut keys = keys.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut keys = keys.lock();
                 frame
                     .open(&mut keys)
                     .map_err(|e| PeerError::Seal(error_chain(&e)))

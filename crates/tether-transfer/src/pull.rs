@@ -27,7 +27,7 @@ use crate::link::{ByteStream, read_message, send_message};
 use crate::options::RunContext;
 use crate::progress::TransferReport;
 use crate::protocol::{AbortCode, Decline, Message, PullRequest, cut_message};
-use crate::receive::IncomingOffer;
+use crate::receive::incoming::IncomingOffer;
 use crate::source::OutgoingTransfer;
 
 /// The longest a pull's refusal may take to write (the engine's own declines are as bounded).

@@ -14,8 +14,10 @@
 //! the limit means. The engine takes at most a frame at a time, so its longest wait, one frame
 //! at the lowest rate of 1 byte/s, is about three days.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 /// A token bucket over an abstract clock.
 #[derive(Debug, Clone)]
@@ -80,19 +82,12 @@ impl RateLimiter {
 
     /// The limit in bytes per second.
     pub fn bytes_per_second(&self) -> u64 {
-        self.bucket
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .rate()
+        self.bucket.lock().rate()
     }
 
     /// Waits until `bytes` may be sent.
     pub async fn acquire(&self, bytes: u64) {
-        let wait = self
-            .bucket
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take(bytes, Instant::now());
+        let wait = self.bucket.lock().take(bytes, Instant::now());
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }

@@ -2,14 +2,15 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use parking_lot::Mutex;
 use tether::StreamExt;
 use tether::{
     DeviceId, DeviceName, EventStream, LibraryAnnounce, LibraryInfo, LibraryRequest, NetworkEvent,
     NetworkMessage, NetworkingService, NodeId, PullEvent, PullOptions, SyncEntry, SyncRequest,
-    TransferHandle, TransferOptions, TransferReport, Uuid,
+    TransferHandle, TransferOptions, Uuid,
 };
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
@@ -17,7 +18,7 @@ use tokio::task::JoinHandle;
 use crate::presence::{self, OpenLibrary, PresenceServer};
 use crate::pull::{EntryPull, OpenLibraryFiles};
 use crate::sync::{DEFAULT_PAGE_SIZE, LibraryHandler, check_page};
-use crate::{AppError, AskTheUser, ConsentRequests, Library, Store, StoreError};
+use crate::{AppError, AppEvent, AskTheUser, ConsentRequests, Library, Store, StoreError};
 
 /// The most pages one sync may take (a peer promising more forever is cut off).
 pub const MAX_SYNC_PAGES: usize = 100_000;
@@ -73,48 +74,6 @@ impl AppConfig {
         self.discovery = on;
         self
     }
-}
-
-/// What happened, for the app's UI.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum AppEvent {
-    /// A paired device announced its libraries.
-    LibrariesAnnounced {
-        /// Who.
-        from: NodeId,
-        /// Its libraries (names chosen by the peer: escape them before showing them).
-        libraries: Vec<LibraryInfo>,
-    },
-    /// A pull this device asked for moved forward.
-    PullProgress {
-        /// The device pulled from.
-        from: NodeId,
-        /// The entry pulled.
-        entry_id: Uuid,
-        /// How much is done, from 0.0 to 100.0.
-        percentage: f64,
-        /// File bytes done (resumed bytes included).
-        bytes_done: u64,
-        /// All the entry's bytes.
-        bytes_total: u64,
-    },
-    /// A paired device pulled an entry of this device's and verified it.
-    EntryServed {
-        /// Who pulled it.
-        to: NodeId,
-        /// The entry.
-        entry_id: Uuid,
-        /// This side's (the sender's) account of it.
-        report: TransferReport,
-    },
-    /// A pushed transfer was accepted, received and verified.
-    FilesReceived {
-        /// Who sent it.
-        from: NodeId,
-        /// The receiver's account of it.
-        report: TransferReport,
-    },
 }
 
 /// What one [`LibraryApp::sync_library`] did.
@@ -242,12 +201,7 @@ impl LibraryApp {
 
     /// The libraries `device` announced last (empty before its first announcement).
     pub fn peer_libraries(&self, device: &NodeId) -> Vec<LibraryInfo> {
-        self.peers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(device)
-            .cloned()
-            .unwrap_or_default()
+        self.peers.lock().get(device).cloned().unwrap_or_default()
     }
 
     /// Announces this device's libraries to every paired device; returns the devices that
@@ -481,10 +435,7 @@ async fn listen(
                 from,
                 message: NetworkMessage::LibraryAnnounce(announce),
             } => {
-                peers
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(from, announce.libraries.clone());
+                peers.lock().insert(from, announce.libraries.clone());
                 AppEvent::LibrariesAnnounced {
                     from,
                     libraries: announce.libraries,
@@ -503,10 +454,7 @@ async fn listen(
                 AppEvent::FilesReceived { from, report }
             }
             NetworkEvent::Unpaired { node_id } => {
-                peers
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&node_id);
+                peers.lock().remove(&node_id);
                 continue;
             }
             NetworkEvent::Lagged { missed } => {

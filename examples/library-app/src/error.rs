@@ -5,8 +5,6 @@ use std::path::PathBuf;
 
 use tether::{NetworkError, NodeId, Uuid};
 
-use crate::PageError;
-
 /// A failure of the local store.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -38,7 +36,7 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// A library name is empty or too long.
-    #[error("a library name is 1 to {} bytes", crate::MAX_LIBRARY_NAME_LEN)]
+    #[error("a library name is 1 to {} bytes", tether::limits::MAX_NAME_LEN)]
     BadName,
 }
 
@@ -140,4 +138,19 @@ impl AppError {
             answer,
         }
     }
+}
+
+/// Why a page of a peer's answer was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PageError {
+    /// The page is for another library.
+    #[error("the page is for another library")]
+    WrongLibrary,
+    /// An entry is not strictly after the one before it (or the cursor).
+    #[error("entries are not in ascending HLC order after the cursor")]
+    OutOfOrder,
+    /// `has_more` with no entries: the requester would ask the same question forever.
+    #[error("more entries promised but none sent")]
+    NoProgress,
 }

@@ -37,17 +37,19 @@
 mod app;
 mod consent;
 mod error;
+mod event;
 mod presence;
 mod pull;
 mod store;
 mod sync;
 
-pub use app::{AppConfig, AppEvent, LibraryApp, MAX_SYNC_PAGES, SyncReport};
+pub use app::{AppConfig, LibraryApp, MAX_SYNC_PAGES, SyncReport};
 pub use consent::{AskTheUser, ConsentRequest, ConsentRequests, NOBODY_TO_ASK};
-pub use error::{AppError, PresenceError, StoreError};
+pub use error::{AppError, PageError, PresenceError, StoreError};
+pub use event::AppEvent;
 pub use presence::{
     MAX_LIBRARIES, MAX_NAME_LEN, OpenLibrary, PRESENCE_ALPN, PresenceServer, open_libraries,
 };
 pub use pull::{EntryPull, OpenLibraryFiles, PulledFile};
 pub use store::{Library, MAX_LIBRARY_NAME_LEN, Store, StoredEntry};
-pub use sync::{DEFAULT_PAGE_SIZE, LibraryHandler, MAX_PAGE_SIZE, PageError, check_page};
+pub use sync::{DEFAULT_PAGE_SIZE, LibraryHandler, MAX_PAGE_SIZE, check_page};

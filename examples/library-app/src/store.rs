@@ -15,8 +15,8 @@
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use parking_lot::Mutex;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use tether::{ContentHash, Hlc, LibraryInfo, NodeId, SyncEntry, Uuid};
@@ -319,7 +319,7 @@ impl Store {
         wall_ms: u64,
     ) -> Result<usize, StoreError> {
         let txn = self.db.begin_write().map_err(db_error)?;
-        let mut clock = self.lock_clock();
+        let mut clock = self.clock.lock();
         let mut next_clock = *clock;
         let mut applied = 0;
         for remote in page {
@@ -377,7 +377,7 @@ impl Store {
             return Err(StoreError::UnknownLibrary(library_id));
         }
         let txn = self.db.begin_write().map_err(db_error)?;
-        let mut clock = self.lock_clock();
+        let mut clock = self.clock.lock();
         let mut next_clock = *clock;
         let stamp = next_clock
             .now(wall_ms)
@@ -398,10 +398,6 @@ impl Store {
         txn.commit().map_err(db_error)?;
         *clock = next_clock;
         Ok(entry)
-    }
-
-    fn lock_clock(&self) -> MutexGuard<'_, Hlc> {
-        self.clock.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

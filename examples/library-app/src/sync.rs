@@ -12,7 +12,7 @@ use tether::{
     SyncEntry, SyncRequest, SyncResponse, Uuid,
 };
 
-use crate::{Store, StoreError};
+use crate::{PageError, Store, StoreError};
 
 /// The most entries in one `SyncResponse` by default. The wire allows
 /// [`MAX_PAGE_SIZE`], but a control message is at most
@@ -94,21 +94,6 @@ impl RequestHandler for LibraryHandler {
             message: "the library store failed".to_owned(),
         })?
     }
-}
-
-/// Why a page of a peer's answer was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum PageError {
-    /// The page is for another library.
-    #[error("the page is for another library")]
-    WrongLibrary,
-    /// An entry is not strictly after the one before it (or the cursor).
-    #[error("entries are not in ascending HLC order after the cursor")]
-    OutOfOrder,
-    /// `has_more` with no entries: the requester would ask the same question forever.
-    #[error("more entries promised but none sent")]
-    NoProgress,
 }
 
 /// Checks a peer's `SyncResponse` to a request for `library_id` after `after`: same library,

@@ -34,8 +34,9 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use tether::{Connection, NetworkProtocol, PairedPeer, ProtocolError};
 use tether::{NetworkError, NetworkingService, NodeId};
 
@@ -64,16 +65,12 @@ pub struct NotesServer {
 impl NotesServer {
     /// The notes `device` left here, oldest first.
     pub fn notes_from(&self, device: &NodeId) -> Vec<String> {
-        self.lock().get(device).cloned().unwrap_or_default()
+        self.notes.lock().get(device).cloned().unwrap_or_default()
     }
 
     /// How many notes are kept, from all devices.
     pub fn total(&self) -> usize {
-        self.lock().values().map(Vec::len).sum()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Vec<String>>> {
-        self.notes.lock().unwrap_or_else(PoisonError::into_inner)
+        self.notes.lock().values().map(Vec::len).sum()
     }
 
     /// Answers one request from `peer`.
@@ -98,7 +95,7 @@ impl NotesServer {
     }
 
     fn add(&self, author: NodeId, note: &str) -> Vec<u8> {
-        let mut notes = self.lock();
+        let mut notes = self.notes.lock();
         let mine = notes.entry(author).or_default();
         if mine.len() >= MAX_NOTES_PER_DEVICE {
             return refusal("too many notes");

@@ -4,17 +4,8 @@
 use tether_identity::NodeId;
 
 use super::DeviceRegistry;
+use super::refusal::StorageRefusal;
 use crate::{PairedDevice, RegistryError};
-
-/// Why [`DeviceRegistry::charge_storage`] refused: the device's quota and what it had stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct StorageRefusal {
-    /// The device's quota (its own or the default).
-    pub quota: u64,
-    /// Bytes it had stored.
-    pub used: u64,
-}
 
 impl DeviceRegistry {
     /// Sets the most bytes a paired device may store here (`None`: the app's default).
@@ -37,7 +28,7 @@ impl DeviceRegistry {
         bytes: u64,
         default: Option<u64>,
     ) -> Result<Result<(), StorageRefusal>, RegistryError> {
-        let store = self.lock_store();
+        let store = self.shared.store.lock();
         let mut updated = self.stored(&node_id)?;
         let used = updated.device.stored_bytes;
         let total = used.saturating_add(bytes);
@@ -46,7 +37,7 @@ impl DeviceRegistry {
         }
         updated.device.stored_bytes = total;
         self.opened(&store)?.put(&updated)?;
-        if let Some(entry) = self.write().by_node.get_mut(&node_id) {
+        if let Some(entry) = self.shared.devices.write().by_node.get_mut(&node_id) {
             entry.stored = Some(updated);
         }
         Ok(Ok(()))
@@ -57,11 +48,11 @@ impl DeviceRegistry {
         node_id: NodeId,
         change: impl FnOnce(&mut PairedDevice),
     ) -> Result<(), RegistryError> {
-        let store = self.lock_store();
+        let store = self.shared.store.lock();
         let mut updated = self.stored(&node_id)?;
         change(&mut updated.device);
         self.opened(&store)?.put(&updated)?;
-        if let Some(entry) = self.write().by_node.get_mut(&node_id) {
+        if let Some(entry) = self.shared.devices.write().by_node.get_mut(&node_id) {
             entry.stored = Some(updated);
         }
         Ok(())

@@ -20,9 +20,10 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 
+use parking_lot::Mutex;
 use tether_identity::error_chain;
 use tether_wire::{ContentHash, DataChunk, Frame, FrameKind};
 use tokio::io::{AsyncRead, ReadHalf};
@@ -124,7 +125,7 @@ pub(crate) struct OpenPartials {
 impl OpenPartials {
     /// The handle of file `index`, if open (it becomes the most recently used).
     fn get(&self, index: usize) -> Option<Arc<File>> {
-        let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut handles = self.handles.lock();
         let at = handles.iter().position(|(i, _)| *i == index)?;
         let entry = handles.remove(at)?;
         let file = entry.1.clone();
@@ -136,7 +137,7 @@ impl OpenPartials {
     /// bound (a handle still in use elsewhere closes when that use ends).
     fn put(&self, index: usize, file: Arc<File>) {
         let evicted = {
-            let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut handles = self.handles.lock();
             if handles.iter().any(|(i, _)| *i == index) {
                 return;
             }
@@ -153,7 +154,7 @@ impl OpenPartials {
 
     /// Takes file `index`'s handle out of the cache.
     fn take(&self, index: usize) -> Option<Arc<File>> {
-        let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut handles = self.handles.lock();
         let at = handles.iter().position(|(i, _)| *i == index)?;
         handles.remove(at).map(|(_, file)| file)
     }
@@ -161,10 +162,7 @@ impl OpenPartials {
     /// How many handles are kept.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.handles
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.handles.lock().len()
     }
 }
 
@@ -222,13 +220,13 @@ impl RecvShared {
             return Err(unsolicited().into());
         };
         {
-            let mut chunks = file.chunks.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut chunks = file.chunks.lock();
             if chunks.have.contains(index) || !chunks.in_flight.insert(index) {
                 return Err(unsolicited().into());
             }
         }
         let result = self.verify_and_write(file_index, file, to, index, chunk.bytes());
-        let mut chunks = file.chunks.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut chunks = file.chunks.lock();
         chunks.in_flight.remove(index);
         let plain = result?;
         chunks.have.insert(index);
@@ -299,7 +297,7 @@ impl RecvShared {
                 drop(dir);
                 write(&partial)?;
                 let id = disk::partial_id(&partial, &file.paths.partial())?;
-                *file.written.lock().unwrap_or_else(PoisonError::into_inner) = Some(id);
+                *file.written.lock() = Some(id);
                 // Kept open for the finaliser while there is room.
                 self.open.put(file_index, Arc::new(partial));
             }
@@ -357,11 +355,7 @@ impl RecvShared {
                 return Err(LocalError::Task("finalising an unknown file".into()).into());
             };
             if file.deferred {
-                let written = file
-                    .written
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .take();
+                let written = file.written.lock().take();
                 let Some(partial) = written else {
                     return Err(LocalError::Task("finalising a file not written".into()).into());
                 };
@@ -377,11 +371,7 @@ impl RecvShared {
         // Held until the records are gone, so a checkpoint never writes one back.
         let _records: Vec<_> = items
             .iter()
-            .map(|(_, file, _)| {
-                file.record_lock
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-            })
+            .map(|(_, file, _)| file.record_lock.lock())
             .collect();
         let mut error = self.seal_all(&items).err();
         let mut renamed = Vec::with_capacity(items.len());
@@ -408,10 +398,7 @@ impl RecvShared {
             if file.recorded() {
                 disk::drop_records(&*self.dest.dir(&file.paths.dir)?, &file.paths)?;
             }
-            file.chunks
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .finalized = true;
+            file.chunks.lock().finalized = true;
             tracing::debug!(path = %file.paths.target.display(), "verified and in place");
             placed.push(index);
         }
@@ -428,22 +415,12 @@ impl RecvShared {
             .iter()
             .filter(|f| f.partial.is_some() && f.recorded())
         {
-            if !all
-                && file
-                    .chunks
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .have
-                    .is_full()
-            {
+            if !all && file.chunks.lock().have.is_full() {
                 continue;
             }
-            let _record = file
-                .record_lock
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let _record = file.record_lock.lock();
             let have = {
-                let mut chunks = file.chunks.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut chunks = file.chunks.lock();
                 if chunks.finalized || !chunks.dirty {
                     continue;
                 }
@@ -619,6 +596,14 @@ fn on_control(shared: &RecvShared, frame: &Frame) -> Result<(), TransferError> {
 pub(crate) struct AttachedLane {
     pub(crate) index: u8,
     pub(crate) stream: Box<dyn ByteStream>,
+}
+
+impl std::fmt::Debug for AttachedLane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttachedLane")
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
 }
 
 #[cfg(test)]

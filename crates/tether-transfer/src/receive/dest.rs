@@ -17,8 +17,9 @@
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
@@ -244,7 +245,7 @@ impl Destination {
     }
 
     fn cached(&self, rel: &str) -> Option<Arc<OwnedFd>> {
-        let mut cache = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut cache = self.open.lock();
         cache.clock += 1;
         let now = cache.clock;
         let (handle, used) = cache.handles.get_mut(rel)?;
@@ -256,7 +257,7 @@ impl Destination {
     fn keep(&self, rel: &str, fd: OwnedFd) -> Arc<OwnedFd> {
         let handle = Arc::new(fd);
         let evicted = {
-            let mut cache = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut cache = self.open.lock();
             cache.clock += 1;
             let now = cache.clock;
             let evicted = if cache.handles.len() >= MAX_OPEN_DIRS {
@@ -278,23 +279,14 @@ impl Destination {
     }
 
     fn forget(&self, rel: &str) {
-        let removed = self
-            .open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .handles
-            .remove(rel);
+        let removed = self.open.lock().handles.remove(rel);
         drop(removed);
     }
 
     /// How many handles are kept.
     #[cfg(test)]
     pub(crate) fn cached_count(&self) -> usize {
-        self.open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .handles
-            .len()
+        self.open.lock().handles.len()
     }
 }
 

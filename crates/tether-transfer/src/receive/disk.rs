@@ -22,9 +22,9 @@ use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, UNIX_EPOCH};
 
+use parking_lot::Mutex;
 use rustix::fs::{AtFlags, FallocateFlags, FileType, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
@@ -268,7 +268,7 @@ fn allocate(
     new: u64,
     keep_free: u64,
 ) -> Result<File, LocalError> {
-    let _allocating = ALLOCATING.lock().unwrap_or_else(PoisonError::into_inner);
+    let _allocating = ALLOCATING.lock();
     if keep_free > 0 && new > 0 {
         let available = free_space(&file, path)?;
         if new.saturating_add(keep_free) > available {

@@ -32,8 +32,9 @@ use crate::protocol::{AbortCode, AcceptBody, Decline, Message, Offer, VERSION, c
 use crate::receive::data::AttachedLane;
 use crate::receive::dest::{Destination, Placing};
 use crate::receive::disk::{self, Existing, FilePaths};
+use crate::receive::receiver::{BusyGuard, LaneGuard, Receiver, TargetKey};
 use crate::receive::room::{FsRoom, Need};
-use crate::receive::{BusyGuard, LaneGuard, Receiver, TargetKey, blocking};
+use crate::receive::task::blocking;
 use crate::storage::QuotaRefusal;
 
 /// What consent produced.
@@ -57,7 +58,7 @@ pub(super) async fn before_accept(
     peer: NodeId,
     keys: Option<TransferSecret>,
 ) -> Result<Accepted, TransferError> {
-    let config = &receiver.inner.config;
+    let config = &receiver.config();
     let secret = check_offer(config, offer, keys)?;
     let builder = ManifestBuilder::new(config.limits, offer.entries, offer.total_bytes)
         .map_err(PeerError::from)?;
@@ -158,7 +159,7 @@ async fn consent(
     entries: &Arc<Manifest>,
     peer: NodeId,
 ) -> Result<(Arc<Destination>, BusyGuard, u64), TransferError> {
-    let config = &receiver.inner.config;
+    let config = &receiver.config();
     let (dest, busy, data) =
         claim_destination(receiver, &config.destination, entries, peer).await?;
     let summary = OfferSummary {
@@ -252,7 +253,7 @@ async fn claim_destination(
     entries: &Arc<Manifest>,
     peer: NodeId,
 ) -> Result<(Arc<Destination>, BusyGuard, u64), TransferError> {
-    let config = &receiver.inner.config;
+    let config = &receiver.config();
     let (dest, targets, need) = {
         let entries = Arc::clone(entries);
         let overwrite = config.overwrite;

@@ -29,16 +29,34 @@ use crate::protocol::{Complete, Message, Offer};
 use crate::receive::data::{AttachedLane, RecvShared, run_finalizer, run_lane};
 use crate::receive::dest::Destination;
 use crate::receive::disk::{self, FilePaths};
+use crate::receive::incoming::IncomingOffer;
 use crate::receive::offer::{Accepted, before_accept, decline};
 use crate::receive::plan::PlannedFile;
+use crate::receive::receiver::{LaneGuard, Receiver};
 use crate::receive::requester::{Requester, ask_all};
 use crate::receive::setup::{plan_all, read_hashes, shared_state};
-use crate::receive::{LaneGuard, Receiver, blocking};
+use crate::receive::task::blocking;
 use crate::stall::{Activity, Metered, Verdict, Watchdog};
 use crate::throttle::RateLimiter;
 use crate::tree::ChunkHash;
 
-pub(super) async fn run<S: ByteStream>(
+impl Receiver {
+    /// Runs an offered transfer from `peer` to the end: checks, consent, resume, data, finalising.
+    ///
+    /// `peer` must be the connection's authenticated identity; lanes are only accepted from it.
+    /// For an encrypted offer, `ctx.keys` must hold the per-transfer keys derived with
+    /// [`IncomingOffer::transfer_id`].
+    pub async fn receive<S: ByteStream>(
+        &self,
+        offer: IncomingOffer<S>,
+        peer: NodeId,
+        ctx: RunContext,
+    ) -> Result<TransferReport, TransferError> {
+        run(self, offer.stream, offer.offer, peer, ctx).await
+    }
+}
+
+async fn run<S: ByteStream>(
     receiver: &Receiver,
     stream: S,
     offer: Offer,
@@ -52,7 +70,7 @@ pub(super) async fn run<S: ByteStream>(
         cancel,
         shared_limits,
     } = ctx;
-    let config = &receiver.inner.config;
+    let config = &receiver.config();
     let activity = Activity::new();
     let (mut reader, writer) = split(stream, &activity);
     let writer = ControlWriter::new(writer);
@@ -157,11 +175,7 @@ impl Finalizer {
         let stop = Arc::new(AtomicBool::new(false));
         let mut remaining = 0usize;
         for (index, file) in shared.files.iter().enumerate() {
-            let complete = file
-                .chunks
-                .lock()
-                .map(|c| c.have.is_full())
-                .unwrap_or(false);
+            let complete = file.chunks.lock().have.is_full();
             if file.to_place() {
                 remaining += 1;
                 if complete {
@@ -476,7 +490,7 @@ impl Run<'_> {
         let rate = meter.rate(received, self.started, now);
         let last = shared.last_file.load(Ordering::Relaxed);
         let file = shared.files.get(last).map(|f| {
-            let have = f.chunks.lock().map(|c| c.have.count()).unwrap_or(0);
+            let have = f.chunks.lock().have.count();
             FileProgress {
                 entry_id: f.id,
                 path: f.rel.clone(),

@@ -3,8 +3,9 @@
 //! phase built.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use tether_wire::ContentHash;
 use tokio::io::ReadHalf;
 use tokio_util::sync::CancellationToken;

@@ -1,9 +1,10 @@
 //! The sender's data phase: requests in, chunks out on every lane, until `Complete`.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use tether_identity::ErrorChain;
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
@@ -168,7 +169,7 @@ impl DataPhase {
         running.meter.record(sent - running.counted, now);
         running.counted = sent;
         let (asked, heard) = {
-            let requested = lock(&running.requested);
+            let requested = running.requested.lock();
             (requested.bytes(), requested.heard())
         };
         if sent > 0 {
@@ -209,7 +210,7 @@ impl DataPhase {
             Ok(complete) => {
                 control_tx.close(None).await;
                 report.bytes_verified = complete.bytes_verified;
-                let asked = lock(&running.requested).bytes();
+                let asked = running.requested.lock().bytes();
                 report.bytes_resumed = report.bytes_total.saturating_sub(asked);
                 tracing::info!(
                     transfer = %report.transfer_id,
@@ -244,7 +245,7 @@ impl DataPhase {
     fn progress(&self, running: &Running, sent: u64, now: Instant) {
         let shared = &running.shared;
         let total = self.report.bytes_total;
-        let done = lock(&running.requested).done(total, sent);
+        let done = running.requested.lock().done(total, sent);
         let rate = running.meter.rate(sent, self.started, now);
         let file = shared.counters.last_file.load(Ordering::Relaxed);
         let file = shared.files.get(file).map(|f| FileProgress {
@@ -284,10 +285,6 @@ impl Drop for CloseQueueOnDrop {
 /// How many stall bounds the sender waits for a receiver that has not yet said what it lacks.
 const PLANNING_GRACE: u32 = 5;
 
-fn lock(requested: &Mutex<Requested>) -> MutexGuard<'_, Requested> {
-    requested.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// Lets the lanes drain what they prepared (at most a few frames) and end their streams.
 async fn drain(lanes: &mut JoinSet<Result<(), TransferError>>) {
     let drained = tokio::time::timeout(Duration::from_secs(2), async {
@@ -316,7 +313,7 @@ async fn serve_requests(
 ) -> Result<Complete, TransferError> {
     loop {
         let message = read_message(&mut control_rx).await?;
-        let step = lock(&requested).handle(message, &*shared)?;
+        let step = requested.lock().handle(message, &*shared)?;
         let (response, ranges) = match step {
             Step::Complete(complete) => return Ok(complete),
             Step::Nothing => continue,

@@ -9,9 +9,10 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 
+use parking_lot::Mutex;
 use tether_wire::{ContentHash, DataChunk, Frame};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -156,7 +157,7 @@ impl SendShared {
         ) else {
             return Err(LocalError::Task("chunk of an unknown file".into()).into());
         };
-        let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut slot = slot.lock();
         let file = match slot.as_ref() {
             Some(file) => file.clone(),
             None => {
@@ -178,11 +179,9 @@ impl SendShared {
     /// Whether file `index`'s handle is kept open.
     #[cfg(test)]
     fn is_open(&self, index: usize) -> bool {
-        self.open.get(index).is_some_and(|slot| {
-            slot.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .is_some()
-        })
+        self.open
+            .get(index)
+            .is_some_and(|slot| slot.lock().is_some())
     }
 
     /// Reads, encodes and seals one chunk (blocking). The file is read straight into the

@@ -1,8 +1,8 @@
 //! The sender's work: chunk ranges the receiver asked for, shared by every lane.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, PoisonError};
 
+use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 /// Most outstanding ranges; a receiver asking for more is breaking the protocol.
@@ -36,7 +36,7 @@ impl WorkQueue {
         if start >= end {
             return true;
         }
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.state.lock();
         if state.ranges.len() >= MAX_QUEUED_RANGES {
             return false;
         }
@@ -48,15 +48,12 @@ impl WorkQueue {
 
     /// Ends the queue: lanes waiting for work stop.
     pub(crate) fn close(&self) {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .closed = true;
+        self.state.lock().closed = true;
         self.ready.notify_waiters();
     }
 
     fn try_pop(&self) -> Result<Option<Work>, ()> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.state.lock();
         if state.closed {
             return Err(());
         }

@@ -4,10 +4,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tether::{
     DeviceName, Hlc, KeyOptions, KeychainPolicy, LibraryAnnounce, LibraryInfo, NetworkEvent,
@@ -161,11 +162,7 @@ async fn watch_events(state: Arc<State>) {
         };
         match event {
             NetworkEvent::DeviceDiscovered { node_id, source } => {
-                let new = state
-                    .discovered
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(node_id.to_string());
+                let new = state.discovered.lock().insert(node_id.to_string());
                 if new {
                     emit(
                         &json!({"event": "discovered", "node_id": node_id.to_string(), "source": source}),
@@ -186,10 +183,7 @@ async fn watch_events(state: Arc<State>) {
                 message: NetworkMessage::LibraryAnnounce(announce),
                 ..
             } => {
-                let mut received = state
-                    .received
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
+                let mut received = state.received.lock();
                 for library in announce.libraries {
                     let number = u64::try_from(library.id.as_u128()).unwrap_or(u64::MAX);
                     *received.entry(number).or_default() += 1;
@@ -248,13 +242,7 @@ async fn handle(state: &State, id: u64, command: Command) -> Result<Value> {
             )
         }
         Command::Discovered => {
-            let discovered: Vec<String> = state
-                .discovered
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .iter()
-                .cloned()
-                .collect();
+            let discovered: Vec<String> = state.discovered.lock().iter().cloned().collect();
             Ok(json!({ "discovered": discovered }))
         }
         Command::Shutdown => Ok(json!({})),
@@ -330,7 +318,6 @@ fn messages(state: &State, start: u64, count: u64) -> Result<Value> {
     let received: HashMap<u64, u64> = state
         .received
         .lock()
-        .unwrap_or_else(PoisonError::into_inner)
         .iter()
         .filter(|(number, _)| range.contains(number))
         .map(|(number, times)| (*number, *times))
