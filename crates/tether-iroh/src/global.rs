@@ -23,6 +23,10 @@ use crate::config::GlobalDiscoveryConfig;
 use crate::id::iroh_id;
 use crate::{PeerAddr, TransportError};
 
+/// How often a shown code's rendezvous record is checked against the current time window
+/// (and published again under the new window's key when the window turned).
+const WINDOW_CHECK_EVERY: Duration = Duration::from_secs(30);
+
 /// Adds the pkarr publisher and the DNS lookup to a freshly bound endpoint.
 pub(crate) fn attach(
     endpoint: &iroh::Endpoint,
@@ -159,7 +163,7 @@ impl GlobalDiscovery {
             // Ends when the last `GlobalDiscovery` is dropped. The record of a code shown
             // across a window boundary is published again under the new window's key.
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(30));
+                let mut tick = tokio::time::interval(WINDOW_CHECK_EVERY);
                 loop {
                     tokio::select! {
                         announcement = announcements.recv() => {

@@ -18,6 +18,10 @@ use tracing::{debug, info};
 
 use crate::Transport;
 
+/// The pause before measuring again after the chosen relay was lost: a relay that restarts
+/// gets a moment, and a dead one is not measured in a tight loop.
+const RELAY_LOST_PAUSE: Duration = Duration::from_millis(250);
+
 /// How long one probe of one relay may take before the relay counts as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Round trips per probe; the median counts.
@@ -151,7 +155,7 @@ impl Transport {
                 () = lost => {
                     debug!(relay = ?chosen, "lost the chosen relay; measuring again");
                     // Give a relay that restarts a moment, and do not spin on a dead one.
-                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    tokio::time::sleep(RELAY_LOST_PAUSE).await;
                 }
                 () = self.endpoint().closed() => return,
             }

@@ -22,6 +22,9 @@ use crate::protocol::{Abort, AbortCode, Message, cut_message};
 use crate::stall::{Activity, Metered};
 use crate::throttle::{RateLimiter, acquire_all};
 
+/// How long a stream's closing (the last message and the end of the stream) may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// A bidirectional byte stream a transfer can run over. Implemented for every type that has the
 /// bounds; iroh's QUIC streams joined with `tokio::io::join`, `TcpStream` and `UnixStream` all do.
 pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -122,7 +125,7 @@ impl ControlWriter {
             }
             let _ = self.half.lock().await.shutdown().await;
         };
-        let _ = tokio::time::timeout(Duration::from_millis(500), close).await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
     }
 }
 

@@ -28,6 +28,10 @@ use crate::source::OutgoingTransfer;
 use crate::stall::{Activity, Verdict, Watchdog};
 use crate::throttle::RateLimiter;
 
+/// How long the lanes get, once the transfer ended, to write what they prepared and end their
+/// streams before they are aborted.
+const LANE_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// What the data phase reports into.
 pub(super) struct DataPhase {
     pub(super) events: Option<mpsc::Sender<TransferEvent>>,
@@ -287,7 +291,7 @@ const PLANNING_GRACE: u32 = 5;
 
 /// Lets the lanes drain what they prepared (at most a few frames) and end their streams.
 async fn drain(lanes: &mut JoinSet<Result<(), TransferError>>) {
-    let drained = tokio::time::timeout(Duration::from_secs(2), async {
+    let drained = tokio::time::timeout(LANE_DRAIN_TIMEOUT, async {
         while let Some(joined) = lanes.join_next().await {
             if let Ok(Err(error)) = joined {
                 tracing::debug!(
