@@ -1,8 +1,10 @@
 //! The pairing desk: the code (or ticket) this device shows, its number, the invite waiting
 //! for its outcome, the confirmation slot, and the lobby its pairing connections sit in.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 
 use tether_pairing::{CodeStatus, Initiator};
 use tether_registry::DeviceRegistry;
@@ -12,7 +14,6 @@ use super::invite::Outcome;
 use crate::NetworkEvent;
 use crate::lobby::Lobby;
 use crate::pairing::{self, ConfirmSlot};
-use crate::sync::lock;
 
 /// The shown code's number and the channel its invite hears its outcome on.
 type Current = Option<(u64, watch::Sender<Option<Outcome>>)>;
@@ -58,8 +59,8 @@ impl PairingDesk {
     /// Runs `change` on the shown code and its outcome channel, with both locked (the one
     /// place that takes both, always in this order).
     fn with_shown<R>(&self, change: impl FnOnce(&mut Option<Initiator>, &mut Current) -> R) -> R {
-        let mut initiator = lock(&self.initiator);
-        let mut current = lock(&self.current);
+        let mut initiator = self.initiator.lock();
+        let mut current = self.current.lock();
         let result = change(&mut initiator, &mut current);
         self.lobby.set_open(initiator.is_some());
         result
@@ -117,7 +118,7 @@ impl PairingDesk {
         if !self.slot_announced.load(Ordering::Acquire) {
             return None;
         }
-        let shown = lock(&self.initiator);
+        let shown = self.initiator.lock();
         shown
             .as_ref()
             .map(|initiator| initiator.slot().word().to_owned())

@@ -7,7 +7,6 @@ use tokio::sync::{mpsc, watch};
 
 use super::desk::Shown;
 use crate::pairing::{ConfirmSlot, PairedDevice, PendingPairing};
-use crate::sync::lock;
 use crate::{CodeEnded, NetworkError};
 
 /// How many joiners that proved the code may wait for the invite's reader: one, so the
@@ -53,7 +52,7 @@ impl PairingInvite {
     pub fn pending(&mut self) -> impl Future<Output = Result<PendingPairing, NetworkError>> + '_ {
         if self.pending.is_none() {
             let (sender, receiver) = mpsc::channel(PENDING_AT_ONCE);
-            *lock(&self.confirm) = Some((self.number, sender));
+            *self.confirm.lock() = Some((self.number, sender));
             self.pending = Some(receiver);
         }
         async move {

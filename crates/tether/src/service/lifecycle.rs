@@ -1,7 +1,9 @@
 //! Starting the service from a [`Builder`], and stopping it: by `shutdown`, or when the
 //! application drops its last handle.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use tether_identity::ErrorChain;
 use tether_iroh::{LoopbackDiscovery, MdnsDiscovery, Transport};

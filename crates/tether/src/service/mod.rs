@@ -38,7 +38,9 @@ pub use invite::PairingInvite;
 pub(crate) use pairing::id_like_name;
 pub use pull::{PULL_ANSWER_TIMEOUT, PullOptions};
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use iroh::RelayUrl;
 use iroh::endpoint::Connection;
@@ -56,7 +58,6 @@ use crate::builder::Builder;
 use crate::event::EventStream;
 use crate::link::Incoming;
 use crate::request::HandlerSlot;
-use crate::sync::read;
 use crate::{NetworkError, NetworkEvent, NetworkingConfig};
 use tether_registry::Profile;
 
@@ -129,7 +130,7 @@ impl NetworkingService {
 
     /// What this device tells its peers about itself.
     pub fn device_info(&self) -> DeviceInfo {
-        let profile = read(&self.inner.profile);
+        let profile = self.inner.profile.read();
         DeviceInfo {
             device_id: profile.device_id,
             device_name: profile.device_name.clone(),
