@@ -41,9 +41,6 @@ use crate::close::{CLOSE_DEAD, CLOSE_IDLE, CLOSE_PROTOCOL};
 use crate::error::short;
 use crate::request::HandlerSlot;
 
-/// How long the session handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Callers waiting for the answers to their requests.
 type Waiters = HashMap<RequestId, oneshot::Sender<Result<NetworkMessage, RequestError>>>;
 
@@ -188,7 +185,7 @@ impl Link {
     pub(crate) fn start_reading(self: &Arc<Self>) {
         let recv = self.reader.lock().take();
         if let Some(recv) = recv {
-            tokio::spawn(reader::read_loop(recv, Arc::downgrade(self)));
+            tokio::spawn(Self::read_loop(recv, Arc::downgrade(self)));
         }
     }
 
@@ -539,19 +536,5 @@ impl Drop for Answering {
         if let Some(id) = self.id.take() {
             self.session.lock().abandon(Instant::now(), id);
         }
-    }
-}
-
-fn failed(peer: &NodeId, error: impl std::error::Error) -> NetworkError {
-    NetworkError::ConnectionFailed {
-        node: *peer,
-        reason: error_chain(&error),
-    }
-}
-
-fn violation(peer: &NodeId, error: impl std::error::Error) -> NetworkError {
-    NetworkError::ProtocolViolation {
-        node: *peer,
-        reason: error_chain(&error),
     }
 }

@@ -10,10 +10,13 @@ use tether_pairing::{CodeStatus, Initiator};
 use tether_registry::DeviceRegistry;
 use tokio::sync::{broadcast, watch};
 
-use super::invite::Outcome;
+use crate::CodeEnded;
 use crate::NetworkEvent;
 use crate::lobby::Lobby;
-use crate::pairing::{self, ConfirmSlot};
+use crate::pairing::{self, ConfirmSlot, PairedDevice};
+
+/// How a shown code ended: a device paired with it, or why not.
+pub(super) type Outcome = Result<PairedDevice, CodeEnded>;
 
 /// The shown code's number and the channel its invite hears its outcome on.
 type Current = Option<(u64, watch::Sender<Option<Outcome>>)>;
@@ -77,7 +80,7 @@ impl PairingDesk {
             (number, current.replace((number, sender)))
         });
         if let Some((_, replaced)) = replaced {
-            replaced.send_replace(Some(Err(crate::CodeEnded::Replaced)));
+            replaced.send_replace(Some(Err(CodeEnded::Replaced)));
         }
         Shown { number, outcome }
     }
@@ -105,7 +108,7 @@ impl PairingDesk {
 
     /// Stops showing the code, if any; its invite hears it was cancelled.
     pub(super) fn cancel(&self) {
-        let _ = self.withdraw(|_| true, || Err(crate::CodeEnded::Cancelled));
+        let _ = self.withdraw(|_| true, || Err(CodeEnded::Cancelled));
     }
 
     /// Drops the outcome channel: the invite still waiting hears that the service is gone.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use super::desk::Shown;
+use super::desk::{Outcome, Shown};
 use crate::pairing::{ConfirmSlot, PairedDevice, PendingPairing};
 use crate::{CodeEnded, NetworkError};
 
@@ -93,9 +93,6 @@ impl PairingInvite {
         }
     }
 }
-
-/// How a shown code ended: a device paired with it, or why not.
-pub(super) type Outcome = Result<PairedDevice, CodeEnded>;
 
 /// Waits for the outcome of one code.
 async fn wait_for_outcome(

@@ -9,7 +9,8 @@ use tether_pairing::{CodeStatus, Credential, Initiator, PairingCode, PairingTick
 use tracing::{debug, warn};
 
 use super::NetworkingService;
-use super::invite::{Outcome, PairingInvite};
+use super::desk::Outcome;
+use super::invite::PairingInvite;
 use crate::close::CLOSE_PAIRING_BUSY;
 use crate::close::PAIRING_ALPN;
 use crate::pairing::{self, PairedDevice};
