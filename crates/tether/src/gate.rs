@@ -6,7 +6,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-
 use tether_identity::NodeId;
 use tether_iroh::{ConnectionGate, Refusal};
 use tether_registry::{ConnectionRefused, DeviceRegistry};

@@ -11,7 +11,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-
 use tether_protocol::PairedPeer;
 use tether_wire::{ErrorCode, ErrorReply, NetworkMessage};
 

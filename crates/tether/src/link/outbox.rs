@@ -26,7 +26,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
-
 use tether_session::Session;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;

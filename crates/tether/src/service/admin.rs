@@ -16,7 +16,7 @@ use tether_iroh::{ConnectionInfo, PeerAddr};
 use tether_registry::KeyStorageKind;
 use tether_transfer::{Collected, Leftovers};
 
-use super::NetworkingService;
+use super::core::NetworkingService;
 use crate::NetworkError;
 use tether_registry::Profile;
 

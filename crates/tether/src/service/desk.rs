@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
-
 use tether_pairing::{CodeStatus, Initiator};
 use tether_registry::DeviceRegistry;
 use tokio::sync::{broadcast, watch};

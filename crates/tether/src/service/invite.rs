@@ -26,6 +26,12 @@ pub struct PairingInvite {
     pending: Option<mpsc::Receiver<PendingPairing>>,
 }
 
+// The confirmation slot's mutex (parking_lot's, which does not poison) is the one part that
+// is not unwind-safe on its own. Its one critical section is a single assignment, so a panic
+// elsewhere cannot leave it half-updated: the invite stays unwind-safe, as with a std mutex.
+impl std::panic::UnwindSafe for PairingInvite {}
+impl std::panic::RefUnwindSafe for PairingInvite {}
+
 impl PairingInvite {
     /// The invite of the code `shown` (whose text is `code`).
     pub(super) fn new(

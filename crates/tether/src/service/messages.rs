@@ -7,7 +7,7 @@ use tether_identity::NodeId;
 use tether_wire::NetworkMessage;
 use tracing::debug;
 
-use super::NetworkingService;
+use super::core::NetworkingService;
 use crate::NetworkError;
 use crate::error::short;
 use crate::request::{self, RequestHandler};

@@ -9,9 +9,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
-
 use iroh::endpoint::Connection;
+use parking_lot::Mutex;
 use tether_identity::NodeId;
 use tether_session::DuplicateLinks;
 

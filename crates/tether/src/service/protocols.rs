@@ -5,7 +5,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-
 use tether_protocol::NetworkProtocol;
 use tracing::warn;
 
