@@ -51,6 +51,13 @@ impl NetworkingService {
     pub fn builder(data_dir: impl Into<PathBuf>) -> Builder {
         Builder::from_config(NetworkingConfig::new(data_dir))
     }
+
+    /// Opens (or creates) the device's keys, profile and registry in the data directory,
+    /// binds the endpoint and starts the background tasks: `Self::builder` with `config`,
+    /// spawned (see [`Builder`] for protocols served from the start and events from before).
+    pub async fn start(config: NetworkingConfig) -> Result<Self, NetworkError> {
+        Builder::from_config(config).spawn().await
+    }
 }
 
 impl Builder {
@@ -204,7 +211,21 @@ impl Builder {
                 )));
             }
         }
+        let Self {
+            config,
+            device_id,
+            protocols,
+            request_handler,
+            events,
+        } = self;
         // Boxed: starting holds a lot across awaits, and callers' futures stay small.
-        Box::pin(NetworkingService::spawn_from(self)).await
+        Box::pin(NetworkingService::spawn_from(
+            config,
+            device_id,
+            protocols,
+            request_handler,
+            events,
+        ))
+        .await
     }
 }

@@ -3,8 +3,9 @@
 //! `close.rs`; public here).
 
 use std::collections::HashSet;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
+use parking_lot::RwLock;
 use tether_identity::NodeId;
 use tether_iroh::{ConnectionGate, Refusal};
 use tether_registry::{ConnectionRefused, DeviceRegistry};
@@ -30,12 +31,7 @@ impl ConnectionGate for RegistryGate {
         if alpn == PAIRING_ALPN {
             return self.lobby.admits(peer).map_err(pairing_refusal);
         }
-        let known = alpn == SYNC_ALPN
-            || self
-                .protocols
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .contains(alpn);
+        let known = alpn == SYNC_ALPN || self.protocols.read().contains(alpn);
         if !known {
             return Err(Refusal {
                 code: CLOSE_UNKNOWN_ALPN,

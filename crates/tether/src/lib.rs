@@ -76,7 +76,6 @@ mod service;
 mod share;
 mod sightings;
 mod storage;
-mod sync;
 mod transfer;
 
 pub use builder::Builder;

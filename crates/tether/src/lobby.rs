@@ -18,14 +18,14 @@
 //!
 //! Every operation is O([`MAX_SEATS`]) at most, whatever the number of connections tried.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use tether_identity::NodeId;
 use tokio::sync::Notify;
-
-use crate::sync::lock;
 
 /// Most pairing connections held at once.
 pub(crate) const MAX_SEATS: usize = 16;
@@ -92,7 +92,7 @@ impl Lobby {
         if !self.open.load(Ordering::Acquire) {
             return Err(Full::Closed);
         }
-        let seats = lock(&self.seats);
+        let seats = self.seats.lock();
         check_room(&seats, peer, Instant::now()).map(drop)
     }
 
@@ -106,7 +106,7 @@ impl Lobby {
         if !self.open.load(Ordering::Acquire) {
             return Err(Full::Closed);
         }
-        let mut seats = lock(&self.seats);
+        let mut seats = self.seats.lock();
         if let Some(evict) = check_room(&seats, &peer, now)? {
             let evicted = seats.remove(evict);
             evicted.kick.notify_one();
@@ -130,13 +130,13 @@ impl Lobby {
     /// The number of pairing connections held now.
     #[cfg(test)]
     fn held(&self) -> usize {
-        lock(&self.seats).len()
+        self.seats.lock().len()
     }
 
     /// Whether a failure seen `now` may be logged and reported; `Some(n)` with the number of
     /// failures suppressed since the last one reported.
     pub(crate) fn may_report_failure(&self, now: Instant) -> Option<u64> {
-        let mut window = lock(&self.failures);
+        let mut window = self.failures.lock();
         let fresh = window
             .started
             .is_none_or(|started| now.saturating_duration_since(started) >= FAILURE_WINDOW);
@@ -183,7 +183,7 @@ pub(crate) struct Seat {
 impl Seat {
     /// The connection sent a message: it is a handshake now, and is no longer evicted.
     pub(crate) fn activate(&self) {
-        let mut seats = lock(&self.lobby.seats);
+        let mut seats = self.lobby.seats.lock();
         if let Some(seat) = seats.iter_mut().find(|seat| seat.id == self.id) {
             seat.active = true;
         }
@@ -197,7 +197,7 @@ impl Seat {
 
 impl Drop for Seat {
     fn drop(&mut self) {
-        lock(&self.lobby.seats).retain(|seat| seat.id != self.id);
+        self.lobby.seats.lock().retain(|seat| seat.id != self.id);
     }
 }
 

@@ -36,7 +36,7 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where the initiator's pending pairings go when its code asks for confirmation: the
 /// number of the code, and the channel of its [`crate::PairingInvite`].
-pub(crate) type ConfirmSlot = std::sync::Mutex<Option<(u64, mpsc::Sender<PendingPairing>)>>;
+pub(crate) type ConfirmSlot = parking_lot::Mutex<Option<(u64, mpsc::Sender<PendingPairing>)>>;
 
 /// A joiner that proved the code, not stored yet: the initiator's person sees the joiner's
 /// name and the verification code and accepts or rejects it. Dropping it rejects it.
@@ -99,7 +99,7 @@ pub(crate) fn now() -> Timestamp {
 /// invite's confirmation slot, the registry, and the service's events.
 #[derive(Clone, Copy)]
 pub(crate) struct Desk<'a> {
-    pub(crate) initiator: &'a std::sync::Mutex<Option<Initiator>>,
+    pub(crate) initiator: &'a parking_lot::Mutex<Option<Initiator>>,
     pub(crate) code_number: &'a AtomicU64,
     pub(crate) confirm: &'a ConfirmSlot,
     pub(crate) registry: &'a DeviceRegistry,
@@ -140,9 +140,7 @@ pub(crate) async fn serve_joiner(
         }))?;
     loop {
         let (step, number) = {
-            let mut guard = initiator
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut guard = initiator.lock();
             let Some(initiator) = guard.as_mut() else {
                 return Err(NetworkError::Usage("no pairing code is active".to_owned()));
             };
@@ -220,7 +218,6 @@ enum Answer {
 async fn ask(confirm: &ConfirmSlot, number: u64, paired: &Paired) -> Answer {
     let sender = confirm
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .as_ref()
         .filter(|(code, _)| *code == number)
         .map(|(_, sender)| sender.clone());

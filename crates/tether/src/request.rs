@@ -8,8 +8,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
+use parking_lot::RwLock;
 use tether_protocol::PairedPeer;
 use tether_wire::{ErrorCode, ErrorReply, NetworkMessage};
 
@@ -100,10 +101,7 @@ pub(crate) async fn answer(
     request: NetworkMessage,
 ) -> NetworkMessage {
     let kind = request.kind();
-    let handler = slot
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
+    let handler = slot.read().clone();
     let Some(handler) = handler else {
         return NetworkMessage::Error(ErrorReply {
             code: ErrorCode::Unsupported,

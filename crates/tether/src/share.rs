@@ -17,7 +17,9 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use tether_identity::{DeviceInfo, ErrorChain, NodeId, error_chain};
@@ -33,7 +35,6 @@ use crate::NetworkEvent;
 use crate::error::short;
 use crate::event::PullEvent;
 use crate::link::Link;
-use crate::sync::lock;
 
 /// Most pulls one device may have served at once; more are refused as busy.
 pub const MAX_PULLS_PER_DEVICE: usize = 4;
@@ -212,7 +213,7 @@ impl Sharing {
 
     /// Counts a pull of `from` until the slot is dropped; `None` at the per-device bound.
     fn claim(&self, from: NodeId) -> Option<PullSlot<'_>> {
-        let mut serving = lock(&self.serving);
+        let mut serving = self.serving.lock();
         let count = serving.entry(from).or_insert(0);
         if *count >= MAX_PULLS_PER_DEVICE {
             return None;
@@ -233,7 +234,7 @@ struct PullSlot<'a> {
 
 impl Drop for PullSlot<'_> {
     fn drop(&mut self) {
-        let mut serving = lock(&self.sharing.serving);
+        let mut serving = self.sharing.serving.lock();
         if let Some(count) = serving.get_mut(&self.from) {
             *count = count.saturating_sub(1);
             if *count == 0 {

@@ -7,15 +7,19 @@
 
 use iroh::endpoint::{Connection, RecvStream, SendStream, Side};
 use rand_core::UnwrapErr;
+use std::time::Duration;
 use tether_crypto::handshake::{
     AwaitingFinish, AwaitingResponse, FinishMessage, InitMessage, Initiator, Responder,
     ResponseMessage,
 };
 use tether_crypto::{PairingSecret, SessionKeys};
-use tether_identity::{NetworkIdentity, NodeId};
 
-use super::{HANDSHAKE_TIMEOUT, failed, violation};
+use tether_identity::{NetworkIdentity, NodeId, error_chain};
+
 use crate::NetworkError;
+
+/// How long the session handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where one side of the handshake stands.
 enum Step<'id> {
@@ -130,4 +134,20 @@ pub(super) async fn run(
             what: "session handshake",
             after: HANDSHAKE_TIMEOUT,
         }))
+}
+
+/// The connection failed under the handshake.
+fn failed(peer: &NodeId, error: impl std::error::Error) -> NetworkError {
+    NetworkError::ConnectionFailed {
+        node: *peer,
+        reason: error_chain(&error),
+    }
+}
+
+/// The peer sent what the handshake does not take.
+fn violation(peer: &NodeId, error: impl std::error::Error) -> NetworkError {
+    NetworkError::ProtocolViolation {
+        node: *peer,
+        reason: error_chain(&error),
+    }
 }

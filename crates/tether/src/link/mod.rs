@@ -9,7 +9,7 @@
 //! that accepted 2, 4, 6, ...), which answer fits which request, request timeouts, the `Ping`
 //! auto-reply, the busy limit, keep-alive probes and what counts as use of the link.
 //!
-//! The driver holds the session behind a std mutex (lock, feed or poll, unlock; never held
+//! The driver holds the session behind a mutex (lock, feed or poll, unlock; never held
 //! across an await) and moves bytes, time and events: [`reader`] feeds what the stream brings
 //! and dispatches the events (answers to the waiting callers, requests to the app's handler
 //! on tasks of their own, messages to the inbox), a timer task feeds the time when the
@@ -17,10 +17,11 @@
 //! (whoever sends writes, in counter order).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use iroh::endpoint::{Connection, ConnectionError, RecvStream, SendStream, Side};
+use parking_lot::{Mutex, MutexGuard};
 use tether_crypto::PairingSecret;
 use tether_identity::{NetworkIdentity, NodeId, error_chain};
 use tether_protocol::PairedPeer;
@@ -40,9 +41,6 @@ use crate::close::{CLOSE_DEAD, CLOSE_IDLE, CLOSE_PROTOCOL};
 use crate::error::short;
 use crate::request::HandlerSlot;
 
-/// How long the session handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Callers waiting for the answers to their requests.
 type Waiters = HashMap<RequestId, oneshot::Sender<Result<NetworkMessage, RequestError>>>;
 
@@ -53,7 +51,7 @@ pub(crate) struct InUse(Arc<Mutex<Session>>);
 
 impl Drop for InUse {
     fn drop(&mut self) {
-        lock(&self.0).end_use(Instant::now());
+        self.0.lock().end_use(Instant::now());
     }
 }
 
@@ -185,18 +183,14 @@ impl Link {
     /// Starts reading the peer's messages. The service calls it once the link is in the pool
     /// and announced, so an app hears `Connected` before the first message on it.
     pub(crate) fn start_reading(self: &Arc<Self>) {
-        let recv = self
-            .reader
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let recv = self.reader.lock().take();
         if let Some(recv) = recv {
-            tokio::spawn(reader::read_loop(recv, Arc::downgrade(self)));
+            tokio::spawn(Self::read_loop(recv, Arc::downgrade(self)));
         }
     }
 
     fn session(&self) -> MutexGuard<'_, Session> {
-        lock(&self.session)
+        self.session.lock()
     }
 
     /// The secret of one transfer, derived from this connection's session; the peer derives
@@ -245,7 +239,7 @@ impl Link {
                     .request(now, message, left)
                     .map_err(|error| SendError::Message(error_chain(&error)))?;
                 // Under the session's lock: the answer cannot come before its waiter.
-                lock(&self.waiters).insert(id, answer);
+                self.waiters.lock().insert(id, answer);
                 Ok((id, self.deadline_moved(session)))
             }),
         )
@@ -296,7 +290,7 @@ impl Link {
             if !session.start_probe(Instant::now(), timestamp_ms, wait) {
                 return None;
             }
-            *lock(&self.probe) = Some(dead);
+            *self.probe.lock() = Some(dead);
             self.deadline_moved(&session)
         };
         if wake {
@@ -312,7 +306,7 @@ impl Link {
     /// Whether the session's next deadline is earlier than the one the timer task sleeps to
     /// (called under the session's lock, given as `session`).
     fn deadline_moved(&self, session: &Session) -> bool {
-        match (session.poll_timeout(), *lock(&self.armed)) {
+        match (session.poll_timeout(), *self.armed.lock()) {
             (Some(next), Some(armed)) => next < armed,
             (Some(_), None) => true,
             (None, _) => false,
@@ -324,7 +318,7 @@ impl Link {
         for event in events {
             match event {
                 Event::Answered { id, result } => {
-                    if let Some(waiter) = lock(&self.waiters).remove(&id) {
+                    if let Some(waiter) = self.waiters.lock().remove(&id) {
                         let _ = waiter.send(result);
                     }
                 }
@@ -342,11 +336,11 @@ impl Link {
                     self.session().acknowledge(id, delivered);
                 }
                 Event::ProbeAnswered => {
-                    if let Some(probe) = lock(&self.probe).take() {
+                    if let Some(probe) = self.probe.lock().take() {
                         let _ = probe.send(false);
                     }
                 }
-                Event::Close(CloseReason::PeerDead) => match lock(&self.probe).take() {
+                Event::Close(CloseReason::PeerDead) => match self.probe.lock().take() {
                     Some(probe) => {
                         let _ = probe.send(true);
                     }
@@ -389,8 +383,8 @@ impl Link {
     /// Fails every request still waiting: the stream is gone.
     fn fail_requests(&self) {
         self.session().fail_requests(Instant::now());
-        lock(&self.waiters).clear();
-        lock(&self.probe).take();
+        self.waiters.lock().clear();
+        self.probe.lock().take();
     }
 
     /// How long no application traffic has used the link; `None` while something does.
@@ -417,7 +411,7 @@ impl Link {
 
     /// The close code this side used, if it closed the connection.
     pub(crate) fn local_close_code(&self) -> Option<u32> {
-        lock(&self.local_close).map(|(code, _)| code)
+        self.local_close.lock().map(|(code, _)| code)
     }
 
     /// Time since the peer last sent anything (keep-alive pongs included).
@@ -432,13 +426,13 @@ impl Link {
 
     /// Closes the connection, remembering why for [`Self::end_reason`].
     pub(crate) fn close(&self, code: u32, reason: &'static str) {
-        lock(&self.local_close).get_or_insert((code, reason));
+        self.local_close.lock().get_or_insert((code, reason));
         self.connection.close(code.into(), reason.as_bytes());
     }
 
     /// Why the connection ended, for people: this side's own reason when it closed it.
     pub(crate) fn end_reason(&self, error: &ConnectionError) -> String {
-        let local = *lock(&self.local_close);
+        let local = *self.local_close.lock();
         match (error, local) {
             (ConnectionError::LocallyClosed, Some((_, reason))) => format!("closed here: {reason}"),
             _ => error.to_string(),
@@ -483,7 +477,7 @@ async fn timer_loop(link: Weak<Link>, wake: Arc<Notify>) {
             Some(link) => {
                 let session = link.session();
                 let deadline = session.poll_timeout();
-                *lock(&link.armed) = deadline;
+                *link.armed.lock() = deadline;
                 deadline
             }
             None => return,
@@ -518,7 +512,7 @@ impl Drop for Forget<'_> {
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
             self.link.session().cancel(Instant::now(), id);
-            lock(&self.link.waiters).remove(&id);
+            self.link.waiters.lock().remove(&id);
         }
     }
 }
@@ -540,26 +534,7 @@ impl Answering {
 impl Drop for Answering {
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
-            lock(&self.session).abandon(Instant::now(), id);
+            self.session.lock().abandon(Instant::now(), id);
         }
-    }
-}
-
-/// Locks a mutex of the link's; a poisoned one is taken as it is (every update is one step).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn failed(peer: &NodeId, error: impl std::error::Error) -> NetworkError {
-    NetworkError::ConnectionFailed {
-        node: *peer,
-        reason: error_chain(&error),
-    }
-}
-
-fn violation(peer: &NodeId, error: impl std::error::Error) -> NetworkError {
-    NetworkError::ProtocolViolation {
-        node: *peer,
-        reason: error_chain(&error),
     }
 }

@@ -22,14 +22,13 @@
 //! senders wait for the writer to take them; the writer waits for the stream's flow control.
 //! A peer that does not read slows every sender down.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
+use parking_lot::Mutex;
 use tether_session::Session;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
-
-use super::lock;
 
 /// How many sealed bytes waiting make senders wait for the writer.
 const QUEUE_LIMIT: usize = 1 << 20;
@@ -96,7 +95,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> Outbox<W> {
         let sent = loop {
             let taken = self.taken.notified();
             {
-                let mut session = lock(&self.session);
+                let mut session = self.session.lock();
                 if self.failed.load(Ordering::Acquire) {
                     return Err(SendError::Closed);
                 }
@@ -128,7 +127,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> Outbox<W> {
             written?;
             drop(unsent);
             // Anything sealed after the last take, by a sender that found the stream held?
-            if lock(&self.session).queued() == 0 {
+            if self.session.lock().queued() == 0 {
                 return Ok(());
             }
         }
@@ -141,7 +140,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> Outbox<W> {
             if unsent.written == unsent.bytes.len() {
                 unsent.bytes.clear();
                 unsent.written = 0;
-                let Some(bytes) = lock(&self.session).poll_transmit() else {
+                let Some(bytes) = self.session.lock().poll_transmit() else {
                     return Ok(());
                 };
                 unsent.bytes = bytes;
@@ -149,7 +148,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> Outbox<W> {
             }
             if unsent.write_some().await.is_err() {
                 {
-                    let mut session = lock(&self.session);
+                    let mut session = self.session.lock();
                     self.failed.store(true, Ordering::Release);
                     session.discard_transmit();
                 }
@@ -384,7 +383,7 @@ mod tests {
             !late.is_finished(),
             "a sender waits while the queue is full"
         );
-        assert!(outbox.session.lock().unwrap().queued() >= QUEUE_LIMIT);
+        assert!(outbox.session.lock().queued() >= QUEUE_LIMIT);
 
         // Reading makes room: every sender finishes and every frame arrives, in order.
         let mut keys = theirs.into_session_keys(Role::Responder);

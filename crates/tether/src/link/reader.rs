@@ -21,47 +21,50 @@ use super::Link;
 /// How much one read takes from the stream at most.
 const READ_CHUNK: usize = 64 * 1024;
 
-pub(super) async fn read_loop(mut recv: RecvStream, link: Weak<Link>) {
-    loop {
-        // A read is cancel-safe and the session keeps a frame split across reads.
-        // `read_chunk` hands over the stream's own buffer: no copy, and an idle link holds no
-        // read buffer (a 64 KiB one per link was half the memory of an idle connection).
-        let chunk = match recv.read_chunk(READ_CHUNK).await {
-            Ok(Some(chunk)) => chunk,
-            Ok(None) => {
-                if let Some(link) = link.upgrade()
-                    && let Err(error) = link.session().handle_end()
-                {
-                    debug!(error = %ErrorChain(&error), "message stream ended inside a frame");
+impl Link {
+    /// Reads the peer's messages until the stream ends or the link is dropped.
+    pub(super) async fn read_loop(mut recv: RecvStream, link: Weak<Self>) {
+        loop {
+            // A read is cancel-safe and the session keeps a frame split across reads.
+            // `read_chunk` hands over the stream's own buffer: no copy, and an idle link holds no
+            // read buffer (a 64 KiB one per link was half the memory of an idle connection).
+            let chunk = match recv.read_chunk(READ_CHUNK).await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => {
+                    if let Some(link) = link.upgrade()
+                        && let Err(error) = link.session().handle_end()
+                    {
+                        debug!(error = %ErrorChain(&error), "message stream ended inside a frame");
+                    }
+                    break;
                 }
-                break;
+                Err(error) => {
+                    debug!(error = %ErrorChain(&error), "message stream ended");
+                    break;
+                }
+            };
+            let Some(link) = link.upgrade() else { break };
+            let (input, events) = {
+                let mut session = link.session();
+                let input = session.handle_input(Instant::now(), &chunk);
+                let events: Vec<Event> = std::iter::from_fn(|| session.poll_event()).collect();
+                (input, events)
+            };
+            link.dispatch(events).await;
+            match input {
+                Ok(()) => {}
+                // The session asked to close the connection (dispatched above).
+                Err(InputError::Unauthentic) => break,
+                Err(error) => {
+                    debug!(error = %ErrorChain(&error), "message stream ended");
+                    break;
+                }
             }
-            Err(error) => {
-                debug!(error = %ErrorChain(&error), "message stream ended");
-                break;
-            }
-        };
-        let Some(link) = link.upgrade() else { break };
-        let (input, events) = {
-            let mut session = link.session();
-            let input = session.handle_input(Instant::now(), &chunk);
-            let events: Vec<Event> = std::iter::from_fn(|| session.poll_event()).collect();
-            (input, events)
-        };
-        link.dispatch(events).await;
-        match input {
-            Ok(()) => {}
-            // The session asked to close the connection (dispatched above).
-            Err(InputError::Unauthentic) => break,
-            Err(error) => {
-                debug!(error = %ErrorChain(&error), "message stream ended");
-                break;
-            }
+            // The answers to everything this read brought, in one write.
+            let _ = link.outbox.write_queue().await;
         }
-        // The answers to everything this read brought, in one write.
-        let _ = link.outbox.write_queue().await;
-    }
-    if let Some(link) = link.upgrade() {
-        link.fail_requests();
+        if let Some(link) = link.upgrade() {
+            link.fail_requests();
+        }
     }
 }

@@ -16,9 +16,8 @@ use tether_iroh::{ConnectionInfo, PeerAddr};
 use tether_registry::KeyStorageKind;
 use tether_transfer::{Collected, Leftovers};
 
-use super::NetworkingService;
+use super::core::NetworkingService;
 use crate::NetworkError;
-use crate::sync::write;
 use tether_registry::Profile;
 
 /// This node's set-up and state, for `tether doctor`.
@@ -198,7 +197,7 @@ impl NetworkingService {
         if name.looks_like_id() {
             return Err(super::pairing::id_like_name(name));
         }
-        let mut profile = write(&self.inner.profile);
+        let mut profile = self.inner.profile.write();
         *profile = Profile::load_or_create(&self.inner.config.data_dir, None, Some(name), None)
             .map_err(NetworkError::from_profile)?;
         drop(profile);

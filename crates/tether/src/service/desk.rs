@@ -1,18 +1,21 @@
 //! The pairing desk: the code (or ticket) this device shows, its number, the invite waiting
 //! for its outcome, the confirmation slot, and the lobby its pairing connections sit in.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
+use parking_lot::Mutex;
 use tether_pairing::{CodeStatus, Initiator};
 use tether_registry::DeviceRegistry;
 use tokio::sync::{broadcast, watch};
 
-use super::invite::Outcome;
+use crate::CodeEnded;
 use crate::NetworkEvent;
 use crate::lobby::Lobby;
-use crate::pairing::{self, ConfirmSlot};
-use crate::sync::lock;
+use crate::pairing::{self, ConfirmSlot, PairedDevice};
+
+/// How a shown code ended: a device paired with it, or why not.
+pub(super) type Outcome = Result<PairedDevice, CodeEnded>;
 
 /// The shown code's number and the channel its invite hears its outcome on.
 type Current = Option<(u64, watch::Sender<Option<Outcome>>)>;
@@ -58,8 +61,8 @@ impl PairingDesk {
     /// Runs `change` on the shown code and its outcome channel, with both locked (the one
     /// place that takes both, always in this order).
     fn with_shown<R>(&self, change: impl FnOnce(&mut Option<Initiator>, &mut Current) -> R) -> R {
-        let mut initiator = lock(&self.initiator);
-        let mut current = lock(&self.current);
+        let mut initiator = self.initiator.lock();
+        let mut current = self.current.lock();
         let result = change(&mut initiator, &mut current);
         self.lobby.set_open(initiator.is_some());
         result
@@ -76,7 +79,7 @@ impl PairingDesk {
             (number, current.replace((number, sender)))
         });
         if let Some((_, replaced)) = replaced {
-            replaced.send_replace(Some(Err(crate::CodeEnded::Replaced)));
+            replaced.send_replace(Some(Err(CodeEnded::Replaced)));
         }
         Shown { number, outcome }
     }
@@ -104,7 +107,7 @@ impl PairingDesk {
 
     /// Stops showing the code, if any; its invite hears it was cancelled.
     pub(super) fn cancel(&self) {
-        let _ = self.withdraw(|_| true, || Err(crate::CodeEnded::Cancelled));
+        let _ = self.withdraw(|_| true, || Err(CodeEnded::Cancelled));
     }
 
     /// Drops the outcome channel: the invite still waiting hears that the service is gone.
@@ -117,7 +120,7 @@ impl PairingDesk {
         if !self.slot_announced.load(Ordering::Acquire) {
             return None;
         }
-        let shown = lock(&self.initiator);
+        let shown = self.initiator.lock();
         shown
             .as_ref()
             .map(|initiator| initiator.slot().word().to_owned())

@@ -7,8 +7,8 @@ use tether_iroh::{ConnectionInfo, PathKind};
 use tether_registry::PairedDevice as StoredDevice;
 use tether_wire::{NetworkMessage, Ping};
 
-use super::NetworkingService;
 use super::clock::now_ms;
+use super::core::NetworkingService;
 use crate::{ConnectionState, NetworkError, TransferHandle, TransferOptions};
 
 /// One paired device and everything to do with it: messages, transfers both ways, its
@@ -18,6 +18,31 @@ use crate::{ConnectionState, NetworkError, TransferHandle, TransferOptions};
 pub struct DeviceHandle {
     pub(super) service: NetworkingService,
     pub(super) node_id: NodeId,
+}
+
+impl NetworkingService {
+    /// A paired device's handle (blocked ones included, to unblock them): messages, transfers
+    /// both ways, its connection, and renaming, blocking and unpairing it.
+    pub fn device(&self, node_id: NodeId) -> Result<DeviceHandle, NetworkError> {
+        self.check_paired(node_id)?;
+        Ok(DeviceHandle {
+            service: self.clone(),
+            node_id,
+        })
+    }
+
+    /// A paired device's handle, found by the device id it paired with (the app's id for it,
+    /// see [`Builder::device_id`](crate::Builder::device_id)).
+    pub fn device_by_id(&self, device_id: DeviceId) -> Result<DeviceHandle, NetworkError> {
+        let node_id = self
+            .inner
+            .registry
+            .device_by_id(&device_id)
+            .filter(|device| device.paired.is_some())
+            .map(|device| device.node_id)
+            .ok_or_else(|| NetworkError::UnknownDevice(device_id.to_string()))?;
+        self.device(node_id)
+    }
 }
 
 impl DeviceHandle {

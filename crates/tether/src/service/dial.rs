@@ -12,7 +12,7 @@ use tether_protocol::DiscoveredDevice;
 use tokio::sync::broadcast;
 use tracing::debug;
 
-use super::NetworkingService;
+use super::core::NetworkingService;
 use crate::close::SYNC_ALPN;
 use crate::error::short;
 use crate::link::Link;

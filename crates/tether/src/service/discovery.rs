@@ -1,7 +1,9 @@
 //! The discovery hub: the discoveries that run, the devices they saw lately, the broadcast
 //! of each sighting, and the lookups a dial or a join asks them for while it waits.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use n0_future::task::AbortOnDropHandle;
@@ -12,7 +14,6 @@ use tokio::sync::broadcast;
 
 use crate::NetworkError;
 use crate::sightings::{Seen, Sightings};
-use crate::sync::lock;
 
 /// How many sightings a dial or a join waiting for an address may fall behind on before it
 /// skips some (it reads the sightings table again after each, so none is lost for it).
@@ -49,13 +50,13 @@ impl DiscoveryHub {
 
     /// The discoveries running now.
     pub(super) fn discoveries(&self) -> Vec<Arc<dyn Discovery>> {
-        lock(&self.state).discoveries.clone()
+        self.state.lock().discoveries.clone()
     }
 
     /// Drops the discoveries (their loops end with the service's tasks), which ends their
     /// announcements.
     pub(super) fn stop(&self) {
-        lock(&self.state).discoveries.clear();
+        self.state.lock().discoveries.clear();
     }
 
     /// Announces `addr` (with the pairing slot shown, if any) on every discovery.
@@ -74,7 +75,7 @@ impl DiscoveryHub {
     /// Remembers a sighting seen `now`; what it changed. Call [`Self::publish`] once the
     /// sighting is handled.
     pub(super) fn saw(&self, device: DiscoveredDevice, now: Instant) -> Seen {
-        lock(&self.state).sightings.insert(device, now)
+        self.state.lock().sightings.insert(device, now)
     }
 
     /// Tells the dials and joins waiting for addresses of a sighting.
@@ -84,17 +85,18 @@ impl DiscoveryHub {
 
     /// Forgets a device a discovery lost; whether it was remembered.
     pub(super) fn lost(&self, node_id: &NodeId) -> bool {
-        lock(&self.state).sightings.remove(node_id).is_some()
+        self.state.lock().sightings.remove(node_id).is_some()
     }
 
     /// Forgets the devices not seen for too long; returns them.
     pub(super) fn expire(&self, now: Instant) -> Vec<NodeId> {
-        lock(&self.state).sightings.expire(now)
+        self.state.lock().sightings.expire(now)
     }
 
     /// What discovery says of where `node_id` is, if it saw it.
     pub(super) fn addr_of(&self, node_id: &NodeId) -> Option<PeerAddr> {
-        lock(&self.state)
+        self.state
+            .lock()
             .sightings
             .get(node_id)
             .map(|found| PeerAddr {
@@ -106,7 +108,8 @@ impl DiscoveryHub {
 
     /// Each device seen, with the discovery that saw it.
     pub(super) fn sources(&self) -> Vec<(NodeId, &'static str)> {
-        lock(&self.state)
+        self.state
+            .lock()
             .sightings
             .values()
             .map(|device| (device.node_id, device.source))
@@ -182,7 +185,9 @@ impl DiscoveryHub {
     /// The address of the one device seen announcing `slot`: `None` when none is, an error
     /// when several are.
     fn claim_of(&self, slot: &str) -> Result<Option<PeerAddr>, NetworkError> {
-        let claims: Vec<DiscoveredDevice> = lock(&self.state)
+        let claims: Vec<DiscoveredDevice> = self
+            .state
+            .lock()
             .sightings
             .values()
             .filter(|d| d.pairing_slot.as_deref() == Some(slot))

@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use super::desk::Shown;
+use super::desk::{Outcome, Shown};
 use crate::pairing::{ConfirmSlot, PairedDevice, PendingPairing};
-use crate::sync::lock;
 use crate::{CodeEnded, NetworkError};
 
 /// How many joiners that proved the code may wait for the invite's reader: one, so the
@@ -26,6 +25,12 @@ pub struct PairingInvite {
     confirm: Arc<ConfirmSlot>,
     pending: Option<mpsc::Receiver<PendingPairing>>,
 }
+
+// The confirmation slot's mutex (parking_lot's, which does not poison) is the one part that
+// is not unwind-safe on its own. Its one critical section is a single assignment, so a panic
+// elsewhere cannot leave it half-updated: the invite stays unwind-safe, as with a std mutex.
+impl std::panic::UnwindSafe for PairingInvite {}
+impl std::panic::RefUnwindSafe for PairingInvite {}
 
 impl PairingInvite {
     /// The invite of the code `shown` (whose text is `code`).
@@ -53,7 +58,7 @@ impl PairingInvite {
     pub fn pending(&mut self) -> impl Future<Output = Result<PendingPairing, NetworkError>> + '_ {
         if self.pending.is_none() {
             let (sender, receiver) = mpsc::channel(PENDING_AT_ONCE);
-            *lock(&self.confirm) = Some((self.number, sender));
+            *self.confirm.lock() = Some((self.number, sender));
             self.pending = Some(receiver);
         }
         async move {
@@ -94,9 +99,6 @@ impl PairingInvite {
         }
     }
 }
-
-/// How a shown code ended: a device paired with it, or why not.
-pub(super) type Outcome = Result<PairedDevice, CodeEnded>;
 
 /// Waits for the outcome of one code.
 async fn wait_for_outcome(

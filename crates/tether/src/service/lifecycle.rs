@@ -1,26 +1,29 @@
 //! Starting the service from a [`Builder`], and stopping it: by `shutdown`, or when the
 //! application drops its last handle.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
-use tether_identity::ErrorChain;
+use parking_lot::RwLock;
+use tether_identity::{DeviceId, ErrorChain};
 use tether_iroh::{LoopbackDiscovery, MdnsDiscovery, Transport};
-use tether_protocol::Discovery;
+use tether_protocol::{Discovery, NetworkProtocol};
 use tether_registry::{DeviceRegistry, DisconnectReason, KeyManager};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn};
 
+use super::core::{Inner, NetworkingService};
 use super::data_dir::create_private_dir;
+use super::desk::PairingDesk;
 use super::discovery::DiscoveryHub;
+use super::pool::Pool;
 use super::protocols::Protocols;
 use super::tasks::Tasks;
-use super::{Inner, NetworkingService, desk::PairingDesk, pool::Pool};
-use crate::builder::Builder;
 use crate::close::CLOSE_NORMAL;
 use crate::consent::RegistryConsent;
 use crate::gate::RegistryGate;
+use crate::request::DynRequestHandler;
 use crate::storage::{RegistryQuota, collect_leftovers};
-use crate::{NetworkError, NetworkingConfig};
+use crate::{NetworkError, NetworkEvent, NetworkingConfig};
 use tether_registry::Profile;
 
 /// How many messages from paired devices may wait for the event loop before the links that
@@ -28,14 +31,16 @@ use tether_registry::Profile;
 const INCOMING_BUFFER: usize = 256;
 
 impl NetworkingService {
-    pub(crate) async fn spawn_from(builder: Builder) -> Result<Self, NetworkError> {
-        let Builder {
-            config,
-            device_id,
-            protocols,
-            request_handler,
-            events,
-        } = builder;
+    /// Starts a service from what a [`Builder`](crate::Builder) gathered: its settings, the
+    /// app's device id, the protocols served from the start, the request handler and the
+    /// events channel its subscribers already listen on.
+    pub(crate) async fn spawn_from(
+        config: NetworkingConfig,
+        device_id: Option<DeviceId>,
+        protocols: Vec<Arc<dyn NetworkProtocol>>,
+        request_handler: Option<Arc<dyn DynRequestHandler>>,
+        events: broadcast::Sender<NetworkEvent>,
+    ) -> Result<Self, NetworkError> {
         let data_dir = config.data_dir.clone();
         create_private_dir(&data_dir)?;
         let keys = KeyManager::open_or_create(&data_dir, &config.keys)?;

@@ -13,7 +13,7 @@ use tether_transfer::TransferError;
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
-use super::NetworkingService;
+use super::core::NetworkingService;
 use super::pool::NotPaired;
 use crate::close::{CLOSE_DEAD, CLOSE_NORMAL};
 use crate::error::short;

@@ -12,7 +12,7 @@ use tether_protocol::{DiscoveredDevice, Discovery, DiscoveryEvent};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::NetworkingService;
+use super::core::NetworkingService;
 use super::links::close_link;
 use crate::close::{CLOSE_DEAD, CLOSE_IDLE};
 use crate::error::short;

@@ -7,11 +7,10 @@ use tether_identity::NodeId;
 use tether_wire::NetworkMessage;
 use tracing::debug;
 
-use super::NetworkingService;
+use super::core::NetworkingService;
 use crate::NetworkError;
 use crate::error::short;
 use crate::request::{self, RequestHandler};
-use crate::sync::write;
 
 impl NetworkingService {
     /// Sends `message` to a paired device and waits for its answer: `Pong` for a `Ping`,
@@ -60,11 +59,11 @@ impl NetworkingService {
     /// devices, replacing any handler registered before. Without one, such requests are
     /// answered with an `Error` reply ([`crate::ErrorCode::Unsupported`]).
     pub fn set_request_handler<H: RequestHandler>(&self, handler: H) {
-        *write(&self.inner.handler) = Some(Arc::new(handler));
+        *self.inner.handler.write() = Some(Arc::new(handler));
     }
 
     /// Removes the request handler: requests are answered `Unsupported` again.
     pub fn clear_request_handler(&self) {
-        *write(&self.inner.handler) = None;
+        *self.inner.handler.write() = None;
     }
 }

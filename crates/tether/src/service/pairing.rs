@@ -5,11 +5,12 @@ use std::time::Duration;
 use rand_core::UnwrapErr;
 use tether_identity::{DeviceName, error_chain};
 use tether_iroh::PeerAddr;
-use tether_pairing::{CodeStatus, Credential, Initiator, PairingCode, PairingTicket};
+use tether_pairing::{CodeStatus, Credential, Initiator, LocalDevice, PairingCode, PairingTicket};
 use tracing::{debug, warn};
 
-use super::NetworkingService;
-use super::invite::{Outcome, PairingInvite};
+use super::core::NetworkingService;
+use super::desk::Outcome;
+use super::invite::PairingInvite;
 use crate::close::CLOSE_PAIRING_BUSY;
 use crate::close::PAIRING_ALPN;
 use crate::pairing::{self, PairedDevice};
@@ -21,6 +22,16 @@ const JOIN_BUSY_RETRY_FOR: Duration = Duration::from_secs(30);
 const JOIN_BUSY_PAUSE: Duration = Duration::from_millis(300);
 
 impl NetworkingService {
+    pub(super) fn local_device(&self) -> Result<LocalDevice, NetworkError> {
+        let info = self.device_info();
+        // The peer would refuse it (see `DeviceName::looks_like_id`); say so here, clearly.
+        if info.device_name.looks_like_id() {
+            return Err(id_like_name(&info.device_name));
+        }
+        LocalDevice::new(self.inner.keys.identity().clone(), info)
+            .map_err(|e| NetworkError::Usage(error_chain(&e)))
+    }
+
     /// Shows a new word code for another device to join with (replacing any code shown
     /// before). The public first word is announced for discovery; the rest never leaves.
     pub fn start_pairing_as_initiator(&self) -> Result<PairingInvite, NetworkError> {

@@ -7,9 +7,10 @@
 //! and an idle-closed mark goes with the next pooled link.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use iroh::endpoint::Connection;
+use parking_lot::Mutex;
 use tether_identity::NodeId;
 use tether_session::DuplicateLinks;
 
@@ -17,7 +18,6 @@ use crate::ConnectionState;
 use crate::close::CLOSE_REVOKED;
 use crate::close::SYNC_ALPN;
 use crate::link::Link;
-use crate::sync::lock;
 
 /// One dial per device at a time: concurrent senders wait for it and share its link.
 pub(super) type DialTurn = Arc<tokio::sync::Mutex<()>>;
@@ -73,7 +73,7 @@ pub(super) struct Pool {
 impl Pool {
     /// The pooled link to `node_id`, if it is open.
     pub(super) fn live_link(&self, node_id: &NodeId) -> Option<Arc<Link>> {
-        let state = lock(&self.state);
+        let state = self.state.lock();
         state
             .links
             .get(node_id)
@@ -83,14 +83,14 @@ impl Pool {
 
     /// Every pooled link that is open.
     pub(super) fn open_links(&self) -> Vec<Arc<Link>> {
-        let state = lock(&self.state);
+        let state = self.state.lock();
         let open = state.links.values().filter(|link| link.is_open());
         open.cloned().collect()
     }
 
     /// The turn to dial `node_id`: hold its lock while dialling.
     pub(super) fn dial_turn(&self, node_id: NodeId) -> DialTurn {
-        Arc::clone(lock(&self.state).dialing.entry(node_id).or_default())
+        Arc::clone(self.state.lock().dialing.entry(node_id).or_default())
     }
 
     /// Pools `link` if `paired` still says so, tracks its connection and clears the device's
@@ -104,7 +104,7 @@ impl Pool {
         paired: impl FnOnce() -> bool,
     ) -> Result<Adopted, NotPaired> {
         let node_id = link.node_id;
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         if !paired() {
             drop(state);
             link.close(CLOSE_REVOKED, "not paired");
@@ -141,7 +141,7 @@ impl Pool {
         connection: &Connection,
         paired: impl FnOnce() -> bool,
     ) -> Result<(), NotPaired> {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         if !paired() {
             connection.close(CLOSE_REVOKED.into(), b"not paired");
             return Err(NotPaired);
@@ -153,7 +153,7 @@ impl Pool {
     /// Takes `link` out of the pool if it is the device's pooled one; whether it was. When
     /// `idle` (it was closed for being idle), the device is marked so.
     pub(super) fn remove_if_current(&self, link: &Arc<Link>, idle: bool) -> bool {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         let current = state
             .links
             .get(&link.node_id)
@@ -169,12 +169,12 @@ impl Pool {
 
     /// Whether the device's last link was closed for being idle.
     pub(super) fn closed_idle(&self, node_id: &NodeId) -> bool {
-        lock(&self.state).idle_closed.contains(node_id)
+        self.state.lock().idle_closed.contains(node_id)
     }
 
     /// Takes everything the pool holds for a device: its pooled link and its connections.
     pub(super) fn take(&self, node_id: &NodeId) -> (Option<Arc<Link>>, Vec<Connection>) {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         let link = state.links.remove(node_id);
         let connections = state.connections.remove(node_id).unwrap_or_default();
         (link, connections)
@@ -182,18 +182,18 @@ impl Pool {
 
     /// Takes every pooled link out.
     pub(super) fn drain_links(&self) -> Vec<(NodeId, Arc<Link>)> {
-        lock(&self.state).links.drain().collect()
+        self.state.lock().links.drain().collect()
     }
 
     /// Whether a third-party protocol's connection to the device is open (it keeps the
     /// device's link in use).
     pub(super) fn protocol_connection_open(&self, node_id: &NodeId) -> bool {
-        lock(&self.state).protocol_connection_open(node_id)
+        self.state.lock().protocol_connection_open(node_id)
     }
 
     /// The state of the connection to a device (see [`ConnectionState`]).
     pub(super) fn state_of(&self, node_id: &NodeId) -> ConnectionState {
-        let state = lock(&self.state);
+        let state = self.state.lock();
         if let Some(link) = state.links.get(node_id) {
             return if !link.is_open() {
                 ConnectionState::Closing

@@ -2,14 +2,14 @@
 //! the gate admits.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
+use parking_lot::RwLock;
 use tether_protocol::NetworkProtocol;
 use tracing::warn;
 
 use crate::close::PAIRING_ALPN;
 use crate::close::SYNC_ALPN;
-use crate::sync::{read, write};
 
 /// The ALPNs shared with the gate, which admits a paired device on any of them.
 pub(super) type GateAlpns = Arc<RwLock<HashSet<Vec<u8>>>>;
@@ -44,13 +44,13 @@ impl Protocols {
     /// Every ALPN the endpoint serves: Tether's own and each protocol's.
     pub(super) fn endpoint_alpns(&self) -> Vec<Vec<u8>> {
         let mut all = vec![SYNC_ALPN.to_vec(), PAIRING_ALPN.to_vec()];
-        all.extend(read(&self.gate_alpns).iter().cloned());
+        all.extend(self.gate_alpns.read().iter().cloned());
         all
     }
 
     /// The handler of `alpn`, if one is registered.
     pub(super) fn get(&self, alpn: &[u8]) -> Option<Arc<dyn NetworkProtocol>> {
-        read(&self.handlers).get(alpn).cloned()
+        self.handlers.read().get(alpn).cloned()
     }
 
     /// Serves `protocol` on its ALPN; returns the protocol it replaces, if any.
@@ -59,14 +59,15 @@ impl Protocols {
         protocol: Arc<dyn NetworkProtocol>,
     ) -> Option<Arc<dyn NetworkProtocol>> {
         let alpn = protocol.alpn().to_vec();
-        let replaced = write(&self.handlers).insert(alpn.clone(), protocol);
-        write(&self.gate_alpns).insert(alpn);
+        let replaced = self.handlers.write().insert(alpn.clone(), protocol);
+        self.gate_alpns.write().insert(alpn);
         replaced
     }
 
     /// Empties the table; the handlers that were in it.
     fn drain(&self) -> Vec<Arc<dyn NetworkProtocol>> {
-        write(&self.handlers)
+        self.handlers
+            .write()
             .drain()
             .map(|(_, protocol)| protocol)
             .collect()

@@ -21,7 +21,8 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use super::{DeviceHandle, NetworkingService};
+use super::core::NetworkingService;
+use super::device::DeviceHandle;
 use crate::error::short;
 use crate::storage::RegistryQuota;
 use crate::{NetworkError, TransferHandle};

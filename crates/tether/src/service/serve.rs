@@ -6,7 +6,7 @@ use tether_identity::{NodeId, error_chain};
 use tether_pairing::CodeStatus;
 use tether_protocol::PairedPeer;
 
-use super::NetworkingService;
+use super::core::NetworkingService;
 use crate::close::PAIRING_ALPN;
 use crate::close::SYNC_ALPN;
 use crate::gate::{

@@ -3,7 +3,7 @@
 use tether_identity::NodeId;
 use tether_iroh::ConnectionInfo;
 
-use super::NetworkingService;
+use super::core::NetworkingService;
 use crate::ConnectionState;
 
 impl NetworkingService {

@@ -3,7 +3,7 @@
 use tether_identity::NodeId;
 use tether_registry::TrustLevel;
 
-use super::NetworkingService;
+use super::core::NetworkingService;
 use crate::gate::{CLOSE_BLOCKED, CLOSE_REVOKED};
 use crate::{ConnectionState, NetworkError, NetworkEvent};
 
