@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use iroh::RelayUrl;
 use iroh::endpoint::Connection;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use tether_identity::{DeviceInfo, NodeId};
 use tether_iroh::{ConnectionInfo, PeerAddr, Transport};
 use tether_protocol::NetworkProtocol;
@@ -55,6 +55,8 @@ pub(super) struct Inner {
     pub(super) registry_writes: tokio::sync::Semaphore,
     pub(super) transport: Transport,
     pub(super) discovery: DiscoveryHub,
+    /// Held while an announcement reads the desk's slot and writes it (see `announce`).
+    pub(super) announcing: Mutex<()>,
     pub(super) pool: Pool,
     pub(super) desk: PairingDesk,
     pub(super) protocols: Protocols,
@@ -199,8 +201,14 @@ impl NetworkingService {
         self.inner.transport.chosen_relay()
     }
 
-    /// Announces this device on every discovery, with the pairing slot shown, if any.
-    pub(super) fn announce(&self, pairing_slot: Option<&str>) {
-        self.inner.discovery.announce(&self.addr(), pairing_slot);
+    /// Announces this device on every discovery, with the pairing slot shown now, if any.
+    ///
+    /// The slot is read under `announcing`, so the last announcement is always of the desk's
+    /// current state: a pairing that ended and withdraws its code cannot overwrite the next
+    /// code's announcement with "no code" (a joiner would not find it).
+    pub(super) fn announce(&self) {
+        let _one_at_a_time = self.inner.announcing.lock();
+        let slot = self.inner.desk.shown_slot();
+        self.inner.discovery.announce(&self.addr(), slot.as_deref());
     }
 }

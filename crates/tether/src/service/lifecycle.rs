@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use tether_identity::{DeviceId, ErrorChain};
 use tether_iroh::{LoopbackDiscovery, MdnsDiscovery, Transport};
 use tether_protocol::{Discovery, NetworkProtocol};
@@ -83,6 +83,7 @@ impl NetworkingService {
                 registry_writes: tokio::sync::Semaphore::new(1),
                 transport,
                 discovery,
+                announcing: Mutex::new(()),
                 pool: Pool::default(),
                 desk,
                 protocols,
@@ -96,7 +97,7 @@ impl NetworkingService {
             }),
             _owner: owner,
         };
-        service.announce(None);
+        service.announce();
         service.start_tasks(incoming_rx);
         info!(
             node = %service.node_id().fmt_short(),

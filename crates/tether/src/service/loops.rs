@@ -118,7 +118,7 @@ impl NetworkingService {
         loop {
             let now = self.inner.transport.home_relay_changed(last.as_ref()).await;
             debug!(relay = ?now, "home relay changed; announcing again");
-            self.announce(self.inner.desk.shown_slot().as_deref());
+            self.announce();
             last = now;
         }
     }

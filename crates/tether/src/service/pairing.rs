@@ -65,13 +65,12 @@ impl NetworkingService {
         let now = pairing::now();
         let initiator = Initiator::new(credential, local, now, self.inner.config.pairing)
             .map_err(|e| NetworkError::Usage(error_chain(&e)))?;
-        let slot = initiator.slot().word().to_owned();
         let expires_in = initiator
             .expires_at()
             .since_epoch()
             .saturating_sub(now.since_epoch());
         let shown = self.inner.desk.show(initiator, announce);
-        self.announce(announce.then_some(slot.as_str()));
+        self.announce();
         Ok(PairingInvite::new(
             text,
             expires_in,
@@ -83,7 +82,7 @@ impl NetworkingService {
     /// Stops showing the current code.
     pub fn cancel_pairing(&self) {
         self.inner.desk.cancel();
-        self.announce(None);
+        self.announce();
     }
 
     /// Stops showing the current code if its status is one `ended` accepts, and reports
@@ -94,7 +93,7 @@ impl NetworkingService {
         outcome: impl FnOnce() -> Outcome,
     ) {
         if self.inner.desk.withdraw(ended, outcome) {
-            self.announce(None);
+            self.announce();
         }
     }
 
