@@ -19,17 +19,7 @@ pub(crate) fn check(root: &Path) -> Result<()> {
     let text =
         std::fs::read_to_string(root.join("ARCHITECTURE.md")).context("reading ARCHITECTURE.md")?;
     let drawn = parse(&text)?;
-    let output = crate::cargo(&["metadata", "--format-version", "1", "--no-deps", "--locked"])
-        .current_dir(root)
-        .output()
-        .context("running cargo metadata")?;
-    if !output.status.success() {
-        bail!(
-            "cargo metadata failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let metadata: Value = serde_json::from_slice(&output.stdout).context("cargo metadata JSON")?;
+    let metadata = crate::cargo_metadata(root)?;
     let built = from_metadata(&metadata, &drawn);
     let differences = compare(&drawn, &built);
     if !differences.is_empty() {

@@ -295,6 +295,21 @@ fn cargo(args: &[&str]) -> Command {
     command
 }
 
+/// `cargo metadata --no-deps` of the workspace, parsed.
+fn cargo_metadata(root: &Path) -> Result<serde_json::Value> {
+    let output = cargo(&["metadata", "--no-deps", "--format-version", "1", "--locked"])
+        .current_dir(root)
+        .output()
+        .context("running cargo metadata")?;
+    if !output.status.success() {
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    serde_json::from_slice(&output.stdout).context("reading cargo metadata's JSON")
+}
+
 fn has_cargo_subcommand(name: &str) -> bool {
     Command::new("cargo")
         .args([name, "--version"])

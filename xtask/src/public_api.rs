@@ -248,17 +248,7 @@ fn shortest_paths(crates: &HashMap<String, CrateApi>, renames: &mut HashMap<Stri
 /// The workspace's library crates other than the facade (crate name → package name), and the
 /// target directory.
 fn workspace_libraries(root: &Path) -> Result<(BTreeMap<String, String>, PathBuf)> {
-    let output = cargo(&["metadata", "--no-deps", "--format-version", "1", "--locked"])
-        .current_dir(root)
-        .output()
-        .context("running cargo metadata")?;
-    if !output.status.success() {
-        bail!(
-            "cargo metadata failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let metadata: Value = serde_json::from_slice(&output.stdout).context("cargo metadata")?;
+    let metadata = crate::cargo_metadata(root)?;
     let mut libraries = BTreeMap::new();
     for package in metadata["packages"].as_array().into_iter().flatten() {
         let Some(name) = package["name"].as_str() else {
