@@ -130,6 +130,9 @@ async fn the_peers_addresses_and_close_code_are_read_off_the_connection() {
     let client = bind(6, Arc::new(AdmitAll)).await;
     let server = bind(7, Arc::new(AdmitAll)).await;
     let server_ep = server.endpoint().clone();
+    // The server closes only when the client says so: the client first looks at the open
+    // connection (closing as soon as the echo was acknowledged raced that look).
+    let (close_now, close_signal) = tokio::sync::oneshot::channel::<()>();
     let closer = tokio::spawn(async move {
         let conn = server_ep.accept().await.unwrap().await.unwrap();
         let (mut send, mut recv) = conn.accept_bi().await.unwrap();
@@ -138,6 +141,7 @@ async fn the_peers_addresses_and_close_code_are_read_off_the_connection() {
         send.finish().unwrap();
         // Close only once the client has the echo (closing discards unsent data).
         let _ = send.stopped().await;
+        close_signal.await.unwrap();
         conn.close(0x7042u32.into(), b"bye \xff");
     });
 
@@ -152,6 +156,7 @@ async fn the_peers_addresses_and_close_code_are_read_off_the_connection() {
     assert!(server.bound_addrs().contains(&selected), "{direct:?}");
     assert_eq!(relay_url(&conn), None);
     assert_eq!(peer_close(&conn), None, "open");
+    close_now.send(()).unwrap();
 
     conn.closed().await;
     assert_eq!(
