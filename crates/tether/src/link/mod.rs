@@ -17,6 +17,7 @@
 //! (whoever sends writes, in counter order).
 
 use std::collections::HashMap;
+use std::io;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -26,6 +27,7 @@ use tether_crypto::PairingSecret;
 use tether_identity::{NetworkIdentity, NodeId, error_chain};
 use tether_protocol::PairedPeer;
 use tether_session::{CloseReason, Config, Event, RequestError, Session};
+use tether_transfer::TransferError;
 use tether_wire::{NetworkMessage, RequestId};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::warn;
@@ -38,20 +40,70 @@ use outbox::{Outbox, SendError};
 
 use crate::NetworkError;
 use crate::close::{CLOSE_DEAD, CLOSE_IDLE, CLOSE_PROTOCOL};
+use crate::error::PeerSilent;
 use crate::error::short;
 use crate::request::HandlerSlot;
 
 /// Callers waiting for the answers to their requests.
 type Waiters = HashMap<RequestId, oneshot::Sender<Result<NetworkMessage, RequestError>>>;
 
+/// While the link is in use (a transfer on it, a request waiting), a peer silent on the
+/// session stream this long is pinged (an idle link waits for the service's keep-alive
+/// interval instead)...
+pub(crate) const BUSY_PROBE_AFTER: Duration = Duration::from_millis(1500);
+/// ... and counts as dead, the link closed, when the ping gets no answer this soon: a peer
+/// killed mid-transfer (no close frame) or cut off is noticed within 4.5 s of its last word,
+/// where QUIC alone would wait for its 30 s idle timeout.
+pub(crate) const BUSY_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The session stream's send priority: above the transfer streams' (0), so a pong does not
+/// wait behind a transfer's data in this side's send buffer.
+const SESSION_PRIORITY: i32 = 1;
+
+/// Why this side closed the connection (close code and reason), if it did; shared with the
+/// uses of the link, which tell their errors by it.
+type LocalClose = Arc<Mutex<Option<(u32, &'static str)>>>;
+
 /// Keeps a link in use (a transfer, say) until dropped; the end of the use counts as
 /// application traffic.
 #[derive(Debug)]
-pub(crate) struct InUse(Arc<Mutex<Session>>);
+pub(crate) struct InUse {
+    session: Arc<Mutex<Session>>,
+    local_close: LocalClose,
+}
+
+impl InUse {
+    /// A transfer's error as it was: the link lost because the peer went silent is said so
+    /// (see [`Link::explain`]).
+    pub(crate) fn explain(&self, error: TransferError) -> TransferError {
+        explain(&self.session, &self.local_close, error)
+    }
+}
 
 impl Drop for InUse {
     fn drop(&mut self) {
-        self.0.lock().end_use(Instant::now());
+        self.session.lock().end_use(Instant::now());
+    }
+}
+
+/// A transfer that lost its link because this side closed it for a silent peer (a keep-alive
+/// ping went unanswered) ends with [`PeerSilent`] as the cause of its link error: still
+/// [`TransferError::Link`], so resumable, and with an [`io::ErrorKind::TimedOut`].
+fn explain(
+    session: &Mutex<Session>,
+    local_close: &LocalClose,
+    error: TransferError,
+) -> TransferError {
+    let dead = matches!(*local_close.lock(), Some((CLOSE_DEAD, _)));
+    match error {
+        TransferError::Link(_) if dead => {
+            let silent_for = session.lock().silent_for(Instant::now());
+            TransferError::Link(io::Error::new(
+                io::ErrorKind::TimedOut,
+                PeerSilent { silent_for },
+            ))
+        }
+        other => other,
     }
 }
 
@@ -87,7 +139,7 @@ pub(crate) struct Link {
     /// session's lock, so a new deadline either is seen by the timer or wakes it.
     armed: Mutex<Option<Instant>>,
     /// Why this side closed the connection (close code and reason), if it did.
-    local_close: Mutex<Option<(u32, &'static str)>>,
+    local_close: LocalClose,
     /// Where the peer's messages go.
     inbox: Inbox,
     /// The message stream, until [`Link::start_reading`].
@@ -160,8 +212,18 @@ impl Link {
             Side::Server => tether_session::Side::Acceptor,
         };
         // Keep-alive and idle checks are the service's (see its keep-alive loop); the session
-        // times out requests and probes.
-        let session = Session::new(keys, side, Config::default(), Instant::now());
+        // times out requests and probes, and probes a silent peer itself while the link is in
+        // use.
+        let config = Config {
+            busy_probe_after: Some(BUSY_PROBE_AFTER),
+            busy_probe_timeout: BUSY_PROBE_TIMEOUT,
+            ..Config::default()
+        };
+        // Pings and pongs (and the app's messages) go ahead of transfer data on the wire.
+        if let Err(error) = send.set_priority(SESSION_PRIORITY) {
+            tracing::debug!(error = %tether_identity::ErrorChain(&error), "stream priority");
+        }
+        let session = Session::new(keys, side, config, Instant::now());
         let session = Arc::new(Mutex::new(session));
         let link = Arc::new(Self {
             node_id,
@@ -172,7 +234,7 @@ impl Link {
             probe: Mutex::default(),
             timer: Arc::new(Notify::new()),
             armed: Mutex::new(None),
-            local_close: Mutex::new(None),
+            local_close: LocalClose::default(),
             inbox,
             reader: Mutex::new(Some(recv)),
         });
@@ -392,10 +454,27 @@ impl Link {
         self.session().idle_for(Instant::now())
     }
 
-    /// Marks the link in use (a transfer on it, say) until the guard is dropped.
+    /// Marks the link in use (a transfer on it, say) until the guard is dropped. While it is,
+    /// the session pings a peer silent for [`BUSY_PROBE_AFTER`].
     pub(crate) fn use_it(&self) -> InUse {
-        self.session().begin_use();
-        InUse(Arc::clone(&self.session))
+        let wake = {
+            let mut session = self.session();
+            session.begin_use();
+            self.deadline_moved(&session)
+        };
+        if wake {
+            self.timer.notify_one();
+        }
+        InUse {
+            session: Arc::clone(&self.session),
+            local_close: Arc::clone(&self.local_close),
+        }
+    }
+
+    /// A transfer's error on this link as it was: when this side closed the link because the
+    /// peer went silent, its [`TransferError::Link`] says [`PeerSilent`].
+    pub(crate) fn explain(&self, error: TransferError) -> TransferError {
+        explain(&self.session, &self.local_close, error)
     }
 
     /// Whether the connection ended because either side found it idle.
