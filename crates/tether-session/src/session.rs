@@ -40,8 +40,9 @@ pub struct Config {
     /// `busy_probe_after + busy_probe_timeout`. An idle link gets no such pings.
     pub busy_probe_after: Option<Duration>,
     /// While something uses the link, how long any keep-alive ping (this one's, or one sent
-    /// before the use began) may wait for its answer before the peer counts as dead. Used only
-    /// with `busy_probe_after`.
+    /// before the use began) may wait for its answer before the peer counts as dead, counted
+    /// from the ping or from the last time the transport heard from the peer
+    /// ([`Session::transport_heard`]), whichever is later. Used only with `busy_probe_after`.
     pub busy_probe_timeout: Duration,
     /// Report [`Event::Close`] with [`CloseReason::Idle`] after this long without application
     /// traffic and with nothing using the link.
@@ -202,6 +203,8 @@ pub struct Session {
     in_use: usize,
     last_used: Instant,
     last_heard: Instant,
+    /// When the transport last heard from the peer (see [`Self::transport_heard`]).
+    transport_heard: Instant,
     established: Instant,
     /// An idle close was asked for since the last use.
     idle_reported: bool,
@@ -231,6 +234,7 @@ impl Session {
             in_use: 0,
             last_used: now,
             last_heard: now,
+            transport_heard: now,
             established: now,
             idle_reported: false,
             dead: false,
@@ -535,6 +539,15 @@ impl Session {
         (self.in_use == 0).then(|| now.saturating_duration_since(self.last_used))
     }
 
+    /// The transport heard from the peer at `now` (an authenticated packet on the connection:
+    /// an acknowledgement of this side's data, data of its own). While the link is in use, a
+    /// keep-alive ping that waits for its answer behind a slow or bloated link's queue is not
+    /// a dead peer as long as the transport keeps hearing from it: the busy timeout counts
+    /// from this too. The session stream's own input needs no such call.
+    pub fn transport_heard(&mut self, now: Instant) {
+        self.transport_heard = self.transport_heard.max(now);
+    }
+
     /// How long since the peer last sent anything (keep-alive answers included).
     pub fn silent_for(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.last_heard)
@@ -625,10 +638,12 @@ impl Session {
     }
 
     /// When a request times out: its own deadline, or for a keep-alive ping while the link is
-    /// in use, the busy probe's timeout after it was sent if that is sooner.
+    /// in use, the busy probe's timeout after it was sent (or after the transport last heard
+    /// from the peer, if later) if that is sooner.
     fn deadline_of(&self, waiting: &Waiting) -> Instant {
         if waiting.probe && self.busy() {
-            let busy = waiting.sent.checked_add(self.config.busy_probe_timeout);
+            let busy = (waiting.sent.max(self.transport_heard))
+                .checked_add(self.config.busy_probe_timeout);
             busy.map_or(waiting.deadline, |busy| busy.min(waiting.deadline))
         } else {
             waiting.deadline

@@ -362,6 +362,33 @@ fn a_peer_that_dies_while_the_link_is_in_use_is_reported_within_five_seconds() {
 }
 
 #[test]
+fn a_ping_stuck_behind_a_slow_link_is_no_dead_peer_while_the_transport_hears_it() {
+    // A bloated queue holds the pong for 10 s; the transport keeps hearing the peer (its
+    // acknowledgements of the transfer's data) until the peer dies.
+    let wire = WireConfig {
+        latency: Duration::from_secs(5),
+        ..WireConfig::default()
+    };
+    let mut pair = Pair::new(10, busy_config(), wire);
+    pair.session(End::Dialler).begin_use();
+    for _ in 0..30 {
+        pair.run_for(Duration::from_secs(1));
+        let now = pair.now;
+        pair.session(End::Dialler).transport_heard(now);
+    }
+    let events = pair.events(End::Dialler);
+    assert!(events.contains(&Event::ProbeAnswered), "{events:?}");
+    assert!(!events.contains(&Event::Close(CloseReason::PeerDead)));
+    // Dead: nothing heard any more, by the transport or on the stream.
+    pair.party(End::Acceptor).stopped = true;
+    pair.run_for(Duration::from_secs(30));
+    assert!(
+        pair.events(End::Dialler)
+            .contains(&Event::Close(CloseReason::PeerDead))
+    );
+}
+
+#[test]
 fn an_idle_link_gets_only_the_keepalive_ping() {
     let mut pair = Pair::new(8, busy_config(), WireConfig::default());
     pair.run_for(Duration::from_millis(29_900));

@@ -56,6 +56,10 @@ pub(crate) const BUSY_PROBE_AFTER: Duration = Duration::from_millis(1500);
 /// where QUIC alone would wait for its 30 s idle timeout.
 pub(crate) const BUSY_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How often the timer looks at what QUIC heard from the peer while a ping waits on a link in
+/// use (see [`Session::transport_heard`]).
+const TRANSPORT_LOOK: Duration = Duration::from_millis(500);
+
 /// The session stream's send priority: above the transfer streams' (0), so a pong does not
 /// wait behind a transfer's data in this side's send buffer.
 const SESSION_PRIORITY: i32 = 1;
@@ -140,6 +144,9 @@ pub(crate) struct Link {
     armed: Mutex<Option<Instant>>,
     /// Why this side closed the connection (close code and reason), if it did.
     local_close: LocalClose,
+    /// The count of frames heard from the peer (see [`peer_frames`]) when the timer last
+    /// looked.
+    frames_heard: Mutex<u64>,
     /// Where the peer's messages go.
     inbox: Inbox,
     /// The message stream, until [`Link::start_reading`].
@@ -235,6 +242,7 @@ impl Link {
             timer: Arc::new(Notify::new()),
             armed: Mutex::new(None),
             local_close: LocalClose::default(),
+            frames_heard: Mutex::new(0),
             inbox,
             reader: Mutex::new(Some(recv)),
         });
@@ -555,7 +563,14 @@ async fn timer_loop(link: Weak<Link>, wake: Arc<Notify>) {
         let deadline = match link.upgrade() {
             Some(link) => {
                 let session = link.session();
-                let deadline = session.poll_timeout();
+                let mut deadline = session.poll_timeout();
+                // While a ping waits and the link is in use, look at what QUIC heard often,
+                // so the busy timeout counts from close to the peer's last packet.
+                let now = Instant::now();
+                if session.probing() && session.idle_for(now).is_none() {
+                    let look = now + TRANSPORT_LOOK;
+                    deadline = Some(deadline.map_or(look, |at| at.min(look)));
+                }
                 *link.armed.lock() = deadline;
                 deadline
             }
@@ -572,13 +587,37 @@ async fn timer_loop(link: Weak<Link>, wake: Arc<Notify>) {
             None => wake.notified().await,
         }
         let Some(link) = link.upgrade() else { return };
+        // A pong queued behind a slow link is no dead peer while QUIC hears from it.
+        let frames = peer_frames(&link.connection);
+        let heard = std::mem::replace(&mut *link.frames_heard.lock(), frames) != frames;
         let events: Vec<Event> = {
             let mut session = link.session();
-            session.handle_timeout(Instant::now());
+            let now = Instant::now();
+            if heard {
+                session.transport_heard(now);
+            }
+            session.handle_timeout(now);
             std::iter::from_fn(|| session.poll_event()).collect()
         };
         link.dispatch(events).await;
     }
+}
+
+/// How many frames the connection has received from the peer that show it is alive:
+/// acknowledgements, stream data, flow-control credit, pings. Counted by QUIC from
+/// authenticated packets only, so nobody but the peer moves it.
+fn peer_frames(connection: &Connection) -> u64 {
+    let frames = connection.stats().frame_rx;
+    [
+        frames.acks,
+        frames.path_acks,
+        frames.stream,
+        frames.max_data,
+        frames.max_stream_data,
+        frames.ping,
+    ]
+    .into_iter()
+    .fold(0, u64::saturating_add)
 }
 
 /// Removes a request's waiter when the request ends early, however it ends.
