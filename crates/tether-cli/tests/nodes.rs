@@ -17,6 +17,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use common::event;
 use common::node::{FINISH, Pair, Running, check, pair, tether, two_devices, up, up_with};
@@ -205,10 +206,18 @@ fn a_receiver_killed_mid_transfer_is_resumed_by_the_same_send() {
         }
     }
     desk_up.child.kill().unwrap(); // SIGKILL: no clean-up, the socket file stays
+    let killed = Instant::now();
     desk_up.child.wait().unwrap();
     assert!(desk.join("control.sock").exists());
     let (status, lines) = sending.wait(FINISH);
+    let noticed = killed.elapsed();
+    eprintln!("the sender failed {noticed:?} after the kill");
     assert_eq!(status.code(), Some(5), "{lines:?}");
+    // The link's in-use probe notices the silence (no close frame came), well before QUIC's
+    // 30 s idle timeout; the bound is loose, the machine is shared.
+    let message = event(&lines, "error")["message"].as_str().unwrap();
+    assert!(message.contains("went silent"), "{message}");
+    assert!(noticed < Duration::from_secs(15), "{noticed:?}: {message}");
 
     let desk_up = up(rt, &desk);
     let resumed = check(

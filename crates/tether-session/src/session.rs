@@ -34,6 +34,16 @@ pub struct Config {
     pub keepalive_interval: Option<Duration>,
     /// How long a keep-alive ping may wait for its answer before the peer counts as dead.
     pub probe_timeout: Duration,
+    /// While something uses the link ([`Session::idle_for`] is `None`: a request waiting, a
+    /// transfer), ping the peer when it has been silent this long, however long
+    /// `keepalive_interval` is: a peer that died mid-transfer is noticed in
+    /// `busy_probe_after + busy_probe_timeout`. An idle link gets no such pings.
+    pub busy_probe_after: Option<Duration>,
+    /// While something uses the link, how long any keep-alive ping (this one's, or one sent
+    /// before the use began) may wait for its answer before the peer counts as dead, counted
+    /// from the ping or from the last time the transport heard from the peer
+    /// ([`Session::transport_heard`]), whichever is later. Used only with `busy_probe_after`.
+    pub busy_probe_timeout: Duration,
     /// Report [`Event::Close`] with [`CloseReason::Idle`] after this long without application
     /// traffic and with nothing using the link.
     pub idle_timeout: Option<Duration>,
@@ -44,6 +54,8 @@ impl Default for Config {
         Self {
             keepalive_interval: None,
             probe_timeout: Duration::from_secs(30),
+            busy_probe_after: None,
+            busy_probe_timeout: Duration::from_secs(3),
             idle_timeout: None,
         }
     }
@@ -54,7 +66,7 @@ impl Default for Config {
 pub enum CloseReason {
     /// A frame did not open (wrong key, replayed, tampered with, or not a control frame).
     Protocol,
-    /// A keep-alive ping got no answer in time.
+    /// A keep-alive ping got no answer in time: the peer went silent.
     PeerDead,
     /// No application traffic and nothing in use for the idle timeout.
     Idle,
@@ -159,6 +171,8 @@ pub enum Event {
 #[derive(Debug)]
 struct Waiting {
     kind: MessageKind,
+    /// When it was sent.
+    sent: Instant,
     deadline: Instant,
     timeout: Duration,
     /// A keep-alive ping: not application traffic.
@@ -189,6 +203,8 @@ pub struct Session {
     in_use: usize,
     last_used: Instant,
     last_heard: Instant,
+    /// When the transport last heard from the peer (see [`Self::transport_heard`]).
+    transport_heard: Instant,
     established: Instant,
     /// An idle close was asked for since the last use.
     idle_reported: bool,
@@ -218,6 +234,7 @@ impl Session {
             in_use: 0,
             last_used: now,
             last_heard: now,
+            transport_heard: now,
             established: now,
             idle_reported: false,
             dead: false,
@@ -409,6 +426,7 @@ impl Session {
             id,
             Waiting {
                 kind,
+                sent: now,
                 deadline: now.checked_add(timeout).unwrap_or(now),
                 timeout,
                 probe,
@@ -521,6 +539,15 @@ impl Session {
         (self.in_use == 0).then(|| now.saturating_duration_since(self.last_used))
     }
 
+    /// The transport heard from the peer at `now` (an authenticated packet on the connection:
+    /// an acknowledgement of this side's data, data of its own). While the link is in use, a
+    /// keep-alive ping that waits for its answer behind a slow or bloated link's queue is not
+    /// a dead peer as long as the transport keeps hearing from it: the busy timeout counts
+    /// from this too. The session stream's own input needs no such call.
+    pub fn transport_heard(&mut self, now: Instant) {
+        self.transport_heard = self.transport_heard.max(now);
+    }
+
     /// How long since the peer last sent anything (keep-alive answers included).
     pub fn silent_for(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.last_heard)
@@ -533,10 +560,13 @@ impl Session {
 
     /// When [`Self::handle_timeout`] has something to do next, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let requests = self.waiting.values().map(|waiting| waiting.deadline).min();
+        let requests = self
+            .waiting
+            .values()
+            .map(|waiting| self.deadline_of(waiting))
+            .min();
         let keepalive = self
-            .config
-            .keepalive_interval
+            .probe_after()
             .filter(|_| self.probe.is_none() && !self.dead)
             .and_then(|interval| self.last_heard.checked_add(interval));
         let idle = self
@@ -553,7 +583,7 @@ impl Session {
         let mut expired: Vec<RequestId> = self
             .waiting
             .iter()
-            .filter(|(_, waiting)| waiting.deadline <= now)
+            .filter(|(_, waiting)| self.deadline_of(waiting) <= now)
             .map(|(id, _)| *id)
             .collect();
         expired.sort_unstable_by_key(|id| id.0);
@@ -575,7 +605,7 @@ impl Session {
                 });
             }
         }
-        if let Some(interval) = self.config.keepalive_interval
+        if let Some(interval) = self.probe_after()
             && !self.dead
             && self.silent_for(now) >= interval
         {
@@ -589,6 +619,34 @@ impl Session {
         {
             self.idle_reported = true;
             self.events.push_back(Event::Close(CloseReason::Idle));
+        }
+    }
+
+    /// Whether the link is in use and the busy probe is on.
+    fn busy(&self) -> bool {
+        self.in_use > 0 && self.config.busy_probe_after.is_some()
+    }
+
+    /// After how much silence a keep-alive ping goes out now: the busy probe's while the
+    /// link is in use, else the keep-alive interval.
+    fn probe_after(&self) -> Option<Duration> {
+        let busy = self.config.busy_probe_after.filter(|_| self.in_use > 0);
+        match (busy, self.config.keepalive_interval) {
+            (Some(busy), Some(interval)) => Some(busy.min(interval)),
+            (busy, interval) => busy.or(interval),
+        }
+    }
+
+    /// When a request times out: its own deadline, or for a keep-alive ping while the link is
+    /// in use, the busy probe's timeout after it was sent (or after the transport last heard
+    /// from the peer, if later) if that is sooner.
+    fn deadline_of(&self, waiting: &Waiting) -> Instant {
+        if waiting.probe && self.busy() {
+            let busy = (waiting.sent.max(self.transport_heard))
+                .checked_add(self.config.busy_probe_timeout);
+            busy.map_or(waiting.deadline, |busy| busy.min(waiting.deadline))
+        } else {
+            waiting.deadline
         }
     }
 

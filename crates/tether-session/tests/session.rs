@@ -25,7 +25,20 @@ fn config() -> Config {
     Config {
         keepalive_interval: None,
         probe_timeout: TIMEOUT,
+        busy_probe_after: None,
+        busy_probe_timeout: Duration::from_secs(3),
         idle_timeout: None,
+    }
+}
+
+/// The service's timers: keep-alive after 30 s of silence, and while the link is in use a
+/// ping after 1.5 s of silence that must be answered within 3 s.
+fn busy_config() -> Config {
+    Config {
+        keepalive_interval: Some(Duration::from_secs(30)),
+        busy_probe_after: Some(Duration::from_millis(1500)),
+        busy_probe_timeout: Duration::from_secs(3),
+        ..config()
     }
 }
 
@@ -309,6 +322,106 @@ fn a_silent_peer_is_pinged_and_a_dead_one_reported() {
     let now = pair.now;
     let silent = pair.session(End::Dialler).silent_for(now);
     assert!(silent >= pair.now - hung - Duration::from_millis(100));
+}
+
+#[test]
+fn a_peer_that_dies_while_the_link_is_in_use_is_reported_within_five_seconds() {
+    let mut pair = Pair::new(7, busy_config(), WireConfig::default());
+    // A transfer on the link (its data goes on streams of its own; the session stream is
+    // silent but for pings).
+    pair.session(End::Dialler).begin_use();
+    pair.run_for(Duration::from_secs(60));
+    let events = pair.events(End::Dialler);
+    assert!(events.contains(&Event::ProbeAnswered), "{events:?}");
+    assert!(!events.contains(&Event::Close(CloseReason::PeerDead)));
+    // About one ping per 1.5 s of silence, each answered: a few dozen small frames a minute.
+    let pings = events
+        .iter()
+        .filter(|event| **event == Event::ProbeAnswered)
+        .count();
+    assert!((30..=45).contains(&pings), "{pings} pings in 60 s");
+    assert!(pair.events(End::Acceptor).is_empty());
+
+    // The acceptor is killed: no close, no answer.
+    pair.party(End::Acceptor).stopped = true;
+    let died = pair.now;
+    let mut reported = None;
+    while reported.is_none() && pair.now < died + Duration::from_secs(30) {
+        pair.run_for(Duration::from_millis(10));
+        if pair
+            .events(End::Dialler)
+            .contains(&Event::Close(CloseReason::PeerDead))
+        {
+            reported = Some(pair.now - died);
+        }
+    }
+    let reported = reported.expect("the dead peer was reported");
+    // Silent for up to 1.5 s before the ping, then 3 s for its answer.
+    assert!(reported <= Duration::from_millis(4_520), "{reported:?}");
+    assert!(reported >= Duration::from_secs(3), "{reported:?}");
+}
+
+#[test]
+fn a_ping_stuck_behind_a_slow_link_is_no_dead_peer_while_the_transport_hears_it() {
+    // A bloated queue holds the pong for 10 s; the transport keeps hearing the peer (its
+    // acknowledgements of the transfer's data) until the peer dies.
+    let wire = WireConfig {
+        latency: Duration::from_secs(5),
+        ..WireConfig::default()
+    };
+    let mut pair = Pair::new(10, busy_config(), wire);
+    pair.session(End::Dialler).begin_use();
+    for _ in 0..30 {
+        pair.run_for(Duration::from_secs(1));
+        let now = pair.now;
+        pair.session(End::Dialler).transport_heard(now);
+    }
+    let events = pair.events(End::Dialler);
+    assert!(events.contains(&Event::ProbeAnswered), "{events:?}");
+    assert!(!events.contains(&Event::Close(CloseReason::PeerDead)));
+    // Dead: nothing heard any more, by the transport or on the stream.
+    pair.party(End::Acceptor).stopped = true;
+    pair.run_for(Duration::from_secs(30));
+    assert!(
+        pair.events(End::Dialler)
+            .contains(&Event::Close(CloseReason::PeerDead))
+    );
+}
+
+#[test]
+fn an_idle_link_gets_only_the_keepalive_ping() {
+    let mut pair = Pair::new(8, busy_config(), WireConfig::default());
+    pair.run_for(Duration::from_millis(29_900));
+    assert_eq!(pair.segments_sent(End::Dialler), 0);
+    assert_eq!(pair.segments_sent(End::Acceptor), 0);
+    // The keep-alive after 30 s of silence: one ping each way and its pong at most.
+    pair.run_for(Duration::from_millis(200));
+    let frames = pair.segments_sent(End::Dialler) + pair.segments_sent(End::Acceptor);
+    assert!((2..=4).contains(&frames), "{frames}");
+    // A use that ended starts no busy pings either.
+    let now = pair.now;
+    pair.session(End::Dialler).begin_use();
+    pair.session(End::Dialler).end_use(now);
+    let before = pair.segments_sent(End::Dialler);
+    pair.run_for(Duration::from_secs(20));
+    assert_eq!(pair.segments_sent(End::Dialler), before);
+}
+
+#[test]
+fn a_slow_probe_in_flight_when_a_use_begins_gets_the_busy_timeout() {
+    let mut pair = Pair::new(9, busy_config(), WireConfig::default());
+    pair.cut = true;
+    let now = pair.now;
+    assert!(pair.session(End::Dialler).start_probe(now, 1, TIMEOUT));
+    pair.run_for(Duration::from_secs(1));
+    pair.session(End::Dialler).begin_use();
+    pair.run_for(Duration::from_millis(1_990));
+    assert!(pair.events(End::Dialler).is_empty());
+    pair.run_for(Duration::from_millis(20));
+    assert_eq!(
+        pair.events(End::Dialler),
+        vec![Event::Close(CloseReason::PeerDead)]
+    );
 }
 
 #[test]

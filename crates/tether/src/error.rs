@@ -166,6 +166,21 @@ pub enum NetworkError {
     },
 }
 
+/// The peer sent nothing, not even the answer to a keep-alive ping, while a transfer used the
+/// link: it died (killed, with no close frame) or the path to it was cut, and this side closed
+/// the connection. It is the cause of the transfer's [`TransferError::Link`] (an `io::Error`
+/// of kind `TimedOut`): resumable, like any lost link, once the device is back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the peer went silent: nothing heard for {:.1} s, a keep-alive ping unanswered",
+    .silent_for.as_secs_f32()
+)]
+#[non_exhaustive]
+pub struct PeerSilent {
+    /// How long nothing had come from the peer on the link when the transfer ended.
+    pub silent_for: std::time::Duration,
+}
+
 /// Why a pairing code (or ticket) this device showed ended without pairing anyone.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -157,7 +157,7 @@ pub mod errors {
     pub use tether_identity::IdentityError;
     pub use tether_wire::{EncodeError, LimitError, MessageError as WireMessageError};
 
-    pub use crate::error::{CodeEnded, NetworkError};
+    pub use crate::error::{CodeEnded, NetworkError, PeerSilent};
 }
 
 /// The lower-level types some of the facade's items mention (a registry state's connection,

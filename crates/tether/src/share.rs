@@ -165,17 +165,18 @@ impl Sharing {
                 return;
             }
         };
-        self.send(pull, outgoing, context, from).await;
+        self.send(link, pull, outgoing, context).await;
     }
 
     /// Sends the entry a pull asked for, prepared as `outgoing`, and reports how it went.
     async fn send<S: ByteStream>(
         &self,
+        link: &Link,
         pull: IncomingPull<S>,
         outgoing: OutgoingTransfer,
         context: RunContext,
-        from: NodeId,
     ) {
+        let from = link.node_id;
         let entry_id = pull.entry_id();
         let resume_from = pull.resume_from();
         let transfer_id = outgoing.transfer_id();
@@ -187,7 +188,11 @@ impl Sharing {
             bytes_total: outgoing.total_bytes(),
             resume_from,
         });
-        match pull.serve(outgoing, context).await {
+        match pull
+            .serve(outgoing, context)
+            .await
+            .map_err(|error| link.explain(error))
+        {
             Ok(report) => {
                 info!(peer = %short(&from), %entry_id, bytes = report.bytes_transferred, "served a pull");
                 self.emit(PullEvent::Completed {

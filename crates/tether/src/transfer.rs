@@ -186,8 +186,7 @@ pub(crate) async fn send(
     let in_use = link.use_it();
     let task = tokio::spawn(async move {
         let result = outgoing.send(control, lanes, context).await;
-        drop(in_use);
-        result
+        result.map_err(|error| in_use.explain(error))
     });
     Ok(TransferHandle {
         events,
@@ -269,7 +268,10 @@ pub(crate) async fn serve_stream(
             if let Some(keys) = keys {
                 context = context.keys(keys);
             }
-            let received = receiver.receive(offer, from, context).await;
+            let received = receiver
+                .receive(offer, from, context)
+                .await
+                .map_err(|error| link.explain(error));
             // Every progress event is out before the end is reported.
             let _ = forward.await;
             match received {

@@ -1,5 +1,6 @@
 //! A peer in another process that pairs by word code, then hangs (SIGSTOP) or dies (SIGKILL)
-//! without closing anything: requests to it time out, and keep-alive notices it is gone.
+//! without closing anything: requests to it time out, keep-alive notices it is gone, and a
+//! pull from it ends within seconds, saying the peer went silent.
 //!
 //! The peer is this test binary run again with [`child_peer_process`] selected and its data
 //! directory in the environment.
@@ -16,15 +17,21 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::{Lab, connected_to, disconnected_from, event_within, next_event};
+use tether::errors::{PeerSilent, TransferError};
 use tether::{
-    LibraryAnnounce, NetworkError, NetworkEvent, NetworkMessage, NetworkingConfig,
-    NetworkingService, NodeId,
+    Decision, DeviceInfo, LibraryAnnounce, NetworkError, NetworkEvent, NetworkMessage,
+    NetworkingConfig, NetworkingService, NodeId, PullOptions, ShareProvider, SharedEntry,
+    TransferConsent, TransferEvent, TransferOffer, TransferOptions, Uuid, error_chain,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const CHILD_DATA_DIR: &str = "TETHER_TEST_CHILD_DATA_DIR";
 const CHILD_DISCOVERY_DIR: &str = "TETHER_TEST_CHILD_DISCOVERY_DIR";
+/// A file the child shares under every entry id (for a pull), when set.
+const CHILD_SHARED_FILE: &str = "TETHER_TEST_CHILD_SHARED_FILE";
+/// A file the child sends to the device it paired with, at 1 MiB/s, when set.
+const CHILD_PUSHED_FILE: &str = "TETHER_TEST_CHILD_PUSHED_FILE";
 const CODE_LINE: &str = "TETHER-CHILD-CODE ";
 
 /// Not a test of its own: the body of the peer process the other tests start, stop and kill.
@@ -43,16 +50,50 @@ fn child_peer_process() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let config = NetworkingConfig::local_only(data_dir)
+        let mut config = NetworkingConfig::local_only(data_dir)
             .with_loopback_discovery(discovery)
             .with_insecure_key_file();
+        if let Some(file) = std::env::var_os(CHILD_SHARED_FILE) {
+            config = config.with_share_provider(ShareOne(file.into()));
+        }
         let service = NetworkingService::start(config).await.unwrap();
         let mut invite = service.start_pairing_as_initiator().unwrap();
         println!("{CODE_LINE}{}", invite.code);
-        invite.paired().await.unwrap();
+        let paired = invite.paired().await.unwrap();
+        if let Some(file) = std::env::var_os(CHILD_PUSHED_FILE) {
+            let options = TransferOptions::default().rate_limit(Some(1 << 20));
+            let handle = service
+                .share_with_device(paired.device.public_key, &[file.into()], options)
+                .await
+                .unwrap();
+            let _ = handle.finish().await;
+        }
         // Stay until the parent kills us; give up on our own if it never does.
         tokio::time::sleep(Duration::from_secs(60)).await;
     });
+}
+
+/// Shares one file with every paired device, whatever entry id it asks for.
+#[derive(Debug)]
+struct ShareOne(std::path::PathBuf);
+
+impl ShareProvider for ShareOne {
+    fn resolve(&self, _from: &DeviceInfo, _entry_id: Uuid) -> Option<SharedEntry> {
+        Some(SharedEntry::new(&self.0))
+    }
+}
+
+/// Accepts every offer.
+#[derive(Debug)]
+struct AcceptAll;
+
+impl TransferConsent for AcceptAll {
+    fn decide<'a>(
+        &'a self,
+        _offer: &'a TransferOffer,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Decision> + Send + 'a>> {
+        Box::pin(async { Decision::Accept })
+    }
 }
 
 /// The peer process, killed when dropped.
@@ -64,7 +105,35 @@ struct ChildPeer {
 impl ChildPeer {
     /// Starts the peer, pairs `service` with it by the word code it prints, and connects.
     async fn start_and_pair(lab: &Lab, service: &NetworkingService) -> Self {
-        let mut process = Command::new(std::env::current_exe().unwrap())
+        Self::start_sharing(lab, service, None).await
+    }
+
+    /// Like [`Self::start_and_pair`], the peer sharing `shared` (if any) under every entry id.
+    async fn start_sharing(
+        lab: &Lab,
+        service: &NetworkingService,
+        shared: Option<&std::path::Path>,
+    ) -> Self {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        if let Some(shared) = shared {
+            command.env(CHILD_SHARED_FILE, shared);
+        }
+        Self::start_command(lab, service, command).await
+    }
+
+    /// Like [`Self::start_and_pair`], the peer sending `pushed` to `service` once paired.
+    async fn start_pushing(
+        lab: &Lab,
+        service: &NetworkingService,
+        pushed: &std::path::Path,
+    ) -> Self {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command.env(CHILD_PUSHED_FILE, pushed);
+        Self::start_command(lab, service, command).await
+    }
+
+    async fn start_command(lab: &Lab, service: &NetworkingService, mut command: Command) -> Self {
+        let mut process = command
             .args([
                 "child_peer_process",
                 "--exact",
@@ -201,4 +270,108 @@ async fn keep_alive_notices_a_killed_peer() {
     }
     assert!(survivor.connection_info(child.node_id).is_none());
     survivor.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_from_a_killed_peer_ends_within_seconds_saying_it_went_silent() {
+    let lab = Lab::new();
+    let mut config = lab.config("puller");
+    // The keep-alive and the stall bound stay out of the way: only the link's in-use probe
+    // can end the pull early.
+    config.keepalive_interval = Duration::from_secs(60);
+    config.transfer_stall_timeout = Duration::from_secs(60);
+    let puller = NetworkingService::start(config).await.unwrap();
+    let shared = lab.root.path().join("big.bin");
+    std::fs::write(&shared, vec![7u8; 8 << 20]).unwrap();
+    let mut child = ChildPeer::start_sharing(&lab, &puller, Some(&shared)).await;
+
+    // 1 MiB/s: the kill comes while the file is on its way.
+    let options = PullOptions::default().rate_limit(Some(1 << 20));
+    let mut handle = puller
+        .request_file(
+            child.node_id,
+            Uuid::from_bytes([1; 16]),
+            &lab.root.path().join("in"),
+            options,
+        )
+        .await
+        .unwrap();
+    loop {
+        match handle.events.recv().await {
+            Some(TransferEvent::Progress(progress)) if progress.bytes_done >= 1 << 20 => break,
+            Some(_) => {}
+            None => panic!("the pull ended before a MiB arrived"),
+        }
+    }
+    // SIGKILL: no close frame; QUIC alone would notice after its 30 s idle timeout.
+    let killed = std::time::Instant::now();
+    child.process.kill().await.unwrap();
+    let _events = handle.take_events();
+    let ended = tokio::time::timeout(Duration::from_secs(60), handle.finish())
+        .await
+        .expect("the pull ended");
+    let noticed = killed.elapsed();
+    println!("figures: a pull noticed its killed sharer {noticed:?} after the kill");
+    let Err(NetworkError::Transfer(error)) = ended else {
+        panic!("{ended:?}");
+    };
+    assert!(error.is_resumable(), "{error:?}");
+    let TransferError::Link(io) = &error else {
+        panic!("{error:?}");
+    };
+    assert_eq!(io.kind(), std::io::ErrorKind::TimedOut, "{io:?}");
+    assert!(
+        io.get_ref()
+            .is_some_and(|inner| inner.downcast_ref::<PeerSilent>().is_some()),
+        "{io:?}"
+    );
+    assert!(error_chain(&error).contains("went silent"), "{error:?}");
+    // Loose: 1.5 s of silence and 3 s for the ping's answer, on a shared machine.
+    assert!(noticed < Duration::from_secs(15), "{noticed:?}");
+    puller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_from_a_killed_sender_fails_within_seconds_saying_it_went_silent() {
+    let lab = Lab::new();
+    let inbox = lab.root.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let mut config = lab
+        .config("receiver")
+        .with_receive_dir(&inbox)
+        .with_consent(AcceptAll);
+    config.keepalive_interval = Duration::from_secs(60);
+    config.transfer_stall_timeout = Duration::from_secs(60);
+    let receiver = NetworkingService::start(config).await.unwrap();
+    let mut events = receiver.subscribe();
+    let pushed = lab.root.path().join("big.bin");
+    std::fs::write(&pushed, vec![9u8; 8 << 20]).unwrap();
+    let mut child = ChildPeer::start_pushing(&lab, &receiver, &pushed).await;
+
+    let started = event_within(&mut events, Duration::from_secs(60), |event| {
+        matches!(event, NetworkEvent::IncomingTransfer {
+            event: TransferEvent::Progress(progress), ..
+        } if progress.bytes_done >= 1 << 20)
+    })
+    .await;
+    assert!(started.is_some(), "no MiB arrived");
+    // SIGKILL: no close frame; QUIC alone would notice after its 30 s idle timeout.
+    let killed = std::time::Instant::now();
+    child.process.kill().await.unwrap();
+    let failed = event_within(&mut events, Duration::from_secs(60), |event| {
+        matches!(event, NetworkEvent::TransferFailed { .. })
+    })
+    .await;
+    let noticed = killed.elapsed();
+    println!("figures: a receiver noticed its killed sender {noticed:?} after the kill");
+    let Some(NetworkEvent::TransferFailed {
+        reason, resumable, ..
+    }) = failed
+    else {
+        panic!("{failed:?}");
+    };
+    assert!(resumable, "{reason}");
+    assert!(reason.contains("went silent"), "{reason}");
+    assert!(noticed < Duration::from_secs(15), "{noticed:?}: {reason}");
+    receiver.shutdown().await;
 }

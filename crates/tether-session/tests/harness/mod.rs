@@ -151,6 +151,12 @@ impl Pair {
         std::mem::take(&mut self.party(end).events)
     }
 
+    /// How many segments `end` has put on the wire so far (each flush of what its session
+    /// transmitted is one).
+    pub fn segments_sent(&self, end: End) -> u64 {
+        self.directions[end.index()].sent
+    }
+
     /// Rewrites every segment `from` sends from now on.
     pub fn tamper(&mut self, from: End, with: fn(&mut Vec<u8>)) {
         self.directions[from.index()].tamper = Some(with);

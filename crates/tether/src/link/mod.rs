@@ -17,6 +17,7 @@
 //! (whoever sends writes, in counter order).
 
 use std::collections::HashMap;
+use std::io;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -26,6 +27,7 @@ use tether_crypto::PairingSecret;
 use tether_identity::{NetworkIdentity, NodeId, error_chain};
 use tether_protocol::PairedPeer;
 use tether_session::{CloseReason, Config, Event, RequestError, Session};
+use tether_transfer::TransferError;
 use tether_wire::{NetworkMessage, RequestId};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::warn;
@@ -38,20 +40,74 @@ use outbox::{Outbox, SendError};
 
 use crate::NetworkError;
 use crate::close::{CLOSE_DEAD, CLOSE_IDLE, CLOSE_PROTOCOL};
+use crate::error::PeerSilent;
 use crate::error::short;
 use crate::request::HandlerSlot;
 
 /// Callers waiting for the answers to their requests.
 type Waiters = HashMap<RequestId, oneshot::Sender<Result<NetworkMessage, RequestError>>>;
 
+/// While the link is in use (a transfer on it, a request waiting), a peer silent on the
+/// session stream this long is pinged (an idle link waits for the service's keep-alive
+/// interval instead)...
+pub(crate) const BUSY_PROBE_AFTER: Duration = Duration::from_millis(1500);
+/// ... and counts as dead, the link closed, when the ping gets no answer this soon: a peer
+/// killed mid-transfer (no close frame) or cut off is noticed within 4.5 s of its last word,
+/// where QUIC alone would wait for its 30 s idle timeout.
+pub(crate) const BUSY_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How often the timer looks at what QUIC heard from the peer while a ping waits on a link in
+/// use (see [`Session::transport_heard`]).
+const TRANSPORT_LOOK: Duration = Duration::from_millis(500);
+
+/// The session stream's send priority: above the transfer streams' (0), so a pong does not
+/// wait behind a transfer's data in this side's send buffer.
+const SESSION_PRIORITY: i32 = 1;
+
+/// Why this side closed the connection (close code and reason), if it did; shared with the
+/// uses of the link, which tell their errors by it.
+type LocalClose = Arc<Mutex<Option<(u32, &'static str)>>>;
+
 /// Keeps a link in use (a transfer, say) until dropped; the end of the use counts as
 /// application traffic.
 #[derive(Debug)]
-pub(crate) struct InUse(Arc<Mutex<Session>>);
+pub(crate) struct InUse {
+    session: Arc<Mutex<Session>>,
+    local_close: LocalClose,
+}
+
+impl InUse {
+    /// A transfer's error as it was: the link lost because the peer went silent is said so
+    /// (see [`Link::explain`]).
+    pub(crate) fn explain(&self, error: TransferError) -> TransferError {
+        explain(&self.session, &self.local_close, error)
+    }
+}
 
 impl Drop for InUse {
     fn drop(&mut self) {
-        self.0.lock().end_use(Instant::now());
+        self.session.lock().end_use(Instant::now());
+    }
+}
+
+/// A transfer that lost its link because this side closed it for a silent peer (a keep-alive
+/// ping went unanswered) ends with [`PeerSilent`] as the cause of its link error: still
+/// [`TransferError::Link`], so resumable, and with an [`io::ErrorKind::TimedOut`].
+fn explain(
+    session: &Mutex<Session>,
+    local_close: &LocalClose,
+    error: TransferError,
+) -> TransferError {
+    let dead = matches!(*local_close.lock(), Some((CLOSE_DEAD, _)));
+    match error {
+        TransferError::Link(_) if dead => {
+            let silent_for = session.lock().silent_for(Instant::now());
+            TransferError::Link(io::Error::new(
+                io::ErrorKind::TimedOut,
+                PeerSilent { silent_for },
+            ))
+        }
+        other => other,
     }
 }
 
@@ -87,7 +143,10 @@ pub(crate) struct Link {
     /// session's lock, so a new deadline either is seen by the timer or wakes it.
     armed: Mutex<Option<Instant>>,
     /// Why this side closed the connection (close code and reason), if it did.
-    local_close: Mutex<Option<(u32, &'static str)>>,
+    local_close: LocalClose,
+    /// The count of frames heard from the peer (see [`peer_frames`]) when the timer last
+    /// looked.
+    frames_heard: Mutex<u64>,
     /// Where the peer's messages go.
     inbox: Inbox,
     /// The message stream, until [`Link::start_reading`].
@@ -160,8 +219,18 @@ impl Link {
             Side::Server => tether_session::Side::Acceptor,
         };
         // Keep-alive and idle checks are the service's (see its keep-alive loop); the session
-        // times out requests and probes.
-        let session = Session::new(keys, side, Config::default(), Instant::now());
+        // times out requests and probes, and probes a silent peer itself while the link is in
+        // use.
+        let config = Config {
+            busy_probe_after: Some(BUSY_PROBE_AFTER),
+            busy_probe_timeout: BUSY_PROBE_TIMEOUT,
+            ..Config::default()
+        };
+        // Pings and pongs (and the app's messages) go ahead of transfer data on the wire.
+        if let Err(error) = send.set_priority(SESSION_PRIORITY) {
+            tracing::debug!(error = %tether_identity::ErrorChain(&error), "stream priority");
+        }
+        let session = Session::new(keys, side, config, Instant::now());
         let session = Arc::new(Mutex::new(session));
         let link = Arc::new(Self {
             node_id,
@@ -172,7 +241,8 @@ impl Link {
             probe: Mutex::default(),
             timer: Arc::new(Notify::new()),
             armed: Mutex::new(None),
-            local_close: Mutex::new(None),
+            local_close: LocalClose::default(),
+            frames_heard: Mutex::new(0),
             inbox,
             reader: Mutex::new(Some(recv)),
         });
@@ -392,10 +462,27 @@ impl Link {
         self.session().idle_for(Instant::now())
     }
 
-    /// Marks the link in use (a transfer on it, say) until the guard is dropped.
+    /// Marks the link in use (a transfer on it, say) until the guard is dropped. While it is,
+    /// the session pings a peer silent for [`BUSY_PROBE_AFTER`].
     pub(crate) fn use_it(&self) -> InUse {
-        self.session().begin_use();
-        InUse(Arc::clone(&self.session))
+        let wake = {
+            let mut session = self.session();
+            session.begin_use();
+            self.deadline_moved(&session)
+        };
+        if wake {
+            self.timer.notify_one();
+        }
+        InUse {
+            session: Arc::clone(&self.session),
+            local_close: Arc::clone(&self.local_close),
+        }
+    }
+
+    /// A transfer's error on this link as it was: when this side closed the link because the
+    /// peer went silent, its [`TransferError::Link`] says [`PeerSilent`].
+    pub(crate) fn explain(&self, error: TransferError) -> TransferError {
+        explain(&self.session, &self.local_close, error)
     }
 
     /// Whether the connection ended because either side found it idle.
@@ -476,7 +563,14 @@ async fn timer_loop(link: Weak<Link>, wake: Arc<Notify>) {
         let deadline = match link.upgrade() {
             Some(link) => {
                 let session = link.session();
-                let deadline = session.poll_timeout();
+                let mut deadline = session.poll_timeout();
+                // While a ping waits and the link is in use, look at what QUIC heard often,
+                // so the busy timeout counts from close to the peer's last packet.
+                let now = Instant::now();
+                if session.probing() && session.idle_for(now).is_none() {
+                    let look = now + TRANSPORT_LOOK;
+                    deadline = Some(deadline.map_or(look, |at| at.min(look)));
+                }
                 *link.armed.lock() = deadline;
                 deadline
             }
@@ -493,13 +587,37 @@ async fn timer_loop(link: Weak<Link>, wake: Arc<Notify>) {
             None => wake.notified().await,
         }
         let Some(link) = link.upgrade() else { return };
+        // A pong queued behind a slow link is no dead peer while QUIC hears from it.
+        let frames = peer_frames(&link.connection);
+        let heard = std::mem::replace(&mut *link.frames_heard.lock(), frames) != frames;
         let events: Vec<Event> = {
             let mut session = link.session();
-            session.handle_timeout(Instant::now());
+            let now = Instant::now();
+            if heard {
+                session.transport_heard(now);
+            }
+            session.handle_timeout(now);
             std::iter::from_fn(|| session.poll_event()).collect()
         };
         link.dispatch(events).await;
     }
+}
+
+/// How many frames the connection has received from the peer that show it is alive:
+/// acknowledgements, stream data, flow-control credit, pings. Counted by QUIC from
+/// authenticated packets only, so nobody but the peer moves it.
+fn peer_frames(connection: &Connection) -> u64 {
+    let frames = connection.stats().frame_rx;
+    [
+        frames.acks,
+        frames.path_acks,
+        frames.stream,
+        frames.max_data,
+        frames.max_stream_data,
+        frames.ping,
+    ]
+    .into_iter()
+    .fold(0, u64::saturating_add)
 }
 
 /// Removes a request's waiter when the request ends early, however it ends.

@@ -44,12 +44,16 @@ impl Link {
                 }
             };
             let Some(link) = link.upgrade() else { break };
-            let (input, events) = {
+            let (input, events, wake) = {
                 let mut session = link.session();
                 let input = session.handle_input(Instant::now(), &chunk);
                 let events: Vec<Event> = std::iter::from_fn(|| session.poll_event()).collect();
-                (input, events)
+                // A request of the peer's puts the link in use: the busy probe's timer.
+                (input, events, link.deadline_moved(&session))
             };
+            if wake {
+                link.timer.notify_one();
+            }
             link.dispatch(events).await;
             match input {
                 Ok(()) => {}

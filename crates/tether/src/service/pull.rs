@@ -153,8 +153,7 @@ impl NetworkingService {
                 }
                 Err(error) => Err(error),
             };
-            drop(in_use);
-            result
+            result.map_err(|error| in_use.explain(error))
         });
         Ok(TransferHandle::new(events, cancel, task, path))
     }
