@@ -32,7 +32,7 @@ pub(crate) const ALL: [Scenario; 8] = [
         direct_blocked,
     ),
     ("5", "1% and 10% loss each way (LAN, 100 Mbit/s)", loss),
-    ("6", "link cut 5 s, and a long cut, mid-transfer", cuts),
+    ("6", "link cut 1 s, and a long cut, mid-transfer", cuts),
     ("7", "1 Gbit/s and 100 Mbit/s + 50 ms RTT goodput", rates),
     ("8", "a device moves to the other home", roaming),
 ];
