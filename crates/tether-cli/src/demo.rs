@@ -13,6 +13,13 @@ use tether::{
 use crate::output::Output;
 use crate::progress::rate_and_eta;
 
+/// Which build runs the demo: its figures depend on it.
+const BUILD: &str = if cfg!(debug_assertions) {
+    "debug build"
+} else {
+    "release build"
+};
+
 /// How long the demo waits for the announcement it sent to arrive on the other device.
 const MESSAGE_WAIT: Duration = Duration::from_secs(5);
 
@@ -116,7 +123,7 @@ async fn exchange(
         "summary",
         &format!(
             "\nSummary: pairing {}, connect {}, round trip {} (median of {}), transfer {:.0} MiB/s \
-             ({}), path {path}.",
+             ({}), path {path}; {BUILD}.{}",
             ms(pairing_time),
             ms(connect_time),
             us(median),
@@ -127,6 +134,11 @@ async fn exchange(
             } else {
                 "TLS + per-transfer keys"
             },
+            if cfg!(debug_assertions) {
+                "\n(`cargo run --release -p tether-cli -- demo` shows the release build's figures.)"
+            } else {
+                ""
+            },
         ),
         json!({
             "pairing_ms": pairing_time.as_secs_f64() * 1e3,
@@ -136,6 +148,7 @@ async fn exchange(
             "transfer_bytes": report.bytes_total,
             "encrypted": !args.no_encrypt,
             "path": path,
+            "build": BUILD,
         }),
     );
     Ok(())
@@ -309,7 +322,12 @@ fn write_demo_file(path: &std::path::Path, size: u64) -> Result<blake3::Hash> {
         hasher.update(bytes);
         left -= take as u64;
     }
-    file.flush()?;
+    // On disk before the transfer starts: otherwise the kernel writes this file back while
+    // the receiver writes and syncs its copy, and the transfer's figure pays for both.
+    file.into_inner()
+        .map_err(std::io::IntoInnerError::into_error)?
+        .sync_all()
+        .context("cannot write the demo file")?;
     Ok(hasher.finalize())
 }
 
