@@ -43,6 +43,9 @@ struct Cli {
         default_value = "quinn:cubic,quinn:newreno,quinn:bbr,tether:cubic,tether:newreno,tether:bbr"
     )]
     settings: Vec<String>,
+    /// Extra streams (transfer lanes) of scenario 10's transfers.
+    #[arg(long, default_value_t = 0)]
+    lanes: u8,
 }
 
 /// Why the lab cannot run here, if it cannot.
@@ -161,6 +164,7 @@ fn run(cli: &Cli) -> Result<bool> {
         long_cut: Duration::from_secs(cli.long_cut_secs),
         relay_trust: true,
         settings: cli.settings.clone(),
+        lanes: cli.lanes,
     };
     let selected = selected(&cli.scenarios);
     let started = Instant::now();

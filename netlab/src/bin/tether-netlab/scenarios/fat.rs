@@ -8,9 +8,7 @@ use std::time::Instant;
 use anyhow::Result;
 use tether_netlab::protocol::Command;
 
-use super::kit::{
-    Ctx, MIN, Outcome, alias, device, f, figure_transfer, make_file, transfer, transfer_lanes,
-};
+use super::kit::{Ctx, MIN, Outcome, alias, device, f, figure_transfer, make_file, transfer_lanes};
 use crate::agent::{Agent, pair};
 use crate::lab::{Host, Lab, Nat};
 
@@ -184,7 +182,7 @@ pub(super) fn settings_table(ctx: &Ctx) -> Result<Outcome> {
     let links = [FAT_LINKS[0], FAT_LINKS[1], LOSSY];
     for (n, link) in links.iter().enumerate() {
         let lab = shaped_lab(ctx, &format!("s10-{n}"), link)?;
-        let mib = (size_mib(ctx, link) / 2).max(8);
+        let mib = size_mib(ctx, link);
         let base = lab.dir.join("payload.bin");
         let expected = make_file(&base, mib, "s10")?;
         let (tcp, _) = tcp_through(ctx, &lab, mib)?;
@@ -198,35 +196,52 @@ pub(super) fn settings_table(ctx: &Ctx) -> Result<Outcome> {
             let tag = format!("{}-{congestion}", windows.replace('/', "-"));
             let quic = ["--windows", windows, "--congestion", congestion];
             let (mut a, a2) = tuned_pair(ctx, &lab, &tag, &quic)?;
-            setting_row(&mut out, link, &tag, tcp, (&mut a, &a2), (&base, &expected))?;
+            let row = Row {
+                link,
+                tag: &tag,
+                tcp,
+                lanes: ctx.lanes,
+            };
+            row.measure(&mut out, (&mut a, &a2), (&base, &expected))?;
         }
     }
     Ok(out)
 }
 
-fn setting_row(
-    out: &mut Outcome,
-    link: &Link,
-    tag: &str,
+/// One setting's transfer in scenario 10.
+struct Row<'a> {
+    link: &'a Link,
+    tag: &'a str,
     tcp: f64,
-    (a, a2): (&mut Agent, &Agent),
-    (base, expected): (&Path, &str),
-) -> Result<()> {
-    let (answer, same) = transfer(a, a2, &alias(base, &format!("{tag}.bin"))?, expected)?;
-    let goodput = f(&answer["goodput_mbit"]);
-    out.check(
-        same,
-        format!(
-            "{} | {tag} | {goodput:.1} Mbit/s | {:.2} × line rate | {:.2} × TCP | hashes match: \
-             {same}{}",
-            link.label,
-            goodput / link.mbit,
-            goodput / tcp,
-            answer["error"]
-                .as_str()
-                .map(|e| format!(" ({e})"))
-                .unwrap_or_default()
-        ),
-    );
-    Ok(())
+    lanes: u8,
+}
+
+impl Row<'_> {
+    fn measure(
+        &self,
+        out: &mut Outcome,
+        (a, a2): (&mut Agent, &Agent),
+        (base, expected): (&Path, &str),
+    ) -> Result<()> {
+        let (link, tag, tcp) = (self.link, self.tag, self.tcp);
+        let file = alias(base, &format!("{tag}.bin"))?;
+        let (answer, same) = transfer_lanes(a, a2, &file, expected, self.lanes)?;
+        let goodput = f(&answer["goodput_mbit"]);
+        out.check(
+            same,
+            format!(
+                "{} | {tag}, {} stream(s) | {goodput:.1} Mbit/s | {:.2} × line rate | {:.2} × TCP \
+                 | hashes match: {same}{}",
+                link.label,
+                1 + self.lanes,
+                goodput / link.mbit,
+                goodput / tcp,
+                answer["error"]
+                    .as_str()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ),
+        );
+        Ok(())
+    }
 }

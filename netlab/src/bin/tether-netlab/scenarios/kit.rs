@@ -23,6 +23,8 @@ pub(crate) struct Ctx {
     /// QUIC settings scenario 10 compares (`WINDOWS:CONGESTION`, the agent's `--windows` and
     /// `--congestion`).
     pub(crate) settings: Vec<String>,
+    /// Extra streams (transfer lanes) of scenario 10's transfers.
+    pub(crate) lanes: u8,
 }
 
 /// A scenario's verdict and figures.
