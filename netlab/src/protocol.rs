@@ -57,6 +57,16 @@ pub enum Command {
         /// The file.
         path: PathBuf,
     },
+    /// Sends a file as [`Command::SendFile`] does, over `lanes` extra QUIC streams beside the
+    /// control stream.
+    SendFileLanes {
+        /// The paired device.
+        to: String,
+        /// The file.
+        path: PathBuf,
+        /// Extra data streams.
+        lanes: u8,
+    },
     /// The BLAKE3 hash of a file.
     Hash {
         /// The file.

@@ -65,7 +65,8 @@ enum Task {
         /// Build the lab in debug mode (faster to build; release is the default).
         #[arg(long)]
         debug: bool,
-        /// Scenarios (1-8) and the lab's options (`--long-cut-secs`, `--mib`); all when empty.
+        /// Scenarios (1-10, `fat` for 9 and 10) and the lab's options (`--long-cut-secs`, `--mib`,
+        /// `--settings`, `--lanes`); 1-9 when empty.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },

@@ -8,7 +8,7 @@ use rustls_pki_types::pem::PemObject;
 
 use iroh::dns::DnsResolver;
 
-use crate::TransportError;
+use crate::{QuicTuning, TransportError};
 
 /// The UDP port Tether tries first (the seed design's port); a random one is used when it is
 /// taken.
@@ -61,6 +61,9 @@ pub struct TransportConfig {
     pub global_discovery: Option<GlobalDiscoveryConfig>,
     /// Keep every packet on loopback (see the type's docs).
     pub local_only: bool,
+    /// QUIC flow-control windows and congestion controller ([`QuicTuning::default`] in both
+    /// the real-world and the local-only configuration).
+    pub quic: QuicTuning,
 }
 
 impl Default for TransportConfig {
@@ -74,6 +77,7 @@ impl Default for TransportConfig {
             mdns: true,
             global_discovery: Some(GlobalDiscoveryConfig::n0()),
             local_only: false,
+            quic: QuicTuning::default(),
         }
     }
 }
@@ -90,6 +94,7 @@ impl TransportConfig {
             mdns: false,
             global_discovery: None,
             local_only: true,
+            quic: QuicTuning::default(),
         }
     }
 

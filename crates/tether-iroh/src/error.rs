@@ -32,6 +32,18 @@ pub enum TransportError {
         /// Why.
         reason: String,
     },
+    /// A QUIC setting of [`QuicTuning`](crate::QuicTuning) is out of its bounds.
+    #[error("QUIC setting {setting} = {value} is outside {min}..={max}")]
+    InvalidTuning {
+        /// The setting's name.
+        setting: &'static str,
+        /// The value given.
+        value: u64,
+        /// The smallest value accepted.
+        min: u64,
+        /// The largest value accepted.
+        max: u64,
+    },
     /// A node id is not a valid iroh endpoint id.
     #[error("not a valid endpoint id")]
     InvalidNodeId,

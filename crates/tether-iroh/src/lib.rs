@@ -20,6 +20,9 @@
 //!   multicast at all (for local-only runs, tests and the demo); [`GlobalDiscovery`] publishes
 //!   the endpoint's addresses through pkarr and finds paired devices by node id through DNS
 //!   (an `iroh-dns-server`; n0's by default, see [`GlobalDiscoveryConfig`]).
+//! * [`QuicTuning`] (in [`TransportConfig::quic`]) sets QUIC's flow-control windows and
+//!   congestion controller: the defaults fill a 1 Gbit/s link with a 50 ms round trip, and
+//!   bound what a peer can make a connection hold.
 //!
 //! [`TransportConfig::local_only`] keeps every packet on this machine: loopback bind, no public
 //! relays or DNS (servers listed explicitly on loopback, such as a test's, are kept), no mDNS.
@@ -39,6 +42,7 @@ mod loopback;
 mod mdns;
 mod relay_select;
 mod transport;
+mod tuning;
 
 pub use addr::PeerAddr;
 pub use config::{
@@ -52,3 +56,4 @@ pub use loopback::LoopbackDiscovery;
 pub use mdns::MdnsDiscovery;
 pub use relay_select::{LowestLatency, probe_relay};
 pub use transport::{AdmitAll, ConnectionGate, Refusal, Transport, peer_node_id};
+pub use tuning::{CongestionControl, QuicTuning};

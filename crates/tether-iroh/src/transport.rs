@@ -107,6 +107,7 @@ impl Transport {
         gate: Arc<dyn ConnectionGate>,
     ) -> Result<Self, TransportError> {
         let config = config.effective();
+        config.quic.validate()?;
         let endpoint = match bind_once(identity, &config, config.bind_addr, &alpns, &gate).await {
             Ok(endpoint) => endpoint,
             Err(error) if config.fall_back_to_random_port && config.bind_addr.port() != 0 => {
@@ -349,6 +350,7 @@ async fn bind_once(
         .alpns(alpns.to_vec())
         .relay_mode(relay_mode(&config.relay)?)
         .hooks(GateHook(Arc::clone(gate)))
+        .transport_config(config.quic.to_iroh()?)
         .clear_ip_transports();
     if config.force_relay {
         if config.relay == RelayConfig::Disabled {

@@ -3,7 +3,9 @@
 //!
 //! The lab sends packets here with `iptables -j NFQUEUE --queue-num N --queue-bypass` (the
 //! bypass lets packets through unharmed if this process is gone). With one fixed delay the
-//! release order is the arrival order, so a FIFO and one sleeping thread do.
+//! release order is the arrival order, so a FIFO and one sleeping thread do; every packet due
+//! by the time the thread wakes goes out with one batch verdict (the kernel accepts every
+//! queued packet up to an id), so a fast link costs a syscall per wake-up, not per packet.
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -29,8 +31,10 @@ pub(crate) struct DelayArgs {
 
 const NFNL_SUBSYS_QUEUE: u16 = 3;
 const NFQNL_MSG_PACKET: u16 = 0;
+#[cfg(test)]
 const NFQNL_MSG_VERDICT: u16 = 1;
 const NFQNL_MSG_CONFIG: u16 = 2;
+const NFQNL_MSG_VERDICT_BATCH: u16 = 3;
 const NFQA_PACKET_HDR: u16 = 1;
 const NFQA_VERDICT_HDR: u16 = 2;
 const NFQA_CFG_CMD: u16 = 1;
@@ -70,10 +74,46 @@ fn message(kind: u16, queue: u16, attrs: &[u8]) -> Vec<u8> {
     out
 }
 
+#[cfg(test)]
 fn verdict(queue: u16, packet_id: u32) -> Vec<u8> {
     let mut hdr = NF_ACCEPT.to_be_bytes().to_vec();
     hdr.extend_from_slice(&packet_id.to_be_bytes());
     message(NFQNL_MSG_VERDICT, queue, &attr(NFQA_VERDICT_HDR, &hdr))
+}
+
+/// Accepts every packet of the queue up to and including `packet_id`.
+fn batch_verdict(queue: u16, packet_id: u32) -> Vec<u8> {
+    let mut hdr = NF_ACCEPT.to_be_bytes().to_vec();
+    hdr.extend_from_slice(&packet_id.to_be_bytes());
+    message(
+        NFQNL_MSG_VERDICT_BATCH,
+        queue,
+        &attr(NFQA_VERDICT_HDR, &hdr),
+    )
+}
+
+/// Releases packets as they fall due: sleeps until the oldest is due, then accepts it and
+/// every later one already due with one batch verdict.
+fn release(rx: &mpsc::Receiver<(Instant, u32)>, queue: u16, send: impl Fn(&[u8])) {
+    let mut waiting = None;
+    loop {
+        let Some((at, id)) = waiting.take().or_else(|| rx.recv().ok()) else {
+            return;
+        };
+        if let Some(wait) = at.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let now = Instant::now();
+        let mut last = id;
+        while let Ok((next_at, next_id)) = rx.try_recv() {
+            if next_at > now {
+                waiting = Some((next_at, next_id));
+                break;
+            }
+            last = next_id;
+        }
+        send(&batch_verdict(queue, last));
+    }
 }
 
 /// The packet ids in one buffer of netlink messages; errors the kernel reports are returned
@@ -154,12 +194,9 @@ pub(crate) fn run(args: &DelayArgs) -> Result<()> {
     let (tx, rx) = mpsc::channel::<(Instant, u32)>();
     let release_fd = Arc::clone(&fd);
     std::thread::spawn(move || {
-        for (at, id) in rx {
-            if let Some(wait) = at.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-            let _ = rustix::net::send(&release_fd, &verdict(queue, id), SendFlags::empty());
-        }
+        release(&rx, queue, |message| {
+            let _ = rustix::net::send(&release_fd, message, SendFlags::empty());
+        });
     });
     emit(&json!({"event": "ready", "queue": queue, "ms": args.ms}));
     let mut buf = vec![0u8; 1 << 20];
@@ -225,6 +262,27 @@ mod tests {
             let _ = packet_ids(&whole[..cut], &mut ids);
             assert!(ids.is_empty() || ids == vec![9]);
         }
+    }
+
+    #[test]
+    fn packets_due_together_go_out_with_one_batch_verdict_for_the_last() {
+        let (tx, rx) = mpsc::channel();
+        let now = Instant::now();
+        for id in [1, 2, 3] {
+            tx.send((now, id)).unwrap();
+        }
+        tx.send((now + Duration::from_millis(200), 4)).unwrap();
+        drop(tx);
+        let sent = std::cell::RefCell::new(Vec::new());
+        release(&rx, 7, |message| sent.borrow_mut().push(message.to_vec()));
+        assert_eq!(
+            sent.into_inner(),
+            vec![batch_verdict(7, 3), batch_verdict(7, 4)]
+        );
+        assert_eq!(
+            &batch_verdict(7, 3)[4..6],
+            &((NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT_BATCH).to_ne_bytes()
+        );
     }
 
     #[test]

@@ -11,9 +11,9 @@ use anyhow::{Context, Result, bail};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tether::{
-    DeviceName, Hlc, KeyOptions, KeychainPolicy, LibraryAnnounce, LibraryInfo, NetworkEvent,
-    NetworkMessage, NetworkingConfig, NetworkingService, NodeId, PathKind, RelayConfig,
-    TransferEvent, TransferOptions, TransportConfig, TrustedRoot, Uuid,
+    CongestionControl, DeviceName, Hlc, KeyOptions, KeychainPolicy, LibraryAnnounce, LibraryInfo,
+    NetworkEvent, NetworkMessage, NetworkingConfig, NetworkingService, NodeId, PathKind,
+    QuicTuning, RelayConfig, TransferEvent, TransferOptions, TransportConfig, TrustedRoot, Uuid,
 };
 use tether_netlab::protocol::{Command, Request};
 use tokio::io::AsyncBufReadExt;
@@ -45,6 +45,50 @@ pub(crate) struct DeviceArgs {
     /// The device's name.
     #[arg(long, default_value = "lab-device")]
     name: String,
+    /// QUIC flow-control windows: `tether` (the library's defaults), `quinn` (noq's own), or
+    /// `STREAM/CONNECTION/SEND` in KiB.
+    #[arg(long, default_value = "tether", value_parser = parse_windows)]
+    windows: QuicTuning,
+    /// QUIC congestion controller.
+    #[arg(long, value_enum, default_value_t = Congestion::Cubic)]
+    congestion: Congestion,
+}
+
+fn parse_windows(text: &str) -> Result<QuicTuning, String> {
+    match text {
+        "tether" => return Ok(QuicTuning::default()),
+        "quinn" => return Ok(QuicTuning::quinn_defaults()),
+        _ => {}
+    }
+    let kib: Vec<u32> = text
+        .split('/')
+        .map(|part| part.parse::<u32>().map(|k| k.saturating_mul(1024)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{text}: {e}"))?;
+    let [stream, connection, send] = kib[..] else {
+        return Err(format!(
+            "{text}: give tether, quinn or STREAM/CONNECTION/SEND in KiB"
+        ));
+    };
+    let tuning = QuicTuning::default().with_windows(stream, connection, send);
+    tuning.validate().map_err(|e| e.to_string())?;
+    Ok(tuning)
+}
+
+/// Which congestion controller a lab device uses.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum Congestion {
+    Cubic,
+    Newreno,
+    Bbr,
+}
+
+fn quic_tuning(windows: QuicTuning, congestion: Congestion) -> QuicTuning {
+    windows.with_congestion(match congestion {
+        Congestion::Cubic => CongestionControl::Cubic,
+        Congestion::Newreno => CongestionControl::NewReno,
+        Congestion::Bbr => CongestionControl::Bbr,
+    })
 }
 
 struct State {
@@ -73,6 +117,7 @@ pub(crate) async fn run(args: DeviceArgs) -> Result<()> {
     transport.bind_addr = args.bind;
     transport.fall_back_to_random_port = false;
     transport.mdns = args.mdns;
+    transport.quic = quic_tuning(args.windows, args.congestion);
     transport.relay = if args.relay.is_empty() {
         RelayConfig::Disabled
     } else {
@@ -229,7 +274,10 @@ async fn handle(state: &State, id: u64, command: Command) -> Result<Value> {
             send_messages(service, to, start, count).await
         }
         Command::Messages { start, count } => messages(state, start, count),
-        Command::SendFile { to, path } => send_file(service, id, node(&to)?, path).await,
+        Command::SendFile { to, path } => send_file(service, id, node(&to)?, path, 0).await,
+        Command::SendFileLanes { to, path, lanes } => {
+            send_file(service, id, node(&to)?, path, lanes).await
+        }
         Command::Hash { path } => hash_file(path).await,
         Command::Conn { to } => Ok(conn_info(service, node(&to)?)),
         Command::WaitDirect { to, timeout_ms } => wait_direct(service, to, timeout_ms).await,
@@ -388,10 +436,11 @@ async fn send_file(
     id: u64,
     to: NodeId,
     path: PathBuf,
+    lanes: u8,
 ) -> Result<Value> {
     let started = Instant::now();
     let mut handle = service
-        .share_with_device(to, &[path], TransferOptions::default())
+        .share_with_device(to, &[path], TransferOptions::default().lanes(lanes))
         .await?;
     let mut events = std::mem::replace(&mut handle.events, tokio::sync::mpsc::channel(1).1);
     // Progress at most every 5 % so the lab can act at a given point of the transfer.

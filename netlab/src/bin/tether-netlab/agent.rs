@@ -38,6 +38,17 @@ pub(crate) struct Agent {
 
 impl Agent {
     pub(crate) fn start(agent_bin: &Path, dir: &Path, spec: &DeviceSpec<'_>) -> Result<Self> {
+        Self::start_with(agent_bin, dir, spec, &[])
+    }
+
+    /// [`Agent::start`] with more arguments for the device (such as its QUIC settings:
+    /// `--windows quinn --congestion bbr`).
+    pub(crate) fn start_with(
+        agent_bin: &Path,
+        dir: &Path,
+        spec: &DeviceSpec<'_>,
+        extra: &[&str],
+    ) -> Result<Self> {
         let data_dir = dir.join(spec.name).join("data");
         let receive_dir = dir.join(spec.name).join("received");
         std::fs::create_dir_all(&receive_dir)?;
@@ -53,7 +64,8 @@ impl Agent {
             .arg(&data_dir)
             .arg("--receive-dir")
             .arg(&receive_dir)
-            .args(["--bind", &bind, "--name", spec.name]);
+            .args(["--bind", &bind, "--name", spec.name])
+            .args(extra);
         if spec.mdns {
             command.arg("--mdns");
         }

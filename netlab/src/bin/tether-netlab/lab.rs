@@ -166,6 +166,8 @@ pub(crate) struct Lab {
     pub(crate) dir: PathBuf,
     /// Relays and delay lines started, to stop with the lab.
     children: Vec<std::process::Child>,
+    /// The delay lines' process ids (among `children`).
+    delay_pids: Vec<u32>,
 }
 
 const NODES: [&str; 6] = ["pub", "rA", "rB", "hA", "hA2", "hB"];
@@ -232,6 +234,7 @@ impl Lab {
         let lab = Self {
             dir: dir.to_path_buf(),
             children: Vec::new(),
+            delay_pids: Vec::new(),
         };
         for node in NODES {
             run("ip", &["netns", "add", &ns(node)])?;
@@ -397,23 +400,7 @@ impl Lab {
 
     /// Adds `ms` of delay to each direction of `host`'s link (a userspace delay line).
     pub(crate) fn delay(&mut self, agent: &Path, host: Host, ms: u64) -> Result<()> {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &host.ns()])
-            .arg(agent)
-            .args(["delay", "--queue", "1", "--ms", &ms.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting the delay line")?;
-        let stdout = child.stdout.take().context("the delay line's stdout")?;
-        self.children.push(child);
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
-            .context("waiting for the delay line")?;
-        if !line.contains("ready") {
-            bail!("the delay line did not start: {line}");
-        }
+        self.delay_line(agent, host, ms)?;
         for (chain, dir) in [("OUTPUT", "-o"), ("INPUT", "-i")] {
             x(
                 host.short(),
@@ -424,6 +411,76 @@ impl Lab {
                     "-A",
                     chain,
                     dir,
+                    "eth0",
+                    "-j",
+                    "NFQUEUE",
+                    "--queue-num",
+                    "1",
+                    "--queue-bypass",
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Starts a delay line of `ms` on queue 1 in `host`.
+    fn delay_line(&mut self, agent: &Path, host: Host, ms: u64) -> Result<()> {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &host.ns()])
+            .arg(agent)
+            .args(["delay", "--queue", "1", "--ms", &ms.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the delay line")?;
+        let stdout = child.stdout.take().context("the delay line's stdout")?;
+        // `ip netns exec` execs the agent: the child's pid is the delay line's.
+        self.delay_pids.push(child.id());
+        self.children.push(child);
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .context("waiting for the delay line")?;
+        if !line.contains("ready") {
+            bail!("the delay line did not start: {line}");
+        }
+        Ok(())
+    }
+
+    /// CPU time the delay lines have used so far, in seconds (user + system, from
+    /// `/proc/PID/stat` in clock ticks of 1/100 s). Its growth over a transfer, divided by the
+    /// transfer's time, is the share of a core the delay line needed.
+    pub(crate) fn delay_cpu_secs(&self) -> f64 {
+        self.delay_pids
+            .iter()
+            .filter_map(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                // After the command name in parentheses: state is field 3, utime 14, stime 15.
+                let (_, rest) = stat.rsplit_once(')')?;
+                let mut fields = rest.split_whitespace().skip(11);
+                let user = fields.next()?.parse::<u64>().ok()?;
+                let system = fields.next()?.parse::<u64>().ok()?;
+                Some((user + system) as f64 / 100.0)
+            })
+            .sum()
+    }
+
+    /// Adds `ms` of delay to each of `hosts`' incoming packets, with a delay line in each host
+    /// (on two hosts of one link: `ms` each way). Unlike [`Lab::delay`], nothing is held on
+    /// the sender's way out, where a held packet still counts against the sending socket
+    /// (TCP Small Queues, the UDP send buffer) and throttles the sender as a slow NIC would.
+    pub(crate) fn delay_inbound(&mut self, agent: &Path, hosts: &[Host], ms: u64) -> Result<()> {
+        for host in hosts {
+            self.delay_line(agent, *host, ms)?;
+            x(
+                host.short(),
+                &[
+                    "iptables",
+                    "-t",
+                    "mangle",
+                    "-A",
+                    "INPUT",
+                    "-i",
                     "eth0",
                     "-j",
                     "NFQUEUE",

@@ -21,12 +21,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use crate::scenarios::{ALL, Ctx};
+use crate::scenarios::{ALL, Ctx, FAT, ON_REQUEST, Scenario};
 
 #[derive(Parser)]
 #[command(about = "Tether's network lab (issue 10): run as root")]
 struct Cli {
-    /// Scenarios to run (1-8); all when empty.
+    /// Scenarios to run (1-10, or `fat` for 9 and 10); all but 10 when empty.
     scenarios: Vec<String>,
     /// Size of the test files in MiB (the 1 Gbit/s and relay-fallback runs send 4×).
     #[arg(long, default_value_t = 64)]
@@ -35,6 +35,17 @@ struct Cli {
     /// when the connection's idle timeout ends it, about 20 s into the cut).
     #[arg(long, default_value_t = 120)]
     long_cut_secs: u64,
+    /// QUIC settings scenario 10 compares, as `WINDOWS:CONGESTION` (windows `tether`,
+    /// `quinn` or `STREAM/CONNECTION/SEND` in KiB; congestion `cubic`, `newreno` or `bbr`).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "quinn:cubic,quinn:newreno,quinn:bbr,tether:cubic,tether:newreno,tether:bbr"
+    )]
+    settings: Vec<String>,
+    /// Extra streams (transfer lanes) of scenario 10's transfers.
+    #[arg(long, default_value_t = 0)]
+    lanes: u8,
 }
 
 /// Why the lab cannot run here, if it cannot.
@@ -114,6 +125,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// The scenarios `names` asks for: numbers, or `fat`; when none, all but those on request.
+fn selected(names: &[String]) -> Vec<&'static Scenario> {
+    ALL.iter()
+        .filter(|(number, _, _)| {
+            if names.is_empty() {
+                return !ON_REQUEST.contains(number);
+            }
+            names
+                .iter()
+                .any(|s| s == number || (s == "fat" && FAT.contains(number)))
+        })
+        .collect()
+}
+
 fn run(cli: &Cli) -> Result<bool> {
     if let Some(why) = unsupported() {
         println!("netlab skipped: {why}");
@@ -138,13 +163,10 @@ fn run(cli: &Cli) -> Result<bool> {
         mib: cli.mib,
         long_cut: Duration::from_secs(cli.long_cut_secs),
         relay_trust: true,
+        settings: cli.settings.clone(),
+        lanes: cli.lanes,
     };
-    let selected: Vec<_> = ALL
-        .iter()
-        .filter(|(number, _, _)| {
-            cli.scenarios.is_empty() || cli.scenarios.iter().any(|s| s == number)
-        })
-        .collect();
+    let selected = selected(&cli.scenarios);
     let started = Instant::now();
     let mut rows = Vec::new();
     for (number, name, scenario) in selected {

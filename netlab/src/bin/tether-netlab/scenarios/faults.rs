@@ -64,6 +64,17 @@ pub(super) fn loss(ctx: &Ctx) -> Result<Outcome> {
                 }
             ),
         );
+        // Plain TCP (Linux's CUBIC) through the same link and loss, right after.
+        let tcp = lab.tcp_goodput(&ctx.agent, Host::A, Host::A2, ctx.mib)?;
+        let beside = format!(
+            "{label}: TCP through the same link {tcp:.1} Mbit/s; Tether {:.2} × TCP",
+            goodput / tcp
+        );
+        if percent >= 10.0 {
+            out.target(goodput >= tcp, format!("{beside} (target 1.00)"));
+        } else {
+            out.note(beside);
+        }
         if percent > 0.0 {
             lab.clear_loss(&[Host::A, Host::A2])?;
         }

@@ -20,6 +20,11 @@ pub(crate) struct Ctx {
     pub(crate) long_cut: Duration,
     /// Whether devices can be told to trust the lab relay's certificate.
     pub(crate) relay_trust: bool,
+    /// QUIC settings scenario 10 compares (`WINDOWS:CONGESTION`, the agent's `--windows` and
+    /// `--congestion`).
+    pub(crate) settings: Vec<String>,
+    /// Extra streams (transfer lanes) of scenario 10's transfers.
+    pub(crate) lanes: u8,
 }
 
 /// A scenario's verdict and figures.
@@ -118,13 +123,30 @@ pub(crate) fn transfer(
     file: &Path,
     expected: &str,
 ) -> Result<(Value, bool)> {
-    let answer = from.call(
+    transfer_lanes(from, to, file, expected, 0)
+}
+
+/// [`transfer`] over `lanes` extra streams.
+pub(crate) fn transfer_lanes(
+    from: &mut Agent,
+    to: &Agent,
+    file: &Path,
+    expected: &str,
+    lanes: u8,
+) -> Result<(Value, bool)> {
+    let command = if lanes == 0 {
         Command::SendFile {
             to: to.node_id.clone(),
             path: file.to_path_buf(),
-        },
-        10 * MIN,
-    )?;
+        }
+    } else {
+        Command::SendFileLanes {
+            to: to.node_id.clone(),
+            path: file.to_path_buf(),
+            lanes,
+        }
+    };
+    let answer = from.call(command, 10 * MIN)?;
     let name = file.file_name().context("file name")?;
     let received = to.receive_dir.join(name);
     let same = answer["ok"] == true && hash(&received).is_ok_and(|h| h == expected);

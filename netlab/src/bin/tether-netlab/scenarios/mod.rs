@@ -3,10 +3,12 @@
 
 use anyhow::Result;
 
+mod fat;
 mod faults;
 mod kit;
 mod paths;
 
+use fat::{fat_links, settings_table};
 use faults::{cuts, loss, rates};
 pub(crate) use kit::{Ctx, Outcome};
 use paths::{cone_direct, direct_blocked, lan_mdns, roaming, symmetric_relay};
@@ -14,7 +16,7 @@ use paths::{cone_direct, direct_blocked, lan_mdns, roaming, symmetric_relay};
 /// A scenario: its number, name and body.
 pub(crate) type Scenario = (&'static str, &'static str, fn(&Ctx) -> Result<Outcome>);
 
-pub(crate) const ALL: [Scenario; 8] = [
+pub(crate) const ALL: [Scenario; 10] = [
     (
         "1",
         "LAN pairing by code over mDNS; no mDNS across the NAT",
@@ -35,4 +37,20 @@ pub(crate) const ALL: [Scenario; 8] = [
     ("6", "link cut 1 s, and a long cut, mid-transfer", cuts),
     ("7", "1 Gbit/s and 100 Mbit/s + 50 ms RTT goodput", rates),
     ("8", "a device moves to the other home", roaming),
+    (
+        "9",
+        "long fat links (200 Mbit/s + 100 ms, 1 Gbit/s + 50 ms) beside TCP",
+        fat_links,
+    ),
+    (
+        "10",
+        "QUIC windows × congestion controller on fat links and 10% loss, TCP alongside",
+        settings_table,
+    ),
 ];
+
+/// Scenarios run only when named (they repeat others' links once per setting).
+pub(crate) const ON_REQUEST: [&str; 1] = ["10"];
+
+/// What the name `fat` selects: the long-fat-link scenarios.
+pub(crate) const FAT: [&str; 2] = ["9", "10"];
