@@ -97,7 +97,7 @@ pub use tether_transfer::{
     Reason as LeftoverReason, Reserve, TransferCipher, TransferError, TransferEvent,
     TransferReport, Waiting,
 };
-pub use transfer::{TransferHandle, TransferOptions};
+pub use transfer::{TransferHandle, TransferOptions, lanes_for_round_trip};
 
 pub use tether_identity::{
     DeviceId, DeviceInfo, DeviceName, DeviceNameError, DeviceType, ErrorChain, NodeId, error_chain,

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tether_iroh::ConnectionInfo;
 use tether_protocol::{RecvStream, SendStream};
 use tether_transfer::{
     CancellationToken, Hello, OutgoingTransfer, Receiver, RunContext, SendOptions, TransferCipher,
@@ -37,8 +38,9 @@ pub struct TransferOptions {
     pub ciphers: Vec<TransferCipher>,
     /// Bytes per second, for this transfer.
     pub rate_limit: Option<u64>,
-    /// Extra streams beside the control stream (0 to 7).
-    pub lanes: u8,
+    /// Extra streams beside the control stream (0 to 7). `None` (the default) picks them from
+    /// the link's round trip when the transfer starts ([`lanes_for_round_trip`]).
+    pub lanes: Option<u8>,
     /// How long the transfer may move no bytes at all before it ends with
     /// [`TransferError::Stalled`] (resumable: send again). Default: 60 s.
     pub stall_timeout: Duration,
@@ -51,7 +53,7 @@ impl Default for TransferOptions {
             encrypt: true,
             ciphers: TransferCipher::preference(TransferCipher::aes_hardware()),
             rate_limit: None,
-            lanes: 0,
+            lanes: None,
             stall_timeout: Duration::from_secs(60),
         }
     }
@@ -88,11 +90,34 @@ impl TransferOptions {
         self
     }
 
-    /// Sets the number of extra streams.
+    /// Sets the number of extra streams (instead of picking them from the round trip).
     pub fn lanes(mut self, lanes: u8) -> Self {
-        self.lanes = lanes;
+        self.lanes = Some(lanes);
         self
     }
+}
+
+/// The link speed a transfer's streams should be able to fill, in bytes per second (1 Gbit/s).
+const LANE_TARGET_RATE: u64 = 125_000_000;
+
+/// Most extra streams picked by [`lanes_for_round_trip`].
+const MAX_AUTO_LANES: u8 = 3;
+
+/// How many extra streams a transfer uses when the app did not choose: QUIC lets one stream
+/// carry at most the receiver's stream window per round trip (2 MiB by default,
+/// [`tether_iroh::QuicTuning`]), so a link with a long round trip needs several streams to
+/// fill it: enough for 1 Gbit/s, at most 3 extra. Below about 17 ms (a LAN, loopback) one
+/// stream suffices and an extra one is not faster; no round trip known yet is treated alike.
+pub fn lanes_for_round_trip(rtt: Option<Duration>) -> u8 {
+    let Some(rtt) = rtt else {
+        return 0;
+    };
+    let window = u128::from(tether_iroh::QuicTuning::default().stream_receive_window.max(1));
+    let in_flight = u128::from(LANE_TARGET_RATE) * rtt.as_micros() / 1_000_000;
+    let streams = in_flight.div_ceil(window);
+    u8::try_from(streams.saturating_sub(1))
+        .unwrap_or(u8::MAX)
+        .min(MAX_AUTO_LANES)
 }
 
 /// A running transfer (a push, or a pull this device asked for): its progress events, a way to cancel it, and its outcome.
@@ -177,8 +202,12 @@ pub(crate) async fn send(
         context = context.keys(link.transfer_keys(outgoing.transfer_id())?);
     }
     let control = open_stream(link).await?;
-    let mut lanes = Vec::with_capacity(usize::from(options.lanes));
-    for _ in 0..options.lanes {
+    let lane_count = options
+        .lanes
+        .unwrap_or_else(|| lanes_for_round_trip(ConnectionInfo::of(&link.connection).rtt));
+    debug!(lanes = lane_count, "extra streams");
+    let mut lanes = Vec::with_capacity(usize::from(lane_count));
+    for _ in 0..lane_count {
         lanes.push(open_stream(link).await?);
     }
     info!(peer = %short(&link.node_id), files = outgoing.manifest().len(), bytes = outgoing.total_bytes(), "sending");
@@ -299,5 +328,26 @@ pub(crate) async fn serve_stream(
             warn!(peer = %short(&link.node_id), "an unknown stream greeting");
             Ok(None)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::lanes_for_round_trip;
+
+    #[test]
+    fn a_long_round_trip_gets_enough_streams_for_a_gigabit_and_a_lan_gets_one() {
+        let ms = |ms| Some(Duration::from_millis(ms));
+        assert_eq!(lanes_for_round_trip(None), 0);
+        assert_eq!(lanes_for_round_trip(ms(0)), 0);
+        assert_eq!(lanes_for_round_trip(ms(1)), 0);
+        assert_eq!(lanes_for_round_trip(ms(16)), 0);
+        // 2 MiB per stream and round trip: 1 Gbit/s over 25 ms needs 3.1 MB in flight.
+        assert_eq!(lanes_for_round_trip(ms(25)), 1);
+        assert_eq!(lanes_for_round_trip(ms(50)), 2);
+        assert_eq!(lanes_for_round_trip(ms(100)), 3);
+        assert_eq!(lanes_for_round_trip(Some(Duration::MAX)), 3);
     }
 }
