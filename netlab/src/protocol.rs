@@ -50,7 +50,8 @@ pub enum Command {
         /// How many it sent.
         count: u64,
     },
-    /// Send a file; answers when the receiver has verified it (or the transfer failed).
+    /// Send a file with the default options (extra streams picked from the round trip); answers
+    /// when the receiver has verified it (or the transfer failed).
     SendFile {
         /// The paired device.
         to: String,

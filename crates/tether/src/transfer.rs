@@ -112,7 +112,11 @@ pub fn lanes_for_round_trip(rtt: Option<Duration>) -> u8 {
     let Some(rtt) = rtt else {
         return 0;
     };
-    let window = u128::from(tether_iroh::QuicTuning::default().stream_receive_window.max(1));
+    let window = u128::from(
+        tether_iroh::QuicTuning::default()
+            .stream_receive_window
+            .max(1),
+    );
     let in_flight = u128::from(LANE_TARGET_RATE) * rtt.as_micros() / 1_000_000;
     let streams = in_flight.div_ceil(window);
     u8::try_from(streams.saturating_sub(1))

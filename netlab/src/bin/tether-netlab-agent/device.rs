@@ -274,9 +274,9 @@ async fn handle(state: &State, id: u64, command: Command) -> Result<Value> {
             send_messages(service, to, start, count).await
         }
         Command::Messages { start, count } => messages(state, start, count),
-        Command::SendFile { to, path } => send_file(service, id, node(&to)?, path, 0).await,
+        Command::SendFile { to, path } => send_file(service, id, node(&to)?, path, None).await,
         Command::SendFileLanes { to, path, lanes } => {
-            send_file(service, id, node(&to)?, path, lanes).await
+            send_file(service, id, node(&to)?, path, Some(lanes)).await
         }
         Command::Hash { path } => hash_file(path).await,
         Command::Conn { to } => Ok(conn_info(service, node(&to)?)),
@@ -436,12 +436,14 @@ async fn send_file(
     id: u64,
     to: NodeId,
     path: PathBuf,
-    lanes: u8,
+    lanes: Option<u8>,
 ) -> Result<Value> {
     let started = Instant::now();
-    let mut handle = service
-        .share_with_device(to, &[path], TransferOptions::default().lanes(lanes))
-        .await?;
+    let mut options = TransferOptions::default();
+    if let Some(lanes) = lanes {
+        options = options.lanes(lanes);
+    }
+    let mut handle = service.share_with_device(to, &[path], options).await?;
     let mut events = std::mem::replace(&mut handle.events, tokio::sync::mpsc::channel(1).1);
     // Progress at most every 5 % so the lab can act at a given point of the transfer.
     let progress = tokio::spawn(async move {

@@ -3,7 +3,7 @@
 //! the table of what each QUIC setting does on them.
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use tether_netlab::protocol::Command;
@@ -93,12 +93,8 @@ fn core_share(lab: &Lab, cpu_before: f64, began: Instant) -> f64 {
     (lab.delay_cpu_secs() - cpu_before) / began.elapsed().as_secs_f64()
 }
 
-/// Extra streams of the multi-stream run: with the control stream, four streams of 2 MiB
-/// window each cover 1 Gbit/s × 50 ms (6.25 MB).
-const LANES: u8 = 3;
-
-/// Scenario 9: each fat link, TCP then Tether (default settings; one stream, then
-/// [`LANES`] extra streams), beside the line rate.
+/// Scenario 9: each fat link, TCP then Tether (default settings; one stream, then the extra
+/// streams a transfer picks from the round trip by default), beside the line rate.
 pub(super) fn fat_links(ctx: &Ctx) -> Result<Outcome> {
     let mut out = Outcome::new();
     for (n, link) in FAT_LINKS.iter().enumerate() {
@@ -122,12 +118,14 @@ pub(super) fn fat_links(ctx: &Ctx) -> Result<Outcome> {
         ));
         let base = lab.dir.join("payload.bin");
         let expected = make_file(&base, mib, "s9")?;
-        for lanes in [0, LANES] {
+        let rtt = Duration::from_secs_f64(f(&ping["rtt_ms"]).max(0.0) / 1000.0);
+        for lanes in [Some(0), None] {
             let run = Run {
                 lab: &lab,
                 link,
                 tcp,
                 lanes,
+                auto: tether::lanes_for_round_trip(Some(rtt)),
             };
             run.row(&mut out, (&mut a, &a2), (&base, &expected))?;
         }
@@ -140,7 +138,10 @@ struct Run<'a> {
     lab: &'a Lab,
     link: &'a Link,
     tcp: f64,
-    lanes: u8,
+    /// Extra streams; `None`: the transfer's default, picked from the round trip.
+    lanes: Option<u8>,
+    /// What the default picks for the measured round trip.
+    auto: u8,
 }
 
 impl Run<'_> {
@@ -150,21 +151,28 @@ impl Run<'_> {
         (a, a2): (&mut Agent, &Agent),
         (base, expected): (&Path, &str),
     ) -> Result<()> {
-        let (link, streams) = (self.link, 1 + self.lanes);
-        let file = alias(base, &format!("fat-{streams}.bin"))?;
+        let link = self.link;
+        let streams = 1 + self.lanes.unwrap_or(self.auto);
+        let how = if self.lanes.is_some() {
+            format!("{streams} stream(s)")
+        } else {
+            format!("{streams} stream(s) picked from the round trip")
+        };
+        let name = match self.lanes {
+            Some(lanes) => format!("fat-{lanes}.bin"),
+            None => "fat-auto.bin".to_owned(),
+        };
+        let file = alias(base, &name)?;
         let (cpu, began) = (self.lab.delay_cpu_secs(), Instant::now());
         let (answer, same) = transfer_lanes(a, a2, &file, expected, self.lanes)?;
         let core = core_share(self.lab, cpu, began);
         let goodput = f(&answer["goodput_mbit"]);
-        out.check(
-            same,
-            format!("{}, {streams} stream(s): hashes match: {same}", link.label),
-        );
+        out.check(same, format!("{}, {how}: hashes match: {same}", link.label));
         let ratio = goodput / link.mbit;
         out.target(
             ratio >= 0.9 && goodput >= self.tcp,
             format!(
-                "{}: Tether, {streams} stream(s): {}; {ratio:.2} × line rate (target 0.90), \
+                "{}: Tether, {how}: {}; {ratio:.2} × line rate (target 0.90), \
                  {:.2} × TCP (target 1.00); the delay lines used {:.0} % of a core",
                 link.label,
                 figure_transfer(&answer),
@@ -225,7 +233,7 @@ impl Row<'_> {
     ) -> Result<()> {
         let (link, tag, tcp) = (self.link, self.tag, self.tcp);
         let file = alias(base, &format!("{tag}.bin"))?;
-        let (answer, same) = transfer_lanes(a, a2, &file, expected, self.lanes)?;
+        let (answer, same) = transfer_lanes(a, a2, &file, expected, Some(self.lanes))?;
         let goodput = f(&answer["goodput_mbit"]);
         out.check(
             same,

@@ -123,7 +123,7 @@ pub(crate) fn transfer(
     file: &Path,
     expected: &str,
 ) -> Result<(Value, bool)> {
-    transfer_lanes(from, to, file, expected, 0)
+    transfer_lanes(from, to, file, expected, None)
 }
 
 /// [`transfer`] over `lanes` extra streams.
@@ -132,19 +132,18 @@ pub(crate) fn transfer_lanes(
     to: &Agent,
     file: &Path,
     expected: &str,
-    lanes: u8,
+    lanes: Option<u8>,
 ) -> Result<(Value, bool)> {
-    let command = if lanes == 0 {
-        Command::SendFile {
+    let command = match lanes {
+        None => Command::SendFile {
             to: to.node_id.clone(),
             path: file.to_path_buf(),
-        }
-    } else {
-        Command::SendFileLanes {
+        },
+        Some(lanes) => Command::SendFileLanes {
             to: to.node_id.clone(),
             path: file.to_path_buf(),
             lanes,
-        }
+        },
     };
     let answer = from.call(command, 10 * MIN)?;
     let name = file.file_name().context("file name")?;
