@@ -476,8 +476,9 @@ impl RecvShared {
         Ok(())
     }
 
-    /// Syncs the partial files of a batch, spread over up to [`SYNC_THREADS`] scoped threads;
-    /// each thread holds one file open at a time.
+    /// Syncs the partial files of a batch, spread over up to [`SYNC_THREADS`] scoped threads
+    /// (on this thread alone on a file system in memory); each thread holds one file open at a
+    /// time.
     fn seal_all(&self, items: &[(usize, &RecvFile, PartialId)]) -> Result<(), LocalError> {
         let seal = |part: &[(usize, &RecvFile, PartialId)]| {
             part.iter().try_for_each(|&(index, file, id)| {
@@ -485,7 +486,8 @@ impl RecvShared {
                 disk::seal(&partial, &file.paths, file.mtime_ns)
             })
         };
-        if items.len() <= 1 {
+        // On tmpfs a sync is free: a thread per few files would cost more than the syncs.
+        if items.len() <= 1 || self.dest.in_memory() {
             return seal(items);
         }
         // At least a few files per thread: on a file system where a sync costs little (tmpfs), a
