@@ -455,6 +455,81 @@ mod tests {
         assert!(!shared.is_open(0));
     }
 
+    /// Small files go several to a frame only to a receiver that reads batches, only
+    /// uncompressed, and only as many as fit one frame; a larger file goes alone.
+    #[test]
+    fn only_a_receiver_that_reads_batches_gets_small_files_together() {
+        let sizes = [
+            4096u64,
+            100,
+            64 << 10,
+            64 << 10,
+            64 << 10,
+            64 << 10,
+            300_000,
+        ];
+        let files: Vec<SourceFile> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| SourceFile {
+                entry_index: i,
+                path: format!("/nowhere/{i}").into(),
+                size,
+                modified: None,
+                hashes: Vec::new(),
+            })
+            .collect();
+        let entries: Vec<ManifestEntry> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| ManifestEntry {
+                id: Uuid::from_u128(i as u128 + 1),
+                path: format!("{i}"),
+                kind: crate::manifest::EntryKind::File,
+                size,
+                mtime_ns: 0,
+                hash: Some(ContentHash([1; 32])),
+            })
+            .collect();
+        let shared = SendShared::new(files, &entries, Compression::None, Vec::new()).unwrap();
+        let queue_all = |shared: &SendShared| {
+            for (i, &size) in sizes.iter().enumerate() {
+                shared.queue.push(i, 0, chunk_count(size));
+            }
+        };
+        let first = Work { file: 0, index: 0 };
+        let batch = |shared: &SendShared| {
+            let mut works = Vec::new();
+            while let Some(work) = shared.queue.pop_if(|_| true) {
+                works.push(
+                    shared
+                        .take_batch(work)
+                        .iter()
+                        .map(|w| w.file)
+                        .collect::<Vec<_>>(),
+                );
+            }
+            works
+        };
+        // An older receiver (its Accept has no `batches`): one file per frame.
+        queue_all(&shared);
+        assert_eq!(shared.take_batch(first), vec![first]);
+        // A receiver that reads batches, the same files queued afresh.
+        let SendShared { files, .. } = shared;
+        let mut shared = SendShared::new(files, &entries, Compression::None, Vec::new()).unwrap();
+        shared.batches = true;
+        queue_all(&shared);
+        // 4 KiB + 100 B + three 64 KiB files fit 256 KiB with their headers; the fourth does
+        // not; the 300,000-byte file (two chunks) goes alone, chunk by chunk.
+        assert_eq!(
+            batch(&shared),
+            vec![vec![0, 1, 2, 3, 4], vec![5], vec![6], vec![6]]
+        );
+        shared.compression = Compression::Zstd;
+        queue_all(&shared);
+        assert_eq!(batch(&shared).len(), 8, "compressed: one frame per chunk");
+    }
+
     #[test]
     fn a_source_file_without_its_entry_is_an_internal_error() {
         let source = SourceFile {
