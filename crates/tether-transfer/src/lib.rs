@@ -51,6 +51,10 @@
 //!
 //! Frames are tether-wire's: control messages as JSON in control frames, file bytes in data
 //! frames ([`tether_wire::DataChunk`]: entry id, offset, bytes), sealed per lane when encrypted.
+//! A receiver whose `Accept` says `batches` may be sent *batch frames*: one data frame (for the
+//! nil entry at offset `u64::MAX`, which no chunk has) holding several whole files of at most
+//! 64 KiB each, `entry id | length u32 | bytes` per file, at most 256 KiB in all; each file in it
+//! is checked as the chunk at offset 0 of its file would be.
 //!
 //! ```text
 //! sender                                           receiver
@@ -58,7 +62,7 @@
 //!          wants?, plan?} ─►
 //!   Manifest {entries} ... (paged, ≤ 256 KiB each) ─►  check paths, limits, space, ciphers;
 //!                                                    ask consent
-//!                                    ◄─ Accept {cipher} | Decline {code, message}
+//!                                    ◄─ Accept {cipher, batches?} | Decline {code, message}
 //!   ChunkHashes {entry, first, hex} ... ─►           check they add up to each file hash;
 //!                                                    verify kept partial chunks
 //!   (each extra stream) Lane {id, index} ─►
@@ -69,7 +73,8 @@
 //!                            asked while the receiver reads the data)
 //!   FileResponse {entry, size, hash, chunk_size, offset} ─►  (answers a FileRequest)
 //!   data frames on every lane, in any order ─►       verify each chunk, write at its offset;
-//!                                                    fsync + rename each complete file
+//!   (batch frames: several small files in one,       fsync + rename each complete file
+//!    if the Accept says batches)
 //!                                    ◄─ Complete {files, bytes verified}
 //!   either side, any time after the offer: Abort {code, message}
 //! ```
@@ -151,6 +156,7 @@
 //! `renameat2`.
 
 mod abort;
+mod batch;
 mod chunk;
 mod collect;
 mod compress;

@@ -132,6 +132,10 @@ pub(crate) struct AcceptBody {
     /// When encrypted: the wire id of the cipher the receiver picked from the offer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) cipher: Option<u64>,
+    /// The receiver reads batch frames (several small files in one data frame, see `batch.rs`);
+    /// absent (false) from receivers that do not, which are sent one frame per chunk.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) batches: bool,
 }
 
 /// Body of [`Message::Manifest`].
@@ -282,9 +286,22 @@ mod tests {
     fn round_trips_and_shapes() {
         let accept = Message::Accept(AcceptBody::default()).to_frame().unwrap();
         assert_eq!(accept.payload(), br#"{"type":"Accept","body":{}}"#);
-        let accept = Message::Accept(AcceptBody { cipher: Some(2) });
+        let accept = Message::Accept(AcceptBody {
+            cipher: Some(2),
+            batches: false,
+        });
         let frame = accept.to_frame().unwrap();
         assert_eq!(frame.payload(), br#"{"type":"Accept","body":{"cipher":2}}"#);
+        assert_eq!(Message::from_frame(&frame).unwrap(), accept);
+        let accept = Message::Accept(AcceptBody {
+            cipher: None,
+            batches: true,
+        });
+        let frame = accept.to_frame().unwrap();
+        assert_eq!(
+            frame.payload(),
+            br#"{"type":"Accept","body":{"batches":true}}"#
+        );
         assert_eq!(Message::from_frame(&frame).unwrap(), accept);
         let abort = Message::Abort(Abort {
             code: AbortCode::SourceChanged,
@@ -482,7 +499,9 @@ mod tests {
                 offer().prop_map(Message::Offer),
                 prop::collection::vec(entry(), 0..4)
                     .prop_map(|entries| Message::Manifest(ManifestPage { entries })),
-                any::<Option<u64>>().prop_map(|cipher| Message::Accept(AcceptBody { cipher })),
+                (any::<Option<u64>>(), any::<bool>()).prop_map(|(cipher, batches)| {
+                    Message::Accept(AcceptBody { cipher, batches })
+                }),
                 (code(), text())
                     .prop_map(|(code, message)| Message::Decline(Decline { code, message })),
                 (

@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tether_wire::ContentHash;
@@ -148,13 +149,14 @@ fn walk_and_hash(roots: &[(Uuid, PathBuf)]) -> Result<Walk, TransferError> {
         // The application chose this path: follow it if it is a link.
         let meta = fs::metadata(path).map_err(|e| LocalError::io("inspecting", path, e))?;
         if meta.is_file() {
-            walk.add_file(*id, name.as_str().to_owned(), path)?;
+            walk.add_file(*id, name.as_str().to_owned(), path);
         } else if meta.is_dir() {
             walk.add_dir(*id, name.as_str(), path, 1)?;
         } else {
             return Err(bad_source(path, "not a regular file or directory").into());
         }
     }
+    walk.hash_files()?;
     Ok(walk)
 }
 
@@ -166,28 +168,47 @@ struct Walk {
 }
 
 impl Walk {
-    fn add_file(&mut self, id: Uuid, rel: String, path: &Path) -> Result<(), TransferError> {
-        let Hashed {
-            hashes,
-            root,
-            size,
-            modified,
-        } = hash_file(path)?;
+    /// Notes a file; [`hash_files`](Self::hash_files) fills in its size, time and hashes.
+    fn add_file(&mut self, id: Uuid, rel: String, path: &Path) {
         self.files.push(SourceFile {
             entry_index: self.entries.len(),
             path: path.to_path_buf(),
-            size,
-            modified,
-            hashes,
+            size: 0,
+            modified: None,
+            hashes: Vec::new(),
         });
         self.entries.push(ManifestEntry {
             id,
             path: rel,
             kind: EntryKind::File,
-            size,
-            mtime_ns: mtime_ns(modified),
-            hash: Some(ContentHash(root)),
+            size: 0,
+            mtime_ns: 0,
+            hash: None,
         });
+    }
+
+    /// Hashes every file noted, on every core (a folder of many small files costs an open, a
+    /// stat and a read each, which one thread would do one after another).
+    fn hash_files(&mut self) -> Result<(), TransferError> {
+        let paths: Vec<&Path> = self.files.iter().map(|f| f.path.as_path()).collect();
+        let hashed = hash_all(&paths);
+        for (file, hashed) in self.files.iter_mut().zip(hashed) {
+            let Hashed {
+                hashes,
+                root,
+                size,
+                modified,
+            } = hashed?;
+            let Some(entry) = self.entries.get_mut(file.entry_index) else {
+                return Err(LocalError::Task("a source file without its entry".into()).into());
+            };
+            entry.size = size;
+            entry.mtime_ns = mtime_ns(modified);
+            entry.hash = Some(ContentHash(root));
+            file.size = size;
+            file.modified = modified;
+            file.hashes = hashes;
+        }
         Ok(())
     }
 
@@ -228,7 +249,7 @@ impl Walk {
                 .map_err(|e| LocalError::io("inspecting", &child, e))?;
             let child_id = child_entry_id(id, name);
             if meta.is_file() {
-                self.add_file(child_id, child_rel, &child)?;
+                self.add_file(child_id, child_rel, &child);
             } else if meta.is_dir() {
                 self.add_dir(child_id, &child_rel, &child, depth + 1)?;
             } else {
@@ -264,6 +285,51 @@ struct Hashed {
 
 /// Files at least this large are hashed on several threads.
 const PARALLEL_HASH_MIN: u64 = 8 << 20;
+
+/// Fewest files worth a hashing thread of their own.
+const FILES_PER_HASH_THREAD: usize = 16;
+
+/// Hashes `paths` ([`hash_file`] each) on up to one thread per core, each taking the next file
+/// not yet taken; the results in the order of `paths`.
+fn hash_all(paths: &[&Path]) -> Vec<Result<Hashed, TransferError>> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let threads = cores.min(paths.len() / FILES_PER_HASH_THREAD).max(1);
+    if threads <= 1 {
+        return paths.iter().map(|path| hash_file(path)).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let index = next.fetch_add(1, Ordering::Relaxed);
+            let Some(path) = paths.get(index) else {
+                return done;
+            };
+            done.push((index, hash_file(path)));
+        }
+    };
+    let mut slots: Vec<Option<Result<Hashed, TransferError>>> =
+        paths.iter().map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let others: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let mut parts = vec![work()];
+        for other in others {
+            // A thread that panicked leaves its files' slots empty: reported below.
+            parts.extend(other.join().ok());
+        }
+        for (index, result) in parts.into_iter().flatten() {
+            if let Some(slot) = slots.get_mut(index) {
+                *slot = Some(result);
+            }
+        }
+    });
+    slots
+        .into_iter()
+        .map(|slot| {
+            slot.unwrap_or_else(|| Err(LocalError::Task("hashing thread panicked".into()).into()))
+        })
+        .collect()
+}
 
 /// Hashes `path` chunk by chunk; retries if it changes while being read.
 fn hash_file(path: &Path) -> Result<Hashed, TransferError> {

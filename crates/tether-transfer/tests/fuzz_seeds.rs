@@ -25,7 +25,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde_json::{Value, json};
 use tether_crypto::{Role, SessionSecrets};
 use tether_transfer::{CHUNK_SIZE, OutgoingTransfer, RunContext, SendOptions, TransferCipher};
-use tether_wire::{Frame, FrameKind, read_frame, write_frame};
+use tether_wire::{DataChunk, Frame, FrameKind, read_frame, write_frame};
 use uuid::Uuid;
 
 const TARGET: &str = "transfer_manifest";
@@ -142,6 +142,42 @@ async fn record(source: &Path, options: SendOptions) -> Vec<u8> {
     recorded
 }
 
+/// `stream` with its data frames (plain, one whole small file each) replaced by one batch frame
+/// where the first of them was: what a sender writes to a receiver that reads batches, built
+/// here so the seed does not depend on how the sender's lanes happened to group the files.
+fn batched(stream: &[u8]) -> Vec<u8> {
+    let mut rest = stream;
+    let mut out = Vec::new();
+    let mut pieces = Vec::new();
+    let mut at = None;
+    while !rest.is_empty() {
+        // Header: the length of kind and payload (u32 BE), then the kind.
+        let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+        let (frame, tail) = rest.split_at(4 + len);
+        rest = tail;
+        if frame[4] == FrameKind::Data.to_byte() {
+            let chunk =
+                DataChunk::decode(Frame::new(FrameKind::Data, frame[5..].to_vec()).unwrap())
+                    .unwrap();
+            assert_eq!(chunk.offset(), 0, "one-chunk files only");
+            pieces.extend_from_slice(chunk.entry_id().as_bytes());
+            pieces.extend_from_slice(&(chunk.bytes().len() as u32).to_be_bytes());
+            pieces.extend_from_slice(chunk.bytes());
+            at.get_or_insert(out.len());
+        } else {
+            out.extend_from_slice(frame);
+        }
+    }
+    let mut batch = Vec::new();
+    DataChunk::new(Uuid::nil(), u64::MAX, false, &pieces)
+        .unwrap()
+        .into_frame()
+        .encode_into(&mut batch);
+    let at = at.expect("data frames");
+    out.splice(at..at, batch);
+    out
+}
+
 fn with_mode(mode: u8, stream: &[u8]) -> Vec<u8> {
     let mut seed = vec![mode];
     seed.extend_from_slice(stream);
@@ -163,6 +199,16 @@ async fn seeds() -> BTreeMap<String, Vec<u8>> {
     let sealed = |cipher| SendOptions::default().encrypt(true).ciphers([cipher]);
     let aes_stream = record(&big, sealed(TransferCipher::Aes256Gcm).compress(true)).await;
     let chacha_stream = record(&tree, sealed(TransferCipher::ChaCha20Poly1305)).await;
+    let small = dir.path().join("small");
+    fs::create_dir_all(&small).unwrap();
+    for i in 0..5u8 {
+        fs::write(
+            small.join(format!("{i}.txt")),
+            vec![b'a' + i; 100 + usize::from(i)],
+        )
+        .unwrap();
+    }
+    let batch_stream = batched(&record(&small, plain.clone()).await);
     let mut seeds = BTreeMap::new();
     seeds.insert("declined_tree.bin".to_owned(), with_mode(0, &tree_stream));
     seeds.insert("accepted_tree.bin".to_owned(), with_mode(1, &tree_stream));
@@ -177,6 +223,10 @@ async fn seeds() -> BTreeMap<String, Vec<u8>> {
     seeds.insert(
         "accepted_chacha20_poly1305_tree.bin".to_owned(),
         with_mode(1, &chacha_stream),
+    );
+    seeds.insert(
+        "accepted_small_files_batched.bin".to_owned(),
+        with_mode(1, &batch_stream),
     );
     let lane = control(
         &json!({"type": "Lane", "body": {"transfer_id": Uuid::from_u128(0x7a5f), "index": 1}}),

@@ -343,7 +343,10 @@ async fn accepted_session(stream: &mut TcpStream, data: &[u8], hashes: Option<Ve
         .await
         .unwrap();
     let reply = read_frame(stream).await.unwrap().unwrap();
-    assert_eq!(reply.payload(), br#"{"type":"Accept","body":{}}"#);
+    assert_eq!(
+        reply.payload(),
+        br#"{"type":"Accept","body":{"batches":true}}"#
+    );
     if let Some(hashes) = hashes {
         let hex: String = hashes.iter().map(hex::encode).collect();
         let page = json!({"type": "ChunkHashes", "body": {"entry_id": Uuid::from_u128(1), "first": 0, "hashes": hex}});
@@ -485,6 +488,68 @@ async fn lying_hashes_bad_chunks_and_bombs_are_refused() {
         "{result:?}"
     );
     assert!(!dest.path().join("f.bin").exists());
+}
+
+/// A batch frame (see `src/batch.rs`): a data frame for the nil entry at offset `u64::MAX`
+/// whose bytes are pieces `entry id | len u32 BE | bytes`.
+fn batch_frame(pieces: &[(u128, &[u8])], cut: usize) -> Frame {
+    let mut bytes = Vec::new();
+    for (id, piece) in pieces {
+        bytes.extend_from_slice(Uuid::from_u128(*id).as_bytes());
+        bytes.extend_from_slice(&(piece.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(piece);
+    }
+    bytes.truncate(bytes.len() - cut);
+    DataChunk::new(Uuid::nil(), u64::MAX, false, &bytes)
+        .unwrap()
+        .into_frame()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_batch_frames_are_typed_errors() {
+    let data = one_chunk_file();
+    let mut bad = data.clone();
+    bad[7] ^= 1;
+    let cases: Vec<(&str, Frame)> = vec![
+        ("cut short", batch_frame(&[(1, &data)], 1)),
+        ("header cut", batch_frame(&[(1, &data), (1, b"")], 1)),
+        ("empty", batch_frame(&[], 0)),
+        ("unknown entry", batch_frame(&[(2, &data)], 0)),
+        ("twice", batch_frame(&[(1, &data), (1, &data)], 0)),
+        ("corrupt", batch_frame(&[(1, &bad)], 0)),
+    ];
+    for (name, frame) in cases {
+        let data = data.clone();
+        let (result, dest, replies) = against_receiver(
+            |_| {},
+            |mut s| async move {
+                accepted_session(&mut s, &data, None).await;
+                let _want = read_frame(&mut s).await.unwrap().unwrap();
+                write_frame(&mut s, &frame).await.unwrap();
+                s
+            },
+        )
+        .await;
+        let expected = match name {
+            "cut short" | "header cut" | "empty" => {
+                matches!(result, Err(TransferError::Peer(PeerError::Frame(_))))
+            }
+            "unknown entry" | "twice" => matches!(
+                result,
+                Err(TransferError::Peer(PeerError::Unsolicited { .. }))
+            ),
+            _ => matches!(
+                result,
+                Err(TransferError::Peer(PeerError::ChunkMismatch { .. }))
+            ),
+        };
+        assert!(expected, "{name}: {result:?}");
+        assert!(replies.iter().any(|r| r["type"] == "Abort"), "{name}");
+        // The first copy of "twice" is the whole verified file, and may be in place already.
+        if name != "twice" {
+            assert!(!dest.path().join("f.bin").exists(), "{name}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -770,7 +835,10 @@ async fn a_senders_abort_is_reported_even_when_a_lane_broke_first() {
         .await
         .unwrap();
     let reply = read_frame(&mut peer).await.unwrap().unwrap();
-    assert_eq!(reply.payload(), br#"{"type":"Accept","body":{}}"#);
+    assert_eq!(
+        reply.payload(),
+        br#"{"type":"Accept","body":{"batches":true}}"#
+    );
     let hello = json!({"type": "Lane", "body": {"transfer_id": transfer_id, "index": 1}});
     write_frame(&mut peer_lane, &control(&hello)).await.unwrap();
     let Ok(Hello::Lane(lane)) = read_hello(lane).await else {

@@ -30,6 +30,7 @@ use tokio::io::{AsyncRead, ReadHalf};
 use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
 
+use crate::batch;
 use crate::chunk::{ChunkSet, chunk_at, chunk_len};
 use crate::compress::{self, Compression};
 use crate::error::{LocalError, PeerError, TransferError};
@@ -197,16 +198,44 @@ enum WriteTo {
 }
 
 impl RecvShared {
-    /// Verifies and writes one data frame (blocking).
-    fn accept(&self, cipher: &LaneCipher, frame: Frame) -> Result<ChunkDone, TransferError> {
+    /// Verifies and writes one data frame (blocking): one chunk, or each file of a batch (see
+    /// `batch.rs`), in order. Each file whose last missing chunk it wrote goes to `done`; false
+    /// once `done` is closed.
+    fn accept(
+        &self,
+        cipher: &LaneCipher,
+        frame: Frame,
+        done: &mpsc::UnboundedSender<usize>,
+    ) -> Result<bool, TransferError> {
         let wire = frame.encoded_len() as u64;
         let frame = cipher.open(frame)?;
         let chunk = DataChunk::decode(frame).map_err(|e| PeerError::Frame(error_chain(&e)))?;
-        let unsolicited = || PeerError::Unsolicited {
-            entry_id: chunk.entry_id(),
-            offset: chunk.offset(),
-        };
-        let index_file = self.by_id.get(&chunk.entry_id()).copied();
+        let written = |outcome: ChunkDone| !outcome.completes || done.send(outcome.file).is_ok();
+        if chunk.offset() != batch::BATCH_OFFSET || !chunk.entry_id().is_nil() {
+            let outcome = self.accept_chunk(chunk.entry_id(), chunk.offset(), chunk.bytes())?;
+            self.wire.fetch_add(wire, Ordering::Relaxed);
+            return Ok(written(outcome));
+        }
+        let pieces =
+            batch::pieces(chunk.bytes()).map_err(|reason| PeerError::Frame(reason.into()))?;
+        self.wire.fetch_add(wire, Ordering::Relaxed);
+        for (entry_id, bytes) in pieces {
+            if !written(self.accept_chunk(entry_id, 0, bytes)?) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Verifies and writes the chunk at `offset` of entry `entry_id` (blocking).
+    fn accept_chunk(
+        &self,
+        entry_id: Uuid,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<ChunkDone, TransferError> {
+        let unsolicited = || PeerError::Unsolicited { entry_id, offset };
+        let index_file = self.by_id.get(&entry_id).copied();
         let Some((file_index, file)) = index_file.and_then(|i| Some((i, self.files.get(i)?)))
         else {
             return Err(unsolicited().into());
@@ -216,7 +245,7 @@ impl RecvShared {
             (None, true) => WriteTo::Deferred,
             (None, false) => return Err(unsolicited().into()),
         };
-        let Some(index) = chunk_at(file.size, chunk.offset()) else {
+        let Some(index) = chunk_at(file.size, offset) else {
             return Err(unsolicited().into());
         };
         {
@@ -225,7 +254,7 @@ impl RecvShared {
                 return Err(unsolicited().into());
             }
         }
-        let result = self.verify_and_write(file_index, file, to, index, chunk.bytes());
+        let result = self.verify_and_write(file_index, file, to, index, bytes);
         let mut chunks = file.chunks.lock();
         chunks.in_flight.remove(index);
         let plain = result?;
@@ -234,7 +263,6 @@ impl RecvShared {
         // Counted here, not where outcomes are collected: a file can complete (and the run end)
         // through another lane before this outcome is reported.
         self.received.fetch_add(plain, Ordering::Relaxed);
-        self.wire.fetch_add(wire, Ordering::Relaxed);
         self.last_file.store(file_index, Ordering::Relaxed);
         let completes = chunks.have.is_full();
         drop(chunks);
@@ -448,8 +476,9 @@ impl RecvShared {
         Ok(())
     }
 
-    /// Syncs the partial files of a batch, spread over up to [`SYNC_THREADS`] scoped threads;
-    /// each thread holds one file open at a time.
+    /// Syncs the partial files of a batch, spread over up to [`SYNC_THREADS`] scoped threads
+    /// (on this thread alone on a file system in memory); each thread holds one file open at a
+    /// time.
     fn seal_all(&self, items: &[(usize, &RecvFile, PartialId)]) -> Result<(), LocalError> {
         let seal = |part: &[(usize, &RecvFile, PartialId)]| {
             part.iter().try_for_each(|&(index, file, id)| {
@@ -457,7 +486,8 @@ impl RecvShared {
                 disk::seal(&partial, &file.paths, file.mtime_ns)
             })
         };
-        if items.len() <= 1 {
+        // On tmpfs a sync is free: a thread per few files would cost more than the syncs.
+        if items.len() <= 1 || self.dest.in_memory() {
             return seal(items);
         }
         // At least a few files per thread: on a file system where a sync costs little (tmpfs), a
@@ -536,8 +566,7 @@ where
     let worker_shared = shared.clone();
     let mut worker = tokio::task::spawn_blocking(move || {
         while let Some(frame) = frames_rx.blocking_recv() {
-            let outcome = worker_shared.accept(&cipher, frame)?;
-            if outcome.completes && done.send(outcome.file).is_err() {
+            if !worker_shared.accept(&cipher, frame, &done)? {
                 break;
             }
         }

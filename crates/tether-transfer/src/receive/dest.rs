@@ -45,6 +45,8 @@ pub(crate) struct Destination {
     open: Mutex<DirCache>,
     /// How files are placed under it.
     placing: Placing,
+    /// It is on a file system in memory (tmpfs, ramfs), where a sync costs nothing.
+    in_memory: bool,
 }
 
 /// What a transfer's file operations need to know besides where: the space reserve each
@@ -56,6 +58,10 @@ pub(crate) struct Placing {
     /// The device sending the files.
     pub(crate) sender: Option<NodeId>,
 }
+
+/// `statfs`'s `f_type` of tmpfs and of ramfs (linux/magic.h).
+const TMPFS_MAGIC: i128 = 0x0102_1994;
+const RAMFS_MAGIC: i128 = 0x8584_58f6;
 
 /// Directory handles by relative path, with when each was last used.
 #[derive(Debug, Default)]
@@ -71,12 +77,21 @@ impl Destination {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         let root = rustix::fs::open(path, flags, Mode::empty())
             .map_err(|e| LocalError::io("opening the destination", path, e.into()))?;
+        let in_memory = rustix::fs::fstatfs(&root)
+            .is_ok_and(|stat| matches!(i128::from(stat.f_type), TMPFS_MAGIC | RAMFS_MAGIC));
         Ok(Destination {
             path: path.to_path_buf(),
             root: Arc::new(root),
             open: Mutex::new(DirCache::default()),
             placing: Placing::default(),
+            in_memory,
         })
+    }
+
+    /// Whether the destination is on a file system in memory (tmpfs, ramfs), where syncing a
+    /// file costs nothing and so is not worth a thread of its own.
+    pub(crate) fn in_memory(&self) -> bool {
+        self.in_memory
     }
 
     /// Sets how files are placed under the destination.

@@ -92,6 +92,7 @@ pub(super) async fn before_accept(
     };
     let answer = AcceptBody {
         cipher: cipher.map(|c| u64::from(c.wire_id())),
+        batches: true,
     };
     writer.send(&Message::Accept(answer)).await?;
     Ok(Accepted {

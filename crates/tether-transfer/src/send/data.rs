@@ -40,6 +40,8 @@ pub(super) struct DataPhase {
     pub(super) report: TransferReport,
     /// When bytes last moved on the transfer's streams.
     pub(super) activity: Arc<Activity>,
+    /// The receiver reads batch frames.
+    pub(super) batches: bool,
 }
 
 /// The data phase's running parts, between its start and its end.
@@ -133,12 +135,9 @@ impl DataPhase {
         } else {
             Compression::None
         };
-        let shared = Arc::new(SendShared::new(
-            transfer.files,
-            &transfer.entries,
-            compression,
-            limiters,
-        )?);
+        let mut shared = SendShared::new(transfer.files, &transfer.entries, compression, limiters)?;
+        shared.batches = self.batches;
+        let shared = Arc::new(shared);
         let mut lanes = JoinSet::new();
         let mut ciphers = ciphers.into_iter();
         if let Some(cipher) = ciphers.next() {

@@ -18,6 +18,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::batch;
 use crate::chunk::{chunk_count, chunk_len, chunk_offset};
 use crate::compress::{self, Compression, GIVE_UP_AFTER, PROBE_EVERY};
 use crate::error::{LocalError, TransferError};
@@ -40,6 +41,8 @@ pub(crate) struct SendShared {
     pub(crate) paths: Vec<String>,
     pub(crate) hashes: Vec<ContentHash>,
     pub(crate) compression: Compression,
+    /// The receiver reads batch frames: small files go several to a frame.
+    pub(crate) batches: bool,
     pub(crate) queue: WorkQueue,
     pub(crate) limiters: Vec<RateLimiter>,
     by_id: HashMap<Uuid, usize>,
@@ -80,11 +83,11 @@ impl Offered for SendShared {
     }
 }
 
-/// A chunk ready to go out.
-#[derive(Debug, Clone, Copy)]
+/// A frame ready to go out: one chunk, or a batch of small files.
+#[derive(Debug, Clone)]
 pub(crate) struct Sent {
-    pub(crate) file: usize,
-    pub(crate) plain: u64,
+    /// Each file in the frame and its bytes (before compression).
+    pub(crate) files: Vec<(usize, u64)>,
     pub(crate) wire: u64,
 }
 
@@ -123,6 +126,7 @@ impl SendShared {
             paths,
             hashes,
             compression,
+            batches: false,
             queue: WorkQueue::default(),
             limiters,
             open,
@@ -226,11 +230,93 @@ impl SendShared {
         }
         let frame = cipher.seal(chunk.into_frame())?;
         let sent = Sent {
-            file: work.file,
-            plain: len as u64,
+            files: vec![(work.file, len as u64)],
             wire: frame.encoded_len() as u64,
         };
         Ok((frame, sent))
+    }
+
+    /// Whether chunk `work` may go in a batch: the whole of a small file, sent uncompressed
+    /// to a receiver that reads batches.
+    fn batchable(&self, work: Work) -> bool {
+        self.batches
+            && self.compression == Compression::None
+            && work.index == 0
+            && self
+                .files
+                .get(work.file)
+                .is_some_and(|f| f.size > 0 && f.size <= batch::SMALL_FILE)
+    }
+
+    /// `first` and the small files queued right behind it, as many as fit one frame; just
+    /// `first` when it is not a small file or nothing joins it.
+    fn take_batch(&self, first: Work) -> Vec<Work> {
+        let mut works = vec![first];
+        if !self.batchable(first) {
+            return works;
+        }
+        let mut total = self
+            .files
+            .get(first.file)
+            .map_or(0, |f| batch::piece_len(f.size));
+        while let Some(work) = self.queue.pop_if(|work| {
+            self.batchable(work)
+                && self
+                    .files
+                    .get(work.file)
+                    .is_some_and(|f| batch::fits(total.saturating_add(batch::piece_len(f.size))))
+        }) {
+            total += self
+                .files
+                .get(work.file)
+                .map_or(0, |f| batch::piece_len(f.size));
+            works.push(work);
+        }
+        works
+    }
+
+    /// Reads and seals several small files as one batch frame (blocking), built in `buf`; each
+    /// file is opened, read and closed in turn, so a batch holds one file open at a time.
+    fn prepare_batch(
+        &self,
+        cipher: &LaneCipher,
+        works: &[Work],
+        buf: Vec<u8>,
+    ) -> Result<(Frame, Sent), TransferError> {
+        let unknown = || TransferError::from(LocalError::Task("a batch of unknown files".into()));
+        let total: u64 = works
+            .iter()
+            .map(|w| self.files.get(w.file).map(|f| batch::piece_len(f.size)))
+            .sum::<Option<u64>>()
+            .ok_or_else(unknown)?;
+        let total = usize::try_from(total).map_err(|_| unknown())?;
+        let mut chunk = DataChunk::with_buffer(Uuid::nil(), batch::BATCH_OFFSET, false, total, buf)
+            .map_err(|e| LocalError::Task(e.to_string()))?;
+        let mut rest = chunk.bytes_mut();
+        let mut sent = Vec::with_capacity(works.len());
+        for work in works {
+            let (file, source) = self.file(work.file)?;
+            let id = self.ids.get(work.file).ok_or_else(unknown)?;
+            let len = u32::try_from(source.size).map_err(|_| unknown())?;
+            let piece = usize::try_from(batch::piece_len(source.size)).map_err(|_| unknown())?;
+            let (piece, tail) = std::mem::take(&mut rest)
+                .split_at_mut_checked(piece)
+                .ok_or_else(unknown)?;
+            let (header, bytes) = piece
+                .split_at_mut_checked(batch::PIECE_HEADER_LEN)
+                .ok_or_else(unknown)?;
+            batch::write_piece_header(header, *id, len);
+            if let Err(error) = file.read_exact_at(bytes, 0) {
+                check_unchanged(&file, source)?;
+                return Err(LocalError::io("reading", &source.path, error).into());
+            }
+            check_unchanged(&file, source)?;
+            sent.push((work.file, source.size));
+            rest = tail;
+        }
+        let frame = cipher.seal(chunk.into_frame())?;
+        let wire = frame.encoded_len() as u64;
+        Ok((frame, Sent { files: sent, wire }))
     }
 
     fn worth_trying(&self, work: Work) -> bool {
@@ -290,7 +376,12 @@ where
     tokio::task::spawn_blocking(move || {
         while let Some(work) = runtime.block_on(worker_shared.queue.pop()) {
             let buf = spare_rx.try_recv().unwrap_or_default();
-            let prepared = worker_shared.prepare(&cipher, work, buf);
+            let works = worker_shared.take_batch(work);
+            let prepared = if works.len() > 1 {
+                worker_shared.prepare_batch(&cipher, &works, buf)
+            } else {
+                worker_shared.prepare(&cipher, work, buf)
+            };
             let failed = prepared.is_err();
             if frames_tx.blocking_send(prepared).is_err() || failed {
                 break;
@@ -299,7 +390,7 @@ where
     });
     let mut writer = writer;
     while let Some(prepared) = frames_rx.recv().await {
-        let (frame, chunk) = prepared?;
+        let (frame, sent) = prepared?;
         match &mut writer {
             LaneWriter::Own(w) => write_paced(w, &frame, &shared.limiters).await?,
             LaneWriter::Control(w) => w.send_paced(&frame, &shared.limiters).await?,
@@ -307,12 +398,14 @@ where
         // The worker may have stopped; then the buffer is simply dropped.
         let _ = spare_tx.send(frame.into_payload());
         let counters = &shared.counters;
-        counters.plain.fetch_add(chunk.plain, Ordering::Relaxed);
-        counters.wire.fetch_add(chunk.wire, Ordering::Relaxed);
-        if let Some(file) = counters.per_file.get(chunk.file) {
-            file.fetch_add(chunk.plain, Ordering::Relaxed);
+        counters.wire.fetch_add(sent.wire, Ordering::Relaxed);
+        for &(file, plain) in &sent.files {
+            counters.plain.fetch_add(plain, Ordering::Relaxed);
+            if let Some(file) = counters.per_file.get(file) {
+                file.fetch_add(plain, Ordering::Relaxed);
+            }
+            counters.last_file.store(file, Ordering::Relaxed);
         }
-        counters.last_file.store(chunk.file, Ordering::Relaxed);
     }
     if let LaneWriter::Own(w) = &mut writer {
         // The queue closed after the receiver's `Complete`: end this lane's stream.
@@ -360,6 +453,81 @@ mod tests {
         shared.asked(0, 1);
         let _ = shared.file(0).unwrap();
         assert!(!shared.is_open(0));
+    }
+
+    /// Small files go several to a frame only to a receiver that reads batches, only
+    /// uncompressed, and only as many as fit one frame; a larger file goes alone.
+    #[test]
+    fn only_a_receiver_that_reads_batches_gets_small_files_together() {
+        let sizes = [
+            4096u64,
+            100,
+            64 << 10,
+            64 << 10,
+            64 << 10,
+            64 << 10,
+            300_000,
+        ];
+        let files: Vec<SourceFile> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| SourceFile {
+                entry_index: i,
+                path: format!("/nowhere/{i}").into(),
+                size,
+                modified: None,
+                hashes: Vec::new(),
+            })
+            .collect();
+        let entries: Vec<ManifestEntry> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| ManifestEntry {
+                id: Uuid::from_u128(i as u128 + 1),
+                path: format!("{i}"),
+                kind: crate::manifest::EntryKind::File,
+                size,
+                mtime_ns: 0,
+                hash: Some(ContentHash([1; 32])),
+            })
+            .collect();
+        let shared = SendShared::new(files, &entries, Compression::None, Vec::new()).unwrap();
+        let queue_all = |shared: &SendShared| {
+            for (i, &size) in sizes.iter().enumerate() {
+                shared.queue.push(i, 0, chunk_count(size));
+            }
+        };
+        let first = Work { file: 0, index: 0 };
+        let batch = |shared: &SendShared| {
+            let mut works = Vec::new();
+            while let Some(work) = shared.queue.pop_if(|_| true) {
+                works.push(
+                    shared
+                        .take_batch(work)
+                        .iter()
+                        .map(|w| w.file)
+                        .collect::<Vec<_>>(),
+                );
+            }
+            works
+        };
+        // An older receiver (its Accept has no `batches`): one file per frame.
+        queue_all(&shared);
+        assert_eq!(shared.take_batch(first), vec![first]);
+        // A receiver that reads batches, the same files queued afresh.
+        let SendShared { files, .. } = shared;
+        let mut shared = SendShared::new(files, &entries, Compression::None, Vec::new()).unwrap();
+        shared.batches = true;
+        queue_all(&shared);
+        // 4 KiB + 100 B + three 64 KiB files fit 256 KiB with their headers; the fourth does
+        // not; the 300,000-byte file (two chunks) goes alone, chunk by chunk.
+        assert_eq!(
+            batch(&shared),
+            vec![vec![0, 1, 2, 3, 4], vec![5], vec![6], vec![6]]
+        );
+        shared.compression = Compression::Zstd;
+        queue_all(&shared);
+        assert_eq!(batch(&shared).len(), 8, "compressed: one frame per chunk");
     }
 
     #[test]

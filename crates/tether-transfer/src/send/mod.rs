@@ -72,8 +72,10 @@ impl OutgoingTransfer {
             result = handshake => result,
             () = cancel.cancelled() => Err(TransferError::Cancelled),
         };
-        let ciphers = handshake.and_then(|cipher| lane_ciphers(secret, cipher, lane_count));
-        let (cipher, ciphers) = match ciphers {
+        let ciphers = handshake.and_then(|(cipher, batches)| {
+            lane_ciphers(secret, cipher, lane_count).map(|ciphers| (ciphers, batches))
+        });
+        let ((cipher, ciphers), batches) = match ciphers {
             Ok(ciphers) => ciphers,
             Err(error) => {
                 control_tx.close(abort_for(&error).as_ref()).await;
@@ -114,6 +116,7 @@ impl OutgoingTransfer {
             cancel,
             report,
             activity,
+            batches,
         }
         .run(
             self,
@@ -144,14 +147,15 @@ impl OutgoingTransfer {
         Ok(ciphers.clone())
     }
 
-    /// Offer, manifest, the receiver's answer (the cipher, when encrypted), chunk hashes.
+    /// Offer, manifest, the receiver's answer (the cipher, when encrypted, and whether it reads
+    /// batch frames), chunk hashes.
     async fn handshake(
         &self,
         control_rx: &mut ReadHalf<Box<dyn ByteStream>>,
         control_tx: &ControlWriter,
         lanes: usize,
         ciphers: &[TransferCipher],
-    ) -> Result<Option<TransferCipher>, TransferError> {
+    ) -> Result<(Option<TransferCipher>, bool), TransferError> {
         let offer = Message::Offer(Offer {
             version: VERSION,
             transfer_id: self.transfer_id,
@@ -189,9 +193,12 @@ impl OutgoingTransfer {
                 .send(&Message::Manifest(ManifestPage { entries: page }))
                 .await?;
         }
-        let cipher = match read_message(control_rx).await? {
-            Message::Accept(accept) => check_answer(ciphers, self.options.encrypt, accept.cipher)
-                .map_err(PeerError::from)?,
+        let (cipher, batches) = match read_message(control_rx).await? {
+            Message::Accept(accept) => (
+                check_answer(ciphers, self.options.encrypt, accept.cipher)
+                    .map_err(PeerError::from)?,
+                accept.batches,
+            ),
             Message::Decline(decline) => {
                 return Err(PeerError::Declined {
                     code: decline.code,
@@ -219,7 +226,7 @@ impl OutgoingTransfer {
                 control_tx.send(&message).await?;
             }
         }
-        Ok(cipher)
+        Ok((cipher, batches))
     }
 }
 

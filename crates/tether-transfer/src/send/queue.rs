@@ -71,6 +71,27 @@ impl WorkQueue {
         Ok(Some(work))
     }
 
+    /// The next chunk if there is one and `take` accepts it; it stays queued otherwise.
+    pub(crate) fn pop_if(&self, take: impl FnOnce(Work) -> bool) -> Option<Work> {
+        let mut state = self.state.lock();
+        if state.closed {
+            return None;
+        }
+        let front = state.ranges.front_mut()?;
+        let work = Work {
+            file: front.0,
+            index: front.1,
+        };
+        if !take(work) {
+            return None;
+        }
+        front.1 += 1;
+        if front.1 >= front.2 {
+            state.ranges.pop_front();
+        }
+        Some(work)
+    }
+
     /// The next chunk, waiting for one; `None` once the queue is closed.
     pub(crate) async fn pop(&self) -> Option<Work> {
         loop {
@@ -107,6 +128,11 @@ mod tests {
         tokio::task::yield_now().await;
         queue.push(2, 7, 8);
         assert_eq!(waiter.await.unwrap(), work(2, 7));
+        queue.push(3, 0, 2);
+        assert_eq!(queue.pop_if(|w| w.file == 4), None);
+        assert_eq!(queue.pop_if(|w| w.file == 3), work(3, 0));
+        assert_eq!(queue.pop_if(|_| true), work(3, 1));
+        assert_eq!(queue.pop_if(|_| true), None);
         let waiter = tokio::spawn({
             let queue = queue.clone();
             async move { queue.pop().await }
