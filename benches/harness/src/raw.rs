@@ -34,7 +34,9 @@ pub(crate) const MESSAGE: usize = 64;
 const BUFFER: usize = 1 << 20;
 
 /// Buffers in flight between a disk thread and the stream, each way.
-const IN_FLIGHT: usize = 4;
+const IN_FLIGHT: usize = 8;
+/// The receiving file's writer asks for a flush to disk after this many bytes.
+const SYNC_STEP: usize = 64 << 20;
 
 const OP_ECHO: u8 = b'E';
 /// A file, written with `tokio::fs`.
@@ -209,7 +211,8 @@ async fn receive_tokio(recv: &mut RecvStream, path: &Path) -> Result<()> {
 }
 
 /// Good file IO: the stream fills 1 MiB buffers, a dedicated thread writes them with `std::fs`
-/// and hands them back for reuse; one fsync at the end.
+/// and hands them back for reuse, a second one flushes what was written every [`SYNC_STEP`]
+/// while the stream goes on; one fsync at the end.
 async fn receive_std(recv: &mut RecvStream, path: &Path) -> Result<()> {
     let file = std::fs::File::create(path)?;
     let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(IN_FLIGHT);
@@ -217,16 +220,7 @@ async fn receive_std(recv: &mut RecvStream, path: &Path) -> Result<()> {
     for _ in 0..IN_FLIGHT {
         empty_tx.try_send(vec![0u8; BUFFER])?;
     }
-    let writer = std::thread::spawn(move || -> std::io::Result<()> {
-        use std::io::Write as _;
-        let mut file = file;
-        for (buf, len) in full_rx {
-            file.write_all(buf.get(..len).unwrap_or_default())?;
-            // The stream side stops early only on an error, which it reports itself.
-            let _ = empty_tx.blocking_send(buf);
-        }
-        file.sync_all()
-    });
+    let writer = std::thread::spawn(move || write_out(file, &full_rx, &empty_tx));
     let streamed = fill_and_hand_over(recv, &mut empty_rx, &full_tx).await;
     drop(full_tx);
     let written = tokio::task::spawn_blocking(move || writer.join())
@@ -234,6 +228,43 @@ async fn receive_std(recv: &mut RecvStream, path: &Path) -> Result<()> {
         .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
     streamed?;
     Ok(written?)
+}
+
+/// The writer thread: writes each full buffer, returns it to `empty`; asks the flusher for a
+/// `sync_data` every [`SYNC_STEP`] bytes (skipped while one runs), so that the fsync at the end
+/// finds little left to write, as the disk keeps pace with the stream instead of taking the
+/// whole file at the end.
+fn write_out(
+    mut file: std::fs::File,
+    full: &std::sync::mpsc::Receiver<(Vec<u8>, usize)>,
+    empty: &tokio::sync::mpsc::Sender<Vec<u8>>,
+) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let flushed = file.try_clone()?;
+    let (flush_tx, flush_rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let flusher = std::thread::spawn(move || -> std::io::Result<()> {
+        for () in flush_rx {
+            flushed.sync_data()?;
+        }
+        Ok(())
+    });
+    let mut unflushed = 0;
+    for (buf, len) in full {
+        file.write_all(buf.get(..len).unwrap_or_default())?;
+        unflushed += len;
+        if unflushed >= SYNC_STEP {
+            // Full: a flush is running and will take these bytes too.
+            let _ = flush_tx.try_send(());
+            unflushed = 0;
+        }
+        // The stream side stops early only on an error, which it reports itself.
+        let _ = empty.blocking_send(buf);
+    }
+    drop(flush_tx);
+    flusher
+        .join()
+        .map_err(|_| std::io::Error::other("the flusher thread panicked"))??;
+    file.sync_all()
 }
 
 /// Reads the stream into the buffers from `empty` until it ends, each full one to `full`.

@@ -90,13 +90,14 @@ pub(crate) fn tree(cx: &mut Cx, report: &mut Report) -> Result<()> {
             return Ok(());
         }
     };
-    let (name, source) = if cx.quick {
-        let std = ["share", "doc", "rust", "html", "std"];
-        let dir = std.iter().fold(sysroot.clone(), |p, c| p.join(c));
-        ("the sysroot's `share/doc/rust/html/std`", dir)
-    } else {
-        ("the whole sysroot", sysroot.clone())
-    };
+    let std = ["share", "doc", "rust", "html", "std"];
+    let mut trees = vec![(
+        "the sysroot's `share/doc/rust/html/std`",
+        std.iter().fold(sysroot.clone(), |p, c| p.join(c)),
+    )];
+    if !cx.quick {
+        trees.push(("the whole sysroot", sysroot));
+    }
     let rsyncd = match crate::rsync::available() {
         Ok(()) => Rsyncd::start(&cx.work.join("rsyncd"))?,
         Err(error) => {
@@ -104,41 +105,96 @@ pub(crate) fn tree(cx: &mut Cx, report: &mut Report) -> Result<()> {
             return Ok(());
         }
     };
-    let hashes = hash_tree(&source)?;
+    for (name, source) in trees {
+        one_tree(cx, report, &rsyncd, name, &source)?;
+    }
+    Ok(())
+}
+
+/// Each way's seconds run by run; `None` where that run failed.
+type Runs = [Vec<Option<f64>>; 3];
+
+/// The three ways on one tree, alternated; a failed copy is noted and counted as failed.
+fn one_tree(
+    cx: &mut Cx,
+    report: &mut Report,
+    rsyncd: &Rsyncd,
+    name: &str,
+    source: &Path,
+) -> Result<()> {
+    let hashes = hash_tree(source)?;
     let bytes: u64 = hashes.values().map(|(_, len)| len).sum();
     // One received copy at a time (the blobs client's store and its export can hold two).
     let needed = 2 * bytes + (1 << 30);
     if free_bytes(&cx.work) < needed {
         report.notes.push(format!(
-            "tree skipped: under {:.1} GB free in {}",
+            "tree {name} skipped: under {:.1} GB free in {}",
             needed as f64 / 1e9,
             cx.work.display()
         ));
         return Ok(());
     }
-    let reps = cx.reps.min(if cx.quick { 2 } else { 3 });
-    let mut times: [Vec<f64>; 3] = Default::default();
+    // Three runs of each: one copy of the sysroot takes tens of seconds here.
+    let reps = cx.reps.min(3);
+    let mut times: Runs = Default::default();
     for rep in 0..reps {
         for k in 0..WAYS.len() {
             let way = (rep + k) % WAYS.len();
-            let t = once(cx, &rsyncd, &source, &hashes, way)?;
+            let way_name = WAYS.get(way).copied().unwrap_or_default();
+            let t = match once(cx, rsyncd, source, &hashes, way) {
+                Ok(t) => {
+                    eprintln!("tether-bench: tree rep {rep} {way_name}: {t:.3} s (verified)");
+                    Some(t)
+                }
+                Err(error) => {
+                    eprintln!("tether-bench: tree rep {rep} {way_name} failed: {error:#}");
+                    report.notes.push(format!(
+                        "tree {name}, run {rep}: {way_name} failed: {}",
+                        first_line(&error)
+                    ));
+                    after_failure(cx, way)?;
+                    None
+                }
+            };
             if let Some(list) = times.get_mut(way) {
                 list.push(t);
             }
-            let way_name = WAYS.get(way).copied().unwrap_or_default();
-            eprintln!("tether-bench: tree rep {rep} {way_name}: {t:.3} s (verified)");
         }
     }
-    drop(rsyncd);
-    let [tether, blobs, rsync] = &times;
     let m = Measured {
         name,
-        source: &source,
+        source,
         files: hashes.len(),
         bytes,
         reps,
     };
-    rows(report, &m, tether, blobs, rsync);
+    rows(report, &m, &times);
+    Ok(())
+}
+
+/// The error chain on one line, without the backtrace a child's stderr may carry.
+fn first_line(error: &anyhow::Error) -> String {
+    let text = format!("{error:#}");
+    let cut = text.find("Stack backtrace").unwrap_or(text.len());
+    text.get(..cut)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(600)
+        .collect()
+}
+
+/// Cleans up after a failed copy: a fresh Tether receiver (a failed transfer may leave state
+/// behind), empty target directories.
+fn after_failure(cx: &mut Cx, way: usize) -> Result<()> {
+    cx.lab.clear_received()?;
+    let _ = std::fs::remove_dir_all(cx.work.join("blobs-tree-export"));
+    if way == 0 {
+        cx.tether.stop()?;
+        cx.tether = cx.lab.tether_server()?;
+    }
     Ok(())
 }
 
@@ -188,6 +244,19 @@ fn blobs_once(lab: &mut Lab, work: &Path, source: &Path, hashes: &Hashes) -> Res
     let import: f64 = import.parse()?;
     let target = work.join("blobs-tree-export");
     let fetch = lab.blobs_fetch_collection(&server, hash, &target);
+    if let Ok(seconds) = &fetch {
+        let fetched = lab
+            .raw_json
+            .last()
+            .and_then(|(_, v)| v.get("fetch_seconds"))
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(f64::NAN);
+        eprintln!(
+            "tether-bench: tree iroh-blobs: import {import:.3} s, fetch {fetched:.3} s, \
+             export {:.3} s",
+            seconds - fetched
+        );
+    }
     server.stop()?;
     let _ = std::fs::remove_dir_all(work.join("blobs-tree-store"));
     let checked = fetch.and_then(|seconds| {
@@ -207,11 +276,11 @@ struct Measured<'a> {
     reps: usize,
 }
 
-/// The two rows (against the collection, against rsync) and the run-by-run table.
-fn rows(report: &mut Report, m: &Measured<'_>, tether: &[f64], blobs: &[f64], rsync: &[f64]) {
+/// The two rows (against the collection, against rsync) and the run-by-run table. Ratios pair
+/// the runs where both ways finished.
+fn rows(report: &mut Report, m: &Measured<'_>, times: &Runs) {
     let mb = m.bytes as f64 / 1e6;
-    let rate = |ts: &[f64]| -> Vec<f64> { ts.iter().map(|t| mb / t).collect() };
-    let (t, b, r) = (rate(tether), rate(blobs), rate(rsync));
+    let [tether, blobs, rsync] = times;
     let show = |x: f64| format!("{x:.1} MB/s");
     let figure = format!(
         "a real tree copied once: {}, {} files, {mb:.1} MB, encrypt on, every file verified",
@@ -219,30 +288,45 @@ fn rows(report: &mut Report, m: &Measured<'_>, tether: &[f64], blobs: &[f64], rs
     );
     let against = [
         (
-            &b,
+            blobs,
             "iroh-blobs collection (sendme's way: import + fetch + export)",
             1.5,
         ),
         (
-            &r,
+            rsync,
             "`rsync -a` to an `rsync --daemon` on 127.0.0.1 (TCP)",
             1.0,
         ),
     ];
     for (baseline, bname, target) in against {
-        let ratio = Spread::of(&ratios(&t, baseline));
+        let pairs: Vec<(f64, f64)> = tether
+            .iter()
+            .zip(baseline)
+            .filter_map(|(t, b)| Some((mb / (*t)?, mb / (*b)?)))
+            .collect();
+        let (t, b): (Vec<f64>, Vec<f64>) = pairs.into_iter().unzip();
+        let failed = baseline.iter().filter(|x| x.is_none()).count();
+        let failures = if failed > 0 {
+            format!(
+                " (failed in {failed} of {} runs, see the notes)",
+                baseline.len()
+            )
+        } else {
+            String::new()
+        };
+        let ratio = (!t.is_empty()).then(|| Spread::of(&ratios(&t, &b)));
         report.rows.push(Row {
             figure: figure.clone(),
             candidate: Spread::of(&t).show(show),
-            baseline: format!("{bname}: {}", Spread::of(baseline).show(show)),
-            ratio: Some(ratio),
+            baseline: format!("{bname}: {}{failures}", Spread::of(&b).show(show)),
+            ratio,
             target: format!("≥ {target}×"),
-            met: Some(ratio.median >= target),
+            met: ratio.map(|r| r.median >= target),
         });
     }
-    let secs = |ts: &[f64]| {
+    let secs = |ts: &[Option<f64>]| {
         ts.iter()
-            .map(|x| format!("{x:.2} s"))
+            .map(|x| x.map_or("failed".into(), |x| format!("{x:.2} s")))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -251,8 +335,8 @@ fn rows(report: &mut Report, m: &Measured<'_>, tether: &[f64], blobs: &[f64], rs
         "\n**A real tree copied once** ({}, `{}`: {} files, {} bytes; {} runs of each way, \
          alternated; each way receives into an empty directory, its time runs from the start \
          (sendme's import included) to the last file in place; every received file's BLAKE3 \
-         hash compared to the source's after the timed part; Tether fsyncs every file, rsync and \
-         the iroh-blobs export do not):\n\n| way | times, run by run |\n|---|---|\n\
+         hash compared to the source's after the timed part; Tether fsyncs every file it places, \
+         rsync runs without `--fsync`):\n\n| way | times, run by run |\n|---|---|\n\
          | Tether, encrypted | {} |\n| iroh-blobs collection | {} |\n| rsync over TCP | {} |",
         m.name,
         m.source.display(),
@@ -263,4 +347,45 @@ fn rows(report: &mut Report, m: &Measured<'_>, tether: &[f64], blobs: &[f64], rs
         secs(blobs),
         secs(rsync),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(root: &Path, relative: &str, contents: &[u8]) {
+        let path = root.join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+    }
+
+    #[test]
+    fn verify_refuses_a_changed_a_missing_and_an_extra_file() {
+        let source = tempfile::tempdir().unwrap();
+        write(source.path(), "a/b/one", b"one");
+        write(source.path(), "two", b"two");
+        let hashes = hash_tree(source.path()).unwrap();
+        assert_eq!(hashes.len(), 2);
+
+        let copy = tempfile::tempdir().unwrap();
+        write(copy.path(), "a/b/one", b"one");
+        write(copy.path(), "two", b"two");
+        verify(&hashes, copy.path(), "copy").unwrap();
+
+        write(copy.path(), "two", b"tw0");
+        let changed = verify(&hashes, copy.path(), "copy").unwrap_err();
+        assert!(changed.to_string().contains("two differs"), "{changed}");
+
+        std::fs::remove_file(copy.path().join("two")).unwrap();
+        write(copy.path(), "three", b"two");
+        let renamed = verify(&hashes, copy.path(), "copy").unwrap_err();
+        assert!(
+            renamed.to_string().contains("two did not arrive"),
+            "{renamed}"
+        );
+
+        write(copy.path(), "two", b"two");
+        let extra = verify(&hashes, copy.path(), "copy").unwrap_err();
+        assert!(extra.to_string().contains("3 files arrived"), "{extra}");
+    }
 }
