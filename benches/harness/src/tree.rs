@@ -304,6 +304,8 @@ fn rows(report: &mut Report, m: &Measured<'_>, times: &Runs) {
             .zip(baseline)
             .filter_map(|(t, b)| Some((mb / (*t)?, mb / (*b)?)))
             .collect();
+        // The ratios pair the runs where both finished; each side's own figures are all of its
+        // finished runs.
         let (t, b): (Vec<f64>, Vec<f64>) = pairs.into_iter().unzip();
         let failed = baseline.iter().filter(|x| x.is_none()).count();
         let failures = if failed > 0 {
@@ -315,10 +317,15 @@ fn rows(report: &mut Report, m: &Measured<'_>, times: &Runs) {
             String::new()
         };
         let ratio = (!t.is_empty()).then(|| Spread::of(&ratios(&t, &b)));
+        let done =
+            |ts: &[Option<f64>]| -> Vec<f64> { ts.iter().flatten().map(|t| mb / t).collect() };
         report.rows.push(Row {
             figure: figure.clone(),
-            candidate: Spread::of(&t).show(show),
-            baseline: format!("{bname}: {}{failures}", Spread::of(&b).show(show)),
+            candidate: Spread::of(&done(tether)).show(show),
+            baseline: format!(
+                "{bname}: {}{failures}",
+                Spread::of(&done(baseline)).show(show)
+            ),
             ratio,
             target: format!("≥ {target}×"),
             met: ratio.map(|r| r.median >= target),
