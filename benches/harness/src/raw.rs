@@ -3,8 +3,9 @@
 //!
 //! Three ways to move one stream's bytes, so that Tether is held against the best of them:
 //! file→file with good file IO (each end's disk work on a dedicated thread with `std::fs`,
-//! 1 MiB buffers handed over through bounded channels and reused, iroh's `write_chunk` on the
-//! sending side, one fsync at the end as Tether does); file→file through `tokio::fs` (a
+//! 1 MiB reads handed to iroh's `write_chunk` on the sending side, the stream's own
+//! `read_chunk` buffers written in vectored batches on the receiving side, bounded channels
+//! between, one fsync at the end as Tether does); file→file through `tokio::fs` (a
 //! blocking-pool hop per call, the harness's earlier baseline, kept to show the difference);
 //! and memory→memory (no disk at all: one buffer written again and again, `read_chunk`s dropped).
 
@@ -210,19 +211,15 @@ async fn receive_tokio(recv: &mut RecvStream, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Good file IO: the stream fills 1 MiB buffers, a dedicated thread writes them with `std::fs`
-/// and hands them back for reuse, a second one flushes what was written every [`SYNC_STEP`]
-/// while the stream goes on; one fsync at the end.
+/// Good file IO: the stream's own buffers (`read_chunk`, no copy) go in batches of up to 1 MiB
+/// to a dedicated thread that writes each batch with one vectored `write`; a second thread
+/// flushes what was written every [`SYNC_STEP`] while the stream goes on; one fsync at the end.
 async fn receive_std(recv: &mut RecvStream, path: &Path) -> Result<()> {
     let file = std::fs::File::create(path)?;
-    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(IN_FLIGHT);
-    let (empty_tx, mut empty_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(IN_FLIGHT);
-    for _ in 0..IN_FLIGHT {
-        empty_tx.try_send(vec![0u8; BUFFER])?;
-    }
-    let writer = std::thread::spawn(move || write_out(file, &full_rx, &empty_tx));
-    let streamed = fill_and_hand_over(recv, &mut empty_rx, &full_tx).await;
-    drop(full_tx);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(IN_FLIGHT);
+    let writer = std::thread::spawn(move || write_out(file, rx));
+    let streamed = batch_and_hand_over(recv, &tx).await;
+    drop(tx);
     let written = tokio::task::spawn_blocking(move || writer.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
@@ -230,16 +227,13 @@ async fn receive_std(recv: &mut RecvStream, path: &Path) -> Result<()> {
     Ok(written?)
 }
 
-/// The writer thread: writes each full buffer, returns it to `empty`; asks the flusher for a
-/// `sync_data` every [`SYNC_STEP`] bytes (skipped while one runs), so that the fsync at the end
-/// finds little left to write, as the disk keeps pace with the stream instead of taking the
-/// whole file at the end.
+/// The writer thread: writes each batch; asks the flusher for a `sync_data` every
+/// [`SYNC_STEP`] bytes (skipped while one runs), so that the fsync at the end finds little left
+/// to write, as the disk keeps pace with the stream instead of taking the whole file at the end.
 fn write_out(
     mut file: std::fs::File,
-    full: &std::sync::mpsc::Receiver<(Vec<u8>, usize)>,
-    empty: &tokio::sync::mpsc::Sender<Vec<u8>>,
+    mut batches: tokio::sync::mpsc::Receiver<Vec<Bytes>>,
 ) -> std::io::Result<()> {
-    use std::io::Write as _;
     let flushed = file.try_clone()?;
     let (flush_tx, flush_rx) = std::sync::mpsc::sync_channel::<()>(1);
     let flusher = std::thread::spawn(move || -> std::io::Result<()> {
@@ -249,16 +243,13 @@ fn write_out(
         Ok(())
     });
     let mut unflushed = 0;
-    for (buf, len) in full {
-        file.write_all(buf.get(..len).unwrap_or_default())?;
-        unflushed += len;
+    while let Some(batch) = batches.blocking_recv() {
+        unflushed += write_batch(&mut file, &batch)?;
         if unflushed >= SYNC_STEP {
             // Full: a flush is running and will take these bytes too.
             let _ = flush_tx.try_send(());
             unflushed = 0;
         }
-        // The stream side stops early only on an error, which it reports itself.
-        let _ = empty.blocking_send(buf);
     }
     drop(flush_tx);
     flusher
@@ -267,37 +258,54 @@ fn write_out(
     file.sync_all()
 }
 
-/// Reads the stream into the buffers from `empty` until it ends, each full one to `full`.
-async fn fill_and_hand_over(
+/// Writes every chunk of `batch` with vectored writes (at most [`BATCH_CHUNKS`] chunks, under
+/// the kernel's `IOV_MAX`); the bytes written.
+fn write_batch(file: &mut std::fs::File, batch: &[Bytes]) -> std::io::Result<usize> {
+    use std::io::{IoSlice, Write as _};
+    let mut slices: Vec<IoSlice<'_>> = batch.iter().map(|c| IoSlice::new(c)).collect();
+    let mut rest = slices.as_mut_slice();
+    let mut written = 0;
+    while !rest.is_empty() {
+        let n = file.write_vectored(rest)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        written += n;
+        IoSlice::advance_slices(&mut rest, n);
+    }
+    Ok(written)
+}
+
+/// The most chunks in one batch (Linux's `IOV_MAX` is 1024).
+const BATCH_CHUNKS: usize = 512;
+
+/// Reads the stream's chunks until it ends, handing them over in batches of up to [`BUFFER`]
+/// bytes or [`BATCH_CHUNKS`] chunks.
+async fn batch_and_hand_over(
     recv: &mut RecvStream,
-    empty: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
-    full: &std::sync::mpsc::SyncSender<(Vec<u8>, usize)>,
+    batches: &tokio::sync::mpsc::Sender<Vec<Bytes>>,
 ) -> Result<()> {
-    loop {
-        let mut buf = empty.recv().await.context("the writer thread stopped")?;
-        let mut len = 0;
-        let mut ended = false;
-        while len < buf.len() {
-            match recv
-                .read(buf.get_mut(len..).context("past the buffer")?)
-                .await?
-            {
-                Some(n) => len += n,
-                None => {
-                    ended = true;
-                    break;
-                }
-            }
-        }
-        if len > 0 {
-            // Never blocks for long: only IN_FLIGHT buffers exist.
-            full.send((buf, len))
+    let mut batch = Vec::with_capacity(BATCH_CHUNKS);
+    let mut bytes = 0;
+    while let Some(chunk) = recv.read_chunk(BUFFER).await? {
+        bytes += chunk.len();
+        batch.push(chunk);
+        if bytes >= BUFFER || batch.len() >= BATCH_CHUNKS {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_CHUNKS));
+            batches
+                .send(full)
+                .await
                 .map_err(|_| anyhow::anyhow!("the writer thread stopped"))?;
-        }
-        if ended {
-            return Ok(());
+            bytes = 0;
         }
     }
+    if !batch.is_empty() {
+        batches
+            .send(batch)
+            .await
+            .map_err(|_| anyhow::anyhow!("the writer thread stopped"))?;
+    }
+    Ok(())
 }
 
 /// Serves until stdin closes or says `quit`.
