@@ -26,6 +26,8 @@ impl Process {
         let stderr = std::fs::File::create(log)?;
         let mut child = Command::new(exe)
             .args(args)
+            // An error's chain, not its backtrace, ends up in the report's notes.
+            .env("RUST_LIB_BACKTRACE", "0")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(stderr)

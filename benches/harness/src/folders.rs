@@ -188,7 +188,7 @@ fn each(values: &[f64], show: impl Fn(&f64) -> String) -> String {
 }
 
 /// `rustc --print sysroot`.
-fn toolchain_sysroot() -> Result<PathBuf> {
+pub(crate) fn toolchain_sysroot() -> Result<PathBuf> {
     let out = Command::new("rustc")
         .args(["--print", "sysroot"])
         .output()

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::child::{Server, args, client};
+use crate::raw::RawIo;
 
 pub(crate) const MIB: u64 = 1 << 20;
 pub(crate) const GIB: u64 = 1 << 30;
@@ -127,8 +128,13 @@ impl Lab {
         ]
     }
 
+    /// Where the Tether server receives.
+    pub(crate) fn received(&self) -> PathBuf {
+        self.work.join("received")
+    }
+
     pub(crate) fn clear_received(&self) -> Result<()> {
-        let dir = self.work.join("received");
+        let dir = self.received();
         if dir.exists() {
             for entry in std::fs::read_dir(&dir)? {
                 let path = entry?.path();
@@ -152,14 +158,30 @@ impl Lab {
         self.tether_send_from("client", Vec::new(), server, paths, plain)
     }
 
-    pub(crate) fn tether_send_from(
+    /// Tether sends `paths`; seconds. What arrived stays in [`Lab::received`].
+    pub(crate) fn tether_send_kept(
         &mut self,
+        server: &Server,
+        paths: &[&Path],
+        plain: bool,
+    ) -> Result<f64> {
+        let argv = self.tether_send_args("client", Vec::new(), server, paths, plain);
+        let name = if plain {
+            "tether-send-plain"
+        } else {
+            "tether-send"
+        };
+        seconds(&self.client(name, argv)?, "seconds")
+    }
+
+    fn tether_send_args(
+        &self,
         client: &str,
         extra: Vec<OsString>,
         server: &Server,
         paths: &[&Path],
         plain: bool,
-    ) -> Result<f64> {
+    ) -> Vec<OsString> {
         let mut argv = args(&["send"]);
         argv.extend(self.tether_client_args(client));
         argv.extend(extra);
@@ -171,6 +193,18 @@ impl Lab {
         if plain {
             argv.push("--plain".into());
         }
+        argv
+    }
+
+    pub(crate) fn tether_send_from(
+        &mut self,
+        client: &str,
+        extra: Vec<OsString>,
+        server: &Server,
+        paths: &[&Path],
+        plain: bool,
+    ) -> Result<f64> {
+        let argv = self.tether_send_args(client, extra, server, paths, plain);
         let result = self.client(
             if plain {
                 "tether-send-plain"
@@ -183,8 +217,14 @@ impl Lab {
         seconds(&result?, "seconds")
     }
 
-    pub(crate) fn raw_send(&mut self, server: &Server, file: &Path) -> Result<f64> {
-        self.raw_send_with(server, Vec::new(), file)
+    /// A raw iroh stream moves `file` (or its length from memory), `io` as [`RawIo`] says.
+    pub(crate) fn raw_send(&mut self, server: &Server, file: &Path, io: RawIo) -> Result<f64> {
+        let io = match io {
+            RawIo::Std => "std",
+            RawIo::Tokio => "tokio",
+            RawIo::Memory => "memory",
+        };
+        self.raw_send_with(server, args(&["--io", io]), file)
     }
 
     pub(crate) fn raw_send_with(
@@ -212,6 +252,24 @@ impl Lab {
         let result = self.client("blobs-fetch", argv);
         let _ = std::fs::remove_dir_all(&store);
         let _ = std::fs::remove_file(&target);
+        seconds(&result?, "seconds")
+    }
+
+    /// Fetches the collection `hash` into a fresh store and exports it into `target`; seconds.
+    /// The store goes afterwards, `target` stays for the caller to check.
+    pub(crate) fn blobs_fetch_collection(
+        &mut self,
+        server: &Server,
+        hash: &str,
+        target: &Path,
+    ) -> Result<f64> {
+        let store = self.work.join("blobs-tree-client");
+        let mut argv = args(&["blobs-fetch", "--collection", "--hash", hash]);
+        argv.extend(server.peer_args());
+        argv.extend(["--dir".into(), store.clone().into()]);
+        argv.extend(["--export".into(), target.into()]);
+        let result = self.client("blobs-fetch-collection", argv);
+        let _ = std::fs::remove_dir_all(&store);
         seconds(&result?, "seconds")
     }
 

@@ -17,9 +17,11 @@ mod parts;
 mod raw;
 mod relay;
 mod report;
+mod rsync;
 mod run;
 mod stats;
 mod tether_side;
+mod tree;
 
 use std::path::PathBuf;
 
@@ -134,12 +136,15 @@ pub(crate) struct TetherClient {
 /// The client processes.
 #[derive(Subcommand)]
 pub(crate) enum ClientOp {
-    /// Send a file on one raw iroh stream; the server writes it to a file and fsyncs.
+    /// Send a file on one raw iroh stream; the server writes it to a file and fsyncs
+    /// (`--io memory`: the file's length from memory, dropped on arrival).
     RawSend {
         #[command(flatten)]
         peer: RawPeer,
         #[arg(long)]
         file: PathBuf,
+        #[arg(long, value_enum, default_value = "std")]
+        io: raw::RawIo,
     },
     /// Fresh endpoint, connect, one 64-byte round trip; `samples` times.
     RawConnect {
@@ -170,9 +175,12 @@ pub(crate) enum ClientOp {
         hash: String,
         #[arg(long)]
         dir: PathBuf,
-        /// Export the blob to this file after the fetch.
+        /// Export the blob to this file after the fetch (a collection: into this directory).
         #[arg(long)]
         export: Option<PathBuf>,
+        /// `hash` is a collection (sendme's folder): fetch its hash sequence and every blob.
+        #[arg(long)]
+        collection: bool,
     },
     /// Tether: join the device showing `code`.
     Pair {
@@ -298,7 +306,7 @@ async fn serve(kind: ServeKind) -> Result<()> {
 
 async fn client(op: ClientOp) -> Result<serde_json::Value> {
     match op {
-        ClientOp::RawSend { peer, file } => raw::send(&peer, &file).await,
+        ClientOp::RawSend { peer, file, io } => raw::send(&peer, &file, io).await,
         ClientOp::RawConnect { peer, samples } => raw::connect(&peer, samples).await,
         ClientOp::RawRtt { peer, samples } => raw::rtt(&peer, samples).await,
         ClientOp::RawIdle { peer, n } => raw::idle(&peer, n).await,
@@ -307,7 +315,8 @@ async fn client(op: ClientOp) -> Result<serde_json::Value> {
             hash,
             dir,
             export,
-        } => blobs::fetch(&peer, &hash, &dir, export.as_deref()).await,
+            collection,
+        } => blobs::fetch(&peer, &hash, &dir, export.as_deref(), collection).await,
         ClientOp::Pair { client, code } => tether_side::pair(&client, &code).await,
         ClientOp::PairMany { root, discovery, n } => {
             tether_side::pair_many(&root, &discovery, n).await

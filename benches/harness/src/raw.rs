@@ -1,5 +1,13 @@
 //! The raw iroh baseline: the same endpoint settings Tether's `TransportConfig::local_only`
 //! uses (`presets::Minimal`, relays off, IP transport on 127.0.0.1 only), no Tether on top.
+//!
+//! Three ways to move one stream's bytes, so that Tether is held against the best of them:
+//! file→file with good file IO (each end's disk work on a dedicated thread with `std::fs`,
+//! 1 MiB reads handed to iroh's `write_chunk` on the sending side, the stream's own
+//! `read_chunk` buffers written in vectored batches on the receiving side, bounded channels
+//! between, one fsync at the end as Tether does); file→file through `tokio::fs` (a
+//! blocking-pool hop per call, the harness's earlier baseline, kept to show the difference);
+//! and memory→memory (no disk at all: one buffer written again and again, `read_chunk`s dropped).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,7 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use iroh::endpoint::{Connection, presets};
+use bytes::Bytes;
+use iroh::endpoint::{Connection, RecvStream, SendStream, presets};
 use iroh::protocol::{AcceptError, ProtocolHandler, Router};
 use iroh::tls::CaTlsConfig;
 use iroh::{Endpoint, EndpointAddr, EndpointId, RelayMap, RelayMode, RelayUrl};
@@ -25,8 +34,29 @@ pub(crate) const MESSAGE: usize = 64;
 /// Read and write size for files.
 const BUFFER: usize = 1 << 20;
 
+/// Buffers in flight between a disk thread and the stream, each way.
+const IN_FLIGHT: usize = 8;
+/// The receiving file's writer asks for a flush to disk after this many bytes.
+const SYNC_STEP: usize = 64 << 20;
+
 const OP_ECHO: u8 = b'E';
-const OP_FILE: u8 = b'F';
+/// A file, written with `tokio::fs`.
+const OP_FILE_TOKIO: u8 = b'F';
+/// A file, written with `std::fs` on a dedicated thread.
+const OP_FILE: u8 = b'G';
+/// Bytes that are read and dropped.
+const OP_DISCARD: u8 = b'M';
+
+/// How a raw sender reads its bytes, and how the server stores them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum RawIo {
+    /// `std::fs` on a dedicated thread at each end, large reused buffers.
+    Std,
+    /// `tokio::fs` at each end (a blocking-pool hop per call).
+    Tokio,
+    /// No file: the sender writes one buffer again and again, the server drops what it reads.
+    Memory,
+}
 
 /// An endpoint on 127.0.0.1 with Tether's local-only settings.
 pub(crate) async fn endpoint(alpns: Vec<Vec<u8>>) -> Result<Endpoint> {
@@ -124,11 +154,12 @@ impl ProtocolHandler for RawHandler {
 }
 
 impl RawHandler {
-    async fn stream(
-        &self,
-        mut send: iroh::endpoint::SendStream,
-        mut recv: iroh::endpoint::RecvStream,
-    ) -> Result<()> {
+    fn next_path(&self) -> PathBuf {
+        let n = self.files.fetch_add(1, Ordering::Relaxed);
+        self.dir.join(format!("raw-{n}"))
+    }
+
+    async fn stream(&self, mut send: SendStream, mut recv: RecvStream) -> Result<()> {
         let mut op = [0u8; 1];
         recv.read_exact(&mut op).await?;
         match op {
@@ -138,26 +169,143 @@ impl RawHandler {
                     send.write_all(&buf).await?;
                 }
             }
-            [OP_FILE] => {
-                let n = self.files.fetch_add(1, Ordering::Relaxed);
-                let path = self.dir.join(format!("raw-{n}"));
-                let mut file = tokio::fs::File::create(&path).await?;
-                let mut buf = vec![0u8; BUFFER];
-                while let Some(read) = recv.read(&mut buf).await? {
-                    file.write_all(buf.get(..read).context("read past the buffer")?)
-                        .await?;
-                }
-                file.sync_all().await?;
-                drop(file);
-                send.write_all(b"K").await?;
-                send.finish()?;
-                let _ = send.stopped().await;
+            [OP_FILE_TOKIO] => {
+                let path = self.next_path();
+                receive_tokio(&mut recv, &path).await?;
+                acknowledge(&mut send).await?;
                 tokio::fs::remove_file(&path).await?;
+            }
+            [OP_FILE] => {
+                let path = self.next_path();
+                receive_std(&mut recv, &path).await?;
+                acknowledge(&mut send).await?;
+                tokio::fs::remove_file(&path).await?;
+            }
+            [OP_DISCARD] => {
+                while recv.read_chunk(usize::MAX).await?.is_some() {}
+                acknowledge(&mut send).await?;
             }
             _ => bail!("unknown op"),
         }
         Ok(())
     }
+}
+
+/// The one-byte answer after everything was received (and, for a file, fsynced).
+async fn acknowledge(send: &mut SendStream) -> Result<()> {
+    send.write_all(b"K").await?;
+    send.finish()?;
+    let _ = send.stopped().await;
+    Ok(())
+}
+
+/// The earlier baseline: `tokio::fs`, one blocking-pool hop per write.
+async fn receive_tokio(recv: &mut RecvStream, path: &Path) -> Result<()> {
+    let mut file = tokio::fs::File::create(path).await?;
+    let mut buf = vec![0u8; BUFFER];
+    while let Some(read) = recv.read(&mut buf).await? {
+        file.write_all(buf.get(..read).context("read past the buffer")?)
+            .await?;
+    }
+    file.sync_all().await?;
+    Ok(())
+}
+
+/// Good file IO: the stream's own buffers (`read_chunk`, no copy) go in batches of up to 1 MiB
+/// to a dedicated thread that writes each batch with one vectored `write`; a second thread
+/// flushes what was written every [`SYNC_STEP`] while the stream goes on; one fsync at the end.
+async fn receive_std(recv: &mut RecvStream, path: &Path) -> Result<()> {
+    let file = std::fs::File::create(path)?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(IN_FLIGHT);
+    let writer = std::thread::spawn(move || write_out(file, rx));
+    let streamed = batch_and_hand_over(recv, &tx).await;
+    drop(tx);
+    let written = tokio::task::spawn_blocking(move || writer.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+    streamed?;
+    Ok(written?)
+}
+
+/// The writer thread: writes each batch; asks the flusher for a `sync_data` every
+/// [`SYNC_STEP`] bytes (skipped while one runs), so that the fsync at the end finds little left
+/// to write, as the disk keeps pace with the stream instead of taking the whole file at the end.
+fn write_out(
+    mut file: std::fs::File,
+    mut batches: tokio::sync::mpsc::Receiver<Vec<Bytes>>,
+) -> std::io::Result<()> {
+    let flushed = file.try_clone()?;
+    let (flush_tx, flush_rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let flusher = std::thread::spawn(move || -> std::io::Result<()> {
+        for () in flush_rx {
+            flushed.sync_data()?;
+        }
+        Ok(())
+    });
+    let mut unflushed = 0;
+    while let Some(batch) = batches.blocking_recv() {
+        unflushed += write_batch(&mut file, &batch)?;
+        if unflushed >= SYNC_STEP {
+            // Full: a flush is running and will take these bytes too.
+            let _ = flush_tx.try_send(());
+            unflushed = 0;
+        }
+    }
+    drop(flush_tx);
+    flusher
+        .join()
+        .map_err(|_| std::io::Error::other("the flusher thread panicked"))??;
+    file.sync_all()
+}
+
+/// Writes every chunk of `batch` with vectored writes (at most [`BATCH_CHUNKS`] chunks, under
+/// the kernel's `IOV_MAX`); the bytes written.
+fn write_batch(file: &mut std::fs::File, batch: &[Bytes]) -> std::io::Result<usize> {
+    use std::io::{IoSlice, Write as _};
+    let mut slices: Vec<IoSlice<'_>> = batch.iter().map(|c| IoSlice::new(c)).collect();
+    let mut rest = slices.as_mut_slice();
+    let mut written = 0;
+    while !rest.is_empty() {
+        let n = file.write_vectored(rest)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        written += n;
+        IoSlice::advance_slices(&mut rest, n);
+    }
+    Ok(written)
+}
+
+/// The most chunks in one batch (Linux's `IOV_MAX` is 1024).
+const BATCH_CHUNKS: usize = 512;
+
+/// Reads the stream's chunks until it ends, handing them over in batches of up to [`BUFFER`]
+/// bytes or [`BATCH_CHUNKS`] chunks.
+async fn batch_and_hand_over(
+    recv: &mut RecvStream,
+    batches: &tokio::sync::mpsc::Sender<Vec<Bytes>>,
+) -> Result<()> {
+    let mut batch = Vec::with_capacity(BATCH_CHUNKS);
+    let mut bytes = 0;
+    while let Some(chunk) = recv.read_chunk(BUFFER).await? {
+        bytes += chunk.len();
+        batch.push(chunk);
+        if bytes >= BUFFER || batch.len() >= BATCH_CHUNKS {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_CHUNKS));
+            batches
+                .send(full)
+                .await
+                .map_err(|_| anyhow::anyhow!("the writer thread stopped"))?;
+            bytes = 0;
+        }
+    }
+    if !batch.is_empty() {
+        batches
+            .send(batch)
+            .await
+            .map_err(|_| anyhow::anyhow!("the writer thread stopped"))?;
+    }
+    Ok(())
 }
 
 /// Serves until stdin closes or says `quit`.
@@ -187,11 +335,12 @@ pub(crate) async fn wait_for_quit() {
     }
 }
 
-/// One file on one stream, acknowledged after the server's fsync.
-pub(crate) async fn send(peer: &RawPeer, file: &Path) -> Result<serde_json::Value> {
+/// One file on one stream, acknowledged after the server's fsync (`io` says how each end
+/// does its file IO; with `Memory` the file's length in bytes goes from memory to nowhere).
+pub(crate) async fn send(peer: &RawPeer, file: &Path, io: RawIo) -> Result<serde_json::Value> {
     let addr = endpoint_addr(peer)?;
     let endpoint = relay_endpoint(Vec::new(), &peer.relay).await?;
-    let mut source = tokio::fs::File::open(file).await?;
+    let size = std::fs::metadata(file)?.len();
     let started = Instant::now();
     let connection = endpoint.connect(addr, ALPN).await?;
     let relayed = connection
@@ -199,18 +348,20 @@ pub(crate) async fn send(peer: &RawPeer, file: &Path) -> Result<serde_json::Valu
         .iter()
         .any(|p| p.is_selected() && p.is_relay());
     let (mut send, mut recv) = connection.open_bi().await?;
-    send.write_all(&[OP_FILE]).await?;
-    let mut buf = vec![0u8; BUFFER];
-    let mut bytes = 0u64;
-    loop {
-        let read = source.read(&mut buf).await?;
-        if read == 0 {
-            break;
+    let bytes = match io {
+        RawIo::Std => {
+            send.write_all(&[OP_FILE]).await?;
+            send_std(&mut send, file).await?
         }
-        send.write_all(buf.get(..read).context("read past the buffer")?)
-            .await?;
-        bytes += read as u64;
-    }
+        RawIo::Tokio => {
+            send.write_all(&[OP_FILE_TOKIO]).await?;
+            send_tokio(&mut send, file).await?
+        }
+        RawIo::Memory => {
+            send.write_all(&[OP_DISCARD]).await?;
+            send_memory(&mut send, size).await?
+        }
+    };
     send.finish()?;
     let mut ack = [0u8; 1];
     recv.read_exact(&mut ack).await?;
@@ -220,10 +371,82 @@ pub(crate) async fn send(peer: &RawPeer, file: &Path) -> Result<serde_json::Valu
     Ok(json!({ "seconds": seconds, "bytes": bytes, "relayed": relayed }))
 }
 
-async fn echo_once(
-    send: &mut iroh::endpoint::SendStream,
-    recv: &mut iroh::endpoint::RecvStream,
-) -> Result<()> {
+/// The earlier baseline: `tokio::fs` reads into one buffer, `write_all` copies it out.
+async fn send_tokio(send: &mut SendStream, file: &Path) -> Result<u64> {
+    let mut source = tokio::fs::File::open(file).await?;
+    let mut buf = vec![0u8; BUFFER];
+    let mut bytes = 0u64;
+    loop {
+        let read = source.read(&mut buf).await?;
+        if read == 0 {
+            return Ok(bytes);
+        }
+        send.write_all(buf.get(..read).context("read past the buffer")?)
+            .await?;
+        bytes += read as u64;
+    }
+}
+
+/// Good file IO: a dedicated thread reads 1 MiB buffers with `std::fs`; each goes to the
+/// stream as it is (`write_chunk`, no copy).
+async fn send_std(send: &mut SendStream, file: &Path) -> Result<u64> {
+    let mut source = std::fs::File::open(file)?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(IN_FLIGHT);
+    let reader = std::thread::spawn(move || -> std::io::Result<()> {
+        use std::io::Read as _;
+        loop {
+            let mut buf = vec![0u8; BUFFER];
+            let mut len = 0;
+            while len < BUFFER {
+                match source.read(buf.get_mut(len..).unwrap_or_default())? {
+                    0 => break,
+                    n => len += n,
+                }
+            }
+            if len == 0 {
+                return Ok(());
+            }
+            buf.truncate(len);
+            if tx.blocking_send(Bytes::from(buf)).is_err() {
+                // The stream side stopped on an error it reports itself.
+                return Ok(());
+            }
+        }
+    });
+    let mut bytes = 0u64;
+    let mut streamed = Ok(());
+    while let Some(chunk) = rx.recv().await {
+        bytes += chunk.len() as u64;
+        if let Err(error) = send.write_chunk(chunk).await {
+            streamed = Err(error);
+            break;
+        }
+    }
+    drop(rx);
+    let read = tokio::task::spawn_blocking(move || reader.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the reader thread panicked"))?;
+    streamed?;
+    read?;
+    Ok(bytes)
+}
+
+/// No disk: one 1 MiB buffer of random bytes, written `size` bytes' worth (`write_chunk`
+/// shares it, no copy).
+async fn send_memory(send: &mut SendStream, size: u64) -> Result<u64> {
+    let mut buf = vec![0u8; BUFFER];
+    blake3::Hasher::new().finalize_xof().fill(&mut buf);
+    let buf = Bytes::from(buf);
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(BUFFER as u64);
+        send.write_chunk(buf.slice(..n as usize)).await?;
+        left -= n;
+    }
+    Ok(size)
+}
+
+async fn echo_once(send: &mut SendStream, recv: &mut RecvStream) -> Result<()> {
     let message = [7u8; MESSAGE];
     send.write_all(&message).await?;
     let mut back = [0u8; MESSAGE];

@@ -11,7 +11,7 @@ use crate::child::{Server, args};
 use crate::lab::{Cx, GIB, Lab, MIB, seconds};
 use crate::report::{Report, Row, ms, size_name};
 use crate::stats::median;
-use crate::{folders, parts};
+use crate::{folders, parts, tree};
 
 /// `tether-bench run` options.
 #[derive(clap::Args, Debug)]
@@ -34,8 +34,8 @@ pub(crate) struct RunArgs {
     /// Keep the work directory (files, data directories, every process's log).
     #[arg(long)]
     keep: bool,
-    /// Only these parts (transfer, small, folders, connect, rtt, flood, growth, devices, relay,
-    /// pairing); pairing by code always runs, it makes the client.
+    /// Only these parts (transfer, small, folders, tree, connect, rtt, flood, growth, devices,
+    /// relay, pairing); pairing by code always runs, it makes the client.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -153,10 +153,11 @@ fn pairing(lab: &mut Lab, tether: &mut Server, opts: &RunArgs, report: &mut Repo
 /// Every part `--only` asks for, in the report's order.
 fn parts(cx: &mut Cx, opts: &RunArgs, report: &mut Report) -> Result<()> {
     type Part = fn(&mut Cx, &mut Report) -> Result<()>;
-    let all: [(&str, Part); 9] = [
+    let all: [(&str, Part); 10] = [
         ("transfer", parts::transfer),
         ("small", parts::small),
         ("folders", folders::folders),
+        ("tree", tree::tree),
         ("connect", parts::connect),
         ("rtt", parts::rtt),
         ("flood", parts::flood),
