@@ -13,7 +13,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tether_crypto::{SessionKeys, TransferCipher};
 use tether_identity::error_chain;
-use tether_wire::{Frame, FrameError, FrameKind, ReadError, read_frame, write_frame};
+use tether_wire::{Frame, FrameError, FrameKind, ReadError, read_frame_into, write_frame};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::Mutex as AsyncMutex;
 
@@ -134,7 +134,19 @@ pub(crate) async fn read_frame_from<R>(reader: &mut R) -> Result<Option<Frame>, 
 where
     R: AsyncRead + Unpin + ?Sized,
 {
-    match read_frame(reader).await {
+    read_frame_reusing(reader, Vec::new()).await
+}
+
+/// Reads one frame into `buf`'s allocation (see [`read_frame_into`]); `Ok(None)` at a clean
+/// end of stream.
+pub(crate) async fn read_frame_reusing<R>(
+    reader: &mut R,
+    buf: Vec<u8>,
+) -> Result<Option<Frame>, TransferError>
+where
+    R: AsyncRead + Unpin + ?Sized,
+{
+    match read_frame_into(reader, buf).await {
         Ok(frame) => Ok(frame),
         Err(ReadError::Io(e)) => Err(TransferError::Link(e)),
         // A frame cut off by the end of the stream is a lost link, not a lie.

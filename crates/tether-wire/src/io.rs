@@ -16,6 +16,23 @@ pub async fn read_frame<R>(reader: &mut R) -> Result<Option<Frame>, ReadError>
 where
     R: AsyncRead + Unpin + ?Sized,
 {
+    read_frame_into(reader, Vec::new()).await
+}
+
+/// Reads one frame into `buf`, whose old contents are discarded and whose allocation is kept
+/// when it is large enough: a reader that hands each frame's payload back
+/// ([`Frame::into_payload`]) reads a stream of large frames without allocating (or faulting in)
+/// a fresh buffer per frame. Otherwise as [`read_frame`]; the buffer grows only after the
+/// header's length has been checked against the kind's cap.
+///
+/// Not cancel-safe: if the future is dropped part-way, the stream is mid-frame and must be closed.
+pub async fn read_frame_into<R>(
+    reader: &mut R,
+    mut buf: Vec<u8>,
+) -> Result<Option<Frame>, ReadError>
+where
+    R: AsyncRead + Unpin + ?Sized,
+{
     let mut header = [0u8; FRAME_HEADER_LEN];
     let mut filled = 0;
     while filled < FRAME_HEADER_LEN {
@@ -31,10 +48,11 @@ where
         filled += n;
     }
     let (kind, len) = parse_header(header)?;
-    let mut payload = Vec::with_capacity(len);
+    buf.clear();
+    buf.reserve_exact(len);
     let got = (&mut *reader)
         .take(len as u64)
-        .read_to_end(&mut payload)
+        .read_to_end(&mut buf)
         .await?;
     if got < len {
         return Err(FrameError::Truncated {
@@ -42,7 +60,7 @@ where
         }
         .into());
     }
-    Ok(Some(Frame::from_parts(kind, payload)))
+    Ok(Some(Frame::from_parts(kind, buf)))
 }
 
 /// Writes one frame (header, then payload). Does not flush.
@@ -112,6 +130,28 @@ mod tests {
         };
         let ((), got) = tokio::join!(writer, reader);
         assert_eq!(got, sent);
+    }
+
+    #[tokio::test]
+    async fn read_frame_into_reuses_the_buffer_and_drops_its_old_bytes() {
+        let mut encoder = FrameEncoder::new();
+        frames().iter().for_each(|frame| encoder.push(frame));
+        let bytes = encoder.take();
+        let mut input = &bytes[..];
+        let mut buf = vec![7u8; 100_000];
+        let allocation = buf.as_ptr();
+        let mut got = Vec::new();
+        while let Some(frame) = read_frame_into(&mut input, buf).await.unwrap() {
+            // Every frame lands in the one allocation (each is smaller than its capacity).
+            assert_eq!(frame.payload().as_ptr(), allocation);
+            got.push(frame.clone());
+            buf = frame.into_payload();
+        }
+        assert_eq!(got, frames());
+        // A buffer too small for the frame grows to it.
+        let mut input = &bytes[..];
+        let first = read_frame_into(&mut input, Vec::with_capacity(1)).await;
+        assert_eq!(first.unwrap().unwrap(), frames()[0]);
     }
 
     #[tokio::test]

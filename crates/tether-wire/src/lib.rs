@@ -7,7 +7,8 @@
 //! * **Frames.** `u32` big-endian length, a [`FrameKind`] byte, the payload. Each kind has a cap
 //!   (1 MiB of JSON; a 256 KiB [`DataChunk`] of file bytes plus its header; either plus the seal
 //!   overhead), checked before anything is allocated. [`FrameDecoder`] and [`FrameEncoder`] are
-//!   sans-IO; with the `tokio` feature, `read_frame` and `write_frame` do the same over any
+//!   sans-IO; with the `tokio` feature, `read_frame` (`read_frame_into`, reusing a buffer) and
+//!   `write_frame` do the same over any
 //!   tokio `AsyncRead`/`AsyncWrite`, such as an iroh QUIC stream. File bytes never pass through
 //!   JSON.
 //! * **Envelope.** [`Frame::seal`] and [`Frame::open`] encrypt a frame with
@@ -103,7 +104,7 @@ pub use frame::{
 };
 pub use hlc::{Hlc, HlcError, MAX_DRIFT_MS};
 #[cfg(feature = "tokio")]
-pub use io::{ReadError, read_frame, write_frame};
+pub use io::{ReadError, read_frame, read_frame_into, write_frame};
 pub use message::{
     ErrorCode, ErrorReply, FileRequest, FileResponse, LibraryAnnounce, LibraryInfo, LibraryRequest,
     MessageKind, NetworkMessage, Ping, Pong, SyncEntry, SyncRequest, SyncResponse,

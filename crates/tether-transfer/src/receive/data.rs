@@ -34,7 +34,7 @@ use crate::batch;
 use crate::chunk::{ChunkSet, chunk_at, chunk_len};
 use crate::compress::{self, Compression};
 use crate::error::{LocalError, PeerError, TransferError};
-use crate::link::{ByteStream, LaneCipher, eof, read_frame_from};
+use crate::link::{ByteStream, LaneCipher, eof, read_frame_reusing};
 use crate::protocol::Message;
 use crate::receive::dest::Destination;
 use crate::receive::disk::{self, FilePaths, PartialId};
@@ -200,13 +200,13 @@ enum WriteTo {
 impl RecvShared {
     /// Verifies and writes one data frame (blocking): one chunk, or each file of a batch (see
     /// `batch.rs`), in order. Each file whose last missing chunk it wrote goes to `done`; false
-    /// once `done` is closed.
+    /// once `done` is closed. Gives back the frame's buffer for the next read.
     fn accept(
         &self,
         cipher: &LaneCipher,
         frame: Frame,
         done: &mpsc::UnboundedSender<usize>,
-    ) -> Result<bool, TransferError> {
+    ) -> Result<(bool, Vec<u8>), TransferError> {
         let wire = frame.encoded_len() as u64;
         let frame = cipher.open(frame)?;
         let chunk = DataChunk::decode(frame).map_err(|e| PeerError::Frame(error_chain(&e)))?;
@@ -214,17 +214,17 @@ impl RecvShared {
         if chunk.offset() != batch::BATCH_OFFSET || !chunk.entry_id().is_nil() {
             let outcome = self.accept_chunk(chunk.entry_id(), chunk.offset(), chunk.bytes())?;
             self.wire.fetch_add(wire, Ordering::Relaxed);
-            return Ok(written(outcome));
+            return Ok((written(outcome), chunk.into_frame().into_payload()));
         }
         let pieces =
             batch::pieces(chunk.bytes()).map_err(|reason| PeerError::Frame(reason.into()))?;
         self.wire.fetch_add(wire, Ordering::Relaxed);
         for (entry_id, bytes) in pieces {
             if !written(self.accept_chunk(entry_id, 0, bytes)?) {
-                return Ok(false);
+                return Ok((false, Vec::new()));
             }
         }
-        Ok(true)
+        Ok((true, chunk.into_frame().into_payload()))
     }
 
     /// Verifies and writes the chunk at `offset` of entry `entry_id` (blocking).
@@ -563,18 +563,28 @@ where
     R: AsyncRead + Send + 'static,
 {
     let (frames_tx, mut frames_rx) = mpsc::channel::<Frame>(PIPELINE_DEPTH);
+    // Written frames' buffers go back to the reader, which reads the next frames into them: a
+    // busy lane reuses a handful of buffers (at most the frames in flight) instead of
+    // allocating, and faulting in, one per frame.
+    let (spare_tx, spare_rx) = std::sync::mpsc::channel::<Vec<u8>>();
     let worker_shared = shared.clone();
     let mut worker = tokio::task::spawn_blocking(move || {
         while let Some(frame) = frames_rx.blocking_recv() {
-            if !worker_shared.accept(&cipher, frame, &done)? {
+            let (more, spare) = worker_shared.accept(&cipher, frame, &done)?;
+            if !more {
                 break;
             }
+            // The reader may have stopped; then the buffer is simply dropped.
+            let _ = spare_tx.send(spare);
         }
         Ok::<(), TransferError>(())
     });
     let read = async move {
         loop {
-            let frame = read_frame_from(&mut reader).await?.ok_or_else(eof)?;
+            let spare = spare_rx.try_recv().unwrap_or_default();
+            let frame = read_frame_reusing(&mut reader, spare)
+                .await?
+                .ok_or_else(eof)?;
             match frame.kind() {
                 FrameKind::Control if is_control => on_control(&shared, &frame)?,
                 FrameKind::Control | FrameKind::SealedControl => {
