@@ -553,6 +553,13 @@ impl Session {
         now.saturating_duration_since(self.last_heard)
     }
 
+    /// How long since anything was heard from the peer: its last word on the session stream or
+    /// the transport's last packet from it ([`Self::transport_heard`]), whichever is later.
+    /// What a dead-peer report should say; [`Self::silent_for`] counts the stream alone.
+    pub fn unheard_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_heard.max(self.transport_heard))
+    }
+
     /// How long ago the session was established.
     pub fn age(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.established)

@@ -381,11 +381,25 @@ fn a_ping_stuck_behind_a_slow_link_is_no_dead_peer_while_the_transport_hears_it(
     assert!(!events.contains(&Event::Close(CloseReason::PeerDead)));
     // Dead: nothing heard any more, by the transport or on the stream.
     pair.party(End::Acceptor).stopped = true;
-    pair.run_for(Duration::from_secs(30));
-    assert!(
-        pair.events(End::Dialler)
+    let died = pair.now;
+    let mut reported = None;
+    while reported.is_none() && pair.now < died + Duration::from_secs(30) {
+        pair.run_for(Duration::from_millis(10));
+        if pair
+            .events(End::Dialler)
             .contains(&Event::Close(CloseReason::PeerDead))
-    );
+        {
+            reported = Some(pair.now);
+        }
+    }
+    let reported = reported.expect("the dead peer was reported");
+    // What the report says is the time since the peer was last heard at all, not the stream's
+    // silence (the last pong left the queue long before the transport's last packet).
+    let session = pair.session(End::Dialler);
+    assert!(session.silent_for(reported) > Duration::from_secs(5));
+    let unheard = session.unheard_for(reported);
+    assert!(unheard <= Duration::from_millis(4_520), "{unheard:?}");
+    assert!(unheard >= reported - died, "{unheard:?}");
 }
 
 #[test]

@@ -101,7 +101,7 @@ fn explain(
     let dead = matches!(*local_close.lock(), Some((CLOSE_DEAD, _)));
     match error {
         TransferError::Link(_) if dead => {
-            let silent_for = session.lock().silent_for(Instant::now());
+            let silent_for = session.lock().unheard_for(Instant::now());
             TransferError::Link(io::Error::new(
                 io::ErrorKind::TimedOut,
                 PeerSilent { silent_for },
