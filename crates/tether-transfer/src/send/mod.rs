@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tether_crypto::{TransferCipher, TransferSecret};
-use tokio::io::ReadHalf;
+use tokio::io::{ReadHalf, WriteHalf};
+use uuid::Uuid;
 
 use crate::chunk::CHUNK_SIZE;
 use crate::compress::Compression;
@@ -82,16 +83,7 @@ impl OutgoingTransfer {
                 return Err(error);
             }
         };
-        let mut lane_writers = Vec::with_capacity(lanes.len());
-        for (index, lane) in lanes.into_iter().enumerate() {
-            let (_, mut writer) = split(lane, &activity);
-            let hello = Message::Lane(LaneHello {
-                transfer_id: self.transfer_id,
-                index: u8::try_from(index + 1).unwrap_or(u8::MAX),
-            });
-            send_message(&mut writer, &hello).await?;
-            lane_writers.push(writer);
-        }
+        let lane_writers = greet_lanes(self.transfer_id, lanes, &activity).await?;
         let mut limiters = shared_limits;
         if let Some(rate) = self.options.rate_limit {
             limiters.push(RateLimiter::new(rate));
@@ -247,4 +239,23 @@ fn lane_ciphers(
         ciphers.push(Arc::new(LaneCipher::derive(keys.as_mut(), index)?));
     }
     Ok((cipher, ciphers))
+}
+
+/// Splits each extra lane and sends its `LaneHello` (index 1, 2, ...), returning the writers.
+async fn greet_lanes<S: ByteStream>(
+    transfer_id: Uuid,
+    lanes: Vec<S>,
+    activity: &Arc<Activity>,
+) -> Result<Vec<WriteHalf<Box<dyn ByteStream>>>, TransferError> {
+    let mut writers = Vec::with_capacity(lanes.len());
+    for (index, lane) in lanes.into_iter().enumerate() {
+        let (_, mut writer) = split(lane, activity);
+        let hello = Message::Lane(LaneHello {
+            transfer_id,
+            index: u8::try_from(index + 1).unwrap_or(u8::MAX),
+        });
+        send_message(&mut writer, &hello).await?;
+        writers.push(writer);
+    }
+    Ok(writers)
 }
