@@ -61,6 +61,15 @@ pub(super) fn transfer(cx: &mut Cx, report: &mut Report) -> Result<()> {
         }
     }
     blobs.stop()?;
+    let name = transfer_rows(rows, big, &times)?;
+    receiver_peak(lab, tether, raw, &file, &name, rows)?;
+    std::fs::remove_file(&file)?;
+    Ok(())
+}
+
+/// The transfer part's rows from the seconds each variant took (in `transfer`'s order);
+/// returns the size's name.
+fn transfer_rows(rows: &mut Vec<Row>, big: u64, times: &[Vec<f64>]) -> Result<String> {
     let rates: Vec<Vec<f64>> = times
         .iter()
         .map(|ts| ts.iter().map(|t| mib_s(big, *t)).collect())
@@ -115,9 +124,7 @@ pub(super) fn transfer(cx: &mut Cx, report: &mut Report) -> Result<()> {
         );
     }
 
-    receiver_peak(lab, tether, raw, &file, &name, rows)?;
-    std::fs::remove_file(&file)?;
-    Ok(())
+    Ok(name)
 }
 
 pub(super) fn small(cx: &mut Cx, report: &mut Report) -> Result<()> {
