@@ -226,8 +226,8 @@ pub(super) fn connect(cx: &mut Cx, report: &mut Report) -> Result<()> {
             Spread::of(&r_connect).show(ms)
         ),
         ratio: Some(r),
-        target: "≤ 1.5×".into(),
-        met: Some(r.median <= 1.5),
+        target: "≤ 1.2×".into(),
+        met: Some(r.median <= 1.2),
     });
     Ok(())
 }
