@@ -402,23 +402,7 @@ impl Lab {
     pub(crate) fn delay(&mut self, agent: &Path, host: Host, ms: u64) -> Result<()> {
         self.delay_line(agent, host, ms)?;
         for (chain, dir) in [("OUTPUT", "-o"), ("INPUT", "-i")] {
-            x(
-                host.short(),
-                &[
-                    "iptables",
-                    "-t",
-                    "mangle",
-                    "-A",
-                    chain,
-                    dir,
-                    "eth0",
-                    "-j",
-                    "NFQUEUE",
-                    "--queue-num",
-                    "1",
-                    "--queue-bypass",
-                ],
-            )?;
+            queue_to_delay_line(host, chain, dir)?;
         }
         Ok(())
     }
@@ -472,23 +456,7 @@ impl Lab {
     pub(crate) fn delay_inbound(&mut self, agent: &Path, hosts: &[Host], ms: u64) -> Result<()> {
         for host in hosts {
             self.delay_line(agent, *host, ms)?;
-            x(
-                host.short(),
-                &[
-                    "iptables",
-                    "-t",
-                    "mangle",
-                    "-A",
-                    "INPUT",
-                    "-i",
-                    "eth0",
-                    "-j",
-                    "NFQUEUE",
-                    "--queue-num",
-                    "1",
-                    "--queue-bypass",
-                ],
-            )?;
+            queue_to_delay_line(*host, "INPUT", "-i")?;
         }
         Ok(())
     }
@@ -606,4 +574,27 @@ impl Drop for Lab {
         }
         remove_all();
     }
+}
+
+/// Sends `host`'s packets of `chain` on eth0 (`dir`: `-i` in, `-o` out) through NFQUEUE 1, the
+/// delay line's queue (passed through unharmed while no delay line listens).
+fn queue_to_delay_line(host: Host, chain: &str, dir: &str) -> Result<()> {
+    x(
+        host.short(),
+        &[
+            "iptables",
+            "-t",
+            "mangle",
+            "-A",
+            chain,
+            dir,
+            "eth0",
+            "-j",
+            "NFQUEUE",
+            "--queue-num",
+            "1",
+            "--queue-bypass",
+        ],
+    )?;
+    Ok(())
 }
