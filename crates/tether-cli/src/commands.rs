@@ -427,7 +427,7 @@ fn rename(node: &NetworkingService, name: &str, device: Option<&str>, sink: &Sin
             sink.line(
                 "renamed",
                 format!(
-                    "this device is now {name:?}\npaired devices keep the old name; on each: tether rename --device OLD NEW"
+                    "this device is now {name:?}\npaired devices are told (now if connected, else when they next connect)"
                 ),
                 json!({ "node_id": info.public_key.to_string(), "name": name }),
             );

@@ -258,6 +258,11 @@ fn show_event(event: &NetworkEvent, out: Output) {
             format!("discovered: {} via {source}", node_id.fmt_short()),
             json!({ "node_id": node_id.to_string(), "source": source }),
         ),
+        NetworkEvent::DeviceRenamed { node_id, name } => (
+            "renamed",
+            format!("{} renamed itself \"{name}\"", node_id.fmt_short()),
+            json!({ "node_id": node_id.to_string(), "name": name.as_str() }),
+        ),
         NetworkEvent::Unpaired { node_id } => (
             "unpaired",
             format!("unpaired: {}", node_id.fmt_short()),

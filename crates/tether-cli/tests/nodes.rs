@@ -300,15 +300,32 @@ fn rename_doctor_and_a_second_up() {
     let id = check(&tether(rt, &laptop, &["id"]).output().unwrap(), "id");
     assert_eq!(event(&id, "identity")["name"], "laptop");
 
-    // Renaming the running node shows in its `id` at once; the laptop names the desk its way.
+    // Renaming the running node shows in its `id` at once, and on the connected laptop (it
+    // is told); then the laptop names the desk its way, which a later rename does not undo.
+    check(
+        &tether(rt, &laptop, &["doctor", "desk"]).output().unwrap(),
+        "doctor",
+    );
     check(
         &tether(rt, &desk, &["rename", "studio"]).output().unwrap(),
         "rename",
     );
     let id = check(&tether(rt, &desk, &["id"]).output().unwrap(), "id");
     assert_eq!(event(&id, "identity")["name"], "studio");
+    let told = Instant::now();
+    loop {
+        let devices = check(
+            &tether(rt, &laptop, &["devices"]).output().unwrap(),
+            "devices",
+        );
+        if event(&devices, "device")["name"] == "studio" {
+            break;
+        }
+        assert!(told.elapsed() < Duration::from_secs(10), "{devices:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     check(
-        &tether(rt, &laptop, &["rename", "--device", "desk", "the studio"])
+        &tether(rt, &laptop, &["rename", "--device", "studio", "the studio"])
             .output()
             .unwrap(),
         "rename --device",

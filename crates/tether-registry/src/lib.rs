@@ -95,7 +95,7 @@ pub use key_storage::KeyStorageKind;
 pub use passphrase::{PassphrasePrompt, PassphrasePurpose};
 pub use profile::{PROFILE_FILE, Profile, ProfileError};
 pub use record::{
-    MAX_ADDRESSES, MAX_RELAY_URL_LEN, NewPairing, PairedDevice, StorageKey, TrustLevel,
+    MAX_ADDRESSES, MAX_RELAY_URL_LEN, NameSync, NewPairing, PairedDevice, StorageKey, TrustLevel,
 };
 pub use registry::{DeviceRegistry, EVENT_CAPACITY, MAX_DISCOVERED, StorageRefusal};
 pub use state::{

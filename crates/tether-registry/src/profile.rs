@@ -27,6 +27,15 @@ pub struct Profile {
     pub device_name: DeviceName,
     /// The kind of device.
     pub device_type: DeviceType,
+    /// When the name was last changed, in milliseconds since the Unix epoch (strictly
+    /// increasing across renames); 0 while it is the first name. Paired devices are told the
+    /// name with this stamp, and take a newer stamp over an older one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub name_changed_ms: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// Why the profile could not be loaded or written.
@@ -107,6 +116,7 @@ fn load_or_create_with(
                 .unwrap_or_else(|| DeviceId::random(&mut UnwrapErr(getrandom::SysRng))),
             device_name: default_name(host_name())?,
             device_type: DeviceType::Desktop,
+            name_changed_ms: 0,
         },
         Err(error) => return Err(io("read", error)),
     };
@@ -118,8 +128,16 @@ fn load_or_create_with(
             given,
         });
     }
-    if let Some(name) = name {
+    if let Some(name) = name
+        && *name != profile.device_name
+    {
         profile.device_name = name.clone();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+            });
+        profile.name_changed_ms = now.max(profile.name_changed_ms.saturating_add(1));
     }
     if let Some(device_type) = device_type {
         profile.device_type = device_type;
@@ -245,6 +263,25 @@ mod tests {
         assert_eq!(
             Profile::load_or_create(dir.path(), None, None, None).unwrap(),
             changed
+        );
+    }
+
+    #[test]
+    fn a_rename_is_stamped_and_stamps_only_grow() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_or_create_with(dir.path(), None, None, None, named("laptop")).unwrap();
+        assert_eq!(first.name_changed_ms, 0);
+        let same = DeviceName::new("laptop").unwrap();
+        let unchanged = Profile::load_or_create(dir.path(), None, Some(&same), None).unwrap();
+        assert_eq!(unchanged.name_changed_ms, 0, "the same name is no rename");
+        let desk = DeviceName::new("desk").unwrap();
+        let renamed = Profile::load_or_create(dir.path(), None, Some(&desk), None).unwrap();
+        assert!(renamed.name_changed_ms > 0);
+        let again = Profile::load_or_create(dir.path(), None, Some(&same), None).unwrap();
+        assert!(again.name_changed_ms > renamed.name_changed_ms);
+        assert_eq!(
+            Profile::load_or_create(dir.path(), None, None, None).unwrap(),
+            again
         );
     }
 

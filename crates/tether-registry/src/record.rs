@@ -66,6 +66,28 @@ pub struct PairedDevice {
     pub addresses: Vec<SocketAddr>,
     /// The relay the peer was last reachable through.
     pub relay_url: Option<String>,
+    /// Where the name shown for the peer came from, and what the peer was told of ours.
+    pub names: NameSync,
+}
+
+/// How a paired device's name follows its renames, and ours reaches it.
+///
+/// A device that renames itself tells the devices it is paired with in a signed update
+/// stamped with the rename's time (milliseconds since the Unix epoch); a newer stamp replaces
+/// the name shown for it, unless the person renamed it here, which wins.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct NameSync {
+    /// The stamp of the peer's rename whose name was applied; 0: the name it paired with.
+    #[serde(default)]
+    pub changed_ms: u64,
+    /// Whether the person renamed the peer here (its own renames then no longer change the
+    /// name shown).
+    #[serde(default)]
+    pub named_here: bool,
+    /// The stamp of our own rename the peer acknowledged; 0: none.
+    #[serde(default)]
+    pub told_ms: u64,
 }
 
 /// The outcome of a successful pairing, as the registry stores it.
@@ -164,6 +186,9 @@ struct Body {
     stored_bytes: u64,
     addresses: Vec<SocketAddr>,
     relay_url: Option<String>,
+    /// Absent in records written before names followed renames: the pairing's name.
+    #[serde(default)]
+    names: NameSync,
 }
 
 /// Why a stored value could not be read.
@@ -189,6 +214,7 @@ impl StoredDevice {
             stored_bytes: self.device.stored_bytes,
             addresses: self.device.addresses.clone(),
             relay_url: self.device.relay_url.clone(),
+            names: self.device.names,
         };
         // Serializing these types cannot fail (no maps with non-string keys, no custom errors).
         let json = serde_json::to_vec(&body).unwrap_or_default();
@@ -255,6 +281,7 @@ impl StoredDevice {
                 stored_bytes: body.stored_bytes,
                 addresses: body.addresses,
                 relay_url: body.relay_url,
+                names: body.names,
             },
             secret: PairingSecret::from_bytes(*secret),
         })
@@ -307,6 +334,7 @@ mod tests {
             stored_bytes: 0,
             addresses: Vec::new(),
             relay_url: None,
+            names: NameSync::default(),
         })
         .unwrap();
         json.as_object_mut().unwrap().remove("auto_accept");
@@ -333,6 +361,11 @@ mod tests {
                 stored_bytes: 0,
                 addresses: vec!["192.0.2.1:4433".parse().unwrap()],
                 relay_url: Some("https://relay.example/".to_owned()),
+                names: NameSync {
+                    changed_ms: 1_700_000_000_456,
+                    named_here: true,
+                    told_ms: 7,
+                },
             },
             secret: PairingSecret::from_bytes([0x5a; 32]),
         }

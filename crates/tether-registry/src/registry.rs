@@ -19,7 +19,7 @@ use tether_crypto::PairingSecret;
 use tether_identity::{DeviceId, DeviceName, NodeId};
 use tokio::sync::broadcast;
 
-use crate::record::{MAX_ADDRESSES, MAX_RELAY_URL_LEN, StoredDevice};
+use crate::record::{MAX_ADDRESSES, MAX_RELAY_URL_LEN, NameSync, StoredDevice};
 use crate::state::{
     ConnectionInfo, ConnectionRefused, Device, DeviceState, DisconnectReason, PairingSessionId,
     RegistryEvent, StateKind,
@@ -371,6 +371,7 @@ impl DeviceRegistry {
                 stored_bytes: 0,
                 addresses,
                 relay_url: pairing.relay_url,
+                names: NameSync::default(),
             },
             secret: pairing.secret,
         };
@@ -499,17 +500,69 @@ impl DeviceRegistry {
         Ok(())
     }
 
-    /// Renames a paired device (the name this device shows for it).
+    /// Renames a paired device (the name this device shows for it). The person's choice: the
+    /// device's own renames no longer change it.
     pub fn rename(&self, node_id: NodeId, name: DeviceName) -> Result<(), RegistryError> {
+        self.update(node_id, |device| {
+            device.info.device_name = name.clone();
+            device.names.named_here = true;
+        })?;
+        self.emit(RegistryEvent::Renamed { node_id, name });
+        Ok(())
+    }
+
+    /// Takes in a rename the device made of itself, stamped `changed_ms` (its update's
+    /// signature already checked against `node_id`). Returns the name now shown for it when
+    /// that changed: `None` for a stamp no newer than the last one taken (a replay or an
+    /// update that arrived late), or when the person renamed the device here.
+    pub fn apply_own_rename(
+        &self,
+        node_id: NodeId,
+        name: DeviceName,
+        changed_ms: u64,
+    ) -> Result<Option<DeviceName>, RegistryError> {
+        let shown = self.update(node_id, |device| {
+            if changed_ms <= device.names.changed_ms {
+                return false;
+            }
+            device.names.changed_ms = changed_ms;
+            if device.names.named_here {
+                return false;
+            }
+            device.info.device_name = name.clone();
+            true
+        })?;
+        if !shown {
+            return Ok(None);
+        }
+        self.emit(RegistryEvent::Renamed {
+            node_id,
+            name: name.clone(),
+        });
+        Ok(Some(name))
+    }
+
+    /// Records that the device acknowledged our rename stamped `changed_ms`.
+    pub fn told_name(&self, node_id: NodeId, changed_ms: u64) -> Result<(), RegistryError> {
+        self.update(node_id, |device| {
+            device.names.told_ms = device.names.told_ms.max(changed_ms);
+        })
+    }
+
+    /// Changes a paired device's record, on disk and in memory, under the store's lock.
+    fn update<R>(
+        &self,
+        node_id: NodeId,
+        change: impl FnOnce(&mut PairedDevice) -> R,
+    ) -> Result<R, RegistryError> {
         let store = self.shared.store.lock();
         let mut updated = self.stored(&node_id)?;
-        updated.device.info.device_name = name.clone();
+        let result = change(&mut updated.device);
         self.opened(&store)?.put(&updated)?;
         if let Some(entry) = self.shared.devices.write().by_node.get_mut(&node_id) {
             entry.stored = Some(updated);
         }
-        self.emit(RegistryEvent::Renamed { node_id, name });
-        Ok(())
+        Ok(result)
     }
 
     /// Unpairs a device: deletes its record and pairing secret, and refuses its node id from

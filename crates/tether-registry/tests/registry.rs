@@ -481,6 +481,52 @@ fn rename_and_last_address_persist() {
 }
 
 #[test]
+fn a_devices_own_renames_apply_newest_first_until_renamed_here() {
+    let device = Device::new();
+    let pairing = sample_pairing(&mut rng(28), "old name");
+    let node = pairing.node_id;
+    let name = |s: &str| DeviceName::new(s).unwrap();
+    {
+        let registry = device.registry();
+        pair(&registry, pairing);
+        assert_eq!(
+            registry.apply_own_rename(node, name("desk"), 20).unwrap(),
+            Some(name("desk"))
+        );
+        // Older or equal stamps (a replay, a late update) change nothing.
+        assert_eq!(
+            registry.apply_own_rename(node, name("old"), 19).unwrap(),
+            None
+        );
+        assert_eq!(
+            registry.apply_own_rename(node, name("again"), 20).unwrap(),
+            None
+        );
+        registry.told_name(node, 5).unwrap();
+        registry.told_name(node, 3).unwrap();
+    }
+    // Durable, and the person's own rename here wins over the device's later ones.
+    let registry = device.registry();
+    let paired = registry.device(&node).unwrap().paired.unwrap();
+    assert_eq!(paired.info.device_name.as_str(), "desk");
+    assert_eq!(paired.names.changed_ms, 20);
+    assert_eq!(paired.names.told_ms, 5);
+    assert!(!paired.names.named_here);
+    registry.rename(node, name("my desk")).unwrap();
+    assert_eq!(
+        registry.apply_own_rename(node, name("office"), 30).unwrap(),
+        None
+    );
+    let paired = registry.device(&node).unwrap().paired.unwrap();
+    assert_eq!(paired.info.device_name.as_str(), "my desk");
+    assert_eq!(paired.names.changed_ms, 30);
+    assert!(matches!(
+        registry.apply_own_rename(stranger(5), name("x"), 1),
+        Err(RegistryError::NotPaired { .. })
+    ));
+}
+
+#[test]
 fn the_auto_accept_mark_persists_and_goes_with_unpairing() {
     let device = Device::new();
     let pairing = sample_pairing(&mut rng(29), "laptop");

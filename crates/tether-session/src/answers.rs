@@ -14,6 +14,7 @@ pub fn expected_answer(kind: MessageKind) -> Option<MessageKind> {
         MessageKind::LibraryRequest => MessageKind::LibraryAnnounce,
         MessageKind::SyncRequest => MessageKind::SyncResponse,
         MessageKind::FileRequest => MessageKind::FileResponse,
+        MessageKind::NameUpdate => MessageKind::Ack,
         _ => return None,
     })
 }

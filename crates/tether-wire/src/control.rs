@@ -114,6 +114,7 @@ impl ControlMessage {
             MessageKind::FileResponse => NetworkMessage::FileResponse(parse(kind, body)?),
             MessageKind::Ping => NetworkMessage::Ping(parse(kind, body)?),
             MessageKind::Pong => NetworkMessage::Pong(parse(kind, body)?),
+            MessageKind::NameUpdate => NetworkMessage::NameUpdate(parse(kind, body)?),
             // A body on Ack is an unknown field: ignored.
             MessageKind::Ack => NetworkMessage::Ack,
             MessageKind::Error => NetworkMessage::Error(parse(kind, body)?),

@@ -87,6 +87,7 @@ mod control;
 mod data;
 mod envelope;
 mod frame;
+mod hex_bytes;
 mod hlc;
 #[cfg(feature = "tokio")]
 mod io;
@@ -107,5 +108,5 @@ pub use hlc::{Hlc, HlcError, MAX_DRIFT_MS};
 pub use io::{ReadError, read_frame, read_frame_into, write_frame};
 pub use message::{
     ErrorCode, ErrorReply, FileRequest, FileResponse, LibraryAnnounce, LibraryInfo, LibraryRequest,
-    MessageKind, NetworkMessage, Ping, Pong, SyncEntry, SyncRequest, SyncResponse,
+    MessageKind, NameUpdate, NetworkMessage, Ping, Pong, SyncEntry, SyncRequest, SyncResponse,
 };

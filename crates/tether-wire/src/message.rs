@@ -37,6 +37,8 @@ pub enum NetworkMessage {
     Ping(Ping),
     /// Answer to a `Ping`.
     Pong(Pong),
+    /// The sender renamed itself (answered by an `Ack`).
+    NameUpdate(NameUpdate),
     /// A request succeeded and has nothing to return.
     Ack,
     /// A request failed, or a message could not be handled.
@@ -63,6 +65,8 @@ pub enum MessageKind {
     Ping,
     /// [`NetworkMessage::Pong`].
     Pong,
+    /// [`NetworkMessage::NameUpdate`].
+    NameUpdate,
     /// [`NetworkMessage::Ack`].
     Ack,
     /// [`NetworkMessage::Error`].
@@ -71,7 +75,7 @@ pub enum MessageKind {
 
 impl MessageKind {
     /// Every kind, in declaration order.
-    pub const ALL: [MessageKind; 10] = [
+    pub const ALL: [MessageKind; 11] = [
         Self::LibraryAnnounce,
         Self::LibraryRequest,
         Self::SyncRequest,
@@ -80,6 +84,7 @@ impl MessageKind {
         Self::FileResponse,
         Self::Ping,
         Self::Pong,
+        Self::NameUpdate,
         Self::Ack,
         Self::Error,
     ];
@@ -95,6 +100,7 @@ impl MessageKind {
             Self::FileResponse => "FileResponse",
             Self::Ping => "Ping",
             Self::Pong => "Pong",
+            Self::NameUpdate => "NameUpdate",
             Self::Ack => "Ack",
             Self::Error => "Error",
         }
@@ -118,6 +124,7 @@ impl NetworkMessage {
             Self::FileResponse(_) => MessageKind::FileResponse,
             Self::Ping(_) => MessageKind::Ping,
             Self::Pong(_) => MessageKind::Pong,
+            Self::NameUpdate(_) => MessageKind::NameUpdate,
             Self::Ack => MessageKind::Ack,
             Self::Error(_) => MessageKind::Error,
         }
@@ -228,6 +235,22 @@ pub struct Pong {
     pub timestamp_ms: u64,
 }
 
+/// Body of [`NetworkMessage::NameUpdate`]: a device's new name, signed by its device key so
+/// that the name is the device's own word whichever way it arrives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameUpdate {
+    /// The new name, at most [`MAX_NAME_LEN`](crate::limits::MAX_NAME_LEN) bytes. Untrusted:
+    /// the receiver checks it as a device name before showing it.
+    pub name: String,
+    /// When the sender renamed itself, in milliseconds since the Unix epoch; a receiver takes a
+    /// newer stamp over an older one and ignores the rest.
+    pub changed_ms: u64,
+    /// The sender's Ed25519 signature over the stamp and the name (see the facade's
+    /// `names` module for the signed bytes). JSON: 128 hex digits.
+    #[serde(with = "crate::hex_bytes")]
+    pub signature: [u8; 64],
+}
+
 /// Body of [`NetworkMessage::Error`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorReply {
@@ -286,6 +309,7 @@ impl_from_body! {
     FileResponse => FileResponse,
     Ping => Ping,
     Pong => Pong,
+    NameUpdate => NameUpdate,
     ErrorReply => Error,
 }
 
@@ -321,6 +345,7 @@ impl NetworkMessage {
                 Ok(())
             }
             Self::Error(reply) => max_bytes("error message", &reply.message, MAX_ERROR_MESSAGE_LEN),
+            Self::NameUpdate(update) => max_bytes("device name", &update.name, MAX_NAME_LEN),
             Self::LibraryRequest(_)
             | Self::SyncRequest(_)
             | Self::FileRequest(_)

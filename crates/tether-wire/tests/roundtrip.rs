@@ -12,8 +12,8 @@ use proptest::prelude::*;
 use tether_wire::{
     ContentHash, ControlMessage, DataChunk, ErrorCode, ErrorReply, FileRequest, FileResponse,
     Frame, FrameDecoder, FrameEncoder, FrameKind, Hlc, LibraryAnnounce, LibraryInfo,
-    LibraryRequest, NetworkMessage, Ping, Pong, RequestId, SyncEntry, SyncRequest, SyncResponse,
-    limits::MAX_CHUNK_LEN,
+    LibraryRequest, NameUpdate, NetworkMessage, Ping, Pong, RequestId, SyncEntry, SyncRequest,
+    SyncResponse, limits::MAX_CHUNK_LEN,
 };
 use uuid::Uuid;
 
@@ -142,6 +142,25 @@ fn ping() -> impl Strategy<Value = NetworkMessage> {
 fn pong() -> impl Strategy<Value = NetworkMessage> {
     any::<u64>().prop_map(|timestamp_ms| Pong { timestamp_ms }.into())
 }
+fn name_update() -> impl Strategy<Value = NetworkMessage> {
+    (
+        text(64),
+        any::<u64>(),
+        prop::array::uniform32(any::<u8>()),
+        prop::array::uniform32(any::<u8>()),
+    )
+        .prop_map(|(name, changed_ms, low, high)| {
+            let mut signature = [0u8; 64];
+            signature[..32].copy_from_slice(&low);
+            signature[32..].copy_from_slice(&high);
+            NameUpdate {
+                name,
+                changed_ms,
+                signature,
+            }
+            .into()
+        })
+}
 fn ack() -> impl Strategy<Value = NetworkMessage> {
     Just(NetworkMessage::Ack)
 }
@@ -159,6 +178,7 @@ fn any_message() -> impl Strategy<Value = NetworkMessage> {
         file_response(),
         ping(),
         pong(),
+        name_update(),
         ack(),
         error(),
     ]
@@ -230,6 +250,8 @@ proptest! {
     fn ping_round_trips(m in control(ping())) { check_round_trip(&m)?; }
     #[test]
     fn pong_round_trips(m in control(pong())) { check_round_trip(&m)?; }
+    #[test]
+    fn name_update_round_trips(m in control(name_update())) { check_round_trip(&m)?; }
     #[test]
     fn ack_round_trips(m in control(ack())) { check_round_trip(&m)?; }
     #[test]

@@ -124,6 +124,14 @@ pub enum NetworkEvent {
         /// The receiver's account of it.
         report: TransferReport,
     },
+    /// A paired device renamed itself, and the name shown for it here changed (a signed
+    /// update from the device; not sent when the person renamed it here, which wins).
+    DeviceRenamed {
+        /// Who.
+        node_id: NodeId,
+        /// The name shown for it now.
+        name: tether_identity::DeviceName,
+    },
     /// A device was unpaired.
     Unpaired {
         /// Who.

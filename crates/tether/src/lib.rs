@@ -122,13 +122,13 @@ pub use tether_protocol::{
 pub use tether_registry::PairedDevice as StoredDevice;
 pub use tether_registry::{
     ConnectionRefused, Device, DeviceState, DisconnectReason, KeyError, KeyManager, KeyOptions,
-    KeyStorageKind, KeychainPolicy, PassphrasePrompt, PassphrasePurpose, RegistryError, StateKind,
-    StoreError, TrustLevel,
+    KeyStorageKind, KeychainPolicy, NameSync, PassphrasePrompt, PassphrasePurpose, RegistryError,
+    StateKind, StoreError, TrustLevel,
 };
 pub use tether_wire::{
     ContentHash, ErrorCode, ErrorReply, FileRequest, FileResponse, Hlc, HlcError, LibraryAnnounce,
-    LibraryInfo, LibraryRequest, MAX_DRIFT_MS, MessageKind, NetworkMessage, Ping, Pong, SyncEntry,
-    SyncRequest, SyncResponse,
+    LibraryInfo, LibraryRequest, MAX_DRIFT_MS, MessageKind, NameUpdate, NetworkMessage, Ping, Pong,
+    SyncEntry, SyncRequest, SyncResponse,
 };
 /// What one message may hold at most (entries per sync page, name and path lengths, the size
 /// of a control message): an app sizes its pages by these.

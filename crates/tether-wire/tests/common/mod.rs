@@ -4,8 +4,8 @@
 
 use tether_wire::{
     ContentHash, ControlMessage, ErrorCode, ErrorReply, FileRequest, FileResponse, Hlc,
-    LibraryAnnounce, LibraryInfo, LibraryRequest, MessageKind, NetworkMessage, Ping, Pong,
-    RequestId, SyncEntry, SyncRequest, SyncResponse,
+    LibraryAnnounce, LibraryInfo, LibraryRequest, MessageKind, NameUpdate, NetworkMessage, Ping,
+    Pong, RequestId, SyncEntry, SyncRequest, SyncResponse,
 };
 use uuid::Uuid;
 
@@ -101,6 +101,14 @@ pub(crate) fn sample(kind: MessageKind) -> ControlMessage {
             RequestId(7),
             Pong {
                 timestamp_ms: 1_780_000_000_123,
+            },
+        ),
+        MessageKind::NameUpdate => ControlMessage::with_id(
+            id,
+            NameUpdate {
+                name: "Anna's desk \u{1F5A5}".into(),
+                changed_ms: 1_780_000_000_456,
+                signature: std::array::from_fn(|i| i as u8),
             },
         ),
         MessageKind::Ack => ControlMessage::with_id(id, NetworkMessage::Ack),

@@ -187,9 +187,11 @@ impl NetworkingService {
         statuses
     }
 
-    /// Renames this device: the profile (`device.json`) and what this device tells others
-    /// from now on (devices that pair with it later; devices already paired keep the name they
-    /// were told at pairing, and can rename it on their side). Returns the new identity.
+    /// Renames this device: the profile (`device.json`) and what this device tells others.
+    /// Paired devices are told in a signed update, the connected ones at once and the others
+    /// when they next connect; each shows the new name unless its person renamed this
+    /// device there ([`NetworkEvent::DeviceRenamed`](crate::NetworkEvent::DeviceRenamed)).
+    /// Returns the new identity.
     ///
     /// A name that reads as a node-id or device-id prefix is refused
     /// ([`DeviceName::looks_like_id`]).
@@ -201,6 +203,7 @@ impl NetworkingService {
         *profile = Profile::load_or_create(&self.inner.config.data_dir, None, Some(name), None)
             .map_err(NetworkError::from_profile)?;
         drop(profile);
+        self.tell_name_to_connected();
         Ok(self.device_info())
     }
 

@@ -114,6 +114,8 @@ impl NetworkingService {
         });
         self.report_state(node_id, ConnectionState::Connected);
         info!(peer = %short(&node_id), path = %info.path, rtt = ?info.rtt, "connected");
+        // A device that was away hears of a rename it missed.
+        self.tell_name(node_id);
     }
 
     /// Serves the streams the peer opens on a link after its handshake: transfers, lanes and

@@ -9,6 +9,7 @@ use tether_identity::{ErrorChain, NodeId};
 use tether_iroh::{ConnectionInfo, PathKind, PeerAddr};
 use tether_pairing::CodeStatus;
 use tether_protocol::{DiscoveredDevice, Discovery, DiscoveryEvent};
+use tether_wire::NetworkMessage;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -34,9 +35,17 @@ impl NetworkingService {
         );
 
         let events = self.inner.events.clone();
+        let names = self.for_task();
         tasks.spawn("the message loop", async move {
             while let Some(Incoming { from, message }) = incoming_rx.recv().await {
-                let _ = events.send(NetworkEvent::MessageReceived { from, message });
+                match message {
+                    NetworkMessage::NameUpdate(update) => {
+                        names.take_name_update(from, update).await;
+                    }
+                    message => {
+                        let _ = events.send(NetworkEvent::MessageReceived { from, message });
+                    }
+                }
             }
         });
 

@@ -25,6 +25,7 @@ mod lifecycle;
 mod links;
 mod loops;
 mod messages;
+mod names;
 mod pairing;
 mod pool;
 mod protocols;
