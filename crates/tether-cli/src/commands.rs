@@ -15,7 +15,7 @@ use crate::context::{NodeContext, resolve};
 use crate::doctor;
 use crate::failure::{Failure, offline};
 use crate::output::Sink;
-use crate::send::{self, SendRequest};
+use crate::send::SendRequest;
 
 /// The pause between two pings of `tether ping`.
 const PING_GAP: Duration = Duration::from_millis(100);
@@ -148,7 +148,7 @@ pub(crate) async fn execute(
             pairing::pair(node, ticket, confirm, sink, cancel).await
         }
         Request::Join { code } => pairing::join(node, code.as_str(), sink, cancel).await,
-        Request::Send(request) => send::run(node, request, sink, cancel).await,
+        Request::Send(request) => crate::send_many::run(node, request, sink, cancel).await,
     }
 }
 

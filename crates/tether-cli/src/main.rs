@@ -20,6 +20,7 @@ mod passphrase;
 mod progress;
 mod render;
 mod send;
+mod send_many;
 mod settings;
 
 use std::path::PathBuf;
@@ -177,11 +178,14 @@ struct PingArgs {
 
 #[derive(Debug, Args)]
 struct SendArgs {
-    /// The device: its name, device id or the start of its node id.
+    /// The device: its name, device id or the start of its node id; several at once as
+    /// `desk,phone`. With --all, the first path.
     device: String,
     /// Files and directories to send.
-    #[arg(required = true)]
     paths: Vec<PathBuf>,
+    /// To every paired device at once (one progress line each, then a line per device).
+    #[arg(long)]
+    all: bool,
     /// At most RATE bytes/s: 10M, 500KiB, 2MB/s.
     #[arg(long, value_name = "RATE", value_parser = progress::parse_rate)]
     limit: Option<u64>,
@@ -302,12 +306,21 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
         Command::Doctor(args) => Request::Doctor {
             device: args.device,
         },
-        Command::Send(args) => {
+        Command::Send(mut args) => {
+            let device = if args.all {
+                // `tether send --all PATH...`: the first positional is a path.
+                args.paths
+                    .insert(0, PathBuf::from(std::mem::take(&mut args.device)));
+                String::new()
+            } else {
+                args.device
+            };
             if args.paths.is_empty() {
                 return Err(Failure::usage("nothing to send: give one or more paths").into());
             }
             Request::Send(SendRequest {
-                device: args.device,
+                device,
+                all: args.all,
                 paths: commands::absolute_paths(&args.paths)?,
                 compress: args.compress,
                 encrypt: !args.no_encrypt,

@@ -164,6 +164,40 @@ impl Sink {
         }));
     }
 
+    /// A sink for one device's part of a command to several devices: each of its lines
+    /// reaches this sink with `"device": device` in its record and `device: ` before its
+    /// text; its questions pass through. Every line `seen` is also handed to `seen` (the
+    /// caller's summary). Ends when the returned sink and its clones are dropped.
+    pub(crate) fn tagged(
+        &self,
+        device: &str,
+        mut seen: impl FnMut(&Line) + Send + 'static,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tagged, mut reports) = Self::channel();
+        let parent = self.clone();
+        let device = device.to_owned();
+        let forward = tokio::spawn(async move {
+            while let Some(report) = reports.recv().await {
+                let mut line = match report {
+                    Report::Line(line) => line,
+                    ask @ Report::Ask(_) => {
+                        let _ = parent.0.send(ask);
+                        continue;
+                    }
+                };
+                seen(&line);
+                if let Value::Object(record) = &mut line.record {
+                    record.insert("device".to_owned(), Value::String(device.clone()));
+                }
+                if !line.text.is_empty() {
+                    line.text = format!("{device}: {}", line.text);
+                }
+                let _ = parent.0.send(Report::Line(line));
+            }
+        });
+        (tagged, forward)
+    }
+
     /// Text only; nothing in JSON mode.
     pub(crate) fn text(&self, text: impl Into<String>) {
         self.line("text", text, Value::Null);

@@ -109,6 +109,107 @@ impl ProgressView {
     }
 }
 
+/// The progress of a send to several devices: one bar per device on a terminal (one
+/// `MultiProgress`), a plain line per device every few seconds when stdout is not one, and the
+/// JSON `progress` records (which name their device) at most once a second per device.
+#[derive(Debug)]
+pub(crate) struct DevicesView {
+    out: Output,
+    multi: Option<MultiProgress>,
+    devices: Vec<(String, Option<ProgressBar>, Option<Instant>)>,
+}
+
+impl DevicesView {
+    pub(crate) fn new(out: Output) -> Self {
+        let multi = (!out.is_json() && std::io::stderr().is_terminal())
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        Self {
+            out,
+            multi,
+            devices: Vec::new(),
+        }
+    }
+
+    /// Starts a device's bar from its `started` record.
+    pub(crate) fn start(&mut self, device: &str, started: &Value) {
+        let total = started["bytes_total"].as_u64().unwrap_or(0);
+        let resumed = started["bytes_resumed"].as_u64().unwrap_or(0);
+        let bar = self.multi.as_ref().map(|multi| {
+            let bar = multi.add(ProgressBar::new(total));
+            bar.set_style(style(
+                "{prefix:<12} [{bar:24}] {bytes:>9}/{total_bytes:<9} {msg}",
+            ));
+            bar.set_prefix(terminal_safe(&tail(device, 12), false).into_owned());
+            bar.set_position(resumed);
+            bar
+        });
+        self.devices.retain(|(name, _, _)| name != device);
+        self.devices.push((device.to_owned(), bar, None));
+    }
+
+    /// Shows a device's `progress` record.
+    pub(crate) fn update(&mut self, device: &str, progress: &Value) {
+        let Some((_, bar, last)) = self.devices.iter_mut().find(|(name, _, _)| name == device)
+        else {
+            return;
+        };
+        let done = progress["bytes_done"].as_u64().unwrap_or(0);
+        let total = progress["bytes_total"].as_u64().unwrap_or(0);
+        let summary = rate_and_eta(
+            known_rate(progress["rate"].as_f64()),
+            known_eta(progress["eta_s"].as_f64()),
+        );
+        if let Some(bar) = bar {
+            bar.set_length(total);
+            bar.set_position(done);
+            bar.set_message(summary);
+            return;
+        }
+        let every = if self.out.is_json() {
+            JSON_EVERY
+        } else {
+            PLAIN_EVERY
+        };
+        if last.is_some_and(|last| last.elapsed() < every) {
+            return;
+        }
+        *last = Some(Instant::now());
+        let percent = if total == 0 {
+            100.0
+        } else {
+            done as f64 * 100.0 / total as f64
+        };
+        self.out.line(
+            "progress",
+            &format!(
+                "{device}: {percent:5.1}%  {} of {}  {summary}",
+                bytes(done),
+                bytes(total)
+            ),
+            progress.clone(),
+        );
+    }
+
+    /// Shows a line above the bars.
+    pub(crate) fn line(&self, event: &str, text: &str, record: Value) {
+        match &self.multi {
+            Some(multi) => multi.suspend(|| self.out.line(event, text, record)),
+            None => self.out.line(event, text, record),
+        }
+    }
+
+    pub(crate) fn finish(self) {
+        for (_, bar, _) in self.devices {
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+        }
+        if let Some(multi) = self.multi {
+            let _ = multi.clear();
+        }
+    }
+}
+
 fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())

@@ -2,10 +2,11 @@
 //! questions asked here.
 #![allow(clippy::print_stderr)] // a command-line tool asks on stderr
 
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::output::{Line, Output, Report, terminal_safe};
-use crate::progress::ProgressView;
+use crate::progress::{DevicesView, ProgressView};
 
 /// Shows lines on this terminal until the sink is dropped, and asks its questions here.
 pub(crate) async fn render(mut reports: mpsc::UnboundedReceiver<Report>, out: Output) {
@@ -53,6 +54,8 @@ pub(crate) fn is_yes(answer: &str) -> bool {
 pub(crate) struct Renderer {
     out: Output,
     progress: Option<ProgressView>,
+    /// A send to several devices: its lines name their device.
+    devices: Option<DevicesView>,
 }
 
 impl Renderer {
@@ -60,10 +63,30 @@ impl Renderer {
         Self {
             out,
             progress: None,
+            devices: None,
         }
     }
 
     pub(crate) fn show(&mut self, line: &Line) {
+        if let Some(device) = line.record.get("device").and_then(Value::as_str)
+            && line.event != "delivery"
+        {
+            let view = self
+                .devices
+                .get_or_insert_with(|| DevicesView::new(self.out));
+            match line.event.as_str() {
+                "started" => {
+                    view.start(device, &line.record);
+                    view.line(&line.event, &line.text, line.record.clone());
+                }
+                "progress" => view.update(device, &line.record),
+                _ => view.line(&line.event, &line.text, line.record.clone()),
+            }
+            return;
+        }
+        if let Some(view) = self.devices.take() {
+            view.finish();
+        }
         match line.event.as_str() {
             "started" => {
                 let view = ProgressView::new(self.out, &line.record);
@@ -90,6 +113,9 @@ impl Renderer {
 
     pub(crate) fn finish(&mut self) {
         if let Some(view) = self.progress.take() {
+            view.finish();
+        }
+        if let Some(view) = self.devices.take() {
             view.finish();
         }
     }

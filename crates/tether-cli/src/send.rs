@@ -31,6 +31,9 @@ pub(crate) struct SendRequest {
     /// Seconds with no byte moving before the send ends.
     #[serde(default)]
     pub(crate) stall_timeout: Option<u64>,
+    /// To every paired device (trusted) at once; `device` is then unused.
+    #[serde(default)]
+    pub(crate) all: bool,
 }
 
 pub(crate) async fn run(

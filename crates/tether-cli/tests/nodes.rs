@@ -19,8 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::event;
-use common::node::{FINISH, Pair, Running, check, pair, tether, two_devices, up, up_with};
+use common::node::{FINISH, Pair, Running, check, init, pair, tether, two_devices, up, up_with};
+use common::{event, json_lines};
+use serde_json::Value;
 
 /// Every file under `root`, by relative path, with its BLAKE3 hash.
 fn hashes(root: &Path) -> BTreeMap<PathBuf, String> {
@@ -235,6 +236,78 @@ fn a_receiver_killed_mid_transfer_is_resumed_by_the_same_send() {
         report["bytes_transferred"].as_u64().unwrap() < report["bytes_total"].as_u64().unwrap()
     );
     assert_eq!(hashes(&src), hashes(&desk.join("received/photos")));
+    drop(desk_up);
+}
+
+#[test]
+fn a_send_to_several_devices_reports_each_and_exits_with_the_worst() {
+    let Pair {
+        runtime,
+        desk,
+        laptop,
+    } = two_devices();
+    let rt = runtime.path();
+    let phone = rt.join("phone");
+    init(rt, &phone, "phone");
+    let desk_up = up(rt, &desk);
+    let phone_up = up(rt, &phone);
+    let _laptop_up = up(rt, &laptop);
+    pair(rt, &desk, &laptop, false);
+    pair(rt, &phone, &laptop, false);
+    for receiver in [&desk, &phone] {
+        let mut marked = tether(rt, receiver, &["trust", "laptop", "--auto-accept"]);
+        check(&marked.output().unwrap(), "trust");
+    }
+    let src = source(rt, 1 << 20);
+
+    // Both at once: a line per device, every other line names its device, both verified.
+    let both = check(
+        &tether(rt, &laptop, &["send", "desk,phone"])
+            .arg(&src)
+            .output()
+            .unwrap(),
+        "send to two",
+    );
+    let deliveries: Vec<&Value> = both.iter().filter(|l| l["event"] == "delivery").collect();
+    assert_eq!(deliveries.len(), 2, "{both:?}");
+    assert!(deliveries.iter().all(|d| d["ok"] == true), "{deliveries:?}");
+    let sent: Vec<&Value> = both.iter().filter(|l| l["event"] == "sent").collect();
+    assert_eq!(sent.len(), 2, "{both:?}");
+    let mut named: Vec<&str> = sent.iter().map(|l| l["device"].as_str().unwrap()).collect();
+    named.sort_unstable();
+    assert_eq!(named, ["desk", "phone"]);
+    assert_eq!(hashes(&src), hashes(&desk.join("received/photos")));
+    assert_eq!(hashes(&src), hashes(&phone.join("received/photos")));
+
+    // The phone is gone: --all still delivers to the desk, says what became of each, and
+    // exits with the phone's code.
+    drop(phone_up);
+    let note = rt.join("note.txt");
+    std::fs::write(&note, b"for everyone").unwrap();
+    let all = tether(rt, &laptop, &["send", "--all"])
+        .arg(&note)
+        .output()
+        .unwrap();
+    let lines = json_lines(&all.stdout);
+    let stderr = common::error_text(&all);
+    assert!(
+        matches!(all.status.code(), Some(4 | 5)),
+        "{stderr} {lines:?}"
+    );
+    assert!(stderr.contains("1 of 2 devices"), "{stderr}");
+    let outcome = |device: &str| {
+        lines
+            .iter()
+            .find(|l| l["event"] == "delivery" && l["device"] == device)
+            .unwrap_or_else(|| panic!("no delivery line for {device}: {lines:?}"))
+    };
+    assert_eq!(outcome("desk")["ok"], true);
+    assert_eq!(outcome("phone")["ok"], false);
+    assert_eq!(outcome("phone")["exit_code"], all.status.code().unwrap());
+    assert_eq!(
+        std::fs::read(desk.join("received/note.txt")).unwrap(),
+        b"for everyone"
+    );
     drop(desk_up);
 }
 
