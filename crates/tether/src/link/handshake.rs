@@ -1,7 +1,7 @@
 //! The session handshake on a connection's first streams, for either side.
 //!
-//! The acceptor speaks first. [`greet`] runs while the acceptor is still accepting the
-//! connection: it opens a unidirectional stream and writes the `Hello` (a fresh ephemeral key),
+//! The acceptor speaks first. [`admit`] takes every incoming connection; on the session ALPN
+//! it runs [`greet`] while the connection is still being accepted, which opens a unidirectional stream and writes the `Hello` (a fresh ephemeral key),
 //! which leaves with the acceptor's first TLS flight (QUIC's 0.5-RTT data). The dialler
 //! reads it ([`dial`]), opens the message stream and writes its `Init`; its first sealed
 //! frames may follow at once. The acceptor, once the TLS handshake is done and the gate has
@@ -11,7 +11,10 @@
 //! [`HANDSHAKE_TIMEOUT`], covers each side's part from its first step: the hello's read or
 //! write to the response's.
 
-use iroh::endpoint::{Connection, IncomingZeroRttConnection, RecvStream, SendStream, WriteError};
+use iroh::endpoint::{
+    AlpnError, ConnectingError, Connection, ConnectionError, Incoming, IncomingZeroRttConnection,
+    RecvStream, SendStream, WriteError,
+};
 use rand_core::UnwrapErr;
 use std::time::Duration;
 use tether_crypto::handshake::{
@@ -23,7 +26,7 @@ use tokio::time::Instant;
 use tether_identity::{NetworkIdentity, NodeId, error_chain};
 
 use crate::NetworkError;
-use crate::close::CLOSE_PROTOCOL;
+use crate::close::{CLOSE_PROTOCOL, SYNC_ALPN};
 
 /// How long the session handshake may take.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,18 +41,62 @@ pub(crate) const UNVERIFIED_REASON: &str = "session handshake did not verify";
 pub(crate) struct Greeting {
     state: AwaitingInit,
     /// The end of the acceptor's handshake, counted from the hello.
-    pub(crate) deadline: Instant,
+    deadline: Instant,
 }
 
 /// Sends the acceptor's `Hello` on a connection still being accepted (before the peer is
 /// authenticated: it carries nothing but a fresh ephemeral key).
-pub(crate) async fn greet(connection: &IncomingZeroRttConnection) -> Result<Greeting, WriteError> {
+async fn greet(connection: &IncomingZeroRttConnection) -> Result<Greeting, WriteError> {
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     let (state, hello) = Responder::hello(&mut UnwrapErr(getrandom::SysRng));
     let mut stream = connection.open_uni().await?;
     stream.write_all(&hello.to_bytes()).await?;
     stream.finish()?;
     Ok(Greeting { state, deadline })
+}
+
+/// Why an incoming connection was not admitted (see [`admit`]).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AdmitError {
+    /// The connection could not be accepted.
+    #[error("accepting the connection failed")]
+    Accept(#[source] ConnectionError),
+    /// The peer's ALPN could not be read.
+    #[error("reading the peer's ALPN failed")]
+    Alpn(#[source] AlpnError),
+    /// The TLS handshake failed, or the gate refused the peer.
+    #[error("the TLS handshake did not complete")]
+    Handshake(#[source] ConnectingError),
+    /// The session handshake's hello could not be sent.
+    #[error("sending the session hello failed")]
+    Hello(#[source] WriteError),
+    /// The TLS handshake did not complete within the session handshake's deadline.
+    #[error("the TLS handshake ran past the session handshake's deadline")]
+    TimedOut,
+}
+
+/// Takes an incoming connection through its TLS handshake and the gate (iroh's
+/// after-handshake hook, which closes a refused connection before the handshake counts as
+/// complete). On the session ALPN the session handshake's hello goes out first, with this
+/// side's first TLS flight (QUIC's 0.5-RTT data, before the peer is authenticated; see
+/// [`greet`]); every other ALPN is accepted as it is.
+pub(crate) async fn admit(
+    incoming: Incoming,
+) -> Result<(Connection, Option<Greeting>), AdmitError> {
+    let mut accepting = incoming.accept().map_err(AdmitError::Accept)?;
+    let alpn = accepting.alpn().await.map_err(AdmitError::Alpn)?;
+    if alpn != SYNC_ALPN {
+        let connection = accepting.await.map_err(AdmitError::Handshake)?;
+        return Ok((connection, None));
+    }
+    let early = accepting.into_0rtt();
+    let greeting = greet(&early).await.map_err(AdmitError::Hello)?;
+    // Resolves only once the gate has admitted the peer.
+    let connection = tokio::time::timeout_at(greeting.deadline, early.handshake_completed())
+        .await
+        .map_err(|_| AdmitError::TimedOut)?
+        .map_err(AdmitError::Handshake)?;
+    Ok((connection, Some(greeting)))
 }
 
 /// The dialler's check of the `Response`, still to come on the message stream.
@@ -205,3 +252,6 @@ fn violation(peer: &NodeId, error: impl std::error::Error) -> NetworkError {
         reason: error_chain(&error),
     }
 }
+
+#[cfg(test)]
+mod tests;

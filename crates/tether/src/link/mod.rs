@@ -38,7 +38,7 @@ mod handshake;
 mod outbox;
 mod reader;
 
-pub(crate) use handshake::{Greeting, greet};
+pub(crate) use handshake::{Greeting, admit};
 
 use outbox::{Outbox, SendError};
 
@@ -157,6 +157,9 @@ pub(crate) struct Link {
     reader: Mutex<Option<RecvStream>>,
     /// The dialler's check of the acceptor's `Response`, until [`Link::confirm`] has run it.
     pending: Mutex<Option<handshake::Pending>>,
+    /// The acceptor's `Response` did not verify: requests sent before it fail with
+    /// [`NetworkError::InvalidSignature`], as the handshake did.
+    unverified: Mutex<bool>,
 }
 
 /// What the reader hands to the service: messages that are not answers.
@@ -230,14 +233,18 @@ impl Link {
             }
             Err(error) => {
                 let error = crate::gate::refusal(&self.connection).unwrap_or(error);
-                self.close(CLOSE_PROTOCOL, "session handshake failed");
+                *self.unverified.lock() = matches!(error, NetworkError::InvalidSignature { .. });
+                // A connection the peer closed keeps the peer's reason.
+                if self.connection.close_reason().is_none() {
+                    self.close(CLOSE_PROTOCOL, "session handshake failed");
+                }
                 self.fail_requests();
                 Err(error)
             }
         }
     }
 
-    /// Accepting side, after its hello (see [`greet`]): reads and checks the dialler's `Init`
+    /// Accepting side, after its hello (see [`admit`]): reads and checks the dialler's `Init`
     /// and answers `Response` on the stream the dialler opened.
     pub(crate) async fn accept(
         connection: Connection,
@@ -296,6 +303,7 @@ impl Link {
             inbox,
             reader: Mutex::new(Some(recv)),
             pending: Mutex::new(None),
+            unverified: Mutex::new(false),
         });
         tokio::spawn(timer_loop(Arc::downgrade(&link), Arc::clone(&link.timer)));
         link
@@ -593,6 +601,9 @@ impl Link {
     }
 
     fn gone(&self) -> NetworkError {
+        if *self.unverified.lock() {
+            return NetworkError::InvalidSignature { node: self.node_id };
+        }
         if let Some(refused) = crate::gate::refusal(&self.connection) {
             return refused;
         }

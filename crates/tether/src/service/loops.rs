@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use iroh::endpoint::{Connection, Incoming as IncomingConnection};
 use n0_future::StreamExt;
 use tether_identity::{ErrorChain, NodeId};
 use tether_iroh::{ConnectionInfo, PathKind, PeerAddr};
@@ -15,9 +14,9 @@ use tracing::{debug, warn};
 
 use super::core::NetworkingService;
 use super::links::close_link;
-use crate::close::{CLOSE_DEAD, CLOSE_IDLE, SYNC_ALPN};
+use crate::close::{CLOSE_DEAD, CLOSE_IDLE};
 use crate::error::short;
-use crate::link::{Greeting, Incoming, Link, Probe, greet};
+use crate::link::{Incoming, Link, Probe, admit};
 use crate::{CodeEnded, NetworkEvent};
 
 /// How often shown codes and sightings are checked for expiry.
@@ -79,8 +78,12 @@ impl NetworkingService {
             self.inner
                 .tasks
                 .spawn("an incoming connection", async move {
-                    let Some((connection, greeting)) = admit(incoming).await else {
-                        return;
+                    let (connection, greeting) = match admit(incoming).await {
+                        Ok(admitted) => admitted,
+                        Err(error) => {
+                            debug!(error = %ErrorChain(&error), "incoming connection failed");
+                            return;
+                        }
                     };
                     if let Err(error) = service.serve(connection, greeting).await {
                         debug!(error = %ErrorChain(&error), "connection ended with an error");
@@ -249,43 +252,6 @@ impl NetworkingService {
             };
             debug!(peer = %short(&device.node_id), relay = %announced, "moved to another relay; checking the link");
             self.spawn_probe(link, probe);
-        }
-    }
-}
-
-/// Takes an incoming connection through its TLS handshake and the gate (iroh's after-handshake
-/// hook, which closes a refused connection before the handshake counts as complete). On the
-/// session ALPN the session handshake's hello goes out first, with this side's first TLS
-/// flight (QUIC's 0.5-RTT data, before the peer is authenticated; see [`greet`]); every other
-/// ALPN is accepted as it is. `None` when the connection failed or was refused (logged).
-async fn admit(incoming: IncomingConnection) -> Option<(Connection, Option<Greeting>)> {
-    let accepted = async {
-        let mut accepting = incoming.accept().map_err(|e| ErrorChain(&e).to_string())?;
-        let alpn = accepting
-            .alpn()
-            .await
-            .map_err(|e| ErrorChain(&e).to_string())?;
-        if alpn != SYNC_ALPN {
-            let connection = accepting.await.map_err(|e| ErrorChain(&e).to_string())?;
-            return Ok((connection, None));
-        }
-        let early = accepting.into_0rtt();
-        let greeting = greet(&early)
-            .await
-            .map_err(|e| ErrorChain(&e).to_string())?;
-        // Resolves only after the gate has admitted the peer (a refused one is closed).
-        let completed = tokio::time::timeout_at(greeting.deadline, early.handshake_completed());
-        let connection = completed
-            .await
-            .map_err(|_| "the TLS handshake ran past the session handshake's deadline".to_owned())?
-            .map_err(|e| ErrorChain(&e).to_string())?;
-        Ok::<_, String>((connection, Some(greeting)))
-    };
-    match accepted.await {
-        Ok(accepted) => Some(accepted),
-        Err(error) => {
-            debug!(%error, "incoming connection failed");
-            None
         }
     }
 }
