@@ -85,8 +85,10 @@ impl NetworkingService {
         };
         let linked = match (first, early) {
             (Some((message, wait)), Some(link)) => {
-                let (linked, answer) = tokio::join!(confirmed, link.request(message, wait));
-                linked.map(|link| Linked {
+                let (pooled, answer) = tokio::join!(confirmed, link.request(message, wait));
+                // The link the request went on (the pool may keep the peer's, when both
+                // dialled at once), for what the caller does with the answer.
+                pooled.map(|_| Linked {
                     link,
                     first_answer: Some(answer),
                 })
