@@ -14,7 +14,7 @@ use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use tether_crypto::handshake::{FinishMessage, InitMessage, Initiator, Responder, ResponseMessage};
+use tether_crypto::handshake::{HelloMessage, InitMessage, Initiator, Responder, ResponseMessage};
 use tether_crypto::{
     EphemeralKeyPair, PairingSecret, Role, SessionKeys, SessionSecrets, TAG_LEN, Transcript,
     TransferCipher,
@@ -158,14 +158,14 @@ fn handshake(c: &mut Criterion) {
     let secret = PairingSecret::from_bytes([7; 32]);
     c.bench_function("handshake/full (both sides, 3 messages)", |b| {
         b.iter(|| {
-            let (alice_state, init) = Initiator::start(&mut rng, &alice, bob_id, &secret);
+            let (bob_state, hello) = Responder::hello(&mut rng);
+            let hello = HelloMessage::from_bytes(&hello.to_bytes()).unwrap();
+            let (alice_state, init) =
+                Initiator::start(&mut rng, &alice, bob_id, &secret, &hello).unwrap();
             let init = InitMessage::from_bytes(&init.to_bytes()).unwrap();
-            let (bob_state, response) =
-                Responder::respond(&mut rng, &bob, alice_id, &secret, &init).unwrap();
+            let (bob_keys, response) = bob_state.receive(&bob, alice_id, &secret, &init).unwrap();
             let response = ResponseMessage::from_bytes(&response.to_bytes()).unwrap();
-            let (alice_keys, finish) = alice_state.receive(&response).unwrap();
-            let finish = FinishMessage::from_bytes(&finish.to_bytes()).unwrap();
-            let bob_keys = bob_state.receive(&finish).unwrap();
+            let alice_keys = alice_state.receive(&response).unwrap();
             black_box((alice_keys, bob_keys))
         });
     });

@@ -2,7 +2,7 @@
 //!
 //! An honest initiator and responder (fixed identities, fixed pairing secret, seeded RNG) run
 //! the three-message handshake; the input replaces one message on its way. `data[0] % 3` picks
-//! the message (init, response, finish), `data[1]` the mode: even XORs the rest of the input
+//! the message (hello, init, response), `data[1]` the mode: even XORs the rest of the input
 //! onto the honest encoding (so an all-zero input is the honest message and short or long
 //! inputs truncate or extend it), odd replaces the message with the rest of the input.
 //!
@@ -11,7 +11,8 @@
 //! decoders and state; `pairing_handshake_real` is the target that keeps the real primitives.
 //!
 //! Checks: no panic; the handshake completes on both sides exactly when the delivered message
-//! equals the honest one, and then both sides hold matching keys.
+//! equals the honest one, and then both sides hold matching keys (the initiator's first frame,
+//! sealed before the response as the link sends it, opens on the responder's side).
 
 #![no_main]
 
@@ -19,7 +20,7 @@ use libfuzzer_sys::fuzz_target;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use tether_crypto::PairingSecret;
-use tether_crypto::handshake::{FinishMessage, InitMessage, Initiator, Responder, ResponseMessage};
+use tether_crypto::handshake::{HelloMessage, InitMessage, Initiator, Responder, ResponseMessage};
 use tether_identity::NetworkIdentity;
 
 fuzz_target!(|data: &[u8]| {
@@ -46,41 +47,44 @@ fuzz_target!(|data: &[u8]| {
     let secret = PairingSecret::from_bytes([0x5e; 32]);
     let mut changed = false;
 
-    let (alice_state, init) = Initiator::start(&mut rng, &alice, bob.node_id(), &secret);
-    let init_bytes = deliver(which == 0, &init.to_bytes(), &tamper, &mut changed);
-    let Ok(init) = InitMessage::from_bytes(&init_bytes) else {
-        assert!(changed, "the honest init message must decode");
+    let (bob_state, hello) = Responder::hello(&mut rng);
+    let hello_bytes = deliver(which == 0, &hello.to_bytes(), &tamper, &mut changed);
+    let Ok(hello) = HelloMessage::from_bytes(&hello_bytes) else {
+        assert!(changed, "the honest hello must decode");
         return;
     };
-    let responded = Responder::respond(&mut rng, &bob, alice.node_id(), &secret, &init);
-    let Ok((bob_state, response)) = responded else {
-        assert!(changed, "the honest init message must be answered");
+    let started = Initiator::start(&mut rng, &alice, bob.node_id(), &secret, &hello);
+    let Ok((alice_state, init)) = started else {
+        assert!(changed, "the honest hello must be answered");
+        return;
+    };
+    // The link seals its first request before the response arrives.
+    let (mut alice_keys, check) = alice_state.into_early_keys();
+    let mut frame = b"probe".to_vec();
+    let counter = alice_keys.seal_in_place(b"aad", &mut frame).unwrap();
+
+    let init_bytes = deliver(which == 1, &init.to_bytes(), &tamper, &mut changed);
+    let Ok(init) = InitMessage::from_bytes(&init_bytes) else {
+        assert!(changed, "the honest init must decode");
+        return;
+    };
+    let Ok((mut bob_keys, response)) = bob_state.receive(&bob, alice.node_id(), &secret, &init)
+    else {
+        assert!(changed, "the honest init must be accepted");
         return;
     };
 
-    let response_bytes = deliver(which == 1, &response.to_bytes(), &tamper, &mut changed);
+    let response_bytes = deliver(which == 2, &response.to_bytes(), &tamper, &mut changed);
     let Ok(response) = ResponseMessage::from_bytes(&response_bytes) else {
         assert!(changed, "the honest response must decode");
         return;
     };
-    let Ok((mut alice_keys, finish)) = alice_state.receive(&response) else {
+    if check.verify(&response).is_err() {
         assert!(changed, "the honest response must be accepted");
         return;
-    };
-
-    let finish_bytes = deliver(which == 2, &finish.to_bytes(), &tamper, &mut changed);
-    let Ok(finish) = FinishMessage::from_bytes(&finish_bytes) else {
-        assert!(changed, "the honest finish must decode");
-        return;
-    };
-    let Ok(mut bob_keys) = bob_state.receive(&finish) else {
-        assert!(changed, "the honest finish must be accepted");
-        return;
-    };
+    }
 
     assert!(!changed, "a tampered handshake completed on both sides");
-    let mut frame = b"probe".to_vec();
-    let counter = alice_keys.seal_in_place(b"aad", &mut frame).unwrap();
     bob_keys.open_in_place(counter, b"aad", &mut frame).unwrap();
     assert_eq!(frame, b"probe");
 });

@@ -22,11 +22,11 @@
 //! let (alice, bob) = (NetworkIdentity::generate(&mut rng), NetworkIdentity::generate(&mut rng));
 //! let secret = PairingSecret::from_bytes([7; 32]); // agreed when the devices paired
 //!
-//! let (alice_state, init) = Initiator::start(&mut rng, &alice, bob.node_id(), &secret);
-//! let (bob_state, response) =
-//!     Responder::respond(&mut rng, &bob, alice.node_id(), &secret, &init)?;
-//! let (mut alice_keys, finish) = alice_state.receive(&response)?;
-//! let mut bob_keys = bob_state.receive(&finish)?;
+//! // Bob, who accepted the connection, speaks first.
+//! let (bob_state, hello) = Responder::hello(&mut rng);
+//! let (alice_state, init) = Initiator::start(&mut rng, &alice, bob.node_id(), &secret, &hello)?;
+//! let (mut bob_keys, response) = bob_state.receive(&bob, alice.node_id(), &secret, &init)?;
+//! let mut alice_keys = alice_state.receive(&response)?;
 //!
 //! let mut frame = b"hello bob".to_vec();
 //! let counter = alice_keys.seal_in_place(b"header", &mut frame)?;

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use serde_json::{Value, json};
-use tether_crypto::handshake::{FinishMessage, InitMessage, Initiator, Responder, ResponseMessage};
+use tether_crypto::handshake::{HelloMessage, InitMessage, Initiator, Responder, ResponseMessage};
 use tether_crypto::{
     EphemeralKeyPair, MIN_REKEY_INTERVAL_LOG2, PairingSecret, Role, SessionKeys, SessionSecrets,
     Transcript, TransferCipher,
@@ -193,23 +193,30 @@ fn handshake_outputs(input: &Fields) -> Fields {
     let mut bob_rng = ChaCha20Rng::from_seed(get(input, "responder_rng_seed"));
     let (aad, plaintext) = (get_vec(input, "aad"), get_vec(input, "plaintext"));
 
-    let (alice_state, init) = Initiator::start(&mut alice_rng, &alice, bob.node_id(), &secret);
-    let init = init.to_bytes();
-    let (bob_state, response) = Responder::respond(
-        &mut bob_rng,
-        &bob,
-        alice.node_id(),
+    // The responder speaks first; each side draws its ephemeral key from its own RNG, so the
+    // keys (and the frames below) are those of the same inputs in any message order.
+    let (bob_state, hello) = Responder::hello(&mut bob_rng);
+    let hello = hello.to_bytes();
+    let (alice_state, init) = Initiator::start(
+        &mut alice_rng,
+        &alice,
+        bob.node_id(),
         &secret,
-        &InitMessage::from_bytes(&init).unwrap(),
+        &HelloMessage::from_bytes(&hello).unwrap(),
     )
     .unwrap();
-    let response = response.to_bytes();
-    let (mut alice_keys, finish) = alice_state
-        .receive(&ResponseMessage::from_bytes(&response).unwrap())
+    let init = init.to_bytes();
+    let (mut bob_keys, response) = bob_state
+        .receive(
+            &bob,
+            alice.node_id(),
+            &secret,
+            &InitMessage::from_bytes(&init).unwrap(),
+        )
         .unwrap();
-    let finish = finish.to_bytes();
-    let mut bob_keys = bob_state
-        .receive(&FinishMessage::from_bytes(&finish).unwrap())
+    let response = response.to_bytes();
+    let mut alice_keys = alice_state
+        .receive(&ResponseMessage::from_bytes(&response).unwrap())
         .unwrap();
 
     let mut out = Fields::new();
@@ -218,9 +225,9 @@ fn handshake_outputs(input: &Fields) -> Fields {
         hex::encode(alice.node_id().as_bytes()),
     );
     out.insert("responder_id".into(), hex::encode(bob.node_id().as_bytes()));
+    out.insert("hello_message".into(), hex::encode(hello));
     out.insert("init_message".into(), hex::encode(init));
     out.insert("response_message".into(), hex::encode(response));
-    out.insert("finish_message".into(), hex::encode(finish));
     out.insert(
         "frame_initiator_counter_0".into(),
         sealed_hex(&mut alice_keys, &aad, &plaintext, 0),

@@ -30,7 +30,7 @@
 //!
 //! # Versions, unknown kinds and unknown fields
 //!
-//! The ALPN names the protocol version (`tether/sync/1`, ...). Within a version:
+//! The ALPN names the protocol version (`tether/sync/2`, ...). Within a version:
 //!
 //! * An **unknown message type** is [`MessageError::UnknownMessage`], carrying the type name (cut
 //!   to [`limits::MAX_KIND_ECHO_LEN`] bytes). The frame boundary is intact, so the service answers

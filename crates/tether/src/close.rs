@@ -9,7 +9,7 @@ use tether_protocol::Connection;
 use crate::NetworkError;
 
 /// The ALPN of Tether's messaging protocol.
-pub const SYNC_ALPN: &[u8] = b"tether/sync/1";
+pub const SYNC_ALPN: &[u8] = b"tether/sync/2";
 
 /// The ALPN of Tether's pairing protocol, open to devices that are not paired yet.
 pub const PAIRING_ALPN: &[u8] = b"tether/pairing/1";

@@ -1,6 +1,6 @@
 //! File transfer between paired devices, on the pooled connection.
 //!
-//! A transfer runs on new bidirectional streams of the device's live `tether/sync/1`
+//! A transfer runs on new bidirectional streams of the device's live `tether/sync/2`
 //! connection (one control stream plus optional lanes), speaking tether-transfer's protocol.
 //! Running on the pooled connection means the per-transfer keys derive from that connection's
 //! session (`SessionKeys::transfer_secret` with the transfer id, then the agreed cipher), on

@@ -2,48 +2,73 @@
 //!
 //! | message | layout | bytes |
 //! |---|---|---|
-//! | [`InitMessage`] | `0x01` · initiator ephemeral (32) | 33 |
-//! | [`ResponseMessage`] | `0x02` · responder ephemeral (32) · confirmation (32) · signature (64) | 129 |
-//! | [`FinishMessage`] | `0x03` · confirmation (32) · signature (64) | 97 |
+//! | [`HelloMessage`] | `0x04` · responder ephemeral (32) | 33 |
+//! | [`InitMessage`] | `0x05` · initiator ephemeral (32) · confirmation (32) · signature (64) | 129 |
+//! | [`ResponseMessage`] | `0x06` · confirmation (32) · signature (64) | 97 |
+//!
+//! The type bytes differ from those of the handshake that had the initiator speak first
+//! (`0x01`–`0x03`), so a message of one layout is never taken for the other's.
 
 use tether_identity::Signature;
 
 use crate::{CryptoError, EphemeralPublicKey};
 
-const INIT_TYPE: u8 = 0x01;
-const RESPONSE_TYPE: u8 = 0x02;
-const FINISH_TYPE: u8 = 0x03;
+const HELLO_TYPE: u8 = 0x04;
+const INIT_TYPE: u8 = 0x05;
+const RESPONSE_TYPE: u8 = 0x06;
 
-/// Initiator → responder: the initiator's ephemeral public key.
+/// Responder → initiator, first: the responder's ephemeral public key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HelloMessage {
+    pub(crate) ephemeral: EphemeralPublicKey,
+}
+
+/// Initiator → responder: the initiator's ephemeral key, its key confirmation and its
+/// signature over the transcript.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InitMessage {
     pub(crate) ephemeral: EphemeralPublicKey,
+    pub(crate) confirmation: [u8; 32],
+    pub(crate) signature: Signature,
 }
 
-/// Responder → initiator: the responder's ephemeral key, its key confirmation and its
-/// signature over the transcript.
+/// Responder → initiator, last: the responder's key confirmation and signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResponseMessage {
-    pub(crate) ephemeral: EphemeralPublicKey,
     pub(crate) confirmation: [u8; 32],
     pub(crate) signature: Signature,
 }
 
-/// Initiator → responder, last: the initiator's key confirmation and signature.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FinishMessage {
-    pub(crate) confirmation: [u8; 32],
-    pub(crate) signature: Signature,
-}
-
-impl InitMessage {
+impl HelloMessage {
     /// Encoded length in bytes.
     pub const LEN: usize = 1 + 32;
 
     /// The encoding: type byte, then the ephemeral key.
     pub fn to_bytes(&self) -> [u8; Self::LEN] {
+        let mut out = Writer::<{ Self::LEN }>::new(HELLO_TYPE);
+        out.put(self.ephemeral.as_bytes());
+        out.finish()
+    }
+
+    /// Decodes a message, checking its type byte and length.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
+        let mut input = Reader::new(bytes, HELLO_TYPE, Self::LEN)?;
+        Ok(Self {
+            ephemeral: EphemeralPublicKey::from_bytes(input.take()?),
+        })
+    }
+}
+
+impl InitMessage {
+    /// Encoded length in bytes.
+    pub const LEN: usize = 1 + 32 + 32 + 64;
+
+    /// The encoding: type byte, ephemeral key, confirmation, signature.
+    pub fn to_bytes(&self) -> [u8; Self::LEN] {
         let mut out = Writer::<{ Self::LEN }>::new(INIT_TYPE);
         out.put(self.ephemeral.as_bytes());
+        out.put(&self.confirmation);
+        out.put(&self.signature.to_bytes());
         out.finish()
     }
 
@@ -52,18 +77,19 @@ impl InitMessage {
         let mut input = Reader::new(bytes, INIT_TYPE, Self::LEN)?;
         Ok(Self {
             ephemeral: EphemeralPublicKey::from_bytes(input.take()?),
+            confirmation: input.take()?,
+            signature: Signature::from_bytes(&input.take()?),
         })
     }
 }
 
 impl ResponseMessage {
     /// Encoded length in bytes.
-    pub const LEN: usize = 1 + 32 + 32 + 64;
+    pub const LEN: usize = 1 + 32 + 64;
 
-    /// The encoding: type byte, ephemeral key, confirmation, signature.
+    /// The encoding: type byte, confirmation, signature.
     pub fn to_bytes(&self) -> [u8; Self::LEN] {
         let mut out = Writer::<{ Self::LEN }>::new(RESPONSE_TYPE);
-        out.put(self.ephemeral.as_bytes());
         out.put(&self.confirmation);
         out.put(&self.signature.to_bytes());
         out.finish()
@@ -72,29 +98,6 @@ impl ResponseMessage {
     /// Decodes a message, checking its type byte and length.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
         let mut input = Reader::new(bytes, RESPONSE_TYPE, Self::LEN)?;
-        Ok(Self {
-            ephemeral: EphemeralPublicKey::from_bytes(input.take()?),
-            confirmation: input.take()?,
-            signature: Signature::from_bytes(&input.take()?),
-        })
-    }
-}
-
-impl FinishMessage {
-    /// Encoded length in bytes.
-    pub const LEN: usize = 1 + 32 + 64;
-
-    /// The encoding: type byte, confirmation, signature.
-    pub fn to_bytes(&self) -> [u8; Self::LEN] {
-        let mut out = Writer::<{ Self::LEN }>::new(FINISH_TYPE);
-        out.put(&self.confirmation);
-        out.put(&self.signature.to_bytes());
-        out.finish()
-    }
-
-    /// Decodes a message, checking its type byte and length.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
-        let mut input = Reader::new(bytes, FINISH_TYPE, Self::LEN)?;
         Ok(Self {
             confirmation: input.take()?,
             signature: Signature::from_bytes(&input.take()?),
@@ -178,8 +181,8 @@ mod tests {
 
     use super::*;
 
-    fn response() -> ResponseMessage {
-        ResponseMessage {
+    fn init() -> InitMessage {
+        InitMessage {
             ephemeral: EphemeralPublicKey::from_bytes([1; 32]),
             confirmation: [2; 32],
             signature: Signature::from_bytes(&[3; 64]),
@@ -188,42 +191,44 @@ mod tests {
 
     #[test]
     fn layouts_round_trip() {
-        let init = InitMessage {
+        let hello = HelloMessage {
             ephemeral: EphemeralPublicKey::from_bytes([7; 32]),
         };
-        let bytes = init.to_bytes();
-        assert_eq!(bytes[0], 0x01);
+        let bytes = hello.to_bytes();
+        assert_eq!(bytes[0], 0x04);
         assert_eq!(&bytes[1..], &[7; 32]);
-        assert_eq!(InitMessage::from_bytes(&bytes).unwrap(), init);
+        assert_eq!(HelloMessage::from_bytes(&bytes).unwrap(), hello);
 
-        let bytes = response().to_bytes();
-        assert_eq!(bytes[0], 0x02);
+        let bytes = init().to_bytes();
+        assert_eq!(bytes[0], 0x05);
         assert_eq!(&bytes[1..33], &[1; 32]);
         assert_eq!(&bytes[33..65], &[2; 32]);
         assert_eq!(&bytes[65..], &[3; 64]);
-        assert_eq!(ResponseMessage::from_bytes(&bytes).unwrap(), response());
+        assert_eq!(InitMessage::from_bytes(&bytes).unwrap(), init());
 
-        let finish = FinishMessage {
+        let response = ResponseMessage {
             confirmation: [4; 32],
             signature: Signature::from_bytes(&[5; 64]),
         };
-        let bytes = finish.to_bytes();
-        assert_eq!(bytes[0], 0x03);
-        assert_eq!(FinishMessage::from_bytes(&bytes).unwrap(), finish);
+        let bytes = response.to_bytes();
+        assert_eq!(bytes[0], 0x06);
+        assert_eq!(&bytes[1..33], &[4; 32]);
+        assert_eq!(&bytes[33..], &[5; 64]);
+        assert_eq!(ResponseMessage::from_bytes(&bytes).unwrap(), response);
     }
 
     #[test]
     fn wrong_type_and_length_are_errors() {
-        let bytes = response().to_bytes();
+        let bytes = init().to_bytes();
         assert_eq!(
-            InitMessage::from_bytes(&bytes),
+            HelloMessage::from_bytes(&bytes),
             Err(CryptoError::MessageType {
-                expected: 0x01,
-                found: 0x02
+                expected: 0x04,
+                found: 0x05
             })
         );
         assert_eq!(
-            ResponseMessage::from_bytes(&bytes[..128]),
+            InitMessage::from_bytes(&bytes[..128]),
             Err(CryptoError::MessageLength {
                 expected: 129,
                 actual: 128
@@ -231,13 +236,17 @@ mod tests {
         );
         let mut long = bytes.to_vec();
         long.push(0);
-        assert!(ResponseMessage::from_bytes(&long).is_err());
+        assert!(InitMessage::from_bytes(&long).is_err());
         assert_eq!(
-            FinishMessage::from_bytes(&[]),
+            ResponseMessage::from_bytes(&[]),
             Err(CryptoError::MessageLength {
                 expected: 97,
                 actual: 0
             })
         );
+        // The first handshake's layouts (type bytes 0x01-0x03) are not taken.
+        let mut old_init = [0u8; 33];
+        old_init[0] = 0x01;
+        assert!(HelloMessage::from_bytes(&old_init).is_err());
     }
 }

@@ -1,12 +1,17 @@
 //! The session handshake between two paired devices, sans-IO.
 //!
+//! The responder speaks first, so the handshake costs no round trip of its own: its fresh
+//! ephemeral key can travel with the transport's first answer (QUIC's 0.5-RTT data), and the
+//! initiator's proof travels with its first request.
+//!
 //! ```text
 //! initiator                                              responder
-//! Initiator::start ── InitMessage { e_i } ──────────────► Responder::respond
-//!                  ◄── ResponseMessage { e_r, confirm_r, sig_r(th) } ──
-//! AwaitingResponse::receive
-//!                  ── FinishMessage { confirm_i, sig_i(th) } ──────► AwaitingFinish::receive
-//! SessionKeys                                            SessionKeys
+//!                  ◄── HelloMessage { e_r } ──────────── Responder::hello
+//! Initiator::start ── InitMessage { e_i, confirm_i, sig_i(th) } ──► AwaitingInit::receive
+//! (first sealed frames may follow at once)
+//!                  ◄── ResponseMessage { confirm_r, sig_r(th) } ──
+//! AwaitingResponse::receive                              SessionKeys
+//! SessionKeys
 //! ```
 //!
 //! Each side brings its own [`NetworkIdentity`], the [`NodeId`] it expects the peer to have
@@ -16,10 +21,19 @@
 //! sends its key-confirmation value, so the handshake fails unless both peers hold the expected
 //! identities, the same pairing secret and the same transcript.
 //!
+//! The [`HelloMessage`] is unauthenticated when it arrives; the responder's signature over
+//! `th` (which contains `e_r`) binds it later. The responder opens nothing the initiator sealed
+//! before [`AwaitingInit::receive`] has checked the initiator's signature and confirmation. The
+//! initiator may seal its first frames before the [`ResponseMessage`] arrives
+//! ([`AwaitingResponse::into_early_keys`]), but must not open anything with those keys, or act
+//! on anything from the responder, before [`ResponseCheck::verify`] succeeds.
+//!
 //! Every transition consumes its state, so a state cannot be used twice; a failed transition
 //! leaves nothing to retry with, and the connection should be closed.
 
 mod messages;
+
+use std::fmt;
 
 use rand_core::CryptoRng;
 use subtle::ConstantTimeEq;
@@ -29,7 +43,7 @@ use crate::{
     CryptoError, EphemeralKeyPair, PairingSecret, Role, SessionKeys, SessionSecrets, Transcript,
 };
 
-pub use messages::{FinishMessage, InitMessage, ResponseMessage};
+pub use messages::{HelloMessage, InitMessage, ResponseMessage};
 
 /// The context of the responder's signature over the transcript hash.
 pub const RESPONDER_SIGNING_CONTEXT: SigningContext =
@@ -39,151 +53,176 @@ pub const RESPONDER_SIGNING_CONTEXT: SigningContext =
 pub const INITIATOR_SIGNING_CONTEXT: SigningContext =
     SigningContext::new("tether/v1/session/initiator");
 
-/// The side that opens the session. Start with [`Initiator::start`].
-#[derive(Debug)]
-pub struct Initiator {
-    _private: (),
-}
-
-impl Initiator {
-    /// Makes a fresh ephemeral key and the first message.
-    ///
-    /// `peer` is the node id the responder must prove it holds.
-    pub fn start<'id, R: CryptoRng + ?Sized>(
-        rng: &mut R,
-        identity: &'id NetworkIdentity,
-        peer: NodeId,
-        pairing_secret: &PairingSecret,
-    ) -> (AwaitingResponse<'id>, InitMessage) {
-        let ephemeral = EphemeralKeyPair::generate(rng);
-        let message = InitMessage {
-            ephemeral: ephemeral.public_key(),
-        };
-        let state = AwaitingResponse {
-            identity,
-            own_id: identity.node_id(),
-            peer,
-            pairing_secret: pairing_secret.clone(),
-            ephemeral,
-        };
-        (state, message)
-    }
-}
-
-/// The initiator after sending [`InitMessage`], waiting for the [`ResponseMessage`].
-#[derive(Debug)]
-pub struct AwaitingResponse<'id> {
-    identity: &'id NetworkIdentity,
-    own_id: NodeId,
-    peer: NodeId,
-    pairing_secret: PairingSecret,
-    ephemeral: EphemeralKeyPair,
-}
-
-impl AwaitingResponse<'_> {
-    /// Checks the response and finishes: returns the session keys and the last message, which
-    /// must be sent for the responder to finish too.
-    ///
-    /// Fails with [`CryptoError::Signature`] if the response was not signed by the expected
-    /// peer for this transcript, [`CryptoError::NonContributory`] for a low-order ephemeral
-    /// key, and [`CryptoError::KeyConfirmation`] if the peer does not hold the same pairing
-    /// secret.
-    pub fn receive(
-        self,
-        response: &ResponseMessage,
-    ) -> Result<(SessionKeys, FinishMessage), CryptoError> {
-        let transcript = Transcript {
-            initiator_id: *self.own_id.as_bytes(),
-            responder_id: *self.peer.as_bytes(),
-            initiator_ephemeral: self.ephemeral.public_key(),
-            responder_ephemeral: response.ephemeral,
-        };
-        let th = transcript.hash();
-        self.peer
-            .verify(RESPONDER_SIGNING_CONTEXT, &th, &response.signature)
-            .map_err(|_| CryptoError::Signature)?;
-        let shared = self.ephemeral.diffie_hellman(&response.ephemeral)?;
-        let secrets = SessionSecrets::derive(&self.pairing_secret, shared, &transcript);
-        check_confirmation(&secrets, Role::Responder, &response.confirmation)?;
-        let finish = FinishMessage {
-            confirmation: *secrets.confirmation(Role::Initiator),
-            signature: self.identity.sign(INITIATOR_SIGNING_CONTEXT, &th),
-        };
-        Ok((secrets.into_session_keys(Role::Initiator), finish))
-    }
-}
-
-/// The side that accepts the session. Start with [`Responder::respond`].
+/// The side that accepts the session and speaks first. Start with [`Responder::hello`].
 #[derive(Debug)]
 pub struct Responder {
     _private: (),
 }
 
 impl Responder {
-    /// Answers an [`InitMessage`]: makes a fresh ephemeral key, derives the keys, signs the
-    /// transcript.
+    /// Makes a fresh ephemeral key and the first message. Nothing about the peer is needed
+    /// yet: the hello may go out before the transport has authenticated it.
+    pub fn hello<R: CryptoRng + ?Sized>(rng: &mut R) -> (AwaitingInit, HelloMessage) {
+        let ephemeral = EphemeralKeyPair::generate(rng);
+        let message = HelloMessage {
+            ephemeral: ephemeral.public_key(),
+        };
+        (AwaitingInit { ephemeral }, message)
+    }
+}
+
+/// The responder after sending [`HelloMessage`], waiting for the [`InitMessage`].
+#[derive(Debug)]
+pub struct AwaitingInit {
+    ephemeral: EphemeralKeyPair,
+}
+
+impl AwaitingInit {
+    /// Checks the initiator's signature and key confirmation; returns the session keys and the
+    /// response, which must be sent for the initiator to finish too.
     ///
     /// `peer` is the node id the initiator must prove it holds: the one the transport
-    /// authenticated for this connection. Fails with [`CryptoError::NonContributory`] for a
-    /// low-order ephemeral key.
-    pub fn respond<R: CryptoRng + ?Sized>(
-        rng: &mut R,
+    /// authenticated for this connection. Fails with [`CryptoError::Signature`] if the message
+    /// was not signed by `peer` for this transcript (another connection's init included),
+    /// [`CryptoError::NonContributory`] for a low-order ephemeral key, and
+    /// [`CryptoError::KeyConfirmation`] if the peer does not hold the same pairing secret.
+    pub fn receive(
+        self,
         identity: &NetworkIdentity,
         peer: NodeId,
         pairing_secret: &PairingSecret,
         init: &InitMessage,
-    ) -> Result<(AwaitingFinish, ResponseMessage), CryptoError> {
-        let ephemeral = EphemeralKeyPair::generate(rng);
+    ) -> Result<(SessionKeys, ResponseMessage), CryptoError> {
         let transcript = Transcript {
             initiator_id: *peer.as_bytes(),
             responder_id: *identity.node_id().as_bytes(),
             initiator_ephemeral: init.ephemeral,
-            responder_ephemeral: ephemeral.public_key(),
+            responder_ephemeral: self.ephemeral.public_key(),
         };
-        let shared = ephemeral.diffie_hellman(&init.ephemeral)?;
+        peer.verify(
+            INITIATOR_SIGNING_CONTEXT,
+            &transcript.hash(),
+            &init.signature,
+        )
+        .map_err(|_| CryptoError::Signature)?;
+        let shared = self.ephemeral.diffie_hellman(&init.ephemeral)?;
         let secrets = SessionSecrets::derive(pairing_secret, shared, &transcript);
+        check_confirmation(secrets.confirmation(Role::Initiator), &init.confirmation)?;
         let response = ResponseMessage {
-            ephemeral: transcript.responder_ephemeral,
             confirmation: *secrets.confirmation(Role::Responder),
             signature: identity.sign(RESPONDER_SIGNING_CONTEXT, secrets.transcript_hash()),
         };
-        Ok((AwaitingFinish { peer, secrets }, response))
+        Ok((secrets.into_session_keys(Role::Responder), response))
     }
 }
 
-/// The responder after sending [`ResponseMessage`], waiting for the [`FinishMessage`].
+/// The side that opens the session. Start with [`Initiator::start`] once the responder's
+/// [`HelloMessage`] is in.
 #[derive(Debug)]
-pub struct AwaitingFinish {
-    peer: NodeId,
+pub struct Initiator {
+    _private: (),
+}
+
+impl Initiator {
+    /// Answers the responder's hello: makes a fresh ephemeral key, derives the keys, confirms
+    /// them and signs the transcript.
+    ///
+    /// `peer` is the node id the responder must prove it holds. Fails with
+    /// [`CryptoError::NonContributory`] for a low-order ephemeral key.
+    pub fn start<R: CryptoRng + ?Sized>(
+        rng: &mut R,
+        identity: &NetworkIdentity,
+        peer: NodeId,
+        pairing_secret: &PairingSecret,
+        hello: &HelloMessage,
+    ) -> Result<(AwaitingResponse, InitMessage), CryptoError> {
+        let ephemeral = EphemeralKeyPair::generate(rng);
+        let transcript = Transcript {
+            initiator_id: *identity.node_id().as_bytes(),
+            responder_id: *peer.as_bytes(),
+            initiator_ephemeral: ephemeral.public_key(),
+            responder_ephemeral: hello.ephemeral,
+        };
+        let shared = ephemeral.diffie_hellman(&hello.ephemeral)?;
+        let secrets = SessionSecrets::derive(pairing_secret, shared, &transcript);
+        let init = InitMessage {
+            ephemeral: transcript.initiator_ephemeral,
+            confirmation: *secrets.confirmation(Role::Initiator),
+            signature: identity.sign(INITIATOR_SIGNING_CONTEXT, secrets.transcript_hash()),
+        };
+        let check = ResponseCheck {
+            peer,
+            transcript_hash: *secrets.transcript_hash(),
+            confirmation: *secrets.confirmation(Role::Responder),
+        };
+        Ok((AwaitingResponse { check, secrets }, init))
+    }
+}
+
+/// The initiator after sending [`InitMessage`], waiting for the [`ResponseMessage`].
+#[derive(Debug)]
+pub struct AwaitingResponse {
+    check: ResponseCheck,
     secrets: SessionSecrets,
 }
 
-impl AwaitingFinish {
-    /// Checks the initiator's signature and key confirmation; returns the session keys.
+impl AwaitingResponse {
+    /// Checks the response and finishes: returns the session keys.
     ///
-    /// Fails with [`CryptoError::Signature`] if the message was not signed by the expected
-    /// peer for this transcript and [`CryptoError::KeyConfirmation`] if the peer does not hold
-    /// the same pairing secret.
-    pub fn receive(self, finish: &FinishMessage) -> Result<SessionKeys, CryptoError> {
-        self.peer
-            .verify(
-                INITIATOR_SIGNING_CONTEXT,
-                self.secrets.transcript_hash(),
-                &finish.signature,
-            )
-            .map_err(|_| CryptoError::Signature)?;
-        check_confirmation(&self.secrets, Role::Initiator, &finish.confirmation)?;
-        Ok(self.secrets.into_session_keys(Role::Responder))
+    /// Fails as [`ResponseCheck::verify`] does.
+    pub fn receive(self, response: &ResponseMessage) -> Result<SessionKeys, CryptoError> {
+        let (keys, check) = self.into_early_keys();
+        check.verify(response)?;
+        Ok(keys)
+    }
+
+    /// The session keys now, to seal the first frames before the response arrives, and the
+    /// check the response must pass. The keys must open nothing, and nothing from the peer
+    /// may be acted on, until [`ResponseCheck::verify`] has succeeded: until then the peer's
+    /// frames may come from whoever holds the responder's ephemeral key, not yet shown to be
+    /// the expected peer.
+    pub fn into_early_keys(self) -> (SessionKeys, ResponseCheck) {
+        (self.secrets.into_session_keys(Role::Initiator), self.check)
     }
 }
 
-/// Compares a received confirmation value with ours, in constant time.
-fn check_confirmation(
-    secrets: &SessionSecrets,
-    sender: Role,
-    received: &[u8; 32],
-) -> Result<(), CryptoError> {
-    if bool::from(secrets.confirmation(sender).ct_eq(received)) {
+/// What the initiator checks in the [`ResponseMessage`]: the responder's signature over the
+/// transcript and its key confirmation.
+pub struct ResponseCheck {
+    peer: NodeId,
+    transcript_hash: [u8; 32],
+    confirmation: [u8; 32],
+}
+
+impl ResponseCheck {
+    /// Checks the response.
+    ///
+    /// Fails with [`CryptoError::Signature`] if the response was not signed by the expected
+    /// peer for this transcript, and [`CryptoError::KeyConfirmation`] if the peer does not
+    /// hold the same pairing secret.
+    pub fn verify(self, response: &ResponseMessage) -> Result<(), CryptoError> {
+        self.peer
+            .verify(
+                RESPONDER_SIGNING_CONTEXT,
+                &self.transcript_hash,
+                &response.signature,
+            )
+            .map_err(|_| CryptoError::Signature)?;
+        check_confirmation(&self.confirmation, &response.confirmation)
+    }
+}
+
+impl fmt::Debug for ResponseCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseCheck")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Compares a received confirmation value with the expected one, in constant time.
+fn check_confirmation(expected: &[u8; 32], received: &[u8; 32]) -> Result<(), CryptoError> {
+    if bool::from(expected.ct_eq(received)) {
         Ok(())
     } else {
         Err(CryptoError::KeyConfirmation)

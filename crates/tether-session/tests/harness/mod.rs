@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
-use tether_crypto::handshake::{FinishMessage, InitMessage, Initiator, Responder, ResponseMessage};
+use tether_crypto::handshake::{HelloMessage, InitMessage, Initiator, Responder, ResponseMessage};
 use tether_crypto::{PairingSecret, SessionKeys};
 use tether_identity::{NetworkIdentity, NodeId};
 use tether_session::{Config, Event, Session, Side};
@@ -274,13 +274,14 @@ pub fn handshake(rng: &mut ChaCha20Rng) -> (SessionKeys, SessionKeys, [NodeId; 2
     let alice = NetworkIdentity::generate(rng);
     let bob = NetworkIdentity::generate(rng);
     let secret = PairingSecret::from_bytes([0x5e; 32]);
-    let (initiator, init) = Initiator::start(rng, &alice, bob.node_id(), &secret);
+    let (responder, hello) = Responder::hello(rng);
+    let hello = HelloMessage::from_bytes(&hello.to_bytes()).unwrap();
+    let (initiator, init) = Initiator::start(rng, &alice, bob.node_id(), &secret, &hello).unwrap();
     let init = InitMessage::from_bytes(&init.to_bytes()).unwrap();
-    let (responder, response) =
-        Responder::respond(rng, &bob, alice.node_id(), &secret, &init).unwrap();
+    let (bob_keys, response) = responder
+        .receive(&bob, alice.node_id(), &secret, &init)
+        .unwrap();
     let response = ResponseMessage::from_bytes(&response.to_bytes()).unwrap();
-    let (alice_keys, finish) = initiator.receive(&response).unwrap();
-    let finish = FinishMessage::from_bytes(&finish.to_bytes()).unwrap();
-    let bob_keys = responder.receive(&finish).unwrap();
+    let alice_keys = initiator.receive(&response).unwrap();
     (alice_keys, bob_keys, [alice.node_id(), bob.node_id()])
 }

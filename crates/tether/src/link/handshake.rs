@@ -1,139 +1,240 @@
-//! The session handshake on a connection's first stream, for either side.
+//! The session handshake on a connection's first streams, for either side.
 //!
-//! One driver runs both roles: the side that dialled opens the stream and speaks first
-//! (`Init`, then `Finish` once the `Response` checks out), the side that accepted takes the
-//! stream and answers (`Response`, then the keys once the `Finish` checks out). Each role is
-//! a [`Step`] that says how many bytes it waits for and what it sends back.
+//! The acceptor speaks first. [`admit`] takes every incoming connection; on the session ALPN
+//! it runs [`greet`] while the connection is still being accepted, which opens a unidirectional stream and writes the `Hello` (a fresh ephemeral key),
+//! which leaves with the acceptor's first TLS flight (QUIC's 0.5-RTT data). The dialler
+//! reads it ([`dial`]), opens the message stream and writes its `Init`; its first sealed
+//! frames may follow at once. The acceptor, once the TLS handshake is done and the gate has
+//! let the peer in, reads the `Init` on that stream, checks it and answers `Response`
+//! ([`accept`]) before any sealed frame. The dialler checks the `Response`
+//! ([`Pending::confirm`]) before it opens anything the acceptor sealed. One deadline,
+//! [`HANDSHAKE_TIMEOUT`], covers each side's part from its first step: the hello's read or
+//! write to the response's.
 
-use iroh::endpoint::{Connection, RecvStream, SendStream, Side};
+use iroh::endpoint::{
+    AlpnError, ConnectingError, Connection, ConnectionError, Incoming, IncomingZeroRttConnection,
+    RecvStream, SendStream, WriteError,
+};
 use rand_core::UnwrapErr;
 use std::time::Duration;
 use tether_crypto::handshake::{
-    AwaitingFinish, AwaitingResponse, FinishMessage, InitMessage, Initiator, Responder,
-    ResponseMessage,
+    AwaitingInit, HelloMessage, InitMessage, Initiator, Responder, ResponseCheck, ResponseMessage,
 };
-use tether_crypto::{PairingSecret, SessionKeys};
+use tether_crypto::{CryptoError, PairingSecret, SessionKeys};
+use tokio::time::Instant;
 
 use tether_identity::{NetworkIdentity, NodeId, error_chain};
 
 use crate::NetworkError;
+use crate::close::{CLOSE_PROTOCOL, SYNC_ALPN};
 
 /// How long the session handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Where one side of the handshake stands.
-enum Step<'id> {
-    /// The dialler sent `Init` and waits for the `Response`.
-    AwaitResponse(AwaitingResponse<'id>),
-    /// The acceptor waits for the `Init`.
-    AwaitInit,
-    /// The acceptor sent its `Response` and waits for the `Finish`.
-    AwaitFinish(AwaitingFinish),
-    /// The keys.
-    Done(Box<SessionKeys>),
+/// The reason the acceptor gives, with [`CLOSE_PROTOCOL`], when the dialler's `Init` does not
+/// verify (its signature, or its key confirmation: another pairing secret). The dialler
+/// reports it as [`NetworkError::InvalidSignature`], as it does a `Response` that fails.
+pub(crate) const UNVERIFIED_REASON: &str = "session handshake did not verify";
+
+/// The acceptor's hello is out; what it needs to answer the `Init`.
+#[derive(Debug)]
+pub(crate) struct Greeting {
+    state: AwaitingInit,
+    /// The end of the acceptor's handshake, counted from the hello.
+    deadline: Instant,
 }
 
-/// What a side knows besides its step.
-struct Parties<'a> {
-    identity: &'a NetworkIdentity,
-    peer: NodeId,
-    secret: &'a PairingSecret,
+/// Sends the acceptor's `Hello` on a connection still being accepted (before the peer is
+/// authenticated: it carries nothing but a fresh ephemeral key).
+async fn greet(connection: &IncomingZeroRttConnection) -> Result<Greeting, WriteError> {
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let (state, hello) = Responder::hello(&mut UnwrapErr(getrandom::SysRng));
+    let mut stream = connection.open_uni().await?;
+    stream.write_all(&hello.to_bytes()).await?;
+    stream.finish()?;
+    Ok(Greeting { state, deadline })
 }
 
-impl<'id> Step<'id> {
-    /// How many bytes this step waits for.
-    fn expects(&self) -> usize {
-        match self {
-            Self::AwaitResponse(_) => ResponseMessage::LEN,
-            Self::AwaitInit => InitMessage::LEN,
-            Self::AwaitFinish(_) => FinishMessage::LEN,
-            Self::Done(_) => 0,
-        }
+/// Why an incoming connection was not admitted (see [`admit`]).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AdmitError {
+    /// The connection could not be accepted.
+    #[error("accepting the connection failed")]
+    Accept(#[source] ConnectionError),
+    /// The peer's ALPN could not be read.
+    #[error("reading the peer's ALPN failed")]
+    Alpn(#[source] AlpnError),
+    /// The TLS handshake failed, or the gate refused the peer.
+    #[error("the TLS handshake did not complete")]
+    Handshake(#[source] ConnectingError),
+    /// The session handshake's hello could not be sent.
+    #[error("sending the session hello failed")]
+    Hello(#[source] WriteError),
+    /// The TLS handshake did not complete within the session handshake's deadline.
+    #[error("the TLS handshake ran past the session handshake's deadline")]
+    TimedOut,
+}
+
+/// Takes an incoming connection through its TLS handshake and the gate (iroh's
+/// after-handshake hook, which closes a refused connection before the handshake counts as
+/// complete). On the session ALPN the session handshake's hello goes out first, with this
+/// side's first TLS flight (QUIC's 0.5-RTT data, before the peer is authenticated; see
+/// [`greet`]); every other ALPN is accepted as it is.
+pub(crate) async fn admit(
+    incoming: Incoming,
+) -> Result<(Connection, Option<Greeting>), AdmitError> {
+    let mut accepting = incoming.accept().map_err(AdmitError::Accept)?;
+    let alpn = accepting.alpn().await.map_err(AdmitError::Alpn)?;
+    if alpn != SYNC_ALPN {
+        let connection = accepting.await.map_err(AdmitError::Handshake)?;
+        return Ok((connection, None));
     }
+    let early = accepting.into_0rtt();
+    let greeting = greet(&early).await.map_err(AdmitError::Hello)?;
+    // Resolves only once the gate has admitted the peer.
+    let connection = tokio::time::timeout_at(greeting.deadline, early.handshake_completed())
+        .await
+        .map_err(|_| AdmitError::TimedOut)?
+        .map_err(AdmitError::Handshake)?;
+    Ok((connection, Some(greeting)))
+}
 
-    /// Takes the message this step waits for; the next step, and what to send.
-    fn receive(
+/// The dialler's check of the `Response`, still to come on the message stream.
+#[derive(Debug)]
+pub(super) struct Pending {
+    check: ResponseCheck,
+    deadline: Instant,
+}
+
+impl Pending {
+    /// Reads the `Response` from the start of the message stream and checks it, within the
+    /// handshake's deadline. Nothing after it on the stream is read.
+    pub(super) async fn confirm(
         self,
-        parties: &Parties<'id>,
-        bytes: &[u8],
-    ) -> Result<(Self, Option<Vec<u8>>), NetworkError> {
-        let peer = &parties.peer;
-        match self {
-            Self::AwaitResponse(state) => {
-                let response =
-                    ResponseMessage::from_bytes(bytes).map_err(|e| violation(peer, e))?;
-                let (keys, finish) = state
-                    .receive(&response)
-                    .map_err(|_| NetworkError::InvalidSignature { node: *peer })?;
-                Ok((Self::Done(Box::new(keys)), Some(finish.to_bytes().to_vec())))
-            }
-            Self::AwaitInit => {
-                let init = InitMessage::from_bytes(bytes).map_err(|e| violation(peer, e))?;
-                let mut rng = UnwrapErr(getrandom::SysRng);
-                let (state, response) =
-                    Responder::respond(&mut rng, parties.identity, *peer, parties.secret, &init)
-                        .map_err(|e| violation(peer, e))?;
-                Ok((Self::AwaitFinish(state), Some(response.to_bytes().to_vec())))
-            }
-            Self::AwaitFinish(state) => {
-                let finish = FinishMessage::from_bytes(bytes).map_err(|e| violation(peer, e))?;
-                let keys = state
-                    .receive(&finish)
-                    .map_err(|_| NetworkError::InvalidSignature { node: *peer })?;
-                Ok((Self::Done(Box::new(keys)), None))
-            }
-            Self::Done(keys) => Ok((Self::Done(keys), None)),
+        connection: &Connection,
+        recv: &mut RecvStream,
+        peer: NodeId,
+    ) -> Result<(), NetworkError> {
+        let mut bytes = [0u8; ResponseMessage::LEN];
+        match tokio::time::timeout_at(self.deadline, recv.read_exact(&mut bytes)).await {
+            Err(_) => return Err(timed_out()),
+            Ok(Err(error)) => return Err(closed_early(connection, &peer, error)),
+            Ok(Ok(())) => {}
         }
+        let response = ResponseMessage::from_bytes(&bytes).map_err(|e| violation(&peer, e))?;
+        self.check
+            .verify(&response)
+            .map_err(|_| NetworkError::InvalidSignature { node: peer })
     }
 }
 
-/// Runs the handshake on `connection` as the side it is (the dialler opens the stream, the
-/// acceptor takes the first one the peer opens), within [`HANDSHAKE_TIMEOUT`].
-pub(super) async fn run(
+/// The dialler's part up to its `Init`: the message stream, the keys its first frames are
+/// sealed with, and the `Response` still to check.
+pub(super) struct Dialled {
+    pub(super) send: SendStream,
+    pub(super) recv: RecvStream,
+    pub(super) keys: SessionKeys,
+    pub(super) pending: Pending,
+}
+
+/// Runs the dialler's part up to its `Init`: reads the acceptor's `Hello`, derives the keys,
+/// opens the message stream and writes the `Init` on it.
+pub(super) async fn dial(
     connection: &Connection,
     identity: &NetworkIdentity,
     peer: NodeId,
     secret: &PairingSecret,
-) -> Result<(SendStream, RecvStream, SessionKeys), NetworkError> {
-    let parties = Parties {
-        identity,
-        peer,
-        secret,
-    };
+) -> Result<Dialled, NetworkError> {
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     let handshake = async {
-        let (mut send, mut recv, mut step, mut out) = match connection.side() {
-            Side::Client => {
-                let (send, recv) = connection.open_bi().await.map_err(|e| failed(&peer, e))?;
-                let mut rng = UnwrapErr(getrandom::SysRng);
-                let (state, init) = Initiator::start(&mut rng, identity, peer, secret);
-                let init = init.to_bytes().to_vec();
-                (send, recv, Step::AwaitResponse(state), Some(init))
-            }
-            Side::Server => {
-                let (send, recv) = connection.accept_bi().await.map_err(|e| failed(&peer, e))?;
-                (send, recv, Step::AwaitInit, None)
-            }
-        };
-        loop {
-            if let Some(bytes) = out.take() {
-                send.write_all(&bytes).await.map_err(|e| failed(&peer, e))?;
-            }
-            if let Step::Done(keys) = step {
-                return Ok((send, recv, *keys));
-            }
-            let mut bytes = vec![0u8; step.expects()];
-            recv.read_exact(&mut bytes)
-                .await
-                .map_err(|e| failed(&peer, e))?;
-            (step, out) = step.receive(&parties, &bytes)?;
-        }
+        let mut hello_stream = connection
+            .accept_uni()
+            .await
+            .map_err(|e| failed(&peer, e))?;
+        let mut hello = [0u8; HelloMessage::LEN];
+        hello_stream
+            .read_exact(&mut hello)
+            .await
+            .map_err(|e| failed(&peer, e))?;
+        let hello = HelloMessage::from_bytes(&hello).map_err(|e| violation(&peer, e))?;
+        let mut rng = UnwrapErr(getrandom::SysRng);
+        let (state, init) = Initiator::start(&mut rng, identity, peer, secret, &hello)
+            .map_err(|e| violation(&peer, e))?;
+        let (mut send, recv) = connection.open_bi().await.map_err(|e| failed(&peer, e))?;
+        send.write_all(&init.to_bytes())
+            .await
+            .map_err(|e| failed(&peer, e))?;
+        let (keys, check) = state.into_early_keys();
+        Ok(Dialled {
+            send,
+            recv,
+            keys,
+            pending: Pending { check, deadline },
+        })
     };
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+    tokio::time::timeout_at(deadline, handshake)
         .await
-        .unwrap_or(Err(NetworkError::TimedOut {
-            what: "session handshake",
-            after: HANDSHAKE_TIMEOUT,
-        }))
+        .unwrap_or(Err(timed_out()))
+}
+
+/// Runs the acceptor's part after its hello: reads the `Init` on the stream the dialler
+/// opened, checks it, and writes the `Response`. On an `Init` that does not verify, closes the
+/// connection with [`UNVERIFIED_REASON`].
+pub(super) async fn accept(
+    connection: &Connection,
+    greeting: Greeting,
+    identity: &NetworkIdentity,
+    peer: NodeId,
+    secret: &PairingSecret,
+) -> Result<(SendStream, RecvStream, SessionKeys), NetworkError> {
+    let handshake = async {
+        let (mut send, mut recv) = connection.accept_bi().await.map_err(|e| failed(&peer, e))?;
+        let mut bytes = [0u8; InitMessage::LEN];
+        recv.read_exact(&mut bytes)
+            .await
+            .map_err(|e| failed(&peer, e))?;
+        let init = InitMessage::from_bytes(&bytes).map_err(|e| violation(&peer, e))?;
+        let (keys, response) = match greeting.state.receive(identity, peer, secret, &init) {
+            Ok(done) => done,
+            Err(CryptoError::Signature | CryptoError::KeyConfirmation) => {
+                connection.close(CLOSE_PROTOCOL.into(), UNVERIFIED_REASON.as_bytes());
+                return Err(NetworkError::InvalidSignature { node: peer });
+            }
+            Err(error) => return Err(violation(&peer, error)),
+        };
+        send.write_all(&response.to_bytes())
+            .await
+            .map_err(|e| failed(&peer, e))?;
+        Ok((send, recv, keys))
+    };
+    tokio::time::timeout_at(greeting.deadline, handshake)
+        .await
+        .unwrap_or(Err(timed_out()))
+}
+
+/// The handshake ran past its deadline.
+fn timed_out() -> NetworkError {
+    NetworkError::TimedOut {
+        what: "session handshake",
+        after: HANDSHAKE_TIMEOUT,
+    }
+}
+
+/// The message stream failed before the `Response`: the acceptor refused our `Init` (said
+/// with [`UNVERIFIED_REASON`]), or the connection failed.
+fn closed_early(
+    connection: &Connection,
+    peer: &NodeId,
+    error: impl std::error::Error,
+) -> NetworkError {
+    let refused = tether_iroh::peer_close(connection).is_some_and(|close| {
+        close.code == u64::from(CLOSE_PROTOCOL) && close.reason == UNVERIFIED_REASON
+    });
+    if refused {
+        NetworkError::InvalidSignature { node: *peer }
+    } else {
+        failed(peer, error)
+    }
 }
 
 /// The connection failed under the handshake.
@@ -151,3 +252,6 @@ fn violation(peer: &NodeId, error: impl std::error::Error) -> NetworkError {
         reason: error_chain(&error),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,9 +1,11 @@
-//! A live, encrypted `tether/sync/1` connection to one paired device: a thin driver of a
+//! A live, encrypted `tether/sync/2` connection to one paired device: a thin driver of a
 //! [`tether_session::Session`] over an iroh stream.
 //!
-//! The side that dials opens one bidirectional stream and runs the tether-crypto session
-//! handshake on it (fresh X25519 keys, both identities' signatures, the pairing secret mixed
-//! in); dialling and accepting share one [`handshake`] driver. Afterwards every control
+//! The tether-crypto session handshake (fresh X25519 keys, both identities' signatures, the
+//! pairing secret mixed in) costs no round trip of its own (see [`handshake`]): the side that
+//! accepts says hello in its first TLS flight, the side that dials answers on the one
+//! bidirectional stream it opens and may send its first request right behind, and reads
+//! nothing from the peer before the acceptor's answer checks out. Afterwards every control
 //! message on that stream is a sealed tether-wire frame, and the session owns everything
 //! about them: request ids (the side that dialled numbers its requests 1, 3, 5, ..., the side
 //! that accepted 2, 4, 6, ...), which answer fits which request, request timeouts, the `Ping`
@@ -35,6 +37,8 @@ use tracing::warn;
 mod handshake;
 mod outbox;
 mod reader;
+
+pub(crate) use handshake::{Greeting, admit};
 
 use outbox::{Outbox, SendError};
 
@@ -151,6 +155,11 @@ pub(crate) struct Link {
     inbox: Inbox,
     /// The message stream, until [`Link::start_reading`].
     reader: Mutex<Option<RecvStream>>,
+    /// The dialler's check of the acceptor's `Response`, until [`Link::confirm`] has run it.
+    pending: Mutex<Option<handshake::Pending>>,
+    /// The acceptor's `Response` did not verify: requests sent before it fail with
+    /// [`NetworkError::InvalidSignature`], as the handshake did.
+    unverified: Mutex<bool>,
 }
 
 /// What the reader hands to the service: messages that are not answers.
@@ -173,7 +182,9 @@ impl Probe {
 }
 
 impl Link {
-    /// Dials side: runs the handshake as initiator on a new stream.
+    /// Dialling side: reads the acceptor's `Hello`, opens the message stream and writes the
+    /// `Init`. The link can send at once; it reads nothing from the peer before
+    /// [`Link::confirm`] has checked the acceptor's `Response`.
     pub(crate) async fn dial(
         connection: Connection,
         identity: &NetworkIdentity,
@@ -181,23 +192,69 @@ impl Link {
         secret: &PairingSecret,
         inbox: Inbox,
     ) -> Result<Arc<Self>, NetworkError> {
-        match handshake::run(&connection, identity, peer, secret).await {
-            Ok((send, recv, keys)) => Ok(Self::start(connection, peer, send, recv, keys, inbox)),
+        match handshake::dial(&connection, identity, peer, secret).await {
+            Ok(dialled) => {
+                let link = Self::start(
+                    connection,
+                    peer,
+                    dialled.send,
+                    dialled.recv,
+                    dialled.keys,
+                    inbox,
+                );
+                *link.pending.lock() = Some(dialled.pending);
+                Ok(link)
+            }
             // The gate closes a refused connection right after the TLS handshake, so the
             // refusal shows up here, on the first read.
             Err(error) => Err(crate::gate::refusal(&connection).unwrap_or(error)),
         }
     }
 
-    /// Accepting side: runs the handshake as responder on the first stream.
+    /// Dialling side: reads and checks the acceptor's `Response` (once; later calls return at
+    /// once). Until it has, the link reads nothing else from the peer. A `Response` that does
+    /// not verify (or none within the handshake's deadline) closes the connection and fails
+    /// every request already sent.
+    pub(crate) async fn confirm(&self) -> Result<(), NetworkError> {
+        let Some(pending) = self.pending.lock().take() else {
+            return Ok(());
+        };
+        let recv = self.reader.lock().take();
+        let Some(mut recv) = recv else {
+            return Err(self.gone());
+        };
+        match pending
+            .confirm(&self.connection, &mut recv, self.node_id)
+            .await
+        {
+            Ok(()) => {
+                *self.reader.lock() = Some(recv);
+                Ok(())
+            }
+            Err(error) => {
+                let error = crate::gate::refusal(&self.connection).unwrap_or(error);
+                *self.unverified.lock() = matches!(error, NetworkError::InvalidSignature { .. });
+                // A connection the peer closed keeps the peer's reason.
+                if self.connection.close_reason().is_none() {
+                    self.close(CLOSE_PROTOCOL, "session handshake failed");
+                }
+                self.fail_requests();
+                Err(error)
+            }
+        }
+    }
+
+    /// Accepting side, after its hello (see [`admit`]): reads and checks the dialler's `Init`
+    /// and answers `Response` on the stream the dialler opened.
     pub(crate) async fn accept(
         connection: Connection,
+        greeting: Greeting,
         identity: &NetworkIdentity,
         peer: NodeId,
         secret: &PairingSecret,
         inbox: Inbox,
     ) -> Result<Arc<Self>, NetworkError> {
-        match handshake::run(&connection, identity, peer, secret).await {
+        match handshake::accept(&connection, greeting, identity, peer, secret).await {
             Ok((send, recv, keys)) => Ok(Self::start(connection, peer, send, recv, keys, inbox)),
             Err(error) => {
                 connection.close(CLOSE_PROTOCOL.into(), b"session handshake failed");
@@ -245,6 +302,8 @@ impl Link {
             frames_heard: Mutex::new(0),
             inbox,
             reader: Mutex::new(Some(recv)),
+            pending: Mutex::new(None),
+            unverified: Mutex::new(false),
         });
         tokio::spawn(timer_loop(Arc::downgrade(&link), Arc::clone(&link.timer)));
         link
@@ -253,6 +312,11 @@ impl Link {
     /// Starts reading the peer's messages. The service calls it once the link is in the pool
     /// and announced, so an app hears `Connected` before the first message on it.
     pub(crate) fn start_reading(self: &Arc<Self>) {
+        // Nothing the peer sealed is opened before its `Response` checked out.
+        if self.pending.lock().is_some() {
+            warn!(peer = %short(&self.node_id), "not reading before the session handshake is confirmed");
+            return;
+        }
         let recv = self.reader.lock().take();
         if let Some(recv) = recv {
             tokio::spawn(Self::read_loop(recv, Arc::downgrade(self)));
@@ -537,6 +601,9 @@ impl Link {
     }
 
     fn gone(&self) -> NetworkError {
+        if *self.unverified.lock() {
+            return NetworkError::InvalidSignature { node: self.node_id };
+        }
         if let Some(refused) = crate::gate::refusal(&self.connection) {
             return refused;
         }

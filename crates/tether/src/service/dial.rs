@@ -9,6 +9,7 @@ use rand_core::UnwrapErr;
 use tether_identity::{ErrorChain, NodeId};
 use tether_iroh::{PeerAddr, TransportError};
 use tether_protocol::DiscoveredDevice;
+use tether_wire::NetworkMessage;
 use tokio::sync::broadcast;
 use tracing::debug;
 
@@ -26,16 +27,33 @@ const RETRY_BASE: Duration = Duration::from_millis(150);
 const MAX_REDIALS: u32 = 8;
 
 impl NetworkingService {
-    /// The live link to a paired device, dialling (with retries) when there is none.
+    /// The live link to a paired device, dialling (with retries) when there is none. A new
+    /// link is returned once the session handshake is done: the acceptor's `Response` checked.
     pub(super) async fn link(&self, node_id: NodeId) -> Result<Arc<Link>, NetworkError> {
+        self.link_sending(node_id, None)
+            .await
+            .map(|linked| linked.link)
+    }
+
+    /// [`Self::link`], and when it dials, `first` (a request and how long to wait for its
+    /// answer) goes out on the new link right behind the session handshake's `Init`, before the
+    /// acceptor's `Response` is in: a first message costs no round trip of its own. Its answer
+    /// is returned with the link (`None`: the link was already there, and nothing was sent).
+    /// The answer is read only after the `Response` checked out; when it does not, the error
+    /// is the handshake's, not the request's.
+    pub(super) async fn link_sending(
+        &self,
+        node_id: NodeId,
+        first: Option<(NetworkMessage, Duration)>,
+    ) -> Result<Linked, NetworkError> {
         if let Some(link) = self.inner.pool.live_link(&node_id) {
-            return Ok(link);
+            return Ok(Linked::existing(link));
         }
         let turn = self.inner.pool.dial_turn(node_id);
-        let _turn = turn.lock().await;
+        let turn = turn.lock().await;
         // Someone else's dial (or the peer's) may have finished while we waited.
         if let Some(link) = self.inner.pool.live_link(&node_id) {
-            return Ok(link);
+            return Ok(Linked::existing(link));
         }
         let secret = self
             .inner
@@ -44,19 +62,39 @@ impl NetworkingService {
             .map_err(|_| NetworkError::DeviceNotPaired(node_id))?;
         let inbox = self.inbox(node_id)?;
         self.report_state(node_id, ConnectionState::Connecting);
-        let linked = async {
+        let dialled = async {
             let connection = self.dial(node_id, SYNC_ALPN).await?;
-            let link = Link::dial(
+            Link::dial(
                 connection,
                 self.inner.keys.identity(),
                 node_id,
                 &secret,
                 inbox,
             )
-            .await?;
-            self.adopt(&link)
+            .await
         }
         .await;
+        let early = dialled.as_ref().ok().map(Arc::clone);
+        // The dial turn is held until the link is confirmed and pooled, not while a first
+        // request waits for its answer.
+        let confirmed = async {
+            let _turn = turn;
+            let link = dialled?;
+            link.confirm().await?;
+            self.adopt(&link)
+        };
+        let linked = match (first, early) {
+            (Some((message, wait)), Some(link)) => {
+                let (pooled, answer) = tokio::join!(confirmed, link.request(message, wait));
+                // The link the request went on (the pool may keep the peer's, when both
+                // dialled at once), for what the caller does with the answer.
+                pooled.map(|_| Linked {
+                    link,
+                    first_answer: Some(answer),
+                })
+            }
+            _ => confirmed.await.map(Linked::existing),
+        };
         if linked.is_err() && self.inner.pool.live_link(&node_id).is_none() {
             self.report_state(node_id, ConnectionState::Closed);
         }
@@ -166,6 +204,23 @@ fn retry_delay(attempt: u32, random: u32) -> Duration {
     let base = RETRY_BASE.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
     let jitter = (base / 2).mul_f64(f64::from(random) / f64::from(u32::MAX));
     base.saturating_add(jitter)
+}
+
+/// A link from [`NetworkingService::link_sending`], and the answer to the first request if
+/// it was sent on the link as it was made.
+pub(super) struct Linked {
+    pub(super) link: Arc<Link>,
+    pub(super) first_answer: Option<Result<NetworkMessage, NetworkError>>,
+}
+
+impl Linked {
+    /// A link on which nothing was sent yet.
+    fn existing(link: Arc<Link>) -> Self {
+        Self {
+            link,
+            first_answer: None,
+        }
+    }
 }
 
 #[cfg(test)]

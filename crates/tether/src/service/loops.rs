@@ -17,7 +17,7 @@ use super::core::NetworkingService;
 use super::links::close_link;
 use crate::close::{CLOSE_DEAD, CLOSE_IDLE};
 use crate::error::short;
-use crate::link::{Incoming, Link, Probe};
+use crate::link::{Incoming, Link, Probe, admit};
 use crate::{CodeEnded, NetworkEvent};
 
 /// How often shown codes and sightings are checked for expiry.
@@ -87,15 +87,14 @@ impl NetworkingService {
             self.inner
                 .tasks
                 .spawn("an incoming connection", async move {
-                    // The gate has already run, right after the TLS handshake.
-                    let connection = match incoming.await {
-                        Ok(connection) => connection,
+                    let (connection, greeting) = match admit(incoming).await {
+                        Ok(admitted) => admitted,
                         Err(error) => {
                             debug!(error = %ErrorChain(&error), "incoming connection failed");
                             return;
                         }
                     };
-                    if let Err(error) = service.serve(connection).await {
+                    if let Err(error) = service.serve(connection, greeting).await {
                         debug!(error = %ErrorChain(&error), "connection ended with an error");
                     }
                 });

@@ -35,8 +35,16 @@ impl NetworkingService {
             )));
         }
         let wait = self.inner.config.request_timeout;
-        let link = self.link(node_id).await?;
-        match link.request(message.clone(), wait).await {
+        // A new link carries the message right behind its session handshake.
+        let linked = self
+            .link_sending(node_id, Some((message.clone(), wait)))
+            .await?;
+        let link = linked.link;
+        let answer = match linked.first_answer {
+            Some(answer) => answer,
+            None => link.request(message.clone(), wait).await,
+        };
+        match answer {
             Err(NetworkError::ConnectionFailed { .. }) if link.closed_idle() => {
                 debug!(peer = %short(&node_id), "the connection was closed as idle; sending again");
                 self.link(node_id).await?.request(message, wait).await

@@ -1,6 +1,6 @@
 //! Pulling a file from a paired device by entry id: the requester's side.
 //!
-//! The requester opens a stream on the device's pooled `tether/sync/1` connection and sends a
+//! The requester opens a stream on the device's pooled `tether/sync/2` connection and sends a
 //! pull request (entry id, resume hint); the sharer answers with a refusal or with the offer of
 //! a push, which this side receives with the transfer engine's receiver into the destination
 //! the caller chose, under a consent that takes only the entry asked for. Per-transfer keys

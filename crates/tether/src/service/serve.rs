@@ -8,19 +8,23 @@ use tether_protocol::PairedPeer;
 
 use super::core::NetworkingService;
 use crate::close::PAIRING_ALPN;
-use crate::close::SYNC_ALPN;
+use crate::close::{CLOSE_PROTOCOL, SYNC_ALPN};
 use crate::gate::{
     CLOSE_PAIRING_BUSY, CLOSE_PAIRING_DECLINED, CLOSE_PAIRING_TIMEOUT, pairing_refusal,
 };
-use crate::link::Link;
+use crate::link::{Greeting, Link};
 use crate::lobby::EXCHANGE_TIMEOUT;
 use crate::pairing::{self, PairedDevice};
 use crate::{CodeEnded, NetworkError};
 
 impl NetworkingService {
-    /// Serves a connection that passed the gate: a pairing, a link, or a third-party
-    /// protocol's connection.
-    pub(super) async fn serve(&self, connection: Connection) -> Result<(), NetworkError> {
+    /// Serves a connection that passed the gate: a pairing, a link (whose hello `greeting`
+    /// already went out), or a third-party protocol's connection.
+    pub(super) async fn serve(
+        &self,
+        connection: Connection,
+        greeting: Option<Greeting>,
+    ) -> Result<(), NetworkError> {
         let peer = tether_iroh::peer_node_id(&connection)?;
         let alpn = connection.alpn().to_vec();
         if alpn == PAIRING_ALPN {
@@ -46,8 +50,16 @@ impl NetworkingService {
             .check_connection(&peer)
             .map_err(|_| NetworkError::DeviceNotPaired(peer))?;
         if alpn == SYNC_ALPN {
+            let Some(greeting) = greeting else {
+                connection.close(CLOSE_PROTOCOL.into(), b"session handshake failed");
+                return Err(NetworkError::ProtocolViolation {
+                    node: peer,
+                    reason: "no session hello was sent on this connection".to_owned(),
+                });
+            };
             let link = Link::accept(
                 connection,
+                greeting,
                 self.inner.keys.identity(),
                 peer,
                 &secret,
