@@ -392,8 +392,8 @@ impl Link {
                         let _ = waiter.send(result);
                     }
                 }
-                Event::Request { id, message } => self.answer_with_app(id, message),
-                Event::Message { id, message } => {
+                Event::Request { id, message, .. } => self.answer_with_app(id, message),
+                Event::Message { id, message, .. } => {
                     let delivered = self
                         .inbox
                         .events
