@@ -2,8 +2,6 @@
 
 use tether_wire::RequestId;
 
-use crate::session::Side;
-
 /// A request's name across links: 63 bits its sender picks at random, so that a request sent
 /// again on a new link, after the one it went out on died before the answer came, is the same
 /// request to the peer, which answers it once (see [`crate::AnswerCache`]).
@@ -26,34 +24,8 @@ impl RequestKey {
         Self(id >> 1)
     }
 
-    /// The id the key travels as when `side` sends the request.
-    pub fn id_on(self, side: Side) -> RequestId {
-        RequestId((self.0 << 1) | u64::from(side == Side::Dialler))
-    }
-
     /// The key's 63 bits, for logs.
     pub fn bits(self) -> u64 {
         self.0
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use proptest::prelude::*;
-
-    use super::*;
-
-    proptest! {
-        #[test]
-        fn a_key_survives_either_side_and_keeps_the_sides_parity(random in any::<u64>()) {
-            let key = RequestKey::from_random(random);
-            let dialled = key.id_on(Side::Dialler);
-            let accepted = key.id_on(Side::Acceptor);
-            prop_assert_eq!(dialled.0 % 2, 1);
-            prop_assert_eq!(accepted.0 % 2, 0);
-            prop_assert_eq!(RequestKey::of(dialled), key);
-            prop_assert_eq!(RequestKey::of(accepted), key);
-            prop_assert_eq!(key.bits(), random >> 1);
-        }
     }
 }

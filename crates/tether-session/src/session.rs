@@ -27,6 +27,14 @@ pub enum Side {
     Acceptor,
 }
 
+impl RequestKey {
+    /// The id the key travels as when `side` sends the request: odd from the dialler, even
+    /// from the acceptor.
+    pub fn id_on(self, side: Side) -> RequestId {
+        RequestId((self.bits() << 1) | u64::from(side == Side::Dialler))
+    }
+}
+
 /// The session's timers. Keep-alive and idle checks are off unless set: a driver may run them
 /// itself with [`Session::silent_for`], [`Session::idle_for`] and [`Session::start_probe`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -527,15 +535,26 @@ impl Session {
     /// A message of [`Event::Message`] was delivered to the application (or could not be,
     /// the application is shutting down): acknowledges it, when the peer asked.
     pub fn acknowledge(&mut self, id: Option<RequestId>, delivered: bool) {
-        let Some(id) = id else { return };
-        let reply = if delivered {
+        if let Some(id) = id {
+            self.reply(id, Self::acknowledgement(delivered));
+        }
+    }
+
+    /// The acknowledgement of a message that was delivered (`Ack`) or could not be (`Busy`).
+    pub fn acknowledgement(delivered: bool) -> NetworkMessage {
+        if delivered {
             NetworkMessage::Ack
         } else {
             NetworkMessage::Error(ErrorReply {
                 code: ErrorCode::Busy,
                 message: "the device is shutting down".to_owned(),
             })
-        };
+        }
+    }
+
+    /// Sends `reply` to the peer's message `id` (of [`Event::Message`]): an acknowledgement
+    /// made earlier, say, for a repeat. One that does not seal is logged.
+    pub fn reply(&mut self, id: RequestId, reply: NetworkMessage) {
         self.queue(&ControlMessage::with_id(id, reply));
     }
 

@@ -116,6 +116,20 @@ fn a_request_gets_its_answer() {
     );
 }
 
+proptest::proptest! {
+    #[test]
+    fn a_key_survives_either_side_and_keeps_the_sides_parity(random in proptest::prelude::any::<u64>()) {
+        let key = RequestKey::from_random(random);
+        let dialled = key.id_on(Side::Dialler);
+        let accepted = key.id_on(Side::Acceptor);
+        proptest::prop_assert_eq!(dialled.0 % 2, 1);
+        proptest::prop_assert_eq!(accepted.0 % 2, 0);
+        proptest::prop_assert_eq!(RequestKey::of(dialled), key);
+        proptest::prop_assert_eq!(RequestKey::of(accepted), key);
+        proptest::prop_assert_eq!(key.bits(), random >> 1);
+    }
+}
+
 /// A request named across links keeps its key on either side of a link: the dialler sends it
 /// under an odd id, the acceptor under an even one, and the peer sees the same key; an
 /// unnamed request has none. The same key twice on one link is refused.

@@ -26,7 +26,7 @@ use parking_lot::{Mutex, MutexGuard};
 use tether_crypto::PairingSecret;
 use tether_identity::{NetworkIdentity, NodeId, error_chain};
 use tether_protocol::PairedPeer;
-use tether_session::{CloseReason, Config, Event, RequestError, Session};
+use tether_session::{CloseReason, Config, Event, RequestError, RequestKey, Session};
 use tether_transfer::TransferError;
 use tether_wire::{NetworkMessage, RequestId};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -35,8 +35,11 @@ use tracing::warn;
 mod handshake;
 mod outbox;
 mod reader;
+mod repeats;
 
 use outbox::{Outbox, SendError};
+use repeats::Once;
+pub(crate) use repeats::{AnswerSlot, answer_cache};
 
 use crate::NetworkError;
 use crate::close::{CLOSE_DEAD, CLOSE_IDLE, CLOSE_PROTOCOL};
@@ -120,6 +123,8 @@ pub(crate) struct Inbox {
     pub(crate) handler: HandlerSlot,
     /// Who the peer is (authenticated, paired), for the handler.
     pub(crate) peer: PairedPeer,
+    /// The service's answers to requests named across links, for repeats.
+    pub(crate) answers: AnswerSlot,
 }
 
 /// One authenticated, encrypted connection to a paired device.
@@ -278,20 +283,24 @@ impl Link {
             })
     }
 
-    /// Sends an application request and waits for its answer. The link counts as in use
-    /// until then. An `Error` reply is [`NetworkError::Rejected`]; an answer of the wrong kind
-    /// is a [`NetworkError::ProtocolViolation`]; no answer within `wait` (counted from the
-    /// call, a wait for room in the outbox included) is [`NetworkError::TimedOut`].
+    /// Sends an application request named across links by `key` and waits for its answer.
+    /// The link counts as in use until then. An `Error` reply is [`NetworkError::Rejected`];
+    /// an answer of the wrong kind is a [`NetworkError::ProtocolViolation`]; no answer within
+    /// `wait` (counted from the call, a wait for room in the outbox included) is
+    /// [`NetworkError::TimedOut`] after the request's whole `budget`; the link dying first is
+    /// [`NetworkError::ConnectionFailed`] (or the peer's refusal).
     pub(crate) async fn request(
         &self,
+        key: RequestKey,
         message: NetworkMessage,
         wait: Duration,
+        budget: Duration,
     ) -> Result<NetworkMessage, NetworkError> {
         let started = Instant::now();
         let deadline = tokio::time::Instant::from_std(started) + wait;
         let timed_out = NetworkError::TimedOut {
             what: "request",
-            after: wait,
+            after: budget,
         };
         let (answer, answered) = oneshot::channel();
         // Dropped (the caller gave up) or failed, the request is forgotten; its frame, if
@@ -306,7 +315,7 @@ impl Link {
                 let now = Instant::now();
                 let left = wait.saturating_sub(now.saturating_duration_since(started));
                 let id = session
-                    .request(now, message, left)
+                    .request_once(now, key, message, left)
                     .map_err(|error| SendError::Message(error_chain(&error)))?;
                 // Under the session's lock: the answer cannot come before its waiter.
                 self.waiters.lock().insert(id, answer);
@@ -392,19 +401,8 @@ impl Link {
                         let _ = waiter.send(result);
                     }
                 }
-                Event::Request { id, message, .. } => self.answer_with_app(id, message),
-                Event::Message { id, message, .. } => {
-                    let delivered = self
-                        .inbox
-                        .events
-                        .send(Incoming {
-                            from: self.node_id,
-                            message,
-                        })
-                        .await
-                        .is_ok();
-                    self.session().acknowledge(id, delivered);
-                }
+                Event::Request { id, key, message } => self.answer_with_app(id, key, message),
+                Event::Message { id, key, message } => self.deliver(id, key, message).await,
                 Event::ProbeAnswered => {
                     if let Some(probe) = self.probe.lock().take() {
                         let _ = probe.send(false);
@@ -427,9 +425,36 @@ impl Link {
         }
     }
 
+    /// Hands a message to the app's event stream and acknowledges it when the peer asked. One
+    /// the peer named across links is delivered once: a repeat is acknowledged as the first
+    /// was (see [`repeats`]).
+    async fn deliver(
+        &self,
+        id: Option<RequestId>,
+        key: Option<RequestKey>,
+        message: NetworkMessage,
+    ) {
+        let once = match (id, key) {
+            (Some(_), Some(key)) => Once::begin(&self.inbox.answers, self.node_id, key),
+            _ => Once::Untracked,
+        };
+        let events = &self.inbox.events;
+        let from = self.node_id;
+        let reply = once
+            .answer(|| async move {
+                let delivered = events.send(Incoming { from, message }).await.is_ok();
+                Session::acknowledgement(delivered)
+            })
+            .await;
+        if let (Some(id), Some(reply)) = (id, reply) {
+            self.session().reply(id, reply);
+        }
+    }
+
     /// Runs the app's handler for a request on a task of its own, so the link keeps reading,
-    /// and sends its answer.
-    fn answer_with_app(&self, id: RequestId, message: NetworkMessage) {
+    /// and sends its answer. A request the peer named across links is answered once: a
+    /// repeat gets the first answer without the handler (see [`repeats`]).
+    fn answer_with_app(&self, id: RequestId, key: Option<RequestKey>, message: NetworkMessage) {
         let outbox = Arc::clone(&self.outbox);
         let handler = self.inbox.handler.clone();
         let peer = self.inbox.peer.clone();
@@ -437,8 +462,15 @@ impl Link {
             session: Arc::clone(&self.session),
             id: Some(id),
         };
+        let once = key.map_or(Once::Untracked, |key| {
+            Once::begin(&self.inbox.answers, peer.node_id, key)
+        });
         tokio::spawn(async move {
-            let reply = crate::request::answer(&handler, peer, message).await;
+            let reply = once
+                .answer(|| crate::request::answer(&handler, peer, message))
+                .await;
+            // No answer (the first one's handler failed): `answering` abandons it.
+            let Some(reply) = reply else { return };
             answering.done();
             let _ = outbox
                 .send(|session| {
