@@ -5,14 +5,16 @@
 //! handshake on it (fresh X25519 keys, both identities' signatures, the pairing secret mixed
 //! in); dialling and accepting share one [`handshake`] driver. Afterwards every control
 //! message on that stream is a sealed tether-wire frame, and the session owns everything
-//! about them: request ids (the side that dialled numbers its requests 1, 3, 5, ..., the side
-//! that accepted 2, 4, 6, ...), which answer fits which request, request timeouts, the `Ping`
-//! auto-reply, the busy limit, keep-alive probes and what counts as use of the link.
+//! about them: request ids (odd from the side that dialled, even from the side that
+//! accepted; an app's request carries its key across links), which answer fits which
+//! request, request timeouts, the `Ping` auto-reply, the busy limit, keep-alive probes and
+//! what counts as use of the link.
 //!
 //! The driver holds the session behind a mutex (lock, feed or poll, unlock; never held
 //! across an await) and moves bytes, time and events: [`reader`] feeds what the stream brings
 //! and dispatches the events (answers to the waiting callers, requests to the app's handler
-//! on tasks of their own, messages to the inbox), a timer task feeds the time when the
+//! on tasks of their own, messages to the inbox; a repeat of a request named across links is
+//! answered from the service's cache, [`repeats`]), a timer task feeds the time when the
 //! session asks for it, and [`outbox`] writes the sealed bytes the session transmits
 //! (whoever sends writes, in counter order).
 
