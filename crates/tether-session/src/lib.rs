@@ -10,6 +10,11 @@
 //! unanswered, and counts what uses the link so an idle one can be closed. Which of two links
 //! to one device to keep is [`DuplicateLinks::keep_older`], a pure function of plain facts.
 //!
+//! A request may outlive its link: named across links by a [`RequestKey`]
+//! ([`Session::request_once`]), it is sent again on a new link when the old one died before
+//! the answer came, on the schedule of [`Retries`] (exponential backoff, full jitter, within
+//! the request's budget), and the receiver answers a repeat once from its [`AnswerCache`].
+//!
 //! The shape is quinn-proto's: the driver feeds bytes it read ([`Session::handle_input`])
 //! and the time ([`Session::handle_timeout`] when [`Session::poll_timeout`] says), and takes
 //! out sealed bytes to write ([`Session::poll_transmit`], in counter order) and events
@@ -43,12 +48,18 @@
 //! # Ok(())
 //! # }
 //! ```
+mod answer_cache;
 mod answers;
 mod duplicate;
+mod key;
+mod retry;
 mod session;
 
+pub use answer_cache::{AnswerCache, AnswerCacheConfig, Begin, ENTRY_OVERHEAD};
 pub use answers::{answers, expected_answer, needs_app};
 pub use duplicate::{DuplicateLinks, SIMULTANEOUS_OPEN};
+pub use key::RequestKey;
+pub use retry::{Backoff, Retries};
 pub use session::{
     CloseReason, Config, Event, InputError, MAX_ANSWERING, RequestError, SendError, Session, Side,
 };

@@ -12,6 +12,7 @@ use tether_wire::{
 use tracing::debug;
 
 use crate::answers::{answers, expected_answer, needs_app};
+use crate::key::RequestKey;
 
 /// How many of the peer's requests the application may be answering at once; more are
 /// answered `Busy`.
@@ -24,6 +25,14 @@ pub enum Side {
     Dialler,
     /// This side accepted: its requests are numbered 2, 4, 6, ...
     Acceptor,
+}
+
+impl RequestKey {
+    /// The id the key travels as when `side` sends the request: odd from the dialler, even
+    /// from the acceptor.
+    pub fn id_on(self, side: Side) -> RequestId {
+        RequestId((self.bits() << 1) | u64::from(side == Side::Dialler))
+    }
 }
 
 /// The session's timers. Keep-alive and idle checks are off unless set: a driver may run them
@@ -119,6 +128,9 @@ pub enum SendError {
     /// The frame does not seal (the session's counter is used up).
     #[error(transparent)]
     Seal(#[from] SealError),
+    /// A request with this key is already waiting for its answer on this link.
+    #[error("a request with this key is already waiting")]
+    InFlight,
 }
 
 /// Why the session stopped taking input.
@@ -150,6 +162,10 @@ pub enum Event {
     Request {
         /// The id to answer with.
         id: RequestId,
+        /// The request's name across links, when the peer gave it one (`"once"`): a repeat
+        /// with the same key is the same request, to be answered once (see
+        /// [`crate::AnswerCache`]).
+        key: Option<RequestKey>,
         /// The request.
         message: NetworkMessage,
     },
@@ -158,6 +174,9 @@ pub enum Event {
     Message {
         /// The id to acknowledge, when the peer wants an acknowledgement.
         id: Option<RequestId>,
+        /// The request's name across links, when the peer acknowledges it once (as for
+        /// [`Event::Request`]).
+        key: Option<RequestKey>,
         /// The message.
         message: NetworkMessage,
     },
@@ -317,10 +336,12 @@ impl Session {
         self.probe = None;
     }
 
-    fn dispatch(&mut self, now: Instant, ControlMessage { id, message }: ControlMessage) {
+    fn dispatch(&mut self, now: Instant, control: ControlMessage) {
+        let ControlMessage { id, once, message } = control;
         if let Some(id) = id.filter(|id| self.is_own(*id)) {
             return self.answered(now, id, message);
         }
+        let key = id.filter(|_| once).map(RequestKey::of);
         let kind = message.kind();
         if let NetworkMessage::Ping(ping) = &message {
             // Keep-alive: answered here, and not application traffic.
@@ -350,7 +371,7 @@ impl Session {
                 *self.answering.entry(id).or_default() += 1;
                 self.answering_count += 1;
                 self.in_use += 1;
-                self.events.push_back(Event::Request { id, message });
+                self.events.push_back(Event::Request { id, key, message });
                 return;
             }
         } else if expected_answer(kind).is_none() {
@@ -366,7 +387,7 @@ impl Session {
                 message: "file requests belong to a transfer stream".to_owned(),
             })
         } else {
-            self.events.push_back(Event::Message { id, message });
+            self.events.push_back(Event::Message { id, key, message });
             return;
         };
         if let Some(id) = id {
@@ -411,6 +432,29 @@ impl Session {
         Ok(id)
     }
 
+    /// Sends an application request named across links by `key` (`"once"` on the wire): its
+    /// id is the key's on this side ([`RequestKey::id_on`]), the same request the caller may
+    /// have sent on an earlier link, and the peer answers a repeat once. Otherwise as
+    /// [`Self::request`]; [`SendError::InFlight`] if a request with this key already waits
+    /// here.
+    pub fn request_once(
+        &mut self,
+        now: Instant,
+        key: RequestKey,
+        message: NetworkMessage,
+        timeout: Duration,
+    ) -> Result<RequestId, SendError> {
+        let id = key.id_on(self.side);
+        if self.waiting.contains_key(&id) {
+            return Err(SendError::InFlight);
+        }
+        let kind = message.kind();
+        self.seal(&ControlMessage::once(id, message))?;
+        self.wait_for(now, id, kind, timeout, false);
+        self.begin_use();
+        Ok(id)
+    }
+
     fn send_request(
         &mut self,
         now: Instant,
@@ -418,10 +462,26 @@ impl Session {
         timeout: Duration,
         probe: bool,
     ) -> Result<RequestId, SendError> {
+        // Skip the ids of keyed requests waiting here (a chance of 2^-62 per request).
+        while self.waiting.contains_key(&RequestId(self.next_id)) {
+            self.next_id = self.next_id.saturating_add(2);
+        }
         let id = RequestId(self.next_id);
         let kind = message.kind();
         self.seal(&ControlMessage::with_id(id, message))?;
         self.next_id = self.next_id.saturating_add(2);
+        self.wait_for(now, id, kind, timeout, probe);
+        Ok(id)
+    }
+
+    fn wait_for(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        kind: MessageKind,
+        timeout: Duration,
+        probe: bool,
+    ) {
         self.waiting.insert(
             id,
             Waiting {
@@ -432,7 +492,6 @@ impl Session {
                 probe,
             },
         );
-        Ok(id)
     }
 
     /// Gives up on a request: its answer, if one comes, is dropped, and it ends without an
@@ -476,15 +535,26 @@ impl Session {
     /// A message of [`Event::Message`] was delivered to the application (or could not be,
     /// the application is shutting down): acknowledges it, when the peer asked.
     pub fn acknowledge(&mut self, id: Option<RequestId>, delivered: bool) {
-        let Some(id) = id else { return };
-        let reply = if delivered {
+        if let Some(id) = id {
+            self.reply(id, Self::acknowledgement(delivered));
+        }
+    }
+
+    /// The acknowledgement of a message that was delivered (`Ack`) or could not be (`Busy`).
+    pub fn acknowledgement(delivered: bool) -> NetworkMessage {
+        if delivered {
             NetworkMessage::Ack
         } else {
             NetworkMessage::Error(ErrorReply {
                 code: ErrorCode::Busy,
                 message: "the device is shutting down".to_owned(),
             })
-        };
+        }
+    }
+
+    /// Sends `reply` to the peer's message `id` (of [`Event::Message`]): an acknowledgement
+    /// made earlier, say, for a repeat. One that does not seal is logged.
+    pub fn reply(&mut self, id: RequestId, reply: NetworkMessage) {
         self.queue(&ControlMessage::with_id(id, reply));
     }
 

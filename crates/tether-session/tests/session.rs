@@ -13,7 +13,9 @@ mod harness;
 use std::time::Duration;
 
 use harness::{End, Pair, WireConfig};
-use tether_session::{CloseReason, Config, Event, MAX_ANSWERING, RequestError, Side};
+use tether_session::{
+    CloseReason, Config, Event, MAX_ANSWERING, RequestError, RequestKey, SendError, Side,
+};
 use tether_wire::{
     ErrorCode, ErrorReply, LibraryAnnounce, NetworkMessage, Ping, RequestId, SyncRequest,
     SyncResponse,
@@ -70,7 +72,7 @@ fn requests(events: &[Event]) -> Vec<(RequestId, NetworkMessage)> {
     events
         .iter()
         .filter_map(|event| match event {
-            Event::Request { id, message } => Some((*id, message.clone())),
+            Event::Request { id, message, .. } => Some((*id, message.clone())),
             _ => None,
         })
         .collect()
@@ -111,6 +113,68 @@ fn a_request_gets_its_answer() {
     assert_eq!(
         answers(&pair.events(End::Dialler)),
         vec![(id, Ok(sync_response(1)))]
+    );
+}
+
+proptest::proptest! {
+    #[test]
+    fn a_key_survives_either_side_and_keeps_the_sides_parity(random in proptest::prelude::any::<u64>()) {
+        let key = RequestKey::from_random(random);
+        let dialled = key.id_on(Side::Dialler);
+        let accepted = key.id_on(Side::Acceptor);
+        proptest::prop_assert_eq!(dialled.0 % 2, 1);
+        proptest::prop_assert_eq!(accepted.0 % 2, 0);
+        proptest::prop_assert_eq!(RequestKey::of(dialled), key);
+        proptest::prop_assert_eq!(RequestKey::of(accepted), key);
+        proptest::prop_assert_eq!(key.bits(), random >> 1);
+    }
+}
+
+/// A request named across links keeps its key on either side of a link: the dialler sends it
+/// under an odd id, the acceptor under an even one, and the peer sees the same key; an
+/// unnamed request has none. The same key twice on one link is refused.
+#[test]
+fn a_named_request_keeps_its_key_on_either_side() {
+    let mut pair = pair();
+    let key = RequestKey::from_random(0x5eed_0000_0000_0042);
+    let now = pair.now;
+    let sent = [End::Dialler, End::Acceptor].map(|end| {
+        pair.session(end)
+            .request_once(now, key, sync_request(1), TIMEOUT)
+            .unwrap()
+    });
+    assert_eq!(sent[0].0 % 2, 1);
+    assert_eq!(sent[1], RequestId(sent[0].0 - 1));
+    let again = pair
+        .session(End::Dialler)
+        .request_once(now, key, sync_request(1), TIMEOUT);
+    assert!(matches!(again, Err(SendError::InFlight)), "{again:?}");
+    let plain = pair.request(End::Dialler, sync_request(2), TIMEOUT);
+    pair.run_for(Duration::from_millis(25));
+    for (end, id) in [(End::Acceptor, sent[0]), (End::Dialler, sent[1])] {
+        let keys: Vec<(RequestId, Option<RequestKey>)> = pair
+            .events(end)
+            .into_iter()
+            .filter_map(|event| match event {
+                Event::Request { id, key, .. } => Some((id, key)),
+                _ => None,
+            })
+            .collect();
+        if end == End::Acceptor {
+            assert_eq!(keys, vec![(id, Some(key)), (plain, None)]);
+        } else {
+            assert_eq!(keys, vec![(id, Some(key))]);
+        }
+    }
+    // The answer finds its request as any other's does.
+    let now = pair.now;
+    pair.session(End::Acceptor)
+        .answer(now, sent[0], sync_response(1))
+        .unwrap();
+    pair.run_for(Duration::from_millis(25));
+    assert_eq!(
+        answers(&pair.events(End::Dialler)),
+        vec![(sent[0], Ok(sync_response(1)))]
     );
 }
 
@@ -524,6 +588,7 @@ fn requests_and_announcements_are_application_traffic() {
         events,
         vec![Event::Message {
             id: Some(id),
+            key: None,
             message: announce
         }]
     );
@@ -711,7 +776,8 @@ fn a_message_that_does_not_decode_gets_an_error_reply_and_the_session_goes_on() 
                 message: NetworkMessage::Error(ErrorReply {
                     code: ErrorCode::Malformed,
                     ..
-                })
+                }),
+                ..
             }
         ),
         "{got:?}"

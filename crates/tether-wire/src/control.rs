@@ -2,7 +2,14 @@
 //!
 //! ```text
 //! {"id": 7, "type": "SyncRequest", "body": {"library_id": "…", "after": {…}}}
+//! {"id": 9018320917455201, "once": true, "type": "SyncRequest", "body": {…}}
 //! ```
+//!
+//! A request with `"once": true` names itself across connections: its id (the lowest bit aside,
+//! which says which side of the connection sent it) is the same on every connection its sender
+//! sends it on, so a repeat (sent again after a connection died before the answer came) is the
+//! same request, to be answered once. Without it an id means something on its own connection
+//! only. Older peers neither send nor read the field.
 //!
 //! Decoding reads the envelope first (`id`, `type`, and the body as an unparsed span), looks the
 //! type up, and only then parses the body as that kind's struct. So an unknown type is
@@ -33,6 +40,10 @@ pub struct ControlMessage {
     /// `LibraryAnnounce` sent after a change.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<RequestId>,
+    /// The request's id names it across connections: a repeat from the same device is the
+    /// same request (see the module's documentation). Sent only when set.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub once: bool,
     /// The message.
     #[serde(flatten)]
     pub message: NetworkMessage,
@@ -43,6 +54,8 @@ pub struct ControlMessage {
 struct RawControl<'a> {
     #[serde(default)]
     id: Option<RequestId>,
+    #[serde(default)]
+    once: bool,
     #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
     #[serde(borrow, default)]
@@ -54,6 +67,7 @@ impl ControlMessage {
     pub fn new(message: impl Into<NetworkMessage>) -> Self {
         ControlMessage {
             id: None,
+            once: false,
             message: message.into(),
         }
     }
@@ -62,6 +76,16 @@ impl ControlMessage {
     pub fn with_id(id: RequestId, message: impl Into<NetworkMessage>) -> Self {
         ControlMessage {
             id: Some(id),
+            once: false,
+            message: message.into(),
+        }
+    }
+
+    /// A request carrying `id` that names it across connections (`"once": true`).
+    pub fn once(id: RequestId, message: impl Into<NetworkMessage>) -> Self {
+        ControlMessage {
+            id: Some(id),
+            once: true,
             message: message.into(),
         }
     }
@@ -122,6 +146,7 @@ impl ControlMessage {
         message.validate()?;
         Ok(ControlMessage {
             id: raw.id,
+            once: raw.once,
             message,
         })
     }
@@ -243,6 +268,17 @@ mod tests {
         let json = String::from_utf8(ping.encode().unwrap()).unwrap();
         assert_eq!(json, r#"{"id":7,"type":"Ping","body":{"timestamp_ms":9}}"#);
         assert_eq!(ControlMessage::decode(json.as_bytes()).unwrap(), ping);
+
+        let once = ControlMessage::once(RequestId(7), Ping { timestamp_ms: 9 });
+        let json = String::from_utf8(once.encode().unwrap()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"id":7,"once":true,"type":"Ping","body":{"timestamp_ms":9}}"#
+        );
+        assert_eq!(ControlMessage::decode(json.as_bytes()).unwrap(), once);
+        // What an older peer sends, and what it makes of the field: nothing.
+        let old = br#"{"id":7,"once":false,"type":"Ping","body":{"timestamp_ms":9}}"#;
+        assert_eq!(ControlMessage::decode(old).unwrap(), ping);
 
         let ack = ControlMessage::new(NetworkMessage::Ack);
         let json = String::from_utf8(ack.encode().unwrap()).unwrap();

@@ -25,7 +25,9 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 
-use tether_wire::{DataChunk, Frame, FrameEncoder, FrameKind, MessageKind};
+use tether_wire::{
+    ControlMessage, DataChunk, Frame, FrameEncoder, FrameKind, MessageKind, RequestId,
+};
 
 fn seeds_dir(target: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -94,6 +96,15 @@ fn wire_decode_seeds_are_current() {
         );
         all.push(frame);
     }
+    // A request named across connections (`"once"`), with a key-sized id.
+    let once = ControlMessage::once(
+        RequestId(0xb3c5_19e2_7a40_0d11),
+        common::sample(MessageKind::SyncRequest).message,
+    );
+    seeds.insert(
+        "json-once-sync_request".into(),
+        [&[RAW_JSON][..], &once.encode().unwrap()].concat(),
+    );
     all.push(data_frame());
     seeds.insert(
         "stream-all-kinds".into(),

@@ -187,8 +187,12 @@ fn any_message() -> impl Strategy<Value = NetworkMessage> {
 fn control(
     message: impl Strategy<Value = NetworkMessage>,
 ) -> impl Strategy<Value = ControlMessage> {
-    (prop::option::of(any::<u64>().prop_map(RequestId)), message)
-        .prop_map(|(id, message)| ControlMessage { id, message })
+    (
+        prop::option::of(any::<u64>().prop_map(RequestId)),
+        any::<bool>(),
+        message,
+    )
+        .prop_map(|(id, once, message)| ControlMessage { id, once, message })
 }
 
 /// JSON round trip, `encoded_len`, and the same through a control frame.

@@ -7,14 +7,16 @@
 //! bidirectional stream it opens and may send its first request right behind, and reads
 //! nothing from the peer before the acceptor's answer checks out. Afterwards every control
 //! message on that stream is a sealed tether-wire frame, and the session owns everything
-//! about them: request ids (the side that dialled numbers its requests 1, 3, 5, ..., the side
-//! that accepted 2, 4, 6, ...), which answer fits which request, request timeouts, the `Ping`
-//! auto-reply, the busy limit, keep-alive probes and what counts as use of the link.
+//! about them: request ids (odd from the side that dialled, even from the side that
+//! accepted; an app's request carries its key across links), which answer fits which
+//! request, request timeouts, the `Ping` auto-reply, the busy limit, keep-alive probes and
+//! what counts as use of the link.
 //!
 //! The driver holds the session behind a mutex (lock, feed or poll, unlock; never held
 //! across an await) and moves bytes, time and events: [`reader`] feeds what the stream brings
 //! and dispatches the events (answers to the waiting callers, requests to the app's handler
-//! on tasks of their own, messages to the inbox), a timer task feeds the time when the
+//! on tasks of their own, messages to the inbox; a repeat of a request named across links is
+//! answered from the service's cache, [`repeats`]), a timer task feeds the time when the
 //! session asks for it, and [`outbox`] writes the sealed bytes the session transmits
 //! (whoever sends writes, in counter order).
 
@@ -28,7 +30,7 @@ use parking_lot::{Mutex, MutexGuard};
 use tether_crypto::PairingSecret;
 use tether_identity::{NetworkIdentity, NodeId, error_chain};
 use tether_protocol::PairedPeer;
-use tether_session::{CloseReason, Config, Event, RequestError, Session};
+use tether_session::{CloseReason, Config, Event, RequestError, RequestKey, Session};
 use tether_transfer::TransferError;
 use tether_wire::{NetworkMessage, RequestId};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -37,10 +39,13 @@ use tracing::warn;
 mod handshake;
 mod outbox;
 mod reader;
+mod repeats;
 
 pub(crate) use handshake::{Greeting, admit};
 
 use outbox::{Outbox, SendError};
+use repeats::Once;
+pub(crate) use repeats::{AnswerSlot, answer_cache};
 
 use crate::NetworkError;
 use crate::close::{CLOSE_DEAD, CLOSE_IDLE, CLOSE_PROTOCOL};
@@ -124,6 +129,8 @@ pub(crate) struct Inbox {
     pub(crate) handler: HandlerSlot,
     /// Who the peer is (authenticated, paired), for the handler.
     pub(crate) peer: PairedPeer,
+    /// The service's answers to requests named across links, for repeats.
+    pub(crate) answers: AnswerSlot,
 }
 
 /// One authenticated, encrypted connection to a paired device.
@@ -342,20 +349,24 @@ impl Link {
             })
     }
 
-    /// Sends an application request and waits for its answer. The link counts as in use
-    /// until then. An `Error` reply is [`NetworkError::Rejected`]; an answer of the wrong kind
-    /// is a [`NetworkError::ProtocolViolation`]; no answer within `wait` (counted from the
-    /// call, a wait for room in the outbox included) is [`NetworkError::TimedOut`].
+    /// Sends an application request named across links by `key` and waits for its answer.
+    /// The link counts as in use until then. An `Error` reply is [`NetworkError::Rejected`];
+    /// an answer of the wrong kind is a [`NetworkError::ProtocolViolation`]; no answer within
+    /// `wait` (counted from the call, a wait for room in the outbox included) is
+    /// [`NetworkError::TimedOut`] after the request's whole `budget`; the link dying first is
+    /// [`NetworkError::ConnectionFailed`] (or the peer's refusal).
     pub(crate) async fn request(
         &self,
+        key: RequestKey,
         message: NetworkMessage,
         wait: Duration,
+        budget: Duration,
     ) -> Result<NetworkMessage, NetworkError> {
         let started = Instant::now();
         let deadline = tokio::time::Instant::from_std(started) + wait;
         let timed_out = NetworkError::TimedOut {
             what: "request",
-            after: wait,
+            after: budget,
         };
         let (answer, answered) = oneshot::channel();
         // Dropped (the caller gave up) or failed, the request is forgotten; its frame, if
@@ -370,7 +381,7 @@ impl Link {
                 let now = Instant::now();
                 let left = wait.saturating_sub(now.saturating_duration_since(started));
                 let id = session
-                    .request(now, message, left)
+                    .request_once(now, key, message, left)
                     .map_err(|error| SendError::Message(error_chain(&error)))?;
                 // Under the session's lock: the answer cannot come before its waiter.
                 self.waiters.lock().insert(id, answer);
@@ -456,19 +467,8 @@ impl Link {
                         let _ = waiter.send(result);
                     }
                 }
-                Event::Request { id, message } => self.answer_with_app(id, message),
-                Event::Message { id, message } => {
-                    let delivered = self
-                        .inbox
-                        .events
-                        .send(Incoming {
-                            from: self.node_id,
-                            message,
-                        })
-                        .await
-                        .is_ok();
-                    self.session().acknowledge(id, delivered);
-                }
+                Event::Request { id, key, message } => self.answer_with_app(id, key, message),
+                Event::Message { id, key, message } => self.deliver(id, key, message).await,
                 Event::ProbeAnswered => {
                     if let Some(probe) = self.probe.lock().take() {
                         let _ = probe.send(false);
@@ -491,9 +491,36 @@ impl Link {
         }
     }
 
+    /// Hands a message to the app's event stream and acknowledges it when the peer asked. One
+    /// the peer named across links is delivered once: a repeat is acknowledged as the first
+    /// was (see [`repeats`]).
+    async fn deliver(
+        &self,
+        id: Option<RequestId>,
+        key: Option<RequestKey>,
+        message: NetworkMessage,
+    ) {
+        let once = match (id, key) {
+            (Some(_), Some(key)) => Once::begin(&self.inbox.answers, self.node_id, key),
+            _ => Once::Untracked,
+        };
+        let events = &self.inbox.events;
+        let from = self.node_id;
+        let reply = once
+            .answer(|| async move {
+                let delivered = events.send(Incoming { from, message }).await.is_ok();
+                Session::acknowledgement(delivered)
+            })
+            .await;
+        if let (Some(id), Some(reply)) = (id, reply) {
+            self.session().reply(id, reply);
+        }
+    }
+
     /// Runs the app's handler for a request on a task of its own, so the link keeps reading,
-    /// and sends its answer.
-    fn answer_with_app(&self, id: RequestId, message: NetworkMessage) {
+    /// and sends its answer. A request the peer named across links is answered once: a
+    /// repeat gets the first answer without the handler (see [`repeats`]).
+    fn answer_with_app(&self, id: RequestId, key: Option<RequestKey>, message: NetworkMessage) {
         let outbox = Arc::clone(&self.outbox);
         let handler = self.inbox.handler.clone();
         let peer = self.inbox.peer.clone();
@@ -501,8 +528,15 @@ impl Link {
             session: Arc::clone(&self.session),
             id: Some(id),
         };
+        let once = key.map_or(Once::Untracked, |key| {
+            Once::begin(&self.inbox.answers, peer.node_id, key)
+        });
         tokio::spawn(async move {
-            let reply = crate::request::answer(&handler, peer, message).await;
+            let reply = once
+                .answer(|| crate::request::answer(&handler, peer, message))
+                .await;
+            // No answer (the first one's handler failed): `answering` abandons it.
+            let Some(reply) = reply else { return };
             answering.done();
             let _ = outbox
                 .send(|session| {

@@ -233,7 +233,7 @@ mod tests {
         outbox: &Arc<Outbox<DuplexStream>>,
         message: &ControlMessage,
     ) -> Result<(), SendError> {
-        let ControlMessage { id, message } = message.clone();
+        let ControlMessage { id, message, .. } = message.clone();
         outbox
             .send(move |session| {
                 session

@@ -50,6 +50,10 @@ pub struct Diagnostics {
     pub receive_dir: Option<PathBuf>,
     /// The data directory.
     pub data_dir: PathBuf,
+    /// Requests from paired devices that were repeats (sent again after their link died
+    /// before the answer) and got the first answer, from the answer cache, without the
+    /// request handler running again.
+    pub repeats_answered: u64,
 }
 
 /// A home relay's state.
@@ -122,6 +126,7 @@ impl NetworkingService {
             key_storage: self.inner.keys.storage_kind().clone(),
             receive_dir: self.inner.config.receive_dir.clone(),
             data_dir: self.inner.config.data_dir.clone(),
+            repeats_answered: self.inner.answers.lock().repeats(),
         }
     }
 

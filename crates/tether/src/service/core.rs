@@ -62,6 +62,8 @@ pub(super) struct Inner {
     pub(super) protocols: Protocols,
     /// The app's answers to requests.
     pub(super) handler: HandlerSlot,
+    /// Recent answers to requests named across links, for their repeats.
+    pub(super) answers: crate::link::AnswerSlot,
     pub(super) events: broadcast::Sender<NetworkEvent>,
     /// Messages the links hand to the app's event stream.
     pub(super) incoming: mpsc::Sender<Incoming>,

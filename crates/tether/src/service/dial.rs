@@ -9,6 +9,7 @@ use rand_core::UnwrapErr;
 use tether_identity::{ErrorChain, NodeId};
 use tether_iroh::{PeerAddr, TransportError};
 use tether_protocol::DiscoveredDevice;
+use tether_session::RequestKey;
 use tether_wire::NetworkMessage;
 use tokio::sync::broadcast;
 use tracing::debug;
@@ -44,7 +45,7 @@ impl NetworkingService {
     pub(super) async fn link_sending(
         &self,
         node_id: NodeId,
-        first: Option<(NetworkMessage, Duration)>,
+        first: Option<(RequestKey, NetworkMessage, Duration)>,
     ) -> Result<Linked, NetworkError> {
         if let Some(link) = self.inner.pool.live_link(&node_id) {
             return Ok(Linked::existing(link));
@@ -84,8 +85,9 @@ impl NetworkingService {
             self.adopt(&link)
         };
         let linked = match (first, early) {
-            (Some((message, wait)), Some(link)) => {
-                let (pooled, answer) = tokio::join!(confirmed, link.request(message, wait));
+            (Some((key, message, wait)), Some(link)) => {
+                let (pooled, answer) =
+                    tokio::join!(confirmed, link.request(key, message, wait, wait));
                 // The link the request went on (the pool may keep the peer's, when both
                 // dialled at once), for what the caller does with the answer.
                 pooled.map(|_| Linked {

@@ -72,6 +72,7 @@ impl NetworkingService {
             events.clone(),
             config.transfer_stall_timeout,
         );
+        let answers = crate::link::answer_cache(config.request_timeout);
         let tasks = Tasks::new();
         let owner = Some(Arc::new(tasks.stop_on_drop()));
         let service = Self {
@@ -88,6 +89,7 @@ impl NetworkingService {
                 desk,
                 protocols,
                 handler: Arc::new(RwLock::new(request_handler)),
+                answers,
                 events,
                 incoming,
                 receiver,

@@ -36,6 +36,7 @@ impl NetworkingService {
                 node_id,
                 device: device.info,
             },
+            answers: Arc::clone(&self.inner.answers),
         })
     }
 

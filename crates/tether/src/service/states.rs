@@ -5,6 +5,7 @@ use tether_iroh::ConnectionInfo;
 
 use super::core::NetworkingService;
 use crate::ConnectionState;
+use crate::close::CLOSE_NORMAL;
 
 impl NetworkingService {
     /// The state of the connection to a device (see [`ConnectionState`] for what counts as
@@ -27,5 +28,19 @@ impl NetworkingService {
             .pool
             .live_link(&node_id)
             .map(|link| ConnectionInfo::of(&link.connection))
+    }
+
+    /// Closes the connection to a device now, if there is one (it stays paired: the next
+    /// message or transfer either way dials again). Requests waiting on it fail on this side;
+    /// the device's own requests on it are sent again on a new connection and answered once.
+    /// Whether a connection was open.
+    pub fn disconnect(&self, node_id: NodeId) -> bool {
+        match self.inner.pool.live_link(&node_id) {
+            Some(link) => {
+                self.close_link(&link, CLOSE_NORMAL, "closed by the application");
+                true
+            }
+            None => false,
+        }
     }
 }
