@@ -352,6 +352,14 @@ pub enum RegistryError {
         /// The limit.
         max: usize,
     },
+    /// A transfer history entry longer than the registry keeps.
+    #[error("a history entry may have at most {max} bytes, this one has {len}")]
+    HistoryEntryTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// Saving the change failed; memory was not changed either.
     #[error(transparent)]
     Store(#[from] StoreError),

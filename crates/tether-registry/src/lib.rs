@@ -16,6 +16,10 @@
 //!   addresses and relay) encrypted with ChaCha20-Poly1305 under the storage key. Unpairing
 //!   ([`DeviceRegistry::revoke`]) deletes the record and refuses the node from then on.
 //!   Lookups by node id and device id, concurrent readers, and a stream of [`RegistryEvent`]s.
+//! - The transfer history ([`DeviceRegistry::append_history`], [`DeviceRegistry::history`]):
+//!   one sealed entry per transfer (the facade's record, opaque here) with the peer's node id,
+//!   newest first, at most [`MAX_HISTORY`] kept (adding one more drops the oldest in the same
+//!   transaction).
 //! - [`Profile`] is this device's id, name and type in `device.json`
 //!   ([`Profile::load_or_create`]): made on first start, a given name or type replaces the
 //!   stored one, and a different device id is refused ([`ProfileError::DeviceIdMismatch`]).
@@ -69,6 +73,10 @@
 //!                     addresses, relay_url}) | tag (16); associated data =
 //!                     "tether/v1/registry/paired-device" | format | node id
 //!     revoked_nodes   node id (32) -> revoked at, ms since the Unix epoch
+//!     transfer_history  entry number (u64, grows) -> format 1 | nonce (12) |
+//!                     ChaCha20-Poly1305 under the storage key of (peer node id (32) | body)
+//!                     | tag (16); associated data = "tether/v1/registry/transfer-history" |
+//!                     format | number (u64 BE); at most [`MAX_HISTORY`] entries (schema 2)
 //! ```
 //!
 //! Argon2id defaults to RFC 9106's second recommended option ([`Argon2Params`]). A newer
@@ -76,6 +84,7 @@
 //! place, in one transaction, by the migration steps in `store.rs`.
 
 mod error;
+mod history;
 mod key_file;
 mod key_manager;
 mod key_storage;
@@ -89,6 +98,7 @@ mod state;
 mod store;
 
 pub use error::{BoxedSource, KeyError, RegistryError, StoreError};
+pub use history::{HistoryEntry, MAX_HISTORY, MAX_HISTORY_BODY};
 pub use key_file::Argon2Params;
 pub use key_manager::{KEY_FILE, KeyManager, KeyOptions, KeychainPolicy};
 pub use key_storage::KeyStorageKind;

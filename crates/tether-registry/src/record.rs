@@ -288,7 +288,7 @@ impl StoredDevice {
     }
 }
 
-fn cipher(key: &StorageKey) -> ChaCha20Poly1305 {
+pub(crate) fn cipher(key: &StorageKey) -> ChaCha20Poly1305 {
     ChaCha20Poly1305::new(&(*key.0).into())
 }
 

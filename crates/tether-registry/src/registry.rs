@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::{Instant, SystemTime};
 
 use parking_lot::{Mutex, MutexGuard, RwLock};
@@ -26,10 +27,11 @@ use crate::state::{
 };
 use crate::store::SecretsStore;
 use crate::{
-    NewPairing, PairedDevice, RegistryError, SECRETS_FILE, StorageKey, StoreError, TrustLevel,
-    private_fs,
+    MAX_HISTORY, NewPairing, PairedDevice, RegistryError, SECRETS_FILE, StorageKey, StoreError,
+    TrustLevel, private_fs,
 };
 
+mod history;
 mod quota;
 mod refusal;
 
@@ -56,6 +58,8 @@ struct Shared {
     store: Mutex<Option<SecretsStore>>,
     store_path: PathBuf,
     events: broadcast::Sender<RegistryEvent>,
+    /// The most transfer history entries kept.
+    history_cap: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -126,6 +130,7 @@ impl DeviceRegistry {
                 store_path: store.path().to_owned(),
                 store: Mutex::new(Some(store)),
                 events,
+                history_cap: AtomicUsize::new(MAX_HISTORY),
             }),
         })
     }

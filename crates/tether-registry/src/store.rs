@@ -7,6 +7,7 @@
 //! | `tether_meta` | `&str` | `u64`; `"schema_version"` → [`SCHEMA_VERSION`] |
 //! | `paired_devices` | node id, 32 bytes | sealed record (see [`crate::record`]) |
 //! | `revoked_nodes` | node id, 32 bytes | revocation time, ms since the Unix epoch |
+//! | `transfer_history` | entry number, `u64` | sealed entry (see [`crate::history`]) |
 //!
 //! Every change is one redb write transaction committed with `fsync` before the call returns,
 //! so a crash leaves the store as of the last finished call.
@@ -27,11 +28,12 @@ use std::time::SystemTime;
 
 use redb::backends::InMemoryBackend;
 use redb::{
-    Builder, Database, DatabaseError, ReadableDatabase, ReadableTable, StorageBackend,
-    TableDefinition, TableError, WriteTransaction,
+    Builder, Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    StorageBackend, TableDefinition, TableError, WriteTransaction,
 };
 use tether_identity::NodeId;
 
+use crate::history::{self, HistoryEntry};
 use crate::record::{OpenFailure, StoredDevice, from_unix_millis, unix_millis};
 use crate::{StorageKey, StoreError, private_fs};
 
@@ -39,20 +41,27 @@ use crate::{StorageKey, StoreError, private_fs};
 pub const SECRETS_FILE: &str = "secrets.redb";
 
 /// The schema version this build writes, and the newest it reads.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("tether_meta");
 const DEVICES: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("paired_devices");
 const REVOKED: TableDefinition<'_, &[u8], u64> = TableDefinition::new("revoked_nodes");
+const HISTORY: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("transfer_history");
 const SCHEMA_KEY: &str = "schema_version";
 
 /// Upgrades, one per old schema version: `MIGRATIONS[i]` turns version `i + 1` into `i + 2`,
-/// inside the same write transaction that then records the new version. Empty while version 1
-/// is the only one; a version 2 adds its step here and bumps [`SCHEMA_VERSION`].
-const MIGRATIONS: &[Migration] = &[];
+/// inside the same write transaction that then records the new version. A new version adds
+/// its step here and bumps [`SCHEMA_VERSION`].
+const MIGRATIONS: &[Migration] = &[add_history];
 
 /// One schema upgrade step.
 type Migration = fn(&WriteTransaction) -> Result<(), redb::Error>;
+
+/// Version 1 → 2: the transfer history, empty.
+fn add_history(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    txn.open_table(HISTORY)?;
+    Ok(())
+}
 
 /// redb's page cache; the store is small.
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
@@ -128,6 +137,67 @@ impl SecretsStore {
                 .insert(node.as_bytes().as_slice(), unix_millis(at))?;
             Ok(())
         })
+    }
+
+    /// Adds a history entry under the next number, and drops the oldest entries beyond `cap`
+    /// (at least one is kept), in one transaction. Returns the entry's number.
+    pub(crate) fn append_history(
+        &self,
+        node: &NodeId,
+        body: &[u8],
+        cap: usize,
+    ) -> Result<u64, StoreError> {
+        let mut nonce = [0u8; history::NONCE_LEN];
+        getrandom::fill(&mut nonce).map_err(StoreError::Random)?;
+        let cap = u64::try_from(cap.max(1)).unwrap_or(u64::MAX);
+        let mut id = 0;
+        self.write(|txn| {
+            let mut table = txn.open_table(HISTORY)?;
+            let last = table.last()?.map_or(0, |(number, _)| number.value());
+            id = last.saturating_add(1);
+            let sealed = history::seal(&self.key, nonce, id, node, body);
+            table.insert(id, sealed.as_slice())?;
+            while table.len()? > cap {
+                if table.pop_first()?.is_none() {
+                    break;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(id)
+    }
+
+    /// The newest history entries first, at most `limit`, only those with `node` if given.
+    pub(crate) fn history(
+        &self,
+        node: Option<&NodeId>,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let failed = |error: redb::Error| StoreError::Database {
+            path: self.path.clone(),
+            source: Box::new(error),
+        };
+        let txn = self.db.begin_read().map_err(|error| failed(error.into()))?;
+        let table = txn
+            .open_table(HISTORY)
+            .map_err(|error| failed(error.into()))?;
+        let mut found = Vec::new();
+        for entry in table.iter().map_err(|error| failed(error.into()))?.rev() {
+            if found.len() >= limit {
+                break;
+            }
+            let (id, value) = entry.map_err(|error| failed(error.into()))?;
+            let id = id.value();
+            let entry =
+                history::open(&self.key, id, value.value()).ok_or_else(|| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    detail: format!("history entry {id} does not open"),
+                })?;
+            if node.is_none_or(|node| *node == entry.node_id) {
+                found.push(entry);
+            }
+        }
+        Ok(found)
     }
 
     /// The file's path.
@@ -244,6 +314,7 @@ fn prepare(path: &Path, db: &Database) -> Result<(), StoreError> {
         if from == 0 {
             txn.open_table(DEVICES)?;
             txn.open_table(REVOKED)?;
+            txn.open_table(HISTORY)?;
         } else {
             for version in from..SCHEMA_VERSION {
                 let step = usize::try_from(version - 1)

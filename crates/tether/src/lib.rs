@@ -36,6 +36,9 @@
 //!   ([`NetworkingConfig::share_provider`]) says, per requesting device, which path an id names,
 //!   or refuses ([`NetworkError::NotShared`]; the default, [`ShareNothing`], refuses all). The
 //!   file arrives verified and resumable, as a push's would.
+//! * **History.** Every transfer, both ways, pushes and pulls, verified or not, is recorded
+//!   on both devices ([`NetworkingService::transfer_history`]: newest first, by device, the
+//!   newest [`MAX_HISTORY`] kept).
 //! * **Extensions.** [`NetworkingService::register_protocol`] serves a third party's
 //!   [`NetworkProtocol`] on its own ALPN to paired devices only.
 //!
@@ -68,6 +71,7 @@ mod consent;
 mod error;
 mod event;
 pub mod gate;
+mod history;
 mod link;
 mod lobby;
 mod pairing;
@@ -84,6 +88,7 @@ pub use config::{DEFAULT_IDLE_TIMEOUT, NetworkingConfig};
 pub use consent::{MarkedDevicesOnly, NOT_MARKED, TransferConsent, TransferOffer};
 pub use error::{CodeEnded, NetworkError};
 pub use event::{ConnectionState, EventStream, NetworkEvent, PairingStage, PullEvent};
+pub use history::{MAX_HISTORY, TransferOutcome, TransferRecord};
 pub use pairing::{PairedDevice, PendingPairing};
 pub use request::RequestHandler;
 pub use service::{

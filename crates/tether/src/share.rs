@@ -23,9 +23,10 @@ use parking_lot::Mutex;
 use std::time::Duration;
 
 use tether_identity::{DeviceInfo, ErrorChain, NodeId, error_chain};
+use tether_iroh::ConnectionInfo;
 use tether_registry::DeviceRegistry;
 use tether_transfer::{
-    AbortCode, ByteStream, IncomingPull, OutgoingTransfer, RunContext, SendOptions,
+    AbortCode, ByteStream, Direction, IncomingPull, OutgoingTransfer, RunContext, SendOptions,
 };
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
@@ -34,6 +35,7 @@ use uuid::Uuid;
 use crate::NetworkEvent;
 use crate::error::short;
 use crate::event::PullEvent;
+use crate::history::{Draft, OfferSize, TransferOutcome};
 use crate::link::Link;
 
 /// Most pulls one device may have served at once; more are refused as busy.
@@ -111,6 +113,8 @@ impl Sharing {
     pub(crate) async fn serve<S: ByteStream>(&self, link: &Link, pull: IncomingPull<S>) {
         let from = link.node_id;
         let entry_id = pull.entry_id();
+        let draft = Draft::start(&self.registry, from, Direction::Send, true)
+            .path(ConnectionInfo::of(&link.connection).path);
         // The gate let only paired devices in; one unpaired since is refused here.
         let paired = self.registry.device(&from).and_then(|device| device.paired);
         let shared = paired.and_then(|paired| self.provider.resolve(&paired.info, entry_id));
@@ -119,7 +123,10 @@ impl Sharing {
             if let Err(error) = pull.refuse().await {
                 debug!(peer = %short(&from), error = %ErrorChain(&error), "the refusal did not reach the device");
             }
-            self.emit(PullEvent::Refused { from, entry_id });
+            let reason = "not shared with the device".to_owned();
+            let outcome = TransferOutcome::Refused { reason };
+            self.end(draft, PullEvent::Refused { from, entry_id }, outcome)
+                .await;
             return;
         };
         let Some(_slot) = self.claim(from) else {
@@ -127,11 +134,16 @@ impl Sharing {
             let _ = pull
                 .decline(AbortCode::Busy, "too many pulls at once; ask again later")
                 .await;
-            self.emit(PullEvent::Failed {
+            let reason = "too many pulls at once".to_owned();
+            let outcome = TransferOutcome::Refused {
+                reason: reason.clone(),
+            };
+            let event = PullEvent::Failed {
                 from,
                 entry_id,
-                reason: "too many pulls at once".to_owned(),
-            });
+                reason,
+            };
+            self.end(draft, event, outcome).await;
             return;
         };
         let resolver = HashMap::from([(entry_id, shared.path)]);
@@ -144,11 +156,14 @@ impl Sharing {
                 let _ = pull
                     .decline(AbortCode::Internal, "the shared entry could not be read")
                     .await;
-                self.emit(PullEvent::Failed {
+                let outcome = TransferOutcome::of(Err(&error));
+                let reason = error_chain(&error);
+                let event = PullEvent::Failed {
                     from,
                     entry_id,
-                    reason: error_chain(&error),
-                });
+                    reason,
+                };
+                self.end(draft, event, outcome).await;
                 return;
             }
         };
@@ -157,15 +172,28 @@ impl Sharing {
             Ok(keys) => RunContext::new().keys(keys),
             Err(error) => {
                 let _ = pull.decline(AbortCode::Internal, "no transfer keys").await;
-                self.emit(PullEvent::Failed {
+                let reason = error_chain(&error);
+                let outcome = TransferOutcome::Failed {
+                    reason: reason.clone(),
+                    resumable: false,
+                };
+                let event = PullEvent::Failed {
                     from,
                     entry_id,
-                    reason: error_chain(&error),
-                });
+                    reason,
+                };
+                self.end(draft, event, outcome).await;
                 return;
             }
         };
-        self.send(link, pull, outgoing, context).await;
+        let draft = draft.size(OfferSize::of(&outgoing));
+        self.send(link, pull, outgoing, context, draft).await;
+    }
+
+    /// Records how a pull ended in the history, then tells the app.
+    async fn end(&self, draft: Draft, event: PullEvent, outcome: TransferOutcome) {
+        draft.record_outcome(None, outcome).await;
+        self.emit(event);
     }
 
     /// Sends the entry a pull asked for, prepared as `outgoing`, and reports how it went.
@@ -175,6 +203,7 @@ impl Sharing {
         pull: IncomingPull<S>,
         outgoing: OutgoingTransfer,
         context: RunContext,
+        draft: Draft,
     ) {
         let from = link.node_id;
         let entry_id = pull.entry_id();
@@ -188,11 +217,12 @@ impl Sharing {
             bytes_total: outgoing.total_bytes(),
             resume_from,
         });
-        match pull
+        let served = pull
             .serve(outgoing, context)
             .await
-            .map_err(|error| link.explain(error))
-        {
+            .map_err(|error| link.explain(error));
+        draft.record(served.as_ref()).await;
+        match served {
             Ok(report) => {
                 info!(peer = %short(&from), %entry_id, bytes = report.bytes_transferred, "served a pull");
                 self.emit(PullEvent::Completed {

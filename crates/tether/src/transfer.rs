@@ -13,8 +13,8 @@ use std::time::Duration;
 use tether_iroh::ConnectionInfo;
 use tether_protocol::{RecvStream, SendStream};
 use tether_transfer::{
-    CancellationToken, Hello, OutgoingTransfer, Receiver, RunContext, SendOptions, TransferCipher,
-    TransferError, TransferEvent, TransferReport,
+    CancellationToken, Direction, Hello, OutgoingTransfer, Receiver, RunContext, SendOptions,
+    TransferCipher, TransferError, TransferEvent, TransferReport,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::error::short;
+use crate::history::{Draft, OfferSize, transfer_path};
 use crate::link::Link;
 use crate::{NetworkError, NetworkEvent};
 
@@ -132,6 +133,8 @@ pub struct TransferHandle {
     cancel: CancellationToken,
     task: JoinHandle<Result<TransferReport, TransferError>>,
     pub(crate) path: tether_iroh::PathKind,
+    /// What the offer holds, when this side made it (a push).
+    pub(crate) size: OfferSize,
 }
 
 impl TransferHandle {
@@ -146,7 +149,35 @@ impl TransferHandle {
             cancel,
             task,
             path,
+            size: OfferSize::default(),
         }
+    }
+
+    /// Records the transfer in the history when it ends (before [`Self::finish`] returns),
+    /// also when the app dropped the handle.
+    pub(crate) fn recorded(mut self, draft: Draft) -> Self {
+        let draft = draft.path(self.path).size(self.size);
+        let task = self.task;
+        self.task = tokio::spawn(async move {
+            match task.await {
+                Ok(result) => {
+                    draft.record(result.as_ref()).await;
+                    result
+                }
+                Err(error) => {
+                    let failed = TransferError::Local(tether_transfer::LocalError::Panicked {
+                        what: "the transfer task",
+                        message: error.to_string(),
+                    });
+                    draft.record(Err(&failed)).await;
+                    match error.try_into_panic() {
+                        Ok(payload) => std::panic::resume_unwind(payload),
+                        Err(_) => Err(TransferError::Cancelled),
+                    }
+                }
+            }
+        });
+        self
     }
 
     /// Takes the progress events out of the handle (for a task of their own), leaving an
@@ -165,11 +196,7 @@ impl TransferHandle {
     pub async fn finish(self) -> Result<TransferReport, NetworkError> {
         match self.task.await {
             Ok(Ok(mut report)) => {
-                report.path = match self.path {
-                    tether_iroh::PathKind::Direct => tether_transfer::PathKind::Direct,
-                    tether_iroh::PathKind::Relayed => tether_transfer::PathKind::Relayed,
-                    _ => tether_transfer::PathKind::Unknown,
-                };
+                report.path = transfer_path(self.path);
                 Ok(report)
             }
             Ok(Err(error)) => Err(NetworkError::from(error)),
@@ -215,6 +242,7 @@ pub(crate) async fn send(
         lanes.push(open_stream(link).await?);
     }
     info!(peer = %short(&link.node_id), files = outgoing.manifest().len(), bytes = outgoing.total_bytes(), "sending");
+    let size = OfferSize::of(&outgoing);
     // The transfer keeps the link in use (not idle) until it ends.
     let in_use = link.use_it();
     let task = tokio::spawn(async move {
@@ -226,6 +254,7 @@ pub(crate) async fn send(
         cancel,
         task,
         path: tether_iroh::PathKind::Unknown,
+        size,
     })
 }
 
@@ -247,7 +276,8 @@ pub(crate) async fn open_stream(
 /// pull request (answered by `sharing`, whatever `receiver` is). What happens to an offer is
 /// told on `events`: [`NetworkEvent::TransferOffered`], then the receiver's own
 /// [`NetworkEvent::IncomingTransfer`] events, and [`NetworkEvent::TransferFailed`] if it fails
-/// (the caller reports a completed one).
+/// (the caller reports a completed one). An offer's end is recorded in `registry`'s history
+/// before this returns.
 pub(crate) async fn serve_stream(
     link: &Link,
     receiver: Option<&Receiver>,
@@ -255,6 +285,7 @@ pub(crate) async fn serve_stream(
     send: SendStream,
     recv: RecvStream,
     events: &broadcast::Sender<NetworkEvent>,
+    registry: &tether_registry::DeviceRegistry,
 ) -> Result<Option<TransferReport>, NetworkError> {
     let hello = tether_transfer::read_hello(tokio::io::join(recv, send))
         .await
@@ -280,6 +311,13 @@ pub(crate) async fn serve_stream(
             } else {
                 None
             };
+            let draft = Draft::start(registry, from, Direction::Receive, false)
+                .path(ConnectionInfo::of(&link.connection).path)
+                .size(OfferSize {
+                    files: offer.entries(),
+                    bytes_total: offer.total_bytes(),
+                    encrypted: offer.encrypted(),
+                });
             let _ = events.send(NetworkEvent::TransferOffered {
                 from,
                 transfer_id,
@@ -305,8 +343,9 @@ pub(crate) async fn serve_stream(
                 .receive(offer, from, context)
                 .await
                 .map_err(|error| link.explain(error));
-            // Every progress event is out before the end is reported.
+            // Every progress event is out before the end is reported, and the record is kept.
             let _ = forward.await;
+            draft.record(received.as_ref()).await;
             match received {
                 Ok(report) => Ok(Some(report)),
                 Err(error) => {

@@ -285,4 +285,17 @@ impl NetworkingService {
         crate::storage::collect_leftovers(&self.inner.registry, dir, &rules)
             .map_err(|e| NetworkError::Transfer(e.into()))
     }
+
+    /// The transfer history, newest first: at most `limit` records, only those with `device`
+    /// if given (also a device unpaired since). Each push and pull is recorded on both devices
+    /// when it ends, verified or not; the newest [`crate::MAX_HISTORY`] are kept. Reads the
+    /// store on the calling thread (a few milliseconds for a full history).
+    pub fn transfer_history(
+        &self,
+        device: Option<NodeId>,
+        limit: usize,
+    ) -> Result<Vec<crate::TransferRecord>, NetworkError> {
+        let entries = self.inner.registry.history(device, limit)?;
+        Ok(crate::history::records(entries))
+    }
 }

@@ -21,9 +21,10 @@ use super::pool::Pool;
 use super::protocols::{Protocols, shut_down_one};
 use super::tasks::Tasks;
 use crate::event::EventStream;
+use crate::history::Draft;
 use crate::link::Incoming;
 use crate::request::HandlerSlot;
-use crate::{NetworkError, NetworkEvent, NetworkingConfig};
+use crate::{NetworkError, NetworkEvent, NetworkingConfig, TransferDirection};
 use tether_registry::Profile;
 
 /// The networking service of one device: pairing, connections to paired devices, messages,
@@ -137,17 +138,24 @@ impl NetworkingService {
     /// Sends files and directories (relative paths kept) to a paired device over its pooled
     /// connection; the handle streams progress and ends with the receiver's verified report.
     /// Sending the same paths again after an interruption resumes: only what the receiver does
-    /// not hold verified is sent.
+    /// not hold verified is sent. Its end is recorded in the transfer history
+    /// ([`Self::transfer_history`]).
     pub async fn share_with_device(
         &self,
         node_id: NodeId,
         paths: &[std::path::PathBuf],
         options: crate::TransferOptions,
     ) -> Result<crate::TransferHandle, NetworkError> {
+        let draft = Draft::start(
+            &self.inner.registry,
+            node_id,
+            TransferDirection::Send,
+            false,
+        );
         let link = self.link(node_id).await?;
         let mut handle = crate::transfer::send(&link, paths, &options).await?;
         handle.path = ConnectionInfo::of(&link.connection).path;
-        Ok(handle)
+        Ok(handle.recorded(draft))
     }
 
     /// Adds a third-party protocol on its own ALPN; only paired devices reach it. Any

@@ -61,6 +61,15 @@ impl DeviceHandle {
             .and_then(|device| device.paired)
     }
 
+    /// Its transfers with this device, newest first, at most `limit` (see
+    /// [`NetworkingService::transfer_history`]).
+    pub fn transfer_history(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<crate::TransferRecord>, NetworkError> {
+        self.service.transfer_history(Some(self.node_id), limit)
+    }
+
     /// The id the device paired with.
     pub fn device_id(&self) -> Option<DeviceId> {
         self.info().map(|stored| stored.info.device_id)

@@ -147,9 +147,16 @@ impl NetworkingService {
         // A transfer (or lane) keeps the link in use until it ends.
         let in_use = link.use_it();
         let sharing = &self.inner.sharing;
-        let served =
-            crate::transfer::serve_stream(link, receiver, sharing, send, recv, &self.inner.events)
-                .await;
+        let served = crate::transfer::serve_stream(
+            link,
+            receiver,
+            sharing,
+            send,
+            recv,
+            &self.inner.events,
+            &self.inner.registry,
+        )
+        .await;
         drop(in_use);
         let peer = short(&link.node_id);
         match served {

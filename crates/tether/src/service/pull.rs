@@ -15,7 +15,8 @@ use std::time::Duration;
 use tether_identity::NodeId;
 use tether_iroh::ConnectionInfo;
 use tether_transfer::{
-    CancellationToken, PulledEntry, Receiver, ReceiverConfig, RunContext, TransferError, Waiting,
+    CancellationToken, Direction, PulledEntry, Receiver, ReceiverConfig, RunContext, TransferError,
+    Waiting,
 };
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -24,6 +25,7 @@ use uuid::Uuid;
 use super::core::NetworkingService;
 use super::device::DeviceHandle;
 use crate::error::short;
+use crate::history::Draft;
 use crate::storage::RegistryQuota;
 use crate::{NetworkError, TransferHandle};
 
@@ -79,7 +81,7 @@ impl NetworkingService {
     /// [`NetworkError::NotShared`] when the device does not share that entry with this one.
     /// Asking again with the same destination after an interruption (a lost link, a restart of
     /// either side, this process killed) resumes: only what the destination does not hold
-    /// verified is sent.
+    /// verified is sent. Its end is recorded in the transfer history on both devices.
     pub async fn request_file(
         &self,
         node_id: NodeId,
@@ -87,6 +89,7 @@ impl NetworkingService {
         destination: &Path,
         options: PullOptions,
     ) -> Result<TransferHandle, NetworkError> {
+        let draft = Draft::start(&self.inner.registry, node_id, Direction::Receive, true);
         // The app's directory: created if missing, its permissions never changed.
         std::fs::create_dir_all(destination).map_err(|source| NetworkError::Io {
             path: destination.to_owned(),
@@ -155,7 +158,7 @@ impl NetworkingService {
             };
             result.map_err(|error| in_use.explain(error))
         });
-        Ok(TransferHandle::new(events, cancel, task, path))
+        Ok(TransferHandle::new(events, cancel, task, path).recorded(draft))
     }
 }
 
