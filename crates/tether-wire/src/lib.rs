@@ -107,5 +107,5 @@ pub use hlc::{Hlc, HlcError, MAX_DRIFT_MS};
 pub use io::{ReadError, read_frame, read_frame_into, write_frame};
 pub use message::{
     ErrorCode, ErrorReply, FileRequest, FileResponse, LibraryAnnounce, LibraryInfo, LibraryRequest,
-    MessageKind, NetworkMessage, Ping, Pong, SyncEntry, SyncRequest, SyncResponse,
+    MessageKind, NetworkMessage, Ping, Pong, SyncEntry, SyncRequest, SyncResponse, Text,
 };

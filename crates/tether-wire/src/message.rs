@@ -13,7 +13,7 @@ use crate::frame::LimitError;
 use crate::hlc::Hlc;
 use crate::limits::{
     MAX_CHUNK_LEN, MAX_ERROR_MESSAGE_LEN, MAX_LIBRARIES, MAX_NAME_LEN, MAX_PATH_LEN,
-    MAX_SYNC_ENTRIES,
+    MAX_SYNC_ENTRIES, MAX_TEXT_LEN,
 };
 
 /// A control message. Encode and decode it inside a [`ControlMessage`](crate::ControlMessage).
@@ -37,6 +37,8 @@ pub enum NetworkMessage {
     Ping(Ping),
     /// Answer to a `Ping`.
     Pong(Pong),
+    /// A short text for the person at the other device (acknowledged with an `Ack`).
+    Text(Text),
     /// A request succeeded and has nothing to return.
     Ack,
     /// A request failed, or a message could not be handled.
@@ -63,6 +65,8 @@ pub enum MessageKind {
     Ping,
     /// [`NetworkMessage::Pong`].
     Pong,
+    /// [`NetworkMessage::Text`].
+    Text,
     /// [`NetworkMessage::Ack`].
     Ack,
     /// [`NetworkMessage::Error`].
@@ -71,7 +75,7 @@ pub enum MessageKind {
 
 impl MessageKind {
     /// Every kind, in declaration order.
-    pub const ALL: [MessageKind; 10] = [
+    pub const ALL: [MessageKind; 11] = [
         Self::LibraryAnnounce,
         Self::LibraryRequest,
         Self::SyncRequest,
@@ -80,6 +84,7 @@ impl MessageKind {
         Self::FileResponse,
         Self::Ping,
         Self::Pong,
+        Self::Text,
         Self::Ack,
         Self::Error,
     ];
@@ -95,6 +100,7 @@ impl MessageKind {
             Self::FileResponse => "FileResponse",
             Self::Ping => "Ping",
             Self::Pong => "Pong",
+            Self::Text => "Text",
             Self::Ack => "Ack",
             Self::Error => "Error",
         }
@@ -118,6 +124,7 @@ impl NetworkMessage {
             Self::FileResponse(_) => MessageKind::FileResponse,
             Self::Ping(_) => MessageKind::Ping,
             Self::Pong(_) => MessageKind::Pong,
+            Self::Text(_) => MessageKind::Text,
             Self::Ack => MessageKind::Ack,
             Self::Error(_) => MessageKind::Error,
         }
@@ -228,6 +235,14 @@ pub struct Pong {
     pub timestamp_ms: u64,
 }
 
+/// Body of [`NetworkMessage::Text`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Text {
+    /// The text, at most [`MAX_TEXT_LEN`](crate::limits::MAX_TEXT_LEN) bytes of UTF-8. Untrusted:
+    /// escape control characters before showing it.
+    pub text: String,
+}
+
 /// Body of [`NetworkMessage::Error`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorReply {
@@ -286,6 +301,7 @@ impl_from_body! {
     FileResponse => FileResponse,
     Ping => Ping,
     Pong => Pong,
+    Text => Text,
     ErrorReply => Error,
 }
 
@@ -320,6 +336,7 @@ impl NetworkMessage {
                 }
                 Ok(())
             }
+            Self::Text(text) => max_bytes("text", &text.text, MAX_TEXT_LEN),
             Self::Error(reply) => max_bytes("error message", &reply.message, MAX_ERROR_MESSAGE_LEN),
             Self::LibraryRequest(_)
             | Self::SyncRequest(_)

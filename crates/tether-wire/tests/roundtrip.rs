@@ -13,7 +13,7 @@ use tether_wire::{
     ContentHash, ControlMessage, DataChunk, ErrorCode, ErrorReply, FileRequest, FileResponse,
     Frame, FrameDecoder, FrameEncoder, FrameKind, Hlc, LibraryAnnounce, LibraryInfo,
     LibraryRequest, NetworkMessage, Ping, Pong, RequestId, SyncEntry, SyncRequest, SyncResponse,
-    limits::MAX_CHUNK_LEN,
+    Text, limits::MAX_CHUNK_LEN,
 };
 use uuid::Uuid;
 
@@ -142,6 +142,9 @@ fn ping() -> impl Strategy<Value = NetworkMessage> {
 fn pong() -> impl Strategy<Value = NetworkMessage> {
     any::<u64>().prop_map(|timestamp_ms| Pong { timestamp_ms }.into())
 }
+fn text_message() -> impl Strategy<Value = NetworkMessage> {
+    text(2000).prop_map(|text| Text { text }.into())
+}
 fn ack() -> impl Strategy<Value = NetworkMessage> {
     Just(NetworkMessage::Ack)
 }
@@ -159,6 +162,7 @@ fn any_message() -> impl Strategy<Value = NetworkMessage> {
         file_response(),
         ping(),
         pong(),
+        text_message(),
         ack(),
         error(),
     ]
@@ -230,6 +234,8 @@ proptest! {
     fn ping_round_trips(m in control(ping())) { check_round_trip(&m)?; }
     #[test]
     fn pong_round_trips(m in control(pong())) { check_round_trip(&m)?; }
+    #[test]
+    fn text_round_trips(m in control(text_message())) { check_round_trip(&m)?; }
     #[test]
     fn ack_round_trips(m in control(ack())) { check_round_trip(&m)?; }
     #[test]

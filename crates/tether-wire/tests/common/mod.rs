@@ -5,7 +5,7 @@
 use tether_wire::{
     ContentHash, ControlMessage, ErrorCode, ErrorReply, FileRequest, FileResponse, Hlc,
     LibraryAnnounce, LibraryInfo, LibraryRequest, MessageKind, NetworkMessage, Ping, Pong,
-    RequestId, SyncEntry, SyncRequest, SyncResponse,
+    RequestId, SyncEntry, SyncRequest, SyncResponse, Text,
 };
 use uuid::Uuid;
 
@@ -101,6 +101,12 @@ pub(crate) fn sample(kind: MessageKind) -> ControlMessage {
             RequestId(7),
             Pong {
                 timestamp_ms: 1_780_000_000_123,
+            },
+        ),
+        MessageKind::Text => ControlMessage::with_id(
+            id,
+            Text {
+                text: "Wi-Fi: \"attic\" \u{1F4F6}\nhttps://example.org/a?b=c".into(),
             },
         ),
         MessageKind::Ack => ControlMessage::with_id(id, NetworkMessage::Ack),
