@@ -9,6 +9,7 @@ use tether_identity::{ErrorChain, NodeId};
 use tether_iroh::{ConnectionInfo, PathKind, PeerAddr};
 use tether_pairing::CodeStatus;
 use tether_protocol::{DiscoveredDevice, Discovery, DiscoveryEvent};
+use tether_wire::{NetworkMessage, Text};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -36,7 +37,13 @@ impl NetworkingService {
         let events = self.inner.events.clone();
         tasks.spawn("the message loop", async move {
             while let Some(Incoming { from, message }) = incoming_rx.recv().await {
-                let _ = events.send(NetworkEvent::MessageReceived { from, message });
+                let event = match message {
+                    NetworkMessage::Text(Text { text }) => {
+                        NetworkEvent::TextReceived { from, text }
+                    }
+                    message => NetworkEvent::MessageReceived { from, message },
+                };
+                let _ = events.send(event);
             }
         });
 

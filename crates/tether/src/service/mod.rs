@@ -32,6 +32,7 @@ mod pull;
 mod serve;
 mod states;
 mod tasks;
+mod text;
 mod trust;
 
 pub use self::core::NetworkingService;
