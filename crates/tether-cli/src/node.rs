@@ -251,15 +251,7 @@ fn show_text(
     };
     out.line(
         "text",
-        &format!(
-            "text from {who}{}:\n  {}",
-            if on_clipboard {
-                ", on the clipboard"
-            } else {
-                ""
-            },
-            text.replace('\n', "\n  ")
-        ),
+        &text_line(&who, on_clipboard, text),
         json!({
             "from": from.to_string(),
             "name": name,
@@ -267,6 +259,19 @@ fn show_text(
             "clipboard": on_clipboard,
         }),
     );
+}
+
+/// How a received text reads for people: a heading, then the text with every line indented.
+fn text_line(who: &str, on_clipboard: bool, text: &str) -> String {
+    let clipboard = if on_clipboard {
+        ", on the clipboard"
+    } else {
+        ""
+    };
+    format!(
+        "text from {who}{clipboard}:\n  {}",
+        text.replace('\n', "\n  ")
+    )
 }
 
 fn show_event(event: &NetworkEvent, out: Output) {
@@ -339,4 +344,26 @@ fn show_event(event: &NetworkEvent, out: Output) {
         }
     };
     out.line(name, &text, record);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::terminal_safe;
+
+    #[test]
+    fn a_texts_lines_are_indented_so_none_passes_for_the_nodes_own() {
+        let forged = "hi\nreceived 1 file(s), 1 GiB from 1a2b3c4d5e, verified\r\u{1b}[2K";
+        let line = text_line("\"laptop\" (node 5e4d3c2b1a)", true, forged);
+        let shown = terminal_safe(&line, true);
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "text from \"laptop\" (node 5e4d3c2b1a), on the clipboard:",
+                "  hi",
+                "  received 1 file(s), 1 GiB from 1a2b3c4d5e, verified\\u{d}\\u{1b}[2K",
+            ]
+        );
+    }
 }
