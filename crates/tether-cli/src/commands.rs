@@ -21,8 +21,10 @@ use crate::send::SendRequest;
 const PING_GAP: Duration = Duration::from_millis(100);
 
 mod pairing;
+mod text;
 
 pub(crate) use pairing::Confirm;
+pub(crate) use text::read_text;
 
 /// A change to a paired device's storage quota (`tether trust --quota/--no-quota`). An enum,
 /// not `Option<Option<u64>>`: that one's `Some(None)` reads back from JSON as `None`.
@@ -79,6 +81,10 @@ pub(crate) enum Request {
         code: CodeText,
     },
     Send(SendRequest),
+    Text {
+        device: String,
+        text: String,
+    },
 }
 
 impl Request {
@@ -96,6 +102,7 @@ impl Request {
             Self::Pair { .. } => "pair",
             Self::Join { .. } => "join",
             Self::Send(_) => "send",
+            Self::Text { .. } => "text",
         }
     }
 
@@ -149,6 +156,7 @@ pub(crate) async fn execute(
         }
         Request::Join { code } => pairing::join(node, code.as_str(), sink, cancel).await,
         Request::Send(request) => crate::send_many::run(node, request, sink, cancel).await,
+        Request::Text { device, text } => text::send(node, &device, text, sink, cancel).await,
     }
 }
 

@@ -5,6 +5,7 @@
 //! for the same data directory through its control socket, or run a short-lived node
 //! themselves when none is running. Exit codes are in [`failure`].
 
+mod clipboard;
 mod code_input;
 mod commands;
 mod consent;
@@ -95,6 +96,8 @@ enum Command {
     Devices,
     /// Send files and directories to a device; run again to resume.
     Send(SendArgs),
+    /// Send a short text (`-`: from stdin) to a paired device.
+    Text(TextArgs),
     /// Time encrypted pings to a paired device (which must be up).
     Ping(PingArgs),
     /// Unpair a device: forget its secret and refuse it from now on.
@@ -165,6 +168,15 @@ struct GcArgs {
     /// Clean DIR [default: DATA_DIR/received]
     #[arg(long, value_name = "DIR")]
     receive_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct TextArgs {
+    /// The device: its name, device id or the start of its node id.
+    device: String,
+    /// The text (at most 64 KiB); `-` reads it from standard input.
+    #[arg(allow_hyphen_values = true)]
+    text: String,
 }
 
 #[derive(Debug, Args)]
@@ -281,6 +293,10 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
         Command::Ping(args) => Request::Ping {
             device: args.device,
             count: args.count,
+        },
+        Command::Text(args) => Request::Text {
+            device: args.device,
+            text: commands::read_text(&args.text)?,
         },
         Command::Unpair(args) => Request::Unpair {
             device: args.device,

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
-use tether::{DeviceType, NetworkEvent, TransferConsent};
+use tether::{DeviceType, NetworkEvent, NetworkingService, NodeId, TransferConsent};
 use tokio_util::sync::CancellationToken;
 
+use crate::clipboard::Clipboard;
 use crate::commands::{self, Request};
 use crate::consent::TerminalConsent;
 use crate::context::NodeContext;
@@ -53,6 +54,9 @@ pub(crate) struct UpArgs {
     /// Default most a device may store here (SIZE)
     #[arg(long, value_name = "SIZE", value_parser = crate::progress::parse_size)]
     quota: Option<u64>,
+    /// Put received texts on the clipboard too
+    #[arg(long)]
+    clipboard: bool,
     /// Remove partial files idle for DAYS [default: 7]
     #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u64).range(1..=36_500))]
     leftover_days: Option<u64>,
@@ -159,6 +163,7 @@ async fn serve(
     if let Some(days) = args.leftover_days {
         config.leftover_idle = std::time::Duration::from_secs(days * 24 * 60 * 60);
     }
+    let clipboard = args.clipboard.then(|| open_clipboard(out)).flatten();
     let node = start_node(config).await?;
     consent.attach(node.clone());
     let mut events = node.subscribe();
@@ -195,6 +200,9 @@ async fn serve(
                 Err(error) => tracing::warn!(%error, "control socket accept failed"),
             },
             event = events.recv() => match event {
+                Ok(NetworkEvent::TextReceived { from, text }) => {
+                    show_text(&node, from, &text, clipboard.as_ref(), out);
+                }
                 Ok(event) => show_event(&event, out),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
@@ -204,6 +212,66 @@ async fn serve(
     }
     node.shutdown().await;
     Ok(())
+}
+
+/// The clipboard for `--clipboard`, or `None` after saying once why there is none (texts are
+/// still shown).
+fn open_clipboard(out: Output) -> Option<Clipboard> {
+    match Clipboard::open() {
+        Ok(clipboard) => Some(clipboard),
+        Err(reason) => {
+            out.line(
+                "clipboard_off",
+                &format!("clipboard off: {reason}; received texts are only shown"),
+                json!({ "reason": reason }),
+            );
+            None
+        }
+    }
+}
+
+/// A text from a paired device: shown (every line of it indented, so it cannot pass for a
+/// line of this node's own), and put on the clipboard with `--clipboard`.
+fn show_text(
+    node: &NetworkingService,
+    from: NodeId,
+    text: &str,
+    clipboard: Option<&Clipboard>,
+    out: Output,
+) {
+    let name = node
+        .device(from)
+        .ok()
+        .and_then(|device| device.info())
+        .map(|device| device.info.device_name.to_string());
+    let on_clipboard = clipboard.is_some_and(|clipboard| clipboard.set(text));
+    let who = match &name {
+        Some(name) => format!("{name:?} (node {})", from.fmt_short()),
+        None => format!("node {}", from.fmt_short()),
+    };
+    out.line(
+        "text",
+        &text_line(&who, on_clipboard, text),
+        json!({
+            "from": from.to_string(),
+            "name": name,
+            "text": text,
+            "clipboard": on_clipboard,
+        }),
+    );
+}
+
+/// How a received text reads for people: a heading, then the text with every line indented.
+fn text_line(who: &str, on_clipboard: bool, text: &str) -> String {
+    let clipboard = if on_clipboard {
+        ", on the clipboard"
+    } else {
+        ""
+    };
+    format!(
+        "text from {who}{clipboard}:\n  {}",
+        text.replace('\n', "\n  ")
+    )
 }
 
 fn show_event(event: &NetworkEvent, out: Output) {
@@ -281,4 +349,26 @@ fn show_event(event: &NetworkEvent, out: Output) {
         }
     };
     out.line(name, &text, record);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::terminal_safe;
+
+    #[test]
+    fn a_texts_lines_are_indented_so_none_passes_for_the_nodes_own() {
+        let forged = "hi\nreceived 1 file(s), 1 GiB from 1a2b3c4d5e, verified\r\u{1b}[2K";
+        let line = text_line("\"laptop\" (node 5e4d3c2b1a)", true, forged);
+        let shown = terminal_safe(&line, true);
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "text from \"laptop\" (node 5e4d3c2b1a), on the clipboard:",
+                "  hi",
+                "  received 1 file(s), 1 GiB from 1a2b3c4d5e, verified\\u{d}\\u{1b}[2K",
+            ]
+        );
+    }
 }

@@ -1,7 +1,7 @@
 //! Which answer fits which request.
 //!
-//! A request kind has exactly one answer kind (a `LibraryAnnounce` sent as a request is
-//! acknowledged with an `Ack`, a `LibraryRequest` is answered with a `LibraryAnnounce`), and
+//! A request kind has exactly one answer kind (a `LibraryAnnounce` or a `Text` sent as a
+//! request is acknowledged with an `Ack`, a `LibraryRequest` is answered with a `LibraryAnnounce`), and
 //! any request may be answered with an `Error`. Answer kinds are never requests.
 
 use tether_wire::MessageKind;
@@ -10,7 +10,7 @@ use tether_wire::MessageKind;
 pub fn expected_answer(kind: MessageKind) -> Option<MessageKind> {
     Some(match kind {
         MessageKind::Ping => MessageKind::Pong,
-        MessageKind::LibraryAnnounce => MessageKind::Ack,
+        MessageKind::LibraryAnnounce | MessageKind::Text => MessageKind::Ack,
         MessageKind::LibraryRequest => MessageKind::LibraryAnnounce,
         MessageKind::SyncRequest => MessageKind::SyncResponse,
         MessageKind::FileRequest => MessageKind::FileResponse,

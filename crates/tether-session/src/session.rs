@@ -7,7 +7,7 @@ use tether_crypto::{CryptoError, SessionKeys, TRANSFER_ID_LEN, TransferSecret};
 use tether_identity::{ErrorChain, error_chain};
 use tether_wire::{
     ControlMessage, EncodeError, ErrorCode, ErrorReply, Frame, FrameDecoder, FrameError, FrameKind,
-    MessageKind, NetworkMessage, Ping, Pong, RequestId, SealError,
+    MessageKind, NetworkMessage, Ping, Pong, RequestId, SealError, limits::MAX_TEXT_LEN,
 };
 use tracing::debug;
 
@@ -56,6 +56,10 @@ pub struct Config {
     /// Report [`Event::Close`] with [`CloseReason::Idle`] after this long without application
     /// traffic and with nothing using the link.
     pub idle_timeout: Option<Duration>,
+    /// The longest `Text` taken from the peer, in bytes; a longer one is answered with an
+    /// `Error` reply of code `LimitExceeded` and never reaches the application. Texts over
+    /// the protocol's [`MAX_TEXT_LEN`] do not decode, whatever this says.
+    pub max_text_len: usize,
 }
 
 impl Default for Config {
@@ -66,6 +70,7 @@ impl Default for Config {
             busy_probe_after: None,
             busy_probe_timeout: Duration::from_secs(3),
             idle_timeout: None,
+            max_text_len: MAX_TEXT_LEN,
         }
     }
 }
@@ -307,12 +312,18 @@ impl Session {
             match ControlMessage::decode(plain.payload()) {
                 Ok(message) => self.dispatch(now, message),
                 Err(error) => {
-                    // The frame authenticated, so the stream is in step: answer and go on.
-                    let reply = ErrorReply {
+                    // The frame authenticated, so the stream is in step: answer and go on,
+                    // with the request's id when the peer's request carried one (an older
+                    // peer's answer to a kind it does not know), so it ends at once.
+                    let reply = NetworkMessage::Error(ErrorReply {
                         code: error.code(),
                         message: error_chain(&error),
+                    });
+                    let reply = match RequestId::of_payload(plain.payload()) {
+                        Some(id) if !self.is_own(id) => ControlMessage::with_id(id, reply),
+                        _ => ControlMessage::new(reply),
                     };
-                    self.queue(&ControlMessage::new(NetworkMessage::Error(reply)));
+                    self.queue(&reply);
                 }
             }
         }
@@ -385,6 +396,18 @@ impl Session {
             NetworkMessage::Error(ErrorReply {
                 code: ErrorCode::Unsupported,
                 message: "file requests belong to a transfer stream".to_owned(),
+            })
+        } else if let NetworkMessage::Text(text) = &message
+            && text.text.len() > self.config.max_text_len
+        {
+            debug!(len = text.text.len(), "a text over this device's limit");
+            NetworkMessage::Error(ErrorReply {
+                code: ErrorCode::LimitExceeded,
+                message: format!(
+                    "a text of {} bytes; this device takes at most {}",
+                    text.text.len(),
+                    self.config.max_text_len
+                ),
             })
         } else {
             self.events.push_back(Event::Message { id, key, message });

@@ -18,7 +18,7 @@ use tether_session::{
 };
 use tether_wire::{
     ErrorCode, ErrorReply, LibraryAnnounce, NetworkMessage, Ping, RequestId, SyncRequest,
-    SyncResponse,
+    SyncResponse, Text,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,6 +30,7 @@ fn config() -> Config {
         busy_probe_after: None,
         busy_probe_timeout: Duration::from_secs(3),
         idle_timeout: None,
+        max_text_len: tether_wire::limits::MAX_TEXT_LEN,
     }
 }
 
@@ -789,5 +790,99 @@ fn a_message_that_does_not_decode_gets_an_error_reply_and_the_session_goes_on() 
             NetworkMessage::Pong(tether_wire::Pong { timestamp_ms: 5 })
         ),
         "the next message is answered as usual"
+    );
+}
+
+/// Seals `payloads` as the raw dialler would and returns the acceptor's replies, decoded.
+fn raw_exchange(
+    acceptor_config: Config,
+    payloads: &[Vec<u8>],
+) -> (Vec<Event>, Vec<tether_wire::ControlMessage>) {
+    use rand_core::SeedableRng;
+    use tether_wire::{ControlMessage, Frame, FrameDecoder, FrameKind};
+
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(11);
+    let (mut dialler, acceptor, _) = harness::handshake(&mut rng);
+    let now = std::time::Instant::now();
+    let mut acceptor = tether_session::Session::new(acceptor, Side::Acceptor, acceptor_config, now);
+    let mut wire = Vec::new();
+    for payload in payloads {
+        let frame = Frame::new(FrameKind::Control, payload.clone()).unwrap();
+        frame.seal(&mut dialler).unwrap().encode_into(&mut wire);
+    }
+    acceptor.handle_input(now, &wire).unwrap();
+    let events = std::iter::from_fn(|| acceptor.poll_event()).collect();
+    let replies = acceptor.poll_transmit().unwrap_or_default();
+    let mut decoder = FrameDecoder::new();
+    let mut input = &replies[..];
+    let mut got = Vec::new();
+    while let Some(frame) = decoder.decode(&mut input).unwrap() {
+        let plain = frame.open(&mut dialler).unwrap();
+        got.push(ControlMessage::decode(plain.payload()).unwrap());
+    }
+    (events, got)
+}
+
+fn error_code(reply: &tether_wire::ControlMessage) -> Option<(Option<RequestId>, ErrorCode)> {
+    match &reply.message {
+        NetworkMessage::Error(ErrorReply { code, .. }) => Some((reply.id, *code)),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_request_that_does_not_decode_is_answered_with_its_own_id() {
+    // What an older peer does with a kind it does not know, and any peer with a text over
+    // the protocol's cap: the requester hears at once, not at its timeout.
+    let too_long = "x".repeat(tether_wire::limits::MAX_TEXT_LEN + 1);
+    let (events, replies) = raw_exchange(
+        config(),
+        &[
+            br#"{"id":1,"type":"Teleport","body":{"to":"mars"}}"#.to_vec(),
+            format!(r#"{{"id":3,"type":"Text","body":{{"text":"{too_long}"}}}}"#).into_bytes(),
+            b"{not json".to_vec(),
+        ],
+    );
+    assert_eq!(events, vec![]);
+    let codes: Vec<_> = replies.iter().map(error_code).collect();
+    assert_eq!(
+        codes,
+        vec![
+            Some((Some(RequestId(1)), ErrorCode::UnknownMessage)),
+            Some((Some(RequestId(3)), ErrorCode::LimitExceeded)),
+            Some((None, ErrorCode::Malformed)),
+        ]
+    );
+}
+
+#[test]
+fn a_text_is_delivered_as_a_message_and_one_over_the_limit_is_refused() {
+    let config = Config {
+        max_text_len: 8,
+        ..config()
+    };
+    let mut pair = Pair::new(12, config, WireConfig::default());
+    let text = |t: &str| NetworkMessage::Text(Text { text: t.to_owned() });
+    // Eight bytes (two of them one character) pass; nine do not.
+    let short = pair.request(End::Dialler, text("héllo!!"), TIMEOUT);
+    let long = pair.request(End::Dialler, text("héllo!!!"), TIMEOUT);
+    pair.run_for(Duration::from_millis(25));
+    assert_eq!(
+        pair.events(End::Acceptor),
+        vec![Event::Message {
+            id: Some(short),
+            message: text("héllo!!")
+        }]
+    );
+    pair.session(End::Acceptor).acknowledge(Some(short), true);
+    pair.run_for(Duration::from_millis(25));
+    let got = answers(&pair.events(End::Dialler));
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.contains(&(short, Ok(NetworkMessage::Ack))), "{got:?}");
+    assert!(
+        got.iter().any(|(id, result)| *id == long
+            && matches!(result, Err(RequestError::Rejected { code: ErrorCode::LimitExceeded, message })
+                if message == "a text of 9 bytes; this device takes at most 8")),
+        "{got:?}"
     );
 }

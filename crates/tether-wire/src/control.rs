@@ -139,6 +139,7 @@ impl ControlMessage {
             MessageKind::Ping => NetworkMessage::Ping(parse(kind, body)?),
             MessageKind::Pong => NetworkMessage::Pong(parse(kind, body)?),
             MessageKind::NameUpdate => NetworkMessage::NameUpdate(parse(kind, body)?),
+            MessageKind::Text => NetworkMessage::Text(parse(kind, body)?),
             // A body on Ack is an unknown field: ignored.
             MessageKind::Ack => NetworkMessage::Ack,
             MessageKind::Error => NetworkMessage::Error(parse(kind, body)?),
@@ -149,6 +150,21 @@ impl ControlMessage {
             once: raw.once,
             message,
         })
+    }
+}
+
+impl RequestId {
+    /// The request id of a control payload that does not decode as a message (an unknown
+    /// type, a field over a limit), so that the `Error` reply to it can carry the id and the
+    /// peer's request ends at once instead of at its timeout. `None` when the payload has no
+    /// id or is not a JSON object.
+    pub fn of_payload(bytes: &[u8]) -> Option<Self> {
+        #[derive(Deserialize)]
+        struct IdOnly {
+            #[serde(default)]
+            id: Option<RequestId>,
+        }
+        serde_json::from_slice::<IdOnly>(bytes).ok()?.id
     }
 }
 
@@ -354,6 +370,17 @@ mod tests {
         message.encode_into(&mut out).unwrap();
         assert_eq!(&out[..6], b"prefix");
         assert_eq!(out.len() - 6, message.encoded_len().unwrap());
+    }
+
+    #[test]
+    fn the_id_of_a_payload_that_does_not_decode_is_found() {
+        let unknown = br#"{"id":9,"type":"Teleport","body":{"to":"mars"}}"#;
+        assert!(ControlMessage::decode(unknown).is_err());
+        assert_eq!(RequestId::of_payload(unknown), Some(RequestId(9)));
+        assert_eq!(RequestId::of_payload(br#"{"type":"Teleport"}"#), None);
+        assert_eq!(RequestId::of_payload(br#"{"id":-1,"type":"Ping"}"#), None);
+        assert_eq!(RequestId::of_payload(b"[1,2]"), None);
+        assert_eq!(RequestId::of_payload(b"{\"id\":9"), None);
     }
 
     #[test]

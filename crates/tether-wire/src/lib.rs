@@ -109,4 +109,5 @@ pub use io::{ReadError, read_frame, read_frame_into, write_frame};
 pub use message::{
     ErrorCode, ErrorReply, FileRequest, FileResponse, LibraryAnnounce, LibraryInfo, LibraryRequest,
     MessageKind, NameUpdate, NetworkMessage, Ping, Pong, SyncEntry, SyncRequest, SyncResponse,
+    Text,
 };

@@ -18,6 +18,9 @@ pub const MAX_SYNC_ENTRIES: usize = 4096;
 pub const MAX_NAME_LEN: usize = 256;
 /// Longest entry path, in bytes.
 pub const MAX_PATH_LEN: usize = 4096;
+/// Longest `Text::text`, in bytes of UTF-8: 64 KiB (a note, a link, a paragraph; files go as
+/// transfers). At most six times that as escaped JSON, well inside [`MAX_CONTROL_LEN`].
+pub const MAX_TEXT_LEN: usize = 64 << 10;
 /// Longest `ErrorReply::message`, in bytes.
 pub const MAX_ERROR_MESSAGE_LEN: usize = 1024;
 /// Longest piece of an unknown message type name kept in

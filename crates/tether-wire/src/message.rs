@@ -13,7 +13,7 @@ use crate::frame::LimitError;
 use crate::hlc::Hlc;
 use crate::limits::{
     MAX_CHUNK_LEN, MAX_ERROR_MESSAGE_LEN, MAX_LIBRARIES, MAX_NAME_LEN, MAX_PATH_LEN,
-    MAX_SYNC_ENTRIES,
+    MAX_SYNC_ENTRIES, MAX_TEXT_LEN,
 };
 
 /// A control message. Encode and decode it inside a [`ControlMessage`](crate::ControlMessage).
@@ -39,6 +39,8 @@ pub enum NetworkMessage {
     Pong(Pong),
     /// The sender renamed itself (answered by an `Ack`).
     NameUpdate(NameUpdate),
+    /// A short text for the person at the other device (acknowledged with an `Ack`).
+    Text(Text),
     /// A request succeeded and has nothing to return.
     Ack,
     /// A request failed, or a message could not be handled.
@@ -67,6 +69,8 @@ pub enum MessageKind {
     Pong,
     /// [`NetworkMessage::NameUpdate`].
     NameUpdate,
+    /// [`NetworkMessage::Text`].
+    Text,
     /// [`NetworkMessage::Ack`].
     Ack,
     /// [`NetworkMessage::Error`].
@@ -75,7 +79,7 @@ pub enum MessageKind {
 
 impl MessageKind {
     /// Every kind, in declaration order.
-    pub const ALL: [MessageKind; 11] = [
+    pub const ALL: [MessageKind; 12] = [
         Self::LibraryAnnounce,
         Self::LibraryRequest,
         Self::SyncRequest,
@@ -85,6 +89,7 @@ impl MessageKind {
         Self::Ping,
         Self::Pong,
         Self::NameUpdate,
+        Self::Text,
         Self::Ack,
         Self::Error,
     ];
@@ -101,6 +106,7 @@ impl MessageKind {
             Self::Ping => "Ping",
             Self::Pong => "Pong",
             Self::NameUpdate => "NameUpdate",
+            Self::Text => "Text",
             Self::Ack => "Ack",
             Self::Error => "Error",
         }
@@ -125,6 +131,7 @@ impl NetworkMessage {
             Self::Ping(_) => MessageKind::Ping,
             Self::Pong(_) => MessageKind::Pong,
             Self::NameUpdate(_) => MessageKind::NameUpdate,
+            Self::Text(_) => MessageKind::Text,
             Self::Ack => MessageKind::Ack,
             Self::Error(_) => MessageKind::Error,
         }
@@ -251,6 +258,14 @@ pub struct NameUpdate {
     pub signature: [u8; 64],
 }
 
+/// Body of [`NetworkMessage::Text`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Text {
+    /// The text, at most [`MAX_TEXT_LEN`](crate::limits::MAX_TEXT_LEN) bytes of UTF-8. Untrusted:
+    /// escape control characters before showing it.
+    pub text: String,
+}
+
 /// Body of [`NetworkMessage::Error`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorReply {
@@ -310,6 +325,7 @@ impl_from_body! {
     Ping => Ping,
     Pong => Pong,
     NameUpdate => NameUpdate,
+    Text => Text,
     ErrorReply => Error,
 }
 
@@ -344,6 +360,7 @@ impl NetworkMessage {
                 }
                 Ok(())
             }
+            Self::Text(text) => max_bytes("text", &text.text, MAX_TEXT_LEN),
             Self::Error(reply) => max_bytes("error message", &reply.message, MAX_ERROR_MESSAGE_LEN),
             Self::NameUpdate(update) => max_bytes("device name", &update.name, MAX_NAME_LEN),
             Self::LibraryRequest(_)

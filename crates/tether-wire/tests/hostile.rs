@@ -236,6 +236,23 @@ fn huge_vectors_in_json_are_rejected_by_the_limits() {
         Err(MessageError::Limit(LimitError::TooLong { .. }))
     ));
 
+    // A text over its cap, however it is escaped: the cap counts the decoded bytes.
+    let json = format!(
+        r#"{{"id":3,"type":"Text","body":{{"text":"{}"}}}}"#,
+        r"\u0007".repeat(limits::MAX_TEXT_LEN + 1)
+    );
+    assert!(json.len() < limits::MAX_CONTROL_LEN);
+    assert!(matches!(
+        ControlMessage::decode(json.as_bytes()),
+        Err(MessageError::Limit(LimitError::TooLong { field: "text", len, max: limits::MAX_TEXT_LEN }))
+            if len == limits::MAX_TEXT_LEN + 1
+    ));
+    let at_cap = format!(
+        r#"{{"type":"Text","body":{{"text":"{}"}}}}"#,
+        "é".repeat(limits::MAX_TEXT_LEN / 2)
+    );
+    assert!(ControlMessage::decode(at_cap.as_bytes()).is_ok());
+
     // Out-of-range numbers.
     for chunk_size in ["0", "262145", "4294967296", "-1", "1e9"] {
         let json = format!(

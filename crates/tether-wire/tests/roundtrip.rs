@@ -13,7 +13,7 @@ use tether_wire::{
     ContentHash, ControlMessage, DataChunk, ErrorCode, ErrorReply, FileRequest, FileResponse,
     Frame, FrameDecoder, FrameEncoder, FrameKind, Hlc, LibraryAnnounce, LibraryInfo,
     LibraryRequest, NameUpdate, NetworkMessage, Ping, Pong, RequestId, SyncEntry, SyncRequest,
-    SyncResponse, limits::MAX_CHUNK_LEN,
+    SyncResponse, Text, limits::MAX_CHUNK_LEN,
 };
 use uuid::Uuid;
 
@@ -161,6 +161,9 @@ fn name_update() -> impl Strategy<Value = NetworkMessage> {
             .into()
         })
 }
+fn text_message() -> impl Strategy<Value = NetworkMessage> {
+    text(2000).prop_map(|text| Text { text }.into())
+}
 fn ack() -> impl Strategy<Value = NetworkMessage> {
     Just(NetworkMessage::Ack)
 }
@@ -179,6 +182,7 @@ fn any_message() -> impl Strategy<Value = NetworkMessage> {
         ping(),
         pong(),
         name_update(),
+        text_message(),
         ack(),
         error(),
     ]
@@ -256,6 +260,8 @@ proptest! {
     fn pong_round_trips(m in control(pong())) { check_round_trip(&m)?; }
     #[test]
     fn name_update_round_trips(m in control(name_update())) { check_round_trip(&m)?; }
+    #[test]
+    fn text_round_trips(m in control(text_message())) { check_round_trip(&m)?; }
     #[test]
     fn ack_round_trips(m in control(ack())) { check_round_trip(&m)?; }
     #[test]

@@ -120,6 +120,11 @@ pub struct NetworkingConfig {
     /// longer paired) are removed from the receive directory when the service starts and by
     /// [`crate::NetworkingService::collect_leftovers`]. Default: 7 days.
     pub leftover_idle: Duration,
+    /// The longest text taken from a paired device, in bytes; a longer one is refused (the
+    /// sender gets [`crate::NetworkError::Rejected`] with
+    /// [`crate::ErrorCode::LimitExceeded`]) and never becomes an event. Texts over
+    /// [`crate::limits::MAX_TEXT_LEN`] (64 KiB, the default) are refused whatever this says.
+    pub max_text_len: usize,
 }
 
 impl NetworkingConfig {
@@ -150,6 +155,7 @@ impl NetworkingConfig {
             inode_reserve: Reserve::DEFAULT_INODES,
             default_storage_quota: None,
             leftover_idle: DEFAULT_LEFTOVER_IDLE,
+            max_text_len: tether_wire::limits::MAX_TEXT_LEN,
         }
     }
 

@@ -134,6 +134,14 @@ pub enum NetworkError {
     /// The caller used the API wrongly.
     #[error("{0}")]
     Usage(String),
+    /// A text to send is longer than the protocol takes; nothing was sent.
+    #[error("the text is {len} bytes; at most {max} can be sent")]
+    TextTooLong {
+        /// Its length in bytes (UTF-8).
+        len: usize,
+        /// The most that can be sent: [`crate::limits::MAX_TEXT_LEN`].
+        max: usize,
+    },
     /// The device asked for an entry refused it: it shares no entry with that id with this
     /// device (or nothing at all). It opened and read nothing.
     #[error("entry {entry_id} is not shared with this device")]

@@ -85,6 +85,15 @@ pub enum NetworkEvent {
         /// What.
         message: NetworkMessage,
     },
+    /// A paired device sent a text ([`crate::NetworkingService::send_text`]). Untrusted: up to
+    /// [`NetworkingConfig::max_text_len`](crate::NetworkingConfig::max_text_len) bytes of any
+    /// UTF-8, control characters included; escape them before showing it.
+    TextReceived {
+        /// Who.
+        from: NodeId,
+        /// What.
+        text: String,
+    },
     /// A paired device offered a transfer; the consent decides next (an accepted one goes
     /// on with [`NetworkEvent::IncomingTransfer`] events).
     TransferOffered {

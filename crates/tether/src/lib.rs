@@ -17,7 +17,8 @@
 //!   [`DeviceHandle::send_message`] is a request that gets its answer or a typed error
 //!   ([`NetworkError::Rejected`] for an `Error` reply, [`NetworkError::TimedOut`]): the
 //!   service answers `Ping` itself, acknowledges a `LibraryAnnounce` (and hands it to the app
-//!   as [`NetworkEvent::MessageReceived`]), and passes a `SyncRequest` or `LibraryRequest` to
+//!   as [`NetworkEvent::MessageReceived`]) and a short text ([`NetworkingService::send_text`],
+//!   at most 64 KiB, [`NetworkEvent::TextReceived`]), and passes a `SyncRequest` or `LibraryRequest` to
 //!   the app's [`RequestHandler`] (without one the answer is an `Unsupported` error).
 //! * **Connections.** One pooled connection per device, dialled on demand, with keep-alive
 //!   pings, dead-peer detection, and reconnection when a paired device reappears. Its
@@ -133,7 +134,7 @@ pub use tether_registry::{
 pub use tether_wire::{
     ContentHash, ErrorCode, ErrorReply, FileRequest, FileResponse, Hlc, HlcError, LibraryAnnounce,
     LibraryInfo, LibraryRequest, MAX_DRIFT_MS, MessageKind, NameUpdate, NetworkMessage, Ping, Pong,
-    SyncEntry, SyncRequest, SyncResponse,
+    SyncEntry, SyncRequest, SyncResponse, Text,
 };
 /// What one message may hold at most (entries per sync page, name and path lengths, the size
 /// of a control message): an app sizes its pages by these.

@@ -5,7 +5,7 @@
 use tether_wire::{
     ContentHash, ControlMessage, ErrorCode, ErrorReply, FileRequest, FileResponse, Hlc,
     LibraryAnnounce, LibraryInfo, LibraryRequest, MessageKind, NameUpdate, NetworkMessage, Ping,
-    Pong, RequestId, SyncEntry, SyncRequest, SyncResponse,
+    Pong, RequestId, SyncEntry, SyncRequest, SyncResponse, Text,
 };
 use uuid::Uuid;
 
@@ -109,6 +109,12 @@ pub(crate) fn sample(kind: MessageKind) -> ControlMessage {
                 name: "Anna's desk \u{1F5A5}".into(),
                 changed_ms: 1_780_000_000_456,
                 signature: std::array::from_fn(|i| i as u8),
+            },
+        ),
+        MessageKind::Text => ControlMessage::with_id(
+            id,
+            Text {
+                text: "Wi-Fi: \"attic\" \u{1F4F6}\nhttps://example.org/a?b=c".into(),
             },
         ),
         MessageKind::Ack => ControlMessage::with_id(id, NetworkMessage::Ack),

@@ -127,6 +127,8 @@ pub(crate) struct Inbox {
     pub(crate) events: mpsc::Sender<Incoming>,
     /// The app's request handler, if it registered one.
     pub(crate) handler: HandlerSlot,
+    /// The longest text taken from the peer ([`crate::NetworkingConfig::max_text_len`]).
+    pub(crate) max_text_len: usize,
     /// Who the peer is (authenticated, paired), for the handler.
     pub(crate) peer: PairedPeer,
     /// The service's answers to requests named across links, for repeats.
@@ -288,6 +290,7 @@ impl Link {
         let config = Config {
             busy_probe_after: Some(BUSY_PROBE_AFTER),
             busy_probe_timeout: BUSY_PROBE_TIMEOUT,
+            max_text_len: inbox.max_text_len,
             ..Config::default()
         };
         // Pings and pongs (and the app's messages) go ahead of transfer data on the wire.

@@ -120,6 +120,11 @@ impl DeviceHandle {
         self.service.send_message(self.node_id, message).await
     }
 
+    /// Sends a short text (see [`NetworkingService::send_text`]).
+    pub async fn send_text(&self, text: impl Into<String>) -> Result<(), NetworkError> {
+        self.service.send_text(self.node_id, text).await
+    }
+
     /// Measures a round trip of an encrypted `Ping`.
     pub async fn ping(&self) -> Result<Duration, NetworkError> {
         let started = std::time::Instant::now();

@@ -32,6 +32,7 @@ impl NetworkingService {
         Ok(Inbox {
             events: self.inner.incoming.clone(),
             handler: Arc::clone(&self.inner.handler),
+            max_text_len: self.inner.config.max_text_len,
             peer: PairedPeer {
                 node_id,
                 device: device.info,

@@ -9,7 +9,7 @@ use tether_identity::{ErrorChain, NodeId};
 use tether_iroh::{ConnectionInfo, PathKind, PeerAddr};
 use tether_pairing::CodeStatus;
 use tether_protocol::{DiscoveredDevice, Discovery, DiscoveryEvent};
-use tether_wire::NetworkMessage;
+use tether_wire::{NetworkMessage, Text};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -41,6 +41,9 @@ impl NetworkingService {
                 match message {
                     NetworkMessage::NameUpdate(update) => {
                         names.take_name_update(from, update).await;
+                    }
+                    NetworkMessage::Text(Text { text }) => {
+                        let _ = events.send(NetworkEvent::TextReceived { from, text });
                     }
                     message => {
                         let _ = events.send(NetworkEvent::MessageReceived { from, message });

@@ -33,6 +33,7 @@ mod pull;
 mod serve;
 mod states;
 mod tasks;
+mod text;
 mod trust;
 
 pub use self::core::NetworkingService;
