@@ -72,6 +72,7 @@ mod link;
 mod lobby;
 mod pairing;
 mod request;
+mod retry;
 mod service;
 mod share;
 mod sightings;
