@@ -47,8 +47,9 @@ pub(crate) fn netlab(root: &Path, debug: bool, args: &[String]) -> Result<()> {
     if !build.status().context("running cargo build")?.success() {
         bail!("building tether-netlab failed");
     }
-    let lab = root
-        .join("target")
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), |dir| root.join(dir));
+    let lab = target
         .join(if debug { "debug" } else { "release" })
         .join("tether-netlab");
     let status = Command::new(&lab)

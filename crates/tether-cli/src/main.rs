@@ -210,6 +210,11 @@ struct SendArgs {
     /// End a stalled send after S s (exit 5) [default: 60]
     #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     stall_timeout: Option<u64>,
+    /// When the link is lost (the device restarts, drops off, changes path), wait up to
+    /// DURATION for it, redialling, and resume; exit 5 only once that runs out. 30s, 10m, 1h;
+    /// 0: fail at once [default: 10m]
+    #[arg(long, value_name = "DURATION", value_parser = send::parse_retry_for)]
+    retry_for: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -342,6 +347,7 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
                 encrypt: !args.no_encrypt,
                 limit: args.limit,
                 stall_timeout: args.stall_timeout,
+                retry_for_ms: args.retry_for.map(send::millis),
             })
         }
     };

@@ -1,6 +1,7 @@
 //! `tether send DEVICE PATH...`: files and directories to a paired device, resumable.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -34,6 +35,30 @@ pub(crate) struct SendRequest {
     /// To every paired device (trusted) at once; `device` is then unused.
     #[serde(default)]
     pub(crate) all: bool,
+    /// Milliseconds to wait for the device after a lost link; `None`: [`DEFAULT_RETRY_FOR`].
+    #[serde(default)]
+    pub(crate) retry_for_ms: Option<u64>,
+}
+
+/// How long a send waits for the device after a lost link, unless `--retry-for` says.
+pub(crate) const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(10 * 60);
+
+/// The longest `--retry-for`: a week.
+const MAX_RETRY_FOR: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// Parses `--retry-for`: a humantime duration (`30s`, `10m`, `1h 30m`), `0` for none.
+pub(crate) fn parse_retry_for(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|error| format!("{error}: give a duration such as 30s, 10m or 1h, or 0"))?;
+    if duration > MAX_RETRY_FOR {
+        return Err("at most a week (168h)".to_owned());
+    }
+    Ok(duration)
+}
+
+/// A duration in whole milliseconds (saturating).
+pub(crate) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 pub(crate) async fn run(
@@ -48,12 +73,16 @@ pub(crate) async fn run(
         .into_iter()
         .find(|d| d.node_id == target)
         .map_or_else(|| target.fmt_short(), |d| d.info.device_name.to_string());
+    let retry_for = request
+        .retry_for_ms
+        .map_or(DEFAULT_RETRY_FOR, Duration::from_millis);
     let options = TransferOptions::default()
         .compress(request.compress)
         .encrypt(request.encrypt)
-        .rate_limit(request.limit);
+        .rate_limit(request.limit)
+        .retry_for(retry_for);
     let options = match request.stall_timeout {
-        Some(secs) => options.stall_timeout(std::time::Duration::from_secs(secs)),
+        Some(secs) => options.stall_timeout(Duration::from_secs(secs)),
         None => options,
     };
     let mut handle = tokio::select! {
@@ -89,10 +118,25 @@ pub(crate) async fn run(
         )
         .into()),
         Err(NetworkError::Transfer(error)) => {
-            Err(Failure::new(TRANSFER, transfer_failure(&name, &error)).into())
+            let mut message = transfer_failure(&name, &error);
+            if !retry_for.is_zero() && retry_curable(&error) {
+                message = format!(
+                    "{message} (waited {} for {name} to be back)",
+                    humantime::format_duration(retry_for)
+                );
+            }
+            Err(Failure::new(TRANSFER, message).into())
         }
         Err(error) => Err(offline(&name, error)),
     }
+}
+
+/// Whether the library retried `error` (and so waited for the device before giving up).
+fn retry_curable(error: &TransferError) -> bool {
+    matches!(
+        error,
+        TransferError::Link(_) | TransferError::Stalled { .. }
+    )
 }
 
 /// The line for a completed send.
@@ -106,7 +150,7 @@ fn show_sent(report: &TransferReport, target: NodeId, name: &str, sink: &Sink) {
     sink.line(
         "sent",
         format!(
-            "sent {} file{} ({}) to {name} in {}, {}/s, path {}\n{} verified by the receiver, {} resumed",
+            "sent {} file{} ({}) to {name} in {}, {}/s, path {}\n{} verified by the receiver, {} resumed{}",
             report.files,
             if report.files == 1 { "" } else { "s" },
             bytes(report.bytes_total),
@@ -115,6 +159,16 @@ fn show_sent(report: &TransferReport, target: NodeId, name: &str, sink: &Sink) {
             path_name(report.path),
             bytes(report.bytes_verified),
             bytes(report.bytes_resumed),
+            if report.resumes > 0 {
+                format!(
+                    "; resumed {} time{} by itself, {} sent twice",
+                    report.resumes,
+                    if report.resumes == 1 { "" } else { "s" },
+                    bytes(report.bytes_resent)
+                )
+            } else {
+                String::new()
+            },
         ),
         json!({
             "transfer_id": report.transfer_id.to_string(),
@@ -129,6 +183,8 @@ fn show_sent(report: &TransferReport, target: NodeId, name: &str, sink: &Sink) {
             "duration_s": seconds,
             "rate_bytes_per_s": rate,
             "path": path_name(report.path),
+            "resumes": report.resumes,
+            "bytes_resent": report.bytes_resent,
         }),
     );
 }
@@ -248,6 +304,26 @@ fn show(event: &TransferEvent, name: &str, sink: &Sink) {
                 json!({ "waiting_for": waiting_for, "idle_s": idle.as_secs_f64() }),
             );
         }
+        TransferEvent::Retrying {
+            attempt,
+            reason,
+            retry_in,
+            ..
+        } => {
+            sink.line(
+                "retrying",
+                format!(
+                    "waiting for {name} ({reason}), retrying in {:.1} s (try {attempt})",
+                    retry_in.as_secs_f64()
+                ),
+                json!({
+                    "device": name,
+                    "attempt": attempt,
+                    "reason": reason,
+                    "retry_in_s": retry_in.as_secs_f64(),
+                }),
+            );
+        }
         _ => {}
     }
 }
@@ -257,5 +333,23 @@ fn path_name(path: tether::TransferPathKind) -> &'static str {
         tether::TransferPathKind::Direct => "direct",
         tether::TransferPathKind::Relayed => "relayed",
         _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::parse_retry_for;
+
+    #[test]
+    fn retry_for_takes_human_durations_and_zero() {
+        assert_eq!(parse_retry_for("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_retry_for("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_retry_for("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_retry_for("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_retry_for("soon").is_err());
+        assert!(parse_retry_for("-1s").is_err());
+        assert!(parse_retry_for("8days").is_err());
     }
 }

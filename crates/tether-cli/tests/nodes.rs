@@ -176,8 +176,16 @@ fn running_nodes_pair_by_ticket_and_send_a_directory() {
     pair_running_nodes_and_send(true);
 }
 
+/// Bytes a send may have to send again per receiver killed mid-transfer: what was on its way
+/// (QUIC lets the sender run at most one stream window ahead of what the receiver read; it
+/// goes on writing into that until it notices the silence) and the chunk the receiver was
+/// verifying (the unit it keeps).
+fn lost_per_kill() -> u64 {
+    u64::from(tether::QuicTuning::default().stream_receive_window) + 256 * 1024
+}
+
 #[test]
-fn a_receiver_killed_mid_transfer_is_resumed_by_the_same_send() {
+fn a_receiver_killed_three_times_mid_transfer_is_resumed_by_the_same_send() {
     let Pair {
         runtime,
         desk,
@@ -187,53 +195,50 @@ fn a_receiver_killed_mid_transfer_is_resumed_by_the_same_send() {
     let mut desk_up = up(rt, &desk);
     let _laptop_up = up(rt, &laptop);
     pair(rt, &desk, &laptop, false);
-    // Marked on the desk: still so after its restart below.
+    // Marked on the desk: still so after its restarts below.
     check(
         &tether(rt, &desk, &["trust", "laptop", "--auto-accept"])
             .output()
             .unwrap(),
         "trust",
     );
-    let src = source(rt, 6 << 20);
+    let size = 4 << 20;
+    let src = source(rt, size);
 
-    // 1 MB/s: the kill comes while the big file is on its way.
-    let mut first = tether(rt, &laptop, &["send", "desk", "--limit", "1M"]);
-    first.arg(&src);
-    let sending = Running::spawn(first);
-    loop {
-        let progress = sending.wait_for("progress");
-        if progress["bytes_done"].as_u64().unwrap() >= 1 << 20 {
-            break;
+    // 1 MB/s: each kill comes while the big file is on its way.
+    let mut send = tether(rt, &laptop, &["send", "desk", "--limit", "1M"]);
+    send.arg(&src);
+    let sending = Running::spawn(send).patience(Duration::from_secs(60));
+    for kill in 1..=3u64 {
+        loop {
+            let progress = sending.wait_for("progress");
+            if progress["bytes_done"].as_u64().unwrap() >= kill << 20 {
+                break;
+            }
         }
+        desk_up.child.kill().unwrap(); // SIGKILL: no clean-up, the socket file stays
+        let killed = Instant::now();
+        desk_up.child.wait().unwrap();
+        desk_up = up(rt, &desk);
+        let retrying = sending.wait_for("retrying");
+        eprintln!("kill {kill}: {retrying}");
+        assert_eq!(retrying["device"], "desk", "{retrying}");
+        // The link's in-use probe noticed the silence (no close frame came).
+        let reason = retrying["reason"].as_str().unwrap();
+        assert!(reason.contains("went silent"), "{reason}");
+        // Resumed: data moves again on a new run.
+        sending.wait_for("started");
+        eprintln!("kill {kill}: resumed {:?} after the kill", killed.elapsed());
     }
-    desk_up.child.kill().unwrap(); // SIGKILL: no clean-up, the socket file stays
-    let killed = Instant::now();
-    desk_up.child.wait().unwrap();
-    assert!(desk.join("control.sock").exists());
     let (status, lines) = sending.wait(FINISH);
-    let noticed = killed.elapsed();
-    eprintln!("the sender failed {noticed:?} after the kill");
-    assert_eq!(status.code(), Some(5), "{lines:?}");
-    // The link's in-use probe notices the silence (no close frame came), well before QUIC's
-    // 30 s idle timeout; the bound is loose, the machine is shared.
-    let message = event(&lines, "error")["message"].as_str().unwrap();
-    assert!(message.contains("went silent"), "{message}");
-    assert!(noticed < Duration::from_secs(15), "{noticed:?}: {message}");
-
-    let desk_up = up(rt, &desk);
-    let resumed = check(
-        &tether(rt, &laptop, &["send", "desk"])
-            .arg(&src)
-            .output()
-            .unwrap(),
-        "second send",
-    );
-    let report = event(&resumed, "sent");
-    eprintln!("resumed send: {report}");
-    let bytes_resumed = report["bytes_resumed"].as_u64().unwrap();
-    assert!(bytes_resumed > 0, "{report}");
+    assert_eq!(status.code(), Some(0), "{lines:?}");
+    let report = event(&lines, "sent");
+    eprintln!("the send: {report}");
+    assert_eq!(report["resumes"].as_u64(), Some(3), "{report}");
+    let resent = report["bytes_resent"].as_u64().unwrap();
     assert!(
-        report["bytes_transferred"].as_u64().unwrap() < report["bytes_total"].as_u64().unwrap()
+        resent <= 3 * lost_per_kill(),
+        "{resent} bytes sent twice: {report}"
     );
     assert_eq!(hashes(&src), hashes(&desk.join("received/photos")));
     drop(desk_up);

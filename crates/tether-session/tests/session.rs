@@ -871,6 +871,7 @@ fn a_text_is_delivered_as_a_message_and_one_over_the_limit_is_refused() {
         pair.events(End::Acceptor),
         vec![Event::Message {
             id: Some(short),
+            key: None,
             message: text("héllo!!")
         }]
     );

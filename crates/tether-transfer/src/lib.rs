@@ -196,7 +196,7 @@ pub use negotiate::CipherError;
 pub use options::{MAX_LANES, ReceiverConfig, RunContext, SendOptions};
 pub use path::{MAX_COMPONENT_LEN, MAX_DEPTH, MAX_PATH_LEN, PathError, RelPath};
 pub use progress::{
-    Direction, FileProgress, PathKind, Progress, TransferEvent, TransferReport, Waiting,
+    Direction, FileProgress, PathKind, Progress, SendTally, TransferEvent, TransferReport, Waiting,
 };
 pub use pull::{DECLINE_WRITE_TIMEOUT, IncomingPull, PulledEntry, request_pull};
 pub use receive::{Hello, IncomingLane, IncomingOffer, Receiver, read_hello};

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::consent::{Consent, DeclineAll};
 use crate::manifest::Limits;
-use crate::progress::TransferEvent;
+use crate::progress::{SendTally, TransferEvent};
 use crate::stall::DEFAULT_STALL_TIMEOUT;
 use crate::storage::{NoQuota, Reserve, StorageQuota};
 use crate::throttle::RateLimiter;
@@ -120,6 +120,9 @@ pub struct RunContext {
     pub cancel: CancellationToken,
     /// Limits shared with other transfers (a global limit), on top of the transfer's own.
     pub shared_limits: Vec<RateLimiter>,
+    /// Sender: where the run adds what it sent when it ends, however it ends (for a caller
+    /// that runs the transfer again to resume it, and sums the runs).
+    pub tally: Option<Arc<SendTally>>,
 }
 
 impl RunContext {
@@ -149,6 +152,12 @@ impl RunContext {
     /// Adds a shared limit.
     pub fn shared_limit(mut self, limiter: RateLimiter) -> Self {
         self.shared_limits.push(limiter);
+        self
+    }
+
+    /// Sets [`tally`](Self::tally).
+    pub fn tally(mut self, tally: Arc<SendTally>) -> Self {
+        self.tally = Some(tally);
         self
     }
 }

@@ -5,6 +5,8 @@
 //! authoritative account.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -151,6 +153,19 @@ pub enum TransferEvent {
         /// How long nothing has moved.
         idle: Duration,
     },
+    /// Sender: a run ended with a failure that reaching the device again can cure (the link
+    /// lost, the peer silent or restarting); the transfer is run again, resuming, after
+    /// `retry_in`. Said by a caller that retries (the `tether` crate's service), never by a run.
+    Retrying {
+        /// The device the transfer goes to.
+        peer: tether_identity::NodeId,
+        /// 1 for the first retry after the transfer last moved, counting up while it waits.
+        attempt: u32,
+        /// Why the last run or dial failed, for people.
+        reason: String,
+        /// When the next try starts.
+        retry_in: Duration,
+    },
 }
 
 /// The account of a finished run.
@@ -184,6 +199,55 @@ pub struct TransferReport {
     /// transfer was not encrypted. Serialized by name (`"aes-256-gcm"`).
     #[serde(default, with = "cipher_name")]
     pub cipher: Option<TransferCipher>,
+    /// How many times the transfer was run again after a failure on its own (a retrying
+    /// sender's handle); 0 for one run.
+    #[serde(default)]
+    pub resumes: u32,
+    /// File bytes the sender sent more than once over all its runs: what an interrupted run
+    /// sent that the receiver had not kept when the next run started ([`SendTally`]).
+    #[serde(default)]
+    pub bytes_resent: u64,
+}
+
+/// What the runs of one outgoing transfer sent, added up over the runs: a caller that resumes
+/// a transfer by running it again gives every run the same tally
+/// ([`RunContext::tally`](crate::RunContext::tally)), and learns what was sent twice.
+#[derive(Debug, Default)]
+pub struct SendTally {
+    /// File bytes sent by every run so far.
+    sent: AtomicU64,
+    /// File bytes the receiver lacked when it first said so (its `Plan`, or what it asked for
+    /// in a run that completed without one).
+    needed: OnceLock<u64>,
+}
+
+impl SendTally {
+    /// A tally of no runs.
+    pub fn new() -> Self {
+        SendTally::default()
+    }
+
+    /// File bytes sent by every run so far (before compression).
+    pub fn bytes_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// File bytes sent beyond what the receiver lacked at first: sent twice because a run
+    /// ended before the receiver kept them.
+    pub fn bytes_resent(&self) -> u64 {
+        let sent = self.bytes_sent();
+        self.needed
+            .get()
+            .map_or(0, |needed| sent.saturating_sub(*needed))
+    }
+
+    /// Adds what one run sent; `needed` is what the receiver lacked in that run, when it said.
+    pub(crate) fn add_run(&self, sent: u64, needed: Option<u64>) {
+        self.sent.fetch_add(sent, Ordering::Relaxed);
+        if let Some(needed) = needed {
+            let _ = self.needed.set(needed);
+        }
+    }
 }
 
 /// (De)serializes an optional cipher by its name.
@@ -230,6 +294,8 @@ impl TransferReport {
             duration: Duration::ZERO,
             path: PathKind::Unknown,
             cipher: None,
+            resumes: 0,
+            bytes_resent: 0,
         }
     }
 

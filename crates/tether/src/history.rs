@@ -228,6 +228,21 @@ impl Draft {
             .await;
     }
 
+    /// [`Self::record`] for a push's end, which may be a dial's error (a push that retried).
+    pub(crate) async fn record_push(self, result: Result<&TransferReport, &crate::NetworkError>) {
+        match result {
+            Ok(report) => self.record(Ok(report)).await,
+            Err(crate::NetworkError::Transfer(error)) => self.record(Err(error)).await,
+            Err(error) => {
+                let outcome = TransferOutcome::Failed {
+                    reason: cut(error_chain(error)),
+                    resumable: true,
+                };
+                self.record_outcome(None, outcome).await;
+            }
+        }
+    }
+
     /// Records `outcome` (with `report`, if the transfer got that far), as [`Self::record`].
     pub(crate) async fn record_outcome(
         self,

@@ -77,6 +77,7 @@ mod link;
 mod lobby;
 mod pairing;
 mod request;
+mod retry;
 mod service;
 mod share;
 mod sightings;

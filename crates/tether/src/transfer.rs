@@ -8,12 +8,14 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tether_iroh::ConnectionInfo;
 use tether_protocol::{RecvStream, SendStream};
 use tether_transfer::{
     CancellationToken, Direction, Hello, OutgoingTransfer, Receiver, RunContext, SendOptions,
+    SendTally,
     TransferCipher, TransferError, TransferEvent, TransferReport,
 };
 use tokio::sync::{broadcast, mpsc};
@@ -45,6 +47,18 @@ pub struct TransferOptions {
     /// How long the transfer may move no bytes at all before it ends with
     /// [`TransferError::Stalled`] (resumable: send again). Default: 60 s.
     pub stall_timeout: Duration,
+    /// How long a push may wait for the device when a run fails in a way that reaching it
+    /// again cures (the link lost, the device silent, restarting or unreachable, a stall):
+    /// meanwhile the handle says [`TransferEvent::Retrying`], redials with a short backoff
+    /// (at most 2 s between tries) and runs the transfer again, resuming (only what the
+    /// receiver lacks is sent). The budget is per outage: it starts anew once bytes move.
+    /// Other failures (a refusal, a full disk, a verification failure, a cancel) end the
+    /// handle at once.
+    ///
+    /// Default: zero, one run: a failure ends the handle as soon as it happens, and the app
+    /// decides what to do (ask the user, queue the send). The CLI's `tether send` waits 10
+    /// minutes (`--retry-for`).
+    pub retry_for: Duration,
 }
 
 impl Default for TransferOptions {
@@ -56,6 +70,7 @@ impl Default for TransferOptions {
             rate_limit: None,
             lanes: None,
             stall_timeout: Duration::from_secs(60),
+            retry_for: Duration::ZERO,
         }
     }
 }
@@ -91,12 +106,22 @@ impl TransferOptions {
         self
     }
 
+    /// Sets how long a push waits for the device to be reached again after a failure a redial
+    /// cures ([`Self::retry_for`](TransferOptions#structfield.retry_for)); zero for one run.
+    pub fn retry_for(mut self, budget: Duration) -> Self {
+        self.retry_for = budget;
+        self
+    }
+
     /// Sets the number of extra streams (instead of picking them from the round trip).
     pub fn lanes(mut self, lanes: u8) -> Self {
         self.lanes = Some(lanes);
         self
     }
 }
+
+/// Events a transfer's handle holds for a slow reader (more are dropped).
+pub(crate) const EVENTS: usize = 256;
 
 /// The link speed a transfer's streams should be able to fill, in bytes per second (1 Gbit/s).
 const LANE_TARGET_RATE: u64 = 125_000_000;
@@ -131,7 +156,7 @@ pub struct TransferHandle {
     /// Progress (bytes done, rate, ETA, per file) and per-file completion.
     pub events: mpsc::Receiver<TransferEvent>,
     cancel: CancellationToken,
-    task: JoinHandle<Result<TransferReport, TransferError>>,
+    task: JoinHandle<Result<TransferReport, NetworkError>>,
     pub(crate) path: tether_iroh::PathKind,
     /// What the offer holds, when this side made it (a push).
     pub(crate) size: OfferSize,
@@ -141,7 +166,7 @@ impl TransferHandle {
     pub(crate) fn new(
         events: mpsc::Receiver<TransferEvent>,
         cancel: CancellationToken,
-        task: JoinHandle<Result<TransferReport, TransferError>>,
+        task: JoinHandle<Result<TransferReport, NetworkError>>,
         path: tether_iroh::PathKind,
     ) -> Self {
         TransferHandle {
@@ -161,7 +186,7 @@ impl TransferHandle {
         self.task = tokio::spawn(async move {
             match task.await {
                 Ok(result) => {
-                    draft.record(result.as_ref()).await;
+                    draft.record_push(result.as_ref()).await;
                     result
                 }
                 Err(error) => {
@@ -172,7 +197,7 @@ impl TransferHandle {
                     draft.record(Err(&failed)).await;
                     match error.try_into_panic() {
                         Ok(payload) => std::panic::resume_unwind(payload),
-                        Err(_) => Err(TransferError::Cancelled),
+                        Err(_) => Err(TransferError::Cancelled.into()),
                     }
                 }
             }
@@ -192,24 +217,31 @@ impl TransferHandle {
     }
 
     /// Waits for the end: the report once the receiver (for a pull, this device) has verified
-    /// everything.
+    /// everything. A push that retried says how often it resumed and what it sent twice
+    /// ([`TransferReport::resumes`], [`TransferReport::bytes_resent`]); its error, once its
+    /// wait ran out, is that of its last run.
     pub async fn finish(self) -> Result<TransferReport, NetworkError> {
         match self.task.await {
             Ok(Ok(mut report)) => {
-                report.path = transfer_path(self.path);
+                if report.path == tether_transfer::PathKind::Unknown {
+                    report.path = transfer_path(self.path);
+                }
                 Ok(report)
             }
-            Ok(Err(error)) => Err(NetworkError::from(error)),
+            Ok(Err(error)) => Err(error),
             Err(error) => Err(NetworkError::task_failed("the transfer task", error)),
         }
     }
 }
 
-/// Starts sending `paths` (files or directories) over `link`.
+/// Starts sending `paths` (files or directories) over `link`: one run, stopped by `cancel`,
+/// adding what it sent to `tally` when given.
 pub(crate) async fn send(
     link: &Link,
     paths: &[PathBuf],
     options: &TransferOptions,
+    cancel: CancellationToken,
+    tally: Option<Arc<SendTally>>,
 ) -> Result<TransferHandle, NetworkError> {
     // Entry ids derive from the paths, so a resumed send names the same entries.
     let shared: HashMap<Uuid, PathBuf> = paths
@@ -226,9 +258,11 @@ pub(crate) async fn send(
     let outgoing = OutgoingTransfer::prepare(&shared, &ids, send_options)
         .await
         .map_err(NetworkError::from)?;
-    let (events_tx, events) = mpsc::channel(256);
-    let cancel = CancellationToken::new();
+    let (events_tx, events) = mpsc::channel(EVENTS);
     let mut context = RunContext::new().events(events_tx).cancel(cancel.clone());
+    if let Some(tally) = tally {
+        context = context.tally(tally);
+    }
     if options.encrypt {
         context = context.keys(link.transfer_keys(outgoing.transfer_id())?);
     }
@@ -247,7 +281,7 @@ pub(crate) async fn send(
     let in_use = link.use_it();
     let task = tokio::spawn(async move {
         let result = outgoing.send(control, lanes, context).await;
-        result.map_err(|error| in_use.explain(error))
+        result.map_err(|error| NetworkError::from(in_use.explain(error)))
     });
     Ok(TransferHandle {
         events,

@@ -69,6 +69,7 @@ async fn run<S: ByteStream>(
         events,
         cancel,
         shared_limits,
+        ..
     } = ctx;
     let config = &receiver.config();
     let activity = Activity::new();

@@ -19,7 +19,8 @@ use crate::link::{
 };
 use crate::options::timer_period;
 use crate::progress::{
-    Direction, FileProgress, Progress, RateMeter, TransferEvent, TransferReport, Waiting, emit, eta,
+    Direction, FileProgress, Progress, RateMeter, SendTally, TransferEvent, TransferReport,
+    Waiting, emit, eta,
 };
 use crate::protocol::{Complete, Message};
 use crate::send::lane::{LaneWriter, SendShared, run_lane};
@@ -37,6 +38,8 @@ pub(super) struct DataPhase {
     pub(super) events: Option<mpsc::Sender<TransferEvent>>,
     pub(super) started: Instant,
     pub(super) cancel: CancellationToken,
+    /// Where what this run sent is added when it ends.
+    pub(super) tally: Option<Arc<SendTally>>,
     pub(super) report: TransferReport,
     /// When bytes last moved on the transfer's streams.
     pub(super) activity: Arc<Activity>,
@@ -209,6 +212,15 @@ impl DataPhase {
         report.bytes_transferred = counters.plain.load(Ordering::Relaxed);
         report.wire_bytes = counters.wire.load(Ordering::Relaxed);
         report.duration = self.started.elapsed();
+        if let Some(tally) = &self.tally {
+            let requested = running.requested.lock();
+            let needed = match (requested.planned(), &outcome) {
+                (Some(planned), _) => Some(planned),
+                (None, Ok(_)) => Some(requested.bytes()),
+                (None, Err(_)) => None,
+            };
+            tally.add_run(report.bytes_transferred, needed);
+        }
         match outcome {
             Ok(complete) => {
                 control_tx.close(None).await;

@@ -57,6 +57,7 @@ impl OutgoingTransfer {
             events,
             cancel,
             shared_limits,
+            tally,
         } = ctx;
         let secret = match (self.options.encrypt, keys) {
             (true, None) => return Err(UsageError::KeysRequired.into()),
@@ -106,6 +107,7 @@ impl OutgoingTransfer {
             events,
             started,
             cancel,
+            tally,
             report,
             activity,
             batches,

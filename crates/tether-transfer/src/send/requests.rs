@@ -68,6 +68,11 @@ impl Requested {
         self.bytes
     }
 
+    /// Bytes the receiver said, in its `Plan`, it will ask for in all.
+    pub(crate) fn planned(&self) -> Option<u64> {
+        self.planned
+    }
+
     /// Whether the receiver has said what it lacks (a `Plan` or a request).
     pub(crate) fn heard(&self) -> bool {
         self.heard

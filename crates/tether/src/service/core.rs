@@ -138,8 +138,9 @@ impl NetworkingService {
     /// Sends files and directories (relative paths kept) to a paired device over its pooled
     /// connection; the handle streams progress and ends with the receiver's verified report.
     /// Sending the same paths again after an interruption resumes: only what the receiver does
-    /// not hold verified is sent. Its end is recorded in the transfer history
-    /// ([`Self::transfer_history`]).
+    /// not hold verified is sent. With [`TransferOptions::retry_for`](crate::TransferOptions#structfield.retry_for)
+    /// the handle does that itself when the link is lost, for as long as that allows. Its end
+    /// is recorded in the transfer history ([`Self::transfer_history`]).
     pub async fn share_with_device(
         &self,
         node_id: NodeId,
@@ -153,7 +154,12 @@ impl NetworkingService {
             false,
         );
         let link = self.link(node_id).await?;
-        let mut handle = crate::transfer::send(&link, paths, &options).await?;
+        if !options.retry_for.is_zero() {
+            let handle = self.share_retrying(&link, paths, options).await?;
+            return Ok(handle.recorded(draft));
+        }
+        let cancel = tether_transfer::CancellationToken::new();
+        let mut handle = crate::transfer::send(&link, paths, &options, cancel, None).await?;
         handle.path = ConnectionInfo::of(&link.connection).path;
         Ok(handle.recorded(draft))
     }

@@ -30,6 +30,7 @@ mod pairing;
 mod pool;
 mod protocols;
 mod pull;
+mod resend;
 mod serve;
 mod states;
 mod tasks;

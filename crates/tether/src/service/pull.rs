@@ -156,7 +156,7 @@ impl NetworkingService {
                 }
                 Err(error) => Err(error),
             };
-            result.map_err(|error| in_use.explain(error))
+            result.map_err(|error| NetworkError::from(in_use.explain(error)))
         });
         Ok(TransferHandle::new(events, cancel, task, path).recorded(draft))
     }

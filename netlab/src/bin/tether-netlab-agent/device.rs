@@ -439,20 +439,41 @@ async fn send_file(
     lanes: Option<u8>,
 ) -> Result<Value> {
     let started = Instant::now();
-    let mut options = TransferOptions::default();
+    // As `tether send` does: a lost link or a path change is waited out and resumed.
+    let mut options = TransferOptions::default().retry_for(Duration::from_secs(600));
     if let Some(lanes) = lanes {
         options = options.lanes(lanes);
     }
     let mut handle = service.share_with_device(to, &[path], options).await?;
     let mut events = std::mem::replace(&mut handle.events, tokio::sync::mpsc::channel(1).1);
-    // Progress at most every 5 % so the lab can act at a given point of the transfer.
+    // Progress at most every 1 % so the lab can act at a given point of the transfer.
     let progress = tokio::spawn(async move {
         let mut last_step = u64::MAX;
         while let Some(event) = events.recv().await {
+            if let TransferEvent::Retrying {
+                attempt,
+                reason,
+                retry_in,
+                ..
+            } = &event
+            {
+                emit(&json!({
+                    "event": "retrying",
+                    "id": id,
+                    "attempt": attempt,
+                    "reason": reason,
+                    "retry_in_ms": ms(*retry_in),
+                }));
+            }
+            if let TransferEvent::Started { bytes_total, .. } = &event {
+                emit(&json!({"event": "started", "id": id, "total": bytes_total}));
+                // The next progress is told whatever its step: a new run moved.
+                last_step = u64::MAX;
+            }
             if let TransferEvent::Progress(progress) = event {
                 let step = progress
                     .bytes_done
-                    .saturating_mul(20)
+                    .saturating_mul(100)
                     .checked_div(progress.bytes_total)
                     .unwrap_or(0);
                 if step != last_step {
@@ -475,6 +496,8 @@ async fn send_file(
         "bytes_total": report.bytes_total,
         "bytes_transferred": report.bytes_transferred,
         "bytes_resumed": report.bytes_resumed,
+        "resumes": report.resumes,
+        "bytes_resent": report.bytes_resent,
         "secs": secs,
         "wall_secs": started.elapsed().as_secs_f64(),
         "goodput_mbit": report.bytes_transferred as f64 * 8.0 / secs.max(1e-9) / 1e6,

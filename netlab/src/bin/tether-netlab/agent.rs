@@ -151,6 +151,15 @@ impl Agent {
             .with_context(|| format!("{}: no answer to request {id}", self.name))
     }
 
+    /// Takes the lines already read that match `pred`.
+    pub(crate) fn take_events(&mut self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let (taken, kept) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|v| pred(v));
+        self.pending = kept;
+        taken
+    }
+
     /// Waits for a line matching `pred` (looking at lines already read first).
     pub(crate) fn wait_event(
         &mut self,

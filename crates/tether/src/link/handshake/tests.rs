@@ -64,6 +64,8 @@ fn inbox(peer: NodeId) -> Inbox {
     Inbox {
         events: mpsc::channel(8).0,
         handler: Arc::default(),
+        max_text_len: tether_wire::limits::MAX_TEXT_LEN,
+        answers: crate::link::answer_cache(STEP),
         peer: PairedPeer {
             node_id: peer,
             device: DeviceInfo {
@@ -123,7 +125,7 @@ async fn alice_sends_first(
         link.start_reading();
         Ok(())
     };
-    let (confirmed, answer) = tokio::join!(confirmed, link.request(ping(), STEP));
+    let (confirmed, answer) = tokio::join!(confirmed, link.request(tether_session::RequestKey::from_random(7), ping(), STEP, STEP));
     (link, confirmed, answer)
 }
 
