@@ -57,6 +57,8 @@ impl NetworkingService {
         // closed here.
         self.inner.registry.revoke(node_id)?;
         let _ = self.close_all(node_id, CLOSE_REVOKED, "unpaired");
+        // Its answers kept for repeats go too.
+        self.inner.answers.lock().forget_peer(node_id);
         let _ = self.inner.events.send(NetworkEvent::Unpaired { node_id });
         Ok(())
     }
