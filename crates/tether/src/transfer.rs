@@ -313,11 +313,7 @@ pub(crate) async fn serve_stream(
             };
             let draft = Draft::start(registry, from, Direction::Receive, false)
                 .path(ConnectionInfo::of(&link.connection).path)
-                .size(OfferSize {
-                    files: offer.entries(),
-                    bytes_total: offer.total_bytes(),
-                    encrypted: offer.encrypted(),
-                });
+                .size(OfferSize::offered(&offer));
             let _ = events.send(NetworkEvent::TransferOffered {
                 from,
                 transfer_id,
