@@ -20,8 +20,10 @@ use crate::send::{self, SendRequest};
 /// The pause between two pings of `tether ping`.
 const PING_GAP: Duration = Duration::from_millis(100);
 
+mod history;
 mod pairing;
 
+pub(crate) use history::DEFAULT_LIMIT as HISTORY_LIMIT;
 pub(crate) use pairing::Confirm;
 
 /// A change to a paired device's storage quota (`tether trust --quota/--no-quota`). An enum,
@@ -69,6 +71,10 @@ pub(crate) enum Request {
     Doctor {
         device: Option<String>,
     },
+    History {
+        device: Option<String>,
+        limit: usize,
+    },
     Pair {
         ticket: bool,
         /// Whether (and where) to ask before pairing with a joiner that proved the code.
@@ -93,6 +99,7 @@ impl Request {
             Self::Gc { .. } => "gc",
             Self::Rename { .. } => "rename",
             Self::Doctor { .. } => "doctor",
+            Self::History { .. } => "history",
             Self::Pair { .. } => "pair",
             Self::Join { .. } => "join",
             Self::Send(_) => "send",
@@ -109,6 +116,7 @@ impl Request {
                 | Self::Trust { .. }
                 | Self::Gc { .. }
                 | Self::Rename { .. }
+                | Self::History { .. }
         )
     }
 }
@@ -144,6 +152,9 @@ pub(crate) async fn execute(
         } => gc(node, dry_run, receive_dir.as_deref(), sink),
         Request::Rename { name, device } => rename(node, &name, device.as_deref(), sink),
         Request::Doctor { device } => doctor::run(node, device.as_deref(), sink, context).await,
+        Request::History { device, limit } => {
+            history::history(node, device.as_deref(), limit, sink)
+        }
         Request::Pair { ticket, confirm } => {
             pairing::pair(node, ticket, confirm, sink, cancel).await
         }

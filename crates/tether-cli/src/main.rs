@@ -106,6 +106,8 @@ enum Command {
     Rename(RenameArgs),
     /// Check addresses, relays, discovery, keys, clock, a device's path.
     Doctor(DoctorArgs),
+    /// List the transfers sent and received, newest first.
+    History(HistoryArgs),
     /// The device key: `tether key protect` seals it with a passphrase.
     Key(key::KeyArgs),
 }
@@ -206,6 +208,15 @@ struct RenameArgs {
 }
 
 #[derive(Debug, Args)]
+struct HistoryArgs {
+    /// Only this device: its name, device id or the start of its node id.
+    device: Option<String>,
+    /// Show at most N transfers.
+    #[arg(long, value_name = "N", default_value_t = commands::HISTORY_LIMIT)]
+    limit: usize,
+}
+
+#[derive(Debug, Args)]
 struct DoctorArgs {
     /// Also check how this paired device is reached.
     device: Option<String>,
@@ -238,17 +249,21 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
-    let network = if cli.local_only {
+/// The network the flags ask for: `--local-only`, `--lan`, or the internet.
+fn network(local_only: bool, lan: bool) -> settings::Network {
+    if local_only {
         settings::Network::LocalOnly
-    } else if cli.lan {
+    } else if lan {
         settings::Network::Lan
     } else {
         settings::Network::Internet
-    };
+    }
+}
+
+async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
     let settings = settings::Settings {
         data_dir: cli.data_dir,
-        network,
+        network: network(cli.local_only, cli.lan),
         relays: cli.relays,
         relay_cas: cli.relay_cas,
         passphrase_file: cli.passphrase_file,
@@ -301,6 +316,10 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
         },
         Command::Doctor(args) => Request::Doctor {
             device: args.device,
+        },
+        Command::History(args) => Request::History {
+            device: args.device,
+            limit: args.limit,
         },
         Command::Send(args) => {
             if args.paths.is_empty() {
