@@ -20,9 +20,11 @@ use crate::send::SendRequest;
 /// The pause between two pings of `tether ping`.
 const PING_GAP: Duration = Duration::from_millis(100);
 
+mod history;
 mod pairing;
 mod text;
 
+pub(crate) use history::DEFAULT_LIMIT as HISTORY_LIMIT;
 pub(crate) use pairing::Confirm;
 pub(crate) use text::read_text;
 
@@ -71,6 +73,10 @@ pub(crate) enum Request {
     Doctor {
         device: Option<String>,
     },
+    History {
+        device: Option<String>,
+        limit: usize,
+    },
     Pair {
         ticket: bool,
         /// Whether (and where) to ask before pairing with a joiner that proved the code.
@@ -99,6 +105,7 @@ impl Request {
             Self::Gc { .. } => "gc",
             Self::Rename { .. } => "rename",
             Self::Doctor { .. } => "doctor",
+            Self::History { .. } => "history",
             Self::Pair { .. } => "pair",
             Self::Join { .. } => "join",
             Self::Send(_) => "send",
@@ -116,6 +123,7 @@ impl Request {
                 | Self::Trust { .. }
                 | Self::Gc { .. }
                 | Self::Rename { .. }
+                | Self::History { .. }
         )
     }
 }
@@ -151,6 +159,9 @@ pub(crate) async fn execute(
         } => gc(node, dry_run, receive_dir.as_deref(), sink),
         Request::Rename { name, device } => rename(node, &name, device.as_deref(), sink),
         Request::Doctor { device } => doctor::run(node, device.as_deref(), sink, context).await,
+        Request::History { device, limit } => {
+            history::history(node, device.as_deref(), limit, sink)
+        }
         Request::Pair { ticket, confirm } => {
             pairing::pair(node, ticket, confirm, sink, cancel).await
         }

@@ -110,6 +110,8 @@ enum Command {
     Rename(RenameArgs),
     /// Check addresses, relays, discovery, keys, clock, a device's path.
     Doctor(DoctorArgs),
+    /// List the transfers sent and received, newest first.
+    History(HistoryArgs),
     /// The device key: `tether key protect` seals it with a passphrase.
     Key(key::KeyArgs),
 }
@@ -227,6 +229,15 @@ struct RenameArgs {
 }
 
 #[derive(Debug, Args)]
+struct HistoryArgs {
+    /// Only this device: its name, device id or the start of its node id.
+    device: Option<String>,
+    /// Show at most N transfers.
+    #[arg(long, value_name = "N", default_value_t = commands::HISTORY_LIMIT)]
+    limit: usize,
+}
+
+#[derive(Debug, Args)]
 struct DoctorArgs {
     /// Also check how this paired device is reached.
     device: Option<String>,
@@ -259,17 +270,21 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
-    let network = if cli.local_only {
+/// The network the flags ask for: `--local-only`, `--lan`, or the internet.
+fn network(local_only: bool, lan: bool) -> settings::Network {
+    if local_only {
         settings::Network::LocalOnly
-    } else if cli.lan {
+    } else if lan {
         settings::Network::Lan
     } else {
         settings::Network::Internet
-    };
+    }
+}
+
+async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
     let settings = settings::Settings {
         data_dir: cli.data_dir,
-        network,
+        network: network(cli.local_only, cli.lan),
         relays: cli.relays,
         relay_cas: cli.relay_cas,
         passphrase_file: cli.passphrase_file,
@@ -327,31 +342,38 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
         Command::Doctor(args) => Request::Doctor {
             device: args.device,
         },
-        Command::Send(mut args) => {
-            let device = if args.all {
-                // `tether send --all PATH...`: the first positional is a path.
-                args.paths
-                    .insert(0, PathBuf::from(std::mem::take(&mut args.device)));
-                String::new()
-            } else {
-                args.device
-            };
-            if args.paths.is_empty() {
-                return Err(Failure::usage("nothing to send: give one or more paths").into());
-            }
-            Request::Send(SendRequest {
-                device,
-                all: args.all,
-                paths: commands::absolute_paths(&args.paths)?,
-                compress: args.compress,
-                encrypt: !args.no_encrypt,
-                limit: args.limit,
-                stall_timeout: args.stall_timeout,
-                retry_for_ms: args.retry_for.map(send::millis),
-            })
-        }
+        Command::History(args) => Request::History {
+            device: args.device,
+            limit: args.limit,
+        },
+        Command::Send(args) => send_request(args)?,
     };
     node::dispatch(&settings, request, out).await
+}
+
+/// The request `tether send` makes of a node.
+fn send_request(mut args: SendArgs) -> anyhow::Result<Request> {
+    let device = if args.all {
+        // `tether send --all PATH...`: the first positional is a path.
+        args.paths
+            .insert(0, PathBuf::from(std::mem::take(&mut args.device)));
+        String::new()
+    } else {
+        args.device
+    };
+    if args.paths.is_empty() {
+        return Err(Failure::usage("nothing to send: give one or more paths").into());
+    }
+    Ok(Request::Send(SendRequest {
+        device,
+        all: args.all,
+        paths: commands::absolute_paths(&args.paths)?,
+        compress: args.compress,
+        encrypt: !args.no_encrypt,
+        limit: args.limit,
+        stall_timeout: args.stall_timeout,
+        retry_for_ms: args.retry_for.map(send::millis),
+    }))
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default: warnings).

@@ -3,7 +3,8 @@
 //! running nodes' control sockets by word code and by ticket, `send` of a directory with the
 //! hashes checked, a receiver killed with SIGKILL mid-transfer and restarted (its stale control
 //! socket is removed) and the same `send` resuming, a send to an offline device, rename,
-//! doctor, and a second `up` for the same data directory refused.
+//! doctor, a second `up` for the same data directory refused, and `history` on both nodes (by
+//! device, and from the store after a SIGKILL).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -284,12 +285,12 @@ fn a_send_to_several_devices_reports_each_and_exits_with_the_worst() {
     assert_eq!(hashes(&src), hashes(&desk.join("received/photos")));
     assert_eq!(hashes(&src), hashes(&phone.join("received/photos")));
 
-    // The phone is gone: --all still delivers to the desk, says what became of each, and
-    // exits with the phone's code.
+    // The phone is gone (and not waited for): --all still delivers to the desk, says what
+    // became of each, and exits with the phone's code.
     drop(phone_up);
     let note = rt.join("note.txt");
     std::fs::write(&note, b"for everyone").unwrap();
-    let all = tether(rt, &laptop, &["send", "--all"])
+    let all = tether(rt, &laptop, &["send", "--all", "--retry-for", "0"])
         .arg(&note)
         .output()
         .unwrap();
@@ -543,4 +544,102 @@ fn up_without_a_terminal_declines_an_unmarked_device_and_writes_nothing() {
     assert!(!refused.status.success(), "the unmarked send went through");
     assert_eq!(tree(&inbox), before, "a declined offer changed the inbox");
     drop(desk_up);
+}
+
+/// The lines of `lines` whose `event` is `name`.
+fn events<'a>(lines: &'a [serde_json::Value], name: &str) -> Vec<&'a serde_json::Value> {
+    lines.iter().filter(|line| line["event"] == name).collect()
+}
+
+#[test]
+fn history_shows_a_send_on_both_nodes_by_device_and_after_a_sigkill() {
+    let Pair {
+        runtime,
+        desk,
+        laptop,
+    } = two_devices();
+    let rt = runtime.path();
+    let phone = rt.join("phone");
+    common::node::init(rt, &phone, "phone");
+    let mut desk_up = up_with(rt, &desk, &["--accept-from", "laptop"]);
+    let _laptop_up = up(rt, &laptop);
+    let _phone_up = up_with(rt, &phone, &["--accept-from", "laptop"]);
+    pair(rt, &desk, &laptop, false);
+    pair(rt, &phone, &laptop, false);
+    let file = rt.join("note.txt");
+    std::fs::write(&file, b"for the history\n").unwrap();
+    for device in ["desk", "phone"] {
+        check(
+            &tether(rt, &laptop, &["send", device])
+                .arg(&file)
+                .output()
+                .unwrap(),
+            "send",
+        );
+    }
+    // The desk printed its `received` line after its record was committed.
+    desk_up.wait_for("received");
+
+    // The laptop (through its running node): both sends, newest first.
+    let all = check(
+        &tether(rt, &laptop, &["history"]).output().unwrap(),
+        "history",
+    );
+    let sent = events(&all, "transfer");
+    assert_eq!(sent.len(), 2, "{all:?}");
+    assert_eq!(sent[0]["name"], "phone");
+    assert_eq!(sent[1]["name"], "desk");
+    assert!(sent[0]["id"].as_u64() > sent[1]["id"].as_u64());
+    let record = sent[1];
+    assert_eq!(record["direction"], "send", "{record}");
+    assert_eq!(record["pull"], false);
+    assert_eq!(record["files"], 1);
+    assert_eq!(record["bytes_total"], 16);
+    assert_eq!(record["bytes_transferred"], 16);
+    assert_eq!(record["resumed"], false);
+    assert_eq!(record["path"], "direct");
+    assert_eq!(record["outcome"], "verified");
+    assert!(record["cipher"].is_string(), "{record}");
+    assert!(
+        record["started_at"].as_str().unwrap().ends_with('Z'),
+        "{record}"
+    );
+    // By device.
+    let desk_only = check(
+        &tether(rt, &laptop, &["history", "desk"]).output().unwrap(),
+        "history desk",
+    );
+    let desk_only = events(&desk_only, "transfer");
+    assert_eq!(desk_only.len(), 1, "{desk_only:?}");
+    assert_eq!(desk_only[0], record);
+    // For people: a table.
+    let table = common::Tether::new(rt, &laptop)
+        .text()
+        .command(&["history", "--limit", "1"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    eprintln!("{table}");
+    assert!(table.starts_with("WHEN (UTC)"), "{table}");
+    assert_eq!(table.lines().count(), 2, "{table}");
+    assert!(
+        table.contains("phone") && table.contains("verified"),
+        "{table}"
+    );
+
+    // The desk is killed (SIGKILL): its record was committed when the transfer ended, and a
+    // short-lived node reads it from the store.
+    desk_up.child.kill().unwrap();
+    desk_up.child.wait().unwrap();
+    let kept = check(
+        &tether(rt, &desk, &["history", "laptop"]).output().unwrap(),
+        "history after SIGKILL",
+    );
+    let received = events(&kept, "transfer");
+    assert_eq!(received.len(), 1, "{kept:?}");
+    assert_eq!(received[0]["direction"], "receive");
+    assert_eq!(received[0]["name"], "laptop");
+    assert_eq!(received[0]["outcome"], "verified");
+    assert_eq!(received[0]["bytes_total"], 16);
+    assert_eq!(received[0]["cipher"], record["cipher"]);
 }

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use tether_identity::{DeviceName, NodeId, error_chain};
 use tether_registry::{DeviceRegistry, HistoryEntry};
 use tether_transfer::{
-    AbortCode, Direction, EntryKind, MAX_REASON_LEN, OutgoingTransfer, PathKind, PeerError,
-    TransferCipher, TransferError, TransferReport,
+    AbortCode, Direction, EntryKind, IncomingOffer, MAX_REASON_LEN, OutgoingTransfer, PathKind,
+    PeerError, TransferCipher, TransferError, TransferReport,
 };
 use tracing::warn;
 
@@ -160,6 +160,15 @@ impl OfferSize {
             files: u64::try_from(files).unwrap_or(u64::MAX),
             bytes_total: outgoing.total_bytes(),
             encrypted: outgoing.options().encrypt,
+        }
+    }
+
+    /// What `offer` holds (its entries, directories included).
+    pub(crate) fn offered<S>(offer: &IncomingOffer<S>) -> Self {
+        OfferSize {
+            files: offer.entries(),
+            bytes_total: offer.total_bytes(),
+            encrypted: offer.encrypted(),
         }
     }
 }

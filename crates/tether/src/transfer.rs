@@ -15,8 +15,7 @@ use tether_iroh::ConnectionInfo;
 use tether_protocol::{RecvStream, SendStream};
 use tether_transfer::{
     CancellationToken, Direction, Hello, OutgoingTransfer, Receiver, RunContext, SendOptions,
-    SendTally,
-    TransferCipher, TransferError, TransferEvent, TransferReport,
+    SendTally, TransferCipher, TransferError, TransferEvent, TransferReport,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
@@ -347,11 +346,7 @@ pub(crate) async fn serve_stream(
             };
             let draft = Draft::start(registry, from, Direction::Receive, false)
                 .path(ConnectionInfo::of(&link.connection).path)
-                .size(OfferSize {
-                    files: offer.entries(),
-                    bytes_total: offer.total_bytes(),
-                    encrypted: offer.encrypted(),
-                });
+                .size(OfferSize::offered(&offer));
             let _ = events.send(NetworkEvent::TransferOffered {
                 from,
                 transfer_id,

@@ -16,9 +16,9 @@ use tracing::{info, warn};
 
 use super::core::NetworkingService;
 use crate::error::short;
+use crate::history::transfer_path;
 use crate::link::Link;
 use crate::retry::{Outage, dial_curable};
-use crate::history::transfer_path;
 use crate::transfer::EVENTS;
 use crate::{NetworkError, TransferHandle, TransferOptions};
 

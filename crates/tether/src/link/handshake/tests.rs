@@ -125,7 +125,15 @@ async fn alice_sends_first(
         link.start_reading();
         Ok(())
     };
-    let (confirmed, answer) = tokio::join!(confirmed, link.request(tether_session::RequestKey::from_random(7), ping(), STEP, STEP));
+    let (confirmed, answer) = tokio::join!(
+        confirmed,
+        link.request(
+            tether_session::RequestKey::from_random(7),
+            ping(),
+            STEP,
+            STEP
+        )
+    );
     (link, confirmed, answer)
 }
 
