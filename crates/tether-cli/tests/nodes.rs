@@ -547,7 +547,7 @@ fn up_without_a_terminal_declines_an_unmarked_device_and_writes_nothing() {
 }
 
 /// The lines of `lines` whose `event` is `name`.
-fn events<'a>(lines: &'a [serde_json::Value], name: &str) -> Vec<&'a serde_json::Value> {
+fn events<'a>(lines: &'a [Value], name: &str) -> Vec<&'a Value> {
     lines.iter().filter(|line| line["event"] == name).collect()
 }
 
@@ -560,7 +560,7 @@ fn history_shows_a_send_on_both_nodes_by_device_and_after_a_sigkill() {
     } = two_devices();
     let rt = runtime.path();
     let phone = rt.join("phone");
-    common::node::init(rt, &phone, "phone");
+    init(rt, &phone, "phone");
     let mut desk_up = up_with(rt, &desk, &["--accept-from", "laptop"]);
     let _laptop_up = up(rt, &laptop);
     let _phone_up = up_with(rt, &phone, &["--accept-from", "laptop"]);
