@@ -195,3 +195,27 @@ async fn a_paired_device_on_an_unregistered_alpn_is_refused_too() {
     friend.shutdown().await;
     service.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_on_the_first_session_layouts_alpn_fails_the_tls_handshake() {
+    // `tether/sync/1` carried the initiator-first handshake; a peer still speaking it shares
+    // no ALPN with this one, so it fails before any session message (and is told so as
+    // `UnknownProtocol` when it is a Tether service; see the test above).
+    let lab = Lab::new();
+    let service = lab.start_undiscovered("service").await;
+    assert_eq!(tether::SYNC_ALPN, b"tether/sync/2");
+    let client = raw_client().await;
+    let old = client.connect(iroh_addr(&service), b"tether/sync/1").await;
+    assert!(old.is_err(), "connected on the old session ALPN");
+    // The control: the current ALPN gets through TLS (and then meets the gate).
+    let current = client
+        .connect(iroh_addr(&service), tether::SYNC_ALPN)
+        .await
+        .unwrap();
+    assert_eq!(
+        close_code(&current).await,
+        Some(VarInt::from_u32(CLOSE_NOT_PAIRED))
+    );
+    client.close().await;
+    service.shutdown().await;
+}

@@ -1,8 +1,9 @@
 //! The session handshake on a connection's first streams, for either side.
 //!
 //! The acceptor speaks first. [`admit`] takes every incoming connection; on the session ALPN
-//! it runs [`greet`] while the connection is still being accepted, which opens a unidirectional stream and writes the `Hello` (a fresh ephemeral key),
-//! which leaves with the acceptor's first TLS flight (QUIC's 0.5-RTT data). The dialler
+//! it runs [`greet`] while the connection is still being accepted, which opens a
+//! unidirectional stream and writes the `Hello` (a fresh ephemeral key): it leaves with the
+//! acceptor's first TLS flight (QUIC's 0.5-RTT data). The dialler
 //! reads it ([`dial`]), opens the message stream and writes its `Init`; its first sealed
 //! frames may follow at once. The acceptor, once the TLS handshake is done and the gate has
 //! let the peer in, reads the `Init` on that stream, checks it and answers `Response`
