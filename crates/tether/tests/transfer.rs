@@ -331,3 +331,68 @@ async fn every_file_of_a_resent_folder_is_reported_to_the_receiving_app() {
     sender.shutdown().await;
     receiver.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retrying_send_waits_for_a_receiver_that_went_away_and_its_wait_can_be_cancelled() {
+    let lab = Lab::new();
+    let (sender, receiver, _inbox) = two(&lab).await;
+    let source = lab.root.path().join("big");
+    std::fs::write(&source, vec![7u8; 8_000_000]).unwrap();
+    let options = TransferOptions::default()
+        .rate_limit(Some(2 * 1024 * 1024))
+        .retry_for(Duration::from_secs(60));
+    let mut handle = sender
+        .share_with_device(receiver.node_id(), std::slice::from_ref(&source), options)
+        .await
+        .unwrap();
+    loop {
+        if let Some(tether::TransferEvent::Progress(progress)) = handle.events.recv().await
+            && progress.bytes_done > 1_000_000
+        {
+            break;
+        }
+    }
+    let gone = receiver.node_id();
+    receiver.shutdown().await;
+
+    // The lost link is waited out, not reported: the handle says it retries.
+    let retrying = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match handle.events.recv().await {
+                Some(event @ tether::TransferEvent::Retrying { .. }) => break event,
+                Some(_) => {}
+                None => panic!("the events ended without a retry"),
+            }
+        }
+    })
+    .await
+    .expect("no Retrying event within 20 s");
+    let tether::TransferEvent::Retrying {
+        peer,
+        attempt,
+        reason,
+        retry_in,
+    } = retrying
+    else {
+        unreachable!()
+    };
+    assert_eq!((peer, attempt), (gone, 1));
+    assert!(reason.contains("link lost"), "{reason}");
+    assert!(retry_in <= Duration::from_secs(2), "{retry_in:?}");
+
+    // Cancelling ends the wait (or the redial under way) at once.
+    handle.cancel();
+    let ended = tokio::time::timeout(Duration::from_secs(5), handle.finish())
+        .await
+        .expect("the cancelled wait did not end within 5 s");
+    assert!(
+        matches!(
+            ended,
+            Err(tether::NetworkError::Transfer(
+                tether::TransferError::Cancelled
+            ))
+        ),
+        "{ended:?}"
+    );
+    sender.shutdown().await;
+}
