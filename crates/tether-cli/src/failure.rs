@@ -26,7 +26,7 @@ pub(crate) const EXIT_CODES: &str = "Exit codes:
   2    bad usage: a wrong flag, path, rate or name
   3    pairing failed: a wrong, expired or used code
   4    the device is not paired, or offline / unreachable
-  5    a transfer did not complete (send: after --retry-for); run it again to resume
+  5    a transfer did not complete (after --retry-for); run it again to resume
   70   an internal error (a bug in Tether); please report it with the log
   130  stopped with Ctrl-C (a send keeps what was verified)";
 

@@ -192,12 +192,11 @@ struct PingArgs {
 
 #[derive(Debug, Args)]
 struct SendArgs {
-    /// The device: its name, device id or the start of its node id; several at once as
-    /// `desk,phone`. With --all, the first path.
+    /// The device: name, device id or node id start; several: desk,phone
     device: String,
     /// Files and directories to send.
     paths: Vec<PathBuf>,
-    /// To every paired device at once (one progress line each, then a line per device).
+    /// To every paired device at once (give paths only)
     #[arg(long)]
     all: bool,
     /// At most RATE bytes/s: 10M, 500KiB, 2MB/s.
@@ -212,10 +211,8 @@ struct SendArgs {
     /// End a stalled send after S s (exit 5) [default: 60]
     #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     stall_timeout: Option<u64>,
-    /// When the link is lost (the device restarts, drops off, changes path), wait up to
-    /// DURATION for it, redialling, and resume; exit 5 only once that runs out. 30s, 10m, 1h;
-    /// 0: fail at once [default: 10m]
-    #[arg(long, value_name = "DURATION", value_parser = send::parse_retry_for)]
+    /// Resume after a lost link for up to T [default: 10m]
+    #[arg(long, value_name = "T", value_parser = send::parse_retry_for)]
     retry_for: Option<std::time::Duration>,
 }
 

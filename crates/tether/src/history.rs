@@ -237,11 +237,16 @@ impl Draft {
             .await;
     }
 
-    /// [`Self::record`] for a push's end, which may be a dial's error (a push that retried).
-    pub(crate) async fn record_push(self, result: Result<&TransferReport, &crate::NetworkError>) {
+    /// [`Self::record`] for the end a [`crate::TransferHandle`] reports: a transfer's error as
+    /// the facade names it, or a dial's (a push that retried).
+    pub(crate) async fn record_end(self, result: Result<&TransferReport, &crate::NetworkError>) {
         match result {
             Ok(report) => self.record(Ok(report)).await,
             Err(crate::NetworkError::Transfer(error)) => self.record(Err(error)).await,
+            Err(crate::NetworkError::NotShared { entry_id }) => {
+                let error = TransferError::Peer(PeerError::NotShared(*entry_id));
+                self.record(Err(&error)).await;
+            }
             Err(error) => {
                 let outcome = TransferOutcome::Failed {
                     reason: cut(error_chain(error)),

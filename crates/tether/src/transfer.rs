@@ -185,7 +185,7 @@ impl TransferHandle {
         self.task = tokio::spawn(async move {
             match task.await {
                 Ok(result) => {
-                    draft.record_push(result.as_ref()).await;
+                    draft.record_end(result.as_ref()).await;
                     result
                 }
                 Err(error) => {
