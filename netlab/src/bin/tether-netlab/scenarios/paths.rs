@@ -247,18 +247,32 @@ pub(super) fn direct_blocked(ctx: &Ctx) -> Result<Outcome> {
         },
         MIN,
     )?;
+    blocked_checks(&mut out, &answer, same, moving.is_ok(), moved_after, &conn);
+    Ok(out)
+}
+
+/// Scenario 4's verdicts: the same send finished and moved again (checks), how soon (issue
+/// 21's target), what was sent twice, and the path after the block.
+fn blocked_checks(
+    out: &mut Outcome,
+    answer: &Value,
+    same: bool,
+    moving: bool,
+    moved_after: f64,
+    conn: &Value,
+) {
     out.check(
         answer["ok"] == true && same,
         format!(
             "the same send finished ({} resumes): {}; hashes match: {same}",
             answer["resumes"],
-            figure_transfer(&answer)
+            figure_transfer(answer)
         ),
     );
     // That it moves again in the same send is asserted; how soon is issue 21's target,
     // reported (dead-path detection dominates it: see ARCHITECTURE.md).
     out.check(
-        moving.is_ok(),
+        moving,
         "the same send moved again after the block".to_owned(),
     );
     out.target(
@@ -281,7 +295,6 @@ pub(super) fn direct_blocked(ctx: &Ctx) -> Result<Outcome> {
             conn["path"].as_str().unwrap_or("?")
         ),
     );
-    Ok(out)
 }
 
 pub(super) fn roaming(ctx: &Ctx) -> Result<Outcome> {
