@@ -32,6 +32,7 @@ use crate::{
 };
 
 mod history;
+mod names;
 mod quota;
 mod refusal;
 
@@ -516,46 +517,8 @@ impl DeviceRegistry {
         Ok(())
     }
 
-    /// Takes in a rename the device made of itself, stamped `changed_ms` (its update's
-    /// signature already checked against `node_id`). Returns the name now shown for it when
-    /// that changed: `None` for a stamp no newer than the last one taken (a replay or an
-    /// update that arrived late), or when the person renamed the device here.
-    pub fn apply_own_rename(
-        &self,
-        node_id: NodeId,
-        name: DeviceName,
-        changed_ms: u64,
-    ) -> Result<Option<DeviceName>, RegistryError> {
-        let shown = self.update(node_id, |device| {
-            if changed_ms <= device.names.changed_ms {
-                return false;
-            }
-            device.names.changed_ms = changed_ms;
-            if device.names.named_here {
-                return false;
-            }
-            device.info.device_name = name.clone();
-            true
-        })?;
-        if !shown {
-            return Ok(None);
-        }
-        self.emit(RegistryEvent::Renamed {
-            node_id,
-            name: name.clone(),
-        });
-        Ok(Some(name))
-    }
-
-    /// Records that the device acknowledged our rename stamped `changed_ms`.
-    pub fn told_name(&self, node_id: NodeId, changed_ms: u64) -> Result<(), RegistryError> {
-        self.update(node_id, |device| {
-            device.names.told_ms = device.names.told_ms.max(changed_ms);
-        })
-    }
-
     /// Changes a paired device's record, on disk and in memory, under the store's lock.
-    fn update<R>(
+    pub(super) fn update<R>(
         &self,
         node_id: NodeId,
         change: impl FnOnce(&mut PairedDevice) -> R,
