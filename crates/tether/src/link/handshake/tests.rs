@@ -241,8 +241,9 @@ async fn a_forged_response_closes_the_connection_before_anything_after_it_is_rea
         if let Some(last) = forged.last_mut() {
             *last ^= 1;
         }
+        // One write, so Alice cannot close the connection between the two parts.
+        forged.extend_from_slice(&pong);
         send.write_all(&forged).await.unwrap();
-        send.write_all(&pong).await.unwrap();
         tokio::time::timeout(STEP, connection.closed())
             .await
             .unwrap()
