@@ -1,7 +1,8 @@
 //! `Transport`: the device's iroh endpoint.
 
+use std::collections::BTreeSet;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use iroh::endpoint::{
@@ -289,6 +290,28 @@ impl Transport {
         }
     }
 
+    /// The IP addresses of this endpoint's direct addresses now (iroh's view of its interfaces,
+    /// and public addresses it learned).
+    pub fn direct_ips(&self) -> BTreeSet<IpAddr> {
+        ips_of(&self.endpoint.addr())
+    }
+
+    /// Waits until this endpoint's direct IP addresses differ from `last` (an interface came
+    /// or went: another Wi-Fi, a cable pulled) and returns them. Never returns once the
+    /// endpoint is gone.
+    pub async fn direct_ips_changed(&self, last: &BTreeSet<IpAddr>) -> BTreeSet<IpAddr> {
+        let mut watcher = self.endpoint.watch_addr();
+        loop {
+            let now = ips_of(&watcher.get());
+            if &now != last {
+                return now;
+            }
+            if watcher.updated().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     /// Connects to `peer` on `alpn`. The TLS handshake proves the peer holds `peer.node_id`.
     pub async fn connect(
         &self,
@@ -427,4 +450,9 @@ fn connect_error(node: &NodeId, alpn: &[u8], error: &ConnectError) -> TransportE
 /// The authenticated node id of a connection's peer.
 pub fn peer_node_id(connection: &Connection) -> Result<NodeId, TransportError> {
     NodeId::from_bytes(connection.remote_id().as_bytes()).map_err(|_| TransportError::InvalidNodeId)
+}
+
+/// The IP addresses of `addr`'s direct addresses.
+fn ips_of(addr: &iroh::EndpointAddr) -> BTreeSet<IpAddr> {
+    addr.ip_addrs().map(SocketAddr::ip).collect()
 }

@@ -59,11 +59,11 @@ type Waiters = HashMap<RequestId, oneshot::Sender<Result<NetworkMessage, Request
 /// While the link is in use (a transfer on it, a request waiting), a peer silent on the
 /// session stream this long is pinged (an idle link waits for the service's keep-alive
 /// interval instead)...
-pub(crate) const BUSY_PROBE_AFTER: Duration = Duration::from_millis(1500);
+pub(crate) const BUSY_PROBE_AFTER: Duration = Duration::from_secs(1);
 /// ... and counts as dead, the link closed, when the ping gets no answer this soon: a peer
-/// killed mid-transfer (no close frame) or cut off is noticed within 4.5 s of its last word,
+/// killed mid-transfer (no close frame) or cut off is noticed within 3 s of its last word,
 /// where QUIC alone would wait for its 30 s idle timeout.
-pub(crate) const BUSY_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const BUSY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How often the timer looks at what QUIC heard from the peer while a ping waits on a link in
 /// use (see [`Session::transport_heard`]).

@@ -20,6 +20,10 @@ use crate::error::short;
 use crate::link::{Incoming, Link, Probe, admit};
 use crate::{CodeEnded, NetworkEvent};
 
+/// How long each link has to answer a ping once an address of this device is gone: a round
+/// trip on a live path, with room for a slow relay.
+const MOVED_PROBE_WAIT: Duration = Duration::from_secs(1);
+
 /// How often shown codes and sightings are checked for expiry.
 const EXPIRY_TICK: Duration = Duration::from_secs(1);
 
@@ -62,6 +66,11 @@ impl NetworkingService {
         let service = self.for_task();
         tasks.spawn("the keep-alive loop", async move {
             service.keepalive_loop().await;
+        });
+
+        let service = self.for_task();
+        tasks.spawn("the address watch", async move {
+            service.address_loop().await;
         });
 
         let service = self.for_task();
@@ -229,6 +238,32 @@ impl NetworkingService {
                     self.spawn_probe(link, probe);
                 }
             }
+        }
+    }
+
+    /// Pings every pooled link at once when one of this device's addresses goes away (it
+    /// moved to another network), and closes those that do not answer within
+    /// [`MOVED_PROBE_WAIT`]: a path from an address that is gone is dead, but QUIC's and iroh's
+    /// timers would take seconds (15 s for an idle direct path) to say so, and every request
+    /// on the link would wait for them. A link iroh already moved to a live path answers.
+    async fn address_loop(&self) {
+        let transport = &self.inner.transport;
+        let mut last = transport.direct_ips();
+        loop {
+            let now = transport.direct_ips_changed(&last).await;
+            if !last.is_subset(&now) {
+                debug!(
+                    ?last,
+                    ?now,
+                    "an address of this device is gone; checking every link"
+                );
+                for link in self.inner.pool.open_links() {
+                    if let Some(probe) = link.start_probe(MOVED_PROBE_WAIT) {
+                        self.spawn_probe(link, probe);
+                    }
+                }
+            }
+            last = now;
         }
     }
 
