@@ -1,5 +1,6 @@
 //! `NetworkingConfig`: everything the service needs to start.
 
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -125,6 +126,39 @@ pub struct NetworkingConfig {
     /// [`crate::ErrorCode::LimitExceeded`]) and never becomes an event. Texts over
     /// [`crate::limits::MAX_TEXT_LEN`] (64 KiB, the default) are refused whatever this says.
     pub max_text_len: usize,
+    /// How many messages and requests each paired device may send this one (app messages,
+    /// requests to the app's handler, texts, name updates; not pings or transfers), as a
+    /// token bucket per device. Over it, a request is answered [`crate::ErrorCode::Busy`] and
+    /// a message is dropped (acknowledged as not delivered when the peer asked).
+    /// `None`: no limit. Default: [`MessageRate::DEFAULT`].
+    pub message_rate: Option<MessageRate>,
+}
+
+/// A rate and a burst: a device may send `burst` messages at once, and `per_second` on average
+/// after that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageRate {
+    /// Messages a second, on average.
+    pub per_second: NonZeroU32,
+    /// Messages at once, after a quiet spell.
+    pub burst: NonZeroU32,
+}
+
+impl MessageRate {
+    /// 1,000 a second with bursts of 2,000: far above what sync traffic needs, low enough
+    /// that a paired device cannot keep this one's handler and app busy without end.
+    pub const DEFAULT: MessageRate = MessageRate {
+        per_second: non_zero(1000),
+        burst: non_zero(2000),
+    };
+}
+
+/// `n`, or 1 for 0 (for constants).
+const fn non_zero(n: u32) -> NonZeroU32 {
+    match NonZeroU32::new(n) {
+        Some(n) => n,
+        None => NonZeroU32::MIN,
+    }
 }
 
 impl NetworkingConfig {
@@ -156,6 +190,7 @@ impl NetworkingConfig {
             default_storage_quota: None,
             leftover_idle: DEFAULT_LEFTOVER_IDLE,
             max_text_len: tether_wire::limits::MAX_TEXT_LEN,
+            message_rate: Some(MessageRate::DEFAULT),
         }
     }
 

@@ -76,6 +76,7 @@ mod history;
 mod link;
 mod lobby;
 mod pairing;
+mod rate;
 mod request;
 mod retry;
 mod service;
@@ -86,7 +87,7 @@ mod transfer;
 
 pub use builder::Builder;
 pub use close::{PAIRING_ALPN, SYNC_ALPN};
-pub use config::{DEFAULT_IDLE_TIMEOUT, NetworkingConfig};
+pub use config::{DEFAULT_IDLE_TIMEOUT, MessageRate, NetworkingConfig};
 pub use consent::{MarkedDevicesOnly, NOT_MARKED, TransferConsent, TransferOffer};
 pub use error::{CodeEnded, NetworkError};
 pub use event::{ConnectionState, EventStream, NetworkEvent, PairingStage, PullEvent};

@@ -10,14 +10,15 @@
 
 mod common;
 
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Lab, event_within, pair_by_ticket};
 use tether::{
-    ErrorCode, ErrorReply, Hlc, LibraryAnnounce, LibraryInfo, LibraryRequest, NetworkError,
-    NetworkEvent, NetworkMessage, NetworkingService, NodeId, PairedPeer, Pong, RequestHandler,
-    SyncEntry, SyncRequest, SyncResponse, Uuid,
+    ErrorCode, ErrorReply, Hlc, LibraryAnnounce, LibraryInfo, LibraryRequest, MessageRate,
+    NetworkError, NetworkEvent, NetworkMessage, NetworkingService, NodeId, PairedPeer, Pong,
+    RequestHandler, SyncEntry, SyncRequest, SyncResponse, Uuid,
 };
 
 const LIBRARY: Uuid = Uuid::from_u128(0x5eed);
@@ -305,4 +306,72 @@ async fn a_slow_handler_times_the_request_out_and_the_link_carries_on() {
     device.ping().await.unwrap();
     laptop.shutdown().await;
     phone.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_over_its_message_rate_is_answered_busy_and_others_are_not_held_up() {
+    let lab = Lab::new();
+    let start = |name: &'static str, rate: Option<MessageRate>| {
+        let mut config = lab.config(name);
+        config.loopback_discovery = None;
+        config.message_rate = rate;
+        NetworkingService::start(config)
+    };
+    // The laptop takes 5 messages at once from each device, then 1 a second.
+    let rate = MessageRate {
+        per_second: NonZeroU32::MIN,
+        burst: NonZeroU32::new(5).unwrap(),
+    };
+    let laptop = start("laptop", Some(rate)).await.unwrap();
+    let phone = start("phone", None).await.unwrap();
+    let tablet = start("tablet", None).await.unwrap();
+    pair_by_ticket(&laptop, &phone).await;
+    pair_by_ticket(&laptop, &tablet).await;
+    laptop.set_request_handler(Library::default());
+    let device = phone.device(laptop.node_id()).unwrap();
+
+    let started = std::time::Instant::now();
+    // All at once (futures_buffered's join_all, through n0-future).
+    let answers =
+        n0_future::join_all((0..20).map(|_| device.send_message(sync_request(Hlc::ZERO)))).await;
+    let refilled = started.elapsed().as_secs() + 1;
+    let answered = answers.iter().filter(|a| a.is_ok()).count();
+    let busy = answers
+        .iter()
+        .filter(|a| {
+            matches!(a, Err(NetworkError::Rejected { code: ErrorCode::Busy, message, .. })
+                if message.contains("message rate"))
+        })
+        .count();
+    assert_eq!(answered + busy, 20, "{answers:?}");
+    // The burst, less what the link itself sent on connecting (a name update, say), and
+    // what a second refills.
+    assert!(
+        (1..=5 + usize::try_from(refilled).unwrap()).contains(&answered),
+        "{answered} answered in {:?}",
+        started.elapsed()
+    );
+    // A text over the rate is refused the same way, not shown.
+    let text = device.send_text("over the rate").await;
+    assert!(
+        matches!(
+            text,
+            Err(NetworkError::Rejected {
+                code: ErrorCode::Busy,
+                ..
+            })
+        ),
+        "{text:?}"
+    );
+    // The tablet has a bucket of its own.
+    let tablet_device = tablet.device(laptop.node_id()).unwrap();
+    for _ in 0..3 {
+        tablet_device
+            .send_message(sync_request(Hlc::ZERO))
+            .await
+            .unwrap();
+    }
+    for service in [laptop, phone, tablet] {
+        service.shutdown().await;
+    }
 }

@@ -28,13 +28,13 @@ use std::time::{Duration, Instant, SystemTime};
 use iroh::endpoint::{Connection, ConnectionError, RecvStream, SendStream, Side};
 use parking_lot::{Mutex, MutexGuard};
 use tether_crypto::PairingSecret;
-use tether_identity::{NetworkIdentity, NodeId, error_chain};
+use tether_identity::{ErrorChain, NetworkIdentity, NodeId, error_chain};
 use tether_protocol::PairedPeer;
 use tether_session::{CloseReason, Config, Event, RequestError, RequestKey, Session};
 use tether_transfer::TransferError;
-use tether_wire::{NetworkMessage, RequestId};
+use tether_wire::{ErrorCode, ErrorReply, NetworkMessage, RequestId};
 use tokio::sync::{Notify, mpsc, oneshot};
-use tracing::warn;
+use tracing::{debug, warn};
 
 mod handshake;
 mod outbox;
@@ -51,6 +51,7 @@ use crate::NetworkError;
 use crate::close::{CLOSE_DEAD, CLOSE_IDLE, CLOSE_PROTOCOL};
 use crate::error::PeerSilent;
 use crate::error::short;
+use crate::rate::MessageLimiter;
 use crate::request::HandlerSlot;
 
 /// Callers waiting for the answers to their requests.
@@ -133,6 +134,8 @@ pub(crate) struct Inbox {
     pub(crate) peer: PairedPeer,
     /// The service's answers to requests named across links, for repeats.
     pub(crate) answers: AnswerSlot,
+    /// Each paired device's message rate ([`crate::NetworkingConfig::message_rate`]).
+    pub(crate) limiter: Arc<MessageLimiter>,
 }
 
 /// One authenticated, encrypted connection to a paired device.
@@ -295,7 +298,7 @@ impl Link {
         };
         // Pings and pongs (and the app's messages) go ahead of transfer data on the wire.
         if let Err(error) = send.set_priority(SESSION_PRIORITY) {
-            tracing::debug!(error = %tether_identity::ErrorChain(&error), "stream priority");
+            debug!(error = %ErrorChain(&error), "stream priority");
         }
         let session = Session::new(keys, side, config, Instant::now());
         let session = Arc::new(Mutex::new(session));
@@ -470,8 +473,18 @@ impl Link {
                         let _ = waiter.send(result);
                     }
                 }
-                Event::Request { id, key, message } => self.answer_with_app(id, key, message),
-                Event::Message { id, key, message } => self.deliver(id, key, message).await,
+                Event::Request { id, key, message } => {
+                    if self.over_rate(Some(id), true) {
+                        continue;
+                    }
+                    self.answer_with_app(id, key, message);
+                }
+                Event::Message { id, key, message } => {
+                    if self.over_rate(id, false) {
+                        continue;
+                    }
+                    self.deliver(id, key, message).await;
+                }
                 Event::ProbeAnswered => {
                     if let Some(probe) = self.probe.lock().take() {
                         let _ = probe.send(false);
@@ -492,6 +505,30 @@ impl Link {
                 }
             }
         }
+    }
+
+    /// Whether the peer is over its message rate: if so, a request (`request`), or a message
+    /// with an id, is answered `Busy`; one without is dropped.
+    fn over_rate(&self, id: Option<RequestId>, request: bool) -> bool {
+        if self.inbox.limiter.admit(&self.node_id) {
+            return false;
+        }
+        debug!(peer = %short(&self.node_id), "over its message rate; refused");
+        let Some(id) = id else { return true };
+        let busy = NetworkMessage::Error(ErrorReply {
+            code: ErrorCode::Busy,
+            message: "over this device's message rate; try again later".to_owned(),
+        });
+        let mut session = self.session();
+        if request {
+            // Answered: it no longer counts as being answered.
+            if let Err(error) = session.answer(Instant::now(), id, busy) {
+                debug!(error = %ErrorChain(&error), "cannot refuse a request over the rate");
+            }
+        } else {
+            session.reply(id, busy);
+        }
+        true
     }
 
     /// Hands a message to the app's event stream and acknowledges it when the peer asked. One

@@ -65,6 +65,8 @@ pub(super) struct Inner {
     pub(super) handler: HandlerSlot,
     /// Recent answers to requests named across links, for their repeats.
     pub(super) answers: crate::link::AnswerSlot,
+    /// Each paired device's message rate.
+    pub(super) limiter: Arc<crate::rate::MessageLimiter>,
     pub(super) events: broadcast::Sender<NetworkEvent>,
     /// Messages the links hand to the app's event stream.
     pub(super) incoming: mpsc::Sender<Incoming>,

@@ -73,6 +73,7 @@ impl NetworkingService {
             config.transfer_stall_timeout,
         );
         let answers = crate::link::answer_cache(config.request_timeout);
+        let limiter = Arc::new(crate::rate::MessageLimiter::new(config.message_rate));
         let tasks = Tasks::new();
         let owner = Some(Arc::new(tasks.stop_on_drop()));
         let service = Self {
@@ -90,6 +91,7 @@ impl NetworkingService {
                 protocols,
                 handler: Arc::new(RwLock::new(request_handler)),
                 answers,
+                limiter,
                 events,
                 incoming,
                 receiver,

@@ -38,6 +38,7 @@ impl NetworkingService {
                 device: device.info,
             },
             answers: Arc::clone(&self.inner.answers),
+            limiter: Arc::clone(&self.inner.limiter),
         })
     }
 

@@ -128,6 +128,7 @@ impl NetworkingService {
                 |status| status == CodeStatus::Expired,
                 || Err(CodeEnded::Expired),
             );
+            self.inner.limiter.forget_quiet();
         }
     }
 

@@ -66,6 +66,7 @@ fn inbox(peer: NodeId) -> Inbox {
         handler: Arc::default(),
         max_text_len: tether_wire::limits::MAX_TEXT_LEN,
         answers: crate::link::answer_cache(STEP),
+        limiter: Arc::new(crate::rate::MessageLimiter::new(None)),
         peer: PairedPeer {
             node_id: peer,
             device: DeviceInfo {
