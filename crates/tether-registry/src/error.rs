@@ -360,6 +360,20 @@ pub enum RegistryError {
         /// The limit.
         max: usize,
     },
+    /// The outbox holds as many queued sends as it keeps.
+    #[error("the outbox is full ({max} queued sends); cancel some or let them be delivered")]
+    OutboxFull {
+        /// The limit.
+        max: usize,
+    },
+    /// A queued send longer than the outbox keeps.
+    #[error("an outbox entry may have at most {max} bytes, this one has {len}")]
+    OutboxEntryTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// Saving the change failed; memory was not changed either.
     #[error(transparent)]
     Store(#[from] StoreError),

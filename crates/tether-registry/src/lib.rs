@@ -20,6 +20,10 @@
 //!   one sealed entry per transfer (the facade's record, opaque here) with the peer's node id,
 //!   newest first, at most [`MAX_HISTORY`] kept (adding one more drops the oldest in the same
 //!   transaction).
+//! - The outbox ([`DeviceRegistry::queue_outbox`], [`DeviceRegistry::outbox`]): sends queued
+//!   for a device until they are delivered or cancelled, one sealed entry each (the facade's
+//!   record, opaque here) with the device's node id, oldest first, at most [`MAX_OUTBOX`]
+//!   (one more is refused with [`RegistryError::OutboxFull`]).
 //! - [`Profile`] is this device's id, name and type in `device.json`
 //!   ([`Profile::load_or_create`]): made on first start, a given name or type replaces the
 //!   stored one, and a different device id is refused ([`ProfileError::DeviceIdMismatch`]).
@@ -67,7 +71,7 @@
 //!   device.json          pretty JSON {"device_id": UUID, "device_name", "device_type"}, written
 //!                        to device.json.tmp and renamed over it
 //!   secrets.redb         mode 0600, redb 4, schema version [`SCHEMA_VERSION`]
-//!     tether_meta     "schema_version" -> u64
+//!     tether_meta     "schema_version" -> u64, "outbox_next" -> u64
 //!     paired_devices  node id (32) -> format 1 | nonce (12) | ChaCha20-Poly1305 under the
 //!                     storage key of (pairing secret (32) | JSON {info, paired_at_ms, trust,
 //!                     addresses, relay_url}) | tag (16); associated data =
@@ -77,6 +81,11 @@
 //!                     ChaCha20-Poly1305 under the storage key of (peer node id (32) | body)
 //!                     | tag (16); associated data = "tether/v1/registry/transfer-history" |
 //!                     format | number (u64 BE); at most [`MAX_HISTORY`] entries (schema 2)
+//!     outbox          entry number (u64, never reused; the next in tether_meta "outbox_next")
+//!                     -> format 1 | nonce (12) | ChaCha20-Poly1305 under the storage key of
+//!                     (device node id (32) | body) | tag (16); associated data =
+//!                     "tether/v1/registry/outbox" | format | number (u64 BE); at most
+//!                     [`MAX_OUTBOX`] entries (schema 3)
 //! ```
 //!
 //! Argon2id defaults to RFC 9106's second recommended option ([`Argon2Params`]). A newer
@@ -89,6 +98,7 @@ mod key_file;
 mod key_manager;
 mod key_storage;
 mod keychain;
+mod outbox;
 mod passphrase;
 mod private_fs;
 mod profile;
@@ -102,6 +112,7 @@ pub use history::{HistoryEntry, MAX_HISTORY, MAX_HISTORY_BODY};
 pub use key_file::Argon2Params;
 pub use key_manager::{KEY_FILE, KeyManager, KeyOptions, KeychainPolicy};
 pub use key_storage::KeyStorageKind;
+pub use outbox::{MAX_OUTBOX, MAX_OUTBOX_BODY, OutboxRecord};
 pub use passphrase::{PassphrasePrompt, PassphrasePurpose};
 pub use profile::{PROFILE_FILE, Profile, ProfileError};
 pub use record::{

@@ -33,6 +33,7 @@ use crate::{
 
 mod history;
 mod names;
+mod outbox;
 mod quota;
 mod refusal;
 

@@ -8,6 +8,7 @@
 //! | `paired_devices` | node id, 32 bytes | sealed record (see [`crate::record`]) |
 //! | `revoked_nodes` | node id, 32 bytes | revocation time, ms since the Unix epoch |
 //! | `transfer_history` | entry number, `u64` | sealed entry (see [`crate::history`]) |
+//! | `outbox` | entry number, `u64` | sealed queued send (see [`crate::outbox`]) |
 //!
 //! Every change is one redb write transaction committed with `fsync` before the call returns,
 //! so a crash leaves the store as of the last finished call.
@@ -34,6 +35,7 @@ use redb::{
 use tether_identity::NodeId;
 
 use crate::history::{self, HistoryEntry};
+use crate::outbox::{self, OutboxRecord};
 use crate::record::{OpenFailure, StoredDevice, from_unix_millis, unix_millis};
 use crate::{StorageKey, StoreError, private_fs};
 
@@ -41,18 +43,21 @@ use crate::{StorageKey, StoreError, private_fs};
 pub const SECRETS_FILE: &str = "secrets.redb";
 
 /// The schema version this build writes, and the newest it reads.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("tether_meta");
 const DEVICES: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("paired_devices");
 const REVOKED: TableDefinition<'_, &[u8], u64> = TableDefinition::new("revoked_nodes");
 const HISTORY: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("transfer_history");
+const OUTBOX: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("outbox");
 const SCHEMA_KEY: &str = "schema_version";
+/// The number the next outbox entry gets (numbers are never given twice).
+const OUTBOX_NEXT_KEY: &str = "outbox_next";
 
 /// Upgrades, one per old schema version: `MIGRATIONS[i]` turns version `i + 1` into `i + 2`,
 /// inside the same write transaction that then records the new version. A new version adds
 /// its step here and bumps [`SCHEMA_VERSION`].
-const MIGRATIONS: &[Migration] = &[add_history];
+const MIGRATIONS: &[Migration] = &[add_history, add_outbox];
 
 /// One schema upgrade step.
 type Migration = fn(&WriteTransaction) -> Result<(), redb::Error>;
@@ -60,6 +65,12 @@ type Migration = fn(&WriteTransaction) -> Result<(), redb::Error>;
 /// Version 1 → 2: the transfer history, empty.
 fn add_history(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(HISTORY)?;
+    Ok(())
+}
+
+/// Version 2 → 3: the outbox, empty.
+fn add_outbox(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    txn.open_table(OUTBOX)?;
     Ok(())
 }
 
@@ -200,6 +211,92 @@ impl SecretsStore {
         Ok(found)
     }
 
+    /// Adds an outbox entry under the next number, unless the outbox holds `max` entries
+    /// already (then `Ok(None)`, nothing written). Returns the entry's number.
+    pub(crate) fn queue_outbox(
+        &self,
+        node: &NodeId,
+        body: &[u8],
+        max: usize,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut nonce = [0u8; outbox::NONCE_LEN];
+        getrandom::fill(&mut nonce).map_err(StoreError::Random)?;
+        let max = u64::try_from(max).unwrap_or(u64::MAX);
+        let mut id = None;
+        self.write(|txn| {
+            let mut table = txn.open_table(OUTBOX)?;
+            if table.len()? >= max {
+                return Ok(());
+            }
+            let mut meta = txn.open_table(META)?;
+            let next = meta.get(OUTBOX_NEXT_KEY)?.map_or(1, |next| next.value());
+            meta.insert(OUTBOX_NEXT_KEY, next.saturating_add(1))?;
+            let sealed = outbox::seal(&self.key, nonce, next, node, body);
+            table.insert(next, sealed.as_slice())?;
+            id = Some(next);
+            Ok(())
+        })?;
+        Ok(id)
+    }
+
+    /// Replaces the body of outbox entry `id`, sealed anew; `false` (nothing written) if no
+    /// entry has that number.
+    pub(crate) fn update_outbox(
+        &self,
+        id: u64,
+        node: &NodeId,
+        body: &[u8],
+    ) -> Result<bool, StoreError> {
+        let mut nonce = [0u8; outbox::NONCE_LEN];
+        getrandom::fill(&mut nonce).map_err(StoreError::Random)?;
+        let mut found = false;
+        self.write(|txn| {
+            let mut table = txn.open_table(OUTBOX)?;
+            if table.get(id)?.is_none() {
+                return Ok(());
+            }
+            let sealed = outbox::seal(&self.key, nonce, id, node, body);
+            table.insert(id, sealed.as_slice())?;
+            found = true;
+            Ok(())
+        })?;
+        Ok(found)
+    }
+
+    /// Removes outbox entry `id`; whether it was there.
+    pub(crate) fn remove_outbox(&self, id: u64) -> Result<bool, StoreError> {
+        let mut found = false;
+        self.write(|txn| {
+            found = txn.open_table(OUTBOX)?.remove(id)?.is_some();
+            Ok(())
+        })?;
+        Ok(found)
+    }
+
+    /// Every outbox entry, oldest first.
+    pub(crate) fn outbox(&self) -> Result<Vec<OutboxRecord>, StoreError> {
+        let failed = |error: redb::Error| StoreError::Database {
+            path: self.path.clone(),
+            source: Box::new(error),
+        };
+        let txn = self.db.begin_read().map_err(|error| failed(error.into()))?;
+        let table = txn
+            .open_table(OUTBOX)
+            .map_err(|error| failed(error.into()))?;
+        let mut found = Vec::new();
+        for entry in table.iter().map_err(|error| failed(error.into()))? {
+            let (id, value) = entry.map_err(|error| failed(error.into()))?;
+            let id = id.value();
+            let entry =
+                outbox::open(&self.key, id, value.value()).ok_or_else(|| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    detail: format!("outbox entry {id} does not open"),
+                })?;
+            found.push(entry);
+        }
+        Ok(found)
+    }
+
     /// The file's path.
     pub(crate) fn path(&self) -> &Path {
         &self.path
@@ -315,6 +412,7 @@ fn prepare(path: &Path, db: &Database) -> Result<(), StoreError> {
             txn.open_table(DEVICES)?;
             txn.open_table(REVOKED)?;
             txn.open_table(HISTORY)?;
+            txn.open_table(OUTBOX)?;
         } else {
             for version in from..SCHEMA_VERSION {
                 let step = usize::try_from(version - 1)

@@ -128,5 +128,5 @@ fn a_store_of_schema_version_1_gets_an_empty_history_and_keeps_its_devices() {
     let txn = db.begin_read().unwrap();
     let version = txn.open_table(META).unwrap().get("schema_version").unwrap();
     assert_eq!(version.unwrap().value(), SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 2);
+    assert_eq!(SCHEMA_VERSION, 3);
 }

@@ -126,6 +126,14 @@ pub struct NetworkingConfig {
     /// [`crate::ErrorCode::LimitExceeded`]) and never becomes an event. Texts over
     /// [`crate::limits::MAX_TEXT_LEN`] (64 KiB, the default) are refused whatever this says.
     pub max_text_len: usize,
+    /// Deliver the sends queued in the outbox ([`crate::NetworkingService::queue_send`]) while
+    /// this service runs. Default: on. Off for a service that only queues them (the CLI's
+    /// short-lived nodes: the next `tether up` delivers).
+    pub deliver_queued: bool,
+    /// How often the outbox tries the devices it holds sends for, besides when they connect
+    /// or are seen; after each failed round for a device its wait doubles, up to 16 times
+    /// this. Default: 30 s.
+    pub outbox_retry: Duration,
     /// How many messages and requests each paired device may send this one (app messages,
     /// requests to the app's handler, texts, name updates; not pings or transfers), as a
     /// token bucket per device. Over it, a request is answered [`crate::ErrorCode::Busy`] and
@@ -190,6 +198,8 @@ impl NetworkingConfig {
             default_storage_quota: None,
             leftover_idle: DEFAULT_LEFTOVER_IDLE,
             max_text_len: tether_wire::limits::MAX_TEXT_LEN,
+            deliver_queued: true,
+            outbox_retry: Duration::from_secs(30),
             message_rate: Some(MessageRate::DEFAULT),
         }
     }

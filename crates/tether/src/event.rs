@@ -168,6 +168,27 @@ pub enum NetworkEvent {
         /// `true` when the peer's idle timeout closed it, `false` when this device's did.
         by_peer: bool,
     },
+    /// A queued send ([`crate::NetworkingService::queue_send`]) was delivered: the device
+    /// verified every file, and the entry left the outbox (the transfer is in the history).
+    QueuedSendDelivered {
+        /// The entry.
+        id: crate::outbox::id::OutboxId,
+        /// The device.
+        node_id: NodeId,
+        /// The receiver's account of it.
+        report: TransferReport,
+    },
+    /// A queued send failed in a way trying again does not cure (refused, a path gone, the
+    /// device unpaired): it stays in the outbox, marked failed, until cancelled. Failures
+    /// that reaching the device again cures are not events: the entry stays pending.
+    QueuedSendFailed {
+        /// The entry.
+        id: crate::outbox::id::OutboxId,
+        /// The device.
+        node_id: NodeId,
+        /// Why, every layer once.
+        reason: String,
+    },
     /// A paired device asked this one for an entry (see [`crate::ShareProvider`]): refused,
     /// started, completed or failed.
     Pull(PullEvent),

@@ -75,6 +75,7 @@ pub mod gate;
 mod history;
 mod link;
 mod lobby;
+mod outbox;
 mod pairing;
 mod rate;
 mod request;
@@ -92,6 +93,7 @@ pub use consent::{MarkedDevicesOnly, NOT_MARKED, TransferConsent, TransferOffer}
 pub use error::{CodeEnded, NetworkError};
 pub use event::{ConnectionState, EventStream, NetworkEvent, PairingStage, PullEvent};
 pub use history::{MAX_HISTORY, TransferOutcome, TransferRecord};
+pub use outbox::{MAX_OUTBOX, OutboxEntry, OutboxId, OutboxState};
 pub use pairing::{PairedDevice, PendingPairing};
 pub use request::RequestHandler;
 pub use service::{

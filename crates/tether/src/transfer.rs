@@ -210,6 +210,11 @@ impl TransferHandle {
         std::mem::replace(&mut self.events, mpsc::channel(1).1)
     }
 
+    /// What [`Self::cancel`] cancels, to keep after [`Self::finish`] took the handle.
+    pub(crate) fn canceller(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
     /// Stops the transfer; what the receiver has verified stays for a later resume.
     pub fn cancel(&self) {
         self.cancel.cancel();

@@ -75,6 +75,8 @@ pub(super) struct Inner {
     /// Answers the pulls paired devices ask for, through `config.share_provider`.
     pub(super) sharing: crate::share::Sharing,
     pub(super) tasks: Tasks,
+    /// The couriers delivering queued sends.
+    pub(super) couriers: super::couriers::Couriers,
     /// Set once the service has stopped (by `shutdown`, or the last handle dropped).
     pub(super) stopped: tokio::sync::OnceCell<()>,
 }

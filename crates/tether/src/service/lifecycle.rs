@@ -97,6 +97,7 @@ impl NetworkingService {
                 receiver,
                 sharing,
                 tasks,
+                couriers: super::couriers::Couriers::default(),
                 stopped: tokio::sync::OnceCell::new(),
             }),
             _owner: owner,

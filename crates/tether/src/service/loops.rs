@@ -1,5 +1,6 @@
 //! The service's background loops: accepting connections, handing messages to the app,
-//! listening to discoveries, keep-alive and idle close, the home relay, and expiry.
+//! listening to discoveries, keep-alive and idle close, the home relay, expiry, and the
+//! outbox's deliveries (`outbox.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -90,6 +91,13 @@ impl NetworkingService {
         tasks.spawn("the expiry of codes and sightings", async move {
             service.expiry_loop().await;
         });
+
+        if self.inner.config.deliver_queued {
+            let service = self.for_task();
+            tasks.spawn("the outbox", async move {
+                service.outbox_loop().await;
+            });
+        }
     }
 
     async fn accept_loop(&self) {

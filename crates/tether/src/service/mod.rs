@@ -15,6 +15,7 @@
 mod admin;
 mod clock;
 mod core;
+mod couriers;
 mod data_dir;
 mod desk;
 mod device;
@@ -26,6 +27,7 @@ mod links;
 mod loops;
 mod messages;
 mod names;
+mod outbox;
 mod pairing;
 mod pool;
 mod protocols;
