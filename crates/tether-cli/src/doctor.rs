@@ -4,7 +4,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Result;
 use serde_json::json;
-use tether::{ErrorChain, KeyStorageKind, NetworkingService, PathKind, RelayConfig, error_chain};
+use tether::{
+    ErrorChain, GatewayProtocols, InterfaceMulticast, Interfaces, KeyStorageKind, MulticastOutcome,
+    NatType, NetworkingService, PathKind, PortMapping, RelayConfig, error_chain,
+};
 
 use crate::context::{NodeContext, resolve};
 use crate::output::Sink;
@@ -14,6 +17,13 @@ use crate::settings::Network;
 const RELAY_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a short-lived node listens to discovery before reporting it.
 const DISCOVERY_SETTLE: Duration = Duration::from_millis(1500);
+/// How long a short-lived node waits for iroh's net report (the NAT type).
+const NET_REPORT_WAIT: Duration = Duration::from_secs(5);
+/// How long the gateway gets to say which port-mapping protocols it offers, and then the
+/// port mapper to obtain a mapping.
+const GATEWAY_WAIT: Duration = Duration::from_secs(3);
+/// How long the multicast check waits for its own datagram on each interface.
+const MULTICAST_WAIT: Duration = Duration::from_millis(500);
 
 pub(crate) async fn run(
     node: &NetworkingService,
@@ -29,12 +39,22 @@ pub(crate) async fn run(
             let _ = node.wait_for_home_relay(RELAY_PROBE_TIMEOUT).await;
         }
         settle.await;
+        if !matches!(node.diagnostics().relay, RelayConfig::Disabled) {
+            wait_for(NET_REPORT_WAIT, || {
+                node.diagnostics().nat.nat_type != NatType::Unknown
+            })
+            .await;
+        }
     }
+    let gateway = gateway(node).await;
     let diag = node.diagnostics();
     identity(node, &diag, context, sink);
     network(&diag, context, sink);
     relays(&diag, context, sink).await;
     discovery(&diag, sink);
+    multicast(context, sink).await;
+    nat(&diag, context, sink);
+    port_mapping(&diag, context, gateway, sink);
     clock(sink);
 
     let receive = diag.receive_dir.as_ref().map_or_else(
@@ -108,7 +128,7 @@ fn network(diag: &tether::Diagnostics, context: &NodeContext, sink: &Sink) {
     let mode = match context.network {
         Network::LocalOnly => "local only (loopback; no relays unless --relay, no mDNS)",
         Network::Lan => "LAN (every interface, mDNS; no relays unless --relay)",
-        Network::Internet => "internet (every interface, relays, mDNS)",
+        Network::Internet => "internet (every interface, relays, mDNS, port mapping)",
     };
     sink.line(
         "network",
@@ -309,6 +329,238 @@ fn discovery(diag: &tether::Diagnostics, sink: &Sink) {
                 .iter()
                 .map(|(node, source)| json!({ "node_id": node.to_string(), "source": source }))
                 .collect::<Vec<_>>(),
+        }),
+    );
+}
+
+/// Polls `done` every 50 ms for up to `within`.
+async fn wait_for(within: Duration, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Which port-mapping protocols the gateway offers (`None`: the port mapper is off, or no
+/// answer); with one offered, gives the port mapper time to obtain its mapping.
+async fn gateway(node: &NetworkingService) -> Option<Result<GatewayProtocols, String>> {
+    let gateway = node.probe_gateway(GATEWAY_WAIT).await;
+    if gateway
+        .as_ref()
+        .is_some_and(|g| g.as_ref().is_ok_and(|p| p.upnp || p.pcp || p.nat_pmp))
+    {
+        wait_for(GATEWAY_WAIT, || {
+            matches!(node.diagnostics().port_mapping, PortMapping::Mapped(_))
+        })
+        .await;
+    }
+    gateway
+}
+
+/// Whether multicast works on each interface, and so whether mDNS can find devices.
+/// `--local-only` checks loopback only: nothing leaves the machine.
+async fn multicast(context: &NodeContext, sink: &Sink) {
+    let local_only = context.network == Network::LocalOnly;
+    let which = if local_only {
+        Interfaces::LoopbackOnly
+    } else {
+        Interfaces::All
+    };
+    let checks =
+        tokio::task::spawn_blocking(move || tether::check_multicast(which, MULTICAST_WAIT))
+            .await
+            .unwrap_or_default();
+    let can = tether::mdns_can_work(&checks);
+    let verdict = if local_only {
+        "loopback only (--local-only): LAN multicast not checked, mDNS is off"
+    } else if can {
+        "mDNS can work here"
+    } else {
+        "multicast blocked: LAN discovery will not find devices, pair by code or use --relay"
+    };
+    let mut text = String::from("multicast");
+    for (i, check) in checks.iter().enumerate() {
+        let lead = if i == 0 { "  " } else { "\n           " };
+        text.push_str(&format!(
+            "{lead}{} {}: {}",
+            check.name,
+            check.addr,
+            interface_text(check)
+        ));
+    }
+    if checks.is_empty() {
+        text.push_str("  no up interface with an IPv4 address");
+    }
+    text.push_str(&format!("\n           {verdict}"));
+    sink.line(
+        "multicast",
+        text,
+        json!({
+            "mdns_can_work": can,
+            "checked": if local_only { "loopback" } else { "all" },
+            "interfaces": checks.iter().map(|c| json!({
+                "name": c.name,
+                "addr": c.addr.to_string(),
+                "loopback": c.loopback,
+                "multicast_flag": c.flag,
+                "works": c.works(),
+                "outcome": outcome_word(&c.outcome),
+            })).collect::<Vec<_>>(),
+        }),
+    );
+}
+
+fn interface_text(check: &InterfaceMulticast) -> String {
+    let flag = if check.flag {
+        ""
+    } else {
+        "no multicast flag; "
+    };
+    let outcome = match &check.outcome {
+        MulticastOutcome::Works => {
+            format!(
+                "{flag}joined {}, own packet looped back",
+                tether::MDNS_GROUP
+            )
+        }
+        MulticastOutcome::JoinFailed(error) => {
+            format!("{flag}cannot join {}: {error}", tether::MDNS_GROUP)
+        }
+        MulticastOutcome::SendFailed(error) => format!("{flag}joined, cannot send: {error}"),
+        MulticastOutcome::NotLooped => format!("{flag}joined, own packet did not come back"),
+        _ => format!("{flag}unknown"),
+    };
+    if check.loopback {
+        format!("{outcome} (loopback: not a LAN)")
+    } else {
+        outcome
+    }
+}
+
+fn outcome_word(outcome: &MulticastOutcome) -> &'static str {
+    match outcome {
+        MulticastOutcome::Works => "works",
+        MulticastOutcome::JoinFailed(_) => "join_failed",
+        MulticastOutcome::SendFailed(_) => "send_failed",
+        MulticastOutcome::NotLooped => "not_looped",
+        _ => "unknown",
+    }
+}
+
+/// The NAT type iroh's net report saw, and what it means for direct paths.
+fn nat(diag: &tether::Diagnostics, context: &NodeContext, sink: &Sink) {
+    let public: Vec<String> = diag
+        .nat
+        .public_addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let seen = if public.is_empty() {
+        String::new()
+    } else {
+        format!(", public {}", public.join(", "))
+    };
+    let (word, text) = match diag.nat.nat_type {
+        NatType::EndpointIndependent => (
+            "cone",
+            format!(
+                "cone (endpoint-independent mapping{seen})\n           direct paths: hole punching works"
+            ),
+        ),
+        NatType::VariesByDestination => (
+            "symmetric",
+            format!(
+                "symmetric (mapping varies by destination{seen})\n           direct paths: hole punching fails towards another such NAT; the relay carries it unless a port is mapped"
+            ),
+        ),
+        NatType::OneServer => (
+            "one_server",
+            format!("not known: one relay answered{seen}; two relays tell cone from symmetric"),
+        ),
+        NatType::NoUdp => (
+            "no_udp",
+            "no UDP: no relay answered over UDP; only the relay's TCP path may work".to_owned(),
+        ),
+        _ => (
+            "unknown",
+            match diag.relay {
+                RelayConfig::Disabled => format!(
+                    "unknown: no relay to ask ({})",
+                    if context.network == Network::LocalOnly {
+                        "--local-only"
+                    } else {
+                        "relays off"
+                    }
+                ),
+                _ => "unknown: no relay answered yet".to_owned(),
+            },
+        ),
+    };
+    sink.line(
+        "nat",
+        format!("nat        {text}"),
+        json!({ "nat": word, "public": public }),
+    );
+}
+
+/// Whether the router maps a port for this device, and which protocols it offers.
+fn port_mapping(
+    diag: &tether::Diagnostics,
+    context: &NodeContext,
+    gateway: Option<Result<GatewayProtocols, String>>,
+    sink: &Sink,
+) {
+    let offered: Vec<&str> = match &gateway {
+        Some(Ok(p)) => [(p.upnp, "UPnP"), (p.pcp, "PCP"), (p.nat_pmp, "NAT-PMP")]
+            .into_iter()
+            .filter_map(|(on, name)| on.then_some(name))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let gateway_text = match &gateway {
+        Some(Ok(_)) if offered.is_empty() => {
+            "the gateway offers no UPnP, PCP or NAT-PMP".to_owned()
+        }
+        Some(Ok(_)) => format!("the gateway offers {}", offered.join(", ")),
+        Some(Err(error)) => format!("gateway probe: {error}"),
+        None => "the gateway did not answer".to_owned(),
+    };
+    let (state, text) = match diag.port_mapping {
+        PortMapping::Off => (
+            "off",
+            format!(
+                "off ({})",
+                match context.network {
+                    Network::LocalOnly => "--local-only",
+                    Network::Lan => "--lan",
+                    Network::Internet => "turned off",
+                }
+            ),
+        ),
+        PortMapping::Mapped(external) => (
+            "mapped",
+            format!(
+                "{} {external} -> this device ({gateway_text})",
+                if offered.len() == 1 {
+                    offered.join("")
+                } else {
+                    "mapped".to_owned()
+                }
+            ),
+        ),
+        _ => ("none", format!("none obtained ({gateway_text})")),
+    };
+    sink.line(
+        "port_mapping",
+        format!("port map   {text}"),
+        json!({
+            "port_mapping": state,
+            "external": match diag.port_mapping {
+                PortMapping::Mapped(external) => Some(external.to_string()),
+                _ => None,
+            },
+            "gateway_offers": offered,
+            "gateway_error": gateway.and_then(Result::err),
         }),
     );
 }

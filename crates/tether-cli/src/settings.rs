@@ -65,6 +65,8 @@ impl Settings {
                 config.transport.mdns = true;
                 // LAN only: no pkarr/DNS publishing or lookups on the internet.
                 config.transport.global_discovery = None;
+                // Nor a port mapping on the router: it is for peers on the internet.
+                config.transport.port_mapping = false;
                 config
             }
         };
@@ -165,6 +167,7 @@ mod tests {
     fn lan_mode_reaches_nothing_beyond_the_local_network() {
         let config = settings(Network::Lan).config(false).unwrap();
         assert!(config.transport.mdns);
+        assert!(!config.transport.port_mapping);
         assert_eq!(config.transport.relay, RelayConfig::Disabled);
         assert_eq!(config.transport.global_discovery, None);
         assert!(config.loopback_discovery.is_none());
@@ -176,5 +179,14 @@ mod tests {
         assert!(config.transport.local_only);
         assert!(config.transport.bind_addr.ip().is_loopback());
         assert_eq!(config.transport.relay, RelayConfig::Disabled);
+        assert!(!config.transport.port_mapping);
+    }
+
+    #[test]
+    fn internet_mode_asks_the_router_for_a_port_mapping() {
+        // Only the configuration: nothing is bound or sent.
+        let config = settings(Network::Internet).config(false).unwrap();
+        assert!(config.transport.port_mapping);
+        assert!(!config.transport.local_only);
     }
 }

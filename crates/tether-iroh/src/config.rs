@@ -33,8 +33,8 @@ pub enum RelayConfig {
 ///
 /// [`TransportConfig::default`] is what users get: bind every interface on UDP
 /// [`DEFAULT_PORT`], iroh's public relays, mDNS on the LAN. [`TransportConfig::local_only`]
-/// stays on this machine: it binds 127.0.0.1 only, uses no relay, no port mapper (never compiled
-/// in), no internet discovery and no mDNS. Tests, demos and benchmarks use it.
+/// stays on this machine: it binds 127.0.0.1 only, uses no relay, no port mapper, no internet
+/// discovery and no mDNS. Tests, demos and benchmarks use it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransportConfig {
     /// Where to bind. Port 0 picks a random port.
@@ -64,6 +64,10 @@ pub struct TransportConfig {
     /// QUIC flow-control windows and congestion controller ([`QuicTuning::default`] in both
     /// the real-world and the local-only configuration).
     pub quic: QuicTuning,
+    /// Ask the home router for a port mapping (UPnP, PCP or NAT-PMP; iroh's port mapper),
+    /// so peers behind any NAT can reach this device directly. On in the real-world
+    /// defaults; off in [`TransportConfig::local_only`], and always off when `local_only`.
+    pub port_mapping: bool,
 }
 
 impl Default for TransportConfig {
@@ -78,6 +82,7 @@ impl Default for TransportConfig {
             global_discovery: Some(GlobalDiscoveryConfig::n0()),
             local_only: false,
             quic: QuicTuning::default(),
+            port_mapping: true,
         }
     }
 }
@@ -95,6 +100,7 @@ impl TransportConfig {
             global_discovery: None,
             local_only: true,
             quic: QuicTuning::default(),
+            port_mapping: false,
         }
     }
 
@@ -134,6 +140,7 @@ impl TransportConfig {
                 RelayConfig::Default | RelayConfig::Disabled => RelayConfig::Disabled,
             };
             config.mdns = false;
+            config.port_mapping = false;
             if !config
                 .global_discovery
                 .as_ref()

@@ -40,6 +40,8 @@ mod id;
 mod info;
 mod loopback;
 mod mdns;
+mod multicast;
+mod nat;
 mod relay_select;
 mod transport;
 mod tuning;
@@ -54,6 +56,10 @@ pub use global::GlobalDiscovery;
 pub use info::{ConnectionInfo, PathKind, PeerClose, direct_addrs, peer_close, relay_url};
 pub use loopback::LoopbackDiscovery;
 pub use mdns::MdnsDiscovery;
+pub use multicast::{
+    InterfaceMulticast, Interfaces, MDNS_GROUP, MulticastOutcome, check_multicast, mdns_can_work,
+};
+pub use nat::{GatewayProtocols, NatStatus, NatType, PortMapping};
 pub use relay_select::{LowestLatency, probe_relay};
 pub use transport::{AdmitAll, ConnectionGate, Refusal, Transport, peer_node_id};
 pub use tuning::{CongestionControl, QuicTuning};

@@ -24,6 +24,10 @@ const RELAY_LOST_PAUSE: Duration = Duration::from_millis(250);
 
 /// How long one probe of one relay may take before the relay counts as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the selector lets iroh's first net report run before it drops relays from the
+/// map: the report asks every relay in the map for this device's public address, and the NAT
+/// type (mapping varies by destination or not) needs two answers.
+const FIRST_REPORT_WAIT: Duration = Duration::from_secs(3);
 /// Round trips per probe; the median counts.
 const PINGS_PER_PROBE: usize = 3;
 
@@ -111,10 +115,19 @@ impl Transport {
     /// Keeps the endpoint on the relay `selector` chooses among the configured ones: measures
     /// them now, every `every`, and at once when the chosen relay's connection is lost; the
     /// endpoint's relay map then holds only the chosen relay (none when the selector chooses
-    /// none). Runs until the endpoint closes; the service runs it as a task.
+    /// none). The map is first left whole until iroh's first net report has asked every relay
+    /// (up to 3 s), so that the NAT type is measured against all of them. Runs until the
+    /// endpoint closes; the service runs it as a task.
     pub async fn select_relays(&self, selector: Arc<dyn RelaySelector>, every: Duration) {
         if self.relay_urls().is_empty() {
             return;
+        }
+        let mut report = self.endpoint().net_report();
+        if tokio::time::timeout(FIRST_REPORT_WAIT, report.initialized())
+            .await
+            .is_err()
+        {
+            debug!("no net report yet; choosing a relay anyway");
         }
         let mut status = self.endpoint().home_relay_status();
         let mut chosen: Option<RelayUrl> = None;

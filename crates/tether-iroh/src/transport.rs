@@ -374,6 +374,7 @@ async fn bind_once(
         .relay_mode(relay_mode(&config.relay)?)
         .hooks(GateHook(Arc::clone(gate)))
         .transport_config(config.quic.to_iroh()?)
+        .portmapper_config(crate::nat::portmapper_config(config.port_mapping))
         .clear_ip_transports();
     if config.force_relay {
         if config.relay == RelayConfig::Disabled {

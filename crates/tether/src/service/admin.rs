@@ -54,6 +54,14 @@ pub struct Diagnostics {
     /// before the answer) and got the first answer, from the answer cache, without the
     /// request handler running again.
     pub repeats_answered: u64,
+    /// How the NAT in front of this device maps its port, from iroh's net report (needs
+    /// relays to ask; two to tell the kinds apart).
+    pub nat: tether_iroh::NatStatus,
+    /// Whether the home router maps a port for this device (iroh's port mapper; off in the
+    /// local-only configuration and unless [`TransportConfig::port_mapping`]).
+    ///
+    /// [`TransportConfig::port_mapping`]: crate::TransportConfig::port_mapping
+    pub port_mapping: tether_iroh::PortMapping,
 }
 
 /// A home relay's state.
@@ -127,7 +135,19 @@ impl NetworkingService {
             receive_dir: self.inner.config.receive_dir.clone(),
             data_dir: self.inner.config.data_dir.clone(),
             repeats_answered: self.inner.answers.lock().repeats(),
+            nat: self.inner.transport.nat_status(),
+            port_mapping: self.inner.transport.port_mapping(),
         }
+    }
+
+    /// Asks the default gateway which port-mapping protocols (UPnP, PCP, NAT-PMP) it offers,
+    /// waiting up to `within`. `None` when the port mapper is off (nothing is sent then) or
+    /// no answer came in time; `Some(Err)` says why the probe could not run.
+    pub async fn probe_gateway(
+        &self,
+        within: Duration,
+    ) -> Option<Result<tether_iroh::GatewayProtocols, String>> {
+        self.inner.transport.probe_gateway(within).await
     }
 
     /// Waits up to `within` for the endpoint to connect to a home relay; its URL, or `None`
