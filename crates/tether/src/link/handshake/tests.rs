@@ -237,7 +237,7 @@ async fn a_forged_response_closes_the_connection_before_anything_after_it_is_rea
                 break pong;
             }
         };
-        let mut forged = response.to_bytes();
+        let mut forged = response.to_bytes().to_vec();
         if let Some(last) = forged.last_mut() {
             *last ^= 1;
         }
