@@ -125,6 +125,12 @@ pub struct NetworkingConfig {
     /// [`crate::ErrorCode::LimitExceeded`]) and never becomes an event. Texts over
     /// [`crate::limits::MAX_TEXT_LEN`] (64 KiB, the default) are refused whatever this says.
     pub max_text_len: usize,
+    /// Speak the compact binary encoding of control messages with devices that speak it too
+    /// (negotiated in each connection's session handshake; see
+    /// [`crate::NetworkingService::message_encoding`]). Off: this device offers and chooses
+    /// JSON only, exactly as a build without the binary encoding, which is handy for reading
+    /// frames by eye. Default: on.
+    pub binary_messages: bool,
 }
 
 impl NetworkingConfig {
@@ -156,6 +162,7 @@ impl NetworkingConfig {
             default_storage_quota: None,
             leftover_idle: DEFAULT_LEFTOVER_IDLE,
             max_text_len: tether_wire::limits::MAX_TEXT_LEN,
+            binary_messages: true,
         }
     }
 
