@@ -28,10 +28,12 @@ fuzz_target!(|data: &[u8]| {
         Some(bytes.len())
     );
     assert!(bytes.len() <= data.len(), "re-encoding never grows");
-    let again =
-        ControlMessage::decode_with(Encoding::Binary, &bytes).expect("an encoded message must decode");
+    let again = ControlMessage::decode_with(Encoding::Binary, &bytes)
+        .expect("an encoded message must decode");
     assert_eq!(again, message);
     // The same message as JSON decodes to it too: the two encodings carry the same things.
-    let json = message.encode_with(Encoding::Json).expect("and encode as JSON");
+    let json = message
+        .encode_with(Encoding::Json)
+        .expect("and encode as JSON");
     assert_eq!(ControlMessage::decode(&json).ok(), Some(message));
 });

@@ -98,10 +98,33 @@ fn older_builds_on_either_side_negotiate_nothing_and_still_connect() {
     let (mut a, mut b) = finish(&d, alice, bob, &init).unwrap();
     assert_keys_match(&mut a, &mut b);
 
-    // Nothing in common: no choice either.
+    // Nothing in common: no choice either, but the offer seen is bound (a 0x07 init).
     let (alice, bob, init) = first_half(&mut d, Some(&[9]), |b| b, &[2, 1]);
     assert_eq!(init.encoding(), None);
+    assert_eq!(init.to_bytes().len(), InitMessage::CHOOSING_LEN);
     assert!(finish(&d, alice, bob, &init).is_ok());
+}
+
+#[test]
+fn an_offer_changed_to_share_nothing_fails_the_signature() {
+    // Found by the session_handshake fuzz target: the offer's ids changed on the way so that
+    // the initiator reads none of them. It chooses none, but binds the offer it saw.
+    let mut d = devices();
+    let (_alice, bob, init) = first_half(
+        &mut d,
+        Some(&[2, 1]),
+        |mut b| {
+            b[34] ^= 0x7a;
+            b[35] ^= 0x05;
+            b
+        },
+        &[2, 1],
+    );
+    assert_eq!(init.encoding(), None);
+    let err = bob
+        .receive(&d.bob, d.alice.node_id(), &d.secret, &init)
+        .unwrap_err();
+    assert_eq!(err, CryptoError::Signature);
 }
 
 #[test]

@@ -127,8 +127,9 @@ pub struct NetworkingConfig {
     pub max_text_len: usize,
     /// Speak the compact binary encoding of control messages with devices that speak it too
     /// (negotiated in each connection's session handshake; see
-    /// [`crate::NetworkingService::message_encoding`]). Off: this device offers and chooses
-    /// JSON only, exactly as a build without the binary encoding, which is handy for reading
+    /// [`crate::NetworkingService::message_encoding`]). Off: this device speaks JSON only:
+    /// when it accepts, its handshake offers nothing, exactly as a build without the binary
+    /// encoding; when it dials, it chooses none of what the peer offers. Handy for reading
     /// frames by eye. Default: on.
     pub binary_messages: bool,
 }

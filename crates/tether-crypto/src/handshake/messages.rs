@@ -4,16 +4,17 @@
 //! |---|---|---|
 //! | [`HelloMessage`] | `0x04` · responder ephemeral (32) · [count (1..=8) · encoding ids] | 33, or 35–42 |
 //! | [`InitMessage`] | `0x05` · initiator ephemeral (32) · confirmation (32) · signature (64) | 129 |
-//! | [`InitMessage`] choosing | `0x07` · the same · chosen encoding id (1) | 130 |
+//! | [`InitMessage`] choosing | `0x07` · the same · chosen encoding id, `0` for none (1) | 130 |
 //! | [`ResponseMessage`] | `0x06` · confirmation (32) · signature (64) | 97 |
 //!
 //! The type bytes differ from those of the handshake that had the initiator speak first
 //! (`0x01`–`0x03`), so a message of one layout is never taken for the other's.
 //!
 //! The hello's offer is a trailing field on a stream of its own: a reader that takes only the
-//! first 33 bytes (an older build) never sees it. An initiator sends the `0x07` init only to a
-//! responder whose hello offered encodings, so an older responder, which reads `0x05` only, never
-//! gets one.
+//! first 33 bytes (an older build) never sees it. An initiator sends the `0x07` init, and only
+//! that, to a responder whose hello offered encodings (choosing `0` when it reads none of them,
+//! so the offer it saw is bound all the same), so an older responder, which reads `0x05` only,
+//! never gets one. Encoding ids are never `0`.
 
 use tether_identity::Signature;
 
@@ -23,6 +24,8 @@ const HELLO_TYPE: u8 = 0x04;
 const INIT_TYPE: u8 = 0x05;
 const RESPONSE_TYPE: u8 = 0x06;
 const INIT_CHOOSING_TYPE: u8 = 0x07;
+/// The choice byte of a `0x07` init whose initiator reads none of the offered encodings.
+pub(crate) const NONE_CHOSEN: u8 = 0;
 
 /// The encodings a responder reads, offered in its hello: one-byte ids that this crate does not
 /// interpret (the wire crate names them), at most [`EncodingOffer::MAX`], in the responder's
@@ -37,9 +40,10 @@ impl EncodingOffer {
     /// The most ids an offer holds.
     pub const MAX: usize = 8;
 
-    /// An offer of `ids`; `None` when there are none or more than [`Self::MAX`].
+    /// An offer of `ids`; `None` when there are none, more than [`Self::MAX`], or one is `0`
+    /// (which an init uses for "none of these").
     pub fn new(ids: &[u8]) -> Option<Self> {
-        if ids.is_empty() || ids.len() > Self::MAX {
+        if ids.is_empty() || ids.len() > Self::MAX || ids.contains(&NONE_CHOSEN) {
             return None;
         }
         let mut offer = Self {
@@ -70,7 +74,8 @@ pub struct HelloMessage {
 }
 
 /// Initiator → responder: the initiator's ephemeral key, its key confirmation and its
-/// signature over the transcript, and the encoding it chose from the hello's offer, if any.
+/// signature over the transcript, and, when the hello offered encodings, the one it chose
+/// (`0`: none of them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InitMessage {
     pub(crate) ephemeral: EphemeralPublicKey,
@@ -153,11 +158,11 @@ impl InitMessage {
     /// The encoding the initiator chose from the hello's offer; `None` when it chose none (the
     /// hello offered none, or none the initiator reads).
     pub fn encoding(&self) -> Option<u8> {
-        self.encoding
+        self.encoding.filter(|&id| id != NONE_CHOSEN)
     }
 
-    /// The encoding: type byte, ephemeral key, confirmation, signature, then the chosen
-    /// encoding if any (type `0x07` instead of `0x05`).
+    /// The encoding: type byte, ephemeral key, confirmation, signature, then, when the hello
+    /// offered encodings, the choice (type `0x07` instead of `0x05`).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(Self::CHOOSING_LEN);
         out.push(match self.encoding {
@@ -353,6 +358,10 @@ mod tests {
         }
         assert!(EncodingOffer::new(&[]).is_none());
         assert!(EncodingOffer::new(&[1; 9]).is_none());
+        assert!(EncodingOffer::new(&[2, 0]).is_none());
+        let mut zero_id = bytes.clone();
+        zero_id[35] = 0;
+        assert!(HelloMessage::from_bytes(&zero_id).is_err());
 
         let choosing = InitMessage {
             encoding: Some(2),

@@ -50,6 +50,7 @@ use crate::{
     CryptoError, EphemeralKeyPair, PairingSecret, Role, SessionKeys, SessionSecrets, Transcript,
 };
 
+use messages::NONE_CHOSEN;
 pub use messages::{EncodingOffer, HelloMessage, InitMessage, ResponseMessage};
 
 /// The context of the responder's signature over the transcript hash.
@@ -121,7 +122,9 @@ impl AwaitingInit {
         };
         let negotiation = match (self.offer.as_ref(), init.encoding) {
             (_, None) => None,
-            (Some(offer), Some(chosen)) if offer.contains(chosen) => Some((offer.ids(), chosen)),
+            (Some(offer), Some(chosen)) if chosen == NONE_CHOSEN || offer.contains(chosen) => {
+                Some((offer.ids(), chosen))
+            }
             (_, Some(chosen)) => return Err(CryptoError::UnofferedEncoding { chosen }),
         };
         let th = transcript.negotiated_hash(negotiation);
@@ -163,7 +166,9 @@ impl Initiator {
 
     /// [`start`](Self::start), choosing the first encoding of `reads` (this side's, preferred
     /// first) that the hello offers; none when the hello offers none of them (or none at all).
-    /// The choice is [`InitMessage::encoding`].
+    /// The choice is [`InitMessage::encoding`]. Whenever the hello offered encodings, the offer
+    /// and the choice (none included) are bound into the transcript, so an offer changed on
+    /// the way fails the responder's check of the init.
     pub fn start_choosing<R: CryptoRng + ?Sized>(
         rng: &mut R,
         identity: &NetworkIdentity,
@@ -172,9 +177,9 @@ impl Initiator {
         hello: &HelloMessage,
         reads: &[u8],
     ) -> Result<(AwaitingResponse, InitMessage), CryptoError> {
-        let negotiation = hello.offer.as_ref().and_then(|offer| {
-            let chosen = reads.iter().copied().find(|id| offer.contains(*id))?;
-            Some((offer.ids(), chosen))
+        let negotiation = hello.offer.as_ref().map(|offer| {
+            let chosen = reads.iter().copied().find(|id| offer.contains(*id));
+            (offer.ids(), chosen.unwrap_or(NONE_CHOSEN))
         });
         let ephemeral = EphemeralKeyPair::generate(rng);
         let transcript = Transcript {
