@@ -1,5 +1,6 @@
 //! tether-wire: control messages encoded and decoded per second (Ping and a 100-entry
-//! SyncResponse), frame decoding, and the envelope sealing and opening a 256 KiB data frame.
+//! SyncResponse), as JSON and in the binary encoding side by side, frame decoding, and the
+//! envelope sealing and opening a 256 KiB data frame.
 //!
 //! `cargo bench -p tether-benches --bench wire`
 
@@ -17,8 +18,8 @@ use tether_crypto::{
     EphemeralKeyPair, PairingSecret, Role, SessionKeys, SessionSecrets, Transcript,
 };
 use tether_wire::{
-    ContentHash, ControlMessage, DataChunk, FrameDecoder, FrameEncoder, Hlc, Ping, RequestId,
-    SyncEntry, SyncResponse, limits::MAX_CHUNK_LEN,
+    ContentHash, ControlMessage, DataChunk, Encoding, FrameDecoder, FrameEncoder, Hlc, Ping,
+    RequestId, SyncEntry, SyncResponse, limits::MAX_CHUNK_LEN,
 };
 use uuid::Uuid;
 
@@ -109,6 +110,44 @@ fn messages(c: &mut Criterion) {
     group.finish();
 }
 
+/// The same messages in both encodings, in one group so each binary row has its JSON row
+/// beside it from the same run: encode, decode, and encode + decode (what one hop costs).
+fn encodings(c: &mut Criterion) {
+    let mut group = c.benchmark_group("wire/encoding");
+    group.throughput(Throughput::Elements(1));
+    for (name, message) in [("ping", ping()), ("sync_response_100", sync_response(100))] {
+        for encoding in [Encoding::Json, Encoding::Binary] {
+            let bytes = message.encode_with(encoding).unwrap();
+            let label = encoding.as_str();
+            eprintln!("{name}: {} bytes as {label}", bytes.len());
+            group.bench_function(format!("encode/{label}/{name}"), |b| {
+                let mut out = Vec::with_capacity(bytes.len());
+                b.iter(|| {
+                    out.clear();
+                    black_box(&message)
+                        .encode_into_with(encoding, &mut out)
+                        .unwrap();
+                    black_box(out.len())
+                });
+            });
+            group.bench_function(format!("decode/{label}/{name}"), |b| {
+                b.iter(|| ControlMessage::decode_with(encoding, black_box(&bytes)).unwrap());
+            });
+            group.bench_function(format!("encode_decode/{label}/{name}"), |b| {
+                let mut out = Vec::with_capacity(bytes.len());
+                b.iter(|| {
+                    out.clear();
+                    black_box(&message)
+                        .encode_into_with(encoding, &mut out)
+                        .unwrap();
+                    ControlMessage::decode_with(encoding, &out).unwrap()
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
 fn data_and_envelope(c: &mut Criterion) {
     let mut group = c.benchmark_group("wire/data_256KiB");
     group.throughput(Throughput::Bytes(MAX_CHUNK_LEN as u64));
@@ -168,5 +207,5 @@ fn data_and_envelope(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, messages, data_and_envelope);
+criterion_group!(benches, messages, encodings, data_and_envelope);
 criterion_main!(benches);

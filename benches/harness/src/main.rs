@@ -131,6 +131,10 @@ pub(crate) struct TetherClient {
     pub(crate) discovery: PathBuf,
     #[command(flatten)]
     pub(crate) relay: RelayArgs,
+    /// Speak JSON messages only (`NetworkingConfig::binary_messages` off), as a build without
+    /// the binary encoding: the baseline of the binary-versus-JSON rows.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// The client processes.

@@ -243,13 +243,21 @@ pub(super) fn rtt(cx: &mut Cx, report: &mut Report) -> Result<()> {
     } = *cx;
     let Report { ref mut rows, .. } = *report;
     let samples = if quick { 100 } else { 300 };
-    let (mut t_rtt, mut r_rtt) = (Vec::new(), Vec::new());
+    let (mut t_rtt, mut r_rtt, mut j_rtt) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 0..reps {
         let mut run_tether = |lab: &mut Lab| -> Result<()> {
             let mut argv = args(&["rtt", "--samples", &samples.to_string()]);
             argv.extend(lab.tether_client_args("client"));
             argv.extend(args(&["--peer", &tether.id]));
             t_rtt.push(seconds(&lab.client("tether-rtt", argv)?, "rtt.median")?);
+            // The same client forced to JSON messages, right after (issue 22's baseline).
+            let mut argv = args(&["rtt", "--samples", &samples.to_string(), "--json"]);
+            argv.extend(lab.tether_client_args("client"));
+            argv.extend(args(&["--peer", &tether.id]));
+            j_rtt.push(seconds(
+                &lab.client("tether-rtt-json", argv)?,
+                "rtt.median",
+            )?);
             Ok(())
         };
         let mut run_raw = |lab: &mut Lab| -> Result<()> {
@@ -278,6 +286,17 @@ pub(super) fn rtt(cx: &mut Cx, report: &mut Report) -> Result<()> {
         target: "≤ 1.3×".into(),
         met: Some(r.median <= 1.3),
     });
+    rows.push(Row {
+        figure: format!("Ping/Pong round trip, binary messages (median of {samples})"),
+        candidate: Spread::of(&t_rtt).show(|s| format!("{:.0} µs", s * 1e6)),
+        baseline: format!(
+            "JSON messages: {}",
+            Spread::of(&j_rtt).show(|s| format!("{:.0} µs", s * 1e6))
+        ),
+        ratio: Some(Spread::of(&ratios(&t_rtt, &j_rtt))),
+        target: "reported".into(),
+        met: None,
+    });
     Ok(())
 }
 
@@ -292,14 +311,37 @@ pub(super) fn flood(cx: &mut Cx, report: &mut Report) -> Result<()> {
     let Report { ref mut rows, .. } = *report;
     let secs = if quick { 1.0 } else { 3.0 };
     let (mut rates, mut p99s, mut p50s) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..reps {
-        let mut argv = args(&["flood", "--senders", "64", "--seconds", &secs.to_string()]);
-        argv.extend(lab.tether_client_args("client"));
-        argv.extend(args(&["--peer", &tether.id]));
-        let v = lab.client("tether-flood", argv)?;
-        rates.push(seconds(&v, "messages_per_second")?);
-        p99s.push(seconds(&v, "latency.p99")?);
-        p50s.push(seconds(&v, "latency.median")?);
+    let (mut j_rates, mut j_p99s) = (Vec::new(), Vec::new());
+    for rep in 0..reps {
+        // Binary (the default) and JSON-only runs alternate, first one then the other.
+        for json in [rep % 2 == 1, rep % 2 == 0] {
+            let mut argv = args(&["flood", "--senders", "64", "--seconds", &secs.to_string()]);
+            if json {
+                argv.extend(args(&["--json"]));
+            }
+            argv.extend(lab.tether_client_args("client"));
+            argv.extend(args(&["--peer", &tether.id]));
+            let v = lab.client(
+                if json {
+                    "tether-flood-json"
+                } else {
+                    "tether-flood"
+                },
+                argv,
+            )?;
+            let (rate, p99) = (
+                seconds(&v, "messages_per_second")?,
+                seconds(&v, "latency.p99")?,
+            );
+            if json {
+                j_rates.push(rate);
+                j_p99s.push(p99);
+            } else {
+                rates.push(rate);
+                p99s.push(p99);
+                p50s.push(seconds(&v, "latency.median")?);
+            }
+        }
     }
     rows.push(Row {
         figure: format!("64 parallel senders of Ping ({secs} s each run)"),
@@ -312,6 +354,22 @@ pub(super) fn flood(cx: &mut Cx, report: &mut Report) -> Result<()> {
         baseline: "—".into(),
         ratio: None,
         target: "messages/s and p99 reported".into(),
+        met: None,
+    });
+    rows.push(Row {
+        figure: format!("64 parallel senders of Ping, binary vs JSON messages ({secs} s each run)"),
+        candidate: format!(
+            "binary {} msg/s, p99 {}",
+            Spread::of(&rates).show(|x| format!("{x:.0}")),
+            Spread::of(&p99s).show(ms)
+        ),
+        baseline: format!(
+            "JSON {} msg/s, p99 {}",
+            Spread::of(&j_rates).show(|x| format!("{x:.0}")),
+            Spread::of(&j_p99s).show(ms)
+        ),
+        ratio: Some(Spread::of(&ratios(&rates, &j_rates))),
+        target: "reported (ratio: binary msg/s ÷ JSON msg/s)".into(),
         met: None,
     });
     Ok(())

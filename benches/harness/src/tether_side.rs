@@ -64,11 +64,12 @@ async fn start_service(config: NetworkingConfig, relay: &RelayArgs) -> Result<Ne
 /// A client's service: quiet (see [`quiet_config`]) on loopback; through a relay, with
 /// discovery, which tells it the server's relay URL.
 async fn start(client: &TetherClient) -> Result<NetworkingService> {
-    let config = if client.relay.relay.is_some() {
+    let mut config = if client.relay.relay.is_some() {
         config(&client.dir, &client.discovery)
     } else {
         quiet_config(&client.dir, &client.discovery)
     };
+    config.binary_messages = !client.json;
     start_service(config, &client.relay).await
 }
 

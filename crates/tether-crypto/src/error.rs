@@ -82,6 +82,14 @@ pub enum CryptoError {
     #[error("handshake key confirmation failed")]
     KeyConfirmation,
 
+    /// The initiator chose an encoding the responder's hello did not offer (or chose one when
+    /// no offer was made).
+    #[error("the initiator chose encoding {chosen}, which was not offered")]
+    UnofferedEncoding {
+        /// The id the initiator chose.
+        chosen: u8,
+    },
+
     // --- The caller asked for something impossible. ---
     /// Transfer keys for this transfer id were already derived from this session; deriving
     /// them twice would reuse nonces.

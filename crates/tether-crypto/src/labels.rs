@@ -3,6 +3,7 @@
 //! twice.
 
 pub(crate) const TRANSCRIPT_LABEL: &[u8] = b"tether/v1/session/transcript";
+pub(crate) const NEGOTIATION_LABEL: &[u8] = b"tether/v1/session/negotiation";
 pub(crate) const I2R_LABEL: &[u8] = b"tether/v1/session/key/initiator-to-responder";
 pub(crate) const R2I_LABEL: &[u8] = b"tether/v1/session/key/responder-to-initiator";
 pub(crate) const EXPORTER_LABEL: &[u8] = b"tether/v1/session/exporter";
@@ -24,6 +25,7 @@ mod tests {
     fn labels_are_distinct_and_namespaced() {
         let labels = [
             TRANSCRIPT_LABEL,
+            NEGOTIATION_LABEL,
             I2R_LABEL,
             R2I_LABEL,
             EXPORTER_LABEL,

@@ -9,8 +9,8 @@ use crate::cipher::TransferCipher;
 use crate::ecdh::{EphemeralPublicKey, SharedSecret};
 use crate::kdf::Prk;
 use crate::labels::{
-    CONFIRM_INITIATOR_LABEL, CONFIRM_RESPONDER_LABEL, EXPORTER_LABEL, I2R_LABEL, R2I_LABEL,
-    TRANSCRIPT_LABEL,
+    CONFIRM_INITIATOR_LABEL, CONFIRM_RESPONDER_LABEL, EXPORTER_LABEL, I2R_LABEL, NEGOTIATION_LABEL,
+    R2I_LABEL, TRANSCRIPT_LABEL,
 };
 use crate::lengths::KEY_LEN;
 use crate::role::Role;
@@ -78,6 +78,25 @@ impl Transcript {
             .finalize()
             .into()
     }
+
+    /// The transcript hash with an encoding negotiation bound in: the responder's offered ids
+    /// and the initiator's choice. Without a negotiation (an older peer on either side) it is
+    /// [`Self::hash`].
+    pub fn negotiated_hash(&self, negotiation: Option<(&[u8], u8)>) -> [u8; 32] {
+        let th = self.hash();
+        let Some((offered, chosen)) = negotiation else {
+            return th;
+        };
+        let count = u8::try_from(offered.len()).unwrap_or(u8::MAX);
+        Sha256::new()
+            .chain_update(NEGOTIATION_LABEL)
+            .chain_update(th)
+            .chain_update([count])
+            .chain_update(offered)
+            .chain_update([chosen])
+            .finalize()
+            .into()
+    }
 }
 
 /// Everything the key schedule derives for one session.
@@ -93,6 +112,8 @@ impl Transcript {
 /// ```text
 /// th        = SHA-256("tether/v1/session/transcript" || initiator_id || responder_id
 ///                     || initiator_ephemeral || responder_ephemeral)
+///             and, when the responder offered encodings and the initiator chose one,
+/// th        = SHA-256("tether/v1/session/negotiation" || th || count || offered ids || chosen id)
 /// prk       = HKDF-Extract(salt = pairing_secret, ikm = X25519(ephemeral secrets))
 /// i2r       = HKDF-Expand(prk, "tether/v1/session/key/initiator-to-responder" || th)
 /// r2i       = HKDF-Expand(prk, "tether/v1/session/key/responder-to-initiator" || th)
@@ -136,7 +157,16 @@ impl SessionSecrets {
         shared_secret: SharedSecret,
         transcript: &Transcript,
     ) -> Self {
-        let th = transcript.hash();
+        Self::derive_from_hash(pairing_secret, shared_secret, transcript.hash())
+    }
+
+    /// Runs the key schedule for the transcript hash `th` (the handshake's, with the encoding
+    /// negotiation bound in: [`Transcript::negotiated_hash`]).
+    pub(crate) fn derive_from_hash(
+        pairing_secret: &PairingSecret,
+        shared_secret: SharedSecret,
+        th: [u8; 32],
+    ) -> Self {
         let prk = Prk::extract(pairing_secret.as_bytes(), shared_secret.as_bytes());
         drop(shared_secret);
         Self {
@@ -279,4 +309,23 @@ mod tests {
             "PairingSecret(..)"
         );
     }
+
+    /// Known answer: the negotiation's hash over fixed inputs (computed independently with
+    /// Python's hashlib: sha256(label + th + bytes([2, 2, 1, 2]))).
+    #[test]
+    fn negotiated_hash_known_answer() {
+        let transcript = Transcript {
+            initiator_id: [1; 32],
+            responder_id: [2; 32],
+            initiator_ephemeral: EphemeralPublicKey::from_bytes([3; 32]),
+            responder_ephemeral: EphemeralPublicKey::from_bytes([4; 32]),
+        };
+        assert_eq!(transcript.negotiated_hash(None), transcript.hash());
+        let bound = transcript.negotiated_hash(Some((&[2, 1], 2)));
+        assert_eq!(hex::encode(bound), NEGOTIATED_KAT);
+        assert_ne!(bound, transcript.negotiated_hash(Some((&[2, 1], 1))));
+        assert_ne!(bound, transcript.negotiated_hash(Some((&[2], 2))));
+    }
+
+    const NEGOTIATED_KAT: &str = "51c365e8df636f8cc7ac9ba5643d87bdef28cff8bd37107c6eda259083b4f1b7";
 }

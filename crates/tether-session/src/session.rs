@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use tether_crypto::{CryptoError, SessionKeys, TRANSFER_ID_LEN, TransferSecret};
 use tether_identity::{ErrorChain, error_chain};
 use tether_wire::{
-    ControlMessage, EncodeError, ErrorCode, ErrorReply, Frame, FrameDecoder, FrameError, FrameKind,
-    MessageKind, NetworkMessage, Ping, Pong, RequestId, SealError, limits::MAX_TEXT_LEN,
+    ControlMessage, EncodeError, Encoding, ErrorCode, ErrorReply, FrameDecoder, FrameError,
+    FrameKind, MessageKind, NetworkMessage, Ping, Pong, RequestId, SealError, limits::MAX_TEXT_LEN,
 };
 use tracing::debug;
 
@@ -212,6 +212,8 @@ pub struct Session {
     side: Side,
     config: Config,
     decoder: FrameDecoder,
+    /// How control payloads are encoded, both ways.
+    encoding: Encoding,
     /// Input stopped for good (an error).
     stopped: bool,
     next_id: u64,
@@ -246,6 +248,7 @@ impl Session {
             side,
             config,
             decoder: FrameDecoder::new(),
+            encoding: Encoding::Json,
             stopped: false,
             next_id: match side {
                 Side::Dialler => 1,
@@ -265,6 +268,18 @@ impl Session {
             transmit: Vec::new(),
             events: VecDeque::new(),
         }
+    }
+
+    /// The session with its control payloads in `encoding` (the one the handshake chose), in
+    /// both directions; [`Encoding::Json`] unless set.
+    pub fn with_encoding(mut self, encoding: Encoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
+    /// The encoding of this session's control payloads.
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
     }
 
     /// Which side this session is on.
@@ -309,7 +324,7 @@ impl Session {
                     return Err(InputError::Unauthentic);
                 }
             };
-            match ControlMessage::decode(plain.payload()) {
+            match ControlMessage::decode_with(self.encoding, plain.payload()) {
                 Ok(message) => self.dispatch(now, message),
                 Err(error) => {
                     // The frame authenticated, so the stream is in step: answer and go on,
@@ -319,7 +334,7 @@ impl Session {
                         code: error.code(),
                         message: error_chain(&error),
                     });
-                    let reply = match RequestId::of_payload(plain.payload()) {
+                    let reply = match RequestId::of_payload_with(self.encoding, plain.payload()) {
                         Some(id) if !self.is_own(id) => ControlMessage::with_id(id, reply),
                         _ => ControlMessage::new(reply),
                     };
@@ -783,7 +798,7 @@ impl Session {
     }
 
     fn seal(&mut self, message: &ControlMessage) -> Result<(), SendError> {
-        let sealed = Frame::control(message)?.seal(&mut self.keys)?;
+        let sealed = message.to_frame_with(self.encoding)?.seal(&mut self.keys)?;
         sealed.encode_into(&mut self.transmit);
         Ok(())
     }

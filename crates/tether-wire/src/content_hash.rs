@@ -5,7 +5,8 @@ use std::fmt;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A 32-byte BLAKE3 digest; JSON carries it as 64 lowercase hex digits.
+/// A 32-byte BLAKE3 digest; JSON carries it as 64 lowercase hex digits, the binary encoding as
+/// the 32 bytes.
 ///
 /// This crate only carries the value; computing and checking it is the transfer engine's job.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -35,13 +36,21 @@ impl fmt::Display for ContentHash {
 
 impl Serialize for ContentHash {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        if serializer.is_human_readable() {
+            serializer.collect_str(self)
+        } else {
+            crate::hex_bytes::serialize(&self.0, serializer)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for ContentHash {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_str(HexVisitor)
+        if deserializer.is_human_readable() {
+            deserializer.deserialize_str(HexVisitor)
+        } else {
+            crate::hex_bytes::deserialize(deserializer).map(ContentHash)
+        }
     }
 }
 

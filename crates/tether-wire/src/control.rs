@@ -1,4 +1,6 @@
-//! The JSON control payload: a [`NetworkMessage`] with an optional request id.
+//! The control payload: a [`NetworkMessage`] with an optional request id, in JSON (below) or in
+//! the binary encoding (`binary.rs`); the `*_with` methods (`encoding.rs`) take the connection's
+//! [`Encoding`](crate::Encoding).
 //!
 //! ```text
 //! {"id": 7, "type": "SyncRequest", "body": {"library_id": "…", "after": {…}}}
@@ -234,6 +236,22 @@ pub enum MessageError {
         /// The type name the peer sent, possibly cut short.
         kind: String,
     },
+    /// The binary payload's message kind number is not one this version knows.
+    #[error("unknown message kind number {number}")]
+    UnknownMessageNumber {
+        /// The kind number the peer sent.
+        number: u32,
+    },
+    /// The binary payload is not the postcard this version expects (a varint too long, a
+    /// length past the end, invalid UTF-8, a bad tag).
+    #[error("malformed binary control message")]
+    Binary(#[from] postcard::Error),
+    /// The binary payload breaks the envelope's layout.
+    #[error("malformed binary control message: {reason}")]
+    MalformedBinary {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A message type that has a body arrived without one.
     #[error("message type {kind} arrived without a body")]
     MissingBody {
@@ -263,11 +281,15 @@ impl MessageError {
     /// The code to put in the [`Error`](crate::NetworkMessage::Error) reply to this mistake.
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::UnknownMessage { .. } => ErrorCode::UnknownMessage,
-            Self::Limit(_) => ErrorCode::LimitExceeded,
-            Self::Json(_) | Self::MissingBody { .. } | Self::MalformedData { .. } => {
-                ErrorCode::Malformed
+            Self::UnknownMessage { .. } | Self::UnknownMessageNumber { .. } => {
+                ErrorCode::UnknownMessage
             }
+            Self::Limit(_) => ErrorCode::LimitExceeded,
+            Self::Json(_)
+            | Self::Binary(_)
+            | Self::MalformedBinary { .. }
+            | Self::MissingBody { .. }
+            | Self::MalformedData { .. } => ErrorCode::Malformed,
             Self::WrongKind { .. } => ErrorCode::Unsupported,
         }
     }

@@ -239,6 +239,9 @@ pub enum EncodeError {
     /// serde_json failed to serialise the message.
     #[error("serialising the message failed")]
     Json(#[from] serde_json::Error),
+    /// postcard failed to serialise the message (binary encoding).
+    #[error("serialising the message failed")]
+    Binary(#[source] postcard::Error),
 }
 
 /// A message field is over a protocol limit (see [`limits`](crate::limits)).

@@ -2,7 +2,8 @@
 //! cannot crash.
 //!
 //! * **Messages.** [`NetworkMessage`] (one payload struct per kind) inside a [`ControlMessage`]
-//!   that adds a [`RequestId`] for request/response correlation. Control messages are JSON.
+//!   that adds a [`RequestId`] for request/response correlation. Control messages are JSON or
+//!   binary (postcard), whichever [`Encoding`] the connection's session handshake chose.
 //!   [`Hlc`] timestamps order sync entries.
 //! * **Frames.** `u32` big-endian length, a [`FrameKind`] byte, the payload. Each kind has a cap
 //!   (1 MiB of JSON; a 256 KiB [`DataChunk`] of file bytes plus its header; either plus the seal
@@ -19,7 +20,8 @@
 //! ```text
 //! frame         = length: u32 BE (kind byte + payload) | kind: u8 | payload
 //! kind          = 0x01 control | 0x02 data | 0x81 sealed control | 0x82 sealed data
-//! control       = JSON {"id": u64 (optional), "type": "<MessageKind>", "body": {...}}
+//! control       = JSON {"id": u64 (optional), "once": true (optional), "type": "<MessageKind>", "body": {...}}
+//!               | binary flags: u8 | id: varint (if flags bit 0) | kind number: varint | postcard body
 //! data          = entry_id: 16 B | offset: u64 BE | flags: u8 (bit 0: last) | bytes (<= 256 KiB)
 //! sealed        = ciphertext of the plain payload | tag: 16 B | counter: u64 BE
 //! ```
@@ -44,6 +46,10 @@
 //! * An **unknown error code** decodes as [`ErrorCode::Other`].
 //! * An **unknown frame kind**, or unknown flag bits in a data frame, is an error that ends the
 //!   stream: binary layouts do not grow within a version.
+//! * The **binary control payload** is strict (`binary.rs`): unknown flag bits or bytes after
+//!   the body are errors, so it does not grow either; a changed layout is a new [`Encoding`],
+//!   which the session handshake negotiates. An unknown kind number is
+//!   [`MessageError::UnknownMessageNumber`], answered like an unknown JSON type.
 //!
 //! # Errors
 //!
@@ -56,8 +62,8 @@
 //!
 //! The framing (`limits`, `frame`, `codec`, `envelope`, `io`) does not know the message schema:
 //! `frame` imports only `limits`. The schema (`hlc`, `message`) and the control payload
-//! (`control`, which adds [`ControlMessage::to_frame`] and [`FrameEncoder::push_control`]) sit
-//! on top of it.
+//! (`control`, which adds [`ControlMessage::to_frame`] and [`FrameEncoder::push_control`], and
+//! `binary` with `encoding` for the binary form) sit on top of it.
 //!
 //! # Example
 //!
@@ -81,10 +87,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod binary;
 mod codec;
 mod content_hash;
 mod control;
 mod data;
+mod encoding;
 mod envelope;
 mod frame;
 mod hex_bytes;
@@ -98,6 +106,7 @@ pub use codec::{FrameDecoder, FrameEncoder};
 pub use content_hash::ContentHash;
 pub use control::{ControlMessage, MessageError, RequestId};
 pub use data::DataChunk;
+pub use encoding::Encoding;
 pub use envelope::{OpenError, SealError};
 pub use frame::{
     COUNTER_LEN, DATA_HEADER_LEN, EncodeError, FRAME_HEADER_LEN, Frame, FrameError, FrameKind,

@@ -1,12 +1,12 @@
 //! Every bound on what a peer may send.
 //!
 //! Memory is bounded twice: the frame caps are checked before a payload is allocated, so parsing
-//! one control message never sees more than [`MAX_CONTROL_LEN`] bytes of JSON; then
+//! one control message never sees more than [`MAX_CONTROL_LEN`] bytes of JSON (or binary); then
 //! [`NetworkMessage::validate`](crate::NetworkMessage::validate) checks each list and string against the limits below, so a handler
 //! never sees more than the protocol allows. Encoding validates too, so this side never sends what
 //! the peer would refuse.
 
-/// Largest control (JSON) payload: 1 MiB.
+/// Largest control payload (JSON or binary): 1 MiB.
 pub const MAX_CONTROL_LEN: usize = 1 << 20;
 /// Largest file chunk in one data frame: 256 KiB.
 pub const MAX_CHUNK_LEN: usize = 256 << 10;

@@ -112,6 +112,30 @@ impl MessageKind {
         }
     }
 
+    /// The kind's number in the binary encoding (see [`Encoding::Binary`](crate::Encoding::Binary)).
+    /// Fixed per kind: a new kind gets the next number, a number is never reused.
+    pub const fn number(self) -> u32 {
+        match self {
+            Self::LibraryAnnounce => 1,
+            Self::LibraryRequest => 2,
+            Self::SyncRequest => 3,
+            Self::SyncResponse => 4,
+            Self::FileRequest => 5,
+            Self::FileResponse => 6,
+            Self::Ping => 7,
+            Self::Pong => 8,
+            Self::NameUpdate => 9,
+            Self::Text => 10,
+            Self::Ack => 11,
+            Self::Error => 12,
+        }
+    }
+
+    /// The kind numbered `number`, if this version knows it.
+    pub fn from_number(number: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.number() == number)
+    }
+
     /// The kind named `name`, if this version knows it.
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|kind| kind.as_str() == name)
@@ -276,7 +300,9 @@ pub struct ErrorReply {
     pub message: String,
 }
 
-/// Why a request failed, in an [`ErrorReply`]. On the wire a `snake_case` string.
+/// Why a request failed, in an [`ErrorReply`]. In JSON a `snake_case` string; in the binary
+/// encoding the variant's index (declaration order), so a new code goes after the last one
+/// before `Other`, and no code is ever removed or reordered.
 ///
 /// A code this version does not know decodes as [`ErrorCode::Other`], so newer peers can add codes
 /// without breaking older ones.
@@ -409,6 +435,11 @@ mod tests {
             None,
             "names are case-sensitive"
         );
+        for kind in MessageKind::ALL {
+            assert_eq!(MessageKind::from_number(kind.number()), Some(kind));
+        }
+        assert_eq!(MessageKind::from_number(0), None);
+        assert_eq!(MessageKind::from_number(13), None);
     }
 
     #[test]

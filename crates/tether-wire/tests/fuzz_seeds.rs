@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Input formats are documented in `fuzz/fuzz_targets/*.rs`: `wire_decode` takes a control byte
-//! (low 7 bits + 1 = piece size; high bit = raw JSON) then a stream; `envelope_open` takes a stream
+//! (low 7 bits + 1 = piece size; high bit = raw JSON) then a stream; `wire_decode_binary` takes a
+//! binary control payload; `envelope_open` takes a stream
 //! of frames sealed by the initiator of the fixed test session.
 
 #![allow(
@@ -26,7 +27,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use tether_wire::{
-    ControlMessage, DataChunk, Frame, FrameEncoder, FrameKind, MessageKind, RequestId,
+    ControlMessage, DataChunk, Encoding, Frame, FrameEncoder, FrameKind, MessageKind, RequestId,
 };
 
 fn seeds_dir(target: &str) -> PathBuf {
@@ -74,6 +75,27 @@ fn data_frame() -> Frame {
     DataChunk::new(common::ENTRY, 0, true, b"the quick brown fox")
         .unwrap()
         .into_frame()
+}
+
+#[test]
+fn wire_decode_binary_seeds_are_current() {
+    let mut seeds = BTreeMap::new();
+    for kind in MessageKind::ALL {
+        let message = common::sample(kind);
+        seeds.insert(
+            format!("binary-{}", common::snake_name(kind)),
+            message.encode_with(Encoding::Binary).unwrap(),
+        );
+    }
+    let once = ControlMessage::once(
+        RequestId(0xb3c5_19e2_7a40_0d11),
+        common::sample(MessageKind::SyncRequest).message,
+    );
+    seeds.insert(
+        "binary-once-sync_request".into(),
+        once.encode_with(Encoding::Binary).unwrap(),
+    );
+    check("wire_decode_binary", &seeds);
 }
 
 #[test]

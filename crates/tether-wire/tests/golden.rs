@@ -19,7 +19,9 @@ mod common;
 use std::fs;
 use std::path::PathBuf;
 
-use tether_wire::{ControlMessage, DataChunk, Frame, FrameDecoder, FrameEncoder, MessageKind};
+use tether_wire::{
+    ControlMessage, DataChunk, Encoding, Frame, FrameDecoder, FrameEncoder, MessageKind,
+};
 
 fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
@@ -70,11 +72,32 @@ fn every_message_kind_matches_its_golden_file() {
     }
 }
 
+/// The binary encoding of the same samples, as hex (one payload a file).
+#[test]
+fn every_message_kind_matches_its_binary_golden_file() {
+    for kind in MessageKind::ALL {
+        let message = common::sample(kind);
+        let bytes = message.encode_with(Encoding::Binary).unwrap();
+        let name = format!("{}.bin.hex", common::snake_name(kind));
+        check(&name, &format!("{}\n", hex::encode(&bytes)));
+
+        let file = fs::read_to_string(golden_dir().join(&name)).unwrap();
+        let file = hex::decode(file.trim_ascii_end()).unwrap();
+        assert_eq!(
+            ControlMessage::decode_with(Encoding::Binary, &file).unwrap(),
+            message
+        );
+    }
+}
+
 #[test]
 fn golden_directory_holds_exactly_the_known_files() {
     let mut expected: Vec<String> = MessageKind::ALL
         .into_iter()
-        .map(|kind| format!("{}.json", common::snake_name(kind)))
+        .flat_map(|kind| {
+            let name = common::snake_name(kind);
+            [format!("{name}.json"), format!("{name}.bin.hex")]
+        })
         .chain(["frames.hex".to_owned(), "sealed_frames.hex".to_owned()])
         .collect();
     expected.sort();

@@ -1,4 +1,4 @@
-//! Property tests: every message kind round-trips through JSON and through frames, encoded
+//! Property tests: every message kind round-trips through JSON, the binary encoding and frames, encoded
 //! lengths are what they claim, and the decoder yields the same frames for any split of a stream.
 
 #![allow(
@@ -10,8 +10,8 @@
 
 use proptest::prelude::*;
 use tether_wire::{
-    ContentHash, ControlMessage, DataChunk, ErrorCode, ErrorReply, FileRequest, FileResponse,
-    Frame, FrameDecoder, FrameEncoder, FrameKind, Hlc, LibraryAnnounce, LibraryInfo,
+    ContentHash, ControlMessage, DataChunk, Encoding, ErrorCode, ErrorReply, FileRequest,
+    FileResponse, Frame, FrameDecoder, FrameEncoder, FrameKind, Hlc, LibraryAnnounce, LibraryInfo,
     LibraryRequest, NameUpdate, NetworkMessage, Ping, Pong, RequestId, SyncEntry, SyncRequest,
     SyncResponse, Text, limits::MAX_CHUNK_LEN,
 };
@@ -215,6 +215,23 @@ fn check_round_trip(message: &ControlMessage) -> Result<(), TestCaseError> {
     let decoded = FrameDecoder::new().decode(&mut input).unwrap().unwrap();
     prop_assert!(input.is_empty());
     prop_assert_eq!(&ControlMessage::decode(decoded.payload()).unwrap(), message);
+
+    for encoding in Encoding::ALL {
+        let bytes = message.encode_with(encoding).unwrap();
+        prop_assert_eq!(message.encoded_len_with(encoding).unwrap(), bytes.len());
+        prop_assert_eq!(
+            &ControlMessage::decode_with(encoding, &bytes).unwrap(),
+            message
+        );
+        prop_assert_eq!(RequestId::of_payload_with(encoding, &bytes), message.id);
+        let mut encoder = FrameEncoder::new();
+        encoder.push_control_with(message, encoding).unwrap();
+        prop_assert_eq!(encoder.bytes().len(), 5 + bytes.len());
+        let frame = message.to_frame_with(encoding).unwrap();
+        prop_assert_eq!(frame.payload(), &bytes[..]);
+    }
+    // The binary form is never the longer one.
+    prop_assert!(message.encoded_len_with(Encoding::Binary).unwrap() <= json.len());
     Ok(())
 }
 
@@ -222,6 +239,7 @@ fn check_round_trip(message: &ControlMessage) -> Result<(), TestCaseError> {
 fn frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
         control(any_message()).prop_map(|message| Frame::control(&message).unwrap()),
+        control(any_message()).prop_map(|message| message.to_frame_with(Encoding::Binary).unwrap()),
         (
             uuid(),
             any::<u64>(),

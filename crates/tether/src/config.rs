@@ -126,6 +126,13 @@ pub struct NetworkingConfig {
     /// [`crate::ErrorCode::LimitExceeded`]) and never becomes an event. Texts over
     /// [`crate::limits::MAX_TEXT_LEN`] (64 KiB, the default) are refused whatever this says.
     pub max_text_len: usize,
+    /// Speak the compact binary encoding of control messages with devices that speak it too
+    /// (negotiated in each connection's session handshake; see
+    /// [`crate::NetworkingService::message_encoding`]). Off: this device speaks JSON only:
+    /// when it accepts, its handshake offers nothing, exactly as a build without the binary
+    /// encoding; when it dials, it chooses none of what the peer offers. Handy for reading
+    /// frames by eye. Default: on.
+    pub binary_messages: bool,
     /// Deliver the sends queued in the outbox ([`crate::NetworkingService::queue_send`]) while
     /// this service runs. Default: on. Off for a service that only queues them (the CLI's
     /// short-lived nodes: the next `tether up` delivers).
@@ -198,6 +205,7 @@ impl NetworkingConfig {
             default_storage_quota: None,
             leftover_idle: DEFAULT_LEFTOVER_IDLE,
             max_text_len: tether_wire::limits::MAX_TEXT_LEN,
+            binary_messages: true,
             deliver_queued: true,
             outbox_retry: Duration::from_secs(30),
             message_rate: Some(MessageRate::DEFAULT),

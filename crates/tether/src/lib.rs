@@ -138,9 +138,9 @@ pub use tether_registry::{
     StateKind, StoreError, TrustLevel,
 };
 pub use tether_wire::{
-    ContentHash, ErrorCode, ErrorReply, FileRequest, FileResponse, Hlc, HlcError, LibraryAnnounce,
-    LibraryInfo, LibraryRequest, MAX_DRIFT_MS, MessageKind, NameUpdate, NetworkMessage, Ping, Pong,
-    SyncEntry, SyncRequest, SyncResponse, Text,
+    ContentHash, Encoding, ErrorCode, ErrorReply, FileRequest, FileResponse, Hlc, HlcError,
+    LibraryAnnounce, LibraryInfo, LibraryRequest, MAX_DRIFT_MS, MessageKind, NameUpdate,
+    NetworkMessage, Ping, Pong, SyncEntry, SyncRequest, SyncResponse, Text,
 };
 /// What one message may hold at most (entries per sync page, name and path lengths, the size
 /// of a control message): an app sizes its pages by these.

@@ -28,6 +28,13 @@
 //! ([`AwaitingResponse::into_early_keys`]), but must not open anything with those keys, or act
 //! on anything from the responder, before [`ResponseCheck::verify`] succeeds.
 //!
+//! The responder may offer the encodings it reads ([`Responder::hello_offering`], an
+//! [`EncodingOffer`] of opaque one-byte ids), and the initiator then chooses one
+//! ([`Initiator::start_choosing`], [`InitMessage::encoding`]); the offer and the choice are
+//! bound into `th` ([`Transcript::negotiated_hash`]), so both signatures and every key cover
+//! them. A hello without an offer (an older build) gets an init without a choice, and `th` is
+//! the plain transcript hash, as before.
+//!
 //! Every transition consumes its state, so a state cannot be used twice; a failed transition
 //! leaves nothing to retry with, and the connection should be closed.
 
@@ -43,7 +50,8 @@ use crate::{
     CryptoError, EphemeralKeyPair, PairingSecret, Role, SessionKeys, SessionSecrets, Transcript,
 };
 
-pub use messages::{HelloMessage, InitMessage, ResponseMessage};
+use messages::NONE_CHOSEN;
+pub use messages::{EncodingOffer, HelloMessage, InitMessage, ResponseMessage};
 
 /// The context of the responder's signature over the transcript hash.
 pub const RESPONDER_SIGNING_CONTEXT: SigningContext =
@@ -63,11 +71,21 @@ impl Responder {
     /// Makes a fresh ephemeral key and the first message. Nothing about the peer is needed
     /// yet: the hello may go out before the transport has authenticated it.
     pub fn hello<R: CryptoRng + ?Sized>(rng: &mut R) -> (AwaitingInit, HelloMessage) {
+        Self::hello_offering(rng, None)
+    }
+
+    /// [`hello`](Self::hello), offering the encodings this side reads (`None`: offer none, as
+    /// an older build).
+    pub fn hello_offering<R: CryptoRng + ?Sized>(
+        rng: &mut R,
+        offer: Option<EncodingOffer>,
+    ) -> (AwaitingInit, HelloMessage) {
         let ephemeral = EphemeralKeyPair::generate(rng);
         let message = HelloMessage {
             ephemeral: ephemeral.public_key(),
+            offer,
         };
-        (AwaitingInit { ephemeral }, message)
+        (AwaitingInit { ephemeral, offer }, message)
     }
 }
 
@@ -75,6 +93,7 @@ impl Responder {
 #[derive(Debug)]
 pub struct AwaitingInit {
     ephemeral: EphemeralKeyPair,
+    offer: Option<EncodingOffer>,
 }
 
 impl AwaitingInit {
@@ -85,7 +104,9 @@ impl AwaitingInit {
     /// authenticated for this connection. Fails with [`CryptoError::Signature`] if the message
     /// was not signed by `peer` for this transcript (another connection's init included),
     /// [`CryptoError::NonContributory`] for a low-order ephemeral key, and
-    /// [`CryptoError::KeyConfirmation`] if the peer does not hold the same pairing secret.
+    /// [`CryptoError::KeyConfirmation`] if the peer does not hold the same pairing secret, and
+    /// [`CryptoError::UnofferedEncoding`] if it chose an encoding the hello did not offer.
+    /// The encoding in force is then [`InitMessage::encoding`].
     pub fn receive(
         self,
         identity: &NetworkIdentity,
@@ -99,14 +120,18 @@ impl AwaitingInit {
             initiator_ephemeral: init.ephemeral,
             responder_ephemeral: self.ephemeral.public_key(),
         };
-        peer.verify(
-            INITIATOR_SIGNING_CONTEXT,
-            &transcript.hash(),
-            &init.signature,
-        )
-        .map_err(|_| CryptoError::Signature)?;
+        let negotiation = match (self.offer.as_ref(), init.encoding) {
+            (_, None) => None,
+            (Some(offer), Some(chosen)) if chosen == NONE_CHOSEN || offer.contains(chosen) => {
+                Some((offer.ids(), chosen))
+            }
+            (_, Some(chosen)) => return Err(CryptoError::UnofferedEncoding { chosen }),
+        };
+        let th = transcript.negotiated_hash(negotiation);
+        peer.verify(INITIATOR_SIGNING_CONTEXT, &th, &init.signature)
+            .map_err(|_| CryptoError::Signature)?;
         let shared = self.ephemeral.diffie_hellman(&init.ephemeral)?;
-        let secrets = SessionSecrets::derive(pairing_secret, shared, &transcript);
+        let secrets = SessionSecrets::derive_from_hash(pairing_secret, shared, th);
         check_confirmation(secrets.confirmation(Role::Initiator), &init.confirmation)?;
         let response = ResponseMessage {
             confirmation: *secrets.confirmation(Role::Responder),
@@ -136,6 +161,26 @@ impl Initiator {
         pairing_secret: &PairingSecret,
         hello: &HelloMessage,
     ) -> Result<(AwaitingResponse, InitMessage), CryptoError> {
+        Self::start_choosing(rng, identity, peer, pairing_secret, hello, &[])
+    }
+
+    /// [`start`](Self::start), choosing the first encoding of `reads` (this side's, preferred
+    /// first) that the hello offers; none when the hello offers none of them (or none at all).
+    /// The choice is [`InitMessage::encoding`]. Whenever the hello offered encodings, the offer
+    /// and the choice (none included) are bound into the transcript, so an offer changed on
+    /// the way fails the responder's check of the init.
+    pub fn start_choosing<R: CryptoRng + ?Sized>(
+        rng: &mut R,
+        identity: &NetworkIdentity,
+        peer: NodeId,
+        pairing_secret: &PairingSecret,
+        hello: &HelloMessage,
+        reads: &[u8],
+    ) -> Result<(AwaitingResponse, InitMessage), CryptoError> {
+        let negotiation = hello.offer.as_ref().map(|offer| {
+            let chosen = reads.iter().copied().find(|id| offer.contains(*id));
+            (offer.ids(), chosen.unwrap_or(NONE_CHOSEN))
+        });
         let ephemeral = EphemeralKeyPair::generate(rng);
         let transcript = Transcript {
             initiator_id: *identity.node_id().as_bytes(),
@@ -144,11 +189,13 @@ impl Initiator {
             responder_ephemeral: hello.ephemeral,
         };
         let shared = ephemeral.diffie_hellman(&hello.ephemeral)?;
-        let secrets = SessionSecrets::derive(pairing_secret, shared, &transcript);
+        let th = transcript.negotiated_hash(negotiation);
+        let secrets = SessionSecrets::derive_from_hash(pairing_secret, shared, th);
         let init = InitMessage {
             ephemeral: transcript.initiator_ephemeral,
             confirmation: *secrets.confirmation(Role::Initiator),
             signature: identity.sign(INITIATOR_SIGNING_CONTEXT, secrets.transcript_hash()),
+            encoding: negotiation.map(|(_, chosen)| chosen),
         };
         let check = ResponseCheck {
             peer,

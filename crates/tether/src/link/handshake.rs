@@ -11,6 +11,12 @@
 //! ([`Pending::confirm`]) before it opens anything the acceptor sealed. One deadline,
 //! [`HANDSHAKE_TIMEOUT`], covers each side's part from its first step: the hello's read or
 //! write to the response's.
+//!
+//! The message encoding is negotiated inside it: the acceptor's hello ends with the encodings
+//! it reads (nothing when [`crate::NetworkingConfig::binary_messages`] is off, as from a build
+//! without them), the dialler's `Init` names the one it chose from them, and both sides then
+//! seal every control payload in it. The hello is on a stream of its own and the dialler
+//! reads it to its end; an older dialler reads its first 33 bytes and never sees the offer.
 
 use iroh::endpoint::{
     AlpnError, ConnectingError, Connection, ConnectionError, Incoming, IncomingZeroRttConnection,
@@ -19,12 +25,14 @@ use iroh::endpoint::{
 use rand_core::UnwrapErr;
 use std::time::Duration;
 use tether_crypto::handshake::{
-    AwaitingInit, HelloMessage, InitMessage, Initiator, Responder, ResponseCheck, ResponseMessage,
+    AwaitingInit, EncodingOffer, HelloMessage, InitMessage, Initiator, Responder, ResponseCheck,
+    ResponseMessage,
 };
 use tether_crypto::{CryptoError, PairingSecret, SessionKeys};
 use tokio::time::Instant;
 
 use tether_identity::{NetworkIdentity, NodeId, error_chain};
+use tether_wire::Encoding;
 
 use crate::NetworkError;
 use crate::close::{CLOSE_PROTOCOL, SYNC_ALPN};
@@ -45,11 +53,34 @@ pub(crate) struct Greeting {
     deadline: Instant,
 }
 
+/// The encodings this side reads, preferred first, as handshake ids: every one this version
+/// knows, or none (JSON only, as an older build).
+fn readable(binary: bool) -> Vec<u8> {
+    if binary {
+        Encoding::ALL.iter().map(|encoding| encoding.id()).collect()
+    } else {
+        Vec::new()
+    }
+}
+
+/// The encoding an `Init` chose (JSON when it chose none). The handshake has checked that it
+/// is one this side offered, so it is one this version knows.
+fn chosen(init: &InitMessage) -> Encoding {
+    init.encoding()
+        .and_then(Encoding::from_id)
+        .unwrap_or(Encoding::Json)
+}
+
 /// Sends the acceptor's `Hello` on a connection still being accepted (before the peer is
-/// authenticated: it carries nothing but a fresh ephemeral key).
-async fn greet(connection: &IncomingZeroRttConnection) -> Result<Greeting, WriteError> {
+/// authenticated: it carries nothing but a fresh ephemeral key and the encodings this side
+/// reads).
+async fn greet(
+    connection: &IncomingZeroRttConnection,
+    binary: bool,
+) -> Result<Greeting, WriteError> {
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-    let (state, hello) = Responder::hello(&mut UnwrapErr(getrandom::SysRng));
+    let offer = EncodingOffer::new(&readable(binary));
+    let (state, hello) = Responder::hello_offering(&mut UnwrapErr(getrandom::SysRng), offer);
     let mut stream = connection.open_uni().await?;
     stream.write_all(&hello.to_bytes()).await?;
     stream.finish()?;
@@ -80,9 +111,11 @@ pub(crate) enum AdmitError {
 /// after-handshake hook, which closes a refused connection before the handshake counts as
 /// complete). On the session ALPN the session handshake's hello goes out first, with this
 /// side's first TLS flight (QUIC's 0.5-RTT data, before the peer is authenticated; see
-/// [`greet`]); every other ALPN is accepted as it is.
+/// [`greet`]), offering the binary encoding when `binary`; every other ALPN is accepted as it
+/// is.
 pub(crate) async fn admit(
     incoming: Incoming,
+    binary: bool,
 ) -> Result<(Connection, Option<Greeting>), AdmitError> {
     let mut accepting = incoming.accept().map_err(AdmitError::Accept)?;
     let alpn = accepting.alpn().await.map_err(AdmitError::Alpn)?;
@@ -91,7 +124,7 @@ pub(crate) async fn admit(
         return Ok((connection, None));
     }
     let early = accepting.into_0rtt();
-    let greeting = greet(&early).await.map_err(AdmitError::Hello)?;
+    let greeting = greet(&early, binary).await.map_err(AdmitError::Hello)?;
     // Resolves only once the gate has admitted the peer.
     let connection = tokio::time::timeout_at(greeting.deadline, early.handshake_completed())
         .await
@@ -130,21 +163,33 @@ impl Pending {
 }
 
 /// The dialler's part up to its `Init`: the message stream, the keys its first frames are
-/// sealed with, and the `Response` still to check.
+/// sealed with, the `Response` still to check, and the encoding the `Init` chose.
 pub(super) struct Dialled {
     pub(super) send: SendStream,
     pub(super) recv: RecvStream,
     pub(super) keys: SessionKeys,
     pub(super) pending: Pending,
+    pub(super) encoding: Encoding,
 }
 
-/// Runs the dialler's part up to its `Init`: reads the acceptor's `Hello`, derives the keys,
-/// opens the message stream and writes the `Init` on it.
+/// What the acceptor's part ends with: the message stream, the keys, and the encoding the
+/// dialler chose.
+pub(super) struct Accepted {
+    pub(super) send: SendStream,
+    pub(super) recv: RecvStream,
+    pub(super) keys: SessionKeys,
+    pub(super) encoding: Encoding,
+}
+
+/// Runs the dialler's part up to its `Init`: reads the acceptor's `Hello` (to the end of its
+/// stream, offer included), derives the keys, opens the message stream and writes the `Init`
+/// on it, choosing binary when the hello offers it and `binary` is on.
 pub(super) async fn dial(
     connection: &Connection,
     identity: &NetworkIdentity,
     peer: NodeId,
     secret: &PairingSecret,
+    binary: bool,
 ) -> Result<Dialled, NetworkError> {
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     let handshake = async {
@@ -152,15 +197,16 @@ pub(super) async fn dial(
             .accept_uni()
             .await
             .map_err(|e| failed(&peer, e))?;
-        let mut hello = [0u8; HelloMessage::LEN];
-        hello_stream
-            .read_exact(&mut hello)
+        let hello = hello_stream
+            .read_to_end(HelloMessage::MAX_LEN)
             .await
             .map_err(|e| failed(&peer, e))?;
         let hello = HelloMessage::from_bytes(&hello).map_err(|e| violation(&peer, e))?;
         let mut rng = UnwrapErr(getrandom::SysRng);
-        let (state, init) = Initiator::start(&mut rng, identity, peer, secret, &hello)
-            .map_err(|e| violation(&peer, e))?;
+        let reads = readable(binary);
+        let (state, init) =
+            Initiator::start_choosing(&mut rng, identity, peer, secret, &hello, &reads)
+                .map_err(|e| violation(&peer, e))?;
         let (mut send, recv) = connection.open_bi().await.map_err(|e| failed(&peer, e))?;
         send.write_all(&init.to_bytes())
             .await
@@ -171,6 +217,7 @@ pub(super) async fn dial(
             recv,
             keys,
             pending: Pending { check, deadline },
+            encoding: chosen(&init),
         })
     };
     tokio::time::timeout_at(deadline, handshake)
@@ -179,22 +226,27 @@ pub(super) async fn dial(
 }
 
 /// Runs the acceptor's part after its hello: reads the `Init` on the stream the dialler
-/// opened, checks it, and writes the `Response`. On an `Init` that does not verify, closes the
-/// connection with [`UNVERIFIED_REASON`].
+/// opened (its type byte says its length), checks it, and writes the `Response`. On an `Init`
+/// that does not verify, closes the connection with [`UNVERIFIED_REASON`].
 pub(super) async fn accept(
     connection: &Connection,
     greeting: Greeting,
     identity: &NetworkIdentity,
     peer: NodeId,
     secret: &PairingSecret,
-) -> Result<(SendStream, RecvStream, SessionKeys), NetworkError> {
+) -> Result<Accepted, NetworkError> {
     let handshake = async {
         let (mut send, mut recv) = connection.accept_bi().await.map_err(|e| failed(&peer, e))?;
-        let mut bytes = [0u8; InitMessage::LEN];
-        recv.read_exact(&mut bytes)
-            .await
-            .map_err(|e| failed(&peer, e))?;
-        let init = InitMessage::from_bytes(&bytes).map_err(|e| violation(&peer, e))?;
+        let mut bytes = [0u8; InitMessage::CHOOSING_LEN];
+        let (first, rest) = bytes.split_at_mut(1);
+        recv.read_exact(first).await.map_err(|e| failed(&peer, e))?;
+        let type_byte = first.first().copied().unwrap_or_default();
+        // An unknown type byte: read what a 0x05 init would have, and let decoding refuse it.
+        let len = InitMessage::len_for_type(type_byte).unwrap_or(InitMessage::LEN);
+        let rest = rest.get_mut(..len - 1).unwrap_or_default();
+        recv.read_exact(rest).await.map_err(|e| failed(&peer, e))?;
+        let bytes = bytes.get(..len).unwrap_or_default();
+        let init = InitMessage::from_bytes(bytes).map_err(|e| violation(&peer, e))?;
         let (keys, response) = match greeting.state.receive(identity, peer, secret, &init) {
             Ok(done) => done,
             Err(CryptoError::Signature | CryptoError::KeyConfirmation) => {
@@ -206,7 +258,12 @@ pub(super) async fn accept(
         send.write_all(&response.to_bytes())
             .await
             .map_err(|e| failed(&peer, e))?;
-        Ok((send, recv, keys))
+        Ok(Accepted {
+            send,
+            recv,
+            keys,
+            encoding: chosen(&init),
+        })
     };
     tokio::time::timeout_at(greeting.deadline, handshake)
         .await

@@ -32,7 +32,7 @@ use tether_identity::{ErrorChain, NetworkIdentity, NodeId, error_chain};
 use tether_protocol::PairedPeer;
 use tether_session::{CloseReason, Config, Event, RequestError, RequestKey, Session};
 use tether_transfer::TransferError;
-use tether_wire::{ErrorCode, ErrorReply, NetworkMessage, RequestId};
+use tether_wire::{Encoding, ErrorCode, ErrorReply, NetworkMessage, RequestId};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, warn};
 
@@ -130,6 +130,9 @@ pub(crate) struct Inbox {
     pub(crate) handler: HandlerSlot,
     /// The longest text taken from the peer ([`crate::NetworkingConfig::max_text_len`]).
     pub(crate) max_text_len: usize,
+    /// Whether a link this side dials chooses the binary encoding when the peer offers it
+    /// ([`crate::NetworkingConfig::binary_messages`]).
+    pub(crate) binary_messages: bool,
     /// Who the peer is (authenticated, paired), for the handler.
     pub(crate) peer: PairedPeer,
     /// The service's answers to requests named across links, for repeats.
@@ -204,14 +207,15 @@ impl Link {
         secret: &PairingSecret,
         inbox: Inbox,
     ) -> Result<Arc<Self>, NetworkError> {
-        match handshake::dial(&connection, identity, peer, secret).await {
+        let binary = inbox.binary_messages;
+        match handshake::dial(&connection, identity, peer, secret, binary).await {
             Ok(dialled) => {
+                let streams = (dialled.send, dialled.recv);
                 let link = Self::start(
                     connection,
                     peer,
-                    dialled.send,
-                    dialled.recv,
-                    dialled.keys,
+                    streams,
+                    (dialled.keys, dialled.encoding),
                     inbox,
                 );
                 *link.pending.lock() = Some(dialled.pending);
@@ -267,7 +271,13 @@ impl Link {
         inbox: Inbox,
     ) -> Result<Arc<Self>, NetworkError> {
         match handshake::accept(&connection, greeting, identity, peer, secret).await {
-            Ok((send, recv, keys)) => Ok(Self::start(connection, peer, send, recv, keys, inbox)),
+            Ok(accepted) => Ok(Self::start(
+                connection,
+                peer,
+                (accepted.send, accepted.recv),
+                (accepted.keys, accepted.encoding),
+                inbox,
+            )),
             Err(error) => {
                 connection.close(CLOSE_PROTOCOL.into(), b"session handshake failed");
                 Err(error)
@@ -275,12 +285,13 @@ impl Link {
         }
     }
 
+    /// Starts the link on the message stream, with the handshake's keys and the encoding it
+    /// chose.
     fn start(
         connection: Connection,
         node_id: NodeId,
-        send: SendStream,
-        recv: RecvStream,
-        keys: tether_crypto::SessionKeys,
+        (send, recv): (SendStream, RecvStream),
+        (keys, encoding): (tether_crypto::SessionKeys, Encoding),
         inbox: Inbox,
     ) -> Arc<Self> {
         let side = match connection.side() {
@@ -300,7 +311,7 @@ impl Link {
         if let Err(error) = send.set_priority(SESSION_PRIORITY) {
             debug!(error = %ErrorChain(&error), "stream priority");
         }
-        let session = Session::new(keys, side, config, Instant::now());
+        let session = Session::new(keys, side, config, Instant::now()).with_encoding(encoding);
         let session = Arc::new(Mutex::new(session));
         let link = Arc::new(Self {
             node_id,
@@ -642,6 +653,11 @@ impl Link {
     /// Time since the peer last sent anything (keep-alive pongs included).
     pub(crate) fn silent_for(&self) -> Duration {
         self.session().silent_for(Instant::now())
+    }
+
+    /// The encoding of the link's control payloads, as the handshake chose it.
+    pub(crate) fn encoding(&self) -> Encoding {
+        self.session().encoding()
     }
 
     /// Whether the connection is still open.

@@ -33,6 +33,7 @@ impl NetworkingService {
             events: self.inner.incoming.clone(),
             handler: Arc::clone(&self.inner.handler),
             max_text_len: self.inner.config.max_text_len,
+            binary_messages: self.inner.config.binary_messages,
             peer: PairedPeer {
                 node_id,
                 device: device.info,

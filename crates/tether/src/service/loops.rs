@@ -107,7 +107,8 @@ impl NetworkingService {
             self.inner
                 .tasks
                 .spawn("an incoming connection", async move {
-                    let (connection, greeting) = match admit(incoming).await {
+                    let binary = service.inner.config.binary_messages;
+                    let (connection, greeting) = match admit(incoming, binary).await {
                         Ok(admitted) => admitted,
                         Err(error) => {
                             debug!(error = %ErrorChain(&error), "incoming connection failed");

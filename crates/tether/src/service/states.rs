@@ -2,6 +2,7 @@
 
 use tether_identity::NodeId;
 use tether_iroh::ConnectionInfo;
+use tether_wire::Encoding;
 
 use super::core::NetworkingService;
 use crate::ConnectionState;
@@ -28,6 +29,18 @@ impl NetworkingService {
             .pool
             .live_link(&node_id)
             .map(|link| ConnectionInfo::of(&link.connection))
+    }
+
+    /// The encoding of the control messages on the live connection to a device, if
+    /// connected: [`Encoding::Binary`] when both devices speak it (and
+    /// [`NetworkingConfig::binary_messages`](crate::NetworkingConfig::binary_messages) is on at
+    /// both), [`Encoding::Json`] otherwise. The session handshake chose it, and both
+    /// directions use it.
+    pub fn message_encoding(&self, node_id: NodeId) -> Option<Encoding> {
+        self.inner
+            .pool
+            .live_link(&node_id)
+            .map(|link| link.encoding())
     }
 
     /// Closes the connection to a device now, if there is one (it stays paired: the next

@@ -65,6 +65,7 @@ fn inbox(peer: NodeId) -> Inbox {
         events: mpsc::channel(8).0,
         handler: Arc::default(),
         max_text_len: tether_wire::limits::MAX_TEXT_LEN,
+        binary_messages: true,
         answers: crate::link::answer_cache(STEP),
         limiter: Arc::new(crate::rate::MessageLimiter::new(None)),
         peer: PairedPeer {
@@ -87,13 +88,14 @@ fn ping() -> NetworkMessage {
     NetworkMessage::Ping(Ping { timestamp_ms: 1 })
 }
 
-/// Bob's side up to the dialler's `Init`: the connection admitted (hello sent), the message
-/// stream, the `Init`, and the greeting to answer it with.
+/// Bob's side up to the dialler's `Init`: the connection admitted (hello sent, offering JSON
+/// only, as an older build, so the `Init` is the 129-byte one and the raw sessions here speak
+/// JSON), the message stream, the `Init`, and the greeting to answer it with.
 async fn bob_until_init(
     acceptor: &Transport,
 ) -> (Connection, Greeting, SendStream, RecvStream, InitMessage) {
     let incoming = acceptor.endpoint().accept().await.unwrap();
-    let (connection, greeting) = admit(incoming).await.unwrap();
+    let (connection, greeting) = admit(incoming, false).await.unwrap();
     let greeting = greeting.expect("the session ALPN gets a hello");
     let (send, mut recv) = connection.accept_bi().await.unwrap();
     let mut init = [0u8; InitMessage::LEN];
@@ -182,7 +184,7 @@ async fn a_wrong_pairing_secret_fails_with_invalid_signature_on_both_sides() {
     let acceptor = p.acceptor.clone();
     let bob_side = tokio::spawn(async move {
         let incoming = acceptor.endpoint().accept().await.unwrap();
-        let (connection, greeting) = admit(incoming).await.unwrap();
+        let (connection, greeting) = admit(incoming, false).await.unwrap();
         let linked = Link::accept(
             connection,
             greeting.unwrap(),
@@ -269,4 +271,73 @@ async fn a_forged_response_closes_the_connection_before_anything_after_it_is_rea
         }
         other => panic!("Bob saw {other:?}"),
     }
+}
+
+/// What a build without the binary encoding does as the dialler, byte for byte: it reads the
+/// hello's first 33 bytes, answers with the 129-byte `Init` and speaks JSON. An acceptor that
+/// offers binary takes it, and the link speaks JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_dialler_that_reads_33_bytes_of_the_hello_gets_json() {
+    let p = peers().await;
+    let (bob, alice_id) = (p.bob.clone(), p.alice.node_id());
+    let acceptor = p.acceptor.clone();
+    let bob_side = tokio::spawn(async move {
+        let incoming = acceptor.endpoint().accept().await.unwrap();
+        let (connection, greeting) = admit(incoming, true).await.unwrap();
+        let link = Link::accept(
+            connection,
+            greeting.unwrap(),
+            &bob,
+            alice_id,
+            &secret(5),
+            inbox(alice_id),
+        )
+        .await
+        .unwrap();
+        link.start_reading();
+        let encoding = link.encoding();
+        let _ = tokio::time::timeout(STEP, link.connection.closed()).await;
+        encoding
+    });
+
+    let connection = p
+        .dialler
+        .connect(&p.acceptor.addr(), SYNC_ALPN)
+        .await
+        .unwrap();
+    let mut hello_stream = connection.accept_uni().await.unwrap();
+    let mut hello = [0u8; HelloMessage::LEN];
+    hello_stream.read_exact(&mut hello).await.unwrap();
+    let hello = HelloMessage::from_bytes(&hello).unwrap();
+    let mut rng = UnwrapErr(getrandom::SysRng);
+    let (state, init) =
+        Initiator::start(&mut rng, &p.alice, p.bob.node_id(), &secret(5), &hello).unwrap();
+    assert_eq!(init.to_bytes().len(), InitMessage::LEN);
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    let (keys, check) = state.into_early_keys();
+    let mut session = Session::new(keys, Side::Dialler, Config::default(), Instant::now());
+    let ping = session.request(Instant::now(), ping(), STEP).unwrap();
+    let mut first = init.to_bytes();
+    first.extend(session.poll_transmit().unwrap());
+    send.write_all(&first).await.unwrap();
+    let mut response = [0u8; ResponseMessage::LEN];
+    recv.read_exact(&mut response).await.unwrap();
+    check
+        .verify(&ResponseMessage::from_bytes(&response).unwrap())
+        .unwrap();
+    let answer = loop {
+        let chunk = tokio::time::timeout(STEP, recv.read_chunk(64 * 1024))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        session.handle_input(Instant::now(), &chunk).unwrap();
+        if let Some(tether_session::Event::Answered { id, result }) = session.poll_event() {
+            assert_eq!(id, ping);
+            break result.unwrap();
+        }
+    };
+    assert!(matches!(answer, NetworkMessage::Pong(_)), "{answer:?}");
+    connection.close(0u32.into(), b"done");
+    assert_eq!(bob_side.await.unwrap(), Encoding::Json);
 }
