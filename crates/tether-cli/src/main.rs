@@ -68,6 +68,18 @@ struct Cli {
     /// Trust this CA certificate (PEM or DER) for --relay.
     #[arg(long = "relay-ca", value_name = "FILE", global = true)]
     relay_cas: Vec<PathBuf>,
+    /// Publish and find devices on the BitTorrent Mainline DHT (public bootstrap nodes).
+    #[arg(long, global = true)]
+    dht: bool,
+    /// Join the DHT through these nodes only (IPv4 ADDR:PORT, comma-separated); implies --dht.
+    #[arg(
+        long,
+        value_name = "ADDR:PORT,...",
+        global = true,
+        value_delimiter = ',',
+        value_parser = settings::parse_dht_bootstrap
+    )]
+    dht_bootstrap: Vec<std::net::SocketAddr>,
     /// Read the key's passphrase from FILE's first line.
     #[arg(long, value_name = "FILE", global = true, help_heading = "Device key")]
     passphrase_file: Option<PathBuf>,
@@ -284,6 +296,7 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
         network: network(cli.local_only, cli.lan),
         relays: cli.relays,
         relay_cas: cli.relay_cas,
+        dht: settings::dht(cli.dht, cli.dht_bootstrap),
         passphrase_file: cli.passphrase_file,
         insecure_key_file: cli.insecure_key_file,
     };

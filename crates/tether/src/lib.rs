@@ -115,8 +115,9 @@ pub use tether_identity::{
     assert_no_repeated_layer, assert_no_repeated_segment, repeated_layer, repeated_segment,
 };
 pub use tether_iroh::{
-    CongestionControl, ConnectionInfo, GlobalDiscovery, GlobalDiscoveryConfig, LowestLatency,
-    PathKind, PeerAddr, QuicTuning, RelayConfig, TransportConfig, TrustedRoot,
+    CongestionControl, ConnectionInfo, DhtConfig, DhtDiscovery, GlobalDiscovery,
+    GlobalDiscoveryConfig, LowestLatency, PathKind, PeerAddr, QuicTuning, RelayConfig,
+    TransportConfig, TrustedRoot,
 };
 pub use tether_pairing::{CodeError, InitiatorConfig, PairingCode, PairingError, TicketError};
 pub use tether_protocol::{
