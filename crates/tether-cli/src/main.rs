@@ -68,14 +68,15 @@ struct Cli {
     /// Trust this CA certificate (PEM or DER) for --relay.
     #[arg(long = "relay-ca", value_name = "FILE", global = true)]
     relay_cas: Vec<PathBuf>,
-    /// Publish and find devices on the BitTorrent Mainline DHT (public bootstrap nodes).
-    #[arg(long, global = true)]
+    /// Find devices on the Mainline DHT too (see README).
+    #[arg(long, global = true, help_heading = "DHT")]
     dht: bool,
-    /// Join the DHT through these nodes only (IPv4 ADDR:PORT, comma-separated); implies --dht.
+    /// Join the DHT through these nodes (ADDR:PORT,...).
     #[arg(
         long,
-        value_name = "ADDR:PORT,...",
+        value_name = "NODES",
         global = true,
+        help_heading = "DHT",
         value_delimiter = ',',
         value_parser = settings::parse_dht_bootstrap
     )]
