@@ -281,6 +281,11 @@ impl GlobalDiscoveryConfig {
 /// Discovery on the BitTorrent Mainline DHT: the endpoint's address record, a pkarr packet
 /// signed by the device key, is stored on the DHT under that key, and a paired device's record
 /// is looked up there by its node id (see [`DhtDiscovery`](crate::DhtDiscovery)).
+///
+/// The DHT client's UDP socket takes a random port on every IPv4 interface (the client has no
+/// bind-address setting), in local-only runs too; it sends only to its bootstrap nodes and the
+/// nodes they lead it to, and answers no request until it has run 15 minutes reachable from
+/// outside (the client's adaptive mode).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DhtConfig {
     /// The DHT nodes to join the DHT through (IPv4; the DHT client speaks IPv4 only). Empty:
