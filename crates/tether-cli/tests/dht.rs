@@ -64,6 +64,21 @@ async fn up_publishes_its_record_on_the_dht_it_was_given() {
     let record = String::from_utf8_lossy(item.value()).into_owned();
     let addr = addrs[0].as_str().unwrap();
     assert!(record.contains(addr), "{record:?} lacks {addr}");
+
+    // The doctor (through the running node) names the DHT and its bootstrap nodes.
+    let doctor = common::tether(runtime.path(), &runtime.path().join("desk"), &["doctor"]);
+    let output = tokio::task::spawn_blocking(move || { doctor }.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let lines = common::node::check(&output, "doctor");
+    let discovery = common::event(&lines, "discovery");
+    assert_eq!(
+        discovery["dht"]["bootstrap"],
+        serde_json::json!(testnet.bootstrap),
+        "{discovery}"
+    );
+    assert_eq!(discovery["dht"]["publish_ip_addrs"], true);
     drop(node);
 }
 
