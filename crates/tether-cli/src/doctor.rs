@@ -296,6 +296,13 @@ fn discovery(diag: &tether::Diagnostics, sink: &Sink) {
     if let Some(global) = &diag.global_discovery {
         services.push(format!("DNS ({})", global.origin_domain));
     }
+    if let Some(dht) = &diag.dht {
+        services.push(if dht.bootstrap.is_empty() {
+            "DHT (public bootstrap nodes)".to_owned()
+        } else {
+            format!("DHT ({} bootstrap node(s))", dht.bootstrap.len())
+        });
+    }
     let seen = diag.discovered.len();
     let state = if services.is_empty() {
         "off: devices are reached at their stored addresses only".to_owned()
@@ -323,6 +330,10 @@ fn discovery(diag: &tether::Diagnostics, sink: &Sink) {
                 "origin_domain": g.origin_domain,
                 "publish_ip_addrs": g.publish_ip_addrs,
                 "pairing_rendezvous": g.pairing_rendezvous,
+            })),
+            "dht": diag.dht.as_ref().map(|d| json!({
+                "bootstrap": d.bootstrap,
+                "publish_ip_addrs": d.publish_ip_addrs,
             })),
             "seen": diag
                 .discovered

@@ -68,6 +68,19 @@ struct Cli {
     /// Trust this CA certificate (PEM or DER) for --relay.
     #[arg(long = "relay-ca", value_name = "FILE", global = true)]
     relay_cas: Vec<PathBuf>,
+    /// Find devices on the Mainline DHT too (see README).
+    #[arg(long, global = true, help_heading = "DHT")]
+    dht: bool,
+    /// Join the DHT through these nodes (ADDR:PORT,...).
+    #[arg(
+        long,
+        value_name = "NODES",
+        global = true,
+        help_heading = "DHT",
+        value_delimiter = ',',
+        value_parser = settings::parse_dht_bootstrap
+    )]
+    dht_bootstrap: Vec<std::net::SocketAddr>,
     /// Read the key's passphrase from FILE's first line.
     #[arg(long, value_name = "FILE", global = true, help_heading = "Device key")]
     passphrase_file: Option<PathBuf>,
@@ -284,6 +297,7 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
         network: network(cli.local_only, cli.lan),
         relays: cli.relays,
         relay_cas: cli.relay_cas,
+        dht: settings::dht(cli.dht, cli.dht_bootstrap),
         passphrase_file: cli.passphrase_file,
         insecure_key_file: cli.insecure_key_file,
     };

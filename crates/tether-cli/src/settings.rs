@@ -4,7 +4,9 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use tether::{NetworkingConfig, NetworkingService, RelayConfig, TransportConfig, TrustedRoot};
+use tether::{
+    DhtConfig, NetworkingConfig, NetworkingService, RelayConfig, TransportConfig, TrustedRoot,
+};
 
 use crate::passphrase;
 
@@ -30,6 +32,8 @@ pub(crate) struct Settings {
     pub(crate) relays: Vec<String>,
     /// Certificates to trust for those relays' TLS (`--relay-ca FILE`, PEM or DER).
     pub(crate) relay_cas: Vec<PathBuf>,
+    /// Discovery on the Mainline DHT (`--dht`, `--dht-bootstrap ADDR:PORT,...`).
+    pub(crate) dht: Option<DhtConfig>,
     /// The device key's passphrase is in this file (`--passphrase-file FILE`).
     pub(crate) passphrase_file: Option<PathBuf>,
     /// A new device key may be stored unprotected (`--insecure-key-file`).
@@ -76,6 +80,9 @@ impl Settings {
         for file in &self.relay_cas {
             config.transport.relay_roots.push(read_certificate(file)?);
         }
+        // In local-only mode the transport keeps it only when every bootstrap node is on
+        // loopback (the public nodes never are).
+        config.transport.dht.clone_from(&self.dht);
         if offline {
             config.transport = TransportConfig::local_only();
         }
@@ -143,6 +150,29 @@ pub(crate) fn parse_relay(url: &str) -> Result<String, String> {
     }
 }
 
+/// The DHT configuration `--dht` and `--dht-bootstrap` ask for: the public bootstrap nodes,
+/// or only those listed. The records name the relay only, unless the nodes are all on
+/// loopback (a test's DHT, where there is no relay).
+pub(crate) fn dht(on: bool, bootstrap: Vec<SocketAddr>) -> Option<DhtConfig> {
+    if !on && bootstrap.is_empty() {
+        return None;
+    }
+    let local = !bootstrap.is_empty() && bootstrap.iter().all(|addr| addr.ip().is_loopback());
+    let mut config = DhtConfig::with_bootstrap(bootstrap);
+    config.publish_ip_addrs = local;
+    Some(config)
+}
+
+/// Checks a `--dht-bootstrap` node: an IPv4 `ADDR:PORT` (the DHT client speaks IPv4 only).
+pub(crate) fn parse_dht_bootstrap(text: &str) -> Result<SocketAddr, String> {
+    match text.trim().parse::<SocketAddr>() {
+        Ok(addr @ SocketAddr::V4(_)) => Ok(addr),
+        _ => Err(format!(
+            "invalid DHT bootstrap node {text:?}: give an IPv4 ADDR:PORT such as 127.0.0.1:6881"
+        )),
+    }
+}
+
 /// The UDP port tried first.
 fn tether_port() -> u16 {
     TransportConfig::default().bind_addr.port()
@@ -158,6 +188,7 @@ mod tests {
             network,
             relays: Vec::new(),
             relay_cas: Vec::new(),
+            dht: None,
             passphrase_file: None,
             insecure_key_file: false,
         }
@@ -180,6 +211,7 @@ mod tests {
         assert!(config.transport.bind_addr.ip().is_loopback());
         assert_eq!(config.transport.relay, RelayConfig::Disabled);
         assert!(!config.transport.port_mapping);
+        assert_eq!(config.transport.dht, None);
     }
 
     #[test]
@@ -188,5 +220,25 @@ mod tests {
         let config = settings(Network::Internet).config(false).unwrap();
         assert!(config.transport.port_mapping);
         assert!(!config.transport.local_only);
+    }
+
+    #[test]
+    fn dht_flags() {
+        assert_eq!(dht(false, Vec::new()), None);
+        assert_eq!(dht(true, Vec::new()), Some(DhtConfig::public()));
+        let local: SocketAddr = "127.0.0.1:6881".parse().unwrap();
+        let only = dht(false, vec![local]).unwrap();
+        assert_eq!(only.bootstrap, vec![local]);
+        assert!(only.publish_ip_addrs);
+        let remote: SocketAddr = "192.0.2.1:6881".parse().unwrap();
+        assert!(!dht(true, vec![remote]).unwrap().publish_ip_addrs);
+        assert_eq!(parse_dht_bootstrap(" 127.0.0.1:6881"), Ok(local));
+        assert!(parse_dht_bootstrap("[::1]:6881").is_err());
+        assert!(parse_dht_bootstrap("router.bittorrent.com:6881").is_err());
+        // Offline commands never join the DHT.
+        let mut settings = settings(Network::LocalOnly);
+        settings.dht = Some(only);
+        assert!(settings.config(false).unwrap().transport.dht.is_some());
+        assert_eq!(settings.config(true).unwrap().transport.dht, None);
     }
 }

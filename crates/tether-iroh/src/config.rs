@@ -59,6 +59,10 @@ pub struct TransportConfig {
     /// ([`GlobalDiscoveryConfig::n0`]); local-only runs have it off unless every server listed
     /// is on this machine.
     pub global_discovery: Option<GlobalDiscoveryConfig>,
+    /// Publish this device's addresses and find paired devices by node id on the BitTorrent
+    /// Mainline DHT ([`DhtConfig`]). Off by default; local-only runs have it off unless every
+    /// bootstrap node listed is on this machine.
+    pub dht: Option<DhtConfig>,
     /// Keep every packet on loopback (see the type's docs).
     pub local_only: bool,
     /// QUIC flow-control windows and congestion controller ([`QuicTuning::default`] in both
@@ -80,6 +84,7 @@ impl Default for TransportConfig {
             force_relay: false,
             mdns: true,
             global_discovery: Some(GlobalDiscoveryConfig::n0()),
+            dht: None,
             local_only: false,
             quic: QuicTuning::default(),
             port_mapping: true,
@@ -98,6 +103,7 @@ impl TransportConfig {
             force_relay: false,
             mdns: false,
             global_discovery: None,
+            dht: None,
             local_only: true,
             quic: QuicTuning::default(),
             port_mapping: false,
@@ -147,6 +153,9 @@ impl TransportConfig {
                 .is_some_and(GlobalDiscoveryConfig::is_local)
             {
                 config.global_discovery = None;
+            }
+            if !config.dht.as_ref().is_some_and(DhtConfig::is_local) {
+                config.dht = None;
             }
         }
         config
@@ -276,6 +285,48 @@ impl GlobalDiscoveryConfig {
     }
 }
 
+/// Discovery on the BitTorrent Mainline DHT: the endpoint's address record, a pkarr packet
+/// signed by the device key, is stored on the DHT under that key, and a paired device's record
+/// is looked up there by its node id (see [`DhtDiscovery`](crate::DhtDiscovery)).
+///
+/// The DHT client's UDP socket takes a random port on every IPv4 interface (the client has no
+/// bind-address setting), in local-only runs too; it sends only to its bootstrap nodes and the
+/// nodes they lead it to, and answers no request until it has run 15 minutes reachable from
+/// outside (the client's adaptive mode).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DhtConfig {
+    /// The DHT nodes to join the DHT through (IPv4; the DHT client speaks IPv4 only). Empty:
+    /// the DHT client's built-in public bootstrap nodes (`router.bittorrent.com:6881`,
+    /// `dht.transmissionbt.com:6881`, `dht.libtorrent.org:25401`, `relay.pkarr.org:6881`), the
+    /// real-world default. A list given replaces those nodes; it is not added to them.
+    pub bootstrap: Vec<SocketAddr>,
+    /// Publish direct IP addresses as well as the relay. Off by default: a record on the
+    /// public DHT then reveals no IP address.
+    pub publish_ip_addrs: bool,
+}
+
+impl DhtConfig {
+    /// The public Mainline DHT, joined through the DHT client's built-in bootstrap nodes; the
+    /// relay URL only is published.
+    pub fn public() -> Self {
+        Self::default()
+    }
+
+    /// A DHT joined through `bootstrap` only (such as a test's nodes on 127.0.0.1).
+    pub fn with_bootstrap(bootstrap: impl IntoIterator<Item = SocketAddr>) -> Self {
+        Self {
+            bootstrap: bootstrap.into_iter().collect(),
+            publish_ip_addrs: false,
+        }
+    }
+
+    /// Whether every node this joins the DHT through is on this machine (an empty list means
+    /// the public bootstrap nodes, which are not).
+    pub(crate) fn is_local(&self) -> bool {
+        !self.bootstrap.is_empty() && self.bootstrap.iter().all(|addr| addr.ip().is_loopback())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,6 +389,28 @@ mod tests {
             Some(GlobalDiscoveryConfig::n0())
         );
         assert!(!GlobalDiscoveryConfig::n0().pairing_rendezvous);
+    }
+
+    #[test]
+    fn local_only_keeps_the_dht_only_with_loopback_bootstrap_nodes() {
+        let mut config = TransportConfig::local_only();
+        assert_eq!(TransportConfig::default().dht, None);
+        config.dht = Some(DhtConfig::public());
+        assert_eq!(config.effective().dht, None);
+        let local = DhtConfig::with_bootstrap(["127.0.0.1:6881".parse().unwrap()]);
+        config.dht = Some(local.clone());
+        assert_eq!(config.effective().dht, Some(local));
+        config.dht = Some(DhtConfig::with_bootstrap([
+            "127.0.0.1:6881".parse().unwrap(),
+            "192.0.2.1:6881".parse().unwrap(),
+        ]));
+        assert_eq!(config.effective().dht, None);
+        // Outside local-only, the public DHT stays as asked.
+        let config = TransportConfig {
+            dht: Some(DhtConfig::public()),
+            ..TransportConfig::default()
+        };
+        assert_eq!(config.effective().dht, Some(DhtConfig::public()));
     }
 
     #[test]

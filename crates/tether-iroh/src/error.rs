@@ -67,6 +67,9 @@ pub enum TransportError {
     /// mDNS could not start (no usable network interface).
     #[error("mDNS discovery could not start: {0}")]
     Mdns(String),
+    /// The Mainline DHT client could not start (its configuration, or its UDP socket).
+    #[error("the DHT client could not start: {0}")]
+    Dht(String),
     /// The endpoint was closed.
     #[error("the endpoint is closed")]
     Closed,

@@ -19,13 +19,15 @@
 //!   [`LoopbackDiscovery`] finds devices on this machine through a shared directory, with no
 //!   multicast at all (for local-only runs, tests and the demo); [`GlobalDiscovery`] publishes
 //!   the endpoint's addresses through pkarr and finds paired devices by node id through DNS
-//!   (an `iroh-dns-server`; n0's by default, see [`GlobalDiscoveryConfig`]).
+//!   (an `iroh-dns-server`; n0's by default, see [`GlobalDiscoveryConfig`]); [`DhtDiscovery`]
+//!   does the same on the BitTorrent Mainline DHT, with no server at all ([`DhtConfig`]).
 //! * [`QuicTuning`] (in [`TransportConfig::quic`]) sets QUIC's flow-control windows and
 //!   congestion controller: the defaults fill a 1 Gbit/s link with a 50 ms round trip, and
 //!   bound what a peer can make a connection hold.
 //!
 //! [`TransportConfig::local_only`] keeps every packet on this machine: loopback bind, no public
-//! relays or DNS (servers listed explicitly on loopback, such as a test's, are kept), no mDNS.
+//! relays, DNS or DHT (servers and DHT nodes listed explicitly on loopback, such as a test's,
+//! are kept), no mDNS.
 //! The real-world default ([`TransportConfig::default`]) binds every interface on UDP 11204,
 //! uses iroh's public relays, mDNS and n0's pkarr/DNS; the port mapper is never compiled in.
 //!
@@ -34,6 +36,7 @@
 
 mod addr;
 mod config;
+mod dht;
 mod error;
 mod global;
 mod id;
@@ -48,9 +51,10 @@ mod tuning;
 
 pub use addr::PeerAddr;
 pub use config::{
-    DEFAULT_PORT, GlobalDiscoveryConfig, N0_ORIGIN_DOMAIN, N0_PKARR_RELAY, RelayConfig,
+    DEFAULT_PORT, DhtConfig, GlobalDiscoveryConfig, N0_ORIGIN_DOMAIN, N0_PKARR_RELAY, RelayConfig,
     TransportConfig, TrustedRoot,
 };
+pub use dht::DhtDiscovery;
 pub use error::{LoopbackDirError, LoopbackDirProblem, TransportError};
 pub use global::GlobalDiscovery;
 pub use info::{ConnectionInfo, PathKind, PeerClose, direct_addrs, peer_close, relay_url};

@@ -16,6 +16,7 @@ use tether_identity::{NetworkIdentity, NodeId};
 use tracing::{debug, info, warn};
 
 use crate::config::GlobalDiscoveryConfig;
+use crate::dht::DhtDiscovery;
 use crate::global::{GlobalDiscovery, attach};
 use crate::id::iroh_id;
 use crate::mdns::{MdnsDiscovery, SlotMdns};
@@ -91,6 +92,8 @@ pub struct Transport {
     mdns: Option<SlotMdns>,
     /// Global discovery's configuration and resolver, when on.
     global: Option<(GlobalDiscoveryConfig, iroh::dns::DnsResolver)>,
+    /// The Mainline DHT publisher and lookup, when on.
+    dht: Option<iroh_mainline_address_lookup::DhtAddressLookup>,
     /// The relay [`Transport::select_relays`] chose last.
     pub(crate) chosen_relay: Arc<parking_lot::Mutex<Option<RelayUrl>>>,
     /// Addresses the service's discoveries found (an app's own among them), handed to iroh's
@@ -107,7 +110,11 @@ impl Transport {
         alpns: Vec<Vec<u8>>,
         gate: Arc<dyn ConnectionGate>,
     ) -> Result<Self, TransportError> {
+        let asked_for_dht = config.dht.is_some();
         let config = config.effective();
+        if asked_for_dht && config.dht.is_none() {
+            warn!("local-only: the DHT stays off (its bootstrap nodes are not all on loopback)");
+        }
         config.quic.validate()?;
         let endpoint = match bind_once(identity, &config, config.bind_addr, &alpns, &gate).await {
             Ok(endpoint) => endpoint,
@@ -137,6 +144,10 @@ impl Transport {
             Some(global) => Some((global.clone(), attach(&endpoint, global)?)),
             None => None,
         };
+        let dht = match &config.dht {
+            Some(dht) => Some(crate::dht::attach(&endpoint, dht)?),
+            None => None,
+        };
         let found = iroh::address_lookup::MemoryLookup::with_provenance("tether-discovery");
         endpoint
             .address_lookup()
@@ -145,6 +156,7 @@ impl Transport {
         let transport = Self {
             found,
             global,
+            dht,
             node_id: identity.node_id(),
             endpoint,
             config,
@@ -346,6 +358,13 @@ impl GlobalDiscovery {
     pub fn of(transport: &Transport) -> Option<Self> {
         let (config, resolver) = transport.global.as_ref()?;
         Self::new(&transport.endpoint, config, resolver.clone())
+    }
+}
+
+impl DhtDiscovery {
+    /// DHT discovery for `transport`, when its configuration has it on.
+    pub fn of(transport: &Transport) -> Option<Self> {
+        transport.dht.clone().map(Self::new)
     }
 }
 

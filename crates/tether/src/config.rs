@@ -47,7 +47,9 @@ pub struct NetworkingConfig {
     pub device_name: Option<DeviceName>,
     /// This device's kind.
     pub device_type: Option<DeviceType>,
-    /// The endpoint's bind address, relays and mDNS.
+    /// The endpoint's bind address, relays, mDNS and global discovery: pkarr/DNS
+    /// (`transport.global_discovery`) and the Mainline DHT (`transport.dht`, a
+    /// [`tether_iroh::DhtConfig`]; off by default).
     pub transport: TransportConfig,
     /// Chooses among the relays listed in `transport.relay` ([`tether_iroh::RelayConfig::Custom`]):
     /// the endpoint uses only the chosen one and switches when it goes away. The default,

@@ -118,10 +118,10 @@ pub use tether_identity::{
     assert_no_repeated_layer, assert_no_repeated_segment, repeated_layer, repeated_segment,
 };
 pub use tether_iroh::{
-    CongestionControl, ConnectionInfo, GatewayProtocols, GlobalDiscovery, GlobalDiscoveryConfig,
-    InterfaceMulticast, Interfaces, LowestLatency, MDNS_GROUP, MulticastOutcome, NatStatus,
-    NatType, PathKind, PeerAddr, PortMapping, QuicTuning, RelayConfig, TransportConfig,
-    TrustedRoot, check_multicast, mdns_can_work,
+    CongestionControl, ConnectionInfo, DhtConfig, DhtDiscovery, GatewayProtocols, GlobalDiscovery,
+    GlobalDiscoveryConfig, InterfaceMulticast, Interfaces, LowestLatency, MDNS_GROUP,
+    MulticastOutcome, NatStatus, NatType, PathKind, PeerAddr, PortMapping, QuicTuning,
+    RelayConfig, TransportConfig, TrustedRoot, check_multicast, mdns_can_work,
 };
 pub use tether_pairing::{CodeError, InitiatorConfig, PairingCode, PairingError, TicketError};
 pub use tether_protocol::{

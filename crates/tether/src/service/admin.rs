@@ -40,6 +40,8 @@ pub struct Diagnostics {
     pub mdns: bool,
     /// Global discovery (pkarr publishing and DNS lookups), if on (after local-only rules).
     pub global_discovery: Option<tether_iroh::GlobalDiscoveryConfig>,
+    /// Discovery on the Mainline DHT, if on (after local-only rules).
+    pub dht: Option<tether_iroh::DhtConfig>,
     /// The loopback discovery directory, if that discovery runs.
     pub loopback_discovery: Option<PathBuf>,
     /// Devices discovery has seen, by the service that saw them.
@@ -129,6 +131,7 @@ impl NetworkingService {
             chosen_relay: self.chosen_relay(),
             mdns: self.inner.transport.mdns().is_some(),
             global_discovery: transport.global_discovery.clone(),
+            dht: transport.dht.clone(),
             loopback_discovery: self.inner.config.loopback_discovery.clone(),
             discovered,
             key_storage: self.inner.keys.storage_kind().clone(),

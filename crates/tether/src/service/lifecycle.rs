@@ -210,7 +210,8 @@ fn remove_leftovers(config: &NetworkingConfig, registry: &DeviceRegistry) {
     }
 }
 
-/// The discoveries the config turns on: loopback, mDNS, global, and the app's own.
+/// The discoveries the config turns on: loopback, mDNS, global (DNS), the DHT, and the app's
+/// own.
 fn discoveries(
     config: &NetworkingConfig,
     transport: &Transport,
@@ -225,6 +226,9 @@ fn discoveries(
     }
     if let Some(global) = tether_iroh::GlobalDiscovery::of(transport) {
         discoveries.push(Arc::new(global));
+    }
+    if let Some(dht) = tether_iroh::DhtDiscovery::of(transport) {
+        discoveries.push(Arc::new(dht));
     }
     discoveries.extend(config.discoveries.iter().cloned());
     Ok(discoveries)
