@@ -216,7 +216,7 @@ struct SendArgs {
     /// Resume after a lost link for up to T [default: 10m]
     #[arg(long, value_name = "T", value_parser = send::parse_retry_for)]
     retry_for: Option<std::time::Duration>,
-    /// Hand it to the node: sent when the device is reachable
+    /// Queue it for `tether up` to send when reachable
     #[arg(long, conflicts_with = "all")]
     queue: bool,
 }
