@@ -22,6 +22,7 @@ const PING_GAP: Duration = Duration::from_millis(100);
 
 mod history;
 mod pairing;
+mod queue;
 mod text;
 
 pub(crate) use history::DEFAULT_LIMIT as HISTORY_LIMIT;
@@ -87,6 +88,14 @@ pub(crate) enum Request {
         code: CodeText,
     },
     Send(SendRequest),
+    /// `tether send --queue`: into the outbox, delivered by the running node.
+    QueueSend(SendRequest),
+    /// `tether queue`: the outbox.
+    Queue,
+    /// `tether queue cancel ID`.
+    QueueCancel {
+        id: u64,
+    },
     Text {
         device: String,
         text: String,
@@ -109,6 +118,9 @@ impl Request {
             Self::Pair { .. } => "pair",
             Self::Join { .. } => "join",
             Self::Send(_) => "send",
+            Self::QueueSend(_) => "send --queue",
+            Self::Queue => "queue",
+            Self::QueueCancel { .. } => "queue cancel",
             Self::Text { .. } => "text",
         }
     }
@@ -124,6 +136,9 @@ impl Request {
                 | Self::Gc { .. }
                 | Self::Rename { .. }
                 | Self::History { .. }
+                | Self::QueueSend(_)
+                | Self::Queue
+                | Self::QueueCancel { .. }
         )
     }
 }
@@ -167,6 +182,9 @@ pub(crate) async fn execute(
         }
         Request::Join { code } => pairing::join(node, code.as_str(), sink, cancel).await,
         Request::Send(request) => crate::send_many::run(node, request, sink, cancel).await,
+        Request::QueueSend(request) => queue::queue(node, request, sink, context).await,
+        Request::Queue => queue::list(node, sink),
+        Request::QueueCancel { id } => queue::cancel(node, id, sink),
         Request::Text { device, text } => text::send(node, &device, text, sink, cancel).await,
     }
 }

@@ -125,6 +125,8 @@ enum Command {
     Doctor(DoctorArgs),
     /// List the transfers sent and received, newest first.
     History(HistoryArgs),
+    /// List the sends queued with `send --queue`; `queue cancel ID`.
+    Queue(QueueArgs),
     /// The device key: `tether key protect` seals it with a passphrase.
     Key(key::KeyArgs),
 }
@@ -227,6 +229,9 @@ struct SendArgs {
     /// Resume after a lost link for up to T [default: 10m]
     #[arg(long, value_name = "T", value_parser = send::parse_retry_for)]
     retry_for: Option<std::time::Duration>,
+    /// Queue it for `tether up` to send when reachable
+    #[arg(long, conflicts_with = "all")]
+    queue: bool,
 }
 
 #[derive(Debug, Args)]
@@ -245,6 +250,21 @@ struct HistoryArgs {
     /// Show at most N transfers.
     #[arg(long, value_name = "N", default_value_t = commands::HISTORY_LIMIT)]
     limit: usize,
+}
+
+#[derive(Debug, Args)]
+struct QueueArgs {
+    #[command(subcommand)]
+    action: Option<QueueAction>,
+}
+
+#[derive(Debug, Subcommand)]
+enum QueueAction {
+    /// Take a queued send out of the queue (stops it if it is being sent).
+    Cancel {
+        /// Its number, as `tether queue` shows it.
+        id: u64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -358,6 +378,10 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
             limit: args.limit,
         },
         Command::Send(args) => send_request(args)?,
+        Command::Queue(args) => match args.action {
+            None => Request::Queue,
+            Some(QueueAction::Cancel { id }) => Request::QueueCancel { id },
+        },
     };
     node::dispatch(&settings, request, out).await
 }
@@ -375,7 +399,11 @@ fn send_request(mut args: SendArgs) -> anyhow::Result<Request> {
     if args.paths.is_empty() {
         return Err(Failure::usage("nothing to send: give one or more paths").into());
     }
-    Ok(Request::Send(SendRequest {
+    if args.queue && device.contains(',') {
+        return Err(Failure::usage("--queue takes one device; queue for each in turn").into());
+    }
+    let queue = args.queue;
+    let request = SendRequest {
         device,
         all: args.all,
         paths: commands::absolute_paths(&args.paths)?,
@@ -384,7 +412,12 @@ fn send_request(mut args: SendArgs) -> anyhow::Result<Request> {
         limit: args.limit,
         stall_timeout: args.stall_timeout,
         retry_for_ms: args.retry_for.map(send::millis),
-    }))
+    };
+    Ok(if queue {
+        Request::QueueSend(request)
+    } else {
+        Request::Send(request)
+    })
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default: warnings).

@@ -316,6 +316,38 @@ fn show_event(event: &NetworkEvent, out: Output) {
                 "cipher": report.cipher.map(|c| c.name()),
             }),
         ),
+        NetworkEvent::QueuedSendDelivered {
+            id,
+            node_id,
+            report,
+        } => (
+            "queued_delivered",
+            format!(
+                "delivered queued send #{id} to {}: {} file(s), {}, verified",
+                node_id.fmt_short(),
+                report.files,
+                bytes(report.bytes_total)
+            ),
+            json!({
+                "id": id.get(),
+                "node_id": node_id.to_string(),
+                "files": report.files,
+                "bytes_total": report.bytes_total,
+                "bytes_resumed": report.bytes_resumed,
+            }),
+        ),
+        NetworkEvent::QueuedSendFailed {
+            id,
+            node_id,
+            reason,
+        } => (
+            "queued_failed",
+            format!(
+                "queued send #{id} to {} failed: {reason}; `tether queue cancel {id}` removes it",
+                node_id.fmt_short()
+            ),
+            json!({ "id": id.get(), "node_id": node_id.to_string(), "reason": reason }),
+        ),
         NetworkEvent::MessageReceived { from, message } => (
             "message",
             format!("message from {}: {message:?}", from.fmt_short()),

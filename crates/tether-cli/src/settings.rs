@@ -94,8 +94,12 @@ impl Settings {
         Ok(config)
     }
 
+    /// A short-lived node for one command. It never delivers queued sends (`tether up`
+    /// does); it may queue them.
     pub(crate) async fn start(&self, offline: bool) -> Result<NetworkingService> {
-        start_node(self.config(offline)?).await
+        let mut config = self.config(offline)?;
+        config.deliver_queued = false;
+        start_node(config).await
     }
 }
 

@@ -346,6 +346,8 @@ fn help_fits_80_columns_and_lists_exit_codes() {
         "trust",
         "rename",
         "doctor",
+        "queue",
+        "queue cancel",
         "key",
         "key protect",
     ] {

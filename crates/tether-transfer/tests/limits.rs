@@ -380,6 +380,19 @@ async fn two_transfers_to_one_target_do_not_mix() {
         "{:?}",
         second.1
     );
+    // The sender hears "busy", which trying again cures (the other transfer ends), not a
+    // refusal: a restarted sender whose old transfer the receiver still runs resumes.
+    assert!(
+        matches!(
+            second.0,
+            Err(TransferError::Peer(PeerError::Declined {
+                code: AbortCode::Busy,
+                ..
+            }))
+        ),
+        "{:?}",
+        second.0
+    );
     assert_eq!(
         hash_file(&dest.path().join("same.bin")),
         hash_file(&a.join("same.bin"))

@@ -40,6 +40,10 @@
 //! * **History.** Every transfer, both ways, pushes and pulls, verified or not, is recorded
 //!   on both devices ([`NetworkingService::transfer_history`]: newest first, by device, the
 //!   newest [`MAX_HISTORY`] kept).
+//! * **Deliver when online.** [`NetworkingService::queue_send`] keeps a send in the store's
+//!   outbox (at most [`MAX_OUTBOX`]) and the running service delivers it when the device is
+//!   reachable, across restarts of either side ([`NetworkingService::outbox`],
+//!   [`NetworkingService::cancel_queued`], [`NetworkEvent::QueuedSendDelivered`]).
 //! * **Extensions.** [`NetworkingService::register_protocol`] serves a third party's
 //!   [`NetworkProtocol`] on its own ALPN to paired devices only.
 //!

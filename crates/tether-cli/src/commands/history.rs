@@ -149,20 +149,20 @@ fn clip(text: &str, max: usize) -> String {
     kept
 }
 
-fn millis(time: SystemTime) -> u64 {
+pub(super) fn millis(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH).map_or(0, |since| {
         u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
     })
 }
 
 /// `YYYY-MM-DD HH:MM` in UTC.
-fn utc_minute(time: SystemTime) -> String {
+pub(super) fn utc_minute(time: SystemTime) -> String {
     let (date, seconds) = utc(time);
     format!("{date} {:02}:{:02}", seconds / 3600, seconds % 3600 / 60)
 }
 
 /// RFC 3339 in UTC, to the second: `YYYY-MM-DDTHH:MM:SSZ`.
-fn utc_seconds(time: SystemTime) -> String {
+pub(super) fn utc_seconds(time: SystemTime) -> String {
     let (date, seconds) = utc(time);
     format!(
         "{date}T{:02}:{:02}:{:02}Z",

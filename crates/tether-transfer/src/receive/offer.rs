@@ -397,6 +397,9 @@ pub(super) async fn decline(
         TransferError::Cancelled => AbortCode::Cancelled,
         TransferError::Stalled { .. } => AbortCode::Stalled,
         TransferError::Local(local) if local.is_no_room() => AbortCode::NoSpace,
+        // Another transfer holds the same targets: one whose link died and that this side has
+        // not noticed yet ends soon, so the sender may try again (a restarted sender's resume).
+        TransferError::Local(LocalError::TargetBusy(_)) => AbortCode::Busy,
         TransferError::Peer(PeerError::TooManyOffers { .. }) => AbortCode::Busy,
         TransferError::Peer(PeerError::EncryptionRequired) => AbortCode::EncryptionRequired,
         TransferError::Peer(_) | TransferError::Local(_) => AbortCode::Refused,

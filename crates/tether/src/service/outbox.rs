@@ -183,10 +183,7 @@ impl NetworkingService {
                     .backoff
                     .get(&node_id)
                     .map_or(1, |(_, failures)| failures.saturating_add(1));
-                let factor = 2u32
-                    .saturating_pow(failures.saturating_sub(1))
-                    .min(MAX_BACKOFF_FACTOR);
-                let wait = self.inner.config.outbox_retry.saturating_mul(factor);
+                let wait = backoff(self.inner.config.outbox_retry, failures);
                 debug!(peer = %short(&node_id), ?wait, "queued sends wait for the device");
                 state
                     .backoff
@@ -341,5 +338,28 @@ impl NetworkingService {
         tokio::task::spawn_blocking(move || work(&registry))
             .await
             .map_err(|error| NetworkError::task_failed("an outbox task", error))?
+    }
+}
+
+/// How long a device waits after its `failures`-th failed round in a row: `every`, doubled
+/// for each failure after the first, at most [`MAX_BACKOFF_FACTOR`] times `every`.
+fn backoff(every: Duration, failures: u32) -> Duration {
+    let factor = 2u32
+        .saturating_pow(failures.saturating_sub(1))
+        .min(MAX_BACKOFF_FACTOR);
+    every.saturating_mul(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_doubles_per_failed_round_up_to_sixteen_times() {
+        let every = Duration::from_secs(30);
+        let waits: Vec<u64> = (0..=7).map(|n| backoff(every, n).as_secs()).collect();
+        assert_eq!(waits, [30, 30, 60, 120, 240, 480, 480, 480]);
+        assert_eq!(backoff(every, u32::MAX), every * MAX_BACKOFF_FACTOR);
+        assert_eq!(backoff(Duration::MAX, 3), Duration::MAX);
     }
 }
