@@ -95,6 +95,8 @@ pub struct Transport {
     /// Addresses the service's discoveries found (an app's own among them), handed to iroh's
     /// address lookup so that iroh itself can reach those devices by id.
     found: iroh::address_lookup::MemoryLookup,
+    /// The last NAT mapping verdict of iroh's net reports.
+    pub(crate) mapping_memory: crate::nat::MappingMemory,
 }
 
 impl Transport {
@@ -142,6 +144,7 @@ impl Transport {
             .map_err(|_| TransportError::Closed)?
             .add(found.clone());
         let transport = Self {
+            mapping_memory: crate::nat::watch_net_reports(&endpoint),
             found,
             global,
             node_id: identity.node_id(),

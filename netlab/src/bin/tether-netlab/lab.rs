@@ -76,6 +76,8 @@ impl Host {
 
 /// The public namespace's address (the relay's).
 pub(crate) const PUBLIC_IP: &str = "100.64.0.1";
+/// The second relay's address (on the public bridge beside [`PUBLIC_IP`]).
+pub(crate) const SECOND_RELAY_IP: &str = "100.64.0.4";
 /// Router B's public address.
 pub(crate) const ROUTER_B_WAN: &str = "100.64.0.3";
 
@@ -463,12 +465,35 @@ impl Lab {
 
     /// Starts the lab's relay in the public namespace; returns its URL and certificate file.
     pub(crate) fn start_relay(&mut self, agent: &Path) -> Result<(String, PathBuf)> {
-        let cert = self.dir.join("relay.pem");
-        let log = std::fs::File::create(self.dir.join("relay.log"))?;
+        self.start_relay_at(agent, PUBLIC_IP, "relay")
+    }
+
+    /// Starts a second relay on [`SECOND_RELAY_IP`] (added to the public bridge): a second
+    /// server for iroh's net report to ask, so the NAT type can be told (mapping varies by
+    /// destination or not).
+    pub(crate) fn start_second_relay(&mut self, agent: &Path) -> Result<(String, PathBuf)> {
+        x(
+            "pub",
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{SECOND_RELAY_IP}/24"),
+                "dev",
+                "br0",
+            ],
+        )?;
+        self.start_relay_at(agent, SECOND_RELAY_IP, "relay2")
+    }
+
+    /// Starts a relay on `ip` in the public namespace, its files named after `name`.
+    fn start_relay_at(&mut self, agent: &Path, ip: &str, name: &str) -> Result<(String, PathBuf)> {
+        let cert = self.dir.join(format!("{name}.pem"));
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
         let mut child = Command::new("ip")
             .args(["netns", "exec", &ns("pub")])
             .arg(agent)
-            .args(["relay", "--bind", PUBLIC_IP, "--cert-out"])
+            .args(["relay", "--bind", ip, "--cert-out"])
             .arg(&cert)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
