@@ -96,7 +96,7 @@ pub struct Transport {
     /// address lookup so that iroh itself can reach those devices by id.
     found: iroh::address_lookup::MemoryLookup,
     /// The last NAT mapping verdict of iroh's net reports.
-    pub(crate) mapping_memory: crate::nat::MappingMemory,
+    pub(crate) mapping_memory: crate::net_report::MappingMemory,
 }
 
 impl Transport {
@@ -144,7 +144,7 @@ impl Transport {
             .map_err(|_| TransportError::Closed)?
             .add(found.clone());
         let transport = Self {
-            mapping_memory: crate::nat::watch_net_reports(&endpoint),
+            mapping_memory: crate::net_report::watch_net_reports(&endpoint),
             found,
             global,
             node_id: identity.node_id(),
@@ -354,7 +354,7 @@ async fn bind_once(
         .relay_mode(relay_mode(&config.relay)?)
         .hooks(GateHook(Arc::clone(gate)))
         .transport_config(config.quic.to_iroh()?)
-        .portmapper_config(crate::nat::portmapper_config(config.port_mapping))
+        .portmapper_config(crate::net_report::portmapper_config(config.port_mapping))
         .clear_ip_transports();
     if config.force_relay {
         if config.relay == RelayConfig::Disabled {
