@@ -87,6 +87,7 @@ fn home(ctx: &Ctx, nat: Nat, out: &mut Outcome) -> Result<()> {
         format!("{word} home: doctor says {:?}", line(&text, "port map")),
     );
     if nat == Nat::Symmetric {
+        upnp(ctx, &mut lab, &relays, out)?;
         // A host whose interface lost its multicast flag: the doctor names the problem.
         x(
             Host::A2.short(),
@@ -99,6 +100,30 @@ fn home(ctx: &Ctx, nat: Nat, out: &mut Outcome) -> Result<()> {
             "multicast off on a host's eth0: doctor says \"multicast blocked\"".to_owned(),
         );
     }
+    Ok(())
+}
+
+/// miniupnpd on router A: the doctor in home A reports the mapping it obtained.
+fn upnp(
+    ctx: &Ctx,
+    lab: &mut Lab,
+    relays: &[(String, std::path::PathBuf)],
+    out: &mut Outcome,
+) -> Result<()> {
+    match lab.start_upnp() {
+        Ok(()) => {}
+        Err(error) if format!("{error:#}").starts_with("skipped: ") => {
+            out.note(format!("{error:#}"));
+            return Ok(());
+        }
+        Err(error) => return Err(error),
+    }
+    let text = doctor(ctx, lab, Host::A, relays)?;
+    let mapped = line(&text, "port map");
+    out.check(
+        mapped.contains(&format!("{}:", crate::lab::UPNP_EXTERNAL_IP)),
+        format!("miniupnpd on router A: doctor says {mapped:?}"),
+    );
     Ok(())
 }
 
