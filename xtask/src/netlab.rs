@@ -1,6 +1,6 @@
 //! `cargo xtask netlab [--debug] [SCENARIO...] [lab options]`: the network lab of issue 10.
 //!
-//! Builds the `tether-netlab` package (release: the line-rate scenarios are CPU-bound on a
+//! Builds the `tether-netlab` package and the `tether` command (release: the line-rate scenarios are CPU-bound on a
 //! busy 2-core machine; `--debug` builds faster) and runs its `tether-netlab` binary, which builds
 //! networks out of Linux namespaces and runs real devices and a real relay in them. It needs
 //! root and the kernel's netns, nftables, tc and NFQUEUE; without them it says
@@ -37,9 +37,16 @@ pub(crate) fn netlab(root: &Path, debug: bool, args: &[String]) -> Result<()> {
         return Ok(());
     }
     let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    build
-        .current_dir(root)
-        .args(["build", "--locked", "-p", "tether-netlab", "--bins"]);
+    build.current_dir(root).args([
+        "build",
+        "--locked",
+        "-p",
+        "tether-netlab",
+        "--bins",
+        // Scenario 11 runs the real `tether doctor`.
+        "-p",
+        "tether-cli",
+    ]);
     if !debug {
         build.arg("--release");
     }

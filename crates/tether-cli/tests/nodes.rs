@@ -427,6 +427,19 @@ fn rename_doctor_and_a_second_up() {
     assert_eq!(event(&doctor, "network")["local_only"], true);
     assert_eq!(event(&doctor, "relay")["relays"], "off");
     assert_eq!(event(&doctor, "node")["running"], true);
+    // Local-only: multicast is checked on loopback only, which never counts for mDNS; no
+    // relay to ask for the NAT type; the port mapper is off.
+    let multicast = event(&doctor, "multicast");
+    assert_eq!(multicast["checked"], "loopback", "{multicast}");
+    assert_eq!(multicast["mdns_can_work"], false, "{multicast}");
+    let interfaces = multicast["interfaces"].as_array().unwrap();
+    assert!(!interfaces.is_empty(), "{multicast}");
+    assert!(
+        interfaces.iter().all(|i| i["loopback"] == true),
+        "{multicast}"
+    );
+    assert_eq!(event(&doctor, "nat")["nat"], "unknown");
+    assert_eq!(event(&doctor, "port_mapping")["port_mapping"], "off");
     let reach = event(&doctor, "reach");
     assert_eq!(reach["reachable"], true, "{reach}");
     assert_eq!(reach["path"], "direct");

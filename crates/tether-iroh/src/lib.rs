@@ -45,6 +45,7 @@ mod loopback;
 mod mdns;
 mod multicast;
 mod nat;
+mod net_report;
 mod relay_select;
 mod transport;
 mod tuning;

@@ -6,7 +6,6 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use iroh::Watcher as _;
-use iroh::endpoint::PortmapperConfig;
 
 use crate::Transport;
 
@@ -65,15 +64,6 @@ pub struct GatewayProtocols {
     pub nat_pmp: bool,
 }
 
-/// iroh's port-mapper setting for `port_mapping`.
-pub(crate) fn portmapper_config(port_mapping: bool) -> PortmapperConfig {
-    if port_mapping {
-        PortmapperConfig::default()
-    } else {
-        PortmapperConfig::Disabled
-    }
-}
-
 impl Transport {
     /// The NAT type from iroh's latest net report.
     pub fn nat_status(&self) -> NatStatus {
@@ -89,7 +79,12 @@ impl Transport {
             .into_iter()
             .chain(report.global_v6.map(SocketAddr::V6))
             .collect();
-        let nat_type = match (report.has_udp(), report.mapping_varies_by_dest()) {
+        let public_ip = report.global_v4.map(|a| IpAddr::V4(*a.ip()));
+        let remembered = (*self.mapping_memory.lock())
+            .filter(|seen| seen.public_ip == public_ip)
+            .map(|seen| seen.varies);
+        let varies = report.mapping_varies_by_dest().or(remembered);
+        let nat_type = match (report.has_udp(), varies) {
             (false, _) => NatType::NoUdp,
             (true, None) => NatType::OneServer,
             (true, Some(false)) => NatType::EndpointIndependent,

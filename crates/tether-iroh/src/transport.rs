@@ -99,6 +99,8 @@ pub struct Transport {
     /// Addresses the service's discoveries found (an app's own among them), handed to iroh's
     /// address lookup so that iroh itself can reach those devices by id.
     found: iroh::address_lookup::MemoryLookup,
+    /// The last NAT mapping verdict of iroh's net reports.
+    pub(crate) mapping_memory: crate::net_report::MappingMemory,
 }
 
 impl Transport {
@@ -154,6 +156,7 @@ impl Transport {
             .map_err(|_| TransportError::Closed)?
             .add(found.clone());
         let transport = Self {
+            mapping_memory: crate::net_report::watch_net_reports(&endpoint),
             found,
             global,
             dht,
@@ -393,7 +396,7 @@ async fn bind_once(
         .relay_mode(relay_mode(&config.relay)?)
         .hooks(GateHook(Arc::clone(gate)))
         .transport_config(config.quic.to_iroh()?)
-        .portmapper_config(crate::nat::portmapper_config(config.port_mapping))
+        .portmapper_config(crate::net_report::portmapper_config(config.port_mapping))
         .clear_ip_transports();
     if config.force_relay {
         if config.relay == RelayConfig::Disabled {

@@ -76,6 +76,11 @@ impl Host {
 
 /// The public namespace's address (the relay's).
 pub(crate) const PUBLIC_IP: &str = "100.64.0.1";
+/// The second relay's address (on the public bridge beside [`PUBLIC_IP`]).
+pub(crate) const SECOND_RELAY_IP: &str = "100.64.0.4";
+/// The address router A maps ports on when it runs miniupnpd ([`Lab::start_upnp`]): not in
+/// a reserved range, or miniupnpd refuses to map; it exists only inside the lab's namespaces.
+pub(crate) const UPNP_EXTERNAL_IP: &str = "11.0.0.2";
 /// Router B's public address.
 pub(crate) const ROUTER_B_WAN: &str = "100.64.0.3";
 
@@ -463,12 +468,35 @@ impl Lab {
 
     /// Starts the lab's relay in the public namespace; returns its URL and certificate file.
     pub(crate) fn start_relay(&mut self, agent: &Path) -> Result<(String, PathBuf)> {
-        let cert = self.dir.join("relay.pem");
-        let log = std::fs::File::create(self.dir.join("relay.log"))?;
+        self.start_relay_at(agent, PUBLIC_IP, "relay")
+    }
+
+    /// Starts a second relay on [`SECOND_RELAY_IP`] (added to the public bridge): a second
+    /// server for iroh's net report to ask, so the NAT type can be told (mapping varies by
+    /// destination or not).
+    pub(crate) fn start_second_relay(&mut self, agent: &Path) -> Result<(String, PathBuf)> {
+        x(
+            "pub",
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{SECOND_RELAY_IP}/24"),
+                "dev",
+                "br0",
+            ],
+        )?;
+        self.start_relay_at(agent, SECOND_RELAY_IP, "relay2")
+    }
+
+    /// Starts a relay on `ip` in the public namespace, its files named after `name`.
+    fn start_relay_at(&mut self, agent: &Path, ip: &str, name: &str) -> Result<(String, PathBuf)> {
+        let cert = self.dir.join(format!("{name}.pem"));
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
         let mut child = Command::new("ip")
             .args(["netns", "exec", &ns("pub")])
             .arg(agent)
-            .args(["relay", "--bind", PUBLIC_IP, "--cert-out"])
+            .args(["relay", "--bind", ip, "--cert-out"])
             .arg(&cert)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -487,6 +515,91 @@ impl Lab {
             .context("the relay gave no URL")?
             .to_owned();
         Ok((url, cert))
+    }
+
+    /// Runs `miniupnpd` (UPnP IGD, NAT-PMP, PCP) on router A, answering home A's LAN, with
+    /// [`UPNP_EXTERNAL_IP`] as the address it maps ports on: miniupnpd refuses to map on a
+    /// reserved address such as the lab's 100.64.0.0/24 ("Port forwarding is impossible"), so
+    /// router A's WAN gets that address too. Its nftables chains (table `inet filter`, where
+    /// miniupnpd adds its DNAT and forward rules) are made here; router A's forward filter
+    /// then lets DNAT'd packets through. `skipped: ...` when miniupnpd is not installed.
+    pub(crate) fn start_upnp(&mut self) -> Result<()> {
+        if run("sh", &["-c", "command -v miniupnpd"]).is_err() {
+            bail!("skipped: miniupnpd is not installed (apt-get install miniupnpd-nftables)");
+        }
+        x(
+            "rA",
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{UPNP_EXTERNAL_IP}/24"),
+                "dev",
+                "wan",
+            ],
+        )?;
+        nft(
+            "rA",
+            r#"table inet filter {
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+    jump miniupnpd
+  }
+  chain miniupnpd {
+  }
+  chain prerouting {
+    type nat hook prerouting priority -100; policy accept;
+    jump prerouting_miniupnpd
+  }
+  chain postrouting {
+    type nat hook postrouting priority 100; policy accept;
+    jump postrouting_miniupnpd
+  }
+  chain prerouting_miniupnpd {
+  }
+  chain postrouting_miniupnpd {
+  }
+}
+"#,
+        )?;
+        x(
+            "rA",
+            &[
+                "nft",
+                "insert",
+                "rule",
+                "inet",
+                "labfw",
+                "forward_c",
+                "ct",
+                "status",
+                "dnat",
+                "accept",
+            ],
+        )?;
+        let conf = self.dir.join("miniupnpd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "ext_ifname=wan\next_ip={UPNP_EXTERNAL_IP}\nlistening_ip=brl\nenable_natpmp=yes\n\
+                 enable_upnp=yes\nsecure_mode=yes\nsystem_uptime=yes\n\
+                 uuid=3f1c8b52-3e0e-4d6e-9c1a-2b7a6c3f7a10\n\
+                 allow 1024-65535 10.0.1.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n"
+            ),
+        )?;
+        let log = std::fs::File::create(self.dir.join("miniupnpd.log"))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns("rA"), "miniupnpd", "-d", "-f"])
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("starting miniupnpd")?;
+        self.children.push(child);
+        // It listens within milliseconds; give it a moment before a client asks.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        Ok(())
     }
 
     /// Plain TCP goodput from `from` to `to` (Mbit/s), for reference on a shaped link.

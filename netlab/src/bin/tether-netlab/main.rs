@@ -26,7 +26,7 @@ use crate::scenarios::{ALL, Ctx, FAT, ON_REQUEST, Scenario};
 #[derive(Parser)]
 #[command(about = "Tether's network lab (issue 10): run as root")]
 struct Cli {
-    /// Scenarios to run (1-10, or `fat` for 9 and 10); all but 10 when empty.
+    /// Scenarios to run (1-11, or `fat` for 9 and 10); all but 10 when empty.
     scenarios: Vec<String>,
     /// Size of the test files in MiB (the 1 Gbit/s and relay-fallback runs send 4×).
     #[arg(long, default_value_t = 64)]

@@ -3,11 +3,13 @@
 
 use anyhow::Result;
 
+mod doctor;
 mod fat;
 mod faults;
 mod kit;
 mod paths;
 
+use doctor::doctor_verdicts;
 use fat::{fat_links, settings_table};
 use faults::{cuts, loss, rates};
 pub(crate) use kit::{Ctx, Outcome};
@@ -16,7 +18,7 @@ use paths::{cone_direct, direct_blocked, lan_mdns, roaming, symmetric_relay};
 /// A scenario: its number, name and body.
 pub(crate) type Scenario = (&'static str, &'static str, fn(&Ctx) -> Result<Outcome>);
 
-pub(crate) const ALL: [Scenario; 10] = [
+pub(crate) const ALL: [Scenario; 11] = [
     (
         "1",
         "LAN pairing by code over mDNS; no mDNS across the NAT",
@@ -46,6 +48,11 @@ pub(crate) const ALL: [Scenario; 10] = [
         "10",
         "QUIC windows × congestion controller on fat links and 10% loss, TCP alongside",
         settings_table,
+    ),
+    (
+        "11",
+        "tether doctor in the cone and symmetric homes: NAT type, multicast, port mapping",
+        doctor_verdicts,
     ),
 ];
 
