@@ -124,8 +124,8 @@ pub use tether_identity::{
 pub use tether_iroh::{
     CongestionControl, ConnectionInfo, DhtConfig, DhtDiscovery, GatewayProtocols, GlobalDiscovery,
     GlobalDiscoveryConfig, InterfaceMulticast, Interfaces, LowestLatency, MDNS_GROUP,
-    MulticastOutcome, NatStatus, NatType, PathKind, PeerAddr, PortMapping, QuicTuning,
-    RelayConfig, TransportConfig, TrustedRoot, check_multicast, mdns_can_work,
+    MulticastOutcome, NatStatus, NatType, PathKind, PeerAddr, PortMapping, QuicTuning, RelayConfig,
+    TransportConfig, TrustedRoot, check_multicast, mdns_can_work,
 };
 pub use tether_pairing::{CodeError, InitiatorConfig, PairingCode, PairingError, TicketError};
 pub use tether_protocol::{
