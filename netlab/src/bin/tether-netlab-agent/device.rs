@@ -52,6 +52,10 @@ pub(crate) struct DeviceArgs {
     /// QUIC congestion controller.
     #[arg(long, value_enum, default_value_t = Congestion::Cubic)]
     congestion: Congestion,
+    /// Ask the home router for a port mapping (UPnP, PCP, NAT-PMP), as the real-world
+    /// defaults do (only inside a namespace).
+    #[arg(long)]
+    port_mapping: bool,
 }
 
 fn parse_windows(text: &str) -> Result<QuicTuning, String> {
@@ -101,7 +105,9 @@ struct State {
 /// Refuses anything but loopback when the agent is not inside a network namespace of its own:
 /// the lab must never touch the host's network.
 fn check_namespace(args: &DeviceArgs) -> Result<()> {
-    if !crate::in_lab_namespace()? && (args.mdns || !args.bind.ip().is_loopback()) {
+    if !crate::in_lab_namespace()?
+        && (args.mdns || args.port_mapping || !args.bind.ip().is_loopback())
+    {
         bail!(
             "the agent runs outside the lab's namespaces: only a loopback bind without mDNS \
              is allowed here (the lab starts agents with `ip netns exec`)"
@@ -117,6 +123,7 @@ pub(crate) async fn run(args: DeviceArgs) -> Result<()> {
     transport.bind_addr = args.bind;
     transport.fall_back_to_random_port = false;
     transport.mdns = args.mdns;
+    transport.port_mapping = args.port_mapping;
     transport.quic = quic_tuning(args.windows, args.congestion);
     transport.relay = if args.relay.is_empty() {
         RelayConfig::Disabled

@@ -5,7 +5,10 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 
-use super::kit::{Ctx, Outcome, relay_lab};
+use tether_netlab::protocol::Command as Call;
+
+use super::kit::{Ctx, MIN, Outcome, device, relay_lab};
+use crate::agent::{Agent, DeviceSpec, pair};
 use crate::lab::{Host, Lab, Nat, x};
 
 /// Runs `tether doctor` in `host` with both relays; its standard output.
@@ -86,8 +89,10 @@ fn home(ctx: &Ctx, nat: Nat, out: &mut Outcome) -> Result<()> {
         text.contains("port map   none obtained"),
         format!("{word} home: doctor says {:?}", line(&text, "port map")),
     );
+    if nat == Nat::Symmetric && upnp(ctx, &mut lab, &relays, out)? {
+        mapped_direct(ctx, &lab, &relays[0], out)?;
+    }
     if nat == Nat::Symmetric {
-        upnp(ctx, &mut lab, &relays, out)?;
         // A host whose interface lost its multicast flag: the doctor names the problem.
         x(
             Host::A2.short(),
@@ -103,18 +108,19 @@ fn home(ctx: &Ctx, nat: Nat, out: &mut Outcome) -> Result<()> {
     Ok(())
 }
 
-/// miniupnpd on router A: the doctor in home A reports the mapping it obtained.
+/// miniupnpd on router A: the doctor in home A reports the mapping it obtained. `false` when
+/// miniupnpd is not installed (noted, skipped).
 fn upnp(
     ctx: &Ctx,
     lab: &mut Lab,
     relays: &[(String, std::path::PathBuf)],
     out: &mut Outcome,
-) -> Result<()> {
+) -> Result<bool> {
     match lab.start_upnp() {
         Ok(()) => {}
         Err(error) if format!("{error:#}").starts_with("skipped: ") => {
             out.note(format!("{error:#}"));
-            return Ok(());
+            return Ok(false);
         }
         Err(error) => return Err(error),
     }
@@ -123,6 +129,80 @@ fn upnp(
     out.check(
         mapped.contains(&format!("{}:", crate::lab::UPNP_EXTERNAL_IP)),
         format!("miniupnpd on router A: doctor says {mapped:?}"),
+    );
+    Ok(true)
+}
+
+/// Two symmetric homes leave only the relay (scenario 3); with a port mapped on router A by
+/// miniupnpd, a device in home B reaches home A's device directly, at the mapped address.
+fn mapped_direct(
+    ctx: &Ctx,
+    lab: &Lab,
+    relay: &(String, std::path::PathBuf),
+    out: &mut Outcome,
+) -> Result<()> {
+    // Router B reaches the mapped address on the public link (router A answers for it).
+    x(
+        "rB",
+        &[
+            "ip",
+            "route",
+            "add",
+            &format!("{}/32", crate::lab::UPNP_EXTERNAL_IP),
+            "dev",
+            "wan",
+        ],
+    )?;
+    let spec = |name, host| DeviceSpec {
+        relay: Some((relay.0.as_str(), relay.1.as_path())),
+        ..device(name, host)
+    };
+    // First without asking for a mapping: the relay only.
+    let mut plain = Agent::start(&ctx.agent, &lab.dir, &spec("plain", Host::A))?;
+    let mut b = Agent::start(&ctx.agent, &lab.dir, &spec("other", Host::B))?;
+    pair(&mut plain, &mut b, true)?;
+    let none = b.call(
+        Call::WaitDirect {
+            to: plain.node_id.clone(),
+            timeout_ms: 4_000,
+        },
+        MIN,
+    )?;
+    out.check(
+        none["ok"] != true,
+        format!(
+            "symmetric homes, no port mapping: {} path only",
+            none["path"].as_str().unwrap_or("?")
+        ),
+    );
+    drop(plain);
+    let mut a = Agent::start_with(
+        &ctx.agent,
+        &lab.dir,
+        &spec("mapped", Host::A),
+        &["--port-mapping"],
+    )?;
+    pair(&mut a, &mut b, true)?;
+    let direct = b.call(
+        Call::WaitDirect {
+            to: a.node_id.clone(),
+            timeout_ms: 10_000,
+        },
+        MIN,
+    )?;
+    let conn = b.call(
+        Call::Conn {
+            to: a.node_id.clone(),
+        },
+        MIN,
+    )?;
+    out.check(
+        direct["ok"] == true && conn["path"] == "direct",
+        format!(
+            "symmetric homes with a port mapped on router A: {} path to {}",
+            conn["path"].as_str().unwrap_or("?"),
+            conn["remote"].as_str().unwrap_or("?")
+        ),
     );
     Ok(())
 }
