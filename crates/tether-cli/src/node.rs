@@ -274,30 +274,18 @@ fn text_line(who: &str, on_clipboard: bool, text: &str) -> String {
     )
 }
 
+/// An event's name, its line for people, and its JSON record.
+type Shown = (&'static str, String, serde_json::Value);
+
 fn show_event(event: &NetworkEvent, out: Output) {
-    let (name, text, record) = match event {
-        NetworkEvent::Connected { node_id, path } => (
-            "connected",
-            format!("connected: {} ({path})", node_id.fmt_short()),
-            json!({ "node_id": node_id.to_string(), "path": path.to_string() }),
-        ),
-        NetworkEvent::Disconnected { node_id, reason } => (
-            "disconnected",
-            format!("disconnected: {} ({reason})", node_id.fmt_short()),
-            json!({ "node_id": node_id.to_string(), "reason": reason }),
-        ),
-        NetworkEvent::Paired {
-            device,
-            verification_code,
-        } => (
-            "paired",
-            format!(
-                "paired with \"{}\" (node {}), verification code {verification_code}",
-                device.device_name,
-                device.public_key.fmt_short()
-            ),
-            json!({ "name": device.device_name.as_str(), "node_id": device.public_key.to_string() }),
-        ),
+    if let Some((name, text, record)) = transfer_event(event).or_else(|| device_event(event)) {
+        out.line(name, &text, record);
+    }
+}
+
+/// The line for a transfer received or a queued send's end; `None` for other events.
+fn transfer_event(event: &NetworkEvent) -> Option<Shown> {
+    Some(match event {
         NetworkEvent::TransferReceived { from, report } => (
             "received",
             format!(
@@ -348,6 +336,35 @@ fn show_event(event: &NetworkEvent, out: Output) {
             ),
             json!({ "id": id.get(), "node_id": node_id.to_string(), "reason": reason }),
         ),
+        _ => return None,
+    })
+}
+
+/// The line for a device, message or pairing event; `None` for those that only go to the log.
+fn device_event(event: &NetworkEvent) -> Option<Shown> {
+    Some(match event {
+        NetworkEvent::Connected { node_id, path } => (
+            "connected",
+            format!("connected: {} ({path})", node_id.fmt_short()),
+            json!({ "node_id": node_id.to_string(), "path": path.to_string() }),
+        ),
+        NetworkEvent::Disconnected { node_id, reason } => (
+            "disconnected",
+            format!("disconnected: {} ({reason})", node_id.fmt_short()),
+            json!({ "node_id": node_id.to_string(), "reason": reason }),
+        ),
+        NetworkEvent::Paired {
+            device,
+            verification_code,
+        } => (
+            "paired",
+            format!(
+                "paired with \"{}\" (node {}), verification code {verification_code}",
+                device.device_name,
+                device.public_key.fmt_short()
+            ),
+            json!({ "name": device.device_name.as_str(), "node_id": device.public_key.to_string() }),
+        ),
         NetworkEvent::MessageReceived { from, message } => (
             "message",
             format!("message from {}: {message:?}", from.fmt_short()),
@@ -372,15 +389,14 @@ fn show_event(event: &NetworkEvent, out: Output) {
         // it to the person already; the log only says that it happened.
         NetworkEvent::PairingFailed { .. } => {
             tracing::debug!("a pairing attempt failed");
-            return;
+            return None;
         }
         // The rest (state changes) go to the log at debug level.
         other => {
             tracing::debug!(?other, "event");
-            return;
+            return None;
         }
-    };
-    out.line(name, &text, record);
+    })
 }
 
 #[cfg(test)]
