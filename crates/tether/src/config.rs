@@ -1,6 +1,5 @@
 //! `NetworkingConfig`: everything the service needs to start.
 
-use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +12,7 @@ use tether_registry::{KeyOptions, KeychainPolicy};
 use tether_transfer::{DEFAULT_LEFTOVER_IDLE, Reserve};
 
 use crate::consent::{MarkedDevicesOnly, TransferConsent};
+use crate::rate::MessageRate;
 use crate::share::{ShareNothing, ShareProvider};
 
 /// The default [`NetworkingConfig::idle_timeout`]: long enough that an app talking to a
@@ -149,33 +149,6 @@ pub struct NetworkingConfig {
     /// a message is dropped (acknowledged as not delivered when the peer asked).
     /// `None`: no limit. Default: [`MessageRate::DEFAULT`].
     pub message_rate: Option<MessageRate>,
-}
-
-/// A rate and a burst: a device may send `burst` messages at once, and `per_second` on average
-/// after that.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MessageRate {
-    /// Messages a second, on average.
-    pub per_second: NonZeroU32,
-    /// Messages at once, after a quiet spell.
-    pub burst: NonZeroU32,
-}
-
-impl MessageRate {
-    /// 1,000 a second with bursts of 2,000: far above what sync traffic needs, low enough
-    /// that a paired device cannot keep this one's handler and app busy without end.
-    pub const DEFAULT: MessageRate = MessageRate {
-        per_second: non_zero(1000),
-        burst: non_zero(2000),
-    };
-}
-
-/// `n`, or 1 for 0 (for constants).
-const fn non_zero(n: u32) -> NonZeroU32 {
-    match NonZeroU32::new(n) {
-        Some(n) => n,
-        None => NonZeroU32::MIN,
-    }
 }
 
 impl NetworkingConfig {

@@ -92,13 +92,14 @@ mod transfer;
 
 pub use builder::Builder;
 pub use close::{PAIRING_ALPN, SYNC_ALPN};
-pub use config::{DEFAULT_IDLE_TIMEOUT, MessageRate, NetworkingConfig};
+pub use config::{DEFAULT_IDLE_TIMEOUT, NetworkingConfig};
 pub use consent::{MarkedDevicesOnly, NOT_MARKED, TransferConsent, TransferOffer};
 pub use error::{CodeEnded, NetworkError};
 pub use event::{ConnectionState, EventStream, NetworkEvent, PairingStage, PullEvent};
 pub use history::{MAX_HISTORY, TransferOutcome, TransferRecord};
 pub use outbox::{MAX_OUTBOX, OutboxEntry, OutboxId, OutboxState};
 pub use pairing::{PairedDevice, PendingPairing};
+pub use rate::MessageRate;
 pub use request::RequestHandler;
 pub use service::{
     DeviceHandle, DeviceStatus, Diagnostics, NetworkingService, PULL_ANSWER_TIMEOUT, PairingInvite,

@@ -3,13 +3,39 @@
 //! device cannot reset its budget by reconnecting.
 
 use std::fmt;
+use std::num::NonZeroU32;
 
 use governor::clock::DefaultClock;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use tether_identity::NodeId;
 
-use crate::MessageRate;
+/// A rate and a burst: a device may send `burst` messages at once, and `per_second` on average
+/// after that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageRate {
+    /// Messages a second, on average.
+    pub per_second: NonZeroU32,
+    /// Messages at once, after a quiet spell.
+    pub burst: NonZeroU32,
+}
+
+impl MessageRate {
+    /// 1,000 a second with bursts of 2,000: far above what sync traffic needs, low enough
+    /// that a paired device cannot keep this one's handler and app busy without end.
+    pub const DEFAULT: MessageRate = MessageRate {
+        per_second: non_zero(1000),
+        burst: non_zero(2000),
+    };
+}
+
+/// `n`, or 1 for 0 (for constants).
+const fn non_zero(n: u32) -> NonZeroU32 {
+    match NonZeroU32::new(n) {
+        Some(n) => n,
+        None => NonZeroU32::MIN,
+    }
+}
 
 /// Admits each device's messages at its configured rate; admits all when there is none.
 pub(crate) struct MessageLimiter {
