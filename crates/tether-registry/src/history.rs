@@ -17,12 +17,10 @@
 //! with, and when, is as private as its list of devices: the peer's node id is inside the
 //! ciphertext too.
 
-use chacha20poly1305::aead::AeadInOut;
-use chacha20poly1305::{Nonce, Tag};
 use tether_identity::NodeId;
 
 use crate::StorageKey;
-use crate::record::cipher;
+use crate::sealed_entry;
 
 /// How many entries the history keeps by default; adding one more drops the oldest.
 pub const MAX_HISTORY: usize = 10_000;
@@ -42,13 +40,11 @@ pub struct HistoryEntry {
     pub body: Vec<u8>,
 }
 
-const FORMAT: u8 = 1;
 const AAD_LABEL: &[u8] = b"tether/v1/registry/transfer-history";
-pub(crate) const NONCE_LEN: usize = 12;
-const TAG_LEN: usize = 16;
+pub(crate) use crate::sealed_entry::NONCE_LEN;
 
-/// Seals an entry under `nonce` (fresh random bytes for every entry). `body` is at most
-/// [`MAX_HISTORY_BODY`] bytes (checked by the caller).
+/// Seals an entry under `nonce` (fresh random bytes for every write); the caller bounds
+/// `body`. The layout is [`crate::sealed_entry`]'s.
 pub(crate) fn seal(
     key: &StorageKey,
     nonce: [u8; NONCE_LEN],
@@ -56,55 +52,13 @@ pub(crate) fn seal(
     node_id: &NodeId,
     body: &[u8],
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + NONCE_LEN + NodeId::LENGTH + body.len() + TAG_LEN);
-    out.push(FORMAT);
-    out.extend_from_slice(&nonce);
-    let start = out.len();
-    out.extend_from_slice(node_id.as_bytes());
-    out.extend_from_slice(body);
-    let plaintext = out.get_mut(start..).unwrap_or_default();
-    let tag =
-        match cipher(key).encrypt_inout_detached(&Nonce::from(nonce), &aad(id), plaintext.into()) {
-            Ok(tag) => tag,
-            // ChaCha20-Poly1305 fails only for messages longer than 256 GiB.
-            Err(_) => unreachable!("a history entry is far below the AEAD's size limit"),
-        };
-    out.extend_from_slice(&tag);
-    out
+    sealed_entry::seal(AAD_LABEL, key, nonce, id, node_id, body)
 }
 
-/// Opens the value stored under `id`; `None` if it does not open (wrong key, altered bytes,
-/// an unknown format, or no node id in it).
+/// Opens the value stored under `id`; `None` if it does not open.
 pub(crate) fn open(key: &StorageKey, id: u64, value: &[u8]) -> Option<HistoryEntry> {
-    let (&format, rest) = value.split_first()?;
-    if format != FORMAT {
-        return None;
-    }
-    let (nonce, rest) = rest.split_first_chunk::<NONCE_LEN>()?;
-    let (ciphertext, tag) = rest.split_last_chunk::<TAG_LEN>()?;
-    let mut plaintext = ciphertext.to_vec();
-    cipher(key)
-        .decrypt_inout_detached(
-            &Nonce::from(*nonce),
-            &aad(id),
-            plaintext.as_mut_slice().into(),
-            &Tag::from(*tag),
-        )
-        .ok()?;
-    let (node, body) = plaintext.split_first_chunk::<{ NodeId::LENGTH }>()?;
-    Some(HistoryEntry {
-        id,
-        node_id: NodeId::from_slice(node).ok()?,
-        body: body.to_vec(),
-    })
-}
-
-fn aad(id: u64) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(AAD_LABEL.len() + 1 + 8);
-    aad.extend_from_slice(AAD_LABEL);
-    aad.push(FORMAT);
-    aad.extend_from_slice(&id.to_be_bytes());
-    aad
+    let (node_id, body) = sealed_entry::open(AAD_LABEL, key, id, value)?;
+    Some(HistoryEntry { id, node_id, body })
 }
 
 #[cfg(test)]

@@ -104,6 +104,7 @@ mod private_fs;
 mod profile;
 mod record;
 mod registry;
+mod sealed_entry;
 mod state;
 mod store;
 
