@@ -6,7 +6,14 @@ use rand_core::SeedableRng;
 use tether_identity::NetworkIdentity;
 use tether_wire::{ErrorCode, ErrorReply, Pong};
 
-use super::*;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use tether_identity::NodeId;
+use tether_wire::NetworkMessage;
+
+use super::{AnswerCache, AnswerCacheConfig, Begin};
+use crate::key::RequestKey;
 
 const SECOND: Duration = Duration::from_secs(1);
 

@@ -19,7 +19,13 @@ use tether_session::{Config, Session, Side};
 use tether_wire::{NetworkMessage, Ping};
 use tokio::sync::mpsc;
 
-use super::*;
+use iroh::endpoint::Connection;
+use tether_crypto::handshake::{HelloMessage, InitMessage, Initiator, ResponseMessage};
+use tether_wire::Encoding;
+
+use super::{Greeting, UNVERIFIED_REASON, admit};
+use crate::NetworkError;
+use crate::close::{CLOSE_PROTOCOL, SYNC_ALPN};
 use crate::link::{Inbox, Link};
 
 /// How long a step may take before the test calls it stuck.
