@@ -34,6 +34,7 @@ use crate::{
 mod history;
 mod names;
 mod outbox;
+mod bandwidth;
 mod quota;
 mod refusal;
 
@@ -376,6 +377,7 @@ impl DeviceRegistry {
                 auto_accept: false,
                 quota: None,
                 stored_bytes: 0,
+                bandwidth: crate::Bandwidth::default(),
                 addresses,
                 relay_url: pairing.relay_url,
                 names: NameSync::default(),
