@@ -50,7 +50,6 @@ impl QuotaPeriod {
 /// asked for is a receive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-#[non_exhaustive]
 pub enum QuotaDirection {
     /// Bytes this device writes on transfer streams to the device.
     Send,
@@ -157,6 +156,41 @@ impl fmt::Display for ByteSize {
         } else {
             write!(f, "{value:.1} {name}")
         }
+    }
+}
+
+/// A moment for people, to the minute in UTC: `2026-12-08 14:03 UTC`.
+#[derive(Debug, Clone, Copy)]
+pub struct UtcMinute(pub SystemTime);
+
+impl fmt::Display for UtcMinute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self
+            .0
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        let (days, in_day) = (secs / 86_400, secs % 86_400);
+        // Days since 1970-01-01 to a proleptic Gregorian date, by 400-year eras from 0000-03-01.
+        let shifted = days + 719_468;
+        let era = shifted / 146_097;
+        let day_of_era = shifted % 146_097;
+        let year_of_era =
+            (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+        let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+        let month_index = (5 * day_of_year + 2) / 153;
+        let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+        let month = if month_index < 10 {
+            month_index + 3
+        } else {
+            month_index - 9
+        };
+        let year = year_of_era + era * 400 + u64::from(month <= 2);
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+            in_day / 3600,
+            in_day % 3600 / 60
+        )
     }
 }
 
@@ -360,9 +394,25 @@ mod tests {
     }
 
     #[test]
+    fn moments_read_as_utc_dates() {
+        assert_eq!(UtcMinute(at(0)).to_string(), "1970-01-01 00:00 UTC");
+        assert_eq!(
+            UtcMinute(at(951_782_400)).to_string(),
+            "2000-02-29 00:00 UTC"
+        );
+        assert_eq!(
+            UtcMinute(at(1_796_738_580)).to_string(),
+            "2026-12-08 14:03 UTC"
+        );
+    }
+
+    #[test]
     fn quotas_read_as_people_write_them() {
         let read = |text: &str| text.parse::<BandwidthQuota>().unwrap();
-        assert_eq!(read("20GiB/day"), BandwidthQuota::new(20 * GIB, QuotaPeriod::Day));
+        assert_eq!(
+            read("20GiB/day"),
+            BandwidthQuota::new(20 * GIB, QuotaPeriod::Day)
+        );
         assert_eq!(
             read("100GiB/month"),
             BandwidthQuota::new(100 * GIB, QuotaPeriod::Month)
@@ -375,7 +425,16 @@ mod tests {
             read("1.5 KiB / day"),
             BandwidthQuota::new(1536, QuotaPeriod::Day)
         );
-        for bad in ["", "20GiB", "20/year", "GiB/day", "0/day", "-1/day", "1e30GB/day", "5XB/day"] {
+        for bad in [
+            "",
+            "20GiB",
+            "20/year",
+            "GiB/day",
+            "0/day",
+            "-1/day",
+            "1e30GB/day",
+            "5XB/day",
+        ] {
             assert!(bad.parse::<BandwidthQuota>().is_err(), "{bad}");
         }
         assert_eq!(read("20GiB/day").to_string(), "20 GiB a day");

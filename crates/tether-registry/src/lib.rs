@@ -111,7 +111,7 @@ mod store;
 
 pub use bandwidth::{
     Bandwidth, BandwidthAccount, BandwidthGrant, BandwidthQuota, BandwidthRefusal, BandwidthUse,
-    ByteSize, QuotaDirection, QuotaParseError, QuotaPeriod,
+    ByteSize, QuotaDirection, QuotaParseError, QuotaPeriod, UtcMinute,
 };
 pub use error::{BoxedSource, KeyError, RegistryError, StoreError};
 pub use history::{HistoryEntry, MAX_HISTORY, MAX_HISTORY_BODY};

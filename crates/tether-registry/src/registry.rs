@@ -31,10 +31,10 @@ use crate::{
     TrustLevel, private_fs,
 };
 
+mod bandwidth;
 mod history;
 mod names;
 mod outbox;
-mod bandwidth;
 mod quota;
 mod refusal;
 

@@ -202,7 +202,8 @@ pub use pull::{DECLINE_WRITE_TIMEOUT, IncomingPull, PulledEntry, request_pull};
 pub use receive::{Hello, IncomingLane, IncomingOffer, Receiver, read_hello};
 pub use source::{EntryResolver, OutgoingTransfer, entry_id};
 pub use storage::{
-    DEFAULT_RESERVE_MOST, DEFAULT_RESERVE_PERCENT, NoQuota, QuotaRefusal, Reserve, StorageQuota,
+    BudgetRefusal, DEFAULT_RESERVE_MOST, DEFAULT_RESERVE_PERCENT, NoBudget, NoQuota, QuotaRefusal,
+    ReceiveBudget, Reserve, StorageQuota,
 };
 pub use tether_crypto::TransferCipher;
 pub use throttle::{RateLimiter, TokenBucket};

@@ -411,6 +411,7 @@ mod tests {
                 Just(AbortCode::Busy),
                 Just(AbortCode::EncryptionRequired),
                 Just(AbortCode::NotShared),
+                Just(AbortCode::BandwidthQuota),
                 Just(AbortCode::Other),
             ]
         }

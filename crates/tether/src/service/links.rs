@@ -158,6 +158,7 @@ impl NetworkingService {
             recv,
             &self.inner.events,
             &self.inner.registry,
+            &self.inner.meters,
         )
         .await;
         drop(in_use);
