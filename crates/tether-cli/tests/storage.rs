@@ -250,9 +250,9 @@ fn a_killed_node_keeps_the_bandwidth_it_counted() {
     assert_eq!(shown["used"], 0, "{shown}");
 
     let big = file(rt, "big.bin", 24 << 20);
-    let sending = common::node::Running::spawn(
-        tether(rt, &laptop, &["send", "desk", "--limit", "4MiB/s"]).arg(&big),
-    );
+    let mut command = tether(rt, &laptop, &["send", "desk", "--limit", "4MiB/s"]);
+    command.arg(&big);
+    let sending = common::node::Running::spawn(command);
     let mut sent = 0;
     while sent < 6 << 20 {
         sent = sending.wait_for("progress")["bytes_done"].as_u64().unwrap();

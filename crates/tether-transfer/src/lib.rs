@@ -82,7 +82,7 @@
 //! **Pull.** A device may instead *ask* for an entry by id ([`request_pull`]): it opens the
 //! stream and sends `Pull {entry_id, resume_from}` (≤ 256 bytes of JSON, no path) first; the
 //! sharer, which resolves the id through its own mapping for that device, answers
-//! `Decline {not_shared | busy | internal}` or goes on with the `Offer` above on the same
+//! `Decline {not_shared | busy | internal | bandwidth_quota}` or goes on with the `Offer` above on the same
 //! stream, itself the sender (no extra lanes). The requester's [`PulledEntry`] consent takes
 //! only the entry asked for.
 //!

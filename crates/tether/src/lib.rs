@@ -140,7 +140,8 @@ pub use tether_protocol::{
 /// [`DeviceHandle::info`]); [`PairedDevice`] is what a pairing returns.
 pub use tether_registry::PairedDevice as StoredDevice;
 pub use tether_registry::{
-    BandwidthQuota, BandwidthUse, ByteSize, QuotaDirection, QuotaParseError, QuotaPeriod, UtcMinute,
+    Bandwidth, BandwidthAccount, BandwidthQuota, BandwidthUse, ByteSize, QuotaDirection,
+    QuotaParseError, QuotaPeriod, UtcMinute,
 };
 pub use tether_registry::{
     ConnectionRefused, Device, DeviceState, DisconnectReason, KeyError, KeyManager, KeyOptions,
@@ -192,8 +193,8 @@ pub mod detail {
         Slot,
     };
     pub use tether_registry::{
-        Argon2Params, ConnectionInfo as RegistryConnection, ConnectionPath, PairingSessionId,
-        StorageKey,
+        Argon2Params, BandwidthGrant, BandwidthRefusal, ConnectionInfo as RegistryConnection,
+        ConnectionPath, PairingSessionId, StorageKey,
     };
     pub use tether_wire::FrameKind;
 }
