@@ -89,7 +89,8 @@ impl ShareProvider for ShareNothing {
 pub(crate) struct Sharing {
     provider: Arc<dyn ShareProvider>,
     registry: DeviceRegistry,
-    meters: Arc<Meters>,
+    /// The bandwidth quotas, which the transfer streams of every device are counted against.
+    pub(crate) meters: Arc<Meters>,
     events: broadcast::Sender<NetworkEvent>,
     stall_timeout: Duration,
     serving: Mutex<HashMap<NodeId, usize>>,

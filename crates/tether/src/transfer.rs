@@ -335,8 +335,8 @@ pub(crate) async fn serve_stream(
     recv: RecvStream,
     events: &broadcast::Sender<NetworkEvent>,
     registry: &tether_registry::DeviceRegistry,
-    meters: &Arc<Meters>,
 ) -> Result<Option<TransferReport>, NetworkError> {
+    let meters = &sharing.meters;
     let stream = tokio::io::join(
         meters.meter(link.node_id, recv),
         meters.meter(link.node_id, send),

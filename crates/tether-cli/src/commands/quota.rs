@@ -100,7 +100,7 @@ pub(super) fn quota(
         };
         sink.line(
             "quota",
-            &format!(
+            format!(
                 "{name}\n  send:    {}\n  receive: {}",
                 use_text(&quotas.send),
                 use_text(&quotas.receive)

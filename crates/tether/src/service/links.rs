@@ -158,7 +158,6 @@ impl NetworkingService {
             recv,
             &self.inner.events,
             &self.inner.registry,
-            &self.inner.meters,
         )
         .await;
         drop(in_use);
