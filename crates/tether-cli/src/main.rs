@@ -347,7 +347,11 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
             device: args.device,
             count: args.count,
         },
-        Command::Quota(args) => args.request(),
+        Command::Quota(args) => Request::Quota {
+            device: args.device,
+            send: args.send,
+            receive: args.receive,
+        },
         Command::Text(args) => Request::Text {
             device: args.device,
             text: commands::read_text(&args.text)?,

@@ -7,11 +7,9 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-
-use crate::record::{from_unix_millis, unix_millis};
 
 /// How long a quota's period lasts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -167,7 +165,7 @@ impl fmt::Display for UtcMinute {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let secs = self
             .0
-            .duration_since(std::time::UNIX_EPOCH)
+            .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_secs());
         let (days, in_day) = (secs / 86_400, secs % 86_400);
         // Days since 1970-01-01 to a proleptic Gregorian date, by 400-year eras from 0000-03-01.
@@ -341,6 +339,20 @@ impl BandwidthAccount {
     }
 }
 
+/// Milliseconds since the Unix epoch; times before it count as the epoch.
+fn unix_millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+    })
+}
+
+/// The inverse of [`unix_millis`].
+fn from_unix_millis(millis: u64) -> SystemTime {
+    UNIX_EPOCH
+        .checked_add(Duration::from_millis(millis))
+        .unwrap_or(UNIX_EPOCH)
+}
+
 fn end_ms(start_ms: u64, period: QuotaPeriod) -> u64 {
     let length = u64::try_from(period.length().as_millis()).unwrap_or(u64::MAX);
     start_ms.saturating_add(length)
@@ -383,8 +395,6 @@ impl Bandwidth {
 
 #[cfg(test)]
 mod tests {
-    use std::time::UNIX_EPOCH;
-
     use super::*;
 
     const GIB: u64 = 1 << 30;

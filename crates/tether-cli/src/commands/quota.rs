@@ -11,7 +11,6 @@ use tether::{
     BandwidthQuota, BandwidthUse, ByteSize, NetworkingService, NodeId, QuotaDirection, UtcMinute,
 };
 
-use super::Request;
 use crate::context::resolve;
 use crate::output::Sink;
 
@@ -19,23 +18,13 @@ use crate::output::Sink;
 #[derive(Debug, Args)]
 pub(crate) struct QuotaArgs {
     /// The device: its name, device id or the start of its node id [default: all]
-    device: Option<String>,
+    pub(crate) device: Option<String>,
     /// At most this much sent to it per period (e.g. 20GiB/day, 500MB/week), or `off`
     #[arg(long, value_name = "RATE/PERIOD|off", value_parser = parse_setting, requires = "device")]
-    send: Option<QuotaSetting>,
+    pub(crate) send: Option<QuotaSetting>,
     /// At most this much received from it per period (e.g. 100GiB/month), or `off`
     #[arg(long, value_name = "RATE/PERIOD|off", value_parser = parse_setting, requires = "device")]
-    receive: Option<QuotaSetting>,
-}
-
-impl QuotaArgs {
-    pub(crate) fn request(self) -> Request {
-        Request::Quota {
-            device: self.device,
-            send: self.send,
-            receive: self.receive,
-        }
-    }
+    pub(crate) receive: Option<QuotaSetting>,
 }
 
 /// A quota to set, or none.
