@@ -23,10 +23,12 @@ const PING_GAP: Duration = Duration::from_millis(100);
 mod history;
 mod pairing;
 mod queue;
+mod quota;
 mod text;
 
 pub(crate) use history::DEFAULT_LIMIT as HISTORY_LIMIT;
 pub(crate) use pairing::Confirm;
+pub(crate) use quota::{QuotaArgs, QuotaSetting};
 pub(crate) use text::read_text;
 
 /// A change to a paired device's storage quota (`tether trust --quota/--no-quota`). An enum,
@@ -100,6 +102,12 @@ pub(crate) enum Request {
         device: String,
         text: String,
     },
+    /// `tether quota`: bandwidth quotas, set (`None`: unchanged) and shown.
+    Quota {
+        device: Option<String>,
+        send: Option<QuotaSetting>,
+        receive: Option<QuotaSetting>,
+    },
 }
 
 impl Request {
@@ -122,6 +130,7 @@ impl Request {
             Self::Queue => "queue",
             Self::QueueCancel { .. } => "queue cancel",
             Self::Text { .. } => "text",
+            Self::Quota { .. } => "quota",
         }
     }
 
@@ -139,6 +148,7 @@ impl Request {
                 | Self::QueueSend(_)
                 | Self::Queue
                 | Self::QueueCancel { .. }
+                | Self::Quota { .. }
         )
     }
 }
@@ -186,6 +196,11 @@ pub(crate) async fn execute(
         Request::Queue => queue::list(node, sink),
         Request::QueueCancel { id } => queue::cancel(node, id, sink),
         Request::Text { device, text } => text::send(node, &device, text, sink, cancel).await,
+        Request::Quota {
+            device,
+            send,
+            receive,
+        } => quota::quota(node, device.as_deref(), send, receive, sink),
     }
 }
 
@@ -216,8 +231,8 @@ fn devices(node: &NetworkingService, sink: &Sink) {
         return;
     }
     sink.text(format!(
-        "{:<18} {:<10} {:<12} {:<7} {:>7}  {:<8} {:<9} {}",
-        "NAME", "NODE", "STATE", "PATH", "RTT", "FOUND BY", "LAST SEEN", "STORED"
+        "{:<18} {:<10} {:<12} {:<7} {:>7}  {:<8} {:<9} {:<20} {}",
+        "NAME", "NODE", "STATE", "PATH", "RTT", "FOUND BY", "LAST SEEN", "STORED", "BANDWIDTH"
     ));
     for status in statuses {
         let name = status
@@ -245,10 +260,11 @@ fn devices(node: &NetworkingService, sink: &Sink) {
                 crate::progress::bytes(quota)
             ),
         };
+        let (bandwidth, bandwidth_json) = quota::devices_column(node, status.node_id);
         sink.line(
             "device",
             format!(
-                "{:<18} {:<10} {:<12} {:<7} {:>7}  {:<8} {:<9} {}",
+                "{:<18} {:<10} {:<12} {:<7} {:>7}  {:<8} {:<9} {:<20} {}",
                 clip(&name, 18),
                 status.node_id.fmt_short(),
                 status.state.to_string(),
@@ -257,6 +273,7 @@ fn devices(node: &NetworkingService, sink: &Sink) {
                 status.discovered_by.unwrap_or("-"),
                 seen_ago.map_or_else(|| "-".to_owned(), ago_text),
                 stored,
+                bandwidth,
             ),
             json!({
                 "name": status.info.as_ref().map(|i| i.device_name.as_str()),
@@ -273,6 +290,7 @@ fn devices(node: &NetworkingService, sink: &Sink) {
                 "discovered_by": status.discovered_by,
                 "quota": status.quota,
                 "stored_bytes": status.stored_bytes,
+                "bandwidth": bandwidth_json,
             }),
         );
     }

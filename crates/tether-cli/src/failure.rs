@@ -117,7 +117,7 @@ pub(crate) fn exit_code(error: &anyhow::Error) -> u8 {
                 NetworkError::DeviceNotPaired(_)
                 | NetworkError::UnknownDevice(_)
                 | NetworkError::DeviceOffline(_) => DEVICE,
-                NetworkError::Transfer(_) => TRANSFER,
+                NetworkError::Transfer(_) | NetworkError::BandwidthQuota(_) => TRANSFER,
                 NetworkError::Panicked { .. } => INTERNAL,
                 _ => ERROR,
             };

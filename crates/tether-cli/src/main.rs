@@ -117,6 +117,8 @@ enum Command {
     Unpair(DeviceArgs),
     /// Let a paired device send files here without asking, or not.
     Trust(TrustArgs),
+    /// Show or set bandwidth quotas per device: --send 20GiB/day, --receive off.
+    Quota(commands::QuotaArgs),
     /// Remove what interrupted transfers left (idle or unpaired)
     Gc(GcArgs),
     /// Rename this device (or, with --device, a paired one, here).
@@ -344,6 +346,11 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
         Command::Ping(args) => Request::Ping {
             device: args.device,
             count: args.count,
+        },
+        Command::Quota(args) => Request::Quota {
+            device: args.device,
+            send: args.send,
+            receive: args.receive,
         },
         Command::Text(args) => Request::Text {
             device: args.device,

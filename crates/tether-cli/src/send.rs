@@ -91,6 +91,11 @@ pub(crate) async fn run(
             Err(NetworkError::Transfer(error)) => {
                 return Err(Failure::usage(format!("cannot send: {}", ErrorChain(&error))).into());
             }
+            Err(NetworkError::BandwidthQuota(exceeded)) => {
+                return Err(Failure::new(TRANSFER, format!(
+                    "{exceeded}; send again after the reset or raise it with `tether quota {name} --send`"
+                )).into());
+            }
             Err(error) => return Err(offline(&name, error)),
         },
         () = cancel.cancelled() => return Err(Failure::interrupted("the send was stopped before it started").into()),
@@ -127,6 +132,11 @@ pub(crate) async fn run(
             }
             Err(Failure::new(TRANSFER, message).into())
         }
+        Err(NetworkError::BandwidthQuota(reached)) => Err(Failure::new(
+            TRANSFER,
+            format!("{reached}; what {name} verified is kept: after the reset (or once the quota is raised), run the same send again to resume"),
+        )
+        .into()),
         Err(error) => Err(offline(&name, error)),
     }
 }
@@ -225,6 +235,11 @@ fn transfer_failure(name: &str, error: &TransferError) -> String {
                 AbortCode::Stalled => format!(
                     "{name} ended the transfer because nothing arrived for too long{detail}; \
                      {again}"
+                ),
+                AbortCode::BandwidthQuota => format!(
+                    "{name} refused the transfer: it would pass the bandwidth quota {name} \
+                     keeps for this device{detail}; after the reset (or once it is raised \
+                     there), {again}"
                 ),
                 _ => format!("{name} stopped the transfer{detail}; {again}"),
             }

@@ -209,3 +209,72 @@ fn trust_sets_a_quota_devices_shows_it_a_send_over_it_fails_and_a_reset_lets_it_
     assert_eq!(event(&unset, "quota")["quota"], Value::Null);
     assert_eq!(laptop_on(rt, &desk)["quota"], Value::Null);
 }
+
+/// The laptop's send quota for the desk, as `tether quota desk --json` shows it.
+fn send_use(rt: &Path, laptop: &Path) -> Value {
+    let lines = check(
+        &tether(rt, laptop, &["quota", "desk"]).output().unwrap(),
+        "quota desk",
+    );
+    event(&lines, "quota")["send"].clone()
+}
+
+/// A bandwidth quota set with `tether quota` on a running node counts what a transfer sends;
+/// the node is killed (SIGKILL) part-way, restarted, and still counts at least what was sent.
+#[test]
+fn a_killed_node_keeps_the_bandwidth_it_counted() {
+    let Pair {
+        runtime,
+        desk,
+        laptop,
+    } = two_devices();
+    let rt = runtime.path();
+    let _desk_up = up(rt, &desk);
+    let laptop_up = up(rt, &laptop);
+    pair(rt, &desk, &laptop, false);
+    check(
+        &tether(rt, &desk, &["trust", "laptop", "--auto-accept"])
+            .output()
+            .unwrap(),
+        "trust",
+    );
+    let set = check(
+        &tether(rt, &laptop, &["quota", "desk", "--send", "100MiB/day"])
+            .output()
+            .unwrap(),
+        "quota --send",
+    );
+    let shown = &event(&set, "quota")["send"];
+    assert_eq!(shown["quota"]["bytes"], 100 << 20, "{shown}");
+    assert_eq!(shown["quota"]["period"], "day", "{shown}");
+    assert_eq!(shown["used"], 0, "{shown}");
+
+    let big = file(rt, "big.bin", 24 << 20);
+    let mut command = tether(rt, &laptop, &["send", "desk", "--limit", "4MiB/s"]);
+    command.arg(&big);
+    let sending = common::node::Running::spawn(command);
+    let mut sent = 0;
+    while sent < 6 << 20 {
+        sent = sending.wait_for("progress")["bytes_done"].as_u64().unwrap();
+    }
+    drop(laptop_up); // SIGKILL, as `Running` kills
+    drop(sending);
+    eprintln!("killed the laptop's node after {sent} bytes were sent");
+
+    let _laptop_up = up(rt, &laptop);
+    let counted = send_use(rt, &laptop);
+    eprintln!("after the restart: {counted}");
+    let used = counted["used"].as_u64().unwrap();
+    assert!(used >= sent, "{used} counted, {sent} sent");
+    assert!(used <= sent + (8 << 20), "{used} counted, {sent} sent");
+    assert!(counted["resets_at"].as_u64().is_some(), "{counted}");
+    let devices = check(
+        &tether(rt, &laptop, &["devices"]).output().unwrap(),
+        "devices",
+    );
+    let desk_line = devices
+        .iter()
+        .find(|l| l["event"] == "device" && l["name"] == "desk")
+        .unwrap();
+    assert_eq!(desk_line["bandwidth"]["send"]["used"], used, "{desk_line}");
+}

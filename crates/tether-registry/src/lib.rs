@@ -92,6 +92,7 @@
 //! schema version is refused with [`StoreError::NewerSchema`]; older ones are upgraded in
 //! place, in one transaction, by the migration steps in `store.rs`.
 
+mod bandwidth;
 mod error;
 mod history;
 mod key_file;
@@ -108,6 +109,10 @@ mod sealed_entry;
 mod state;
 mod store;
 
+pub use bandwidth::{
+    Bandwidth, BandwidthAccount, BandwidthGrant, BandwidthQuota, BandwidthRefusal, BandwidthUse,
+    ByteSize, QuotaDirection, QuotaParseError, QuotaPeriod, UtcMinute,
+};
 pub use error::{BoxedSource, KeyError, RegistryError, StoreError};
 pub use history::{HistoryEntry, MAX_HISTORY, MAX_HISTORY_BODY};
 pub use key_file::Argon2Params;

@@ -25,6 +25,8 @@ use tether_crypto::PairingSecret;
 use tether_identity::{DeviceInfo, NodeId};
 use zeroize::Zeroizing;
 
+use crate::bandwidth::Bandwidth;
+
 /// How much a paired device is trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -62,6 +64,8 @@ pub struct PairedDevice {
     /// accepted offer (before any byte is written) and kept until the person resets it or
     /// the device is unpaired. Deleting the files does not lower it.
     pub stored_bytes: u64,
+    /// Bandwidth quotas per direction and their use in the current period.
+    pub bandwidth: Bandwidth,
     /// Addresses the peer was last reached at, newest first, at most [`MAX_ADDRESSES`].
     pub addresses: Vec<SocketAddr>,
     /// The relay the peer was last reachable through.
@@ -184,6 +188,9 @@ struct Body {
     /// Absent in records written before quotas existed: 0.
     #[serde(default)]
     stored_bytes: u64,
+    /// Absent in records written before bandwidth quotas existed (or with none): none.
+    #[serde(default, skip_serializing_if = "Bandwidth::is_unset")]
+    bandwidth: Bandwidth,
     addresses: Vec<SocketAddr>,
     relay_url: Option<String>,
     /// Absent in records written before names followed renames: the pairing's name.
@@ -212,6 +219,7 @@ impl StoredDevice {
             auto_accept: self.device.auto_accept,
             quota: self.device.quota,
             stored_bytes: self.device.stored_bytes,
+            bandwidth: self.device.bandwidth,
             addresses: self.device.addresses.clone(),
             relay_url: self.device.relay_url.clone(),
             names: self.device.names,
@@ -279,6 +287,7 @@ impl StoredDevice {
                 auto_accept: body.auto_accept,
                 quota: body.quota,
                 stored_bytes: body.stored_bytes,
+                bandwidth: body.bandwidth,
                 addresses: body.addresses,
                 relay_url: body.relay_url,
                 names: body.names,
@@ -332,6 +341,7 @@ mod tests {
             auto_accept: true,
             quota: None,
             stored_bytes: 0,
+            bandwidth: Bandwidth::default(),
             addresses: Vec::new(),
             relay_url: None,
             names: NameSync::default(),
@@ -359,6 +369,7 @@ mod tests {
                 auto_accept: true,
                 quota: None,
                 stored_bytes: 0,
+                bandwidth: Bandwidth::default(),
                 addresses: vec!["192.0.2.1:4433".parse().unwrap()],
                 relay_url: Some("https://relay.example/".to_owned()),
                 names: NameSync {

@@ -31,6 +31,7 @@ use crate::{
     TrustLevel, private_fs,
 };
 
+mod bandwidth;
 mod history;
 mod names;
 mod outbox;
@@ -376,6 +377,7 @@ impl DeviceRegistry {
                 auto_accept: false,
                 quota: None,
                 stored_bytes: 0,
+                bandwidth: crate::Bandwidth::default(),
                 addresses,
                 relay_url: pairing.relay_url,
                 names: NameSync::default(),

@@ -47,6 +47,10 @@ pub enum AbortCode {
     /// Answers a pull request: the sharer shares no entry with that id with the requesting
     /// device (or shares nothing at all).
     NotShared,
+    /// The transfer would pass (or reached) a bandwidth quota the side that refused keeps for
+    /// the other device; it may be sent again once the quota's period resets or it is raised
+    /// (what was received is kept, so it resumes). Older versions read it as [`Self::Other`].
+    BandwidthQuota,
     /// A code this version does not know. Never sent.
     #[serde(other)]
     Other,

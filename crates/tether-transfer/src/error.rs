@@ -64,7 +64,10 @@ impl TransferError {
             TransferError::Peer(PeerError::Aborted { code, .. }) => {
                 matches!(
                     code,
-                    AbortCode::Cancelled | AbortCode::Internal | AbortCode::Stalled
+                    AbortCode::Cancelled
+                        | AbortCode::Internal
+                        | AbortCode::Stalled
+                        | AbortCode::BandwidthQuota
                 )
             }
             _ => false,
@@ -248,6 +251,22 @@ pub enum LocalError {
         /// The device's quota.
         quota: u64,
     },
+    /// The sending device's bandwidth quota ([`ReceiveBudget`](crate::ReceiveBudget)) has no
+    /// room for the offer in its current period; nothing was written.
+    #[error(
+        "the device's receive quota has no room: {needed} bytes offered, {used} of {quota} used \
+         this period"
+    )]
+    BandwidthQuota {
+        /// Bytes the offer would bring.
+        needed: u64,
+        /// Bytes used in the current period.
+        used: u64,
+        /// Bytes per period.
+        quota: u64,
+        /// When the period ends.
+        resets_at: std::time::SystemTime,
+    },
     /// The storage quota's count could not be read or updated; nothing was written.
     #[error("the device's storage quota could not be checked")]
     QuotaUnavailable,
@@ -325,6 +344,20 @@ impl LocalError {
                 "over this device's storage quota on the receiver: {needed} bytes offered, \
                  {used} of {quota} used"
             ),
+            LocalError::BandwidthQuota {
+                needed,
+                used,
+                quota,
+                resets_at,
+            } => {
+                let minutes = resets_at
+                    .duration_since(std::time::SystemTime::now())
+                    .map_or(0, |left| left.as_secs().div_ceil(60));
+                format!(
+                    "over this device's bandwidth quota on the receiver: {needed} bytes offered, \
+                     {used} of {quota} used; it resets in {minutes} min"
+                )
+            }
             _ => String::new(),
         }
     }

@@ -82,7 +82,7 @@
 //! **Pull.** A device may instead *ask* for an entry by id ([`request_pull`]): it opens the
 //! stream and sends `Pull {entry_id, resume_from}` (≤ 256 bytes of JSON, no path) first; the
 //! sharer, which resolves the id through its own mapping for that device, answers
-//! `Decline {not_shared | busy | internal}` or goes on with the `Offer` above on the same
+//! `Decline {not_shared | busy | internal | bandwidth_quota}` or goes on with the `Offer` above on the same
 //! stream, itself the sender (no extra lanes). The requester's [`PulledEntry`] consent takes
 //! only the entry asked for.
 //!
@@ -202,7 +202,8 @@ pub use pull::{DECLINE_WRITE_TIMEOUT, IncomingPull, PulledEntry, request_pull};
 pub use receive::{Hello, IncomingLane, IncomingOffer, Receiver, read_hello};
 pub use source::{EntryResolver, OutgoingTransfer, entry_id};
 pub use storage::{
-    DEFAULT_RESERVE_MOST, DEFAULT_RESERVE_PERCENT, NoQuota, QuotaRefusal, Reserve, StorageQuota,
+    BudgetRefusal, DEFAULT_RESERVE_MOST, DEFAULT_RESERVE_PERCENT, NoBudget, NoQuota, QuotaRefusal,
+    ReceiveBudget, Reserve, StorageQuota,
 };
 pub use tether_crypto::TransferCipher;
 pub use throttle::{RateLimiter, TokenBucket};

@@ -13,7 +13,7 @@ use crate::consent::{Consent, DeclineAll};
 use crate::manifest::Limits;
 use crate::progress::{SendTally, TransferEvent};
 use crate::stall::DEFAULT_STALL_TIMEOUT;
-use crate::storage::{NoQuota, Reserve, StorageQuota};
+use crate::storage::{NoBudget, NoQuota, ReceiveBudget, Reserve, StorageQuota};
 use crate::throttle::RateLimiter;
 
 /// Most streams one transfer may use.
@@ -192,6 +192,9 @@ pub struct ReceiverConfig {
     pub inode_reserve: Reserve,
     /// How much each device may store here (see [`StorageQuota`]). Default: [`NoQuota`].
     pub quota: Arc<dyn StorageQuota>,
+    /// How much each device may still send here in the current period of its bandwidth
+    /// quota (see [`ReceiveBudget`]). Default: [`NoBudget`].
+    pub receive_budget: Arc<dyn ReceiveBudget>,
     /// How often the resume records of files in progress are saved.
     pub checkpoint_interval: Duration,
     /// Each transfer's bandwidth limit in bytes per second.
@@ -250,6 +253,7 @@ impl ReceiverConfig {
             space_reserve: Reserve::DEFAULT_SPACE,
             inode_reserve: Reserve::DEFAULT_INODES,
             quota: Arc::new(NoQuota),
+            receive_budget: Arc::new(NoBudget),
             checkpoint_interval: Duration::from_millis(500),
             rate_limit: None,
             progress_interval: PROGRESS_INTERVAL,
@@ -330,6 +334,12 @@ impl ReceiverConfig {
     /// Sets [`quota`](Self::quota).
     pub fn quota(mut self, quota: Arc<dyn StorageQuota>) -> Self {
         self.quota = quota;
+        self
+    }
+
+    /// Sets [`receive_budget`](Self::receive_budget).
+    pub fn receive_budget(mut self, budget: Arc<dyn ReceiveBudget>) -> Self {
+        self.receive_budget = budget;
         self
     }
 

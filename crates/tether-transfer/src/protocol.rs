@@ -24,6 +24,8 @@ use crate::negotiate::OfferedCiphers;
 /// The protocol version in an [`Offer`]. Version 2 added the cipher choice (`ciphers` in the
 /// offer, `cipher` in the accept); version 3 the decline codes `busy` and
 /// `encryption_required`, and refuses names that collide after case folding or normalisation.
+/// The decline code `bandwidth_quota` came later without a bump: a version-3 peer that does not
+/// know it reads it as `other`.
 pub(crate) const VERSION: u32 = 3;
 
 /// Most chunk hashes in one [`ChunkHashes`] message (256 KiB of hex JSON).
@@ -411,6 +413,7 @@ mod tests {
                 Just(AbortCode::Busy),
                 Just(AbortCode::EncryptionRequired),
                 Just(AbortCode::NotShared),
+                Just(AbortCode::BandwidthQuota),
                 Just(AbortCode::Other),
             ]
         }

@@ -3,6 +3,7 @@
 //! ([`StorageQuota`]).
 
 use std::fmt;
+use std::time::SystemTime;
 
 use tether_identity::NodeId;
 
@@ -96,6 +97,52 @@ impl QuotaRefusal {
     /// Refused because `used + bytes` would pass `quota`.
     pub fn exceeded(quota: u64, used: u64) -> Self {
         QuotaRefusal::Exceeded { quota, used }
+    }
+}
+
+/// What a device may still send here over the wire (a bandwidth quota over a period), kept by
+/// the application (the facade keeps it in its registry).
+///
+/// The receiver asks [`admit`](Self::admit) once per offer, before the storage quota and
+/// before it answers `Accept`, with the bytes the offer may still place. A refusal declines
+/// the offer ([`AbortCode::BandwidthQuota`](crate::AbortCode),
+/// [`LocalError::BandwidthQuota`](crate::LocalError::BandwidthQuota)); nothing is counted
+/// here: the application counts the bytes as its streams carry them.
+pub trait ReceiveBudget: Send + Sync {
+    /// Whether `bytes` more from `peer` fit in what is left of its quota.
+    fn admit(&self, peer: &NodeId, bytes: u64) -> Result<(), BudgetRefusal>;
+}
+
+/// Why [`ReceiveBudget::admit`] refused: the quota, its use, and when it resets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BudgetRefusal {
+    /// Bytes per period.
+    pub quota: u64,
+    /// Bytes used in the current period.
+    pub used: u64,
+    /// When the period ends.
+    pub resets_at: SystemTime,
+}
+
+impl BudgetRefusal {
+    /// `used` of `quota`, resetting at `resets_at`.
+    pub fn new(quota: u64, used: u64, resets_at: SystemTime) -> Self {
+        BudgetRefusal {
+            quota,
+            used,
+            resets_at,
+        }
+    }
+}
+
+/// No bandwidth quota: every offer is admitted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoBudget;
+
+impl ReceiveBudget for NoBudget {
+    fn admit(&self, _peer: &NodeId, _bytes: u64) -> Result<(), BudgetRefusal> {
+        Ok(())
     }
 }
 

@@ -149,6 +149,11 @@ pub enum NetworkError {
         /// The entry asked for.
         entry_id: uuid::Uuid,
     },
+    /// A transfer would pass a paired device's bandwidth quota and was refused before it
+    /// started, or reached it part-way and stopped (the receiver keeps what it verified:
+    /// sending again after the reset, or after the quota is raised, resumes).
+    #[error(transparent)]
+    BandwidthQuota(#[from] crate::QuotaExceeded),
     /// A transfer failed (the receiver keeps what it verified, for a resume).
     #[error("transfer failed")]
     Transfer(#[source] TransferError),
@@ -253,7 +258,8 @@ pub(crate) fn logged_panic(what: &'static str, payload: &(dyn std::any::Any + Se
 }
 
 /// A panic in one of the transfer's tasks is the facade's [`NetworkError::Panicked`], whatever
-/// task it was in; a pull refused as not shared is [`NetworkError::NotShared`]; any other
+/// task it was in; a pull refused as not shared is [`NetworkError::NotShared`]; a bandwidth
+/// quota reached part-way is [`NetworkError::BandwidthQuota`]; any other
 /// transfer failure is [`NetworkError::Transfer`].
 impl From<TransferError> for NetworkError {
     fn from(error: TransferError) -> Self {
@@ -264,7 +270,10 @@ impl From<TransferError> for NetworkError {
             TransferError::Local(LocalError::Panicked { what, message }) => {
                 NetworkError::Panicked { what, message }
             }
-            other => NetworkError::Transfer(other),
+            other => match crate::bandwidth::reached(&other) {
+                Some(reached) => NetworkError::BandwidthQuota(reached),
+                None => NetworkError::Transfer(other),
+            },
         }
     }
 }

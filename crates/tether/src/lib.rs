@@ -69,6 +69,7 @@
 //! # Ok(()) }
 //! ```
 
+mod bandwidth;
 mod builder;
 mod close;
 mod config;
@@ -90,6 +91,7 @@ mod sightings;
 mod storage;
 mod transfer;
 
+pub use bandwidth::QuotaExceeded;
 pub use builder::Builder;
 pub use close::{PAIRING_ALPN, SYNC_ALPN};
 pub use config::{DEFAULT_IDLE_TIMEOUT, NetworkingConfig};
@@ -103,7 +105,7 @@ pub use rate::MessageRate;
 pub use request::RequestHandler;
 pub use service::{
     DeviceHandle, DeviceStatus, Diagnostics, NetworkingService, PULL_ANSWER_TIMEOUT, PairingInvite,
-    PullOptions, RelayState,
+    PullOptions, RelayState, TransferQuotas,
 };
 pub use share::{MAX_PULLS_PER_DEVICE, ShareNothing, ShareProvider, SharedEntry};
 pub use tether_transfer::{
@@ -137,6 +139,10 @@ pub use tether_protocol::{
 /// What this device keeps about a paired device ([`NetworkingService::paired_devices`],
 /// [`DeviceHandle::info`]); [`PairedDevice`] is what a pairing returns.
 pub use tether_registry::PairedDevice as StoredDevice;
+pub use tether_registry::{
+    Bandwidth, BandwidthAccount, BandwidthQuota, BandwidthUse, ByteSize, QuotaDirection,
+    QuotaParseError, QuotaPeriod, UtcMinute,
+};
 pub use tether_registry::{
     ConnectionRefused, Device, DeviceState, DisconnectReason, KeyError, KeyManager, KeyOptions,
     KeyStorageKind, KeychainPolicy, NameSync, PassphrasePrompt, PassphrasePurpose, RegistryError,
@@ -187,8 +193,8 @@ pub mod detail {
         Slot,
     };
     pub use tether_registry::{
-        Argon2Params, ConnectionInfo as RegistryConnection, ConnectionPath, PairingSessionId,
-        StorageKey,
+        Argon2Params, BandwidthGrant, BandwidthRefusal, ConnectionInfo as RegistryConnection,
+        ConnectionPath, PairingSessionId, StorageKey,
     };
     pub use tether_wire::FrameKind;
 }

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use tether_identity::{DeviceInfo, ErrorChain, NodeId, error_chain};
 use tether_iroh::ConnectionInfo;
-use tether_registry::DeviceRegistry;
+use tether_registry::{ByteSize, DeviceRegistry, QuotaDirection, UtcMinute};
 use tether_transfer::{
     AbortCode, ByteStream, Direction, IncomingPull, OutgoingTransfer, RunContext, SendOptions,
 };
@@ -33,6 +33,7 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::NetworkEvent;
+use crate::bandwidth::Meters;
 use crate::error::short;
 use crate::event::PullEvent;
 use crate::history::{Draft, OfferSize, TransferOutcome};
@@ -88,6 +89,8 @@ impl ShareProvider for ShareNothing {
 pub(crate) struct Sharing {
     provider: Arc<dyn ShareProvider>,
     registry: DeviceRegistry,
+    /// The bandwidth quotas, which the transfer streams of every device are counted against.
+    pub(crate) meters: Arc<Meters>,
     events: broadcast::Sender<NetworkEvent>,
     stall_timeout: Duration,
     serving: Mutex<HashMap<NodeId, usize>>,
@@ -97,12 +100,14 @@ impl Sharing {
     pub(crate) fn new(
         provider: Arc<dyn ShareProvider>,
         registry: DeviceRegistry,
+        meters: Arc<Meters>,
         events: broadcast::Sender<NetworkEvent>,
         stall_timeout: Duration,
     ) -> Self {
         Sharing {
             provider,
             registry,
+            meters,
             events,
             stall_timeout,
             serving: Mutex::default(),
@@ -167,6 +172,30 @@ impl Sharing {
                 return;
             }
         };
+        if let Err(exceeded) = self
+            .meters
+            .admit(from, QuotaDirection::Send, outgoing.total_bytes())
+        {
+            info!(peer = %short(&from), %entry_id, "refused a pull: over the send quota");
+            let told = format!(
+                "over the sharer's send quota for this device: {} of {} used; resets {}",
+                ByteSize(exceeded.used),
+                exceeded.quota,
+                UtcMinute(exceeded.resets_at)
+            );
+            let _ = pull.decline(AbortCode::BandwidthQuota, &told).await;
+            let reason = exceeded.to_string();
+            let outcome = TransferOutcome::Refused {
+                reason: reason.clone(),
+            };
+            let event = PullEvent::Failed {
+                from,
+                entry_id,
+                reason,
+            };
+            self.end(draft, event, outcome).await;
+            return;
+        }
         let transfer_id = outgoing.transfer_id();
         let context = match link.transfer_keys(transfer_id) {
             Ok(keys) => RunContext::new().keys(keys),

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tether_iroh::ConnectionInfo;
 use tether_protocol::{RecvStream, SendStream};
+use tether_registry::QuotaDirection;
 use tether_transfer::{
     CancellationToken, Direction, Hello, OutgoingTransfer, Receiver, RunContext, SendOptions,
     SendTally, TransferCipher, TransferError, TransferEvent, TransferReport,
@@ -22,6 +23,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
+use crate::bandwidth::{Metered, Meters};
 use crate::error::short;
 use crate::history::{Draft, OfferSize, transfer_path};
 use crate::link::Link;
@@ -242,6 +244,7 @@ impl TransferHandle {
 /// adding what it sent to `tally` when given.
 pub(crate) async fn send(
     link: &Link,
+    meters: &Arc<Meters>,
     paths: &[PathBuf],
     options: &TransferOptions,
     cancel: CancellationToken,
@@ -262,6 +265,7 @@ pub(crate) async fn send(
     let outgoing = OutgoingTransfer::prepare(&shared, &ids, send_options)
         .await
         .map_err(NetworkError::from)?;
+    meters.admit(link.node_id, QuotaDirection::Send, outgoing.total_bytes())?;
     let (events_tx, events) = mpsc::channel(EVENTS);
     let mut context = RunContext::new().events(events_tx).cancel(cancel.clone());
     if let Some(tally) = tally {
@@ -270,14 +274,14 @@ pub(crate) async fn send(
     if options.encrypt {
         context = context.keys(link.transfer_keys(outgoing.transfer_id())?);
     }
-    let control = open_stream(link).await?;
+    let control = open_stream(link, meters).await?;
     let lane_count = options
         .lanes
         .unwrap_or_else(|| lanes_for_round_trip(ConnectionInfo::of(&link.connection).rtt));
     debug!(lanes = lane_count, "extra streams");
     let mut lanes = Vec::with_capacity(usize::from(lane_count));
     for _ in 0..lane_count {
-        lanes.push(open_stream(link).await?);
+        lanes.push(open_stream(link, meters).await?);
     }
     info!(peer = %short(&link.node_id), files = outgoing.manifest().len(), bytes = outgoing.total_bytes(), "sending");
     let size = OfferSize::of(&outgoing);
@@ -296,9 +300,13 @@ pub(crate) async fn send(
     })
 }
 
+/// A transfer stream: both halves counted against the device's bandwidth quotas.
+pub(crate) type TransferStream = tokio::io::Join<Metered<RecvStream>, Metered<SendStream>>;
+
 pub(crate) async fn open_stream(
     link: &Link,
-) -> Result<tokio::io::Join<RecvStream, SendStream>, NetworkError> {
+    meters: &Arc<Meters>,
+) -> Result<TransferStream, NetworkError> {
     let (send, recv) =
         link.connection
             .open_bi()
@@ -307,7 +315,10 @@ pub(crate) async fn open_stream(
                 node: link.node_id,
                 reason: error.to_string(),
             })?;
-    Ok(tokio::io::join(recv, send))
+    Ok(tokio::io::join(
+        meters.meter(link.node_id, recv),
+        meters.meter(link.node_id, send),
+    ))
 }
 
 /// Serves a stream the peer opened on the pooled connection: a transfer offer, a lane, or a
@@ -325,7 +336,12 @@ pub(crate) async fn serve_stream(
     events: &broadcast::Sender<NetworkEvent>,
     registry: &tether_registry::DeviceRegistry,
 ) -> Result<Option<TransferReport>, NetworkError> {
-    let hello = tether_transfer::read_hello(tokio::io::join(recv, send))
+    let meters = &sharing.meters;
+    let stream = tokio::io::join(
+        meters.meter(link.node_id, recv),
+        meters.meter(link.node_id, send),
+    );
+    let hello = tether_transfer::read_hello(stream)
         .await
         .map_err(NetworkError::from)?;
     let receiver = match (hello, receiver) {

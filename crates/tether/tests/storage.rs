@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::Lab;
-use tether::{NetworkingService, NodeId, TransferEvent, TransferOptions, TransferReport};
+use tether::{
+    NetworkingService, NodeId, TransferError, TransferEvent, TransferOptions, TransferReport,
+};
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -309,6 +311,139 @@ async fn a_restart_removes_old_and_unpaired_leftovers_and_keeps_the_rest() {
     let report = send_until_through(&laptop, phone_id, &fresh).await;
     assert!(report.bytes_resumed > 0, "{report:?}");
     same(&fresh, &inbox.join("fresh.bin"));
+
+    laptop.shutdown().await;
+    phone.shutdown().await;
+}
+
+/// Bandwidth quotas: a push over the sender's send quota is refused before a byte moves, with
+/// the quota, the use and the reset in the error; one over the receiver's receive quota is
+/// declined on offer, and the sender is told so with its own code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_over_a_bandwidth_quota_is_refused_before_it_starts_on_either_side() {
+    use tether::errors::PeerError;
+    use tether::{AbortCode, BandwidthQuota, NetworkError, QuotaDirection, QuotaPeriod};
+
+    let lab = Lab::new();
+    let inbox = lab.root.path().join("inbox");
+    let (laptop, phone) = lab.sender_and_receiver(&inbox).await;
+    let (laptop_id, phone_id) = (laptop.node_id(), phone.node_id());
+    let outbox = lab.root.path().join("outbox");
+    let two = file(&outbox, "two.bin", 2 * MIB, 7);
+    let one_a_day = BandwidthQuota::new(MIB, QuotaPeriod::Day);
+
+    // The laptop's own send quota: refused here, nothing opened or sent.
+    laptop
+        .set_bandwidth_quota(phone_id, QuotaDirection::Send, Some(one_a_day))
+        .unwrap();
+    let before = SystemTime::now();
+    let error = send(&laptop, phone_id, &two).await.unwrap_err();
+    eprintln!("the sender refused: {error}");
+    let NetworkError::BandwidthQuota(exceeded) = &error else {
+        panic!("not a quota refusal: {}", chain(&error));
+    };
+    assert_eq!(exceeded.node_id, phone_id);
+    assert_eq!(exceeded.device, "phone");
+    assert_eq!(exceeded.direction, QuotaDirection::Send);
+    assert_eq!(exceeded.quota, one_a_day);
+    assert_eq!(exceeded.used, 0);
+    assert_eq!(exceeded.needed, Some(2 * MIB));
+    assert!(
+        exceeded.resets_at >= before + DAY,
+        "{:?}",
+        exceeded.resets_at
+    );
+    let said = error.to_string();
+    assert!(
+        said.starts_with("sending to phone would pass its quota of 1 MiB a day (0 B used; resets "),
+        "{said}"
+    );
+    let usage = laptop.bandwidth(phone_id).unwrap().send;
+    assert_eq!((usage.used, usage.resets_at), (0, None), "nothing counted");
+    assert!(
+        !inbox.exists() || names(&inbox).is_empty(),
+        "nothing arrived"
+    );
+
+    // The phone's receive quota: the offer is declined, and the laptop hears why.
+    laptop
+        .set_bandwidth_quota(phone_id, QuotaDirection::Send, None)
+        .unwrap();
+    phone
+        .set_bandwidth_quota(laptop_id, QuotaDirection::Receive, Some(one_a_day))
+        .unwrap();
+    let error = send(&laptop, phone_id, &two).await.unwrap_err();
+    eprintln!("the receiver declined: {}", chain(&error));
+    let NetworkError::Transfer(TransferError::Peer(PeerError::Declined { code, message })) = &error
+    else {
+        panic!("not the receiver's refusal: {}", chain(&error));
+    };
+    assert_eq!(*code, AbortCode::BandwidthQuota);
+    assert!(
+        message.contains("bandwidth quota") && message.contains(&format!("0 of {MIB} used")),
+        "{message}"
+    );
+    assert!(
+        !inbox.exists() || names(&inbox).is_empty(),
+        "nothing arrived"
+    );
+
+    laptop.shutdown().await;
+    phone.shutdown().await;
+}
+
+/// A quota reached part-way (set while a transfer runs) stops the transfer resumably with the
+/// quota's error; raising the quota and sending again resumes from what the receiver kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_that_reaches_its_quota_stops_and_resumes_once_it_is_raised() {
+    use tether::{BandwidthQuota, NetworkError, QuotaDirection, QuotaPeriod};
+
+    let lab = Lab::new();
+    let inbox = lab.root.path().join("inbox");
+    let (laptop, phone) = lab.sender_and_receiver(&inbox).await;
+    let phone_id = phone.node_id();
+    let outbox = lab.root.path().join("outbox");
+    let big = file(&outbox, "big.bin", BIG, 9);
+
+    let handle = send_a_quarter(&laptop, phone_id, &big).await;
+    let quota = BandwidthQuota::new(8 * MIB, QuotaPeriod::Day);
+    laptop
+        .set_bandwidth_quota(phone_id, QuotaDirection::Send, Some(quota))
+        .unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(30), handle.finish())
+        .await
+        .unwrap()
+        .unwrap_err();
+    eprintln!("stopped: {stopped}");
+    let NetworkError::BandwidthQuota(reached) = &stopped else {
+        panic!("not the quota: {}", chain(&stopped));
+    };
+    assert_eq!(reached.direction, QuotaDirection::Send);
+    assert_eq!(reached.needed, None, "reached part-way");
+    assert_eq!(reached.used, 8 * MIB);
+    let usage = laptop.bandwidth(phone_id).unwrap().send;
+    assert_eq!(usage.used, 8 * MIB);
+    assert!(usage.resets_at.is_some());
+    assert!(!inbox.join("big.bin").exists());
+
+    // Raised: sending again resumes what the phone kept, and verifies.
+    let raised = BandwidthQuota::new(100 * MIB, QuotaPeriod::Day);
+    laptop
+        .set_bandwidth_quota(phone_id, QuotaDirection::Send, Some(raised))
+        .unwrap();
+    let report = send_until_through(&laptop, phone_id, &big).await;
+    eprintln!(
+        "resumed: {} of {} bytes kept, {} sent",
+        report.bytes_resumed, report.bytes_total, report.bytes_transferred
+    );
+    assert!(report.bytes_resumed > 0, "{report:?}");
+    same(&big, &inbox.join("big.bin"));
+    let used = laptop.bandwidth(phone_id).unwrap().send.used;
+    assert!(
+        used >= report.bytes_transferred && used < BIG,
+        "{used} counted for {} sent",
+        report.bytes_transferred
+    );
 
     laptop.shutdown().await;
     phone.shutdown().await;

@@ -43,7 +43,7 @@ impl DeviceRegistry {
         Ok(Ok(()))
     }
 
-    fn update_stored(
+    pub(super) fn update_stored(
         &self,
         node_id: NodeId,
         change: impl FnOnce(&mut PairedDevice),

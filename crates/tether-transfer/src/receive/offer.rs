@@ -76,6 +76,7 @@ pub(super) async fn before_accept(
     // Shared with the survey's thread, not copied.
     let entries = Arc::new(entries);
     let (dest, busy, data) = consent(receiver, offer, &entries, peer).await?;
+    admit_budget(config, &peer, data)?;
     // Counted before `Accept`, so no byte is written past the device's quota.
     charge_quota(config, &peer, data)?;
     let entries = Arc::try_unwrap(entries).unwrap_or_else(|shared| (*shared).clone());
@@ -201,6 +202,22 @@ fn lane_ciphers(
         ciphers.push(Arc::new(LaneCipher::derive(keys.as_mut(), index)?));
     }
     Ok(ciphers)
+}
+
+/// Checks the `bytes` an offer may place against what is left of `peer`'s bandwidth quota.
+fn admit_budget(config: &ReceiverConfig, peer: &NodeId, bytes: u64) -> Result<(), LocalError> {
+    match config.receive_budget.admit(peer, bytes) {
+        Ok(()) => Ok(()),
+        Err(refusal) => {
+            tracing::info!(%peer, needed = bytes, used = refusal.used, quota = refusal.quota, "offer over the device's bandwidth quota");
+            Err(LocalError::BandwidthQuota {
+                needed: bytes,
+                used: refusal.used,
+                quota: refusal.quota,
+                resets_at: refusal.resets_at,
+            })
+        }
+    }
 }
 
 /// Counts the `bytes` an accepted offer may place against `peer`'s storage quota.
@@ -396,6 +413,7 @@ pub(super) async fn decline(
         TransferError::Declined(_) => AbortCode::Declined,
         TransferError::Cancelled => AbortCode::Cancelled,
         TransferError::Stalled { .. } => AbortCode::Stalled,
+        TransferError::Local(LocalError::BandwidthQuota { .. }) => AbortCode::BandwidthQuota,
         TransferError::Local(local) if local.is_no_room() => AbortCode::NoSpace,
         // Another transfer holds the same targets: one whose link died and that this side has
         // not noticed yet ends soon, so the sender may try again (a restarted sender's resume).

@@ -50,6 +50,8 @@ pub(super) struct Inner {
     /// This device's id, name and type (the name can change: `rename_self`).
     pub(super) profile: RwLock<Profile>,
     pub(super) registry: DeviceRegistry,
+    /// Each paired device's bandwidth quotas, charged by the transfer streams.
+    pub(super) meters: Arc<crate::bandwidth::Meters>,
     /// One registry write from a link's watch task at a time: redb commits one write at a
     /// time anyway, and many links connecting at once would otherwise hold a blocking thread
     /// each while they wait for it.
@@ -163,7 +165,9 @@ impl NetworkingService {
             return Ok(handle.recorded(draft));
         }
         let cancel = tether_transfer::CancellationToken::new();
-        let mut handle = crate::transfer::send(&link, paths, &options, cancel, None).await?;
+        let meters = &self.inner.meters;
+        let mut handle =
+            crate::transfer::send(&link, meters, paths, &options, cancel, None).await?;
         handle.path = ConnectionInfo::of(&link.connection).path;
         Ok(handle.recorded(draft))
     }

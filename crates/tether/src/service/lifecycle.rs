@@ -61,7 +61,8 @@ impl NetworkingService {
         });
         let alpns = protocols.endpoint_alpns();
         let transport = Transport::bind(keys.identity(), &config.transport, alpns, gate).await?;
-        let receiver = receiver(&config, &registry);
+        let meters = crate::bandwidth::Meters::new(registry.clone());
+        let receiver = receiver(&config, &registry, &meters);
         remove_leftovers(&config, &registry);
         let discovery = DiscoveryHub::new(discoveries(&config, &transport)?);
 
@@ -69,6 +70,7 @@ impl NetworkingService {
         let sharing = crate::share::Sharing::new(
             Arc::clone(&config.share_provider),
             registry.clone(),
+            Arc::clone(&meters),
             events.clone(),
             config.transfer_stall_timeout,
         );
@@ -82,6 +84,7 @@ impl NetworkingService {
                 keys,
                 profile: RwLock::new(profile),
                 registry,
+                meters,
                 registry_writes: tokio::sync::Semaphore::new(1),
                 transport,
                 discovery,
@@ -170,6 +173,7 @@ impl NetworkingService {
 fn receiver(
     config: &NetworkingConfig,
     registry: &DeviceRegistry,
+    meters: &Arc<crate::bandwidth::Meters>,
 ) -> Option<tether_transfer::Receiver> {
     let dir = config.receive_dir.as_ref()?;
     let consent = RegistryConsent {
@@ -186,7 +190,8 @@ fn receiver(
             .quota(Arc::new(RegistryQuota {
                 registry: registry.clone(),
                 default: config.default_storage_quota,
-            })),
+            }))
+            .receive_budget(Arc::clone(meters) as _),
     ))
 }
 

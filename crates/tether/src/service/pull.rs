@@ -110,11 +110,12 @@ impl NetworkingService {
                 registry: self.inner.registry.clone(),
                 default: config.default_storage_quota,
             }))
+            .receive_budget(Arc::clone(&self.inner.meters) as _)
             .rate_limit(options.rate_limit);
         let receiver = Receiver::new(receiver_config);
 
         let link = self.link(node_id).await?;
-        let stream = crate::transfer::open_stream(&link).await?;
+        let stream = crate::transfer::open_stream(&link, &self.inner.meters).await?;
         let path = ConnectionInfo::of(&link.connection).path;
         let (events_tx, events) = mpsc::channel(PULL_EVENT_BUFFER);
         let cancel = CancellationToken::new();

@@ -152,6 +152,7 @@ impl Resend {
     async fn start(&self, link: &Link) -> Result<(TransferHandle, PathKind), NetworkError> {
         let run = crate::transfer::send(
             link,
+            &self.service.inner.meters,
             &self.paths,
             &self.options,
             self.cancel.clone(),
