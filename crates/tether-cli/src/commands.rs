@@ -23,6 +23,7 @@ const PING_GAP: Duration = Duration::from_millis(100);
 mod history;
 mod pairing;
 mod queue;
+pub(crate) mod stream;
 mod text;
 
 pub(crate) use history::DEFAULT_LIMIT as HISTORY_LIMIT;

@@ -499,8 +499,16 @@ async fn figures() {
         let probe = Instant::now();
         run("ffprobe", &["-v", "error", "-show_format", server.url()]).await;
         let probe = probe.elapsed();
+        let local = Instant::now();
+        run(
+            "ffprobe",
+            &["-v", "error", "-show_format", video.to_str().unwrap()],
+        )
+        .await;
+        let local = local.elapsed();
         println!(
-            "round {round}: first byte {first_byte:?}, seek to the end and read {seek:?}, ffprobe {probe:?}"
+            "round {round}: first byte {first_byte:?}, seek to the end and read {seek:?}, \
+             ffprobe {probe:?} (the local file: {local:?})"
         );
     }
     phone.shutdown().await;
