@@ -24,6 +24,7 @@ mod history;
 mod pairing;
 mod queue;
 mod quota;
+pub(crate) mod stream;
 mod text;
 
 pub(crate) use history::DEFAULT_LIMIT as HISTORY_LIMIT;

@@ -131,6 +131,8 @@ enum Command {
     Queue(QueueArgs),
     /// The device key: `tether key protect` seals it with a passphrase.
     Key(key::KeyArgs),
+    /// Serve a file a device shares to local players (HTTP, 127.0.0.1).
+    Stream(commands::stream::StreamArgs),
 }
 
 #[derive(Debug, Args)]
@@ -328,6 +330,7 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
         Command::Init(args) => return node::init(&settings, args, out).await,
         Command::Up(args) => return node::up(&settings, args, out).await,
         Command::Key(args) => return key::run(&settings, args, out).await,
+        Command::Stream(args) => return commands::stream::run(&settings, args, out).await,
         Command::Id => Request::Id,
         Command::Pair(args) => Request::Pair {
             ticket: args.ticket,

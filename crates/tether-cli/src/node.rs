@@ -60,6 +60,9 @@ pub(crate) struct UpArgs {
     /// Remove partial files idle for DAYS [default: 7]
     #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u64).range(1..=36_500))]
     leftover_days: Option<u64>,
+    /// Share FILE with paired devices, to stream (repeatable)
+    #[arg(long, value_name = "FILE")]
+    share: Vec<PathBuf>,
 }
 
 fn context(settings: &Settings, running: bool) -> NodeContext {
@@ -163,8 +166,10 @@ async fn serve(
     if let Some(days) = args.leftover_days {
         config.leftover_idle = std::time::Duration::from_secs(days * 24 * 60 * 60);
     }
+    let streams = commands::stream::share(&mut config, &args.share, out)?;
     let clipboard = args.clipboard.then(|| open_clipboard(out)).flatten();
     let node = start_node(config).await?;
+    node.register_protocol(streams)?;
     consent.attach(node.clone());
     let mut events = node.subscribe();
     let addr = node.addr();

@@ -4,7 +4,8 @@
 //! hashes checked, a receiver killed with SIGKILL mid-transfer and restarted (its stale control
 //! socket is removed) and the same `send` resuming, a send to an offline device, rename,
 //! doctor, a second `up` for the same data directory refused, and `history` on both nodes (by
-//! device, and from the store after a SIGKILL).
+//! device, and from the store after a SIGKILL), and a file shared by `up --share` played
+//! through `tether stream`'s HTTP server (whole, by range, and refused without the token).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -655,4 +656,78 @@ fn history_shows_a_send_on_both_nodes_by_device_and_after_a_sigkill() {
     assert_eq!(received[0]["outcome"], "verified");
     assert_eq!(received[0]["bytes_total"], 16);
     assert_eq!(received[0]["cipher"], record["cipher"]);
+}
+
+/// One raw HTTP/1.1 `GET` of `path` on `addr`, with `range` if given: the status line and body.
+fn http_get(addr: &str, path: &str, range: Option<&str>) -> (String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let range = range.map_or_else(String::new, |range| format!("Range: bytes={range}\r\n"));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{range}Connection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).unwrap();
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("no end of headers");
+    let head = String::from_utf8_lossy(&answer[..split]).into_owned();
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    (status, answer[split + 4..].to_vec())
+}
+
+#[test]
+fn a_file_shared_by_up_is_streamed_over_http_behind_its_token() {
+    let Pair {
+        runtime,
+        desk,
+        laptop,
+    } = two_devices();
+    let rt = runtime.path();
+    let film = rt.join("film.bin");
+    let bytes: Vec<u8> = (0..(1 << 20) + 7)
+        .map(|i: u32| (i * 7 % 251) as u8)
+        .collect();
+    std::fs::write(&film, &bytes).unwrap();
+    let film = film.canonicalize().unwrap();
+    let desk_up = up_with(rt, &desk, &["--share", film.to_str().unwrap()]);
+    let laptop_up = up(rt, &laptop);
+    pair(rt, &desk, &laptop, false);
+    // `tether stream` runs a node of its own: not beside the laptop's `up`.
+    drop(laptop_up);
+
+    let unshared = tether(rt, &laptop, &["stream", "desk", "/etc/passwd"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        unshared.status.code(),
+        Some(2),
+        "{}",
+        common::error_text(&unshared)
+    );
+
+    let mut command = tether(rt, &laptop, &["stream", "desk"]);
+    command.arg(&film);
+    let stream = Running::spawn(command);
+    let shown = stream.wait_for("stream");
+    assert_eq!(shown["size"], bytes.len());
+    let url = shown["url"].as_str().unwrap();
+    let (addr, path) = url
+        .strip_prefix("http://")
+        .unwrap()
+        .split_once('/')
+        .unwrap();
+    assert!(addr.starts_with("127.0.0.1:"), "{url}");
+    let path = format!("/{path}");
+    let (status, body) = http_get(addr, &path, None);
+    assert!(status.contains(" 200 "), "{status}");
+    assert!(body == bytes, "the body is not the file");
+    let (status, body) = http_get(addr, &path, Some("1048570-"));
+    assert!(status.contains(" 206 "), "{status}");
+    assert_eq!(body, bytes[1_048_570..]);
+    let (status, _) = http_get(addr, "/film.bin", None);
+    assert!(status.contains(" 404 "), "{status}");
+    drop(stream);
+    drop(desk_up);
 }

@@ -22,17 +22,17 @@ const _: () = assert!(CHUNK_SIZE.is_power_of_two() && CHUNK_SIZE as usize >= bla
 pub(crate) const CHUNK: u64 = CHUNK_SIZE as u64;
 
 /// How many chunks a file of `size` bytes has (0 for an empty file).
-pub(crate) fn chunk_count(size: u64) -> u64 {
+pub fn chunk_count(size: u64) -> u64 {
     size.div_ceil(CHUNK)
 }
 
 /// Where chunk `index` starts.
-pub(crate) fn chunk_offset(index: u64) -> u64 {
+pub fn chunk_offset(index: u64) -> u64 {
     index.saturating_mul(CHUNK)
 }
 
 /// The length of chunk `index` of a file of `size` bytes, if the file has that chunk.
-pub(crate) fn chunk_len(size: u64, index: u64) -> Option<usize> {
+pub fn chunk_len(size: u64, index: u64) -> Option<usize> {
     let start = index.checked_mul(CHUNK)?;
     if start >= size {
         return None;

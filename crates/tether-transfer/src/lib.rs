@@ -181,7 +181,7 @@ mod throttle;
 mod tree;
 
 pub use abort::AbortCode;
-pub use chunk::CHUNK_SIZE;
+pub use chunk::{CHUNK_SIZE, chunk_count, chunk_len, chunk_offset};
 pub use collect::{
     Collected, DEFAULT_LEFTOVER_IDLE, Leftover, Leftovers, Reason, is_leftover_name,
 };
@@ -200,7 +200,7 @@ pub use progress::{
 };
 pub use pull::{DECLINE_WRITE_TIMEOUT, IncomingPull, PulledEntry, request_pull};
 pub use receive::{Hello, IncomingLane, IncomingOffer, Receiver, read_hello};
-pub use source::{EntryResolver, OutgoingTransfer, entry_id};
+pub use source::{EntryResolver, FileHashes, OutgoingTransfer, entry_id, file_hashes};
 pub use storage::{
     BudgetRefusal, DEFAULT_RESERVE_MOST, DEFAULT_RESERVE_PERCENT, NoBudget, NoQuota, QuotaRefusal,
     ReceiveBudget, Reserve, StorageQuota,
@@ -208,3 +208,4 @@ pub use storage::{
 pub use tether_crypto::TransferCipher;
 pub use throttle::{RateLimiter, TokenBucket};
 pub use tokio_util::sync::CancellationToken;
+pub use tree::{chunk_hash, root_hash};

@@ -275,6 +275,35 @@ fn child_entry_id(parent: Uuid, name: &str) -> Uuid {
     Uuid::from_bytes(bytes)
 }
 
+/// The chunk hashes of the file at `path`, as a sender computes them (on up to 4 threads for a
+/// large file; read again if the file changes while being read): one 32-byte hash per
+/// [`CHUNK_SIZE`](crate::CHUNK_SIZE) chunk, each checkable on its own with [`chunk_hash`](crate::chunk_hash).
+/// Blocking: call it off the async runtime.
+pub fn file_hashes(path: &Path) -> Result<FileHashes, TransferError> {
+    let hashed = hash_file(path)?;
+    Ok(FileHashes {
+        hashes: hashed.hashes,
+        root: hashed.root,
+        size: hashed.size,
+        modified: hashed.modified,
+    })
+}
+
+/// A file's chunk hashes, whole-file BLAKE3 hash ([`root_hash`](crate::root_hash) of the chunk hashes), size
+/// and modification time, read consistently ([`file_hashes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FileHashes {
+    /// One hash per chunk, in order.
+    pub hashes: Vec<ChunkHash>,
+    /// The file's BLAKE3 hash.
+    pub root: [u8; 32],
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its modification time, where the file system keeps one.
+    pub modified: Option<SystemTime>,
+}
+
 /// A file's chunk hashes, hash, size and modification time, read consistently.
 struct Hashed {
     hashes: Vec<ChunkHash>,

@@ -32,7 +32,7 @@ use crate::chunk::CHUNK_SIZE;
 
 /// The hash of chunk `index` of a file of `size` bytes whose bytes are `data`. `None` if `data`
 /// is not exactly that chunk's length.
-pub(crate) fn chunk_hash(size: u64, index: u64, data: &[u8]) -> Option<ChunkHash> {
+pub fn chunk_hash(size: u64, index: u64, data: &[u8]) -> Option<ChunkHash> {
     if chunk_len(size, index)? != data.len() {
         return None;
     }
@@ -47,7 +47,7 @@ pub(crate) fn chunk_hash(size: u64, index: u64, data: &[u8]) -> Option<ChunkHash
 
 /// The file hash the chunk hashes add up to: `hashes` must hold one hash per chunk, in order.
 /// For an empty list this is the hash of the empty file.
-pub(crate) fn root_hash(hashes: &[ChunkHash]) -> [u8; 32] {
+pub fn root_hash(hashes: &[ChunkHash]) -> [u8; 32] {
     match hashes {
         [] => *blake3::hash(b"").as_bytes(),
         [only] => *only,

@@ -115,6 +115,18 @@ pub use tether_transfer::{
     TransferReport, Waiting,
 };
 pub use transfer::{TransferHandle, TransferOptions, lanes_for_round_trip};
+/// Files as chunks: the 256 KiB chunks and per-chunk BLAKE3 hashes transfers verify with, for a
+/// protocol that serves or checks file bytes the same way (each chunk's hash is a subtree of the
+/// file's BLAKE3 tree, so the chunk hashes add up to the file's hash).
+pub mod chunks {
+    pub use tether_transfer::{
+        CHUNK_SIZE, FileHashes, chunk_count, chunk_hash, chunk_len, chunk_offset, file_hashes,
+        root_hash,
+    };
+}
+/// The entry id a path gets by default (a hash of its bytes), for apps whose
+/// [`ShareProvider`] names entries by their paths.
+pub use tether_transfer::entry_id;
 
 pub use tether_identity::{
     DeviceId, DeviceInfo, DeviceName, DeviceNameError, DeviceType, ErrorChain, NodeId, error_chain,

@@ -142,6 +142,15 @@ impl DeviceHandle {
         }
     }
 
+    /// Opens a connection to the device on a third-party protocol's ALPN (see
+    /// [`NetworkingService::connect_protocol`]).
+    pub async fn connect_protocol(
+        &self,
+        alpn: &[u8],
+    ) -> Result<tether_protocol::Connection, NetworkError> {
+        self.service.connect_protocol(self.node_id, alpn).await
+    }
+
     /// The state of the connection to the device: connecting, connected (in use), idle,
     /// closing or closed.
     pub fn connection_state(&self) -> ConnectionState {
