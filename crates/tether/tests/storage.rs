@@ -380,7 +380,7 @@ async fn a_push_over_a_bandwidth_quota_is_refused_before_it_starts_on_either_sid
     };
     assert_eq!(*code, AbortCode::BandwidthQuota);
     assert!(
-        message.contains("bandwidth quota") && message.contains(&format!("0 of {MIB} used")),
+        message.contains("bandwidth quota") && message.contains(&format!(" of {MIB} used")),
         "{message}"
     );
     assert!(
