@@ -243,13 +243,24 @@ pub struct BandwidthGrant {
 }
 
 impl BandwidthAccount {
-    /// Sets (or clears) the quota; the use starts over and the next use starts a period.
+    /// Sets (or clears) the quota. A new amount over the same kind of period keeps the
+    /// current period and what was used in it (raising a day's quota does not forgive the
+    /// day's use); a quota where there was none, another kind of period or no quota starts
+    /// over, and the next use starts a period.
     pub fn set_quota(&mut self, quota: Option<BandwidthQuota>) {
-        *self = BandwidthAccount {
-            quota,
-            used: 0,
-            period_start_ms: None,
-        };
+        let same_period = matches!(
+            (self.quota, quota),
+            (Some(old), Some(new)) if old.period == new.period
+        );
+        if same_period {
+            self.quota = quota;
+        } else {
+            *self = BandwidthAccount {
+                quota,
+                used: 0,
+                period_start_ms: None,
+            };
+        }
     }
 
     /// The account at `now`: a period that has ended is over (no use, no start).
@@ -484,7 +495,7 @@ mod tests {
     }
 
     #[test]
-    fn without_a_quota_nothing_is_counted_and_setting_one_starts_over() {
+    fn without_a_quota_nothing_is_counted_and_a_changed_quota_keeps_its_period() {
         let mut account = BandwidthAccount::default();
         assert_eq!(account.charge(u64::MAX, at(1)).unwrap().bytes, u64::MAX);
         assert_eq!(account, BandwidthAccount::default());
@@ -492,8 +503,18 @@ mod tests {
         account.charge(10, at(1)).unwrap();
         let refused = account.admit(1, at(2)).unwrap_err();
         assert_eq!(refused.resets_at, at(1 + 7 * 24 * 3600));
+        // Raised within the same kind of period: what was used stays used, the period runs on.
         account.set_quota(Some(BandwidthQuota::new(20, QuotaPeriod::Week)));
-        assert_eq!(account.usage(at(2)).used, 0);
+        assert_eq!(account.usage(at(2)).used, 10);
+        assert_eq!(account.usage(at(2)).resets_at, Some(at(1 + 7 * 24 * 3600)));
+        assert_eq!(account.charge(15, at(3)).unwrap().bytes, 10);
+        // Another kind of period, or no quota and a new one, starts over.
+        account.set_quota(Some(BandwidthQuota::new(20, QuotaPeriod::Day)));
+        assert_eq!(account.usage(at(4)).used, 0);
+        account.charge(5, at(4)).unwrap();
+        account.set_quota(None);
+        account.set_quota(Some(BandwidthQuota::new(20, QuotaPeriod::Day)));
+        assert_eq!(account.usage(at(5)).used, 0);
         // A refusal before any use says a full period from now.
         let mut fresh = BandwidthAccount::default();
         fresh.set_quota(Some(BandwidthQuota::new(5, QuotaPeriod::Month)));

@@ -11,7 +11,7 @@ use crate::{BandwidthGrant, BandwidthQuota, BandwidthRefusal, QuotaDirection, Re
 
 impl DeviceRegistry {
     /// Sets (or clears, with `None`) the bandwidth quota of one direction for a paired device;
-    /// its use starts over and its next use starts a period.
+    /// see [`crate::BandwidthAccount::set_quota`] for when its use and period carry over.
     pub fn set_bandwidth_quota(
         &self,
         node_id: NodeId,

@@ -31,8 +31,10 @@ impl TransferQuotas {
 
 impl NetworkingService {
     /// Sets (`Some`) or clears (`None`) a paired device's bandwidth quota for one direction:
-    /// at most so many bytes on the wire of transfers per period. Stored with the device; the
-    /// use starts over and the next transfer starts a period (it resets one period later).
+    /// at most so many bytes on the wire of transfers per period. Stored with the device. A new
+    /// amount over the same period keeps the period and its use; another period, or a quota
+    /// where there was none, starts over, and the next transfer starts a period (it resets
+    /// one period later).
     /// A transfer that would pass it is refused before it starts, one that reaches it stops,
     /// both with [`NetworkError::BandwidthQuota`].
     pub fn set_bandwidth_quota(
