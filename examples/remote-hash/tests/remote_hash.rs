@@ -113,7 +113,7 @@ async fn submit(
     let inputs = [input.to_path_buf()];
     // Right after a restart this side may still dial the old port (the loopback discovery
     // sees the new one within a quarter second): connect again with fresh addresses.
-    let deadline = Instant::now() + WITHIN;
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let attempt = tether_jobs::submit(
             me,
@@ -123,7 +123,7 @@ async fn submit(
             &inputs,
             options.clone(),
         );
-        match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+        match tokio::time::timeout(Duration::from_secs(12), attempt).await {
             Ok(Ok(handle)) => return handle,
             Ok(Err(JobError::Network(error))) if Instant::now() < deadline => {
                 eprintln!("not connected yet: {error}");
@@ -175,6 +175,13 @@ async fn a_killed_worker_fails_the_job_cleanly_and_a_retry_succeeds() {
         "noticed after {noticed:?}"
     );
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+
+    // This side's pooled link to the killed worker is idle, so nothing has noticed it is dead:
+    // a ping puts it in use, and its liveness probe closes it within seconds.
+    let ping = tether::NetworkMessage::Ping(tether::Ping { timestamp_ms: 1 });
+    let pinged =
+        tokio::time::timeout(WITHIN, me.device(worker_id).unwrap().send_message(ping)).await;
+    eprintln!("ping to the killed worker: {pinged:?}");
 
     // Back up (same keys, same pairing, a new port): the retry runs to the end.
     let mut worker = Worker::spawn(root.path(), false);
