@@ -1,4 +1,5 @@
-//! Arbitrary bytes into the job protocol's message decoder (`tether-jobs`).
+//! Arbitrary bytes into the job protocol's message decoder (`tether-jobs`'s `wire.rs`,
+//! compiled here from its own file so the fuzz build does not need the facade and iroh).
 //!
 //! Input: one message body (what follows the `u32` length on a job connection's control
 //! stream). Checks: no panic; whatever decodes is within its caps, and re-encodes to bytes that
@@ -7,7 +8,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tether_jobs::{MAX_MESSAGE_LEN, decode_message, encode_message};
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../crates/tether-jobs/src/wire.rs"]
+mod wire;
+
+use wire::{MAX_MESSAGE_LEN, decode_message, encode_message};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(message) = decode_message(data) else {
