@@ -47,5 +47,7 @@ pub use http::{HttpServer, MAX_HTTP_CONNECTIONS};
 pub use owner::{StreamLimits, StreamServer};
 pub use reader::{OpenRemote, ReaderOptions, RemoteFile};
 
+const _: () = assert!(wire::MAX_CHUNK_LEN == tether::chunks::CHUNK_SIZE);
+
 /// The protocol's ALPN, with its version.
 pub const STREAM_ALPN: &[u8] = b"tether-stream/1";

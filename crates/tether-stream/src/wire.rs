@@ -16,19 +16,22 @@
 //! | chunk | `0x83`, chunk `u64`, length `u32`, the bytes |
 //! | refused | `0xff`, [`Refusal`] code `u8` |
 //!
-//! Every length is checked against its cap ([`MAX_HASHES_PER_PAGE`], [`CHUNK_SIZE`]) before
+//! Every length is checked against its cap ([`MAX_HASHES_PER_PAGE`], [`MAX_CHUNK_LEN`]) before
 //! anything is allocated, and a message must be exactly as long as its fields say.
 
 use bytes::Bytes;
-use tether::chunks::CHUNK_SIZE;
 use uuid::Uuid;
 
+/// The longest chunk in an answer: tether's `CHUNK_SIZE` (256 KiB; the crate checks they
+/// agree). Spelled out so this module stands alone (the fuzz target builds it without the
+/// facade).
+pub const MAX_CHUNK_LEN: u32 = 256 * 1024;
 /// The most chunk hashes one answer carries (128 KiB of hashes, 1 GiB of file).
 pub const MAX_HASHES_PER_PAGE: u32 = 4096;
 /// The longest request.
 pub const MAX_REQUEST_LEN: usize = 1 + 16 + 32 + 8 + 4;
 /// The longest response: a full chunk and its header.
-pub const MAX_RESPONSE_LEN: usize = 1 + 8 + 4 + CHUNK_SIZE as usize;
+pub const MAX_RESPONSE_LEN: usize = 1 + 8 + 4 + MAX_CHUNK_LEN as usize;
 
 const OPEN: u8 = 0x01;
 const HASHES: u8 = 0x02;
@@ -89,7 +92,7 @@ pub enum Response {
     Chunk {
         /// Its index.
         index: u64,
-        /// Its bytes, at most [`CHUNK_SIZE`].
+        /// Its bytes, at most [`MAX_CHUNK_LEN`].
         data: Bytes,
     },
     /// The owner will not answer this request.
@@ -296,7 +299,7 @@ impl Response {
             CHUNK => {
                 let index = input.u64()?;
                 let len = input.u32()?;
-                if len > CHUNK_SIZE {
+                if len > MAX_CHUNK_LEN {
                     return Err(WireError::TooLong);
                 }
                 let start = bytes.len() - input.0.len();
@@ -437,7 +440,7 @@ mod tests {
         assert_eq!(Response::decode(&page.into()), Err(WireError::TooLong));
         let mut chunk = vec![CHUNK];
         chunk.extend_from_slice(&0u64.to_be_bytes());
-        chunk.extend_from_slice(&(CHUNK_SIZE + 1).to_be_bytes());
+        chunk.extend_from_slice(&(MAX_CHUNK_LEN + 1).to_be_bytes());
         assert_eq!(Response::decode(&chunk.into()), Err(WireError::TooLong));
         let mut short = Response::Chunk {
             index: 0,
