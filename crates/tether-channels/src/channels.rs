@@ -5,114 +5,24 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use parking_lot::Mutex;
 use tether::{
-    Connection, Hlc, HlcError, NetworkEvent, NetworkProtocol, NetworkingService, NodeId,
+    Connection, Hlc, NetworkEvent, NetworkProtocol, NetworkingService, NodeId,
     PairedPeer, ProtocolError, TrustLevel,
 };
 use tokio::sync::broadcast;
 
-use crate::link::{CLOSE_REVOKED, Link};
+use crate::error::ChannelError;
+use crate::event::ChannelEvent;
+use crate::limits::ChannelLimits;
+use crate::peer::{CLOSE_REVOKED, Link};
 use crate::store::{Batch, Store, StoreError};
-use crate::topic::{ChannelMessage, Delivery, HistoryLimits, Outcome, TopicLog};
+use crate::topic::{ChannelMessage, Delivery, Outcome, TopicLog};
 use crate::wire::{Cursor, Frame, MAX_MESSAGE_LEN, valid_topic};
 
 /// The channel protocol's ALPN.
 pub const CHANNEL_ALPN: &[u8] = b"tether-channel/1";
-
-/// How much a paired device may make this one hold, and how long it may keep us waiting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ChannelLimits {
-    /// The most topics one device may subscribe to on one link (and this device to at once).
-    pub topics_per_device: usize,
-    /// The most frames queued for one subscriber; a subscriber that lets more pile up is
-    /// dropped (its link closed), never buffered without bound.
-    pub queue: usize,
-    /// How long one frame may take to write to a subscriber before it is dropped.
-    pub write_deadline: Duration,
-    /// How long the rest of a frame may take once its first byte came.
-    pub frame_deadline: Duration,
-    /// The history kept per topic, and the messages kept waiting for a gap.
-    pub history: HistoryLimits,
-}
-
-impl Default for ChannelLimits {
-    fn default() -> Self {
-        Self {
-            topics_per_device: 64,
-            queue: 256,
-            write_deadline: Duration::from_secs(5),
-            frame_deadline: Duration::from_secs(10),
-            history: HistoryLimits::default(),
-        }
-    }
-}
-
-/// What a subscription hears.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ChannelEvent {
-    /// A message, once, after every earlier one from its sender.
-    Message(ChannelMessage),
-    /// Messages from `sender` that nobody who answered still holds: they will not come.
-    Gap {
-        /// Whose messages.
-        sender: NodeId,
-        /// The first missing sequence number.
-        first: u64,
-        /// The last missing sequence number.
-        last: u64,
-    },
-    /// A device subscribed to the topic (or was subscribed when this device joined).
-    Joined {
-        /// Who.
-        device: NodeId,
-    },
-    /// A device left the topic: it unsubscribed, its connection dropped, or it was unpaired
-    /// or blocked.
-    Left {
-        /// Who.
-        device: NodeId,
-    },
-    /// This subscription fell behind and missed `missed` events.
-    Lagged {
-        /// How many.
-        missed: u64,
-    },
-}
-
-/// Why a channel call failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ChannelError {
-    /// [`Channels::attach`] has not been called, or the service shut down.
-    #[error("the channels are not attached to a running service")]
-    NotAttached,
-    /// The topic name is empty, too long, or holds control characters.
-    #[error("a topic is 1 to 64 bytes of text without control characters")]
-    BadTopic,
-    /// This device already subscribes to the topic.
-    #[error("already subscribed to this topic")]
-    AlreadySubscribed,
-    /// This device subscribes to as many topics as it may.
-    #[error("subscribed to {0} topics, the most allowed")]
-    TooManyTopics(usize),
-    /// The message is larger than [`MAX_MESSAGE_LEN`].
-    #[error("a message of {len} bytes is over the cap of {MAX_MESSAGE_LEN}")]
-    TooLarge {
-        /// Its size.
-        len: usize,
-    },
-    /// The clock cannot stamp the message.
-    #[error("cannot stamp the message")]
-    Clock(#[from] HlcError),
-    /// The channels' file failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
 
 /// Live channels among paired devices. Cheap to clone; clones share everything.
 ///
@@ -245,7 +155,7 @@ impl Channels {
             .topics
             .insert(topic.to_owned(), Subscribed { log, events });
         drop(state);
-        crate::link::close_slow(&slow);
+        crate::peer::close_slow(&slow);
         Ok(Subscription {
             channels: self.clone(),
             topic: topic.to_owned(),
@@ -283,7 +193,7 @@ impl Channels {
             }
         }
         drop(state);
-        crate::link::close_slow(&slow);
+        crate::peer::close_slow(&slow);
         Ok(message)
     }
 
@@ -618,7 +528,7 @@ impl NetworkProtocol for Channels {
         };
         for link in links {
             link.connection
-                .close(crate::link::CLOSE_DONE.into(), b"shutting down");
+                .close(crate::peer::CLOSE_DONE.into(), b"shutting down");
         }
         self.inner.tasks.lock().abort_all();
         *self.inner.service.lock() = None;

@@ -31,14 +31,19 @@
 //! ```
 
 mod channels;
+mod error;
+mod event;
+mod limits;
 mod link;
+mod peer;
 mod store;
 mod topic;
 pub mod wire;
 
-pub use channels::{
-    CHANNEL_ALPN, ChannelError, ChannelEvent, ChannelLimits, Channels, Subscription,
-};
-pub use link::{CLOSE_DONE, CLOSE_REVOKED, CLOSE_SLOW, CLOSE_VIOLATION};
+pub use channels::{CHANNEL_ALPN, Channels, Subscription};
+pub use error::ChannelError;
+pub use event::ChannelEvent;
+pub use limits::ChannelLimits;
+pub use peer::{CLOSE_DONE, CLOSE_REVOKED, CLOSE_SLOW, CLOSE_VIOLATION};
 pub use store::{FILE_NAME, StoreError};
 pub use topic::{ChannelMessage, Delivery, HistoryLimits, Outcome, TopicLog};

@@ -324,6 +324,56 @@ mod tests {
         ));
     }
 
+    /// The fuzz target's seeds (`fuzz/seeds/channel_frame`): one stream of every frame kind,
+    /// and each frame alone. `TETHER_BLESS=1` writes them; otherwise they must be current.
+    #[test]
+    fn fuzz_seeds_are_current() {
+        let frames = [
+            Frame::Hello { version: VERSION },
+            Frame::Subscribe {
+                topic: "kitchen".to_owned(),
+                cursors: vec![Cursor {
+                    sender: [1; 32],
+                    seq: 9,
+                }],
+            },
+            message(b"out of milk".to_vec()),
+            Frame::Floor {
+                topic: "kitchen".to_owned(),
+                seq: 4,
+            },
+            Frame::Unsubscribe {
+                topic: "kitchen".to_owned(),
+            },
+        ];
+        let mut seeds: Vec<(String, Vec<u8>)> = frames
+            .iter()
+            .enumerate()
+            .map(|(i, frame)| (format!("frame_{i}.bin"), frame.encode()))
+            .collect();
+        seeds.push((
+            "stream.bin".to_owned(),
+            frames.iter().flat_map(Frame::encode).collect(),
+        ));
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/channel_frame");
+        let bless = std::env::var_os("TETHER_BLESS").is_some();
+        if bless {
+            std::fs::create_dir_all(&dir).unwrap();
+        }
+        for (name, bytes) in seeds {
+            let path = dir.join(name);
+            if bless {
+                std::fs::write(&path, &bytes).unwrap();
+            }
+            assert_eq!(
+                std::fs::read(&path).ok(),
+                Some(bytes),
+                "{} is stale; regenerate with TETHER_BLESS=1 cargo test -p tether-channels --lib fuzz_seeds",
+                path.display()
+            );
+        }
+    }
+
     #[test]
     fn the_largest_message_fits_in_a_frame() {
         let frame = message(vec![0xff; MAX_MESSAGE_LEN]);
