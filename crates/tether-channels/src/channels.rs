@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use tether::{
-    Connection, Hlc, NetworkEvent, NetworkProtocol, NetworkingService, NodeId,
-    PairedPeer, ProtocolError, TrustLevel,
+    Connection, Hlc, NetworkEvent, NetworkProtocol, NetworkingService, NodeId, PairedPeer,
+    ProtocolError, TrustLevel,
 };
 use tokio::sync::broadcast;
 

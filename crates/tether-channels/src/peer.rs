@@ -46,4 +46,3 @@ pub(crate) fn close_slow(connections: &[Connection]) {
         connection.close(CLOSE_SLOW.into(), b"too slow");
     }
 }
-

@@ -355,7 +355,8 @@ mod tests {
             "stream.bin".to_owned(),
             frames.iter().flat_map(Frame::encode).collect(),
         ));
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/channel_frame");
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/channel_frame");
         let bless = std::env::var_os("TETHER_BLESS").is_some();
         if bless {
             std::fs::create_dir_all(&dir).unwrap();

@@ -24,7 +24,8 @@ pub(crate) struct ChannelArgs {
 
 /// The channels of the node in `data_dir`: served by `tether up` and `tether channel`.
 pub(crate) fn open(node: &NetworkingService, data_dir: &Path) -> Result<Channels> {
-    let channels = Channels::open(&data_dir.join("channels")).context("cannot open the channels")?;
+    let channels =
+        Channels::open(&data_dir.join("channels")).context("cannot open the channels")?;
     node.register_protocol(channels.clone())?;
     channels.attach(node);
     Ok(channels)
@@ -85,7 +86,10 @@ fn name_of(node: &NetworkingService, device: NodeId) -> String {
     node.device(device)
         .ok()
         .and_then(|handle| handle.info())
-        .map_or_else(|| device.fmt_short(), |info| info.info.device_name.to_string())
+        .map_or_else(
+            || device.fmt_short(),
+            |info| info.info.device_name.to_string(),
+        )
 }
 
 fn show(node: &NetworkingService, event: &ChannelEvent, out: Output) {
