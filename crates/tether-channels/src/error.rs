@@ -9,7 +9,7 @@ use crate::wire::MAX_MESSAGE_LEN;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ChannelError {
-    /// [`Channels::attach`] has not been called, or the service shut down.
+    /// [`Channels::attach`](crate::Channels::attach) has not been called, or the service shut down.
     #[error("the channels are not attached to a running service")]
     NotAttached,
     /// The topic name is empty, too long, or holds control characters.
