@@ -13,7 +13,13 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use tether_channels::wire::{Frame, read_frame};
+// The decoder's own file, with the HLC it names at this crate's root (as in tether-channels):
+// the fuzz build needs neither the facade nor iroh.
+use tether_wire::Hlc;
+#[path = "../../crates/tether-channels/src/wire.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod wire;
+use wire::{Frame, read_frame};
 
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();

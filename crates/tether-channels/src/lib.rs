@@ -41,9 +41,11 @@ mod topic;
 pub mod wire;
 
 pub use channels::{CHANNEL_ALPN, Channels, Subscription};
+// The HLC `wire` stamps messages with (the facade's), named at the root for it.
 pub use error::ChannelError;
 pub use event::ChannelEvent;
 pub use limits::ChannelLimits;
 pub use peer::{CLOSE_DONE, CLOSE_REVOKED, CLOSE_SLOW, CLOSE_VIOLATION};
 pub use store::{FILE_NAME, StoreError};
+use tether::Hlc;
 pub use topic::{ChannelMessage, Delivery, HistoryLimits, Outcome, TopicLog};

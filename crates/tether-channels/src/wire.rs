@@ -6,8 +6,11 @@
 //! count) before anyone acts on it.
 
 use serde::{Deserialize, Serialize};
-use tether::Hlc;
 use tokio::io::{AsyncRead, AsyncReadExt};
+
+// The facade's HLC, through the crate root: the fuzz target compiles this file on its own,
+// with `tether_wire::Hlc` at its root, so it does not build the facade and iroh.
+use super::Hlc;
 
 /// The protocol's version, sent in [`Frame::Hello`].
 pub const VERSION: u16 = 1;
