@@ -20,6 +20,7 @@ use crate::send::SendRequest;
 /// The pause between two pings of `tether ping`.
 const PING_GAP: Duration = Duration::from_millis(100);
 
+pub(crate) mod channel;
 mod history;
 mod pairing;
 mod queue;

@@ -111,6 +111,8 @@ enum Command {
     Send(SendArgs),
     /// Send a short text (`-`: from stdin) to a paired device.
     Text(TextArgs),
+    /// A live channel: lines typed here go to the paired devices on TOPIC.
+    Channel(commands::channel::ChannelArgs),
     /// Time encrypted pings to a paired device (which must be up).
     Ping(PingArgs),
     /// Unpair a device: forget its secret and refuse it from now on.
@@ -329,6 +331,7 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
         Command::Demo(args) => return demo::run(args, &out).await,
         Command::Init(args) => return node::init(&settings, args, out).await,
         Command::Up(args) => return node::up(&settings, args, out).await,
+        Command::Channel(args) => return commands::channel::run(&settings, args, out).await,
         Command::Key(args) => return key::run(&settings, args, out).await,
         Command::Stream(args) => return commands::stream::run(&settings, args, out).await,
         Command::Id => Request::Id,

@@ -171,6 +171,8 @@ async fn serve(
     let node = start_node(config).await?;
     node.register_protocol(streams)?;
     consent.attach(node.clone());
+    // Paired devices' channels reach this node too (`tether channel` on theirs).
+    let _channels = commands::channel::open(&node, dir)?;
     let mut events = node.subscribe();
     let addr = node.addr();
     let info = node.device_info();

@@ -1,8 +1,9 @@
 //! `tether text` between two `tether up` nodes in their own processes (`--local-only`): the
 //! text arrives as the receiving node's `text` line and the command exits 0 only then; stdin
 //! (`-`) and the 64 KiB cap; `--clipboard` without a display says why once and still shows
-//! texts; and under an X server (the session's own, else one `xvfb-run` starts) a received
-//! text is on the clipboard for another process (`xclip`) to read.
+//! texts; under an X server (the session's own, else one `xvfb-run` starts) a received text
+//! is on the clipboard for another process (`xclip`) to read. And `tether channel` between two
+//! processes: lines typed on one appear on the other.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -19,7 +20,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::event;
-use common::node::{Running, check, pair, tether, two_devices, up, up_with};
+use common::node::{FINISH, Running, check, pair, tether, two_devices, up, up_with};
 
 /// The protocol's cap on one text (`tether::limits::MAX_TEXT_LEN`).
 const MAX_TEXT_LEN: usize = 64 << 10;
@@ -222,4 +223,52 @@ fn a_received_text_is_on_the_clipboard_for_another_process() {
     assert_eq!(shown["clipboard"], true, "{shown}");
     // Read by another process while the node serves the selection.
     assert_eq!(display.clipboard_once(secret), secret);
+}
+
+/// `tether channel TOPIC` in two processes of their own (no `tether up`): a line typed on
+/// one device's standard input is shown by the other with its name, both ways; presence
+/// comes and goes; and standard input's end leaves the channel.
+#[test]
+fn lines_typed_in_a_channel_appear_on_the_other_device() {
+    let pair_dirs = two_devices();
+    let rt = pair_dirs.runtime.path();
+    let (desk, laptop) = (&pair_dirs.desk, &pair_dirs.laptop);
+    {
+        let _desk_up = up(rt, desk);
+        let _laptop_up = up(rt, laptop);
+        pair(rt, desk, laptop, true);
+    }
+    let channel = |data: &Path| {
+        let mut command = tether(rt, data, &["channel", "kitchen"]);
+        command.stdin(Stdio::piped());
+        let mut running = Running::spawn(command);
+        let stdin = running.child.stdin.take().unwrap();
+        running.wait_for("subscribed");
+        (running, stdin)
+    };
+    let (desk_channel, mut desk_stdin) = channel(desk);
+    let (laptop_channel, mut laptop_stdin) = channel(laptop);
+    assert_eq!(desk_channel.wait_for("joined")["name"], "laptop");
+    assert_eq!(laptop_channel.wait_for("joined")["name"], "desk");
+
+    writeln!(laptop_stdin, "milk is out").unwrap();
+    let shown = desk_channel.wait_for("message");
+    assert_eq!(shown["name"], "laptop");
+    assert_eq!(shown["text"], "milk is out");
+    assert_eq!(shown["seq"], 1);
+    writeln!(desk_stdin, "buying some \u{1b}[31m").unwrap();
+    writeln!(desk_stdin, "and eggs").unwrap();
+    let first = laptop_channel.wait_for("message");
+    assert_eq!(first["name"], "desk");
+    assert_eq!(first["text"], "buying some \u{1b}[31m");
+    assert_eq!(laptop_channel.wait_for("message")["text"], "and eggs");
+
+    // The laptop leaves (end of input); the desk sees it go.
+    drop(laptop_stdin);
+    let (status, _) = laptop_channel.wait(FINISH);
+    assert!(status.success(), "{status}");
+    assert_eq!(desk_channel.wait_for("left")["name"], "laptop");
+    drop(desk_stdin);
+    let (status, _) = desk_channel.wait(FINISH);
+    assert!(status.success(), "{status}");
 }
