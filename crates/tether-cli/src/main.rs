@@ -119,7 +119,7 @@ enum Command {
     Unpair(DeviceArgs),
     /// Let a paired device send files here without asking, or not.
     Trust(TrustArgs),
-    /// Show or set bandwidth quotas per device: --send 20GiB/day, --receive off.
+    /// Show or set bandwidth quotas per device (--send 20GiB/day).
     Quota(commands::QuotaArgs),
     /// Remove what interrupted transfers left (idle or unpaired)
     Gc(GcArgs),

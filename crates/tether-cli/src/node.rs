@@ -60,7 +60,7 @@ pub(crate) struct UpArgs {
     /// Remove partial files idle for DAYS [default: 7]
     #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u64).range(1..=36_500))]
     leftover_days: Option<u64>,
-    /// Share FILE with paired devices, to stream (repeatable)
+    /// Share FILE with paired devices (repeatable)
     #[arg(long, value_name = "FILE")]
     share: Vec<PathBuf>,
 }

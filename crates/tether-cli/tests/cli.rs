@@ -350,6 +350,9 @@ fn help_fits_80_columns_and_lists_exit_codes() {
         "queue cancel",
         "key",
         "key protect",
+        "quota",
+        "stream",
+        "channel",
     ] {
         let mut tether = bare(runtime.path());
         tether.args(command.split_whitespace());

@@ -17,13 +17,13 @@ use crate::output::Sink;
 /// `tether quota`'s arguments.
 #[derive(Debug, Args)]
 pub(crate) struct QuotaArgs {
-    /// The device: its name, device id or the start of its node id [default: all]
+    /// The device: name, device id or start of node id [default: all]
     pub(crate) device: Option<String>,
-    /// At most this much sent to it per period (e.g. 20GiB/day, 500MB/week), or `off`
-    #[arg(long, value_name = "RATE/PERIOD|off", value_parser = parse_setting, requires = "device")]
+    /// Most sent to it a period: 20GiB/day, 500MB/week; off
+    #[arg(long, value_name = "QUOTA", value_parser = parse_setting, requires = "device")]
     pub(crate) send: Option<QuotaSetting>,
-    /// At most this much received from it per period (e.g. 100GiB/month), or `off`
-    #[arg(long, value_name = "RATE/PERIOD|off", value_parser = parse_setting, requires = "device")]
+    /// Most received from it a period: 100GiB/month; off
+    #[arg(long, value_name = "QUOTA", value_parser = parse_setting, requires = "device")]
     pub(crate) receive: Option<QuotaSetting>,
 }
 

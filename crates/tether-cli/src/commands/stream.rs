@@ -30,7 +30,7 @@ pub(crate) struct StreamArgs {
     device: String,
     /// The file's path on that device, as its `tether up --share` shows it.
     path: PathBuf,
-    /// Serve on 127.0.0.1:P [default: any free port]
+    /// Serve on 127.0.0.1:P (0: any free port)
     #[arg(long, value_name = "P", default_value_t = 0)]
     port: u16,
 }
