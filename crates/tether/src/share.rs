@@ -140,14 +140,8 @@ impl Sharing {
                 .decline(AbortCode::Busy, "too many pulls at once; ask again later")
                 .await;
             let reason = "too many pulls at once".to_owned();
-            let outcome = TransferOutcome::Refused {
-                reason: reason.clone(),
-            };
-            let event = PullEvent::Failed {
-                from,
-                entry_id,
-                reason,
-            };
+            let outcome = refused(&reason);
+            let event = failed(from, entry_id, reason);
             self.end(draft, event, outcome).await;
             return;
         };
@@ -163,37 +157,17 @@ impl Sharing {
                     .await;
                 let outcome = TransferOutcome::of(Err(&error));
                 let reason = error_chain(&error);
-                let event = PullEvent::Failed {
-                    from,
-                    entry_id,
-                    reason,
-                };
+                let event = failed(from, entry_id, reason);
                 self.end(draft, event, outcome).await;
                 return;
             }
         };
-        if let Err(exceeded) = self
-            .meters
-            .admit(from, QuotaDirection::Send, outgoing.total_bytes())
-        {
+        if let Some((told, reason)) = self.over_quota(from, outgoing.total_bytes()) {
             info!(peer = %short(&from), %entry_id, "refused a pull: over the send quota");
-            let told = format!(
-                "over the sharer's send quota for this device: {} of {} used; resets {}",
-                ByteSize(exceeded.used),
-                exceeded.quota,
-                UtcMinute(exceeded.resets_at)
-            );
             let _ = pull.decline(AbortCode::BandwidthQuota, &told).await;
-            let reason = exceeded.to_string();
-            let outcome = TransferOutcome::Refused {
-                reason: reason.clone(),
-            };
-            let event = PullEvent::Failed {
-                from,
-                entry_id,
-                reason,
-            };
-            self.end(draft, event, outcome).await;
+            let outcome = refused(&reason);
+            self.end(draft, failed(from, entry_id, reason), outcome)
+                .await;
             return;
         }
         let transfer_id = outgoing.transfer_id();
@@ -206,17 +180,26 @@ impl Sharing {
                     reason: reason.clone(),
                     resumable: false,
                 };
-                let event = PullEvent::Failed {
-                    from,
-                    entry_id,
-                    reason,
-                };
+                let event = failed(from, entry_id, reason);
                 self.end(draft, event, outcome).await;
                 return;
             }
         };
         let draft = draft.size(OfferSize::of(&outgoing));
         self.send(link, pull, outgoing, context, draft).await;
+    }
+
+    /// What to tell a device whose pull of `bytes` would pass this device's send quota for
+    /// it, and the reason to record; `None` when it fits.
+    fn over_quota(&self, from: NodeId, bytes: u64) -> Option<(String, String)> {
+        let exceeded = self.meters.admit(from, QuotaDirection::Send, bytes).err()?;
+        let told = format!(
+            "over the sharer's send quota for this device: {} of {} used; resets {}",
+            ByteSize(exceeded.used),
+            exceeded.quota,
+            UtcMinute(exceeded.resets_at)
+        );
+        Some((told, exceeded.to_string()))
     }
 
     /// Records how a pull ended in the history, then tells the app.
@@ -305,5 +288,21 @@ impl Drop for PullSlot<'_> {
                 serving.remove(&self.from);
             }
         }
+    }
+}
+
+/// A pull that failed, as the app hears it.
+fn failed(from: NodeId, entry_id: Uuid, reason: String) -> PullEvent {
+    PullEvent::Failed {
+        from,
+        entry_id,
+        reason,
+    }
+}
+
+/// A pull refused for `reason`, as the history records it.
+fn refused(reason: &str) -> TransferOutcome {
+    TransferOutcome::Refused {
+        reason: reason.to_owned(),
     }
 }

@@ -15,8 +15,9 @@ use tether_iroh::ConnectionInfo;
 use tether_protocol::{RecvStream, SendStream};
 use tether_registry::QuotaDirection;
 use tether_transfer::{
-    CancellationToken, Direction, Hello, OutgoingTransfer, Receiver, RunContext, SendOptions,
-    SendTally, TransferCipher, TransferError, TransferEvent, TransferReport,
+    ByteStream, CancellationToken, Direction, Hello, IncomingOffer, OutgoingTransfer, Receiver,
+    RunContext, SendOptions, SendTally, TransferCipher, TransferError, TransferEvent,
+    TransferReport,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
@@ -357,59 +358,7 @@ pub(crate) async fn serve_stream(
     };
     match receiver {
         (Hello::Offer(offer), receiver) => {
-            let from = link.node_id;
-            let transfer_id = offer.transfer_id();
-            // Keys first: an offer this side cannot take is not announced.
-            let keys = if offer.encrypted() {
-                Some(link.transfer_keys(transfer_id)?)
-            } else {
-                None
-            };
-            let draft = Draft::start(registry, from, Direction::Receive, false)
-                .path(ConnectionInfo::of(&link.connection).path)
-                .size(OfferSize::offered(&offer));
-            let _ = events.send(NetworkEvent::TransferOffered {
-                from,
-                transfer_id,
-                entries: offer.entries(),
-                bytes: offer.total_bytes(),
-            });
-            // The receiver's progress, handed on as service events by a task of its own, so a
-            // burst (every file already in place on a resumed folder) is drained as it comes.
-            let (progress_tx, mut progress) = mpsc::channel(crate::event::EVENT_BUFFER);
-            let forward = {
-                let events = events.clone();
-                tokio::spawn(async move {
-                    while let Some(event) = progress.recv().await {
-                        let _ = events.send(NetworkEvent::IncomingTransfer { from, event });
-                    }
-                })
-            };
-            let mut context = RunContext::new().events(progress_tx);
-            if let Some(keys) = keys {
-                context = context.keys(keys);
-            }
-            let received = receiver
-                .receive(offer, from, context)
-                .await
-                .map_err(|error| link.explain(error));
-            // Every progress event is out before the end is reported, and the record is kept.
-            let _ = forward.await;
-            draft.record(received.as_ref()).await;
-            match received {
-                Ok(report) => Ok(Some(report)),
-                Err(error) => {
-                    if !matches!(error, TransferError::Declined(_)) {
-                        let _ = events.send(NetworkEvent::TransferFailed {
-                            from,
-                            transfer_id,
-                            reason: tether_identity::error_chain(&error),
-                            resumable: error.is_resumable(),
-                        });
-                    }
-                    Err(NetworkError::from(error))
-                }
-            }
+            receive_offer(link, offer, receiver, events, registry).await
         }
         (Hello::Lane(lane), receiver) => {
             receiver
@@ -420,6 +369,70 @@ pub(crate) async fn serve_stream(
         _ => {
             warn!(peer = %short(&link.node_id), "an unknown stream greeting");
             Ok(None)
+        }
+    }
+}
+
+/// Receives a transfer the peer offered: announced on `events`, keys derived from the link,
+/// the receiver's progress handed on, and its end recorded in `registry`'s history.
+async fn receive_offer<S: ByteStream>(
+    link: &Link,
+    offer: IncomingOffer<S>,
+    receiver: &Receiver,
+    events: &broadcast::Sender<NetworkEvent>,
+    registry: &tether_registry::DeviceRegistry,
+) -> Result<Option<TransferReport>, NetworkError> {
+    let from = link.node_id;
+    let transfer_id = offer.transfer_id();
+    // Keys first: an offer this side cannot take is not announced.
+    let keys = if offer.encrypted() {
+        Some(link.transfer_keys(transfer_id)?)
+    } else {
+        None
+    };
+    let draft = Draft::start(registry, from, Direction::Receive, false)
+        .path(ConnectionInfo::of(&link.connection).path)
+        .size(OfferSize::offered(&offer));
+    let _ = events.send(NetworkEvent::TransferOffered {
+        from,
+        transfer_id,
+        entries: offer.entries(),
+        bytes: offer.total_bytes(),
+    });
+    // The receiver's progress, handed on as service events by a task of its own, so a
+    // burst (every file already in place on a resumed folder) is drained as it comes.
+    let (progress_tx, mut progress) = mpsc::channel(crate::event::EVENT_BUFFER);
+    let forward = {
+        let events = events.clone();
+        tokio::spawn(async move {
+            while let Some(event) = progress.recv().await {
+                let _ = events.send(NetworkEvent::IncomingTransfer { from, event });
+            }
+        })
+    };
+    let mut context = RunContext::new().events(progress_tx);
+    if let Some(keys) = keys {
+        context = context.keys(keys);
+    }
+    let received = receiver
+        .receive(offer, from, context)
+        .await
+        .map_err(|error| link.explain(error));
+    // Every progress event is out before the end is reported, and the record is kept.
+    let _ = forward.await;
+    draft.record(received.as_ref()).await;
+    match received {
+        Ok(report) => Ok(Some(report)),
+        Err(error) => {
+            if !matches!(error, TransferError::Declined(_)) {
+                let _ = events.send(NetworkEvent::TransferFailed {
+                    from,
+                    transfer_id,
+                    reason: tether_identity::error_chain(&error),
+                    resumable: error.is_resumable(),
+                });
+            }
+            Err(NetworkError::from(error))
         }
     }
 }
