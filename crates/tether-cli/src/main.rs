@@ -336,14 +336,8 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
         Command::Stream(args) => return commands::stream::run(&settings, args, out).await,
         Command::Id => Request::Id,
         Command::Pair(args) => Request::Pair {
+            confirm: confirm_pairing(args.yes),
             ticket: args.ticket,
-            confirm: if args.yes {
-                commands::Confirm::Yes
-            } else if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-                commands::Confirm::Ask
-            } else {
-                commands::Confirm::Refuse
-            },
         },
         Command::Join(args) => Request::Join {
             code: code_input::read_code(args.from.as_deref())?,
@@ -397,6 +391,17 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
         },
     };
     node::dispatch(&settings, request, out).await
+}
+
+/// How `tether pair` confirms the joiner: `--yes`, else at the terminal, else not at all.
+fn confirm_pairing(yes: bool) -> commands::Confirm {
+    if yes {
+        commands::Confirm::Yes
+    } else if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        commands::Confirm::Ask
+    } else {
+        commands::Confirm::Refuse
+    }
 }
 
 /// The request `tether send` makes of a node.
