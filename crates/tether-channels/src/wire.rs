@@ -232,26 +232,31 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn frames_round_trip_through_a_stream() {
-        let frames = [
+    /// One frame of each kind, on `topic`, the message carrying `body`.
+    fn every_kind(topic: &str, body: &[u8]) -> [Frame; 5] {
+        [
             Frame::Hello { version: VERSION },
             Frame::Subscribe {
-                topic: "notes".to_owned(),
+                topic: topic.to_owned(),
                 cursors: vec![Cursor {
                     sender: [1; 32],
                     seq: 9,
                 }],
             },
-            message(b"hi".to_vec()),
+            message(body.to_vec()),
             Frame::Floor {
-                topic: "notes".to_owned(),
+                topic: topic.to_owned(),
                 seq: 4,
             },
             Frame::Unsubscribe {
-                topic: "notes".to_owned(),
+                topic: topic.to_owned(),
             },
-        ];
+        ]
+    }
+
+    #[tokio::test]
+    async fn frames_round_trip_through_a_stream() {
+        let frames = every_kind("notes", b"hi");
         let bytes: Vec<u8> = frames.iter().flat_map(Frame::encode).collect();
         let mut reader = bytes.as_slice();
         for frame in &frames {
@@ -331,24 +336,7 @@ mod tests {
     /// and each frame alone. `TETHER_BLESS=1` writes them; otherwise they must be current.
     #[test]
     fn fuzz_seeds_are_current() {
-        let frames = [
-            Frame::Hello { version: VERSION },
-            Frame::Subscribe {
-                topic: "kitchen".to_owned(),
-                cursors: vec![Cursor {
-                    sender: [1; 32],
-                    seq: 9,
-                }],
-            },
-            message(b"out of milk".to_vec()),
-            Frame::Floor {
-                topic: "kitchen".to_owned(),
-                seq: 4,
-            },
-            Frame::Unsubscribe {
-                topic: "kitchen".to_owned(),
-            },
-        ];
+        let frames = every_kind("kitchen", b"out of milk");
         let mut seeds: Vec<(String, Vec<u8>)> = frames
             .iter()
             .enumerate()

@@ -167,27 +167,20 @@ impl fmt::Display for UtcMinute {
             .0
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_secs());
-        let (days, in_day) = (secs / 86_400, secs % 86_400);
-        // Days since 1970-01-01 to a proleptic Gregorian date, by 400-year eras from 0000-03-01.
-        let shifted = days + 719_468;
-        let era = shifted / 146_097;
-        let day_of_era = shifted % 146_097;
-        let year_of_era =
-            (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-        let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-        let month_index = (5 * day_of_year + 2) / 153;
-        let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-        let month = if month_index < 10 {
-            month_index + 3
-        } else {
-            month_index - 9
+        let at = i64::try_from(secs)
+            .ok()
+            .and_then(|secs| time::OffsetDateTime::from_unix_timestamp(secs).ok());
+        let Some(at) = at else {
+            return write!(f, "{secs} s after 1970 UTC");
         };
-        let year = year_of_era + era * 400 + u64::from(month <= 2);
         write!(
             f,
-            "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-            in_day / 3600,
-            in_day % 3600 / 60
+            "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+            at.year(),
+            u8::from(at.month()),
+            at.day(),
+            at.hour(),
+            at.minute()
         )
     }
 }

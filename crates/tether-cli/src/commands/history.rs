@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Result;
 use serde_json::{Value, json};
 use tether::{NetworkingService, TransferDirection, TransferOutcome, TransferRecord};
+use time::OffsetDateTime;
 
 use crate::context::resolve;
 use crate::output::Sink;
@@ -157,49 +158,41 @@ pub(super) fn millis(time: SystemTime) -> u64 {
 
 /// `YYYY-MM-DD HH:MM` in UTC.
 pub(super) fn utc_minute(time: SystemTime) -> String {
-    let (date, seconds) = utc(time);
-    format!("{date} {:02}:{:02}", seconds / 3600, seconds % 3600 / 60)
+    match utc(time) {
+        Some(at) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}",
+            at.year(),
+            u8::from(at.month()),
+            at.day(),
+            at.hour(),
+            at.minute()
+        ),
+        None => "-".to_owned(),
+    }
 }
 
 /// RFC 3339 in UTC, to the second: `YYYY-MM-DDTHH:MM:SSZ`.
 pub(super) fn utc_seconds(time: SystemTime) -> String {
-    let (date, seconds) = utc(time);
-    format!(
-        "{date}T{:02}:{:02}:{:02}Z",
-        seconds / 3600,
-        seconds % 3600 / 60,
-        seconds % 60
-    )
+    match utc(time) {
+        Some(at) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            at.year(),
+            u8::from(at.month()),
+            at.day(),
+            at.hour(),
+            at.minute(),
+            at.second()
+        ),
+        None => "-".to_owned(),
+    }
 }
 
-/// The UTC date (`YYYY-MM-DD`) of `time` and the seconds into that day.
-fn utc(time: SystemTime) -> (String, u64) {
+/// `time` in UTC (times before 1970 count as 1970); `None` past what a date can say.
+fn utc(time: SystemTime) -> Option<OffsetDateTime> {
     let secs = time
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs());
-    let days = secs / 86_400;
-    let (year, month, day) = civil_date(days);
-    (format!("{year:04}-{month:02}-{day:02}"), secs % 86_400)
-}
-
-/// The proleptic Gregorian date `days` after 1970-01-01: counted in 400-year eras of
-/// 146,097 days, years starting on March 1 so that the leap day ends a year.
-fn civil_date(days: u64) -> (u64, u64, u64) {
-    let shifted = days + 719_468; // days from 0000-03-01 to 1970-01-01
-    let era = shifted / 146_097;
-    let day_of_era = shifted % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    };
-    let year = era * 400 + year_of_era + u64::from(month <= 2);
-    (year, month, day)
+    OffsetDateTime::from_unix_timestamp(i64::try_from(secs).ok()?).ok()
 }
 
 #[cfg(test)]
