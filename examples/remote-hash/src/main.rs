@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! remote-hash worker --dir W --discovery D [--pair]     # prints "node <id>", "ticket <code>"
-//! remote-hash submit --dir S --discovery D --pair-code <code> --worker <id> --input FOLDER --out OUT
+//! remote-hash submit --dir S --discovery D [--pair] --worker <id> --input FOLDER --out OUT
+//!                                   # --pair: the worker's ticket on stdin (never in argv)
 //! ```
 //!
 //! Local-only (127.0.0.1, no relays, no mDNS); both find each other through the discovery
@@ -41,9 +42,10 @@ enum Command {
     },
     /// Pairs with a worker's ticket if given, submits a folder, and prints the manifest.
     Submit {
-        /// The worker's ticket (to pair first).
+        /// Pair first, with the worker's ticket read from stdin's first line (a pairing
+        /// secret does not go in argv, where other local users can read it).
         #[arg(long)]
-        pair_code: Option<String>,
+        pair: bool,
         /// The worker's node id.
         #[arg(long)]
         worker: String,
@@ -69,15 +71,19 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Worker { pair } => worker(&cli.dir, &cli.discovery, pair).await,
         Command::Submit {
-            pair_code,
+            pair,
             worker,
             input,
             out,
             delay_ms,
         } => {
             let service = start(&cli.dir, &cli.discovery, None).await?;
-            if let Some(code) = pair_code {
-                service.join_pairing(&code).await?;
+            if pair {
+                let mut code = String::new();
+                std::io::stdin()
+                    .read_line(&mut code)
+                    .context("reading the worker's ticket from stdin")?;
+                service.join_pairing(code.trim()).await?;
             }
             let worker: NodeId = worker.parse().context("the worker's node id")?;
             submit(&service, worker, input, out, delay_ms).await
@@ -140,6 +146,7 @@ async fn submit(
     out: PathBuf,
     delay_ms: u64,
 ) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let options = SubmitOptions::new(&out).timeout(Duration::from_secs(120));
     let args = delay_ms.to_string();
     let mut handle = tether_jobs::submit(
