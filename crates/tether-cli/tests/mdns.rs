@@ -15,7 +15,7 @@
 #[path = "../../tether/tests/common/netns.rs"]
 mod netns;
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

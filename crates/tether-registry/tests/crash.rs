@@ -12,7 +12,7 @@
     missing_docs
 )]
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::env;
@@ -82,7 +82,12 @@ fn crash_child() {
 /// Runs the child until a random moment, kills it, and returns the lines it printed.
 fn run_and_kill(dir: &Path, seed: u64, mode: &str, kill_after: Duration) -> Vec<String> {
     let mut child = Command::new(env::current_exe().unwrap())
-        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "crash::crash_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_DIR, dir)
         .env(CHILD_SEED, seed.to_string())
         .env(CHILD_MODE, mode)

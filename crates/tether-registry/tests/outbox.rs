@@ -8,7 +8,7 @@
     missing_docs
 )]
 
-mod common;
+use crate::common;
 
 use common::{Device, pair, rng, sample_pairing};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};

@@ -7,7 +7,7 @@
     missing_docs
 )]
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 

@@ -9,7 +9,7 @@
     clippy::panic
 )]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::fs;
@@ -25,11 +25,6 @@ use tether_transfer::{
 use tether_wire::{Frame, FrameKind, read_frame, write_frame};
 use tokio::net::TcpStream;
 use uuid::Uuid;
-
-#[test]
-fn child() {
-    common::child_entry();
-}
 
 fn control(value: &Value) -> Frame {
     Frame::new(FrameKind::Control, serde_json::to_vec(value).unwrap()).unwrap()

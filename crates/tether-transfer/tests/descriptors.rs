@@ -11,14 +11,15 @@
     clippy::needless_pass_by_value
 )]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{ChildProc, Setup, leftovers, listen, random_file, send_to, serve_one, tree_hashes};
-use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+use common::{
+    ChildProc, NOFILE_VAR, Setup, leftovers, listen, random_file, send_to, serve_one, tree_hashes,
+};
 use tether_transfer::{CHUNK_SIZE, Receiver};
 
 /// The soft descriptor limit the child runs under.
@@ -29,24 +30,6 @@ const TOO_LOW_LIMIT: u64 = 40;
 const FILES: u64 = 300;
 /// Each file is two chunks (256 KiB + 44 KiB).
 const FILE_SIZE: u64 = 300 << 10;
-
-const NOFILE_VAR: &str = "TETHER_T_NOFILE";
-
-#[test]
-fn child() {
-    if let Ok(limit) = std::env::var(NOFILE_VAR) {
-        let hard = getrlimit(Resource::Nofile).maximum;
-        setrlimit(
-            Resource::Nofile,
-            Rlimit {
-                current: Some(limit.parse().unwrap()),
-                maximum: hard,
-            },
-        )
-        .unwrap();
-    }
-    common::child_entry();
-}
 
 /// Starts a receiving child for `dest` under the soft descriptor limit `limit`; its port.
 fn start_receiver(dest: &Path, limit: Option<u64>, setup: &Setup) -> (ChildProc, u16) {

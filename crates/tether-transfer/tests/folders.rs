@@ -11,7 +11,7 @@
     clippy::print_stderr
 )]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::fs;
@@ -152,11 +152,6 @@ async fn small_files_go_several_to_a_frame() {
         tree_hashes(&dst.path().join(name(src.path())))
     );
     assert!(leftovers(dst.path()).is_empty());
-}
-
-#[test]
-fn child() {
-    common::child_entry();
 }
 
 fn is_child() -> bool {

@@ -7,7 +7,7 @@
 //! review) with:
 //!
 //! ```sh
-//! TETHER_BLESS=1 cargo test -p tether-transfer --test fuzz_seeds
+//! TETHER_BLESS=1 cargo test -p tether-transfer --test integration fuzz_seeds::
 //! ```
 #![allow(
     clippy::unwrap_used,
@@ -261,7 +261,7 @@ async fn seeds_are_current() {
     }
     assert!(
         found == seeds,
-        "{} is stale; regenerate with TETHER_BLESS=1 cargo test -p tether-transfer --test fuzz_seeds",
+        "{} is stale; regenerate with TETHER_BLESS=1 cargo test -p tether-transfer --test integration fuzz_seeds::",
         dir.display()
     );
 }

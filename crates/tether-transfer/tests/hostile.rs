@@ -12,7 +12,7 @@
     clippy::needless_pass_by_value
 )]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::fs;
@@ -31,11 +31,6 @@ use tether_wire::{DataChunk, Frame, FrameKind, read_frame, write_frame};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use uuid::Uuid;
-
-#[test]
-fn child() {
-    common::child_entry();
-}
 
 fn control(value: &Value) -> Frame {
     Frame::new(FrameKind::Control, serde_json::to_vec(value).unwrap()).unwrap()

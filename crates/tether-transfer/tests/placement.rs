@@ -16,7 +16,7 @@
     clippy::needless_pass_by_value
 )]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::symlink;

@@ -12,7 +12,7 @@
     clippy::needless_pass_by_value
 )]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -10,7 +10,7 @@
     clippy::needless_pass_by_value
 )]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::FileExt;
@@ -26,11 +26,6 @@ use rand_core::{Rng, SeedableRng};
 use tether_transfer::{AbortCode, CHUNK_SIZE, LocalError, PeerError, Receiver, TransferError};
 
 const CHUNK: u64 = CHUNK_SIZE as u64;
-
-#[test]
-fn child() {
-    common::child_entry();
-}
 
 fn is_child() -> bool {
     std::env::var(common::ROLE).is_ok()

@@ -10,7 +10,7 @@
     clippy::print_stderr
 )]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::sync::Arc;
@@ -21,11 +21,6 @@ use common::{
     tree_hashes,
 };
 use tether_transfer::{LocalError, PeerError, Receiver, TransferError};
-
-#[test]
-fn child() {
-    common::child_entry();
-}
 
 /// A tree with nested and empty directories, empty, tiny, one-chunk and many-chunk files.
 fn sample_tree(root: &std::path::Path) {

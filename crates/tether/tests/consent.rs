@@ -10,7 +10,7 @@
     clippy::print_stderr
 )]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::future::Future;

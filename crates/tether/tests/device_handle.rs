@@ -2,7 +2,7 @@
 //! the device through it (rename, block and unblock, unpair, send files).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -10,7 +10,7 @@
     clippy::print_stderr
 )]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};

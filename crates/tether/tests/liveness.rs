@@ -11,7 +11,7 @@
     clippy::panic
 )]
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -135,7 +135,7 @@ impl ChildPeer {
     async fn start_command(lab: &Lab, service: &NetworkingService, mut command: Command) -> Self {
         let mut process = command
             .args([
-                "child_peer_process",
+                "liveness::child_peer_process",
                 "--exact",
                 "--nocapture",
                 "--test-threads=1",

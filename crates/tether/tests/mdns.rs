@@ -17,7 +17,7 @@
     clippy::print_stderr
 )]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -85,13 +85,13 @@ fn after_pairing_both_restarted_find_each_other_by_mdns_and_reconnect() {
     // together (the addresses stored at pairing time are stale).
     let a = netns.spawn_test(
         Side::A,
-        "child_restarted_laptop",
+        "mdns::child_restarted_laptop",
         dir.path(),
         "laptop-restarted",
     );
     let b = netns.spawn_test(
         Side::B,
-        "child_restarted_phone",
+        "mdns::child_restarted_phone",
         dir.path(),
         "phone-restarted",
     );
@@ -124,8 +124,8 @@ fn only_the_public_slot_is_broadcast_while_a_code_waits() {
     let Some((netns, dir)) = lab("only_the_public_slot_is_broadcast_while_a_code_waits") else {
         return;
     };
-    let a = netns.spawn_test(Side::A, "child_show_code", dir.path(), "laptop");
-    let b = netns.spawn_test(Side::B, "child_observe_mdns", dir.path(), "observer");
+    let a = netns.spawn_test(Side::A, "mdns::child_show_code", dir.path(), "laptop");
+    let b = netns.spawn_test(Side::B, "mdns::child_observe_mdns", dir.path(), "observer");
     finish(&netns, dir.path(), &[(a, "laptop"), (b, "observer")]);
 
     let laptop = results(dir.path(), "laptop");
@@ -483,8 +483,8 @@ fn lab(test: &str) -> Option<(Netns, tempfile::TempDir)> {
 
 /// Pairs "laptop" (namespace A) and "phone" (B) by word code over mDNS.
 fn pair_in(netns: &Netns, dir: &Path) {
-    let a = netns.spawn_test(Side::A, "child_pair_initiator", dir, "laptop");
-    let b = netns.spawn_test(Side::B, "child_pair_joiner", dir, "phone");
+    let a = netns.spawn_test(Side::A, "mdns::child_pair_initiator", dir, "laptop");
+    let b = netns.spawn_test(Side::B, "mdns::child_pair_joiner", dir, "phone");
     finish(netns, dir, &[(a, "laptop"), (b, "phone")]);
 }
 

@@ -3,7 +3,7 @@
 //! (pairing time, connect time, round trip) printed with `--nocapture`.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::print_stdout)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! gave a device here wins over the device's own later renames.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

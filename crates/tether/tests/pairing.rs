@@ -2,7 +2,7 @@
 //! ticket, with a wrong code, and across restarts.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -10,7 +10,7 @@
     clippy::indexing_slicing
 )]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -415,7 +415,12 @@ async fn a_pull_resumes_after_the_requester_is_killed() {
     let inbox = lab.root.path().join("pulled");
 
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_requester", "--ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "pull::child_requester",
+            "--ignored",
+            "--nocapture",
+        ])
         .env(CHILD, lab.root.path())
         .env("TETHER_PULL_SHARER", sharer.node_id().to_string())
         .env("TETHER_PULL_ENTRY", entry.to_string())

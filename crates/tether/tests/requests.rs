@@ -8,7 +8,7 @@
     clippy::panic
 )]
 
-mod common;
+use crate::common;
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};

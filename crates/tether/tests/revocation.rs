@@ -3,7 +3,7 @@
 //! after the revoking service restarts.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::print_stdout)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! one over the receiver's own limit is refused by the receiver, typed on both sides.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -363,6 +363,9 @@ pub async fn transfer(
 /// a normal test run.
 pub fn child_entry() {
     let Ok(role) = env::var(ROLE) else { return };
+    if let Ok(limit) = env::var(NOFILE_VAR) {
+        lower_open_files(limit.parse().unwrap());
+    }
     let setup = Setup::from_env();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -408,6 +411,19 @@ fn say(line: &str) {
     // The harness has printed "test child ... " without a newline: start a fresh line.
     writeln!(out, "\n{line}").unwrap();
     out.flush().unwrap();
+}
+
+/// The soft `RLIMIT_NOFILE` a child lowers itself to before it starts, when set.
+pub const NOFILE_VAR: &str = "TETHER_T_NOFILE";
+
+fn lower_open_files(limit: u64) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let hard = getrlimit(Resource::Nofile).maximum;
+    let soft = Rlimit {
+        current: Some(limit),
+        maximum: hard,
+    };
+    setrlimit(Resource::Nofile, soft).unwrap();
 }
 
 /// A child process and the lines it prints.

@@ -1,0 +1,34 @@
+//! The crate's integration tests, one module per file, linked into one test binary
+//! (one link and one executable instead of one per file: CI's time and disk).
+//! Run one file's tests with `cargo test -p CRATE --test integration FILE::`.
+// What the files allowed as crate roots, for the helpers they share.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
+
+mod common;
+
+mod ciphers;
+mod descriptors;
+mod edges;
+mod folders;
+mod fuzz_seeds;
+mod hostile;
+mod limits;
+mod placement;
+mod policy;
+mod resume;
+mod roundtrip;
+mod storage;
+
+/// The child process the tests start: this binary run again with `--exact child` and a role
+/// in the environment (`common::child_entry`); without one it does nothing.
+#[test]
+fn child() {
+    common::child_entry();
+}
