@@ -45,6 +45,11 @@ pub const CLOSE_PAIRING_TIMEOUT: u32 = 0x7009;
 pub const CLOSE_PAIRING_DECLINED: u32 = 0x700A;
 /// QUIC close code: pairing is refused because no code or ticket is shown.
 pub const CLOSE_NOT_PAIRING: u32 = 0x700B;
+/// QUIC close code: the peer dialled from an address none of this device's connections to it
+/// use (it restarted on a new port, say) while those connections still looked open. This
+/// device closed them all, this one too, and dials the peer back: the dialler waits for that
+/// link instead of failing.
+pub(crate) const CLOSE_REDIAL: u32 = 0x700C;
 
 /// Refuses the ALPNs Tether keeps for itself (those starting with `tether/`).
 pub(crate) fn check_alpn(alpn: &[u8]) -> Result<(), NetworkError> {
@@ -106,6 +111,7 @@ mod tests {
             ("CLOSE_PAIRING_BUSY", CLOSE_PAIRING_BUSY),
             ("CLOSE_PAIRING_TIMEOUT", CLOSE_PAIRING_TIMEOUT),
             ("CLOSE_PAIRING_DECLINED", CLOSE_PAIRING_DECLINED),
+            ("CLOSE_REDIAL", CLOSE_REDIAL),
         ];
         for (i, (a, code_a)) in codes.iter().enumerate() {
             for (b, code_b) in codes.iter().skip(i + 1) {
@@ -127,6 +133,7 @@ mod tests {
             CLOSE_DEAD,
             CLOSE_IDLE,
             CLOSE_PAIRING_TIMEOUT,
+            CLOSE_REDIAL,
         ] {
             assert!(!REFUSALS.contains(&code), "{code:#x}");
         }

@@ -1,6 +1,7 @@
 //! A peer in another process that pairs by word code, then hangs (SIGSTOP) or dies (SIGKILL)
 //! without closing anything: requests to it time out, keep-alive notices it is gone, and a
-//! pull from it ends within seconds, saying the peer went silent.
+//! pull from it ends within seconds, saying the peer went silent. Killed and started again on
+//! a new port, it is reached again at once.
 //!
 //! The peer is this test binary run again with [`child_peer_process`] selected and its data
 //! directory in the environment.
@@ -16,6 +17,7 @@ use crate::common;
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::protocols::{ECHO_ALPN, Echo};
 use common::{Lab, connected_to, disconnected_from, event_within, next_event};
 use tether::errors::{PeerSilent, TransferError};
 use tether::{
@@ -32,7 +34,11 @@ const CHILD_DISCOVERY_DIR: &str = "TETHER_TEST_CHILD_DISCOVERY_DIR";
 const CHILD_SHARED_FILE: &str = "TETHER_TEST_CHILD_SHARED_FILE";
 /// A file the child sends to the device it paired with, at 1 MiB/s, when set.
 const CHILD_PUSHED_FILE: &str = "TETHER_TEST_CHILD_PUSHED_FILE";
+/// Set when the child starts again on a data directory that is already paired: it pings the
+/// device it paired with (so it dials first), says [`RESTARTED_LINE`] and stays.
+const CHILD_RESTARTED: &str = "TETHER_TEST_CHILD_RESTARTED";
 const CODE_LINE: &str = "TETHER-CHILD-CODE ";
+const RESTARTED_LINE: &str = "TETHER-CHILD-RESTARTED";
 
 /// Not a test of its own: the body of the peer process the other tests start, stop and kill.
 /// Without its environment variables it returns at once.
@@ -57,6 +63,19 @@ fn child_peer_process() {
             config = config.with_share_provider(ShareOne(file.into()));
         }
         let service = NetworkingService::start(config).await.unwrap();
+        service.register_protocol(Echo::default()).unwrap();
+        if std::env::var_os(CHILD_RESTARTED).is_some() {
+            let paired = service.paired_devices();
+            service
+                .device(paired[0].node_id)
+                .unwrap()
+                .ping()
+                .await
+                .unwrap();
+            println!("{RESTARTED_LINE}");
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            return;
+        }
         let mut invite = service.start_pairing_as_initiator().unwrap();
         println!("{CODE_LINE}{}", invite.code);
         let paired = invite.paired().await.unwrap();
@@ -164,6 +183,38 @@ impl ChildPeer {
         service.device(node_id).unwrap().ping().await.unwrap();
         next_event(&mut events, connected_to(node_id)).await;
         Self { process, node_id }
+    }
+
+    /// Kills the peer (SIGKILL) and starts it again on its data directory and a new port; it
+    /// dials this device first. Returns once it has reached this device.
+    async fn restart(&mut self, lab: &Lab) {
+        self.process.kill().await.unwrap();
+        let mut process = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "liveness::child_peer_process",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_DATA_DIR, lab.data_dir("child"))
+            .env(CHILD_DISCOVERY_DIR, lab.discovery_dir())
+            .env(CHILD_RESTARTED, "1")
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(process.stdout.take().unwrap()).lines();
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if line.contains(RESTARTED_LINE) {
+                    return;
+                }
+            }
+            panic!("the restarted child exited before reaching this device");
+        })
+        .await
+        .unwrap();
+        self.process = process;
     }
 
     /// Freezes the peer (SIGSTOP) and waits until the kernel reports it stopped.
@@ -374,4 +425,37 @@ async fn a_push_from_a_killed_sender_fails_within_seconds_saying_it_went_silent(
     assert!(reason.contains("went silent"), "{reason}");
     assert!(noticed < Duration::from_secs(15), "{noticed:?}: {reason}");
     receiver.shutdown().await;
+}
+
+/// A peer killed and started again on a new port dials this device first, while this side
+/// still holds the old connection to its dead process. A new connection to it (a third-party
+/// protocol here) must reach the new process at once, not time out dialling the dead address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_peer_is_reached_at_once_on_its_new_port() {
+    let lab = Lab::new();
+    let mut config = lab.config("desk");
+    // Keep-alive stays out of the way: nothing but the restart may end the old link.
+    config.keepalive_interval = Duration::from_secs(60);
+    let desk = NetworkingService::start(config).await.unwrap();
+    let mut child = ChildPeer::start_and_pair(&lab, &desk).await;
+    echo_once(&desk, child.node_id).await.unwrap();
+
+    child.restart(&lab).await;
+    let started = std::time::Instant::now();
+    let echoed = tokio::time::timeout(Duration::from_secs(15), echo_once(&desk, child.node_id))
+        .await
+        .unwrap_or_else(|_| panic!("no connection to the restarted peer in 15 s"));
+    println!("reached the restarted peer in {:?}", started.elapsed());
+    echoed.unwrap_or_else(|error| panic!("{}", error_chain(&error)));
+}
+
+/// Opens an echo connection to `peer` and has one stream echoed.
+async fn echo_once(service: &NetworkingService, peer: NodeId) -> Result<(), NetworkError> {
+    let connection = service.connect_protocol(peer, ECHO_ALPN).await?;
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(b"hello").await.unwrap();
+    send.finish().unwrap();
+    assert_eq!(recv.read_to_end(64).await.unwrap(), b"hello");
+    connection.close(0u32.into(), b"done");
+    Ok(())
 }

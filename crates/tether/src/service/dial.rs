@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 use tracing::debug;
 
 use super::core::NetworkingService;
-use crate::close::SYNC_ALPN;
+use crate::close::{CLOSE_REDIAL, SYNC_ALPN};
 use crate::error::short;
 use crate::link::Link;
 use crate::{ConnectionState, NetworkError};
@@ -63,8 +63,10 @@ impl NetworkingService {
             .map_err(|_| NetworkError::DeviceNotPaired(node_id))?;
         let inbox = self.inbox(node_id)?;
         self.report_state(node_id, ConnectionState::Connecting);
+        let mut dialled_on = None;
         let dialled = async {
             let connection = self.dial(node_id, SYNC_ALPN).await?;
+            dialled_on = Some(connection.clone());
             Link::dial(
                 connection,
                 self.inner.keys.identity(),
@@ -97,10 +99,46 @@ impl NetworkingService {
             }
             _ => confirmed.await.map(Linked::existing),
         };
+        if linked.is_err()
+            && let Some(link) = self.called_back(node_id, dialled_on.as_ref()).await
+        {
+            return Ok(Linked::existing(link));
+        }
         if linked.is_err() && self.inner.pool.live_link(&node_id).is_none() {
             self.report_state(node_id, ConnectionState::Closed);
         }
         linked
+    }
+
+    /// The link the device dials back when it closed this side's dial with [`CLOSE_REDIAL`]
+    /// (it saw this device come from a new address), once it is pooled; `None` when the dial
+    /// was closed otherwise, or no link came within the connect timeout.
+    async fn called_back(
+        &self,
+        node_id: NodeId,
+        dialled_on: Option<&Connection>,
+    ) -> Option<Arc<Link>> {
+        let close = tether_iroh::peer_close(dialled_on?)?;
+        if close.code != u64::from(CLOSE_REDIAL) {
+            return None;
+        }
+        debug!(peer = %short(&node_id), "the device dials back; waiting for its link");
+        let mut events = self.inner.events.subscribe();
+        let wait = async {
+            loop {
+                if let Some(link) = self.inner.pool.live_link(&node_id) {
+                    return Some(link);
+                }
+                match events.recv().await {
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        };
+        tokio::time::timeout(self.inner.config.connect_timeout, wait)
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Dials a paired device on `alpn`, trying its known addresses with exponential backoff.

@@ -43,6 +43,13 @@ impl PoolState {
         list.push(connection.clone());
     }
 
+    /// Whether someone holds the device's dial turn.
+    fn dialing_now(&self, node_id: &NodeId) -> bool {
+        self.dialing
+            .get(node_id)
+            .is_some_and(|turn| turn.try_lock().is_err())
+    }
+
     fn protocol_connection_open(&self, node_id: &NodeId) -> bool {
         self.connections.get(node_id).is_some_and(|list| {
             list.iter()
@@ -150,6 +157,36 @@ impl Pool {
         Ok(())
     }
 
+    /// The device's live connections, when `new` (a connection it just dialled in on) comes
+    /// from a direct address none of them uses: the device restarted or moved, and those
+    /// connections lead to where it was. `None` when it has none, when `new` or all of them
+    /// go through a relay, or when an address is shared (both sides dialled at once, say).
+    ///
+    /// iroh sends a new connection's first packets to one path per device, chosen among its
+    /// open connections' paths, and keeps the old, dead one while such a connection lasts
+    /// (its round-trip time, measured before the restart, still looks good); so until they
+    /// are all closed, no dial reaches the device's new address.
+    pub(super) fn left_behind(
+        &self,
+        node_id: &NodeId,
+        new: &Connection,
+    ) -> Option<Vec<Connection>> {
+        let arrived_from = tether_iroh::direct_addrs(new);
+        let state = self.state.lock();
+        let open: Vec<Connection> = state
+            .connections
+            .get(node_id)?
+            .iter()
+            .filter(|c| c.close_reason().is_none() && c.stable_id() != new.stable_id())
+            .cloned()
+            .collect();
+        let known: HashSet<_> = open.iter().flat_map(tether_iroh::direct_addrs).collect();
+        let moved = !arrived_from.is_empty()
+            && !known.is_empty()
+            && !arrived_from.iter().any(|addr| known.contains(addr));
+        moved.then_some(open)
+    }
+
     /// Takes `link` out of the pool if it is the device's pooled one; whether it was. When
     /// `idle` (it was closed for being idle), the device is marked so.
     pub(super) fn remove_if_current(&self, link: &Arc<Link>, idle: bool) -> bool {
@@ -165,6 +202,11 @@ impl Pool {
             }
         }
         current
+    }
+
+    /// Whether a dial to the device is in progress.
+    pub(super) fn dialing(&self, node_id: &NodeId) -> bool {
+        self.state.lock().dialing_now(node_id)
     }
 
     /// Whether the device's last link was closed for being idle.
@@ -203,11 +245,7 @@ impl Pool {
                 ConnectionState::Idle
             };
         }
-        let dialing = state
-            .dialing
-            .get(node_id)
-            .is_some_and(|turn| turn.try_lock().is_err());
-        if dialing {
+        if state.dialing_now(node_id) {
             ConnectionState::Connecting
         } else {
             ConnectionState::Closed

@@ -2,13 +2,15 @@
 //! and third-party protocols.
 
 use iroh::endpoint::Connection;
-use tether_identity::{NodeId, error_chain};
+use tether_identity::{ErrorChain, NodeId, error_chain};
 use tether_pairing::CodeStatus;
 use tether_protocol::PairedPeer;
+use tracing::{debug, info};
 
 use super::core::NetworkingService;
 use crate::close::PAIRING_ALPN;
-use crate::close::{CLOSE_PROTOCOL, SYNC_ALPN};
+use crate::close::{CLOSE_DEAD, CLOSE_PROTOCOL, CLOSE_REDIAL, SYNC_ALPN};
+use crate::error::short;
 use crate::gate::{
     CLOSE_PAIRING_BUSY, CLOSE_PAIRING_DECLINED, CLOSE_PAIRING_TIMEOUT, pairing_refusal,
 };
@@ -57,6 +59,10 @@ impl NetworkingService {
                     reason: "no session hello was sent on this connection".to_owned(),
                 });
             };
+            if let Some(left_behind) = self.inner.pool.left_behind(&peer, &connection) {
+                self.dial_back(peer, &connection, &left_behind);
+                return Ok(());
+            }
             let link = Link::accept(
                 connection,
                 greeting,
@@ -95,6 +101,35 @@ impl NetworkingService {
                 node: peer,
                 reason: error_chain(&error),
             })
+    }
+
+    /// A paired device dialled in from a new address while this side still holds connections
+    /// to where it was (see [`super::pool::Pool::left_behind`]): closes those (the device is
+    /// gone from there) and the new one ([`CLOSE_REDIAL`]: the peer waits for the link back),
+    /// so that no connection to the device is left and iroh forgets the dead path, then dials
+    /// the device back.
+    fn dial_back(&self, peer: NodeId, connection: &Connection, left_behind: &[Connection]) {
+        info!(peer = %short(&peer), "a paired device dialled in from a new address; dialling it back");
+        if let Some(old) = self.inner.pool.live_link(&peer) {
+            self.close_link(&old, CLOSE_DEAD, "the device restarted or moved");
+        }
+        for stale in left_behind {
+            stale.close(CLOSE_DEAD.into(), b"the device restarted or moved");
+        }
+        connection.close(CLOSE_REDIAL.into(), b"dialling back");
+        // One dial back at a time: a device dialling in again and again from new addresses
+        // costs closes, not a pile of dials.
+        if self.inner.pool.dialing(&peer) {
+            return;
+        }
+        let service = self.for_task();
+        self.inner
+            .tasks
+            .spawn("a dial back to a restarted device", async move {
+                if let Err(error) = service.link(peer).await {
+                    debug!(peer = %short(&peer), error = %ErrorChain(&error), "dial back failed");
+                }
+            });
     }
 
     /// Serves one pairing connection within the lobby's bounds: a seat, the deadlines, and
