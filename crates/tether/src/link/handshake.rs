@@ -278,6 +278,13 @@ fn timed_out() -> NetworkError {
     }
 }
 
+/// Whether the peer closed `connection` because this side's `Init` did not verify.
+pub(crate) fn refused_unverified(connection: &Connection) -> bool {
+    tether_iroh::peer_close(connection).is_some_and(|close| {
+        close.code == u64::from(CLOSE_PROTOCOL) && close.reason == UNVERIFIED_REASON
+    })
+}
+
 /// The message stream failed before the `Response`: the acceptor refused our `Init` (said
 /// with [`UNVERIFIED_REASON`]), or the connection failed.
 fn closed_early(
@@ -285,10 +292,7 @@ fn closed_early(
     peer: &NodeId,
     error: impl std::error::Error,
 ) -> NetworkError {
-    let refused = tether_iroh::peer_close(connection).is_some_and(|close| {
-        close.code == u64::from(CLOSE_PROTOCOL) && close.reason == UNVERIFIED_REASON
-    });
-    if refused {
+    if refused_unverified(connection) {
         NetworkError::InvalidSignature { node: *peer }
     } else {
         failed(peer, error)

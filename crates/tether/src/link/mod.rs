@@ -567,7 +567,9 @@ impl Link {
     }
 
     fn gone(&self) -> NetworkError {
-        if *self.unverified.lock() {
+        // A request that went out behind the `Init` may see the acceptor's refusal before
+        // `confirm` does.
+        if *self.unverified.lock() || handshake::refused_unverified(&self.connection) {
             return NetworkError::InvalidSignature { node: self.node_id };
         }
         if let Some(refused) = crate::gate::refusal(&self.connection) {
