@@ -92,6 +92,20 @@ pub enum Command {
     },
     /// The node ids seen by discovery so far.
     Discovered,
+    /// Share a file with paired devices for streaming (`tether-stream`); answers with its
+    /// entry id.
+    Share {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Open a file `from` shares as a stream and time it: the first byte, a seek near its
+    /// end, and `ffprobe` reading it through the local HTTP server.
+    StreamFigures {
+        /// The sharing device.
+        from: String,
+        /// The entry id [`Command::Share`] answered.
+        entry: String,
+    },
     /// Stop the service and exit.
     Shutdown,
 }

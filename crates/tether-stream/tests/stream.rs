@@ -495,8 +495,11 @@ async fn figures() {
         file.seek(SeekFrom::End(-1000)).await.unwrap();
         file.read_exact(&mut byte).await.unwrap();
         let seek = seek.elapsed();
-        let server = HttpServer::start(file, "testsrc.mp4", 0).await.unwrap();
+        drop(file);
+        // The player gets a file opened afresh: nothing fetched above is in its cache.
         let probe = Instant::now();
+        let fresh = device.open_remote(entry).await.unwrap();
+        let server = HttpServer::start(fresh, "testsrc.mp4", 0).await.unwrap();
         run("ffprobe", &["-v", "error", "-show_format", server.url()]).await;
         let probe = probe.elapsed();
         let local = Instant::now();

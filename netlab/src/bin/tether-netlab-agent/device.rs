@@ -16,10 +16,12 @@ use tether::{
     QuicTuning, RelayConfig, TransferEvent, TransferOptions, TransportConfig, TrustedRoot, Uuid,
 };
 use tether_netlab::protocol::{Command, Request};
+use tether_stream::StreamServer;
 use tokio::io::AsyncBufReadExt;
 use tracing::warn;
 
 use crate::emit;
+use crate::stream::{self, Shelf};
 
 /// How the device starts.
 #[derive(Debug, clap::Args)]
@@ -97,6 +99,8 @@ fn quic_tuning(windows: QuicTuning, congestion: Congestion) -> QuicTuning {
 
 struct State {
     service: NetworkingService,
+    /// What this device shares for streaming.
+    shelf: Arc<Shelf>,
     /// How often each numbered message arrived.
     received: Mutex<HashMap<u64, u64>>,
     discovered: Mutex<BTreeSet<String>>,
@@ -142,7 +146,12 @@ pub(crate) async fn run(args: DeviceArgs) -> Result<()> {
     config.loopback_discovery = None;
     config.receive_dir.clone_from(&args.receive_dir);
     config.device_name = Some(DeviceName::new(args.name.clone()).context("device name")?);
-    let service = NetworkingService::start(config)
+    let shelf = Arc::new(Shelf::default());
+    config.share_provider = stream::provider(&shelf);
+    let service = NetworkingService::builder(&args.data_dir)
+        .configure(|c| *c = config)
+        .protocol(StreamServer::new(stream::provider(&shelf)))
+        .spawn()
         .await
         .context("starting the service")?;
     // With a relay, wait until it is this device's home relay, so tickets carry its URL.
@@ -162,6 +171,7 @@ pub(crate) async fn run(args: DeviceArgs) -> Result<()> {
     }));
     let state = Arc::new(State {
         service,
+        shelf,
         received: Mutex::default(),
         discovered: Mutex::default(),
     });
@@ -299,6 +309,10 @@ async fn handle(state: &State, id: u64, command: Command) -> Result<Value> {
         Command::Discovered => {
             let discovered: Vec<String> = state.discovered.lock().iter().cloned().collect();
             Ok(json!({ "discovered": discovered }))
+        }
+        Command::Share { path } => Ok(json!({"entry": state.shelf.share(path).to_string()})),
+        Command::StreamFigures { from, entry } => {
+            stream::figures(service, node(&from)?, &entry).await
         }
         Command::Shutdown => Ok(json!({})),
     }

@@ -5,6 +5,7 @@
 mod delay;
 mod device;
 mod relay;
+mod stream;
 mod tcp;
 
 use std::io::Write;

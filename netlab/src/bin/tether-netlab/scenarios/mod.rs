@@ -8,17 +8,19 @@ mod fat;
 mod faults;
 mod kit;
 mod paths;
+mod stream;
 
 use doctor::doctor_verdicts;
 use fat::{fat_links, settings_table};
 use faults::{cuts, loss, rates};
 pub(crate) use kit::{Ctx, Outcome};
 use paths::{cone_direct, direct_blocked, lan_mdns, roaming, symmetric_relay};
+use stream::stream_on_a_long_link;
 
 /// A scenario: its number, name and body.
 pub(crate) type Scenario = (&'static str, &'static str, fn(&Ctx) -> Result<Outcome>);
 
-pub(crate) const ALL: [Scenario; 11] = [
+pub(crate) const ALL: [Scenario; 12] = [
     (
         "1",
         "LAN pairing by code over mDNS; no mDNS across the NAT",
@@ -53,6 +55,11 @@ pub(crate) const ALL: [Scenario; 11] = [
         "11",
         "tether doctor in the cone and symmetric homes: NAT type, multicast, port mapping",
         doctor_verdicts,
+    ),
+    (
+        "12",
+        "streaming a video over 100 Mbit/s + 50 ms RTT: first byte, seek, ffprobe",
+        stream_on_a_long_link,
     ),
 ];
 
