@@ -120,8 +120,8 @@ fn check_namespace(args: &DeviceArgs) -> Result<()> {
     Ok(())
 }
 
-pub(crate) async fn run(args: DeviceArgs) -> Result<()> {
-    check_namespace(&args)?;
+/// The device's configuration from its arguments.
+fn config(args: &DeviceArgs) -> Result<NetworkingConfig> {
     let mut transport = TransportConfig::local_only();
     transport.local_only = false;
     transport.bind_addr = args.bind;
@@ -146,6 +146,12 @@ pub(crate) async fn run(args: DeviceArgs) -> Result<()> {
     config.loopback_discovery = None;
     config.receive_dir.clone_from(&args.receive_dir);
     config.device_name = Some(DeviceName::new(args.name.clone()).context("device name")?);
+    Ok(config)
+}
+
+pub(crate) async fn run(args: DeviceArgs) -> Result<()> {
+    check_namespace(&args)?;
+    let mut config = config(&args)?;
     let shelf = Arc::new(Shelf::default());
     config.share_provider = stream::provider(&shelf);
     let service = NetworkingService::builder(&args.data_dir)
