@@ -197,7 +197,9 @@ impl NetworkingService {
     /// The device's gate decides right after the TLS handshake; a refused connection is then
     /// closed, which the first read or write shows ([`crate::close::refusal`] says whether
     /// that was a refusal). An ALPN the device does not serve fails here with
-    /// [`NetworkError::UnknownProtocol`]; the `tether/` ALPNs are not for this.
+    /// [`NetworkError::UnknownProtocol`]; the `tether/` ALPNs are not for this. The device's
+    /// link is opened first when there is none (a device that restarted on a new port is
+    /// dialled back by its peer before the peer takes its other connections).
     pub async fn connect_protocol(
         &self,
         node_id: NodeId,
@@ -209,6 +211,9 @@ impl NetworkingService {
             ));
         }
         self.device(node_id)?;
+        // The link first: when this device restarted, the peer dials it back before it takes
+        // any other connection from it (see `serve.rs`'s `dial_back`).
+        self.link(node_id).await?;
         let connection = self.dial(node_id, alpn).await?;
         self.track(node_id, &connection)?;
         Ok(connection)

@@ -33,6 +33,9 @@ struct PoolState {
     /// Devices whose last link was closed for being idle: discovery does not redial them
     /// (the next send does).
     idle_closed: HashSet<NodeId>,
+    /// Devices this side is dialling back after they came from a new address: their
+    /// incoming connections are closed until the dial back ends.
+    dialling_back: HashSet<NodeId>,
 }
 
 impl PoolState {
@@ -157,21 +160,26 @@ impl Pool {
         Ok(())
     }
 
-    /// The device's live connections, when `new` (a connection it just dialled in on) comes
-    /// from a direct address none of them uses: the device restarted or moved, and those
-    /// connections lead to where it was. `None` when it has none, when `new` or all of them
-    /// go through a relay, or when an address is shared (both sides dialled at once, say).
+    /// The device's live connections, when one of them leads to where the device was: it uses
+    /// direct addresses, none of which `new` (a connection the device just dialled in on)
+    /// comes from. The device restarted or moved, and such connections lead to a dead socket.
+    /// `None` when every live connection shares an address with `new` (both sides dialled at
+    /// once, say, or the device's other new connections), or goes through a relay, or when
+    /// `new` does.
     ///
     /// iroh sends a new connection's first packets to one path per device, chosen among its
-    /// open connections' paths, and keeps the old, dead one while such a connection lasts
-    /// (its round-trip time, measured before the restart, still looks good); so until they
-    /// are all closed, no dial reaches the device's new address.
+    /// open connections' paths, and keeps the old, dead one while any connection lasts (its
+    /// round-trip time, measured before the restart, still looks good); so until they are all
+    /// closed, the new ones too, no dial reaches the device's new address.
     pub(super) fn left_behind(
         &self,
         node_id: &NodeId,
         new: &Connection,
     ) -> Option<Vec<Connection>> {
-        let arrived_from = tether_iroh::direct_addrs(new);
+        let arrived_from: HashSet<_> = tether_iroh::direct_addrs(new).into_iter().collect();
+        if arrived_from.is_empty() {
+            return None;
+        }
         let state = self.state.lock();
         let open: Vec<Connection> = state
             .connections
@@ -180,11 +188,11 @@ impl Pool {
             .filter(|c| c.close_reason().is_none() && c.stable_id() != new.stable_id())
             .cloned()
             .collect();
-        let known: HashSet<_> = open.iter().flat_map(tether_iroh::direct_addrs).collect();
-        let moved = !arrived_from.is_empty()
-            && !known.is_empty()
-            && !arrived_from.iter().any(|addr| known.contains(addr));
-        moved.then_some(open)
+        let stale = open.iter().any(|c| {
+            let addrs = tether_iroh::direct_addrs(c);
+            !addrs.is_empty() && !addrs.iter().any(|addr| arrived_from.contains(addr))
+        });
+        stale.then_some(open)
     }
 
     /// Takes `link` out of the pool if it is the device's pooled one; whether it was. When
@@ -204,9 +212,19 @@ impl Pool {
         current
     }
 
-    /// Whether a dial to the device is in progress.
-    pub(super) fn dialing(&self, node_id: &NodeId) -> bool {
-        self.state.lock().dialing_now(node_id)
+    /// Marks the device as being dialled back; false when it already was.
+    pub(super) fn start_dial_back(&self, node_id: NodeId) -> bool {
+        self.state.lock().dialling_back.insert(node_id)
+    }
+
+    /// The dial back to the device ended.
+    pub(super) fn end_dial_back(&self, node_id: &NodeId) {
+        self.state.lock().dialling_back.remove(node_id);
+    }
+
+    /// Whether the device is being dialled back.
+    pub(super) fn dialling_back(&self, node_id: &NodeId) -> bool {
+        self.state.lock().dialling_back.contains(node_id)
     }
 
     /// Whether the device's last link was closed for being idle.

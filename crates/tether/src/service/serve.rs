@@ -45,6 +45,12 @@ impl NetworkingService {
             self.report_pairing(&result);
             return result.map(drop);
         }
+        // While this side dials the device back, a connection the device opens would keep
+        // iroh on its dead path (see `dial_back`): it waits for the link back instead.
+        if self.inner.pool.dialling_back(&peer) {
+            connection.close(CLOSE_REDIAL.into(), b"dialling back");
+            return Ok(());
+        }
         // Every other ALPN passed the gate: the peer is paired.
         let secret = self
             .inner
@@ -107,8 +113,13 @@ impl NetworkingService {
     /// to where it was (see [`super::pool::Pool::left_behind`]): closes those (the device is
     /// gone from there) and the new one ([`CLOSE_REDIAL`]: the peer waits for the link back),
     /// so that no connection to the device is left and iroh forgets the dead path, then dials
-    /// the device back.
+    /// the device back. Until that dial ends, the device's incoming connections are closed the
+    /// same way: one that iroh took in before the old ones were gone would keep the dead path.
     fn dial_back(&self, peer: NodeId, connection: &Connection, left_behind: &[Connection]) {
+        connection.close(CLOSE_REDIAL.into(), b"dialling back");
+        if !self.inner.pool.start_dial_back(peer) {
+            return;
+        }
         info!(peer = %short(&peer), "a paired device dialled in from a new address; dialling it back");
         if let Some(old) = self.inner.pool.live_link(&peer) {
             self.close_link(&old, CLOSE_DEAD, "the device restarted or moved");
@@ -116,17 +127,13 @@ impl NetworkingService {
         for stale in left_behind {
             stale.close(CLOSE_DEAD.into(), b"the device restarted or moved");
         }
-        connection.close(CLOSE_REDIAL.into(), b"dialling back");
-        // One dial back at a time: a device dialling in again and again from new addresses
-        // costs closes, not a pile of dials.
-        if self.inner.pool.dialing(&peer) {
-            return;
-        }
         let service = self.for_task();
         self.inner
             .tasks
             .spawn("a dial back to a restarted device", async move {
-                if let Err(error) = service.link(peer).await {
+                let linked = service.link(peer).await;
+                service.inner.pool.end_dial_back(&peer);
+                if let Err(error) = linked {
                     debug!(peer = %short(&peer), error = %ErrorChain(&error), "dial back failed");
                 }
             });
