@@ -258,7 +258,9 @@ async fn five_devices_share_a_topic() {
         .service
         .connect_protocol(devices[0].service.node_id(), CHANNEL_ALPN)
         .await;
+    // `connect_protocol` opens the link first, so the gate's refusal comes on it.
     let code = match refused {
+        Err(tether::NetworkError::Refused { code, .. }) => code,
         Err(error) => panic!("eve's dial failed before ann's gate: {error}"),
         Ok(connection) => {
             let reason = connection.closed().await;
