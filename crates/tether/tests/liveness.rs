@@ -25,8 +25,8 @@ use tether::{
     NetworkingConfig, NetworkingService, NodeId, PullOptions, ShareProvider, SharedEntry,
     TransferConsent, TransferEvent, TransferOffer, TransferOptions, Uuid, error_chain,
 };
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
 
 const CHILD_DATA_DIR: &str = "TETHER_TEST_CHILD_DATA_DIR";
 const CHILD_DISCOVERY_DIR: &str = "TETHER_TEST_CHILD_DISCOVERY_DIR";
@@ -151,32 +151,9 @@ impl ChildPeer {
         Self::start_command(lab, service, command).await
     }
 
-    async fn start_command(lab: &Lab, service: &NetworkingService, mut command: Command) -> Self {
-        let mut process = command
-            .args([
-                "liveness::child_peer_process",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_DATA_DIR, lab.data_dir("child"))
-            .env(CHILD_DISCOVERY_DIR, lab.discovery_dir())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(process.stdout.take().unwrap()).lines();
-        let code = tokio::time::timeout(Duration::from_secs(20), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                // libtest's "test child_peer_process ... " may share the line.
-                if let Some((_, code)) = line.split_once(CODE_LINE) {
-                    return code.trim().to_owned();
-                }
-            }
-            panic!("the child exited without showing a code");
-        })
-        .await
-        .unwrap();
+    async fn start_command(lab: &Lab, service: &NetworkingService, command: Command) -> Self {
+        let (process, mut lines) = spawn_peer(lab, command);
+        let code = after_marker(&mut lines, CODE_LINE).await.trim().to_owned();
         let paired = service.join_pairing(&code).await.unwrap();
         let node_id = paired.device.public_key;
         let mut events = service.subscribe();
@@ -189,31 +166,10 @@ impl ChildPeer {
     /// dials this device first. Returns once it has reached this device.
     async fn restart(&mut self, lab: &Lab) {
         self.process.kill().await.unwrap();
-        let mut process = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "liveness::child_peer_process",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_DATA_DIR, lab.data_dir("child"))
-            .env(CHILD_DISCOVERY_DIR, lab.discovery_dir())
-            .env(CHILD_RESTARTED, "1")
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(process.stdout.take().unwrap()).lines();
-        tokio::time::timeout(Duration::from_secs(20), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if line.contains(RESTARTED_LINE) {
-                    return;
-                }
-            }
-            panic!("the restarted child exited before reaching this device");
-        })
-        .await
-        .unwrap();
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command.env(CHILD_RESTARTED, "1");
+        let (process, mut lines) = spawn_peer(lab, command);
+        after_marker(&mut lines, RESTARTED_LINE).await;
         self.process = process;
     }
 
@@ -237,6 +193,40 @@ impl ChildPeer {
         let raw = i32::try_from(self.process.id().unwrap()).unwrap();
         rustix::process::Pid::from_raw(raw).unwrap()
     }
+}
+
+/// Runs `command` (this test binary) as the peer process on the lab's child directories.
+fn spawn_peer(lab: &Lab, mut command: Command) -> (Child, Lines<BufReader<ChildStdout>>) {
+    let mut process = command
+        .args([
+            "liveness::child_peer_process",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DATA_DIR, lab.data_dir("child"))
+        .env(CHILD_DISCOVERY_DIR, lab.discovery_dir())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(process.stdout.take().unwrap()).lines();
+    (process, lines)
+}
+
+/// What follows `marker` on the first line of the child's output that holds it (libtest's
+/// "test child_peer_process ... " may share the line), within 20 s.
+async fn after_marker(lines: &mut Lines<BufReader<ChildStdout>>, marker: &str) -> String {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some((_, rest)) = line.split_once(marker) {
+                return rest.to_owned();
+            }
+        }
+        panic!("the child exited before saying {marker:?}");
+    })
+    .await
+    .unwrap()
 }
 
 fn announce() -> NetworkMessage {

@@ -7,7 +7,8 @@ use anyhow::Result;
 use tether_netlab::protocol::Command;
 
 use super::kit::{
-    Ctx, MIN, Outcome, alias, f, figure_transfer, hash, lan_pair, make_file, transfer,
+    Ctx, MIN, Outcome, alias, f, figure_transfer, hash, lan_pair, make_file, shape_100mbit_50ms,
+    transfer,
 };
 use crate::agent::Agent;
 use crate::lab::{Host, Lab, Nat};
@@ -264,18 +265,7 @@ pub(super) fn rates(ctx: &Ctx) -> Result<Outcome> {
         ),
     );
 
-    lab.rate(Host::A, "100mbit", "64kb")?;
-    lab.delay(&ctx.agent, Host::A, 25)?;
-    let ping = a.call_ok(
-        Command::Ping {
-            to: a2.node_id.clone(),
-        },
-        MIN,
-    )?;
-    out.note(format!(
-        "100 Mbit/s + delay line: ping {:.1} ms",
-        f(&ping["rtt_ms"])
-    ));
+    shape_100mbit_50ms(ctx, &mut lab, &mut out, &mut a, &a2)?;
     let small = lab.dir.join("payload-100m.bin");
     let expected = make_file(&small, ctx.mib, "s7-100")?;
     let (answer, same) = transfer(&mut a, &a2, &small, &expected)?;

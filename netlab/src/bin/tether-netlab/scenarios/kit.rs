@@ -183,3 +183,27 @@ pub(crate) fn relay_lab(ctx: &Ctx, name: &str, nat: Nat) -> Result<(Lab, String,
     let (url, cert) = lab.start_relay(&ctx.agent)?;
     Ok((lab, url, cert))
 }
+
+/// Shapes home A's link to 100 Mbit/s with a 25 ms delay line each way (50 ms of round trip)
+/// and notes the encrypted round trip `from` then measures to `to`.
+pub(crate) fn shape_100mbit_50ms(
+    ctx: &Ctx,
+    lab: &mut Lab,
+    out: &mut Outcome,
+    from: &mut Agent,
+    to: &Agent,
+) -> Result<()> {
+    lab.rate(Host::A, "100mbit", "64kb")?;
+    lab.delay(&ctx.agent, Host::A, 25)?;
+    let ping = from.call_ok(
+        Command::Ping {
+            to: to.node_id.clone(),
+        },
+        MIN,
+    )?;
+    out.note(format!(
+        "100 Mbit/s + delay line: ping {:.1} ms",
+        f(&ping["rtt_ms"])
+    ));
+    Ok(())
+}

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use tether_netlab::protocol::Command;
 
-use super::kit::{Ctx, MIN, Outcome, f, lan_pair};
-use crate::lab::{Host, Lab, Nat};
+use super::kit::{Ctx, MIN, Outcome, f, lan_pair, shape_100mbit_50ms};
+use crate::lab::{Lab, Nat};
 
 /// How many times the viewer opens the video afresh.
 const ROUNDS: usize = 3;
@@ -22,18 +22,7 @@ pub(super) fn stream_on_a_long_link(ctx: &Ctx) -> Result<Outcome> {
     let (mut owner, mut viewer) = lan_pair(ctx, &lab)?;
     let video = lab.dir.join("testsrc.mp4");
     make_video(&video)?;
-    lab.rate(Host::A, "100mbit", "64kb")?;
-    lab.delay(&ctx.agent, Host::A, 25)?;
-    let ping = viewer.call_ok(
-        Command::Ping {
-            to: owner.node_id.clone(),
-        },
-        MIN,
-    )?;
-    out.note(format!(
-        "100 Mbit/s + delay line: ping {:.1} ms",
-        f(&ping["rtt_ms"])
-    ));
+    shape_100mbit_50ms(ctx, &mut lab, &mut out, &mut viewer, &owner)?;
     let shared = owner.call_ok(
         Command::Share {
             path: video.clone(),
@@ -50,9 +39,7 @@ pub(super) fn stream_on_a_long_link(ctx: &Ctx) -> Result<Outcome> {
             MIN,
         )?;
         let local = local_probe(&video)?;
-        out.check(
-            true,
-            format!(
+        out.note(format!(
                 "100 Mbit/s + 50 ms RTT, round {round}: first byte {:.1} ms, seek near the end \
                  and read {:.1} ms, ffprobe through a fresh stream {:.1} ms (the local file: {:.1} ms)",
                 f(&figures["first_byte_ms"]),
